@@ -1,0 +1,181 @@
+//! Who is calling and what they may do. The `Authorizer` port decides; an
+//! `Authorized` value is the only proof of a decision, and every service method
+//! demands one, so no handler can reach the domain without step 7.
+
+use crate::error::{Error, Result};
+use crate::vault::VaultRecord;
+
+/// The kinds of principals in a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A human user.
+    User,
+    /// A group of principals.
+    Group,
+    /// An application's service principal.
+    ServicePrincipal,
+    /// A managed identity.
+    ManagedIdentity,
+}
+
+impl PrincipalKind {
+    /// Stable storage tag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+            Self::ServicePrincipal => "servicePrincipal",
+            Self::ManagedIdentity => "managedIdentity",
+        }
+    }
+
+    /// Parses the storage tag.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "group" => Some(Self::Group),
+            "servicePrincipal" => Some(Self::ServicePrincipal),
+            "managedIdentity" => Some(Self::ManagedIdentity),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated caller, as established from a validated token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Object id (`oid`).
+    pub object_id: String,
+    /// Tenant id (`tid`).
+    pub tenant_id: String,
+    /// Application (client) id (`azp`/`appid`), for applications.
+    pub app_id: Option<String>,
+    /// What sort of principal it is.
+    pub kind: PrincipalKind,
+}
+
+/// Data-plane operations, named as Azure's audit log names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Set a secret (new version).
+    SecretSet,
+    /// Get a secret value.
+    SecretGet,
+    /// Update secret attributes.
+    SecretUpdate,
+    /// List secrets.
+    SecretList,
+    /// List versions of a secret.
+    SecretListVersions,
+    /// Delete a secret.
+    SecretDelete,
+    /// Get a deleted secret.
+    SecretGetDeleted,
+    /// List deleted secrets.
+    SecretListDeleted,
+    /// Recover a deleted secret.
+    SecretRecover,
+    /// Purge a deleted secret.
+    SecretPurge,
+    /// Back up a secret.
+    SecretBackup,
+    /// Restore a secret backup.
+    SecretRestore,
+}
+
+impl Operation {
+    /// Azure's `operationName`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SecretSet => "SecretSet",
+            Self::SecretGet => "SecretGet",
+            Self::SecretUpdate => "SecretUpdate",
+            Self::SecretList => "SecretList",
+            Self::SecretListVersions => "SecretListVersions",
+            Self::SecretDelete => "SecretDelete",
+            Self::SecretGetDeleted => "SecretGetDeleted",
+            Self::SecretListDeleted => "SecretListDeleted",
+            Self::SecretRecover => "SecretRecover",
+            Self::SecretPurge => "SecretPurge",
+            Self::SecretBackup => "SecretBackup",
+            Self::SecretRestore => "SecretRestore",
+        }
+    }
+
+    /// The access-policy permission (category, name) this operation needs.
+    pub fn permission(self) -> (&'static str, &'static str) {
+        match self {
+            Self::SecretSet | Self::SecretUpdate => ("secrets", "set"),
+            Self::SecretGet | Self::SecretGetDeleted => ("secrets", "get"),
+            Self::SecretList | Self::SecretListVersions | Self::SecretListDeleted => {
+                ("secrets", "list")
+            }
+            Self::SecretDelete => ("secrets", "delete"),
+            Self::SecretRecover => ("secrets", "recover"),
+            Self::SecretPurge => ("secrets", "purge"),
+            Self::SecretBackup => ("secrets", "backup"),
+            Self::SecretRestore => ("secrets", "restore"),
+        }
+    }
+}
+
+/// The authorization port: RBAC, access policies, or (for now) the bootstrap
+/// principal only. One decision function per request.
+pub trait Authorizer: Send + Sync {
+    /// Allows or refuses `principal` doing `operation` on `object` in `vault`.
+    fn check(
+        &self,
+        principal: &Principal,
+        vault: &VaultRecord,
+        operation: Operation,
+        object: Option<&str>,
+    ) -> Result<()>;
+}
+
+/// Proof that the caller was authorized for one operation on one vault.
+#[derive(Debug)]
+pub struct Authorized {
+    principal: Principal,
+    vault_id: String,
+    operation: Operation,
+}
+
+impl Authorized {
+    /// Asks the authorizer; the only way to obtain an `Authorized`.
+    pub fn check(
+        authorizer: &dyn Authorizer,
+        principal: &Principal,
+        vault: &VaultRecord,
+        operation: Operation,
+        object: Option<&str>,
+    ) -> Result<Self> {
+        authorizer.check(principal, vault, operation, object)?;
+        Ok(Self {
+            principal: principal.clone(),
+            vault_id: vault.id.clone(),
+            operation,
+        })
+    }
+
+    /// The authorized caller.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The authorized operation.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// Confirms this proof covers `operation` on `vault`.
+    pub fn require(&self, vault: &VaultRecord, operation: Operation) -> Result<()> {
+        if self.operation == operation && self.vault_id == vault.id {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "The caller is not authorized to perform {} on this vault.",
+                operation.name()
+            )))
+        }
+    }
+}

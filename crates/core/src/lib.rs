@@ -1,0 +1,24 @@
+//! Keyhaven's domain core: typed identifiers, the versioned-object core shared by
+//! secrets, keys and certificates, vault records, and the ports the outer crates
+//! implement. It knows nothing of HTTP, SQL or concrete cryptography.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod object;
+pub mod secret;
+pub mod sensitive;
+pub mod service;
+pub mod store;
+pub mod vault;
+
+pub use auth::{Authorized, Authorizer, Operation, Principal, PrincipalKind};
+pub use clock::{Clock, FixedClock};
+pub use error::{Error, Result};
+pub use ids::{ObjectName, VaultName, Version};
+pub use object::{Attributes, DeletedInfo, ObjectKind, Page, VersionRecord};
+pub use sensitive::Sensitive;
+pub use service::{Barrier, VaultService};
+pub use store::{Store, StoreError};
+pub use vault::VaultRecord;

@@ -1,0 +1,228 @@
+//! The domain service: the one place where object semantics live. Handlers call
+//! these methods with an `Authorized` proof; the methods apply Azure's rules and
+//! talk to the ports (`Store`, `Barrier`, `Clock`). The generic versioned-object
+//! operations are here; each object kind adds its payload in its own module.
+
+use std::sync::Arc;
+
+use crate::auth::{Authorized, Operation};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::ids::{ObjectName, Version};
+use crate::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
+use crate::sensitive::Sensitive;
+use crate::store::Store;
+use crate::vault::VaultRecord;
+
+/// The crypto barrier port: envelope encryption with a master key (root) and
+/// per-vault data keys. Implemented in `keyhaven-crypto`.
+pub trait Barrier: Send + Sync {
+    /// Makes a new vault data key and returns it wrapped by the master key.
+    fn new_data_key(&self, vault_id: &str) -> Result<Vec<u8>>;
+    /// Seals `plaintext` under the vault's data key, bound to `aad`.
+    fn seal(&self, vault: &VaultRecord, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// Opens what `seal` produced with the same `aad`.
+    fn open(&self, vault: &VaultRecord, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
+    /// Seals deployment-level data (signing keys, backups) under the master key.
+    fn seal_root(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// Opens what `seal_root` produced with the same `aad`.
+    fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
+}
+
+/// The data-plane service over the ports.
+#[derive(Clone)]
+pub struct VaultService {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) barrier: Arc<dyn Barrier>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl VaultService {
+    /// Builds the service over its ports.
+    pub fn new(store: Arc<dyn Store>, barrier: Arc<dyn Barrier>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            barrier,
+            clock,
+        }
+    }
+
+    /// The store this service writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Current time from the clock port.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Purges every soft-deleted object past its retention; run periodically.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        Ok(self.store.purge_expired(self.clock.now()).await?)
+    }
+
+    // ---- the versioned-object core, shared by every kind ----
+
+    /// Associated data binding a payload to its vault, kind, name and version.
+    pub(crate) fn payload_aad(
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        version: &Version,
+    ) -> Vec<u8> {
+        format!(
+            "keyhaven/v1/{}/{}/{}/{}",
+            kind.as_str(),
+            vault.id,
+            name.key(),
+            version
+        )
+        .into_bytes()
+    }
+
+    pub(crate) async fn live_version(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> Result<VersionRecord> {
+        self.store
+            .get_version(&vault.id, kind, name, version)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind,
+                name: match version {
+                    Some(v) => format!("{name}/{v}"),
+                    None => name.to_string(),
+                },
+            })
+    }
+
+    pub(crate) async fn list_objects(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRecord>> {
+        auth.require(vault, op)?;
+        Ok(self.store.list_latest(&vault.id, kind, cursor, limit).await?)
+    }
+
+    pub(crate) async fn list_object_versions(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        name: &ObjectName,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRecord>> {
+        auth.require(vault, op)?;
+        Ok(self
+            .store
+            .list_versions(&vault.id, kind, name, cursor, limit)
+            .await?)
+    }
+
+    pub(crate) async fn delete_object(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        name: &ObjectName,
+    ) -> Result<(VersionRecord, DeletedInfo)> {
+        auth.require(vault, op)?;
+        let now = self.clock.now();
+        let info = DeletedInfo {
+            deleted_date: now,
+            scheduled_purge_date: now + vault.retention_secs(),
+        };
+        let rec = self
+            .store
+            .delete_object(&vault.id, kind, name, info)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind,
+                name: name.to_string(),
+            })?;
+        Ok((rec, info))
+    }
+
+    pub(crate) async fn get_deleted_object(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        name: &ObjectName,
+    ) -> Result<(VersionRecord, DeletedInfo)> {
+        auth.require(vault, op)?;
+        self.store
+            .get_deleted(&vault.id, kind, name)
+            .await?
+            .ok_or_else(|| Error::DeletedNotFound {
+                kind,
+                name: name.to_string(),
+            })
+    }
+
+    pub(crate) async fn list_deleted_objects(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<(VersionRecord, DeletedInfo)>> {
+        auth.require(vault, op)?;
+        Ok(self.store.list_deleted(&vault.id, kind, cursor, limit).await?)
+    }
+
+    pub(crate) async fn recover_object(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        name: &ObjectName,
+    ) -> Result<VersionRecord> {
+        auth.require(vault, op)?;
+        if !self.store.recover_object(&vault.id, kind, name).await? {
+            return Err(Error::DeletedNotFound {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        self.live_version(vault, kind, name, None).await
+    }
+
+    pub(crate) async fn purge_object(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        name: &ObjectName,
+    ) -> Result<()> {
+        auth.require(vault, op)?;
+        if vault.purge_protection {
+            return Err(Error::PurgeProtected);
+        }
+        if self.store.purge_object(&vault.id, kind, name).await? {
+            Ok(())
+        } else {
+            Err(Error::DeletedNotFound {
+                kind,
+                name: name.to_string(),
+            })
+        }
+    }
+}

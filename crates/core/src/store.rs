@@ -1,0 +1,163 @@
+//! The `Store` port: persistence of vaults, principals, settings and versioned
+//! objects. Implementations (SQLite, PostgreSQL) live in `keyhaven-store` and
+//! pass its conformance suite. The store only ever sees ciphertext payloads.
+
+use async_trait::async_trait;
+
+use crate::ids::{ObjectName, VaultName, Version};
+use crate::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
+use crate::vault::VaultRecord;
+
+/// Errors a store reports, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed the operation.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored rows could not be decoded.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+    /// The object name is held by a soft-deleted object.
+    #[error("{name} is deleted")]
+    NameDeleted {
+        /// Kind of object.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
+    /// The object name exists (live or deleted).
+    #[error("{name} exists")]
+    NameExists {
+        /// Kind of object.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
+    /// The object or version does not exist.
+    #[error("{name} missing")]
+    Missing {
+        /// Kind of object.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored principal with its credentials (hashes only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    /// Object id.
+    pub object_id: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Kind tag (see `PrincipalKind::as_str`).
+    pub kind: String,
+    /// Application (client) id, for service principals.
+    pub app_id: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// Credentials as JSON (argon2 hashes, never plaintext).
+    pub credentials: String,
+}
+
+/// Persistence port.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Reads a deployment setting.
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Writes a deployment setting if absent; returns whether it was written.
+    async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool>;
+
+    /// Creates a principal (fails with `NameExists` on a duplicate id).
+    async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()>;
+    /// Finds a principal by application (client) id.
+    async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>>;
+
+    /// Creates a vault (fails with `NameExists` if the name is taken).
+    async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()>;
+    /// Finds a vault by name.
+    async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>>;
+
+    /// Adds a version; it becomes the latest. Fails with `NameDeleted` when the
+    /// name is soft-deleted.
+    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()>;
+    /// Reads a live version (`None` = latest).
+    async fn get_version(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> StoreResult<Option<VersionRecord>>;
+    /// Rewrites the attributes, tags and content type of a live version.
+    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()>;
+    /// Lists live objects (their latest versions) by name.
+    async fn list_latest(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>>;
+    /// Lists all versions of a live object, oldest first.
+    async fn list_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>>;
+    /// All versions of a live object, oldest first (for backup).
+    async fn all_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>>;
+    /// Soft-deletes a live object; returns its latest version, `None` if absent.
+    async fn delete_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        info: DeletedInfo,
+    ) -> StoreResult<Option<VersionRecord>>;
+    /// Reads a soft-deleted object's latest version.
+    async fn get_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Option<(VersionRecord, DeletedInfo)>>;
+    /// Lists soft-deleted objects by name.
+    async fn list_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<(VersionRecord, DeletedInfo)>>;
+    /// Makes a soft-deleted object live again; false if it was not deleted.
+    async fn recover_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<bool>;
+    /// Removes a soft-deleted object for good; false if it was not deleted.
+    async fn purge_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<bool>;
+    /// Inserts a whole object with all its versions, oldest first, keeping their
+    /// ids. Fails with `NameExists` if the name exists, live or deleted.
+    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()>;
+    /// Purges every deleted object whose scheduled purge date is at or before `now`.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}

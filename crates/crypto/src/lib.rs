@@ -1,0 +1,10 @@
+//! Cryptography behind Keyhaven's ports: the at-rest barrier (a master key that
+//! wraps per-vault data keys, AES-256-GCM with associated data) and master-key
+//! file handling. Key material never leaves this crate unsealed except through
+//! `Sensitive`.
+
+pub mod barrier;
+pub mod master;
+
+pub use barrier::SoftwareBarrier;
+pub use master::MasterKey;

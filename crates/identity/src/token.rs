@@ -1,0 +1,405 @@
+//! Access tokens: RS256 JWTs with Entra-v2-style claims, minted by Keyhaven's
+//! own issuer and validated on every request. Validation trusts nothing in the
+//! token before its signature checks out: only `RS256` is accepted (no `none`,
+//! no HMAC), the key id must be ours, then issuer, audience, tenant and the
+//! time window (with a small skew) are checked.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use keyhaven_core::{Error, Principal, PrincipalKind, Sensitive};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::rsa::Rsa;
+use openssl::sign::{Signer, Verifier};
+use serde::{Deserialize, Serialize};
+
+/// Allowed clock skew when checking `nbf` and `exp`.
+pub const CLOCK_SKEW_SECS: i64 = 120;
+/// Lifetime of issued access tokens.
+pub const TOKEN_LIFETIME_SECS: i64 = 3600;
+/// Largest token accepted (bytes); anything longer is malformed.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Why a token was refused. Never includes the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not three base64url parts of JSON.
+    Malformed,
+    /// `alg` is not RS256 (includes `none` and HMAC).
+    UnsupportedAlgorithm,
+    /// Signature invalid or unknown key id.
+    BadSignature,
+    /// `iss` is not this issuer.
+    WrongIssuer,
+    /// `aud` is not the resource being called.
+    WrongAudience {
+        /// The audience the resource expects.
+        expected: String,
+    },
+    /// `tid` is not this tenant.
+    WrongTenant,
+    /// `exp` has passed.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// Key generation or signing failed.
+    Crypto,
+}
+
+impl From<TokenError> for Error {
+    fn from(e: TokenError) -> Self {
+        let msg = match e {
+            TokenError::Malformed => "AKV10000: Request is missing a Bearer or PoP token, or the token is malformed.".to_owned(),
+            TokenError::UnsupportedAlgorithm => "AKV10001: The token's signing algorithm is not supported.".to_owned(),
+            TokenError::BadSignature => "AKV10001: The token's signature is invalid.".to_owned(),
+            TokenError::WrongIssuer => "AKV10032: Invalid issuer.".to_owned(),
+            TokenError::WrongAudience { expected } => format!("AKV10022: Invalid audience. Expected {expected}."),
+            TokenError::WrongTenant => "AKV10032: The token was issued for another tenant.".to_owned(),
+            TokenError::Expired => "AKV10013: The token has expired.".to_owned(),
+            TokenError::NotYetValid => "AKV10013: The token is not yet valid.".to_owned(),
+            TokenError::Crypto => "AKV10001: The token could not be processed.".to_owned(),
+        };
+        Error::Unauthorized(msg)
+    }
+}
+
+/// The issuer's RSA signing key.
+pub struct SigningKey {
+    private: PKey<Private>,
+    public: PKey<Public>,
+    kid: String,
+    n: String,
+    e: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A new RSA-2048 key.
+    pub fn generate() -> Result<Self, TokenError> {
+        let rsa = Rsa::generate(2048).map_err(|_| TokenError::Crypto)?;
+        Self::from_private(PKey::from_rsa(rsa).map_err(|_| TokenError::Crypto)?)
+    }
+
+    /// Loads a key from PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, TokenError> {
+        Self::from_private(PKey::private_key_from_pkcs8(der).map_err(|_| TokenError::Crypto)?)
+    }
+
+    /// The key as PKCS#8 DER, for sealing into the store.
+    pub fn to_pkcs8_der(&self) -> Result<Sensitive<Vec<u8>>, TokenError> {
+        self.private
+            .private_key_to_pkcs8()
+            .map(Sensitive::new)
+            .map_err(|_| TokenError::Crypto)
+    }
+
+    fn from_private(private: PKey<Private>) -> Result<Self, TokenError> {
+        let rsa = private.rsa().map_err(|_| TokenError::Crypto)?;
+        let n = rsa.n().to_vec();
+        let e = rsa.e().to_vec();
+        let public_der = private.public_key_to_der().map_err(|_| TokenError::Crypto)?;
+        let public = PKey::public_key_from_der(&public_der).map_err(|_| TokenError::Crypto)?;
+        let digest = openssl::hash::hash(MessageDigest::sha256(), &public_der).map_err(|_| TokenError::Crypto)?;
+        let kid = URL_SAFE_NO_PAD.encode(digest.get(..20).unwrap_or(&digest));
+        Ok(Self {
+            private,
+            public,
+            kid,
+            n: URL_SAFE_NO_PAD.encode(n),
+            e: URL_SAFE_NO_PAD.encode(e),
+        })
+    }
+
+    /// Key id (`kid`).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Modulus and exponent, base64url, for the JWKS.
+    pub fn public_components(&self) -> (&str, &str) {
+        (&self.n, &self.e)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    aud: String,
+    iss: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    azp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    azpacr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    appid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idtyp: Option<String>,
+    oid: String,
+    sub: String,
+    tid: String,
+    uti: String,
+    ver: String,
+}
+
+/// Issues and validates tokens for one tenant.
+#[derive(Debug)]
+pub struct TokenService {
+    key: SigningKey,
+    authority: String,
+    tenant_id: String,
+}
+
+impl TokenService {
+    /// A token service for `tenant_id` whose authority host is `authority`
+    /// (e.g. `https://login.localhost:8443`).
+    pub fn new(key: SigningKey, authority: &str, tenant_id: &str) -> Self {
+        Self {
+            key,
+            authority: authority.trim_end_matches('/').to_owned(),
+            tenant_id: tenant_id.to_owned(),
+        }
+    }
+
+    /// The `iss` of issued tokens: `{authority}/{tenant}/v2.0`.
+    pub fn issuer(&self) -> String {
+        format!("{}/{}/v2.0", self.authority, self.tenant_id)
+    }
+
+    /// The tenant.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    /// The authority host URL.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The signing key (public parts are published in the JWKS).
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Mints an access token for `principal` and `audience`, valid from `now`.
+    pub fn mint(&self, principal: &Principal, audience: &str, now: i64) -> Result<String, TokenError> {
+        let app = principal.app_id.clone();
+        let claims = Claims {
+            aud: audience.to_owned(),
+            iss: self.issuer(),
+            iat: now,
+            nbf: now,
+            exp: now + TOKEN_LIFETIME_SECS,
+            azp: app.clone(),
+            azpacr: app.as_ref().map(|_| "1".to_owned()),
+            appid: app,
+            idtyp: Some(match principal.kind {
+                PrincipalKind::User => "user".to_owned(),
+                _ => "app".to_owned(),
+            }),
+            oid: principal.object_id.clone(),
+            sub: principal.object_id.clone(),
+            tid: principal.tenant_id.clone(),
+            uti: uuid::Uuid::new_v4().simple().to_string(),
+            ver: "2.0".to_owned(),
+        };
+        let header = Header {
+            alg: "RS256".into(),
+            typ: Some("JWT".into()),
+            kid: Some(self.key.kid.clone()),
+        };
+        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| TokenError::Crypto)?);
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Crypto)?);
+        let signing_input = format!("{h}.{p}");
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key.private).map_err(|_| TokenError::Crypto)?;
+        signer.update(signing_input.as_bytes()).map_err(|_| TokenError::Crypto)?;
+        let sig = signer.sign_to_vec().map_err(|_| TokenError::Crypto)?;
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+
+    /// Validates `token` for `audience` at `now` and returns the caller.
+    pub fn validate(&self, token: &str, audience: &str, now: i64) -> Result<Principal, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = decode_json(h)?;
+        if header.alg != "RS256" {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        if header.kid.as_deref().is_some_and(|k| k != self.key.kid) {
+            return Err(TokenError::BadSignature);
+        }
+        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
+        let mut verifier = Verifier::new(MessageDigest::sha256(), &self.key.public).map_err(|_| TokenError::Crypto)?;
+        verifier.update(h.as_bytes()).map_err(|_| TokenError::Crypto)?;
+        verifier.update(b".").map_err(|_| TokenError::Crypto)?;
+        verifier.update(p.as_bytes()).map_err(|_| TokenError::Crypto)?;
+        if !verifier.verify(&sig).unwrap_or(false) {
+            return Err(TokenError::BadSignature);
+        }
+        let claims: Claims = decode_json(p)?;
+        if claims.iss != self.issuer() {
+            return Err(TokenError::WrongIssuer);
+        }
+        if claims.aud != audience {
+            return Err(TokenError::WrongAudience {
+                expected: audience.to_owned(),
+            });
+        }
+        if claims.tid != self.tenant_id {
+            return Err(TokenError::WrongTenant);
+        }
+        if now > claims.exp + CLOCK_SKEW_SECS {
+            return Err(TokenError::Expired);
+        }
+        if now + CLOCK_SKEW_SECS < claims.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        let kind = match claims.idtyp.as_deref() {
+            Some("user") => PrincipalKind::User,
+            _ => PrincipalKind::ServicePrincipal,
+        };
+        Ok(Principal {
+            object_id: claims.oid,
+            tenant_id: claims.tid,
+            app_id: claims.appid.or(claims.azp),
+            kind,
+        })
+    }
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+/// Test helpers: build forged or altered tokens to prove they are refused.
+pub mod forge {
+    use super::*;
+
+    /// A token with arbitrary header and claims JSON and a given signature part.
+    pub fn raw(header: &serde_json::Value, claims: &serde_json::Value, signature: &str) -> String {
+        format!(
+            "{}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    }
+
+    /// Decodes a token's claims without any checks (for building variants).
+    pub fn claims_of(token: &str) -> Option<serde_json::Value> {
+        let p = token.split('.').nth(1)?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()
+    }
+
+    /// An HS256 token over `claims` keyed with `secret`.
+    pub fn hs256(claims: &serde_json::Value, secret: &[u8]) -> Option<String> {
+        let header = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = PKey::hmac(secret).ok()?;
+        let mut signer = Signer::new(MessageDigest::sha256(), &key).ok()?;
+        signer.update(input.as_bytes()).ok()?;
+        Some(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signer.sign_to_vec().ok()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const AUD: &str = "https://vault.localhost:8443";
+
+    fn svc() -> TokenService {
+        TokenService::new(SigningKey::generate().unwrap(), "https://login.localhost:8443", "tenant-1")
+    }
+
+    fn app() -> Principal {
+        Principal {
+            object_id: "oid-1".into(),
+            tenant_id: "tenant-1".into(),
+            app_id: Some("app-1".into()),
+            kind: PrincipalKind::ServicePrincipal,
+        }
+    }
+
+    #[test]
+    fn minted_token_validates_for_its_audience() {
+        let s = svc();
+        let t = s.mint(&app(), AUD, 1000).unwrap();
+        assert_eq!(s.validate(&t, AUD, 1000).unwrap(), app());
+        let c = forge::claims_of(&t).unwrap();
+        assert_eq!(c["iss"], "https://login.localhost:8443/tenant-1/v2.0");
+        assert_eq!(c["ver"], "2.0");
+    }
+
+    #[test]
+    fn every_kind_of_bad_token_is_refused() {
+        let s = svc();
+        let t = s.mint(&app(), AUD, 1000).unwrap();
+        assert_eq!(s.validate(&t, "https://management.localhost:8443", 1000).unwrap_err(),
+            TokenError::WrongAudience { expected: "https://management.localhost:8443".into() });
+        assert_eq!(s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS + 1).unwrap_err(), TokenError::Expired);
+        assert_eq!(s.validate(&t, AUD, 1000 - CLOCK_SKEW_SECS - 1).unwrap_err(), TokenError::NotYetValid);
+        assert!(s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS - 1).is_ok());
+
+        let mut claims = forge::claims_of(&t).unwrap();
+        claims["oid"] = json!("someone-else");
+        let sig = t.rsplit('.').next().unwrap();
+        let tampered = forge::raw(&json!({"alg":"RS256","kid": s.key().kid()}), &claims, sig);
+        assert_eq!(s.validate(&tampered, AUD, 1000).unwrap_err(), TokenError::BadSignature);
+
+        let none = forge::raw(&json!({"alg":"none"}), &forge::claims_of(&t).unwrap(), "");
+        assert_eq!(s.validate(&none, AUD, 1000).unwrap_err(), TokenError::UnsupportedAlgorithm);
+
+        let hs = forge::hs256(&forge::claims_of(&t).unwrap(), b"secret").unwrap();
+        assert_eq!(s.validate(&hs, AUD, 1000).unwrap_err(), TokenError::UnsupportedAlgorithm);
+
+        let other = TokenService::new(SigningKey::generate().unwrap(), "https://login.localhost:8443", "tenant-1");
+        let foreign = other.mint(&app(), AUD, 1000).unwrap();
+        assert_eq!(s.validate(&foreign, AUD, 1000).unwrap_err(), TokenError::BadSignature);
+
+        let wrong_iss = TokenService::new(
+            SigningKey::from_pkcs8_der(s.key().to_pkcs8_der().unwrap().expose()).unwrap(),
+            "https://evil.example",
+            "tenant-1",
+        );
+        let t2 = wrong_iss.mint(&app(), AUD, 1000).unwrap();
+        assert_eq!(s.validate(&t2, AUD, 1000).unwrap_err(), TokenError::WrongIssuer);
+
+        for garbage in ["", "a.b", "a.b.c.d", "!!!.###.$$$"] {
+            assert!(s.validate(garbage, AUD, 1000).is_err());
+        }
+    }
+
+    #[test]
+    fn signing_key_round_trips_through_pkcs8() {
+        let k = SigningKey::generate().unwrap();
+        let again = SigningKey::from_pkcs8_der(k.to_pkcs8_der().unwrap().expose()).unwrap();
+        assert_eq!(k.kid(), again.kid());
+        assert!(!format!("{k:?}").contains(k.public_components().0));
+    }
+}

@@ -1,0 +1,330 @@
+//! The conformance suite every `Store` implementation must pass. It is test
+//! support compiled into the library so that each implementation's tests (and
+//! any out-of-tree store) can call `run`. Each check uses its own vault id, so
+//! one store instance serves the whole suite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
+use keyhaven_core::store::{PrincipalRecord, Store, StoreError};
+use keyhaven_core::vault::VaultRecord;
+use keyhaven_core::{ObjectName, Version};
+
+/// Runs every check against `store`.
+pub async fn run(store: Arc<dyn Store>) {
+    settings_are_written_once(&*store).await;
+    vaults_and_principals_round_trip(&*store).await;
+    versions_are_kept_and_latest_wins(&*store).await;
+    names_are_case_insensitive_and_keep_first_casing(&*store).await;
+    updates_change_only_metadata(&*store).await;
+    listing_pages_by_name_and_version(&*store).await;
+    soft_delete_recover_and_purge(&*store).await;
+    deleted_name_blocks_new_versions(&*store).await;
+    restore_keeps_versions_and_refuses_existing_names(&*store).await;
+    expired_deleted_objects_are_purged(&*store).await;
+    kinds_do_not_share_names(&*store).await;
+    concurrent_sets_produce_distinct_versions(Arc::clone(&store)).await;
+}
+
+fn vid() -> String {
+    uuid_like()
+}
+
+fn uuid_like() -> String {
+    Version::random().to_string()
+}
+
+fn name(s: &str) -> ObjectName {
+    s.parse().unwrap()
+}
+
+fn rec(kind: ObjectKind, n: &str, created: i64, payload: &[u8]) -> VersionRecord {
+    VersionRecord {
+        kind,
+        name: name(n),
+        version: Version::random(),
+        attributes: Attributes {
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created,
+            updated: created,
+        },
+        tags: BTreeMap::from([("env".to_owned(), "test".to_owned())]),
+        content_type: Some("text/plain".into()),
+        managed: false,
+        payload: payload.to_vec(),
+        meta: "{}".into(),
+    }
+}
+
+async fn settings_are_written_once(s: &dyn Store) {
+    let key = format!("k-{}", vid());
+    assert_eq!(s.get_setting(&key).await.unwrap(), None);
+    assert!(s.put_setting_if_absent(&key, b"one").await.unwrap());
+    assert!(!s.put_setting_if_absent(&key, b"two").await.unwrap());
+    assert_eq!(s.get_setting(&key).await.unwrap().as_deref(), Some(&b"one"[..]));
+}
+
+async fn vaults_and_principals_round_trip(s: &dyn Store) {
+    let id = vid();
+    let vname = format!("v{}", &id[..20]);
+    let v = VaultRecord {
+        id: id.clone(),
+        name: vname.parse().unwrap(),
+        tenant_id: "t".into(),
+        subscription_id: "sub".into(),
+        resource_group: "rg".into(),
+        sku: "standard".into(),
+        retention_days: 7,
+        purge_protection: true,
+        wrapped_key: vec![1, 2, 3],
+        created: 5,
+    };
+    s.create_vault(&v).await.unwrap();
+    assert!(matches!(s.create_vault(&v).await, Err(StoreError::NameExists { .. })));
+    let got = s.get_vault(&v.name).await.unwrap().unwrap();
+    assert_eq!(got.id, id);
+    assert_eq!(got.retention_days, 7);
+    assert!(got.purge_protection);
+    assert_eq!(got.wrapped_key, vec![1, 2, 3]);
+    assert!(s.get_vault(&"nosuchvault".parse().unwrap()).await.unwrap().is_none());
+
+    let p = PrincipalRecord {
+        object_id: vid(),
+        tenant_id: "t".into(),
+        kind: "servicePrincipal".into(),
+        app_id: Some(vid()),
+        display_name: "app".into(),
+        credentials: "[]".into(),
+    };
+    s.create_principal(&p).await.unwrap();
+    let got = s.principal_by_app_id(p.app_id.as_deref().unwrap()).await.unwrap();
+    assert_eq!(got, Some(p));
+    assert_eq!(s.principal_by_app_id("nobody").await.unwrap(), None);
+}
+
+async fn versions_are_kept_and_latest_wins(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    let a = rec(k, "alpha", 1, b"one");
+    let b = rec(k, "alpha", 2, b"two");
+    s.put_version(&v, &a).await.unwrap();
+    s.put_version(&v, &b).await.unwrap();
+    let latest = s.get_version(&v, k, &name("alpha"), None).await.unwrap().unwrap();
+    assert_eq!(latest.version, b.version);
+    assert_eq!(latest.payload, b"two");
+    let old = s.get_version(&v, k, &name("alpha"), Some(&a.version)).await.unwrap().unwrap();
+    assert_eq!(old.payload, b"one");
+    assert_eq!(old.tags.get("env").map(String::as_str), Some("test"));
+    assert_eq!(old.content_type.as_deref(), Some("text/plain"));
+    assert!(s.get_version(&v, k, &name("alpha"), Some(&Version::random())).await.unwrap().is_none());
+    assert!(s.get_version(&v, k, &name("beta"), None).await.unwrap().is_none());
+    // Another vault sees nothing.
+    assert!(s.get_version(&vid(), k, &name("alpha"), None).await.unwrap().is_none());
+}
+
+async fn names_are_case_insensitive_and_keep_first_casing(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    s.put_version(&v, &rec(k, "MixedCase", 1, b"1")).await.unwrap();
+    s.put_version(&v, &rec(k, "mixedcase", 2, b"2")).await.unwrap();
+    let got = s.get_version(&v, k, &name("MIXEDCASE"), None).await.unwrap().unwrap();
+    assert_eq!(got.name.as_str(), "MixedCase");
+    assert_eq!(got.payload, b"2");
+    let page = s.list_versions(&v, k, &name("mixedCASE"), None, 25).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+}
+
+async fn updates_change_only_metadata(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    let mut r = rec(k, "upd", 1, b"value");
+    s.put_version(&v, &r).await.unwrap();
+    r.attributes.enabled = false;
+    r.attributes.exp = Some(99);
+    r.attributes.updated = 7;
+    r.tags = BTreeMap::from([("a".into(), "b".into())]);
+    r.content_type = None;
+    r.payload = b"must not be written".to_vec();
+    s.update_version(&v, &r).await.unwrap();
+    let got = s.get_version(&v, k, &name("upd"), None).await.unwrap().unwrap();
+    assert!(!got.attributes.enabled);
+    assert_eq!(got.attributes.exp, Some(99));
+    assert_eq!(got.attributes.updated, 7);
+    assert_eq!(got.attributes.created, 1);
+    assert_eq!(got.tags.get("a").map(String::as_str), Some("b"));
+    assert_eq!(got.content_type, None);
+    assert_eq!(got.payload, b"value");
+    let missing = rec(k, "nope", 1, b"");
+    assert!(matches!(s.update_version(&v, &missing).await, Err(StoreError::Missing { .. })));
+}
+
+async fn listing_pages_by_name_and_version(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    for n in ["e", "a", "d", "b", "c"] {
+        s.put_version(&v, &rec(k, n, 1, b"x")).await.unwrap();
+    }
+    s.put_version(&v, &rec(k, "a", 2, b"newest")).await.unwrap();
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.list_latest(&v, k, cursor.as_deref(), 2).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        names.extend(page.items.iter().map(|r| r.name.to_string()));
+        if let Some(a) = page.items.iter().find(|r| r.name.as_str() == "a") {
+            assert_eq!(a.payload, b"newest");
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!(names, ["a", "b", "c", "d", "e"]);
+    assert_eq!(pages, 3);
+
+    for i in 0..4 {
+        s.put_version(&v, &rec(k, "multi", i, b"x")).await.unwrap();
+    }
+    let p1 = s.list_versions(&v, k, &name("multi"), None, 3).await.unwrap();
+    assert_eq!(p1.items.len(), 3);
+    let p2 = s.list_versions(&v, k, &name("multi"), p1.next.as_deref(), 3).await.unwrap();
+    assert_eq!(p2.items.len(), 1);
+    assert!(p2.next.is_none());
+    assert_eq!(p1.items[0].attributes.created, 0);
+    assert_eq!(p2.items[0].attributes.created, 3);
+    let all = s.all_versions(&v, k, &name("multi")).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(s.list_versions(&v, k, &name("unknown"), None, 3).await.unwrap().items.is_empty());
+}
+
+async fn soft_delete_recover_and_purge(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    let info = DeletedInfo {
+        deleted_date: 10,
+        scheduled_purge_date: 100,
+    };
+    s.put_version(&v, &rec(k, "gone", 1, b"1")).await.unwrap();
+    s.put_version(&v, &rec(k, "gone", 2, b"2")).await.unwrap();
+    assert!(s.delete_object(&v, k, &name("never"), info).await.unwrap().is_none());
+    let deleted = s.delete_object(&v, k, &name("gone"), info).await.unwrap().unwrap();
+    assert_eq!(deleted.payload, b"2");
+    assert!(s.delete_object(&v, k, &name("gone"), info).await.unwrap().is_none());
+    assert!(s.get_version(&v, k, &name("gone"), None).await.unwrap().is_none());
+    assert!(s.list_latest(&v, k, None, 25).await.unwrap().items.is_empty());
+    let (r, i) = s.get_deleted(&v, k, &name("gone")).await.unwrap().unwrap();
+    assert_eq!(r.name.as_str(), "gone");
+    assert_eq!(i, info);
+    assert_eq!(s.list_deleted(&v, k, None, 25).await.unwrap().items.len(), 1);
+
+    assert!(s.recover_object(&v, k, &name("gone")).await.unwrap());
+    assert!(!s.recover_object(&v, k, &name("gone")).await.unwrap());
+    assert_eq!(s.all_versions(&v, k, &name("gone")).await.unwrap().len(), 2);
+    assert!(s.get_deleted(&v, k, &name("gone")).await.unwrap().is_none());
+
+    assert!(!s.purge_object(&v, k, &name("gone")).await.unwrap(), "live objects are not purged");
+    s.delete_object(&v, k, &name("gone"), info).await.unwrap();
+    assert!(s.purge_object(&v, k, &name("gone")).await.unwrap());
+    assert!(s.get_deleted(&v, k, &name("gone")).await.unwrap().is_none());
+    // The name is free again and starts with no old versions.
+    s.put_version(&v, &rec(k, "gone", 3, b"3")).await.unwrap();
+    assert_eq!(s.all_versions(&v, k, &name("gone")).await.unwrap().len(), 1);
+}
+
+async fn deleted_name_blocks_new_versions(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    s.put_version(&v, &rec(k, "held", 1, b"1")).await.unwrap();
+    let info = DeletedInfo {
+        deleted_date: 1,
+        scheduled_purge_date: 2,
+    };
+    s.delete_object(&v, k, &name("held"), info).await.unwrap();
+    let r = s.put_version(&v, &rec(k, "HELD", 2, b"2")).await;
+    assert!(matches!(r, Err(StoreError::NameDeleted { .. })), "{r:?}");
+    assert_eq!(s.get_deleted(&v, k, &name("held")).await.unwrap().unwrap().0.payload, b"1");
+}
+
+async fn restore_keeps_versions_and_refuses_existing_names(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    let versions = vec![rec(k, "back", 1, b"1"), rec(k, "back", 2, b"2")];
+    s.restore_object(&v, &versions).await.unwrap();
+    let all = s.all_versions(&v, k, &name("back")).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].version, versions[0].version);
+    let latest = s.get_version(&v, k, &name("back"), None).await.unwrap().unwrap();
+    assert_eq!(latest.version, versions[1].version);
+    let again = s.restore_object(&v, &versions).await;
+    assert!(matches!(again, Err(StoreError::NameExists { .. })));
+    let info = DeletedInfo {
+        deleted_date: 1,
+        scheduled_purge_date: 2,
+    };
+    s.delete_object(&v, k, &name("back"), info).await.unwrap();
+    let deleted = s.restore_object(&v, &versions).await;
+    assert!(matches!(deleted, Err(StoreError::NameExists { .. })));
+}
+
+async fn expired_deleted_objects_are_purged(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    for (n, purge_at) in [("old", 50), ("young", 500)] {
+        s.put_version(&v, &rec(k, n, 1, b"1")).await.unwrap();
+        let info = DeletedInfo {
+            deleted_date: 1,
+            scheduled_purge_date: purge_at,
+        };
+        s.delete_object(&v, k, &name(n), info).await.unwrap();
+    }
+    s.put_version(&v, &rec(k, "live", 1, b"1")).await.unwrap();
+    assert!(s.purge_expired(100).await.unwrap() >= 1);
+    assert!(s.get_deleted(&v, k, &name("old")).await.unwrap().is_none());
+    assert!(s.get_deleted(&v, k, &name("young")).await.unwrap().is_some());
+    assert!(s.get_version(&v, k, &name("live"), None).await.unwrap().is_some());
+    s.put_version(&v, &rec(k, "old", 2, b"2")).await.unwrap();
+    assert_eq!(s.all_versions(&v, k, &name("old")).await.unwrap().len(), 1);
+}
+
+async fn kinds_do_not_share_names(s: &dyn Store) {
+    let v = vid();
+    s.put_version(&v, &rec(ObjectKind::Secret, "same", 1, b"s")).await.unwrap();
+    assert!(s.get_version(&v, ObjectKind::Key, &name("same"), None).await.unwrap().is_none());
+}
+
+async fn concurrent_sets_produce_distinct_versions(s: Arc<dyn Store>) {
+    let v = vid();
+    let k = ObjectKind::Secret;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = Arc::clone(&s);
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..5 {
+                let r = rec(k, "race", t * 10 + i, format!("{t}-{i}").as_bytes());
+                s.put_version(&v, &r).await.unwrap();
+                ids.push(r.version);
+            }
+            ids
+        }));
+    }
+    let mut written = Vec::new();
+    for t in tasks {
+        written.extend(t.await.unwrap());
+    }
+    let stored = s.all_versions(&v, k, &name("race")).await.unwrap();
+    assert_eq!(stored.len(), 40);
+    for id in &written {
+        assert!(stored.iter().any(|r| &r.version == id));
+    }
+    let latest = s.get_version(&v, k, &name("race"), None).await.unwrap().unwrap();
+    assert_eq!(latest.version, stored.last().unwrap().version);
+}

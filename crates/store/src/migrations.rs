@@ -1,0 +1,54 @@
+//! Versioned schema migrations, one list per dialect. A migration is never
+//! edited once released; changes are new entries.
+
+/// SQLite migrations: (version, SQL).
+pub const SQLITE: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE principals (
+        object_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,
+        app_id TEXT UNIQUE, display_name TEXT NOT NULL, credentials TEXT NOT NULL);
+     CREATE TABLE vaults (
+        name TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, tenant_id TEXT NOT NULL,
+        subscription_id TEXT NOT NULL, resource_group TEXT NOT NULL, sku TEXT NOT NULL,
+        retention_days INTEGER NOT NULL, purge_protection INTEGER NOT NULL,
+        wrapped_key BLOB NOT NULL, created INTEGER NOT NULL);
+     CREATE TABLE objects (
+        vault_id TEXT NOT NULL, kind TEXT NOT NULL, name_lower TEXT NOT NULL, name TEXT NOT NULL,
+        latest_seq INTEGER, deleted_date INTEGER, scheduled_purge_date INTEGER,
+        PRIMARY KEY (vault_id, kind, name_lower));
+     CREATE INDEX objects_purge ON objects (scheduled_purge_date) WHERE scheduled_purge_date IS NOT NULL;
+     CREATE TABLE versions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, vault_id TEXT NOT NULL, kind TEXT NOT NULL,
+        name_lower TEXT NOT NULL, version TEXT NOT NULL, enabled INTEGER NOT NULL,
+        nbf INTEGER, exp INTEGER, created INTEGER NOT NULL, updated INTEGER NOT NULL,
+        content_type TEXT, tags TEXT NOT NULL, managed INTEGER NOT NULL, payload BLOB NOT NULL,
+        meta TEXT NOT NULL, UNIQUE (vault_id, kind, name_lower, version));
+     CREATE INDEX versions_by_name ON versions (vault_id, kind, name_lower, seq);",
+)];
+
+/// PostgreSQL migrations: (version, SQL).
+pub const POSTGRES: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+     CREATE TABLE principals (
+        object_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,
+        app_id TEXT UNIQUE, display_name TEXT NOT NULL, credentials TEXT NOT NULL);
+     CREATE TABLE vaults (
+        name TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, tenant_id TEXT NOT NULL,
+        subscription_id TEXT NOT NULL, resource_group TEXT NOT NULL, sku TEXT NOT NULL,
+        retention_days BIGINT NOT NULL, purge_protection BOOLEAN NOT NULL,
+        wrapped_key BYTEA NOT NULL, created BIGINT NOT NULL);
+     CREATE TABLE objects (
+        vault_id TEXT NOT NULL, kind TEXT NOT NULL, name_lower TEXT NOT NULL, name TEXT NOT NULL,
+        latest_seq BIGINT, deleted_date BIGINT, scheduled_purge_date BIGINT,
+        PRIMARY KEY (vault_id, kind, name_lower));
+     CREATE INDEX objects_purge ON objects (scheduled_purge_date) WHERE scheduled_purge_date IS NOT NULL;
+     CREATE TABLE versions (
+        seq BIGSERIAL PRIMARY KEY, vault_id TEXT NOT NULL, kind TEXT NOT NULL,
+        name_lower TEXT NOT NULL, version TEXT NOT NULL, enabled BOOLEAN NOT NULL,
+        nbf BIGINT, exp BIGINT, created BIGINT NOT NULL, updated BIGINT NOT NULL,
+        content_type TEXT, tags TEXT NOT NULL, managed BOOLEAN NOT NULL, payload BYTEA NOT NULL,
+        meta TEXT NOT NULL, UNIQUE (vault_id, kind, name_lower, version));
+     CREATE INDEX versions_by_name ON versions (vault_id, kind, name_lower, seq);",
+)];

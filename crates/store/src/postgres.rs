@@ -1,0 +1,523 @@
+//! The PostgreSQL store, for several stateless nodes sharing one database.
+//! Writes to one object name serialise on its `objects` row (`FOR UPDATE`), so
+//! concurrent sets on any node produce distinct versions and none is lost.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use keyhaven_core::ids::{ObjectName, VaultName, Version};
+use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
+use keyhaven_core::store::{PrincipalRecord, Store, StoreError, StoreResult};
+use keyhaven_core::vault::VaultRecord;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::migrations;
+use crate::sql::{self, with_deleted_info, RowData};
+
+/// Size of the connection pool of one node.
+const POOL_SIZE: usize = 16;
+/// Advisory lock key that serialises migrations across nodes.
+const MIGRATION_LOCK: i64 = 0x6b68_6d69_6772;
+
+/// PostgreSQL implementation of `Store`.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+type P<'a> = &'a (dyn ToSql + Sync);
+
+impl PostgresStore {
+    /// Connects with a `postgres://` URL (libpq syntax, including `options`)
+    /// and applies migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid postgres URL: {e}")))?;
+        let mgr = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("postgres: {e}")))
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(err)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+            .await
+            .map_err(err)?;
+        for (version, ddl) in migrations::POSTGRES {
+            let done = tx
+                .query_opt("SELECT version FROM schema_migrations WHERE version = $1", &[version])
+                .await
+                .map_err(err)?;
+            if done.is_none() {
+                tx.batch_execute(ddl).await.map_err(err)?;
+                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn list_names(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+        deleted: bool,
+    ) -> StoreResult<Page<(VersionRecord, Option<DeletedInfo>)>> {
+        let c = self.client().await?;
+        let after = cursor.unwrap_or("");
+        let rows = query_rows(
+            &c,
+            &sql::list_latest(deleted),
+            &[&vault_id, &kind.as_str(), &after, &(i64::from(limit) + 1)],
+        )
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                let info = if deleted { Some(r.deleted_info()?) } else { None };
+                let rec = r.into_record()?;
+                let cursor = rec.name.key();
+                Ok(((rec, info), cursor))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(sql::page_of(rows, limit))
+    }
+}
+
+fn err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(format!("postgres: {e}"))
+}
+
+fn row_data(r: &Row) -> StoreResult<RowData> {
+    let g = |e: tokio_postgres::Error| StoreError::Corrupt(format!("postgres row: {e}"));
+    Ok(RowData {
+        name: r.try_get(0).map_err(g)?,
+        version: r.try_get(1).map_err(g)?,
+        enabled: r.try_get(2).map_err(g)?,
+        nbf: r.try_get(3).map_err(g)?,
+        exp: r.try_get(4).map_err(g)?,
+        created: r.try_get(5).map_err(g)?,
+        updated: r.try_get(6).map_err(g)?,
+        content_type: r.try_get(7).map_err(g)?,
+        tags: r.try_get(8).map_err(g)?,
+        managed: r.try_get(9).map_err(g)?,
+        payload: r.try_get(10).map_err(g)?,
+        meta: r.try_get(11).map_err(g)?,
+        seq: r.try_get(12).map_err(g)?,
+        deleted_date: r.try_get(13).map_err(g)?,
+        scheduled_purge_date: r.try_get(14).map_err(g)?,
+        kind: r.try_get(15).map_err(g)?,
+    })
+}
+
+async fn query_rows<C: GenericClient + Sync>(c: &C, q: &str, p: &[P<'_>]) -> StoreResult<Vec<RowData>> {
+    let stmt = c.prepare_cached(q).await.map_err(err)?;
+    c.query(&stmt, p).await.map_err(err)?.iter().map(row_data).collect()
+}
+
+async fn insert_version<C: GenericClient + Sync>(c: &C, vault_id: &str, rec: &VersionRecord) -> StoreResult<i64> {
+    let q = format!("{} RETURNING seq", sql::INSERT_VERSION);
+    let stmt = c.prepare_cached(&q).await.map_err(err)?;
+    let tags = sql::tags_json(&rec.tags);
+    let row = c
+        .query_one(
+            &stmt,
+            &[
+                &vault_id,
+                &rec.kind.as_str(),
+                &rec.name.key(),
+                &rec.version.as_str(),
+                &rec.attributes.enabled,
+                &rec.attributes.nbf,
+                &rec.attributes.exp,
+                &rec.attributes.created,
+                &rec.attributes.updated,
+                &rec.content_type,
+                &tags,
+                &rec.managed,
+                &rec.payload,
+                &rec.meta,
+            ],
+        )
+        .await
+        .map_err(err)?;
+    row.try_get(0).map_err(err)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let c = self.client().await?;
+        let row = c.query_opt(sql::GET_SETTING, &[&key]).await.map_err(err)?;
+        row.map(|r| r.try_get(0).map_err(err)).transpose()
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(sql::PUT_SETTING, &[&key, &value]).await.map_err(err)? == 1)
+    }
+
+    async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(
+            sql::INSERT_PRINCIPAL,
+            &[&p.object_id, &p.tenant_id, &p.kind, &p.app_id, &p.display_name, &p.credentials],
+        )
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>> {
+        let c = self.client().await?;
+        let row = c.query_opt(sql::PRINCIPAL_BY_APP, &[&app_id]).await.map_err(err)?;
+        row.map(|r| {
+            Ok(PrincipalRecord {
+                object_id: r.try_get(0).map_err(err)?,
+                tenant_id: r.try_get(1).map_err(err)?,
+                kind: r.try_get(2).map_err(err)?,
+                app_id: r.try_get(3).map_err(err)?,
+                display_name: r.try_get(4).map_err(err)?,
+                credentials: r.try_get(5).map_err(err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {
+        let c = self.client().await?;
+        let q = format!("{} ON CONFLICT DO NOTHING", sql::INSERT_VAULT);
+        let n = c
+            .execute(
+                &q,
+                &[
+                    &v.name.as_str(),
+                    &v.id,
+                    &v.tenant_id,
+                    &v.subscription_id,
+                    &v.resource_group,
+                    &v.sku,
+                    &v.retention_days,
+                    &v.purge_protection,
+                    &v.wrapped_key,
+                    &v.created,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NameExists {
+                kind: ObjectKind::Secret,
+                name: v.name.to_string(),
+            })
+        }
+    }
+
+    async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql::GET_VAULT).await.map_err(err)?;
+        let row = c.query_opt(&stmt, &[&name.as_str()]).await.map_err(err)?;
+        row.map(|r| {
+            let name: String = r.try_get(0).map_err(err)?;
+            Ok(VaultRecord {
+                name: name
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("vault name".into()))?,
+                id: r.try_get(1).map_err(err)?,
+                tenant_id: r.try_get(2).map_err(err)?,
+                subscription_id: r.try_get(3).map_err(err)?,
+                resource_group: r.try_get(4).map_err(err)?,
+                sku: r.try_get(5).map_err(err)?,
+                retention_days: r.try_get(6).map_err(err)?,
+                purge_protection: r.try_get(7).map_err(err)?,
+                wrapped_key: r.try_get(8).map_err(err)?,
+                created: r.try_get(9).map_err(err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let key = rec.name.key();
+        let kind = rec.kind.as_str();
+        tx.execute(sql::INSERT_OBJECT, &[&vault_id, &kind, &key, &rec.name.as_str()])
+            .await
+            .map_err(err)?;
+        let state = tx
+            .query_one(&format!("{} FOR UPDATE", sql::OBJECT_STATE), &[&vault_id, &kind, &key])
+            .await
+            .map_err(err)?;
+        let deleted: Option<i64> = state.try_get(0).map_err(err)?;
+        if deleted.is_some() {
+            return Err(StoreError::NameDeleted {
+                kind: rec.kind,
+                name: rec.name.to_string(),
+            });
+        }
+        let seq = insert_version(&tx, vault_id, rec).await?;
+        tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn get_version(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> StoreResult<Option<VersionRecord>> {
+        let c = self.client().await?;
+        let key = name.key();
+        let rows = match version {
+            None => query_rows(&c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key]).await?,
+            Some(v) => {
+                query_rows(&c, &sql::get_by_version(), &[&vault_id, &kind.as_str(), &key, &v.as_str()])
+                    .await?
+            }
+        };
+        rows.into_iter().next().map(RowData::into_record).transpose()
+    }
+
+    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+        let c = self.client().await?;
+        let tags = sql::tags_json(&rec.tags);
+        let n = c
+            .execute(
+                sql::UPDATE_VERSION,
+                &[
+                    &vault_id,
+                    &rec.kind.as_str(),
+                    &rec.name.key(),
+                    &rec.version.as_str(),
+                    &rec.attributes.enabled,
+                    &rec.attributes.nbf,
+                    &rec.attributes.exp,
+                    &rec.attributes.updated,
+                    &rec.content_type,
+                    &tags,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Missing {
+                kind: rec.kind,
+                name: rec.name.to_string(),
+            })
+        }
+    }
+
+    async fn list_latest(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>> {
+        Ok(self
+            .list_names(vault_id, kind, cursor, limit, false)
+            .await?
+            .map(|(r, _)| r))
+    }
+
+    async fn list_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>> {
+        let c = self.client().await?;
+        let key = name.key();
+        let after = sql::seq_cursor(cursor);
+        let rows = query_rows(
+            &c,
+            &sql::list_versions(),
+            &[&vault_id, &kind.as_str(), &key, &after, &(i64::from(limit) + 1)],
+        )
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                let seq = r.seq.to_string();
+                r.into_record().map(|rec| (rec, seq))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(sql::page_of(rows, limit))
+    }
+
+    async fn all_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        let c = self.client().await?;
+        let key = name.key();
+        query_rows(
+            &c,
+            &sql::list_versions(),
+            &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
+        )
+        .await?
+        .into_iter()
+        .map(RowData::into_record)
+        .collect()
+    }
+
+    async fn delete_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        info: DeletedInfo,
+    ) -> StoreResult<Option<VersionRecord>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let key = name.key();
+        let n = tx
+            .execute(
+                sql::MARK_DELETED,
+                &[&vault_id, &kind.as_str(), &key, &info.deleted_date, &info.scheduled_purge_date],
+            )
+            .await
+            .map_err(err)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])
+            .await?
+            .into_iter()
+            .next()
+            .map(RowData::into_record)
+            .transpose()?;
+        tx.commit().await.map_err(err)?;
+        Ok(rec)
+    }
+
+    async fn get_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Option<(VersionRecord, DeletedInfo)>> {
+        let c = self.client().await?;
+        let key = name.key();
+        query_rows(&c, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| {
+                let info = r.deleted_info()?;
+                Ok((r.into_record()?, info))
+            })
+            .transpose()
+    }
+
+    async fn list_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<(VersionRecord, DeletedInfo)>> {
+        with_deleted_info(self.list_names(vault_id, kind, cursor, limit, true).await?)
+    }
+
+    async fn recover_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(sql::RECOVER, &[&vault_id, &kind.as_str(), &name.key()])
+            .await
+            .map_err(err)?
+            == 1)
+    }
+
+    async fn purge_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let key = name.key();
+        let n = tx
+            .execute(sql::DELETE_DELETED_OBJECT, &[&vault_id, &kind.as_str(), &key])
+            .await
+            .map_err(err)?;
+        if n == 1 {
+            tx.execute(sql::DELETE_VERSIONS, &[&vault_id, &kind.as_str(), &key])
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(n == 1)
+    }
+
+    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
+        let Some(first) = versions.first() else {
+            return Ok(());
+        };
+        let (kind, key) = (first.kind.as_str(), first.name.key());
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let n = tx
+            .execute(sql::INSERT_OBJECT, &[&vault_id, &kind, &key, &first.name.as_str()])
+            .await
+            .map_err(err)?;
+        if n == 0 {
+            return Err(StoreError::NameExists {
+                kind: first.kind,
+                name: first.name.to_string(),
+            });
+        }
+        let mut seq = 0i64;
+        for rec in versions {
+            seq = insert_version(&tx, vault_id, rec).await?;
+        }
+        tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        tx.execute(sql::PURGE_EXPIRED_VERSIONS, &[&now]).await.map_err(err)?;
+        let n = tx.execute(sql::PURGE_EXPIRED_OBJECTS, &[&now]).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(n)
+    }
+}

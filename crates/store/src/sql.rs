@@ -1,0 +1,178 @@
+//! Statements shared by both dialects (written with `$N` placeholders; SQLite
+//! runs them as `?N`) and the row shape both decode into.
+
+use std::collections::BTreeMap;
+
+use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
+use keyhaven_core::store::{StoreError, StoreResult};
+
+/// Columns of a version row joined with its object row, in `RowData` order.
+pub const VERSION_COLS: &str = "o.name, v.version, v.enabled, v.nbf, v.exp, v.created, v.updated, \
+     v.content_type, v.tags, v.managed, v.payload, v.meta, v.seq, o.deleted_date, o.scheduled_purge_date, v.kind";
+
+pub fn get_latest() -> String {
+    format!(
+        "SELECT {VERSION_COLS} FROM objects o JOIN versions v ON v.seq = o.latest_seq \
+         WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NULL"
+    )
+}
+
+pub fn get_by_version() -> String {
+    format!(
+        "SELECT {VERSION_COLS} FROM objects o JOIN versions v \
+           ON v.vault_id = o.vault_id AND v.kind = o.kind AND v.name_lower = o.name_lower \
+         WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NULL \
+           AND v.version = $4"
+    )
+}
+
+pub fn get_deleted() -> String {
+    format!(
+        "SELECT {VERSION_COLS} FROM objects o JOIN versions v ON v.seq = o.latest_seq \
+         WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NOT NULL"
+    )
+}
+
+/// `$3` is the name cursor ('' for the first page), `$4` the limit.
+pub fn list_latest(deleted: bool) -> String {
+    let state = if deleted { "IS NOT NULL" } else { "IS NULL" };
+    format!(
+        "SELECT {VERSION_COLS} FROM objects o JOIN versions v ON v.seq = o.latest_seq \
+         WHERE o.vault_id = $1 AND o.kind = $2 AND o.deleted_date {state} AND o.name_lower > $3 \
+         ORDER BY o.name_lower LIMIT $4"
+    )
+}
+
+/// `$4` is the seq cursor (0 for the first page), `$5` the limit.
+pub fn list_versions() -> String {
+    format!(
+        "SELECT {VERSION_COLS} FROM objects o JOIN versions v \
+           ON v.vault_id = o.vault_id AND v.kind = o.kind AND v.name_lower = o.name_lower \
+         WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NULL \
+           AND v.seq > $4 ORDER BY v.seq LIMIT $5"
+    )
+}
+
+pub const OBJECT_STATE: &str = "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+pub const INSERT_VERSION: &str = "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+pub const SET_LATEST: &str = "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, exp = $7, updated = $8, content_type = $9, tags = $10 \
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4";
+pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_purge_date = $5 \
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NULL AND latest_seq IS NOT NULL";
+pub const RECOVER: &str = "UPDATE objects SET deleted_date = NULL, scheduled_purge_date = NULL \
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL";
+pub const DELETE_DELETED_OBJECT: &str = "DELETE FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL";
+pub const DELETE_VERSIONS: &str = "DELETE FROM versions WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const PURGE_EXPIRED_VERSIONS: &str = "DELETE FROM versions WHERE EXISTS (SELECT 1 FROM objects o \
+     WHERE o.vault_id = versions.vault_id AND o.kind = versions.kind AND o.name_lower = versions.name_lower \
+       AND o.scheduled_purge_date IS NOT NULL AND o.scheduled_purge_date <= $1)";
+pub const PURGE_EXPIRED_OBJECTS: &str = "DELETE FROM objects WHERE scheduled_purge_date IS NOT NULL AND scheduled_purge_date <= $1";
+pub const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
+pub const PUT_SETTING: &str = "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub const INSERT_PRINCIPAL: &str = "INSERT INTO principals (object_id, tenant_id, kind, app_id, display_name, credentials) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const PRINCIPAL_BY_APP: &str = "SELECT object_id, tenant_id, kind, app_id, display_name, credentials FROM principals WHERE app_id = $1";
+pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created FROM vaults WHERE name = $1";
+
+/// A decoded version row, dialect-neutral.
+pub struct RowData {
+    pub name: String,
+    pub version: String,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+    pub content_type: Option<String>,
+    pub tags: String,
+    pub managed: bool,
+    pub payload: Vec<u8>,
+    pub meta: String,
+    pub seq: i64,
+    pub deleted_date: Option<i64>,
+    pub scheduled_purge_date: Option<i64>,
+    pub kind: String,
+}
+
+impl RowData {
+    pub fn into_record(self) -> StoreResult<VersionRecord> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("bad {what} in versions row"));
+        Ok(VersionRecord {
+            kind: ObjectKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            name: self.name.parse().map_err(|_| corrupt("name"))?,
+            version: self.version.parse().map_err(|_| corrupt("version"))?,
+            attributes: Attributes {
+                enabled: self.enabled,
+                nbf: self.nbf,
+                exp: self.exp,
+                created: self.created,
+                updated: self.updated,
+            },
+            tags: serde_json::from_str::<BTreeMap<String, String>>(&self.tags)
+                .map_err(|_| corrupt("tags"))?,
+            content_type: self.content_type,
+            managed: self.managed,
+            payload: self.payload,
+            meta: self.meta,
+        })
+    }
+
+    pub fn deleted_info(&self) -> StoreResult<DeletedInfo> {
+        match (self.deleted_date, self.scheduled_purge_date) {
+            (Some(deleted_date), Some(scheduled_purge_date)) => Ok(DeletedInfo {
+                deleted_date,
+                scheduled_purge_date,
+            }),
+            _ => Err(StoreError::Corrupt("deleted object without dates".into())),
+        }
+    }
+}
+
+/// Serializes tags for the `tags` column.
+pub fn tags_json(tags: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// Builds a page from `limit + 1` fetched rows: the extra row only signals
+/// that another page exists; the cursor is taken from the last kept row.
+pub fn page_of<T>(
+    mut rows: Vec<(T, String)>,
+    limit: u32,
+) -> keyhaven_core::object::Page<T> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|(_, c)| c.clone())
+    } else {
+        None
+    };
+    keyhaven_core::object::Page {
+        items: rows.into_iter().map(|(t, _)| t).collect(),
+        next,
+    }
+}
+
+/// Parses a seq cursor; a foreign cursor starts from the beginning.
+pub fn seq_cursor(cursor: Option<&str>) -> i64 {
+    cursor.and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Unwraps the deletion info of a deleted listing.
+pub fn with_deleted_info(
+    page: keyhaven_core::object::Page<(VersionRecord, Option<DeletedInfo>)>,
+) -> StoreResult<keyhaven_core::object::Page<(VersionRecord, DeletedInfo)>> {
+    let next = page.next;
+    let items = page
+        .items
+        .into_iter()
+        .map(|(r, i)| {
+            i.map(|i| (r, i))
+                .ok_or_else(|| StoreError::Corrupt("deleted object without dates".into()))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(keyhaven_core::object::Page { items, next })
+}

@@ -1,0 +1,569 @@
+//! The embedded SQLite store: one file in the data directory, WAL journal with
+//! `synchronous=FULL` so an acknowledged write survives power loss. Calls run on
+//! the blocking pool behind one connection; SQLite serialises writers anyway.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use keyhaven_core::ids::{ObjectName, VaultName, Version};
+use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
+use keyhaven_core::store::{PrincipalRecord, Store, StoreError, StoreResult};
+use keyhaven_core::vault::VaultRecord;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::migrations;
+use crate::sql::{self, with_deleted_info, RowData};
+
+/// SQLite implementation of `Store`.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || Connection::open(path))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(err)?;
+        Self::init(conn).await
+    }
+
+    /// A private in-memory database (tests).
+    pub async fn open_in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(err)?).await
+    }
+
+    async fn init(conn: Connection) -> StoreResult<Self> {
+        let store = Self {
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        store
+            .run(|c| {
+                c.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                )
+                .map_err(err)?;
+                migrate(c)
+            })
+            .await?;
+        Ok(store)
+    }
+
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn q(s: &str) -> String {
+    s.replace('$', "?")
+}
+
+fn migrate(c: &mut Connection) -> StoreResult<()> {
+    c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        .map_err(err)?;
+    for (version, ddl) in migrations::SQLITE {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let done: Option<i64> = tx
+            .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if done.is_none() {
+            tx.execute_batch(ddl).map_err(err)?;
+            tx.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [version]).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+fn row_data(r: &Row<'_>) -> rusqlite::Result<RowData> {
+    Ok(RowData {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        enabled: r.get(2)?,
+        nbf: r.get(3)?,
+        exp: r.get(4)?,
+        created: r.get(5)?,
+        updated: r.get(6)?,
+        content_type: r.get(7)?,
+        tags: r.get(8)?,
+        managed: r.get(9)?,
+        payload: r.get(10)?,
+        meta: r.get(11)?,
+        seq: r.get(12)?,
+        deleted_date: r.get(13)?,
+        scheduled_purge_date: r.get(14)?,
+        kind: r.get(15)?,
+    })
+}
+
+fn query_rows(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<RowData>> {
+    let mut stmt = c.prepare_cached(&q(sql)).map_err(err)?;
+    let rows = stmt.query_map(p, row_data).map_err(err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
+fn insert_version(c: &Connection, vault_id: &str, rec: &VersionRecord) -> StoreResult<i64> {
+    c.prepare_cached(&q(sql::INSERT_VERSION))
+        .map_err(err)?
+        .execute(params![
+            vault_id,
+            rec.kind.as_str(),
+            rec.name.key(),
+            rec.version.as_str(),
+            rec.attributes.enabled,
+            rec.attributes.nbf,
+            rec.attributes.exp,
+            rec.attributes.created,
+            rec.attributes.updated,
+            rec.content_type,
+            sql::tags_json(&rec.tags),
+            rec.managed,
+            rec.payload,
+            rec.meta,
+        ])
+        .map_err(err)?;
+    Ok(c.last_insert_rowid())
+}
+
+fn object_state(c: &Connection, vault_id: &str, kind: ObjectKind, key: &str) -> StoreResult<Option<Option<i64>>> {
+    c.prepare_cached(&q(sql::OBJECT_STATE))
+        .map_err(err)?
+        .query_row(params![vault_id, kind.as_str(), key], |r| r.get::<_, Option<i64>>(0))
+        .optional()
+        .map_err(err)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.run(move |c| {
+            c.query_row(&q(sql::GET_SETTING), [key], |r| r.get(0)).optional().map_err(err)
+        })
+        .await
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.run(move |c| Ok(c.execute(&q(sql::PUT_SETTING), params![key, value]).map_err(err)? == 1))
+            .await
+    }
+
+    async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
+        let p = p.clone();
+        self.run(move |c| {
+            c.execute(
+                &q(sql::INSERT_PRINCIPAL),
+                params![p.object_id, p.tenant_id, p.kind, p.app_id, p.display_name, p.credentials],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>> {
+        let app_id = app_id.to_owned();
+        self.run(move |c| {
+            c.prepare_cached(&q(sql::PRINCIPAL_BY_APP))
+                .map_err(err)?
+                .query_row([app_id], |r| {
+                    Ok(PrincipalRecord {
+                        object_id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        app_id: r.get(3)?,
+                        display_name: r.get(4)?,
+                        credentials: r.get(5)?,
+                    })
+                })
+                .optional()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {
+        let v = v.clone();
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    &q(&sql::INSERT_VAULT.replace("INSERT INTO", "INSERT OR IGNORE INTO")),
+                    params![
+                        v.name.as_str(),
+                        v.id,
+                        v.tenant_id,
+                        v.subscription_id,
+                        v.resource_group,
+                        v.sku,
+                        v.retention_days,
+                        v.purge_protection,
+                        v.wrapped_key,
+                        v.created
+                    ],
+                )
+                .map_err(err)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::NameExists {
+                    kind: ObjectKind::Secret,
+                    name: v.name.to_string(),
+                })
+            }
+        })
+        .await
+    }
+
+    async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>> {
+        let name = name.as_str().to_owned();
+        self.run(move |c| {
+            let row = c
+                .prepare_cached(&q(sql::GET_VAULT))
+                .map_err(err)?
+                .query_row([name], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, bool>(7)?,
+                        r.get::<_, Vec<u8>>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ))
+                })
+                .optional()
+                .map_err(err)?;
+            row.map(|(name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created)| {
+                Ok(VaultRecord {
+                    id,
+                    name: name.parse().map_err(|_| StoreError::Corrupt("vault name".into()))?,
+                    tenant_id,
+                    subscription_id,
+                    resource_group,
+                    sku,
+                    retention_days,
+                    purge_protection,
+                    wrapped_key,
+                    created,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+        let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let key = rec.name.key();
+            tx.prepare_cached(&q(sql::INSERT_OBJECT))
+                .map_err(err)?
+                .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
+                .map_err(err)?;
+            if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
+                return Err(StoreError::NameDeleted {
+                    kind: rec.kind,
+                    name: rec.name.to_string(),
+                });
+            }
+            let seq = insert_version(&tx, &vault_id, &rec)?;
+            tx.prepare_cached(&q(sql::SET_LATEST))
+                .map_err(err)?
+                .execute(params![vault_id, rec.kind.as_str(), key, seq])
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> StoreResult<Option<VersionRecord>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        let version = version.map(|v| v.as_str().to_owned());
+        self.run(move |c| {
+            let rows = match &version {
+                None => query_rows(c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key])?,
+                Some(v) => query_rows(c, &sql::get_by_version(), &[&vault_id, &kind.as_str(), &key, v])?,
+            };
+            rows.into_iter().next().map(RowData::into_record).transpose()
+        })
+        .await
+    }
+
+    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+        let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
+        self.run(move |c| {
+            let n = c
+                .execute(
+                    &q(sql::UPDATE_VERSION),
+                    params![
+                        vault_id,
+                        rec.kind.as_str(),
+                        rec.name.key(),
+                        rec.version.as_str(),
+                        rec.attributes.enabled,
+                        rec.attributes.nbf,
+                        rec.attributes.exp,
+                        rec.attributes.updated,
+                        rec.content_type,
+                        sql::tags_json(&rec.tags)
+                    ],
+                )
+                .map_err(err)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Missing {
+                    kind: rec.kind,
+                    name: rec.name.to_string(),
+                })
+            }
+        })
+        .await
+    }
+
+    async fn list_latest(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>> {
+        self.list_names(vault_id, kind, cursor, limit, false)
+            .await
+            .map(|p| p.map(|(r, _)| r))
+    }
+
+    async fn list_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        let after = sql::seq_cursor(cursor);
+        self.run(move |c| {
+            let rows = query_rows(
+                c,
+                &sql::list_versions(),
+                &[&vault_id, &kind.as_str(), &key, &after, &(i64::from(limit) + 1)],
+            )?;
+            let rows = rows
+                .into_iter()
+                .map(|r| {
+                    let seq = r.seq.to_string();
+                    r.into_record().map(|rec| (rec, seq))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(sql::page_of(rows, limit))
+        })
+        .await
+    }
+
+    async fn all_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.run(move |c| {
+            query_rows(c, &sql::list_versions(), &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX])?
+                .into_iter()
+                .map(RowData::into_record)
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        info: DeletedInfo,
+    ) -> StoreResult<Option<VersionRecord>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let n = tx
+                .execute(
+                    &q(sql::MARK_DELETED),
+                    params![vault_id, kind.as_str(), key, info.deleted_date, info.scheduled_purge_date],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
+                .into_iter()
+                .next()
+                .map(RowData::into_record)
+                .transpose()?;
+            tx.commit().map_err(err)?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn get_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Option<(VersionRecord, DeletedInfo)>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.run(move |c| {
+            query_rows(c, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
+                .into_iter()
+                .next()
+                .map(|r| {
+                    let info = r.deleted_info()?;
+                    Ok((r.into_record()?, info))
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_deleted(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<(VersionRecord, DeletedInfo)>> {
+        let page = self.list_names(vault_id, kind, cursor, limit, true).await?;
+        with_deleted_info(page)
+    }
+
+    async fn recover_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.run(move |c| {
+            Ok(c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key]).map_err(err)? == 1)
+        })
+        .await
+    }
+
+    async fn purge_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let n = tx
+                .execute(&q(sql::DELETE_DELETED_OBJECT), params![vault_id, kind.as_str(), key])
+                .map_err(err)?;
+            if n == 1 {
+                tx.execute(&q(sql::DELETE_VERSIONS), params![vault_id, kind.as_str(), key])
+                    .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
+        let (vault_id, versions) = (vault_id.to_owned(), versions.to_vec());
+        self.run(move |c| {
+            let Some(first) = versions.first() else {
+                return Ok(());
+            };
+            let (kind, key) = (first.kind, first.name.key());
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            if object_state(&tx, &vault_id, kind, &key)?.is_some() {
+                return Err(StoreError::NameExists {
+                    kind,
+                    name: first.name.to_string(),
+                });
+            }
+            tx.execute(&q(sql::INSERT_OBJECT), params![vault_id, kind.as_str(), key, first.name.as_str()])
+                .map_err(err)?;
+            let mut seq = 0;
+            for rec in &versions {
+                seq = insert_version(&tx, &vault_id, rec)?;
+            }
+            tx.execute(&q(sql::SET_LATEST), params![vault_id, kind.as_str(), key, seq])
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            tx.execute(&q(sql::PURGE_EXPIRED_VERSIONS), [now]).map_err(err)?;
+            let n = tx.execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now]).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Pages over live or deleted objects by name; returns each latest version
+    /// with its deletion info (for deleted listings).
+    async fn list_names(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+        deleted: bool,
+    ) -> StoreResult<Page<(VersionRecord, Option<DeletedInfo>)>> {
+        let vault_id = vault_id.to_owned();
+        let after = cursor.unwrap_or("").to_owned();
+        self.run(move |c| {
+            let rows = query_rows(
+                c,
+                &sql::list_latest(deleted),
+                &[&vault_id, &kind.as_str(), &after, &(i64::from(limit) + 1)],
+            )?;
+            let rows = rows
+                .into_iter()
+                .map(|r| {
+                    let info = if deleted { Some(r.deleted_info()?) } else { None };
+                    let rec = r.into_record()?;
+                    let cursor = rec.name.key();
+                    Ok(((rec, info), cursor))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(sql::page_of(rows, limit))
+        })
+        .await
+    }
+}

@@ -1,0 +1,115 @@
+//! OAuth 2.0 / OpenID Connect shapes of Keyhaven's token issuer, as Entra ID
+//! (v2 endpoints) returns them and MSAL reads them.
+
+use serde::{Deserialize, Serialize};
+
+/// The token endpoint's form body (the fields the client-credentials grant uses).
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    /// `client_credentials`.
+    pub grant_type: Option<String>,
+    /// Application (client) id.
+    pub client_id: Option<String>,
+    /// Client secret; wrapped into `Sensitive` at once by the handler.
+    pub client_secret: Option<String>,
+    /// Space-separated scopes, e.g. `https://vault.localhost:8443/.default`.
+    pub scope: Option<String>,
+}
+
+/// A successful token response.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Lifetime in seconds.
+    pub expires_in: i64,
+    /// Extended lifetime in seconds (Entra sends it; equal here).
+    pub ext_expires_in: i64,
+    /// The JWT.
+    pub access_token: String,
+}
+
+/// An OAuth error response in Entra's shape.
+#[derive(Debug, Serialize)]
+pub struct OAuthError {
+    /// OAuth error code, e.g. `invalid_client`.
+    pub error: &'static str,
+    /// `AADSTSnnnn: text`.
+    pub error_description: String,
+    /// Numeric AADSTS codes.
+    pub error_codes: Vec<u32>,
+    /// ISO-8601 time.
+    pub timestamp: String,
+    /// Request id.
+    pub trace_id: String,
+    /// Correlation id.
+    pub correlation_id: String,
+}
+
+/// `/.well-known/openid-configuration` (the fields MSAL and OIDC clients read).
+#[derive(Debug, Serialize)]
+pub struct OpenIdConfiguration {
+    /// Token endpoint.
+    pub token_endpoint: String,
+    /// Supported client authentication methods.
+    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// JWKS location.
+    pub jwks_uri: String,
+    /// Response modes.
+    pub response_modes_supported: Vec<&'static str>,
+    /// Subject types.
+    pub subject_types_supported: Vec<&'static str>,
+    /// Signing algorithms.
+    pub id_token_signing_alg_values_supported: Vec<&'static str>,
+    /// Response types.
+    pub response_types_supported: Vec<&'static str>,
+    /// Scopes.
+    pub scopes_supported: Vec<&'static str>,
+    /// Issuer (`{authority}/{tenant}/v2.0`).
+    pub issuer: String,
+    /// Whether `request_uri` is supported.
+    pub request_uri_parameter_supported: bool,
+    /// Authorization endpoint.
+    pub authorization_endpoint: String,
+    /// Device code endpoint.
+    pub device_authorization_endpoint: String,
+    /// Logout endpoint.
+    pub end_session_endpoint: String,
+    /// Whether HTTP logout is supported.
+    pub http_logout_supported: bool,
+    /// Whether front-channel logout is supported.
+    pub frontchannel_logout_supported: bool,
+    /// Claims.
+    pub claims_supported: Vec<&'static str>,
+    /// Region scope (Entra field).
+    pub tenant_region_scope: Option<&'static str>,
+    /// Cloud instance (Entra field).
+    pub cloud_instance_name: String,
+    /// Graph host (Entra field).
+    pub msgraph_host: String,
+}
+
+/// A JSON Web Key Set.
+#[derive(Debug, Serialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public signing key.
+#[derive(Debug, Serialize)]
+pub struct Jwk {
+    /// `RSA`.
+    pub kty: &'static str,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub use_: &'static str,
+    /// Key id.
+    pub kid: String,
+    /// Modulus, base64url.
+    pub n: String,
+    /// Exponent, base64url.
+    pub e: String,
+    /// Issuer the key signs for.
+    pub issuer: String,
+}
