@@ -1,1 +1,69 @@
-fn main() {}
+//! `keyhaven`: the one binary. `keyhaven serve` runs the server; later
+//! subcommands are HTTP clients of a running server and never open the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use keyhaven_server::ServerConfig;
+
+#[derive(Parser)]
+#[command(name = "keyhaven", version, about = "A self-hosted key vault that speaks the Azure Key Vault API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTPS) with an embedded store unless --store says otherwise.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory: master key, TLS material, SQLite store, bootstrap.json.
+    #[arg(long, env = "KEYHAVEN_DATA_DIR", default_value = "./keyhaven-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "KEYHAVEN_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Store: `sqlite` (default, a file in the data dir) or a `postgres://…` URL.
+    #[arg(long, env = "KEYHAVEN_STORE")]
+    store: Option<String>,
+    /// Base domain: vaults are served at `{name}.vault.{domain}`.
+    #[arg(long, env = "KEYHAVEN_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Your own certificate chain (PEM) instead of the generated local CA.
+    #[arg(long, env = "KEYHAVEN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "KEYHAVEN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYHAVEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(a) => {
+            let config = ServerConfig {
+                data_dir: a.data_dir,
+                listen: a.listen,
+                store: a.store,
+                domain: a.domain,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(keyhaven_server::run(config))?;
+            Ok(())
+        }
+    }
+}

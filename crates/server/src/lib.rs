@@ -1,1 +1,15 @@
-//! placeholder
+//! The Keyhaven server library: configuration, TLS, first-start bootstrap,
+//! the HTTP planes (data, login, management) behind one request pipeline, and
+//! background tasks. It is glue: object semantics live in `keyhaven-core`.
+
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod serve;
+pub mod state;
+pub mod tls;
+
+pub use config::ServerConfig;
+pub use serve::run;
+pub use state::AppState;

@@ -1,0 +1,87 @@
+//! Server configuration and the public endpoints derived from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What `keyhaven serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the master key, TLS material, SQLite file and bootstrap.json live.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// `None`/`sqlite` = SQLite in the data dir; `postgres://…` = PostgreSQL.
+    pub store: Option<String>,
+    /// Base DNS domain: vaults are `{name}.vault.{domain}`.
+    pub domain: String,
+    /// User-supplied certificate chain (PEM) instead of the generated one.
+    pub tls_cert: Option<PathBuf>,
+    /// User-supplied private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// The public URLs clients use.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints::new(&self.domain, self.listen.port())
+    }
+}
+
+/// Public URLs of every plane, with the port as clients see it.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    domain: String,
+    port_suffix: String,
+}
+
+impl Endpoints {
+    /// Endpoints for `domain` on `port` (443 is left implicit).
+    pub fn new(domain: &str, port: u16) -> Self {
+        Self {
+            domain: domain.to_ascii_lowercase(),
+            port_suffix: if port == 443 { String::new() } else { format!(":{port}") },
+        }
+    }
+
+    /// Base domain.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `vault.{domain}` — the parent of every vault host.
+    pub fn vault_parent(&self) -> String {
+        format!("vault.{}", self.domain)
+    }
+
+    /// `vault.{domain}[:port]`
+    pub fn vault_host_suffix(&self) -> String {
+        format!("vault.{}{}", self.domain, self.port_suffix)
+    }
+
+    /// `https://{vault}.vault.{domain}[:port]`
+    pub fn vault_url(&self, vault: &str) -> String {
+        format!("https://{vault}.{}", self.vault_host_suffix())
+    }
+
+    /// The data plane's token audience and challenge resource:
+    /// `https://vault.{domain}[:port]` (the SDK requires the vault host to be
+    /// a subdomain of it, ports included).
+    pub fn vault_resource(&self) -> String {
+        format!("https://{}", self.vault_host_suffix())
+    }
+
+    /// `https://login.{domain}[:port]`
+    pub fn authority_host(&self) -> String {
+        format!("https://login.{}{}", self.domain, self.port_suffix)
+    }
+
+    /// `https://management.{domain}[:port]`
+    pub fn management_url(&self) -> String {
+        format!("https://management.{}{}", self.domain, self.port_suffix)
+    }
+
+    /// `https://graph.{domain}[:port]`
+    pub fn graph_url(&self) -> String {
+        format!("https://graph.{}{}", self.domain, self.port_suffix)
+    }
+}

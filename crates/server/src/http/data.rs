@@ -1,0 +1,141 @@
+//! The data plane's pipeline. Order matters and is fixed here: authenticate
+//! first (the SDK's first request carries neither token nor body and must get
+//! the 401 challenge), then api-version, then the vault; only then does the
+//! request reach a handler, carrying a `DataCtx`. Every 401 leaving the data
+//! plane carries the challenge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::uri::PathAndQuery;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::{HeaderValue, StatusCode, Uri};
+use keyhaven_core::{Authorized, Error, Operation, Principal, VaultName, VaultRecord};
+use keyhaven_wire::{ApiVersion, VaultUrls};
+use tower::ServiceExt as _;
+
+use super::extract::query_map;
+use super::response::ApiError;
+use super::secrets;
+use crate::state::AppState;
+
+/// What the pipeline established for a data-plane request.
+pub struct DataCtx {
+    /// The authenticated caller.
+    pub principal: Principal,
+    /// The vault addressed by the Host header.
+    pub vault: VaultRecord,
+    /// The request's api-version.
+    pub api_version: ApiVersion,
+    /// Id and link builder for this vault.
+    pub urls: VaultUrls,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+}
+
+impl DataCtx {
+    /// Step 7: asks the authorizer for `operation` on `object`.
+    pub fn authorize(&self, state: &AppState, operation: Operation, object: Option<&str>) -> Result<Authorized, ApiError> {
+        Ok(Authorized::check(&*state.authorizer, &self.principal, &self.vault, operation, object)?)
+    }
+}
+
+/// The data plane's routes (reached only through `handle`).
+pub fn router(state: AppState) -> Router {
+    secrets::routes()
+        .fallback(|| async { ApiError::not_found("The requested resource does not exist on the vault.") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// Runs the pipeline for a request to vault `vault` and dispatches it.
+pub async fn handle(state: &AppState, router: Router, vault: String, req: Request) -> Response {
+    let resp = match prepare(state, vault, req).await {
+        Ok(req) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),
+        Err(e) => e.into_response(),
+    };
+    with_challenge(state, resp)
+}
+
+async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Request, ApiError> {
+    let principal = authenticate(state, &req)?;
+    let query = query_map(req.uri().query());
+    let api_version = ApiVersion::parse(query.get("api-version").map(String::as_str))?;
+    let name: VaultName = vault.parse().map_err(|_| Error::VaultNotFound(vault.clone()))?;
+    let record = state
+        .store
+        .get_vault(&name)
+        .await
+        .map_err(Error::from)?
+        .ok_or_else(|| Error::VaultNotFound(name.to_string()))?;
+    normalise_path(&mut req);
+    let urls = VaultUrls::new(&state.endpoints.vault_url(name.as_str()));
+    req.extensions_mut().insert(Arc::new(DataCtx {
+        principal,
+        vault: record,
+        api_version,
+        urls,
+        query,
+    }));
+    Ok(req)
+}
+
+fn authenticate(state: &AppState, req: &Request) -> Result<Principal, ApiError> {
+    let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = header
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| Error::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into()))?;
+    let audience = state.endpoints.vault_resource();
+    Ok(state
+        .tokens
+        .validate(token, &audience, state.clock.now())
+        .map_err(Error::from)?)
+}
+
+/// `/secrets/x/` means `/secrets/x`; `//` collapses. Keeps the query.
+fn normalise_path(req: &mut Request) {
+    let path = req.uri().path();
+    if !path.ends_with('/') && !path.contains("//") {
+        return;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        clean.push('/');
+        clean.push_str(seg);
+    }
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    if let Some(q) = req.uri().query() {
+        clean.push('?');
+        clean.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = PathAndQuery::try_from(clean) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+fn with_challenge(state: &AppState, mut resp: Response) -> Response {
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        // Azure: the authorization URI's path is exactly `/{tenant}` and the
+        // resource is the parent of every vault host, port included.
+        let challenge = format!(
+            "Bearer authorization=\"{}/{}\", resource=\"{}\"",
+            state.endpoints.authority_host(),
+            state.tokens.tenant_id(),
+            state.endpoints.vault_resource()
+        );
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    resp
+}

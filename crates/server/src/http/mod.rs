@@ -1,0 +1,85 @@
+//! The HTTP front: one entry point that every request passes through. It
+//! resolves the plane from the Host header, runs that plane's pipeline
+//! (authentication, api-version, vault lookup for the data plane), hands the
+//! request to the plane's router, and stamps the common response headers.
+
+pub mod data;
+pub mod extract;
+pub mod login;
+pub mod response;
+pub mod route;
+pub mod secrets;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::response::Response;
+use axum::Router;
+use http::{HeaderName, HeaderValue, Method};
+use tower::ServiceExt as _;
+
+use crate::state::AppState;
+use response::ApiError;
+use route::Plane;
+
+/// Largest request body accepted (backups of many versions are the largest).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const SERVICE_VERSION: &str = concat!("keyhaven-", env!("CARGO_PKG_VERSION"));
+
+struct Planes {
+    data: Router,
+    login: Router,
+}
+
+/// The whole application as one router.
+pub fn app(state: AppState) -> Router {
+    let planes = Arc::new(Planes {
+        data: data::router(state.clone()),
+        login: login::router(state.clone()),
+    });
+    Router::new().fallback(move |req: Request| {
+        let (state, planes) = (state.clone(), Arc::clone(&planes));
+        async move { dispatch(state, planes, req).await }
+    })
+}
+
+async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = req
+        .headers()
+        .get("x-ms-client-request-id")
+        .filter(|_| {
+            req.headers()
+                .get("x-ms-return-client-request-id")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+        })
+        .cloned();
+    let mut resp = if req.method() == Method::GET && req.uri().path() == "/healthz" {
+        response::health()
+    } else {
+        match route::plane(&req, &state.endpoints) {
+            Plane::Data(vault) => data::handle(&state, planes.data.clone(), vault, req).await,
+            Plane::Login => planes.login.clone().oneshot(req).await.unwrap_or_else(|e| match e {}),
+            Plane::Management => ApiError::not_found("The management plane is not available in this version of Keyhaven.").into_response_with(),
+            Plane::Unknown(host) => ApiError::not_found(format!(
+                "No Keyhaven endpoint is served at host '{}'.",
+                host.chars().take(100).collect::<String>()
+            ))
+            .into_response_with(),
+        }
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert(HeaderName::from_static("x-ms-request-id"), v);
+    }
+    if let Some(v) = client_request_id {
+        h.insert(HeaderName::from_static("x-ms-client-request-id"), v);
+    }
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        HeaderName::from_static("x-ms-keyvault-service-version"),
+        HeaderValue::from_static(SERVICE_VERSION),
+    );
+    h.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
+    resp
+}

@@ -1,0 +1,300 @@
+//! `keyhaven serve`: open the store, unlock the barrier, bootstrap, prepare
+//! TLS, write `bootstrap.json`, start background work, and serve HTTPS until a
+//! shutdown signal.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use keyhaven_core::{Barrier, Clock};
+use keyhaven_crypto::{MasterKey, SoftwareBarrier};
+use keyhaven_identity::{BootstrapAuthorizer, TokenService};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::bootstrap::{self, Bootstrap, BOOTSTRAP_VAULT};
+use crate::clock::SystemClock;
+use crate::config::ServerConfig;
+use crate::state::AppState;
+use crate::tls;
+
+/// How often expired soft-deleted objects are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to send request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Data directory or file problems.
+    #[error("{0}")]
+    Io(String),
+    /// The master key could not be loaded.
+    #[error("{0}")]
+    MasterKey(#[from] keyhaven_crypto::master::MasterKeyError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] keyhaven_core::StoreError),
+    /// Bootstrap failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    /// TLS setup failed.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The connection details written to `<data-dir>/bootstrap.json` (mode 0600).
+#[derive(Serialize, Deserialize)]
+pub struct BootstrapFile {
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Client (application) id of the bootstrap service principal.
+    pub client_id: String,
+    /// Its client secret (kept only here and, hashed, in the store).
+    pub client_secret: String,
+    /// Token authority host.
+    pub authority_host: String,
+    /// URL of the `dev` vault.
+    pub vault_url: String,
+    /// `vault.{domain}[:port]`.
+    pub vault_host_suffix: String,
+    /// ARM endpoint.
+    pub management_url: String,
+    /// Scope for ARM tokens.
+    pub management_scope: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Absolute path of the CA certificate to trust.
+    pub ca_cert: String,
+}
+
+/// Everything a running server needs, assembled from a config.
+pub struct Prepared {
+    /// The application state.
+    pub state: AppState,
+    /// The TLS configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The bootstrap file contents (also written to disk).
+    pub bootstrap: BootstrapFile,
+    /// Where bootstrap.json is.
+    pub bootstrap_path: PathBuf,
+}
+
+/// Prepares state, TLS and bootstrap for `config` without serving.
+pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
+    let dir = &config.data_dir;
+    create_private_dir(dir)?;
+    let master = MasterKey::load_or_create(&dir.join("master.key"))?;
+    let barrier: Arc<dyn Barrier> = Arc::new(SoftwareBarrier::new(master));
+    let store = keyhaven_store::open(config.store.as_deref(), &dir.join("keyhaven.db")).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let boot = bootstrap::ensure(&store, &barrier, &clock).await?;
+    let endpoints = config.endpoints();
+
+    let files = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::TlsFiles {
+            ca_cert: None,
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None) => tls::ensure_generated(&dir.join("tls"), &tls::server_names(endpoints.domain(), &[BOOTSTRAP_VAULT]))?,
+        _ => return Err(StartError::Io("--tls-cert and --tls-key must be given together".into())),
+    };
+    let tls = tls::server_config(&files)?;
+
+    let Bootstrap {
+        tenant_id,
+        subscription_id,
+        resource_group,
+        principal,
+        new_secret,
+        signing_key,
+        dummy_hash,
+    } = boot;
+    let tokens = TokenService::new(signing_key, &endpoints.authority_host(), &tenant_id);
+    let authorizer = Arc::new(BootstrapAuthorizer::new(&principal.object_id));
+    let bootstrap_path = dir.join("bootstrap.json");
+    let previous_secret = std::fs::read(&bootstrap_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BootstrapFile>(&b).ok())
+        .map(|f| f.client_secret);
+    let client_secret = match (&new_secret, previous_secret) {
+        (Some(s), _) => s.expose().clone(),
+        (None, Some(prev)) => prev,
+        (None, None) => {
+            tracing::warn!("bootstrap.json is missing and the client secret exists only as a hash; it cannot be shown again");
+            String::new()
+        }
+    };
+    let bootstrap = BootstrapFile {
+        tenant_id,
+        client_id: principal.app_id.clone().unwrap_or_default(),
+        client_secret,
+        authority_host: endpoints.authority_host(),
+        vault_url: endpoints.vault_url(BOOTSTRAP_VAULT),
+        vault_host_suffix: endpoints.vault_host_suffix(),
+        management_url: endpoints.management_url(),
+        management_scope: format!("{}/.default", endpoints.management_url()),
+        subscription_id,
+        resource_group,
+        ca_cert: files
+            .ca_cert
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    };
+    write_private_json(&bootstrap_path, &bootstrap)?;
+    let state = AppState::new(store, barrier, clock, tokens, authorizer, endpoints, dummy_hash);
+    Ok(Prepared {
+        state,
+        tls,
+        bootstrap,
+        bootstrap_path,
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: ServerConfig) -> Result<(), StartError> {
+    let prepared = prepare(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+    print_banner(&prepared);
+    spawn_purger(prepared.state.clone());
+    let app = crate::http::app(prepared.state.clone());
+    let acceptor = TlsAcceptor::from(prepared.tls);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req.map(axum::body::Body::new)
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc))
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// The peer address of a connection (for network rules and audit).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+fn spawn_purger(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            match state.service.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged soft-deleted objects past retention"),
+                Err(e) => tracing::warn!(error = %e, "purge of expired objects failed"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn print_banner(p: &Prepared) {
+    let b = &p.bootstrap;
+    println!("Keyhaven is serving.");
+    println!("  vault URL:       {}", b.vault_url);
+    println!("  authority host:  {}", b.authority_host);
+    println!("  tenant id:       {}", b.tenant_id);
+    println!("  client id:       {}", b.client_id);
+    println!("  client secret:   in {} (field client_secret)", p.bootstrap_path.display());
+    if !b.ca_cert.is_empty() {
+        println!("  CA certificate:  {}  (export REQUESTS_CA_BUNDLE={})", b.ca_cert, b.ca_cert);
+    }
+    println!("Connect with azure-identity:");
+    println!("  ClientSecretCredential(tenant_id, client_id, client_secret, authority=\"{}\", disable_instance_discovery=True)", b.authority_host);
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StartError::Io(format!("cannot create data dir {}: {e}", dir.display())))
+}
+
+fn write_private_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StartError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| StartError::Io(format!("{}: {e}", path.display()));
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StartError::Io(e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.write_all(b"\n").map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
