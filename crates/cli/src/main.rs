@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use keyhaven_server::ServerConfig;
 
 #[derive(Parser)]
-#[command(name = "keyhaven", version, about = "A self-hosted key vault that speaks the Azure Key Vault API")]
+#[command(
+    name = "keyhaven",
+    version,
+    about = "A self-hosted key vault that speaks the Azure Key Vault API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,9 @@ fn main() -> anyhow::Result<()> {
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(keyhaven_server::run(config))?;
             Ok(())
         }

@@ -24,7 +24,9 @@ impl FromStr for VaultName {
     fn from_str(s: &str) -> Result<Self, Error> {
         let bytes = s.as_bytes();
         let ok_len = (3..=24).contains(&s.len());
-        let ok_chars = bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+        let ok_chars = bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-');
         let ok_first = bytes.first().is_some_and(|b| b.is_ascii_alphabetic());
         let ok_last = bytes.last().is_some_and(|b| b.is_ascii_alphanumeric());
         let ok_hyphens = !s.contains("--");

@@ -107,7 +107,11 @@ impl VaultService {
         };
         self.store.put_version(&vault.id, &record).await?;
         // Ids keep the casing the name was created with.
-        if let Some(stored) = self.store.get_version(&vault.id, KIND, name, Some(&record.version)).await? {
+        if let Some(stored) = self
+            .store
+            .get_version(&vault.id, KIND, name, Some(&record.version))
+            .await?
+        {
             record.name = stored.name;
         }
         Ok(SecretBundle {
@@ -155,7 +159,9 @@ impl VaultService {
             validate_tags(tags)?;
         }
         let mut record = self.live_version(vault, KIND, name, version).await?;
-        record.attributes.apply(&update.attributes, self.clock.now());
+        record
+            .attributes
+            .apply(&update.attributes, self.clock.now());
         validate_window(&AttributesPatch {
             enabled: None,
             nbf: record.attributes.nbf,
@@ -201,8 +207,7 @@ impl VaultService {
             KIND,
             Operation::SecretListVersions,
             name,
-            cursor,
-            limit,
+            (cursor, limit),
         )
         .await
     }
@@ -242,7 +247,14 @@ impl VaultService {
         limit: u32,
     ) -> Result<Page<DeletedSecret>> {
         Ok(self
-            .list_deleted_objects(auth, vault, KIND, Operation::SecretListDeleted, cursor, limit)
+            .list_deleted_objects(
+                auth,
+                vault,
+                KIND,
+                Operation::SecretListDeleted,
+                cursor,
+                limit,
+            )
             .await?
             .map(|(record, info)| DeletedSecret { record, info }))
     }
@@ -302,11 +314,10 @@ impl VaultService {
                 &rec.payload,
             )?;
             doc.name = rec.name.to_string();
-            doc.versions.push(BackupVersion::from_record(rec, value.expose()));
+            doc.versions
+                .push(BackupVersion::from_record(rec, value.expose()));
         }
-        let plain = Sensitive::new(
-            serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?,
-        );
+        let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
         doc.zeroize_values();
         self.barrier.seal_root(BACKUP_AAD, plain.expose())
     }
@@ -319,8 +330,12 @@ impl VaultService {
         blob: &[u8],
     ) -> Result<SecretBundle> {
         auth.require(vault, Operation::SecretRestore)?;
-        let invalid = || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
-        let plain = self.barrier.open_root(BACKUP_AAD, blob).map_err(|_| invalid())?;
+        let invalid =
+            || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
+        let plain = self
+            .barrier
+            .open_root(BACKUP_AAD, blob)
+            .map_err(|_| invalid())?;
         let mut doc: BackupDoc = serde_json::from_slice(plain.expose()).map_err(|_| invalid())?;
         if doc.format != BACKUP_FORMAT || doc.versions.is_empty() {
             return Err(invalid());

@@ -110,7 +110,10 @@ impl VaultService {
         limit: u32,
     ) -> Result<Page<VersionRecord>> {
         auth.require(vault, op)?;
-        Ok(self.store.list_latest(&vault.id, kind, cursor, limit).await?)
+        Ok(self
+            .store
+            .list_latest(&vault.id, kind, cursor, limit)
+            .await?)
     }
 
     pub(crate) async fn list_object_versions(
@@ -120,10 +123,10 @@ impl VaultService {
         kind: ObjectKind,
         op: Operation,
         name: &ObjectName,
-        cursor: Option<&str>,
-        limit: u32,
+        page: (Option<&str>, u32),
     ) -> Result<Page<VersionRecord>> {
         auth.require(vault, op)?;
+        let (cursor, limit) = page;
         Ok(self
             .store
             .list_versions(&vault.id, kind, name, cursor, limit)
@@ -183,7 +186,10 @@ impl VaultService {
         limit: u32,
     ) -> Result<Page<(VersionRecord, DeletedInfo)>> {
         auth.require(vault, op)?;
-        Ok(self.store.list_deleted(&vault.id, kind, cursor, limit).await?)
+        Ok(self
+            .store
+            .list_deleted(&vault.id, kind, cursor, limit)
+            .await?)
     }
 
     pub(crate) async fn recover_object(

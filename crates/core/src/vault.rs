@@ -33,7 +33,10 @@ impl VaultRecord {
     /// Azure's `recoveryLevel` for objects in this vault.
     pub fn recovery_level(&self) -> &'static str {
         // Azure: 90-day retention reports the plain forms, shorter the Customized ones.
-        match (self.retention_days >= DEFAULT_RETENTION_DAYS, self.purge_protection) {
+        match (
+            self.retention_days >= DEFAULT_RETENTION_DAYS,
+            self.purge_protection,
+        ) {
             (true, false) => "Recoverable+Purgeable",
             (true, true) => "Recoverable",
             (false, false) => "CustomizedRecoverable+Purgeable",

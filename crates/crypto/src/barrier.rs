@@ -44,13 +44,21 @@ impl SoftwareBarrier {
         format!("keyhaven/v1/dek/{vault_id}").into_bytes()
     }
 
-    fn with_data_key<T>(&self, vault: &VaultRecord, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+    fn with_data_key<T>(
+        &self,
+        vault: &VaultRecord,
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
         if let Ok(cache) = self.data_keys.read() {
             if let Some(k) = cache.get(&vault.id) {
                 return f(k.expose());
             }
         }
-        let key = open(self.master.bytes(), &Self::dek_aad(&vault.id), &vault.wrapped_key)?;
+        let key = open(
+            self.master.bytes(),
+            &Self::dek_aad(&vault.id),
+            &vault.wrapped_key,
+        )?;
         if key.expose().len() != DATA_KEY_LEN {
             return Err(Error::Integrity);
         }
@@ -98,8 +106,15 @@ fn seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     openssl::rand::rand_bytes(&mut nonce).map_err(|_| Error::Integrity)?;
     let mut tag = [0u8; TAG_LEN];
-    let ct = encrypt_aead(Cipher::aes_256_gcm(), key, Some(&nonce), aad, plaintext, &mut tag)
-        .map_err(|_| Error::Integrity)?;
+    let ct = encrypt_aead(
+        Cipher::aes_256_gcm(),
+        key,
+        Some(&nonce),
+        aad,
+        plaintext,
+        &mut tag,
+    )
+    .map_err(|_| Error::Integrity)?;
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len() + TAG_LEN);
     out.push(FORMAT_V1);
     out.extend_from_slice(&nonce);
@@ -146,7 +161,10 @@ mod tests {
         let v = vault(&b, "v1");
         let ct = b.seal(&v, b"aad", b"top secret value").unwrap();
         assert!(!ct.windows(10).any(|w| w == b"top secret"));
-        assert_eq!(b.open(&v, b"aad", &ct).unwrap().expose(), b"top secret value");
+        assert_eq!(
+            b.open(&v, b"aad", &ct).unwrap().expose(),
+            b"top secret value"
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ impl MasterKey {
     pub fn load_or_create(path: &Path) -> Result<Self, MasterKeyError> {
         match fs::read_to_string(path) {
             Ok(text) => {
-                let mode = fs::metadata(path).map_err(MasterKeyError::Io)?.permissions().mode();
+                let mode = fs::metadata(path)
+                    .map_err(MasterKeyError::Io)?
+                    .permissions()
+                    .mode();
                 if mode & 0o077 != 0 {
                     return Err(MasterKeyError::InsecurePermissions(mode & 0o777));
                 }
@@ -70,7 +73,8 @@ impl MasterKey {
                     .open(path)
                     .map_err(MasterKeyError::Io)?;
                 let hex = Sensitive::new(to_hex(key.0.expose()));
-                f.write_all(hex.expose().as_bytes()).map_err(MasterKeyError::Io)?;
+                f.write_all(hex.expose().as_bytes())
+                    .map_err(MasterKeyError::Io)?;
                 f.write_all(b"\n").map_err(MasterKeyError::Io)?;
                 f.sync_all().map_err(MasterKeyError::Io)?;
                 Ok(key)

@@ -20,7 +20,13 @@ impl BootstrapAuthorizer {
 }
 
 impl Authorizer for BootstrapAuthorizer {
-    fn check(&self, principal: &Principal, vault: &VaultRecord, operation: Operation, _object: Option<&str>) -> Result<()> {
+    fn check(
+        &self,
+        principal: &Principal,
+        vault: &VaultRecord,
+        operation: Operation,
+        _object: Option<&str>,
+    ) -> Result<()> {
         if principal.object_id == self.object_id && principal.tenant_id == vault.tenant_id {
             return Ok(());
         }

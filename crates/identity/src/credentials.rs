@@ -2,7 +2,9 @@
 //! Verification is constant-time in the hash comparison, and an unknown client
 //! costs the same work as a known one.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -40,7 +42,6 @@ pub enum CredentialError {
     /// Randomness failed.
     Random,
 }
-
 
 impl std::fmt::Display for CredentialError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,7 +105,11 @@ pub fn hash_secret(secret: &str) -> Result<String, CredentialError> {
 /// Verifies a secret against a PHC hash (constant-time comparison inside).
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

@@ -49,12 +49,21 @@ pub enum TokenError {
 impl From<TokenError> for Error {
     fn from(e: TokenError) -> Self {
         let msg = match e {
-            TokenError::Malformed => "AKV10000: Request is missing a Bearer or PoP token, or the token is malformed.".to_owned(),
-            TokenError::UnsupportedAlgorithm => "AKV10001: The token's signing algorithm is not supported.".to_owned(),
+            TokenError::Malformed => {
+                "AKV10000: Request is missing a Bearer or PoP token, or the token is malformed."
+                    .to_owned()
+            }
+            TokenError::UnsupportedAlgorithm => {
+                "AKV10001: The token's signing algorithm is not supported.".to_owned()
+            }
             TokenError::BadSignature => "AKV10001: The token's signature is invalid.".to_owned(),
             TokenError::WrongIssuer => "AKV10032: Invalid issuer.".to_owned(),
-            TokenError::WrongAudience { expected } => format!("AKV10022: Invalid audience. Expected {expected}."),
-            TokenError::WrongTenant => "AKV10032: The token was issued for another tenant.".to_owned(),
+            TokenError::WrongAudience { expected } => {
+                format!("AKV10022: Invalid audience. Expected {expected}.")
+            }
+            TokenError::WrongTenant => {
+                "AKV10032: The token was issued for another tenant.".to_owned()
+            }
             TokenError::Expired => "AKV10013: The token has expired.".to_owned(),
             TokenError::NotYetValid => "AKV10013: The token is not yet valid.".to_owned(),
             TokenError::Crypto => "AKV10001: The token could not be processed.".to_owned(),
@@ -74,7 +83,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,9 +113,12 @@ impl SigningKey {
         let rsa = private.rsa().map_err(|_| TokenError::Crypto)?;
         let n = rsa.n().to_vec();
         let e = rsa.e().to_vec();
-        let public_der = private.public_key_to_der().map_err(|_| TokenError::Crypto)?;
+        let public_der = private
+            .public_key_to_der()
+            .map_err(|_| TokenError::Crypto)?;
         let public = PKey::public_key_from_der(&public_der).map_err(|_| TokenError::Crypto)?;
-        let digest = openssl::hash::hash(MessageDigest::sha256(), &public_der).map_err(|_| TokenError::Crypto)?;
+        let digest = openssl::hash::hash(MessageDigest::sha256(), &public_der)
+            .map_err(|_| TokenError::Crypto)?;
         let kid = URL_SAFE_NO_PAD.encode(digest.get(..20).unwrap_or(&digest));
         Ok(Self {
             private,
@@ -197,7 +211,12 @@ impl TokenService {
     }
 
     /// Mints an access token for `principal` and `audience`, valid from `now`.
-    pub fn mint(&self, principal: &Principal, audience: &str, now: i64) -> Result<String, TokenError> {
+    pub fn mint(
+        &self,
+        principal: &Principal,
+        audience: &str,
+        now: i64,
+    ) -> Result<String, TokenError> {
         let app = principal.app_id.clone();
         let claims = Claims {
             aud: audience.to_owned(),
@@ -223,11 +242,16 @@ impl TokenService {
             typ: Some("JWT".into()),
             kid: Some(self.key.kid.clone()),
         };
-        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| TokenError::Crypto)?);
-        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Crypto)?);
+        let h =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| TokenError::Crypto)?);
+        let p =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Crypto)?);
         let signing_input = format!("{h}.{p}");
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.key.private).map_err(|_| TokenError::Crypto)?;
-        signer.update(signing_input.as_bytes()).map_err(|_| TokenError::Crypto)?;
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key.private)
+            .map_err(|_| TokenError::Crypto)?;
+        signer
+            .update(signing_input.as_bytes())
+            .map_err(|_| TokenError::Crypto)?;
         let sig = signer.sign_to_vec().map_err(|_| TokenError::Crypto)?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
@@ -238,7 +262,9 @@ impl TokenService {
             return Err(TokenError::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenError::Malformed);
         };
         let header: Header = decode_json(h)?;
@@ -248,11 +274,18 @@ impl TokenService {
         if header.kid.as_deref().is_some_and(|k| k != self.key.kid) {
             return Err(TokenError::BadSignature);
         }
-        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
-        let mut verifier = Verifier::new(MessageDigest::sha256(), &self.key.public).map_err(|_| TokenError::Crypto)?;
-        verifier.update(h.as_bytes()).map_err(|_| TokenError::Crypto)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| TokenError::Malformed)?;
+        let mut verifier = Verifier::new(MessageDigest::sha256(), &self.key.public)
+            .map_err(|_| TokenError::Crypto)?;
+        verifier
+            .update(h.as_bytes())
+            .map_err(|_| TokenError::Crypto)?;
         verifier.update(b".").map_err(|_| TokenError::Crypto)?;
-        verifier.update(p.as_bytes()).map_err(|_| TokenError::Crypto)?;
+        verifier
+            .update(p.as_bytes())
+            .map_err(|_| TokenError::Crypto)?;
         if !verifier.verify(&sig).unwrap_or(false) {
             return Err(TokenError::BadSignature);
         }
@@ -288,7 +321,9 @@ impl TokenService {
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
@@ -322,7 +357,10 @@ pub mod forge {
         let key = PKey::hmac(secret).ok()?;
         let mut signer = Signer::new(MessageDigest::sha256(), &key).ok()?;
         signer.update(input.as_bytes()).ok()?;
-        Some(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signer.sign_to_vec().ok()?)))
+        Some(format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(signer.sign_to_vec().ok()?)
+        ))
     }
 }
 
@@ -334,7 +372,11 @@ mod tests {
     const AUD: &str = "https://vault.localhost:8443";
 
     fn svc() -> TokenService {
-        TokenService::new(SigningKey::generate().unwrap(), "https://login.localhost:8443", "tenant-1")
+        TokenService::new(
+            SigningKey::generate().unwrap(),
+            "https://login.localhost:8443",
+            "tenant-1",
+        )
     }
 
     fn app() -> Principal {
@@ -360,27 +402,57 @@ mod tests {
     fn every_kind_of_bad_token_is_refused() {
         let s = svc();
         let t = s.mint(&app(), AUD, 1000).unwrap();
-        assert_eq!(s.validate(&t, "https://management.localhost:8443", 1000).unwrap_err(),
-            TokenError::WrongAudience { expected: "https://management.localhost:8443".into() });
-        assert_eq!(s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS + 1).unwrap_err(), TokenError::Expired);
-        assert_eq!(s.validate(&t, AUD, 1000 - CLOCK_SKEW_SECS - 1).unwrap_err(), TokenError::NotYetValid);
-        assert!(s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS - 1).is_ok());
+        assert_eq!(
+            s.validate(&t, "https://management.localhost:8443", 1000)
+                .unwrap_err(),
+            TokenError::WrongAudience {
+                expected: "https://management.localhost:8443".into()
+            }
+        );
+        assert_eq!(
+            s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS + 1)
+                .unwrap_err(),
+            TokenError::Expired
+        );
+        assert_eq!(
+            s.validate(&t, AUD, 1000 - CLOCK_SKEW_SECS - 1).unwrap_err(),
+            TokenError::NotYetValid
+        );
+        assert!(s
+            .validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS - 1)
+            .is_ok());
 
         let mut claims = forge::claims_of(&t).unwrap();
         claims["oid"] = json!("someone-else");
         let sig = t.rsplit('.').next().unwrap();
         let tampered = forge::raw(&json!({"alg":"RS256","kid": s.key().kid()}), &claims, sig);
-        assert_eq!(s.validate(&tampered, AUD, 1000).unwrap_err(), TokenError::BadSignature);
+        assert_eq!(
+            s.validate(&tampered, AUD, 1000).unwrap_err(),
+            TokenError::BadSignature
+        );
 
         let none = forge::raw(&json!({"alg":"none"}), &forge::claims_of(&t).unwrap(), "");
-        assert_eq!(s.validate(&none, AUD, 1000).unwrap_err(), TokenError::UnsupportedAlgorithm);
+        assert_eq!(
+            s.validate(&none, AUD, 1000).unwrap_err(),
+            TokenError::UnsupportedAlgorithm
+        );
 
         let hs = forge::hs256(&forge::claims_of(&t).unwrap(), b"secret").unwrap();
-        assert_eq!(s.validate(&hs, AUD, 1000).unwrap_err(), TokenError::UnsupportedAlgorithm);
+        assert_eq!(
+            s.validate(&hs, AUD, 1000).unwrap_err(),
+            TokenError::UnsupportedAlgorithm
+        );
 
-        let other = TokenService::new(SigningKey::generate().unwrap(), "https://login.localhost:8443", "tenant-1");
+        let other = TokenService::new(
+            SigningKey::generate().unwrap(),
+            "https://login.localhost:8443",
+            "tenant-1",
+        );
         let foreign = other.mint(&app(), AUD, 1000).unwrap();
-        assert_eq!(s.validate(&foreign, AUD, 1000).unwrap_err(), TokenError::BadSignature);
+        assert_eq!(
+            s.validate(&foreign, AUD, 1000).unwrap_err(),
+            TokenError::BadSignature
+        );
 
         let wrong_iss = TokenService::new(
             SigningKey::from_pkcs8_der(s.key().to_pkcs8_der().unwrap().expose()).unwrap(),
@@ -388,7 +460,10 @@ mod tests {
             "tenant-1",
         );
         let t2 = wrong_iss.mint(&app(), AUD, 1000).unwrap();
-        assert_eq!(s.validate(&t2, AUD, 1000).unwrap_err(), TokenError::WrongIssuer);
+        assert_eq!(
+            s.validate(&t2, AUD, 1000).unwrap_err(),
+            TokenError::WrongIssuer
+        );
 
         for garbage in ["", "a.b", "a.b.c.d", "!!!.###.$$$"] {
             assert!(s.validate(garbage, AUD, 1000).is_err());

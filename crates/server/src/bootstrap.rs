@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use keyhaven_core::store::PrincipalRecord;
-use keyhaven_core::{Barrier, Clock, Error, PrincipalKind, Sensitive, Store, VaultName, VaultRecord};
+use keyhaven_core::{
+    Barrier, Clock, Error, PrincipalKind, Sensitive, Store, VaultName, VaultRecord,
+};
 use keyhaven_identity::credentials::{hash_secret, ClientCredentials};
 use keyhaven_identity::SigningKey;
 
@@ -53,17 +55,36 @@ pub enum BootstrapError {
 }
 
 /// Creates or loads everything first start makes.
-pub async fn ensure(store: &Arc<dyn Store>, barrier: &Arc<dyn Barrier>, clock: &Arc<dyn Clock>) -> Result<Bootstrap, BootstrapError> {
-    let tenant_id = setting_or_init(store, "tenant_id", || uuid::Uuid::new_v4().to_string()).await?;
-    let subscription_id = setting_or_init(store, "subscription_id", || uuid::Uuid::new_v4().to_string()).await?;
-    let resource_group = setting_or_init(store, "resource_group", || BOOTSTRAP_RESOURCE_GROUP.to_owned()).await?;
+pub async fn ensure(
+    store: &Arc<dyn Store>,
+    barrier: &Arc<dyn Barrier>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Bootstrap, BootstrapError> {
+    let tenant_id =
+        setting_or_init(store, "tenant_id", || uuid::Uuid::new_v4().to_string()).await?;
+    let subscription_id = setting_or_init(store, "subscription_id", || {
+        uuid::Uuid::new_v4().to_string()
+    })
+    .await?;
+    let resource_group = setting_or_init(store, "resource_group", || {
+        BOOTSTRAP_RESOURCE_GROUP.to_owned()
+    })
+    .await?;
 
     let signing_key = {
-        if store.get_setting("token_signing_key").await.map_err(Error::from)?.is_none() {
+        if store
+            .get_setting("token_signing_key")
+            .await
+            .map_err(Error::from)?
+            .is_none()
+        {
             let key = SigningKey::generate().map_err(BootstrapError::SigningKey)?;
             let der = key.to_pkcs8_der().map_err(BootstrapError::SigningKey)?;
             let sealed = barrier.seal_root(SIGNING_KEY_AAD, der.expose())?;
-            store.put_setting_if_absent("token_signing_key", &sealed).await.map_err(Error::from)?;
+            store
+                .put_setting_if_absent("token_signing_key", &sealed)
+                .await
+                .map_err(Error::from)?;
         }
         let sealed = store
             .get_setting("token_signing_key")
@@ -75,7 +96,11 @@ pub async fn ensure(store: &Arc<dyn Store>, barrier: &Arc<dyn Barrier>, clock: &
     };
 
     let mut new_secret = None;
-    let client_id = match store.get_setting("bootstrap_client_id").await.map_err(Error::from)? {
+    let client_id = match store
+        .get_setting("bootstrap_client_id")
+        .await
+        .map_err(Error::from)?
+    {
         Some(id) => String::from_utf8(id).map_err(|_| BootstrapError::Inconsistent("client id"))?,
         None => {
             let mut creds = ClientCredentials::default();
@@ -90,13 +115,21 @@ pub async fn ensure(store: &Arc<dyn Store>, barrier: &Arc<dyn Barrier>, clock: &
             };
             store.create_principal(&p).await.map_err(Error::from)?;
             let app_id = p.app_id.clone().unwrap_or_default();
-            if store.put_setting_if_absent("bootstrap_client_id", app_id.as_bytes()).await.map_err(Error::from)? {
+            if store
+                .put_setting_if_absent("bootstrap_client_id", app_id.as_bytes())
+                .await
+                .map_err(Error::from)?
+            {
                 new_secret = Some(secret);
                 app_id
             } else {
                 // Another node won the race; use its principal.
-                let id = store.get_setting("bootstrap_client_id").await.map_err(Error::from)?;
-                String::from_utf8(id.unwrap_or_default()).map_err(|_| BootstrapError::Inconsistent("client id"))?
+                let id = store
+                    .get_setting("bootstrap_client_id")
+                    .await
+                    .map_err(Error::from)?;
+                String::from_utf8(id.unwrap_or_default())
+                    .map_err(|_| BootstrapError::Inconsistent("client id"))?
             }
         }
     };
@@ -126,7 +159,8 @@ pub async fn ensure(store: &Arc<dyn Store>, barrier: &Arc<dyn Barrier>, clock: &
     }
 
     let mut noise = [0u8; 24];
-    openssl::rand::rand_bytes(&mut noise).map_err(|_| BootstrapError::Inconsistent("random generator failed"))?;
+    openssl::rand::rand_bytes(&mut noise)
+        .map_err(|_| BootstrapError::Inconsistent("random generator failed"))?;
     let dummy_hash = hash_secret(&base64_of(&noise))?;
 
     Ok(Bootstrap {
@@ -145,11 +179,19 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn setting_or_init(store: &Arc<dyn Store>, key: &str, init: impl FnOnce() -> String) -> Result<String, BootstrapError> {
+async fn setting_or_init(
+    store: &Arc<dyn Store>,
+    key: &str,
+    init: impl FnOnce() -> String,
+) -> Result<String, BootstrapError> {
     if let Some(v) = store.get_setting(key).await.map_err(Error::from)? {
-        return String::from_utf8(v).map_err(|_| BootstrapError::Inconsistent("setting is not text"));
+        return String::from_utf8(v)
+            .map_err(|_| BootstrapError::Inconsistent("setting is not text"));
     }
-    store.put_setting_if_absent(key, init().as_bytes()).await.map_err(Error::from)?;
+    store
+        .put_setting_if_absent(key, init().as_bytes())
+        .await
+        .map_err(Error::from)?;
     let v = store
         .get_setting(key)
         .await

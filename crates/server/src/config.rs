@@ -39,7 +39,11 @@ impl Endpoints {
     pub fn new(domain: &str, port: u16) -> Self {
         Self {
             domain: domain.to_ascii_lowercase(),
-            port_suffix: if port == 443 { String::new() } else { format!(":{port}") },
+            port_suffix: if port == 443 {
+                String::new()
+            } else {
+                format!(":{port}")
+            },
         }
     }
 

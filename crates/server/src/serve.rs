@@ -106,8 +106,15 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             cert: cert.clone(),
             key: key.clone(),
         },
-        (None, None) => tls::ensure_generated(&dir.join("tls"), &tls::server_names(endpoints.domain(), &[BOOTSTRAP_VAULT]))?,
-        _ => return Err(StartError::Io("--tls-cert and --tls-key must be given together".into())),
+        (None, None) => tls::ensure_generated(
+            &dir.join("tls"),
+            &tls::server_names(endpoints.domain(), &[BOOTSTRAP_VAULT]),
+        )?,
+        _ => {
+            return Err(StartError::Io(
+                "--tls-cert and --tls-key must be given together".into(),
+            ))
+        }
     };
     let tls = tls::server_config(&files)?;
 
@@ -153,7 +160,9 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .unwrap_or_default(),
     };
     write_private_json(&bootstrap_path, &bootstrap)?;
-    let state = AppState::new(store, barrier, clock, tokens, authorizer, endpoints, dummy_hash);
+    let state = AppState::new(
+        store, barrier, clock, tokens, authorizer, endpoints, dummy_hash,
+    );
     Ok(Prepared {
         state,
         tls,
@@ -197,10 +206,13 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
                 }
                 Err(_) => return,
             };
-            let svc = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer));
-                req.map(axum::body::Body::new)
-            });
+            let svc = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req.map(axum::body::Body::new)
+                },
+            );
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -261,9 +273,15 @@ fn print_banner(p: &Prepared) {
     println!("  authority host:  {}", b.authority_host);
     println!("  tenant id:       {}", b.tenant_id);
     println!("  client id:       {}", b.client_id);
-    println!("  client secret:   in {} (field client_secret)", p.bootstrap_path.display());
+    println!(
+        "  client secret:   in {} (field client_secret)",
+        p.bootstrap_path.display()
+    );
     if !b.ca_cert.is_empty() {
-        println!("  CA certificate:  {}  (export REQUESTS_CA_BUNDLE={})", b.ca_cert, b.ca_cert);
+        println!(
+            "  CA certificate:  {}  (export REQUESTS_CA_BUNDLE={})",
+            b.ca_cert, b.ca_cert
+        );
     }
     println!("Connect with azure-identity:");
     println!("  ClientSecretCredential(tenant_id, client_id, client_secret, authority=\"{}\", disable_instance_discovery=True)", b.authority_host);

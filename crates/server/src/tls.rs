@@ -76,7 +76,10 @@ pub fn server_names(domain: &str, extra_vaults: &[&str]) -> Vec<String> {
 
 /// Makes sure a CA and a current server certificate exist under `dir`.
 pub fn ensure_generated(dir: &Path, names: &[String]) -> Result<TlsFiles, TlsError> {
-    fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_owned(), source })?;
+    fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let ca_cert_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca.key");
     let cert_path = dir.join("server.pem");
@@ -130,11 +133,16 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Config(format!("{}: {e}", files.cert.display())))?;
     if certs.is_empty() {
-        return Err(TlsError::Config(format!("{}: no certificate found", files.cert.display())));
+        return Err(TlsError::Config(format!(
+            "{}: no certificate found",
+            files.cert.display()
+        )));
     }
     let key = rustls_pemfile::private_key(&mut read(&files.key)?.as_slice())
         .map_err(|e| TlsError::Config(format!("{}: {e}", files.key.display())))?
-        .ok_or_else(|| TlsError::Config(format!("{}: no private key found", files.key.display())))?;
+        .ok_or_else(|| {
+            TlsError::Config(format!("{}: no private key found", files.key.display()))
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -172,17 +180,31 @@ fn make_ca(key: &PKey<Private>) -> Result<X509, TlsError> {
     b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
     b.set_not_after(&*Asn1Time::days_from_now(CA_DAYS)?)?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
     b.sign(key, MessageDigest::sha256())?;
     Ok(b.build())
 }
 
-fn make_server(key: &PKey<Private>, ca: &X509, ca_key: &PKey<Private>, names: &[String]) -> Result<X509, TlsError> {
+fn make_server(
+    key: &PKey<Private>,
+    ca: &X509,
+    ca_key: &PKey<Private>,
+    names: &[String],
+) -> Result<X509, TlsError> {
     let mut subject = X509NameBuilder::new()?;
     subject.append_entry_by_nid(Nid::ORGANIZATIONNAME, "Keyhaven")?;
-    subject.append_entry_by_nid(Nid::COMMONNAME, names.first().map(String::as_str).unwrap_or("localhost"))?;
+    subject.append_entry_by_nid(
+        Nid::COMMONNAME,
+        names.first().map(String::as_str).unwrap_or("localhost"),
+    )?;
     let subject = subject.build();
     let mut b = X509Builder::new()?;
     b.set_version(2)?;
@@ -194,7 +216,13 @@ fn make_server(key: &PKey<Private>, ca: &X509, ca_key: &PKey<Private>, names: &[
     b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
     b.set_not_after(&*Asn1Time::days_from_now(SERVER_CERT_DAYS)?)?;
     b.append_extension(BasicConstraints::new().critical().build()?)?;
-    b.append_extension(KeyUsage::new().critical().digital_signature().key_agreement().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_agreement()
+            .build()?,
+    )?;
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
     let mut san = SubjectAlternativeName::new();
     for n in names {
@@ -206,14 +234,19 @@ fn make_server(key: &PKey<Private>, ca: &X509, ca_key: &PKey<Private>, names: &[
     b.append_extension(san)?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(ca), None))?;
     b.append_extension(ski)?;
-    let aki = AuthorityKeyIdentifier::new().keyid(false).build(&b.x509v3_context(Some(ca), None))?;
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(false)
+        .build(&b.x509v3_context(Some(ca), None))?;
     b.append_extension(aki)?;
     b.sign(ca_key, MessageDigest::sha256())?;
     Ok(b.build())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
@@ -225,10 +258,18 @@ fn write_public(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 }
 
 fn write_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    let io = |source| TlsError::Io { path: path.to_owned(), source };
+    let io = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, path).map_err(io)

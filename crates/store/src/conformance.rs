@@ -2,7 +2,12 @@
 //! support compiled into the library so that each implementation's tests (and
 //! any out-of-tree store) can call `run`. Each check uses its own vault id, so
 //! one store instance serves the whole suite.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,7 +70,10 @@ async fn settings_are_written_once(s: &dyn Store) {
     assert_eq!(s.get_setting(&key).await.unwrap(), None);
     assert!(s.put_setting_if_absent(&key, b"one").await.unwrap());
     assert!(!s.put_setting_if_absent(&key, b"two").await.unwrap());
-    assert_eq!(s.get_setting(&key).await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(
+        s.get_setting(&key).await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
 }
 
 async fn vaults_and_principals_round_trip(s: &dyn Store) {
@@ -84,13 +92,20 @@ async fn vaults_and_principals_round_trip(s: &dyn Store) {
         created: 5,
     };
     s.create_vault(&v).await.unwrap();
-    assert!(matches!(s.create_vault(&v).await, Err(StoreError::NameExists { .. })));
+    assert!(matches!(
+        s.create_vault(&v).await,
+        Err(StoreError::NameExists { .. })
+    ));
     let got = s.get_vault(&v.name).await.unwrap().unwrap();
     assert_eq!(got.id, id);
     assert_eq!(got.retention_days, 7);
     assert!(got.purge_protection);
     assert_eq!(got.wrapped_key, vec![1, 2, 3]);
-    assert!(s.get_vault(&"nosuchvault".parse().unwrap()).await.unwrap().is_none());
+    assert!(s
+        .get_vault(&"nosuchvault".parse().unwrap())
+        .await
+        .unwrap()
+        .is_none());
 
     let p = PrincipalRecord {
         object_id: vid(),
@@ -101,7 +116,10 @@ async fn vaults_and_principals_round_trip(s: &dyn Store) {
         credentials: "[]".into(),
     };
     s.create_principal(&p).await.unwrap();
-    let got = s.principal_by_app_id(p.app_id.as_deref().unwrap()).await.unwrap();
+    let got = s
+        .principal_by_app_id(p.app_id.as_deref().unwrap())
+        .await
+        .unwrap();
     assert_eq!(got, Some(p));
     assert_eq!(s.principal_by_app_id("nobody").await.unwrap(), None);
 }
@@ -113,28 +131,59 @@ async fn versions_are_kept_and_latest_wins(s: &dyn Store) {
     let b = rec(k, "alpha", 2, b"two");
     s.put_version(&v, &a).await.unwrap();
     s.put_version(&v, &b).await.unwrap();
-    let latest = s.get_version(&v, k, &name("alpha"), None).await.unwrap().unwrap();
+    let latest = s
+        .get_version(&v, k, &name("alpha"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.version, b.version);
     assert_eq!(latest.payload, b"two");
-    let old = s.get_version(&v, k, &name("alpha"), Some(&a.version)).await.unwrap().unwrap();
+    let old = s
+        .get_version(&v, k, &name("alpha"), Some(&a.version))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(old.payload, b"one");
     assert_eq!(old.tags.get("env").map(String::as_str), Some("test"));
     assert_eq!(old.content_type.as_deref(), Some("text/plain"));
-    assert!(s.get_version(&v, k, &name("alpha"), Some(&Version::random())).await.unwrap().is_none());
-    assert!(s.get_version(&v, k, &name("beta"), None).await.unwrap().is_none());
+    assert!(s
+        .get_version(&v, k, &name("alpha"), Some(&Version::random()))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get_version(&v, k, &name("beta"), None)
+        .await
+        .unwrap()
+        .is_none());
     // Another vault sees nothing.
-    assert!(s.get_version(&vid(), k, &name("alpha"), None).await.unwrap().is_none());
+    assert!(s
+        .get_version(&vid(), k, &name("alpha"), None)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn names_are_case_insensitive_and_keep_first_casing(s: &dyn Store) {
     let v = vid();
     let k = ObjectKind::Secret;
-    s.put_version(&v, &rec(k, "MixedCase", 1, b"1")).await.unwrap();
-    s.put_version(&v, &rec(k, "mixedcase", 2, b"2")).await.unwrap();
-    let got = s.get_version(&v, k, &name("MIXEDCASE"), None).await.unwrap().unwrap();
+    s.put_version(&v, &rec(k, "MixedCase", 1, b"1"))
+        .await
+        .unwrap();
+    s.put_version(&v, &rec(k, "mixedcase", 2, b"2"))
+        .await
+        .unwrap();
+    let got = s
+        .get_version(&v, k, &name("MIXEDCASE"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.name.as_str(), "MixedCase");
     assert_eq!(got.payload, b"2");
-    let page = s.list_versions(&v, k, &name("mixedCASE"), None, 25).await.unwrap();
+    let page = s
+        .list_versions(&v, k, &name("mixedCASE"), None, 25)
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 2);
 }
 
@@ -150,7 +199,11 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     r.content_type = None;
     r.payload = b"must not be written".to_vec();
     s.update_version(&v, &r).await.unwrap();
-    let got = s.get_version(&v, k, &name("upd"), None).await.unwrap().unwrap();
+    let got = s
+        .get_version(&v, k, &name("upd"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!got.attributes.enabled);
     assert_eq!(got.attributes.exp, Some(99));
     assert_eq!(got.attributes.updated, 7);
@@ -159,7 +212,10 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     assert_eq!(got.content_type, None);
     assert_eq!(got.payload, b"value");
     let missing = rec(k, "nope", 1, b"");
-    assert!(matches!(s.update_version(&v, &missing).await, Err(StoreError::Missing { .. })));
+    assert!(matches!(
+        s.update_version(&v, &missing).await,
+        Err(StoreError::Missing { .. })
+    ));
 }
 
 async fn listing_pages_by_name_and_version(s: &dyn Store) {
@@ -192,16 +248,27 @@ async fn listing_pages_by_name_and_version(s: &dyn Store) {
     for i in 0..4 {
         s.put_version(&v, &rec(k, "multi", i, b"x")).await.unwrap();
     }
-    let p1 = s.list_versions(&v, k, &name("multi"), None, 3).await.unwrap();
+    let p1 = s
+        .list_versions(&v, k, &name("multi"), None, 3)
+        .await
+        .unwrap();
     assert_eq!(p1.items.len(), 3);
-    let p2 = s.list_versions(&v, k, &name("multi"), p1.next.as_deref(), 3).await.unwrap();
+    let p2 = s
+        .list_versions(&v, k, &name("multi"), p1.next.as_deref(), 3)
+        .await
+        .unwrap();
     assert_eq!(p2.items.len(), 1);
     assert!(p2.next.is_none());
     assert_eq!(p1.items[0].attributes.created, 0);
     assert_eq!(p2.items[0].attributes.created, 3);
     let all = s.all_versions(&v, k, &name("multi")).await.unwrap();
     assert_eq!(all.len(), 4);
-    assert!(s.list_versions(&v, k, &name("unknown"), None, 3).await.unwrap().items.is_empty());
+    assert!(s
+        .list_versions(&v, k, &name("unknown"), None, 3)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 async fn soft_delete_recover_and_purge(s: &dyn Store) {
@@ -213,23 +280,50 @@ async fn soft_delete_recover_and_purge(s: &dyn Store) {
     };
     s.put_version(&v, &rec(k, "gone", 1, b"1")).await.unwrap();
     s.put_version(&v, &rec(k, "gone", 2, b"2")).await.unwrap();
-    assert!(s.delete_object(&v, k, &name("never"), info).await.unwrap().is_none());
-    let deleted = s.delete_object(&v, k, &name("gone"), info).await.unwrap().unwrap();
+    assert!(s
+        .delete_object(&v, k, &name("never"), info)
+        .await
+        .unwrap()
+        .is_none());
+    let deleted = s
+        .delete_object(&v, k, &name("gone"), info)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(deleted.payload, b"2");
-    assert!(s.delete_object(&v, k, &name("gone"), info).await.unwrap().is_none());
-    assert!(s.get_version(&v, k, &name("gone"), None).await.unwrap().is_none());
-    assert!(s.list_latest(&v, k, None, 25).await.unwrap().items.is_empty());
+    assert!(s
+        .delete_object(&v, k, &name("gone"), info)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get_version(&v, k, &name("gone"), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .list_latest(&v, k, None, 25)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     let (r, i) = s.get_deleted(&v, k, &name("gone")).await.unwrap().unwrap();
     assert_eq!(r.name.as_str(), "gone");
     assert_eq!(i, info);
-    assert_eq!(s.list_deleted(&v, k, None, 25).await.unwrap().items.len(), 1);
+    assert_eq!(
+        s.list_deleted(&v, k, None, 25).await.unwrap().items.len(),
+        1
+    );
 
     assert!(s.recover_object(&v, k, &name("gone")).await.unwrap());
     assert!(!s.recover_object(&v, k, &name("gone")).await.unwrap());
     assert_eq!(s.all_versions(&v, k, &name("gone")).await.unwrap().len(), 2);
     assert!(s.get_deleted(&v, k, &name("gone")).await.unwrap().is_none());
 
-    assert!(!s.purge_object(&v, k, &name("gone")).await.unwrap(), "live objects are not purged");
+    assert!(
+        !s.purge_object(&v, k, &name("gone")).await.unwrap(),
+        "live objects are not purged"
+    );
     s.delete_object(&v, k, &name("gone"), info).await.unwrap();
     assert!(s.purge_object(&v, k, &name("gone")).await.unwrap());
     assert!(s.get_deleted(&v, k, &name("gone")).await.unwrap().is_none());
@@ -249,7 +343,15 @@ async fn deleted_name_blocks_new_versions(s: &dyn Store) {
     s.delete_object(&v, k, &name("held"), info).await.unwrap();
     let r = s.put_version(&v, &rec(k, "HELD", 2, b"2")).await;
     assert!(matches!(r, Err(StoreError::NameDeleted { .. })), "{r:?}");
-    assert_eq!(s.get_deleted(&v, k, &name("held")).await.unwrap().unwrap().0.payload, b"1");
+    assert_eq!(
+        s.get_deleted(&v, k, &name("held"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .payload,
+        b"1"
+    );
 }
 
 async fn restore_keeps_versions_and_refuses_existing_names(s: &dyn Store) {
@@ -260,7 +362,11 @@ async fn restore_keeps_versions_and_refuses_existing_names(s: &dyn Store) {
     let all = s.all_versions(&v, k, &name("back")).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].version, versions[0].version);
-    let latest = s.get_version(&v, k, &name("back"), None).await.unwrap().unwrap();
+    let latest = s
+        .get_version(&v, k, &name("back"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.version, versions[1].version);
     let again = s.restore_object(&v, &versions).await;
     assert!(matches!(again, Err(StoreError::NameExists { .. })));
@@ -287,16 +393,30 @@ async fn expired_deleted_objects_are_purged(s: &dyn Store) {
     s.put_version(&v, &rec(k, "live", 1, b"1")).await.unwrap();
     assert!(s.purge_expired(100).await.unwrap() >= 1);
     assert!(s.get_deleted(&v, k, &name("old")).await.unwrap().is_none());
-    assert!(s.get_deleted(&v, k, &name("young")).await.unwrap().is_some());
-    assert!(s.get_version(&v, k, &name("live"), None).await.unwrap().is_some());
+    assert!(s
+        .get_deleted(&v, k, &name("young"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .get_version(&v, k, &name("live"), None)
+        .await
+        .unwrap()
+        .is_some());
     s.put_version(&v, &rec(k, "old", 2, b"2")).await.unwrap();
     assert_eq!(s.all_versions(&v, k, &name("old")).await.unwrap().len(), 1);
 }
 
 async fn kinds_do_not_share_names(s: &dyn Store) {
     let v = vid();
-    s.put_version(&v, &rec(ObjectKind::Secret, "same", 1, b"s")).await.unwrap();
-    assert!(s.get_version(&v, ObjectKind::Key, &name("same"), None).await.unwrap().is_none());
+    s.put_version(&v, &rec(ObjectKind::Secret, "same", 1, b"s"))
+        .await
+        .unwrap();
+    assert!(s
+        .get_version(&v, ObjectKind::Key, &name("same"), None)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn concurrent_sets_produce_distinct_versions(s: Arc<dyn Store>) {
@@ -325,6 +445,10 @@ async fn concurrent_sets_produce_distinct_versions(s: Arc<dyn Store>) {
     for id in &written {
         assert!(stored.iter().any(|r| &r.version == id));
     }
-    let latest = s.get_version(&v, k, &name("race"), None).await.unwrap().unwrap();
+    let latest = s
+        .get_version(&v, k, &name("race"), None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(latest.version, stored.last().unwrap().version);
 }

@@ -64,19 +64,27 @@ impl PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(err)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
-            .await
-            .map_err(err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)",
+        )
+        .await
+        .map_err(err)?;
         for (version, ddl) in migrations::POSTGRES {
             let done = tx
-                .query_opt("SELECT version FROM schema_migrations WHERE version = $1", &[version])
+                .query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
                 .await
                 .map_err(err)?;
             if done.is_none() {
                 tx.batch_execute(ddl).await.map_err(err)?;
-                tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
-                    .await
-                    .map_err(err)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[version],
+                )
+                .await
+                .map_err(err)?;
             }
         }
         tx.commit().await.map_err(err)
@@ -101,7 +109,11 @@ impl PostgresStore {
         let rows = rows
             .into_iter()
             .map(|r| {
-                let info = if deleted { Some(r.deleted_info()?) } else { None };
+                let info = if deleted {
+                    Some(r.deleted_info()?)
+                } else {
+                    None
+                };
                 let rec = r.into_record()?;
                 let cursor = rec.name.key();
                 Ok(((rec, info), cursor))
@@ -137,12 +149,25 @@ fn row_data(r: &Row) -> StoreResult<RowData> {
     })
 }
 
-async fn query_rows<C: GenericClient + Sync>(c: &C, q: &str, p: &[P<'_>]) -> StoreResult<Vec<RowData>> {
+async fn query_rows<C: GenericClient + Sync>(
+    c: &C,
+    q: &str,
+    p: &[P<'_>],
+) -> StoreResult<Vec<RowData>> {
     let stmt = c.prepare_cached(q).await.map_err(err)?;
-    c.query(&stmt, p).await.map_err(err)?.iter().map(row_data).collect()
+    c.query(&stmt, p)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(row_data)
+        .collect()
 }
 
-async fn insert_version<C: GenericClient + Sync>(c: &C, vault_id: &str, rec: &VersionRecord) -> StoreResult<i64> {
+async fn insert_version<C: GenericClient + Sync>(
+    c: &C,
+    vault_id: &str,
+    rec: &VersionRecord,
+) -> StoreResult<i64> {
     let q = format!("{} RETURNING seq", sql::INSERT_VERSION);
     let stmt = c.prepare_cached(&q).await.map_err(err)?;
     let tags = sql::tags_json(&rec.tags);
@@ -181,14 +206,24 @@ impl Store for PostgresStore {
 
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(c.execute(sql::PUT_SETTING, &[&key, &value]).await.map_err(err)? == 1)
+        Ok(c.execute(sql::PUT_SETTING, &[&key, &value])
+            .await
+            .map_err(err)?
+            == 1)
     }
 
     async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
         let c = self.client().await?;
         c.execute(
             sql::INSERT_PRINCIPAL,
-            &[&p.object_id, &p.tenant_id, &p.kind, &p.app_id, &p.display_name, &p.credentials],
+            &[
+                &p.object_id,
+                &p.tenant_id,
+                &p.kind,
+                &p.app_id,
+                &p.display_name,
+                &p.credentials,
+            ],
         )
         .await
         .map_err(err)?;
@@ -197,7 +232,10 @@ impl Store for PostgresStore {
 
     async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>> {
         let c = self.client().await?;
-        let row = c.query_opt(sql::PRINCIPAL_BY_APP, &[&app_id]).await.map_err(err)?;
+        let row = c
+            .query_opt(sql::PRINCIPAL_BY_APP, &[&app_id])
+            .await
+            .map_err(err)?;
         row.map(|r| {
             Ok(PrincipalRecord {
                 object_id: r.try_get(0).map_err(err)?,
@@ -271,11 +309,17 @@ impl Store for PostgresStore {
         let tx = c.transaction().await.map_err(err)?;
         let key = rec.name.key();
         let kind = rec.kind.as_str();
-        tx.execute(sql::INSERT_OBJECT, &[&vault_id, &kind, &key, &rec.name.as_str()])
-            .await
-            .map_err(err)?;
+        tx.execute(
+            sql::INSERT_OBJECT,
+            &[&vault_id, &kind, &key, &rec.name.as_str()],
+        )
+        .await
+        .map_err(err)?;
         let state = tx
-            .query_one(&format!("{} FOR UPDATE", sql::OBJECT_STATE), &[&vault_id, &kind, &key])
+            .query_one(
+                &format!("{} FOR UPDATE", sql::OBJECT_STATE),
+                &[&vault_id, &kind, &key],
+            )
             .await
             .map_err(err)?;
         let deleted: Option<i64> = state.try_get(0).map_err(err)?;
@@ -304,11 +348,18 @@ impl Store for PostgresStore {
         let rows = match version {
             None => query_rows(&c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key]).await?,
             Some(v) => {
-                query_rows(&c, &sql::get_by_version(), &[&vault_id, &kind.as_str(), &key, &v.as_str()])
-                    .await?
+                query_rows(
+                    &c,
+                    &sql::get_by_version(),
+                    &[&vault_id, &kind.as_str(), &key, &v.as_str()],
+                )
+                .await?
             }
         };
-        rows.into_iter().next().map(RowData::into_record).transpose()
+        rows.into_iter()
+            .next()
+            .map(RowData::into_record)
+            .transpose()
     }
 
     async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
@@ -369,7 +420,13 @@ impl Store for PostgresStore {
         let rows = query_rows(
             &c,
             &sql::list_versions(),
-            &[&vault_id, &kind.as_str(), &key, &after, &(i64::from(limit) + 1)],
+            &[
+                &vault_id,
+                &kind.as_str(),
+                &key,
+                &after,
+                &(i64::from(limit) + 1),
+            ],
         )
         .await?;
         let rows = rows
@@ -414,7 +471,13 @@ impl Store for PostgresStore {
         let n = tx
             .execute(
                 sql::MARK_DELETED,
-                &[&vault_id, &kind.as_str(), &key, &info.deleted_date, &info.scheduled_purge_date],
+                &[
+                    &vault_id,
+                    &kind.as_str(),
+                    &key,
+                    &info.deleted_date,
+                    &info.scheduled_purge_date,
+                ],
             )
             .await
             .map_err(err)?;
@@ -460,20 +523,35 @@ impl Store for PostgresStore {
         with_deleted_info(self.list_names(vault_id, kind, cursor, limit, true).await?)
     }
 
-    async fn recover_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+    async fn recover_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(c.execute(sql::RECOVER, &[&vault_id, &kind.as_str(), &name.key()])
-            .await
-            .map_err(err)?
-            == 1)
+        Ok(
+            c.execute(sql::RECOVER, &[&vault_id, &kind.as_str(), &name.key()])
+                .await
+                .map_err(err)?
+                == 1,
+        )
     }
 
-    async fn purge_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+    async fn purge_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         let key = name.key();
         let n = tx
-            .execute(sql::DELETE_DELETED_OBJECT, &[&vault_id, &kind.as_str(), &key])
+            .execute(
+                sql::DELETE_DELETED_OBJECT,
+                &[&vault_id, &kind.as_str(), &key],
+            )
             .await
             .map_err(err)?;
         if n == 1 {
@@ -493,7 +571,10 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         let n = tx
-            .execute(sql::INSERT_OBJECT, &[&vault_id, &kind, &key, &first.name.as_str()])
+            .execute(
+                sql::INSERT_OBJECT,
+                &[&vault_id, &kind, &key, &first.name.as_str()],
+            )
             .await
             .map_err(err)?;
         if n == 0 {
@@ -515,8 +596,13 @@ impl Store for PostgresStore {
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        tx.execute(sql::PURGE_EXPIRED_VERSIONS, &[&now]).await.map_err(err)?;
-        let n = tx.execute(sql::PURGE_EXPIRED_OBJECTS, &[&now]).await.map_err(err)?;
+        tx.execute(sql::PURGE_EXPIRED_VERSIONS, &[&now])
+            .await
+            .map_err(err)?;
+        let n = tx
+            .execute(sql::PURGE_EXPIRED_OBJECTS, &[&now])
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(n)
     }

@@ -53,11 +53,13 @@ pub fn list_versions() -> String {
     )
 }
 
-pub const OBJECT_STATE: &str = "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const OBJECT_STATE: &str =
+    "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
 pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 pub const INSERT_VERSION: &str = "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-pub const SET_LATEST: &str = "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const SET_LATEST: &str =
+    "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
 pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, exp = $7, updated = $8, content_type = $9, tags = $10 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4";
 pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_purge_date = $5 \
@@ -65,13 +67,16 @@ pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_
 pub const RECOVER: &str = "UPDATE objects SET deleted_date = NULL, scheduled_purge_date = NULL \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL";
 pub const DELETE_DELETED_OBJECT: &str = "DELETE FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL";
-pub const DELETE_VERSIONS: &str = "DELETE FROM versions WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const DELETE_VERSIONS: &str =
+    "DELETE FROM versions WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
 pub const PURGE_EXPIRED_VERSIONS: &str = "DELETE FROM versions WHERE EXISTS (SELECT 1 FROM objects o \
      WHERE o.vault_id = versions.vault_id AND o.kind = versions.kind AND o.name_lower = versions.name_lower \
        AND o.scheduled_purge_date IS NOT NULL AND o.scheduled_purge_date <= $1)";
-pub const PURGE_EXPIRED_OBJECTS: &str = "DELETE FROM objects WHERE scheduled_purge_date IS NOT NULL AND scheduled_purge_date <= $1";
+pub const PURGE_EXPIRED_OBJECTS: &str =
+    "DELETE FROM objects WHERE scheduled_purge_date IS NOT NULL AND scheduled_purge_date <= $1";
 pub const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
-pub const PUT_SETTING: &str = "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub const PUT_SETTING: &str =
+    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub const INSERT_PRINCIPAL: &str = "INSERT INTO principals (object_id, tenant_id, kind, app_id, display_name, credentials) VALUES ($1, $2, $3, $4, $5, $6)";
 pub const PRINCIPAL_BY_APP: &str = "SELECT object_id, tenant_id, kind, app_id, display_name, credentials FROM principals WHERE app_id = $1";
 pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created) \
@@ -139,10 +144,7 @@ pub fn tags_json(tags: &BTreeMap<String, String>) -> String {
 
 /// Builds a page from `limit + 1` fetched rows: the extra row only signals
 /// that another page exists; the cursor is taken from the last kept row.
-pub fn page_of<T>(
-    mut rows: Vec<(T, String)>,
-    limit: u32,
-) -> keyhaven_core::object::Page<T> {
+pub fn page_of<T>(mut rows: Vec<(T, String)>, limit: u32) -> keyhaven_core::object::Page<T> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next = if more {

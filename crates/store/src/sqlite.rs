@@ -2,6 +2,7 @@
 //! `synchronous=FULL` so an acknowledged write survives power loss. Calls run on
 //! the blocking pool behind one connection; SQLite serialises writers anyway.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -25,10 +26,20 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || Connection::open(path))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
-            .map_err(err)?;
+        let conn = tokio::task::spawn_blocking(move || {
+            // Created private; SQLite gives its -wal and -shm files the same mode.
+            if !path.exists() {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+            }
+            Connection::open(&path).map_err(err)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         Self::init(conn).await
     }
 
@@ -82,14 +93,24 @@ fn migrate(c: &mut Connection) -> StoreResult<()> {
     c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
         .map_err(err)?;
     for (version, ddl) in migrations::SQLITE {
-        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let tx = c
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
         let done: Option<i64> = tx
-            .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(err)?;
         if done.is_none() {
             tx.execute_batch(ddl).map_err(err)?;
-            tx.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [version]).map_err(err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES (?1)",
+                [version],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)?;
     }
@@ -146,10 +167,17 @@ fn insert_version(c: &Connection, vault_id: &str, rec: &VersionRecord) -> StoreR
     Ok(c.last_insert_rowid())
 }
 
-fn object_state(c: &Connection, vault_id: &str, kind: ObjectKind, key: &str) -> StoreResult<Option<Option<i64>>> {
+fn object_state(
+    c: &Connection,
+    vault_id: &str,
+    kind: ObjectKind,
+    key: &str,
+) -> StoreResult<Option<Option<i64>>> {
     c.prepare_cached(&q(sql::OBJECT_STATE))
         .map_err(err)?
-        .query_row(params![vault_id, kind.as_str(), key], |r| r.get::<_, Option<i64>>(0))
+        .query_row(params![vault_id, kind.as_str(), key], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
         .optional()
         .map_err(err)
 }
@@ -159,15 +187,21 @@ impl Store for SqliteStore {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let key = key.to_owned();
         self.run(move |c| {
-            c.query_row(&q(sql::GET_SETTING), [key], |r| r.get(0)).optional().map_err(err)
+            c.query_row(&q(sql::GET_SETTING), [key], |r| r.get(0))
+                .optional()
+                .map_err(err)
         })
         .await
     }
 
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
         let (key, value) = (key.to_owned(), value.to_vec());
-        self.run(move |c| Ok(c.execute(&q(sql::PUT_SETTING), params![key, value]).map_err(err)? == 1))
-            .await
+        self.run(move |c| {
+            Ok(c.execute(&q(sql::PUT_SETTING), params![key, value])
+                .map_err(err)?
+                == 1)
+        })
+        .await
     }
 
     async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
@@ -175,7 +209,14 @@ impl Store for SqliteStore {
         self.run(move |c| {
             c.execute(
                 &q(sql::INSERT_PRINCIPAL),
-                params![p.object_id, p.tenant_id, p.kind, p.app_id, p.display_name, p.credentials],
+                params![
+                    p.object_id,
+                    p.tenant_id,
+                    p.kind,
+                    p.app_id,
+                    p.display_name,
+                    p.credentials
+                ],
             )
             .map_err(err)?;
             Ok(())
@@ -258,10 +299,10 @@ impl Store for SqliteStore {
                 })
                 .optional()
                 .map_err(err)?;
-            row.map(|(name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created)| {
-                Ok(VaultRecord {
+            row.map(
+                |(
+                    name,
                     id,
-                    name: name.parse().map_err(|_| StoreError::Corrupt("vault name".into()))?,
                     tenant_id,
                     subscription_id,
                     resource_group,
@@ -270,8 +311,23 @@ impl Store for SqliteStore {
                     purge_protection,
                     wrapped_key,
                     created,
-                })
-            })
+                )| {
+                    Ok(VaultRecord {
+                        id,
+                        name: name
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt("vault name".into()))?,
+                        tenant_id,
+                        subscription_id,
+                        resource_group,
+                        sku,
+                        retention_days,
+                        purge_protection,
+                        wrapped_key,
+                        created,
+                    })
+                },
+            )
             .transpose()
         })
         .await
@@ -280,7 +336,9 @@ impl Store for SqliteStore {
     async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
         let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
             let key = rec.name.key();
             tx.prepare_cached(&q(sql::INSERT_OBJECT))
                 .map_err(err)?
@@ -314,9 +372,16 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let rows = match &version {
                 None => query_rows(c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key])?,
-                Some(v) => query_rows(c, &sql::get_by_version(), &[&vault_id, &kind.as_str(), &key, v])?,
+                Some(v) => query_rows(
+                    c,
+                    &sql::get_by_version(),
+                    &[&vault_id, &kind.as_str(), &key, v],
+                )?,
             };
-            rows.into_iter().next().map(RowData::into_record).transpose()
+            rows.into_iter()
+                .next()
+                .map(RowData::into_record)
+                .transpose()
         })
         .await
     }
@@ -379,7 +444,13 @@ impl Store for SqliteStore {
             let rows = query_rows(
                 c,
                 &sql::list_versions(),
-                &[&vault_id, &kind.as_str(), &key, &after, &(i64::from(limit) + 1)],
+                &[
+                    &vault_id,
+                    &kind.as_str(),
+                    &key,
+                    &after,
+                    &(i64::from(limit) + 1),
+                ],
             )?;
             let rows = rows
                 .into_iter()
@@ -401,10 +472,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         self.run(move |c| {
-            query_rows(c, &sql::list_versions(), &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX])?
-                .into_iter()
-                .map(RowData::into_record)
-                .collect()
+            query_rows(
+                c,
+                &sql::list_versions(),
+                &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
+            )?
+            .into_iter()
+            .map(RowData::into_record)
+            .collect()
         })
         .await
     }
@@ -418,11 +493,19 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
             let n = tx
                 .execute(
                     &q(sql::MARK_DELETED),
-                    params![vault_id, kind.as_str(), key, info.deleted_date, info.scheduled_purge_date],
+                    params![
+                        vault_id,
+                        kind.as_str(),
+                        key,
+                        info.deleted_date,
+                        info.scheduled_purge_date
+                    ],
                 )
                 .map_err(err)?;
             if n == 0 {
@@ -470,24 +553,46 @@ impl Store for SqliteStore {
         with_deleted_info(page)
     }
 
-    async fn recover_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+    async fn recover_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         self.run(move |c| {
-            Ok(c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key]).map_err(err)? == 1)
+            Ok(
+                c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key])
+                    .map_err(err)?
+                    == 1,
+            )
         })
         .await
     }
 
-    async fn purge_object(&self, vault_id: &str, kind: ObjectKind, name: &ObjectName) -> StoreResult<bool> {
+    async fn purge_object(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
             let n = tx
-                .execute(&q(sql::DELETE_DELETED_OBJECT), params![vault_id, kind.as_str(), key])
+                .execute(
+                    &q(sql::DELETE_DELETED_OBJECT),
+                    params![vault_id, kind.as_str(), key],
+                )
                 .map_err(err)?;
             if n == 1 {
-                tx.execute(&q(sql::DELETE_VERSIONS), params![vault_id, kind.as_str(), key])
-                    .map_err(err)?;
+                tx.execute(
+                    &q(sql::DELETE_VERSIONS),
+                    params![vault_id, kind.as_str(), key],
+                )
+                .map_err(err)?;
             }
             tx.commit().map_err(err)?;
             Ok(n == 1)
@@ -502,21 +607,29 @@ impl Store for SqliteStore {
                 return Ok(());
             };
             let (kind, key) = (first.kind, first.name.key());
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
             if object_state(&tx, &vault_id, kind, &key)?.is_some() {
                 return Err(StoreError::NameExists {
                     kind,
                     name: first.name.to_string(),
                 });
             }
-            tx.execute(&q(sql::INSERT_OBJECT), params![vault_id, kind.as_str(), key, first.name.as_str()])
-                .map_err(err)?;
+            tx.execute(
+                &q(sql::INSERT_OBJECT),
+                params![vault_id, kind.as_str(), key, first.name.as_str()],
+            )
+            .map_err(err)?;
             let mut seq = 0;
             for rec in &versions {
                 seq = insert_version(&tx, &vault_id, rec)?;
             }
-            tx.execute(&q(sql::SET_LATEST), params![vault_id, kind.as_str(), key, seq])
-                .map_err(err)?;
+            tx.execute(
+                &q(sql::SET_LATEST),
+                params![vault_id, kind.as_str(), key, seq],
+            )
+            .map_err(err)?;
             tx.commit().map_err(err)
         })
         .await
@@ -524,9 +637,14 @@ impl Store for SqliteStore {
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-            tx.execute(&q(sql::PURGE_EXPIRED_VERSIONS), [now]).map_err(err)?;
-            let n = tx.execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now]).map_err(err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            tx.execute(&q(sql::PURGE_EXPIRED_VERSIONS), [now])
+                .map_err(err)?;
+            let n = tx
+                .execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now])
+                .map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(n as u64)
         })
@@ -556,7 +674,11 @@ impl SqliteStore {
             let rows = rows
                 .into_iter()
                 .map(|r| {
-                    let info = if deleted { Some(r.deleted_info()?) } else { None };
+                    let info = if deleted {
+                        Some(r.deleted_info()?)
+                    } else {
+                        None
+                    };
                     let rec = r.into_record()?;
                     let cursor = rec.name.key();
                     Ok(((rec, info), cursor))

@@ -29,7 +29,8 @@ impl ApiVersion {
     pub fn parse(value: Option<&str>) -> Result<Self, Error> {
         let Some(v) = value else {
             return Err(Error::BadParameter(
-                "The api-version query parameter (?api-version=) is required for all requests.".into(),
+                "The api-version query parameter (?api-version=) is required for all requests."
+                    .into(),
             ));
         };
         SUPPORTED
@@ -63,7 +64,13 @@ mod tests {
 
     #[test]
     fn missing_or_unknown_version_is_bad_parameter() {
-        assert!(matches!(ApiVersion::parse(None), Err(Error::BadParameter(_))));
-        assert!(matches!(ApiVersion::parse(Some("9.9")), Err(Error::BadParameter(_))));
+        assert!(matches!(
+            ApiVersion::parse(None),
+            Err(Error::BadParameter(_))
+        ));
+        assert!(matches!(
+            ApiVersion::parse(Some("9.9")),
+            Err(Error::BadParameter(_))
+        ));
     }
 }

@@ -68,14 +68,18 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
     match e {
         Error::BadParameter(_) => (400, ErrorBody::new("BadParameter", msg)),
         Error::Unauthorized(_) => (401, ErrorBody::new("Unauthorized", msg)),
-        Error::Forbidden(_) => (403, ErrorBody::new("Forbidden", msg).with_inner("ForbiddenByPolicy")),
+        Error::Forbidden(_) => (
+            403,
+            ErrorBody::new("Forbidden", msg).with_inner("ForbiddenByPolicy"),
+        ),
         Error::VaultNotFound(_) => (404, ErrorBody::new("VaultNotFound", msg)),
         Error::NotFound { kind, .. } | Error::DeletedNotFound { kind, .. } => {
             (404, ErrorBody::new(not_found_code(*kind), msg))
         }
-        Error::Disabled { kind, .. } => {
-            (403, ErrorBody::new("Forbidden", msg).with_inner(disabled_code(*kind)))
-        }
+        Error::Disabled { kind, .. } => (
+            403,
+            ErrorBody::new("Forbidden", msg).with_inner(disabled_code(*kind)),
+        ),
         Error::DeletedButRecoverable { .. } => (
             409,
             ErrorBody::new("Conflict", msg).with_inner("ObjectIsDeletedButRecoverable"),
@@ -85,11 +89,17 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
         // Store details go to the server log, not to the caller.
         Error::Unavailable(_) => (
             503,
-            ErrorBody::new("ServiceUnavailable", "The service is temporarily unavailable. Please retry."),
+            ErrorBody::new(
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry.",
+            ),
         ),
         Error::Integrity => (
             500,
-            ErrorBody::new("InternalServerError", "The server encountered an internal error."),
+            ErrorBody::new(
+                "InternalServerError",
+                "The server encountered an internal error.",
+            ),
         ),
     }
 }
@@ -117,7 +127,10 @@ mod tests {
         assert_eq!(status, 409);
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(json["error"]["code"], "Conflict");
-        assert_eq!(json["error"]["innererror"]["code"], "ObjectIsDeletedButRecoverable");
+        assert_eq!(
+            json["error"]["innererror"]["code"],
+            "ObjectIsDeletedButRecoverable"
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ mod tests {
 
     #[test]
     fn skiptokens_round_trip() {
-        assert_eq!(decode_skiptoken(&encode_skiptoken("abc-1")).unwrap(), "abc-1");
+        assert_eq!(
+            decode_skiptoken(&encode_skiptoken("abc-1")).unwrap(),
+            "abc-1"
+        );
         assert!(decode_skiptoken("!!!").is_err());
     }
 }

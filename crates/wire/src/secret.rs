@@ -170,11 +170,21 @@ impl<'a> SecretBundle<'a> {
         vault: &VaultRecord,
         urls: &VaultUrls,
     ) -> Self {
-        Self::build(rec, value, vault, urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()))
+        Self::build(
+            rec,
+            value,
+            vault,
+            urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()),
+        )
     }
 
     /// A list item: unversioned id (list) or versioned id (list versions).
-    pub fn item(rec: &'a VersionRecord, vault: &VaultRecord, urls: &VaultUrls, versioned: bool) -> Self {
+    pub fn item(
+        rec: &'a VersionRecord,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+        versioned: bool,
+    ) -> Self {
         let id = if versioned {
             urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str())
         } else {
@@ -303,7 +313,9 @@ mod tests {
             deleted_date: 1493938433,
             scheduled_purge_date: 1501714433,
         };
-        let json = serde_json::to_string(&DeletedSecretBundle::new(&r, &info, &vault(), &urls, false)).unwrap();
+        let json =
+            serde_json::to_string(&DeletedSecretBundle::new(&r, &info, &vault(), &urls, false))
+                .unwrap();
         assert_eq!(
             json,
             r#"{"recoveryId":"https://myvault.vault.azure.net/deletedsecrets/mysecret","deletedDate":1493938433,"scheduledPurgeDate":1501714433,"id":"https://myvault.vault.azure.net/secrets/mysecret/4387e9f3d6e14c459867679a90fd0f79","attributes":{"enabled":true,"created":1493938410,"updated":1493938410,"recoveryLevel":"Recoverable+Purgeable","recoverableDays":90}}"#

@@ -33,7 +33,13 @@ impl VaultUrls {
     }
 
     /// An absolute `nextLink` for `path` (e.g. `/secrets`).
-    pub fn next_link(&self, path: &str, api_version: &str, cursor: &str, maxresults: Option<u32>) -> String {
+    pub fn next_link(
+        &self,
+        path: &str,
+        api_version: &str,
+        cursor: &str,
+        maxresults: Option<u32>,
+    ) -> String {
         let mut link = format!(
             "{}{path}?api-version={api_version}&$skiptoken={}",
             self.base,

@@ -37,15 +37,28 @@ pub struct DataCtx {
 
 impl DataCtx {
     /// Step 7: asks the authorizer for `operation` on `object`.
-    pub fn authorize(&self, state: &AppState, operation: Operation, object: Option<&str>) -> Result<Authorized, ApiError> {
-        Ok(Authorized::check(&*state.authorizer, &self.principal, &self.vault, operation, object)?)
+    pub fn authorize(
+        &self,
+        state: &AppState,
+        operation: Operation,
+        object: Option<&str>,
+    ) -> Result<Authorized, ApiError> {
+        Ok(Authorized::check(
+            &*state.authorizer,
+            &self.principal,
+            &self.vault,
+            operation,
+            object,
+        )?)
     }
 }
 
 /// The data plane's routes (reached only through `handle`).
 pub fn router(state: AppState) -> Router {
     secrets::routes()
-        .fallback(|| async { ApiError::not_found("The requested resource does not exist on the vault.") })
+        .fallback(|| async {
+            ApiError::not_found("The requested resource does not exist on the vault.")
+        })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
 }
@@ -63,7 +76,9 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
     let principal = authenticate(state, &req)?;
     let query = query_map(req.uri().query());
     let api_version = ApiVersion::parse(query.get("api-version").map(String::as_str))?;
-    let name: VaultName = vault.parse().map_err(|_| Error::VaultNotFound(vault.clone()))?;
+    let name: VaultName = vault
+        .parse()
+        .map_err(|_| Error::VaultNotFound(vault.clone()))?;
     let record = state
         .store
         .get_vault(&name)
@@ -83,12 +98,17 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
 }
 
 fn authenticate(state: &AppState, req: &Request) -> Result<Principal, ApiError> {
-    let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let token = header
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
-        .ok_or_else(|| Error::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into()))?;
+        .ok_or_else(|| {
+            Error::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into())
+        })?;
     let audience = state.endpoints.vault_resource();
     Ok(state
         .tokens

@@ -34,7 +34,10 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
 /// Parses JSON with a message that names the position, never the content.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::BadParameter("The request body is required and must be a JSON object.".into()).into());
+        return Err(Error::BadParameter(
+            "The request body is required and must be a JSON object.".into(),
+        )
+        .into());
     }
     serde_json::from_slice(bytes).map_err(|e| {
         let what = match e.classify() {

@@ -10,7 +10,9 @@ use axum::Router;
 use http::StatusCode;
 use keyhaven_core::{Principal, PrincipalKind, Sensitive};
 use keyhaven_identity::credentials::{burn_verification, ClientCredentials};
-use keyhaven_wire::oauth::{Jwk, Jwks, OAuthError, OpenIdConfiguration, TokenRequest, TokenResponse};
+use keyhaven_wire::oauth::{
+    Jwk, Jwks, OAuthError, OpenIdConfiguration, TokenRequest, TokenResponse,
+};
 
 use super::extract::read_body;
 use super::response::{json, ok, ApiError};
@@ -19,15 +21,26 @@ use crate::state::AppState;
 /// The login plane's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(keys))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .fallback(|| async { ApiError::not_found("The requested endpoint does not exist on the token issuer.") })
+        .fallback(|| async {
+            ApiError::not_found("The requested endpoint does not exist on the token issuer.")
+        })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
 }
 
-fn oauth_error(state: &AppState, status: StatusCode, error: &'static str, code: u32, text: &str) -> Response {
+fn oauth_error(
+    state: &AppState,
+    status: StatusCode,
+    error: &'static str,
+    code: u32,
+    text: &str,
+) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     json(
         status,
@@ -74,10 +87,16 @@ async fn openid_configuration(State(st): State<AppState>, Path(tenant): Path<Str
         end_session_endpoint: format!("{base}/oauth2/v2.0/logout"),
         http_logout_supported: true,
         frontchannel_logout_supported: true,
-        claims_supported: vec!["sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp", "ver"],
+        claims_supported: vec![
+            "sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp", "ver",
+        ],
         tenant_region_scope: None,
         cloud_instance_name: st.endpoints.domain().to_owned(),
-        msgraph_host: st.endpoints.graph_url().trim_start_matches("https://").to_owned(),
+        msgraph_host: st
+            .endpoints
+            .graph_url()
+            .trim_start_matches("https://")
+            .to_owned(),
     })
 }
 
@@ -122,10 +141,22 @@ async fn token(State(st): State<AppState>, Path(tenant): Path<String>, body: Bod
         return tenant_not_found(&st, &tenant);
     }
     let Ok(bytes) = read_body(body).await else {
-        return oauth_error(&st, StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body is too large.");
+        return oauth_error(
+            &st,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body is too large.",
+        );
     };
     let Ok(form) = serde_urlencoded::from_bytes::<TokenRequest>(&bytes) else {
-        return oauth_error(&st, StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must be application/x-www-form-urlencoded.");
+        return oauth_error(
+            &st,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must be application/x-www-form-urlencoded.",
+        );
     };
     let secret = form.client_secret.map(Sensitive::new);
     if form.grant_type.as_deref() != Some("client_credentials") {
@@ -158,12 +189,20 @@ async fn token(State(st): State<AppState>, Path(tenant): Path<String>, body: Bod
     let principal = match st.store.principal_by_app_id(&client_id).await {
         Ok(p) => p.filter(|p| p.tenant_id == st.tokens.tenant_id()),
         Err(_) => {
-            return oauth_error(&st, StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", 90033, "The service is temporarily unavailable.");
+            return oauth_error(
+                &st,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                90033,
+                "The service is temporarily unavailable.",
+            );
         }
     };
     let now = st.clock.now();
     let dummy = st.dummy_hash.clone();
-    let creds = principal.as_ref().and_then(|p| ClientCredentials::parse(&p.credentials));
+    let creds = principal
+        .as_ref()
+        .and_then(|p| ClientCredentials::parse(&p.credentials));
     // argon2 is deliberately slow: keep it off the async workers.
     let verified = tokio::task::spawn_blocking(move || match creds {
         Some(c) => c.verify(secret.expose(), now),
@@ -196,6 +235,12 @@ async fn token(State(st): State<AppState>, Path(tenant): Path<String>, body: Bod
             ext_expires_in: keyhaven_identity::token::TOKEN_LIFETIME_SECS,
             access_token,
         }),
-        Err(_) => oauth_error(&st, StatusCode::INTERNAL_SERVER_ERROR, "server_error", 50000, "The token could not be issued."),
+        Err(_) => oauth_error(
+            &st,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            50000,
+            "The token could not be issued.",
+        ),
     }
 }

@@ -59,8 +59,16 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
     } else {
         match route::plane(&req, &state.endpoints) {
             Plane::Data(vault) => data::handle(&state, planes.data.clone(), vault, req).await,
-            Plane::Login => planes.login.clone().oneshot(req).await.unwrap_or_else(|e| match e {}),
-            Plane::Management => ApiError::not_found("The management plane is not available in this version of Keyhaven.").into_response_with(),
+            Plane::Login => planes
+                .login
+                .clone()
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|e| match e {}),
+            Plane::Management => ApiError::not_found(
+                "The management plane is not available in this version of Keyhaven.",
+            )
+            .into_response_with(),
             Plane::Unknown(host) => ApiError::not_found(format!(
                 "No Keyhaven endpoint is served at host '{}'.",
                 host.chars().take(100).collect::<String>()
@@ -75,11 +83,17 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
     if let Some(v) = client_request_id {
         h.insert(HeaderName::from_static("x-ms-client-request-id"), v);
     }
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
     h.insert(
         HeaderName::from_static("x-ms-keyvault-service-version"),
         HeaderValue::from_static(SERVICE_VERSION),
     );
-    h.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
+    h.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }

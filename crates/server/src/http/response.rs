@@ -72,9 +72,16 @@ impl IntoResponse for ApiError {
                 if status >= 500 {
                     tracing::error!(error = %e, "request failed");
                 }
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
+                (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    body,
+                )
             }
-            ApiError::Http { status, code, message } => (status, ErrorBody::new(code, message)),
+            ApiError::Http {
+                status,
+                code,
+                message,
+            } => (status, ErrorBody::new(code, message)),
         };
         json(status, &body)
     }

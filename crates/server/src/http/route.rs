@@ -66,13 +66,28 @@ mod tests {
     #[test]
     fn hosts_map_to_planes() {
         let e = Endpoints::new("localhost", 8443);
-        assert_eq!(plane_of_host("dev.vault.localhost:8443", &e), Plane::Data("dev".into()));
-        assert_eq!(plane_of_host("DEV.Vault.LocalHost", &e), Plane::Data("dev".into()));
+        assert_eq!(
+            plane_of_host("dev.vault.localhost:8443", &e),
+            Plane::Data("dev".into())
+        );
+        assert_eq!(
+            plane_of_host("DEV.Vault.LocalHost", &e),
+            Plane::Data("dev".into())
+        );
         assert_eq!(plane_of_host("login.localhost:8443", &e), Plane::Login);
         assert_eq!(plane_of_host("management.localhost", &e), Plane::Management);
-        assert!(matches!(plane_of_host("vault.localhost:8443", &e), Plane::Unknown(_)));
-        assert!(matches!(plane_of_host("a.b.vault.localhost", &e), Plane::Unknown(_)));
-        assert!(matches!(plane_of_host("dev.vault.example.com", &e), Plane::Unknown(_)));
+        assert!(matches!(
+            plane_of_host("vault.localhost:8443", &e),
+            Plane::Unknown(_)
+        ));
+        assert!(matches!(
+            plane_of_host("a.b.vault.localhost", &e),
+            Plane::Unknown(_)
+        ));
+        assert!(matches!(
+            plane_of_host("dev.vault.example.com", &e),
+            Plane::Unknown(_)
+        ));
         assert!(matches!(plane_of_host("[::1]:8443", &e), Plane::Unknown(_)));
         assert!(matches!(plane_of_host("", &e), Plane::Unknown(_)));
     }

@@ -36,11 +36,19 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/secrets/{name}/{version}",
-            get(get_secret_version).patch(update_secret_version).post(backup_secret),
+            get(get_secret_version)
+                .patch(update_secret_version)
+                .post(backup_secret),
         )
         .route("/deletedsecrets", get(get_deleted_secrets))
-        .route("/deletedsecrets/{name}", get(get_deleted_secret).delete(purge_deleted_secret))
-        .route("/deletedsecrets/{name}/recover", post(recover_deleted_secret))
+        .route(
+            "/deletedsecrets/{name}",
+            get(get_deleted_secret).delete(purge_deleted_secret),
+        )
+        .route(
+            "/deletedsecrets/{name}/recover",
+            post(recover_deleted_secret),
+        )
 }
 
 fn name(raw: &str) -> Result<ObjectName, ApiError> {
@@ -61,40 +69,80 @@ fn version(name: &ObjectName, raw: &str) -> Result<Version, ApiError> {
 /// `maxresults` and `$skiptoken` of a listing.
 fn paging(ctx: &DataCtx) -> Result<(Option<String>, u32, Option<u32>), ApiError> {
     let explicit = match ctx.query.get("maxresults") {
-        Some(m) => Some(
-            m.parse::<i64>()
-                .map_err(|_| Error::BadParameter("maxresults must be an integer between 1 and 25.".into()))?,
-        ),
+        Some(m) => Some(m.parse::<i64>().map_err(|_| {
+            Error::BadParameter("maxresults must be an integer between 1 and 25.".into())
+        })?),
         None => None,
     };
     let limit = page_size(explicit)?;
-    let cursor = ctx.query.get("$skiptoken").map(|t| decode_skiptoken(t)).transpose()?;
+    let cursor = ctx
+        .query
+        .get("$skiptoken")
+        .map(|t| decode_skiptoken(t))
+        .transpose()?;
     Ok((cursor, limit, explicit.map(|_| limit)))
 }
 
-async fn set_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>, AzJson(body): AzJson<SecretSetParameters>) -> ApiResult {
+async fn set_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+    AzJson(body): AzJson<SecretSetParameters>,
+) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx.authorize(&st, Operation::SecretSet, Some(name.as_str()))?;
-    let b = st.service.set_secret(&auth, &ctx.vault, &name, body.try_into()?).await?;
-    Ok(ok(&SecretBundle::new(&b.record, b.value.as_ref(), &ctx.vault, &ctx.urls)))
+    let b = st
+        .service
+        .set_secret(&auth, &ctx.vault, &name, body.try_into()?)
+        .await?;
+    Ok(ok(&SecretBundle::new(
+        &b.record,
+        b.value.as_ref(),
+        &ctx.vault,
+        &ctx.urls,
+    )))
 }
 
-async fn get_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>) -> ApiResult {
+async fn get_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx.authorize(&st, Operation::SecretGet, Some(name.as_str()))?;
-    let b = st.service.get_secret(&auth, &ctx.vault, &name, None).await?;
-    Ok(ok(&SecretBundle::new(&b.record, b.value.as_ref(), &ctx.vault, &ctx.urls)))
+    let b = st
+        .service
+        .get_secret(&auth, &ctx.vault, &name, None)
+        .await?;
+    Ok(ok(&SecretBundle::new(
+        &b.record,
+        b.value.as_ref(),
+        &ctx.vault,
+        &ctx.urls,
+    )))
 }
 
-async fn get_secret_version(State(st): State<AppState>, Extension(ctx): Ctx, Path((raw, ver)): Path<(String, String)>) -> ApiResult {
+async fn get_secret_version(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path((raw, ver)): Path<(String, String)>,
+) -> ApiResult {
     let name = name(&raw)?;
     if ver == "versions" {
         return get_secret_versions(&st, &ctx, &name).await;
     }
     let version = version(&name, &ver)?;
     let auth = ctx.authorize(&st, Operation::SecretGet, Some(name.as_str()))?;
-    let b = st.service.get_secret(&auth, &ctx.vault, &name, Some(&version)).await?;
-    Ok(ok(&SecretBundle::new(&b.record, b.value.as_ref(), &ctx.vault, &ctx.urls)))
+    let b = st
+        .service
+        .get_secret(&auth, &ctx.vault, &name, Some(&version))
+        .await?;
+    Ok(ok(&SecretBundle::new(
+        &b.record,
+        b.value.as_ref(),
+        &ctx.vault,
+        &ctx.urls,
+    )))
 }
 
 async fn get_secret_versions(st: &AppState, ctx: &DataCtx, name: &ObjectName) -> ApiResult {
@@ -104,22 +152,43 @@ async fn get_secret_versions(st: &AppState, ctx: &DataCtx, name: &ObjectName) ->
         .service
         .list_secret_versions(&auth, &ctx.vault, name, cursor.as_deref(), limit)
         .await?;
-    let items = page.items.iter().map(|r| SecretBundle::item(r, &ctx.vault, &ctx.urls, true)).collect();
+    let items = page
+        .items
+        .iter()
+        .map(|r| SecretBundle::item(r, &ctx.vault, &ctx.urls, true))
+        .collect();
     let path = format!("/secrets/{name}/versions");
     Ok(ok(&ListResult::new(&page, items, |c| {
-        ctx.urls.next_link(&path, ctx.api_version.as_str(), c, explicit)
+        ctx.urls
+            .next_link(&path, ctx.api_version.as_str(), c, explicit)
     })))
 }
 
-async fn update_secret(st: State<AppState>, ctx: Ctx, Path(raw): Path<String>, body: AzJson<SecretUpdateParameters>) -> ApiResult {
+async fn update_secret(
+    st: State<AppState>,
+    ctx: Ctx,
+    Path(raw): Path<String>,
+    body: AzJson<SecretUpdateParameters>,
+) -> ApiResult {
     update(st, ctx, raw, None, body).await
 }
 
-async fn update_secret_version(st: State<AppState>, ctx: Ctx, Path((raw, ver)): Path<(String, String)>, body: AzJson<SecretUpdateParameters>) -> ApiResult {
+async fn update_secret_version(
+    st: State<AppState>,
+    ctx: Ctx,
+    Path((raw, ver)): Path<(String, String)>,
+    body: AzJson<SecretUpdateParameters>,
+) -> ApiResult {
     update(st, ctx, raw, Some(ver), body).await
 }
 
-async fn update(State(st): State<AppState>, Extension(ctx): Ctx, raw: String, ver: Option<String>, AzJson(body): AzJson<SecretUpdateParameters>) -> ApiResult {
+async fn update(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    raw: String,
+    ver: Option<String>,
+    AzJson(body): AzJson<SecretUpdateParameters>,
+) -> ApiResult {
     let name = name(&raw)?;
     let version = ver.map(|v| version(&name, &v)).transpose()?;
     let auth = ctx.authorize(&st, Operation::SecretUpdate, Some(name.as_str()))?;
@@ -127,37 +196,64 @@ async fn update(State(st): State<AppState>, Extension(ctx): Ctx, raw: String, ve
         .service
         .update_secret(&auth, &ctx.vault, &name, version.as_ref(), body.into())
         .await?;
-    Ok(ok(&SecretBundle::new(&b.record, None, &ctx.vault, &ctx.urls)))
+    Ok(ok(&SecretBundle::new(
+        &b.record, None, &ctx.vault, &ctx.urls,
+    )))
 }
 
 async fn get_secrets(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
     let (cursor, limit, explicit) = paging(&ctx)?;
     let auth = ctx.authorize(&st, Operation::SecretList, None)?;
-    let page = st.service.list_secrets(&auth, &ctx.vault, cursor.as_deref(), limit).await?;
-    let items = page.items.iter().map(|r| SecretBundle::item(r, &ctx.vault, &ctx.urls, false)).collect();
+    let page = st
+        .service
+        .list_secrets(&auth, &ctx.vault, cursor.as_deref(), limit)
+        .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|r| SecretBundle::item(r, &ctx.vault, &ctx.urls, false))
+        .collect();
     Ok(ok(&ListResult::new(&page, items, |c| {
-        ctx.urls.next_link("/secrets", ctx.api_version.as_str(), c, explicit)
+        ctx.urls
+            .next_link("/secrets", ctx.api_version.as_str(), c, explicit)
     })))
 }
 
-async fn delete_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>) -> ApiResult {
+async fn delete_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx.authorize(&st, Operation::SecretDelete, Some(name.as_str()))?;
     let d = st.service.delete_secret(&auth, &ctx.vault, &name).await?;
-    Ok(ok(&DeletedSecretBundle::new(&d.record, &d.info, &ctx.vault, &ctx.urls, false)))
+    Ok(ok(&DeletedSecretBundle::new(
+        &d.record, &d.info, &ctx.vault, &ctx.urls, false,
+    )))
 }
 
-async fn restore_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>, AzJson(body): AzJson<SecretRestoreParameters>) -> ApiResult {
+async fn restore_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+    AzJson(body): AzJson<SecretRestoreParameters>,
+) -> ApiResult {
     if raw != "restore" {
         return Err(ApiError::method_not_allowed());
     }
     let blob = body.blob()?;
     let auth = ctx.authorize(&st, Operation::SecretRestore, None)?;
     let b = st.service.restore_secret(&auth, &ctx.vault, &blob).await?;
-    Ok(ok(&SecretBundle::new(&b.record, None, &ctx.vault, &ctx.urls)))
+    Ok(ok(&SecretBundle::new(
+        &b.record, None, &ctx.vault, &ctx.urls,
+    )))
 }
 
-async fn backup_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path((raw, action)): Path<(String, String)>) -> ApiResult {
+async fn backup_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path((raw, action)): Path<(String, String)>,
+) -> ApiResult {
     if action != "backup" {
         return Err(ApiError::method_not_allowed());
     }
@@ -180,27 +276,52 @@ async fn get_deleted_secrets(State(st): State<AppState>, Extension(ctx): Ctx) ->
         .map(|d| DeletedSecretBundle::new(&d.record, &d.info, &ctx.vault, &ctx.urls, true))
         .collect();
     Ok(ok(&ListResult::new(&page, items, |c| {
-        ctx.urls.next_link("/deletedsecrets", ctx.api_version.as_str(), c, explicit)
+        ctx.urls
+            .next_link("/deletedsecrets", ctx.api_version.as_str(), c, explicit)
     })))
 }
 
-async fn get_deleted_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>) -> ApiResult {
+async fn get_deleted_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx.authorize(&st, Operation::SecretGetDeleted, Some(name.as_str()))?;
-    let d = st.service.get_deleted_secret(&auth, &ctx.vault, &name).await?;
-    Ok(ok(&DeletedSecretBundle::new(&d.record, &d.info, &ctx.vault, &ctx.urls, false)))
+    let d = st
+        .service
+        .get_deleted_secret(&auth, &ctx.vault, &name)
+        .await?;
+    Ok(ok(&DeletedSecretBundle::new(
+        &d.record, &d.info, &ctx.vault, &ctx.urls, false,
+    )))
 }
 
-async fn purge_deleted_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>) -> ApiResult {
+async fn purge_deleted_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx.authorize(&st, Operation::SecretPurge, Some(name.as_str()))?;
-    st.service.purge_deleted_secret(&auth, &ctx.vault, &name).await?;
+    st.service
+        .purge_deleted_secret(&auth, &ctx.vault, &name)
+        .await?;
     Ok(no_content())
 }
 
-async fn recover_deleted_secret(State(st): State<AppState>, Extension(ctx): Ctx, Path(raw): Path<String>) -> ApiResult {
+async fn recover_deleted_secret(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    Path(raw): Path<String>,
+) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx.authorize(&st, Operation::SecretRecover, Some(name.as_str()))?;
-    let b = st.service.recover_deleted_secret(&auth, &ctx.vault, &name).await?;
-    Ok(ok(&SecretBundle::new(&b.record, None, &ctx.vault, &ctx.urls)))
+    let b = st
+        .service
+        .recover_deleted_secret(&auth, &ctx.vault, &name)
+        .await?;
+    Ok(ok(&SecretBundle::new(
+        &b.record, None, &ctx.vault, &ctx.urls,
+    )))
 }

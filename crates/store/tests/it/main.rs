@@ -1,6 +1,13 @@
 //! Store integration tests: the conformance suite against SQLite (always) and
 //! PostgreSQL (when `KEYHAVEN_TEST_POSTGRES` names a server; the README's test
 //! command sets it, and then an unreachable server is a failure, not a skip).
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 
@@ -33,12 +40,18 @@ async fn postgres_passes_conformance() {
         .await
         .expect("KEYHAVEN_TEST_POSTGRES is set but PostgreSQL is unreachable");
     tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
     let store = PostgresStore::connect(&url).await.unwrap();
     conformance::run(Arc::new(store.clone())).await;
     // A second node migrating the same schema is a no-op.
     PostgresStore::connect(&url).await.unwrap();
-    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
