@@ -4,6 +4,9 @@
 //! no HMAC), the key id must be ours, then issuer, audience, tenant and the
 //! time window (with a small skew) are checked.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keyhaven_core::{Error, Principal, PrincipalKind, Sensitive};
@@ -171,12 +174,27 @@ struct Claims {
     ver: String,
 }
 
+/// Most validated tokens remembered; past this the memory is cleared.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// What a verified token established, remembered so that its RSA signature is
+/// checked once, not on every request. Time and audience are re-checked on
+/// every use.
+#[derive(Debug, Clone)]
+struct Verified {
+    principal: Principal,
+    aud: String,
+    nbf: i64,
+    exp: i64,
+}
+
 /// Issues and validates tokens for one tenant.
 #[derive(Debug)]
 pub struct TokenService {
     key: SigningKey,
     authority: String,
     tenant_id: String,
+    verified: RwLock<HashMap<String, Verified>>,
 }
 
 impl TokenService {
@@ -187,6 +205,7 @@ impl TokenService {
             key,
             authority: authority.trim_end_matches('/').to_owned(),
             tenant_id: tenant_id.to_owned(),
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -258,6 +277,36 @@ impl TokenService {
 
     /// Validates `token` for `audience` at `now` and returns the caller.
     pub fn validate(&self, token: &str, audience: &str, now: i64) -> Result<Principal, TokenError> {
+        let known = self.verified.read().ok().and_then(|m| m.get(token).cloned());
+        let v = match known {
+            Some(v) => v,
+            None => {
+                let v = self.verify(token)?;
+                if let Ok(mut m) = self.verified.write() {
+                    if m.len() >= CACHE_CAPACITY {
+                        m.clear();
+                    }
+                    m.insert(token.to_owned(), v.clone());
+                }
+                v
+            }
+        };
+        if v.aud != audience {
+            return Err(TokenError::WrongAudience {
+                expected: audience.to_owned(),
+            });
+        }
+        if now > v.exp + CLOCK_SKEW_SECS {
+            return Err(TokenError::Expired);
+        }
+        if now + CLOCK_SKEW_SECS < v.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(v.principal)
+    }
+
+    /// Checks everything about a token that does not depend on time or audience.
+    fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -293,29 +342,23 @@ impl TokenService {
         if claims.iss != self.issuer() {
             return Err(TokenError::WrongIssuer);
         }
-        if claims.aud != audience {
-            return Err(TokenError::WrongAudience {
-                expected: audience.to_owned(),
-            });
-        }
         if claims.tid != self.tenant_id {
             return Err(TokenError::WrongTenant);
-        }
-        if now > claims.exp + CLOCK_SKEW_SECS {
-            return Err(TokenError::Expired);
-        }
-        if now + CLOCK_SKEW_SECS < claims.nbf {
-            return Err(TokenError::NotYetValid);
         }
         let kind = match claims.idtyp.as_deref() {
             Some("user") => PrincipalKind::User,
             _ => PrincipalKind::ServicePrincipal,
         };
-        Ok(Principal {
-            object_id: claims.oid,
-            tenant_id: claims.tid,
-            app_id: claims.appid.or(claims.azp),
-            kind,
+        Ok(Verified {
+            principal: Principal {
+                object_id: claims.oid,
+                tenant_id: claims.tid,
+                app_id: claims.appid.or(claims.azp),
+                kind,
+            },
+            aud: claims.aud,
+            nbf: claims.nbf,
+            exp: claims.exp,
         })
     }
 }
@@ -468,6 +511,17 @@ mod tests {
         for garbage in ["", "a.b", "a.b.c.d", "!!!.###.$$$"] {
             assert!(s.validate(garbage, AUD, 1000).is_err());
         }
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_for_time_and_audience() {
+        let s = svc();
+        let t = s.mint(&app(), AUD, 1000).unwrap();
+        assert!(s.validate(&t, AUD, 1000).is_ok());
+        assert!(s.validate(&t, AUD, 1001).is_ok());
+        assert!(matches!(s.validate(&t, "https://other", 1001), Err(TokenError::WrongAudience { .. })));
+        assert_eq!(s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS + 1).unwrap_err(), TokenError::Expired);
+        assert_eq!(s.validate(&t, AUD, 0).unwrap_err(), TokenError::NotYetValid);
     }
 
     #[test]

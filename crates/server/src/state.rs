@@ -1,9 +1,11 @@
 //! Shared state handed to every handler: the domain service, the token
 //! service, the authorizer and the public endpoints. No globals.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use keyhaven_core::{Authorizer, Barrier, Clock, Store, VaultService};
+use keyhaven_core::{Authorizer, Barrier, Clock, Error, Store, VaultName, VaultRecord, VaultService};
 use keyhaven_identity::TokenService;
 
 use crate::config::Endpoints;
@@ -28,7 +30,12 @@ pub struct Inner {
     pub endpoints: Endpoints,
     /// An argon2 hash of a random string: unknown clients cost the same work.
     pub dummy_hash: String,
+    vaults: RwLock<HashMap<VaultName, (Arc<VaultRecord>, Instant)>>,
 }
+
+/// How long a vault record read from the store is reused. Vault settings
+/// changed on another node become visible here within this time.
+pub const VAULT_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     /// Assembles the state.
@@ -51,7 +58,32 @@ impl AppState {
             clock,
             endpoints,
             dummy_hash,
+            vaults: RwLock::new(HashMap::new()),
         }))
+    }
+
+    /// The vault named `name`, from a short-lived cache or the store.
+    pub async fn vault(&self, name: &VaultName) -> Result<Option<Arc<VaultRecord>>, Error> {
+        let now = Instant::now();
+        if let Ok(cache) = self.vaults.read() {
+            if let Some((v, at)) = cache.get(name) {
+                if now.duration_since(*at) < VAULT_CACHE_TTL {
+                    return Ok(Some(Arc::clone(v)));
+                }
+            }
+        }
+        let found = self.store.get_vault(name).await?.map(Arc::new);
+        if let Ok(mut cache) = self.vaults.write() {
+            match &found {
+                Some(v) => {
+                    cache.insert(name.clone(), (Arc::clone(v), now));
+                }
+                None => {
+                    cache.remove(name);
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

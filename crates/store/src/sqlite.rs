@@ -11,15 +11,22 @@ use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
 use keyhaven_core::store::{PrincipalRecord, Store, StoreError, StoreResult};
 use keyhaven_core::vault::VaultRecord;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use crate::migrations;
 use crate::sql::{self, with_deleted_info, RowData};
+
+/// Read-only connections kept for point reads.
+const READERS: usize = 4;
 
 /// SQLite implementation of `Store`.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    // Idle read-only connections (none for in-memory databases). In WAL mode a
+    // reader never waits for the writer, so reads run inline on the caller's
+    // thread: a point read takes microseconds, a hop to the blocking pool more.
+    readers: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl SqliteStore {
@@ -40,7 +47,21 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        Self::init(conn).await
+        let store = Self::init(conn).await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path_of(&store).await?,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(err)?;
+            r.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
+            readers.push(r);
+        }
+        if let Ok(mut pool) = store.readers.lock() {
+            *pool = readers;
+        }
+        Ok(store)
     }
 
     /// A private in-memory database (tests).
@@ -51,6 +72,7 @@ impl SqliteStore {
     async fn init(conn: Connection) -> StoreResult<Self> {
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
         };
         store
             .run(|c| {
@@ -79,6 +101,38 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
+}
+
+impl SqliteStore {
+    /// Runs a read on an idle reader connection, inline; falls back to the
+    /// writer connection on the blocking pool when none is idle.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let idle = self.readers.lock().ok().and_then(|mut pool| pool.pop());
+        match idle {
+            Some(c) => {
+                let out = f(&c);
+                if let Ok(mut pool) = self.readers.lock() {
+                    pool.push(c);
+                }
+                out
+            }
+            None => self.run(move |c| f(c)).await,
+        }
+    }
+}
+
+async fn path_of(store: &SqliteStore) -> StoreResult<std::path::PathBuf> {
+    store
+        .run(|c| {
+            c.path()
+                .map(std::path::PathBuf::from)
+                .ok_or_else(|| StoreError::Unavailable("sqlite database has no file".into()))
+        })
+        .await
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -186,7 +240,7 @@ fn object_state(
 impl Store for SqliteStore {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let key = key.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             c.query_row(&q(sql::GET_SETTING), [key], |r| r.get(0))
                 .optional()
                 .map_err(err)
@@ -226,7 +280,7 @@ impl Store for SqliteStore {
 
     async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>> {
         let app_id = app_id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&q(sql::PRINCIPAL_BY_APP))
                 .map_err(err)?
                 .query_row([app_id], |r| {
@@ -279,7 +333,7 @@ impl Store for SqliteStore {
 
     async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>> {
         let name = name.as_str().to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let row = c
                 .prepare_cached(&q(sql::GET_VAULT))
                 .map_err(err)?
@@ -369,7 +423,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let version = version.map(|v| v.as_str().to_owned());
-        self.run(move |c| {
+        self.read(move |c| {
             let rows = match &version {
                 None => query_rows(c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key])?,
                 Some(v) => query_rows(
@@ -440,7 +494,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let after = sql::seq_cursor(cursor);
-        self.run(move |c| {
+        self.read(move |c| {
             let rows = query_rows(
                 c,
                 &sql::list_versions(),
@@ -529,7 +583,7 @@ impl Store for SqliteStore {
         name: &ObjectName,
     ) -> StoreResult<Option<(VersionRecord, DeletedInfo)>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
-        self.run(move |c| {
+        self.read(move |c| {
             query_rows(c, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
                 .into_iter()
                 .next()
@@ -665,7 +719,7 @@ impl SqliteStore {
     ) -> StoreResult<Page<(VersionRecord, Option<DeletedInfo>)>> {
         let vault_id = vault_id.to_owned();
         let after = cursor.unwrap_or("").to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let rows = query_rows(
                 c,
                 &sql::list_latest(deleted),

@@ -26,7 +26,7 @@ pub struct DataCtx {
     /// The authenticated caller.
     pub principal: Principal,
     /// The vault addressed by the Host header.
-    pub vault: VaultRecord,
+    pub vault: Arc<VaultRecord>,
     /// The request's api-version.
     pub api_version: ApiVersion,
     /// Id and link builder for this vault.
@@ -80,10 +80,8 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
         .parse()
         .map_err(|_| Error::VaultNotFound(vault.clone()))?;
     let record = state
-        .store
-        .get_vault(&name)
-        .await
-        .map_err(Error::from)?
+        .vault(&name)
+        .await?
         .ok_or_else(|| Error::VaultNotFound(name.to_string()))?;
     normalise_path(&mut req);
     let urls = VaultUrls::new(&state.endpoints.vault_url(name.as_str()));
