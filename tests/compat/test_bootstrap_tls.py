@@ -55,3 +55,47 @@ def test_tls_certificate_passes_strict_verification(server, host):
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
         except ssl.SSLCertVerificationError as exc:
             pytest.fail(f"{host}: certificate rejected under VERIFY_X509_STRICT: {exc.verify_message}")
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_tls_before_1_2_is_refused(server, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(server.ca_cert)
+    # Allow the old protocol on the client side (OpenSSL's default floor is 1.2).
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.minimum_version = getattr(ssl.TLSVersion, version)
+    ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT) as raw:
+        with pytest.raises(ssl.SSLError):
+            with ctx.wrap_socket(raw, server_hostname="localhost"):
+                pass
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_tls_1_2_and_1_3_are_served(server, version):
+    ctx = ssl.create_default_context(cafile=server.ca_cert)
+    ctx.minimum_version = getattr(ssl.TLSVersion, version)
+    ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT) as raw:
+        with ctx.wrap_socket(raw, server_hostname="dev.vault.localhost") as tls:
+            assert tls.version() == version.replace("_", ".")
+
+
+def test_h2_and_http_1_1_are_offered_by_alpn(server):
+    for proto in ("h2", "http/1.1"):
+        ctx = ssl.create_default_context(cafile=server.ca_cert)
+        ctx.set_alpn_protocols([proto])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.selected_alpn_protocol() == proto
+
+
+def test_plain_http_is_not_served(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT) as raw:
+        raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        raw.settimeout(HTTP_TIMEOUT)
+        try:
+            reply = raw.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            reply = b""
+    assert not reply.startswith(b"HTTP/1.1 200")

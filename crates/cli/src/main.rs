@@ -44,6 +44,10 @@ struct ServeArgs {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, env = "KEYHAVEN_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// With --tls-cert: the CA certificate clients should trust, named in
+    /// bootstrap.json (default: the --tls-cert file itself).
+    #[arg(long, env = "KEYHAVEN_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
                 domain: a.domain,
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
+                tls_ca: a.tls_ca,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

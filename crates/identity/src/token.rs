@@ -277,7 +277,11 @@ impl TokenService {
 
     /// Validates `token` for `audience` at `now` and returns the caller.
     pub fn validate(&self, token: &str, audience: &str, now: i64) -> Result<Principal, TokenError> {
-        let known = self.verified.read().ok().and_then(|m| m.get(token).cloned());
+        let known = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|m| m.get(token).cloned());
         let v = match known {
             Some(v) => v,
             None => {
@@ -519,8 +523,15 @@ mod tests {
         let t = s.mint(&app(), AUD, 1000).unwrap();
         assert!(s.validate(&t, AUD, 1000).is_ok());
         assert!(s.validate(&t, AUD, 1001).is_ok());
-        assert!(matches!(s.validate(&t, "https://other", 1001), Err(TokenError::WrongAudience { .. })));
-        assert_eq!(s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS + 1).unwrap_err(), TokenError::Expired);
+        assert!(matches!(
+            s.validate(&t, "https://other", 1001),
+            Err(TokenError::WrongAudience { .. })
+        ));
+        assert_eq!(
+            s.validate(&t, AUD, 1000 + TOKEN_LIFETIME_SECS + CLOCK_SKEW_SECS + 1)
+                .unwrap_err(),
+            TokenError::Expired
+        );
         assert_eq!(s.validate(&t, AUD, 0).unwrap_err(), TokenError::NotYetValid);
     }
 

@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// User-supplied private key (PEM) for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// With `tls_cert`: the CA clients should trust (for bootstrap.json).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServerConfig {

@@ -102,7 +102,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
 
     let files = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => tls::TlsFiles {
-            ca_cert: None,
+            ca_cert: Some(absolute(config.tls_ca.as_ref().unwrap_or(cert))?),
             cert: cert.clone(),
             key: key.clone(),
         },
@@ -285,6 +285,10 @@ fn print_banner(p: &Prepared) {
     }
     println!("Connect with azure-identity:");
     println!("  ClientSecretCredential(tenant_id, client_id, client_secret, authority=\"{}\", disable_instance_discovery=True)", b.authority_host);
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, StartError> {
+    std::fs::canonicalize(path).map_err(|e| StartError::Io(format!("{}: {e}", path.display())))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StartError> {

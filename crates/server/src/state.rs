@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use keyhaven_core::{Authorizer, Barrier, Clock, Error, Store, VaultName, VaultRecord, VaultService};
+use keyhaven_core::{
+    Authorizer, Barrier, Clock, Error, Store, VaultName, VaultRecord, VaultService,
+};
 use keyhaven_identity::TokenService;
 
 use crate::config::Endpoints;

@@ -55,7 +55,8 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(err)?;
-            r.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
+            r.execute_batch("PRAGMA busy_timeout = 5000;")
+                .map_err(err)?;
             readers.push(r);
         }
         if let Ok(mut pool) = store.readers.lock() {
