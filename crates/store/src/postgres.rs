@@ -106,20 +106,7 @@ impl PostgresStore {
             &[&vault_id, &kind.as_str(), &after, &(i64::from(limit) + 1)],
         )
         .await?;
-        let rows = rows
-            .into_iter()
-            .map(|r| {
-                let info = if deleted {
-                    Some(r.deleted_info()?)
-                } else {
-                    None
-                };
-                let rec = r.into_record()?;
-                let cursor = rec.name.key();
-                Ok(((rec, info), cursor))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(sql::page_of(rows, limit))
+        sql::name_page(rows, limit, deleted)
     }
 }
 
@@ -429,14 +416,7 @@ impl Store for PostgresStore {
             ],
         )
         .await?;
-        let rows = rows
-            .into_iter()
-            .map(|r| {
-                let seq = r.seq.to_string();
-                r.into_record().map(|rec| (rec, seq))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(sql::page_of(rows, limit))
+        sql::version_page(rows, limit)
     }
 
     async fn all_versions(

@@ -178,3 +178,42 @@ pub fn with_deleted_info(
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(keyhaven_core::object::Page { items, next })
 }
+
+/// A page of objects by name (cursor: the lower-cased name) from `limit + 1`
+/// rows of `list_latest`, with deletion info when listing deleted objects.
+pub fn name_page(
+    rows: Vec<RowData>,
+    limit: u32,
+    deleted: bool,
+) -> StoreResult<keyhaven_core::object::Page<(VersionRecord, Option<DeletedInfo>)>> {
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let info = if deleted {
+                Some(r.deleted_info()?)
+            } else {
+                None
+            };
+            let rec = r.into_record()?;
+            let cursor = rec.name.key();
+            Ok(((rec, info), cursor))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(page_of(rows, limit))
+}
+
+/// A page of versions (cursor: the insertion sequence) from `limit + 1` rows
+/// of `list_versions`.
+pub fn version_page(
+    rows: Vec<RowData>,
+    limit: u32,
+) -> StoreResult<keyhaven_core::object::Page<VersionRecord>> {
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let seq = r.seq.to_string();
+            r.into_record().map(|rec| (rec, seq))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(page_of(rows, limit))
+}
