@@ -32,6 +32,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KEYHAVEN_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
+    /// More addresses serving the same endpoints (repeatable; comma-separated
+    /// in the environment), e.g. `127.0.0.1:443` for clients that drop ports.
+    #[arg(long, env = "KEYHAVEN_EXTRA_LISTEN", value_delimiter = ',')]
+    extra_listen: Vec<SocketAddr>,
     /// Store: `sqlite` (default, a file in the data dir) or a `postgres://…` URL.
     #[arg(long, env = "KEYHAVEN_STORE")]
     store: Option<String>,
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             let config = ServerConfig {
                 data_dir: a.data_dir,
                 listen: a.listen,
+                extra_listen: a.extra_listen,
                 store: a.store,
                 domain: a.domain,
                 tls_cert: a.tls_cert,

@@ -62,6 +62,9 @@ pub enum Error {
         /// The name in question.
         name: String,
     },
+    /// A unique property is already taken.
+    #[error("{0}")]
+    Conflict(String),
     /// Purge refused by the vault's purge protection.
     #[error("Operation 'purge' is not enabled for this vault.")]
     PurgeProtected,
@@ -82,6 +85,7 @@ impl From<crate::store::StoreError> for Error {
             S::NameDeleted { kind, name } => Error::DeletedButRecoverable { kind, name },
             S::NameExists { kind, name } => Error::AlreadyExists { kind, name },
             S::Missing { kind, name } => Error::NotFound { kind, name },
+            S::Duplicate(what) => Error::Conflict(format!("The {what} already exists.")),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod directory;
 pub mod error;
 pub mod ids;
 pub mod object;
@@ -15,10 +16,11 @@ pub mod vault;
 
 pub use auth::{Authorized, Authorizer, Operation, Principal, PrincipalKind};
 pub use clock::{Clock, FixedClock};
+pub use directory::{ApplicationRecord, DirectoryStore, PrincipalRecord};
 pub use error::{Error, Result};
 pub use ids::{ObjectName, VaultName, Version};
 pub use object::{Attributes, DeletedInfo, ObjectKind, Page, VersionRecord};
 pub use sensitive::Sensitive;
 pub use service::{Barrier, VaultService};
-pub use store::{Store, StoreError};
+pub use store::{Storage, Store, StoreError};
 pub use vault::VaultRecord;

@@ -33,6 +33,9 @@ pub enum StoreError {
         /// The name.
         name: String,
     },
+    /// A unique property (id, appId, userPrincipalName, membership) is taken.
+    #[error("duplicate {0}")]
+    Duplicate(String),
     /// The object or version does not exist.
     #[error("{name} missing")]
     Missing {
@@ -46,23 +49,6 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A stored principal with its credentials (hashes only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrincipalRecord {
-    /// Object id.
-    pub object_id: String,
-    /// Tenant id.
-    pub tenant_id: String,
-    /// Kind tag (see `PrincipalKind::as_str`).
-    pub kind: String,
-    /// Application (client) id, for service principals.
-    pub app_id: Option<String>,
-    /// Display name.
-    pub display_name: String,
-    /// Credentials as JSON (argon2 hashes, never plaintext).
-    pub credentials: String,
-}
-
 /// Persistence port.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -70,11 +56,6 @@ pub trait Store: Send + Sync {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Writes a deployment setting if absent; returns whether it was written.
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool>;
-
-    /// Creates a principal (fails with `NameExists` on a duplicate id).
-    async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()>;
-    /// Finds a principal by application (client) id.
-    async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>>;
 
     /// Creates a vault (fails with `NameExists` if the name is taken).
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()>;
@@ -161,3 +142,8 @@ pub trait Store: Send + Sync {
     /// Purges every deleted object whose scheduled purge date is at or before `now`.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 }
+
+/// Everything a deployment persists: objects and the directory.
+pub trait Storage: Store + crate::directory::DirectoryStore {}
+
+impl<T: Store + crate::directory::DirectoryStore> Storage for T {}

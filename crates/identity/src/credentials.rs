@@ -21,17 +21,87 @@ pub struct PasswordCredential {
     pub hint: String,
     /// argon2id PHC string.
     pub hash: String,
+    /// Display name.
+    #[serde(rename = "displayName", default)]
+    pub display_name: Option<String>,
+    /// Start, Unix seconds.
+    #[serde(rename = "startDateTime", default)]
+    pub start: i64,
     /// Expiry, Unix seconds; `None` = never.
     #[serde(rename = "endDateTime")]
     pub end: Option<i64>,
 }
 
-/// The credentials JSON of a principal record.
+/// A certificate credential: the public certificate only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyCredential {
+    /// Credential id.
+    #[serde(rename = "keyId")]
+    pub key_id: String,
+    /// Display name.
+    #[serde(rename = "displayName", default)]
+    pub display_name: Option<String>,
+    /// `AsymmetricX509Cert`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `Verify`.
+    pub usage: String,
+    /// The DER certificate, standard base64.
+    pub key: String,
+    /// SHA-1 thumbprint of the DER, base64url (the JWT `x5t`).
+    pub x5t: String,
+    /// SHA-256 thumbprint of the DER, base64url (the JWT `x5t#S256`).
+    pub x5t_s256: String,
+    /// Certificate notBefore, Unix seconds.
+    #[serde(rename = "startDateTime")]
+    pub start: i64,
+    /// Certificate notAfter, Unix seconds.
+    #[serde(rename = "endDateTime")]
+    pub end: i64,
+}
+
+/// A federated identity credential: trust in tokens of an external issuer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FederatedCredential {
+    /// Credential id.
+    pub id: String,
+    /// Unique name within the application.
+    pub name: String,
+    /// The external issuer URL.
+    pub issuer: String,
+    /// The external subject that must match exactly.
+    pub subject: String,
+    /// Accepted audiences of the external token.
+    pub audiences: Vec<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The credentials JSON of an application.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientCredentials {
     /// Client secrets.
     #[serde(default)]
     pub passwords: Vec<PasswordCredential>,
+    /// Certificates.
+    #[serde(default)]
+    pub keys: Vec<KeyCredential>,
+    /// Federated identity credentials.
+    #[serde(default)]
+    pub federated: Vec<FederatedCredential>,
+}
+
+/// The outcome of checking a client secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecretCheck {
+    /// A live credential matched.
+    Valid,
+    /// Only an expired credential matched.
+    Expired,
+    /// Nothing matched.
+    #[default]
+    Invalid,
 }
 
 /// Errors of credential handling; never contain the secret.
@@ -65,31 +135,54 @@ impl ClientCredentials {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
 
-    /// Generates a new secret, stores its hash, and returns the secret (once).
-    pub fn add_password(&mut self, end: Option<i64>) -> Result<Sensitive<String>, CredentialError> {
+    /// Generates a new secret, stores its hash, and returns the credential
+    /// and the secret (shown once).
+    pub fn add_password(
+        &mut self,
+        display_name: Option<String>,
+        start: i64,
+        end: Option<i64>,
+    ) -> Result<(PasswordCredential, Sensitive<String>), CredentialError> {
         let mut raw = [0u8; 30];
         openssl::rand::rand_bytes(&mut raw).map_err(|_| CredentialError::Random)?;
         let secret = Sensitive::new(URL_SAFE_NO_PAD.encode(raw));
         raw.iter_mut().for_each(|b| *b = 0);
         let hash = hash_secret(secret.expose())?;
-        self.passwords.push(PasswordCredential {
+        let cred = PasswordCredential {
             key_id: uuid::Uuid::new_v4().to_string(),
             hint: secret.expose().chars().take(3).collect(),
             hash,
+            display_name,
+            start,
             end,
-        });
-        Ok(secret)
+        };
+        self.passwords.push(cred.clone());
+        Ok((cred, secret))
     }
 
-    /// True if `secret` matches a credential that has not expired at `now`.
-    pub fn verify(&self, secret: &str, now: i64) -> bool {
-        let mut ok = false;
+    /// Checks `secret` against every credential at `now`.
+    pub fn check(&self, secret: &str, now: i64) -> SecretCheck {
+        let (mut live, mut expired) = (false, false);
         for p in &self.passwords {
-            let live = p.end.is_none_or(|end| now < end);
             // Check every credential so timing does not tell which one matched.
-            ok |= verify_secret(secret, &p.hash) && live;
+            if verify_secret(secret, &p.hash) {
+                if p.end.is_none_or(|end| now < end) && now >= p.start {
+                    live = true;
+                } else {
+                    expired = true;
+                }
+            }
         }
-        ok
+        match (live, expired) {
+            (true, _) => SecretCheck::Valid,
+            (false, true) => SecretCheck::Expired,
+            _ => SecretCheck::Invalid,
+        }
+    }
+
+    /// True if `secret` matches a credential that is valid at `now`.
+    pub fn verify(&self, secret: &str, now: i64) -> bool {
+        self.check(secret, now) == SecretCheck::Valid
     }
 }
 
@@ -125,7 +218,7 @@ mod tests {
     #[test]
     fn generated_secret_verifies_and_is_not_stored() {
         let mut c = ClientCredentials::default();
-        let s = c.add_password(None).unwrap();
+        let (_, s) = c.add_password(None, 0, None).unwrap();
         assert!(c.verify(s.expose(), 0));
         assert!(!c.verify("wrong", 0));
         assert!(!c.to_json().contains(s.expose().as_str()));
@@ -136,8 +229,9 @@ mod tests {
     #[test]
     fn expired_secret_is_refused() {
         let mut c = ClientCredentials::default();
-        let s = c.add_password(Some(100)).unwrap();
+        let (_, s) = c.add_password(None, 0, Some(100)).unwrap();
         assert!(c.verify(s.expose(), 99));
-        assert!(!c.verify(s.expose(), 100));
+        assert_eq!(c.check(s.expose(), 100), SecretCheck::Expired);
+        assert_eq!(c.check("other", 100), SecretCheck::Invalid);
     }
 }

@@ -1,12 +1,16 @@
-//! Identity: who a caller is and what they may do. Token issuing and
-//! validation (RS256 JWTs with Entra-v2-style claims), client-secret hashing,
-//! and the authorization decision behind the core `Authorizer` port. An authz
-//! bug is a breach, so this crate has no HTTP and no storage of its own.
+//! Identity: who a caller is and what they may do. The directory (users,
+//! groups, applications, service principals, credentials), sign-in checks,
+//! token issuing and validation (RS256 JWTs with Entra-v2-style claims), and
+//! the authorization decision behind the core `Authorizer` port. An authz bug
+//! is a breach, so this crate has no HTTP and no SQL of its own.
 
+pub mod assertion;
 pub mod authz;
 pub mod credentials;
+pub mod directory;
 pub mod token;
 
 pub use authz::BootstrapAuthorizer;
 pub use credentials::{ClientCredentials, PasswordCredential};
+pub use directory::{Directory, DirectoryError, SignInFailure, SignedIn};
 pub use token::{SigningKey, TokenError, TokenService};

@@ -167,6 +167,14 @@ struct Claims {
     appid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     idtyp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scp: Option<String>,
     oid: String,
     sub: String,
     tid: String,
@@ -186,6 +194,54 @@ struct Verified {
     aud: String,
     nbf: i64,
     exp: i64,
+}
+
+/// User claims added to tokens.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extra<'a> {
+    /// `upn` (users).
+    pub upn: Option<&'a str>,
+    /// `name`.
+    pub name: Option<&'a str>,
+    /// `groups`: transitive group object ids.
+    pub groups: &'a [String],
+    /// `azpacr`: how the client authenticated: `0` public, `1` secret, `2` certificate.
+    pub azpacr: Option<&'a str>,
+}
+
+/// Lifetime of refresh tokens.
+pub const REFRESH_LIFETIME_SECS: i64 = 90 * 86_400;
+const REFRESH_TYP: &str = "refresh";
+const REFRESH_AUDIENCE: &str = "urn:keyhaven:token-endpoint";
+
+#[derive(Serialize, Deserialize)]
+struct IdClaims {
+    aud: String,
+    iss: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    oid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<String>,
+    sub: String,
+    tid: String,
+    ver: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefreshClaims {
+    typ: String,
+    aud: String,
+    iss: String,
+    iat: i64,
+    exp: i64,
+    oid: String,
+    tid: String,
+    azp: String,
+    jti: String,
 }
 
 /// Issues and validates tokens for one tenant.
@@ -236,7 +292,19 @@ impl TokenService {
         audience: &str,
         now: i64,
     ) -> Result<String, TokenError> {
+        self.mint_with(principal, &Extra::default(), audience, now)
+    }
+
+    /// Mints an access token with user claims (`upn`, `name`, `groups`).
+    pub fn mint_with(
+        &self,
+        principal: &Principal,
+        extra: &Extra<'_>,
+        audience: &str,
+        now: i64,
+    ) -> Result<String, TokenError> {
         let app = principal.app_id.clone();
+        let user = principal.kind == PrincipalKind::User;
         let claims = Claims {
             aud: audience.to_owned(),
             iss: self.issuer(),
@@ -244,18 +312,98 @@ impl TokenService {
             nbf: now,
             exp: now + TOKEN_LIFETIME_SECS,
             azp: app.clone(),
-            azpacr: app.as_ref().map(|_| "1".to_owned()),
-            appid: app,
-            idtyp: Some(match principal.kind {
-                PrincipalKind::User => "user".to_owned(),
-                _ => "app".to_owned(),
+            azpacr: app.as_ref().map(|_| {
+                extra
+                    .azpacr
+                    .unwrap_or(if user { "0" } else { "1" })
+                    .to_owned()
             }),
+            appid: app,
+            idtyp: Some(if user { "user" } else { "app" }.to_owned()),
+            upn: extra.upn.map(str::to_owned),
+            name: extra.name.map(str::to_owned),
+            groups: extra.groups.to_vec(),
+            scp: user.then(|| "user_impersonation".to_owned()),
             oid: principal.object_id.clone(),
             sub: principal.object_id.clone(),
             tid: principal.tenant_id.clone(),
             uti: uuid::Uuid::new_v4().simple().to_string(),
             ver: "2.0".to_owned(),
         };
+        self.sign(&claims)
+    }
+
+    /// An OpenID Connect id token for a user signed in through `client_id`.
+    pub fn mint_id_token(
+        &self,
+        principal: &Principal,
+        extra: &Extra<'_>,
+        client_id: &str,
+        now: i64,
+    ) -> Result<String, TokenError> {
+        self.sign(&IdClaims {
+            aud: client_id.to_owned(),
+            iss: self.issuer(),
+            iat: now,
+            nbf: now,
+            exp: now + TOKEN_LIFETIME_SECS,
+            name: extra.name.map(str::to_owned),
+            oid: principal.object_id.clone(),
+            preferred_username: extra.upn.map(str::to_owned),
+            sub: principal.object_id.clone(),
+            tid: principal.tenant_id.clone(),
+            ver: "2.0".to_owned(),
+        })
+    }
+
+    /// A refresh token: signed, bound to the principal and the client, usable
+    /// only at the token endpoint (its audience is no resource).
+    pub fn mint_refresh(
+        &self,
+        principal: &Principal,
+        client_id: &str,
+        now: i64,
+    ) -> Result<String, TokenError> {
+        self.sign(&RefreshClaims {
+            typ: REFRESH_TYP.to_owned(),
+            aud: REFRESH_AUDIENCE.to_owned(),
+            iss: self.issuer(),
+            iat: now,
+            exp: now + REFRESH_LIFETIME_SECS,
+            oid: principal.object_id.clone(),
+            tid: principal.tenant_id.clone(),
+            azp: client_id.to_owned(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+
+    /// Validates a refresh token presented by `client_id`; returns the object
+    /// id it was issued to. The principal must then still be allowed in.
+    pub fn validate_refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<String, TokenError> {
+        let claims: RefreshClaims = self.verified_claims(token)?;
+        if claims.typ != REFRESH_TYP || claims.aud != REFRESH_AUDIENCE {
+            return Err(TokenError::WrongAudience {
+                expected: REFRESH_AUDIENCE.to_owned(),
+            });
+        }
+        if claims.iss != self.issuer() {
+            return Err(TokenError::WrongIssuer);
+        }
+        if claims.tid != self.tenant_id || claims.azp != client_id {
+            return Err(TokenError::WrongTenant);
+        }
+        if now > claims.exp {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims.oid)
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
         let header = Header {
             alg: "RS256".into(),
             typ: Some("JWT".into()),
@@ -263,8 +411,7 @@ impl TokenService {
         };
         let h =
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| TokenError::Crypto)?);
-        let p =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(|_| TokenError::Crypto)?);
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| TokenError::Crypto)?);
         let signing_input = format!("{h}.{p}");
         let mut signer = Signer::new(MessageDigest::sha256(), &self.key.private)
             .map_err(|_| TokenError::Crypto)?;
@@ -311,6 +458,32 @@ impl TokenService {
 
     /// Checks everything about a token that does not depend on time or audience.
     fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let claims: Claims = self.verified_claims(token)?;
+        if claims.iss != self.issuer() {
+            return Err(TokenError::WrongIssuer);
+        }
+        if claims.tid != self.tenant_id {
+            return Err(TokenError::WrongTenant);
+        }
+        let kind = match claims.idtyp.as_deref() {
+            Some("user") => PrincipalKind::User,
+            _ => PrincipalKind::ServicePrincipal,
+        };
+        Ok(Verified {
+            principal: Principal {
+                object_id: claims.oid,
+                tenant_id: claims.tid,
+                app_id: claims.appid.or(claims.azp),
+                kind,
+            },
+            aud: claims.aud,
+            nbf: claims.nbf,
+            exp: claims.exp,
+        })
+    }
+
+    /// Checks shape, algorithm, key id and signature, then decodes the claims.
+    fn verified_claims<T: for<'de> Deserialize<'de>>(&self, token: &str) -> Result<T, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -342,28 +515,7 @@ impl TokenService {
         if !verifier.verify(&sig).unwrap_or(false) {
             return Err(TokenError::BadSignature);
         }
-        let claims: Claims = decode_json(p)?;
-        if claims.iss != self.issuer() {
-            return Err(TokenError::WrongIssuer);
-        }
-        if claims.tid != self.tenant_id {
-            return Err(TokenError::WrongTenant);
-        }
-        let kind = match claims.idtyp.as_deref() {
-            Some("user") => PrincipalKind::User,
-            _ => PrincipalKind::ServicePrincipal,
-        };
-        Ok(Verified {
-            principal: Principal {
-                object_id: claims.oid,
-                tenant_id: claims.tid,
-                app_id: claims.appid.or(claims.azp),
-                kind,
-            },
-            aud: claims.aud,
-            nbf: claims.nbf,
-            exp: claims.exp,
-        })
+        decode_json(p)
     }
 }
 

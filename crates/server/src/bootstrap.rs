@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use keyhaven_core::store::PrincipalRecord;
-use keyhaven_core::{
-    Barrier, Clock, Error, PrincipalKind, Sensitive, Store, VaultName, VaultRecord,
-};
+use keyhaven_core::{ApplicationRecord, PrincipalRecord, Storage};
+use keyhaven_core::{Barrier, Clock, Error, PrincipalKind, Sensitive, VaultName, VaultRecord};
 use keyhaven_identity::credentials::{hash_secret, ClientCredentials};
+use keyhaven_identity::directory::{
+    ApplicationAttrs, PrincipalAttrs, AZURE_CLI_APP_ID, GLOBAL_ADMINISTRATOR,
+};
 use keyhaven_identity::SigningKey;
 
 /// The name of the vault created on first start.
@@ -56,7 +57,7 @@ pub enum BootstrapError {
 
 /// Creates or loads everything first start makes.
 pub async fn ensure(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn Storage>,
     barrier: &Arc<dyn Barrier>,
     clock: &Arc<dyn Clock>,
 ) -> Result<Bootstrap, BootstrapError> {
@@ -95,6 +96,7 @@ pub async fn ensure(
         SigningKey::from_pkcs8_der(der.expose()).map_err(BootstrapError::SigningKey)?
     };
 
+    let now = clock.now();
     let mut new_secret = None;
     let client_id = match store
         .get_setting("bootstrap_client_id")
@@ -103,18 +105,30 @@ pub async fn ensure(
     {
         Some(id) => String::from_utf8(id).map_err(|_| BootstrapError::Inconsistent("client id"))?,
         None => {
+            let app_id = uuid::Uuid::new_v4().to_string();
             let mut creds = ClientCredentials::default();
-            let secret = creds.add_password(None)?;
-            let p = PrincipalRecord {
-                object_id: uuid::Uuid::new_v4().to_string(),
-                tenant_id: tenant_id.clone(),
-                kind: PrincipalKind::ServicePrincipal.as_str().to_owned(),
-                app_id: Some(uuid::Uuid::new_v4().to_string()),
-                display_name: "keyhaven-bootstrap".to_owned(),
-                credentials: creds.to_json(),
-            };
-            store.create_principal(&p).await.map_err(Error::from)?;
-            let app_id = p.app_id.clone().unwrap_or_default();
+            let (_, secret) = creds.add_password(Some("bootstrap".into()), now, None)?;
+            store
+                .create_application(&ApplicationRecord {
+                    object_id: uuid::Uuid::new_v4().to_string(),
+                    tenant_id: tenant_id.clone(),
+                    app_id: app_id.clone(),
+                    display_name: "keyhaven-bootstrap".to_owned(),
+                    credentials: creds.to_json(),
+                    attrs: "{}".into(),
+                    created: now,
+                })
+                .await
+                .map_err(Error::from)?;
+            store
+                .create_principal(&service_principal(
+                    &tenant_id,
+                    &app_id,
+                    "keyhaven-bootstrap",
+                    now,
+                ))
+                .await
+                .map_err(Error::from)?;
             if store
                 .put_setting_if_absent("bootstrap_client_id", app_id.as_bytes())
                 .await
@@ -133,11 +147,13 @@ pub async fn ensure(
             }
         }
     };
-    let principal = store
+    let mut principal = store
         .principal_by_app_id(&client_id)
         .await
         .map_err(Error::from)?
         .ok_or(BootstrapError::Inconsistent("bootstrap principal missing"))?;
+    upgrade_bootstrap_principal(store, &mut principal).await?;
+    ensure_public_client(store, &tenant_id, now).await?;
 
     let dev: VaultName = BOOTSTRAP_VAULT.parse()?;
     if store.get_vault(&dev).await.map_err(Error::from)?.is_none() {
@@ -179,8 +195,106 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+fn service_principal(tenant_id: &str, app_id: &str, name: &str, now: i64) -> PrincipalRecord {
+    PrincipalRecord {
+        object_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant_id.to_owned(),
+        kind: PrincipalKind::ServicePrincipal.as_str().to_owned(),
+        app_id: Some(app_id.to_owned()),
+        upn: None,
+        display_name: name.to_owned(),
+        enabled: true,
+        credentials: "{}".into(),
+        attrs: serde_json::json!({
+            "servicePrincipalType": "Application",
+            "directoryRoles": [GLOBAL_ADMINISTRATOR],
+        })
+        .to_string(),
+        created: now,
+    }
+}
+
+/// Deployments bootstrapped before applications existed kept the client
+/// secret on the service principal; move it to an application, and make sure
+/// the bootstrap principal is a Global Administrator.
+async fn upgrade_bootstrap_principal(
+    store: &Arc<dyn Storage>,
+    sp: &mut PrincipalRecord,
+) -> Result<(), BootstrapError> {
+    let app_id = sp.app_id.clone().ok_or(BootstrapError::Inconsistent(
+        "bootstrap principal has no appId",
+    ))?;
+    if store
+        .application_by_app_id(&app_id)
+        .await
+        .map_err(Error::from)?
+        .is_none()
+    {
+        store
+            .create_application(&ApplicationRecord {
+                object_id: uuid::Uuid::new_v4().to_string(),
+                tenant_id: sp.tenant_id.clone(),
+                app_id,
+                display_name: sp.display_name.clone(),
+                credentials: sp.credentials.clone(),
+                attrs: "{}".into(),
+                created: sp.created,
+            })
+            .await
+            .map_err(Error::from)?;
+        sp.credentials = "{}".into();
+    }
+    let mut attrs = PrincipalAttrs::of(sp);
+    if !attrs
+        .directory_roles
+        .iter()
+        .any(|r| r == GLOBAL_ADMINISTRATOR)
+    {
+        attrs.directory_roles.push(GLOBAL_ADMINISTRATOR.to_owned());
+        attrs
+            .service_principal_type
+            .get_or_insert_with(|| "Application".into());
+        sp.attrs = serde_json::to_string(&attrs).unwrap_or_default();
+    }
+    store.update_principal(sp).await.map_err(Error::from)?;
+    Ok(())
+}
+
+/// Registers the Azure CLI's well-known public client so users can sign in
+/// with `az login -u … -p …` and `UsernamePasswordCredential`.
+async fn ensure_public_client(
+    store: &Arc<dyn Storage>,
+    tenant_id: &str,
+    now: i64,
+) -> Result<(), BootstrapError> {
+    if store
+        .application_by_app_id(AZURE_CLI_APP_ID)
+        .await
+        .map_err(Error::from)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let app = ApplicationRecord {
+        object_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant_id.to_owned(),
+        app_id: AZURE_CLI_APP_ID.to_owned(),
+        display_name: "Microsoft Azure CLI".to_owned(),
+        credentials: ClientCredentials::default().to_json(),
+        attrs: serde_json::to_string(&ApplicationAttrs {
+            public_client: true,
+        })
+        .unwrap_or_default(),
+        created: now,
+    };
+    match store.create_application(&app).await {
+        Ok(()) | Err(keyhaven_core::StoreError::Duplicate(_)) => Ok(()),
+        Err(e) => Err(BootstrapError::Domain(e.into())),
+    }
+}
+
 async fn setting_or_init(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn Storage>,
     key: &str,
     init: impl FnOnce() -> String,
 ) -> Result<String, BootstrapError> {

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 pub struct ServerConfig {
     /// Where the master key, TLS material, SQLite file and bootstrap.json live.
     pub data_dir: PathBuf,
-    /// Listen address.
+    /// Listen address; its port is the one in every public URL.
     pub listen: SocketAddr,
+    /// Further addresses serving the same endpoints (e.g. port 443 for
+    /// clients that drop the port, such as msal's user-realm lookup).
+    pub extra_listen: Vec<SocketAddr>,
     /// `None`/`sqlite` = SQLite in the data dir; `postgres://…` = PostgreSQL.
     pub store: Option<String>,
     /// Base DNS domain: vaults are `{name}.vault.{domain}`.

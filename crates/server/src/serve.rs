@@ -174,25 +174,33 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let prepared = prepare(&config).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+    let mut listeners = Vec::new();
+    for addr in std::iter::once(config.listen).chain(config.extra_listen.iter().copied()) {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))?;
+        listeners.push(l);
+    }
     print_banner(&prepared);
     spawn_purger(prepared.state.clone());
     let app = crate::http::app(prepared.state.clone());
     let acceptor = TlsAcceptor::from(prepared.tls);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    for listener in listeners {
+        tokio::spawn(accept_loop(listener, acceptor.clone(), app.clone()));
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -226,8 +234,6 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             }
         });
     }
-    tracing::info!("shutting down");
-    Ok(())
 }
 
 /// The peer address of a connection (for network rules and audit).

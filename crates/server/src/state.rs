@@ -6,9 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use keyhaven_core::{
-    Authorizer, Barrier, Clock, Error, Store, VaultName, VaultRecord, VaultService,
+    Authorizer, Barrier, Clock, Error, Storage, VaultName, VaultRecord, VaultService,
 };
-use keyhaven_identity::TokenService;
+use keyhaven_identity::{Directory, TokenService};
 
 use crate::config::Endpoints;
 
@@ -20,8 +20,10 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// Domain service over the ports.
     pub service: VaultService,
-    /// Persistence (for identity lookups; objects go through `service`).
-    pub store: Arc<dyn Store>,
+    /// Persistence (objects go through `service`, principals through `directory`).
+    pub store: Arc<dyn Storage>,
+    /// The tenant's directory.
+    pub directory: Directory,
     /// Token issuer and validator of the tenant.
     pub tokens: TokenService,
     /// Authorization decisions.
@@ -43,7 +45,7 @@ impl AppState {
     /// Assembles the state.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Storage>,
         barrier: Arc<dyn Barrier>,
         clock: Arc<dyn Clock>,
         tokens: TokenService,
@@ -51,9 +53,17 @@ impl AppState {
         endpoints: Endpoints,
         dummy_hash: String,
     ) -> Self {
-        let service = VaultService::new(Arc::clone(&store), barrier, Arc::clone(&clock));
+        let objects: Arc<dyn keyhaven_core::Store> = store.clone();
+        let service = VaultService::new(objects, barrier, Arc::clone(&clock));
+        let directory = Directory::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            tokens.tenant_id(),
+            dummy_hash.clone(),
+        );
         Self(Arc::new(Inner {
             service,
+            directory,
             store,
             tokens,
             authorizer,

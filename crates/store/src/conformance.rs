@@ -12,15 +12,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use keyhaven_core::directory::{ApplicationRecord, PrincipalRecord};
 use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
-use keyhaven_core::store::{PrincipalRecord, Store, StoreError};
+use keyhaven_core::store::{Storage, Store, StoreError};
 use keyhaven_core::vault::VaultRecord;
 use keyhaven_core::{ObjectName, Version};
 
 /// Runs every check against `store`.
-pub async fn run(store: Arc<dyn Store>) {
+pub async fn run(store: Arc<dyn Storage>) {
+    principals_round_trip_and_stay_unique(&*store).await;
+    applications_round_trip(&*store).await;
+    group_membership_is_kept_both_ways(&*store).await;
     settings_are_written_once(&*store).await;
-    vaults_and_principals_round_trip(&*store).await;
+    vaults_round_trip(&*store).await;
     versions_are_kept_and_latest_wins(&*store).await;
     names_are_case_insensitive_and_keep_first_casing(&*store).await;
     updates_change_only_metadata(&*store).await;
@@ -30,7 +34,7 @@ pub async fn run(store: Arc<dyn Store>) {
     restore_keeps_versions_and_refuses_existing_names(&*store).await;
     expired_deleted_objects_are_purged(&*store).await;
     kinds_do_not_share_names(&*store).await;
-    concurrent_sets_produce_distinct_versions(Arc::clone(&store)).await;
+    concurrent_sets_produce_distinct_versions(store).await;
 }
 
 fn vid() -> String {
@@ -76,7 +80,7 @@ async fn settings_are_written_once(s: &dyn Store) {
     );
 }
 
-async fn vaults_and_principals_round_trip(s: &dyn Store) {
+async fn vaults_round_trip(s: &dyn Store) {
     let id = vid();
     let vname = format!("v{}", &id[..20]);
     let v = VaultRecord {
@@ -106,22 +110,6 @@ async fn vaults_and_principals_round_trip(s: &dyn Store) {
         .await
         .unwrap()
         .is_none());
-
-    let p = PrincipalRecord {
-        object_id: vid(),
-        tenant_id: "t".into(),
-        kind: "servicePrincipal".into(),
-        app_id: Some(vid()),
-        display_name: "app".into(),
-        credentials: "[]".into(),
-    };
-    s.create_principal(&p).await.unwrap();
-    let got = s
-        .principal_by_app_id(p.app_id.as_deref().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(p));
-    assert_eq!(s.principal_by_app_id("nobody").await.unwrap(), None);
 }
 
 async fn versions_are_kept_and_latest_wins(s: &dyn Store) {
@@ -419,7 +407,7 @@ async fn kinds_do_not_share_names(s: &dyn Store) {
         .is_none());
 }
 
-async fn concurrent_sets_produce_distinct_versions(s: Arc<dyn Store>) {
+async fn concurrent_sets_produce_distinct_versions(s: Arc<dyn Storage>) {
     let v = vid();
     let k = ObjectKind::Secret;
     let mut tasks = Vec::new();
@@ -451,4 +439,192 @@ async fn concurrent_sets_produce_distinct_versions(s: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(latest.version, stored.last().unwrap().version);
+}
+
+fn principal(kind: &str, upn: Option<&str>) -> PrincipalRecord {
+    PrincipalRecord {
+        object_id: uuid_like(),
+        tenant_id: "tenant-c".into(),
+        kind: kind.into(),
+        app_id: None,
+        upn: upn.map(str::to_owned),
+        display_name: "someone".into(),
+        enabled: true,
+        credentials: "{}".into(),
+        attrs: "{}".into(),
+        created: 1,
+    }
+}
+
+async fn principals_round_trip_and_stay_unique(s: &dyn Storage) {
+    let tag = &uuid_like()[..8];
+    let upn = format!("Alice-{tag}@Example.test");
+    let mut alice = principal("user", Some(&upn));
+    s.create_principal(&alice).await.unwrap();
+    assert_eq!(
+        s.get_principal(&alice.object_id).await.unwrap(),
+        Some(alice.clone())
+    );
+    let by_upn = s
+        .principal_by_upn("tenant-c", &upn.to_uppercase())
+        .await
+        .unwrap();
+    assert_eq!(by_upn.map(|p| p.object_id), Some(alice.object_id.clone()));
+    assert!(s
+        .principal_by_upn("other-tenant", &upn)
+        .await
+        .unwrap()
+        .is_none());
+
+    let twin = principal("user", Some(&upn.to_lowercase()));
+    assert!(matches!(
+        s.create_principal(&twin).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert!(matches!(
+        s.create_principal(&alice).await,
+        Err(StoreError::Duplicate(_))
+    ));
+
+    let mut sp = principal("servicePrincipal", None);
+    sp.app_id = Some(uuid_like());
+    s.create_principal(&sp).await.unwrap();
+    assert_eq!(
+        s.principal_by_app_id(sp.app_id.as_deref().unwrap())
+            .await
+            .unwrap(),
+        Some(sp.clone())
+    );
+    let mut sp2 = principal("servicePrincipal", None);
+    sp2.app_id = sp.app_id.clone();
+    assert!(matches!(
+        s.create_principal(&sp2).await,
+        Err(StoreError::Duplicate(_))
+    ));
+
+    alice.enabled = false;
+    alice.display_name = "Alice".into();
+    alice.credentials = r#"{"h":"x"}"#.into();
+    assert!(s.update_principal(&alice).await.unwrap());
+    assert_eq!(
+        s.get_principal(&alice.object_id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert!(!s.update_principal(&principal("user", None)).await.unwrap());
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..50 {
+        let page = s
+            .list_principals("tenant-c", "user", cursor.as_deref(), 1)
+            .await
+            .unwrap();
+        seen.extend(page.items.into_iter().map(|p| p.object_id));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(seen.contains(&alice.object_id));
+    assert!(!seen.contains(&sp.object_id));
+
+    assert!(s.delete_principal(&alice.object_id).await.unwrap());
+    assert!(!s.delete_principal(&alice.object_id).await.unwrap());
+    assert!(s.get_principal(&alice.object_id).await.unwrap().is_none());
+}
+
+async fn applications_round_trip(s: &dyn Storage) {
+    let mut app = ApplicationRecord {
+        object_id: uuid_like(),
+        tenant_id: "tenant-c".into(),
+        app_id: uuid_like(),
+        display_name: "app".into(),
+        credentials: "{}".into(),
+        attrs: "{}".into(),
+        created: 3,
+    };
+    s.create_application(&app).await.unwrap();
+    assert_eq!(
+        s.get_application(&app.object_id).await.unwrap(),
+        Some(app.clone())
+    );
+    assert_eq!(
+        s.application_by_app_id(&app.app_id).await.unwrap(),
+        Some(app.clone())
+    );
+    let mut twin = app.clone();
+    twin.object_id = uuid_like();
+    assert!(matches!(
+        s.create_application(&twin).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    app.credentials = r#"{"passwords":[]}"#.into();
+    assert!(s.update_application(&app).await.unwrap());
+    assert_eq!(
+        s.get_application(&app.object_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials,
+        app.credentials
+    );
+    let page = s.list_applications("tenant-c", None, 25).await.unwrap();
+    assert!(page.items.iter().any(|a| a.object_id == app.object_id));
+    assert!(s.delete_application(&app.object_id).await.unwrap());
+    assert!(s
+        .application_by_app_id(&app.app_id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn group_membership_is_kept_both_ways(s: &dyn Storage) {
+    let group = principal("group", None);
+    let inner = principal("group", None);
+    let user = principal("user", None);
+    for p in [&group, &inner, &user] {
+        s.create_principal(p).await.unwrap();
+    }
+    assert!(s
+        .add_member(&group.object_id, &user.object_id)
+        .await
+        .unwrap());
+    assert!(!s
+        .add_member(&group.object_id, &user.object_id)
+        .await
+        .unwrap());
+    assert!(s
+        .add_member(&group.object_id, &inner.object_id)
+        .await
+        .unwrap());
+    assert!(s
+        .add_member(&inner.object_id, &user.object_id)
+        .await
+        .unwrap());
+    let members: Vec<String> = s
+        .members(&group.object_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.object_id)
+        .collect();
+    assert_eq!(members.len(), 2);
+    assert!(members.contains(&user.object_id) && members.contains(&inner.object_id));
+    let mut groups = s.groups_of(&user.object_id).await.unwrap();
+    groups.sort();
+    let mut want = vec![group.object_id.clone(), inner.object_id.clone()];
+    want.sort();
+    assert_eq!(groups, want);
+    assert!(s
+        .remove_member(&group.object_id, &user.object_id)
+        .await
+        .unwrap());
+    assert!(!s
+        .remove_member(&group.object_id, &user.object_id)
+        .await
+        .unwrap());
+    // Deleting a principal removes its memberships in both directions.
+    assert!(s.delete_principal(&inner.object_id).await.unwrap());
+    assert!(s.groups_of(&user.object_id).await.unwrap().is_empty());
+    assert!(s.members(&group.object_id).await.unwrap().is_empty());
 }

@@ -14,11 +14,14 @@ pub use sqlite::SqliteStore;
 use std::path::Path;
 use std::sync::Arc;
 
-use keyhaven_core::store::{Store, StoreError};
+use keyhaven_core::store::{Storage, StoreError};
 
 /// Opens the store a `--store` value names: `postgres://…`/`postgresql://…`
 /// selects PostgreSQL; anything else (or nothing) the SQLite file `default_sqlite`.
-pub async fn open(spec: Option<&str>, default_sqlite: &Path) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(
+    spec: Option<&str>,
+    default_sqlite: &Path,
+) -> Result<Arc<dyn Storage>, StoreError> {
     match spec {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(Arc::new(PostgresStore::connect(url).await?))

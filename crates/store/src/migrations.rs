@@ -2,8 +2,9 @@
 //! edited once released; changes are new entries.
 
 /// SQLite migrations: (version, SQL).
-pub const SQLITE: &[(i64, &str)] = &[(
-    1,
+pub const SQLITE: &[(i64, &str)] = &[
+    (
+        1,
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
      CREATE TABLE principals (
         object_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -25,11 +26,29 @@ pub const SQLITE: &[(i64, &str)] = &[(
         content_type TEXT, tags TEXT NOT NULL, managed INTEGER NOT NULL, payload BLOB NOT NULL,
         meta TEXT NOT NULL, UNIQUE (vault_id, kind, name_lower, version));
      CREATE INDEX versions_by_name ON versions (vault_id, kind, name_lower, seq);",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE principals ADD COLUMN upn TEXT;
+     ALTER TABLE principals ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE principals ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE principals ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX principals_upn ON principals (tenant_id, lower(upn)) WHERE upn IS NOT NULL;
+     CREATE INDEX principals_kind ON principals (tenant_id, kind, object_id);
+     CREATE TABLE applications (
+        object_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, app_id TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL, credentials TEXT NOT NULL, attrs TEXT NOT NULL,
+        created INTEGER NOT NULL);
+     CREATE TABLE group_members (
+        group_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (group_id, member_id));
+     CREATE INDEX group_members_member ON group_members (member_id);",
+    ),
+];
 
 /// PostgreSQL migrations: (version, SQL).
-pub const POSTGRES: &[(i64, &str)] = &[(
-    1,
+pub const POSTGRES: &[(i64, &str)] = &[
+    (
+        1,
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
      CREATE TABLE principals (
         object_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL,
@@ -51,4 +70,21 @@ pub const POSTGRES: &[(i64, &str)] = &[(
         content_type TEXT, tags TEXT NOT NULL, managed BOOLEAN NOT NULL, payload BYTEA NOT NULL,
         meta TEXT NOT NULL, UNIQUE (vault_id, kind, name_lower, version));
      CREATE INDEX versions_by_name ON versions (vault_id, kind, name_lower, seq);",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE principals ADD COLUMN upn TEXT;
+     ALTER TABLE principals ADD COLUMN enabled BOOLEAN NOT NULL DEFAULT TRUE;
+     ALTER TABLE principals ADD COLUMN attrs TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE principals ADD COLUMN created BIGINT NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX principals_upn ON principals (tenant_id, lower(upn)) WHERE upn IS NOT NULL;
+     CREATE INDEX principals_kind ON principals (tenant_id, kind, object_id);
+     CREATE TABLE applications (
+        object_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, app_id TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL, credentials TEXT NOT NULL, attrs TEXT NOT NULL,
+        created BIGINT NOT NULL);
+     CREATE TABLE group_members (
+        group_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (group_id, member_id));
+     CREATE INDEX group_members_member ON group_members (member_id);",
+    ),
+];

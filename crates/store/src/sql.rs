@@ -77,8 +77,42 @@ pub const PURGE_EXPIRED_OBJECTS: &str =
 pub const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
 pub const PUT_SETTING: &str =
     "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
-pub const INSERT_PRINCIPAL: &str = "INSERT INTO principals (object_id, tenant_id, kind, app_id, display_name, credentials) VALUES ($1, $2, $3, $4, $5, $6)";
-pub const PRINCIPAL_BY_APP: &str = "SELECT object_id, tenant_id, kind, app_id, display_name, credentials FROM principals WHERE app_id = $1";
+pub const PRINCIPAL_COLS: &str = "p.object_id, p.tenant_id, p.kind, p.app_id, p.upn, p.display_name, p.enabled, p.credentials, p.attrs, p.created";
+pub const INSERT_PRINCIPAL: &str = "INSERT INTO principals (object_id, tenant_id, kind, app_id, upn, display_name, enabled, credentials, attrs, created) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub const UPDATE_PRINCIPAL: &str = "UPDATE principals SET app_id = $2, upn = $3, display_name = $4, enabled = $5, credentials = $6, attrs = $7 WHERE object_id = $1";
+pub const DELETE_PRINCIPAL: &str = "DELETE FROM principals WHERE object_id = $1";
+pub const DELETE_MEMBERSHIPS: &str =
+    "DELETE FROM group_members WHERE group_id = $1 OR member_id = $1";
+pub const APPLICATION_COLS: &str =
+    "object_id, tenant_id, app_id, display_name, credentials, attrs, created";
+pub const INSERT_APPLICATION: &str = "INSERT INTO applications (object_id, tenant_id, app_id, display_name, credentials, attrs, created) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub const UPDATE_APPLICATION: &str =
+    "UPDATE applications SET display_name = $2, credentials = $3, attrs = $4 WHERE object_id = $1";
+pub const DELETE_APPLICATION: &str = "DELETE FROM applications WHERE object_id = $1";
+pub const ADD_MEMBER: &str =
+    "INSERT INTO group_members (group_id, member_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub const REMOVE_MEMBER: &str = "DELETE FROM group_members WHERE group_id = $1 AND member_id = $2";
+pub const GROUPS_OF: &str =
+    "SELECT group_id FROM group_members WHERE member_id = $1 ORDER BY group_id";
+
+/// `SELECT` of principals with a `WHERE` clause.
+pub fn select_principals(filter: &str) -> String {
+    format!("SELECT {PRINCIPAL_COLS} FROM principals p WHERE {filter}")
+}
+
+/// Direct members of group `$1`.
+pub fn members() -> String {
+    format!(
+        "SELECT {PRINCIPAL_COLS} FROM group_members m JOIN principals p ON p.object_id = m.member_id \
+         WHERE m.group_id = $1 ORDER BY p.object_id"
+    )
+}
+
+/// `SELECT` of applications with a `WHERE` clause.
+pub fn select_applications(filter: &str) -> String {
+    format!("SELECT {APPLICATION_COLS} FROM applications WHERE {filter}")
+}
 pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created FROM vaults WHERE name = $1";

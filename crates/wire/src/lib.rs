@@ -5,6 +5,7 @@
 
 pub mod api_version;
 pub mod error;
+pub mod graph;
 pub mod oauth;
 pub mod paging;
 pub mod secret;

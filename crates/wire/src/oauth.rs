@@ -3,17 +3,30 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The token endpoint's form body (the fields the client-credentials grant uses).
+/// The token endpoint's form body. Secret fields are moved into `Sensitive`
+/// by the handler as soon as the form is parsed.
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
-    /// `client_credentials`.
+    /// `client_credentials`, `password` or `refresh_token`.
     pub grant_type: Option<String>,
     /// Application (client) id.
     pub client_id: Option<String>,
-    /// Client secret; wrapped into `Sensitive` at once by the handler.
+    /// Client secret.
     pub client_secret: Option<String>,
-    /// Space-separated scopes, e.g. `https://vault.localhost:8443/.default`.
+    /// Client assertion (a JWT signed with a registered certificate).
+    pub client_assertion: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    pub client_assertion_type: Option<String>,
+    /// Space-separated scopes, e.g. `https://vault.localhost:8443/.default` (v2).
     pub scope: Option<String>,
+    /// The resource (v1 endpoint).
+    pub resource: Option<String>,
+    /// User name (password grant).
+    pub username: Option<String>,
+    /// Password (password grant).
+    pub password: Option<String>,
+    /// Refresh token (refresh grant).
+    pub refresh_token: Option<String>,
 }
 
 /// A successful token response.
@@ -21,12 +34,56 @@ pub struct TokenRequest {
 pub struct TokenResponse {
     /// Always `Bearer`.
     pub token_type: &'static str,
+    /// The granted scopes (echoed; msal keys its cache on them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Lifetime in seconds.
     pub expires_in: i64,
     /// Extended lifetime in seconds (Entra sends it; equal here).
     pub ext_expires_in: i64,
     /// The JWT.
     pub access_token: String,
+    /// Refresh token (user sign-ins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// OpenID Connect id token (user sign-ins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// base64url `{"uid","utid"}` (user sign-ins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_info: Option<String>,
+}
+
+/// The v1 token endpoint's response adds the resource and absolute times.
+#[derive(Debug, Serialize)]
+pub struct TokenResponseV1 {
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Lifetime in seconds, as a string (as Entra v1 sends it).
+    pub expires_in: String,
+    /// Expiry, Unix seconds as a string.
+    pub expires_on: String,
+    /// Not-before, Unix seconds as a string.
+    pub not_before: String,
+    /// The resource.
+    pub resource: String,
+    /// The JWT.
+    pub access_token: String,
+}
+
+/// `GET /common/userrealm/{user}`: every account here is managed (no federation).
+#[derive(Debug, Serialize)]
+pub struct UserRealm {
+    /// `1.0`.
+    pub ver: &'static str,
+    /// `Managed`.
+    pub account_type: &'static str,
+    /// The user's domain.
+    pub domain_name: String,
+    /// The cloud instance name.
+    pub cloud_instance_name: String,
+    /// Audience URN.
+    pub cloud_audience_urn: &'static str,
 }
 
 /// An OAuth error response in Entra's shape.

@@ -1,17 +1,23 @@
-//! The token issuer at `login.{domain}`: OpenID discovery, the JWKS, and the
-//! OAuth 2.0 token endpoint (client-credentials grant with a client secret),
-//! shaped like Entra ID's v2 endpoints so MSAL and azure-identity work as is.
+//! The token issuer at `login.{domain}`: OpenID discovery, the JWKS, the user
+//! realm, and the OAuth 2.0 token endpoints (v2 and v1) with the grants
+//! azure-identity uses: client credentials with a secret or a certificate
+//! assertion, resource-owner password, and refresh tokens. Shaped like Entra
+//! ID so MSAL and azure-identity work as is.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use http::StatusCode;
-use keyhaven_core::{Principal, PrincipalKind, Sensitive};
-use keyhaven_identity::credentials::{burn_verification, ClientCredentials};
+use keyhaven_core::{PrincipalKind, Sensitive};
+use keyhaven_identity::token::{Extra, TOKEN_LIFETIME_SECS};
+use keyhaven_identity::SignInFailure;
 use keyhaven_wire::oauth::{
-    Jwk, Jwks, OAuthError, OpenIdConfiguration, TokenRequest, TokenResponse,
+    Jwk, Jwks, OAuthError, OpenIdConfiguration, TokenRequest, TokenResponse, TokenResponseV1,
+    UserRealm,
 };
 
 use super::extract::read_body;
@@ -27,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{tenant}/discovery/v2.0/keys", get(keys))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/oauth2/token", post(token_v1))
+        .route("/common/userrealm/{user}", get(user_realm))
         .fallback(|| async {
             ApiError::not_found("The requested endpoint does not exist on the token issuer.")
         })
@@ -73,7 +81,7 @@ async fn openid_configuration(State(st): State<AppState>, Path(tenant): Path<Str
     let base = format!("{}/{tenant}", st.tokens.authority());
     ok(&OpenIdConfiguration {
         token_endpoint: format!("{base}/oauth2/v2.0/token"),
-        token_endpoint_auth_methods_supported: vec!["client_secret_post"],
+        token_endpoint_auth_methods_supported: vec!["client_secret_post", "private_key_jwt"],
         jwks_uri: format!("{base}/discovery/v2.0/keys"),
         response_modes_supported: vec!["query", "fragment", "form_post"],
         subject_types_supported: vec!["pairwise"],
@@ -136,111 +144,272 @@ fn audience_for(st: &AppState, scope: &str) -> Option<String> {
     known.into_iter().find(|k| k.eq_ignore_ascii_case(resource))
 }
 
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Which token endpoint a request came to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// `/oauth2/v2.0/token`: `scope=…/.default`.
+    V2,
+    /// `/oauth2/token`: `resource=…`.
+    V1,
+}
+
 async fn token(State(st): State<AppState>, Path(tenant): Path<String>, body: Body) -> Response {
+    issue(&st, &tenant, body, Endpoint::V2).await
+}
+
+async fn token_v1(State(st): State<AppState>, Path(tenant): Path<String>, body: Body) -> Response {
+    issue(&st, &tenant, body, Endpoint::V1).await
+}
+
+async fn user_realm(State(st): State<AppState>, Path(user): Path<String>) -> Response {
+    let domain = user
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("")
+        .chars()
+        .take(100)
+        .collect();
+    ok(&UserRealm {
+        ver: "1.0",
+        account_type: "Managed",
+        domain_name: domain,
+        cloud_instance_name: st.endpoints.domain().to_owned(),
+        cloud_audience_urn: "urn:federation:MicrosoftOnline",
+    })
+}
+
+fn sign_in_error(st: &AppState, f: SignInFailure, client_id: &str) -> Response {
+    let shown: String = client_id.chars().take(64).collect();
+    let (status, error, code, text) = match f {
+        SignInFailure::UnknownClient | SignInFailure::InvalidSecret => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided, or the application was not found in the directory.".to_owned(),
+        ),
+        SignInFailure::ExpiredSecret => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000222,
+            format!("The provided client secret keys for app '{shown}' are expired."),
+        ),
+        SignInFailure::UnknownCertificate => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700027,
+            "The certificate with identifier used to sign the client assertion is not registered on application.".to_owned(),
+        ),
+        SignInFailure::InvalidAssertion => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700021,
+            "Client assertion failed signature validation, or its audience, issuer, subject or lifetime is invalid.".to_owned(),
+        ),
+        SignInFailure::ClientDisabled => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000112,
+            format!("Application '{shown}' is disabled."),
+        ),
+        SignInFailure::BadPassword => (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50126,
+            "Error validating credentials due to invalid username or password.".to_owned(),
+        ),
+        SignInFailure::UserDisabled => (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50057,
+            "The user account is disabled.".to_owned(),
+        ),
+        SignInFailure::NotPublicClient => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".to_owned(),
+        ),
+        SignInFailure::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90033,
+            "The service is temporarily unavailable.".to_owned(),
+        ),
+    };
+    oauth_error(st, status, error, code, &text)
+}
+
+fn bad_request(st: &AppState, error: &'static str, code: u32, text: &str) -> Response {
+    oauth_error(st, StatusCode::BAD_REQUEST, error, code, text)
+}
+
+async fn issue(st: &AppState, tenant: &str, body: Body, endpoint: Endpoint) -> Response {
     if tenant != st.tokens.tenant_id() {
-        return tenant_not_found(&st, &tenant);
+        return tenant_not_found(st, tenant);
     }
     let Ok(bytes) = read_body(body).await else {
-        return oauth_error(
-            &st,
-            StatusCode::BAD_REQUEST,
+        return bad_request(
+            st,
             "invalid_request",
             900144,
             "The request body is too large.",
         );
     };
     let Ok(form) = serde_urlencoded::from_bytes::<TokenRequest>(&bytes) else {
-        return oauth_error(
-            &st,
-            StatusCode::BAD_REQUEST,
+        return bad_request(
+            st,
             "invalid_request",
             900144,
             "The request body must be application/x-www-form-urlencoded.",
         );
     };
-    let secret = form.client_secret.map(Sensitive::new);
-    if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            &st,
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            70003,
-            "The app requested an unsupported grant type.",
-        );
-    }
-    let (Some(client_id), Some(secret)) = (form.client_id, secret) else {
-        return oauth_error(
-            &st,
-            StatusCode::BAD_REQUEST,
+    let client_secret = form.client_secret.map(Sensitive::new);
+    let password = form.password.map(Sensitive::new);
+    let Some(client_id) = form.client_id else {
+        return bad_request(
+            st,
             "invalid_request",
             900144,
-            "The request body must contain the following parameters: 'client_id' and 'client_secret'.",
+            "The request body must contain the following parameter: 'client_id'.",
         );
     };
-    let Some(audience) = form.scope.as_deref().and_then(|s| audience_for(&st, s)) else {
-        return oauth_error(
-            &st,
-            StatusCode::BAD_REQUEST,
+    let requested = match endpoint {
+        Endpoint::V2 => form.scope.clone(),
+        Endpoint::V1 => form
+            .resource
+            .as_deref()
+            .map(|r| format!("{}/.default", r.trim_end_matches('/'))),
+    };
+    let Some(audience) = requested.as_deref().and_then(|s| audience_for(st, s)) else {
+        return bad_request(
+            st,
             "invalid_scope",
             1002012,
             "The provided value for scope is not valid. Client credential flows must have one scope value with /.default suffixed to a resource known to this tenant.",
         );
     };
-    let principal = match st.store.principal_by_app_id(&client_id).await {
-        Ok(p) => p.filter(|p| p.tenant_id == st.tokens.tenant_id()),
-        Err(_) => {
-            return oauth_error(
-                &st,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                90033,
-                "The service is temporarily unavailable.",
+    let now = st.clock.now();
+    let grant = form.grant_type.as_deref().unwrap_or("");
+    let mut azpacr = "0";
+    let signed_in = match grant {
+        "client_credentials" => match (client_secret, form.client_assertion) {
+            (_, Some(assertion)) => {
+                if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
+                    return bad_request(st, "invalid_request", 50027, "The client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
+                }
+                let base = format!("{}/{tenant}", st.tokens.authority());
+                let audiences = [
+                    format!("{base}/oauth2/v2.0/token"),
+                    format!("{base}/oauth2/token"),
+                ];
+                azpacr = "2";
+                st.directory
+                    .sign_in_with_assertion(&client_id, assertion.trim(), &audiences)
+                    .await
+            }
+            (Some(secret), None) => {
+                azpacr = "1";
+                st.directory.sign_in_with_secret(&client_id, secret).await
+            }
+            (None, None) => Err(SignInFailure::NotPublicClient),
+        },
+        "password" => {
+            let (Some(username), Some(password)) = (form.username, password) else {
+                return bad_request(st, "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'.");
+            };
+            st.directory
+                .sign_in_with_password(&client_id, &username, password)
+                .await
+        }
+        "refresh_token" => {
+            let Some(rt) = form.refresh_token else {
+                return bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'refresh_token'.",
+                );
+            };
+            match st.tokens.validate_refresh(&rt, &client_id, now) {
+                Ok(oid) => st.directory.resume(&oid).await,
+                Err(_) => {
+                    return bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client.");
+                }
+            }
+        }
+        _ => {
+            return bad_request(
+                st,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type.",
             );
         }
     };
-    let now = st.clock.now();
-    let dummy = st.dummy_hash.clone();
-    let creds = principal
-        .as_ref()
-        .and_then(|p| ClientCredentials::parse(&p.credentials));
-    // argon2 is deliberately slow: keep it off the async workers.
-    let verified = tokio::task::spawn_blocking(move || match creds {
-        Some(c) => c.verify(secret.expose(), now),
-        None => {
-            burn_verification(&dummy, secret.expose());
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
-    let Some(p) = principal.filter(|_| verified) else {
-        return oauth_error(
-            &st,
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            "Invalid client secret provided, or the application was not found in the directory.",
-        );
+    let mut who = match signed_in {
+        Ok(w) => w,
+        Err(f) => return sign_in_error(st, f, &client_id),
     };
-    let caller = Principal {
-        object_id: p.object_id,
-        tenant_id: p.tenant_id,
-        app_id: p.app_id,
-        kind: PrincipalKind::parse(&p.kind).unwrap_or(PrincipalKind::ServicePrincipal),
-    };
-    match st.tokens.mint(&caller, &audience, now) {
-        Ok(access_token) => ok(&TokenResponse {
-            token_type: "Bearer",
-            expires_in: keyhaven_identity::token::TOKEN_LIFETIME_SECS,
-            ext_expires_in: keyhaven_identity::token::TOKEN_LIFETIME_SECS,
-            access_token,
-        }),
-        Err(_) => oauth_error(
-            &st,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            50000,
-            "The token could not be issued.",
-        ),
+    if who.principal.kind == PrincipalKind::User {
+        // A user's token names the application they signed in through.
+        who.principal.app_id = Some(client_id.clone());
     }
+    let extra = Extra {
+        upn: who.upn.as_deref(),
+        name: Some(&who.name),
+        groups: &who.groups,
+        azpacr: Some(azpacr),
+    };
+    let Ok(access_token) = st.tokens.mint_with(&who.principal, &extra, &audience, now) else {
+        return server_error(st);
+    };
+    if endpoint == Endpoint::V1 {
+        return ok(&TokenResponseV1 {
+            token_type: "Bearer",
+            expires_in: TOKEN_LIFETIME_SECS.to_string(),
+            expires_on: (now + TOKEN_LIFETIME_SECS).to_string(),
+            not_before: now.to_string(),
+            resource: audience,
+            access_token,
+        });
+    }
+    let user = who.principal.kind == PrincipalKind::User;
+    let (refresh_token, id_token, client_info) = if user {
+        let (Ok(rt), Ok(idt)) = (
+            st.tokens.mint_refresh(&who.principal, &client_id, now),
+            st.tokens
+                .mint_id_token(&who.principal, &extra, &client_id, now),
+        ) else {
+            return server_error(st);
+        };
+        let info = format!(
+            r#"{{"uid":"{}","utid":"{}"}}"#,
+            who.principal.object_id, who.principal.tenant_id
+        );
+        (Some(rt), Some(idt), Some(URL_SAFE_NO_PAD.encode(info)))
+    } else {
+        (None, None, None)
+    };
+    ok(&TokenResponse {
+        token_type: "Bearer",
+        scope: requested,
+        expires_in: TOKEN_LIFETIME_SECS,
+        ext_expires_in: TOKEN_LIFETIME_SECS,
+        access_token,
+        refresh_token,
+        id_token,
+        client_info,
+    })
+}
+
+fn server_error(st: &AppState) -> Response {
+    oauth_error(
+        st,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        50000,
+        "The token could not be issued.",
+    )
 }

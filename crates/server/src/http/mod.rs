@@ -5,6 +5,7 @@
 
 pub mod data;
 pub mod extract;
+pub mod graph;
 pub mod login;
 pub mod response;
 pub mod route;
@@ -29,6 +30,7 @@ const SERVICE_VERSION: &str = concat!("keyhaven-", env!("CARGO_PKG_VERSION"));
 struct Planes {
     data: Router,
     login: Router,
+    graph: Router,
 }
 
 /// The whole application as one router.
@@ -36,6 +38,7 @@ pub fn app(state: AppState) -> Router {
     let planes = Arc::new(Planes {
         data: data::router(state.clone()),
         login: login::router(state.clone()),
+        graph: graph::router(state.clone()),
     });
     Router::new().fallback(move |req: Request| {
         let (state, planes) = (state.clone(), Arc::clone(&planes));
@@ -65,6 +68,7 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
                 .oneshot(req)
                 .await
                 .unwrap_or_else(|e| match e {}),
+            Plane::Graph => graph::handle(&state, planes.graph.clone(), req).await,
             Plane::Management => ApiError::not_found(
                 "The management plane is not available in this version of Keyhaven.",
             )

@@ -15,6 +15,8 @@ pub enum Plane {
     Login,
     /// `management.{domain}`: ARM.
     Management,
+    /// `graph.{domain}`: the Microsoft Graph subset.
+    Graph,
     /// Anything else.
     Unknown(String),
 }
@@ -46,6 +48,8 @@ pub fn plane_of_host(host: &str, endpoints: &Endpoints) -> Plane {
         Plane::Login
     } else if name == format!("management.{domain}") {
         Plane::Management
+    } else if name == format!("graph.{domain}") {
+        Plane::Graph
     } else {
         Plane::Unknown(name)
     }
@@ -76,6 +80,7 @@ mod tests {
         );
         assert_eq!(plane_of_host("login.localhost:8443", &e), Plane::Login);
         assert_eq!(plane_of_host("management.localhost", &e), Plane::Management);
+        assert_eq!(plane_of_host("graph.localhost:8443", &e), Plane::Graph);
         assert!(matches!(
             plane_of_host("vault.localhost:8443", &e),
             Plane::Unknown(_)

@@ -185,7 +185,7 @@ async fn token_endpoint_issues_tokens_only_for_valid_clients_and_scopes() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_scope");
 
-    let bad_grant = ok.replace("client_credentials", "password");
+    let bad_grant = ok.replace("client_credentials", "urn:example:unknown");
     let (status, _, body) = h.send(token_req(&h.tenant_id, &bad_grant)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "unsupported_grant_type");

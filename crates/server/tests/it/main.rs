@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use keyhaven_core::{Barrier, Clock, FixedClock, Principal, PrincipalKind, Store};
+use keyhaven_core::{Barrier, Clock, FixedClock, Principal, PrincipalKind, Storage};
 use keyhaven_crypto::{MasterKey, SoftwareBarrier};
 use keyhaven_identity::{BootstrapAuthorizer, SigningKey, TokenService};
 use keyhaven_server::bootstrap;
@@ -43,7 +43,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Self {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let store: Arc<dyn Storage> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let barrier: Arc<dyn Barrier> =
             Arc::new(SoftwareBarrier::new(MasterKey::generate().unwrap()));
         let clock = Arc::new(FixedClock::new(NOW));

@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
-use keyhaven_core::store::{PrincipalRecord, Store, StoreError, StoreResult};
+use keyhaven_core::store::{Store, StoreError, StoreResult};
 use keyhaven_core::vault::VaultRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use crate::migrations;
+
+mod directory;
 use crate::sql::{self, with_deleted_info, RowData};
 
 /// Read-only connections kept for point reads.
@@ -255,47 +257,6 @@ impl Store for SqliteStore {
             Ok(c.execute(&q(sql::PUT_SETTING), params![key, value])
                 .map_err(err)?
                 == 1)
-        })
-        .await
-    }
-
-    async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
-        let p = p.clone();
-        self.run(move |c| {
-            c.execute(
-                &q(sql::INSERT_PRINCIPAL),
-                params![
-                    p.object_id,
-                    p.tenant_id,
-                    p.kind,
-                    p.app_id,
-                    p.display_name,
-                    p.credentials
-                ],
-            )
-            .map_err(err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>> {
-        let app_id = app_id.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(&q(sql::PRINCIPAL_BY_APP))
-                .map_err(err)?
-                .query_row([app_id], |r| {
-                    Ok(PrincipalRecord {
-                        object_id: r.get(0)?,
-                        tenant_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        app_id: r.get(3)?,
-                        display_name: r.get(4)?,
-                        credentials: r.get(5)?,
-                    })
-                })
-                .optional()
-                .map_err(err)
         })
         .await
     }

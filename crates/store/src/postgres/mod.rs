@@ -8,12 +8,14 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
-use keyhaven_core::store::{PrincipalRecord, Store, StoreError, StoreResult};
+use keyhaven_core::store::{Store, StoreError, StoreResult};
 use keyhaven_core::vault::VaultRecord;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::migrations;
+
+mod directory;
 use crate::sql::{self, with_deleted_info, RowData};
 
 /// Size of the connection pool of one node.
@@ -27,7 +29,7 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
-type P<'a> = &'a (dyn ToSql + Sync);
+pub(crate) type P<'a> = &'a (dyn ToSql + Sync);
 
 impl PostgresStore {
     /// Connects with a `postgres://` URL (libpq syntax, including `options`)
@@ -197,43 +199,6 @@ impl Store for PostgresStore {
             .await
             .map_err(err)?
             == 1)
-    }
-
-    async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
-        let c = self.client().await?;
-        c.execute(
-            sql::INSERT_PRINCIPAL,
-            &[
-                &p.object_id,
-                &p.tenant_id,
-                &p.kind,
-                &p.app_id,
-                &p.display_name,
-                &p.credentials,
-            ],
-        )
-        .await
-        .map_err(err)?;
-        Ok(())
-    }
-
-    async fn principal_by_app_id(&self, app_id: &str) -> StoreResult<Option<PrincipalRecord>> {
-        let c = self.client().await?;
-        let row = c
-            .query_opt(sql::PRINCIPAL_BY_APP, &[&app_id])
-            .await
-            .map_err(err)?;
-        row.map(|r| {
-            Ok(PrincipalRecord {
-                object_id: r.try_get(0).map_err(err)?,
-                tenant_id: r.try_get(1).map_err(err)?,
-                kind: r.try_get(2).map_err(err)?,
-                app_id: r.try_get(3).map_err(err)?,
-                display_name: r.try_get(4).map_err(err)?,
-                credentials: r.try_get(5).map_err(err)?,
-            })
-        })
-        .transpose()
     }
 
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {
