@@ -427,3 +427,368 @@ def find_leaks(haystack: bytes, secret: bytes) -> List[str]:
     return [label for label, pat in leak_patterns(secret).items() if pat in haystack]
 
 
+# --------------------------------------------------------------------------
+# Directory (Microsoft Graph v1.0 subset) and the user / certificate / new-app
+# token grants. Used by test_directory.py and test_credentials.py.
+# --------------------------------------------------------------------------
+
+import datetime as _dt  # noqa: E402  (helpers appended after the original module)
+import hashlib as _hashlib  # noqa: E402
+import re as _re  # noqa: E402
+from typing import Any, Iterable, NamedTuple, Optional as _Opt, Tuple, Union  # noqa: E402
+from urllib.parse import urlsplit as _urlsplit  # noqa: E402
+
+# The Azure CLI's well-known public client id (registered at bootstrap).
+AZURE_CLI_CLIENT_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+# What msal adds to every user-flow scope list (PublicClientApplication._decorate_scope).
+OIDC_SCOPES = ("offline_access", "openid", "profile")
+GUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def is_guid(value: Any) -> bool:
+    """A lower-case, hyphenated GUID as Graph prints object and app ids."""
+    return isinstance(value, str) and _re.match(GUID_RE, value) is not None
+
+
+def jwt_claims(token: str) -> Dict[str, Any]:
+    """The payload of a compact JWS, without checking its signature."""
+    return jwt_parts(token)[1]
+
+
+def expect_status(resp: requests.Response, status: Union[int, Iterable[int]]) -> requests.Response:
+    wanted = {status} if isinstance(status, int) else set(status)
+    assert resp.status_code in wanted, (
+        f"{resp.request.method} {resp.url}: expected {sorted(wanted)}, got {resp.status_code}: {resp.text[:800]}")
+    return resp
+
+
+# -- Graph -----------------------------------------------------------------
+
+def graph_resource(server: "KeyhavenServer") -> str:
+    """https://graph.localhost:PORT: the Graph audience (token scope without /.default)."""
+    netloc = _urlsplit(server.authority_host).netloc
+    assert netloc.startswith("login."), server.authority_host
+    return f"https://graph.{netloc[len('login.'):]}"
+
+
+def graph_scope(server: "KeyhavenServer") -> str:
+    return graph_resource(server) + "/.default"
+
+
+def graph_url(server: "KeyhavenServer", path: str) -> str:
+    """Absolute URL of a Graph v1.0 path ("/users/..."); absolute URLs pass through."""
+    if path.startswith("https://"):
+        return path
+    return f"{graph_resource(server)}/v1.0{path}"
+
+
+def directory_object_ref(server: "KeyhavenServer", object_id: str) -> Dict[str, str]:
+    """The body of POST /groups/{id}/members/$ref."""
+    return {"@odata.id": graph_url(server, f"/directoryObjects/{object_id}")}
+
+
+_GRAPH_TOKENS: Dict[Tuple[int, str, str], Tuple[str, float]] = {}
+
+
+def graph_token(server: "KeyhavenServer", client_id: _Opt[str] = None, client_secret: _Opt[str] = None) -> str:
+    """A Graph token from the client-credentials grant: the bootstrap service
+    principal (a Global Administrator) by default. Cached for 20 minutes per
+    server port and client, so the suite does not pay an argon2 verification
+    per test."""
+    cid = client_id or server.client_id
+    secret = client_secret or server.client_secret
+    key = (server.port, cid, secret)
+    cached = _GRAPH_TOKENS.get(key)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    r = server.request_token(graph_scope(server), client_id=cid, client_secret=secret)
+    assert r.status_code == 200, f"graph token for {cid}: {r.status_code} {r.text[:500]}"
+    tok = r.json()["access_token"]
+    _GRAPH_TOKENS[key] = (tok, time.monotonic() + 20 * 60)
+    return tok
+
+
+def graph(server: "KeyhavenServer", method: str, path: str, token: _Opt[str], json: Any = None,
+          **kwargs) -> requests.Response:
+    """Raw Graph request. token=None sends no Authorization header."""
+    headers = dict(kwargs.pop("headers", None) or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.request(method, graph_url(server, path), headers=headers, json=json,
+                            verify=server.ca_cert, timeout=HTTP_TIMEOUT, **kwargs)
+
+
+def graph_ok(server: "KeyhavenServer", method: str, path: str, token: str, json: Any = None,
+             status: Union[int, Iterable[int]] = 200) -> Any:
+    """A Graph request that must answer `status`; returns the JSON body (None when empty)."""
+    r = expect_status(graph(server, method, path, token, json=json), status)
+    if not r.content:
+        return None
+    return r.json()
+
+
+def graph_list(server: "KeyhavenServer", path: str, token: str, max_pages: int = 50) -> List[Dict[str, Any]]:
+    """Every item of a Graph collection, following @odata.nextLink."""
+    items: List[Dict[str, Any]] = []
+    url: _Opt[str] = path
+    for _ in range(max_pages):
+        body = graph_ok(server, "GET", url, token)
+        assert isinstance(body.get("value"), list), body
+        items.extend(body["value"])
+        url = body.get("@odata.nextLink")
+        if not url:
+            return items
+    raise AssertionError(f"{path}: more than {max_pages} pages")
+
+
+def assert_graph_error(resp: requests.Response, status: int, code: str) -> Dict[str, Any]:
+    """Graph's error shape: {"error": {"code", "message", "innerError": {"date", "request-id"}}}."""
+    assert resp.status_code == status, (
+        f"{resp.request.method} {resp.url}: expected {status} {code}, got {resp.status_code}: {resp.text[:800]}")
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    err = body.get("error")
+    assert isinstance(err, dict), body
+    assert err.get("code") == code, body
+    assert isinstance(err.get("message"), str) and err["message"], body
+    inner = err.get("innerError")
+    assert isinstance(inner, dict), body
+    assert isinstance(inner.get("date"), str) and inner["date"], body
+    assert isinstance(inner.get("request-id"), str) and inner["request-id"], body
+    return body
+
+
+def new_password() -> str:
+    """A password any complexity rule accepts, unique per call."""
+    return f"Kh-{uuid.uuid4().hex[:16]}-Pw9!"
+
+
+def create_user(server: "KeyhavenServer", token: _Opt[str] = None, *, prefix: str = "user",
+                password: _Opt[str] = None, enabled: bool = True) -> Tuple[Dict[str, Any], str]:
+    """POST /users as the admin (default); returns (user JSON, password)."""
+    nick = unique(prefix)
+    password = password or new_password()
+    body = {
+        "accountEnabled": enabled,
+        "displayName": f"Test {nick}",
+        "userPrincipalName": f"{nick}@keyhaven.localhost",
+        "mailNickname": nick,
+        "passwordProfile": {"password": password, "forceChangePasswordNextSignIn": False},
+    }
+    user = graph_ok(server, "POST", "/users", token or graph_token(server), json=body, status=201)
+    return user, password
+
+
+def create_group(server: "KeyhavenServer", token: _Opt[str] = None, *, prefix: str = "group") -> Dict[str, Any]:
+    nick = unique(prefix)
+    body = {"displayName": f"Test {nick}", "mailNickname": nick, "mailEnabled": False, "securityEnabled": True}
+    return graph_ok(server, "POST", "/groups", token or graph_token(server), json=body, status=201)
+
+
+def add_member(server: "KeyhavenServer", group_id: str, member_id: str, token: _Opt[str] = None) -> requests.Response:
+    return graph(server, "POST", f"/groups/{group_id}/members/$ref", token or graph_token(server),
+                 json=directory_object_ref(server, member_id))
+
+
+def create_application(server: "KeyhavenServer", token: _Opt[str] = None, *, prefix: str = "app") -> Dict[str, Any]:
+    return graph_ok(server, "POST", "/applications", token or graph_token(server),
+                    json={"displayName": unique(prefix)}, status=201)
+
+
+def create_service_principal(server: "KeyhavenServer", app_id: str, token: _Opt[str] = None) -> Dict[str, Any]:
+    return graph_ok(server, "POST", "/servicePrincipals", token or graph_token(server),
+                    json={"appId": app_id}, status=201)
+
+
+def add_password(server: "KeyhavenServer", app_object_id: str, token: _Opt[str] = None, *,
+                 display_name: str = "test", end: _Opt[str] = "2030-01-01T00:00:00Z") -> Dict[str, Any]:
+    cred: Dict[str, Any] = {"displayName": display_name}
+    if end is not None:
+        cred["endDateTime"] = end
+    return graph_ok(server, "POST", f"/applications/{app_object_id}/addPassword", token or graph_token(server),
+                    json={"passwordCredential": cred}, status=200)
+
+
+def new_app_with_secret(server: "KeyhavenServer", *, with_sp: bool = True, prefix: str = "app"):
+    """An application with one client secret, and (by default) its service
+    principal. Returns (application JSON, service principal JSON or None, secretText)."""
+    app = create_application(server, prefix=prefix)
+    sp = create_service_principal(server, app["appId"]) if with_sp else None
+    secret = add_password(server, app["id"])["secretText"]
+    return app, sp, secret
+
+
+# -- certificates and client assertions --------------------------------------
+
+class SelfSignedCert(NamedTuple):
+    key: Any            # cryptography RSAPrivateKey
+    der: bytes          # the certificate, DER
+    pem: bytes          # private key (PKCS#8) followed by the certificate, PEM
+    sha1: bytes         # SHA-1 of the DER (x5t)
+    sha256: bytes       # SHA-256 of the DER (x5t#S256)
+
+    @property
+    def key_b64(self) -> str:
+        """The standard base64 of the DER certificate (Graph keyCredential.key)."""
+        return base64.b64encode(self.der).decode("ascii")
+
+    def write(self, directory: Path, name: str = "cert.pem") -> Path:
+        path = Path(directory) / name
+        path.write_bytes(self.pem)
+        return path
+
+
+def self_signed_certificate(common_name: _Opt[str] = None, *, days: int = 365) -> SelfSignedCert:
+    """A self-signed RSA-2048 / SHA-256 certificate and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or unique("cert"))])
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(days=1))
+            .not_valid_after(now + _dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)
+    return SelfSignedCert(key, der, pem, _hashlib.sha1(der).digest(), _hashlib.sha256(der).digest())
+
+
+def key_credential(cert: SelfSignedCert, display_name: str = "c") -> Dict[str, str]:
+    """One entry of PATCH /applications/{id} {"keyCredentials": [...]}."""
+    return {"type": "AsymmetricX509Cert", "usage": "Verify", "key": cert.key_b64, "displayName": display_name}
+
+
+def client_assertion(cert: SelfSignedCert, client_id: str, audience: str, *,
+                     thumbprint_of: _Opt[SelfSignedCert] = None, lifetime: int = 600,
+                     issued_offset: int = 0, extra: _Opt[Dict[str, Any]] = None) -> str:
+    """An RS256 client assertion (RFC 7523) as msal builds it for
+    azure-identity's CertificateCredential: header x5t = SHA-1 thumbprint,
+    claims aud/iss/sub/jti/iat/nbf/exp. `thumbprint_of` puts another
+    certificate's thumbprint in the header (a key/thumbprint mismatch)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    now = int(time.time()) + issued_offset
+    header = {"alg": "RS256", "typ": "JWT", "x5t": b64url((thumbprint_of or cert).sha1)}
+    payload = {"aud": audience, "iss": client_id, "sub": client_id, "jti": str(uuid.uuid4()),
+               "iat": now, "nbf": now, "exp": now + lifetime}
+    payload.update(extra or {})
+    seg = lambda obj: b64url(json.dumps(obj, separators=(",", ":")).encode())  # noqa: E731
+    signing_input = f"{seg(header)}.{seg(payload)}".encode()
+    sig = cert.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input.decode()}.{b64url(sig)}"
+
+
+# -- raw token requests --------------------------------------------------------
+
+def request_password_token(server: "KeyhavenServer", username: str, password: str, scope: _Opt[str] = None,
+                           *, client_id: str = AZURE_CLI_CLIENT_ID) -> requests.Response:
+    """Raw ROPC grant, with the body msal sends (scopes decorated with
+    openid/profile/offline_access, sorted; client_info=1)."""
+    scopes = sorted({scope or server.vault_scope, *OIDC_SCOPES})
+    return requests.post(
+        server.token_url(),
+        data={"client_id": client_id, "grant_type": "password", "client_info": "1",
+              "username": username, "password": password, "scope": " ".join(scopes)},
+        verify=server.ca_cert, timeout=HTTP_TIMEOUT,
+    )
+
+
+def request_assertion_token(server: "KeyhavenServer", client_id: str, assertion: str,
+                            scope: _Opt[str] = None) -> requests.Response:
+    """Raw client-credentials grant authenticated with a client assertion."""
+    return requests.post(
+        server.token_url(),
+        data={"client_id": client_id, "grant_type": "client_credentials", "client_info": "1",
+              "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+              "client_assertion": assertion, "scope": scope or server.vault_scope},
+        verify=server.ca_cert, timeout=HTTP_TIMEOUT,
+    )
+
+
+def assert_oauth_error(resp: requests.Response, status: Union[int, Iterable[int]],
+                       error: Union[str, Iterable[str]], aadsts: _Opt[int] = None) -> Dict[str, Any]:
+    """Entra's OAuth error: JSON with `error`, `error_description` starting
+    `AADSTS<code>:` and `error_codes` [int]; never an access token."""
+    statuses = {status} if isinstance(status, int) else set(status)
+    errors = {error} if isinstance(error, str) else set(error)
+    assert resp.status_code in statuses, (
+        f"expected {sorted(statuses)} {sorted(errors)} {aadsts or ''}, got {resp.status_code}: {resp.text[:800]}")
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert "access_token" not in body and "id_token" not in body, body
+    assert body.get("error") in errors, body
+    desc = body.get("error_description")
+    codes = body.get("error_codes")
+    assert isinstance(desc, str) and desc.startswith("AADSTS"), body
+    assert isinstance(codes, list) and codes and all(isinstance(c, int) for c in codes), body
+    assert desc.startswith(f"AADSTS{codes[0]}:"), body
+    if aadsts is not None:
+        assert codes[0] == aadsts, body
+    return body
+
+
+# -- SDK credentials -------------------------------------------------------------
+
+def assume_no_user_realm(server: "KeyhavenServer") -> None:
+    """Before a password grant msal GETs
+    https://{authority hostname}/common/userrealm/{upn}?api-version=1.0
+    (msal 1.39 authority.py:187-201, called from application.py:2084-2086),
+    and the hostname there has NO port: Authority.instance comes from
+    canonicalize(), which returns urlparse(...).hostname (authority.py:260-274).
+    Against Keyhaven on a non-443 port that request goes to login.localhost:443
+    and fails, so UsernamePasswordCredential raises before any token request.
+    msal remembers a host that answered that request with 404 in the
+    class-level set Authority._domains_without_user_realm_discovery
+    (authority.py:73, 197-200) and then skips it; we record the authority's
+    host there, exactly as if login.localhost:443 had answered 404.
+    test_credentials.py exercises the full path (realm discovery on :443
+    forwarded to the server) separately."""
+    import msal.authority
+
+    msal.authority.Authority._domains_without_user_realm_discovery.add(_urlsplit(server.authority_host).hostname)
+
+
+def user_credential(server: "KeyhavenServer", username: str, password: str, *, realm_discovery: bool = False,
+                    **kwargs):
+    """azure-identity's UsernamePasswordCredential as the Azure CLI's client.
+    Unless realm_discovery=True, msal's user-realm request (which ignores the
+    authority's port) is skipped; see assume_no_user_realm."""
+    import warnings
+    from azure.identity import UsernamePasswordCredential
+
+    if not realm_discovery:
+        assume_no_user_realm(server)
+    kw = dict(CLIENT_KWARGS)
+    kw.update(kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return UsernamePasswordCredential(
+            client_id=AZURE_CLI_CLIENT_ID, username=username, password=password,
+            tenant_id=server.tenant_id, authority=server.authority_host,
+            disable_instance_discovery=True, **kw)
+
+
+def certificate_credential(server: "KeyhavenServer", client_id: str, certificate_path: Union[str, Path], **kwargs):
+    from azure.identity import CertificateCredential
+
+    kw = dict(CLIENT_KWARGS)
+    kw.update(kwargs)
+    return CertificateCredential(server.tenant_id, client_id, certificate_path=str(certificate_path),
+                                 authority=server.authority_host, disable_instance_discovery=True, **kw)
+
+
+def app_secret_credential(server: "KeyhavenServer", client_id: str, client_secret: str, **kwargs):
+    kw = dict(CLIENT_KWARGS)
+    kw.update(kwargs)
+    return ClientSecretCredential(server.tenant_id, client_id, client_secret, authority=server.authority_host,
+                                  disable_instance_discovery=True, **kw)

@@ -179,6 +179,9 @@ pub struct SignedIn {
     pub name: String,
     /// Transitive group ids.
     pub groups: Vec<String>,
+    /// Changes whenever the principal's credentials change; refresh tokens
+    /// carry it, so a password reset revokes them.
+    pub credential_stamp: String,
 }
 
 /// Why a sign-in failed; the token endpoint maps these to AADSTS codes.
@@ -816,8 +819,12 @@ impl Directory {
     }
 
     /// Re-issues for an existing sign-in (refresh): the principal must still
-    /// exist and be enabled.
-    pub async fn resume(&self, object_id: &str) -> Result<SignedIn, SignInFailure> {
+    /// exist, be enabled, and have the credentials it signed in with.
+    pub async fn resume(
+        &self,
+        object_id: &str,
+        credential_stamp: &str,
+    ) -> Result<SignedIn, SignInFailure> {
         let p = self
             .store
             .get_principal(object_id)
@@ -831,6 +838,9 @@ impl Directory {
             } else {
                 SignInFailure::ClientDisabled
             });
+        }
+        if credential_stamp_of(&p) != credential_stamp {
+            return Err(SignInFailure::BadPassword);
         }
         self.signed_in(&p).await
     }
@@ -879,8 +889,19 @@ impl Directory {
             upn: p.upn.clone(),
             name: p.display_name.clone(),
             groups,
+            credential_stamp: credential_stamp_of(p),
         })
     }
+}
+
+/// A short digest of a principal's stored credentials (hashes only).
+fn credential_stamp_of(p: &PrincipalRecord) -> String {
+    openssl::hash::hash(
+        openssl::hash::MessageDigest::sha256(),
+        p.credentials.as_bytes(),
+    )
+    .map(|d| d.iter().take(12).map(|b| format!("{b:02x}")).collect())
+    .unwrap_or_default()
 }
 
 /// The credentials of an application (broken JSON reads as none).

@@ -8,6 +8,7 @@ pub mod assertion;
 pub mod authz;
 pub mod credentials;
 pub mod directory;
+pub mod lockout;
 pub mod token;
 
 pub use authz::BootstrapAuthorizer;

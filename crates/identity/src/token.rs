@@ -241,6 +241,7 @@ struct RefreshClaims {
     oid: String,
     tid: String,
     azp: String,
+    stamp: String,
     jti: String,
 }
 
@@ -362,6 +363,7 @@ impl TokenService {
         &self,
         principal: &Principal,
         client_id: &str,
+        credential_stamp: &str,
         now: i64,
     ) -> Result<String, TokenError> {
         self.sign(&RefreshClaims {
@@ -373,6 +375,7 @@ impl TokenService {
             oid: principal.object_id.clone(),
             tid: principal.tenant_id.clone(),
             azp: client_id.to_owned(),
+            stamp: credential_stamp.to_owned(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
@@ -384,7 +387,7 @@ impl TokenService {
         token: &str,
         client_id: &str,
         now: i64,
-    ) -> Result<String, TokenError> {
+    ) -> Result<(String, String), TokenError> {
         let claims: RefreshClaims = self.verified_claims(token)?;
         if claims.typ != REFRESH_TYP || claims.aud != REFRESH_AUDIENCE {
             return Err(TokenError::WrongAudience {
@@ -400,7 +403,7 @@ impl TokenService {
         if now > claims.exp {
             return Err(TokenError::Expired);
         }
-        Ok(claims.oid)
+        Ok((claims.oid, claims.stamp))
     }
 
     fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {

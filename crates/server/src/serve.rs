@@ -236,9 +236,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Ro
     }
 }
 
-/// The peer address of a connection (for network rules and audit).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
+pub use crate::http::PeerAddr;
 
 fn spawn_purger(state: AppState) {
     tokio::spawn(async move {

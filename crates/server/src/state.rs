@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use keyhaven_core::{
     Authorizer, Barrier, Clock, Error, Storage, VaultName, VaultRecord, VaultService,
 };
+use keyhaven_identity::lockout::Lockout;
 use keyhaven_identity::{Directory, TokenService};
 
 use crate::config::Endpoints;
@@ -24,6 +25,8 @@ pub struct Inner {
     pub store: Arc<dyn Storage>,
     /// The tenant's directory.
     pub directory: Directory,
+    /// Failed sign-in counts.
+    pub lockout: Lockout,
     /// Token issuer and validator of the tenant.
     pub tokens: TokenService,
     /// Authorization decisions.
@@ -64,6 +67,7 @@ impl AppState {
         Self(Arc::new(Inner {
             service,
             directory,
+            lockout: Lockout::new(),
             store,
             tokens,
             authorizer,

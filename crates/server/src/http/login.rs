@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::StatusCode;
@@ -20,8 +20,11 @@ use keyhaven_wire::oauth::{
     UserRealm,
 };
 
+use std::net::IpAddr;
+
 use super::extract::read_body;
 use super::response::{json, ok, ApiError};
+use super::PeerAddr;
 use crate::state::AppState;
 
 /// The login plane's routes.
@@ -155,12 +158,24 @@ enum Endpoint {
     V1,
 }
 
-async fn token(State(st): State<AppState>, Path(tenant): Path<String>, body: Body) -> Response {
-    issue(&st, &tenant, body, Endpoint::V2).await
+type Peer = Option<Extension<PeerAddr>>;
+
+async fn token(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    peer: Peer,
+    body: Body,
+) -> Response {
+    issue(&st, &tenant, peer.map(|p| p.0 .0.ip()), body, Endpoint::V2).await
 }
 
-async fn token_v1(State(st): State<AppState>, Path(tenant): Path<String>, body: Body) -> Response {
-    issue(&st, &tenant, body, Endpoint::V1).await
+async fn token_v1(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    peer: Peer,
+    body: Body,
+) -> Response {
+    issue(&st, &tenant, peer.map(|p| p.0 .0.ip()), body, Endpoint::V1).await
 }
 
 async fn user_realm(State(st): State<AppState>, Path(user): Path<String>) -> Response {
@@ -245,7 +260,13 @@ fn bad_request(st: &AppState, error: &'static str, code: u32, text: &str) -> Res
     oauth_error(st, StatusCode::BAD_REQUEST, error, code, text)
 }
 
-async fn issue(st: &AppState, tenant: &str, body: Body, endpoint: Endpoint) -> Response {
+async fn issue(
+    st: &AppState,
+    tenant: &str,
+    source: Option<IpAddr>,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
     if tenant != st.tokens.tenant_id() {
         return tenant_not_found(st, tenant);
     }
@@ -292,6 +313,25 @@ async fn issue(st: &AppState, tenant: &str, body: Body, endpoint: Endpoint) -> R
     };
     let now = st.clock.now();
     let grant = form.grant_type.as_deref().unwrap_or("");
+    // Brute force: users are counted by user name, applications by client id.
+    let subject = match (grant, form.username.as_deref()) {
+        ("password", Some(u)) => u.to_owned(),
+        _ => client_id.clone(),
+    };
+    if st.lockout.is_locked(&subject, source, now) {
+        let (status, error) = if grant == "password" {
+            (StatusCode::BAD_REQUEST, "invalid_grant")
+        } else {
+            (StatusCode::UNAUTHORIZED, "invalid_client")
+        };
+        return oauth_error(
+            st,
+            status,
+            error,
+            50053,
+            "The account is locked because of too many sign-in attempts with an incorrect credential. Try again later.",
+        );
+    }
     let mut azpacr = "0";
     let signed_in = match grant {
         "client_credentials" => match (client_secret, form.client_assertion) {
@@ -333,7 +373,7 @@ async fn issue(st: &AppState, tenant: &str, body: Body, endpoint: Endpoint) -> R
                 );
             };
             match st.tokens.validate_refresh(&rt, &client_id, now) {
-                Ok(oid) => st.directory.resume(&oid).await,
+                Ok((oid, stamp)) => st.directory.resume(&oid, &stamp).await,
                 Err(_) => {
                     return bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client.");
                 }
@@ -349,8 +389,16 @@ async fn issue(st: &AppState, tenant: &str, body: Body, endpoint: Endpoint) -> R
         }
     };
     let mut who = match signed_in {
-        Ok(w) => w,
-        Err(f) => return sign_in_error(st, f, &client_id),
+        Ok(w) => {
+            st.lockout.record_success(&subject, source);
+            w
+        }
+        Err(f) => {
+            if f != SignInFailure::Unavailable {
+                st.lockout.record_failure(&subject, source, now);
+            }
+            return sign_in_error(st, f, &client_id);
+        }
     };
     if who.principal.kind == PrincipalKind::User {
         // A user's token names the application they signed in through.
@@ -378,7 +426,8 @@ async fn issue(st: &AppState, tenant: &str, body: Body, endpoint: Endpoint) -> R
     let user = who.principal.kind == PrincipalKind::User;
     let (refresh_token, id_token, client_info) = if user {
         let (Ok(rt), Ok(idt)) = (
-            st.tokens.mint_refresh(&who.principal, &client_id, now),
+            st.tokens
+                .mint_refresh(&who.principal, &client_id, &who.credential_stamp, now),
             st.tokens
                 .mint_id_token(&who.principal, &extra, &client_id, now),
         ) else {

@@ -23,6 +23,10 @@ use crate::state::AppState;
 use response::ApiError;
 use route::Plane;
 
+/// The peer address of a connection (for lockouts, network rules and audit).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Largest request body accepted (backups of many versions are the largest).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const SERVICE_VERSION: &str = concat!("keyhaven-", env!("CARGO_PKG_VERSION"));

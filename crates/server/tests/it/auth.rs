@@ -237,3 +237,26 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn repeated_wrong_secrets_lock_the_client_even_for_the_right_secret() {
+    let h = Harness::new().await;
+    let secret = urlencode(&h.client_secret);
+    let ok = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={secret}&scope=https%3A%2F%2Fvault.localhost%3A8443%2F.default",
+        h.client_id
+    );
+    let wrong = ok.replace(&secret, "wrong");
+    for _ in 0..keyhaven_identity::lockout::PER_SOURCE_THRESHOLD {
+        let (status, _, body) = h.send(token_req(&h.tenant_id, &wrong)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error_codes"][0], 7000215);
+    }
+    let (status, _, body) = h.send(token_req(&h.tenant_id, &ok)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error_codes"][0], 50053, "{body}");
+    // The lock ends with the window.
+    h.clock.advance(keyhaven_identity::lockout::WINDOW_SECS + 1);
+    let (status, _, _) = h.send(token_req(&h.tenant_id, &ok)).await;
+    assert_eq!(status, StatusCode::OK);
+}
