@@ -36,6 +36,12 @@ struct ServeArgs {
     /// in the environment), e.g. `127.0.0.1:443` for clients that drop ports.
     #[arg(long, env = "KEYHAVEN_EXTRA_LISTEN", value_delimiter = ',')]
     extra_listen: Vec<SocketAddr>,
+    /// Trusted external token issuers for workload identity federation (JSON).
+    #[arg(long, env = "KEYHAVEN_FEDERATION_CONFIG")]
+    federation_config: Option<PathBuf>,
+    /// Plain-HTTP address of the managed-identity (metadata) endpoint, or `off`.
+    #[arg(long, env = "KEYHAVEN_IMDS_LISTEN")]
+    imds_listen: Option<String>,
     /// Store: `sqlite` (default, a file in the data dir) or a `postgres://…` URL.
     #[arg(long, env = "KEYHAVEN_STORE")]
     store: Option<String>,
@@ -65,7 +71,15 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(a) => {
+            let (imds_listen, imds_required) = match a.imds_listen.as_deref() {
+                None => (Some(SocketAddr::from(([127, 0, 0, 1], 8080))), false),
+                Some("off") | Some("none") => (None, false),
+                Some(addr) => (Some(addr.parse::<SocketAddr>()?), true),
+            };
             let config = ServerConfig {
+                imds_listen,
+                imds_required,
+                federation_config: a.federation_config,
                 data_dir: a.data_dir,
                 listen: a.listen,
                 extra_listen: a.extra_listen,

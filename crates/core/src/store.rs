@@ -56,6 +56,9 @@ pub trait Store: Send + Sync {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Writes a deployment setting if absent; returns whether it was written.
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool>;
+    /// Replaces a setting only if it still holds `expected` (compare-and-set);
+    /// returns whether it was written.
+    async fn replace_setting(&self, key: &str, expected: &[u8], value: &[u8]) -> StoreResult<bool>;
 
     /// Creates a vault (fails with `NameExists` if the name is taken).
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()>;
@@ -143,7 +146,10 @@ pub trait Store: Send + Sync {
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 }
 
-/// Everything a deployment persists: objects and the directory.
-pub trait Storage: Store + crate::directory::DirectoryStore {}
+/// Everything a deployment persists: objects, the directory, ARM resources.
+pub trait Storage:
+    Store + crate::directory::DirectoryStore + crate::resource::ResourceStore
+{
+}
 
-impl<T: Store + crate::directory::DirectoryStore> Storage for T {}
+impl<T: Store + crate::directory::DirectoryStore + crate::resource::ResourceStore> Storage for T {}

@@ -205,6 +205,8 @@ pub enum SignInFailure {
     UserDisabled,
     /// The client may not sign users in without its own credential.
     NotPublicClient,
+    /// A federated assertion was refused.
+    Federation(crate::federation::FederationFailure),
     /// The store failed.
     Unavailable,
 }
@@ -216,6 +218,7 @@ pub struct Directory {
     clock: Arc<dyn Clock>,
     tenant_id: String,
     dummy_hash: String,
+    trusted: Arc<crate::federation::TrustedIssuers>,
 }
 
 impl Directory {
@@ -226,18 +229,28 @@ impl Directory {
         clock: Arc<dyn Clock>,
         tenant_id: &str,
         dummy_hash: String,
+        trusted: Arc<crate::federation::TrustedIssuers>,
     ) -> Self {
         Self {
             store,
             clock,
             tenant_id: tenant_id.to_owned(),
             dummy_hash,
+            trusted,
         }
     }
 
     /// The tenant.
     pub fn tenant_id(&self) -> &str {
         &self.tenant_id
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Refuses callers without a directory role.
@@ -768,6 +781,21 @@ impl Directory {
             audiences,
             self.clock.now(),
         )?;
+        self.service_principal_sign_in(&app).await
+    }
+
+    /// Client credentials with an assertion from a trusted external issuer,
+    /// matched by one of the application's federated identity credentials.
+    pub async fn sign_in_with_federated(
+        &self,
+        client_id: &str,
+        assertion: &str,
+    ) -> Result<SignedIn, SignInFailure> {
+        let app = self.application_for_client(client_id).await?;
+        let creds = credentials_of(&app);
+        self.trusted
+            .verify(assertion, &creds.federated, self.clock.now())
+            .map_err(SignInFailure::Federation)?;
         self.service_principal_sign_in(&app).await
     }
 

@@ -8,7 +8,9 @@ pub mod assertion;
 pub mod authz;
 pub mod credentials;
 pub mod directory;
+pub mod federation;
 pub mod lockout;
+pub mod managed;
 pub mod token;
 
 pub use authz::BootstrapAuthorizer;

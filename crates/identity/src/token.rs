@@ -5,7 +5,7 @@
 //! time window (with a small skew) are checked.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -175,6 +175,8 @@ struct Claims {
     groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xms_mirid: Option<String>,
     oid: String,
     sub: String,
     tid: String,
@@ -207,6 +209,8 @@ pub struct Extra<'a> {
     pub groups: &'a [String],
     /// `azpacr`: how the client authenticated: `0` public, `1` secret, `2` certificate.
     pub azpacr: Option<&'a str>,
+    /// `xms_mirid`: the ARM id of a managed identity.
+    pub mirid: Option<&'a str>,
 }
 
 /// Lifetime of refresh tokens.
@@ -245,10 +249,29 @@ struct RefreshClaims {
     jti: String,
 }
 
+/// The signing keys in use: the newest signs, all verify.
+#[derive(Debug)]
+struct KeySet {
+    keys: Vec<Arc<SigningKey>>,
+}
+
+impl KeySet {
+    fn current(&self) -> Option<&Arc<SigningKey>> {
+        self.keys.last()
+    }
+
+    fn by_kid(&self, kid: Option<&str>) -> Option<&Arc<SigningKey>> {
+        match kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid == kid),
+            None => self.current(),
+        }
+    }
+}
+
 /// Issues and validates tokens for one tenant.
 #[derive(Debug)]
 pub struct TokenService {
-    key: SigningKey,
+    keys: RwLock<Arc<KeySet>>,
     authority: String,
     tenant_id: String,
     verified: RwLock<HashMap<String, Verified>>,
@@ -258,12 +281,52 @@ impl TokenService {
     /// A token service for `tenant_id` whose authority host is `authority`
     /// (e.g. `https://login.localhost:8443`).
     pub fn new(key: SigningKey, authority: &str, tenant_id: &str) -> Self {
+        Self::with_keys(vec![key], authority, tenant_id)
+    }
+
+    /// A token service with several keys, oldest first; the last one signs.
+    pub fn with_keys(keys: Vec<SigningKey>, authority: &str, tenant_id: &str) -> Self {
         Self {
-            key,
+            keys: RwLock::new(Arc::new(KeySet {
+                keys: keys.into_iter().map(Arc::new).collect(),
+            })),
             authority: authority.trim_end_matches('/').to_owned(),
             tenant_id: tenant_id.to_owned(),
             verified: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the key set (after a rotation here or on another node).
+    /// Remembered validations are forgotten, so a dropped key stops working.
+    pub fn replace_keys(&self, keys: Vec<SigningKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(mut k) = self.keys.write() {
+            *k = Arc::new(KeySet {
+                keys: keys.into_iter().map(Arc::new).collect(),
+            });
+        }
+        if let Ok(mut v) = self.verified.write() {
+            v.clear();
+        }
+    }
+
+    /// Key ids in use, oldest first.
+    pub fn kids(&self) -> Vec<String> {
+        self.key_set().keys.iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// All verification keys, oldest first (published in the JWKS).
+    pub fn keys(&self) -> Vec<Arc<SigningKey>> {
+        self.key_set().keys.clone()
+    }
+
+    fn key_set(&self) -> Arc<KeySet> {
+        self.keys
+            .read()
+            .map(|k| Arc::clone(&k))
+            .unwrap_or_else(|e| Arc::clone(&e.into_inner()))
     }
 
     /// The `iss` of issued tokens: `{authority}/{tenant}/v2.0`.
@@ -281,9 +344,9 @@ impl TokenService {
         &self.authority
     }
 
-    /// The signing key (public parts are published in the JWKS).
-    pub fn key(&self) -> &SigningKey {
-        &self.key
+    /// The key that signs new tokens.
+    pub fn current_key(&self) -> Option<Arc<SigningKey>> {
+        self.key_set().current().cloned()
     }
 
     /// Mints an access token for `principal` and `audience`, valid from `now`.
@@ -325,6 +388,7 @@ impl TokenService {
             name: extra.name.map(str::to_owned),
             groups: extra.groups.to_vec(),
             scp: user.then(|| "user_impersonation".to_owned()),
+            xms_mirid: extra.mirid.map(str::to_owned),
             oid: principal.object_id.clone(),
             sub: principal.object_id.clone(),
             tid: principal.tenant_id.clone(),
@@ -407,17 +471,19 @@ impl TokenService {
     }
 
     fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let set = self.key_set();
+        let key = set.current().ok_or(TokenError::Crypto)?;
         let header = Header {
             alg: "RS256".into(),
             typ: Some("JWT".into()),
-            kid: Some(self.key.kid.clone()),
+            kid: Some(key.kid.clone()),
         };
         let h =
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| TokenError::Crypto)?);
         let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| TokenError::Crypto)?);
         let signing_input = format!("{h}.{p}");
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.key.private)
-            .map_err(|_| TokenError::Crypto)?;
+        let mut signer =
+            Signer::new(MessageDigest::sha256(), &key.private).map_err(|_| TokenError::Crypto)?;
         signer
             .update(signing_input.as_bytes())
             .map_err(|_| TokenError::Crypto)?;
@@ -500,14 +566,15 @@ impl TokenService {
         if header.alg != "RS256" {
             return Err(TokenError::UnsupportedAlgorithm);
         }
-        if header.kid.as_deref().is_some_and(|k| k != self.key.kid) {
-            return Err(TokenError::BadSignature);
-        }
+        let set = self.key_set();
+        let key = set
+            .by_kid(header.kid.as_deref())
+            .ok_or(TokenError::BadSignature)?;
         let sig = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| TokenError::Malformed)?;
-        let mut verifier = Verifier::new(MessageDigest::sha256(), &self.key.public)
-            .map_err(|_| TokenError::Crypto)?;
+        let mut verifier =
+            Verifier::new(MessageDigest::sha256(), &key.public).map_err(|_| TokenError::Crypto)?;
         verifier
             .update(h.as_bytes())
             .map_err(|_| TokenError::Crypto)?;
@@ -627,7 +694,7 @@ mod tests {
         let mut claims = forge::claims_of(&t).unwrap();
         claims["oid"] = json!("someone-else");
         let sig = t.rsplit('.').next().unwrap();
-        let tampered = forge::raw(&json!({"alg":"RS256","kid": s.key().kid()}), &claims, sig);
+        let tampered = forge::raw(&json!({"alg":"RS256","kid": s.kids()[0]}), &claims, sig);
         assert_eq!(
             s.validate(&tampered, AUD, 1000).unwrap_err(),
             TokenError::BadSignature
@@ -657,7 +724,8 @@ mod tests {
         );
 
         let wrong_iss = TokenService::new(
-            SigningKey::from_pkcs8_der(s.key().to_pkcs8_der().unwrap().expose()).unwrap(),
+            SigningKey::from_pkcs8_der(s.current_key().unwrap().to_pkcs8_der().unwrap().expose())
+                .unwrap(),
             "https://evil.example",
             "tenant-1",
         );
@@ -688,6 +756,40 @@ mod tests {
             TokenError::Expired
         );
         assert_eq!(s.validate(&t, AUD, 0).unwrap_err(), TokenError::NotYetValid);
+    }
+
+    #[test]
+    fn after_rotation_old_tokens_verify_until_their_key_is_dropped() {
+        let first = SigningKey::generate().unwrap();
+        let first_der = first.to_pkcs8_der().unwrap().expose().clone();
+        let s = TokenService::new(first, "https://login.localhost:8443", "tenant-1");
+        let old = s.mint(&app(), AUD, 1000).unwrap();
+        let second = SigningKey::generate().unwrap();
+        let second_kid = second.kid().to_owned();
+        s.replace_keys(vec![
+            SigningKey::from_pkcs8_der(&first_der).unwrap(),
+            second,
+        ]);
+        let new = s.mint(&app(), AUD, 1000).unwrap();
+        assert!(s.validate(&old, AUD, 1000).is_ok());
+        assert!(s.validate(&new, AUD, 1000).is_ok());
+        assert_eq!(s.current_key().unwrap().kid(), second_kid);
+        assert_eq!(s.kids().len(), 2);
+        // Dropping the first key invalidates tokens it signed, even remembered ones.
+        let newest = s
+            .keys()
+            .last()
+            .unwrap()
+            .to_pkcs8_der()
+            .unwrap()
+            .expose()
+            .clone();
+        s.replace_keys(vec![SigningKey::from_pkcs8_der(&newest).unwrap()]);
+        assert_eq!(
+            s.validate(&old, AUD, 1000).unwrap_err(),
+            TokenError::BadSignature
+        );
+        assert!(s.validate(&new, AUD, 1000).is_ok());
     }
 
     #[test]

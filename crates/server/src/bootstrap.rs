@@ -17,7 +17,6 @@ use keyhaven_identity::SigningKey;
 pub const BOOTSTRAP_VAULT: &str = "dev";
 /// The resource group created on first start.
 pub const BOOTSTRAP_RESOURCE_GROUP: &str = "keyhaven";
-const SIGNING_KEY_AAD: &[u8] = b"token-signing-key";
 
 /// What bootstrap established.
 #[derive(Debug)]
@@ -32,8 +31,8 @@ pub struct Bootstrap {
     pub principal: PrincipalRecord,
     /// Its client secret, only when it was created by this start.
     pub new_secret: Option<Sensitive<String>>,
-    /// The issuer's signing key.
-    pub signing_key: SigningKey,
+    /// The issuer's signing keys, oldest first (the last one signs).
+    pub signing_keys: Vec<SigningKey>,
     /// A throwaway argon2 hash for constant-work failures.
     pub dummy_hash: String,
 }
@@ -44,9 +43,9 @@ pub enum BootstrapError {
     /// A domain or store error.
     #[error("{0}")]
     Domain(#[from] Error),
-    /// The signing key could not be created or loaded.
-    #[error("token signing key: {0:?}")]
-    SigningKey(keyhaven_identity::TokenError),
+    /// The signing keys could not be created or loaded.
+    #[error("token signing keys: {0}")]
+    Signing(crate::signing::SigningError),
     /// Hashing or randomness failed.
     #[error("credential: {0}")]
     Credential(#[from] keyhaven_identity::credentials::CredentialError),
@@ -72,29 +71,9 @@ pub async fn ensure(
     })
     .await?;
 
-    let signing_key = {
-        if store
-            .get_setting("token_signing_key")
-            .await
-            .map_err(Error::from)?
-            .is_none()
-        {
-            let key = SigningKey::generate().map_err(BootstrapError::SigningKey)?;
-            let der = key.to_pkcs8_der().map_err(BootstrapError::SigningKey)?;
-            let sealed = barrier.seal_root(SIGNING_KEY_AAD, der.expose())?;
-            store
-                .put_setting_if_absent("token_signing_key", &sealed)
-                .await
-                .map_err(Error::from)?;
-        }
-        let sealed = store
-            .get_setting("token_signing_key")
-            .await
-            .map_err(Error::from)?
-            .ok_or(BootstrapError::Inconsistent("signing key vanished"))?;
-        let der = barrier.open_root(SIGNING_KEY_AAD, &sealed)?;
-        SigningKey::from_pkcs8_der(der.expose()).map_err(BootstrapError::SigningKey)?
-    };
+    let signing_keys = crate::signing::load_or_create(store, barrier)
+        .await
+        .map_err(BootstrapError::Signing)?;
 
     let now = clock.now();
     let mut new_secret = None;
@@ -185,7 +164,7 @@ pub async fn ensure(
         resource_group,
         principal,
         new_secret,
-        signing_key,
+        signing_keys,
         dummy_hash,
     })
 }

@@ -13,6 +13,13 @@ pub struct ServerConfig {
     /// Further addresses serving the same endpoints (e.g. port 443 for
     /// clients that drop the port, such as msal's user-realm lookup).
     pub extra_listen: Vec<SocketAddr>,
+    /// Workload identity federation: trusted external issuers (JSON file).
+    pub federation_config: Option<PathBuf>,
+    /// The managed-identity (metadata) endpoint's plain-HTTP address, if any.
+    pub imds_listen: Option<SocketAddr>,
+    /// Whether failing to bind `imds_listen` stops the server (an address the
+    /// user chose) or only logs a warning (the default address).
+    pub imds_required: bool,
     /// `None`/`sqlite` = SQLite in the data dir; `postgres://…` = PostgreSQL.
     pub store: Option<String>,
     /// Base DNS domain: vaults are `{name}.vault.{domain}`.

@@ -6,10 +6,12 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod imds;
 pub mod serve;
+pub mod signing;
 pub mod state;
 pub mod tls;
 
 pub use config::ServerConfig;
 pub use serve::run;
-pub use state::AppState;
+pub use state::{AppState, Parts};

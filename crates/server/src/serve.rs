@@ -20,11 +20,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::bootstrap::{self, Bootstrap, BOOTSTRAP_VAULT};
 use crate::clock::SystemClock;
 use crate::config::ServerConfig;
-use crate::state::AppState;
+use crate::state::{AppState, Parts};
 use crate::tls;
+use keyhaven_identity::federation::TrustedIssuers;
 
 /// How often expired soft-deleted objects are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often signing keys are re-read (rotation on another node).
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to send request headers.
@@ -124,10 +127,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         resource_group,
         principal,
         new_secret,
-        signing_key,
+        signing_keys,
         dummy_hash,
     } = boot;
-    let tokens = TokenService::new(signing_key, &endpoints.authority_host(), &tenant_id);
+    let tokens = TokenService::with_keys(signing_keys, &endpoints.authority_host(), &tenant_id);
     let authorizer = Arc::new(BootstrapAuthorizer::new(&principal.object_id));
     let bootstrap_path = dir.join("bootstrap.json");
     let previous_secret = std::fs::read(&bootstrap_path)
@@ -160,9 +163,25 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .unwrap_or_default(),
     };
     write_private_json(&bootstrap_path, &bootstrap)?;
-    let state = AppState::new(
-        store, barrier, clock, tokens, authorizer, endpoints, dummy_hash,
-    );
+    let trusted_issuers = match &config.federation_config {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| StartError::Io(format!("{}: {e}", path.display())))?;
+            TrustedIssuers::from_config(&bytes).map_err(StartError::Io)?
+        }
+        None => TrustedIssuers::default(),
+    };
+    let state = AppState::new(Parts {
+        store,
+        barrier,
+        clock,
+        tokens,
+        authorizer,
+        endpoints,
+        dummy_hash,
+        subscription_id: bootstrap.subscription_id.clone(),
+        trusted_issuers,
+    });
     Ok(Prepared {
         state,
         tls,
@@ -181,8 +200,26 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             .map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
+    let imds = match config.imds_listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) if !config.imds_required => {
+                tracing::warn!(%addr, error = %e, "managed-identity endpoint not started (use --imds-listen to choose an address)");
+                None
+            }
+            Err(e) => return Err(StartError::Io(format!("cannot listen on {addr}: {e}"))),
+        },
+        None => None,
+    };
     print_banner(&prepared);
     spawn_purger(prepared.state.clone());
+    spawn_key_reloader(prepared.state.clone());
+    if let Some(l) = imds {
+        tokio::spawn(plain_accept_loop(
+            l,
+            crate::imds::router(prepared.state.clone()),
+        ));
+    }
     let app = crate::http::app(prepared.state.clone());
     let acceptor = TlsAcceptor::from(prepared.tls);
     for listener in listeners {
@@ -237,6 +274,61 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Ro
 }
 
 pub use crate::http::PeerAddr;
+
+/// Serves plain HTTP/1.1 (the metadata endpoint, as on Azure).
+async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req.map(axum::body::Body::new)
+                },
+            );
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc))
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Picks up signing keys rotated on another node.
+fn spawn_key_reloader(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        loop {
+            tick.tick().await;
+            match crate::signing::load(&state.store, &state.barrier).await {
+                Ok(Some(keys)) => {
+                    let kids: Vec<String> = keys.iter().map(|k| k.kid().to_owned()).collect();
+                    if kids != state.tokens.kids() {
+                        state.tokens.replace_keys(keys);
+                        tracing::info!("token signing keys reloaded");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
+            }
+        }
+    });
+}
 
 fn spawn_purger(state: AppState) {
     tokio::spawn(async move {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use keyhaven_core::{
     Authorizer, Barrier, Clock, Error, Storage, VaultName, VaultRecord, VaultService,
 };
+use keyhaven_identity::federation::TrustedIssuers;
 use keyhaven_identity::lockout::Lockout;
 use keyhaven_identity::{Directory, TokenService};
 
@@ -27,6 +28,10 @@ pub struct Inner {
     pub directory: Directory,
     /// Failed sign-in counts.
     pub lockout: Lockout,
+    /// The crypto barrier (for deployment-level sealed data).
+    pub barrier: Arc<dyn Barrier>,
+    /// The deployment's subscription.
+    pub subscription_id: String,
     /// Token issuer and validator of the tenant.
     pub tokens: TokenService,
     /// Authorization decisions.
@@ -44,36 +49,52 @@ pub struct Inner {
 /// changed on another node become visible here within this time.
 pub const VAULT_CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// What the state is assembled from.
+pub struct Parts {
+    /// Persistence.
+    pub store: Arc<dyn Storage>,
+    /// The crypto barrier.
+    pub barrier: Arc<dyn Barrier>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Token issuer and validator.
+    pub tokens: TokenService,
+    /// Authorization decisions.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Public URLs.
+    pub endpoints: Endpoints,
+    /// An argon2 hash of a random string.
+    pub dummy_hash: String,
+    /// The deployment's subscription.
+    pub subscription_id: String,
+    /// External issuers trusted for workload identity federation.
+    pub trusted_issuers: TrustedIssuers,
+}
+
 impl AppState {
     /// Assembles the state.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn Storage>,
-        barrier: Arc<dyn Barrier>,
-        clock: Arc<dyn Clock>,
-        tokens: TokenService,
-        authorizer: Arc<dyn Authorizer>,
-        endpoints: Endpoints,
-        dummy_hash: String,
-    ) -> Self {
-        let objects: Arc<dyn keyhaven_core::Store> = store.clone();
-        let service = VaultService::new(objects, barrier, Arc::clone(&clock));
+    pub fn new(p: Parts) -> Self {
+        let objects: Arc<dyn keyhaven_core::Store> = p.store.clone();
+        let service = VaultService::new(objects, Arc::clone(&p.barrier), Arc::clone(&p.clock));
         let directory = Directory::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            tokens.tenant_id(),
-            dummy_hash.clone(),
+            Arc::clone(&p.store),
+            Arc::clone(&p.clock),
+            p.tokens.tenant_id(),
+            p.dummy_hash.clone(),
+            Arc::new(p.trusted_issuers),
         );
         Self(Arc::new(Inner {
             service,
             directory,
             lockout: Lockout::new(),
-            store,
-            tokens,
-            authorizer,
-            clock,
-            endpoints,
-            dummy_hash,
+            barrier: p.barrier,
+            subscription_id: p.subscription_id,
+            store: p.store,
+            tokens: p.tokens,
+            authorizer: p.authorizer,
+            clock: p.clock,
+            endpoints: p.endpoints,
+            dummy_hash: p.dummy_hash,
             vaults: RwLock::new(HashMap::new()),
         }))
     }

@@ -23,6 +23,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     principals_round_trip_and_stay_unique(&*store).await;
     applications_round_trip(&*store).await;
     group_membership_is_kept_both_ways(&*store).await;
+    resources_upsert_and_ignore_id_case(&*store).await;
     settings_are_written_once(&*store).await;
     vaults_round_trip(&*store).await;
     versions_are_kept_and_latest_wins(&*store).await;
@@ -627,4 +628,39 @@ async fn group_membership_is_kept_both_ways(s: &dyn Storage) {
     assert!(s.delete_principal(&inner.object_id).await.unwrap());
     assert!(s.groups_of(&user.object_id).await.unwrap().is_empty());
     assert!(s.members(&group.object_id).await.unwrap().is_empty());
+}
+
+async fn resources_upsert_and_ignore_id_case(s: &dyn Storage) {
+    use keyhaven_core::resource::ResourceRecord;
+    let sub = uuid_like();
+    let id = format!("/subscriptions/{sub}/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/Id1");
+    let mut r = ResourceRecord {
+        id: id.clone(),
+        kind: "Microsoft.ManagedIdentity/userAssignedIdentities".into(),
+        subscription_id: sub.clone(),
+        resource_group: "RG".into(),
+        name: "Id1".into(),
+        location: "local".into(),
+        tags: "{}".into(),
+        properties: r#"{"a":1}"#.into(),
+        created: 1,
+        updated: 1,
+    };
+    assert!(s.put_resource(&r).await.unwrap());
+    r.properties = r#"{"a":2}"#.into();
+    r.updated = 2;
+    assert!(!s.put_resource(&r).await.unwrap());
+    let got = s.get_resource(&id.to_uppercase()).await.unwrap().unwrap();
+    assert_eq!(got.properties, r#"{"a":2}"#);
+    assert_eq!(got.created, 1);
+    assert_eq!(got.id, id);
+    assert_eq!(s.list_resources(&r.kind, &sub).await.unwrap().len(), 1);
+    assert!(s
+        .list_resources("Other/type", &sub)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.delete_resource(&id.to_lowercase()).await.unwrap());
+    assert!(!s.delete_resource(&id).await.unwrap());
+    assert!(s.get_resource(&id).await.unwrap().is_none());
 }

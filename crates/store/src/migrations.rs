@@ -43,6 +43,15 @@ pub const SQLITE: &[(i64, &str)] = &[
         group_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (group_id, member_id));
      CREATE INDEX group_members_member ON group_members (member_id);",
     ),
+    (
+        3,
+        "CREATE TABLE resources (
+        id_lower TEXT PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL,
+        subscription_id TEXT NOT NULL, resource_group TEXT NOT NULL, name TEXT NOT NULL,
+        location TEXT NOT NULL, tags TEXT NOT NULL, properties TEXT NOT NULL,
+        created INTEGER NOT NULL, updated INTEGER NOT NULL);
+     CREATE INDEX resources_by_kind ON resources (kind, subscription_id, id_lower);",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -86,5 +95,14 @@ pub const POSTGRES: &[(i64, &str)] = &[
      CREATE TABLE group_members (
         group_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (group_id, member_id));
      CREATE INDEX group_members_member ON group_members (member_id);",
+    ),
+    (
+        3,
+        "CREATE TABLE resources (
+        id_lower TEXT PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL,
+        subscription_id TEXT NOT NULL, resource_group TEXT NOT NULL, name TEXT NOT NULL,
+        location TEXT NOT NULL, tags TEXT NOT NULL, properties TEXT NOT NULL,
+        created BIGINT NOT NULL, updated BIGINT NOT NULL);
+     CREATE INDEX resources_by_kind ON resources (kind, subscription_id, id_lower);",
     ),
 ];

@@ -75,6 +75,7 @@ pub const PURGE_EXPIRED_VERSIONS: &str = "DELETE FROM versions WHERE EXISTS (SEL
 pub const PURGE_EXPIRED_OBJECTS: &str =
     "DELETE FROM objects WHERE scheduled_purge_date IS NOT NULL AND scheduled_purge_date <= $1";
 pub const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
+pub const REPLACE_SETTING: &str = "UPDATE settings SET value = $3 WHERE key = $1 AND value = $2";
 pub const PUT_SETTING: &str =
     "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub const PRINCIPAL_COLS: &str = "p.object_id, p.tenant_id, p.kind, p.app_id, p.upn, p.display_name, p.enabled, p.credentials, p.attrs, p.created";
@@ -250,4 +251,17 @@ pub fn version_page(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(page_of(rows, limit))
+}
+
+pub const RESOURCE_COLS: &str =
+    "id, kind, subscription_id, resource_group, name, location, tags, properties, created, updated";
+pub const UPSERT_RESOURCE: &str = "INSERT INTO resources (id_lower, id, kind, subscription_id, resource_group, name, location, tags, properties, created, updated) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (id_lower) DO UPDATE SET location = excluded.location, tags = excluded.tags, properties = excluded.properties, updated = excluded.updated";
+pub const RESOURCE_EXISTS: &str = "SELECT 1 FROM resources WHERE id_lower = $1";
+pub const DELETE_RESOURCE: &str = "DELETE FROM resources WHERE id_lower = $1";
+
+/// `SELECT` of resources with a `WHERE` clause.
+pub fn select_resources(filter: &str) -> String {
+    format!("SELECT {RESOURCE_COLS} FROM resources WHERE {filter}")
 }

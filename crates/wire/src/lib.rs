@@ -4,6 +4,7 @@
 //! Nothing here knows about HTTP frameworks, SQL or crypto.
 
 pub mod api_version;
+pub mod arm;
 pub mod error;
 pub mod graph;
 pub mod oauth;

@@ -204,3 +204,48 @@ mod tests {
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
     }
 }
+
+/// The instance metadata service's token response (numbers as strings).
+#[derive(Debug, Serialize)]
+pub struct ImdsToken {
+    /// The JWT.
+    pub access_token: String,
+    /// The identity's client id.
+    pub client_id: String,
+    /// Lifetime in seconds.
+    pub expires_in: String,
+    /// Expiry, Unix seconds.
+    pub expires_on: String,
+    /// Extended lifetime in seconds.
+    pub ext_expires_in: String,
+    /// Not-before, Unix seconds.
+    pub not_before: String,
+    /// The resource.
+    pub resource: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+}
+
+/// The App Service identity endpoint's token response.
+#[derive(Debug, Serialize)]
+pub struct AppServiceToken {
+    /// The JWT.
+    pub access_token: String,
+    /// Expiry, Unix seconds.
+    pub expires_on: String,
+    /// The resource.
+    pub resource: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// The identity's client id.
+    pub client_id: String,
+}
+
+/// A metadata-endpoint error: `{"error","error_description"}`.
+#[derive(Debug, Serialize)]
+pub struct ImdsError {
+    /// e.g. `invalid_request`.
+    pub error: &'static str,
+    /// Text.
+    pub error_description: String,
+}

@@ -115,22 +115,29 @@ async fn keys(State(st): State<AppState>, Path(tenant): Path<String>) -> Respons
     if tenant != st.tokens.tenant_id() {
         return tenant_not_found(&st, &tenant);
     }
-    let key = st.tokens.key();
-    let (n, e) = key.public_components();
-    ok(&Jwks {
-        keys: vec![Jwk {
-            kty: "RSA",
-            use_: "sig",
-            kid: key.kid().to_owned(),
-            n: n.to_owned(),
-            e: e.to_owned(),
-            issuer: st.tokens.issuer(),
-        }],
-    })
+    // Newest first; previous keys stay published so tokens they signed verify.
+    let keys = st
+        .tokens
+        .keys()
+        .iter()
+        .rev()
+        .map(|key| {
+            let (n, e) = key.public_components();
+            Jwk {
+                kty: "RSA",
+                use_: "sig",
+                kid: key.kid().to_owned(),
+                n: n.to_owned(),
+                e: e.to_owned(),
+                issuer: st.tokens.issuer(),
+            }
+        })
+        .collect();
+    ok(&Jwks { keys })
 }
 
 /// The resource a scope list asks for, as the canonical audience string.
-fn audience_for(st: &AppState, scope: &str) -> Option<String> {
+pub(crate) fn audience_for(st: &AppState, scope: &str) -> Option<String> {
     let known = [
         st.endpoints.vault_resource(),
         st.endpoints.management_url(),
@@ -246,6 +253,17 @@ fn sign_in_error(st: &AppState, f: SignInFailure, client_id: &str) -> Response {
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".to_owned(),
         ),
+        SignInFailure::Federation(f) => {
+            use keyhaven_identity::federation::FederationFailure as F;
+            let (code, text) = match f {
+                F::Issuer => (700211, "No matching federated identity record found for presented assertion issuer."),
+                F::Subject => (700213, "No matching federated identity record found for presented assertion subject."),
+                F::Audience => (700212, "No matching federated identity record found for presented assertion audience."),
+                F::Lifetime => (700024, "Client assertion is not within its valid time range."),
+                F::Signature => (700027, "The federated assertion failed signature validation or its signing key is unknown."),
+            };
+            (StatusCode::UNAUTHORIZED, "invalid_client", code, text.to_owned())
+        }
         SignInFailure::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -339,15 +357,26 @@ async fn issue(
                 if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
                     return bad_request(st, "invalid_request", 50027, "The client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
                 }
-                let base = format!("{}/{tenant}", st.tokens.authority());
-                let audiences = [
-                    format!("{base}/oauth2/v2.0/token"),
-                    format!("{base}/oauth2/token"),
-                ];
+                let assertion = assertion.trim();
                 azpacr = "2";
-                st.directory
-                    .sign_in_with_assertion(&client_id, assertion.trim(), &audiences)
-                    .await
+                // The client signs its own assertion (iss = client id); anything
+                // else is a token from an external issuer, to be federated.
+                if keyhaven_identity::federation::unverified_issuer(assertion).as_deref()
+                    == Some(client_id.as_str())
+                {
+                    let base = format!("{}/{tenant}", st.tokens.authority());
+                    let audiences = [
+                        format!("{base}/oauth2/v2.0/token"),
+                        format!("{base}/oauth2/token"),
+                    ];
+                    st.directory
+                        .sign_in_with_assertion(&client_id, assertion, &audiences)
+                        .await
+                } else {
+                    st.directory
+                        .sign_in_with_federated(&client_id, assertion)
+                        .await
+                }
             }
             (Some(secret), None) => {
                 azpacr = "1";
@@ -409,6 +438,7 @@ async fn issue(
         name: Some(&who.name),
         groups: &who.groups,
         azpacr: Some(azpacr),
+        mirid: None,
     };
     let Ok(access_token) = st.tokens.mint_with(&who.principal, &extra, &audience, now) else {
         return server_error(st);

@@ -3,6 +3,7 @@
 //! (authentication, api-version, vault lookup for the data plane), hands the
 //! request to the plane's router, and stamps the common response headers.
 
+pub mod arm;
 pub mod data;
 pub mod extract;
 pub mod graph;
@@ -32,6 +33,7 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const SERVICE_VERSION: &str = concat!("keyhaven-", env!("CARGO_PKG_VERSION"));
 
 struct Planes {
+    arm: Router,
     data: Router,
     login: Router,
     graph: Router,
@@ -40,6 +42,7 @@ struct Planes {
 /// The whole application as one router.
 pub fn app(state: AppState) -> Router {
     let planes = Arc::new(Planes {
+        arm: arm::router(state.clone()),
         data: data::router(state.clone()),
         login: login::router(state.clone()),
         graph: graph::router(state.clone()),
@@ -73,10 +76,7 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
                 .await
                 .unwrap_or_else(|e| match e {}),
             Plane::Graph => graph::handle(&state, planes.graph.clone(), req).await,
-            Plane::Management => ApiError::not_found(
-                "The management plane is not available in this version of Keyhaven.",
-            )
-            .into_response_with(),
+            Plane::Management => arm::handle(&state, planes.arm.clone(), req).await,
             Plane::Unknown(host) => ApiError::not_found(format!(
                 "No Keyhaven endpoint is served at host '{}'.",
                 host.chars().take(100).collect::<String>()

@@ -110,8 +110,13 @@ pub fn ok<T: Serialize>(value: &T) -> Response {
 
 /// 204 with no body.
 pub fn no_content() -> Response {
+    status_only(StatusCode::NO_CONTENT)
+}
+
+/// A status with no body.
+pub fn status_only(status: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
+    *r.status_mut() = status;
     r
 }
 

@@ -22,7 +22,7 @@ use keyhaven_crypto::{MasterKey, SoftwareBarrier};
 use keyhaven_identity::{BootstrapAuthorizer, SigningKey, TokenService};
 use keyhaven_server::bootstrap;
 use keyhaven_server::config::Endpoints;
-use keyhaven_server::AppState;
+use keyhaven_server::{AppState, Parts};
 use keyhaven_store::SqliteStore;
 use serde_json::Value;
 use tower::ServiceExt as _;
@@ -52,9 +52,13 @@ impl Harness {
             .await
             .unwrap();
         let endpoints = Endpoints::new("localhost", 8443);
-        let signing_der = boot.signing_key.to_pkcs8_der().unwrap().expose().clone();
-        let tokens = TokenService::new(
-            boot.signing_key,
+        let signing_der = boot.signing_keys[0]
+            .to_pkcs8_der()
+            .unwrap()
+            .expose()
+            .clone();
+        let tokens = TokenService::with_keys(
+            boot.signing_keys,
             &endpoints.authority_host(),
             &boot.tenant_id,
         );
@@ -64,15 +68,17 @@ impl Harness {
             app_id: boot.principal.app_id.clone(),
             kind: PrincipalKind::ServicePrincipal,
         };
-        let state = AppState::new(
+        let state = AppState::new(Parts {
             store,
             barrier,
-            dyn_clock,
+            clock: dyn_clock,
             tokens,
-            Arc::new(BootstrapAuthorizer::new(&boot.principal.object_id)),
+            authorizer: Arc::new(BootstrapAuthorizer::new(&boot.principal.object_id)),
             endpoints,
-            boot.dummy_hash,
-        );
+            dummy_hash: boot.dummy_hash,
+            subscription_id: boot.subscription_id.clone(),
+            trusted_issuers: Default::default(),
+        });
         Self {
             app: keyhaven_server::http::app(state),
             clock,

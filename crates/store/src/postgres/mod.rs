@@ -16,6 +16,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::migrations;
 
 mod directory;
+mod resource;
 use crate::sql::{self, with_deleted_info, RowData};
 
 /// Size of the connection pool of one node.
@@ -196,6 +197,14 @@ impl Store for PostgresStore {
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
         let c = self.client().await?;
         Ok(c.execute(sql::PUT_SETTING, &[&key, &value])
+            .await
+            .map_err(err)?
+            == 1)
+    }
+
+    async fn replace_setting(&self, key: &str, expected: &[u8], value: &[u8]) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(sql::REPLACE_SETTING, &[&key, &expected, &value])
             .await
             .map_err(err)?
             == 1)

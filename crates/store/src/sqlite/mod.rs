@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::migrations;
 
 mod directory;
+mod resource;
 use crate::sql::{self, with_deleted_info, RowData};
 
 /// Read-only connections kept for point reads.
@@ -257,6 +258,18 @@ impl Store for SqliteStore {
             Ok(c.execute(&q(sql::PUT_SETTING), params![key, value])
                 .map_err(err)?
                 == 1)
+        })
+        .await
+    }
+
+    async fn replace_setting(&self, key: &str, expected: &[u8], value: &[u8]) -> StoreResult<bool> {
+        let (key, expected, value) = (key.to_owned(), expected.to_vec(), value.to_vec());
+        self.run(move |c| {
+            Ok(
+                c.execute(&q(sql::REPLACE_SETTING), params![key, expected, value])
+                    .map_err(err)?
+                    == 1,
+            )
         })
         .await
     }

@@ -1,0 +1,485 @@
+//! The management plane at `management.{domain}`, ARM-shaped. So far it
+//! serves user-assigned managed identities, workloads (the resources the
+//! metadata endpoint identifies callers by) and signing-key rotation; vaults
+//! and the rest of ARM come with the management-plane issue. Requests carry a
+//! management-audience token; writes need a directory role until RBAC lands.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Extension, Router};
+use http::StatusCode;
+use keyhaven_core::resource::ResourceRecord;
+use keyhaven_core::Principal;
+use keyhaven_identity::directory::DirectoryError;
+use keyhaven_identity::managed::{ResourceName, UamiProps, WorkloadProps, WorkloadSpec};
+use keyhaven_wire::arm::{
+    ArmError, ArmErrorDetail, IdentityProperties, ManagedServiceIdentity, PutIdentity, PutWorkload,
+    RotatedKey, UserAssignedIdentity, UserAssignedRef, Workload, WorkloadProperties,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tower::ServiceExt as _;
+
+use super::extract::{query_map, read_body};
+use super::response::json;
+use crate::state::AppState;
+
+/// An ARM failure.
+pub struct ArmFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ArmFailure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ArmFailure {
+    fn into_response(self) -> Response {
+        json(
+            self.status,
+            &ArmError {
+                error: ArmErrorDetail {
+                    code: self.code,
+                    message: self.message,
+                },
+            },
+        )
+    }
+}
+
+type ArmResult = Result<Response, ArmFailure>;
+
+struct Ctx {
+    caller: Principal,
+}
+
+type C = Extension<Arc<Ctx>>;
+
+fn fail(ctx: &Ctx, action: &str, scope: &str, e: DirectoryError) -> ArmFailure {
+    match e {
+        DirectoryError::NotFound(_) => ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("The Resource '{scope}' was not found."),
+        ),
+        DirectoryError::BadRequest(m) => ArmFailure::new(StatusCode::BAD_REQUEST, "BadRequest", m),
+        DirectoryError::Forbidden => ArmFailure::new(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid.",
+                ctx.caller.object_id
+            ),
+        ),
+        DirectoryError::Store(err) => {
+            tracing::warn!(error = %err, "management store failed");
+            ArmFailure::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The service is temporarily unavailable.")
+        }
+        DirectoryError::Credential(_) => ArmFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "Internal error."),
+    }
+}
+
+/// The management plane's router (reached only through `handle`).
+pub fn router(state: AppState) -> Router {
+    const RG: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers";
+    Router::new()
+        .route(
+            "/providers/Keyhaven.Identity/rotateSigningKey",
+            post(rotate_signing_key),
+        )
+        .route(
+            &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
+            put(put_identity).get(get_identity).delete(delete_identity),
+        )
+        .route(
+            &format!("{RG}/Keyhaven.Compute/workloads/{{name}}"),
+            put(put_workload).get(get_workload).delete(delete_workload),
+        )
+        .fallback(|| async {
+            ArmFailure::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "The requested resource type or operation is not supported.",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ArmFailure::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The requested method is not allowed on this resource.",
+            )
+        })
+        .with_state(state)
+}
+
+/// Authenticates a management request and dispatches it.
+pub async fn handle(state: &AppState, router: Router, mut req: Request) -> Response {
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned());
+    let caller = match token.map(|t| {
+        state
+            .tokens
+            .validate(&t, &state.endpoints.management_url(), state.clock.now())
+    }) {
+        Some(Ok(p)) => p,
+        Some(Err(_)) => {
+            return ArmFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "The access token is invalid.",
+            )
+            .into_response();
+        }
+        None => {
+            let mut r = ArmFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+            )
+            .into_response();
+            let challenge = format!(
+                "Bearer authorization_uri=\"{}/{}\", error=\"invalid_token\", error_description=\"The authentication failed because of missing 'Authorization' header.\"",
+                state.endpoints.authority_host(),
+                state.tokens.tenant_id()
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+            }
+            return r;
+        }
+    };
+    if !query_map(req.uri().query()).contains_key("api-version") {
+        return ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(Arc::new(Ctx { caller }));
+    router.oneshot(req).await.unwrap_or_else(|e| match e {})
+}
+
+async fn body<T: DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
+    let bytes = read_body(req.into_body()).await.map_err(|_| {
+        ArmFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "The request body is too large.",
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            format!("The request content was invalid and could not be deserialized (line {}, column {}).", e.line(), e.column()),
+        )
+    })
+}
+
+fn reply<T: Serialize>(created: bool, v: &T) -> ArmResult {
+    Ok(json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        v,
+    ))
+}
+
+fn location(raw: &Option<String>) -> Result<String, ArmFailure> {
+    match raw.as_deref().map(str::trim) {
+        Some(l) if !l.is_empty() && l.len() <= 64 => Ok(l.to_owned()),
+        _ => Err(ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "LocationRequired",
+            "The location property is required for this definition.",
+        )),
+    }
+}
+
+fn resource_name(
+    st: &AppState,
+    sub: String,
+    rg: String,
+    name: String,
+) -> Result<ResourceName, ArmFailure> {
+    if !sub.eq_ignore_ascii_case(&st.subscription_id) {
+        return Err(ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!(
+                "The subscription '{}' could not be found.",
+                sub.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    if rg.is_empty() || rg.len() > 90 {
+        return Err(ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidResourceGroup",
+            "The resource group name is invalid.",
+        ));
+    }
+    Ok(ResourceName {
+        subscription_id: st.subscription_id.clone(),
+        resource_group: rg,
+        name,
+    })
+}
+
+fn tags_of(r: &ResourceRecord) -> BTreeMap<String, String> {
+    serde_json::from_str(&r.tags).unwrap_or_default()
+}
+
+fn identity_out(st: &AppState, r: &ResourceRecord, p: &UamiProps) -> UserAssignedIdentity {
+    UserAssignedIdentity {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        kind: r.kind.clone(),
+        location: r.location.clone(),
+        tags: tags_of(r),
+        properties: IdentityProperties {
+            tenant_id: st.tokens.tenant_id().to_owned(),
+            principal_id: p.principal_id.clone(),
+            client_id: p.client_id.clone(),
+        },
+    }
+}
+
+async fn rotate_signing_key(State(st): State<AppState>, Extension(ctx): C) -> ArmResult {
+    const ACTION: &str = "Keyhaven.Identity/rotateSigningKey/action";
+    st.directory
+        .require_admin(&ctx.caller)
+        .await
+        .map_err(|e| fail(&ctx, ACTION, "/", e))?;
+    let keys = crate::signing::rotate(&st.store, &st.barrier)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "signing key rotation failed");
+            ArmFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The signing key could not be rotated; try again.",
+            )
+        })?;
+    let kid = keys.last().map(|k| k.kid().to_owned()).unwrap_or_default();
+    st.tokens.replace_keys(keys);
+    tracing::info!(%kid, "token signing key rotated");
+    Ok(json(StatusCode::OK, &RotatedKey { kid }))
+}
+
+async fn put_identity(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+    req: Request,
+) -> ArmResult {
+    let at = resource_name(&st, sub, rg, name)?;
+    let b: PutIdentity = body(req).await?;
+    let loc = location(&b.location)?;
+    let tags = serde_json::to_string(&b.tags).unwrap_or_else(|_| "{}".into());
+    let scope = at.id(keyhaven_identity::managed::UAMI_TYPE);
+    let (r, p, created) = st
+        .directory
+        .put_user_assigned(&ctx.caller, &at, &loc, &tags)
+        .await
+        .map_err(|e| {
+            fail(
+                &ctx,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+                &scope,
+                e,
+            )
+        })?;
+    reply(created, &identity_out(&st, &r, &p))
+}
+
+async fn get_identity(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+) -> ArmResult {
+    let at = resource_name(&st, sub, rg, name)?;
+    let scope = at.id(keyhaven_identity::managed::UAMI_TYPE);
+    let (r, p) = st.directory.user_assigned(&scope).await.map_err(|e| {
+        fail(
+            &ctx,
+            "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+            &scope,
+            e,
+        )
+    })?;
+    reply(false, &identity_out(&st, &r, &p))
+}
+
+async fn delete_identity(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+) -> ArmResult {
+    let at = resource_name(&st, sub, rg, name)?;
+    let scope = at.id(keyhaven_identity::managed::UAMI_TYPE);
+    let deleted = st
+        .directory
+        .delete_user_assigned(&ctx.caller, &scope)
+        .await
+        .map_err(|e| {
+            fail(
+                &ctx,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
+                &scope,
+                e,
+            )
+        })?;
+    Ok(super::response::status_only(if deleted {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }))
+}
+
+async fn workload_out(st: &AppState, r: &ResourceRecord, p: &WorkloadProps) -> Workload {
+    let mut user_assigned = BTreeMap::new();
+    for id in &p.user_assigned {
+        if let Ok((ur, up)) = st.directory.user_assigned(id).await {
+            user_assigned.insert(
+                ur.id,
+                UserAssignedRef {
+                    principal_id: up.principal_id,
+                    client_id: up.client_id,
+                },
+            );
+        }
+    }
+    let kind = match (p.system_principal_id.is_some(), !p.user_assigned.is_empty()) {
+        (true, true) => "SystemAssigned, UserAssigned",
+        (true, false) => "SystemAssigned",
+        (false, true) => "UserAssigned",
+        (false, false) => "None",
+    };
+    Workload {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        kind: r.kind.clone(),
+        location: r.location.clone(),
+        tags: tags_of(r),
+        properties: WorkloadProperties {
+            addresses: p.addresses.iter().map(IpAddr::to_string).collect(),
+        },
+        identity: ManagedServiceIdentity {
+            kind: kind.to_owned(),
+            principal_id: p.system_principal_id.clone(),
+            tenant_id: p
+                .system_principal_id
+                .as_ref()
+                .map(|_| st.tokens.tenant_id().to_owned()),
+            user_assigned,
+        },
+    }
+}
+
+async fn put_workload(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+    req: Request,
+) -> ArmResult {
+    let at = resource_name(&st, sub, rg, name)?;
+    let b: PutWorkload = body(req).await?;
+    let loc = location(&b.location)?;
+    let mut addresses = Vec::with_capacity(b.properties.addresses.len());
+    for a in &b.properties.addresses {
+        addresses.push(a.trim().parse::<IpAddr>().map_err(|_| {
+            ArmFailure::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidAddress",
+                format!(
+                    "'{}' is not an IP address.",
+                    a.chars().take(64).collect::<String>()
+                ),
+            )
+        })?);
+    }
+    let (system_assigned, user_assigned) = match &b.identity {
+        Some(i) => {
+            let ua: Vec<String> = i.user_assigned.keys().cloned().collect();
+            if !ua.is_empty() && !i.user_assigned_enabled() {
+                return Err(ArmFailure::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidIdentityType",
+                    "userAssignedIdentities requires identity type 'UserAssigned'.",
+                ));
+            }
+            (i.system_assigned(), ua)
+        }
+        None => (false, Vec::new()),
+    };
+    let scope = at.id(keyhaven_identity::managed::WORKLOAD_TYPE);
+    let spec = WorkloadSpec {
+        addresses,
+        system_assigned,
+        user_assigned,
+        location: loc,
+        tags: serde_json::to_string(&b.tags).unwrap_or_else(|_| "{}".into()),
+    };
+    let (r, p, created) = st
+        .directory
+        .put_workload(&ctx.caller, &at, spec)
+        .await
+        .map_err(|e| fail(&ctx, "Keyhaven.Compute/workloads/write", &scope, e))?;
+    reply(created, &workload_out(&st, &r, &p).await)
+}
+
+async fn get_workload(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+) -> ArmResult {
+    let at = resource_name(&st, sub, rg, name)?;
+    let scope = at.id(keyhaven_identity::managed::WORKLOAD_TYPE);
+    let (r, p) = st
+        .directory
+        .workload(&scope)
+        .await
+        .map_err(|e| fail(&ctx, "Keyhaven.Compute/workloads/read", &scope, e))?;
+    reply(false, &workload_out(&st, &r, &p).await)
+}
+
+async fn delete_workload(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+) -> ArmResult {
+    let at = resource_name(&st, sub, rg, name)?;
+    let scope = at.id(keyhaven_identity::managed::WORKLOAD_TYPE);
+    let deleted = st
+        .directory
+        .delete_workload(&ctx.caller, &scope)
+        .await
+        .map_err(|e| fail(&ctx, "Keyhaven.Compute/workloads/delete", &scope, e))?;
+    Ok(super::response::status_only(if deleted {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }))
+}

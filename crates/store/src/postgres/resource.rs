@@ -1,0 +1,101 @@
+//! ARM resources on PostgreSQL.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use keyhaven_core::resource::{ResourceRecord, ResourceStore};
+use keyhaven_core::store::StoreResult;
+use tokio_postgres::Row;
+
+use super::{err, PostgresStore, P};
+use crate::sql;
+
+fn resource(r: &Row) -> StoreResult<ResourceRecord> {
+    Ok(ResourceRecord {
+        id: r.try_get(0).map_err(err)?,
+        kind: r.try_get(1).map_err(err)?,
+        subscription_id: r.try_get(2).map_err(err)?,
+        resource_group: r.try_get(3).map_err(err)?,
+        name: r.try_get(4).map_err(err)?,
+        location: r.try_get(5).map_err(err)?,
+        tags: r.try_get(6).map_err(err)?,
+        properties: r.try_get(7).map_err(err)?,
+        created: r.try_get(8).map_err(err)?,
+        updated: r.try_get(9).map_err(err)?,
+    })
+}
+
+impl PostgresStore {
+    async fn resources(&self, q: &str, p: &[P<'_>]) -> StoreResult<Vec<ResourceRecord>> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(q).await.map_err(err)?;
+        c.query(&stmt, p)
+            .await
+            .map_err(err)?
+            .iter()
+            .map(resource)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ResourceStore for PostgresStore {
+    async fn put_resource(&self, r: &ResourceRecord) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let id_lower = r.id.to_ascii_lowercase();
+        let existed = tx
+            .query_opt(
+                &format!("{} FOR UPDATE", sql::RESOURCE_EXISTS),
+                &[&id_lower],
+            )
+            .await
+            .map_err(err)?
+            .is_some();
+        tx.execute(
+            sql::UPSERT_RESOURCE,
+            &[
+                &id_lower,
+                &r.id,
+                &r.kind,
+                &r.subscription_id,
+                &r.resource_group,
+                &r.name,
+                &r.location,
+                &r.tags,
+                &r.properties,
+                &r.created,
+                &r.updated,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(!existed)
+    }
+
+    async fn get_resource(&self, id: &str) -> StoreResult<Option<ResourceRecord>> {
+        let id = id.to_ascii_lowercase();
+        Ok(self
+            .resources(&sql::select_resources("id_lower = $1"), &[&id])
+            .await?
+            .pop())
+    }
+
+    async fn delete_resource(&self, id: &str) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let id = id.to_ascii_lowercase();
+        Ok(c.execute(sql::DELETE_RESOURCE, &[&id]).await.map_err(err)? == 1)
+    }
+
+    async fn list_resources(
+        &self,
+        kind: &str,
+        subscription_id: &str,
+    ) -> StoreResult<Vec<ResourceRecord>> {
+        self.resources(
+            &sql::select_resources("kind = $1 AND subscription_id = $2 ORDER BY id_lower"),
+            &[&kind, &subscription_id],
+        )
+        .await
+    }
+}

@@ -1,0 +1,100 @@
+//! ARM resources on SQLite.
+
+use async_trait::async_trait;
+use keyhaven_core::resource::{ResourceRecord, ResourceStore};
+use keyhaven_core::store::StoreResult;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::{err, q, SqliteStore};
+use crate::sql;
+
+fn resource(r: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
+    Ok(ResourceRecord {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        subscription_id: r.get(2)?,
+        resource_group: r.get(3)?,
+        name: r.get(4)?,
+        location: r.get(5)?,
+        tags: r.get(6)?,
+        properties: r.get(7)?,
+        created: r.get(8)?,
+        updated: r.get(9)?,
+    })
+}
+
+fn resources(
+    c: &Connection,
+    sql: &str,
+    p: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<ResourceRecord>> {
+    let mut stmt = c.prepare_cached(&q(sql)).map_err(err)?;
+    let rows = stmt.query_map(p, resource).map_err(err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
+#[async_trait]
+impl ResourceStore for SqliteStore {
+    async fn put_resource(&self, r: &ResourceRecord) -> StoreResult<bool> {
+        let r = r.clone();
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let id_lower = r.id.to_ascii_lowercase();
+            let existed = tx
+                .query_row(&q(sql::RESOURCE_EXISTS), [&id_lower], |_| Ok(()))
+                .optional()
+                .map_err(err)?
+                .is_some();
+            tx.execute(
+                &q(sql::UPSERT_RESOURCE),
+                params![
+                    id_lower,
+                    r.id,
+                    r.kind,
+                    r.subscription_id,
+                    r.resource_group,
+                    r.name,
+                    r.location,
+                    r.tags,
+                    r.properties,
+                    r.created,
+                    r.updated
+                ],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(!existed)
+        })
+        .await
+    }
+
+    async fn get_resource(&self, id: &str) -> StoreResult<Option<ResourceRecord>> {
+        let id = id.to_ascii_lowercase();
+        self.read(move |c| Ok(resources(c, &sql::select_resources("id_lower = $1"), &[&id])?.pop()))
+            .await
+    }
+
+    async fn delete_resource(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_ascii_lowercase();
+        self.run(move |c| Ok(c.execute(&q(sql::DELETE_RESOURCE), [&id]).map_err(err)? == 1))
+            .await
+    }
+
+    async fn list_resources(
+        &self,
+        kind: &str,
+        subscription_id: &str,
+    ) -> StoreResult<Vec<ResourceRecord>> {
+        let (k, s) = (kind.to_owned(), subscription_id.to_owned());
+        self.read(move |c| {
+            resources(
+                c,
+                &sql::select_resources("kind = $1 AND subscription_id = $2 ORDER BY id_lower"),
+                &[&k, &s],
+            )
+        })
+        .await
+    }
+}
