@@ -799,6 +799,15 @@ impl Directory {
         self.service_principal_sign_in(&app).await
     }
 
+    /// Whether `client_id` is a public client that may sign users in.
+    pub async fn is_public_client(&self, client_id: &str) -> Result<bool, SignInFailure> {
+        Ok(self
+            .application_for_client(client_id)
+            .await
+            .map(|a| ApplicationAttrs::of(&a).public_client)
+            .unwrap_or(false))
+    }
+
     /// Resource-owner password credentials through a public client.
     pub async fn sign_in_with_password(
         &self,

@@ -7,6 +7,7 @@
 pub mod assertion;
 pub mod authz;
 pub mod credentials;
+pub mod device;
 pub mod directory;
 pub mod federation;
 pub mod lockout;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use keyhaven_core::{
     Authorizer, Barrier, Clock, Error, Storage, VaultName, VaultRecord, VaultService,
 };
+use keyhaven_identity::device::DeviceCodes;
 use keyhaven_identity::federation::TrustedIssuers;
 use keyhaven_identity::lockout::Lockout;
 use keyhaven_identity::{Directory, TokenService};
@@ -28,6 +29,8 @@ pub struct Inner {
     pub directory: Directory,
     /// Failed sign-in counts.
     pub lockout: Lockout,
+    /// Pending device authorizations.
+    pub device_codes: DeviceCodes,
     /// The crypto barrier (for deployment-level sealed data).
     pub barrier: Arc<dyn Barrier>,
     /// The deployment's subscription.
@@ -87,6 +90,7 @@ impl AppState {
             service,
             directory,
             lockout: Lockout::new(),
+            device_codes: DeviceCodes::new(),
             barrier: p.barrier,
             subscription_id: p.subscription_id,
             store: p.store,

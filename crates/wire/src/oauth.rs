@@ -27,6 +27,45 @@ pub struct TokenRequest {
     pub password: Option<String>,
     /// Refresh token (refresh grant).
     pub refresh_token: Option<String>,
+    /// Device code (device code grant).
+    pub device_code: Option<String>,
+}
+
+/// The device authorization endpoint's form body.
+#[derive(Debug, Deserialize)]
+pub struct DeviceCodeRequest {
+    /// The public client.
+    pub client_id: Option<String>,
+    /// Requested scopes.
+    pub scope: Option<String>,
+}
+
+/// The device authorization response.
+#[derive(Debug, Serialize)]
+pub struct DeviceCodeResponse {
+    /// What the user types.
+    pub user_code: String,
+    /// What the device polls with.
+    pub device_code: String,
+    /// Where the user goes.
+    pub verification_uri: String,
+    /// Seconds the codes are valid.
+    pub expires_in: i64,
+    /// Seconds between polls.
+    pub interval: i64,
+    /// Instructions for the user.
+    pub message: String,
+}
+
+/// The verification page's form.
+#[derive(Debug, Deserialize)]
+pub struct DeviceLoginForm {
+    /// The user code.
+    pub code: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password; moved into `Sensitive` by the handler.
+    pub password: Option<String>,
 }
 
 /// A successful token response.

@@ -13,11 +13,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::StatusCode;
 use keyhaven_core::{PrincipalKind, Sensitive};
+use keyhaven_identity::device::{Poll, DEVICE_CODE_LIFETIME_SECS, POLL_INTERVAL_SECS};
 use keyhaven_identity::token::{Extra, TOKEN_LIFETIME_SECS};
 use keyhaven_identity::SignInFailure;
 use keyhaven_wire::oauth::{
-    Jwk, Jwks, OAuthError, OpenIdConfiguration, TokenRequest, TokenResponse, TokenResponseV1,
-    UserRealm,
+    DeviceCodeRequest, DeviceCodeResponse, DeviceLoginForm, Jwk, Jwks, OAuthError,
+    OpenIdConfiguration, TokenRequest, TokenResponse, TokenResponseV1, UserRealm,
 };
 
 use std::net::IpAddr;
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/{tenant}/discovery/v2.0/keys", get(keys))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/oauth2/token", post(token_v1))
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(device_code))
+        .route("/device", get(device_page).post(device_login))
         .route("/common/userrealm/{user}", get(user_realm))
         .fallback(|| async {
             ApiError::not_found("The requested endpoint does not exist on the token issuer.")
@@ -155,6 +158,7 @@ pub(crate) fn audience_for(st: &AppState, scope: &str) -> Option<String> {
 }
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Which token endpoint a request came to.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -314,9 +318,47 @@ async fn issue(
             "The request body must contain the following parameter: 'client_id'.",
         );
     };
-    let requested = match endpoint {
-        Endpoint::V2 => form.scope.clone(),
-        Endpoint::V1 => form
+    let now = st.clock.now();
+    let grant = form.grant_type.as_deref().unwrap_or("");
+    // A device code carries the scope the device asked for when it began.
+    let device = if grant == DEVICE_CODE_GRANT {
+        let Some(code) = form.device_code.as_deref() else {
+            return bad_request(
+                st,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'device_code'.",
+            );
+        };
+        match st.device_codes.poll(code, &client_id, now) {
+            Poll::Approved(who, scope) => Some((*who, scope)),
+            Poll::Pending => {
+                return bad_request(
+                    st,
+                    "authorization_pending",
+                    70016,
+                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                );
+            }
+            Poll::Expired => {
+                return bad_request(st, "expired_token", 70020, "The provided value for the input parameter 'device_code' is not valid. This device code has expired.");
+            }
+            Poll::Unknown => {
+                return bad_request(
+                    st,
+                    "invalid_grant",
+                    70000,
+                    "The provided value for the input parameter 'device_code' is not valid.",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let requested = match (&device, endpoint) {
+        (Some((_, scope)), _) => Some(scope.clone()),
+        (None, Endpoint::V2) => form.scope.clone(),
+        (None, Endpoint::V1) => form
             .resource
             .as_deref()
             .map(|r| format!("{}/.default", r.trim_end_matches('/'))),
@@ -329,8 +371,6 @@ async fn issue(
             "The provided value for scope is not valid. Client credential flows must have one scope value with /.default suffixed to a resource known to this tenant.",
         );
     };
-    let now = st.clock.now();
-    let grant = form.grant_type.as_deref().unwrap_or("");
     // Brute force: users are counted by user name, applications by client id.
     let subject = match (grant, form.username.as_deref()) {
         ("password", Some(u)) => u.to_owned(),
@@ -408,6 +448,7 @@ async fn issue(
                 }
             }
         }
+        DEVICE_CODE_GRANT => device.map(|(who, _)| who).ok_or(SignInFailure::Unavailable),
         _ => {
             return bad_request(
                 st,
@@ -491,4 +532,167 @@ fn server_error(st: &AppState) -> Response {
         50000,
         "The token could not be issued.",
     )
+}
+
+async fn device_code(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Response {
+    if tenant != st.tokens.tenant_id() {
+        return tenant_not_found(&st, &tenant);
+    }
+    let Ok(bytes) = read_body(body).await else {
+        return bad_request(
+            &st,
+            "invalid_request",
+            900144,
+            "The request body is too large.",
+        );
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<DeviceCodeRequest>(&bytes) else {
+        return bad_request(
+            &st,
+            "invalid_request",
+            900144,
+            "The request body must be application/x-www-form-urlencoded.",
+        );
+    };
+    let Some(client_id) = form.client_id else {
+        return bad_request(
+            &st,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        );
+    };
+    let Some(scope) = form.scope.filter(|s| audience_for(&st, s).is_some()) else {
+        return bad_request(
+            &st,
+            "invalid_scope",
+            70011,
+            "The provided value for the input parameter 'scope' is not valid.",
+        );
+    };
+    match st.directory.is_public_client(&client_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return bad_request(
+                &st,
+                "invalid_client",
+                7000218,
+                "The application must be a public client to use the device code flow.",
+            );
+        }
+        Err(f) => return sign_in_error(&st, f, &client_id),
+    }
+    let Some(issued) = st.device_codes.issue(&client_id, &scope, st.clock.now()) else {
+        return oauth_error(
+            &st,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90033,
+            "Too many pending device codes; try again later.",
+        );
+    };
+    let verification_uri = format!("{}/device", st.tokens.authority());
+    ok(&DeviceCodeResponse {
+        message: format!(
+            "To sign in, use a web browser to open the page {verification_uri} and enter the code {} to authenticate.",
+            issued.user_code
+        ),
+        user_code: issued.user_code,
+        device_code: issued.device_code,
+        verification_uri,
+        expires_in: DEVICE_CODE_LIFETIME_SECS,
+        interval: POLL_INTERVAL_SECS,
+    })
+}
+
+const DEVICE_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Keyhaven sign-in</title>
+<style>body{font-family:sans-serif;max-width:28em;margin:4em auto}label{display:block;margin:.8em 0 .2em}input{width:100%;padding:.4em}button{margin-top:1em;padding:.5em 1.5em}.msg{padding:.6em;background:#eef}</style></head>
+<body><h1>Sign in to a device</h1>{message}
+<form method="post" action="/device">
+<label for="code">Code shown on the device</label><input id="code" name="code" autocomplete="off" required>
+<label for="username">User name</label><input id="username" name="username" autocomplete="username" required>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form></body></html>"#;
+
+fn html(status: StatusCode, message: &str) -> Response {
+    let body = DEVICE_PAGE.replace("{message}", message);
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The page takes a password: never framed, never cached.
+    r.headers_mut()
+        .insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    r.headers_mut().insert(
+        "content-security-policy",
+        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+async fn device_page() -> Response {
+    html(StatusCode::OK, "")
+}
+
+async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Response {
+    let fail = |text: &str| {
+        html(
+            StatusCode::BAD_REQUEST,
+            &format!(r#"<p class="msg">{text}</p>"#),
+        )
+    };
+    let Ok(bytes) = read_body(body).await else {
+        return fail("The form is too large.");
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<DeviceLoginForm>(&bytes) else {
+        return fail("The form could not be read.");
+    };
+    let password = form.password.map(Sensitive::new);
+    let (Some(code), Some(username), Some(password)) = (form.code, form.username, password) else {
+        return fail("Enter the code, your user name and your password.");
+    };
+    let now = st.clock.now();
+    let Some(client_id) = st.device_codes.client_of(&code, now) else {
+        return fail(
+            "That code is not valid or has expired. Check the code on the device and try again.",
+        );
+    };
+    let source = peer.map(|p| p.0 .0.ip());
+    if st.lockout.is_locked(&username, source, now) {
+        return fail("Too many failed sign-ins. Try again later.");
+    }
+    match st
+        .directory
+        .sign_in_with_password(&client_id, &username, password)
+        .await
+    {
+        Ok(mut who) => {
+            st.lockout.record_success(&username, source);
+            who.principal.app_id = Some(client_id);
+            if st.device_codes.approve(&code, who, now) {
+                html(
+                    StatusCode::OK,
+                    r#"<p class="msg">You have signed in. You can close this window and return to the device.</p>"#,
+                )
+            } else {
+                fail("That code is not valid or has expired.")
+            }
+        }
+        Err(f) => {
+            if f != SignInFailure::Unavailable {
+                st.lockout.record_failure(&username, source, now);
+            }
+            match f {
+                SignInFailure::UserDisabled => fail("Your account is disabled."),
+                _ => fail("The user name or password is incorrect."),
+            }
+        }
+    }
 }

@@ -1,0 +1,235 @@
+//! The device authorization grant (RFC 8628): a device asks for a code, the
+//! user approves it on Keyhaven's verification page by signing in, and the
+//! device polls the token endpoint until then. Pending codes live in memory on
+//! the node that issued them (scale-out moves them to the store).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use crate::directory::SignedIn;
+
+/// How long a code may be used.
+pub const DEVICE_CODE_LIFETIME_SECS: i64 = 900;
+/// How often the device should poll.
+pub const POLL_INTERVAL_SECS: i64 = 2;
+/// Most pending codes at once; past this the expired ones are dropped and new
+/// requests refused.
+const MAX_PENDING: usize = 10_000;
+// Letters and digits that cannot be mistaken for each other.
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ23456789";
+
+/// A new device authorization.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// What the device polls with.
+    pub device_code: String,
+    /// What the user types.
+    pub user_code: String,
+}
+
+/// The state of a device code when polled.
+#[derive(Debug)]
+pub enum Poll {
+    /// Not approved yet.
+    Pending,
+    /// Approved: who signed in, and the scope the device asked for.
+    Approved(Box<SignedIn>, String),
+    /// Expired.
+    Expired,
+    /// Unknown, or issued to another client.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Pending {
+    user_code: String,
+    client_id: String,
+    scope: String,
+    expires: i64,
+    approved: Option<SignedIn>,
+}
+
+/// Pending device authorizations.
+#[derive(Debug, Default)]
+pub struct DeviceCodes {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl DeviceCodes {
+    /// No pending codes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Issues a code for `client_id` asking for `scope`.
+    pub fn issue(&self, client_id: &str, scope: &str, now: i64) -> Option<Issued> {
+        let mut map = self.pending.lock().ok()?;
+        if map.len() >= MAX_PENDING {
+            map.retain(|_, p| p.expires > now);
+            if map.len() >= MAX_PENDING {
+                return None;
+            }
+        }
+        let mut raw = [0u8; 32];
+        openssl::rand::rand_bytes(&mut raw).ok()?;
+        let device_code = URL_SAFE_NO_PAD.encode(raw);
+        let mut letters = [0u8; 8];
+        openssl::rand::rand_bytes(&mut letters).ok()?;
+        let chars: Vec<char> = letters
+            .iter()
+            .map(|b| {
+                char::from(
+                    *USER_CODE_ALPHABET
+                        .get(usize::from(*b) % USER_CODE_ALPHABET.len())
+                        .unwrap_or(&b'X'),
+                )
+            })
+            .collect();
+        let user_code = format!(
+            "{}-{}",
+            chars.iter().take(4).collect::<String>(),
+            chars.iter().skip(4).collect::<String>()
+        );
+        map.insert(
+            device_code.clone(),
+            Pending {
+                user_code: user_code.clone(),
+                client_id: client_id.to_owned(),
+                scope: scope.to_owned(),
+                expires: now + DEVICE_CODE_LIFETIME_SECS,
+                approved: None,
+            },
+        );
+        Some(Issued {
+            device_code,
+            user_code,
+        })
+    }
+
+    /// The client a live user code was issued to.
+    pub fn client_of(&self, user_code: &str, now: i64) -> Option<String> {
+        let code = normalise(user_code);
+        let map = self.pending.lock().ok()?;
+        map.values()
+            .find(|p| p.user_code == code && p.expires > now && p.approved.is_none())
+            .map(|p| p.client_id.clone())
+    }
+
+    /// Marks the user code approved by `who`; false if unknown or expired.
+    pub fn approve(&self, user_code: &str, who: SignedIn, now: i64) -> bool {
+        let code = normalise(user_code);
+        let Ok(mut map) = self.pending.lock() else {
+            return false;
+        };
+        match map
+            .values_mut()
+            .find(|p| p.user_code == code && p.expires > now && p.approved.is_none())
+        {
+            Some(p) => {
+                p.approved = Some(who);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Polls a device code; an approved code is consumed.
+    pub fn poll(&self, device_code: &str, client_id: &str, now: i64) -> Poll {
+        let Ok(mut map) = self.pending.lock() else {
+            return Poll::Unknown;
+        };
+        let Some(p) = map.get(device_code) else {
+            return Poll::Unknown;
+        };
+        if p.client_id != client_id {
+            return Poll::Unknown;
+        }
+        if p.expires <= now {
+            map.remove(device_code);
+            return Poll::Expired;
+        }
+        if p.approved.is_none() {
+            return Poll::Pending;
+        }
+        match map.remove(device_code) {
+            Some(Pending {
+                approved: Some(who),
+                scope,
+                ..
+            }) => Poll::Approved(Box::new(who), scope),
+            _ => Poll::Unknown,
+        }
+    }
+}
+
+fn normalise(user_code: &str) -> String {
+    let clean: String = user_code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if clean.len() == 8 {
+        format!("{}-{}", &clean[..4], &clean[4..])
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhaven_core::{Principal, PrincipalKind};
+
+    fn who() -> SignedIn {
+        SignedIn {
+            principal: Principal {
+                object_id: "u".into(),
+                tenant_id: "t".into(),
+                app_id: None,
+                kind: PrincipalKind::User,
+            },
+            upn: Some("a@b".into()),
+            name: "A".into(),
+            groups: vec![],
+            credential_stamp: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_code_is_pending_until_approved_then_consumed() {
+        let d = DeviceCodes::new();
+        let i = d.issue("cli", "s", 100).unwrap();
+        assert_eq!(i.user_code.len(), 9);
+        assert!(matches!(d.poll(&i.device_code, "cli", 101), Poll::Pending));
+        assert!(matches!(
+            d.poll(&i.device_code, "other", 101),
+            Poll::Unknown
+        ));
+        assert_eq!(
+            d.client_of(&i.user_code.to_lowercase().replace('-', ""), 102)
+                .as_deref(),
+            Some("cli")
+        );
+        assert!(d.approve(&i.user_code, who(), 102));
+        assert!(!d.approve(&i.user_code, who(), 102), "approved once");
+        assert!(matches!(
+            d.poll(&i.device_code, "cli", 103),
+            Poll::Approved(_, _)
+        ));
+        assert!(matches!(d.poll(&i.device_code, "cli", 104), Poll::Unknown));
+    }
+
+    #[test]
+    fn codes_expire() {
+        let d = DeviceCodes::new();
+        let i = d.issue("cli", "s", 100).unwrap();
+        assert!(!d.approve(&i.user_code, who(), 100 + DEVICE_CODE_LIFETIME_SECS));
+        assert!(matches!(
+            d.poll(&i.device_code, "cli", 100 + DEVICE_CODE_LIFETIME_SECS),
+            Poll::Expired
+        ));
+    }
+}
