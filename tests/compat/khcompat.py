@@ -792,3 +792,340 @@ def app_secret_credential(server: "KeyhavenServer", client_id: str, client_secre
     kw.update(kwargs)
     return ClientSecretCredential(server.tenant_id, client_id, client_secret, authority=server.authority_host,
                                   disable_instance_discovery=True, **kw)
+
+
+# --------------------------------------------------------------------------
+# Private servers, the management plane (ARM subset), the IMDS listener,
+# external JWTs for workload identity federation, and JWKS verification.
+# Used by test_managed_identity.py, test_workload_identity.py,
+# test_device_code.py and test_key_rotation.py.
+# --------------------------------------------------------------------------
+
+import contextlib as _contextlib  # noqa: E402
+import http.client as _http_client  # noqa: E402
+from urllib.parse import urlencode as _urlencode  # noqa: E402
+
+# api-versions of the management plane.
+ARM_MI_API_VERSION = "2023-01-31"        # Microsoft.ManagedIdentity
+ARM_KEYHAVEN_API_VERSION = "2026-01-01"  # Keyhaven.Compute, Keyhaven.Identity
+UAMI_TYPE = "Microsoft.ManagedIdentity/userAssignedIdentities"
+WORKLOAD_TYPE = "Keyhaven.Compute/workloads"
+# The audience Entra requires in a federated credential (and in the external token).
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+# Everything azure-identity / msal read to pick a credential or a managed
+# identity source (msal managed_identity.py get_managed_identity_source,
+# azure-identity ManagedIdentityCredential.__init__, EnvironmentCredential,
+# DefaultAzureCredential). Tests clear them and set only what they mean.
+IDENTITY_ENV_VARS = (
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT",
+    "MSI_ENDPOINT", "MSI_SECRET", "AZUREPS_HOST_ENVIRONMENT", "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_USERNAME", "AZURE_PASSWORD",
+    "AZURE_AUTHORITY_HOST", "AZURE_TOKEN_CREDENTIALS", "AZURE_REGIONAL_AUTHORITY_NAME",
+    "AZURE_KUBERNETES_TOKEN_PROXY", "AZURE_KUBERNETES_SNI_NAME", "AZURE_KUBERNETES_CA_FILE",
+    "AZURE_KUBERNETES_CA_DATA",
+)
+
+
+def clear_identity_env(monkeypatch) -> None:
+    for var in IDENTITY_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def trust_server_ca(monkeypatch, server: "KeyhavenServer") -> None:
+    """Point requests / azure-core at the server's CA (as conftest's fixtures do)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_cert)
+    monkeypatch.setenv("SSL_CERT_FILE", server.ca_cert)
+
+
+@_contextlib.contextmanager
+def running_server(server_cls, store_kind: str, workdir: Path, **kwargs):
+    """A private server of `server_cls` (KeyhavenServer or a subclass that adds
+    flags), with a fresh data dir and, for postgres, a fresh database. Stopped,
+    and the database dropped, however the block ends."""
+    pg = PgDatabase().create() if store_kind == "postgres" else None
+    srv = None
+    try:
+        srv = server_cls(store_kind, Path(workdir), pg=pg, **kwargs)
+        srv.start()
+        yield srv
+    finally:
+        try:
+            if srv is not None:
+                srv.stop()
+        finally:
+            if pg is not None:
+                pg.drop()
+
+
+@_contextlib.contextmanager
+def module_server(server_cls, store_kind: str, workdir: Path, **kwargs):
+    """running_server plus the CA environment variables for the duration (for
+    module-scoped fixtures, which cannot use the function-scoped monkeypatch)."""
+    mp = pytest.MonkeyPatch()
+    try:
+        with running_server(server_cls, store_kind, workdir, **kwargs) as srv:
+            trust_server_ca(mp, srv)
+            yield srv
+    finally:
+        mp.undo()
+
+
+# -- management plane ---------------------------------------------------------
+
+_MGMT_TOKENS: Dict[Tuple[int, str, str], Tuple[str, float]] = {}
+
+
+def management_token(server: "KeyhavenServer", client_id: _Opt[str] = None,
+                     client_secret: _Opt[str] = None) -> str:
+    """A management-plane token from the client-credentials grant (the
+    bootstrap principal, a directory admin, by default); cached 20 minutes."""
+    cid = client_id or server.client_id
+    secret = client_secret or server.client_secret
+    key = (server.port, cid, secret)
+    cached = _MGMT_TOKENS.get(key)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    r = server.request_token(server.management_scope, client_id=cid, client_secret=secret)
+    assert r.status_code == 200, f"management token for {cid}: {r.status_code} {r.text[:500]}"
+    tok = r.json()["access_token"]
+    _MGMT_TOKENS[key] = (tok, time.monotonic() + 20 * 60)
+    return tok
+
+
+def management_resource(server: "KeyhavenServer") -> str:
+    """https://management.localhost:PORT (the management scope without /.default)."""
+    scope = server.management_scope
+    assert scope.endswith("/.default"), scope
+    return scope[: -len("/.default")]
+
+
+def arm(server: "KeyhavenServer", method: str, path: str, token: _Opt[str], json: Any = None, *,
+        api_version: _Opt[str] = ARM_MI_API_VERSION, **kwargs) -> requests.Response:
+    """Raw management-plane request; `path` starts with "/subscriptions/..." or
+    "/providers/...". token=None sends no Authorization header."""
+    headers = dict(kwargs.pop("headers", None) or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    params = dict(kwargs.pop("params", None) or {})
+    if api_version is not None:
+        params["api-version"] = api_version
+    return requests.request(method, server.management_url.rstrip("/") + path, headers=headers, params=params,
+                            json=json, verify=server.ca_cert, timeout=HTTP_TIMEOUT, **kwargs)
+
+
+def assert_arm_error(resp: requests.Response, status: int, code: str) -> Dict[str, Any]:
+    """ARM's error shape: {"error": {"code", "message"}}."""
+    assert resp.status_code == status, (
+        f"{resp.request.method} {resp.url}: expected {status} {code}, got {resp.status_code}: {resp.text[:800]}")
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    err = resp.json().get("error")
+    assert isinstance(err, dict), resp.text
+    assert err.get("code") == code, resp.text
+    assert isinstance(err.get("message"), str) and err["message"], resp.text
+    return err
+
+
+def uami_id(server: "KeyhavenServer", name: str, resource_group: _Opt[str] = None) -> str:
+    rg = resource_group or server.resource_group
+    return (f"/subscriptions/{server.subscription_id}/resourceGroups/{rg}"
+            f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
+
+
+def workload_id(server: "KeyhavenServer", name: str, resource_group: _Opt[str] = None) -> str:
+    rg = resource_group or server.resource_group
+    return f"/subscriptions/{server.subscription_id}/resourceGroups/{rg}/providers/Keyhaven.Compute/workloads/{name}"
+
+
+def put_uami(server: "KeyhavenServer", name: str, token: _Opt[str] = None, *, tags: _Opt[Dict[str, str]] = None,
+             resource_group: _Opt[str] = None) -> requests.Response:
+    return arm(server, "PUT", uami_id(server, name, resource_group), token or management_token(server),
+               json={"location": "local", "tags": tags or {}}, api_version=ARM_MI_API_VERSION)
+
+
+def create_uami(server: "KeyhavenServer", token: _Opt[str] = None, *, prefix: str = "uami") -> Dict[str, Any]:
+    """A new user-assigned identity (201); returns its ARM JSON."""
+    return expect_status(put_uami(server, unique(prefix), token), 201).json()
+
+
+def workload_body(addresses: Iterable[str], *, system_assigned: bool = True,
+                  user_assigned: Iterable[str] = ()) -> Dict[str, Any]:
+    uamis = list(user_assigned)
+    kinds = (["SystemAssigned"] if system_assigned else []) + (["UserAssigned"] if uamis else [])
+    identity: Dict[str, Any] = {"type": ", ".join(kinds) or "None"}
+    if uamis:
+        identity["userAssignedIdentities"] = {rid: {} for rid in uamis}
+    return {"location": "local", "properties": {"addresses": list(addresses)}, "identity": identity}
+
+
+def put_workload(server: "KeyhavenServer", name: str, addresses: Iterable[str], token: _Opt[str] = None, *,
+                 system_assigned: bool = True, user_assigned: Iterable[str] = (),
+                 resource_group: _Opt[str] = None) -> requests.Response:
+    """PUT a Keyhaven.Compute/workloads resource; `user_assigned` are UAMI resource ids."""
+    return arm(server, "PUT", workload_id(server, name, resource_group), token or management_token(server),
+               json=workload_body(addresses, system_assigned=system_assigned, user_assigned=user_assigned),
+               api_version=ARM_KEYHAVEN_API_VERSION)
+
+
+# -- the IMDS listener (plain HTTP) ----------------------------------------------
+
+class RawResponse(NamedTuple):
+    status: int
+    headers: Dict[str, str]   # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def http_get(address: str, path: str, params: _Opt[Dict[str, str]] = None, headers: _Opt[Dict[str, str]] = None,
+             *, source: _Opt[str] = None, timeout: float = 15) -> RawResponse:
+    """A plain-HTTP GET to `address` ("host:port"), optionally from the local
+    source address `source` (any 127.x.y.z works on Linux loopback), so that
+    tests can call the IMDS listener as different "machines"."""
+    host, _, port = address.rpartition(":")
+    conn = _http_client.HTTPConnection(host, int(port), timeout=timeout,
+                                       source_address=(source, 0) if source else None)
+    try:
+        url = path + ("?" + _urlencode(params) if params else "")
+        conn.request("GET", url, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def imds_token(address: str, resource: str, *, metadata: _Opt[str] = "true", source: _Opt[str] = None,
+               **selector: str) -> RawResponse:
+    """GET /metadata/identity/oauth2/token as an Azure VM's IMDS; `selector`
+    is one of client_id=, object_id=, msi_res_id=. metadata=None omits the header."""
+    params = {"api-version": "2018-02-01", "resource": resource, **selector}
+    headers = {"Metadata": metadata} if metadata is not None else {}
+    return http_get(address, "/metadata/identity/oauth2/token", params, headers, source=source)
+
+
+def app_service_token(address: str, resource: str, *, identity_header: _Opt[str] = "x", source: _Opt[str] = None,
+                      **selector: str) -> RawResponse:
+    """GET /msi/token as App Service's identity endpoint; `selector` is one of
+    client_id=, principal_id=, object_id=, mi_res_id=. identity_header=None omits X-IDENTITY-HEADER."""
+    params = {"api-version": "2019-08-01", "resource": resource, **selector}
+    headers = {"X-IDENTITY-HEADER": identity_header} if identity_header is not None else {}
+    return http_get(address, "/msi/token", params, headers, source=source)
+
+
+# -- external JWTs (workload identity federation) and JWKs --------------------------
+
+def rsa_private_key(bits: int = 2048):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def ec_private_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _int_b64url(value: int, length: _Opt[int] = None) -> str:
+    length = length or max(1, (value.bit_length() + 7) // 8)
+    return b64url(value.to_bytes(length, "big"))
+
+
+def public_jwk(private_key, kid: str) -> Dict[str, str]:
+    """The public JWK of an RSA (RS256) or EC P-256 (ES256) private key."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    pub = private_key.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        nums = pub.public_numbers()
+        return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": _int_b64url(nums.n), "e": _int_b64url(nums.e)}
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        nums = pub.public_numbers()
+        return {"kty": "EC", "use": "sig", "alg": "ES256", "crv": "P-256", "kid": kid,
+                "x": _int_b64url(nums.x, 32), "y": _int_b64url(nums.y, 32)}
+    raise TypeError(f"unsupported key {type(private_key).__name__}")
+
+
+def sign_jwt(private_key, header: Dict[str, Any], payload: Dict[str, Any]) -> str:
+    """A compact JWS: RS256 with an RSA key, ES256 (raw r||s) with an EC key.
+    header["alg"] defaults to the key's algorithm."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    hdr = dict(header)
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        hdr.setdefault("alg", "RS256")
+    else:
+        hdr.setdefault("alg", "ES256")
+    seg = lambda obj: b64url(json.dumps(obj, separators=(",", ":")).encode())  # noqa: E731
+    signing_input = f"{seg(hdr)}.{seg(payload)}".encode()
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        sig = private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(private_key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    else:
+        raise TypeError(f"unsupported key {type(private_key).__name__}")
+    return f"{signing_input.decode()}.{b64url(sig)}"
+
+
+def external_jwt(private_key, kid: _Opt[str], *, iss: str, sub: str, aud: Any = TOKEN_EXCHANGE_AUDIENCE,
+                 lifetime: int = 3600, issued_offset: int = 0, extra: _Opt[Dict[str, Any]] = None,
+                 header_extra: _Opt[Dict[str, Any]] = None) -> str:
+    """A token as an external identity provider (e.g. a Kubernetes service
+    account issuer) signs it: claims iss, sub, aud, iat, nbf, exp, jti.
+    kid=None leaves the header without a kid."""
+    now = int(time.time()) + issued_offset
+    header: Dict[str, Any] = {"typ": "JWT"}
+    if kid is not None:
+        header["kid"] = kid
+    header.update(header_extra or {})
+    payload = {"iss": iss, "sub": sub, "aud": aud, "iat": now, "nbf": now, "exp": now + lifetime,
+               "jti": str(uuid.uuid4())}
+    payload.update(extra or {})
+    return sign_jwt(private_key, header, payload)
+
+
+def fetch_jwks(server: "KeyhavenServer") -> Dict[str, Any]:
+    """GET {authority}/{tenant}/discovery/v2.0/keys."""
+    r = requests.get(f"{server.authority_host}/{server.tenant_id}/discovery/v2.0/keys",
+                     verify=server.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, f"JWKS: {r.status_code} {r.text[:300]}"
+    body = r.json()
+    assert isinstance(body.get("keys"), list), body
+    return body
+
+
+def jwks_kids(jwks: Dict[str, Any]) -> List[str]:
+    return [k.get("kid") for k in jwks["keys"]]
+
+
+def verify_rs256(token: str, jwks: Dict[str, Any]) -> Dict[str, Any]:
+    """Verify an RS256 token against the JWKS entry named by its kid; returns
+    the claims. Fails the test when the kid is absent or the signature is bad."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+
+    header, payload, signature, signing_input = jwt_parts(token)
+    assert header.get("alg") == "RS256", header
+    keys = [k for k in jwks["keys"] if k.get("kid") == header.get("kid")]
+    assert len(keys) == 1, f"kid {header.get('kid')!r} not exactly once in JWKS {jwks_kids(jwks)}"
+    key = keys[0]
+    assert key.get("kty") == "RSA", key
+    n = int.from_bytes(b64url_decode(key["n"]), "big")
+    e = int.from_bytes(b64url_decode(key["e"]), "big")
+    try:
+        RSAPublicNumbers(e, n).public_key().verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        pytest.fail(f"token with kid {header.get('kid')!r} does not verify against its JWKS key")
+    return payload

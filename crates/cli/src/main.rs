@@ -1,5 +1,8 @@
-//! `keyhaven`: the one binary. `keyhaven serve` runs the server; later
-//! subcommands are HTTP clients of a running server and never open the store.
+//! `keyhaven`: the one binary. `keyhaven serve` runs the server; every other
+//! subcommand is an HTTP client of a running server and never opens the store.
+
+mod admin;
+mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +25,46 @@ struct Cli {
 enum Command {
     /// Run the server (HTTPS) with an embedded store unless --store says otherwise.
     Serve(ServeArgs),
+    /// Manage users (through the server's Graph endpoint).
+    User {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        cmd: admin::UserCmd,
+    },
+    /// Manage groups.
+    Group {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        cmd: admin::GroupCmd,
+    },
+    /// Manage applications and service principals.
+    App {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        cmd: admin::AppCmd,
+    },
+    /// Manage user-assigned managed identities.
+    Identity {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        cmd: admin::IdentityCmd,
+    },
+    /// Manage workloads (callers of the managed-identity endpoint).
+    Workload {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(subcommand)]
+        cmd: admin::WorkloadCmd,
+    },
+    /// Rotate the token signing key.
+    RotateSigningKey {
+        #[command(flatten)]
+        target: admin::Target,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +105,23 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let admin_result = match cli.command {
+        Command::Serve(a) => return serve(a),
+        Command::User { target, cmd } => admin::user(&target, cmd),
+        Command::Group { target, cmd } => admin::group(&target, cmd),
+        Command::App { target, cmd } => admin::app(&target, cmd),
+        Command::Identity { target, cmd } => admin::identity(&target, cmd),
+        Command::Workload { target, cmd } => admin::workload(&target, cmd),
+        Command::RotateSigningKey { target } => admin::rotate_signing_key(&target),
+    };
+    let value = admin_result?;
+    if !value.is_null() {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(())
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHAVEN_LOG")
@@ -69,8 +129,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Serve(a) => {
+    {
+        {
             let (imds_listen, imds_required) = match a.imds_listen.as_deref() {
                 None => (Some(SocketAddr::from(([127, 0, 0, 1], 8080))), false),
                 Some("off") | Some("none") => (None, false),

@@ -691,6 +691,22 @@ impl Directory {
         Ok(fic)
     }
 
+    /// Enables or disables a service principal; a disabled one gets no tokens.
+    pub async fn set_service_principal_enabled(
+        &self,
+        caller: &Principal,
+        id: &str,
+        enabled: bool,
+    ) -> DirResult<()> {
+        self.require_admin(caller).await?;
+        let mut sp = self
+            .principal_of_kind(id, PrincipalKind::ServicePrincipal)
+            .await?;
+        sp.enabled = enabled;
+        self.store.update_principal(&sp).await?;
+        Ok(())
+    }
+
     /// The service principal of an application, if it has one.
     pub async fn service_principal_by_app_id(
         &self,

@@ -399,6 +399,14 @@ pub struct CreateServicePrincipal {
     pub app_id: Option<String>,
 }
 
+/// `PATCH /servicePrincipals/{id}` body.
+#[derive(Debug, Deserialize)]
+pub struct UpdateServicePrincipal {
+    /// Enable or disable sign-in.
+    #[serde(rename = "accountEnabled")]
+    pub account_enabled: Option<bool>,
+}
+
 /// Parses an ISO-8601 UTC date-time (`2030-01-01T00:00:00Z`, optional
 /// fraction, `Z` or `+00:00`) into Unix seconds.
 pub fn parse_iso8601(s: &str) -> Option<i64> {

@@ -198,7 +198,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1.0/servicePrincipals/{id}",
-            get(get_service_principal).delete(delete_service_principal),
+            get(get_service_principal)
+                .patch(update_service_principal)
+                .delete(delete_service_principal),
         )
         .fallback(|State(st): State<AppState>| async move {
             GraphFailure {
@@ -940,5 +942,21 @@ async fn delete_service_principal(
         .delete_principal(&ctx.caller, &id, PrincipalKind::ServicePrincipal)
         .await
         .map_err(|e| ctx.fail(e))?;
+    Ok(no_content())
+}
+
+async fn update_service_principal(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path(id): Path<String>,
+    req: Request,
+) -> GraphResult {
+    let b: g::UpdateServicePrincipal = body(&ctx, req).await?;
+    if let Some(enabled) = b.account_enabled {
+        st.directory
+            .set_service_principal_enabled(&ctx.caller, &id, enabled)
+            .await
+            .map_err(|e| ctx.fail(e))?;
+    }
     Ok(no_content())
 }
