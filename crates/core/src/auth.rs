@@ -102,6 +102,45 @@ impl Operation {
         }
     }
 
+    /// The RBAC data action this operation needs.
+    pub fn data_action(self) -> &'static str {
+        match self {
+            Self::SecretSet => "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+            Self::SecretGet => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            Self::SecretUpdate => "Microsoft.KeyVault/vaults/secrets/update/action",
+            Self::SecretList
+            | Self::SecretListVersions
+            | Self::SecretGetDeleted
+            | Self::SecretListDeleted => "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+            Self::SecretDelete => "Microsoft.KeyVault/vaults/secrets/delete",
+            Self::SecretRecover => "Microsoft.KeyVault/vaults/secrets/recover/action",
+            Self::SecretPurge => "Microsoft.KeyVault/vaults/secrets/purge/action",
+            Self::SecretBackup => "Microsoft.KeyVault/vaults/secrets/backup/action",
+            Self::SecretRestore => "Microsoft.KeyVault/vaults/secrets/restore/action",
+        }
+    }
+
+    /// Every data-plane operation (for exhaustive tests and tables).
+    pub const ALL: &'static [Operation] = &[
+        Self::SecretSet,
+        Self::SecretGet,
+        Self::SecretUpdate,
+        Self::SecretList,
+        Self::SecretListVersions,
+        Self::SecretDelete,
+        Self::SecretGetDeleted,
+        Self::SecretListDeleted,
+        Self::SecretRecover,
+        Self::SecretPurge,
+        Self::SecretBackup,
+        Self::SecretRestore,
+    ];
+
+    /// The collection of the object this operation acts on (`secrets`, …).
+    pub fn collection(self) -> &'static str {
+        "secrets"
+    }
+
     /// The access-policy permission (category, name) this operation needs.
     pub fn permission(self) -> (&'static str, &'static str) {
         match self {
@@ -119,11 +158,12 @@ impl Operation {
     }
 }
 
-/// The authorization port: RBAC, access policies, or (for now) the bootstrap
-/// principal only. One decision function per request.
+/// The authorization port: Azure RBAC or vault access policies, as the vault
+/// says. One decision function per request.
+#[async_trait::async_trait]
 pub trait Authorizer: Send + Sync {
     /// Allows or refuses `principal` doing `operation` on `object` in `vault`.
-    fn check(
+    async fn check(
         &self,
         principal: &Principal,
         vault: &VaultRecord,
@@ -142,14 +182,16 @@ pub struct Authorized {
 
 impl Authorized {
     /// Asks the authorizer; the only way to obtain an `Authorized`.
-    pub fn check(
+    pub async fn check(
         authorizer: &dyn Authorizer,
         principal: &Principal,
         vault: &VaultRecord,
         operation: Operation,
         object: Option<&str>,
     ) -> Result<Self> {
-        authorizer.check(principal, vault, operation, object)?;
+        authorizer
+            .check(principal, vault, operation, object)
+            .await?;
         Ok(Self {
             principal: principal.clone(),
             vault_id: vault.id.clone(),
@@ -172,10 +214,13 @@ impl Authorized {
         if self.operation == operation && self.vault_id == vault.id {
             Ok(())
         } else {
-            Err(Error::Forbidden(format!(
-                "The caller is not authorized to perform {} on this vault.",
-                operation.name()
-            )))
+            Err(Error::Forbidden {
+                reason: crate::error::ForbiddenReason::Rbac,
+                message: format!(
+                    "The caller is not authorized to perform {} on this vault.",
+                    operation.name()
+                ),
+            })
         }
     }
 }

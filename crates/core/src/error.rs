@@ -7,6 +7,15 @@ use crate::object::ObjectKind;
 /// Result alias for the domain.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Which authorization model refused a request (Azure's inner error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForbiddenReason {
+    /// Azure RBAC (`ForbiddenByRbac`).
+    Rbac,
+    /// Vault access policies (`ForbiddenByPolicy`).
+    Policy,
+}
+
 /// Everything that can go wrong in a domain operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,8 +26,13 @@ pub enum Error {
     #[error("{0}")]
     Unauthorized(String),
     /// The caller is authenticated but not allowed to perform the operation.
-    #[error("{0}")]
-    Forbidden(String),
+    #[error("{message}")]
+    Forbidden {
+        /// Which authorization model refused.
+        reason: ForbiddenReason,
+        /// Azure-style text naming caller, action and scope.
+        message: String,
+    },
     /// No vault is served at the requested address.
     #[error("The vault '{0}' was not found.")]
     VaultNotFound(String),

@@ -64,6 +64,8 @@ pub trait Store: Send + Sync {
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()>;
     /// Finds a vault by name.
     async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>>;
+    /// Rewrites a vault's properties (JSON); false if absent.
+    async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool>;
 
     /// Adds a version; it becomes the latest. Fails with `NameDeleted` when the
     /// name is soft-deleted.

@@ -4,6 +4,91 @@
 /// Default soft-delete retention.
 pub const DEFAULT_RETENTION_DAYS: i64 = 90;
 
+use serde::{Deserialize, Serialize};
+
+/// Most access-policy entries a vault may have (Azure's limit).
+pub const MAX_ACCESS_POLICIES: usize = 1024;
+
+/// Permissions of an access-policy entry, per object type (wire names).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Permissions {
+    /// Key permissions.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Secret permissions.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Certificate permissions.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Storage permissions.
+    #[serde(default)]
+    pub storage: Vec<String>,
+}
+
+impl Permissions {
+    /// The list for a category name (`keys`, `secrets`, …).
+    pub fn of(&self, category: &str) -> &[String] {
+        match category {
+            "keys" => &self.keys,
+            "secrets" => &self.secrets,
+            "certificates" => &self.certificates,
+            "storage" => &self.storage,
+            _ => &[],
+        }
+    }
+
+    /// The mutable list for a category name.
+    pub fn of_mut(&mut self, category: &str) -> Option<&mut Vec<String>> {
+        match category {
+            "keys" => Some(&mut self.keys),
+            "secrets" => Some(&mut self.secrets),
+            "certificates" => Some(&mut self.certificates),
+            "storage" => Some(&mut self.storage),
+            _ => None,
+        }
+    }
+
+    /// True if no permission is granted.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.secrets.is_empty()
+            && self.certificates.is_empty()
+            && self.storage.is_empty()
+    }
+}
+
+/// One vault access-policy entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// Tenant of the principal.
+    #[serde(rename = "tenantId")]
+    pub tenant_id: String,
+    /// The principal (user, group, service principal, managed identity).
+    #[serde(rename = "objectId")]
+    pub object_id: String,
+    /// Compound identity: the entry matches only through this application.
+    #[serde(
+        rename = "applicationId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub application_id: Option<String>,
+    /// Permissions.
+    pub permissions: Permissions,
+}
+
+/// Settings of a vault that authorization and the management plane use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VaultProperties {
+    /// Azure RBAC decides; access policies are ignored.
+    #[serde(rename = "enableRbacAuthorization", default)]
+    pub rbac_authorization: bool,
+    /// Access policies (used when RBAC is off).
+    #[serde(rename = "accessPolicies", default)]
+    pub access_policies: Vec<AccessPolicy>,
+}
+
 /// A vault as stored.
 #[derive(Debug, Clone)]
 pub struct VaultRecord {
@@ -27,9 +112,19 @@ pub struct VaultRecord {
     pub wrapped_key: Vec<u8>,
     /// Creation time, Unix seconds.
     pub created: i64,
+    /// Authorization settings.
+    pub properties: VaultProperties,
 }
 
 impl VaultRecord {
+    /// The vault's ARM id.
+    pub fn resource_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
+            self.subscription_id, self.resource_group, self.name
+        )
+    }
+
     /// Azure's `recoveryLevel` for objects in this vault.
     pub fn recovery_level(&self) -> &'static str {
         // Azure: 90-day retention reports the plain forms, shorter the Customized ones.
@@ -47,5 +142,216 @@ impl VaultRecord {
     /// Retention in seconds.
     pub fn retention_secs(&self) -> i64 {
         self.retention_days * 86_400
+    }
+}
+
+/// How `accessPolicies/{op}` changes a vault's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyEdit {
+    /// Merge the permissions into the matching entry (or append it).
+    Add,
+    /// Overwrite the matching entry (or append it).
+    Replace,
+    /// Remove the listed permissions; drop an entry left with none.
+    Remove,
+}
+
+const KEY_PERMISSIONS: &[&str] = &[
+    "all",
+    "encrypt",
+    "decrypt",
+    "wrapkey",
+    "unwrapkey",
+    "sign",
+    "verify",
+    "get",
+    "list",
+    "create",
+    "update",
+    "import",
+    "delete",
+    "backup",
+    "restore",
+    "recover",
+    "purge",
+    "release",
+    "rotate",
+    "getrotationpolicy",
+    "setrotationpolicy",
+];
+const SECRET_PERMISSIONS: &[&str] = &[
+    "all", "get", "list", "set", "delete", "backup", "restore", "recover", "purge",
+];
+const CERTIFICATE_PERMISSIONS: &[&str] = &[
+    "all",
+    "get",
+    "list",
+    "delete",
+    "create",
+    "import",
+    "update",
+    "managecontacts",
+    "getissuers",
+    "listissuers",
+    "setissuers",
+    "deleteissuers",
+    "manageissuers",
+    "recover",
+    "purge",
+    "backup",
+    "restore",
+];
+const STORAGE_PERMISSIONS: &[&str] = &[
+    "all",
+    "get",
+    "list",
+    "delete",
+    "set",
+    "update",
+    "regeneratekey",
+    "getsas",
+    "listsas",
+    "deletesas",
+    "setsas",
+    "recover",
+    "backup",
+    "restore",
+    "purge",
+];
+const CATEGORIES: &[(&str, &[&str])] = &[
+    ("keys", KEY_PERMISSIONS),
+    ("secrets", SECRET_PERMISSIONS),
+    ("certificates", CERTIFICATE_PERMISSIONS),
+    ("storage", STORAGE_PERMISSIONS),
+];
+
+fn same_identity(a: &AccessPolicy, b: &AccessPolicy) -> bool {
+    a.object_id.eq_ignore_ascii_case(&b.object_id)
+        && a.tenant_id.eq_ignore_ascii_case(&b.tenant_id)
+        && match (&a.application_id, &b.application_id) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+            _ => false,
+        }
+}
+
+/// Checks permission names (case-insensitive, Azure's lists) and identities.
+pub fn validate_access_policies(entries: &[AccessPolicy]) -> crate::Result<()> {
+    for e in entries {
+        if e.object_id.trim().is_empty() || e.tenant_id.trim().is_empty() {
+            return Err(crate::Error::BadParameter(
+                "Each access policy needs tenantId and objectId.".into(),
+            ));
+        }
+        for (category, allowed) in CATEGORIES {
+            for p in e.permissions.of(category) {
+                if !allowed.iter().any(|a| a.eq_ignore_ascii_case(p)) {
+                    return Err(crate::Error::BadParameter(format!(
+                        "The {category} permission '{}' is not valid.",
+                        p.chars().take(64).collect::<String>()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl VaultProperties {
+    /// Applies an `accessPolicies/{op}` request.
+    pub fn edit_access_policies(
+        &mut self,
+        edit: PolicyEdit,
+        entries: &[AccessPolicy],
+    ) -> crate::Result<()> {
+        validate_access_policies(entries)?;
+        for e in entries {
+            let pos = self
+                .access_policies
+                .iter()
+                .position(|x| same_identity(x, e));
+            match (edit, pos) {
+                (PolicyEdit::Add, Some(i)) => {
+                    if let Some(existing) = self.access_policies.get_mut(i) {
+                        for (category, _) in CATEGORIES {
+                            if let Some(list) = existing.permissions.of_mut(category) {
+                                for p in e.permissions.of(category) {
+                                    if !list.iter().any(|x| x.eq_ignore_ascii_case(p)) {
+                                        list.push(p.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                (PolicyEdit::Add | PolicyEdit::Replace, None) => {
+                    self.access_policies.push(e.clone())
+                }
+                (PolicyEdit::Replace, Some(i)) => {
+                    if let Some(existing) = self.access_policies.get_mut(i) {
+                        *existing = e.clone();
+                    }
+                }
+                (PolicyEdit::Remove, Some(i)) => {
+                    let mut empty = false;
+                    if let Some(existing) = self.access_policies.get_mut(i) {
+                        for (category, _) in CATEGORIES {
+                            let gone = e.permissions.of(category).to_vec();
+                            if let Some(list) = existing.permissions.of_mut(category) {
+                                list.retain(|x| !gone.iter().any(|g| g.eq_ignore_ascii_case(x)));
+                            }
+                        }
+                        empty = existing.permissions.is_empty();
+                    }
+                    if empty {
+                        self.access_policies.remove(i);
+                    }
+                }
+                (PolicyEdit::Remove, None) => {}
+            }
+        }
+        if self.access_policies.len() > MAX_ACCESS_POLICIES {
+            return Err(crate::Error::BadParameter(format!(
+                "A vault may have at most {MAX_ACCESS_POLICIES} access policies."
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(obj: &str, secrets: &[&str]) -> AccessPolicy {
+        AccessPolicy {
+            tenant_id: "t".into(),
+            object_id: obj.into(),
+            application_id: None,
+            permissions: Permissions {
+                secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn add_merges_remove_subtracts_replace_overwrites() {
+        let mut p = VaultProperties::default();
+        p.edit_access_policies(PolicyEdit::Add, &[entry("a", &["get"])])
+            .unwrap();
+        p.edit_access_policies(PolicyEdit::Add, &[entry("A", &["List", "get"])])
+            .unwrap();
+        assert_eq!(p.access_policies.len(), 1);
+        assert_eq!(p.access_policies[0].permissions.secrets, ["get", "List"]);
+        p.edit_access_policies(PolicyEdit::Replace, &[entry("a", &["set"])])
+            .unwrap();
+        assert_eq!(p.access_policies[0].permissions.secrets, ["set"]);
+        p.edit_access_policies(PolicyEdit::Remove, &[entry("a", &["SET"])])
+            .unwrap();
+        assert!(p.access_policies.is_empty());
+        assert!(p
+            .edit_access_policies(PolicyEdit::Add, &[entry("b", &["fly"])])
+            .is_err());
     }
 }

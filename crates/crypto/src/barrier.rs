@@ -152,6 +152,7 @@ mod tests {
             purge_protection: false,
             wrapped_key: b.new_data_key(id).unwrap(),
             created: 0,
+            properties: Default::default(),
         }
     }
 

@@ -1,41 +1,329 @@
-//! Authorization decisions. For now one rule: only the bootstrap principal may
-//! act, on any vault of its tenant. RBAC and access policies replace this
-//! `Authorizer` without touching handlers.
+//! Authorization decisions, behind the core `Authorizer` port: Azure RBAC
+//! (role assignments at scopes, built-in and custom roles) or vault access
+//! policies, as each vault says. Decisions use a snapshot of assignments,
+//! roles and group memberships that is invalidated by a generation counter in
+//! the store, bumped by every change — not by a timer — so a change made on
+//! any node takes effect on every node at its next request.
 
-use keyhaven_core::{Authorizer, Error, Operation, Principal, Result, VaultRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
-/// Allows exactly one principal (the bootstrap service principal).
-#[derive(Debug, Clone)]
-pub struct BootstrapAuthorizer {
-    object_id: String,
+use keyhaven_core::error::ForbiddenReason;
+use keyhaven_core::resource::ResourceRecord;
+use keyhaven_core::vault::VaultRecord;
+use keyhaven_core::{Authorizer, Error, Operation, Principal, Result, Storage, StoreError};
+
+use crate::directory::Directory;
+use crate::rbac::{
+    self, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
+};
+
+/// Settings key of the authorization generation.
+pub const AUTHZ_GENERATION: &str = "authz_generation";
+const GENERATION_KEY: &str = AUTHZ_GENERATION;
+const BUMP_ATTEMPTS: usize = 20;
+
+/// Records that authorization data changed (assignments, roles, memberships,
+/// vault policies), so every node drops its snapshot.
+pub async fn bump_generation(store: &Arc<dyn Storage>) -> std::result::Result<(), StoreError> {
+    store.put_setting_if_absent(GENERATION_KEY, b"0").await?;
+    for _ in 0..BUMP_ATTEMPTS {
+        let current = store.get_setting(GENERATION_KEY).await?.unwrap_or_default();
+        let n: u64 = std::str::from_utf8(&current)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if store
+            .replace_setting(GENERATION_KEY, &current, (n + 1).to_string().as_bytes())
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Unavailable(
+        "authorization generation is contended".into(),
+    ))
 }
 
-impl BootstrapAuthorizer {
-    /// Allows `object_id` only.
-    pub fn new(object_id: &str) -> Self {
+struct Snapshot {
+    generation: Vec<u8>,
+    assignments: Vec<RoleAssignment>,
+    roles: HashMap<String, RoleDefinition>,
+    groups: Mutex<HashMap<String, Arc<Vec<String>>>>,
+}
+
+/// The authorization evaluator.
+pub struct Evaluator {
+    store: Arc<dyn Storage>,
+    directory: Directory,
+    subscription_id: String,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+}
+
+impl Evaluator {
+    /// An evaluator over the store for the deployment's subscription.
+    pub fn new(store: Arc<dyn Storage>, directory: Directory, subscription_id: &str) -> Self {
         Self {
-            object_id: object_id.to_owned(),
+            store,
+            directory,
+            subscription_id: subscription_id.to_owned(),
+            snapshot: RwLock::new(None),
         }
+    }
+
+    async fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let generation = self
+            .store
+            .get_setting(GENERATION_KEY)
+            .await?
+            .unwrap_or_default();
+        if let Ok(guard) = self.snapshot.read() {
+            if let Some(s) = guard.as_ref().filter(|s| s.generation == generation) {
+                return Ok(Arc::clone(s));
+            }
+        }
+        let mut assignments = Vec::new();
+        for r in self
+            .store
+            .list_resources(ROLE_ASSIGNMENT_TYPE, &self.subscription_id)
+            .await?
+        {
+            if let Some(a) = assignment_of(&r) {
+                assignments.push(a);
+            }
+        }
+        let mut roles: HashMap<String, RoleDefinition> = rbac::builtin_roles()
+            .into_iter()
+            .map(|r| (r.id.to_ascii_lowercase(), r))
+            .collect();
+        for r in self
+            .store
+            .list_resources(ROLE_DEFINITION_TYPE, &self.subscription_id)
+            .await?
+        {
+            if let Some(d) = definition_of(&r) {
+                roles.insert(d.id.to_ascii_lowercase(), d);
+            }
+        }
+        let snap = Arc::new(Snapshot {
+            generation,
+            assignments,
+            roles,
+            groups: Mutex::new(HashMap::new()),
+        });
+        if let Ok(mut guard) = self.snapshot.write() {
+            *guard = Some(Arc::clone(&snap));
+        }
+        Ok(snap)
+    }
+
+    async fn groups_of(&self, snap: &Snapshot, object_id: &str) -> Result<Arc<Vec<String>>> {
+        if let Some(g) = snap
+            .groups
+            .lock()
+            .ok()
+            .and_then(|m| m.get(object_id).cloned())
+        {
+            return Ok(g);
+        }
+        let groups = Arc::new(
+            self.directory
+                .transitive_groups(object_id)
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?,
+        );
+        if let Ok(mut m) = snap.groups.lock() {
+            m.insert(object_id.to_owned(), Arc::clone(&groups));
+        }
+        Ok(groups)
+    }
+
+    /// True if some assignment of the principal (or its groups) at a scope
+    /// covering `resource` has a role allowing `action`.
+    pub async fn rbac_allows(
+        &self,
+        principal: &Principal,
+        resource: &str,
+        action: &str,
+        data: bool,
+    ) -> Result<bool> {
+        let snap = self.snapshot().await?;
+        let groups = self.groups_of(&snap, &principal.object_id).await?;
+        Ok(snap.assignments.iter().any(|a| {
+            (a.principal_id.eq_ignore_ascii_case(&principal.object_id)
+                || groups
+                    .iter()
+                    .any(|g| g.eq_ignore_ascii_case(&a.principal_id)))
+                && rbac::scope_covers(&a.scope, resource)
+                && snap
+                    .roles
+                    .get(&a.role_guid().to_ascii_lowercase())
+                    .is_some_and(|r| {
+                        if data {
+                            r.allows_data_action(action)
+                        } else {
+                            r.allows_action(action)
+                        }
+                    })
+        }))
+    }
+
+    /// Requires a control-plane `action` at `scope` (ARM's 403 otherwise).
+    pub async fn require_action(
+        &self,
+        principal: &Principal,
+        scope: &str,
+        action: &str,
+    ) -> Result<()> {
+        if self.rbac_allows(principal, scope, action, false).await? {
+            return Ok(());
+        }
+        Err(Error::Forbidden {
+            reason: ForbiddenReason::Rbac,
+            message: format!(
+                "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                principal.object_id
+            ),
+        })
+    }
+
+    /// Every role definition (built-in and custom).
+    pub async fn role_definitions(&self) -> Result<Vec<RoleDefinition>> {
+        let snap = self.snapshot().await?;
+        let mut roles: Vec<RoleDefinition> = snap.roles.values().cloned().collect();
+        roles.sort_by(|a, b| a.role_name.cmp(&b.role_name));
+        Ok(roles)
+    }
+
+    /// Assignments at, above or below `scope`.
+    pub async fn role_assignments(&self, scope: &str) -> Result<Vec<RoleAssignment>> {
+        let snap = self.snapshot().await?;
+        Ok(snap
+            .assignments
+            .iter()
+            .filter(|a| rbac::scope_covers(&a.scope, scope) || rbac::scope_covers(scope, &a.scope))
+            .cloned()
+            .collect())
+    }
+
+    /// The deployment's subscription.
+    pub fn subscription_id(&self) -> &str {
+        &self.subscription_id
+    }
+
+    /// The store (for the management of roles and assignments).
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    fn policy_allows(
+        &self,
+        principal: &Principal,
+        groups: &[String],
+        vault: &VaultRecord,
+        operation: Operation,
+    ) -> bool {
+        let (category, permission) = operation.permission();
+        vault.properties.access_policies.iter().any(|p| {
+            let identity = match &p.application_id {
+                // Compound identity: this user through this application only.
+                Some(app) => {
+                    p.object_id.eq_ignore_ascii_case(&principal.object_id)
+                        && principal
+                            .app_id
+                            .as_deref()
+                            .is_some_and(|a| a.eq_ignore_ascii_case(app))
+                }
+                None => {
+                    p.object_id.eq_ignore_ascii_case(&principal.object_id)
+                        || groups.iter().any(|g| g.eq_ignore_ascii_case(&p.object_id))
+                }
+            };
+            identity
+                && p.tenant_id.eq_ignore_ascii_case(&principal.tenant_id)
+                && p.permissions
+                    .of(category)
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(permission) || x.eq_ignore_ascii_case("all"))
+        })
     }
 }
 
-impl Authorizer for BootstrapAuthorizer {
-    fn check(
+/// The ARM scope of a data-plane operation: the object, or the vault.
+pub fn resource_scope(vault: &VaultRecord, operation: Operation, object: Option<&str>) -> String {
+    match object {
+        Some(name) => format!("{}/{}/{name}", vault.resource_id(), operation.collection()),
+        None => vault.resource_id(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Authorizer for Evaluator {
+    async fn check(
         &self,
         principal: &Principal,
         vault: &VaultRecord,
         operation: Operation,
-        _object: Option<&str>,
+        object: Option<&str>,
     ) -> Result<()> {
-        if principal.object_id == self.object_id && principal.tenant_id == vault.tenant_id {
-            return Ok(());
+        if !principal.tenant_id.eq_ignore_ascii_case(&vault.tenant_id) {
+            return Err(policy_denied(principal, vault, operation));
         }
-        let (category, perm) = operation.permission();
-        Err(Error::Forbidden(format!(
-            "The user, group or application 'appid={};oid={}' does not have {category} {perm} permission on key vault '{}'.",
+        if vault.properties.rbac_authorization {
+            let scope = resource_scope(vault, operation, object);
+            let action = operation.data_action();
+            if self.rbac_allows(principal, &scope, action, true).await? {
+                return Ok(());
+            }
+            return Err(Error::Forbidden {
+                reason: ForbiddenReason::Rbac,
+                message: format!(
+                    "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={}\r\nAction: '{action}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: {};location=local\r\n",
+                    principal.app_id.as_deref().unwrap_or("-"),
+                    principal.object_id,
+                    scope.to_ascii_lowercase(),
+                    vault.name
+                ),
+            });
+        }
+        let snap = self.snapshot().await?;
+        let groups = self.groups_of(&snap, &principal.object_id).await?;
+        if self.policy_allows(principal, &groups, vault, operation) {
+            Ok(())
+        } else {
+            Err(policy_denied(principal, vault, operation))
+        }
+    }
+}
+
+fn policy_denied(principal: &Principal, vault: &VaultRecord, operation: Operation) -> Error {
+    let (category, permission) = operation.permission();
+    Error::Forbidden {
+        reason: ForbiddenReason::Policy,
+        message: format!(
+            "The user, group or application 'appid={};oid={}' does not have {category} {permission} permission on key vault '{};location=local'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
             principal.app_id.as_deref().unwrap_or("-"),
             principal.object_id,
             vault.name
-        )))
+        ),
     }
+}
+
+/// Reads a stored assignment.
+pub fn assignment_of(r: &ResourceRecord) -> Option<RoleAssignment> {
+    let mut a: RoleAssignment = serde_json::from_str(&r.properties).ok()?;
+    a.name = r.name.clone();
+    Some(a)
+}
+
+/// Reads a stored custom role.
+pub fn definition_of(r: &ResourceRecord) -> Option<RoleDefinition> {
+    let mut d: RoleDefinition = serde_json::from_str(&r.properties).ok()?;
+    d.id = r.name.clone();
+    Some(d)
 }

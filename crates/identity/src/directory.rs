@@ -245,6 +245,11 @@ impl Directory {
         &self.tenant_id
     }
 
+    /// Current time from the clock port.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     pub(crate) fn store(&self) -> &Arc<dyn Storage> {
         &self.store
     }
@@ -398,6 +403,7 @@ impl Directory {
             self.principal_of_kind(id, kind).await?
         };
         self.store.delete_principal(&p.object_id).await?;
+        crate::authz::bump_generation(&self.store).await?;
         Ok(())
     }
 

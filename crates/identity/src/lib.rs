@@ -12,9 +12,11 @@ pub mod directory;
 pub mod federation;
 pub mod lockout;
 pub mod managed;
+pub mod rbac;
+pub mod roles;
 pub mod token;
 
-pub use authz::BootstrapAuthorizer;
+pub use authz::Evaluator;
 pub use credentials::{ClientCredentials, PasswordCredential};
 pub use directory::{Directory, DirectoryError, SignInFailure, SignedIn};
 pub use token::{SigningKey, TokenError, TokenService};

@@ -11,6 +11,8 @@ use keyhaven_identity::credentials::{hash_secret, ClientCredentials};
 use keyhaven_identity::directory::{
     ApplicationAttrs, PrincipalAttrs, AZURE_CLI_APP_ID, GLOBAL_ADMINISTRATOR,
 };
+use keyhaven_identity::rbac;
+use keyhaven_identity::roles::seed_assignment;
 use keyhaven_identity::SigningKey;
 
 /// The name of the vault created on first start.
@@ -134,6 +136,20 @@ pub async fn ensure(
     upgrade_bootstrap_principal(store, &mut principal).await?;
     ensure_public_client(store, &tenant_id, now).await?;
 
+    // The bootstrap principal owns the subscription and administers its vaults.
+    let subscription_scope = format!("/subscriptions/{subscription_id}");
+    for role in [rbac::OWNER, rbac::KEY_VAULT_ADMINISTRATOR] {
+        seed_assignment(
+            store,
+            &subscription_id,
+            &subscription_scope,
+            role,
+            &principal.object_id,
+            now,
+        )
+        .await?;
+    }
+
     let dev: VaultName = BOOTSTRAP_VAULT.parse()?;
     if store.get_vault(&dev).await.map_err(Error::from)?.is_none() {
         let id = uuid::Uuid::new_v4().to_string();
@@ -148,6 +164,10 @@ pub async fn ensure(
             retention_days: keyhaven_core::vault::DEFAULT_RETENTION_DAYS,
             purge_protection: false,
             created: clock.now(),
+            properties: keyhaven_core::vault::VaultProperties {
+                rbac_authorization: true,
+                access_policies: Vec::new(),
+            },
         };
         // Losing a race to another node is fine: its vault is the vault.
         let _ = store.create_vault(&vault).await;

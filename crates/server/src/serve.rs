@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use keyhaven_core::{Barrier, Clock};
 use keyhaven_crypto::{MasterKey, SoftwareBarrier};
-use keyhaven_identity::{BootstrapAuthorizer, TokenService};
+use keyhaven_identity::TokenService;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -131,7 +131,6 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         dummy_hash,
     } = boot;
     let tokens = TokenService::with_keys(signing_keys, &endpoints.authority_host(), &tenant_id);
-    let authorizer = Arc::new(BootstrapAuthorizer::new(&principal.object_id));
     let bootstrap_path = dir.join("bootstrap.json");
     let previous_secret = std::fs::read(&bootstrap_path)
         .ok()
@@ -176,7 +175,6 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         barrier,
         clock,
         tokens,
-        authorizer,
         endpoints,
         dummy_hash,
         subscription_id: bootstrap.subscription_id.clone(),

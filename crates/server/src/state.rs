@@ -3,15 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
-use keyhaven_core::{
-    Authorizer, Barrier, Clock, Error, Storage, VaultName, VaultRecord, VaultService,
-};
+use keyhaven_core::{Barrier, Clock, Error, Storage, VaultName, VaultRecord, VaultService};
+use keyhaven_identity::authz::AUTHZ_GENERATION;
 use keyhaven_identity::device::DeviceCodes;
 use keyhaven_identity::federation::TrustedIssuers;
 use keyhaven_identity::lockout::Lockout;
-use keyhaven_identity::{Directory, TokenService};
+use keyhaven_identity::{Directory, Evaluator, TokenService};
 
 use crate::config::Endpoints;
 
@@ -37,20 +35,19 @@ pub struct Inner {
     pub subscription_id: String,
     /// Token issuer and validator of the tenant.
     pub tokens: TokenService,
-    /// Authorization decisions.
-    pub authorizer: Arc<dyn Authorizer>,
+    /// Authorization decisions (RBAC and access policies).
+    pub authz: Arc<Evaluator>,
     /// Time source.
     pub clock: Arc<dyn Clock>,
     /// Public URLs.
     pub endpoints: Endpoints,
     /// An argon2 hash of a random string: unknown clients cost the same work.
     pub dummy_hash: String,
-    vaults: RwLock<HashMap<VaultName, (Arc<VaultRecord>, Instant)>>,
+    vaults: RwLock<HashMap<VaultName, CachedVault>>,
 }
 
-/// How long a vault record read from the store is reused. Vault settings
-/// changed on another node become visible here within this time.
-pub const VAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// A vault record and the authorization generation it was read at.
+type CachedVault = (Arc<VaultRecord>, Vec<u8>);
 
 /// What the state is assembled from.
 pub struct Parts {
@@ -62,8 +59,6 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// Token issuer and validator.
     pub tokens: TokenService,
-    /// Authorization decisions.
-    pub authorizer: Arc<dyn Authorizer>,
     /// Public URLs.
     pub endpoints: Endpoints,
     /// An argon2 hash of a random string.
@@ -86,6 +81,11 @@ impl AppState {
             p.dummy_hash.clone(),
             Arc::new(p.trusted_issuers),
         );
+        let authz = Arc::new(Evaluator::new(
+            Arc::clone(&p.store),
+            directory.clone(),
+            &p.subscription_id,
+        ));
         Self(Arc::new(Inner {
             service,
             directory,
@@ -95,7 +95,7 @@ impl AppState {
             subscription_id: p.subscription_id,
             store: p.store,
             tokens: p.tokens,
-            authorizer: p.authorizer,
+            authz,
             clock: p.clock,
             endpoints: p.endpoints,
             dummy_hash: p.dummy_hash,
@@ -103,12 +103,17 @@ impl AppState {
         }))
     }
 
-    /// The vault named `name`, from a short-lived cache or the store.
+    /// The vault named `name`, cached until the authorization generation
+    /// changes (every change of vault settings bumps it, on any node).
     pub async fn vault(&self, name: &VaultName) -> Result<Option<Arc<VaultRecord>>, Error> {
-        let now = Instant::now();
+        let generation = self
+            .store
+            .get_setting(AUTHZ_GENERATION)
+            .await?
+            .unwrap_or_default();
         if let Ok(cache) = self.vaults.read() {
-            if let Some((v, at)) = cache.get(name) {
-                if now.duration_since(*at) < VAULT_CACHE_TTL {
+            if let Some((v, seen)) = cache.get(name) {
+                if *seen == generation {
                     return Ok(Some(Arc::clone(v)));
                 }
             }
@@ -117,7 +122,7 @@ impl AppState {
         if let Ok(mut cache) = self.vaults.write() {
             match &found {
                 Some(v) => {
-                    cache.insert(name.clone(), (Arc::clone(v), now));
+                    cache.insert(name.clone(), (Arc::clone(v), generation));
                 }
                 None => {
                     cache.remove(name);

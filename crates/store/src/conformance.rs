@@ -95,6 +95,7 @@ async fn vaults_round_trip(s: &dyn Store) {
         purge_protection: true,
         wrapped_key: vec![1, 2, 3],
         created: 5,
+        properties: Default::default(),
     };
     s.create_vault(&v).await.unwrap();
     assert!(matches!(

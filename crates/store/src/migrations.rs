@@ -52,6 +52,10 @@ pub const SQLITE: &[(i64, &str)] = &[
         created INTEGER NOT NULL, updated INTEGER NOT NULL);
      CREATE INDEX resources_by_kind ON resources (kind, subscription_id, id_lower);",
     ),
+    (
+        4,
+        "ALTER TABLE vaults ADD COLUMN properties TEXT NOT NULL DEFAULT '{\"enableRbacAuthorization\":true}';",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -104,5 +108,9 @@ pub const POSTGRES: &[(i64, &str)] = &[
         location TEXT NOT NULL, tags TEXT NOT NULL, properties TEXT NOT NULL,
         created BIGINT NOT NULL, updated BIGINT NOT NULL);
      CREATE INDEX resources_by_kind ON resources (kind, subscription_id, id_lower);",
+    ),
+    (
+        4,
+        "ALTER TABLE vaults ADD COLUMN properties TEXT NOT NULL DEFAULT '{\"enableRbacAuthorization\":true}';",
     ),
 ];

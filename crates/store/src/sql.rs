@@ -114,9 +114,10 @@ pub fn members() -> String {
 pub fn select_applications(filter: &str) -> String {
     format!("SELECT {APPLICATION_COLS} FROM applications WHERE {filter}")
 }
-pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created FROM vaults WHERE name = $1";
+pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties FROM vaults WHERE name = $1";
+pub const UPDATE_VAULT_PROPERTIES: &str = "UPDATE vaults SET properties = $2 WHERE id = $1";
 
 /// A decoded version row, dialect-neutral.
 pub struct RowData {
@@ -264,4 +265,14 @@ pub const DELETE_RESOURCE: &str = "DELETE FROM resources WHERE id_lower = $1";
 /// `SELECT` of resources with a `WHERE` clause.
 pub fn select_resources(filter: &str) -> String {
     format!("SELECT {RESOURCE_COLS} FROM resources WHERE {filter}")
+}
+
+/// Serializes vault properties for the `properties` column.
+pub fn properties_json(p: &keyhaven_core::vault::VaultProperties) -> String {
+    serde_json::to_string(p).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// Parses the `properties` column.
+pub fn parse_properties(s: &str) -> StoreResult<keyhaven_core::vault::VaultProperties> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt("vault properties".into()))
 }

@@ -173,3 +173,180 @@ pub struct RotatedKey {
     /// The new key id.
     pub kid: String,
 }
+
+/// A role definition resource.
+#[derive(Debug, Serialize)]
+pub struct RoleDefinitionOut {
+    /// ARM id.
+    pub id: String,
+    /// GUID.
+    pub name: String,
+    /// `Microsoft.Authorization/roleDefinitions`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Properties.
+    pub properties: serde_json::Value,
+}
+
+/// A role assignment resource.
+#[derive(Debug, Serialize)]
+pub struct RoleAssignmentOut {
+    /// ARM id.
+    pub id: String,
+    /// GUID.
+    pub name: String,
+    /// `Microsoft.Authorization/roleAssignments`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Properties.
+    pub properties: RoleAssignmentProps,
+}
+
+/// Properties of a role assignment resource.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoleAssignmentProps {
+    /// Role definition id.
+    #[serde(rename = "roleDefinitionId", default)]
+    pub role_definition_id: String,
+    /// Principal.
+    #[serde(rename = "principalId", default)]
+    pub principal_id: String,
+    /// Principal type.
+    #[serde(
+        rename = "principalType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub principal_type: Option<String>,
+    /// Scope.
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// `PUT …/roleAssignments/{name}` body.
+#[derive(Debug, Deserialize)]
+pub struct PutRoleAssignment {
+    /// Properties.
+    pub properties: Option<RoleAssignmentProps>,
+}
+
+/// `PUT …/roleDefinitions/{id}` body.
+#[derive(Debug, Deserialize)]
+pub struct PutRoleDefinition {
+    /// Properties (roleName, description, assignableScopes, permissions).
+    pub properties: Option<serde_json::Value>,
+}
+
+/// A list of ARM resources.
+#[derive(Debug, Serialize)]
+pub struct ArmList<T> {
+    /// Items.
+    pub value: Vec<T>,
+}
+
+/// A vault resource (the properties this version of Keyhaven keeps).
+#[derive(Debug, Serialize)]
+pub struct VaultOut {
+    /// ARM id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `Microsoft.KeyVault/vaults`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Location.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Properties.
+    pub properties: VaultPropertiesOut,
+}
+
+/// Vault properties.
+#[derive(Debug, Serialize)]
+pub struct VaultPropertiesOut {
+    /// Tenant.
+    #[serde(rename = "tenantId")]
+    pub tenant_id: String,
+    /// SKU.
+    pub sku: Sku,
+    /// Access policies.
+    #[serde(rename = "accessPolicies")]
+    pub access_policies: Vec<keyhaven_core::vault::AccessPolicy>,
+    /// Data-plane URL.
+    #[serde(rename = "vaultUri")]
+    pub vault_uri: String,
+    /// RBAC on.
+    #[serde(rename = "enableRbacAuthorization")]
+    pub enable_rbac_authorization: bool,
+    /// Always true.
+    #[serde(rename = "enableSoftDelete")]
+    pub enable_soft_delete: bool,
+    /// Retention.
+    #[serde(rename = "softDeleteRetentionInDays")]
+    pub soft_delete_retention_in_days: i64,
+    /// Purge protection (`null` when off, as ARM returns it).
+    #[serde(rename = "enablePurgeProtection")]
+    pub enable_purge_protection: Option<bool>,
+    /// `Succeeded`.
+    #[serde(rename = "provisioningState")]
+    pub provisioning_state: &'static str,
+    /// `Enabled`.
+    #[serde(rename = "publicNetworkAccess")]
+    pub public_network_access: &'static str,
+}
+
+/// A SKU.
+#[derive(Debug, Serialize)]
+pub struct Sku {
+    /// `A`.
+    pub family: &'static str,
+    /// `standard` or `premium`.
+    pub name: String,
+}
+
+/// `PATCH` body of a vault (the properties handled so far).
+#[derive(Debug, Deserialize)]
+pub struct PatchVault {
+    /// Properties.
+    #[serde(default)]
+    pub properties: Option<PatchVaultProperties>,
+}
+
+/// Patchable vault properties.
+#[derive(Debug, Deserialize)]
+pub struct PatchVaultProperties {
+    /// Switch the permission model.
+    #[serde(rename = "enableRbacAuthorization")]
+    pub enable_rbac_authorization: Option<bool>,
+    /// Replace all access policies.
+    #[serde(rename = "accessPolicies")]
+    pub access_policies: Option<Vec<keyhaven_core::vault::AccessPolicy>>,
+}
+
+/// `PUT …/accessPolicies/{op}` body and response properties.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct AccessPolicyUpdate {
+    /// The entries.
+    #[serde(rename = "accessPolicies", default)]
+    pub access_policies: Vec<keyhaven_core::vault::AccessPolicy>,
+}
+
+/// `PUT …/accessPolicies/{op}` body.
+#[derive(Debug, Deserialize)]
+pub struct PutAccessPolicies {
+    /// Properties.
+    pub properties: Option<AccessPolicyUpdate>,
+}
+
+/// `…/accessPolicies/{op}` response.
+#[derive(Debug, Serialize)]
+pub struct AccessPoliciesOut {
+    /// `{vault id}/accessPolicies/`.
+    pub id: String,
+    /// `Microsoft.KeyVault/vaults/accessPolicies`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The vault's access policies after the change.
+    pub properties: AccessPolicyUpdate,
+}

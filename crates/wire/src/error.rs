@@ -1,6 +1,7 @@
 //! Azure's error body and the single mapping from domain errors to HTTP status
 //! and `error.code` / `innererror.code`.
 
+use keyhaven_core::error::ForbiddenReason;
 use keyhaven_core::{Error, ObjectKind};
 use serde::Serialize;
 
@@ -68,9 +69,12 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
     match e {
         Error::BadParameter(_) => (400, ErrorBody::new("BadParameter", msg)),
         Error::Unauthorized(_) => (401, ErrorBody::new("Unauthorized", msg)),
-        Error::Forbidden(_) => (
+        Error::Forbidden { reason, .. } => (
             403,
-            ErrorBody::new("Forbidden", msg).with_inner("ForbiddenByPolicy"),
+            ErrorBody::new("Forbidden", msg).with_inner(match reason {
+                ForbiddenReason::Rbac => "ForbiddenByRbac",
+                ForbiddenReason::Policy => "ForbiddenByPolicy",
+            }),
         ),
         Error::VaultNotFound(_) => (404, ErrorBody::new("VaultNotFound", msg)),
         Error::NotFound { kind, .. } | Error::DeletedNotFound { kind, .. } => {

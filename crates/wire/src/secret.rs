@@ -282,6 +282,7 @@ mod tests {
             purge_protection: false,
             wrapped_key: vec![],
             created: 0,
+            properties: Default::default(),
         }
     }
 

@@ -37,7 +37,8 @@ pub struct ArmFailure {
 }
 
 impl ArmFailure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A failure with status, ARM code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -62,11 +63,42 @@ impl IntoResponse for ArmFailure {
 
 type ArmResult = Result<Response, ArmFailure>;
 
-struct Ctx {
-    caller: Principal,
+/// Maps a domain error to ARM's shape.
+pub fn domain_failure(e: keyhaven_core::Error) -> ArmFailure {
+    use keyhaven_core::Error as E;
+    match e {
+        E::Forbidden { message, .. } => {
+            ArmFailure::new(StatusCode::FORBIDDEN, "AuthorizationFailed", message)
+        }
+        E::BadParameter(m) => ArmFailure::new(StatusCode::BAD_REQUEST, "BadRequest", m),
+        E::Conflict(m) => ArmFailure::new(StatusCode::CONFLICT, "Conflict", m),
+        E::VaultNotFound(_) | E::NotFound { .. } | E::DeletedNotFound { .. } => {
+            ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", e.to_string())
+        }
+        E::Unavailable(m) => {
+            tracing::warn!(error = %m, "management store failed");
+            ArmFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable.",
+            )
+        }
+        other => ArmFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            other.to_string(),
+        ),
+    }
 }
 
-type C = Extension<Arc<Ctx>>;
+/// The authenticated caller of a management request.
+pub struct Ctx {
+    /// Who is calling.
+    pub caller: Principal,
+}
+
+/// The caller, as handlers extract it.
+pub type C = Extension<Arc<Ctx>>;
 
 fn fail(ctx: &Ctx, action: &str, scope: &str, e: DirectoryError) -> ArmFailure {
     match e {
@@ -108,6 +140,14 @@ pub fn router(state: AppState) -> Router {
             &format!("{RG}/Keyhaven.Compute/workloads/{{name}}"),
             put(put_workload).get(get_workload).delete(delete_workload),
         )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}"),
+            axum::routing::get(super::arm_vault::get_vault).patch(super::arm_vault::patch_vault),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/accessPolicies/{{op}}"),
+            put(super::arm_vault::put_access_policies),
+        )
         .fallback(|| async {
             ArmFailure::new(
                 StatusCode::NOT_FOUND,
@@ -126,7 +166,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Authenticates a management request and dispatches it.
-pub async fn handle(state: &AppState, router: Router, mut req: Request) -> Response {
+pub async fn handle(state: &AppState, router: Router, req: Request) -> Response {
     let token = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -174,6 +214,11 @@ pub async fn handle(state: &AppState, router: Router, mut req: Request) -> Respo
         )
         .into_response();
     }
+    let req = match super::arm_rbac::handle(state, &caller, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
+    let mut req = req;
     req.extensions_mut().insert(Arc::new(Ctx { caller }));
     router.oneshot(req).await.unwrap_or_else(|e| match e {})
 }

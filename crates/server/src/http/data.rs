@@ -37,19 +37,20 @@ pub struct DataCtx {
 
 impl DataCtx {
     /// Step 7: asks the authorizer for `operation` on `object`.
-    pub fn authorize(
+    pub async fn authorize(
         &self,
         state: &AppState,
         operation: Operation,
         object: Option<&str>,
     ) -> Result<Authorized, ApiError> {
         Ok(Authorized::check(
-            &*state.authorizer,
+            &*state.authz,
             &self.principal,
             &self.vault,
             operation,
             object,
-        )?)
+        )
+        .await?)
     }
 }
 
@@ -66,6 +67,14 @@ pub fn router(state: AppState) -> Router {
 /// Runs the pipeline for a request to vault `vault` and dispatches it.
 pub async fn handle(state: &AppState, router: Router, vault: String, req: Request) -> Response {
     let resp = match prepare(state, vault, req).await {
+        Ok(req) if super::access_control::is_access_control(req.uri().path()) => {
+            match req.extensions().get::<Arc<DataCtx>>().cloned() {
+                Some(ctx) => {
+                    super::access_control::handle(state, &ctx.principal, &ctx.vault, req).await
+                }
+                None => ApiError::from(Error::Integrity).into_response(),
+            }
+        }
         Ok(req) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),
         Err(e) => e.into_response(),
     };

@@ -3,7 +3,10 @@
 //! (authentication, api-version, vault lookup for the data plane), hands the
 //! request to the plane's router, and stamps the common response headers.
 
+pub mod access_control;
 pub mod arm;
+pub mod arm_rbac;
+pub mod arm_vault;
 pub mod data;
 pub mod extract;
 pub mod graph;

@@ -90,7 +90,9 @@ async fn set_secret(
     AzJson(body): AzJson<SecretSetParameters>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretSet, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretSet, Some(name.as_str()))
+        .await?;
     let b = st
         .service
         .set_secret(&auth, &ctx.vault, &name, body.try_into()?)
@@ -109,7 +111,9 @@ async fn get_secret(
     Path(raw): Path<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretGet, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretGet, Some(name.as_str()))
+        .await?;
     let b = st
         .service
         .get_secret(&auth, &ctx.vault, &name, None)
@@ -132,7 +136,9 @@ async fn get_secret_version(
         return get_secret_versions(&st, &ctx, &name).await;
     }
     let version = version(&name, &ver)?;
-    let auth = ctx.authorize(&st, Operation::SecretGet, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretGet, Some(name.as_str()))
+        .await?;
     let b = st
         .service
         .get_secret(&auth, &ctx.vault, &name, Some(&version))
@@ -147,7 +153,9 @@ async fn get_secret_version(
 
 async fn get_secret_versions(st: &AppState, ctx: &DataCtx, name: &ObjectName) -> ApiResult {
     let (cursor, limit, explicit) = paging(ctx)?;
-    let auth = ctx.authorize(st, Operation::SecretListVersions, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(st, Operation::SecretListVersions, Some(name.as_str()))
+        .await?;
     let page = st
         .service
         .list_secret_versions(&auth, &ctx.vault, name, cursor.as_deref(), limit)
@@ -191,7 +199,9 @@ async fn update(
 ) -> ApiResult {
     let name = name(&raw)?;
     let version = ver.map(|v| version(&name, &v)).transpose()?;
-    let auth = ctx.authorize(&st, Operation::SecretUpdate, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretUpdate, Some(name.as_str()))
+        .await?;
     let b = st
         .service
         .update_secret(&auth, &ctx.vault, &name, version.as_ref(), body.into())
@@ -203,7 +213,7 @@ async fn update(
 
 async fn get_secrets(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
     let (cursor, limit, explicit) = paging(&ctx)?;
-    let auth = ctx.authorize(&st, Operation::SecretList, None)?;
+    let auth = ctx.authorize(&st, Operation::SecretList, None).await?;
     let page = st
         .service
         .list_secrets(&auth, &ctx.vault, cursor.as_deref(), limit)
@@ -225,7 +235,9 @@ async fn delete_secret(
     Path(raw): Path<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretDelete, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretDelete, Some(name.as_str()))
+        .await?;
     let d = st.service.delete_secret(&auth, &ctx.vault, &name).await?;
     Ok(ok(&DeletedSecretBundle::new(
         &d.record, &d.info, &ctx.vault, &ctx.urls, false,
@@ -242,7 +254,7 @@ async fn restore_secret(
         return Err(ApiError::method_not_allowed());
     }
     let blob = body.blob()?;
-    let auth = ctx.authorize(&st, Operation::SecretRestore, None)?;
+    let auth = ctx.authorize(&st, Operation::SecretRestore, None).await?;
     let b = st.service.restore_secret(&auth, &ctx.vault, &blob).await?;
     Ok(ok(&SecretBundle::new(
         &b.record, None, &ctx.vault, &ctx.urls,
@@ -258,14 +270,18 @@ async fn backup_secret(
         return Err(ApiError::method_not_allowed());
     }
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretBackup, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretBackup, Some(name.as_str()))
+        .await?;
     let blob = st.service.backup_secret(&auth, &ctx.vault, &name).await?;
     Ok(ok(&BackupSecretResult::new(&blob)))
 }
 
 async fn get_deleted_secrets(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
     let (cursor, limit, explicit) = paging(&ctx)?;
-    let auth = ctx.authorize(&st, Operation::SecretListDeleted, None)?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretListDeleted, None)
+        .await?;
     let page = st
         .service
         .list_deleted_secrets(&auth, &ctx.vault, cursor.as_deref(), limit)
@@ -287,7 +303,9 @@ async fn get_deleted_secret(
     Path(raw): Path<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretGetDeleted, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretGetDeleted, Some(name.as_str()))
+        .await?;
     let d = st
         .service
         .get_deleted_secret(&auth, &ctx.vault, &name)
@@ -303,7 +321,9 @@ async fn purge_deleted_secret(
     Path(raw): Path<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretPurge, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretPurge, Some(name.as_str()))
+        .await?;
     st.service
         .purge_deleted_secret(&auth, &ctx.vault, &name)
         .await?;
@@ -316,7 +336,9 @@ async fn recover_deleted_secret(
     Path(raw): Path<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let auth = ctx.authorize(&st, Operation::SecretRecover, Some(name.as_str()))?;
+    let auth = ctx
+        .authorize(&st, Operation::SecretRecover, Some(name.as_str()))
+        .await?;
     let b = st
         .service
         .recover_deleted_secret(&auth, &ctx.vault, &name)

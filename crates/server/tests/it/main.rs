@@ -19,7 +19,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use keyhaven_core::{Barrier, Clock, FixedClock, Principal, PrincipalKind, Storage};
 use keyhaven_crypto::{MasterKey, SoftwareBarrier};
-use keyhaven_identity::{BootstrapAuthorizer, SigningKey, TokenService};
+use keyhaven_identity::{SigningKey, TokenService};
 use keyhaven_server::bootstrap;
 use keyhaven_server::config::Endpoints;
 use keyhaven_server::{AppState, Parts};
@@ -73,7 +73,6 @@ impl Harness {
             barrier,
             clock: dyn_clock,
             tokens,
-            authorizer: Arc::new(BootstrapAuthorizer::new(&boot.principal.object_id)),
             endpoints,
             dummy_hash: boot.dummy_hash,
             subscription_id: boot.subscription_id.clone(),

@@ -17,7 +17,7 @@ use crate::migrations;
 
 mod directory;
 mod resource;
-use crate::sql::{self, with_deleted_info, RowData};
+use crate::sql::{self, parse_properties, properties_json, with_deleted_info, RowData};
 
 /// Size of the connection pool of one node.
 const POOL_SIZE: usize = 16;
@@ -227,6 +227,7 @@ impl Store for PostgresStore {
                     &v.purge_protection,
                     &v.wrapped_key,
                     &v.created,
+                    &properties_json(&v.properties),
                 ],
             )
             .await
@@ -260,9 +261,20 @@ impl Store for PostgresStore {
                 purge_protection: r.try_get(7).map_err(err)?,
                 wrapped_key: r.try_get(8).map_err(err)?,
                 created: r.try_get(9).map_err(err)?,
+                properties: parse_properties(&r.try_get::<_, String>(10).map_err(err)?)?,
             })
         })
         .transpose()
+    }
+
+    async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(
+            c.execute(sql::UPDATE_VAULT_PROPERTIES, &[&vault_id, &properties])
+                .await
+                .map_err(err)?
+                == 1,
+        )
     }
 
     async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {

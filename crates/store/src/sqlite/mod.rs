@@ -17,7 +17,7 @@ use crate::migrations;
 
 mod directory;
 mod resource;
-use crate::sql::{self, with_deleted_info, RowData};
+use crate::sql::{self, parse_properties, properties_json, with_deleted_info, RowData};
 
 /// Read-only connections kept for point reads.
 const READERS: usize = 4;
@@ -290,7 +290,8 @@ impl Store for SqliteStore {
                         v.retention_days,
                         v.purge_protection,
                         v.wrapped_key,
-                        v.created
+                        v.created,
+                        properties_json(&v.properties)
                     ],
                 )
                 .map_err(err)?;
@@ -324,6 +325,7 @@ impl Store for SqliteStore {
                         r.get::<_, bool>(7)?,
                         r.get::<_, Vec<u8>>(8)?,
                         r.get::<_, i64>(9)?,
+                        r.get::<_, String>(10)?,
                     ))
                 })
                 .optional()
@@ -340,6 +342,7 @@ impl Store for SqliteStore {
                     purge_protection,
                     wrapped_key,
                     created,
+                    properties,
                 )| {
                     Ok(VaultRecord {
                         id,
@@ -354,10 +357,23 @@ impl Store for SqliteStore {
                         purge_protection,
                         wrapped_key,
                         created,
+                        properties: parse_properties(&properties)?,
                     })
                 },
             )
             .transpose()
+        })
+        .await
+    }
+
+    async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {
+        let (id, props) = (vault_id.to_owned(), properties.to_owned());
+        self.run(move |c| {
+            Ok(
+                c.execute(&q(sql::UPDATE_VAULT_PROPERTIES), params![id, props])
+                    .map_err(err)?
+                    == 1,
+            )
         })
         .await
     }

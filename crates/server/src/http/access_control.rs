@@ -1,0 +1,208 @@
+//! Role assignments and definitions on a vault's data plane, as
+//! azure-keyvault-administration's `KeyVaultAccessControlClient` calls them:
+//! `/{scope}/providers/Microsoft.Authorization/roleAssignments|roleDefinitions`,
+//! where scope `/` is the vault and `/keys` its keys. They are the same
+//! assignments as on ARM, scoped under the vault's resource id.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::Method;
+use keyhaven_core::{Error, Principal, VaultRecord};
+use keyhaven_identity::rbac::{RoleAssignment, RoleDefinition};
+use keyhaven_wire::arm::{
+    ArmList, PutRoleAssignment, RoleAssignmentOut, RoleAssignmentProps, RoleDefinitionOut,
+};
+
+use super::extract::{parse_json, read_body};
+use super::response::{ok, ApiError};
+use crate::state::AppState;
+
+const MARKER: &str = "/providers/microsoft.authorization/";
+
+/// True if the path is an access-control path.
+pub fn is_access_control(path: &str) -> bool {
+    path.to_ascii_lowercase().contains(MARKER)
+}
+
+/// Handles an access-control request on `vault`.
+pub async fn handle(
+    st: &AppState,
+    caller: &Principal,
+    vault: &VaultRecord,
+    req: Request,
+) -> Response {
+    match dispatch(st, caller, vault, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    st: &AppState,
+    caller: &Principal,
+    vault: &VaultRecord,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_owned();
+    let lower = path.to_ascii_lowercase();
+    let at = lower.find(MARKER).unwrap_or(0);
+    let local_scope = path
+        .get(..at)
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    let shown_scope = if local_scope.is_empty() {
+        "/".to_owned()
+    } else {
+        local_scope.clone()
+    };
+    let scope = format!("{}{}", vault.resource_id(), local_scope);
+    let rest: Vec<String> = path
+        .get(at + MARKER.len()..)
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let method = req.method().clone();
+    let body = req.into_body();
+    let kind = rest.first().map(|s| s.to_ascii_lowercase());
+    match (kind.as_deref(), rest.get(1), method) {
+        (Some("roleassignments"), None, Method::GET) => {
+            st.authz
+                .require_action(
+                    caller,
+                    &scope,
+                    "Microsoft.Authorization/roleAssignments/read",
+                )
+                .await?;
+            let value: Vec<RoleAssignmentOut> = st
+                .authz
+                .role_assignments(&scope)
+                .await?
+                .iter()
+                .filter(|a| keyhaven_identity::rbac::scope_covers(&vault.resource_id(), &a.scope))
+                .map(|a| local_assignment(vault, a))
+                .collect();
+            Ok(ok(&ArmList { value }))
+        }
+        (Some("roleassignments"), Some(name), Method::GET) => {
+            st.authz
+                .require_action(
+                    caller,
+                    &scope,
+                    "Microsoft.Authorization/roleAssignments/read",
+                )
+                .await?;
+            match st.authz.get_assignment(&scope, name).await? {
+                Some(a) => Ok(ok(&local_assignment(vault, &a))),
+                None => Err(ApiError::not_found("The role assignment was not found.")),
+            }
+        }
+        (Some("roleassignments"), Some(name), Method::PUT) => {
+            let b: PutRoleAssignment = parse(body).await?;
+            let p = b
+                .properties
+                .ok_or_else(|| Error::BadParameter("properties are required.".into()))?;
+            let (a, _) = st
+                .authz
+                .put_assignment(
+                    caller,
+                    &scope,
+                    name,
+                    &p.role_definition_id,
+                    &p.principal_id,
+                    p.principal_type.as_deref(),
+                )
+                .await?;
+            Ok(ok(&local_assignment(vault, &a)))
+        }
+        (Some("roleassignments"), Some(name), Method::DELETE) => {
+            match st.authz.delete_assignment(caller, &scope, name).await? {
+                Some(a) => Ok(ok(&local_assignment(vault, &a))),
+                None => Err(ApiError::not_found("The role assignment was not found.")),
+            }
+        }
+        (Some("roledefinitions"), None, Method::GET) => {
+            let value: Vec<RoleDefinitionOut> = st
+                .authz
+                .role_definitions()
+                .await?
+                .iter()
+                .map(|d| local_definition(d, &shown_scope))
+                .collect();
+            Ok(ok(&ArmList { value }))
+        }
+        (Some("roledefinitions"), Some(id), Method::GET) => {
+            let found = st
+                .authz
+                .role_definitions()
+                .await?
+                .into_iter()
+                .find(|d| d.id.eq_ignore_ascii_case(id));
+            match found {
+                Some(d) => Ok(ok(&local_definition(&d, &shown_scope))),
+                None => Err(ApiError::not_found("The role definition was not found.")),
+            }
+        }
+        (Some("roleassignments" | "roledefinitions"), _, _) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("Unknown access-control resource.")),
+    }
+}
+
+fn local_assignment(vault: &VaultRecord, a: &RoleAssignment) -> RoleAssignmentOut {
+    let base = vault.resource_id();
+    let local = a.scope.get(base.len()..).filter(|_| {
+        a.scope
+            .to_ascii_lowercase()
+            .starts_with(&base.to_ascii_lowercase())
+    });
+    let scope = match local {
+        Some("") | None => "/".to_owned(),
+        Some(s) => s.to_owned(),
+    };
+    let prefix = if scope == "/" {
+        String::new()
+    } else {
+        scope.clone()
+    };
+    RoleAssignmentOut {
+        id: format!(
+            "{prefix}/providers/Microsoft.Authorization/roleAssignments/{}",
+            a.name
+        ),
+        name: a.name.clone(),
+        kind: "Microsoft.Authorization/roleAssignments",
+        properties: RoleAssignmentProps {
+            role_definition_id: format!(
+                "Microsoft.Authorization/roleDefinitions/{}",
+                a.role_guid()
+            ),
+            principal_id: a.principal_id.clone(),
+            principal_type: None,
+            scope,
+        },
+    }
+}
+
+fn local_definition(d: &RoleDefinition, scope: &str) -> RoleDefinitionOut {
+    let mut props = serde_json::to_value(d).unwrap_or_default();
+    if let Some(obj) = props.as_object_mut() {
+        obj.insert(
+            "assignableScopes".into(),
+            serde_json::Value::from(vec![scope.to_owned()]),
+        );
+    }
+    RoleDefinitionOut {
+        id: format!("Microsoft.Authorization/roleDefinitions/{}", d.id),
+        name: d.id.clone(),
+        kind: "Microsoft.Authorization/roleDefinitions",
+        properties: props,
+    }
+}
+
+async fn parse<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = read_body(body).await?;
+    parse_json(&bytes)
+}

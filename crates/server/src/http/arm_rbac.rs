@@ -1,0 +1,328 @@
+//! ARM role definitions and role assignments at any scope
+//! (`{scope}/providers/Microsoft.Authorization/…`), as `az role` and
+//! azure-mgmt-authorization use them.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode};
+use keyhaven_core::{Error, Principal};
+use keyhaven_identity::rbac::{RoleAssignment, RoleDefinition};
+use keyhaven_wire::arm::{
+    ArmList, PutRoleAssignment, PutRoleDefinition, RoleAssignmentOut, RoleAssignmentProps,
+    RoleDefinitionOut,
+};
+
+use super::arm::{domain_failure, ArmFailure};
+use super::extract::{query_map, read_body};
+use super::response::json;
+use crate::state::AppState;
+
+const MARKER: &str = "/providers/microsoft.authorization/";
+
+/// Handles a request whose path names `Microsoft.Authorization`, or returns
+/// it for the next handler.
+pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<Response, Request> {
+    let path = req.uri().path().to_owned();
+    let lower = path.to_ascii_lowercase();
+    let Some(at) = lower.find(MARKER) else {
+        return Err(req);
+    };
+    let scope = path
+        .get(..at)
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    let rest: Vec<String> = path
+        .get(at + MARKER.len()..)
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let query = query_map(req.uri().query());
+    let method = req.method().clone();
+    let body = req.into_body();
+    let out = match (
+        rest.first().map(|s| s.to_ascii_lowercase()).as_deref(),
+        rest.get(1),
+        rest.len(),
+    ) {
+        (Some("roleassignments"), None, 1) if method == Method::GET => {
+            list_assignments(st, &scope, &query).await
+        }
+        (Some("roleassignments"), Some(name), 2) => match method {
+            Method::GET => get_assignment(st, &scope, name).await,
+            Method::PUT => put_assignment(st, caller, &scope, name, body).await,
+            Method::DELETE => delete_assignment(st, caller, &scope, name).await,
+            _ => Err(not_allowed()),
+        },
+        (Some("roledefinitions"), None, 1) if method == Method::GET => {
+            list_definitions(st, &query).await
+        }
+        (Some("roledefinitions"), Some(id), 2) => match method {
+            Method::GET => get_definition(st, id).await,
+            Method::PUT => put_definition(st, caller, id, body).await,
+            Method::DELETE => delete_definition(st, caller, id).await,
+            _ => Err(not_allowed()),
+        },
+        _ => Err(ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "Unknown Microsoft.Authorization resource.",
+        )),
+    };
+    Ok(out.unwrap_or_else(IntoResponse::into_response))
+}
+
+fn not_allowed() -> ArmFailure {
+    ArmFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The requested method is not allowed.",
+    )
+}
+
+fn fail(e: Error) -> ArmFailure {
+    domain_failure(e)
+}
+
+/// The ARM shape of an assignment.
+pub fn assignment_out(a: &RoleAssignment) -> RoleAssignmentOut {
+    RoleAssignmentOut {
+        id: keyhaven_identity::Evaluator::assignment_id(&a.scope, &a.name),
+        name: a.name.clone(),
+        kind: "Microsoft.Authorization/roleAssignments",
+        properties: RoleAssignmentProps {
+            role_definition_id: a.role_definition_id.clone(),
+            principal_id: a.principal_id.clone(),
+            principal_type: Some(a.principal_type.clone()),
+            scope: a.scope.clone(),
+        },
+    }
+}
+
+/// The ARM shape of a role definition.
+pub fn definition_out(st: &AppState, d: &RoleDefinition) -> RoleDefinitionOut {
+    RoleDefinitionOut {
+        id: st.authz.definition_id(&d.id),
+        name: d.id.clone(),
+        kind: "Microsoft.Authorization/roleDefinitions",
+        properties: serde_json::to_value(d).unwrap_or_default(),
+    }
+}
+
+async fn list_assignments(
+    st: &AppState,
+    scope: &str,
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Response, ArmFailure> {
+    let scope = if scope.is_empty() {
+        format!("/subscriptions/{}", st.subscription_id)
+    } else {
+        scope.to_owned()
+    };
+    let principal = q
+        .get("$filter")
+        .and_then(|f| f.strip_prefix("principalId eq '"))
+        .and_then(|r| r.strip_suffix('\''))
+        .map(str::to_owned);
+    let at_scope = q
+        .get("$filter")
+        .is_some_and(|f| f.eq_ignore_ascii_case("atScope()"));
+    let all = st.authz.role_assignments(&scope).await.map_err(fail)?;
+    let value = all
+        .iter()
+        .filter(|a| {
+            principal
+                .as_deref()
+                .is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p))
+        })
+        .filter(|a| !at_scope || keyhaven_identity::rbac::scope_covers(&a.scope, &scope))
+        .map(assignment_out)
+        .collect();
+    Ok(json(StatusCode::OK, &ArmList { value }))
+}
+
+async fn get_assignment(st: &AppState, scope: &str, name: &str) -> Result<Response, ArmFailure> {
+    match st.authz.get_assignment(scope, name).await.map_err(fail)? {
+        Some(a) => Ok(json(StatusCode::OK, &assignment_out(&a))),
+        None => Err(ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "RoleAssignmentNotFound",
+            "The role assignment does not exist.",
+        )),
+    }
+}
+
+async fn put_assignment(
+    st: &AppState,
+    caller: &Principal,
+    scope: &str,
+    name: &str,
+    body: Body,
+) -> Result<Response, ArmFailure> {
+    let b: PutRoleAssignment = parse(body).await?;
+    let p = b.properties.ok_or_else(|| {
+        ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "properties are required.",
+        )
+    })?;
+    let (a, created) = st
+        .authz
+        .put_assignment(
+            caller,
+            scope,
+            name,
+            &p.role_definition_id,
+            &p.principal_id,
+            p.principal_type.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Conflict(m) => ArmFailure::new(StatusCode::CONFLICT, "RoleAssignmentExists", m),
+            other => fail(other),
+        })?;
+    Ok(json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &assignment_out(&a),
+    ))
+}
+
+async fn delete_assignment(
+    st: &AppState,
+    caller: &Principal,
+    scope: &str,
+    name: &str,
+) -> Result<Response, ArmFailure> {
+    match st
+        .authz
+        .delete_assignment(caller, scope, name)
+        .await
+        .map_err(fail)?
+    {
+        Some(a) => Ok(json(StatusCode::OK, &assignment_out(&a))),
+        None => Ok(super::response::status_only(StatusCode::NO_CONTENT)),
+    }
+}
+
+async fn list_definitions(
+    st: &AppState,
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Response, ArmFailure> {
+    let name = q
+        .get("$filter")
+        .and_then(|f| f.strip_prefix("roleName eq '"))
+        .and_then(|r| r.strip_suffix('\''))
+        .map(str::to_owned);
+    let value = st
+        .authz
+        .role_definitions()
+        .await
+        .map_err(fail)?
+        .iter()
+        .filter(|d| {
+            name.as_deref()
+                .is_none_or(|n| d.role_name.eq_ignore_ascii_case(n))
+        })
+        .map(|d| definition_out(st, d))
+        .collect();
+    Ok(json(StatusCode::OK, &ArmList { value }))
+}
+
+async fn get_definition(st: &AppState, id: &str) -> Result<Response, ArmFailure> {
+    let found = st
+        .authz
+        .role_definitions()
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .find(|d| d.id.eq_ignore_ascii_case(id));
+    match found {
+        Some(d) => Ok(json(StatusCode::OK, &definition_out(st, &d))),
+        None => Err(ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "RoleDefinitionDoesNotExist",
+            "The specified role definition does not exist.",
+        )),
+    }
+}
+
+async fn put_definition(
+    st: &AppState,
+    caller: &Principal,
+    id: &str,
+    body: Body,
+) -> Result<Response, ArmFailure> {
+    let b: PutRoleDefinition = parse(body).await?;
+    let props = b.properties.ok_or_else(|| {
+        ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "properties are required.",
+        )
+    })?;
+    let def: RoleDefinition = serde_json::from_value(props).map_err(|_| {
+        ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "The role definition properties are invalid.",
+        )
+    })?;
+    let (d, created) = st
+        .authz
+        .put_role_definition(caller, id, def)
+        .await
+        .map_err(fail)?;
+    Ok(json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &definition_out(st, &d),
+    ))
+}
+
+async fn delete_definition(
+    st: &AppState,
+    caller: &Principal,
+    id: &str,
+) -> Result<Response, ArmFailure> {
+    match st
+        .authz
+        .delete_role_definition(caller, id)
+        .await
+        .map_err(fail)?
+    {
+        Some(d) => Ok(json(StatusCode::OK, &definition_out(st, &d))),
+        None => Ok(super::response::status_only(StatusCode::NO_CONTENT)),
+    }
+}
+
+async fn parse<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ArmFailure> {
+    let bytes = read_body(body).await.map_err(|_| {
+        ArmFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "The request body is too large.",
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            format!(
+                "The request content was invalid (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
