@@ -22,12 +22,24 @@ use crate::state::AppState;
 
 type Ctx = Extension<Arc<DataCtx>>;
 
+/// Every path template of the secret routes, in registration order. The
+/// router is built from this list, so a test can enumerate it.
+pub const ROUTE_PATHS: [&str; 6] = [
+    "/secrets",
+    "/secrets/{name}",
+    "/secrets/{name}/{version}",
+    "/deletedsecrets",
+    "/deletedsecrets/{name}",
+    "/deletedsecrets/{name}/recover",
+];
+
 /// Secret routes of the data plane.
 pub fn routes() -> Router<AppState> {
+    let [list, one, versioned, deleted_list, deleted_one, recover] = ROUTE_PATHS;
     Router::new()
-        .route("/secrets", get(get_secrets))
+        .route(list, get(get_secrets))
         .route(
-            "/secrets/{name}",
+            one,
             put(set_secret)
                 .get(get_secret)
                 .patch(update_secret)
@@ -35,20 +47,17 @@ pub fn routes() -> Router<AppState> {
                 .post(restore_secret),
         )
         .route(
-            "/secrets/{name}/{version}",
+            versioned,
             get(get_secret_version)
                 .patch(update_secret_version)
                 .post(backup_secret),
         )
-        .route("/deletedsecrets", get(get_deleted_secrets))
+        .route(deleted_list, get(get_deleted_secrets))
         .route(
-            "/deletedsecrets/{name}",
+            deleted_one,
             get(get_deleted_secret).delete(purge_deleted_secret),
         )
-        .route(
-            "/deletedsecrets/{name}/recover",
-            post(recover_deleted_secret),
-        )
+        .route(recover, post(recover_deleted_secret))
 }
 
 fn name(raw: &str) -> Result<ObjectName, ApiError> {
@@ -135,10 +144,11 @@ async fn get_secret_version(
     if ver == "versions" {
         return get_secret_versions(&st, &ctx, &name).await;
     }
-    let version = version(&name, &ver)?;
+    // Authorization comes before anything that looks at the object.
     let auth = ctx
         .authorize(&st, Operation::SecretGet, Some(name.as_str()))
         .await?;
+    let version = version(&name, &ver)?;
     let b = st
         .service
         .get_secret(&auth, &ctx.vault, &name, Some(&version))
@@ -198,10 +208,10 @@ async fn update(
     AzJson(body): AzJson<SecretUpdateParameters>,
 ) -> ApiResult {
     let name = name(&raw)?;
-    let version = ver.map(|v| version(&name, &v)).transpose()?;
     let auth = ctx
         .authorize(&st, Operation::SecretUpdate, Some(name.as_str()))
         .await?;
+    let version = ver.map(|v| version(&name, &v)).transpose()?;
     let b = st
         .service
         .update_secret(&auth, &ctx.vault, &name, version.as_ref(), body.into())

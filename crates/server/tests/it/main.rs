@@ -9,6 +9,7 @@
 )]
 
 mod auth;
+mod authz;
 mod secrets;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub const AUDIENCE: &str = "https://vault.localhost:8443";
 
 pub struct Harness {
     pub app: Router,
+    pub state: AppState,
     pub clock: Arc<FixedClock>,
     pub tenant_id: String,
     pub client_id: String,
@@ -79,7 +81,8 @@ impl Harness {
             trusted_issuers: Default::default(),
         });
         Self {
-            app: keyhaven_server::http::app(state),
+            app: keyhaven_server::http::app(state.clone()),
+            state,
             clock,
             tenant_id: boot.tenant_id,
             client_id: boot.principal.app_id.unwrap(),

@@ -1,0 +1,270 @@
+//! Authorization matrices: every built-in role against every data-plane
+//! operation (expected results derived from the role definitions' data
+//! actions with an independent matcher), access-policy permissions, and a
+//! sweep proving no route answers without an authorization decision.
+
+use http::StatusCode;
+use keyhaven_core::{Operation, Principal, PrincipalKind};
+use keyhaven_identity::rbac::builtin_roles;
+use serde_json::json;
+
+use crate::{code, vault_req, Harness, AUDIENCE, NOW};
+
+/// A fresh service principal of the tenant (no roles), and a token for it.
+async fn newcomer(h: &Harness) -> (Principal, String) {
+    let p = Principal {
+        object_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: h.tenant_id.clone(),
+        app_id: Some(uuid::Uuid::new_v4().to_string()),
+        kind: PrincipalKind::ServicePrincipal,
+    };
+    let record = keyhaven_core::PrincipalRecord {
+        object_id: p.object_id.clone(),
+        tenant_id: p.tenant_id.clone(),
+        kind: "servicePrincipal".into(),
+        app_id: p.app_id.clone(),
+        upn: None,
+        display_name: "newcomer".into(),
+        enabled: true,
+        credentials: "{}".into(),
+        attrs: "{}".into(),
+        created: NOW,
+    };
+    h.state.store.create_principal(&record).await.unwrap();
+    let token = h
+        .issuer("https://login.localhost:8443")
+        .mint(&p, AUDIENCE, NOW)
+        .unwrap();
+    (p, token)
+}
+
+/// Independent of `rbac::matches`: split on `*` and find the pieces in order.
+fn wildcard(pattern: &str, action: &str) -> bool {
+    let (p, a) = (pattern.to_lowercase(), action.to_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == a;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !a.starts_with(first) || !a.ends_with(last) || a.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &a[first.len()..a.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The request that performs each operation on secret `s` (set up to exist
+/// or be deleted as the operation needs).
+fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value>) {
+    let v = "api-version=7.5";
+    match op {
+        Operation::SecretSet => (
+            "PUT",
+            format!("/secrets/s?{v}"),
+            Some(json!({"value": "x"})),
+        ),
+        Operation::SecretGet => ("GET", format!("/secrets/s?{v}"), None),
+        Operation::SecretUpdate => (
+            "PATCH",
+            format!("/secrets/s?{v}"),
+            Some(json!({"contentType": "t"})),
+        ),
+        Operation::SecretList => ("GET", format!("/secrets?{v}"), None),
+        Operation::SecretListVersions => ("GET", format!("/secrets/s/versions?{v}"), None),
+        Operation::SecretDelete => ("DELETE", format!("/secrets/s?{v}"), None),
+        Operation::SecretGetDeleted => ("GET", format!("/deletedsecrets/d?{v}"), None),
+        Operation::SecretListDeleted => ("GET", format!("/deletedsecrets?{v}"), None),
+        Operation::SecretRecover => ("POST", format!("/deletedsecrets/d/recover?{v}"), None),
+        Operation::SecretPurge => ("DELETE", format!("/deletedsecrets/d?{v}"), None),
+        Operation::SecretBackup => ("POST", format!("/secrets/s/backup?{v}"), None),
+        Operation::SecretRestore => (
+            "POST",
+            format!("/secrets/restore?{v}"),
+            Some(json!({"value": "AAAA"})),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn every_builtin_role_allows_exactly_its_data_actions() {
+    let h = Harness::new().await;
+    // Fixtures, made by the bootstrap principal (Key Vault Administrator).
+    h.call(
+        "PUT",
+        "/secrets/s?api-version=7.5",
+        Some(json!({"value": "x"})),
+    )
+    .await;
+    let bootstrap = h.principal.clone();
+    let vault = h
+        .state
+        .vault(&"dev".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    for role in builtin_roles() {
+        let (p, token) = newcomer(&h).await;
+        h.state
+            .authz
+            .put_assignment(
+                &bootstrap,
+                &vault.resource_id(),
+                &uuid::Uuid::new_v4().to_string(),
+                &role.id,
+                &p.object_id,
+                None,
+            )
+            .await
+            .unwrap();
+        for op in Operation::ALL {
+            // Fresh state per operation: `s` live, `d` soft-deleted.
+            h.call(
+                "PUT",
+                "/secrets/d?api-version=7.5",
+                Some(json!({"value": "x"})),
+            )
+            .await;
+            h.call("DELETE", "/secrets/d?api-version=7.5", None).await;
+            let expected = role.permissions.iter().any(|perm| {
+                perm.data_actions
+                    .iter()
+                    .any(|a| wildcard(a, op.data_action()))
+                    && !perm
+                        .not_data_actions
+                        .iter()
+                        .any(|a| wildcard(a, op.data_action()))
+            });
+            let (method, path, body) = request_for(*op);
+            let (status, _, j) = h
+                .send(vault_req(
+                    method,
+                    &path,
+                    Some(&token),
+                    body.map(|b| b.to_string()),
+                ))
+                .await;
+            let refused = status == StatusCode::FORBIDDEN
+                && j["error"]["innererror"]["code"] == "ForbiddenByRbac";
+            assert_eq!(
+                !refused, expected,
+                "{} × {op:?}: {status} {j}",
+                role.role_name
+            );
+            if refused {
+                let msg = j["error"]["message"].as_str().unwrap();
+                assert!(
+                    msg.contains(op.data_action()) && msg.contains(&p.object_id),
+                    "{msg}"
+                );
+            }
+            // Undo what the operation may have done.
+            h.call("DELETE", "/deletedsecrets/d?api-version=7.5", None)
+                .await;
+            h.call(
+                "PUT",
+                "/secrets/s?api-version=7.5",
+                Some(json!({"value": "x"})),
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn access_policy_permissions_allow_exactly_their_operations() {
+    let h = Harness::new().await;
+    let vault = h
+        .state
+        .vault(&"dev".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (p, token) = newcomer(&h).await;
+    for perm in [
+        "get", "list", "set", "delete", "backup", "restore", "recover", "purge", "all", "GET",
+    ] {
+        let mut props = vault.properties.clone();
+        props.rbac_authorization = false;
+        props.access_policies = vec![keyhaven_core::vault::AccessPolicy {
+            tenant_id: h.tenant_id.clone(),
+            object_id: p.object_id.clone(),
+            application_id: None,
+            permissions: keyhaven_core::vault::Permissions {
+                secrets: vec![perm.to_owned()],
+                // Key permissions never open secrets.
+                keys: vec!["all".into()],
+                ..Default::default()
+            },
+        }];
+        h.state
+            .store
+            .update_vault_properties(&vault.id, &serde_json::to_string(&props).unwrap())
+            .await
+            .unwrap();
+        keyhaven_identity::authz::bump_generation(&h.state.store)
+            .await
+            .unwrap();
+        for op in Operation::ALL {
+            let (category, needed) = op.permission();
+            let expected =
+                category == "secrets" && (perm.eq_ignore_ascii_case(needed) || perm == "all");
+            let (method, path, body) = request_for(*op);
+            let (status, _, j) = h
+                .send(vault_req(
+                    method,
+                    &path,
+                    Some(&token),
+                    body.map(|b| b.to_string()),
+                ))
+                .await;
+            let refused = status == StatusCode::FORBIDDEN
+                && j["error"]["innererror"]["code"] == "ForbiddenByPolicy";
+            assert_eq!(!refused, expected, "{perm} × {op:?}: {status} {j}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_data_plane_route_answers_without_an_authorization_decision() {
+    let h = Harness::new().await;
+    h.call(
+        "PUT",
+        "/secrets/s?api-version=7.5",
+        Some(json!({"value": "x"})),
+    )
+    .await;
+    let (_, token) = newcomer(&h).await;
+    let mut probed = 0;
+    for template in keyhaven_server::http::secrets::ROUTE_PATHS {
+        let path = template
+            .replace("{name}", "s")
+            .replace("{version}", "versions");
+        for method in ["GET", "PUT", "PATCH", "POST", "DELETE"] {
+            let body = Some(json!({"value": "x"}).to_string());
+            let (status, _, j) = h
+                .send(vault_req(
+                    method,
+                    &format!("{path}?api-version=7.5"),
+                    Some(&token),
+                    body,
+                ))
+                .await;
+            // Either refused by authorization, or no such method on the path.
+            assert!(
+                status == StatusCode::FORBIDDEN || status == StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} answered {status} without authorization: {j}"
+            );
+            if status == StatusCode::FORBIDDEN {
+                assert_eq!(code(&j), "Forbidden");
+                probed += 1;
+            }
+        }
+    }
+    assert!(probed >= 11, "only {probed} routes probed");
+}
