@@ -1129,3 +1129,266 @@ def verify_rs256(token: str, jwks: Dict[str, Any]) -> Dict[str, Any]:
     except InvalidSignature:
         pytest.fail(f"token with kid {header.get('kid')!r} does not verify against its JWKS key")
     return payload
+
+
+# --------------------------------------------------------------------------
+# Authorization: Azure RBAC (Microsoft.Authorization role definitions and
+# assignments on the management plane and on the vault's data plane) and
+# vault access policies (Microsoft.KeyVault/vaults). Used by test_rbac.py and
+# test_access_policies.py.
+# --------------------------------------------------------------------------
+
+from urllib.parse import quote as _quote  # noqa: E402
+
+AUTHZ_API_VERSION = "2022-04-01"         # Microsoft.Authorization (azure-mgmt-authorization 4.0.0's default)
+KEYVAULT_ARM_API_VERSION = "2023-07-01"  # Microsoft.KeyVault/vaults
+ROLE_DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
+ROLE_ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
+VAULT_TYPE = "Microsoft.KeyVault/vaults"
+ACCESS_POLICIES_TYPE = "Microsoft.KeyVault/vaults/accessPolicies"
+SECRET_ACTION = "Microsoft.KeyVault/vaults/secrets"  # prefix of the secrets data actions
+
+# Azure's built-in role definitions: role name -> role definition name (GUID).
+BUILTIN_ROLES: Dict[str, str] = {
+    "Key Vault Administrator": "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+    "Key Vault Reader": "21090545-7ca7-4776-b22c-e363652d74d2",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Key Vault Crypto Officer": "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",
+    "Key Vault Crypto User": "12338af0-0e69-4776-bea7-57ae8d297424",
+    "Key Vault Crypto Service Encryption User": "e147488a-f6f5-4113-8e2d-b22465e65bf6",
+    "Key Vault Crypto Service Release User": "08bbd89e-9f13-488c-ac41-acfcb10c90ab",
+    "Key Vault Certificates Officer": "a4417e6f-fecd-4de8-b567-7b0420556985",
+    "Key Vault Certificate User": "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba",
+    "Key Vault Contributor": "f25e0fa2-a7c8-4377-a976-54943a77a395",
+    "Key Vault Data Access Administrator": "8b54135c-b56d-4d72-a534-26097cfdc8d8",
+    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+}
+
+
+def subscription_scope(server: "KeyhavenServer") -> str:
+    return f"/subscriptions/{server.subscription_id}"
+
+
+def resource_group_scope(server: "KeyhavenServer", resource_group: _Opt[str] = None) -> str:
+    return f"{subscription_scope(server)}/resourceGroups/{resource_group or server.resource_group}"
+
+
+def vault_arm_id(server: "KeyhavenServer", vault: str = "dev") -> str:
+    """/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{vault}"""
+    return f"{resource_group_scope(server)}/providers/Microsoft.KeyVault/vaults/{vault}"
+
+
+def role_definition_id(server: "KeyhavenServer", role: str) -> str:
+    """The full id of a role definition; `role` is a built-in role's name or a GUID."""
+    guid = BUILTIN_ROLES.get(role, role)
+    return f"{subscription_scope(server)}/providers/{ROLE_DEFINITION_TYPE}/{guid}"
+
+
+def odata_filter(path: str, expression: str) -> str:
+    """`path?$filter=...` encoded as the Azure SDKs send it (%20 for spaces,
+    quotes as they are), never with '+' for spaces."""
+    return f"{path}?$filter={_quote(expression, safe=chr(39))}"
+
+
+def authz(server: "KeyhavenServer", method: str, path: str, token: _Opt[str] = None, json: Any = None,
+          **kwargs) -> requests.Response:
+    """A Microsoft.Authorization (api-version 2022-04-01) request on the
+    management plane; the bootstrap principal's token by default."""
+    return arm(server, method, path, token or management_token(server), json=json,
+               api_version=AUTHZ_API_VERSION, **kwargs)
+
+
+def role_assignment_body(server: "KeyhavenServer", role: str, principal_id: str,
+                         principal_type: str = "ServicePrincipal") -> Dict[str, Any]:
+    return {"properties": {"roleDefinitionId": role_definition_id(server, role), "principalId": principal_id,
+                           "principalType": principal_type}}
+
+
+def put_role_assignment(server: "KeyhavenServer", scope: str, role: str, principal_id: str, *,
+                        principal_type: str = "ServicePrincipal", token: _Opt[str] = None,
+                        name: _Opt[str] = None) -> requests.Response:
+    """PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name} (a new GUID by default)."""
+    path = f"{scope}/providers/{ROLE_ASSIGNMENT_TYPE}/{name or uuid.uuid4()}"
+    return authz(server, "PUT", path, token, json=role_assignment_body(server, role, principal_id, principal_type))
+
+
+def assign_role(server: "KeyhavenServer", scope: str, role: str, principal_id: str, *,
+                principal_type: str = "ServicePrincipal", token: _Opt[str] = None) -> Dict[str, Any]:
+    """A new role assignment (201); returns its JSON."""
+    r = put_role_assignment(server, scope, role, principal_id, principal_type=principal_type, token=token)
+    return expect_status(r, 201).json()
+
+
+def delete_role_assignment(server: "KeyhavenServer", assignment_id: str, token: _Opt[str] = None) -> requests.Response:
+    """DELETE an assignment by its full id."""
+    return authz(server, "DELETE", assignment_id, token)
+
+
+_VAULT_TOKENS: Dict[Tuple[int, str, str], Tuple[str, float]] = {}
+
+
+def vault_token(server: "KeyhavenServer", client_id: str, client_secret: str) -> str:
+    """A data-plane token from the client-credentials grant; cached 20 minutes."""
+    key = (server.port, client_id, client_secret)
+    cached = _VAULT_TOKENS.get(key)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    r = server.request_token(server.vault_scope, client_id=client_id, client_secret=client_secret)
+    assert r.status_code == 200, f"vault token for {client_id}: {r.status_code} {r.text[:500]}"
+    tok = r.json()["access_token"]
+    _VAULT_TOKENS[key] = (tok, time.monotonic() + 20 * 60)
+    return tok
+
+
+class AppPrincipal(NamedTuple):
+    """A new application with a client secret and its service principal."""
+    app: Dict[str, Any]
+    sp: Dict[str, Any]
+    secret: str
+
+    @property
+    def app_id(self) -> str:
+        return self.app["appId"]
+
+    @property
+    def object_id(self) -> str:
+        return self.sp["id"]
+
+    def vault_token(self, server: "KeyhavenServer") -> str:
+        return vault_token(server, self.app_id, self.secret)
+
+    def management_token(self, server: "KeyhavenServer") -> str:
+        return management_token(server, self.app_id, self.secret)
+
+    def credential(self, server: "KeyhavenServer", **kwargs):
+        return app_secret_credential(server, self.app_id, self.secret, **kwargs)
+
+
+def new_principal(server: "KeyhavenServer", prefix: str = "sp") -> AppPrincipal:
+    app, sp, secret = new_app_with_secret(server, prefix=prefix)
+    return AppPrincipal(app, sp, secret)
+
+
+def bootstrap_object_id(server: "KeyhavenServer") -> str:
+    return jwt_claims(management_token(server))["oid"]
+
+
+def remove_member(server: "KeyhavenServer", group_id: str, member_id: str, token: _Opt[str] = None) -> requests.Response:
+    return graph(server, "DELETE", f"/groups/{group_id}/members/{member_id}/$ref", token or graph_token(server))
+
+
+# -- the data plane as a principal sees it ---------------------------------------
+
+def get_secret_as(server: "KeyhavenServer", token: str, name: str) -> requests.Response:
+    return server.vault_request("GET", f"/secrets/{name}", token=token)
+
+
+def set_secret_as(server: "KeyhavenServer", token: str, name: str, value: str = "v") -> requests.Response:
+    return server.vault_request("PUT", f"/secrets/{name}", token=token, json={"value": value})
+
+
+def list_secrets_as(server: "KeyhavenServer", token: str) -> requests.Response:
+    return server.vault_request("GET", "/secrets", token=token)
+
+
+def delete_secret_as(server: "KeyhavenServer", token: str, name: str) -> requests.Response:
+    return server.vault_request("DELETE", f"/secrets/{name}", token=token)
+
+
+def seed_secret(server: "KeyhavenServer", name: _Opt[str] = None, value: _Opt[str] = None) -> Tuple[str, str]:
+    """A secret set by the bootstrap principal; returns (name, value)."""
+    name = name or unique("seed")
+    value = value or f"value-{uuid.uuid4().hex}"
+    r = set_secret_as(server, server.token(), name, value)
+    assert r.status_code == 200, f"seeding secret {name}: {r.status_code} {r.text[:500]}"
+    return name, value
+
+
+def assert_vault_forbidden(resp: requests.Response, inner_code: str, *mentions: str) -> Dict[str, Any]:
+    """The data plane's authorization refusal: 403 {"error": {"code": "Forbidden",
+    "message", "innererror": {"code": inner_code}}}; the message mentions each
+    of `mentions` (case-insensitively)."""
+    assert resp.status_code == 403, (
+        f"{resp.request.method} {resp.url}: expected 403 {inner_code}, got {resp.status_code}: {resp.text[:800]}")
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
+    err = resp.json().get("error")
+    assert isinstance(err, dict), resp.text
+    assert err.get("code") == "Forbidden", resp.text
+    inner = err.get("innererror")
+    assert isinstance(inner, dict) and inner.get("code") == inner_code, resp.text
+    message = err.get("message")
+    assert isinstance(message, str) and message, resp.text
+    for m in mentions:
+        assert m.lower() in message.lower(), f"403 message does not mention {m!r}: {message!r}"
+    return err
+
+
+def poll_status(send, status: int, timeout: float = 3.0, interval: float = 0.1) -> requests.Response:
+    """Call `send()` until it answers `status` or `timeout` seconds pass;
+    returns the last response (the caller asserts on it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = send()
+        if resp.status_code == status or time.monotonic() >= deadline:
+            return resp
+        time.sleep(interval)
+
+
+# -- vaults and access policies (Microsoft.KeyVault) --------------------------------
+
+def keyvault_arm(server: "KeyhavenServer", method: str, path: str, token: _Opt[str] = None, json: Any = None,
+                 **kwargs) -> requests.Response:
+    return arm(server, method, path, token or management_token(server), json=json,
+               api_version=KEYVAULT_ARM_API_VERSION, **kwargs)
+
+
+def get_vault(server: "KeyhavenServer", token: _Opt[str] = None, vault: str = "dev") -> Dict[str, Any]:
+    return expect_status(keyvault_arm(server, "GET", vault_arm_id(server, vault), token), 200).json()
+
+
+def patch_vault(server: "KeyhavenServer", properties: Dict[str, Any], token: _Opt[str] = None,
+                vault: str = "dev") -> requests.Response:
+    return keyvault_arm(server, "PATCH", vault_arm_id(server, vault), token, json={"properties": properties})
+
+
+def set_rbac_mode(server: "KeyhavenServer", enabled: bool, token: _Opt[str] = None) -> Dict[str, Any]:
+    """PATCH enableRbacAuthorization (200); returns the vault JSON."""
+    body = expect_status(patch_vault(server, {"enableRbacAuthorization": enabled}, token), 200).json()
+    assert body["properties"]["enableRbacAuthorization"] is enabled, body
+    return body
+
+
+def access_policy(server: "KeyhavenServer", object_id: str, *, application_id: _Opt[str] = None,
+                  secrets: Iterable[str] = (), keys: Iterable[str] = (), certificates: Iterable[str] = (),
+                  storage: Iterable[str] = ()) -> Dict[str, Any]:
+    """One access policy entry of this server's tenant."""
+    entry: Dict[str, Any] = {
+        "tenantId": server.tenant_id,
+        "objectId": object_id,
+        "permissions": {"keys": list(keys), "secrets": list(secrets), "certificates": list(certificates),
+                        "storage": list(storage)},
+    }
+    if application_id is not None:
+        entry["applicationId"] = application_id
+    return entry
+
+
+def update_access_policies(server: "KeyhavenServer", operation: str, policies: List[Dict[str, Any]],
+                           token: _Opt[str] = None, vault: str = "dev") -> requests.Response:
+    """PUT .../vaults/{vault}/accessPolicies/{add|replace|remove}."""
+    return keyvault_arm(server, "PUT", f"{vault_arm_id(server, vault)}/accessPolicies/{operation}", token,
+                        json={"properties": {"accessPolicies": policies}})
+
+
+def policies_for(vault_json: Dict[str, Any], object_id: str, application_id: _Opt[str] = None) -> List[Dict[str, Any]]:
+    """The access policy entries of a vault for (objectId, applicationId)."""
+    return [p for p in vault_json["properties"].get("accessPolicies") or []
+            if p.get("objectId") == object_id and (p.get("applicationId") or None) == application_id]
+
+
+def lower_set(values: Iterable[str]) -> set:
+    return {v.lower() for v in values}

@@ -460,6 +460,7 @@ impl Directory {
             .add_member(&group.object_id, &member.object_id)
             .await?
         {
+            crate::authz::bump_generation(&self.store).await?;
             Ok(())
         } else {
             Err(DirectoryError::BadRequest(
@@ -484,6 +485,7 @@ impl Directory {
             .remove_member(&group.object_id, member_id)
             .await?
         {
+            crate::authz::bump_generation(&self.store).await?;
             Ok(())
         } else {
             Err(DirectoryError::NotFound(short(member_id)))

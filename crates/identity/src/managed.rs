@@ -3,7 +3,8 @@
 //! resource with source addresses, an optional system-assigned identity and a
 //! list of user-assigned ones. Which identity a caller of the metadata
 //! endpoint gets is decided by its real source address — nothing secret sits
-//! on the workload.
+//! on the workload. Callers are authorized by the management plane's RBAC
+//! check before these methods run.
 
 use std::net::IpAddr;
 
@@ -117,7 +118,7 @@ impl Directory {
         location: &str,
         tags: &str,
     ) -> DirResult<(ResourceRecord, UamiProps, bool)> {
-        self.require_admin(caller).await?;
+        let _ = caller; // authorized by the management plane (RBAC) before the call
         validate_name(&at.name)?;
         let id = at.id(UAMI_TYPE);
         let now = self.clock().now();
@@ -161,7 +162,7 @@ impl Directory {
 
     /// Deletes a user-assigned identity and its principal; false if absent.
     pub async fn delete_user_assigned(&self, caller: &Principal, id: &str) -> DirResult<bool> {
-        self.require_admin(caller).await?;
+        let _ = caller; // authorized by the management plane (RBAC) before the call
         let Ok((r, p)) = self.user_assigned(id).await else {
             return Ok(false);
         };
@@ -176,7 +177,7 @@ impl Directory {
         at: &ResourceName,
         spec: WorkloadSpec,
     ) -> DirResult<(ResourceRecord, WorkloadProps, bool)> {
-        self.require_admin(caller).await?;
+        let _ = caller; // authorized by the management plane (RBAC) before the call
         validate_name(&at.name)?;
         if spec.addresses.len() > MAX_ADDRESSES {
             return Err(DirectoryError::BadRequest(format!(
@@ -238,7 +239,7 @@ impl Directory {
 
     /// Deletes a workload and its system-assigned identity; false if absent.
     pub async fn delete_workload(&self, caller: &Principal, id: &str) -> DirResult<bool> {
-        self.require_admin(caller).await?;
+        let _ = caller; // authorized by the management plane (RBAC) before the call
         let Ok((r, p)) = self.workload(id).await else {
             return Ok(false);
         };

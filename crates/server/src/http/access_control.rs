@@ -7,7 +7,7 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::Method;
+use http::{Method, StatusCode};
 use keyhaven_core::{Error, Principal, VaultRecord};
 use keyhaven_identity::rbac::{RoleAssignment, RoleDefinition};
 use keyhaven_wire::arm::{
@@ -15,7 +15,7 @@ use keyhaven_wire::arm::{
 };
 
 use super::extract::{parse_json, read_body};
-use super::response::{ok, ApiError};
+use super::response::{json, ok, ApiError};
 use crate::state::AppState;
 
 const MARKER: &str = "/providers/microsoft.authorization/";
@@ -116,7 +116,8 @@ async fn dispatch(
                     p.principal_type.as_deref(),
                 )
                 .await?;
-            Ok(ok(&local_assignment(vault, &a)))
+            // The SDK accepts only 201 here, as Managed HSM answers.
+            Ok(json(StatusCode::CREATED, &local_assignment(vault, &a)))
         }
         (Some("roleassignments"), Some(name), Method::DELETE) => {
             match st.authz.delete_assignment(caller, &scope, name).await? {

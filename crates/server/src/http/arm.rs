@@ -344,6 +344,14 @@ async fn put_identity(
     let loc = location(&b.location)?;
     let tags = serde_json::to_string(&b.tags).unwrap_or_else(|_| "{}".into());
     let scope = at.id(keyhaven_identity::managed::UAMI_TYPE);
+    st.authz
+        .require_action(
+            &ctx.caller,
+            &scope,
+            "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+        )
+        .await
+        .map_err(domain_failure)?;
     let (r, p, created) = st
         .directory
         .put_user_assigned(&ctx.caller, &at, &loc, &tags)
@@ -366,6 +374,14 @@ async fn get_identity(
 ) -> ArmResult {
     let at = resource_name(&st, sub, rg, name)?;
     let scope = at.id(keyhaven_identity::managed::UAMI_TYPE);
+    st.authz
+        .require_action(
+            &ctx.caller,
+            &scope,
+            "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+        )
+        .await
+        .map_err(domain_failure)?;
     let (r, p) = st.directory.user_assigned(&scope).await.map_err(|e| {
         fail(
             &ctx,
@@ -384,6 +400,14 @@ async fn delete_identity(
 ) -> ArmResult {
     let at = resource_name(&st, sub, rg, name)?;
     let scope = at.id(keyhaven_identity::managed::UAMI_TYPE);
+    st.authz
+        .require_action(
+            &ctx.caller,
+            &scope,
+            "Microsoft.ManagedIdentity/userAssignedIdentities/delete",
+        )
+        .await
+        .map_err(domain_failure)?;
     let deleted = st
         .directory
         .delete_user_assigned(&ctx.caller, &scope)
@@ -480,6 +504,10 @@ async fn put_workload(
         None => (false, Vec::new()),
     };
     let scope = at.id(keyhaven_identity::managed::WORKLOAD_TYPE);
+    st.authz
+        .require_action(&ctx.caller, &scope, "Keyhaven.Compute/workloads/write")
+        .await
+        .map_err(domain_failure)?;
     let spec = WorkloadSpec {
         addresses,
         system_assigned,
@@ -502,6 +530,10 @@ async fn get_workload(
 ) -> ArmResult {
     let at = resource_name(&st, sub, rg, name)?;
     let scope = at.id(keyhaven_identity::managed::WORKLOAD_TYPE);
+    st.authz
+        .require_action(&ctx.caller, &scope, "Keyhaven.Compute/workloads/read")
+        .await
+        .map_err(domain_failure)?;
     let (r, p) = st
         .directory
         .workload(&scope)
@@ -517,6 +549,10 @@ async fn delete_workload(
 ) -> ArmResult {
     let at = resource_name(&st, sub, rg, name)?;
     let scope = at.id(keyhaven_identity::managed::WORKLOAD_TYPE);
+    st.authz
+        .require_action(&ctx.caller, &scope, "Keyhaven.Compute/workloads/delete")
+        .await
+        .map_err(domain_failure)?;
     let deleted = st
         .directory
         .delete_workload(&ctx.caller, &scope)
