@@ -99,9 +99,7 @@ impl RoleDefinition {
 
 /// Azure's action matching: case-insensitive, `*` matches any run of characters.
 pub fn matches(pattern: &str, action: &str) -> bool {
-    let p = pattern.to_ascii_lowercase();
-    let a = action.to_ascii_lowercase();
-    glob(p.as_bytes(), a.as_bytes())
+    glob(pattern.as_bytes(), action.as_bytes())
 }
 
 fn glob(p: &[u8], a: &[u8]) -> bool {
@@ -115,7 +113,7 @@ fn glob(p: &[u8], a: &[u8]) -> bool {
                 mark = ai;
                 pi += 1;
             }
-            Some(c) if Some(c) == a.get(ai) => {
+            Some(c) if a.get(ai).is_some_and(|x| x.eq_ignore_ascii_case(c)) => {
                 pi += 1;
                 ai += 1;
             }
@@ -136,9 +134,15 @@ fn glob(p: &[u8], a: &[u8]) -> bool {
 /// True if an assignment at `scope` covers `resource` (same id or an
 /// ancestor on a path-segment boundary), ignoring case.
 pub fn scope_covers(scope: &str, resource: &str) -> bool {
-    let s = scope.trim_end_matches('/').to_ascii_lowercase();
-    let r = resource.trim_end_matches('/').to_ascii_lowercase();
-    s.is_empty() || r == s || r.strip_prefix(&s).is_some_and(|rest| rest.starts_with('/'))
+    let s = scope.trim_end_matches('/').as_bytes();
+    let r = resource.trim_end_matches('/').as_bytes();
+    if s.is_empty() {
+        return true;
+    }
+    match r.get(..s.len()) {
+        Some(head) if head.eq_ignore_ascii_case(s) => matches!(r.get(s.len()), None | Some(b'/')),
+        _ => false,
+    }
 }
 
 const KV_READS: &[&str] = &[

@@ -29,6 +29,8 @@ pub struct Inner {
     pub lockout: Lockout,
     /// Pending device authorizations.
     pub device_codes: DeviceCodes,
+    /// Request ids (`x-ms-request-id`).
+    pub request_ids: RequestIds,
     /// The crypto barrier (for deployment-level sealed data).
     pub barrier: Arc<dyn Barrier>,
     /// The deployment's subscription.
@@ -91,6 +93,7 @@ impl AppState {
             directory,
             lockout: Lockout::new(),
             device_codes: DeviceCodes::new(),
+            request_ids: RequestIds::new(),
             barrier: p.barrier,
             subscription_id: p.subscription_id,
             store: p.store,
@@ -138,5 +141,39 @@ impl std::ops::Deref for AppState {
 
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+/// GUID-shaped request ids: a random per-process prefix and a counter, so the
+/// hot path makes no system call for randomness.
+pub struct RequestIds {
+    prefix: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut b = [0u8; 8];
+        let _ = openssl::rand::rand_bytes(&mut b);
+        Self {
+            prefix: u64::from_le_bytes(b),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next id.
+    pub fn next(&self) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = self.prefix;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            p >> 32,
+            (p >> 16) & 0xffff,
+            p & 0xffff,
+            (n >> 48) & 0xffff,
+            n & 0xffff_ffff_ffff
+        )
     }
 }

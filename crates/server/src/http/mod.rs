@@ -57,7 +57,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = state.request_ids.next();
     let client_request_id = req
         .headers()
         .get("x-ms-client-request-id")

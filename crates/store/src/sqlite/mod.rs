@@ -2,9 +2,11 @@
 //! `synchronous=FULL` so an acknowledged write survives power loss. Calls run on
 //! the blocking pool behind one connection; SQLite serialises writers anyway.
 
+use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
@@ -21,6 +23,10 @@ use crate::sql::{self, parse_properties, properties_json, with_deleted_info, Row
 
 /// Read-only connections kept for point reads.
 const READERS: usize = 4;
+/// Most latest-version entries cached; the cache is cleared past this.
+const LATEST_CACHE: usize = 10_000;
+
+type LatestKey = (String, ObjectKind, String);
 
 /// SQLite implementation of `Store`.
 #[derive(Clone)]
@@ -30,13 +36,28 @@ pub struct SqliteStore {
     // reader never waits for the writer, so reads run inline on the caller's
     // thread: a point read takes microseconds, a hop to the blocking pool more.
     readers: Arc<Mutex<Vec<Connection>>>,
+    // The settings table, mirrored: this process is the database's only
+    // writer (see `lock`), so every change passes through here and the
+    // mirror is exact. Reads of hot settings (the authorization generation)
+    // then cost no query.
+    settings: Arc<RwLock<HashMap<String, Option<Vec<u8>>>>>,
+    // The latest version of recently read objects (sealed payloads only),
+    // exact for the same reason: every write passes through this process and
+    // drops the entry it touches.
+    latest: Arc<RwLock<HashMap<LatestKey, VersionRecord>>>,
+    latest_epoch: Arc<AtomicU64>,
+    // An exclusive lock on `<db>.lock`: a second process on the same file is
+    // refused instead of silently sharing (and invalidating the mirror).
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let path = path.to_owned();
+        let db_path = path.clone();
         let conn = tokio::task::spawn_blocking(move || {
+            let path = db_path;
             // Created private; SQLite gives its -wal and -shm files the same mode.
             if !path.exists() {
                 std::fs::OpenOptions::new()
@@ -50,7 +71,23 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        let store = Self::init(conn).await?;
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!(
+                "{} is in use by another keyhaven process (lock {})",
+                path.display(),
+                lock_path.display()
+            ))
+        })?;
+        let mut store = Self::init(conn).await?;
+        store._lock = Some(Arc::new(lock));
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -77,6 +114,10 @@ impl SqliteStore {
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            settings: Arc::new(RwLock::new(HashMap::new())),
+            latest: Arc::new(RwLock::new(HashMap::new())),
+            latest_epoch: Arc::new(AtomicU64::new(0)),
+            _lock: None,
         };
         store
             .run(|c| {
@@ -108,6 +149,29 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Called after a write has committed: drops the entry and moves the
+    /// epoch, so a read that began before the commit does not cache what it
+    /// read.
+    fn forget_latest(&self, vault_id: &str, kind: ObjectKind, key: &str) {
+        if let Ok(mut m) = self.latest.write() {
+            m.remove(&(vault_id.to_owned(), kind, key.to_owned()));
+            self.latest_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn forget_all_latest(&self) {
+        if let Ok(mut m) = self.latest.write() {
+            m.clear();
+            self.latest_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn remember_setting(&self, key: &str, value: Option<Vec<u8>>) {
+        if let Ok(mut m) = self.settings.write() {
+            m.insert(key.to_owned(), value);
+        }
+    }
+
     /// Runs a read on an idle reader connection, inline; falls back to the
     /// writer connection on the blocking pool when none is idle.
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -243,35 +307,58 @@ fn object_state(
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let key = key.to_owned();
-        self.read(move |c| {
-            c.query_row(&q(sql::GET_SETTING), [key], |r| r.get(0))
-                .optional()
-                .map_err(err)
-        })
-        .await
+        if let Some(v) = self.settings.read().ok().and_then(|m| m.get(key).cloned()) {
+            return Ok(v);
+        }
+        let k = key.to_owned();
+        let value: Option<Vec<u8>> = self
+            .read(move |c| {
+                c.prepare_cached(&q(sql::GET_SETTING))
+                    .map_err(err)?
+                    .query_row([k], |r| r.get(0))
+                    .optional()
+                    .map_err(err)
+            })
+            .await?;
+        self.remember_setting(key, value.clone());
+        Ok(value)
     }
 
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
-        let (key, value) = (key.to_owned(), value.to_vec());
-        self.run(move |c| {
-            Ok(c.execute(&q(sql::PUT_SETTING), params![key, value])
-                .map_err(err)?
-                == 1)
-        })
-        .await
+        let (k, v) = (key.to_owned(), value.to_vec());
+        let (written, now) = self
+            .run(move |c| {
+                let n = c
+                    .execute(&q(sql::PUT_SETTING), params![k, v])
+                    .map_err(err)?;
+                let now: Option<Vec<u8>> = c
+                    .prepare_cached(&q(sql::GET_SETTING))
+                    .map_err(err)?
+                    .query_row([&k], |r| r.get(0))
+                    .optional()
+                    .map_err(err)?;
+                Ok((n == 1, now))
+            })
+            .await?;
+        self.remember_setting(key, now);
+        Ok(written)
     }
 
     async fn replace_setting(&self, key: &str, expected: &[u8], value: &[u8]) -> StoreResult<bool> {
-        let (key, expected, value) = (key.to_owned(), expected.to_vec(), value.to_vec());
-        self.run(move |c| {
-            Ok(
-                c.execute(&q(sql::REPLACE_SETTING), params![key, expected, value])
+        let (k, expected, v) = (key.to_owned(), expected.to_vec(), value.to_vec());
+        let written = self
+            .run(move |c| {
+                Ok(c.execute(&q(sql::REPLACE_SETTING), params![k, expected, v])
                     .map_err(err)?
-                    == 1,
-            )
-        })
-        .await
+                    == 1)
+            })
+            .await?;
+        if written {
+            self.remember_setting(key, Some(value.to_vec()));
+        } else if let Ok(mut m) = self.settings.write() {
+            m.remove(key);
+        }
+        Ok(written)
     }
 
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {
@@ -380,29 +467,33 @@ impl Store for SqliteStore {
 
     async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
         let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
-        self.run(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
-            let key = rec.name.key();
-            tx.prepare_cached(&q(sql::INSERT_OBJECT))
-                .map_err(err)?
-                .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
-                .map_err(err)?;
-            if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
-                return Err(StoreError::NameDeleted {
-                    kind: rec.kind,
-                    name: rec.name.to_string(),
-                });
-            }
-            let seq = insert_version(&tx, &vault_id, &rec)?;
-            tx.prepare_cached(&q(sql::SET_LATEST))
-                .map_err(err)?
-                .execute(params![vault_id, rec.kind.as_str(), key, seq])
-                .map_err(err)?;
-            tx.commit().map_err(err)
-        })
-        .await
+        let forget = (vault_id.to_owned(), rec.kind, rec.name.key());
+        let out = self
+            .run(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                let key = rec.name.key();
+                tx.prepare_cached(&q(sql::INSERT_OBJECT))
+                    .map_err(err)?
+                    .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
+                    .map_err(err)?;
+                if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
+                    return Err(StoreError::NameDeleted {
+                        kind: rec.kind,
+                        name: rec.name.to_string(),
+                    });
+                }
+                let seq = insert_version(&tx, &vault_id, &rec)?;
+                tx.prepare_cached(&q(sql::SET_LATEST))
+                    .map_err(err)?
+                    .execute(params![vault_id, rec.kind.as_str(), key, seq])
+                    .map_err(err)?;
+                tx.commit().map_err(err)
+            })
+            .await;
+        self.forget_latest(&forget.0, forget.1, &forget.2);
+        out
     }
 
     async fn get_version(
@@ -413,54 +504,84 @@ impl Store for SqliteStore {
         version: Option<&Version>,
     ) -> StoreResult<Option<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
+        let cache_key = (vault_id.clone(), kind, key.clone());
+        if version.is_none() {
+            if let Some(hit) = self
+                .latest
+                .read()
+                .ok()
+                .and_then(|m| m.get(&cache_key).cloned())
+            {
+                return Ok(Some(hit));
+            }
+        }
+        let latest = version.is_none();
+        let epoch = self.latest_epoch.load(Ordering::SeqCst);
         let version = version.map(|v| v.as_str().to_owned());
-        self.read(move |c| {
-            let rows = match &version {
-                None => query_rows(c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key])?,
-                Some(v) => query_rows(
-                    c,
-                    &sql::get_by_version(),
-                    &[&vault_id, &kind.as_str(), &key, v],
-                )?,
-            };
-            rows.into_iter()
-                .next()
-                .map(RowData::into_record)
-                .transpose()
-        })
-        .await
+        let found = self
+            .read(move |c| {
+                let rows = match &version {
+                    None => query_rows(c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key])?,
+                    Some(v) => query_rows(
+                        c,
+                        &sql::get_by_version(),
+                        &[&vault_id, &kind.as_str(), &key, v],
+                    )?,
+                };
+                rows.into_iter()
+                    .next()
+                    .map(RowData::into_record)
+                    .transpose()
+            })
+            .await?;
+        if let (true, Some(rec)) = (latest, &found) {
+            if let Ok(mut m) = self.latest.write() {
+                // A write committed while we read: what we read may be stale.
+                if self.latest_epoch.load(Ordering::SeqCst) == epoch {
+                    if m.len() >= LATEST_CACHE {
+                        m.clear();
+                    }
+                    m.insert(cache_key, rec.clone());
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
         let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
-        self.run(move |c| {
-            let n = c
-                .execute(
-                    &q(sql::UPDATE_VERSION),
-                    params![
-                        vault_id,
-                        rec.kind.as_str(),
-                        rec.name.key(),
-                        rec.version.as_str(),
-                        rec.attributes.enabled,
-                        rec.attributes.nbf,
-                        rec.attributes.exp,
-                        rec.attributes.updated,
-                        rec.content_type,
-                        sql::tags_json(&rec.tags)
-                    ],
-                )
-                .map_err(err)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Missing {
-                    kind: rec.kind,
-                    name: rec.name.to_string(),
-                })
-            }
-        })
-        .await
+        let forget = (vault_id.to_owned(), rec.kind, rec.name.key());
+        let out = self
+            .run(move |c| {
+                let n = c
+                    .execute(
+                        &q(sql::UPDATE_VERSION),
+                        params![
+                            vault_id,
+                            rec.kind.as_str(),
+                            rec.name.key(),
+                            rec.version.as_str(),
+                            rec.attributes.enabled,
+                            rec.attributes.nbf,
+                            rec.attributes.exp,
+                            rec.attributes.updated,
+                            rec.content_type,
+                            sql::tags_json(&rec.tags)
+                        ],
+                    )
+                    .map_err(err)?;
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::Missing {
+                        kind: rec.kind,
+                        name: rec.name.to_string(),
+                    })
+                }
+            })
+            .await;
+        self.forget_latest(&forget.0, forget.1, &forget.2);
+        out
     }
 
     async fn list_latest(
@@ -530,34 +651,38 @@ impl Store for SqliteStore {
         info: DeletedInfo,
     ) -> StoreResult<Option<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
-        self.run(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
-            let n = tx
-                .execute(
-                    &q(sql::MARK_DELETED),
-                    params![
-                        vault_id,
-                        kind.as_str(),
-                        key,
-                        info.deleted_date,
-                        info.scheduled_purge_date
-                    ],
-                )
-                .map_err(err)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
-                .into_iter()
-                .next()
-                .map(RowData::into_record)
-                .transpose()?;
-            tx.commit().map_err(err)?;
-            Ok(rec)
-        })
-        .await
+        let forget = (vault_id.to_owned(), kind, name.key());
+        let out = self
+            .run(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                let n = tx
+                    .execute(
+                        &q(sql::MARK_DELETED),
+                        params![
+                            vault_id,
+                            kind.as_str(),
+                            key,
+                            info.deleted_date,
+                            info.scheduled_purge_date
+                        ],
+                    )
+                    .map_err(err)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
+                    .into_iter()
+                    .next()
+                    .map(RowData::into_record)
+                    .transpose()?;
+                tx.commit().map_err(err)?;
+                Ok(rec)
+            })
+            .await;
+        self.forget_latest(&forget.0, forget.1, &forget.2);
+        out
     }
 
     async fn get_deleted(
@@ -598,14 +723,18 @@ impl Store for SqliteStore {
         name: &ObjectName,
     ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
-        self.run(move |c| {
-            Ok(
-                c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key])
-                    .map_err(err)?
-                    == 1,
-            )
-        })
-        .await
+        let forget = (vault_id.to_owned(), kind, name.key());
+        let out = self
+            .run(move |c| {
+                Ok(
+                    c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key])
+                        .map_err(err)?
+                        == 1,
+                )
+            })
+            .await;
+        self.forget_latest(&forget.0, forget.1, &forget.2);
+        out
     }
 
     async fn purge_object(
@@ -615,78 +744,93 @@ impl Store for SqliteStore {
         name: &ObjectName,
     ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
-        self.run(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
-            let n = tx
-                .execute(
-                    &q(sql::DELETE_DELETED_OBJECT),
-                    params![vault_id, kind.as_str(), key],
-                )
-                .map_err(err)?;
-            if n == 1 {
-                tx.execute(
-                    &q(sql::DELETE_VERSIONS),
-                    params![vault_id, kind.as_str(), key],
-                )
-                .map_err(err)?;
-            }
-            tx.commit().map_err(err)?;
-            Ok(n == 1)
-        })
-        .await
+        let forget = (vault_id.to_owned(), kind, name.key());
+        let out = self
+            .run(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                let n = tx
+                    .execute(
+                        &q(sql::DELETE_DELETED_OBJECT),
+                        params![vault_id, kind.as_str(), key],
+                    )
+                    .map_err(err)?;
+                if n == 1 {
+                    tx.execute(
+                        &q(sql::DELETE_VERSIONS),
+                        params![vault_id, kind.as_str(), key],
+                    )
+                    .map_err(err)?;
+                }
+                tx.commit().map_err(err)?;
+                Ok(n == 1)
+            })
+            .await;
+        self.forget_latest(&forget.0, forget.1, &forget.2);
+        out
     }
 
     async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
         let (vault_id, versions) = (vault_id.to_owned(), versions.to_vec());
-        self.run(move |c| {
-            let Some(first) = versions.first() else {
-                return Ok(());
-            };
-            let (kind, key) = (first.kind, first.name.key());
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+        let forget = versions
+            .first()
+            .map(|f| (vault_id.to_owned(), f.kind, f.name.key()));
+        let out = self
+            .run(move |c| {
+                let Some(first) = versions.first() else {
+                    return Ok(());
+                };
+                let (kind, key) = (first.kind, first.name.key());
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                if object_state(&tx, &vault_id, kind, &key)?.is_some() {
+                    return Err(StoreError::NameExists {
+                        kind,
+                        name: first.name.to_string(),
+                    });
+                }
+                tx.execute(
+                    &q(sql::INSERT_OBJECT),
+                    params![vault_id, kind.as_str(), key, first.name.as_str()],
+                )
                 .map_err(err)?;
-            if object_state(&tx, &vault_id, kind, &key)?.is_some() {
-                return Err(StoreError::NameExists {
-                    kind,
-                    name: first.name.to_string(),
-                });
-            }
-            tx.execute(
-                &q(sql::INSERT_OBJECT),
-                params![vault_id, kind.as_str(), key, first.name.as_str()],
-            )
-            .map_err(err)?;
-            let mut seq = 0;
-            for rec in &versions {
-                seq = insert_version(&tx, &vault_id, rec)?;
-            }
-            tx.execute(
-                &q(sql::SET_LATEST),
-                params![vault_id, kind.as_str(), key, seq],
-            )
-            .map_err(err)?;
-            tx.commit().map_err(err)
-        })
-        .await
+                let mut seq = 0;
+                for rec in &versions {
+                    seq = insert_version(&tx, &vault_id, rec)?;
+                }
+                tx.execute(
+                    &q(sql::SET_LATEST),
+                    params![vault_id, kind.as_str(), key, seq],
+                )
+                .map_err(err)?;
+                tx.commit().map_err(err)
+            })
+            .await;
+        if let Some(f) = &forget {
+            self.forget_latest(&f.0, f.1, &f.2);
+        }
+        out
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        self.run(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
-            tx.execute(&q(sql::PURGE_EXPIRED_VERSIONS), [now])
-                .map_err(err)?;
-            let n = tx
-                .execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now])
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
-            Ok(n as u64)
-        })
-        .await
+        let out = self
+            .run(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                tx.execute(&q(sql::PURGE_EXPIRED_VERSIONS), [now])
+                    .map_err(err)?;
+                let n = tx
+                    .execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now])
+                    .map_err(err)?;
+                tx.commit().map_err(err)?;
+                Ok(n as u64)
+            })
+            .await;
+        self.forget_all_latest();
+        out
     }
 }
 

@@ -55,3 +55,16 @@ async fn postgres_passes_conformance() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_open_the_same_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("kh-lock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keyhaven.db");
+    let first = SqliteStore::open(&path).await.unwrap();
+    let second = SqliteStore::open(&path).await;
+    assert!(second.is_err(), "the file is locked by the first store");
+    drop(first);
+    SqliteStore::open(&path).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
