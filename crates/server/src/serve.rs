@@ -249,25 +249,34 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Ro
                 }
                 Err(_) => return,
             };
-            let svc = tower::ServiceExt::map_request(
-                app,
-                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    req.map(axum::body::Body::new)
-                },
-            );
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc))
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_connection(tls, peer, app).await;
         });
+    }
+}
+
+/// Serves one connection (TLS or plain) with the app, telling handlers the
+/// peer's address.
+async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, app: axum::Router)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = tower::ServiceExt::map_request(
+        app,
+        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            req.map(axum::body::Body::new)
+        },
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -284,26 +293,7 @@ async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
             }
         };
         let app = app.clone();
-        tokio::spawn(async move {
-            let svc = tower::ServiceExt::map_request(
-                app,
-                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    req.map(axum::body::Body::new)
-                },
-            );
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc))
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(tcp, peer, app));
     }
 }
 

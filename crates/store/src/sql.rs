@@ -276,3 +276,16 @@ pub fn properties_json(p: &keyhaven_core::vault::VaultProperties) -> String {
 pub fn parse_properties(s: &str) -> StoreResult<keyhaven_core::vault::VaultProperties> {
     serde_json::from_str(s).map_err(|_| StoreError::Corrupt("vault properties".into()))
 }
+
+/// A page of directory rows keyed by id, from `limit + 1` rows.
+pub fn by_id_page<T>(
+    items: Vec<T>,
+    limit: u32,
+    id: impl Fn(&T) -> String,
+) -> keyhaven_core::object::Page<T> {
+    let rows = items.into_iter().map(|t| {
+        let c = id(&t);
+        (t, c)
+    });
+    page_of(rows.collect(), limit)
+}

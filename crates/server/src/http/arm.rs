@@ -223,8 +223,10 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
     router.oneshot(req).await.unwrap_or_else(|e| match e {})
 }
 
-async fn body<T: DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
-    let bytes = read_body(req.into_body()).await.map_err(|_| {
+/// Parses an ARM request body; ARM's 400 `InvalidRequestContent` on failure,
+/// naming the position, never the content.
+pub async fn parse_body<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, ArmFailure> {
+    let bytes = read_body(body).await.map_err(|_| {
         ArmFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -235,9 +237,17 @@ async fn body<T: DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
         ArmFailure::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestContent",
-            format!("The request content was invalid and could not be deserialized (line {}, column {}).", e.line(), e.column()),
+            format!(
+                "The request content was invalid and could not be deserialized (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
         )
     })
+}
+
+async fn body<T: DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
+    parse_body(req.into_body()).await
 }
 
 fn reply<T: Serialize>(created: bool, v: &T) -> ArmResult {

@@ -13,8 +13,8 @@ use keyhaven_wire::arm::{
     RoleDefinitionOut,
 };
 
-use super::arm::{domain_failure, ArmFailure};
-use super::extract::{query_map, read_body};
+use super::arm::{domain_failure, parse_body, ArmFailure};
+use super::extract::query_map;
 use super::response::json;
 use crate::state::AppState;
 
@@ -162,7 +162,7 @@ async fn put_assignment(
     name: &str,
     body: Body,
 ) -> Result<Response, ArmFailure> {
-    let b: PutRoleAssignment = parse(body).await?;
+    let b: PutRoleAssignment = parse_body(body).await?;
     let p = b.properties.ok_or_else(|| {
         ArmFailure::new(
             StatusCode::BAD_REQUEST,
@@ -260,7 +260,7 @@ async fn put_definition(
     id: &str,
     body: Body,
 ) -> Result<Response, ArmFailure> {
-    let b: PutRoleDefinition = parse(body).await?;
+    let b: PutRoleDefinition = parse_body(body).await?;
     let props = b.properties.ok_or_else(|| {
         ArmFailure::new(
             StatusCode::BAD_REQUEST,
@@ -304,25 +304,4 @@ async fn delete_definition(
         Some(d) => Ok(json(StatusCode::OK, &definition_out(st, &d))),
         None => Ok(super::response::status_only(StatusCode::NO_CONTENT)),
     }
-}
-
-async fn parse<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ArmFailure> {
-    let bytes = read_body(body).await.map_err(|_| {
-        ArmFailure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            "The request body is too large.",
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ArmFailure::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContent",
-            format!(
-                "The request content was invalid (line {}, column {}).",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
 }

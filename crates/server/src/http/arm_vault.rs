@@ -18,8 +18,7 @@ use keyhaven_wire::arm::{
     VaultPropertiesOut,
 };
 
-use super::arm::{domain_failure, ArmFailure, Ctx};
-use super::extract::read_body;
+use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
 use super::response::json;
 use crate::state::AppState;
 
@@ -81,24 +80,7 @@ fn vault_out(st: &AppState, v: &VaultRecord) -> VaultOut {
 }
 
 async fn body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
-    let bytes = read_body(req.into_body()).await.map_err(|_| {
-        ArmFailure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            "The request body is too large.",
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ArmFailure::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContent",
-            format!(
-                "The request content was invalid (line {}, column {}).",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    parse_body(req.into_body()).await
 }
 
 async fn save(

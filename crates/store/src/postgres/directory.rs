@@ -75,14 +75,6 @@ impl PostgresStore {
     }
 }
 
-fn by_id_page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> {
-    let rows = items.into_iter().map(|t| {
-        let c = id(&t);
-        (t, c)
-    });
-    sql::page_of(rows.collect(), limit)
-}
-
 #[async_trait]
 impl DirectoryStore for PostgresStore {
     async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
@@ -147,7 +139,7 @@ impl DirectoryStore for PostgresStore {
                 &[&tenant_id, &kind, &after, &(i64::from(limit) + 1)],
             )
             .await?;
-        Ok(by_id_page(rows, limit, |p| p.object_id.clone()))
+        Ok(sql::by_id_page(rows, limit, |p| p.object_id.clone()))
     }
 
     async fn update_principal(&self, p: &PrincipalRecord) -> StoreResult<bool> {
@@ -228,7 +220,7 @@ impl DirectoryStore for PostgresStore {
                 &[&tenant_id, &after, &(i64::from(limit) + 1)],
             )
             .await?;
-        Ok(by_id_page(rows, limit, |a| a.object_id.clone()))
+        Ok(sql::by_id_page(rows, limit, |a| a.object_id.clone()))
     }
 
     async fn update_application(&self, a: &ApplicationRecord) -> StoreResult<bool> {

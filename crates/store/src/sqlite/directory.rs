@@ -65,14 +65,6 @@ fn applications(
     rows.collect::<Result<Vec<_>, _>>().map_err(err)
 }
 
-fn by_id_page<T>(items: Vec<T>, limit: u32, id: impl Fn(&T) -> String) -> Page<T> {
-    let rows = items.into_iter().map(|t| {
-        let c = id(&t);
-        (t, c)
-    });
-    sql::page_of(rows.collect(), limit)
-}
-
 #[async_trait]
 impl DirectoryStore for SqliteStore {
     async fn create_principal(&self, p: &PrincipalRecord) -> StoreResult<()> {
@@ -150,7 +142,7 @@ impl DirectoryStore for SqliteStore {
                 &sql::select_principals("p.tenant_id = $1 AND p.kind = $2 AND p.object_id > $3 ORDER BY p.object_id LIMIT $4"),
                 &[&t, &k, &after, &(i64::from(limit) + 1)],
             )?;
-            Ok(by_id_page(rows, limit, |p| p.object_id.clone()))
+            Ok(sql::by_id_page(rows, limit, |p| p.object_id.clone()))
         })
         .await
     }
@@ -244,7 +236,7 @@ impl DirectoryStore for SqliteStore {
                 ),
                 &[&t, &after, &(i64::from(limit) + 1)],
             )?;
-            Ok(by_id_page(rows, limit, |a| a.object_id.clone()))
+            Ok(sql::by_id_page(rows, limit, |a| a.object_id.clone()))
         })
         .await
     }
