@@ -81,6 +81,28 @@ pub enum Operation {
     SecretBackup,
     /// Restore a secret backup.
     SecretRestore,
+    /// Create a key (new version).
+    KeyCreate,
+    /// Get a key (public parts).
+    KeyGet,
+    /// List keys.
+    KeyList,
+    /// List versions of a key.
+    KeyListVersions,
+    /// Delete a key.
+    KeyDelete,
+    /// Get a deleted key.
+    KeyGetDeleted,
+    /// List deleted keys.
+    KeyListDeleted,
+    /// Recover a deleted key.
+    KeyRecover,
+    /// Purge a deleted key.
+    KeyPurge,
+    /// Sign a digest.
+    KeySign,
+    /// Verify a signature.
+    KeyVerify,
 }
 
 impl Operation {
@@ -99,6 +121,17 @@ impl Operation {
             Self::SecretPurge => "SecretPurge",
             Self::SecretBackup => "SecretBackup",
             Self::SecretRestore => "SecretRestore",
+            Self::KeyCreate => "KeyCreate",
+            Self::KeyGet => "KeyGet",
+            Self::KeyList => "KeyList",
+            Self::KeyListVersions => "KeyListVersions",
+            Self::KeyDelete => "KeyDelete",
+            Self::KeyGetDeleted => "KeyGetDeleted",
+            Self::KeyListDeleted => "KeyListDeleted",
+            Self::KeyRecover => "KeyRecover",
+            Self::KeyPurge => "KeyPurge",
+            Self::KeySign => "KeySign",
+            Self::KeyVerify => "KeyVerify",
         }
     }
 
@@ -117,6 +150,17 @@ impl Operation {
             Self::SecretPurge => "Microsoft.KeyVault/vaults/secrets/purge/action",
             Self::SecretBackup => "Microsoft.KeyVault/vaults/secrets/backup/action",
             Self::SecretRestore => "Microsoft.KeyVault/vaults/secrets/restore/action",
+            Self::KeyCreate => "Microsoft.KeyVault/vaults/keys/create/action",
+            Self::KeyGet
+            | Self::KeyList
+            | Self::KeyListVersions
+            | Self::KeyGetDeleted
+            | Self::KeyListDeleted => "Microsoft.KeyVault/vaults/keys/read",
+            Self::KeyDelete => "Microsoft.KeyVault/vaults/keys/delete",
+            Self::KeyRecover => "Microsoft.KeyVault/vaults/keys/recover/action",
+            Self::KeyPurge => "Microsoft.KeyVault/vaults/keys/purge/action",
+            Self::KeySign => "Microsoft.KeyVault/vaults/keys/sign/action",
+            Self::KeyVerify => "Microsoft.KeyVault/vaults/keys/verify/action",
         }
     }
 
@@ -134,11 +178,35 @@ impl Operation {
         Self::SecretPurge,
         Self::SecretBackup,
         Self::SecretRestore,
+        Self::KeyCreate,
+        Self::KeyGet,
+        Self::KeyList,
+        Self::KeyListVersions,
+        Self::KeyDelete,
+        Self::KeyGetDeleted,
+        Self::KeyListDeleted,
+        Self::KeyRecover,
+        Self::KeyPurge,
+        Self::KeySign,
+        Self::KeyVerify,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
     pub fn collection(self) -> &'static str {
-        "secrets"
+        match self {
+            Self::KeyCreate
+            | Self::KeyGet
+            | Self::KeyList
+            | Self::KeyListVersions
+            | Self::KeyDelete
+            | Self::KeyGetDeleted
+            | Self::KeyListDeleted
+            | Self::KeyRecover
+            | Self::KeyPurge
+            | Self::KeySign
+            | Self::KeyVerify => "keys",
+            _ => "secrets",
+        }
     }
 
     /// The access-policy permission (category, name) this operation needs.
@@ -154,6 +222,14 @@ impl Operation {
             Self::SecretPurge => ("secrets", "purge"),
             Self::SecretBackup => ("secrets", "backup"),
             Self::SecretRestore => ("secrets", "restore"),
+            Self::KeyCreate => ("keys", "create"),
+            Self::KeyGet | Self::KeyGetDeleted => ("keys", "get"),
+            Self::KeyList | Self::KeyListVersions | Self::KeyListDeleted => ("keys", "list"),
+            Self::KeyDelete => ("keys", "delete"),
+            Self::KeyRecover => ("keys", "recover"),
+            Self::KeyPurge => ("keys", "purge"),
+            Self::KeySign => ("keys", "sign"),
+            Self::KeyVerify => ("keys", "verify"),
         }
     }
 }

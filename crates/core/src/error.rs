@@ -60,6 +60,20 @@ pub enum Error {
         /// The attempted operation, as Azure names it in the message.
         operation: &'static str,
     },
+    /// Outside the object's nbf/exp window.
+    #[error("Operation {operation} is not allowed on an expired or not yet valid {}.", kind.noun())]
+    NotInValidityPeriod {
+        /// Secret, key or certificate.
+        kind: ObjectKind,
+        /// The attempted operation.
+        operation: &'static str,
+    },
+    /// The key's `key_ops` do not include the operation.
+    #[error("Operation {operation} is not permitted on this key.")]
+    OperationNotPermitted {
+        /// The attempted operation.
+        operation: &'static str,
+    },
     /// The name is held by a soft-deleted object.
     #[error("{} {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the {} can only be recovered or purged.", kind.title(), kind.noun())]
     DeletedButRecoverable {

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod directory;
 pub mod error;
 pub mod ids;
+pub mod key;
 pub mod object;
 pub mod resource;
 pub mod secret;

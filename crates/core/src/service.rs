@@ -35,15 +35,22 @@ pub struct VaultService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) barrier: Arc<dyn Barrier>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) keys: Arc<dyn crate::key::KeyBackend>,
 }
 
 impl VaultService {
     /// Builds the service over its ports.
-    pub fn new(store: Arc<dyn Store>, barrier: Arc<dyn Barrier>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        barrier: Arc<dyn Barrier>,
+        clock: Arc<dyn Clock>,
+        keys: Arc<dyn crate::key::KeyBackend>,
+    ) -> Self {
         Self {
             store,
             barrier,
             clock,
+            keys,
         }
     }
 

@@ -4,7 +4,9 @@
 //! `Sensitive`.
 
 pub mod barrier;
+pub mod keys;
 pub mod master;
 
 pub use barrier::SoftwareBarrier;
+pub use keys::SoftwareKeys;
 pub use master::MasterKey;

@@ -75,7 +75,9 @@ impl AppState {
     /// Assembles the state.
     pub fn new(p: Parts) -> Self {
         let objects: Arc<dyn keyhaven_core::Store> = p.store.clone();
-        let service = VaultService::new(objects, Arc::clone(&p.barrier), Arc::clone(&p.clock));
+        let keys: Arc<dyn keyhaven_core::key::KeyBackend> = Arc::new(keyhaven_crypto::SoftwareKeys);
+        let service =
+            VaultService::new(objects, Arc::clone(&p.barrier), Arc::clone(&p.clock), keys);
         let directory = Directory::new(
             Arc::clone(&p.store),
             Arc::clone(&p.clock),

@@ -84,6 +84,11 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
             403,
             ErrorBody::new("Forbidden", msg).with_inner(disabled_code(*kind)),
         ),
+        Error::NotInValidityPeriod { .. } => (403, ErrorBody::new("Forbidden", msg)),
+        Error::OperationNotPermitted { .. } => (
+            403,
+            ErrorBody::new("Forbidden", msg).with_inner("KeyOperationForbidden"),
+        ),
         Error::DeletedButRecoverable { .. } => (
             409,
             ErrorBody::new("Conflict", msg).with_inner("ObjectIsDeletedButRecoverable"),

@@ -7,6 +7,7 @@ pub mod api_version;
 pub mod arm;
 pub mod error;
 pub mod graph;
+pub mod key;
 pub mod oauth;
 pub mod paging;
 pub mod secret;

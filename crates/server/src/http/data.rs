@@ -57,6 +57,7 @@ impl DataCtx {
 /// The data plane's routes (reached only through `handle`).
 pub fn router(state: AppState) -> Router {
     secrets::routes()
+        .merge(super::keys::routes())
         .fallback(|| async {
             ApiError::not_found("The requested resource does not exist on the vault.")
         })

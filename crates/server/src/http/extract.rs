@@ -60,3 +60,28 @@ pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
         .map(|pairs| pairs.into_iter().collect())
         .unwrap_or_default()
 }
+
+/// Path parameters; a path that does not decode is Azure's 400, not axum's
+/// plain-text rejection.
+pub struct AzPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for AzPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| AzPath(p.0))
+            .map_err(|_| {
+                Error::BadParameter("The request URI contains an invalid path segment.".into())
+                    .into()
+            })
+    }
+}

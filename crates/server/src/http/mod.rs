@@ -10,6 +10,7 @@ pub mod arm_vault;
 pub mod data;
 pub mod extract;
 pub mod graph;
+pub mod keys;
 pub mod login;
 pub mod response;
 pub mod route;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use keyhaven_core::object::page_size;
@@ -16,7 +16,7 @@ use keyhaven_wire::secret::{
 };
 
 use super::data::DataCtx;
-use super::extract::AzJson;
+use super::extract::{AzJson, AzPath};
 use super::response::{no_content, ok, ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -95,7 +95,7 @@ fn paging(ctx: &DataCtx) -> Result<(Option<String>, u32, Option<u32>), ApiError>
 async fn set_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
     AzJson(body): AzJson<SecretSetParameters>,
 ) -> ApiResult {
     let name = name(&raw)?;
@@ -117,7 +117,7 @@ async fn set_secret(
 async fn get_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx
@@ -138,7 +138,7 @@ async fn get_secret(
 async fn get_secret_version(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path((raw, ver)): Path<(String, String)>,
+    AzPath((raw, ver)): AzPath<(String, String)>,
 ) -> ApiResult {
     let name = name(&raw)?;
     if ver == "versions" {
@@ -185,7 +185,7 @@ async fn get_secret_versions(st: &AppState, ctx: &DataCtx, name: &ObjectName) ->
 async fn update_secret(
     st: State<AppState>,
     ctx: Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
     body: AzJson<SecretUpdateParameters>,
 ) -> ApiResult {
     update(st, ctx, raw, None, body).await
@@ -194,7 +194,7 @@ async fn update_secret(
 async fn update_secret_version(
     st: State<AppState>,
     ctx: Ctx,
-    Path((raw, ver)): Path<(String, String)>,
+    AzPath((raw, ver)): AzPath<(String, String)>,
     body: AzJson<SecretUpdateParameters>,
 ) -> ApiResult {
     update(st, ctx, raw, Some(ver), body).await
@@ -242,7 +242,7 @@ async fn get_secrets(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResu
 async fn delete_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx
@@ -257,7 +257,7 @@ async fn delete_secret(
 async fn restore_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
     AzJson(body): AzJson<SecretRestoreParameters>,
 ) -> ApiResult {
     if raw != "restore" {
@@ -274,7 +274,7 @@ async fn restore_secret(
 async fn backup_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path((raw, action)): Path<(String, String)>,
+    AzPath((raw, action)): AzPath<(String, String)>,
 ) -> ApiResult {
     if action != "backup" {
         return Err(ApiError::method_not_allowed());
@@ -310,7 +310,7 @@ async fn get_deleted_secrets(State(st): State<AppState>, Extension(ctx): Ctx) ->
 async fn get_deleted_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx
@@ -328,7 +328,7 @@ async fn get_deleted_secret(
 async fn purge_deleted_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx
@@ -343,7 +343,7 @@ async fn purge_deleted_secret(
 async fn recover_deleted_secret(
     State(st): State<AppState>,
     Extension(ctx): Ctx,
-    Path(raw): Path<String>,
+    AzPath(raw): AzPath<String>,
 ) -> ApiResult {
     let name = name(&raw)?;
     let auth = ctx

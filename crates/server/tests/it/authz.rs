@@ -88,6 +88,32 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             format!("/secrets/restore?{v}"),
             Some(json!({"value": "AAAA"})),
         ),
+        Operation::KeyCreate => (
+            "POST",
+            format!("/keys/k/create?{v}"),
+            Some(json!({"kty": "EC"})),
+        ),
+        Operation::KeyGet => ("GET", format!("/keys/k?{v}"), None),
+        Operation::KeyList => ("GET", format!("/keys?{v}"), None),
+        Operation::KeyListVersions => ("GET", format!("/keys/k/versions?{v}"), None),
+        Operation::KeyDelete => ("DELETE", format!("/keys/k?{v}"), None),
+        Operation::KeyGetDeleted => ("GET", format!("/deletedkeys/dk?{v}"), None),
+        Operation::KeyListDeleted => ("GET", format!("/deletedkeys?{v}"), None),
+        Operation::KeyRecover => ("POST", format!("/deletedkeys/dk/recover?{v}"), None),
+        Operation::KeyPurge => ("DELETE", format!("/deletedkeys/dk?{v}"), None),
+        Operation::KeySign => (
+            "POST",
+            format!("/keys/k/sign?{v}"),
+            Some(json!({"alg": "ES256", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+        ),
+        Operation::KeyVerify => (
+            "POST",
+            format!("/keys/k/verify?{v}"),
+            Some(
+                json!({"alg": "ES256", "digest": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                        "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+            ),
+        ),
     }
 }
 
@@ -102,6 +128,12 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
     )
     .await;
     let bootstrap = h.principal.clone();
+    h.call(
+        "POST",
+        "/keys/k/create?api-version=7.5",
+        Some(json!({"kty": "EC"})),
+    )
+    .await;
     let vault = h
         .state
         .vault(&"dev".parse().unwrap())
@@ -131,6 +163,13 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
             )
             .await;
             h.call("DELETE", "/secrets/d?api-version=7.5", None).await;
+            h.call(
+                "POST",
+                "/keys/dk/create?api-version=7.5",
+                Some(json!({"kty": "EC"})),
+            )
+            .await;
+            h.call("DELETE", "/keys/dk?api-version=7.5", None).await;
             let expected = role.permissions.iter().any(|perm| {
                 perm.data_actions
                     .iter()
@@ -170,6 +209,16 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
                 "PUT",
                 "/secrets/s?api-version=7.5",
                 Some(json!({"value": "x"})),
+            )
+            .await;
+            h.call("DELETE", "/deletedkeys/dk?api-version=7.5", None)
+                .await;
+            h.call("POST", "/deletedkeys/k/recover?api-version=7.5", None)
+                .await;
+            h.call(
+                "POST",
+                "/keys/k/create?api-version=7.5",
+                Some(json!({"kty": "EC"})),
             )
             .await;
         }
@@ -212,8 +261,9 @@ async fn access_policy_permissions_allow_exactly_their_operations() {
             .unwrap();
         for op in Operation::ALL {
             let (category, needed) = op.permission();
-            let expected =
-                category == "secrets" && (perm.eq_ignore_ascii_case(needed) || perm == "all");
+            // Keys are granted `all`; secrets only the permission under test.
+            let expected = category == "keys"
+                || (category == "secrets" && (perm.eq_ignore_ascii_case(needed) || perm == "all"));
             let (method, path, body) = request_for(*op);
             let (status, _, j) = h
                 .send(vault_req(
@@ -241,10 +291,14 @@ async fn no_data_plane_route_answers_without_an_authorization_decision() {
     .await;
     let (_, token) = newcomer(&h).await;
     let mut probed = 0;
-    for template in keyhaven_server::http::secrets::ROUTE_PATHS {
+    let templates = keyhaven_server::http::secrets::ROUTE_PATHS
+        .iter()
+        .chain(keyhaven_server::http::keys::ROUTE_PATHS.iter());
+    for template in templates {
         let path = template
             .replace("{name}", "s")
-            .replace("{version}", "versions");
+            .replace("{version}", "versions")
+            .replace("{op}", "sign");
         for method in ["GET", "PUT", "PATCH", "POST", "DELETE"] {
             let body = Some(json!({"value": "x"}).to_string());
             let (status, _, j) = h
@@ -266,5 +320,5 @@ async fn no_data_plane_route_answers_without_an_authorization_decision() {
             }
         }
     }
-    assert!(probed >= 11, "only {probed} routes probed");
+    assert!(probed >= 20, "only {probed} routes probed");
 }

@@ -295,6 +295,7 @@ async fn bad_input_gets_azure_errors_and_writes_nothing() {
         ("GET", p("/nothing-here"), None, StatusCode::NOT_FOUND, "NotFound"),
         ("POST", p("/secrets/x"), Some("{}".into()), StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
         ("GET", p("/secrets?$skiptoken=%%%"), None, StatusCode::BAD_REQUEST, "BadParameter"),
+        ("GET", p("/secrets/%FF%FE"), None, StatusCode::BAD_REQUEST, "BadParameter"),
     ];
     for (method, path, body, status, expected) in bad {
         let (s, _, j) = h

@@ -1,0 +1,583 @@
+//! Keys: the versioned-object core plus a sealed private key and public
+//! metadata (the public JWK and `key_ops`). Private material never leaves the
+//! `KeyBackend`; the service checks Azure's rules (key type and algorithm,
+//! digest length, `key_ops`, enabled, nbf/exp) before asking it to operate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Authorized, Operation};
+use crate::error::{Error, Result};
+use crate::ids::{ObjectName, Version};
+use crate::object::{
+    validate_tags, Attributes, AttributesPatch, DeletedInfo, ObjectKind, Page, VersionRecord,
+};
+use crate::sensitive::Sensitive;
+use crate::service::VaultService;
+use crate::vault::VaultRecord;
+
+const KIND: ObjectKind = ObjectKind::Key;
+
+/// Key types this version supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyType {
+    /// RSA.
+    #[serde(rename = "RSA")]
+    Rsa,
+    /// Elliptic curve.
+    #[serde(rename = "EC")]
+    Ec,
+}
+
+impl KeyType {
+    /// Parses Azure's `kty` (software types only so far).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "RSA" => Ok(Self::Rsa),
+            "EC" => Ok(Self::Ec),
+            "RSA-HSM" | "EC-HSM" | "oct" | "oct-HSM" => Err(Error::BadParameter(format!(
+                "Key type {s} is not supported by this vault (standard tier, software keys)."
+            ))),
+            _ => Err(Error::BadParameter(format!(
+                "The key type '{}' is invalid. Supported types: RSA, EC.",
+                s.chars().take(20).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Azure's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rsa => "RSA",
+            Self::Ec => "EC",
+        }
+    }
+}
+
+/// Elliptic curves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Curve {
+    /// NIST P-256.
+    #[serde(rename = "P-256")]
+    P256,
+    /// NIST P-384.
+    #[serde(rename = "P-384")]
+    P384,
+    /// NIST P-521.
+    #[serde(rename = "P-521")]
+    P521,
+    /// secp256k1.
+    #[serde(rename = "P-256K")]
+    P256K,
+}
+
+impl Curve {
+    /// Parses Azure's `crv`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "P-256" => Ok(Self::P256),
+            "P-384" => Ok(Self::P384),
+            "P-521" => Ok(Self::P521),
+            "P-256K" | "SECP256K1" => Ok(Self::P256K),
+            _ => Err(Error::BadParameter(format!(
+                "The curve '{}' is invalid. Supported curves: P-256, P-384, P-521, P-256K.",
+                s.chars().take(20).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Bytes of one coordinate (and of r and s in a signature).
+    pub fn coordinate_len(self) -> usize {
+        match self {
+            Self::P256 | Self::P256K => 32,
+            Self::P384 => 48,
+            Self::P521 => 66,
+        }
+    }
+}
+
+/// Signature algorithms over a caller-supplied digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256/384/512.
+    Rs(u16),
+    /// RSASSA-PSS with SHA-256/384/512, salt = hash length.
+    Ps(u16),
+    /// ECDSA on P-256/384/521 (raw r||s).
+    Es(u16),
+    /// ECDSA on secp256k1 with SHA-256.
+    Es256K,
+}
+
+impl SignAlgorithm {
+    /// Parses Azure's `alg`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "RS256" => Self::Rs(256),
+            "RS384" => Self::Rs(384),
+            "RS512" => Self::Rs(512),
+            "PS256" => Self::Ps(256),
+            "PS384" => Self::Ps(384),
+            "PS512" => Self::Ps(512),
+            "ES256" => Self::Es(256),
+            "ES384" => Self::Es(384),
+            "ES512" => Self::Es(512),
+            "ES256K" => Self::Es256K,
+            _ => {
+                return Err(Error::BadParameter(format!(
+                    "The algorithm '{}' is not a valid signature algorithm.",
+                    s.chars().take(20).collect::<String>()
+                )))
+            }
+        })
+    }
+
+    /// The digest length this algorithm takes, in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Self::Rs(bits) | Self::Ps(bits) | Self::Es(bits) => usize::from(bits) / 8,
+            Self::Es256K => 32,
+        }
+    }
+
+    /// Checks the algorithm fits the key.
+    pub fn check_key(self, public: &PublicKey) -> Result<()> {
+        let ok = matches!(
+            (self, public.kty, public.crv),
+            (Self::Rs(_) | Self::Ps(_), KeyType::Rsa, _)
+                | (Self::Es(256), KeyType::Ec, Some(Curve::P256))
+                | (Self::Es(384), KeyType::Ec, Some(Curve::P384))
+                | (Self::Es(512), KeyType::Ec, Some(Curve::P521))
+                | (Self::Es256K, KeyType::Ec, Some(Curve::P256K))
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::BadParameter(
+                "The algorithm is not valid for this key type or curve.".into(),
+            ))
+        }
+    }
+}
+
+/// The public half of a key, as stored in the version's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKey {
+    /// Key type.
+    pub kty: KeyType,
+    /// RSA modulus (big-endian).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64opt")]
+    pub n: Option<Vec<u8>>,
+    /// RSA public exponent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64opt")]
+    pub e: Option<Vec<u8>>,
+    /// Curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<Curve>,
+    /// EC x coordinate (fixed width).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64opt")]
+    pub x: Option<Vec<u8>>,
+    /// EC y coordinate (fixed width).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64opt")]
+    pub y: Option<Vec<u8>>,
+}
+
+mod b64opt {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&URL_SAFE_NO_PAD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| URL_SAFE_NO_PAD.decode(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// What a key version stores besides its sealed private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMeta {
+    /// The public key.
+    pub public: PublicKey,
+    /// Permitted operations.
+    pub key_ops: Vec<String>,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// Key type.
+    pub kty: KeyType,
+    /// RSA modulus bits.
+    pub size: Option<u32>,
+    /// RSA public exponent.
+    pub exponent: Option<u32>,
+    /// EC curve.
+    pub curve: Option<Curve>,
+}
+
+/// The key-operation port: software (OpenSSL) today, PKCS#11 for the premium tier.
+pub trait KeyBackend: Send + Sync {
+    /// Generates a key; returns the private key (opaque to core) and its public half.
+    fn generate(&self, spec: &KeySpec) -> Result<(Sensitive<Vec<u8>>, PublicKey)>;
+    /// Signs `digest` with the private key.
+    fn sign(&self, private: &[u8], alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>>;
+    /// Verifies a signature with the public key.
+    fn verify(
+        &self,
+        public: &PublicKey,
+        alg: SignAlgorithm,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool>;
+}
+
+/// A signature to verify.
+#[derive(Debug, Clone, Copy)]
+pub struct SignatureCheck<'a> {
+    /// Algorithm.
+    pub alg: SignAlgorithm,
+    /// The digest that was signed.
+    pub digest: &'a [u8],
+    /// The signature.
+    pub signature: &'a [u8],
+}
+
+/// What a caller sends to create a key.
+#[derive(Debug)]
+pub struct KeyInput {
+    /// Spec.
+    pub spec: KeySpec,
+    /// Requested operations (`None` = all applicable to the type).
+    pub key_ops: Option<Vec<String>>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Attributes.
+    pub attributes: AttributesPatch,
+}
+
+/// A key version (public parts only).
+#[derive(Debug)]
+pub struct KeyBundle {
+    /// The version's properties.
+    pub record: VersionRecord,
+    /// The public key and permitted operations.
+    pub meta: KeyMeta,
+}
+
+/// A soft-deleted key.
+#[derive(Debug)]
+pub struct DeletedKey {
+    /// Latest version.
+    pub record: VersionRecord,
+    /// Its metadata.
+    pub meta: KeyMeta,
+    /// Deletion bookkeeping.
+    pub info: DeletedInfo,
+}
+
+const RSA_OPS: &[&str] = &[
+    "encrypt",
+    "decrypt",
+    "sign",
+    "verify",
+    "wrapKey",
+    "unwrapKey",
+];
+const EC_OPS: &[&str] = &["sign", "verify"];
+
+fn default_ops(kty: KeyType) -> Vec<String> {
+    let ops = match kty {
+        KeyType::Rsa => RSA_OPS,
+        KeyType::Ec => EC_OPS,
+    };
+    ops.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn validate_ops(ops: &[String]) -> Result<()> {
+    const ALL: &[&str] = &[
+        "encrypt",
+        "decrypt",
+        "sign",
+        "verify",
+        "wrapKey",
+        "unwrapKey",
+        "import",
+        "export",
+    ];
+    for op in ops {
+        if !ALL.contains(&op.as_str()) {
+            return Err(Error::BadParameter(format!(
+                "The key operation '{}' is invalid.",
+                op.chars().take(20).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses stored metadata.
+pub fn meta_of(rec: &VersionRecord) -> Result<KeyMeta> {
+    serde_json::from_str(&rec.meta).map_err(|_| Error::Integrity)
+}
+
+impl VaultService {
+    /// Creates a key (a new version).
+    pub async fn create_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        input: KeyInput,
+    ) -> Result<KeyBundle> {
+        auth.require(vault, Operation::KeyCreate)?;
+        match (input.spec.kty, input.spec.size, input.spec.curve) {
+            (KeyType::Rsa, Some(s), _) if ![2048, 3072, 4096].contains(&s) => {
+                return Err(Error::BadParameter(
+                    "RSA key size must be 2048, 3072 or 4096.".into(),
+                ))
+            }
+            (KeyType::Rsa, _, Some(_)) => {
+                return Err(Error::BadParameter(
+                    "A curve is not valid for RSA keys.".into(),
+                ))
+            }
+            (KeyType::Ec, Some(_), _) => {
+                return Err(Error::BadParameter(
+                    "key_size is not valid for EC keys.".into(),
+                ))
+            }
+            _ => {}
+        }
+        let ops = input.key_ops.unwrap_or_else(|| default_ops(input.spec.kty));
+        validate_ops(&ops)?;
+        let tags = input.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        let (private, public) = self.keys.generate(&input.spec)?;
+        let version = Version::random();
+        let aad = Self::payload_aad(vault, KIND, name, &version);
+        let payload = self.barrier.seal(vault, &aad, private.expose())?;
+        let meta = KeyMeta {
+            public,
+            key_ops: ops,
+        };
+        let mut record = VersionRecord {
+            kind: KIND,
+            name: name.clone(),
+            version,
+            attributes: Attributes::new(self.clock.now(), &input.attributes),
+            tags,
+            content_type: None,
+            managed: false,
+            payload,
+            meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
+        };
+        self.store.put_version(&vault.id, &record).await?;
+        if let Some(stored) = self
+            .store
+            .get_version(&vault.id, KIND, name, Some(&record.version))
+            .await?
+        {
+            record.name = stored.name;
+        }
+        Ok(KeyBundle { record, meta })
+    }
+
+    /// Gets a key version (public parts only).
+    pub async fn get_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> Result<KeyBundle> {
+        auth.require(vault, Operation::KeyGet)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        Ok(KeyBundle { record, meta })
+    }
+
+    /// Lists keys.
+    pub async fn list_keys(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRecord>> {
+        self.list_objects(auth, vault, KIND, Operation::KeyList, cursor, limit)
+            .await
+    }
+
+    /// Lists the versions of a key.
+    pub async fn list_key_versions(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRecord>> {
+        self.list_object_versions(
+            auth,
+            vault,
+            KIND,
+            Operation::KeyListVersions,
+            name,
+            (cursor, limit),
+        )
+        .await
+    }
+
+    /// Soft-deletes a key with all its versions.
+    pub async fn delete_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<DeletedKey> {
+        let (record, info) = self
+            .delete_object(auth, vault, KIND, Operation::KeyDelete, name)
+            .await?;
+        let meta = meta_of(&record)?;
+        Ok(DeletedKey { record, meta, info })
+    }
+
+    /// Reads a deleted key.
+    pub async fn get_deleted_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<DeletedKey> {
+        let (record, info) = self
+            .get_deleted_object(auth, vault, KIND, Operation::KeyGetDeleted, name)
+            .await?;
+        let meta = meta_of(&record)?;
+        Ok(DeletedKey { record, meta, info })
+    }
+
+    /// Lists deleted keys.
+    pub async fn list_deleted_keys(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<(VersionRecord, DeletedInfo)>> {
+        self.list_deleted_objects(auth, vault, KIND, Operation::KeyListDeleted, cursor, limit)
+            .await
+    }
+
+    /// Recovers a deleted key.
+    pub async fn recover_deleted_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<KeyBundle> {
+        let record = self
+            .recover_object(auth, vault, KIND, Operation::KeyRecover, name)
+            .await?;
+        let meta = meta_of(&record)?;
+        Ok(KeyBundle { record, meta })
+    }
+
+    /// Purges a deleted key.
+    pub async fn purge_deleted_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<()> {
+        self.purge_object(auth, vault, KIND, Operation::KeyPurge, name)
+            .await
+    }
+
+    /// Signs a digest with a key version; returns the version used and the signature.
+    pub async fn sign(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+        alg: SignAlgorithm,
+        digest: &[u8],
+    ) -> Result<(VersionRecord, Vec<u8>)> {
+        auth.require(vault, Operation::KeySign)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        self.check_usable(&record, &meta, "sign")?;
+        alg.check_key(&meta.public)?;
+        check_digest(alg, digest)?;
+        let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
+        let private = self.barrier.open(vault, &aad, &record.payload)?;
+        let sig = self.keys.sign(private.expose(), alg, digest)?;
+        Ok((record, sig))
+    }
+
+    /// Verifies a signature with a key version.
+    pub async fn verify(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+        check: SignatureCheck<'_>,
+    ) -> Result<bool> {
+        let SignatureCheck {
+            alg,
+            digest,
+            signature,
+        } = check;
+        auth.require(vault, Operation::KeyVerify)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        self.check_usable(&record, &meta, "verify")?;
+        alg.check_key(&meta.public)?;
+        check_digest(alg, digest)?;
+        self.keys.verify(&meta.public, alg, digest, signature)
+    }
+
+    fn check_usable(&self, record: &VersionRecord, meta: &KeyMeta, op: &'static str) -> Result<()> {
+        if !record.attributes.enabled {
+            return Err(Error::Disabled {
+                kind: KIND,
+                operation: op,
+            });
+        }
+        let now = self.clock.now();
+        if record.attributes.nbf.is_some_and(|n| now < n)
+            || record.attributes.exp.is_some_and(|e| now >= e)
+        {
+            return Err(Error::NotInValidityPeriod {
+                kind: KIND,
+                operation: op,
+            });
+        }
+        if !meta.key_ops.iter().any(|o| o == op) {
+            return Err(Error::OperationNotPermitted { operation: op });
+        }
+        Ok(())
+    }
+}
+
+fn check_digest(alg: SignAlgorithm, digest: &[u8]) -> Result<()> {
+    if digest.len() == alg.digest_len() {
+        Ok(())
+    } else {
+        Err(Error::BadParameter(format!(
+            "Invalid digest length {} for the algorithm: {} bytes are required.",
+            digest.len(),
+            alg.digest_len()
+        )))
+    }
+}

@@ -1,0 +1,297 @@
+//! The software key backend: keys generated and used by the system OpenSSL 3
+//! (through the `openssl` crate). Private keys leave it only as PKCS#8 DER to
+//! be sealed by the barrier; signatures follow JOSE (EC signatures are raw
+//! `r || s`, fixed width).
+
+use keyhaven_core::key::{Curve, KeyBackend, KeySpec, KeyType, PublicKey, SignAlgorithm};
+use keyhaven_core::{Error, Result, Sensitive};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::{Padding, Rsa};
+
+/// Keys in software, with OpenSSL.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SoftwareKeys;
+
+fn crypto_err<T>(_: T) -> Error {
+    Error::Integrity
+}
+
+fn nid(curve: Curve) -> Nid {
+    match curve {
+        Curve::P256 => Nid::X9_62_PRIME256V1,
+        Curve::P384 => Nid::SECP384R1,
+        Curve::P521 => Nid::SECP521R1,
+        Curve::P256K => Nid::SECP256K1,
+    }
+}
+
+fn digest_of(alg: SignAlgorithm) -> MessageDigest {
+    match alg {
+        SignAlgorithm::Rs(384) | SignAlgorithm::Ps(384) | SignAlgorithm::Es(384) => {
+            MessageDigest::sha384()
+        }
+        SignAlgorithm::Rs(512) | SignAlgorithm::Ps(512) | SignAlgorithm::Es(512) => {
+            MessageDigest::sha512()
+        }
+        _ => MessageDigest::sha256(),
+    }
+}
+
+fn public_of(pkey: &PKey<Private>) -> Result<PublicKey> {
+    if let Ok(rsa) = pkey.rsa() {
+        return Ok(PublicKey {
+            kty: KeyType::Rsa,
+            n: Some(rsa.n().to_vec()),
+            e: Some(rsa.e().to_vec()),
+            crv: None,
+            x: None,
+            y: None,
+        });
+    }
+    let ec = pkey.ec_key().map_err(crypto_err)?;
+    let curve = match ec.group().curve_name() {
+        Some(Nid::X9_62_PRIME256V1) => Curve::P256,
+        Some(Nid::SECP384R1) => Curve::P384,
+        Some(Nid::SECP521R1) => Curve::P521,
+        Some(Nid::SECP256K1) => Curve::P256K,
+        _ => return Err(Error::BadParameter("Unsupported curve.".into())),
+    };
+    let mut ctx = BigNumContext::new().map_err(crypto_err)?;
+    let (mut x, mut y) = (
+        BigNum::new().map_err(crypto_err)?,
+        BigNum::new().map_err(crypto_err)?,
+    );
+    ec.public_key()
+        .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+        .map_err(crypto_err)?;
+    let len = i32::try_from(curve.coordinate_len()).map_err(crypto_err)?;
+    Ok(PublicKey {
+        kty: KeyType::Ec,
+        n: None,
+        e: None,
+        crv: Some(curve),
+        x: Some(x.to_vec_padded(len).map_err(crypto_err)?),
+        y: Some(y.to_vec_padded(len).map_err(crypto_err)?),
+    })
+}
+
+fn public_pkey(public: &PublicKey) -> Result<PKey<Public>> {
+    match public.kty {
+        KeyType::Rsa => {
+            let (n, e) = (
+                public.n.as_deref().ok_or(Error::Integrity)?,
+                public.e.as_deref().ok_or(Error::Integrity)?,
+            );
+            let rsa = Rsa::from_public_components(
+                BigNum::from_slice(n).map_err(crypto_err)?,
+                BigNum::from_slice(e).map_err(crypto_err)?,
+            )
+            .map_err(crypto_err)?;
+            PKey::from_rsa(rsa).map_err(crypto_err)
+        }
+        KeyType::Ec => {
+            let curve = public.crv.ok_or(Error::Integrity)?;
+            let group = EcGroup::from_curve_name(nid(curve)).map_err(crypto_err)?;
+            let x = BigNum::from_slice(public.x.as_deref().ok_or(Error::Integrity)?)
+                .map_err(crypto_err)?;
+            let y = BigNum::from_slice(public.y.as_deref().ok_or(Error::Integrity)?)
+                .map_err(crypto_err)?;
+            let ec =
+                EcKey::from_public_key_affine_coordinates(&group, &x, &y).map_err(crypto_err)?;
+            PKey::from_ec_key(ec).map_err(crypto_err)
+        }
+    }
+}
+
+impl KeyBackend for SoftwareKeys {
+    fn generate(&self, spec: &KeySpec) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
+        let pkey = match spec.kty {
+            KeyType::Rsa => {
+                let bits = spec.size.unwrap_or(2048);
+                let e = BigNum::from_u32(spec.exponent.unwrap_or(65_537)).map_err(crypto_err)?;
+                if spec.exponent.is_some_and(|e| e < 3 || e % 2 == 0) {
+                    return Err(Error::BadParameter(
+                        "The public exponent must be an odd number of at least 3.".into(),
+                    ));
+                }
+                PKey::from_rsa(Rsa::generate_with_e(bits, &e).map_err(crypto_err)?)
+                    .map_err(crypto_err)?
+            }
+            KeyType::Ec => {
+                let group = EcGroup::from_curve_name(nid(spec.curve.unwrap_or(Curve::P256)))
+                    .map_err(crypto_err)?;
+                PKey::from_ec_key(EcKey::generate(&group).map_err(crypto_err)?)
+                    .map_err(crypto_err)?
+            }
+        };
+        let der = Sensitive::new(pkey.private_key_to_pkcs8().map_err(crypto_err)?);
+        Ok((der, public_of(&pkey)?))
+    }
+
+    fn sign(&self, private: &[u8], alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        let pkey = PKey::private_key_from_pkcs8(private).map_err(crypto_err)?;
+        match alg {
+            SignAlgorithm::Rs(_) | SignAlgorithm::Ps(_) => {
+                let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
+                ctx.sign_init().map_err(crypto_err)?;
+                if matches!(alg, SignAlgorithm::Ps(_)) {
+                    ctx.set_rsa_padding(Padding::PKCS1_PSS)
+                        .map_err(crypto_err)?;
+                    ctx.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::DIGEST_LENGTH)
+                        .map_err(crypto_err)?;
+                    ctx.set_rsa_mgf1_md(
+                        openssl::md::Md::from_nid(digest_of(alg).type_())
+                            .ok_or(Error::Integrity)?,
+                    )
+                    .map_err(crypto_err)?;
+                } else {
+                    ctx.set_rsa_padding(Padding::PKCS1).map_err(crypto_err)?;
+                }
+                ctx.set_signature_md(
+                    openssl::md::Md::from_nid(digest_of(alg).type_()).ok_or(Error::Integrity)?,
+                )
+                .map_err(crypto_err)?;
+                let mut sig = Vec::new();
+                ctx.sign_to_vec(digest, &mut sig).map_err(crypto_err)?;
+                Ok(sig)
+            }
+            SignAlgorithm::Es(_) | SignAlgorithm::Es256K => {
+                let ec = pkey.ec_key().map_err(crypto_err)?;
+                let sig = EcdsaSig::sign(digest, &ec).map_err(crypto_err)?;
+                let width = public_of(&pkey)?
+                    .crv
+                    .ok_or(Error::Integrity)?
+                    .coordinate_len();
+                let w = i32::try_from(width).map_err(crypto_err)?;
+                let mut out = sig.r().to_vec_padded(w).map_err(crypto_err)?;
+                out.extend(sig.s().to_vec_padded(w).map_err(crypto_err)?);
+                Ok(out)
+            }
+        }
+    }
+
+    fn verify(
+        &self,
+        public: &PublicKey,
+        alg: SignAlgorithm,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> Result<bool> {
+        let pkey = public_pkey(public)?;
+        match alg {
+            SignAlgorithm::Rs(_) | SignAlgorithm::Ps(_) => {
+                let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
+                ctx.verify_init().map_err(crypto_err)?;
+                if matches!(alg, SignAlgorithm::Ps(_)) {
+                    ctx.set_rsa_padding(Padding::PKCS1_PSS)
+                        .map_err(crypto_err)?;
+                    ctx.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::DIGEST_LENGTH)
+                        .map_err(crypto_err)?;
+                    ctx.set_rsa_mgf1_md(
+                        openssl::md::Md::from_nid(digest_of(alg).type_())
+                            .ok_or(Error::Integrity)?,
+                    )
+                    .map_err(crypto_err)?;
+                } else {
+                    ctx.set_rsa_padding(Padding::PKCS1).map_err(crypto_err)?;
+                }
+                ctx.set_signature_md(
+                    openssl::md::Md::from_nid(digest_of(alg).type_()).ok_or(Error::Integrity)?,
+                )
+                .map_err(crypto_err)?;
+                Ok(ctx.verify(digest, signature).unwrap_or(false))
+            }
+            SignAlgorithm::Es(_) | SignAlgorithm::Es256K => {
+                let width = public.crv.ok_or(Error::Integrity)?.coordinate_len();
+                if signature.len() != 2 * width {
+                    return Ok(false);
+                }
+                let (r, s) = signature.split_at(width);
+                let sig = EcdsaSig::from_private_components(
+                    BigNum::from_slice(r).map_err(crypto_err)?,
+                    BigNum::from_slice(s).map_err(crypto_err)?,
+                )
+                .map_err(crypto_err)?;
+                let ec = pkey.ec_key().map_err(crypto_err)?;
+                Ok(sig.verify(digest, &ec).unwrap_or(false))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(spec: KeySpec, algs: &[SignAlgorithm]) {
+        let k = SoftwareKeys;
+        let (private, public) = k.generate(&spec).unwrap();
+        for alg in algs {
+            let digest = vec![7u8; alg.digest_len()];
+            let sig = k.sign(private.expose(), *alg, &digest).unwrap();
+            assert!(k.verify(&public, *alg, &digest, &sig).unwrap(), "{alg:?}");
+            let mut bad = sig.clone();
+            bad[0] ^= 1;
+            assert!(
+                !k.verify(&public, *alg, &digest, &bad).unwrap(),
+                "{alg:?} tampered"
+            );
+        }
+    }
+
+    #[test]
+    fn every_signature_algorithm_round_trips() {
+        roundtrip(
+            KeySpec {
+                kty: KeyType::Rsa,
+                size: Some(2048),
+                exponent: None,
+                curve: None,
+            },
+            &[
+                SignAlgorithm::Rs(256),
+                SignAlgorithm::Rs(384),
+                SignAlgorithm::Rs(512),
+                SignAlgorithm::Ps(256),
+                SignAlgorithm::Ps(384),
+                SignAlgorithm::Ps(512),
+            ],
+        );
+        for (curve, alg) in [
+            (Curve::P256, SignAlgorithm::Es(256)),
+            (Curve::P384, SignAlgorithm::Es(384)),
+            (Curve::P521, SignAlgorithm::Es(512)),
+            (Curve::P256K, SignAlgorithm::Es256K),
+        ] {
+            roundtrip(
+                KeySpec {
+                    kty: KeyType::Ec,
+                    size: None,
+                    exponent: None,
+                    curve: Some(curve),
+                },
+                &[alg],
+            );
+        }
+    }
+
+    #[test]
+    fn ec_public_coordinates_are_fixed_width() {
+        let (_, public) = SoftwareKeys
+            .generate(&KeySpec {
+                kty: KeyType::Ec,
+                size: None,
+                exponent: None,
+                curve: Some(Curve::P521),
+            })
+            .unwrap();
+        assert_eq!(public.x.unwrap().len(), 66);
+        assert_eq!(public.y.unwrap().len(), 66);
+    }
+}

@@ -1,0 +1,335 @@
+//! Key handlers, named after the Azure operations: create, get, list, list
+//! versions, delete/recover/purge, and sign/verify over a caller-supplied
+//! digest. Private key material never appears in a response.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use keyhaven_core::key::{SignAlgorithm, SignatureCheck};
+use keyhaven_core::object::page_size;
+use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
+use keyhaven_wire::key::{
+    decode_field, DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyCreateParameters, KeyItem,
+    KeyOperationResult, KeySignParameters, KeyVerifyParameters, KeyVerifyResult,
+};
+use keyhaven_wire::paging::decode_skiptoken;
+use keyhaven_wire::secret::ListResult;
+
+use super::data::DataCtx;
+use super::extract::{parse_json, read_body, AzPath};
+use super::response::{no_content, ok, ApiError, ApiResult};
+use crate::state::AppState;
+
+type Ctx = Extension<Arc<DataCtx>>;
+
+/// Every path template of the key routes; the router is built from it.
+pub const ROUTE_PATHS: [&str; 7] = [
+    "/keys",
+    "/keys/{name}",
+    "/keys/{name}/{version}",
+    "/keys/{name}/{version}/{op}",
+    "/deletedkeys",
+    "/deletedkeys/{name}",
+    "/deletedkeys/{name}/recover",
+];
+
+/// Key routes of the data plane.
+pub fn routes() -> Router<AppState> {
+    let [list, one, versioned, op, deleted_list, deleted_one, recover] = ROUTE_PATHS;
+    Router::new()
+        .route(list, get(get_keys))
+        .route(one, get(get_key).delete(delete_key))
+        .route(versioned, get(get_key_version).post(key_action))
+        .route(op, post(key_operation))
+        .route(deleted_list, get(get_deleted_keys))
+        .route(deleted_one, get(get_deleted_key).delete(purge_deleted_key))
+        .route(recover, post(recover_deleted_key))
+}
+
+fn name(raw: &str) -> Result<ObjectName, ApiError> {
+    Ok(raw.parse::<ObjectName>()?)
+}
+
+fn version(name: &ObjectName, raw: &str) -> Result<Version, ApiError> {
+    raw.parse::<Version>().map_err(|_| {
+        Error::NotFound {
+            kind: ObjectKind::Key,
+            name: format!("{name}/{}", raw.chars().take(64).collect::<String>()),
+        }
+        .into()
+    })
+}
+
+fn paging(ctx: &DataCtx) -> Result<(Option<String>, u32, Option<u32>), ApiError> {
+    let explicit = match ctx.query.get("maxresults") {
+        Some(m) => Some(m.parse::<i64>().map_err(|_| {
+            Error::BadParameter("maxresults must be an integer between 1 and 25.".into())
+        })?),
+        None => None,
+    };
+    let limit = page_size(explicit)?;
+    let cursor = ctx
+        .query
+        .get("$skiptoken")
+        .map(|t| decode_skiptoken(t))
+        .transpose()?;
+    Ok((cursor, limit, explicit.map(|_| limit)))
+}
+
+async fn get_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyGet, Some(name.as_str()))
+        .await?;
+    let b = st.service.get_key(&auth, &ctx.vault, &name, None).await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}
+
+async fn get_key_version(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath((raw, ver)): AzPath<(String, String)>,
+) -> ApiResult {
+    let name = name(&raw)?;
+    if ver == "versions" {
+        let (cursor, limit, explicit) = paging(&ctx)?;
+        let auth = ctx
+            .authorize(&st, Operation::KeyListVersions, Some(name.as_str()))
+            .await?;
+        let page = st
+            .service
+            .list_key_versions(&auth, &ctx.vault, &name, cursor.as_deref(), limit)
+            .await?;
+        let items = page
+            .items
+            .iter()
+            .map(|r| KeyItem::new(r, &ctx.vault, &ctx.urls, true))
+            .collect();
+        let path = format!("/keys/{name}/versions");
+        return Ok(ok(&ListResult::new(&page, items, |c| {
+            ctx.urls
+                .next_link(&path, ctx.api_version.as_str(), c, explicit)
+        })));
+    }
+    let auth = ctx
+        .authorize(&st, Operation::KeyGet, Some(name.as_str()))
+        .await?;
+    let version = version(&name, &ver)?;
+    let b = st
+        .service
+        .get_key(&auth, &ctx.vault, &name, Some(&version))
+        .await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}
+
+/// `POST /keys/{name}/create`, and `…/sign|verify` with the version left out
+/// (an empty version segment means the latest).
+async fn key_action(
+    st: State<AppState>,
+    ctx: Ctx,
+    AzPath((raw, action)): AzPath<(String, String)>,
+    body: axum::body::Body,
+) -> ApiResult {
+    match action.as_str() {
+        "create" => create_key(st, ctx, raw, body).await,
+        "sign" | "verify" => operate(st, ctx, raw, None, action, body).await,
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+async fn key_operation(
+    st: State<AppState>,
+    ctx: Ctx,
+    AzPath((raw, ver, op)): AzPath<(String, String, String)>,
+    body: axum::body::Body,
+) -> ApiResult {
+    operate(st, ctx, raw, Some(ver), op, body).await
+}
+
+async fn create_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    raw: String,
+    body: axum::body::Body,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyCreate, Some(name.as_str()))
+        .await?;
+    let params: KeyCreateParameters = parse_json(&read_body(body).await?)?;
+    let b = st
+        .service
+        .create_key(&auth, &ctx.vault, &name, params.try_into()?)
+        .await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}
+
+async fn operate(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    raw: String,
+    ver: Option<String>,
+    op: String,
+    body: axum::body::Body,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let operation = match op.as_str() {
+        "sign" => Operation::KeySign,
+        "verify" => Operation::KeyVerify,
+        "encrypt" | "decrypt" | "wrapkey" | "unwrapkey" => {
+            return Err(Error::BadParameter(format!(
+                "The operation {op} is not supported by this version of Keyhaven yet."
+            ))
+            .into())
+        }
+        _ => {
+            return Err(ApiError::not_found(
+                "The requested resource does not exist on the vault.",
+            ))
+        }
+    };
+    let auth = ctx.authorize(&st, operation, Some(name.as_str())).await?;
+    let version = ver.map(|v| version(&name, &v)).transpose()?;
+    let bytes = read_body(body).await?;
+    if operation == Operation::KeySign {
+        let p: KeySignParameters = parse_json(&bytes)?;
+        let alg = SignAlgorithm::parse(p.alg.as_deref().unwrap_or(""))?;
+        let digest = decode_field(p.value.as_deref(), "value")?;
+        let (rec, sig) = st
+            .service
+            .sign(&auth, &ctx.vault, &name, version.as_ref(), alg, &digest)
+            .await?;
+        Ok(ok(&KeyOperationResult::new(&rec, &ctx.urls, &sig)))
+    } else {
+        let p: KeyVerifyParameters = parse_json(&bytes)?;
+        let alg = SignAlgorithm::parse(p.alg.as_deref().unwrap_or(""))?;
+        let digest = decode_field(p.digest.as_deref(), "digest")?;
+        let sig = decode_field(p.value.as_deref(), "value")?;
+        let valid = st
+            .service
+            .verify(
+                &auth,
+                &ctx.vault,
+                &name,
+                version.as_ref(),
+                SignatureCheck {
+                    alg,
+                    digest: &digest,
+                    signature: &sig,
+                },
+            )
+            .await?;
+        Ok(ok(&KeyVerifyResult { value: valid }))
+    }
+}
+
+async fn get_keys(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
+    let (cursor, limit, explicit) = paging(&ctx)?;
+    let auth = ctx.authorize(&st, Operation::KeyList, None).await?;
+    let page = st
+        .service
+        .list_keys(&auth, &ctx.vault, cursor.as_deref(), limit)
+        .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|r| KeyItem::new(r, &ctx.vault, &ctx.urls, false))
+        .collect();
+    Ok(ok(&ListResult::new(&page, items, |c| {
+        ctx.urls
+            .next_link("/keys", ctx.api_version.as_str(), c, explicit)
+    })))
+}
+
+async fn delete_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyDelete, Some(name.as_str()))
+        .await?;
+    let d = st.service.delete_key(&auth, &ctx.vault, &name).await?;
+    Ok(ok(&DeletedKeyBundle::new(
+        &d.record, &d.meta, &d.info, &ctx.vault, &ctx.urls,
+    )))
+}
+
+async fn get_deleted_keys(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
+    let (cursor, limit, explicit) = paging(&ctx)?;
+    let auth = ctx.authorize(&st, Operation::KeyListDeleted, None).await?;
+    let page = st
+        .service
+        .list_deleted_keys(&auth, &ctx.vault, cursor.as_deref(), limit)
+        .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|(r, i)| DeletedKeyItem::new(r, i, &ctx.vault, &ctx.urls))
+        .collect();
+    Ok(ok(&ListResult::new(&page, items, |c| {
+        ctx.urls
+            .next_link("/deletedkeys", ctx.api_version.as_str(), c, explicit)
+    })))
+}
+
+async fn get_deleted_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyGetDeleted, Some(name.as_str()))
+        .await?;
+    let d = st.service.get_deleted_key(&auth, &ctx.vault, &name).await?;
+    Ok(ok(&DeletedKeyBundle::new(
+        &d.record, &d.meta, &d.info, &ctx.vault, &ctx.urls,
+    )))
+}
+
+async fn purge_deleted_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyPurge, Some(name.as_str()))
+        .await?;
+    st.service
+        .purge_deleted_key(&auth, &ctx.vault, &name)
+        .await?;
+    Ok(no_content())
+}
+
+async fn recover_deleted_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyRecover, Some(name.as_str()))
+        .await?;
+    let b = st
+        .service
+        .recover_deleted_key(&auth, &ctx.vault, &name)
+        .await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}

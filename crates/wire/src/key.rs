@@ -1,0 +1,289 @@
+//! Key shapes: KeyCreateParameters, KeyBundle/KeyItem (public JWK only),
+//! DeletedKeyBundle/Item, sign and verify bodies. Binary fields are base64url
+//! without padding.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use keyhaven_core::key::{Curve, KeyInput, KeyMeta, KeySpec, KeyType};
+use keyhaven_core::object::{DeletedInfo, VersionRecord};
+use keyhaven_core::{Error, VaultRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::AttributesIn;
+use crate::urls::VaultUrls;
+
+const COLLECTION: &str = "keys";
+const DELETED_COLLECTION: &str = "deletedkeys";
+
+/// `POST /keys/{name}/create` body.
+#[derive(Deserialize)]
+pub struct KeyCreateParameters {
+    kty: Option<String>,
+    key_size: Option<u32>,
+    public_exponent: Option<u32>,
+    crv: Option<String>,
+    key_ops: Option<Vec<String>>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl TryFrom<KeyCreateParameters> for KeyInput {
+    type Error = Error;
+
+    fn try_from(p: KeyCreateParameters) -> Result<Self, Error> {
+        let kty = KeyType::parse(
+            p.kty
+                .as_deref()
+                .ok_or_else(|| Error::BadParameter("The key type (kty) is required.".into()))?,
+        )?;
+        let curve = match (kty, p.crv.as_deref()) {
+            (_, Some(c)) => Some(Curve::parse(c)?),
+            (KeyType::Ec, None) => Some(Curve::P256),
+            (KeyType::Rsa, None) => None,
+        };
+        Ok(Self {
+            spec: KeySpec {
+                kty,
+                size: p.key_size,
+                exponent: p.public_exponent,
+                curve,
+            },
+            key_ops: p.key_ops,
+            tags: p.tags,
+            attributes: p.attributes.map(Into::into).unwrap_or_default(),
+        })
+    }
+}
+
+/// A public JSON Web Key as Azure returns it.
+#[derive(Serialize)]
+pub struct JsonWebKey {
+    kid: String,
+    kty: &'static str,
+    key_ops: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crv: Option<Curve>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    y: Option<String>,
+}
+
+/// Key attributes in responses.
+#[derive(Serialize)]
+pub struct KeyAttributes {
+    enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    created: i64,
+    updated: i64,
+    #[serde(rename = "recoveryLevel")]
+    recovery_level: &'static str,
+    #[serde(rename = "recoverableDays")]
+    recoverable_days: i64,
+    exportable: bool,
+}
+
+fn attributes(rec: &VersionRecord, vault: &VaultRecord) -> KeyAttributes {
+    let a = &rec.attributes;
+    KeyAttributes {
+        enabled: a.enabled,
+        nbf: a.nbf,
+        exp: a.exp,
+        created: a.created,
+        updated: a.updated,
+        recovery_level: vault.recovery_level(),
+        recoverable_days: vault.retention_days,
+        exportable: false,
+    }
+}
+
+fn b64(v: &Option<Vec<u8>>) -> Option<String> {
+    v.as_ref().map(|b| URL_SAFE_NO_PAD.encode(b))
+}
+
+/// KeyBundle.
+#[derive(Serialize)]
+pub struct KeyBundle<'a> {
+    key: JsonWebKey,
+    attributes: KeyAttributes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> KeyBundle<'a> {
+    /// A bundle for a key version.
+    pub fn new(
+        rec: &'a VersionRecord,
+        meta: &KeyMeta,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+    ) -> Self {
+        let p = &meta.public;
+        Self {
+            key: JsonWebKey {
+                kid: urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()),
+                kty: p.kty.as_str(),
+                key_ops: meta.key_ops.clone(),
+                n: b64(&p.n),
+                e: b64(&p.e),
+                crv: p.crv,
+                x: b64(&p.x),
+                y: b64(&p.y),
+            },
+            attributes: attributes(rec, vault),
+            tags: (!rec.tags.is_empty()).then_some(&rec.tags),
+        }
+    }
+}
+
+/// KeyItem (list entries).
+#[derive(Serialize)]
+pub struct KeyItem<'a> {
+    kid: String,
+    attributes: KeyAttributes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> KeyItem<'a> {
+    /// A list item: unversioned kid (list) or versioned (list versions).
+    pub fn new(
+        rec: &'a VersionRecord,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+        versioned: bool,
+    ) -> Self {
+        let kid = if versioned {
+            urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str())
+        } else {
+            urls.unversioned(COLLECTION, rec.name.as_str())
+        };
+        Self {
+            kid,
+            attributes: attributes(rec, vault),
+            tags: (!rec.tags.is_empty()).then_some(&rec.tags),
+        }
+    }
+}
+
+/// DeletedKeyBundle.
+#[derive(Serialize)]
+pub struct DeletedKeyBundle<'a> {
+    #[serde(rename = "recoveryId")]
+    recovery_id: String,
+    #[serde(rename = "deletedDate")]
+    deleted_date: i64,
+    #[serde(rename = "scheduledPurgeDate")]
+    scheduled_purge_date: i64,
+    #[serde(flatten)]
+    bundle: KeyBundle<'a>,
+}
+
+impl<'a> DeletedKeyBundle<'a> {
+    /// A deleted key bundle.
+    pub fn new(
+        rec: &'a VersionRecord,
+        meta: &KeyMeta,
+        info: &DeletedInfo,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+    ) -> Self {
+        Self {
+            recovery_id: urls.unversioned(DELETED_COLLECTION, rec.name.as_str()),
+            deleted_date: info.deleted_date,
+            scheduled_purge_date: info.scheduled_purge_date,
+            bundle: KeyBundle::new(rec, meta, vault, urls),
+        }
+    }
+}
+
+/// DeletedKeyItem.
+#[derive(Serialize)]
+pub struct DeletedKeyItem<'a> {
+    #[serde(rename = "recoveryId")]
+    recovery_id: String,
+    #[serde(rename = "deletedDate")]
+    deleted_date: i64,
+    #[serde(rename = "scheduledPurgeDate")]
+    scheduled_purge_date: i64,
+    #[serde(flatten)]
+    item: KeyItem<'a>,
+}
+
+impl<'a> DeletedKeyItem<'a> {
+    /// A deleted key list item.
+    pub fn new(
+        rec: &'a VersionRecord,
+        info: &DeletedInfo,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+    ) -> Self {
+        Self {
+            recovery_id: urls.unversioned(DELETED_COLLECTION, rec.name.as_str()),
+            deleted_date: info.deleted_date,
+            scheduled_purge_date: info.scheduled_purge_date,
+            item: KeyItem::new(rec, vault, urls, false),
+        }
+    }
+}
+
+/// `POST /keys/{name}/{version}/sign` body.
+#[derive(Deserialize)]
+pub struct KeySignParameters {
+    /// Algorithm.
+    pub alg: Option<String>,
+    /// The digest, base64url.
+    pub value: Option<String>,
+}
+
+/// `POST /keys/{name}/{version}/verify` body.
+#[derive(Deserialize)]
+pub struct KeyVerifyParameters {
+    /// Algorithm.
+    pub alg: Option<String>,
+    /// The digest, base64url.
+    pub digest: Option<String>,
+    /// The signature, base64url.
+    pub value: Option<String>,
+}
+
+/// Decodes a required base64url field.
+pub fn decode_field(v: Option<&str>, field: &str) -> Result<Vec<u8>, Error> {
+    let v = v.ok_or_else(|| Error::BadParameter(format!("The '{field}' field is required.")))?;
+    URL_SAFE_NO_PAD
+        .decode(v.trim_end_matches('='))
+        .map_err(|_| Error::BadParameter(format!("The '{field}' field is not valid base64url.")))
+}
+
+/// `{kid, value}`.
+#[derive(Serialize)]
+pub struct KeyOperationResult {
+    kid: String,
+    value: String,
+}
+
+impl KeyOperationResult {
+    /// A result for the key version used.
+    pub fn new(rec: &VersionRecord, urls: &VaultUrls, value: &[u8]) -> Self {
+        Self {
+            kid: urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()),
+            value: URL_SAFE_NO_PAD.encode(value),
+        }
+    }
+}
+
+/// `{value: bool}`.
+#[derive(Serialize)]
+pub struct KeyVerifyResult {
+    /// Whether the signature verified.
+    pub value: bool,
+}

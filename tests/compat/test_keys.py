@@ -1,0 +1,145 @@
+"""Keys, first slice: RSA and EC keys created through azure-keyvault-keys'
+KeyClient, signed with CryptographyClient, and every signature verified
+independently with pyca/cryptography from the public JWK the vault returned.
+Encrypt/decrypt/wrap/unwrap, import, rotation and backup come next."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from khcompat import CLIENT_KWARGS, unique
+
+HASHES = {256: (hashlib.sha256, hashes.SHA256()), 384: (hashlib.sha384, hashes.SHA384()), 512: (hashlib.sha512, hashes.SHA512())}
+CURVES = {"P-256": (ec.SECP256R1(), 256, 32), "P-384": (ec.SECP384R1(), 384, 48), "P-521": (ec.SECP521R1(), 512, 66),
+          "P-256K": (ec.SECP256K1(), 256, 32)}
+EC_ALG = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "P-256K": "ES256K"}
+
+
+@pytest.fixture(scope="module")
+def keys(server, credential):
+    c = KeyClient(server.vault_url, credential, **CLIENT_KWARGS)
+    yield c
+    c.close()
+
+
+def crypto(server, credential, key_id):
+    return CryptographyClient(key_id, credential, **CLIENT_KWARGS)
+
+
+def rsa_public(jwk):
+    n = int.from_bytes(jwk.n, "big")
+    e = int.from_bytes(jwk.e, "big")
+    return rsa.RSAPublicNumbers(e, n).public_key()
+
+
+def ec_public(jwk):
+    curve = CURVES[jwk.crv][0]
+    return ec.EllipticCurvePublicNumbers(int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve).public_key()
+
+
+@pytest.mark.parametrize("size", [2048, 3072])
+@pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"])
+def test_rsa_signatures_verify_independently(server, credential, keys, size, alg):
+    key = keys.create_rsa_key(unique("rsa"), size=size)
+    assert key.key_type == "RSA" and len(key.key.n) * 8 == size
+    assert not getattr(key.key, "d", None), "private parts are never returned"
+    bits = int(alg[2:])
+    h, chosen = HASHES[bits]
+    digest = h(b"keyhaven signs this").digest()
+    result = crypto(server, credential, key.id).sign(SignatureAlgorithm(alg), digest)
+    assert result.key_id == key.id
+    pad = padding.PKCS1v15() if alg.startswith("RS") else padding.PSS(mgf=padding.MGF1(chosen), salt_length=chosen.digest_size)
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    rsa_public(key.key).verify(result.signature, digest, pad, Prehashed(chosen))
+
+
+@pytest.mark.parametrize("crv", ["P-256", "P-384", "P-521", "P-256K"])
+def test_ec_signatures_are_raw_r_s_and_verify_independently(server, credential, keys, crv):
+    key = keys.create_ec_key(unique("ec"), curve=crv)
+    curve, bits, width = CURVES[crv]
+    assert key.key.crv == crv and len(key.key.x) == width and len(key.key.y) == width
+    h, chosen = HASHES[bits]
+    digest = h(b"keyhaven signs this too").digest()
+    result = crypto(server, credential, key.id).sign(SignatureAlgorithm(EC_ALG[crv]), digest)
+    assert len(result.signature) == 2 * width, "ES signatures are raw r||s"
+    r = int.from_bytes(result.signature[:width], "big")
+    s = int.from_bytes(result.signature[width:], "big")
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    ec_public(key.key).verify(encode_dss_signature(r, s), digest, ec.ECDSA(Prehashed(chosen)))
+
+
+def test_server_side_verify_accepts_good_and_rejects_tampered_signatures(server, token, keys, credential):
+    key = keys.create_ec_key(unique("ecv"), curve="P-256")
+    digest = hashlib.sha256(b"x").digest()
+    sig = crypto(server, credential, key.id).sign(SignatureAlgorithm.es256, digest).signature
+    import base64
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    path = f"/keys/{key.name}/{key.properties.version}/verify"
+    ok = server.vault_request("POST", path, token=token, json={"alg": "ES256", "digest": b64(digest), "value": b64(sig)})
+    assert ok.status_code == 200 and ok.json() == {"value": True}
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    no = server.vault_request("POST", path, token=token, json={"alg": "ES256", "digest": b64(digest), "value": b64(bad)})
+    assert no.status_code == 200 and no.json() == {"value": False}
+
+
+def test_bad_input_gets_azure_errors(server, token, keys):
+    key = keys.create_ec_key(unique("ecbad"), curve="P-256")
+    path = f"/keys/{key.name}/{key.properties.version}/sign"
+    cases = [
+        ({"alg": "ES256", "value": "AAAA"}, "digest length"),
+        ({"alg": "RS256", "value": "A" * 43}, "algorithm"),
+        ({"alg": "XX999", "value": "A" * 43}, "algorithm"),
+        ({"alg": "ES256", "value": "***"}, "base64url"),
+    ]
+    for body, _ in cases:
+        r = server.vault_request("POST", path, token=token, json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["code"] == "BadParameter"
+    r = server.vault_request("POST", f"/keys/{unique('k')}/create", token=token, json={"kty": "RSA", "key_size": 1024})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
+    r = server.vault_request("POST", f"/keys/{unique('k')}/create", token=token, json={"kty": "RSA-HSM"})
+    assert r.status_code == 400
+
+
+def test_disabled_and_restricted_keys_cannot_sign(server, credential, keys):
+    digest = hashlib.sha256(b"no").digest()
+    off = keys.create_ec_key(unique("off"), curve="P-256", enabled=False)
+    with pytest.raises(HttpResponseError) as e:
+        crypto(server, credential, off.id).sign(SignatureAlgorithm.es256, digest)
+    assert e.value.status_code == 403
+    verify_only = keys.create_ec_key(unique("vo"), curve="P-256", key_operations=["verify"])
+    with pytest.raises(HttpResponseError) as e:
+        crypto(server, credential, verify_only.id).sign(SignatureAlgorithm.es256, digest)
+    assert e.value.status_code == 403
+
+
+def test_list_versions_delete_recover_purge(server, keys):
+    name = unique("life")
+    first = keys.create_rsa_key(name)
+    second = keys.create_rsa_key(name)
+    assert first.properties.version != second.properties.version
+    assert keys.get_key(name).properties.version == second.properties.version
+    assert keys.get_key(name, first.properties.version).id == first.id
+    versions = {p.version for p in keys.list_properties_of_key_versions(name)}
+    assert versions == {first.properties.version, second.properties.version}
+    assert name in {p.name for p in keys.list_properties_of_keys()}
+    deleted = keys.begin_delete_key(name).result()
+    assert deleted.recovery_id.endswith(f"/deletedkeys/{name}")
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key(name)
+    assert name in {d.name for d in keys.list_deleted_keys()}
+    keys.begin_recover_deleted_key(name).result()
+    assert keys.get_key(name).properties.version == second.properties.version
+    keys.begin_delete_key(name).result()
+    keys.purge_deleted_key(name)
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_deleted_key(name)
