@@ -143,3 +143,51 @@ def test_list_versions_delete_recover_purge(server, keys):
     keys.purge_deleted_key(name)
     with pytest.raises(ResourceNotFoundError):
         keys.get_deleted_key(name)
+
+
+@pytest.mark.parametrize("alg", ["RSA1_5", "RSA-OAEP", "RSA-OAEP-256"])
+def test_what_pyca_encrypts_the_vault_decrypts_and_unwraps(server, credential, keys, alg):
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm, KeyWrapAlgorithm
+    key = keys.create_rsa_key(unique("enc"), size=2048)
+    public = rsa_public(key.key)
+    pad = {
+        "RSA1_5": padding.PKCS1v15(),
+        "RSA-OAEP": padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
+        "RSA-OAEP-256": padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+    }[alg]
+    secret = b"0123456789abcdef0123456789abcdef"
+    ct = public.encrypt(secret, pad)
+    client = crypto(server, credential, key.id)
+    assert client.decrypt(EncryptionAlgorithm(alg), ct).plaintext == secret
+    assert client.unwrap_key(KeyWrapAlgorithm(alg), public.encrypt(secret, pad)).key == secret
+
+
+def test_vault_encryption_round_trips_and_ciphertexts_differ(server, token, keys):
+    import base64
+    key = keys.create_rsa_key(unique("rt"), size=2048)
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    unb64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    base = f"/keys/{key.name}/{key.properties.version}"
+    outs = []
+    for _ in range(2):
+        r = server.vault_request("POST", f"{base}/encrypt", token=token, json={"alg": "RSA-OAEP-256", "value": b64(b"hello keys")})
+        assert r.status_code == 200, r.text
+        assert r.json()["kid"] == key.id
+        outs.append(r.json()["value"])
+    assert outs[0] != outs[1], "OAEP is randomized"
+    r = server.vault_request("POST", f"{base}/decrypt", token=token, json={"alg": "RSA-OAEP-256", "value": outs[0]})
+    assert r.status_code == 200 and unb64(r.json()["value"]) == b"hello keys"
+    # Tampered OAEP ciphertext is refused; tampered RSA1_5 is not distinguishable.
+    tampered = bytearray(unb64(outs[0]))
+    tampered[10] ^= 1
+    r = server.vault_request("POST", f"{base}/decrypt", token=token, json={"alg": "RSA-OAEP-256", "value": b64(bytes(tampered))})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
+    r = server.vault_request("POST", f"{base}/decrypt", token=token, json={"alg": "RSA1_5", "value": b64(bytes(tampered))})
+    assert r.status_code == 200, "RSA1_5 padding failures are implicit rejections, not errors"
+    too_long = b64(b"x" * 300)
+    r = server.vault_request("POST", f"{base}/encrypt", token=token, json={"alg": "RSA-OAEP", "value": too_long})
+    assert r.status_code == 400
+    ec_key = keys.create_ec_key(unique("ecenc"))
+    r = server.vault_request("POST", f"/keys/{ec_key.name}/{ec_key.properties.version}/encrypt", token=token,
+                             json={"alg": "RSA-OAEP", "value": b64(b"x")})
+    assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "KeyOperationForbidden"

@@ -103,6 +103,14 @@ pub enum Operation {
     KeySign,
     /// Verify a signature.
     KeyVerify,
+    /// Encrypt with a key.
+    KeyEncrypt,
+    /// Decrypt with a key.
+    KeyDecrypt,
+    /// Wrap a key.
+    KeyWrap,
+    /// Unwrap a key.
+    KeyUnwrap,
 }
 
 impl Operation {
@@ -132,6 +140,10 @@ impl Operation {
             Self::KeyPurge => "KeyPurge",
             Self::KeySign => "KeySign",
             Self::KeyVerify => "KeyVerify",
+            Self::KeyEncrypt => "KeyEncrypt",
+            Self::KeyDecrypt => "KeyDecrypt",
+            Self::KeyWrap => "KeyWrap",
+            Self::KeyUnwrap => "KeyUnwrap",
         }
     }
 
@@ -161,6 +173,10 @@ impl Operation {
             Self::KeyPurge => "Microsoft.KeyVault/vaults/keys/purge/action",
             Self::KeySign => "Microsoft.KeyVault/vaults/keys/sign/action",
             Self::KeyVerify => "Microsoft.KeyVault/vaults/keys/verify/action",
+            Self::KeyEncrypt => "Microsoft.KeyVault/vaults/keys/encrypt/action",
+            Self::KeyDecrypt => "Microsoft.KeyVault/vaults/keys/decrypt/action",
+            Self::KeyWrap => "Microsoft.KeyVault/vaults/keys/wrap/action",
+            Self::KeyUnwrap => "Microsoft.KeyVault/vaults/keys/unwrap/action",
         }
     }
 
@@ -189,6 +205,10 @@ impl Operation {
         Self::KeyPurge,
         Self::KeySign,
         Self::KeyVerify,
+        Self::KeyEncrypt,
+        Self::KeyDecrypt,
+        Self::KeyWrap,
+        Self::KeyUnwrap,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -204,7 +224,11 @@ impl Operation {
             | Self::KeyRecover
             | Self::KeyPurge
             | Self::KeySign
-            | Self::KeyVerify => "keys",
+            | Self::KeyVerify
+            | Self::KeyEncrypt
+            | Self::KeyDecrypt
+            | Self::KeyWrap
+            | Self::KeyUnwrap => "keys",
             _ => "secrets",
         }
     }
@@ -230,6 +254,10 @@ impl Operation {
             Self::KeyPurge => ("keys", "purge"),
             Self::KeySign => ("keys", "sign"),
             Self::KeyVerify => ("keys", "verify"),
+            Self::KeyEncrypt => ("keys", "encrypt"),
+            Self::KeyDecrypt => ("keys", "decrypt"),
+            Self::KeyWrap => ("keys", "wrapKey"),
+            Self::KeyUnwrap => ("keys", "unwrapKey"),
         }
     }
 }

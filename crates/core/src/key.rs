@@ -161,6 +161,56 @@ impl SignAlgorithm {
     }
 }
 
+/// Encryption and key-wrap algorithms for RSA keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CipherAlgorithm {
+    /// RSAES-PKCS1-v1_5.
+    Rsa15,
+    /// RSAES-OAEP with SHA-1.
+    RsaOaep,
+    /// RSAES-OAEP with SHA-256.
+    RsaOaep256,
+}
+
+impl CipherAlgorithm {
+    /// Parses Azure's `alg`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "RSA1_5" => Ok(Self::Rsa15),
+            "RSA-OAEP" => Ok(Self::RsaOaep),
+            "RSA-OAEP-256" => Ok(Self::RsaOaep256),
+            "A128KW" | "A192KW" | "A256KW" | "A128GCM" | "A192GCM" | "A256GCM" | "A128CBC" | "A192CBC" | "A256CBC"
+            | "A128CBCPAD" | "A192CBCPAD" | "A256CBCPAD" => Err(Error::BadParameter(format!(
+                "The algorithm {s} needs a symmetric (oct) key, which this vault does not support yet."
+            ))),
+            _ => Err(Error::BadParameter(format!(
+                "The algorithm '{}' is not a valid encryption algorithm.",
+                s.chars().take(20).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Bytes of padding overhead for a plaintext under this algorithm.
+    pub fn overhead(self) -> usize {
+        match self {
+            Self::Rsa15 => 11,
+            Self::RsaOaep => 42,
+            Self::RsaOaep256 => 66,
+        }
+    }
+}
+
+/// An encryption, decryption, wrap or unwrap request.
+#[derive(Debug, Clone, Copy)]
+pub struct CipherRequest<'a> {
+    /// Key wrapping (`wrapKey`/`unwrapKey`) rather than `encrypt`/`decrypt`.
+    pub wrap: bool,
+    /// Algorithm.
+    pub alg: CipherAlgorithm,
+    /// Plaintext (encrypt, wrap) or ciphertext (decrypt, unwrap).
+    pub data: &'a [u8],
+}
+
 /// The public half of a key, as stored in the version's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKey {
@@ -238,6 +288,21 @@ pub trait KeyBackend: Send + Sync {
         digest: &[u8],
         signature: &[u8],
     ) -> Result<bool>;
+    /// Encrypts with the public key.
+    fn encrypt(
+        &self,
+        public: &PublicKey,
+        alg: CipherAlgorithm,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>>;
+    /// Decrypts with the private key. For RSA1_5 a padding failure must not
+    /// be observable (no error): implicit rejection.
+    fn decrypt(
+        &self,
+        private: &[u8],
+        alg: CipherAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<Sensitive<Vec<u8>>>;
 }
 
 /// A signature to verify.
@@ -545,6 +610,89 @@ impl VaultService {
         alg.check_key(&meta.public)?;
         check_digest(alg, digest)?;
         self.keys.verify(&meta.public, alg, digest, signature)
+    }
+
+    /// Encrypts (`wrap` = false) or wraps (`wrap` = true) with a key version.
+    pub async fn encrypt(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+        request: CipherRequest<'_>,
+    ) -> Result<(VersionRecord, Vec<u8>)> {
+        let CipherRequest {
+            wrap,
+            alg,
+            data: plaintext,
+        } = request;
+        let (operation, op) = if wrap {
+            (Operation::KeyWrap, "wrapKey")
+        } else {
+            (Operation::KeyEncrypt, "encrypt")
+        };
+        auth.require(vault, operation)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        self.check_usable(&record, &meta, op)?;
+        let modulus = match (meta.public.kty, &meta.public.n) {
+            (KeyType::Rsa, Some(n)) => n.len(),
+            _ => {
+                return Err(Error::BadParameter(
+                    "The algorithm is not valid for this key type.".into(),
+                ))
+            }
+        };
+        if plaintext.len() + alg.overhead() > modulus {
+            return Err(Error::BadParameter(format!(
+                "The plaintext is too long: at most {} bytes for this key and algorithm.",
+                modulus.saturating_sub(alg.overhead())
+            )));
+        }
+        let ct = self.keys.encrypt(&meta.public, alg, plaintext)?;
+        Ok((record, ct))
+    }
+
+    /// Decrypts (`unwrap` = false) or unwraps (`unwrap` = true) with a key version.
+    pub async fn decrypt(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+        request: CipherRequest<'_>,
+    ) -> Result<(VersionRecord, Sensitive<Vec<u8>>)> {
+        let CipherRequest {
+            wrap: unwrap,
+            alg,
+            data: ciphertext,
+        } = request;
+        let (operation, op) = if unwrap {
+            (Operation::KeyUnwrap, "unwrapKey")
+        } else {
+            (Operation::KeyDecrypt, "decrypt")
+        };
+        auth.require(vault, operation)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        self.check_usable(&record, &meta, op)?;
+        match (meta.public.kty, &meta.public.n) {
+            (KeyType::Rsa, Some(n)) if n.len() == ciphertext.len() => {}
+            (KeyType::Rsa, Some(_)) => {
+                return Err(Error::BadParameter(
+                    "The ciphertext length does not match the key size.".into(),
+                ))
+            }
+            _ => {
+                return Err(Error::BadParameter(
+                    "The algorithm is not valid for this key type.".into(),
+                ))
+            }
+        }
+        let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
+        let private = self.barrier.open(vault, &aad, &record.payload)?;
+        let pt = self.keys.decrypt(private.expose(), alg, ciphertext)?;
+        Ok((record, pt))
     }
 
     fn check_usable(&self, record: &VersionRecord, meta: &KeyMeta, op: &'static str) -> Result<()> {

@@ -3,7 +3,9 @@
 //! be sealed by the barrier; signatures follow JOSE (EC signatures are raw
 //! `r || s`, fixed width).
 
-use keyhaven_core::key::{Curve, KeyBackend, KeySpec, KeyType, PublicKey, SignAlgorithm};
+use keyhaven_core::key::{
+    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PublicKey, SignAlgorithm,
+};
 use keyhaven_core::{Error, Result, Sensitive};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey};
@@ -109,7 +111,81 @@ fn public_pkey(public: &PublicKey) -> Result<PKey<Public>> {
     }
 }
 
+fn rsa_padding(alg: CipherAlgorithm) -> Padding {
+    match alg {
+        CipherAlgorithm::Rsa15 => Padding::PKCS1,
+        CipherAlgorithm::RsaOaep | CipherAlgorithm::RsaOaep256 => Padding::PKCS1_OAEP,
+    }
+}
+
+fn oaep_md(ctx: &mut PkeyCtx<impl openssl::pkey::HasPublic>, alg: CipherAlgorithm) -> Result<()> {
+    if alg == CipherAlgorithm::RsaOaep256 {
+        ctx.set_rsa_oaep_md(openssl::md::Md::sha256())
+            .map_err(crypto_err)?;
+        ctx.set_rsa_mgf1_md(openssl::md::Md::sha256())
+            .map_err(crypto_err)?;
+    }
+    Ok(())
+}
+
+/// RSA1_5 implicit rejection: a ciphertext whose padding does not check out
+/// decrypts to bytes derived from the key and the ciphertext, so neither the
+/// answer nor (beyond OpenSSL's own padding check) its timing tells a
+/// padding oracle anything. The synthetic length is 32 bytes, the size of
+/// the keys RSA1_5 usually wraps.
+fn synthetic_plaintext(private_der: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
+    let seed = openssl::hash::hash(MessageDigest::sha256(), private_der).map_err(crypto_err)?;
+    let key = PKey::hmac(&seed).map_err(crypto_err)?;
+    let mut signer =
+        openssl::sign::Signer::new(MessageDigest::sha256(), &key).map_err(crypto_err)?;
+    signer
+        .update(b"keyhaven-rsa1_5-implicit-rejection")
+        .map_err(crypto_err)?;
+    signer.update(ciphertext).map_err(crypto_err)?;
+    signer.sign_to_vec().map_err(crypto_err)
+}
+
 impl KeyBackend for SoftwareKeys {
+    fn encrypt(
+        &self,
+        public: &PublicKey,
+        alg: CipherAlgorithm,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let pkey = public_pkey(public)?;
+        let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
+        ctx.encrypt_init().map_err(crypto_err)?;
+        ctx.set_rsa_padding(rsa_padding(alg)).map_err(crypto_err)?;
+        oaep_md(&mut ctx, alg)?;
+        let mut out = Vec::new();
+        ctx.encrypt_to_vec(plaintext, &mut out)
+            .map_err(crypto_err)?;
+        Ok(out)
+    }
+
+    fn decrypt(
+        &self,
+        private: &[u8],
+        alg: CipherAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<Sensitive<Vec<u8>>> {
+        let pkey = PKey::private_key_from_pkcs8(private).map_err(crypto_err)?;
+        let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
+        ctx.decrypt_init().map_err(crypto_err)?;
+        ctx.set_rsa_padding(rsa_padding(alg)).map_err(crypto_err)?;
+        oaep_md(&mut ctx, alg)?;
+        let mut out = Vec::new();
+        match ctx.decrypt_to_vec(ciphertext, &mut out) {
+            Ok(_) => Ok(Sensitive::new(out)),
+            Err(_) if alg == CipherAlgorithm::Rsa15 => {
+                Ok(Sensitive::new(synthetic_plaintext(private, ciphertext)?))
+            }
+            Err(_) => Err(Error::BadParameter(
+                "The ciphertext could not be decrypted.".into(),
+            )),
+        }
+    }
+
     fn generate(&self, spec: &KeySpec) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
         let pkey = match spec.kty {
             KeyType::Rsa => {
@@ -279,6 +355,48 @@ mod tests {
                 &[alg],
             );
         }
+    }
+
+    #[test]
+    fn rsa_encryption_round_trips_and_rsa1_5_never_reports_bad_padding() {
+        let k = SoftwareKeys;
+        let (private, public) = k
+            .generate(&KeySpec {
+                kty: KeyType::Rsa,
+                size: Some(2048),
+                exponent: None,
+                curve: None,
+            })
+            .unwrap();
+        for alg in [
+            CipherAlgorithm::Rsa15,
+            CipherAlgorithm::RsaOaep,
+            CipherAlgorithm::RsaOaep256,
+        ] {
+            let ct = k
+                .encrypt(&public, alg, b"a 32-byte content encryption key")
+                .unwrap();
+            assert_eq!(
+                k.decrypt(private.expose(), alg, &ct).unwrap().expose(),
+                b"a 32-byte content encryption key"
+            );
+        }
+        let garbage = vec![0x42u8; 256];
+        let a = k
+            .decrypt(private.expose(), CipherAlgorithm::Rsa15, &garbage)
+            .unwrap();
+        let b = k
+            .decrypt(private.expose(), CipherAlgorithm::Rsa15, &garbage)
+            .unwrap();
+        assert_eq!(
+            a.expose(),
+            b.expose(),
+            "implicit rejection is deterministic"
+        );
+        assert_eq!(a.expose().len(), 32);
+        assert!(k
+            .decrypt(private.expose(), CipherAlgorithm::RsaOaep, &garbage)
+            .is_err());
     }
 
     #[test]

@@ -287,3 +287,12 @@ pub struct KeyVerifyResult {
     /// Whether the signature verified.
     pub value: bool,
 }
+
+/// `POST /keys/{name}/{version}/encrypt|decrypt|wrapkey|unwrapkey` body.
+#[derive(Deserialize)]
+pub struct KeyOperationsParameters {
+    /// Algorithm.
+    pub alg: Option<String>,
+    /// The input, base64url.
+    pub value: Option<String>,
+}

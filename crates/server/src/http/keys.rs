@@ -7,12 +7,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use keyhaven_core::key::{SignAlgorithm, SignatureCheck};
+use keyhaven_core::key::{CipherAlgorithm, CipherRequest, SignAlgorithm, SignatureCheck};
 use keyhaven_core::object::page_size;
 use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::key::{
     decode_field, DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyCreateParameters, KeyItem,
-    KeyOperationResult, KeySignParameters, KeyVerifyParameters, KeyVerifyResult,
+    KeyOperationResult, KeyOperationsParameters, KeySignParameters, KeyVerifyParameters,
+    KeyVerifyResult,
 };
 use keyhaven_wire::paging::decode_skiptoken;
 use keyhaven_wire::secret::ListResult;
@@ -142,7 +143,9 @@ async fn key_action(
 ) -> ApiResult {
     match action.as_str() {
         "create" => create_key(st, ctx, raw, body).await,
-        "sign" | "verify" => operate(st, ctx, raw, None, action, body).await,
+        "sign" | "verify" | "encrypt" | "decrypt" | "wrapkey" | "unwrapkey" => {
+            operate(st, ctx, raw, None, action, body).await
+        }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
@@ -188,12 +191,10 @@ async fn operate(
     let operation = match op.as_str() {
         "sign" => Operation::KeySign,
         "verify" => Operation::KeyVerify,
-        "encrypt" | "decrypt" | "wrapkey" | "unwrapkey" => {
-            return Err(Error::BadParameter(format!(
-                "The operation {op} is not supported by this version of Keyhaven yet."
-            ))
-            .into())
-        }
+        "encrypt" => Operation::KeyEncrypt,
+        "decrypt" => Operation::KeyDecrypt,
+        "wrapkey" => Operation::KeyWrap,
+        "unwrapkey" => Operation::KeyUnwrap,
         _ => {
             return Err(ApiError::not_found(
                 "The requested resource does not exist on the vault.",
@@ -203,6 +204,33 @@ async fn operate(
     let auth = ctx.authorize(&st, operation, Some(name.as_str())).await?;
     let version = ver.map(|v| version(&name, &v)).transpose()?;
     let bytes = read_body(body).await?;
+    if matches!(
+        operation,
+        Operation::KeyEncrypt | Operation::KeyWrap | Operation::KeyDecrypt | Operation::KeyUnwrap
+    ) {
+        let p: KeyOperationsParameters = parse_json(&bytes)?;
+        let alg = CipherAlgorithm::parse(p.alg.as_deref().unwrap_or(""))?;
+        let data = decode_field(p.value.as_deref(), "value")?;
+        let wrap = matches!(operation, Operation::KeyWrap | Operation::KeyUnwrap);
+        let request = CipherRequest {
+            wrap,
+            alg,
+            data: &data,
+        };
+        return if matches!(operation, Operation::KeyEncrypt | Operation::KeyWrap) {
+            let (rec, ct) = st
+                .service
+                .encrypt(&auth, &ctx.vault, &name, version.as_ref(), request)
+                .await?;
+            Ok(ok(&KeyOperationResult::new(&rec, &ctx.urls, &ct)))
+        } else {
+            let (rec, pt) = st
+                .service
+                .decrypt(&auth, &ctx.vault, &name, version.as_ref(), request)
+                .await?;
+            Ok(ok(&KeyOperationResult::new(&rec, &ctx.urls, pt.expose())))
+        };
+    }
     if operation == Operation::KeySign {
         let p: KeySignParameters = parse_json(&bytes)?;
         let alg = SignAlgorithm::parse(p.alg.as_deref().unwrap_or(""))?;

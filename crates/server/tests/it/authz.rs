@@ -114,6 +114,26 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
                         "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
             ),
         ),
+        Operation::KeyEncrypt => (
+            "POST",
+            format!("/keys/k/encrypt?{v}"),
+            Some(json!({"alg": "RSA-OAEP", "value": "AAAA"})),
+        ),
+        Operation::KeyDecrypt => (
+            "POST",
+            format!("/keys/k/decrypt?{v}"),
+            Some(json!({"alg": "RSA-OAEP", "value": "AAAA"})),
+        ),
+        Operation::KeyWrap => (
+            "POST",
+            format!("/keys/k/wrapkey?{v}"),
+            Some(json!({"alg": "RSA-OAEP", "value": "AAAA"})),
+        ),
+        Operation::KeyUnwrap => (
+            "POST",
+            format!("/keys/k/unwrapkey?{v}"),
+            Some(json!({"alg": "RSA-OAEP", "value": "AAAA"})),
+        ),
     }
 }
 
