@@ -191,3 +191,86 @@ def test_vault_encryption_round_trips_and_ciphertexts_differ(server, token, keys
     r = server.vault_request("POST", f"/keys/{ec_key.name}/{ec_key.properties.version}/encrypt", token=token,
                              json={"alg": "RSA-OAEP", "value": b64(b"x")})
     assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "KeyOperationForbidden"
+
+
+def _jwk_int(n: int, length: int | None = None) -> bytes:
+    length = length or (n.bit_length() + 7) // 8
+    return n.to_bytes(length, "big")
+
+
+def test_imported_rsa_key_signs_and_what_the_vault_encrypts_pyca_decrypts(server, credential, keys):
+    from azure.keyvault.keys import JsonWebKey
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    nums = private.private_numbers()
+    jwk = JsonWebKey(kty="RSA", n=_jwk_int(nums.public_numbers.n), e=_jwk_int(nums.public_numbers.e),
+                     d=_jwk_int(nums.d), p=_jwk_int(nums.p), q=_jwk_int(nums.q), dp=_jwk_int(nums.dmp1),
+                     dq=_jwk_int(nums.dmq1), qi=_jwk_int(nums.iqmp))
+    key = keys.import_key(unique("imp"), jwk)
+    assert key.key.n == jwk.n and not getattr(key.key, "d", None)
+    client = crypto(server, credential, key.id)
+    digest = hashlib.sha256(b"imported").digest()
+    sig = client.sign(SignatureAlgorithm.rs256, digest).signature
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    private.public_key().verify(sig, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    # The vault encrypts (server side, via raw REST) and pyca decrypts with the private key.
+    import base64
+    token = server.token(server.vault_scope)
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    r = server.vault_request("POST", f"/keys/{key.name}/{key.properties.version}/encrypt", token=token,
+                             json={"alg": "RSA-OAEP-256", "value": b64(b"for pyca")})
+    assert r.status_code == 200, r.text
+    ct = base64.urlsafe_b64decode(r.json()["value"] + "=" * (-len(r.json()["value"]) % 4))
+    pt = private.decrypt(ct, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    assert pt == b"for pyca"
+
+
+def test_imported_ec_key_signs(server, credential, keys):
+    from azure.keyvault.keys import JsonWebKey
+    private = ec.generate_private_key(ec.SECP384R1())
+    nums = private.private_numbers()
+    jwk = JsonWebKey(kty="EC", crv="P-384", x=_jwk_int(nums.public_numbers.x, 48), y=_jwk_int(nums.public_numbers.y, 48),
+                     d=_jwk_int(nums.private_value, 48))
+    key = keys.import_key(unique("impec"), jwk)
+    digest = hashlib.sha384(b"imported ec").digest()
+    sig = crypto(server, credential, key.id).sign(SignatureAlgorithm.es384, digest).signature
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    r, s = int.from_bytes(sig[:48], "big"), int.from_bytes(sig[48:], "big")
+    private.public_key().verify(encode_dss_signature(r, s), digest, ec.ECDSA(Prehashed(hashes.SHA384())))
+
+
+def test_import_refuses_inconsistent_keys(server, token):
+    import base64
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    a = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    b = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    bad = {"kty": "RSA", "n": b64(_jwk_int(a.public_numbers.n)), "e": b64(_jwk_int(65537)), "d": b64(_jwk_int(b.d)),
+           "p": b64(_jwk_int(a.p)), "q": b64(_jwk_int(a.q)), "dp": b64(_jwk_int(a.dmp1)), "dq": b64(_jwk_int(a.dmq1)),
+           "qi": b64(_jwk_int(a.iqmp))}
+    r = server.vault_request("PUT", f"/keys/{unique('bad')}", token=token, json={"key": bad})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
+    r = server.vault_request("PUT", f"/keys/{unique('bad')}", token=token, json={"key": {"kty": "RSA", "n": "AQAB"}})
+    assert r.status_code == 400
+
+
+def test_update_properties_disables_and_restricts(server, credential, keys):
+    key = keys.create_ec_key(unique("upd"))
+    digest = hashlib.sha256(b"u").digest()
+    updated = keys.update_key_properties(key.name, key.properties.version, enabled=False, tags={"t": "1"})
+    assert updated.properties.enabled is False and updated.properties.tags == {"t": "1"}
+    with pytest.raises(HttpResponseError) as e:
+        crypto(server, credential, key.id).sign(SignatureAlgorithm.es256, digest)
+    assert e.value.status_code == 403
+    keys.update_key_properties(key.name, enabled=True, key_operations=["verify"])
+    assert keys.get_key(key.name).key_operations == ["verify"]
+    with pytest.raises(HttpResponseError) as e:
+        crypto(server, credential, key.id).sign(SignatureAlgorithm.es256, digest)
+    assert e.value.status_code == 403
+
+
+def test_random_bytes(server, token, keys):
+    got = keys.get_random_bytes(64)
+    assert isinstance(got, bytes) and len(got) == 64 and got != keys.get_random_bytes(64)
+    for count in (0, 129):
+        r = server.vault_request("POST", "/rng", token=token, json={"count": count})
+        assert r.status_code == 400

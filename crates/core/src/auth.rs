@@ -111,6 +111,10 @@ pub enum Operation {
     KeyWrap,
     /// Unwrap a key.
     KeyUnwrap,
+    /// Update a key's attributes, tags or operations.
+    KeyUpdate,
+    /// Import a key.
+    KeyImport,
 }
 
 impl Operation {
@@ -144,6 +148,8 @@ impl Operation {
             Self::KeyDecrypt => "KeyDecrypt",
             Self::KeyWrap => "KeyWrap",
             Self::KeyUnwrap => "KeyUnwrap",
+            Self::KeyUpdate => "KeyUpdate",
+            Self::KeyImport => "KeyImport",
         }
     }
 
@@ -177,6 +183,8 @@ impl Operation {
             Self::KeyDecrypt => "Microsoft.KeyVault/vaults/keys/decrypt/action",
             Self::KeyWrap => "Microsoft.KeyVault/vaults/keys/wrap/action",
             Self::KeyUnwrap => "Microsoft.KeyVault/vaults/keys/unwrap/action",
+            Self::KeyUpdate => "Microsoft.KeyVault/vaults/keys/update/action",
+            Self::KeyImport => "Microsoft.KeyVault/vaults/keys/import/action",
         }
     }
 
@@ -209,6 +217,8 @@ impl Operation {
         Self::KeyDecrypt,
         Self::KeyWrap,
         Self::KeyUnwrap,
+        Self::KeyUpdate,
+        Self::KeyImport,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -228,7 +238,9 @@ impl Operation {
             | Self::KeyEncrypt
             | Self::KeyDecrypt
             | Self::KeyWrap
-            | Self::KeyUnwrap => "keys",
+            | Self::KeyUnwrap
+            | Self::KeyUpdate
+            | Self::KeyImport => "keys",
             _ => "secrets",
         }
     }
@@ -258,6 +270,8 @@ impl Operation {
             Self::KeyDecrypt => ("keys", "decrypt"),
             Self::KeyWrap => ("keys", "wrapKey"),
             Self::KeyUnwrap => ("keys", "unwrapKey"),
+            Self::KeyUpdate => ("keys", "update"),
+            Self::KeyImport => ("keys", "import"),
         }
     }
 }

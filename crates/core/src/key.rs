@@ -303,6 +303,49 @@ pub trait KeyBackend: Send + Sync {
         alg: CipherAlgorithm,
         ciphertext: &[u8],
     ) -> Result<Sensitive<Vec<u8>>>;
+    /// Takes in a caller's private key; returns it in the backend's own form
+    /// and its public half. Inconsistent parameters are a 400.
+    fn import(&self, key: &PrivateJwk) -> Result<(Sensitive<Vec<u8>>, PublicKey)>;
+}
+
+/// A private JSON Web Key as a caller imports it (RSA with CRT parameters, or EC).
+#[derive(Debug)]
+pub struct PrivateJwk {
+    /// Key type.
+    pub kty: KeyType,
+    /// RSA modulus.
+    pub n: Option<Vec<u8>>,
+    /// RSA public exponent.
+    pub e: Option<Vec<u8>>,
+    /// Private exponent (RSA) or scalar (EC).
+    pub d: Option<Sensitive<Vec<u8>>>,
+    /// RSA prime p.
+    pub p: Option<Sensitive<Vec<u8>>>,
+    /// RSA prime q.
+    pub q: Option<Sensitive<Vec<u8>>>,
+    /// RSA d mod (p-1).
+    pub dp: Option<Sensitive<Vec<u8>>>,
+    /// RSA d mod (q-1).
+    pub dq: Option<Sensitive<Vec<u8>>>,
+    /// RSA q^-1 mod p.
+    pub qi: Option<Sensitive<Vec<u8>>>,
+    /// EC curve.
+    pub crv: Option<Curve>,
+    /// EC x.
+    pub x: Option<Vec<u8>>,
+    /// EC y.
+    pub y: Option<Vec<u8>>,
+}
+
+/// Changes to a key version; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct KeyUpdate {
+    /// Attributes.
+    pub attributes: AttributesPatch,
+    /// Tags (replaced as a whole).
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Permitted operations (replaced as a whole).
+    pub key_ops: Option<Vec<String>>,
 }
 
 /// A signature to verify.
@@ -427,33 +470,18 @@ impl VaultService {
         let tags = input.tags.unwrap_or_default();
         validate_tags(&tags)?;
         let (private, public) = self.keys.generate(&input.spec)?;
-        let version = Version::random();
-        let aad = Self::payload_aad(vault, KIND, name, &version);
-        let payload = self.barrier.seal(vault, &aad, private.expose())?;
-        let meta = KeyMeta {
-            public,
-            key_ops: ops,
-        };
-        let mut record = VersionRecord {
-            kind: KIND,
-            name: name.clone(),
-            version,
-            attributes: Attributes::new(self.clock.now(), &input.attributes),
+        self.store_key_version(
+            vault,
+            name,
+            private,
+            KeyMeta {
+                public,
+                key_ops: ops,
+            },
             tags,
-            content_type: None,
-            managed: false,
-            payload,
-            meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
-        };
-        self.store.put_version(&vault.id, &record).await?;
-        if let Some(stored) = self
-            .store
-            .get_version(&vault.id, KIND, name, Some(&record.version))
-            .await?
-        {
-            record.name = stored.name;
-        }
-        Ok(KeyBundle { record, meta })
+            &input.attributes,
+        )
+        .await
     }
 
     /// Gets a key version (public parts only).
@@ -693,6 +721,108 @@ impl VaultService {
         let private = self.barrier.open(vault, &aad, &record.payload)?;
         let pt = self.keys.decrypt(private.expose(), alg, ciphertext)?;
         Ok((record, pt))
+    }
+
+    /// Updates a key version's attributes, tags and operations.
+    pub async fn update_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+        update: KeyUpdate,
+    ) -> Result<KeyBundle> {
+        auth.require(vault, Operation::KeyUpdate)?;
+        if let Some(tags) = &update.tags {
+            validate_tags(tags)?;
+        }
+        let mut record = self.live_version(vault, KIND, name, version).await?;
+        let mut meta = meta_of(&record)?;
+        record
+            .attributes
+            .apply(&update.attributes, self.clock.now());
+        if let (Some(nbf), Some(exp)) = (record.attributes.nbf, record.attributes.exp) {
+            if exp < nbf {
+                return Err(Error::BadParameter(
+                    "The expiration time (exp) must be later than nbf.".into(),
+                ));
+            }
+        }
+        if let Some(tags) = update.tags {
+            record.tags = tags;
+        }
+        if let Some(ops) = update.key_ops {
+            validate_ops(&ops)?;
+            meta.key_ops = ops;
+            record.meta = serde_json::to_string(&meta).map_err(|_| Error::Integrity)?;
+        }
+        self.store.update_version(&vault.id, &record).await?;
+        Ok(KeyBundle { record, meta })
+    }
+
+    /// Imports a caller's key as a new version.
+    pub async fn import_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        key: PrivateJwk,
+        ops: Option<Vec<String>>,
+        rest: (Option<BTreeMap<String, String>>, AttributesPatch),
+    ) -> Result<KeyBundle> {
+        auth.require(vault, Operation::KeyImport)?;
+        let (tags, attributes) = rest;
+        let ops = ops.unwrap_or_else(|| default_ops(key.kty));
+        validate_ops(&ops)?;
+        let tags = tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        let (private, public) = self.keys.import(&key)?;
+        self.store_key_version(
+            vault,
+            name,
+            private,
+            KeyMeta {
+                public,
+                key_ops: ops,
+            },
+            tags,
+            &attributes,
+        )
+        .await
+    }
+
+    async fn store_key_version(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        private: Sensitive<Vec<u8>>,
+        meta: KeyMeta,
+        tags: BTreeMap<String, String>,
+        attributes: &AttributesPatch,
+    ) -> Result<KeyBundle> {
+        let version = Version::random();
+        let aad = Self::payload_aad(vault, KIND, name, &version);
+        let payload = self.barrier.seal(vault, &aad, private.expose())?;
+        let mut record = VersionRecord {
+            kind: KIND,
+            name: name.clone(),
+            version,
+            attributes: Attributes::new(self.clock.now(), attributes),
+            tags,
+            content_type: None,
+            managed: false,
+            payload,
+            meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
+        };
+        self.store.put_version(&vault.id, &record).await?;
+        if let Some(stored) = self
+            .store
+            .get_version(&vault.id, KIND, name, Some(&record.version))
+            .await?
+        {
+            record.name = stored.name;
+        }
+        Ok(KeyBundle { record, meta })
     }
 
     fn check_usable(&self, record: &VersionRecord, meta: &KeyMeta, op: &'static str) -> Result<()> {

@@ -78,7 +78,8 @@ pub trait Store: Send + Sync {
         name: &ObjectName,
         version: Option<&Version>,
     ) -> StoreResult<Option<VersionRecord>>;
-    /// Rewrites the attributes, tags and content type of a live version.
+    /// Rewrites the attributes, tags, content type and public metadata of a
+    /// live version (never its payload).
     async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()>;
     /// Lists live objects (their latest versions) by name.
     async fn list_latest(

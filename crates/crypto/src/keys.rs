@@ -4,7 +4,7 @@
 //! `r || s`, fixed width).
 
 use keyhaven_core::key::{
-    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PublicKey, SignAlgorithm,
+    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PrivateJwk, PublicKey, SignAlgorithm,
 };
 use keyhaven_core::{Error, Result, Sensitive};
 use openssl::bn::{BigNum, BigNumContext};
@@ -16,9 +16,50 @@ use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
 
-/// Keys in software, with OpenSSL.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SoftwareKeys;
+/// Most parsed private keys kept; the cache is cleared past this.
+const KEY_CACHE: usize = 4096;
+
+/// Keys in software, with OpenSSL. Parsed private keys are cached by the
+/// digest of their PKCS#8 encoding: OpenSSL 3's decoders and RSA's blinding
+/// setup cost far more than a signature, so a sign must not re-parse. OpenSSL
+/// clears private key components when a key is freed.
+#[derive(Default)]
+pub struct SoftwareKeys {
+    parsed: std::sync::RwLock<std::collections::HashMap<[u8; 32], PKey<Private>>>,
+}
+
+impl std::fmt::Debug for SoftwareKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SoftwareKeys")
+    }
+}
+
+impl SoftwareKeys {
+    /// A backend with an empty key cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn private_key(&self, der: &[u8]) -> Result<PKey<Private>> {
+        let digest = openssl::sha::sha256(der);
+        if let Some(k) = self
+            .parsed
+            .read()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
+            return Ok(k);
+        }
+        let k = PKey::private_key_from_pkcs8(der).map_err(crypto_err)?;
+        if let Ok(mut m) = self.parsed.write() {
+            if m.len() >= KEY_CACHE {
+                m.clear();
+            }
+            m.insert(digest, k.clone());
+        }
+        Ok(k)
+    }
+}
 
 fn crypto_err<T>(_: T) -> Error {
     Error::Integrity
@@ -145,7 +186,64 @@ fn synthetic_plaintext(private_der: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>>
     signer.sign_to_vec().map_err(crypto_err)
 }
 
+fn s(v: &Option<Sensitive<Vec<u8>>>) -> Option<&[u8]> {
+    v.as_ref().map(|x| x.expose().as_slice())
+}
+
+fn bn(v: Option<&[u8]>, what: &str) -> Result<BigNum> {
+    let bytes = v.ok_or_else(|| {
+        Error::BadParameter(format!("The key is missing its '{what}' parameter."))
+    })?;
+    BigNum::from_slice(bytes).map_err(crypto_err)
+}
+
 impl KeyBackend for SoftwareKeys {
+    fn import(&self, key: &PrivateJwk) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
+        let invalid =
+            || Error::BadParameter("The key parameters are inconsistent or invalid.".into());
+        let pkey = match key.kty {
+            KeyType::Rsa => {
+                let rsa = Rsa::from_private_components(
+                    bn(key.n.as_deref(), "n")?,
+                    bn(key.e.as_deref(), "e")?,
+                    bn(s(&key.d), "d")?,
+                    bn(s(&key.p), "p")?,
+                    bn(s(&key.q), "q")?,
+                    bn(s(&key.dp), "dp")?,
+                    bn(s(&key.dq), "dq")?,
+                    bn(s(&key.qi), "qi")?,
+                )
+                .map_err(|_| invalid())?;
+                if !rsa.check_key().unwrap_or(false) {
+                    return Err(invalid());
+                }
+                let bits = rsa.size() * 8;
+                if ![2048, 3072, 4096].contains(&bits) {
+                    return Err(Error::BadParameter(
+                        "RSA keys must be 2048, 3072 or 4096 bits.".into(),
+                    ));
+                }
+                PKey::from_rsa(rsa).map_err(crypto_err)?
+            }
+            KeyType::Ec => {
+                let curve = key.crv.ok_or_else(|| {
+                    Error::BadParameter("The key is missing its 'crv' parameter.".into())
+                })?;
+                let group = EcGroup::from_curve_name(nid(curve)).map_err(crypto_err)?;
+                let (x, y) = (bn(key.x.as_deref(), "x")?, bn(key.y.as_deref(), "y")?);
+                let public = EcKey::from_public_key_affine_coordinates(&group, &x, &y)
+                    .map_err(|_| invalid())?;
+                let d = bn(s(&key.d), "d")?;
+                let ec = EcKey::from_private_components(&group, &d, public.public_key())
+                    .map_err(|_| invalid())?;
+                ec.check_key().map_err(|_| invalid())?;
+                PKey::from_ec_key(ec).map_err(crypto_err)?
+            }
+        };
+        let der = Sensitive::new(pkey.private_key_to_pkcs8().map_err(crypto_err)?);
+        Ok((der, public_of(&pkey)?))
+    }
+
     fn encrypt(
         &self,
         public: &PublicKey,
@@ -169,7 +267,7 @@ impl KeyBackend for SoftwareKeys {
         alg: CipherAlgorithm,
         ciphertext: &[u8],
     ) -> Result<Sensitive<Vec<u8>>> {
-        let pkey = PKey::private_key_from_pkcs8(private).map_err(crypto_err)?;
+        let pkey = self.private_key(private)?;
         let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
         ctx.decrypt_init().map_err(crypto_err)?;
         ctx.set_rsa_padding(rsa_padding(alg)).map_err(crypto_err)?;
@@ -211,7 +309,7 @@ impl KeyBackend for SoftwareKeys {
     }
 
     fn sign(&self, private: &[u8], alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
-        let pkey = PKey::private_key_from_pkcs8(private).map_err(crypto_err)?;
+        let pkey = self.private_key(private)?;
         match alg {
             SignAlgorithm::Rs(_) | SignAlgorithm::Ps(_) => {
                 let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
@@ -306,7 +404,7 @@ mod tests {
     use super::*;
 
     fn roundtrip(spec: KeySpec, algs: &[SignAlgorithm]) {
-        let k = SoftwareKeys;
+        let k = SoftwareKeys::new();
         let (private, public) = k.generate(&spec).unwrap();
         for alg in algs {
             let digest = vec![7u8; alg.digest_len()];
@@ -359,7 +457,7 @@ mod tests {
 
     #[test]
     fn rsa_encryption_round_trips_and_rsa1_5_never_reports_bad_padding() {
-        let k = SoftwareKeys;
+        let k = SoftwareKeys::new();
         let (private, public) = k
             .generate(&KeySpec {
                 kty: KeyType::Rsa,
@@ -401,7 +499,7 @@ mod tests {
 
     #[test]
     fn ec_public_coordinates_are_fixed_width() {
-        let (_, public) = SoftwareKeys
+        let (_, public) = SoftwareKeys::new()
             .generate(&KeySpec {
                 kty: KeyType::Ec,
                 size: None,

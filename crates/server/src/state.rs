@@ -75,7 +75,8 @@ impl AppState {
     /// Assembles the state.
     pub fn new(p: Parts) -> Self {
         let objects: Arc<dyn keyhaven_core::Store> = p.store.clone();
-        let keys: Arc<dyn keyhaven_core::key::KeyBackend> = Arc::new(keyhaven_crypto::SoftwareKeys);
+        let keys: Arc<dyn keyhaven_core::key::KeyBackend> =
+            Arc::new(keyhaven_crypto::SoftwareKeys::new());
         let service =
             VaultService::new(objects, Arc::clone(&p.barrier), Arc::clone(&p.clock), keys);
         let directory = Directory::new(

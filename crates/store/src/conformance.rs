@@ -188,6 +188,7 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     r.tags = BTreeMap::from([("a".into(), "b".into())]);
     r.content_type = None;
     r.payload = b"must not be written".to_vec();
+    r.meta = r#"{"key_ops":["sign"]}"#.into();
     s.update_version(&v, &r).await.unwrap();
     let got = s
         .get_version(&v, k, &name("upd"), None)
@@ -201,6 +202,7 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     assert_eq!(got.tags.get("a").map(String::as_str), Some("b"));
     assert_eq!(got.content_type, None);
     assert_eq!(got.payload, b"value");
+    assert_eq!(got.meta, r#"{"key_ops":["sign"]}"#);
     let missing = rec(k, "nope", 1, b"");
     assert!(matches!(
         s.update_version(&v, &missing).await,

@@ -60,7 +60,7 @@ pub const INSERT_VERSION: &str = "INSERT INTO versions (vault_id, kind, name_low
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 pub const SET_LATEST: &str =
     "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
-pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, exp = $7, updated = $8, content_type = $9, tags = $10 \
+pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, exp = $7, updated = $8, content_type = $9, tags = $10, meta = $11 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4";
 pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_purge_date = $5 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NULL AND latest_seq IS NOT NULL";

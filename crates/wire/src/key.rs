@@ -296,3 +296,132 @@ pub struct KeyOperationsParameters {
     /// The input, base64url.
     pub value: Option<String>,
 }
+
+/// A JWK in an import request (private parts move into `Sensitive` at once).
+#[derive(Deserialize)]
+pub struct JsonWebKeyIn {
+    kty: Option<String>,
+    key_ops: Option<Vec<String>>,
+    n: Option<String>,
+    e: Option<String>,
+    d: Option<String>,
+    dp: Option<String>,
+    dq: Option<String>,
+    qi: Option<String>,
+    p: Option<String>,
+    q: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// `PUT /keys/{name}` body.
+#[derive(Deserialize)]
+pub struct KeyImportParameters {
+    key: Option<JsonWebKeyIn>,
+    #[serde(rename = "Hsm")]
+    hsm: Option<bool>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+fn opt_b64(v: Option<String>, field: &str) -> Result<Option<Vec<u8>>, Error> {
+    v.map(|s| decode_field(Some(&s), field)).transpose()
+}
+
+fn secret_b64(
+    v: Option<String>,
+    field: &str,
+) -> Result<Option<keyhaven_core::Sensitive<Vec<u8>>>, Error> {
+    let v = v.map(keyhaven_core::Sensitive::new);
+    v.map(|s| decode_field(Some(s.expose()), field).map(keyhaven_core::Sensitive::new))
+        .transpose()
+}
+
+/// A parsed import: the key, its operations, tags and attributes.
+pub type KeyImport = (
+    keyhaven_core::key::PrivateJwk,
+    Option<Vec<String>>,
+    Option<BTreeMap<String, String>>,
+    keyhaven_core::object::AttributesPatch,
+);
+
+impl KeyImportParameters {
+    /// Parses and decodes the request.
+    pub fn into_import(self) -> Result<KeyImport, Error> {
+        if self.hsm == Some(true) {
+            return Err(Error::BadParameter(
+                "HSM-protected keys need a premium vault.".into(),
+            ));
+        }
+        let k = self
+            .key
+            .ok_or_else(|| Error::BadParameter("The key (key) is required.".into()))?;
+        let kty = KeyType::parse(
+            k.kty
+                .as_deref()
+                .ok_or_else(|| Error::BadParameter("The key type (kty) is required.".into()))?,
+        )?;
+        let crv = k.crv.as_deref().map(Curve::parse).transpose()?;
+        let jwk = keyhaven_core::key::PrivateJwk {
+            kty,
+            n: opt_b64(k.n, "n")?,
+            e: opt_b64(k.e, "e")?,
+            d: secret_b64(k.d, "d")?,
+            p: secret_b64(k.p, "p")?,
+            q: secret_b64(k.q, "q")?,
+            dp: secret_b64(k.dp, "dp")?,
+            dq: secret_b64(k.dq, "dq")?,
+            qi: secret_b64(k.qi, "qi")?,
+            crv,
+            x: opt_b64(k.x, "x")?,
+            y: opt_b64(k.y, "y")?,
+        };
+        Ok((
+            jwk,
+            k.key_ops,
+            self.tags,
+            self.attributes.map(Into::into).unwrap_or_default(),
+        ))
+    }
+}
+
+/// `PATCH /keys/{name}/{version}` body.
+#[derive(Deserialize)]
+pub struct KeyUpdateParameters {
+    key_ops: Option<Vec<String>>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl From<KeyUpdateParameters> for keyhaven_core::key::KeyUpdate {
+    fn from(p: KeyUpdateParameters) -> Self {
+        Self {
+            attributes: p.attributes.map(Into::into).unwrap_or_default(),
+            tags: p.tags,
+            key_ops: p.key_ops,
+        }
+    }
+}
+
+/// `POST /rng` body.
+#[derive(Deserialize)]
+pub struct GetRandomBytesRequest {
+    /// How many bytes (1–128).
+    pub count: Option<i64>,
+}
+
+/// `POST /rng` response.
+#[derive(Serialize)]
+pub struct RandomBytes {
+    value: String,
+}
+
+impl RandomBytes {
+    /// Encodes random bytes.
+    pub fn new(bytes: &[u8]) -> Self {
+        Self {
+            value: URL_SAFE_NO_PAD.encode(bytes),
+        }
+    }
+}

@@ -11,9 +11,9 @@ use keyhaven_core::key::{CipherAlgorithm, CipherRequest, SignAlgorithm, Signatur
 use keyhaven_core::object::page_size;
 use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::key::{
-    decode_field, DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyCreateParameters, KeyItem,
-    KeyOperationResult, KeyOperationsParameters, KeySignParameters, KeyVerifyParameters,
-    KeyVerifyResult,
+    decode_field, DeletedKeyBundle, DeletedKeyItem, GetRandomBytesRequest, KeyBundle,
+    KeyCreateParameters, KeyImportParameters, KeyItem, KeyOperationResult, KeyOperationsParameters,
+    KeySignParameters, KeyUpdateParameters, KeyVerifyParameters, KeyVerifyResult, RandomBytes,
 };
 use keyhaven_wire::paging::decode_skiptoken;
 use keyhaven_wire::secret::ListResult;
@@ -26,7 +26,8 @@ use crate::state::AppState;
 type Ctx = Extension<Arc<DataCtx>>;
 
 /// Every path template of the key routes; the router is built from it.
-pub const ROUTE_PATHS: [&str; 7] = [
+pub const ROUTE_PATHS: [&str; 8] = [
+    "/rng",
     "/keys",
     "/keys/{name}",
     "/keys/{name}/{version}",
@@ -38,11 +39,23 @@ pub const ROUTE_PATHS: [&str; 7] = [
 
 /// Key routes of the data plane.
 pub fn routes() -> Router<AppState> {
-    let [list, one, versioned, op, deleted_list, deleted_one, recover] = ROUTE_PATHS;
+    let [rng, list, one, versioned, op, deleted_list, deleted_one, recover] = ROUTE_PATHS;
     Router::new()
+        .route(rng, post(get_random_bytes))
         .route(list, get(get_keys))
-        .route(one, get(get_key).delete(delete_key))
-        .route(versioned, get(get_key_version).post(key_action))
+        .route(
+            one,
+            get(get_key)
+                .delete(delete_key)
+                .put(import_key)
+                .patch(update_key),
+        )
+        .route(
+            versioned,
+            get(get_key_version)
+                .post(key_action)
+                .patch(update_key_version),
+        )
         .route(op, post(key_operation))
         .route(deleted_list, get(get_deleted_keys))
         .route(deleted_one, get(get_deleted_key).delete(purge_deleted_key))
@@ -360,4 +373,83 @@ async fn recover_deleted_key(
     Ok(ok(&KeyBundle::new(
         &b.record, &b.meta, &ctx.vault, &ctx.urls,
     )))
+}
+
+async fn import_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyImport, Some(name.as_str()))
+        .await?;
+    let params: KeyImportParameters = parse_json(&read_body(body).await?)?;
+    let (jwk, ops, tags, attributes) = params.into_import()?;
+    let b = st
+        .service
+        .import_key(&auth, &ctx.vault, &name, jwk, ops, (tags, attributes))
+        .await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}
+
+async fn update_key(
+    st: State<AppState>,
+    ctx: Ctx,
+    AzPath(raw): AzPath<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    update(st, ctx, raw, None, body).await
+}
+
+async fn update_key_version(
+    st: State<AppState>,
+    ctx: Ctx,
+    AzPath((raw, ver)): AzPath<(String, String)>,
+    body: axum::body::Body,
+) -> ApiResult {
+    update(st, ctx, raw, Some(ver), body).await
+}
+
+async fn update(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    raw: String,
+    ver: Option<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyUpdate, Some(name.as_str()))
+        .await?;
+    let version = ver.map(|v| version(&name, &v)).transpose()?;
+    let params: KeyUpdateParameters = parse_json(&read_body(body).await?)?;
+    let b = st
+        .service
+        .update_key(&auth, &ctx.vault, &name, version.as_ref(), params.into())
+        .await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}
+
+/// `POST /rng`: 1–128 random bytes (Managed HSM only on Azure; any vault here).
+async fn get_random_bytes(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    body: axum::body::Body,
+) -> ApiResult {
+    // Random bytes reveal nothing about the vault: any caller allowed to read keys may ask.
+    ctx.authorize(&st, Operation::KeyList, None).await?;
+    let params: GetRandomBytesRequest = parse_json(&read_body(body).await?)?;
+    let count = params.count.unwrap_or(0);
+    if !(1..=128).contains(&count) {
+        return Err(Error::BadParameter("count must be between 1 and 128.".into()).into());
+    }
+    let mut bytes = vec![0u8; usize::try_from(count).unwrap_or(0)];
+    openssl::rand::rand_bytes(&mut bytes).map_err(|_| Error::Integrity)?;
+    Ok(ok(&RandomBytes::new(&bytes)))
 }

@@ -134,6 +134,16 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             format!("/keys/k/unwrapkey?{v}"),
             Some(json!({"alg": "RSA-OAEP", "value": "AAAA"})),
         ),
+        Operation::KeyUpdate => (
+            "PATCH",
+            format!("/keys/k?{v}"),
+            Some(json!({"tags": {"a": "b"}})),
+        ),
+        Operation::KeyImport => (
+            "PUT",
+            format!("/keys/imp?{v}"),
+            Some(json!({"key": {"kty": "EC"}})),
+        ),
     }
 }
 

@@ -352,6 +352,7 @@ impl Store for PostgresStore {
                     &rec.attributes.updated,
                     &rec.content_type,
                     &tags,
+                    &rec.meta,
                 ],
             )
             .await

@@ -566,7 +566,8 @@ impl Store for SqliteStore {
                             rec.attributes.exp,
                             rec.attributes.updated,
                             rec.content_type,
-                            sql::tags_json(&rec.tags)
+                            sql::tags_json(&rec.tags),
+                            rec.meta
                         ],
                     )
                     .map_err(err)?;
