@@ -340,12 +340,11 @@ impl KeyBackend for SoftwareKeys {
                 let sig = EcdsaSig::sign(digest, &ec).map_err(crypto_err)?;
                 // The algorithm fixes the curve (checked by the caller), so
                 // the width needs no point arithmetic.
-                let width = match alg {
+                let w: i32 = match alg {
                     SignAlgorithm::Es(384) => 48,
                     SignAlgorithm::Es(512) => 66,
                     _ => 32,
                 };
-                let w = i32::try_from(width).map_err(crypto_err)?;
                 let mut out = sig.r().to_vec_padded(w).map_err(crypto_err)?;
                 out.extend(sig.s().to_vec_padded(w).map_err(crypto_err)?);
                 Ok(out)
