@@ -115,6 +115,10 @@ pub enum Operation {
     KeyUpdate,
     /// Import a key.
     KeyImport,
+    /// Back up a key.
+    KeyBackup,
+    /// Restore a key backup.
+    KeyRestore,
 }
 
 impl Operation {
@@ -150,6 +154,8 @@ impl Operation {
             Self::KeyUnwrap => "KeyUnwrap",
             Self::KeyUpdate => "KeyUpdate",
             Self::KeyImport => "KeyImport",
+            Self::KeyBackup => "KeyBackup",
+            Self::KeyRestore => "KeyRestore",
         }
     }
 
@@ -185,6 +191,8 @@ impl Operation {
             Self::KeyUnwrap => "Microsoft.KeyVault/vaults/keys/unwrap/action",
             Self::KeyUpdate => "Microsoft.KeyVault/vaults/keys/update/action",
             Self::KeyImport => "Microsoft.KeyVault/vaults/keys/import/action",
+            Self::KeyBackup => "Microsoft.KeyVault/vaults/keys/backup/action",
+            Self::KeyRestore => "Microsoft.KeyVault/vaults/keys/restore/action",
         }
     }
 
@@ -219,6 +227,8 @@ impl Operation {
         Self::KeyUnwrap,
         Self::KeyUpdate,
         Self::KeyImport,
+        Self::KeyBackup,
+        Self::KeyRestore,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -240,7 +250,9 @@ impl Operation {
             | Self::KeyWrap
             | Self::KeyUnwrap
             | Self::KeyUpdate
-            | Self::KeyImport => "keys",
+            | Self::KeyImport
+            | Self::KeyBackup
+            | Self::KeyRestore => "keys",
             _ => "secrets",
         }
     }
@@ -272,6 +284,8 @@ impl Operation {
             Self::KeyUnwrap => ("keys", "unwrapKey"),
             Self::KeyUpdate => ("keys", "update"),
             Self::KeyImport => ("keys", "import"),
+            Self::KeyBackup => ("keys", "backup"),
+            Self::KeyRestore => ("keys", "restore"),
         }
     }
 }

@@ -760,6 +760,32 @@ impl VaultService {
         Ok(KeyBundle { record, meta })
     }
 
+    /// Backs up every version of a key (private material included, sealed
+    /// under the master key) into an opaque blob.
+    pub async fn backup_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<Vec<u8>> {
+        self.backup_object(auth, vault, KIND, Operation::KeyBackup, name)
+            .await
+    }
+
+    /// Restores a key backup blob into `vault`; refused if the name exists.
+    pub async fn restore_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        blob: &[u8],
+    ) -> Result<KeyBundle> {
+        let record = self
+            .restore_object(auth, vault, KIND, Operation::KeyRestore, blob)
+            .await?;
+        let meta = meta_of(&record)?;
+        Ok(KeyBundle { record, meta })
+    }
+
     /// Imports a caller's key as a new version.
     pub async fn import_key(
         &self,

@@ -3,6 +3,7 @@
 //! implement. It knows nothing of HTTP, SQL or concrete cryptography.
 
 pub mod auth;
+mod backup;
 pub mod clock;
 pub mod directory;
 pub mod error;

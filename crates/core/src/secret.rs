@@ -4,10 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-
 use crate::auth::{Authorized, Operation};
 use crate::error::{Error, Result};
 use crate::ids::{ObjectName, Version};
@@ -24,8 +20,6 @@ pub const MAX_SECRET_VALUE_BYTES: usize = 25 * 1024;
 pub const MAX_CONTENT_TYPE_CHARS: usize = 255;
 
 const KIND: ObjectKind = ObjectKind::Secret;
-const BACKUP_AAD: &[u8] = b"keyhaven/v1/backup/secret";
-const BACKUP_FORMAT: &str = "keyhaven-secret-backup-v1";
 
 /// What a caller sends to set a secret.
 #[derive(Debug)]
@@ -294,32 +288,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<Vec<u8>> {
-        auth.require(vault, Operation::SecretBackup)?;
-        let versions = self.store.all_versions(&vault.id, KIND, name).await?;
-        if versions.is_empty() {
-            return Err(Error::NotFound {
-                kind: KIND,
-                name: name.to_string(),
-            });
-        }
-        let mut doc = BackupDoc {
-            format: BACKUP_FORMAT.to_owned(),
-            name: name.to_string(),
-            versions: Vec::with_capacity(versions.len()),
-        };
-        for rec in &versions {
-            let value = self.barrier.open(
-                vault,
-                &Self::payload_aad(vault, KIND, &rec.name, &rec.version),
-                &rec.payload,
-            )?;
-            doc.name = rec.name.to_string();
-            doc.versions
-                .push(BackupVersion::from_record(rec, value.expose()));
-        }
-        let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
-        doc.zeroize_values();
-        self.barrier.seal_root(BACKUP_AAD, plain.expose())
+        self.backup_object(auth, vault, KIND, Operation::SecretBackup, name)
+            .await
     }
 
     /// Restores a backup blob into `vault`; refused if the name exists.
@@ -329,44 +299,9 @@ impl VaultService {
         vault: &VaultRecord,
         blob: &[u8],
     ) -> Result<SecretBundle> {
-        auth.require(vault, Operation::SecretRestore)?;
-        let invalid =
-            || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
-        let plain = self
-            .barrier
-            .open_root(BACKUP_AAD, blob)
-            .map_err(|_| invalid())?;
-        let mut doc: BackupDoc = serde_json::from_slice(plain.expose()).map_err(|_| invalid())?;
-        if doc.format != BACKUP_FORMAT || doc.versions.is_empty() {
-            return Err(invalid());
-        }
-        let name: ObjectName = doc.name.parse().map_err(|_| invalid())?;
-        let mut records = Vec::with_capacity(doc.versions.len());
-        for v in &doc.versions {
-            let version: Version = v.version.parse().map_err(|_| invalid())?;
-            let value = Sensitive::new(STANDARD.decode(&v.value).map_err(|_| invalid())?);
-            let aad = Self::payload_aad(vault, KIND, &name, &version);
-            records.push(VersionRecord {
-                kind: KIND,
-                name: name.clone(),
-                version,
-                attributes: Attributes {
-                    enabled: v.enabled,
-                    nbf: v.nbf,
-                    exp: v.exp,
-                    created: v.created,
-                    updated: v.updated,
-                },
-                tags: v.tags.clone(),
-                content_type: v.content_type.clone(),
-                managed: v.managed,
-                payload: self.barrier.seal(vault, &aad, value.expose())?,
-                meta: v.meta.clone(),
-            });
-        }
-        doc.zeroize_values();
-        self.store.restore_object(&vault.id, &records).await?;
-        let record = self.live_version(vault, KIND, &name, None).await?;
+        let record = self
+            .restore_object(auth, vault, KIND, Operation::SecretRestore, blob)
+            .await?;
         Ok(SecretBundle {
             record,
             value: None,
@@ -396,55 +331,5 @@ fn validate_window(a: &AttributesPatch) -> Result<()> {
             "The expiration time (exp) must be later than the not-before time (nbf).".into(),
         )),
         _ => Ok(()),
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct BackupDoc {
-    format: String,
-    name: String,
-    versions: Vec<BackupVersion>,
-}
-
-impl BackupDoc {
-    fn zeroize_values(&mut self) {
-        use zeroize::Zeroize;
-        for v in &mut self.versions {
-            v.value.zeroize();
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct BackupVersion {
-    version: String,
-    enabled: bool,
-    nbf: Option<i64>,
-    exp: Option<i64>,
-    created: i64,
-    updated: i64,
-    tags: BTreeMap<String, String>,
-    content_type: Option<String>,
-    managed: bool,
-    meta: String,
-    /// Standard base64 of the plaintext value; only ever inside a sealed blob.
-    value: String,
-}
-
-impl BackupVersion {
-    fn from_record(rec: &VersionRecord, value: &[u8]) -> Self {
-        Self {
-            version: rec.version.to_string(),
-            enabled: rec.attributes.enabled,
-            nbf: rec.attributes.nbf,
-            exp: rec.attributes.exp,
-            created: rec.attributes.created,
-            updated: rec.attributes.updated,
-            tags: rec.tags.clone(),
-            content_type: rec.content_type.clone(),
-            managed: rec.managed,
-            meta: rec.meta.clone(),
-            value: STANDARD.encode(value),
-        }
     }
 }

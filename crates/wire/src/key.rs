@@ -425,3 +425,10 @@ impl RandomBytes {
         }
     }
 }
+
+/// `KeyRestoreParameters`: `{"value": "<base64url backup blob>"}`, the same
+/// shape as a secret restore.
+pub type KeyRestoreParameters = crate::secret::SecretRestoreParameters;
+
+/// `BackupKeyResult`: `{"value": "<base64url backup blob>"}`.
+pub type BackupKeyResult = crate::secret::BackupSecretResult;

@@ -1,6 +1,6 @@
 //! Key handlers, named after the Azure operations: create, get, list, list
-//! versions, delete/recover/purge, and sign/verify over a caller-supplied
-//! digest. Private key material never appears in a response.
+//! versions, delete/recover/purge, backup/restore, and the cryptographic
+//! operations over caller-supplied data. Private key material never appears in a response.
 
 use std::sync::Arc;
 
@@ -11,9 +11,10 @@ use keyhaven_core::key::{CipherAlgorithm, CipherRequest, SignAlgorithm, Signatur
 use keyhaven_core::object::page_size;
 use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::key::{
-    decode_field, DeletedKeyBundle, DeletedKeyItem, GetRandomBytesRequest, KeyBundle,
-    KeyCreateParameters, KeyImportParameters, KeyItem, KeyOperationResult, KeyOperationsParameters,
-    KeySignParameters, KeyUpdateParameters, KeyVerifyParameters, KeyVerifyResult, RandomBytes,
+    decode_field, BackupKeyResult, DeletedKeyBundle, DeletedKeyItem, GetRandomBytesRequest,
+    KeyBundle, KeyCreateParameters, KeyImportParameters, KeyItem, KeyOperationResult,
+    KeyOperationsParameters, KeyRestoreParameters, KeySignParameters, KeyUpdateParameters,
+    KeyVerifyParameters, KeyVerifyResult, RandomBytes,
 };
 use keyhaven_wire::paging::decode_skiptoken;
 use keyhaven_wire::secret::ListResult;
@@ -48,7 +49,8 @@ pub fn routes() -> Router<AppState> {
             get(get_key)
                 .delete(delete_key)
                 .put(import_key)
-                .patch(update_key),
+                .patch(update_key)
+                .post(restore_key),
         )
         .route(
             versioned,
@@ -156,6 +158,7 @@ async fn key_action(
 ) -> ApiResult {
     match action.as_str() {
         "create" => create_key(st, ctx, raw, body).await,
+        "backup" => backup_key(st, ctx, raw).await,
         "sign" | "verify" | "encrypt" | "decrypt" | "wrapkey" | "unwrapkey" => {
             operate(st, ctx, raw, None, action, body).await
         }
@@ -390,6 +393,36 @@ async fn import_key(
     let b = st
         .service
         .import_key(&auth, &ctx.vault, &name, jwk, ops, (tags, attributes))
+        .await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
+}
+
+async fn backup_key(State(st): State<AppState>, Extension(ctx): Ctx, raw: String) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyBackup, Some(name.as_str()))
+        .await?;
+    let blob = st.service.backup_key(&auth, &ctx.vault, &name).await?;
+    Ok(ok(&BackupKeyResult::new(&blob)))
+}
+
+/// `POST /keys/restore`: the literal segment `restore` in the name position.
+async fn restore_key(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    if raw != "restore" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let auth = ctx.authorize(&st, Operation::KeyRestore, None).await?;
+    let params: KeyRestoreParameters = parse_json(&read_body(body).await?)?;
+    let b = st
+        .service
+        .restore_key(&auth, &ctx.vault, &params.blob()?)
         .await?;
     Ok(ok(&KeyBundle::new(
         &b.record, &b.meta, &ctx.vault, &ctx.urls,

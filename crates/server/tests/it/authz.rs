@@ -144,6 +144,12 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             format!("/keys/imp?{v}"),
             Some(json!({"key": {"kty": "EC"}})),
         ),
+        Operation::KeyBackup => ("POST", format!("/keys/k/backup?{v}"), None),
+        Operation::KeyRestore => (
+            "POST",
+            format!("/keys/restore?{v}"),
+            Some(json!({"value": "AAAA"})),
+        ),
     }
 }
 
