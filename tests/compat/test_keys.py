@@ -335,3 +335,30 @@ def test_restore_refuses_corrupt_blobs_and_other_kinds(server, token, keys):
         assert r.json()["error"]["code"] == "BadParameter"
     r = server.vault_request("POST", f"/keys/{unique('none')}/backup", token=token)
     assert r.status_code == 404 and r.json()["error"]["code"] == "KeyNotFound"
+
+
+def test_rotate_makes_a_new_version_of_the_same_shape(server, credential, keys):
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    name = unique("rot")
+    ops = ["sign", "verify"]
+    original = keys.create_rsa_key(name, size=3072, key_operations=ops, tags={"team": "pay"})
+    rotated = keys.rotate_key(name)
+    assert rotated.properties.version != original.properties.version
+    assert rotated.key_type == "RSA" and len(rotated.key.n) * 8 == 3072 and rotated.key.e == original.key.e
+    assert rotated.key.n != original.key.n, "fresh material"
+    assert sorted(rotated.key_operations) == sorted(ops) and rotated.properties.tags == {"team": "pay"}
+    assert keys.get_key(name).properties.version == rotated.properties.version
+    assert {p.version for p in keys.list_properties_of_key_versions(name)} == {
+        original.properties.version, rotated.properties.version}
+    digest = hashlib.sha256(b"after rotation").digest()
+    sig = crypto(server, credential, rotated.id).sign(SignatureAlgorithm.ps256, digest).signature
+    rsa_public(rotated.key).verify(sig, digest, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                                   Prehashed(hashes.SHA256()))
+
+    ec_name = unique("rotec")
+    ec_key = keys.create_ec_key(ec_name, curve="P-384")
+    ec_rotated = keys.rotate_key(ec_name)
+    assert ec_rotated.key.crv == "P-384" and ec_rotated.key.x != ec_key.key.x
+
+    with pytest.raises(ResourceNotFoundError):
+        keys.rotate_key(unique("nokey"))

@@ -119,6 +119,8 @@ pub enum Operation {
     KeyBackup,
     /// Restore a key backup.
     KeyRestore,
+    /// Rotate a key now.
+    KeyRotate,
 }
 
 impl Operation {
@@ -156,6 +158,7 @@ impl Operation {
             Self::KeyImport => "KeyImport",
             Self::KeyBackup => "KeyBackup",
             Self::KeyRestore => "KeyRestore",
+            Self::KeyRotate => "KeyRotate",
         }
     }
 
@@ -193,6 +196,7 @@ impl Operation {
             Self::KeyImport => "Microsoft.KeyVault/vaults/keys/import/action",
             Self::KeyBackup => "Microsoft.KeyVault/vaults/keys/backup/action",
             Self::KeyRestore => "Microsoft.KeyVault/vaults/keys/restore/action",
+            Self::KeyRotate => "Microsoft.KeyVault/vaults/keys/rotate/action",
         }
     }
 
@@ -229,6 +233,7 @@ impl Operation {
         Self::KeyImport,
         Self::KeyBackup,
         Self::KeyRestore,
+        Self::KeyRotate,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -252,7 +257,8 @@ impl Operation {
             | Self::KeyUpdate
             | Self::KeyImport
             | Self::KeyBackup
-            | Self::KeyRestore => "keys",
+            | Self::KeyRestore
+            | Self::KeyRotate => "keys",
             _ => "secrets",
         }
     }
@@ -286,6 +292,7 @@ impl Operation {
             Self::KeyImport => ("keys", "import"),
             Self::KeyBackup => ("keys", "backup"),
             Self::KeyRestore => ("keys", "restore"),
+            Self::KeyRotate => ("keys", "rotate"),
         }
     }
 }

@@ -432,6 +432,36 @@ fn validate_ops(ops: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// What to generate to replace `public` with a key of the same shape.
+fn spec_of(public: &PublicKey) -> Result<KeySpec> {
+    match public.kty {
+        KeyType::Rsa => {
+            let n = public.n.as_deref().ok_or(Error::Integrity)?;
+            let e = public.e.as_deref().ok_or(Error::Integrity)?;
+            let significant = n.iter().skip_while(|b| **b == 0).count();
+            let exponent = e
+                .iter()
+                .skip_while(|b| **b == 0)
+                .try_fold(0u32, |acc, b| {
+                    acc.checked_mul(256).map(|a| a + u32::from(*b))
+                })
+                .ok_or(Error::Integrity)?;
+            Ok(KeySpec {
+                kty: KeyType::Rsa,
+                size: Some(u32::try_from(significant * 8).map_err(|_| Error::Integrity)?),
+                exponent: Some(exponent),
+                curve: None,
+            })
+        }
+        KeyType::Ec => Ok(KeySpec {
+            kty: KeyType::Ec,
+            size: None,
+            exponent: None,
+            curve: Some(public.crv.ok_or(Error::Integrity)?),
+        }),
+    }
+}
+
 /// Parses stored metadata.
 pub fn meta_of(rec: &VersionRecord) -> Result<KeyMeta> {
     serde_json::from_str(&rec.meta).map_err(|_| Error::Integrity)
@@ -758,6 +788,33 @@ impl VaultService {
         }
         self.store.update_version(&vault.id, &record).await?;
         Ok(KeyBundle { record, meta })
+    }
+
+    /// Rotates a key now: a new version with fresh material of the same type,
+    /// size or curve and public exponent, carrying over `key_ops` and tags.
+    pub async fn rotate_key(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<KeyBundle> {
+        auth.require(vault, Operation::KeyRotate)?;
+        let current = self.live_version(vault, KIND, name, None).await?;
+        let meta = meta_of(&current)?;
+        let spec = spec_of(&meta.public)?;
+        let (private, public) = self.keys.generate(&spec)?;
+        self.store_key_version(
+            vault,
+            name,
+            private,
+            KeyMeta {
+                public,
+                key_ops: meta.key_ops,
+            },
+            current.tags,
+            &AttributesPatch::default(),
+        )
+        .await
     }
 
     /// Backs up every version of a key (private material included, sealed

@@ -159,6 +159,7 @@ async fn key_action(
     match action.as_str() {
         "create" => create_key(st, ctx, raw, body).await,
         "backup" => backup_key(st, ctx, raw).await,
+        "rotate" => rotate_key(st, ctx, raw).await,
         "sign" | "verify" | "encrypt" | "decrypt" | "wrapkey" | "unwrapkey" => {
             operate(st, ctx, raw, None, action, body).await
         }
@@ -406,6 +407,17 @@ async fn backup_key(State(st): State<AppState>, Extension(ctx): Ctx, raw: String
         .await?;
     let blob = st.service.backup_key(&auth, &ctx.vault, &name).await?;
     Ok(ok(&BackupKeyResult::new(&blob)))
+}
+
+async fn rotate_key(State(st): State<AppState>, Extension(ctx): Ctx, raw: String) -> ApiResult {
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeyRotate, Some(name.as_str()))
+        .await?;
+    let b = st.service.rotate_key(&auth, &ctx.vault, &name).await?;
+    Ok(ok(&KeyBundle::new(
+        &b.record, &b.meta, &ctx.vault, &ctx.urls,
+    )))
 }
 
 /// `POST /keys/restore`: the literal segment `restore` in the name position.

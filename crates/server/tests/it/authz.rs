@@ -145,6 +145,7 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             Some(json!({"key": {"kty": "EC"}})),
         ),
         Operation::KeyBackup => ("POST", format!("/keys/k/backup?{v}"), None),
+        Operation::KeyRotate => ("POST", format!("/keys/k/rotate?{v}"), None),
         Operation::KeyRestore => (
             "POST",
             format!("/keys/restore?{v}"),
