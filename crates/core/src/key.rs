@@ -279,7 +279,7 @@ pub trait KeyBackend: Send + Sync {
     /// Generates a key; returns the private key (opaque to core) and its public half.
     fn generate(&self, spec: &KeySpec) -> Result<(Sensitive<Vec<u8>>, PublicKey)>;
     /// Signs `digest` with the private key.
-    fn sign(&self, private: &[u8], alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>>;
+    fn sign(&self, key: &SealedPrivate<'_>, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>>;
     /// Verifies a signature with the public key.
     fn verify(
         &self,
@@ -299,13 +299,45 @@ pub trait KeyBackend: Send + Sync {
     /// be observable (no error): implicit rejection.
     fn decrypt(
         &self,
-        private: &[u8],
+        key: &SealedPrivate<'_>,
         alg: CipherAlgorithm,
         ciphertext: &[u8],
     ) -> Result<Sensitive<Vec<u8>>>;
     /// Takes in a caller's private key; returns it in the backend's own form
     /// and its public half. Inconsistent parameters are a 400.
     fn import(&self, key: &PrivateJwk) -> Result<(Sensitive<Vec<u8>>, PublicKey)>;
+}
+
+/// A key version's private material as a backend receives it: an identity
+/// naming exactly this sealed material, so the backend can keep a decrypted,
+/// parsed handle, and a way to open the material when it has none. A sign
+/// with a warm handle neither decrypts nor parses.
+pub struct SealedPrivate<'a> {
+    /// Unique to this sealed material: its associated data (vault, kind,
+    /// name, version) plus the sealed payload's random head and tag.
+    pub id: &'a [u8],
+    /// Decrypts the material (called only on a handle-cache miss).
+    pub open: &'a dyn Fn() -> Result<Sensitive<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for SealedPrivate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedPrivate")
+    }
+}
+
+/// The cache identity of sealed key material: the associated data it is bound
+/// to, plus the first and last 32 bytes of the sealed payload (which hold the
+/// random nonce and the authentication tag), so a re-sealed or restored
+/// payload never hits a handle made from other material.
+pub(crate) fn sealed_id(aad: &[u8], payload: &[u8]) -> Vec<u8> {
+    let edge = payload.len().min(32);
+    let mut id = Vec::with_capacity(aad.len() + 2 * edge + 1);
+    id.extend_from_slice(aad);
+    id.push(0);
+    id.extend(payload.iter().take(edge));
+    id.extend(payload.iter().skip(payload.len() - edge));
+    id
 }
 
 /// A private JSON Web Key as a caller imports it (RSA with CRT parameters, or EC).
@@ -642,8 +674,13 @@ impl VaultService {
         alg.check_key(&meta.public)?;
         check_digest(alg, digest)?;
         let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
-        let private = self.barrier.open(vault, &aad, &record.payload)?;
-        let sig = self.keys.sign(private.expose(), alg, digest)?;
+        let id = sealed_id(&aad, &record.payload);
+        let open = || self.barrier.open(vault, &aad, &record.payload);
+        let key = SealedPrivate {
+            id: &id,
+            open: &open,
+        };
+        let sig = self.keys.sign(&key, alg, digest)?;
         Ok((record, sig))
     }
 
@@ -748,8 +785,13 @@ impl VaultService {
             }
         }
         let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
-        let private = self.barrier.open(vault, &aad, &record.payload)?;
-        let pt = self.keys.decrypt(private.expose(), alg, ciphertext)?;
+        let id = sealed_id(&aad, &record.payload);
+        let open = || self.barrier.open(vault, &aad, &record.payload);
+        let key = SealedPrivate {
+            id: &id,
+            open: &open,
+        };
+        let pt = self.keys.decrypt(&key, alg, ciphertext)?;
         Ok((record, pt))
     }
 

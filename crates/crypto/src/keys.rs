@@ -4,7 +4,8 @@
 //! `r || s`, fixed width).
 
 use keyhaven_core::key::{
-    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PrivateJwk, PublicKey, SignAlgorithm,
+    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PrivateJwk, PublicKey, SealedPrivate,
+    SignAlgorithm,
 };
 use keyhaven_core::{Error, Result, Sensitive};
 use openssl::bn::{BigNum, BigNumContext};
@@ -16,16 +17,25 @@ use openssl::pkey::{PKey, Private, Public};
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
 
-/// Most parsed private keys kept; the cache is cleared past this.
+/// Most key handles kept; the cache is cleared past this.
 const KEY_CACHE: usize = 4096;
 
-/// Keys in software, with OpenSSL. Parsed private keys are cached by the
-/// digest of their PKCS#8 encoding: OpenSSL 3's decoders and RSA's blinding
-/// setup cost far more than a signature, so a sign must not re-parse. OpenSSL
-/// clears private key components when a key is freed.
+/// Keys in software, with OpenSSL. Decrypted, parsed private keys are cached
+/// by the identity of their sealed material ([`SealedPrivate::id`]): OpenSSL
+/// 3's decoders and RSA's blinding setup cost far more than a signature, so a
+/// sign with a warm handle neither decrypts nor parses. OpenSSL clears private
+/// key components when a key is freed; the RSA1_5 rejection seed is zeroized.
 #[derive(Default)]
 pub struct SoftwareKeys {
-    parsed: std::sync::RwLock<std::collections::HashMap<[u8; 32], PKey<Private>>>,
+    handles: std::sync::RwLock<std::collections::HashMap<Vec<u8>, std::sync::Arc<Handle>>>,
+}
+
+/// A decrypted private key ready for use.
+struct Handle {
+    pkey: PKey<Private>,
+    /// Seed of RSA1_5 implicit rejection, derived from the private key once
+    /// so the padding-failure path costs the same as success.
+    rejection_seed: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SoftwareKeys {
@@ -40,24 +50,27 @@ impl SoftwareKeys {
         Self::default()
     }
 
-    fn private_key(&self, der: &[u8]) -> Result<PKey<Private>> {
-        let digest = openssl::sha::sha256(der);
-        if let Some(k) = self
-            .parsed
+    fn handle(&self, key: &SealedPrivate<'_>) -> Result<std::sync::Arc<Handle>> {
+        if let Some(h) = self
+            .handles
             .read()
             .ok()
-            .and_then(|m| m.get(&digest).cloned())
+            .and_then(|m| m.get(key.id).cloned())
         {
-            return Ok(k);
+            return Ok(h);
         }
-        let k = PKey::private_key_from_pkcs8(der).map_err(crypto_err)?;
-        if let Ok(mut m) = self.parsed.write() {
+        let der = (key.open)()?;
+        let handle = std::sync::Arc::new(Handle {
+            pkey: PKey::private_key_from_pkcs8(der.expose()).map_err(crypto_err)?,
+            rejection_seed: zeroize::Zeroizing::new(openssl::sha::sha256(der.expose())),
+        });
+        if let Ok(mut m) = self.handles.write() {
             if m.len() >= KEY_CACHE {
                 m.clear();
             }
-            m.insert(digest, k.clone());
+            m.insert(key.id.to_vec(), handle.clone());
         }
-        Ok(k)
+        Ok(handle)
     }
 }
 
@@ -174,9 +187,8 @@ fn oaep_md(ctx: &mut PkeyCtx<impl openssl::pkey::HasPublic>, alg: CipherAlgorith
 /// answer nor (beyond OpenSSL's own padding check) its timing tells a
 /// padding oracle anything. The synthetic length is 32 bytes, the size of
 /// the keys RSA1_5 usually wraps.
-fn synthetic_plaintext(private_der: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
-    let seed = openssl::hash::hash(MessageDigest::sha256(), private_der).map_err(crypto_err)?;
-    let key = PKey::hmac(&seed).map_err(crypto_err)?;
+fn synthetic_plaintext(seed: &[u8; 32], ciphertext: &[u8]) -> Result<Vec<u8>> {
+    let key = PKey::hmac(seed).map_err(crypto_err)?;
     let mut signer =
         openssl::sign::Signer::new(MessageDigest::sha256(), &key).map_err(crypto_err)?;
     signer
@@ -263,21 +275,22 @@ impl KeyBackend for SoftwareKeys {
 
     fn decrypt(
         &self,
-        private: &[u8],
+        key: &SealedPrivate<'_>,
         alg: CipherAlgorithm,
         ciphertext: &[u8],
     ) -> Result<Sensitive<Vec<u8>>> {
-        let pkey = self.private_key(private)?;
-        let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
+        let handle = self.handle(key)?;
+        let mut ctx = PkeyCtx::new(&handle.pkey).map_err(crypto_err)?;
         ctx.decrypt_init().map_err(crypto_err)?;
         ctx.set_rsa_padding(rsa_padding(alg)).map_err(crypto_err)?;
         oaep_md(&mut ctx, alg)?;
         let mut out = Vec::new();
         match ctx.decrypt_to_vec(ciphertext, &mut out) {
             Ok(_) => Ok(Sensitive::new(out)),
-            Err(_) if alg == CipherAlgorithm::Rsa15 => {
-                Ok(Sensitive::new(synthetic_plaintext(private, ciphertext)?))
-            }
+            Err(_) if alg == CipherAlgorithm::Rsa15 => Ok(Sensitive::new(synthetic_plaintext(
+                &handle.rejection_seed,
+                ciphertext,
+            )?)),
             Err(_) => Err(Error::BadParameter(
                 "The ciphertext could not be decrypted.".into(),
             )),
@@ -308,11 +321,12 @@ impl KeyBackend for SoftwareKeys {
         Ok((der, public_of(&pkey)?))
     }
 
-    fn sign(&self, private: &[u8], alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
-        let pkey = self.private_key(private)?;
+    fn sign(&self, key: &SealedPrivate<'_>, alg: SignAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        let handle = self.handle(key)?;
+        let pkey = &handle.pkey;
         match alg {
             SignAlgorithm::Rs(_) | SignAlgorithm::Ps(_) => {
-                let mut ctx = PkeyCtx::new(&pkey).map_err(crypto_err)?;
+                let mut ctx = PkeyCtx::new(pkey).map_err(crypto_err)?;
                 ctx.sign_init().map_err(crypto_err)?;
                 if matches!(alg, SignAlgorithm::Ps(_)) {
                     ctx.set_rsa_padding(Padding::PKCS1_PSS)
@@ -405,12 +419,22 @@ impl KeyBackend for SoftwareKeys {
 mod tests {
     use super::*;
 
+    /// Signs or decrypts with `private` as if it were sealed under `id`.
+    fn with_key<T>(
+        id: &[u8],
+        private: &Sensitive<Vec<u8>>,
+        f: impl FnOnce(&SealedPrivate<'_>) -> T,
+    ) -> T {
+        let open = || Ok(Sensitive::new(private.expose().clone()));
+        f(&SealedPrivate { id, open: &open })
+    }
+
     fn roundtrip(spec: KeySpec, algs: &[SignAlgorithm]) {
         let k = SoftwareKeys::new();
         let (private, public) = k.generate(&spec).unwrap();
         for alg in algs {
             let digest = vec![7u8; alg.digest_len()];
-            let sig = k.sign(private.expose(), *alg, &digest).unwrap();
+            let sig = with_key(b"k", &private, |key| k.sign(key, *alg, &digest)).unwrap();
             assert!(k.verify(&public, *alg, &digest, &sig).unwrap(), "{alg:?}");
             let mut bad = sig.clone();
             bad[0] ^= 1;
@@ -477,26 +501,31 @@ mod tests {
                 .encrypt(&public, alg, b"a 32-byte content encryption key")
                 .unwrap();
             assert_eq!(
-                k.decrypt(private.expose(), alg, &ct).unwrap().expose(),
+                with_key(b"r", &private, |key| k.decrypt(key, alg, &ct))
+                    .unwrap()
+                    .expose(),
                 b"a 32-byte content encryption key"
             );
         }
         let garbage = vec![0x42u8; 256];
-        let a = k
-            .decrypt(private.expose(), CipherAlgorithm::Rsa15, &garbage)
-            .unwrap();
-        let b = k
-            .decrypt(private.expose(), CipherAlgorithm::Rsa15, &garbage)
-            .unwrap();
+        let a = with_key(b"r", &private, |key| {
+            k.decrypt(key, CipherAlgorithm::Rsa15, &garbage)
+        })
+        .unwrap();
+        let b = with_key(b"r2", &private, |key| {
+            k.decrypt(key, CipherAlgorithm::Rsa15, &garbage)
+        })
+        .unwrap();
         assert_eq!(
             a.expose(),
             b.expose(),
             "implicit rejection is deterministic"
         );
         assert_eq!(a.expose().len(), 32);
-        assert!(k
-            .decrypt(private.expose(), CipherAlgorithm::RsaOaep, &garbage)
-            .is_err());
+        assert!(with_key(b"r", &private, |key| {
+            k.decrypt(key, CipherAlgorithm::RsaOaep, &garbage)
+        })
+        .is_err());
     }
 
     #[test]
@@ -511,5 +540,44 @@ mod tests {
             .unwrap();
         assert_eq!(public.x.unwrap().len(), 66);
         assert_eq!(public.y.unwrap().len(), 66);
+    }
+
+    #[test]
+    fn a_warm_handle_neither_decrypts_nor_parses() {
+        let k = SoftwareKeys::new();
+        let (private, public) = k
+            .generate(&KeySpec {
+                kty: KeyType::Ec,
+                size: None,
+                exponent: None,
+                curve: Some(Curve::P256),
+            })
+            .unwrap();
+        let opened = std::cell::Cell::new(0);
+        let open = || {
+            opened.set(opened.get() + 1);
+            Ok(Sensitive::new(private.expose().clone()))
+        };
+        let key = SealedPrivate {
+            id: b"vault/key/v1",
+            open: &open,
+        };
+        let digest = [9u8; 32];
+        for _ in 0..3 {
+            let sig = k.sign(&key, SignAlgorithm::Es(256), &digest).unwrap();
+            assert!(k
+                .verify(&public, SignAlgorithm::Es(256), &digest, &sig)
+                .unwrap());
+        }
+        assert_eq!(opened.get(), 1, "opened once, then served from the handle");
+        let failing = || Err(Error::Integrity);
+        let other = SealedPrivate {
+            id: b"vault/key/v2",
+            open: &failing,
+        };
+        assert!(
+            k.sign(&other, SignAlgorithm::Es(256), &digest).is_err(),
+            "another id never reuses a handle"
+        );
     }
 }
