@@ -673,14 +673,7 @@ impl VaultService {
         self.check_usable(&record, &meta, "sign")?;
         alg.check_key(&meta.public)?;
         check_digest(alg, digest)?;
-        let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
-        let id = sealed_id(&aad, &record.payload);
-        let open = || self.barrier.open(vault, &aad, &record.payload);
-        let key = SealedPrivate {
-            id: &id,
-            open: &open,
-        };
-        let sig = self.keys.sign(&key, alg, digest)?;
+        let sig = self.with_private(vault, &record, |key| self.keys.sign(key, alg, digest))?;
         Ok((record, sig))
     }
 
@@ -784,15 +777,27 @@ impl VaultService {
                 ))
             }
         }
+        let pt = self.with_private(vault, &record, |key| {
+            self.keys.decrypt(key, alg, ciphertext)
+        })?;
+        Ok((record, pt))
+    }
+
+    /// Hands a version's sealed private material to `f`, to be opened by the
+    /// backend only if it holds no handle for it yet.
+    fn with_private<T>(
+        &self,
+        vault: &VaultRecord,
+        record: &VersionRecord,
+        f: impl FnOnce(&SealedPrivate<'_>) -> Result<T>,
+    ) -> Result<T> {
         let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
         let id = sealed_id(&aad, &record.payload);
         let open = || self.barrier.open(vault, &aad, &record.payload);
-        let key = SealedPrivate {
+        f(&SealedPrivate {
             id: &id,
             open: &open,
-        };
-        let pt = self.keys.decrypt(&key, alg, ciphertext)?;
-        Ok((record, pt))
+        })
     }
 
     /// Updates a key version's attributes, tags and operations.
