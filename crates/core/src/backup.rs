@@ -62,7 +62,6 @@ impl VaultService {
                 .push(BackupVersion::from_record(rec, value.expose()));
         }
         let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
-        doc.zeroize_values();
         self.barrier.seal_root(&backup_aad(kind), plain.expose())
     }
 
@@ -83,7 +82,7 @@ impl VaultService {
             .barrier
             .open_root(&backup_aad(kind), blob)
             .map_err(|_| invalid())?;
-        let mut doc: BackupDoc = serde_json::from_slice(plain.expose()).map_err(|_| invalid())?;
+        let doc: BackupDoc = serde_json::from_slice(plain.expose()).map_err(|_| invalid())?;
         if doc.format != backup_format(kind) || doc.versions.is_empty() {
             return Err(invalid());
         }
@@ -111,7 +110,6 @@ impl VaultService {
                 meta: v.meta.clone(),
             });
         }
-        doc.zeroize_values();
         self.store.restore_object(&vault.id, &records).await?;
         self.live_version(vault, kind, &name, None).await
     }
@@ -124,8 +122,10 @@ struct BackupDoc {
     versions: Vec<BackupVersion>,
 }
 
-impl BackupDoc {
-    fn zeroize_values(&mut self) {
+/// Plaintext payloads are wiped however the document goes out of scope,
+/// including on the early returns of a corrupt restore.
+impl Drop for BackupDoc {
+    fn drop(&mut self) {
         use zeroize::Zeroize;
         for v in &mut self.versions {
             v.value.zeroize();
