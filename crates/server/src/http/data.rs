@@ -12,7 +12,12 @@ use axum::http::uri::PathAndQuery;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::{HeaderValue, StatusCode, Uri};
-use keyhaven_core::{Authorized, Error, Operation, Principal, VaultName, VaultRecord};
+use keyhaven_core::object::page_size;
+use keyhaven_core::{
+    Authorized, Error, ObjectKind, ObjectName, Operation, Principal, VaultName, VaultRecord,
+    Version,
+};
+use keyhaven_wire::paging::decode_skiptoken;
 use keyhaven_wire::{ApiVersion, VaultUrls};
 use tower::ServiceExt as _;
 
@@ -52,6 +57,41 @@ impl DataCtx {
         )
         .await?)
     }
+
+    /// `maxresults` and `$skiptoken` of a listing: (cursor, page size, the
+    /// page size again when the caller chose it).
+    pub fn paging(&self) -> Result<(Option<String>, u32, Option<u32>), ApiError> {
+        let explicit = match self.query.get("maxresults") {
+            Some(m) => Some(m.parse::<i64>().map_err(|_| {
+                Error::BadParameter("maxresults must be an integer between 1 and 25.".into())
+            })?),
+            None => None,
+        };
+        let limit = page_size(explicit)?;
+        let cursor = self
+            .query
+            .get("$skiptoken")
+            .map(|t| decode_skiptoken(t))
+            .transpose()?;
+        Ok((cursor, limit, explicit.map(|_| limit)))
+    }
+}
+
+/// An object name from a path segment.
+pub fn object_name(raw: &str) -> Result<ObjectName, ApiError> {
+    Ok(raw.parse::<ObjectName>()?)
+}
+
+/// A version segment that is not 32 hex characters can match no version: the
+/// object's not-found error, naming at most 64 characters of it.
+pub fn object_version(kind: ObjectKind, name: &ObjectName, raw: &str) -> Result<Version, ApiError> {
+    raw.parse::<Version>().map_err(|_| {
+        Error::NotFound {
+            kind,
+            name: format!("{name}/{}", raw.chars().take(64).collect::<String>()),
+        }
+        .into()
+    })
 }
 
 /// The data plane's routes (reached only through `handle`).

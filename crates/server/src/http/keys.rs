@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use keyhaven_core::key::{CipherAlgorithm, CipherRequest, SignAlgorithm, SignatureCheck};
-use keyhaven_core::object::page_size;
 use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::key::{
     decode_field, BackupKeyResult, DeletedKeyBundle, DeletedKeyItem, GetRandomBytesRequest,
@@ -16,10 +15,9 @@ use keyhaven_wire::key::{
     KeyOperationsParameters, KeyRestoreParameters, KeySignParameters, KeyUpdateParameters,
     KeyVerifyParameters, KeyVerifyResult, RandomBytes,
 };
-use keyhaven_wire::paging::decode_skiptoken;
 use keyhaven_wire::secret::ListResult;
 
-use super::data::DataCtx;
+use super::data::{object_name, object_version, DataCtx};
 use super::extract::{parse_json, read_body, AzPath};
 use super::response::{no_content, ok, ApiError, ApiResult};
 use crate::state::AppState;
@@ -65,33 +63,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn name(raw: &str) -> Result<ObjectName, ApiError> {
-    Ok(raw.parse::<ObjectName>()?)
+    object_name(raw)
 }
 
 fn version(name: &ObjectName, raw: &str) -> Result<Version, ApiError> {
-    raw.parse::<Version>().map_err(|_| {
-        Error::NotFound {
-            kind: ObjectKind::Key,
-            name: format!("{name}/{}", raw.chars().take(64).collect::<String>()),
-        }
-        .into()
-    })
-}
-
-fn paging(ctx: &DataCtx) -> Result<(Option<String>, u32, Option<u32>), ApiError> {
-    let explicit = match ctx.query.get("maxresults") {
-        Some(m) => Some(m.parse::<i64>().map_err(|_| {
-            Error::BadParameter("maxresults must be an integer between 1 and 25.".into())
-        })?),
-        None => None,
-    };
-    let limit = page_size(explicit)?;
-    let cursor = ctx
-        .query
-        .get("$skiptoken")
-        .map(|t| decode_skiptoken(t))
-        .transpose()?;
-    Ok((cursor, limit, explicit.map(|_| limit)))
+    object_version(ObjectKind::Key, name, raw)
 }
 
 async fn get_key(
@@ -116,7 +92,7 @@ async fn get_key_version(
 ) -> ApiResult {
     let name = name(&raw)?;
     if ver == "versions" {
-        let (cursor, limit, explicit) = paging(&ctx)?;
+        let (cursor, limit, explicit) = ctx.paging()?;
         let auth = ctx
             .authorize(&st, Operation::KeyListVersions, Some(name.as_str()))
             .await?;
@@ -281,7 +257,7 @@ async fn operate(
 }
 
 async fn get_keys(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
-    let (cursor, limit, explicit) = paging(&ctx)?;
+    let (cursor, limit, explicit) = ctx.paging()?;
     let auth = ctx.authorize(&st, Operation::KeyList, None).await?;
     let page = st
         .service
@@ -314,7 +290,7 @@ async fn delete_key(
 }
 
 async fn get_deleted_keys(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
-    let (cursor, limit, explicit) = paging(&ctx)?;
+    let (cursor, limit, explicit) = ctx.paging()?;
     let auth = ctx.authorize(&st, Operation::KeyListDeleted, None).await?;
     let page = st
         .service

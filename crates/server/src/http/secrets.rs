@@ -7,15 +7,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
-use keyhaven_core::object::page_size;
-use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
-use keyhaven_wire::paging::decode_skiptoken;
+use keyhaven_core::{ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::secret::{
     BackupSecretResult, DeletedSecretBundle, ListResult, SecretBundle, SecretRestoreParameters,
     SecretSetParameters, SecretUpdateParameters,
 };
 
-use super::data::DataCtx;
+use super::data::{object_name, object_version, DataCtx};
 use super::extract::{AzJson, AzPath};
 use super::response::{no_content, ok, ApiError, ApiResult};
 use crate::state::AppState;
@@ -61,35 +59,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn name(raw: &str) -> Result<ObjectName, ApiError> {
-    Ok(raw.parse::<ObjectName>()?)
+    object_name(raw)
 }
 
-/// A version segment that is not 32 hex characters can match no version.
 fn version(name: &ObjectName, raw: &str) -> Result<Version, ApiError> {
-    raw.parse::<Version>().map_err(|_| {
-        Error::NotFound {
-            kind: ObjectKind::Secret,
-            name: format!("{name}/{}", raw.chars().take(64).collect::<String>()),
-        }
-        .into()
-    })
-}
-
-/// `maxresults` and `$skiptoken` of a listing.
-fn paging(ctx: &DataCtx) -> Result<(Option<String>, u32, Option<u32>), ApiError> {
-    let explicit = match ctx.query.get("maxresults") {
-        Some(m) => Some(m.parse::<i64>().map_err(|_| {
-            Error::BadParameter("maxresults must be an integer between 1 and 25.".into())
-        })?),
-        None => None,
-    };
-    let limit = page_size(explicit)?;
-    let cursor = ctx
-        .query
-        .get("$skiptoken")
-        .map(|t| decode_skiptoken(t))
-        .transpose()?;
-    Ok((cursor, limit, explicit.map(|_| limit)))
+    object_version(ObjectKind::Secret, name, raw)
 }
 
 async fn set_secret(
@@ -162,7 +136,7 @@ async fn get_secret_version(
 }
 
 async fn get_secret_versions(st: &AppState, ctx: &DataCtx, name: &ObjectName) -> ApiResult {
-    let (cursor, limit, explicit) = paging(ctx)?;
+    let (cursor, limit, explicit) = ctx.paging()?;
     let auth = ctx
         .authorize(st, Operation::SecretListVersions, Some(name.as_str()))
         .await?;
@@ -222,7 +196,7 @@ async fn update(
 }
 
 async fn get_secrets(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
-    let (cursor, limit, explicit) = paging(&ctx)?;
+    let (cursor, limit, explicit) = ctx.paging()?;
     let auth = ctx.authorize(&st, Operation::SecretList, None).await?;
     let page = st
         .service
@@ -288,7 +262,7 @@ async fn backup_secret(
 }
 
 async fn get_deleted_secrets(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiResult {
-    let (cursor, limit, explicit) = paging(&ctx)?;
+    let (cursor, limit, explicit) = ctx.paging()?;
     let auth = ctx
         .authorize(&st, Operation::SecretListDeleted, None)
         .await?;
