@@ -362,3 +362,49 @@ def test_rotate_makes_a_new_version_of_the_same_shape(server, credential, keys):
 
     with pytest.raises(ResourceNotFoundError):
         keys.rotate_key(unique("nokey"))
+
+
+def test_rotation_policy_round_trips_through_the_sdk(server, keys):
+    """The calls of the SDK's own rotation-policy test: an empty policy is
+    accepted, overrides replace actions, durations come back as written."""
+    from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
+    name = unique("pol")
+    keys.create_ec_key(name, curve="P-256")
+    default = keys.get_key_rotation_policy(name)
+    assert [(a.action, a.time_before_expiry) for a in default.lifetime_actions] == [
+        (KeyRotationPolicyAction.notify, "P30D")]
+    assert default.created_on is None and default.expires_in is None
+    assert default.id.endswith(f"/keys/{name}/rotationpolicy")
+
+    keys.update_key_rotation_policy(name, KeyRotationPolicy())
+    actions = [KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P2M")]
+    updated = keys.update_key_rotation_policy(name, KeyRotationPolicy(), lifetime_actions=actions)
+    fetched = keys.get_key_rotation_policy(name)
+    assert updated.expires_in is None and fetched.expires_in is None
+    assert [(a.action, a.time_after_create, a.time_before_expiry) for a in fetched.lifetime_actions] == [
+        (KeyRotationPolicyAction.rotate, "P2M", None)]
+    assert fetched.created_on is not None and fetched.updated_on >= fetched.created_on
+
+    newer = keys.update_key_rotation_policy(name, policy=updated, expires_in="P90D")
+    assert newer.expires_in == "P90D"
+    notify = [KeyRotationLifetimeAction(KeyRotationPolicyAction.notify, time_before_expiry="P60D")]
+    newest = keys.update_key_rotation_policy(name, policy=newer, lifetime_actions=notify)
+    fetched = keys.get_key_rotation_policy(name)
+    assert newest.expires_in == fetched.expires_in == "P90D"
+    assert [(a.action, a.time_before_expiry) for a in fetched.lifetime_actions] == [
+        (KeyRotationPolicyAction.notify, "P60D")]
+
+    # Rotation now applies the policy's expiryTime to the new version.
+    rotated = keys.rotate_key(name)
+    lifetime = rotated.properties.expires_on - rotated.properties.created_on
+    assert lifetime.days == 90 and lifetime.seconds == 0, lifetime
+
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key_rotation_policy(unique("nokey"))
+    with pytest.raises(HttpResponseError) as e:
+        keys.update_key_rotation_policy(name, KeyRotationPolicy(), expires_in="P7D")
+    assert e.value.status_code == 400 and "28 days" in e.value.message
+    with pytest.raises(HttpResponseError) as e:
+        keys.update_key_rotation_policy(name, KeyRotationPolicy(), lifetime_actions=[
+            KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P1D")])
+    assert e.value.status_code == 400

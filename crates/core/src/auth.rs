@@ -121,6 +121,10 @@ pub enum Operation {
     KeyRestore,
     /// Rotate a key now.
     KeyRotate,
+    /// Read a key's rotation policy.
+    KeyGetRotationPolicy,
+    /// Set a key's rotation policy.
+    KeySetRotationPolicy,
 }
 
 impl Operation {
@@ -159,6 +163,8 @@ impl Operation {
             Self::KeyBackup => "KeyBackup",
             Self::KeyRestore => "KeyRestore",
             Self::KeyRotate => "KeyRotate",
+            Self::KeyGetRotationPolicy => "KeyRotationPolicyGet",
+            Self::KeySetRotationPolicy => "KeyRotationPolicySet",
         }
     }
 
@@ -197,6 +203,8 @@ impl Operation {
             Self::KeyBackup => "Microsoft.KeyVault/vaults/keys/backup/action",
             Self::KeyRestore => "Microsoft.KeyVault/vaults/keys/restore/action",
             Self::KeyRotate => "Microsoft.KeyVault/vaults/keys/rotate/action",
+            Self::KeyGetRotationPolicy => "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
+            Self::KeySetRotationPolicy => "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
         }
     }
 
@@ -234,6 +242,8 @@ impl Operation {
         Self::KeyBackup,
         Self::KeyRestore,
         Self::KeyRotate,
+        Self::KeyGetRotationPolicy,
+        Self::KeySetRotationPolicy,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -258,7 +268,9 @@ impl Operation {
             | Self::KeyImport
             | Self::KeyBackup
             | Self::KeyRestore
-            | Self::KeyRotate => "keys",
+            | Self::KeyRotate
+            | Self::KeyGetRotationPolicy
+            | Self::KeySetRotationPolicy => "keys",
             _ => "secrets",
         }
     }
@@ -293,6 +305,8 @@ impl Operation {
             Self::KeyBackup => ("keys", "backup"),
             Self::KeyRestore => ("keys", "restore"),
             Self::KeyRotate => ("keys", "rotate"),
+            Self::KeyGetRotationPolicy => ("keys", "getrotationpolicy"),
+            Self::KeySetRotationPolicy => ("keys", "setrotationpolicy"),
         }
     }
 }

@@ -838,7 +838,8 @@ impl VaultService {
     }
 
     /// Rotates a key now: a new version with fresh material of the same type,
-    /// size or curve and public exponent, carrying over `key_ops` and tags.
+    /// size or curve and public exponent, carrying over `key_ops` and tags;
+    /// its `exp` follows the rotation policy's `expiryTime`.
     pub async fn rotate_key(
         &self,
         auth: &Authorized,
@@ -847,7 +848,18 @@ impl VaultService {
     ) -> Result<KeyBundle> {
         auth.require(vault, Operation::KeyRotate)?;
         let current = self.live_version(vault, KIND, name, None).await?;
-        let meta = meta_of(&current)?;
+        self.rotate_unchecked(vault, name, &current).await
+    }
+
+    /// A new version with fresh material like `current`'s, with `attributes`.
+    pub(crate) async fn rotate_from(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        current: &VersionRecord,
+        attributes: &AttributesPatch,
+    ) -> Result<KeyBundle> {
+        let meta = meta_of(current)?;
         let spec = spec_of(&meta.public)?;
         let (private, public) = self.keys.generate(&spec)?;
         self.store_key_version(
@@ -858,8 +870,8 @@ impl VaultService {
                 public,
                 key_ops: meta.key_ops,
             },
-            current.tags,
-            &AttributesPatch::default(),
+            current.tags.clone(),
+            attributes,
         )
         .await
     }

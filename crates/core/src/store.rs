@@ -46,6 +46,30 @@ pub enum StoreError {
     },
 }
 
+/// A policy attached to an object name (a key's rotation policy, later a
+/// certificate's policy): public JSON, kept across versions, purged with the
+/// object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// The policy document (JSON text, kind-specific).
+    pub body: String,
+    /// When it was first set, Unix seconds.
+    pub created: i64,
+    /// When it was last set, Unix seconds.
+    pub updated: i64,
+}
+
+/// A policy of a live object, as the scheduler walks them.
+#[derive(Debug, Clone)]
+pub struct ScheduledPolicy {
+    /// The vault's name.
+    pub vault_name: String,
+    /// The object's name.
+    pub name: ObjectName,
+    /// The policy.
+    pub policy: PolicyRecord,
+}
+
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -147,6 +171,38 @@ pub trait Store: Send + Sync {
     async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()>;
     /// Purges every deleted object whose scheduled purge date is at or before `now`.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+
+    /// Reads the policy of an object name (live or deleted).
+    async fn get_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Option<PolicyRecord>>;
+    /// Creates or replaces the policy of an object name; a replacement keeps
+    /// the first `created`.
+    async fn put_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        policy: &PolicyRecord,
+    ) -> StoreResult<()>;
+    /// Pages over the policies of live objects of `kind` in every vault, in a
+    /// stable order; `cursor` is the previous page's `next`.
+    async fn list_policies(
+        &self,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<ScheduledPolicy>>;
+    /// Claims a background job by its id: true when this caller now holds it,
+    /// because nobody claimed it before or an unfinished claim's lease ended
+    /// at or before `now`. Atomic across every node sharing the store.
+    async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool>;
+    /// Marks a claimed job done so that it is never claimed again, and forgets
+    /// jobs finished before `forget_before`.
+    async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()>;
 }
 
 /// Everything a deployment persists: objects, the directory, ARM resources.

@@ -24,8 +24,9 @@ use crate::state::{AppState, Parts};
 use crate::tls;
 use keyhaven_identity::federation::TrustedIssuers;
 
-/// How often expired soft-deleted objects are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the scheduler purges expired soft-deleted objects and runs
+/// due key lifetime actions.
+const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 /// How often signing keys are re-read (rotation on another node).
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Time allowed for a TLS handshake.
@@ -210,7 +211,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         None => None,
     };
     print_banner(&prepared);
-    spawn_purger(prepared.state.clone());
+    spawn_scheduler(prepared.state.clone());
     spawn_key_reloader(prepared.state.clone());
     if let Some(l) = imds {
         tokio::spawn(plain_accept_loop(
@@ -318,15 +319,21 @@ fn spawn_key_reloader(state: AppState) {
     });
 }
 
-fn spawn_purger(state: AppState) {
+/// The background scheduler: purges soft-deleted objects past retention and
+/// carries out key rotation policies. Each job is claimed in the store, so
+/// several nodes on one database do each once.
+fn spawn_scheduler(state: AppState) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        let mut tick = tokio::time::interval(SCHEDULER_INTERVAL);
         loop {
             tick.tick().await;
             match state.service.purge_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged soft-deleted objects past retention"),
                 Err(e) => tracing::warn!(error = %e, "purge of expired objects failed"),
+            }
+            if let Err(e) = state.service.run_key_rotations().await {
+                tracing::warn!(error = %e, "key rotation pass failed");
             }
         }
     });

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use keyhaven_core::directory::{ApplicationRecord, PrincipalRecord};
 use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
-use keyhaven_core::store::{Storage, Store, StoreError};
+use keyhaven_core::store::{PolicyRecord, Storage, Store, StoreError};
 use keyhaven_core::vault::VaultRecord;
 use keyhaven_core::{ObjectName, Version};
 
@@ -35,6 +35,8 @@ pub async fn run(store: Arc<dyn Storage>) {
     restore_keeps_versions_and_refuses_existing_names(&*store).await;
     expired_deleted_objects_are_purged(&*store).await;
     kinds_do_not_share_names(&*store).await;
+    policies_live_with_the_name_and_die_with_purge(&*store).await;
+    jobs_are_claimed_once_until_the_lease_ends(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
 }
 
@@ -112,6 +114,147 @@ async fn vaults_round_trip(s: &dyn Store) {
         .await
         .unwrap()
         .is_none());
+}
+
+fn vault_record(id: &str) -> VaultRecord {
+    VaultRecord {
+        id: id.to_owned(),
+        name: format!("v{}", &id[..20]).parse().unwrap(),
+        tenant_id: "t".into(),
+        subscription_id: "sub".into(),
+        resource_group: "rg".into(),
+        sku: "standard".into(),
+        retention_days: 7,
+        purge_protection: false,
+        wrapped_key: vec![1],
+        created: 5,
+        properties: Default::default(),
+    }
+}
+
+/// Every live policy of `kind` in vault `vault_name`, walking all pages.
+async fn policies_in(s: &dyn Store, kind: ObjectKind, vault_name: &str) -> Vec<(String, String)> {
+    let (mut out, mut cursor) = (Vec::new(), None::<String>);
+    for _ in 0..10_000 {
+        let page = s.list_policies(kind, cursor.as_deref(), 2).await.unwrap();
+        out.extend(
+            page.items
+                .into_iter()
+                .filter(|p| p.vault_name == vault_name)
+                .map(|p| (p.name.to_string(), p.policy.body)),
+        );
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return out,
+        }
+    }
+    panic!("policy listing did not end");
+}
+
+async fn policies_live_with_the_name_and_die_with_purge(s: &dyn Store) {
+    let v = vault_record(&vid());
+    s.create_vault(&v).await.unwrap();
+    let vn = v.name.to_string();
+    let k = ObjectKind::Key;
+    for n in ["Pa", "pb", "pc"] {
+        s.put_version(&v.id, &rec(k, n, 1, b"x")).await.unwrap();
+    }
+    assert!(s.get_policy(&v.id, k, &name("pa")).await.unwrap().is_none());
+    let first = PolicyRecord {
+        body: "{\"a\":1}".into(),
+        created: 10,
+        updated: 10,
+    };
+    s.put_policy(&v.id, k, &name("pa"), &first).await.unwrap();
+    let second = PolicyRecord {
+        body: "{\"a\":2}".into(),
+        created: 20,
+        updated: 20,
+    };
+    s.put_policy(&v.id, k, &name("PA"), &second).await.unwrap();
+    let got = s.get_policy(&v.id, k, &name("pA")).await.unwrap().unwrap();
+    assert_eq!(
+        (got.body.as_str(), got.created, got.updated),
+        ("{\"a\":2}", 10, 20)
+    );
+    assert!(s
+        .get_policy(&v.id, ObjectKind::Secret, &name("pa"))
+        .await
+        .unwrap()
+        .is_none());
+    for n in ["pb", "pc"] {
+        s.put_policy(&v.id, k, &name(n), &first).await.unwrap();
+    }
+    let all = policies_in(s, k, &vn).await;
+    let names: Vec<_> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["Pa", "pb", "pc"]);
+    assert!(policies_in(s, ObjectKind::Secret, &vn).await.is_empty());
+
+    // A deleted object's policy is kept (for recovery) but not scheduled.
+    let info = DeletedInfo {
+        deleted_date: 30,
+        scheduled_purge_date: 40,
+    };
+    s.delete_object(&v.id, k, &name("pb"), info).await.unwrap();
+    assert!(s.get_policy(&v.id, k, &name("pb")).await.unwrap().is_some());
+    let names: Vec<_> = policies_in(s, k, &vn)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["Pa", "pc"]);
+    s.recover_object(&v.id, k, &name("pb")).await.unwrap();
+    assert_eq!(policies_in(s, k, &vn).await.len(), 3);
+
+    // Purge, explicit or after retention, takes the policy with it.
+    s.delete_object(&v.id, k, &name("pb"), info).await.unwrap();
+    assert!(s.purge_object(&v.id, k, &name("pb")).await.unwrap());
+    assert!(s.get_policy(&v.id, k, &name("pb")).await.unwrap().is_none());
+    s.delete_object(&v.id, k, &name("pc"), info).await.unwrap();
+    s.purge_expired(40).await.unwrap();
+    assert!(s.get_policy(&v.id, k, &name("pc")).await.unwrap().is_none());
+    s.put_version(&v.id, &rec(k, "pc", 50, b"y")).await.unwrap();
+    assert!(s.get_policy(&v.id, k, &name("pc")).await.unwrap().is_none());
+}
+
+async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {
+    let job = format!("conformance/{}", vid());
+    assert!(s.claim_job(&job, 100, 160).await.unwrap());
+    assert!(
+        !s.claim_job(&job, 110, 170).await.unwrap(),
+        "held by the first claim"
+    );
+    assert!(!s.claim_job(&job, 159, 219).await.unwrap());
+    // The holder vanished: once its lease ends another node may take over.
+    assert!(s.claim_job(&job, 160, 220).await.unwrap());
+    s.finish_job(&job, 170, 0).await.unwrap();
+    assert!(
+        !s.claim_job(&job, 10_000, 10_060).await.unwrap(),
+        "finished jobs never rerun"
+    );
+
+    // Finished jobs are forgotten after a while; unfinished ones are kept.
+    let other = format!("conformance/{}", vid());
+    assert!(s.claim_job(&other, 100, 160).await.unwrap());
+    s.finish_job(&other, 170, 171).await.unwrap();
+    assert!(
+        s.claim_job(&job, 200, 260).await.unwrap(),
+        "forgotten, so claimable again"
+    );
+
+    // Many concurrent claimants: exactly one wins.
+    let race = format!("conformance/{}", vid());
+    let (a, b, c, d) = tokio::join!(
+        s.claim_job(&race, 300, 360),
+        s.claim_job(&race, 300, 360),
+        s.claim_job(&race, 300, 360),
+        s.claim_job(&race, 300, 360)
+    );
+    let wins = [a, b, c, d]
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
 }
 
 async fn versions_are_kept_and_latest_wins(s: &dyn Store) {

@@ -56,6 +56,14 @@ pub const SQLITE: &[(i64, &str)] = &[
         4,
         "ALTER TABLE vaults ADD COLUMN properties TEXT NOT NULL DEFAULT '{\"enableRbacAuthorization\":true}';",
     ),
+    (
+        5,
+        "CREATE TABLE object_policies (
+        vault_id TEXT NOT NULL, kind TEXT NOT NULL, name_lower TEXT NOT NULL, body TEXT NOT NULL,
+        created INTEGER NOT NULL, updated INTEGER NOT NULL,
+        PRIMARY KEY (vault_id, kind, name_lower));
+     CREATE TABLE jobs (job TEXT PRIMARY KEY, lease_until INTEGER NOT NULL, finished INTEGER);",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -112,5 +120,13 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         4,
         "ALTER TABLE vaults ADD COLUMN properties TEXT NOT NULL DEFAULT '{\"enableRbacAuthorization\":true}';",
+    ),
+    (
+        5,
+        "CREATE TABLE object_policies (
+        vault_id TEXT NOT NULL, kind TEXT NOT NULL, name_lower TEXT NOT NULL, body TEXT NOT NULL,
+        created BIGINT NOT NULL, updated BIGINT NOT NULL,
+        PRIMARY KEY (vault_id, kind, name_lower));
+     CREATE TABLE jobs (job TEXT PRIMARY KEY, lease_until BIGINT NOT NULL, finished BIGINT);",
     ),
 ];

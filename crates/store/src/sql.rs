@@ -289,3 +289,74 @@ pub fn by_id_page<T>(
     });
     page_of(rows.collect(), limit)
 }
+
+pub const GET_POLICY: &str = "SELECT body, created, updated FROM object_policies \
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const PUT_POLICY: &str =
+    "INSERT INTO object_policies (vault_id, kind, name_lower, body, created, updated) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vault_id, kind, name_lower) \
+     DO UPDATE SET body = excluded.body, updated = excluded.updated";
+pub const DELETE_POLICY: &str =
+    "DELETE FROM object_policies WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const PURGE_EXPIRED_POLICIES: &str =
+    "DELETE FROM object_policies WHERE EXISTS (SELECT 1 FROM objects o \
+     WHERE o.vault_id = object_policies.vault_id AND o.kind = object_policies.kind \
+       AND o.name_lower = object_policies.name_lower \
+       AND o.scheduled_purge_date IS NOT NULL AND o.scheduled_purge_date <= $1)";
+/// `$2`/`$3` are the (vault id, name) cursor ('' for the first page), `$4` the limit.
+pub const LIST_POLICIES: &str =
+    "SELECT p.vault_id, p.name_lower, vt.name, o.name, p.body, p.created, p.updated \
+     FROM object_policies p \
+     JOIN objects o ON o.vault_id = p.vault_id AND o.kind = p.kind AND o.name_lower = p.name_lower \
+     JOIN vaults vt ON vt.id = p.vault_id \
+     WHERE p.kind = $1 AND o.deleted_date IS NULL AND o.latest_seq IS NOT NULL \
+       AND (p.vault_id > $2 OR (p.vault_id = $2 AND p.name_lower > $3)) \
+     ORDER BY p.vault_id, p.name_lower LIMIT $4";
+pub const CLAIM_JOB: &str = "INSERT INTO jobs (job, lease_until, finished) VALUES ($1, $2, NULL) \
+     ON CONFLICT (job) DO UPDATE SET lease_until = excluded.lease_until \
+     WHERE jobs.finished IS NULL AND jobs.lease_until <= $3";
+pub const FINISH_JOB: &str = "UPDATE jobs SET finished = $2 WHERE job = $1";
+pub const FORGET_JOBS: &str = "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < $1";
+
+/// One row of `LIST_POLICIES`.
+pub type PolicyRow = (String, String, String, String, String, i64, i64);
+
+/// Splits a policy cursor into (vault id, name).
+pub fn policy_cursor(cursor: Option<&str>) -> (String, String) {
+    cursor
+        .and_then(|c| c.split_once('/'))
+        .map(|(v, n)| (v.to_owned(), n.to_owned()))
+        .unwrap_or_default()
+}
+
+/// A page of policies from `limit + 1` rows.
+pub fn policy_page(
+    mut rows: Vec<PolicyRow>,
+    limit: u32,
+) -> StoreResult<keyhaven_core::object::Page<keyhaven_core::store::ScheduledPolicy>> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(|(v, n, ..)| format!("{v}/{n}"))
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(|(_, _, vault_name, name, body, created, updated)| {
+            Ok(keyhaven_core::store::ScheduledPolicy {
+                vault_name,
+                name: name
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("object name".into()))?,
+                policy: keyhaven_core::store::PolicyRecord {
+                    body,
+                    created,
+                    updated,
+                },
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(keyhaven_core::object::Page { items, next })
+}

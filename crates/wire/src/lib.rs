@@ -10,6 +10,7 @@ pub mod graph;
 pub mod key;
 pub mod oauth;
 pub mod paging;
+pub mod rotation;
 pub mod secret;
 pub mod urls;
 

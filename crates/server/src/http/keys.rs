@@ -15,6 +15,7 @@ use keyhaven_wire::key::{
     KeyOperationsParameters, KeyRestoreParameters, KeySignParameters, KeyUpdateParameters,
     KeyVerifyParameters, KeyVerifyResult, RandomBytes,
 };
+use keyhaven_wire::rotation::{KeyRotationPolicy, KeyRotationPolicyIn};
 use keyhaven_wire::secret::ListResult;
 
 use super::data::{object_name, object_version, DataCtx};
@@ -54,7 +55,8 @@ pub fn routes() -> Router<AppState> {
             versioned,
             get(get_key_version)
                 .post(key_action)
-                .patch(update_key_version),
+                .patch(update_key_version)
+                .put(set_rotation_policy),
         )
         .route(op, post(key_operation))
         .route(deleted_list, get(get_deleted_keys))
@@ -91,6 +93,16 @@ async fn get_key_version(
     AzPath((raw, ver)): AzPath<(String, String)>,
 ) -> ApiResult {
     let name = name(&raw)?;
+    if ver == "rotationpolicy" {
+        let auth = ctx
+            .authorize(&st, Operation::KeyGetRotationPolicy, Some(name.as_str()))
+            .await?;
+        let p = st
+            .service
+            .get_rotation_policy(&auth, &ctx.vault, &name)
+            .await?;
+        return Ok(ok(&KeyRotationPolicy::new(&p, name.as_str(), &ctx.urls)));
+    }
     if ver == "versions" {
         let (cursor, limit, explicit) = ctx.paging()?;
         let auth = ctx
@@ -383,6 +395,28 @@ async fn backup_key(State(st): State<AppState>, Extension(ctx): Ctx, raw: String
         .await?;
     let blob = st.service.backup_key(&auth, &ctx.vault, &name).await?;
     Ok(ok(&BackupKeyResult::new(&blob)))
+}
+
+/// `PUT /keys/{name}/rotationpolicy`: the literal segment in the version position.
+async fn set_rotation_policy(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath((raw, segment)): AzPath<(String, String)>,
+    body: axum::body::Body,
+) -> ApiResult {
+    if segment != "rotationpolicy" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::KeySetRotationPolicy, Some(name.as_str()))
+        .await?;
+    let params: KeyRotationPolicyIn = parse_json(&read_body(body).await?)?;
+    let p = st
+        .service
+        .set_rotation_policy(&auth, &ctx.vault, &name, params.try_into()?)
+        .await?;
+    Ok(ok(&KeyRotationPolicy::new(&p, name.as_str(), &ctx.urls)))
 }
 
 async fn rotate_key(State(st): State<AppState>, Extension(ctx): Ctx, raw: String) -> ApiResult {

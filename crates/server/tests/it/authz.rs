@@ -146,6 +146,12 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
         ),
         Operation::KeyBackup => ("POST", format!("/keys/k/backup?{v}"), None),
         Operation::KeyRotate => ("POST", format!("/keys/k/rotate?{v}"), None),
+        Operation::KeyGetRotationPolicy => ("GET", format!("/keys/k/rotationpolicy?{v}"), None),
+        Operation::KeySetRotationPolicy => (
+            "PUT",
+            format!("/keys/k/rotationpolicy?{v}"),
+            Some(json!({"lifetimeActions": [], "attributes": {"expiryTime": "P90D"}})),
+        ),
         Operation::KeyRestore => (
             "POST",
             format!("/keys/restore?{v}"),

@@ -10,6 +10,7 @@
 
 mod auth;
 mod authz;
+mod rotation;
 mod secrets;
 
 use std::sync::Arc;
@@ -103,7 +104,7 @@ impl Harness {
 
     pub fn token(&self) -> String {
         self.issuer("https://login.localhost:8443")
-            .mint(&self.principal, AUDIENCE, NOW)
+            .mint(&self.principal, AUDIENCE, self.clock.now())
             .unwrap()
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
-use keyhaven_core::store::{Store, StoreError, StoreResult};
+use keyhaven_core::store::{PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult};
 use keyhaven_core::vault::VaultRecord;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -522,9 +522,11 @@ impl Store for PostgresStore {
             .await
             .map_err(err)?;
         if n == 1 {
-            tx.execute(sql::DELETE_VERSIONS, &[&vault_id, &kind.as_str(), &key])
-                .await
-                .map_err(err)?;
+            for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
+                tx.execute(stmt, &[&vault_id, &kind.as_str(), &key])
+                    .await
+                    .map_err(err)?;
+            }
         }
         tx.commit().await.map_err(err)?;
         Ok(n == 1)
@@ -563,14 +565,114 @@ impl Store for PostgresStore {
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        tx.execute(sql::PURGE_EXPIRED_VERSIONS, &[&now])
-            .await
-            .map_err(err)?;
+        for stmt in [sql::PURGE_EXPIRED_VERSIONS, sql::PURGE_EXPIRED_POLICIES] {
+            tx.execute(stmt, &[&now]).await.map_err(err)?;
+        }
         let n = tx
             .execute(sql::PURGE_EXPIRED_OBJECTS, &[&now])
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(n)
+    }
+
+    async fn get_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Option<PolicyRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(sql::GET_POLICY, &[&vault_id, &kind.as_str(), &name.key()])
+            .await
+            .map_err(err)?;
+        row.map(|r| {
+            Ok(PolicyRecord {
+                body: r.try_get(0).map_err(err)?,
+                created: r.try_get(1).map_err(err)?,
+                updated: r.try_get(2).map_err(err)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        policy: &PolicyRecord,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(
+            sql::PUT_POLICY,
+            &[
+                &vault_id,
+                &kind.as_str(),
+                &name.key(),
+                &policy.body,
+                &policy.created,
+                &policy.updated,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn list_policies(
+        &self,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<ScheduledPolicy>> {
+        let c = self.client().await?;
+        let (after_vault, after_name) = sql::policy_cursor(cursor);
+        let rows = c
+            .query(
+                sql::LIST_POLICIES,
+                &[
+                    &kind.as_str(),
+                    &after_vault,
+                    &after_name,
+                    &(i64::from(limit) + 1),
+                ],
+            )
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(err)?,
+                    r.try_get(1).map_err(err)?,
+                    r.try_get(2).map_err(err)?,
+                    r.try_get(3).map_err(err)?,
+                    r.try_get(4).map_err(err)?,
+                    r.try_get(5).map_err(err)?,
+                    r.try_get(6).map_err(err)?,
+                ))
+            })
+            .collect::<StoreResult<Vec<sql::PolicyRow>>>()?;
+        sql::policy_page(rows, limit)
+    }
+
+    async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(sql::CLAIM_JOB, &[&job, &lease_until, &now])
+            .await
+            .map_err(err)?
+            == 1)
+    }
+
+    async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(sql::FINISH_JOB, &[&job, &now])
+            .await
+            .map_err(err)?;
+        c.execute(sql::FORGET_JOBS, &[&forget_before])
+            .await
+            .map_err(err)?;
+        Ok(())
     }
 }

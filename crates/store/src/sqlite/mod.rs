@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
-use keyhaven_core::store::{Store, StoreError, StoreResult};
+use keyhaven_core::store::{PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult};
 use keyhaven_core::vault::VaultRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
@@ -758,11 +758,10 @@ impl Store for SqliteStore {
                     )
                     .map_err(err)?;
                 if n == 1 {
-                    tx.execute(
-                        &q(sql::DELETE_VERSIONS),
-                        params![vault_id, kind.as_str(), key],
-                    )
-                    .map_err(err)?;
+                    for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
+                        tx.execute(&q(stmt), params![vault_id, kind.as_str(), key])
+                            .map_err(err)?;
+                    }
                 }
                 tx.commit().map_err(err)?;
                 Ok(n == 1)
@@ -821,8 +820,9 @@ impl Store for SqliteStore {
                 let tx = c
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(err)?;
-                tx.execute(&q(sql::PURGE_EXPIRED_VERSIONS), [now])
-                    .map_err(err)?;
+                for stmt in [sql::PURGE_EXPIRED_VERSIONS, sql::PURGE_EXPIRED_POLICIES] {
+                    tx.execute(&q(stmt), [now]).map_err(err)?;
+                }
                 let n = tx
                     .execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now])
                     .map_err(err)?;
@@ -832,6 +832,104 @@ impl Store for SqliteStore {
             .await;
         self.forget_all_latest();
         out
+    }
+
+    async fn get_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Option<PolicyRecord>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.read(move |c| {
+            c.prepare_cached(&q(sql::GET_POLICY))
+                .map_err(err)?
+                .query_row(params![vault_id, kind.as_str(), key], |r| {
+                    Ok(PolicyRecord {
+                        body: r.get(0)?,
+                        created: r.get(1)?,
+                        updated: r.get(2)?,
+                    })
+                })
+                .optional()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn put_policy(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+        policy: &PolicyRecord,
+    ) -> StoreResult<()> {
+        let (vault_id, key, p) = (vault_id.to_owned(), name.key(), policy.clone());
+        self.run(move |c| {
+            c.execute(
+                &q(sql::PUT_POLICY),
+                params![vault_id, kind.as_str(), key, p.body, p.created, p.updated],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_policies(
+        &self,
+        kind: ObjectKind,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<ScheduledPolicy>> {
+        let (after_vault, after_name) = sql::policy_cursor(cursor);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&q(sql::LIST_POLICIES)).map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    params![kind.as_str(), after_vault, after_name, i64::from(limit) + 1],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ))
+                    },
+                )
+                .map_err(err)?
+                .collect::<Result<Vec<sql::PolicyRow>, _>>()
+                .map_err(err)?;
+            sql::policy_page(rows, limit)
+        })
+        .await
+    }
+
+    async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool> {
+        let job = job.to_owned();
+        self.run(move |c| {
+            Ok(
+                c.execute(&q(sql::CLAIM_JOB), params![job, lease_until, now])
+                    .map_err(err)?
+                    == 1,
+            )
+        })
+        .await
+    }
+
+    async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()> {
+        let job = job.to_owned();
+        self.run(move |c| {
+            c.execute(&q(sql::FINISH_JOB), params![job, now])
+                .map_err(err)?;
+            c.execute(&q(sql::FORGET_JOBS), [forget_before])
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 }
 
