@@ -1,8 +1,8 @@
 """Keys, first slice: RSA and EC keys created through azure-keyvault-keys'
 KeyClient, signed with CryptographyClient, and every signature verified
 independently with pyca/cryptography from the public JWK the vault returned.
-Also encrypt/decrypt/wrap/unwrap, import, updates and backup/restore;
-rotation and oct keys come next."""
+Also encrypt/decrypt/wrap/unwrap, import, updates, backup/restore, rotation
+and rotation policies."""
 
 from __future__ import annotations
 
@@ -109,6 +109,16 @@ def test_bad_input_gets_azure_errors(server, token, keys):
     assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
     r = server.vault_request("POST", f"/keys/{unique('k')}/create", token=token, json={"kty": "RSA-HSM"})
     assert r.status_code == 400
+    # Secure key release is not offered: refused, never silently ignored.
+    for body in ({"kty": "EC", "attributes": {"exportable": True}},
+                 {"kty": "EC", "release_policy": {"contentType": "application/json; charset=utf-8", "data": "e30"}}):
+        r = server.vault_request("POST", f"/keys/{unique('k')}/create", token=token, json=body)
+        assert r.status_code == 400 and "release" in r.json()["error"]["message"], r.text
+    r = server.vault_request("PATCH", f"/keys/{key.name}", token=token, json={"attributes": {"exportable": True}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter", r.text
+    r = server.vault_request("POST", f"/keys/{unique('k')}/create", token=token,
+                             json={"kty": "EC", "attributes": {"exportable": False, "enabled": False}})
+    assert r.status_code == 200 and r.json()["attributes"]["enabled"] is False, r.text
 
 
 def test_disabled_and_restricted_keys_cannot_sign(server, credential, keys):

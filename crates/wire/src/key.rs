@@ -12,6 +12,31 @@ use keyhaven_core::{Error, VaultRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::AttributesIn;
+
+/// Key attributes as sent: the common ones plus `exportable`.
+#[derive(Deserialize)]
+pub struct KeyAttributesIn {
+    #[serde(flatten)]
+    common: AttributesIn,
+    exportable: Option<bool>,
+}
+
+impl KeyAttributesIn {
+    /// The common attributes, refusing what needs secure key release.
+    fn checked(
+        attributes: Option<Self>,
+        release_policy: Option<&serde_json::Value>,
+    ) -> Result<keyhaven_core::object::AttributesPatch, Error> {
+        let exportable = attributes.as_ref().and_then(|a| a.exportable) == Some(true);
+        if exportable || release_policy.is_some_and(|p| !p.is_null()) {
+            return Err(Error::BadParameter(
+                "Exportable keys and key release policies (secure key release) are not supported by this vault."
+                    .into(),
+            ));
+        }
+        Ok(attributes.map(|a| a.common.into()).unwrap_or_default())
+    }
+}
 use crate::urls::VaultUrls;
 
 const COLLECTION: &str = "keys";
@@ -25,8 +50,9 @@ pub struct KeyCreateParameters {
     public_exponent: Option<u32>,
     crv: Option<String>,
     key_ops: Option<Vec<String>>,
-    attributes: Option<AttributesIn>,
+    attributes: Option<KeyAttributesIn>,
     tags: Option<BTreeMap<String, String>>,
+    release_policy: Option<serde_json::Value>,
 }
 
 impl TryFrom<KeyCreateParameters> for KeyInput {
@@ -50,9 +76,9 @@ impl TryFrom<KeyCreateParameters> for KeyInput {
                 exponent: p.public_exponent,
                 curve,
             },
+            attributes: KeyAttributesIn::checked(p.attributes, p.release_policy.as_ref())?,
             key_ops: p.key_ops,
             tags: p.tags,
-            attributes: p.attributes.map(Into::into).unwrap_or_default(),
         })
     }
 }
@@ -321,8 +347,9 @@ pub struct KeyImportParameters {
     key: Option<JsonWebKeyIn>,
     #[serde(rename = "Hsm")]
     hsm: Option<bool>,
-    attributes: Option<AttributesIn>,
+    attributes: Option<KeyAttributesIn>,
     tags: Option<BTreeMap<String, String>>,
+    release_policy: Option<serde_json::Value>,
 }
 
 fn opt_b64(v: Option<String>, field: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -381,7 +408,7 @@ impl KeyImportParameters {
             jwk,
             k.key_ops,
             self.tags,
-            self.attributes.map(Into::into).unwrap_or_default(),
+            KeyAttributesIn::checked(self.attributes, self.release_policy.as_ref())?,
         ))
     }
 }
@@ -390,17 +417,20 @@ impl KeyImportParameters {
 #[derive(Deserialize)]
 pub struct KeyUpdateParameters {
     key_ops: Option<Vec<String>>,
-    attributes: Option<AttributesIn>,
+    attributes: Option<KeyAttributesIn>,
     tags: Option<BTreeMap<String, String>>,
+    release_policy: Option<serde_json::Value>,
 }
 
-impl From<KeyUpdateParameters> for keyhaven_core::key::KeyUpdate {
-    fn from(p: KeyUpdateParameters) -> Self {
-        Self {
-            attributes: p.attributes.map(Into::into).unwrap_or_default(),
+impl TryFrom<KeyUpdateParameters> for keyhaven_core::key::KeyUpdate {
+    type Error = Error;
+
+    fn try_from(p: KeyUpdateParameters) -> Result<Self, Error> {
+        Ok(Self {
+            attributes: KeyAttributesIn::checked(p.attributes, p.release_policy.as_ref())?,
             tags: p.tags,
             key_ops: p.key_ops,
-        }
+        })
     }
 }
 

@@ -484,7 +484,13 @@ async fn update(
     let params: KeyUpdateParameters = parse_json(&read_body(body).await?)?;
     let b = st
         .service
-        .update_key(&auth, &ctx.vault, &name, version.as_ref(), params.into())
+        .update_key(
+            &auth,
+            &ctx.vault,
+            &name,
+            version.as_ref(),
+            params.try_into()?,
+        )
         .await?;
     Ok(ok(&KeyBundle::new(
         &b.record, &b.meta, &ctx.vault, &ctx.urls,
