@@ -125,6 +125,24 @@ pub enum Operation {
     KeyGetRotationPolicy,
     /// Set a key's rotation policy.
     KeySetRotationPolicy,
+    /// Create a certificate.
+    CertificateCreate,
+    /// Get a certificate, its policy or its pending operation.
+    CertificateGet,
+    /// List certificates or versions.
+    CertificateList,
+    /// Update a certificate or its policy.
+    CertificateUpdate,
+    /// Delete a certificate.
+    CertificateDelete,
+    /// Get a deleted certificate.
+    CertificateGetDeleted,
+    /// List deleted certificates.
+    CertificateListDeleted,
+    /// Recover a deleted certificate.
+    CertificateRecover,
+    /// Purge a deleted certificate.
+    CertificatePurge,
 }
 
 impl Operation {
@@ -165,6 +183,15 @@ impl Operation {
             Self::KeyRotate => "KeyRotate",
             Self::KeyGetRotationPolicy => "KeyRotationPolicyGet",
             Self::KeySetRotationPolicy => "KeyRotationPolicySet",
+            Self::CertificateCreate => "CertificateCreate",
+            Self::CertificateGet => "CertificateGet",
+            Self::CertificateList => "CertificateList",
+            Self::CertificateUpdate => "CertificateUpdate",
+            Self::CertificateDelete => "CertificateDelete",
+            Self::CertificateGetDeleted => "CertificateGetDeleted",
+            Self::CertificateListDeleted => "CertificateListDeleted",
+            Self::CertificateRecover => "CertificateRecover",
+            Self::CertificatePurge => "CertificatePurge",
         }
     }
 
@@ -205,6 +232,15 @@ impl Operation {
             Self::KeyRotate => "Microsoft.KeyVault/vaults/keys/rotate/action",
             Self::KeyGetRotationPolicy => "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
             Self::KeySetRotationPolicy => "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
+            Self::CertificateCreate => "Microsoft.KeyVault/vaults/certificates/create/action",
+            Self::CertificateGet => "Microsoft.KeyVault/vaults/certificates/read",
+            Self::CertificateList => "Microsoft.KeyVault/vaults/certificates/read",
+            Self::CertificateUpdate => "Microsoft.KeyVault/vaults/certificates/update/action",
+            Self::CertificateDelete => "Microsoft.KeyVault/vaults/certificates/delete",
+            Self::CertificateGetDeleted => "Microsoft.KeyVault/vaults/certificates/read",
+            Self::CertificateListDeleted => "Microsoft.KeyVault/vaults/certificates/read",
+            Self::CertificateRecover => "Microsoft.KeyVault/vaults/certificates/recover/action",
+            Self::CertificatePurge => "Microsoft.KeyVault/vaults/certificates/purge/action",
         }
     }
 
@@ -244,6 +280,15 @@ impl Operation {
         Self::KeyRotate,
         Self::KeyGetRotationPolicy,
         Self::KeySetRotationPolicy,
+        Self::CertificateCreate,
+        Self::CertificateGet,
+        Self::CertificateList,
+        Self::CertificateUpdate,
+        Self::CertificateDelete,
+        Self::CertificateGetDeleted,
+        Self::CertificateListDeleted,
+        Self::CertificateRecover,
+        Self::CertificatePurge,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -271,6 +316,15 @@ impl Operation {
             | Self::KeyRotate
             | Self::KeyGetRotationPolicy
             | Self::KeySetRotationPolicy => "keys",
+            Self::CertificateCreate
+            | Self::CertificateGet
+            | Self::CertificateList
+            | Self::CertificateUpdate
+            | Self::CertificateDelete
+            | Self::CertificateGetDeleted
+            | Self::CertificateListDeleted
+            | Self::CertificateRecover
+            | Self::CertificatePurge => "certificates",
             _ => "secrets",
         }
     }
@@ -307,6 +361,15 @@ impl Operation {
             Self::KeyRotate => ("keys", "rotate"),
             Self::KeyGetRotationPolicy => ("keys", "getrotationpolicy"),
             Self::KeySetRotationPolicy => ("keys", "setrotationpolicy"),
+            Self::CertificateCreate => ("certificates", "create"),
+            Self::CertificateGet => ("certificates", "get"),
+            Self::CertificateList => ("certificates", "list"),
+            Self::CertificateUpdate => ("certificates", "update"),
+            Self::CertificateDelete => ("certificates", "delete"),
+            Self::CertificateGetDeleted => ("certificates", "get"),
+            Self::CertificateListDeleted => ("certificates", "list"),
+            Self::CertificateRecover => ("certificates", "recover"),
+            Self::CertificatePurge => ("certificates", "purge"),
         }
     }
 }

@@ -87,6 +87,16 @@ impl Curve {
         }
     }
 
+    /// Azure's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::P256 => "P-256",
+            Self::P384 => "P-384",
+            Self::P521 => "P-521",
+            Self::P256K => "P-256K",
+        }
+    }
+
     /// Bytes of one coordinate (and of r and s in a signature).
     pub fn coordinate_len(self) -> usize {
         match self {

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod backup;
+pub mod certificate;
 pub mod clock;
 pub mod directory;
 pub mod error;

@@ -36,6 +36,7 @@ pub struct VaultService {
     pub(crate) barrier: Arc<dyn Barrier>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: Arc<dyn crate::key::KeyBackend>,
+    pub(crate) certs: Arc<dyn crate::certificate::CertificateBackend>,
 }
 
 impl VaultService {
@@ -45,12 +46,14 @@ impl VaultService {
         barrier: Arc<dyn Barrier>,
         clock: Arc<dyn Clock>,
         keys: Arc<dyn crate::key::KeyBackend>,
+        certs: Arc<dyn crate::certificate::CertificateBackend>,
     ) -> Self {
         Self {
             store,
             barrier,
             clock,
             keys,
+            certs,
         }
     }
 

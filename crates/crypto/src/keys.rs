@@ -31,8 +31,8 @@ pub struct SoftwareKeys {
 }
 
 /// A decrypted private key ready for use.
-struct Handle {
-    pkey: PKey<Private>,
+pub(crate) struct Handle {
+    pub(crate) pkey: PKey<Private>,
     /// Seed of RSA1_5 implicit rejection, derived from the private key once
     /// so the padding-failure path costs the same as success.
     rejection_seed: zeroize::Zeroizing<[u8; 32]>,
@@ -50,7 +50,7 @@ impl SoftwareKeys {
         Self::default()
     }
 
-    fn handle(&self, key: &SealedPrivate<'_>) -> Result<std::sync::Arc<Handle>> {
+    pub(crate) fn handle(&self, key: &SealedPrivate<'_>) -> Result<std::sync::Arc<Handle>> {
         if let Some(h) = self
             .handles
             .read()

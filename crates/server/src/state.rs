@@ -75,10 +75,16 @@ impl AppState {
     /// Assembles the state.
     pub fn new(p: Parts) -> Self {
         let objects: Arc<dyn keyhaven_core::Store> = p.store.clone();
-        let keys: Arc<dyn keyhaven_core::key::KeyBackend> =
-            Arc::new(keyhaven_crypto::SoftwareKeys::new());
-        let service =
-            VaultService::new(objects, Arc::clone(&p.barrier), Arc::clone(&p.clock), keys);
+        let software = Arc::new(keyhaven_crypto::SoftwareKeys::new());
+        let keys: Arc<dyn keyhaven_core::key::KeyBackend> = software.clone();
+        let certs: Arc<dyn keyhaven_core::certificate::CertificateBackend> = software;
+        let service = VaultService::new(
+            objects,
+            Arc::clone(&p.barrier),
+            Arc::clone(&p.clock),
+            keys,
+            certs,
+        );
         let directory = Directory::new(
             Arc::clone(&p.store),
             Arc::clone(&p.clock),

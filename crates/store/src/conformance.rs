@@ -29,6 +29,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     versions_are_kept_and_latest_wins(&*store).await;
     names_are_case_insensitive_and_keep_first_casing(&*store).await;
     updates_change_only_metadata(&*store).await;
+    reads_by_version_see_every_change(&*store).await;
     listing_pages_by_name_and_version(&*store).await;
     soft_delete_recover_and_purge(&*store).await;
     deleted_name_blocks_new_versions(&*store).await;
@@ -351,6 +352,40 @@ async fn updates_change_only_metadata(s: &dyn Store) {
         s.update_version(&v, &missing).await,
         Err(StoreError::Missing { .. })
     ));
+}
+
+/// Reads by version id (which implementations may cache) never return what a
+/// later update, delete or purge changed.
+async fn reads_by_version_see_every_change(s: &dyn Store) {
+    let v = vid();
+    let k = ObjectKind::Key;
+    let n = name("cached");
+    let mut first = rec(k, "cached", 1, b"one");
+    let second = rec(k, "cached", 2, b"two");
+    s.put_version(&v, &first).await.unwrap();
+    s.put_version(&v, &second).await.unwrap();
+    let (vr, nr) = (&v, &n);
+    let get = |ver: Version| async move { s.get_version(vr, k, nr, Some(&ver)).await.unwrap() };
+    for _ in 0..2 {
+        assert!(get(first.version.clone()).await.unwrap().attributes.enabled);
+        assert_eq!(get(second.version.clone()).await.unwrap().payload, b"two");
+    }
+    first.attributes.enabled = false;
+    s.update_version(&v, &first).await.unwrap();
+    assert!(!get(first.version.clone()).await.unwrap().attributes.enabled);
+    let info = DeletedInfo {
+        deleted_date: 3,
+        scheduled_purge_date: 4,
+    };
+    s.delete_object(&v, k, &name("cached"), info).await.unwrap();
+    assert!(get(first.version.clone()).await.is_none());
+    assert!(get(second.version.clone()).await.is_none());
+    s.recover_object(&v, k, &name("cached")).await.unwrap();
+    assert_eq!(get(second.version.clone()).await.unwrap().payload, b"two");
+    s.delete_object(&v, k, &name("cached"), info).await.unwrap();
+    s.purge_object(&v, k, &name("cached")).await.unwrap();
+    assert!(get(second.version.clone()).await.is_none());
+    assert!(get(Version::random()).await.is_none());
 }
 
 async fn listing_pages_by_name_and_version(s: &dyn Store) {

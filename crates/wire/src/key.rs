@@ -143,6 +143,9 @@ pub struct KeyBundle<'a> {
     attributes: KeyAttributes,
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<&'a BTreeMap<String, String>>,
+    /// True for a key that backs a certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    managed: Option<bool>,
 }
 
 impl<'a> KeyBundle<'a> {
@@ -167,6 +170,7 @@ impl<'a> KeyBundle<'a> {
             },
             attributes: attributes(rec, vault),
             tags: (!rec.tags.is_empty()).then_some(&rec.tags),
+            managed: rec.managed.then_some(true),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod api_version;
 pub mod arm;
+pub mod certificate;
 pub mod error;
 pub mod graph;
 pub mod key;

@@ -133,7 +133,7 @@ pub struct AttributesOut {
 }
 
 impl AttributesOut {
-    fn new(rec: &VersionRecord, vault: &VaultRecord) -> Self {
+    pub(crate) fn new(rec: &VersionRecord, vault: &VaultRecord) -> Self {
         let a = &rec.attributes;
         Self {
             enabled: a.enabled,
@@ -160,6 +160,9 @@ pub struct SecretBundle<'a> {
     tags: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     managed: Option<bool>,
+    /// The certificate's key, for a secret that backs a certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
 }
 
 impl<'a> SecretBundle<'a> {
@@ -174,6 +177,7 @@ impl<'a> SecretBundle<'a> {
             rec,
             value,
             vault,
+            urls,
             urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()),
         )
     }
@@ -190,16 +194,19 @@ impl<'a> SecretBundle<'a> {
         } else {
             urls.unversioned(COLLECTION, rec.name.as_str())
         };
-        Self::build(rec, None, vault, id)
+        Self::build(rec, None, vault, urls, id)
     }
 
     fn build(
         rec: &'a VersionRecord,
         value: Option<&'a Sensitive<String>>,
         vault: &VaultRecord,
+        urls: &VaultUrls,
         id: String,
     ) -> Self {
         Self {
+            kid: (rec.managed && value.is_some())
+                .then(|| urls.versioned("keys", rec.name.as_str(), rec.version.as_str())),
             value: value.map(|v| v.expose().as_str()),
             id,
             content_type: rec.content_type.as_deref(),

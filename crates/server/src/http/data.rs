@@ -98,6 +98,7 @@ pub fn object_version(kind: ObjectKind, name: &ObjectName, raw: &str) -> Result<
 pub fn router(state: AppState) -> Router {
     secrets::routes()
         .merge(super::keys::routes())
+        .merge(super::certificates::routes())
         .fallback(|| async {
             ApiError::not_found("The requested resource does not exist on the vault.")
         })

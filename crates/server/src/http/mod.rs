@@ -7,6 +7,7 @@ pub mod access_control;
 pub mod arm;
 pub mod arm_rbac;
 pub mod arm_vault;
+pub mod certificates;
 pub mod data;
 pub mod extract;
 pub mod graph;

@@ -59,6 +59,10 @@ fn wildcard(pattern: &str, action: &str) -> bool {
     true
 }
 
+fn cert_policy() -> serde_json::Value {
+    json!({"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=c"}, "key_props": {"kty": "EC"}}})
+}
+
 /// The request that performs each operation on secret `s` (set up to exist
 /// or be deleted as the operation needs).
 fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value>) {
@@ -146,6 +150,25 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
         ),
         Operation::KeyBackup => ("POST", format!("/keys/k/backup?{v}"), None),
         Operation::KeyRotate => ("POST", format!("/keys/k/rotate?{v}"), None),
+        Operation::CertificateCreate => (
+            "POST",
+            format!("/certificates/cc/create?{v}"),
+            Some(cert_policy()),
+        ),
+        Operation::CertificateGet => ("GET", format!("/certificates/c?{v}"), None),
+        Operation::CertificateList => ("GET", format!("/certificates?{v}"), None),
+        Operation::CertificateUpdate => (
+            "PATCH",
+            format!("/certificates/c?{v}"),
+            Some(json!({"tags": {"a": "b"}})),
+        ),
+        Operation::CertificateDelete => ("DELETE", format!("/certificates/c?{v}"), None),
+        Operation::CertificateGetDeleted => ("GET", format!("/deletedcertificates/dc?{v}"), None),
+        Operation::CertificateListDeleted => ("GET", format!("/deletedcertificates?{v}"), None),
+        Operation::CertificateRecover => {
+            ("POST", format!("/deletedcertificates/dc/recover?{v}"), None)
+        }
+        Operation::CertificatePurge => ("DELETE", format!("/deletedcertificates/dc?{v}"), None),
         Operation::KeyGetRotationPolicy => ("GET", format!("/keys/k/rotationpolicy?{v}"), None),
         Operation::KeySetRotationPolicy => (
             "PUT",
@@ -177,6 +200,14 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
         Some(json!({"kty": "EC"})),
     )
     .await;
+    let (s, j) = h
+        .call(
+            "POST",
+            "/certificates/c/create?api-version=7.5",
+            Some(cert_policy()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{j}");
     let vault = h
         .state
         .vault(&"dev".parse().unwrap())
@@ -213,6 +244,14 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
             )
             .await;
             h.call("DELETE", "/keys/dk?api-version=7.5", None).await;
+            h.call(
+                "POST",
+                "/certificates/dc/create?api-version=7.5",
+                Some(cert_policy()),
+            )
+            .await;
+            h.call("DELETE", "/certificates/dc?api-version=7.5", None)
+                .await;
             let expected = role.permissions.iter().any(|perm| {
                 perm.data_actions
                     .iter()
@@ -258,6 +297,12 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
                 .await;
             h.call("POST", "/deletedkeys/k/recover?api-version=7.5", None)
                 .await;
+            h.call(
+                "POST",
+                "/deletedcertificates/c/recover?api-version=7.5",
+                None,
+            )
+            .await;
             h.call(
                 "POST",
                 "/keys/k/create?api-version=7.5",
@@ -336,7 +381,8 @@ async fn no_data_plane_route_answers_without_an_authorization_decision() {
     let mut probed = 0;
     let templates = keyhaven_server::http::secrets::ROUTE_PATHS
         .iter()
-        .chain(keyhaven_server::http::keys::ROUTE_PATHS.iter());
+        .chain(keyhaven_server::http::keys::ROUTE_PATHS.iter())
+        .chain(keyhaven_server::http::certificates::ROUTE_PATHS.iter());
     for template in templates {
         let path = template
             .replace("{name}", "s")

@@ -23,10 +23,43 @@ use crate::sql::{self, parse_properties, properties_json, with_deleted_info, Row
 
 /// Read-only connections kept for point reads.
 const READERS: usize = 4;
-/// Most latest-version entries cached; the cache is cleared past this.
+/// Most objects cached; the cache is cleared past this.
 const LATEST_CACHE: usize = 10_000;
+/// Most versions cached per object (beyond its latest).
+const VERSIONS_CACHED: usize = 16;
 
 type LatestKey = (String, ObjectKind, String);
+
+/// What is cached of one object: its latest version and versions read by id.
+#[derive(Default)]
+struct CachedObject {
+    latest: Option<VersionRecord>,
+    versions: HashMap<String, VersionRecord>,
+}
+
+impl CachedObject {
+    fn get(&self, version: Option<&str>) -> Option<&VersionRecord> {
+        match version {
+            None => self.latest.as_ref(),
+            Some(v) => self
+                .versions
+                .get(v)
+                .or_else(|| self.latest.as_ref().filter(|l| l.version.as_str() == v)),
+        }
+    }
+
+    fn put(&mut self, version: Option<&str>, rec: VersionRecord) {
+        match version {
+            None => self.latest = Some(rec),
+            Some(v) => {
+                if self.versions.len() >= VERSIONS_CACHED {
+                    self.versions.clear();
+                }
+                self.versions.insert(v.to_owned(), rec);
+            }
+        }
+    }
+}
 
 /// SQLite implementation of `Store`.
 #[derive(Clone)]
@@ -41,10 +74,10 @@ pub struct SqliteStore {
     // mirror is exact. Reads of hot settings (the authorization generation)
     // then cost no query.
     settings: Arc<RwLock<HashMap<String, Option<Vec<u8>>>>>,
-    // The latest version of recently read objects (sealed payloads only),
-    // exact for the same reason: every write passes through this process and
-    // drops the entry it touches.
-    latest: Arc<RwLock<HashMap<LatestKey, VersionRecord>>>,
+    // The latest version and the versions read by id of recently read
+    // objects (sealed payloads only), exact for the same reason: every write
+    // passes through this process and drops the whole entry it touches.
+    latest: Arc<RwLock<HashMap<LatestKey, CachedObject>>>,
     latest_epoch: Arc<AtomicU64>,
     // An exclusive lock on `<db>.lock`: a second process on the same file is
     // refused instead of silently sharing (and invalidating the mirror).
@@ -505,22 +538,19 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let cache_key = (vault_id.clone(), kind, key.clone());
-        if version.is_none() {
-            if let Some(hit) = self
-                .latest
-                .read()
-                .ok()
-                .and_then(|m| m.get(&cache_key).cloned())
-            {
-                return Ok(Some(hit));
-            }
-        }
-        let latest = version.is_none();
-        let epoch = self.latest_epoch.load(Ordering::SeqCst);
         let version = version.map(|v| v.as_str().to_owned());
+        if let Some(hit) = self.latest.read().ok().and_then(|m| {
+            m.get(&cache_key)
+                .and_then(|o| o.get(version.as_deref()))
+                .cloned()
+        }) {
+            return Ok(Some(hit));
+        }
+        let epoch = self.latest_epoch.load(Ordering::SeqCst);
+        let wanted = version.clone();
         let found = self
             .read(move |c| {
-                let rows = match &version {
+                let rows = match &wanted {
                     None => query_rows(c, &sql::get_latest(), &[&vault_id, &kind.as_str(), &key])?,
                     Some(v) => query_rows(
                         c,
@@ -534,14 +564,16 @@ impl Store for SqliteStore {
                     .transpose()
             })
             .await?;
-        if let (true, Some(rec)) = (latest, &found) {
+        if let Some(rec) = &found {
             if let Ok(mut m) = self.latest.write() {
                 // A write committed while we read: what we read may be stale.
                 if self.latest_epoch.load(Ordering::SeqCst) == epoch {
                     if m.len() >= LATEST_CACHE {
                         m.clear();
                     }
-                    m.insert(cache_key, rec.clone());
+                    m.entry(cache_key)
+                        .or_default()
+                        .put(version.as_deref(), rec.clone());
                 }
             }
         }

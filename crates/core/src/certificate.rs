@@ -1,0 +1,1144 @@
+//! Certificates: a certificate version binds an X.509 certificate to a key and
+//! a secret of the same name and the same version id, both `managed`. The key
+//! holds the private material (it signs and decrypts like any key); the secret
+//! holds the certificate with its chain — and the private key when the policy
+//! says it is exportable — as PKCS#12 or PEM. The policy and the latest
+//! creation operation live in the object's policy record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Authorized, Operation};
+use crate::error::{Error, Result};
+use crate::ids::{ObjectName, Version};
+use crate::key::{sealed_id, Curve, KeyMeta, KeySpec, KeyType, SealedPrivate};
+use crate::object::{
+    validate_tags, Attributes, AttributesPatch, DeletedInfo, ObjectKind, Page, VersionRecord,
+};
+use crate::sensitive::Sensitive;
+use crate::service::VaultService;
+use crate::store::PolicyRecord;
+use crate::vault::VaultRecord;
+
+const KIND: ObjectKind = ObjectKind::Certificate;
+
+/// Format of a certificate's secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretFormat {
+    /// `application/x-pkcs12`: base64 PFX with an empty password.
+    Pkcs12,
+    /// `application/x-pem-file`: PEM private key then certificates.
+    Pem,
+}
+
+impl SecretFormat {
+    /// Parses a content type.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "application/x-pkcs12" => Ok(Self::Pkcs12),
+            "application/x-pem-file" => Ok(Self::Pem),
+            _ => Err(Error::BadParameter(format!(
+                "The content type '{}' is invalid: use application/x-pkcs12 or application/x-pem-file.",
+                s.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+
+    /// The content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Pkcs12 => "application/x-pkcs12",
+            Self::Pem => "application/x-pem-file",
+        }
+    }
+}
+
+/// What a lifetime action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CertificateAction {
+    /// Renew the certificate (new version).
+    AutoRenew,
+    /// Tell the contacts.
+    EmailContacts,
+}
+
+/// When a certificate lifetime action fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CertificateTrigger {
+    /// At this percentage (1–99) of the validity period.
+    LifetimePercentage(u32),
+    /// This many days before expiry.
+    DaysBeforeExpiry(u32),
+}
+
+/// One certificate lifetime action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateLifetimeAction {
+    /// When.
+    pub trigger: CertificateTrigger,
+    /// What.
+    pub action: CertificateAction,
+}
+
+/// A certificate policy, complete (defaults applied) and validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificatePolicy {
+    /// Key type.
+    pub kty: KeyType,
+    /// RSA size.
+    pub key_size: Option<u32>,
+    /// EC curve.
+    pub curve: Option<Curve>,
+    /// Whether the secret carries the private key.
+    pub exportable: bool,
+    /// Whether renewal keeps the key.
+    pub reuse_key: bool,
+    /// Secret format.
+    pub format: SecretFormat,
+    /// Subject distinguished name, e.g. `CN=example.com, O=Contoso`.
+    pub subject: String,
+    /// DNS names.
+    pub dns_names: Vec<String>,
+    /// Email addresses.
+    pub emails: Vec<String>,
+    /// User principal names.
+    pub upns: Vec<String>,
+    /// Extended key usages (OIDs).
+    pub ekus: Vec<String>,
+    /// Key usages (Azure's names).
+    pub key_usage: Vec<String>,
+    /// Validity in months.
+    pub validity_months: u32,
+    /// Lifetime actions (at most one).
+    pub lifetime_actions: Vec<CertificateLifetimeAction>,
+    /// Issuer name: `Self`, `Unknown` or a configured issuer.
+    pub issuer: String,
+    /// Certificate type for the issuer.
+    pub cty: Option<String>,
+    /// Certificate transparency flag for the issuer.
+    pub cert_transparency: Option<bool>,
+    /// Whether new versions are enabled.
+    pub enabled: bool,
+}
+
+/// A caller's lifetime action: (lifetime percentage, days before expiry, action type).
+pub type LifetimeActionInput = (Option<u32>, Option<u32>, Option<String>);
+
+/// A caller's (partial) policy: what is absent keeps its current or default value.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyInput {
+    /// Key type (`RSA`, `EC`).
+    pub kty: Option<String>,
+    /// RSA size.
+    pub key_size: Option<u32>,
+    /// Curve.
+    pub curve: Option<String>,
+    /// Exportable.
+    pub exportable: Option<bool>,
+    /// Reuse key on renewal.
+    pub reuse_key: Option<bool>,
+    /// Secret content type.
+    pub content_type: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// DNS names (`None` keeps, `Some` replaces).
+    pub dns_names: Option<Vec<String>>,
+    /// Emails.
+    pub emails: Option<Vec<String>>,
+    /// UPNs.
+    pub upns: Option<Vec<String>>,
+    /// EKUs.
+    pub ekus: Option<Vec<String>>,
+    /// Key usages.
+    pub key_usage: Option<Vec<String>>,
+    /// Validity in months.
+    pub validity_months: Option<u32>,
+    /// Lifetime actions: (percentage, days before expiry, action type).
+    pub lifetime_actions: Option<Vec<LifetimeActionInput>>,
+    /// Issuer name.
+    pub issuer: Option<String>,
+    /// Issuer certificate type.
+    pub cty: Option<String>,
+    /// Certificate transparency.
+    pub cert_transparency: Option<bool>,
+    /// Enabled.
+    pub enabled: Option<bool>,
+}
+
+const KEY_USAGES: &[&str] = &[
+    "digitalSignature",
+    "nonRepudiation",
+    "keyEncipherment",
+    "dataEncipherment",
+    "keyAgreement",
+    "keyCertSign",
+    "cRLSign",
+    "encipherOnly",
+    "decipherOnly",
+];
+const SERVER_AUTH: &str = "1.3.6.1.5.5.7.3.1";
+const CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
+const MAX_SANS: usize = 100;
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::BadParameter(msg.into())
+}
+
+fn is_oid(s: &str) -> bool {
+    let parts: Vec<_> = s.split('.').collect();
+    parts.len() >= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl CertificatePolicy {
+    /// Applies `input` over `base` (or Azure's defaults) and validates.
+    pub fn merged(base: Option<&Self>, input: PolicyInput) -> Result<Self> {
+        let kty = match input.kty.as_deref() {
+            Some(k) => KeyType::parse(k)?,
+            None => base.map_or(KeyType::Rsa, |b| b.kty),
+        };
+        let kty_changed = base.is_some_and(|b| b.kty != kty);
+        let (key_size, curve) = match kty {
+            KeyType::Rsa => {
+                if input.curve.is_some() {
+                    return Err(bad("A curve is not valid for RSA keys."));
+                }
+                let size = input
+                    .key_size
+                    .or_else(|| base.filter(|_| !kty_changed).and_then(|b| b.key_size))
+                    .unwrap_or(2048);
+                if ![2048, 3072, 4096].contains(&size) {
+                    return Err(bad("RSA key size must be 2048, 3072 or 4096."));
+                }
+                (Some(size), None)
+            }
+            KeyType::Ec => {
+                if input
+                    .key_size
+                    .is_some_and(|s| ![256, 384, 521].contains(&s))
+                {
+                    return Err(bad("key_size is not valid for this curve."));
+                }
+                let curve = match input.curve.as_deref() {
+                    Some(c) => Curve::parse(c)?,
+                    None => base
+                        .filter(|_| !kty_changed)
+                        .and_then(|b| b.curve)
+                        .unwrap_or(match input.key_size {
+                            Some(384) => Curve::P384,
+                            Some(521) => Curve::P521,
+                            _ => Curve::P256,
+                        }),
+                };
+                (None, Some(curve))
+            }
+        };
+        let format = match input.content_type.as_deref() {
+            Some(c) => SecretFormat::parse(c)?,
+            None => base.map_or(SecretFormat::Pkcs12, |b| b.format),
+        };
+        let pick = |v: Option<Vec<String>>, old: Option<&Vec<String>>| {
+            v.or_else(|| old.cloned()).unwrap_or_default()
+        };
+        let subject = input
+            .subject
+            .or_else(|| base.map(|b| b.subject.clone()))
+            .unwrap_or_default();
+        let dns_names = pick(input.dns_names, base.map(|b| &b.dns_names));
+        let emails = pick(input.emails, base.map(|b| &b.emails));
+        let upns = pick(input.upns, base.map(|b| &b.upns));
+        if subject.trim().is_empty() && dns_names.is_empty() && emails.is_empty() && upns.is_empty()
+        {
+            return Err(bad(
+                "The policy needs a subject or at least one subject alternative name.",
+            ));
+        }
+        if subject.len() > 1024 || dns_names.len() + emails.len() + upns.len() > MAX_SANS {
+            return Err(bad(
+                "The subject or subject alternative names are too long.",
+            ));
+        }
+        for d in &dns_names {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && (l == "*" || l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                });
+            if !ok {
+                return Err(bad(format!(
+                    "'{}' is not a valid DNS name.",
+                    d.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        for e in emails.iter().chain(&upns) {
+            if !e.contains('@') || e.len() > 256 || e.chars().any(char::is_whitespace) {
+                return Err(bad(format!(
+                    "'{}' is not a valid email address or user principal name.",
+                    e.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        let ekus = input
+            .ekus
+            .or_else(|| base.map(|b| b.ekus.clone()))
+            .unwrap_or_else(|| vec![SERVER_AUTH.into(), CLIENT_AUTH.into()]);
+        if let Some(e) = ekus.iter().find(|e| !is_oid(e)) {
+            return Err(bad(format!(
+                "'{}' is not a valid extended key usage OID.",
+                e.chars().take(64).collect::<String>()
+            )));
+        }
+        let key_usage = input
+            .key_usage
+            .or_else(|| base.filter(|_| !kty_changed).map(|b| b.key_usage.clone()))
+            .unwrap_or_else(|| match kty {
+                KeyType::Rsa => vec!["digitalSignature".into(), "keyEncipherment".into()],
+                KeyType::Ec => vec!["digitalSignature".into()],
+            });
+        let key_usage = key_usage
+            .into_iter()
+            .map(|u| {
+                KEY_USAGES
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(&u))
+                    .map(|k| (*k).to_owned())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "The key usage '{}' is invalid.",
+                            u.chars().take(32).collect::<String>()
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let validity_months = input
+            .validity_months
+            .or_else(|| base.map(|b| b.validity_months))
+            .unwrap_or(12);
+        if !(1..=1200).contains(&validity_months) {
+            return Err(bad("validity_months must be between 1 and 1200."));
+        }
+        let issuer = input
+            .issuer
+            .or_else(|| base.map(|b| b.issuer.clone()))
+            .unwrap_or_else(|| "Unknown".into());
+        let issuer = if issuer.eq_ignore_ascii_case("self") {
+            "Self".to_owned()
+        } else if issuer.eq_ignore_ascii_case("unknown") {
+            "Unknown".to_owned()
+        } else {
+            issuer
+        };
+        let lifetime_actions = match input.lifetime_actions {
+            Some(list) => list
+                .into_iter()
+                .map(|(pct, days, action)| {
+                    let trigger = match (pct, days) {
+                        (Some(p), None) if (1..=99).contains(&p) => {
+                            CertificateTrigger::LifetimePercentage(p)
+                        }
+                        (None, Some(d)) if d >= 1 && d <= validity_months * 27 => {
+                            CertificateTrigger::DaysBeforeExpiry(d)
+                        }
+                        _ => {
+                            return Err(bad(
+                                "A lifetime action needs either lifetime_percentage (1-99) or days_before_expiry (1 to validity_months × 27).",
+                            ))
+                        }
+                    };
+                    let action = match action.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                        Some("autorenew") => CertificateAction::AutoRenew,
+                        Some("emailcontacts") => CertificateAction::EmailContacts,
+                        _ => return Err(bad("The lifetime action type must be AutoRenew or EmailContacts.")),
+                    };
+                    Ok(CertificateLifetimeAction { trigger, action })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => base.map_or_else(
+                || {
+                    vec![CertificateLifetimeAction {
+                        trigger: CertificateTrigger::LifetimePercentage(80),
+                        action: if issuer == "Unknown" {
+                            CertificateAction::EmailContacts
+                        } else {
+                            CertificateAction::AutoRenew
+                        },
+                    }]
+                },
+                |b| b.lifetime_actions.clone(),
+            ),
+        };
+        if lifetime_actions.len() > 1 {
+            return Err(bad("A certificate policy has at most one lifetime action."));
+        }
+        if issuer == "Unknown"
+            && lifetime_actions
+                .iter()
+                .any(|a| a.action == CertificateAction::AutoRenew)
+        {
+            return Err(bad(
+                "AutoRenew is not possible with issuer Unknown: use EmailContacts.",
+            ));
+        }
+        Ok(Self {
+            kty,
+            key_size,
+            curve,
+            exportable: input
+                .exportable
+                .or_else(|| base.map(|b| b.exportable))
+                .unwrap_or(true),
+            reuse_key: input
+                .reuse_key
+                .or_else(|| base.map(|b| b.reuse_key))
+                .unwrap_or(false),
+            format,
+            subject,
+            dns_names,
+            emails,
+            upns,
+            ekus,
+            key_usage,
+            validity_months,
+            lifetime_actions,
+            issuer,
+            cty: input.cty.or_else(|| base.and_then(|b| b.cty.clone())),
+            cert_transparency: input
+                .cert_transparency
+                .or_else(|| base.and_then(|b| b.cert_transparency)),
+            enabled: input
+                .enabled
+                .or_else(|| base.map(|b| b.enabled))
+                .unwrap_or(true),
+        })
+    }
+
+    fn key_spec(&self) -> KeySpec {
+        KeySpec {
+            kty: self.kty,
+            size: self.key_size,
+            exponent: None,
+            curve: self.curve,
+        }
+    }
+
+    /// The backing key's operations, from the key usages.
+    fn key_ops(&self) -> Vec<String> {
+        let mut ops: Vec<&str> = Vec::new();
+        for u in &self.key_usage {
+            match (u.as_str(), self.kty) {
+                ("digitalSignature" | "nonRepudiation" | "keyCertSign" | "cRLSign", _) => {
+                    ops.extend(["sign", "verify"]);
+                }
+                ("keyEncipherment", KeyType::Rsa) => {
+                    ops.extend(["encrypt", "decrypt", "wrapKey", "unwrapKey"]);
+                }
+                ("dataEncipherment", KeyType::Rsa) => ops.extend(["encrypt", "decrypt"]),
+                _ => {}
+            }
+        }
+        let mut out: Vec<String> = Vec::new();
+        for op in ops {
+            if !out.iter().any(|o| o == op) {
+                out.push(op.to_owned());
+            }
+        }
+        out
+    }
+}
+
+/// What the X.509 backend is asked to put into a certificate.
+#[derive(Debug)]
+pub struct X509Request<'a> {
+    /// The policy (subject, SANs, usages, validity).
+    pub policy: &'a CertificatePolicy,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+}
+
+/// Facts read from a DER certificate.
+#[derive(Debug, Clone)]
+pub struct CertificateInfo {
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// SHA-1 of the DER (`x5t`).
+    pub thumbprint: Vec<u8>,
+}
+
+/// The X.509 port: builds, reads and packages certificates. Implemented in
+/// `keyhaven-crypto` over the same private-key handles as `KeyBackend`.
+pub trait CertificateBackend: Send + Sync {
+    /// A self-signed certificate for `key` as `req` describes; DER.
+    fn self_signed(&self, req: &X509Request<'_>, key: &SealedPrivate<'_>) -> Result<Vec<u8>>;
+    /// Reads a DER certificate.
+    fn inspect(&self, der: &[u8]) -> Result<CertificateInfo>;
+    /// The secret value: the chain (leaf first), with the private key when
+    /// given, as PKCS#12 (base64 text, empty password) or PEM.
+    fn package(
+        &self,
+        format: SecretFormat,
+        key: Option<&SealedPrivate<'_>>,
+        chain: &[Vec<u8>],
+    ) -> Result<Sensitive<Vec<u8>>>;
+}
+
+/// Public metadata of a certificate version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateMeta {
+    /// The certificate (DER), then the rest of its chain.
+    #[serde(with = "b64_chain")]
+    pub chain: Vec<Vec<u8>>,
+    /// SHA-1 thumbprint.
+    #[serde(with = "b64")]
+    pub x5t: Vec<u8>,
+    /// The secret's content type.
+    pub content_type: String,
+}
+
+impl CertificateMeta {
+    /// The certificate itself (DER).
+    pub fn cer(&self) -> &[u8] {
+        self.chain.first().map_or(&[], Vec::as_slice)
+    }
+}
+
+mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_chain {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|c| STANDARD.encode(c)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Status of a certificate operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperationStatus {
+    /// Waiting (for a merge).
+    InProgress,
+    /// Done: a version exists.
+    Completed,
+    /// Cancelled by the caller.
+    Cancelled,
+}
+
+impl OperationStatus {
+    /// Azure's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "inProgress",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The latest creation operation of a certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateOperation {
+    /// Issuer name.
+    pub issuer: String,
+    /// Status.
+    pub status: OperationStatus,
+    /// Request id.
+    pub request_id: String,
+    /// The version it produced (or will produce).
+    pub version: String,
+    /// The CSR (DER) when the issuer is `Unknown`.
+    pub csr: Option<Vec<u8>>,
+    /// Whether cancellation was requested.
+    pub cancellation_requested: bool,
+}
+
+/// What the policy record of a certificate holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CertificateState {
+    policy: CertificatePolicy,
+    operation: Option<CertificateOperation>,
+}
+
+/// A certificate's policy with its timestamps.
+#[derive(Debug, Clone)]
+pub struct StoredPolicy {
+    /// The policy.
+    pub policy: CertificatePolicy,
+    /// Created, updated.
+    pub times: (i64, i64),
+}
+
+/// A certificate version.
+#[derive(Debug)]
+pub struct CertificateBundle {
+    /// The version's record.
+    pub record: VersionRecord,
+    /// Its certificate.
+    pub meta: CertificateMeta,
+    /// The policy (for the latest version).
+    pub policy: Option<StoredPolicy>,
+}
+
+/// A soft-deleted certificate.
+#[derive(Debug)]
+pub struct DeletedCertificate {
+    /// Latest version.
+    pub record: VersionRecord,
+    /// Its certificate.
+    pub meta: CertificateMeta,
+    /// Deletion bookkeeping.
+    pub info: DeletedInfo,
+    /// The policy.
+    pub policy: Option<StoredPolicy>,
+}
+
+/// `POST /certificates/{name}/create`.
+#[derive(Debug, Default)]
+pub struct CertificateCreate {
+    /// Policy (required for the first version).
+    pub policy: Option<PolicyInput>,
+    /// Attributes (`enabled`).
+    pub attributes: AttributesPatch,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// Parses a certificate version's metadata.
+pub fn meta_of(rec: &VersionRecord) -> Result<CertificateMeta> {
+    serde_json::from_str(&rec.meta).map_err(|_| Error::Integrity)
+}
+
+fn state_of(rec: &PolicyRecord) -> Result<CertificateState> {
+    serde_json::from_str(&rec.body).map_err(|_| Error::Integrity)
+}
+
+impl VaultService {
+    async fn certificate_state(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<Option<(CertificateState, (i64, i64))>> {
+        self.store
+            .get_policy(&vault.id, KIND, name)
+            .await?
+            .map(|r| Ok((state_of(&r)?, (r.created, r.updated))))
+            .transpose()
+    }
+
+    async fn put_certificate_state(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        state: &CertificateState,
+    ) -> Result<(i64, i64)> {
+        let now = self.clock.now();
+        let body = serde_json::to_string(state).map_err(|_| Error::Integrity)?;
+        self.store
+            .put_policy(
+                &vault.id,
+                KIND,
+                name,
+                &PolicyRecord {
+                    body,
+                    created: now,
+                    updated: now,
+                },
+            )
+            .await?;
+        let stored = self.store.get_policy(&vault.id, KIND, name).await?;
+        Ok(stored.map_or((now, now), |r| (r.created, r.updated)))
+    }
+
+    /// Refuses a name whose key or secret is not owned by a certificate.
+    async fn check_name_free(&self, vault: &VaultRecord, name: &ObjectName) -> Result<()> {
+        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+            if let Some(rec) = self.store.get_version(&vault.id, kind, name, None).await? {
+                if !rec.managed {
+                    return Err(Error::Conflict(format!(
+                        "A {} named {name} already exists and is not managed by a certificate.",
+                        kind.noun()
+                    )));
+                }
+            }
+            if self
+                .store
+                .get_deleted(&vault.id, kind, name)
+                .await?
+                .is_some()
+            {
+                return Err(Error::Conflict(format!(
+                    "A deleted {} named {name} holds the name; recover or purge it first.",
+                    kind.noun()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a certificate version from its policy. Issuer `Self` completes
+    /// at once; the operation is returned as Azure's poller expects.
+    pub async fn create_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        input: CertificateCreate,
+    ) -> Result<CertificateOperation> {
+        auth.require(vault, Operation::CertificateCreate)?;
+        let tags = input.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        if self
+            .store
+            .get_deleted(&vault.id, KIND, name)
+            .await?
+            .is_some()
+        {
+            return Err(Error::DeletedButRecoverable {
+                kind: KIND,
+                name: name.to_string(),
+            });
+        }
+        let existing = self.certificate_state(vault, name).await?;
+        let policy = match (input.policy, &existing) {
+            (Some(p), e) => CertificatePolicy::merged(e.as_ref().map(|(s, _)| &s.policy), p)?,
+            (None, Some((s, _))) => s.policy.clone(),
+            (None, None) => {
+                return Err(bad(
+                    "A policy is required to create the first version of a certificate.",
+                ))
+            }
+        };
+        if policy.issuer != "Self" {
+            return Err(bad(format!(
+                "The issuer '{}' is not supported yet: use Self.",
+                policy.issuer.chars().take(64).collect::<String>()
+            )));
+        }
+        self.check_name_free(vault, name).await?;
+        let enabled = input.attributes.enabled.unwrap_or(policy.enabled);
+        let version = self
+            .issue_self_signed(vault, name, &policy, enabled, tags)
+            .await?;
+        let operation = CertificateOperation {
+            issuer: policy.issuer.clone(),
+            status: OperationStatus::Completed,
+            request_id: Version::random().to_string(),
+            version: version.to_string(),
+            csr: None,
+            cancellation_requested: false,
+        };
+        self.put_certificate_state(
+            vault,
+            name,
+            &CertificateState {
+                policy,
+                operation: Some(operation.clone()),
+            },
+        )
+        .await?;
+        // Azure answers a create before the certificate exists, so its reply
+        // always says inProgress; the SDK poller relies on that to poll (it
+        // fetches the certificate only after a poll sees `completed`).
+        Ok(CertificateOperation {
+            status: OperationStatus::InProgress,
+            ..operation
+        })
+    }
+
+    /// Makes the key, the certificate and the secret of a new version.
+    async fn issue_self_signed(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        policy: &CertificatePolicy,
+        enabled: bool,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Version> {
+        let now = self.clock.now();
+        let version = Version::random();
+        let (private, public) = self.keys.generate(&policy.key_spec())?;
+        let key_aad = Self::payload_aad(vault, ObjectKind::Key, name, &version);
+        let key_payload = self.barrier.seal(vault, &key_aad, private.expose())?;
+        drop(private);
+        // The private key is used synchronously here, never across an await.
+        let (chain, info, value) = {
+            let id = sealed_id(&key_aad, &key_payload);
+            let open = || self.barrier.open(vault, &key_aad, &key_payload);
+            let sealed = SealedPrivate {
+                id: &id,
+                open: &open,
+            };
+            let der = self.certs.self_signed(
+                &X509Request {
+                    policy,
+                    not_before: now,
+                },
+                &sealed,
+            )?;
+            let info = self.certs.inspect(&der)?;
+            let chain = vec![der];
+            let value =
+                self.certs
+                    .package(policy.format, policy.exportable.then_some(&sealed), &chain)?;
+            (chain, info, value)
+        };
+        let secret_aad = Self::payload_aad(vault, ObjectKind::Secret, name, &version);
+        let secret_payload = self.barrier.seal(vault, &secret_aad, value.expose())?;
+        drop(value);
+        let attributes = Attributes {
+            enabled,
+            nbf: Some(info.not_before),
+            exp: Some(info.not_after),
+            created: now,
+            updated: now,
+        };
+        let meta = CertificateMeta {
+            chain,
+            x5t: info.thumbprint,
+            content_type: policy.format.content_type().to_owned(),
+        };
+        let records = [
+            VersionRecord {
+                kind: ObjectKind::Key,
+                name: name.clone(),
+                version: version.clone(),
+                attributes: attributes.clone(),
+                tags: tags.clone(),
+                content_type: None,
+                managed: true,
+                payload: key_payload.clone(),
+                meta: serde_json::to_string(&KeyMeta {
+                    public,
+                    key_ops: policy.key_ops(),
+                })
+                .map_err(|_| Error::Integrity)?,
+            },
+            VersionRecord {
+                kind: ObjectKind::Secret,
+                name: name.clone(),
+                version: version.clone(),
+                attributes: attributes.clone(),
+                tags: tags.clone(),
+                content_type: Some(meta.content_type.clone()),
+                managed: true,
+                payload: secret_payload,
+                meta: String::from("{}"),
+            },
+            VersionRecord {
+                kind: KIND,
+                name: name.clone(),
+                version: version.clone(),
+                attributes,
+                tags,
+                content_type: None,
+                managed: false,
+                payload: Vec::new(),
+                meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
+            },
+        ];
+        // The certificate last: it is what makes the version visible.
+        for rec in &records {
+            self.store.put_version(&vault.id, rec).await?;
+        }
+        Ok(version)
+    }
+
+    /// Gets a certificate version (`None` = latest, which carries the policy).
+    pub async fn get_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> Result<CertificateBundle> {
+        auth.require(vault, Operation::CertificateGet)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        let policy = if version.is_none() {
+            self.certificate_state(vault, name)
+                .await?
+                .map(|(s, times)| StoredPolicy {
+                    policy: s.policy,
+                    times,
+                })
+        } else {
+            None
+        };
+        Ok(CertificateBundle {
+            record,
+            meta,
+            policy,
+        })
+    }
+
+    /// Lists certificates (latest versions).
+    pub async fn list_certificates(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRecord>> {
+        self.list_objects(auth, vault, KIND, Operation::CertificateList, cursor, limit)
+            .await
+    }
+
+    /// Lists a certificate's versions.
+    pub async fn list_certificate_versions(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<VersionRecord>> {
+        self.list_object_versions(
+            auth,
+            vault,
+            KIND,
+            Operation::CertificateList,
+            name,
+            (cursor, limit),
+        )
+        .await
+    }
+
+    /// The certificate's policy.
+    pub async fn get_certificate_policy(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<StoredPolicy> {
+        auth.require(vault, Operation::CertificateGet)?;
+        self.live_version(vault, KIND, name, None).await?;
+        let (state, times) = self
+            .certificate_state(vault, name)
+            .await?
+            .ok_or(Error::Integrity)?;
+        Ok(StoredPolicy {
+            policy: state.policy,
+            times,
+        })
+    }
+
+    /// Updates the certificate's policy (fields absent keep their values).
+    pub async fn update_certificate_policy(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        input: PolicyInput,
+    ) -> Result<StoredPolicy> {
+        auth.require(vault, Operation::CertificateUpdate)?;
+        self.live_version(vault, KIND, name, None).await?;
+        let (mut state, _) = self
+            .certificate_state(vault, name)
+            .await?
+            .ok_or(Error::Integrity)?;
+        state.policy = CertificatePolicy::merged(Some(&state.policy), input)?;
+        let times = self.put_certificate_state(vault, name, &state).await?;
+        Ok(StoredPolicy {
+            policy: state.policy,
+            times,
+        })
+    }
+
+    /// The certificate's latest creation operation.
+    pub async fn get_certificate_operation(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<CertificateOperation> {
+        auth.require(vault, Operation::CertificateGet)?;
+        self.certificate_state(vault, name)
+            .await?
+            .and_then(|(s, _)| s.operation)
+            .ok_or_else(|| Error::NotFound {
+                kind: KIND,
+                name: format!("{name}/pending"),
+            })
+    }
+
+    /// Updates a certificate version's attributes and tags, mirrored onto its
+    /// key and secret.
+    pub async fn update_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+        attributes: AttributesPatch,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> Result<CertificateBundle> {
+        auth.require(vault, Operation::CertificateUpdate)?;
+        if let Some(t) = &tags {
+            validate_tags(t)?;
+        }
+        if attributes.nbf.is_some() || attributes.exp.is_some() {
+            return Err(bad(
+                "A certificate's nbf and exp come from the certificate and cannot be changed.",
+            ));
+        }
+        let mut record = self.live_version(vault, KIND, name, version).await?;
+        let now = self.clock.now();
+        record.attributes.apply(&attributes, now);
+        if let Some(t) = tags.clone() {
+            record.tags = t;
+        }
+        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+            if let Some(mut r) = self
+                .store
+                .get_version(&vault.id, kind, name, Some(&record.version))
+                .await?
+            {
+                r.attributes.apply(&attributes, now);
+                if let Some(t) = tags.clone() {
+                    r.tags = t;
+                }
+                self.store.update_version(&vault.id, &r).await?;
+            }
+        }
+        self.store.update_version(&vault.id, &record).await?;
+        let meta = meta_of(&record)?;
+        Ok(CertificateBundle {
+            record,
+            meta,
+            policy: None,
+        })
+    }
+
+    /// Soft-deletes a certificate with its key and secret.
+    pub async fn delete_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<DeletedCertificate> {
+        let (record, info) = self
+            .delete_object(auth, vault, KIND, Operation::CertificateDelete, name)
+            .await?;
+        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+            self.store
+                .delete_object(&vault.id, kind, name, info)
+                .await?;
+        }
+        let meta = meta_of(&record)?;
+        let policy = self
+            .certificate_state(vault, name)
+            .await?
+            .map(|(s, times)| StoredPolicy {
+                policy: s.policy,
+                times,
+            });
+        Ok(DeletedCertificate {
+            record,
+            meta,
+            info,
+            policy,
+        })
+    }
+
+    /// Reads a soft-deleted certificate.
+    pub async fn get_deleted_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<DeletedCertificate> {
+        let (record, info) = self
+            .get_deleted_object(auth, vault, KIND, Operation::CertificateGetDeleted, name)
+            .await?;
+        let meta = meta_of(&record)?;
+        Ok(DeletedCertificate {
+            record,
+            meta,
+            info,
+            policy: None,
+        })
+    }
+
+    /// Lists soft-deleted certificates.
+    pub async fn list_deleted_certificates(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<(VersionRecord, DeletedInfo)>> {
+        self.list_deleted_objects(
+            auth,
+            vault,
+            KIND,
+            Operation::CertificateListDeleted,
+            cursor,
+            limit,
+        )
+        .await
+    }
+
+    /// Recovers a soft-deleted certificate with its key and secret.
+    pub async fn recover_deleted_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<CertificateBundle> {
+        let record = self
+            .recover_object(auth, vault, KIND, Operation::CertificateRecover, name)
+            .await?;
+        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+            self.store.recover_object(&vault.id, kind, name).await?;
+        }
+        let meta = meta_of(&record)?;
+        Ok(CertificateBundle {
+            record,
+            meta,
+            policy: None,
+        })
+    }
+
+    /// Purges a soft-deleted certificate with its key, secret and policy.
+    pub async fn purge_deleted_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<()> {
+        self.purge_object(auth, vault, KIND, Operation::CertificatePurge, name)
+            .await?;
+        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+            self.store.purge_object(&vault.id, kind, name).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! X.509 with OpenSSL: self-signed certificates from a policy, reading a
+//! certificate's validity and thumbprint, and packaging a certificate chain
+//! (with its private key when exportable) as PKCS#12 or PEM. Private keys come
+//! from the same handle cache as key operations.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use keyhaven_core::certificate::{
+    CertificateBackend, CertificateInfo, CertificatePolicy, SecretFormat, X509Request,
+};
+use keyhaven_core::key::{Curve, KeyType, SealedPrivate};
+use keyhaven_core::{Error, Result, Sensitive};
+use openssl::asn1::{Asn1Object, Asn1Time};
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkcs12::Pkcs12;
+use openssl::stack::Stack;
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509Builder, X509Name, X509NameBuilder, X509};
+
+use crate::SoftwareKeys;
+
+/// OID of the Microsoft UPN otherName.
+const UPN_OID: &str = "1.3.6.1.4.1.311.20.2.3";
+
+fn x509_err<T>(_: T) -> Error {
+    Error::Integrity
+}
+
+/// Parses `CN=a, O=b, …` into an X.509 name (a 400 for anything else).
+pub fn parse_subject(subject: &str) -> Result<X509Name> {
+    let bad = || {
+        Error::BadParameter(format!(
+            "The subject '{}' is not a valid distinguished name (for example CN=example.com, O=Contoso).",
+            subject.chars().take(64).collect::<String>()
+        ))
+    };
+    let mut b = X509NameBuilder::new().map_err(x509_err)?;
+    for part in subject
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = part.split_once('=').ok_or_else(bad)?;
+        let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+        if v.is_empty() || v.len() > 256 {
+            return Err(bad());
+        }
+        let field = match k.to_ascii_uppercase().as_str() {
+            "CN" => "CN",
+            "O" => "O",
+            "OU" => "OU",
+            "C" => "C",
+            "L" => "L",
+            "ST" | "S" => "ST",
+            "E" | "EMAIL" | "EMAILADDRESS" => "emailAddress",
+            "DC" => "DC",
+            "STREET" => "street",
+            "SERIALNUMBER" => "serialNumber",
+            "T" | "TITLE" => "title",
+            "G" | "GN" | "GIVENNAME" => "GN",
+            "SN" | "SURNAME" => "SN",
+            _ => return Err(bad()),
+        };
+        b.append_entry_by_text(field, v).map_err(|_| bad())?;
+    }
+    Ok(b.build())
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Civil date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `t` plus `months` calendar months (the day clamped to the month's end).
+pub fn add_months(t: i64, months: u32) -> i64 {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let total = y * 12 + (m - 1) + i64::from(months);
+    let (ny, nm) = (total.div_euclid(12), total.rem_euclid(12) + 1);
+    let last =
+        days_from_civil(ny + i64::from(nm == 12), nm % 12 + 1, 1) - days_from_civil(ny, nm, 1);
+    days_from_civil(ny, nm, d.min(last)) * 86_400 + secs
+}
+
+fn signing_digest(policy: &CertificatePolicy) -> MessageDigest {
+    match (policy.kty, policy.curve) {
+        (KeyType::Ec, Some(Curve::P384)) => MessageDigest::sha384(),
+        (KeyType::Ec, Some(Curve::P521)) => MessageDigest::sha512(),
+        _ => MessageDigest::sha256(),
+    }
+}
+
+/// DER of a UTF8String (for the UPN otherName).
+fn utf8_string_der(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = vec![0x0c];
+    let len = bytes.len();
+    if len < 0x80 {
+        out.push(u8::try_from(len).unwrap_or(0));
+    } else {
+        let be = len.to_be_bytes();
+        let skip = be.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | u8::try_from(be.len() - skip).unwrap_or(0));
+        out.extend(be.iter().skip(skip));
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn unix_of(t: &openssl::asn1::Asn1TimeRef) -> Result<i64> {
+    let epoch = Asn1Time::from_unix(0).map_err(x509_err)?;
+    let diff = epoch.diff(t).map_err(x509_err)?;
+    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+impl CertificateBackend for SoftwareKeys {
+    fn self_signed(&self, req: &X509Request<'_>, key: &SealedPrivate<'_>) -> Result<Vec<u8>> {
+        let p = req.policy;
+        let handle = self.handle(key)?;
+        let pkey = &handle.pkey;
+        let name = if p.subject.trim().is_empty() {
+            X509NameBuilder::new().map_err(x509_err)?.build()
+        } else {
+            parse_subject(&p.subject)?
+        };
+        let mut b = X509Builder::new().map_err(x509_err)?;
+        b.set_version(2).map_err(x509_err)?;
+        let mut serial = BigNum::new().map_err(x509_err)?;
+        serial
+            .rand(127, MsbOption::MAYBE_ZERO, false)
+            .map_err(x509_err)?;
+        let serial = serial.to_asn1_integer().map_err(x509_err)?;
+        b.set_serial_number(&serial).map_err(x509_err)?;
+        b.set_subject_name(&name).map_err(x509_err)?;
+        b.set_issuer_name(&name).map_err(x509_err)?;
+        b.set_pubkey(pkey).map_err(x509_err)?;
+        let not_after = add_months(req.not_before, p.validity_months);
+        let (start, end) = (
+            Asn1Time::from_unix(req.not_before).map_err(x509_err)?,
+            Asn1Time::from_unix(not_after).map_err(x509_err)?,
+        );
+        b.set_not_before(&start).map_err(x509_err)?;
+        b.set_not_after(&end).map_err(x509_err)?;
+        let is_ca = p.key_usage.iter().any(|u| u == "keyCertSign");
+        let mut bc = BasicConstraints::new();
+        bc.critical();
+        if is_ca {
+            bc.ca();
+        }
+        b.append_extension(bc.build().map_err(x509_err)?)
+            .map_err(x509_err)?;
+        if !p.key_usage.is_empty() {
+            let mut ku = KeyUsage::new();
+            ku.critical();
+            for u in &p.key_usage {
+                match u.as_str() {
+                    "digitalSignature" => ku.digital_signature(),
+                    "nonRepudiation" => ku.non_repudiation(),
+                    "keyEncipherment" => ku.key_encipherment(),
+                    "dataEncipherment" => ku.data_encipherment(),
+                    "keyAgreement" => ku.key_agreement(),
+                    "keyCertSign" => ku.key_cert_sign(),
+                    "cRLSign" => ku.crl_sign(),
+                    "encipherOnly" => ku.encipher_only(),
+                    "decipherOnly" => ku.decipher_only(),
+                    _ => &mut ku,
+                };
+            }
+            b.append_extension(ku.build().map_err(x509_err)?)
+                .map_err(x509_err)?;
+        }
+        if !p.ekus.is_empty() {
+            let mut eku = ExtendedKeyUsage::new();
+            for oid in &p.ekus {
+                eku.other(oid);
+            }
+            b.append_extension(eku.build().map_err(x509_err)?)
+                .map_err(x509_err)?;
+        }
+        if !(p.dns_names.is_empty() && p.emails.is_empty() && p.upns.is_empty()) {
+            let mut san = SubjectAlternativeName::new();
+            for d in &p.dns_names {
+                san.dns(d);
+            }
+            for e in &p.emails {
+                san.email(e);
+            }
+            for u in &p.upns {
+                san.other_name2(
+                    Asn1Object::from_str(UPN_OID).map_err(x509_err)?,
+                    &utf8_string_der(u),
+                );
+            }
+            let ext = san.build(&b.x509v3_context(None, None)).map_err(|_| {
+                Error::BadParameter("The subject alternative names are invalid.".into())
+            })?;
+            b.append_extension(ext).map_err(x509_err)?;
+        }
+        let ski = SubjectKeyIdentifier::new()
+            .build(&b.x509v3_context(None, None))
+            .map_err(x509_err)?;
+        b.append_extension(ski).map_err(x509_err)?;
+        b.sign(pkey, signing_digest(p)).map_err(x509_err)?;
+        b.build().to_der().map_err(x509_err)
+    }
+
+    fn inspect(&self, der: &[u8]) -> Result<CertificateInfo> {
+        let cert = X509::from_der(der)
+            .map_err(|_| Error::BadParameter("The certificate could not be parsed.".into()))?;
+        Ok(CertificateInfo {
+            not_before: unix_of(cert.not_before())?,
+            not_after: unix_of(cert.not_after())?,
+            thumbprint: cert
+                .digest(MessageDigest::sha1())
+                .map_err(x509_err)?
+                .to_vec(),
+        })
+    }
+
+    fn package(
+        &self,
+        format: SecretFormat,
+        key: Option<&SealedPrivate<'_>>,
+        chain: &[Vec<u8>],
+    ) -> Result<Sensitive<Vec<u8>>> {
+        let certs = chain
+            .iter()
+            .map(|c| X509::from_der(c).map_err(x509_err))
+            .collect::<Result<Vec<_>>>()?;
+        let handle = key.map(|k| self.handle(k)).transpose()?;
+        match format {
+            SecretFormat::Pem => {
+                let mut out = Vec::new();
+                if let Some(h) = &handle {
+                    let pem = Sensitive::new(h.pkey.private_key_to_pem_pkcs8().map_err(x509_err)?);
+                    out.extend_from_slice(pem.expose());
+                }
+                for c in &certs {
+                    out.extend(c.to_pem().map_err(x509_err)?);
+                }
+                Ok(Sensitive::new(out))
+            }
+            SecretFormat::Pkcs12 => {
+                let mut b = Pkcs12::builder();
+                if let Some(h) = &handle {
+                    b.pkey(&h.pkey);
+                }
+                let mut rest = certs.iter();
+                if let Some(leaf) = rest.next() {
+                    b.cert(leaf);
+                }
+                let mut ca = Stack::new().map_err(x509_err)?;
+                for c in rest {
+                    ca.push(c.clone()).map_err(x509_err)?;
+                }
+                b.ca(ca);
+                let der =
+                    Sensitive::new(b.build2("").map_err(x509_err)?.to_der().map_err(x509_err)?);
+                Ok(Sensitive::new(STANDARD.encode(der.expose()).into_bytes()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_calendar_months() {
+        let jan31 = days_from_civil(2026, 1, 31) * 86_400 + 3600;
+        assert_eq!(
+            add_months(jan31, 1),
+            days_from_civil(2026, 2, 28) * 86_400 + 3600
+        );
+        assert_eq!(
+            add_months(jan31, 12),
+            days_from_civil(2027, 1, 31) * 86_400 + 3600
+        );
+        assert_eq!(
+            add_months(jan31, 13),
+            days_from_civil(2027, 2, 28) * 86_400 + 3600
+        );
+        let feb29 = days_from_civil(2024, 2, 29) * 86_400;
+        assert_eq!(add_months(feb29, 12), days_from_civil(2025, 2, 28) * 86_400);
+        assert_eq!(
+            civil_from_days(days_from_civil(2000, 12, 31)),
+            (2000, 12, 31)
+        );
+    }
+
+    #[test]
+    fn subjects_parse_or_are_refused() {
+        assert!(parse_subject("CN=example.com, O=Contoso, C=US").is_ok());
+        assert!(parse_subject("E=a@b.c;OU=x").is_ok());
+        for bad in ["example.com", "CN=", "XX=1", "CN=a,=b"] {
+            assert!(parse_subject(bad).is_err(), "{bad}");
+        }
+    }
+}

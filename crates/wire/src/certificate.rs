@@ -1,0 +1,408 @@
+//! Certificate shapes: CertificatePolicy (snake_case inside, as Azure writes
+//! it), CertificateBundle/Item, DeletedCertificateBundle/Item and
+//! CertificateOperation. `cer` and `csr` are standard base64; `x5t` is
+//! base64url.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use keyhaven_core::certificate::{
+    CertificateAction, CertificateCreate, CertificateMeta, CertificateOperation,
+    CertificateTrigger, PolicyInput, StoredPolicy,
+};
+use keyhaven_core::object::{DeletedInfo, VersionRecord};
+use keyhaven_core::{Error, VaultRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{AttributesIn, AttributesOut};
+use crate::urls::VaultUrls;
+
+const COLLECTION: &str = "certificates";
+const DELETED_COLLECTION: &str = "deletedcertificates";
+
+#[derive(Serialize, Deserialize, Default)]
+struct KeyProps {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exportable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kty: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reuse_key: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crv: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SecretProps {
+    #[serde(rename = "contentType", skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Sans {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emails: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upns: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct X509Props {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ekus: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sans: Option<Sans>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_usage: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validity_months: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Trigger {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifetime_percentage: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    days_before_expiry: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Action {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct LifetimeAction {
+    #[serde(default)]
+    trigger: Option<Trigger>,
+    #[serde(default)]
+    action: Option<Action>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct IssuerParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cty: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_transparency: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct PolicyAttributes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    created: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    updated: Option<i64>,
+}
+
+/// CertificatePolicy, in and out.
+#[derive(Serialize, Deserialize, Default)]
+pub struct CertificatePolicy {
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_props: Option<KeyProps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_props: Option<SecretProps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x509_props: Option<X509Props>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lifetime_actions: Option<Vec<LifetimeAction>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<IssuerParameters>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attributes: Option<PolicyAttributes>,
+}
+
+impl From<CertificatePolicy> for PolicyInput {
+    fn from(p: CertificatePolicy) -> Self {
+        let k = p.key_props.unwrap_or_default();
+        let x = p.x509_props.unwrap_or_default();
+        let sans = x.sans;
+        let issuer = p.issuer.unwrap_or_default();
+        Self {
+            kty: k.kty,
+            key_size: k.key_size,
+            curve: k.crv,
+            exportable: k.exportable,
+            reuse_key: k.reuse_key,
+            content_type: p.secret_props.and_then(|s| s.content_type),
+            subject: x.subject,
+            // Replacing the SAN object replaces all three lists.
+            dns_names: sans
+                .as_ref()
+                .map(|s| s.dns_names.clone().unwrap_or_default()),
+            emails: sans.as_ref().map(|s| s.emails.clone().unwrap_or_default()),
+            upns: sans.as_ref().map(|s| s.upns.clone().unwrap_or_default()),
+            ekus: x.ekus,
+            key_usage: x.key_usage,
+            validity_months: x.validity_months,
+            lifetime_actions: p.lifetime_actions.map(|list| {
+                list.into_iter()
+                    .map(|a| {
+                        let t = a.trigger.unwrap_or_default();
+                        (
+                            t.lifetime_percentage,
+                            t.days_before_expiry,
+                            a.action.and_then(|x| x.action_type),
+                        )
+                    })
+                    .collect()
+            }),
+            issuer: issuer.name,
+            cty: issuer.cty,
+            cert_transparency: issuer.cert_transparency,
+            enabled: p.attributes.and_then(|a| a.enabled),
+        }
+    }
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+impl CertificatePolicy {
+    /// The wire form of a stored policy of certificate `name`.
+    pub fn new(stored: &StoredPolicy, name: &str, urls: &VaultUrls) -> Self {
+        let p = &stored.policy;
+        let sans =
+            (!(p.dns_names.is_empty() && p.emails.is_empty() && p.upns.is_empty())).then(|| Sans {
+                emails: non_empty(&p.emails),
+                dns_names: non_empty(&p.dns_names),
+                upns: non_empty(&p.upns),
+            });
+        Self {
+            id: Some(format!("{}/policy", urls.unversioned(COLLECTION, name))),
+            key_props: Some(KeyProps {
+                exportable: Some(p.exportable),
+                kty: Some(p.kty.as_str().to_owned()),
+                key_size: p.key_size,
+                reuse_key: Some(p.reuse_key),
+                crv: p.curve.map(|c| c.as_str().to_owned()),
+            }),
+            secret_props: Some(SecretProps {
+                content_type: Some(p.format.content_type().to_owned()),
+            }),
+            x509_props: Some(X509Props {
+                subject: Some(p.subject.clone()),
+                ekus: Some(p.ekus.clone()),
+                sans,
+                key_usage: Some(p.key_usage.clone()),
+                validity_months: Some(p.validity_months),
+            }),
+            lifetime_actions: Some(
+                p.lifetime_actions
+                    .iter()
+                    .map(|a| LifetimeAction {
+                        trigger: Some(match a.trigger {
+                            CertificateTrigger::LifetimePercentage(n) => Trigger {
+                                lifetime_percentage: Some(n),
+                                days_before_expiry: None,
+                            },
+                            CertificateTrigger::DaysBeforeExpiry(n) => Trigger {
+                                lifetime_percentage: None,
+                                days_before_expiry: Some(n),
+                            },
+                        }),
+                        action: Some(Action {
+                            action_type: Some(
+                                match a.action {
+                                    CertificateAction::AutoRenew => "AutoRenew",
+                                    CertificateAction::EmailContacts => "EmailContacts",
+                                }
+                                .to_owned(),
+                            ),
+                        }),
+                    })
+                    .collect(),
+            ),
+            issuer: Some(IssuerParameters {
+                name: Some(p.issuer.clone()),
+                cty: p.cty.clone(),
+                cert_transparency: p.cert_transparency,
+            }),
+            attributes: Some(PolicyAttributes {
+                enabled: Some(p.enabled),
+                created: Some(stored.times.0),
+                updated: Some(stored.times.1),
+            }),
+        }
+    }
+}
+
+/// `POST /certificates/{name}/create` body.
+#[derive(Deserialize)]
+pub struct CertificateCreateParameters {
+    policy: Option<CertificatePolicy>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl From<CertificateCreateParameters> for CertificateCreate {
+    fn from(p: CertificateCreateParameters) -> Self {
+        Self {
+            policy: p.policy.map(Into::into),
+            attributes: p.attributes.map(Into::into).unwrap_or_default(),
+            tags: p.tags,
+        }
+    }
+}
+
+/// `PATCH /certificates/{name}/{version}` body.
+#[derive(Deserialize)]
+pub struct CertificateUpdateParameters {
+    /// Attributes (enabled).
+    pub attributes: Option<AttributesIn>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// A policy to apply as well (optional).
+    pub policy: Option<CertificatePolicy>,
+}
+
+/// CertificateBundle (and CertificateItem, without `kid`/`sid`/`cer`/`policy`).
+#[derive(Serialize)]
+pub struct CertificateBundle<'a> {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+    x5t: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cer: Option<String>,
+    #[serde(rename = "contentType", skip_serializing_if = "Option::is_none")]
+    content_type: Option<&'a str>,
+    attributes: AttributesOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<CertificatePolicy>,
+}
+
+impl<'a> CertificateBundle<'a> {
+    /// The full bundle of a version (with the policy when given).
+    pub fn new(
+        rec: &'a VersionRecord,
+        meta: &'a CertificateMeta,
+        policy: Option<&StoredPolicy>,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+    ) -> Self {
+        let (name, version) = (rec.name.as_str(), rec.version.as_str());
+        Self {
+            id: urls.versioned(COLLECTION, name, version),
+            kid: Some(urls.versioned("keys", name, version)),
+            sid: Some(urls.versioned("secrets", name, version)),
+            x5t: URL_SAFE_NO_PAD.encode(&meta.x5t),
+            cer: Some(STANDARD.encode(meta.cer())),
+            content_type: Some(&meta.content_type),
+            attributes: AttributesOut::new(rec, vault),
+            tags: Some(&rec.tags),
+            policy: policy.map(|p| CertificatePolicy::new(p, name, urls)),
+        }
+    }
+
+    /// A list item: unversioned id (list) or versioned (list versions).
+    pub fn item(
+        rec: &'a VersionRecord,
+        vault: &VaultRecord,
+        urls: &VaultUrls,
+        versioned: bool,
+    ) -> Result<Self, Error> {
+        let meta = keyhaven_core::certificate::meta_of(rec)?;
+        let (name, version) = (rec.name.as_str(), rec.version.as_str());
+        Ok(Self {
+            id: if versioned {
+                urls.versioned(COLLECTION, name, version)
+            } else {
+                urls.unversioned(COLLECTION, name)
+            },
+            kid: None,
+            sid: None,
+            x5t: URL_SAFE_NO_PAD.encode(&meta.x5t),
+            cer: None,
+            content_type: None,
+            attributes: AttributesOut::new(rec, vault),
+            tags: (!rec.tags.is_empty()).then_some(&rec.tags),
+            policy: None,
+        })
+    }
+}
+
+/// DeletedCertificateBundle / DeletedCertificateItem.
+#[derive(Serialize)]
+pub struct DeletedCertificateBundle<'a> {
+    #[serde(rename = "recoveryId")]
+    recovery_id: String,
+    #[serde(rename = "deletedDate")]
+    deleted_date: i64,
+    #[serde(rename = "scheduledPurgeDate")]
+    scheduled_purge_date: i64,
+    #[serde(flatten)]
+    bundle: CertificateBundle<'a>,
+}
+
+impl<'a> DeletedCertificateBundle<'a> {
+    /// Wraps a bundle or item with its deletion info.
+    pub fn new(
+        bundle: CertificateBundle<'a>,
+        rec: &VersionRecord,
+        info: &DeletedInfo,
+        urls: &VaultUrls,
+    ) -> Self {
+        Self {
+            recovery_id: urls.unversioned(DELETED_COLLECTION, rec.name.as_str()),
+            deleted_date: info.deleted_date,
+            scheduled_purge_date: info.scheduled_purge_date,
+            bundle,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct IssuerRef {
+    name: String,
+}
+
+/// CertificateOperation.
+#[derive(Serialize)]
+pub struct CertificateOperationOut {
+    id: String,
+    issuer: IssuerRef,
+    csr: Option<String>,
+    cancellation_requested: bool,
+    status: &'static str,
+    status_details: Option<String>,
+    target: String,
+    request_id: String,
+}
+
+impl CertificateOperationOut {
+    /// The wire form of `op` on certificate `name`.
+    pub fn new(op: &CertificateOperation, name: &str, urls: &VaultUrls) -> Self {
+        Self {
+            id: format!("{}/pending", urls.unversioned(COLLECTION, name)),
+            issuer: IssuerRef {
+                name: op.issuer.clone(),
+            },
+            csr: op.csr.as_ref().map(|c| STANDARD.encode(c)),
+            cancellation_requested: op.cancellation_requested,
+            status: op.status.as_str(),
+            status_details: None,
+            target: urls.unversioned(COLLECTION, name),
+            request_id: op.request_id.clone(),
+        }
+    }
+}

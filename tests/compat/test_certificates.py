@@ -1,0 +1,258 @@
+"""Certificates, first slice: self-signed certificates created from policies
+through azure-keyvault-certificates' CertificateClient (the SDK poller runs
+unchanged), each checked independently with pyca/cryptography: subject, SANs,
+EKUs, key usage, validity, signature, the public key equal to the backing
+key's JWK, and the backing secret's private key matching it. Then policy
+updates, listing, delete/recover/purge of the certificate with its key and
+secret, and the errors of bad policies."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificateContentType,
+    CertificatePolicy,
+    KeyCurveName,
+    KeyType,
+    KeyUsageType,
+    WellKnownIssuerNames,
+)
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from khcompat import CLIENT_KWARGS, unique
+
+POLL = {"_polling_interval": 0.2}
+
+
+@pytest.fixture(scope="module")
+def certs(server, credential):
+    c = CertificateClient(server.vault_url, credential, **CLIENT_KWARGS)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def secrets(server, credential):
+    c = SecretClient(server.vault_url, credential, **CLIENT_KWARGS)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def keys(server, credential):
+    c = KeyClient(server.vault_url, credential, **CLIENT_KWARGS)
+    yield c
+    c.close()
+
+
+def create(certs, name, policy, **kw):
+    return certs.begin_create_certificate(name, policy, **kw, **POLL).result()
+
+
+def public_numbers_of_jwk(jwk):
+    if jwk.kty.startswith("RSA"):
+        return rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big"))
+    curve = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}[jwk.crv]
+    return ec.EllipticCurvePublicNumbers(int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve)
+
+
+def verify_self_signed(cert: x509.Certificate):
+    pub = cert.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    else:
+        pub.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+
+
+def test_default_policy_makes_a_self_signed_rsa_certificate(certs, secrets, keys, server, credential):
+    name = unique("cert")
+    cert = create(certs, name, CertificatePolicy.get_default(), tags={"team": "web"})
+    assert cert.name == name and cert.properties.tags == {"team": "web"}
+    assert cert.key_id.endswith(f"/keys/{name}/{cert.properties.version}")
+    assert cert.secret_id.endswith(f"/secrets/{name}/{cert.properties.version}")
+    parsed = x509.load_der_x509_certificate(bytes(cert.cer))
+    assert parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "DefaultPolicy"
+    assert parsed.issuer == parsed.subject
+    verify_self_signed(parsed)
+    assert cert.properties.x509_thumbprint == parsed.fingerprint(hashes.SHA1())
+    assert cert.properties.not_before == parsed.not_valid_before_utc
+    assert cert.properties.expires_on == parsed.not_valid_after_utc
+    months = (parsed.not_valid_after_utc.year - parsed.not_valid_before_utc.year) * 12 + \
+        parsed.not_valid_after_utc.month - parsed.not_valid_before_utc.month
+    assert months == 12
+    eku = parsed.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    ku = parsed.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment and not ku.key_cert_sign
+
+    policy = cert.policy
+    assert policy.issuer_name == "Self" and policy.key_type == KeyType.rsa and policy.key_size == 2048
+    assert policy.exportable is True and policy.reuse_key is False
+    assert policy.content_type == CertificateContentType.pkcs12 and policy.validity_in_months == 12
+
+    # The backing key: same public key, signs like any key.
+    key = keys.get_key(name)
+    assert key.properties.managed is True and key.properties.version == cert.properties.version
+    assert public_numbers_of_jwk(key.key) == parsed.public_key().public_numbers()
+    digest = hashlib.sha256(b"certificate key signs").digest()
+    sig = CryptographyClient(key.id, credential, **CLIENT_KWARGS).sign(SignatureAlgorithm.rs256, digest).signature
+    parsed.public_key().verify(sig, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+
+    # The backing secret: a PFX with empty password holding key and certificate.
+    secret = secrets.get_secret(name)
+    assert secret.properties.content_type == "application/x-pkcs12"
+    assert secret.properties.managed is True and secret.properties.key_id == key.id
+    pkey, pcert, extra = pkcs12.load_key_and_certificates(base64.b64decode(secret.value), None)
+    assert pcert == parsed and not extra
+    assert pkey.public_key().public_numbers() == parsed.public_key().public_numbers()
+
+
+@pytest.mark.parametrize("curve", [KeyCurveName.p_256, KeyCurveName.p_384])
+def test_custom_ec_policy_in_pem(certs, secrets, curve):
+    name = unique("ecc")
+    policy = CertificatePolicy(
+        issuer_name=WellKnownIssuerNames.self,
+        subject="CN=api.example.test, O=Keyhaven Tests, C=DE",
+        san_dns_names=["api.example.test", "*.api.example.test"],
+        san_emails=["ops@example.test"],
+        san_user_principal_names=["svc@example.test"],
+        key_type=KeyType.ec, key_curve_name=curve,
+        key_usage=[KeyUsageType.digital_signature, KeyUsageType.non_repudiation],
+        enhanced_key_usage=["1.3.6.1.5.5.7.3.1"],
+        content_type=CertificateContentType.pem, validity_in_months=3,
+    )
+    cert = create(certs, name, policy)
+    parsed = x509.load_der_x509_certificate(bytes(cert.cer))
+    verify_self_signed(parsed)
+    assert parsed.subject.rfc4514_string() == "C=DE,O=Keyhaven Tests,CN=api.example.test"
+    san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["api.example.test", "*.api.example.test"]
+    assert san.get_values_for_type(x509.RFC822Name) == ["ops@example.test"]
+    upn = san.get_values_for_type(x509.OtherName)
+    assert upn[0].type_id.dotted_string == "1.3.6.1.4.1.311.20.2.3" and b"svc@example.test" in upn[0].value
+    assert list(parsed.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    ku = parsed.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.content_commitment and not ku.key_encipherment
+    assert isinstance(parsed.public_key(), ec.EllipticCurvePublicKey)
+    assert parsed.public_key().curve.name == {"P-256": "secp256r1", "P-384": "secp384r1"}[curve]
+    assert cert.policy.san_user_principal_names == ["svc@example.test"]
+
+    secret = secrets.get_secret(name)
+    assert secret.properties.content_type == "application/x-pem-file"
+    assert "-----BEGIN PRIVATE KEY-----" in secret.value
+    pem_cert = x509.load_pem_x509_certificate(secret.value.encode())
+    assert pem_cert == parsed
+    pkey = serialization.load_pem_private_key(secret.value.encode(), None)
+    assert pkey.public_key().public_numbers() == parsed.public_key().public_numbers()
+
+
+def test_non_exportable_key_stays_out_of_the_secret(certs, secrets):
+    name = unique("noexp")
+    # key_type too: the SDK drops key_props when its only value is exportable=False.
+    policy = CertificatePolicy(issuer_name="Self", subject="CN=noexport", exportable=False, key_type=KeyType.rsa,
+                               content_type=CertificateContentType.pem)
+    cert = create(certs, name, policy)
+    value = secrets.get_secret(name).value
+    assert "PRIVATE KEY" not in value
+    assert x509.load_pem_x509_certificate(value.encode()) == x509.load_der_x509_certificate(bytes(cert.cer))
+    assert cert.policy.exportable is False
+
+
+def test_versions_policy_update_and_pending_operation(certs):
+    name = unique("ver")
+    first = create(certs, name, CertificatePolicy(issuer_name="Self", subject="CN=one"))
+    op = certs.get_certificate_operation(name)
+    assert op.status == "completed" and op.issuer_name == "Self" and op.target.endswith(f"/certificates/{name}")
+
+    assert certs.get_certificate_policy(name).subject == "CN=one"
+    updated = certs.update_certificate_policy(
+        name, CertificatePolicy(issuer_name="Self", subject="CN=two", validity_in_months=6))
+    assert updated.subject == "CN=two" and updated.validity_in_months == 6
+    # A new version follows the stored policy when none is given.
+    second = certs.begin_create_certificate(name, certs.get_certificate_policy(name), **POLL).result()
+    assert second.properties.version != first.properties.version
+    parsed = x509.load_der_x509_certificate(bytes(second.cer))
+    assert parsed.subject.rfc4514_string() == "CN=two"
+    versions = {p.version for p in certs.list_properties_of_certificate_versions(name)}
+    assert versions == {first.properties.version, second.properties.version}
+    old = certs.get_certificate_version(name, first.properties.version)
+    assert x509.load_der_x509_certificate(bytes(old.cer)).subject.rfc4514_string() == "CN=one"
+    assert name in {c.name for c in certs.list_properties_of_certificates()}
+
+    props = certs.update_certificate_properties(name, enabled=False, tags={"a": "b"})
+    assert props.properties.enabled is False and props.properties.tags == {"a": "b"}
+
+
+def test_delete_recover_purge_take_key_and_secret_along(certs, keys, secrets, server):
+    name = unique("del")
+    create(certs, name, CertificatePolicy(issuer_name="Self", subject="CN=del"))
+    deleted = certs.begin_delete_certificate(name, **POLL).result()
+    assert deleted.recovery_id.endswith(f"/deletedcertificates/{name}")
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key(name)
+    with pytest.raises(ResourceNotFoundError):
+        secrets.get_secret(name)
+    assert certs.get_deleted_certificate(name).name == name
+    assert name in {c.name for c in certs.list_deleted_certificates()}
+    with pytest.raises(ResourceExistsError):
+        create(certs, name, CertificatePolicy(issuer_name="Self", subject="CN=again"))
+
+    certs.begin_recover_deleted_certificate(name, **POLL).result()
+    assert keys.get_key(name).properties.managed is True
+    assert secrets.get_secret(name).properties.content_type == "application/x-pkcs12"
+
+    certs.begin_delete_certificate(name, **POLL).result()
+    certs.purge_deleted_certificate(name)
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_deleted_certificate(name)
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_deleted_key(name)
+    with pytest.raises(ResourceNotFoundError):
+        secrets.get_deleted_secret(name)
+    # The name is free again, its policy gone with it.
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_certificate_policy(name)
+    create(certs, name, CertificatePolicy(issuer_name="Self", subject="CN=reborn"))
+
+
+def test_bad_policies_are_refused_and_nothing_is_created(certs, keys, secrets, server, token):
+    name = unique("bad")
+    bad = [
+        {"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "no equals sign"}}},
+        {"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=x", "validity_months": 0}}},
+        {"policy": {"issuer": {"name": "Self"}, "key_props": {"kty": "RSA", "key_size": 1024}, "x509_props": {"subject": "CN=x"}}},
+        {"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=x", "key_usage": ["flyAway"]}}},
+        {"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=x", "ekus": ["server auth"]}}},
+        {"policy": {"issuer": {"name": "Self"}, "secret_props": {"contentType": "text/plain"}, "x509_props": {"subject": "CN=x"}}},
+        {"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=x"},
+                    "lifetime_actions": [{"trigger": {"lifetime_percentage": 100}, "action": {"action_type": "AutoRenew"}}]}},
+        {"policy": {"issuer": {"name": "NoSuchIssuer"}, "x509_props": {"subject": "CN=x"}}},
+        {"policy": {"issuer": {"name": "Self"}}},
+        {},
+    ]
+    for body in bad:
+        r = server.vault_request("POST", f"/certificates/{name}/create", token=token, json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["code"] == "BadParameter" and r.json()["error"]["message"]
+    for getter in (certs.get_certificate, keys.get_key, secrets.get_secret):
+        with pytest.raises(ResourceNotFoundError):
+            getter(name)
+
+    # A plain key of the same name keeps its name.
+    keys.create_ec_key(name)
+    r = server.vault_request("POST", f"/certificates/{name}/create", token=token,
+                             json={"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=x"}}})
+    assert r.status_code == 409, r.text
