@@ -256,3 +256,165 @@ def test_bad_policies_are_refused_and_nothing_is_created(certs, keys, secrets, s
     r = server.vault_request("POST", f"/certificates/{name}/create", token=token,
                              json={"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=x"}}})
     assert r.status_code == 409, r.text
+
+
+# ---- import, CSR + merge ----
+
+import datetime
+
+from cryptography.x509 import CertificateSigningRequestBuilder  # noqa: F401  (documents the pyca side)
+
+
+def make_ca(cn="Keyhaven Test CA"):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def sign_with_ca(ca_key, ca_cert, public_key, subject, sans=None, days=10):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject).public_key(public_key)
+         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+         .not_valid_after(now + datetime.timedelta(days=days)))
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in sans]), critical=False)
+    return b.sign(ca_key, hashes.SHA256())
+
+
+def leaf_with_key(kind="rsa"):
+    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP384R1())
+    ca_key, ca_cert = make_ca()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imported.example.test"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Imports")])
+    leaf = sign_with_ca(ca_key, ca_cert, key.public_key(), subject, sans=["imported.example.test"])
+    return key, leaf, ca_cert
+
+
+@pytest.mark.parametrize("password", [None, b"s3cr3t pass"])
+def test_import_pfx_keeps_key_chain_and_facts(certs, keys, secrets, credential, password):
+    key, leaf, ca = leaf_with_key("rsa")
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    pfx = pkcs12.serialize_key_and_certificates(b"imp", key, leaf, [ca], enc)
+    name = unique("pfx")
+    cert = certs.import_certificate(name, pfx, password=password.decode() if password else None, tags={"src": "pfx"})
+    assert x509.load_der_x509_certificate(bytes(cert.cer)) == leaf
+    assert cert.properties.tags == {"src": "pfx"}
+    assert cert.policy.issuer_name == "Unknown" and cert.policy.key_type == KeyType.rsa
+    assert cert.policy.subject == "CN=imported.example.test, O=Imports"
+    assert cert.policy.san_dns_names == ["imported.example.test"]
+    # The imported key signs in the vault; pyca verifies with the certificate.
+    kv_key = keys.get_key(name)
+    digest = hashlib.sha256(b"imported").digest()
+    sig = CryptographyClient(kv_key.id, credential, **CLIENT_KWARGS).sign(SignatureAlgorithm.ps256, digest).signature
+    leaf.public_key().verify(sig, digest, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                             Prehashed(hashes.SHA256()))
+    pkey, pcert, extra = pkcs12.load_key_and_certificates(base64.b64decode(secrets.get_secret(name).value), None)
+    assert pcert == leaf and extra == [ca]
+    assert pkey.private_numbers() == key.private_numbers()
+
+
+def test_import_pem_with_the_sdk_and_as_raw_text(certs, secrets, server, token):
+    key, leaf, ca = leaf_with_key("ec")
+    pem = (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+           + ca.public_bytes(serialization.Encoding.PEM) + leaf.public_bytes(serialization.Encoding.PEM))
+    name = unique("pem")
+    policy = CertificatePolicy(issuer_name="Unknown", subject="CN=imported.example.test",
+                               content_type=CertificateContentType.pem, key_type=KeyType.ec)
+    cert = certs.import_certificate(name, pem, policy=policy)
+    assert x509.load_der_x509_certificate(bytes(cert.cer)) == leaf
+    value = secrets.get_secret(name).value
+    chain = x509.load_pem_x509_certificates(value.encode())
+    assert chain == [leaf, ca], "leaf first, then the rest"
+    assert serialization.load_pem_private_key(value.encode(), None).private_numbers() == key.private_numbers()
+
+    # The CLI sends PEM text as is.
+    r = server.vault_request("POST", f"/certificates/{unique('pemtxt')}/import", token=token,
+                             json={"value": pem.decode(), "policy": {"secret_props": {"contentType": "application/x-pem-file"}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["policy"]["secret_props"]["contentType"] == "application/x-pem-file"
+
+
+def test_bad_imports_get_azure_errors_and_leave_nothing(certs, keys, server, token):
+    key, leaf, ca = leaf_with_key("rsa")
+    pfx = pkcs12.serialize_key_and_certificates(b"x", key, leaf, None,
+                                               serialization.BestAvailableEncryption(b"right"))
+    only_cert = leaf.public_bytes(serialization.Encoding.PEM)
+    other_key = rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    name = unique("badimp")
+    cases = [
+        {"value": base64.b64encode(pfx).decode(), "pwd": "wrong"},
+        {"value": base64.b64encode(pfx).decode()},
+        {"value": "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"},
+        {"value": base64.b64encode(only_cert).decode()},
+        {"value": (only_cert + other_key).decode()},
+        {"value": "%%% not base64 %%%"},
+        {},
+    ]
+    for body in cases:
+        r = server.vault_request("POST", f"/certificates/{name}/import", token=token, json=body)
+        assert r.status_code == 400, (list(body), r.text)
+        assert r.json()["error"]["code"] == "BadParameter"
+        assert "right" not in r.text
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_certificate(name)
+    with pytest.raises(ResourceNotFoundError):
+        keys.get_key(name)
+
+
+def test_unknown_issuer_csr_signed_elsewhere_then_merged(certs, keys, secrets):
+    name = unique("csr")
+    policy = CertificatePolicy(issuer_name=WellKnownIssuerNames.unknown, subject="CN=merge.example.test",
+                               san_dns_names=["merge.example.test"])
+    op = certs.begin_create_certificate(name, policy, **POLL).result()
+    assert op.status == "inProgress" and op.issuer_name == "Unknown"
+    csr = x509.load_der_x509_csr(bytes(op.csr))
+    assert csr.is_signature_valid
+    assert csr.subject.rfc4514_string() == "CN=merge.example.test"
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["merge.example.test"]
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_certificate(name)
+
+    ca_key, ca_cert = make_ca()
+    # A certificate for another key is refused, and the request stays pending.
+    stranger = sign_with_ca(ca_key, ca_cert, rsa.generate_private_key(65537, 2048).public_key(), csr.subject)
+    with pytest.raises(HttpResponseError) as e:
+        certs.merge_certificate(name, [stranger.public_bytes(serialization.Encoding.DER)])
+    assert e.value.status_code == 400
+    assert certs.get_certificate_operation(name).status == "inProgress"
+
+    signed = sign_with_ca(ca_key, ca_cert, csr.public_key(), csr.subject, sans=["merge.example.test"])
+    merged = certs.merge_certificate(name, [signed.public_bytes(serialization.Encoding.DER),
+                                            ca_cert.public_bytes(serialization.Encoding.DER)])
+    assert x509.load_der_x509_certificate(bytes(merged.cer)) == signed
+    ca_cert.public_key().verify(signed.signature, signed.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    assert certs.get_certificate_operation(name).status == "completed"
+    kv_key = keys.get_key(name)
+    assert public_numbers_of_jwk(kv_key.key) == signed.public_key().public_numbers()
+    pkey, pcert, extra = pkcs12.load_key_and_certificates(base64.b64decode(secrets.get_secret(name).value), None)
+    assert pcert == signed and extra == [ca_cert]
+    assert pkey.public_key().public_numbers() == signed.public_key().public_numbers()
+
+
+def test_pending_request_can_be_cancelled_and_deleted(certs):
+    name = unique("cancel")
+    certs.begin_create_certificate(name, CertificatePolicy(issuer_name="Unknown", subject="CN=c"), **POLL).result()
+    with pytest.raises(ResourceExistsError):
+        certs.begin_create_certificate(name, CertificatePolicy(issuer_name="Unknown", subject="CN=c"), **POLL)
+    cancelled = certs.cancel_certificate_operation(name)
+    assert cancelled.cancellation_requested is True and cancelled.status == "cancelled"
+    deleted = certs.delete_certificate_operation(name)
+    assert deleted.status == "cancelled"
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_certificate_operation(name)
+    # With the request gone a new one may start.
+    op = certs.begin_create_certificate(name, CertificatePolicy(issuer_name="Unknown", subject="CN=c"), **POLL).result()
+    assert op.status == "inProgress"

@@ -143,6 +143,8 @@ pub enum Operation {
     CertificateRecover,
     /// Purge a deleted certificate.
     CertificatePurge,
+    /// Import a certificate.
+    CertificateImport,
 }
 
 impl Operation {
@@ -192,6 +194,7 @@ impl Operation {
             Self::CertificateListDeleted => "CertificateListDeleted",
             Self::CertificateRecover => "CertificateRecover",
             Self::CertificatePurge => "CertificatePurge",
+            Self::CertificateImport => "CertificateImport",
         }
     }
 
@@ -241,6 +244,7 @@ impl Operation {
             Self::CertificateListDeleted => "Microsoft.KeyVault/vaults/certificates/read",
             Self::CertificateRecover => "Microsoft.KeyVault/vaults/certificates/recover/action",
             Self::CertificatePurge => "Microsoft.KeyVault/vaults/certificates/purge/action",
+            Self::CertificateImport => "Microsoft.KeyVault/vaults/certificates/import/action",
         }
     }
 
@@ -289,6 +293,7 @@ impl Operation {
         Self::CertificateListDeleted,
         Self::CertificateRecover,
         Self::CertificatePurge,
+        Self::CertificateImport,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -324,7 +329,8 @@ impl Operation {
             | Self::CertificateGetDeleted
             | Self::CertificateListDeleted
             | Self::CertificateRecover
-            | Self::CertificatePurge => "certificates",
+            | Self::CertificatePurge
+            | Self::CertificateImport => "certificates",
             _ => "secrets",
         }
     }
@@ -370,6 +376,7 @@ impl Operation {
             Self::CertificateListDeleted => ("certificates", "list"),
             Self::CertificateRecover => ("certificates", "recover"),
             Self::CertificatePurge => ("certificates", "purge"),
+            Self::CertificateImport => ("certificates", "import"),
         }
     }
 }

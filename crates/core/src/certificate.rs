@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Authorized, Operation};
 use crate::error::{Error, Result};
 use crate::ids::{ObjectName, Version};
-use crate::key::{sealed_id, Curve, KeyMeta, KeySpec, KeyType, SealedPrivate};
+use crate::key::{sealed_id, Curve, KeyMeta, KeySpec, KeyType, PublicKey, SealedPrivate};
 use crate::object::{
     validate_tags, Attributes, AttributesPatch, DeletedInfo, ObjectKind, Page, VersionRecord,
 };
@@ -470,6 +470,30 @@ pub struct CertificateInfo {
     pub not_after: i64,
     /// SHA-1 of the DER (`x5t`).
     pub thumbprint: Vec<u8>,
+    /// The certified public key.
+    pub public: PublicKey,
+    /// Subject as `CN=…, O=…`.
+    pub subject: String,
+    /// DNS names of the SAN extension.
+    pub dns_names: Vec<String>,
+    /// Email addresses of the SAN extension.
+    pub emails: Vec<String>,
+}
+
+/// An uploaded certificate with its private key.
+pub struct Upload {
+    /// The private key (PKCS#8 DER).
+    pub private: Sensitive<Vec<u8>>,
+    /// Its public half.
+    pub public: PublicKey,
+    /// The chain, the certificate of the private key first.
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upload")
+    }
 }
 
 /// The X.509 port: builds, reads and packages certificates. Implemented in
@@ -479,6 +503,16 @@ pub trait CertificateBackend: Send + Sync {
     fn self_signed(&self, req: &X509Request<'_>, key: &SealedPrivate<'_>) -> Result<Vec<u8>>;
     /// Reads a DER certificate.
     fn inspect(&self, der: &[u8]) -> Result<CertificateInfo>;
+    /// Reads an uploaded PFX (with its password) or PEM (certificates and a
+    /// private key). No private key, a wrong password or garbage is a 400.
+    fn read_upload(
+        &self,
+        format: SecretFormat,
+        bytes: &[u8],
+        password: Option<&str>,
+    ) -> Result<Upload>;
+    /// A PKCS#10 request (DER) for `key` as the policy describes.
+    fn csr(&self, policy: &CertificatePolicy, key: &SealedPrivate<'_>) -> Result<Vec<u8>>;
     /// The secret value: the chain (leaf first), with the private key when
     /// given, as PKCS#12 (base64 text, empty password) or PEM.
     fn package(
@@ -578,6 +612,13 @@ pub struct CertificateOperation {
     pub csr: Option<Vec<u8>>,
     /// Whether cancellation was requested.
     pub cancellation_requested: bool,
+    /// For a pending request: the private key, sealed for the key object of
+    /// `version` (base64), and its public half.
+    #[serde(default)]
+    pub pending_key: Option<String>,
+    /// Public half of the pending key.
+    #[serde(default)]
+    pub pending_public: Option<PublicKey>,
 }
 
 /// What the policy record of a certificate holds.
@@ -631,9 +672,60 @@ pub struct CertificateCreate {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
+/// What a new version is made of.
+struct NewVersion<'a> {
+    policy: &'a CertificatePolicy,
+    /// The private key, sealed for the key object of this version.
+    key: Vec<u8>,
+    public: PublicKey,
+    /// Leaf first.
+    chain: Vec<Vec<u8>>,
+    enabled: bool,
+    tags: BTreeMap<String, String>,
+}
+
+/// `POST /certificates/{name}/import`.
+#[derive(Debug)]
+pub struct CertificateImport {
+    /// The upload as sent: base64 PFX, base64 PEM or PEM text.
+    pub value: Sensitive<String>,
+    /// The PFX password.
+    pub password: Option<Sensitive<String>>,
+    /// Policy.
+    pub policy: Option<PolicyInput>,
+    /// Attributes (`enabled`).
+    pub attributes: AttributesPatch,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /certificates/{name}/pending/merge`.
+#[derive(Debug, Default)]
+pub struct CertificateMerge {
+    /// The chain, leaf first (DER).
+    pub x5c: Vec<Vec<u8>>,
+    /// Attributes (`enabled`).
+    pub attributes: AttributesPatch,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
 /// Parses a certificate version's metadata.
 pub fn meta_of(rec: &VersionRecord) -> Result<CertificateMeta> {
     serde_json::from_str(&rec.meta).map_err(|_| Error::Integrity)
+}
+
+fn pending_missing(name: &ObjectName) -> Error {
+    Error::NotFound {
+        kind: KIND,
+        name: format!("{name}/pending"),
+    }
+}
+
+/// Whole months (at least 1) between two instants, for imported certificates.
+fn months_between(from: i64, to: i64) -> u32 {
+    let days = (to - from).max(0) / 86_400;
+    u32::try_from(((days + 15) / 30).clamp(1, 1200)).unwrap_or(12)
 }
 
 fn state_of(rec: &PolicyRecord) -> Result<CertificateState> {
@@ -736,24 +828,40 @@ impl VaultService {
                 ))
             }
         };
-        if policy.issuer != "Self" {
-            return Err(bad(format!(
-                "The issuer '{}' is not supported yet: use Self.",
-                policy.issuer.chars().take(64).collect::<String>()
+        if existing.as_ref().is_some_and(|(s, _)| {
+            s.operation
+                .as_ref()
+                .is_some_and(|o| o.status == OperationStatus::InProgress)
+        }) {
+            return Err(Error::Conflict(format!(
+                "Certificate {name} has a pending operation: merge, cancel or delete it first."
             )));
         }
         self.check_name_free(vault, name).await?;
         let enabled = input.attributes.enabled.unwrap_or(policy.enabled);
-        let version = self
-            .issue_self_signed(vault, name, &policy, enabled, tags)
-            .await?;
-        let operation = CertificateOperation {
-            issuer: policy.issuer.clone(),
-            status: OperationStatus::Completed,
-            request_id: Version::random().to_string(),
-            version: version.to_string(),
-            csr: None,
-            cancellation_requested: false,
+        let operation = match policy.issuer.as_str() {
+            "Self" => {
+                let version = self
+                    .issue_self_signed(vault, name, &policy, enabled, tags)
+                    .await?;
+                CertificateOperation {
+                    issuer: policy.issuer.clone(),
+                    status: OperationStatus::Completed,
+                    request_id: Version::random().to_string(),
+                    version: version.to_string(),
+                    csr: None,
+                    cancellation_requested: false,
+                    pending_key: None,
+                    pending_public: None,
+                }
+            }
+            "Unknown" => self.pending_request(vault, name, &policy)?,
+            other => {
+                return Err(bad(format!(
+                    "The issuer '{}' is not supported yet: use Self or Unknown.",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
         };
         self.put_certificate_state(
             vault,
@@ -782,48 +890,105 @@ impl VaultService {
         enabled: bool,
         tags: BTreeMap<String, String>,
     ) -> Result<Version> {
-        let now = self.clock.now();
         let version = Version::random();
         let (private, public) = self.keys.generate(&policy.key_spec())?;
-        let key_aad = Self::payload_aad(vault, ObjectKind::Key, name, &version);
-        let key_payload = self.barrier.seal(vault, &key_aad, private.expose())?;
+        let key = self.seal_key(vault, name, &version, &private)?;
         drop(private);
-        // The private key is used synchronously here, never across an await.
-        let (chain, info, value) = {
-            let id = sealed_id(&key_aad, &key_payload);
-            let open = || self.barrier.open(vault, &key_aad, &key_payload);
-            let sealed = SealedPrivate {
-                id: &id,
-                open: &open,
-            };
-            let der = self.certs.self_signed(
+        let now = self.clock.now();
+        let der = self.with_sealed(vault, name, &version, &key, |sealed| {
+            self.certs.self_signed(
                 &X509Request {
                     policy,
                     not_before: now,
                 },
-                &sealed,
-            )?;
-            let info = self.certs.inspect(&der)?;
-            let chain = vec![der];
-            let value =
-                self.certs
-                    .package(policy.format, policy.exportable.then_some(&sealed), &chain)?;
-            (chain, info, value)
-        };
-        let secret_aad = Self::payload_aad(vault, ObjectKind::Secret, name, &version);
+                sealed,
+            )
+        })?;
+        self.write_version(
+            vault,
+            name,
+            &version,
+            NewVersion {
+                policy,
+                key,
+                public,
+                chain: vec![der],
+                enabled,
+                tags,
+            },
+        )
+        .await?;
+        Ok(version)
+    }
+
+    fn seal_key(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: &Version,
+        private: &Sensitive<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let aad = Self::payload_aad(vault, ObjectKind::Key, name, version);
+        self.barrier.seal(vault, &aad, private.expose())
+    }
+
+    /// Runs `f` with the sealed private key of `version` (synchronously: the
+    /// handle never lives across an await).
+    fn with_sealed<T>(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: &Version,
+        key_payload: &[u8],
+        f: impl FnOnce(&SealedPrivate<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let aad = Self::payload_aad(vault, ObjectKind::Key, name, version);
+        let id = sealed_id(&aad, key_payload);
+        let open = || self.barrier.open(vault, &aad, key_payload);
+        f(&SealedPrivate {
+            id: &id,
+            open: &open,
+        })
+    }
+
+    /// Writes the key, the secret and then the certificate of a version whose
+    /// chain (leaf first) is known.
+    async fn write_version(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: &Version,
+        v: NewVersion<'_>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let leaf = v.chain.first().ok_or(Error::Integrity)?;
+        let info = self.certs.inspect(leaf)?;
+        if info.public != v.public {
+            return Err(bad(
+                "The certificate's public key does not match the certificate's key.",
+            ));
+        }
+        let value = self.with_sealed(vault, name, version, &v.key, |sealed| {
+            self.certs.package(
+                v.policy.format,
+                v.policy.exportable.then_some(sealed),
+                &v.chain,
+            )
+        })?;
+        let secret_aad = Self::payload_aad(vault, ObjectKind::Secret, name, version);
         let secret_payload = self.barrier.seal(vault, &secret_aad, value.expose())?;
         drop(value);
         let attributes = Attributes {
-            enabled,
+            enabled: v.enabled,
             nbf: Some(info.not_before),
             exp: Some(info.not_after),
             created: now,
             updated: now,
         };
         let meta = CertificateMeta {
-            chain,
+            chain: v.chain,
             x5t: info.thumbprint,
-            content_type: policy.format.content_type().to_owned(),
+            content_type: v.policy.format.content_type().to_owned(),
         };
         let records = [
             VersionRecord {
@@ -831,13 +996,13 @@ impl VaultService {
                 name: name.clone(),
                 version: version.clone(),
                 attributes: attributes.clone(),
-                tags: tags.clone(),
+                tags: v.tags.clone(),
                 content_type: None,
                 managed: true,
-                payload: key_payload.clone(),
+                payload: v.key,
                 meta: serde_json::to_string(&KeyMeta {
-                    public,
-                    key_ops: policy.key_ops(),
+                    public: v.public,
+                    key_ops: v.policy.key_ops(),
                 })
                 .map_err(|_| Error::Integrity)?,
             },
@@ -846,7 +1011,7 @@ impl VaultService {
                 name: name.clone(),
                 version: version.clone(),
                 attributes: attributes.clone(),
-                tags: tags.clone(),
+                tags: v.tags.clone(),
                 content_type: Some(meta.content_type.clone()),
                 managed: true,
                 payload: secret_payload,
@@ -857,7 +1022,7 @@ impl VaultService {
                 name: name.clone(),
                 version: version.clone(),
                 attributes,
-                tags,
+                tags: v.tags,
                 content_type: None,
                 managed: false,
                 payload: Vec::new(),
@@ -868,7 +1033,244 @@ impl VaultService {
         for rec in &records {
             self.store.put_version(&vault.id, rec).await?;
         }
-        Ok(version)
+        Ok(())
+    }
+
+    /// A new key and a CSR for it, kept as the pending operation until a
+    /// signed certificate is merged.
+    fn pending_request(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        policy: &CertificatePolicy,
+    ) -> Result<CertificateOperation> {
+        use base64::Engine as _;
+        let version = Version::random();
+        let (private, public) = self.keys.generate(&policy.key_spec())?;
+        let key = self.seal_key(vault, name, &version, &private)?;
+        drop(private);
+        let csr = self.with_sealed(vault, name, &version, &key, |sealed| {
+            self.certs.csr(policy, sealed)
+        })?;
+        Ok(CertificateOperation {
+            issuer: policy.issuer.clone(),
+            status: OperationStatus::InProgress,
+            request_id: Version::random().to_string(),
+            version: version.to_string(),
+            csr: Some(csr),
+            cancellation_requested: false,
+            pending_key: Some(base64::engine::general_purpose::STANDARD.encode(&key)),
+            pending_public: Some(public),
+        })
+    }
+
+    /// Merges a certificate signed elsewhere into the pending request.
+    pub async fn merge_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        merge: CertificateMerge,
+    ) -> Result<CertificateBundle> {
+        use base64::Engine as _;
+        auth.require(vault, Operation::CertificateCreate)?;
+        let tags = merge.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        let (mut state, _) = self
+            .certificate_state(vault, name)
+            .await?
+            .ok_or_else(|| pending_missing(name))?;
+        let op = state
+            .operation
+            .as_mut()
+            .filter(|o| o.status == OperationStatus::InProgress)
+            .ok_or_else(|| pending_missing(name))?;
+        let (Some(key), Some(public)) = (op.pending_key.as_deref(), op.pending_public.clone())
+        else {
+            return Err(pending_missing(name));
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|_| Error::Integrity)?;
+        if merge.x5c.is_empty() {
+            return Err(bad("x5c must hold the signed certificate (leaf first)."));
+        }
+        for der in &merge.x5c {
+            self.certs.inspect(der)?;
+        }
+        let version: Version = op.version.parse().map_err(|_| Error::Integrity)?;
+        self.check_name_free(vault, name).await?;
+        let enabled = merge.attributes.enabled.unwrap_or(state.policy.enabled);
+        self.write_version(
+            vault,
+            name,
+            &version,
+            NewVersion {
+                policy: &state.policy,
+                key,
+                public,
+                chain: merge.x5c,
+                enabled,
+                tags,
+            },
+        )
+        .await?;
+        op.status = OperationStatus::Completed;
+        op.pending_key = None;
+        op.csr = None;
+        self.put_certificate_state(vault, name, &state).await?;
+        self.load_certificate(vault, name, None).await
+    }
+
+    /// Requests cancellation of the pending operation: the pending key is
+    /// dropped and the operation reports `cancelled`.
+    pub async fn cancel_certificate_operation(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<CertificateOperation> {
+        auth.require(vault, Operation::CertificateUpdate)?;
+        let (mut state, _) = self
+            .certificate_state(vault, name)
+            .await?
+            .ok_or_else(|| pending_missing(name))?;
+        let op = state
+            .operation
+            .as_mut()
+            .ok_or_else(|| pending_missing(name))?;
+        op.cancellation_requested = true;
+        if op.status == OperationStatus::InProgress {
+            op.status = OperationStatus::Cancelled;
+            op.pending_key = None;
+        }
+        let out = op.clone();
+        self.put_certificate_state(vault, name, &state).await?;
+        Ok(out)
+    }
+
+    /// Deletes the operation record (and a pending key with it).
+    pub async fn delete_certificate_operation(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<CertificateOperation> {
+        auth.require(vault, Operation::CertificateDelete)?;
+        let (mut state, _) = self
+            .certificate_state(vault, name)
+            .await?
+            .ok_or_else(|| pending_missing(name))?;
+        let op = state
+            .operation
+            .take()
+            .ok_or_else(|| pending_missing(name))?;
+        self.put_certificate_state(vault, name, &state).await?;
+        Ok(op)
+    }
+
+    /// Imports a certificate with its private key (PFX or PEM) as a new version.
+    pub async fn import_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        import: CertificateImport,
+    ) -> Result<CertificateBundle> {
+        use base64::Engine as _;
+        auth.require(vault, Operation::CertificateImport)?;
+        let tags = import.tags.unwrap_or_default();
+        validate_tags(&tags)?;
+        if self
+            .store
+            .get_deleted(&vault.id, KIND, name)
+            .await?
+            .is_some()
+        {
+            return Err(Error::DeletedButRecoverable {
+                kind: KIND,
+                name: name.to_string(),
+            });
+        }
+        let raw = import.value.expose().trim();
+        let bytes = if raw.starts_with("-----BEGIN") {
+            Sensitive::new(raw.as_bytes().to_vec())
+        } else {
+            Sensitive::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(raw.replace(['\r', '\n'], ""))
+                    .map_err(|_| {
+                        bad("The certificate value must be a base64 PFX, or PEM (base64 or text).")
+                    })?,
+            )
+        };
+        let detected = if bytes.expose().starts_with(b"-----BEGIN") {
+            SecretFormat::Pem
+        } else {
+            SecretFormat::Pkcs12
+        };
+        let upload = self.certs.read_upload(
+            detected,
+            bytes.expose(),
+            import.password.as_ref().map(|p| p.expose().as_str()),
+        )?;
+        drop(bytes);
+        let leaf = upload.chain.first().ok_or(Error::Integrity)?;
+        let info = self.certs.inspect(leaf)?;
+        let existing = self.certificate_state(vault, name).await?;
+        let base = match &existing {
+            Some((s, _)) => s.policy.clone(),
+            None => CertificatePolicy::merged(
+                None,
+                PolicyInput {
+                    kty: Some(upload.public.kty.as_str().to_owned()),
+                    key_size: (upload.public.kty == KeyType::Rsa).then(|| {
+                        let n = upload.public.n.as_deref().unwrap_or_default();
+                        let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+                        u32::try_from(bits).unwrap_or(0)
+                    }),
+                    curve: upload.public.crv.map(|c| c.as_str().to_owned()),
+                    content_type: Some(detected.content_type().to_owned()),
+                    subject: Some(info.subject.clone()),
+                    dns_names: Some(info.dns_names.clone()),
+                    emails: Some(info.emails.clone()),
+                    validity_months: Some(months_between(info.not_before, info.not_after)),
+                    issuer: Some("Unknown".into()),
+                    ..PolicyInput::default()
+                },
+            )?,
+        };
+        let policy = match import.policy {
+            Some(p) => CertificatePolicy::merged(Some(&base), p)?,
+            None => base,
+        };
+        if policy.kty != upload.public.kty {
+            return Err(bad(
+                "The policy's key type does not match the imported private key.",
+            ));
+        }
+        self.check_name_free(vault, name).await?;
+        let version = Version::random();
+        let key = self.seal_key(vault, name, &version, &upload.private)?;
+        let enabled = import.attributes.enabled.unwrap_or(policy.enabled);
+        self.write_version(
+            vault,
+            name,
+            &version,
+            NewVersion {
+                policy: &policy,
+                key,
+                public: upload.public,
+                chain: upload.chain,
+                enabled,
+                tags,
+            },
+        )
+        .await?;
+        let operation = existing.and_then(|(s, _)| s.operation);
+        self.put_certificate_state(vault, name, &CertificateState { policy, operation })
+            .await?;
+        self.load_certificate(vault, name, None).await
     }
 
     /// Gets a certificate version (`None` = latest, which carries the policy).
@@ -880,6 +1282,15 @@ impl VaultService {
         version: Option<&Version>,
     ) -> Result<CertificateBundle> {
         auth.require(vault, Operation::CertificateGet)?;
+        self.load_certificate(vault, name, version).await
+    }
+
+    async fn load_certificate(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        version: Option<&Version>,
+    ) -> Result<CertificateBundle> {
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         let policy = if version.is_none() {

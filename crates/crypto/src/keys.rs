@@ -99,7 +99,7 @@ fn digest_of(alg: SignAlgorithm) -> MessageDigest {
     }
 }
 
-fn public_of(pkey: &PKey<Private>) -> Result<PublicKey> {
+pub(crate) fn public_of<T: openssl::pkey::HasPublic>(pkey: &PKey<T>) -> Result<PublicKey> {
     if let Ok(rsa) = pkey.rsa() {
         return Ok(PublicKey {
             kty: KeyType::Rsa,

@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use keyhaven_core::certificate::{
-    CertificateBackend, CertificateInfo, CertificatePolicy, SecretFormat, X509Request,
+    CertificateBackend, CertificateInfo, CertificatePolicy, SecretFormat, Upload, X509Request,
 };
 use keyhaven_core::key::{Curve, KeyType, SealedPrivate};
 use keyhaven_core::{Error, Result, Sensitive};
@@ -14,11 +14,14 @@ use openssl::asn1::{Asn1Object, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
 use openssl::pkcs12::Pkcs12;
+use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
-use openssl::x509::{X509Builder, X509Name, X509NameBuilder, X509};
+use openssl::x509::{
+    X509Builder, X509Extension, X509Name, X509NameBuilder, X509NameRef, X509ReqBuilder, X509,
+};
 
 use crate::SoftwareKeys;
 
@@ -129,6 +132,116 @@ fn utf8_string_der(s: &str) -> Vec<u8> {
     out
 }
 
+/// The policy's extensions: basic constraints, key usage, EKU, SANs.
+fn policy_extensions(
+    p: &CertificatePolicy,
+    ctx: &openssl::x509::X509v3Context<'_>,
+) -> Result<Vec<X509Extension>> {
+    let mut out = Vec::new();
+    let is_ca = p.key_usage.iter().any(|u| u == "keyCertSign");
+    let mut bc = BasicConstraints::new();
+    bc.critical();
+    if is_ca {
+        bc.ca();
+    }
+    out.push(bc.build().map_err(x509_err)?);
+    if !p.key_usage.is_empty() {
+        let mut ku = KeyUsage::new();
+        ku.critical();
+        for u in &p.key_usage {
+            match u.as_str() {
+                "digitalSignature" => ku.digital_signature(),
+                "nonRepudiation" => ku.non_repudiation(),
+                "keyEncipherment" => ku.key_encipherment(),
+                "dataEncipherment" => ku.data_encipherment(),
+                "keyAgreement" => ku.key_agreement(),
+                "keyCertSign" => ku.key_cert_sign(),
+                "cRLSign" => ku.crl_sign(),
+                "encipherOnly" => ku.encipher_only(),
+                "decipherOnly" => ku.decipher_only(),
+                _ => &mut ku,
+            };
+        }
+        out.push(ku.build().map_err(x509_err)?);
+    }
+    if !p.ekus.is_empty() {
+        let mut eku = ExtendedKeyUsage::new();
+        for oid in &p.ekus {
+            eku.other(oid);
+        }
+        out.push(eku.build().map_err(x509_err)?);
+    }
+    if !(p.dns_names.is_empty() && p.emails.is_empty() && p.upns.is_empty()) {
+        let mut san = SubjectAlternativeName::new();
+        for d in &p.dns_names {
+            san.dns(d);
+        }
+        for e in &p.emails {
+            san.email(e);
+        }
+        for u in &p.upns {
+            san.other_name2(
+                Asn1Object::from_str(UPN_OID).map_err(x509_err)?,
+                &utf8_string_der(u),
+            );
+        }
+        out.push(san.build(ctx).map_err(|_| {
+            Error::BadParameter("The subject alternative names are invalid.".into())
+        })?);
+    }
+    Ok(out)
+}
+
+fn subject_of(p: &CertificatePolicy) -> Result<X509Name> {
+    if p.subject.trim().is_empty() {
+        Ok(X509NameBuilder::new().map_err(x509_err)?.build())
+    } else {
+        parse_subject(&p.subject)
+    }
+}
+
+/// `CN=a, O=b` from an X.509 name, in its order.
+fn name_string(n: &X509NameRef) -> String {
+    n.entries()
+        .map(|e| {
+            let key = match e.object().nid().short_name().unwrap_or("") {
+                "emailAddress" => "E",
+                k => k,
+            };
+            let value = e.data().to_string().unwrap_or_default();
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bad_upload() -> Error {
+    Error::BadParameter(
+        "The certificate could not be read: the content is not a valid PFX or PEM, or the password is wrong."
+            .into(),
+    )
+}
+
+/// Orders `certs` with the certificate of `key` first; none matching is a 400.
+fn leaf_first(key: &PKey<Private>, certs: Vec<X509>) -> Result<Vec<Vec<u8>>> {
+    let pos = certs
+        .iter()
+        .position(|c| c.public_key().is_ok_and(|p| p.public_eq(key)))
+        .ok_or_else(|| {
+            Error::BadParameter("No certificate in the upload matches its private key.".into())
+        })?;
+    let mut ordered = Vec::with_capacity(certs.len());
+    if let Some(leaf) = certs.get(pos) {
+        ordered.push(leaf.to_der().map_err(x509_err)?);
+    }
+    for (i, c) in certs.iter().enumerate() {
+        if i != pos {
+            ordered.push(c.to_der().map_err(x509_err)?);
+        }
+    }
+    Ok(ordered)
+}
+
 fn unix_of(t: &openssl::asn1::Asn1TimeRef) -> Result<i64> {
     let epoch = Asn1Time::from_unix(0).map_err(x509_err)?;
     let diff = epoch.diff(t).map_err(x509_err)?;
@@ -140,11 +253,7 @@ impl CertificateBackend for SoftwareKeys {
         let p = req.policy;
         let handle = self.handle(key)?;
         let pkey = &handle.pkey;
-        let name = if p.subject.trim().is_empty() {
-            X509NameBuilder::new().map_err(x509_err)?.build()
-        } else {
-            parse_subject(&p.subject)?
-        };
+        let name = subject_of(p)?;
         let mut b = X509Builder::new().map_err(x509_err)?;
         b.set_version(2).map_err(x509_err)?;
         let mut serial = BigNum::new().map_err(x509_err)?;
@@ -163,59 +272,7 @@ impl CertificateBackend for SoftwareKeys {
         );
         b.set_not_before(&start).map_err(x509_err)?;
         b.set_not_after(&end).map_err(x509_err)?;
-        let is_ca = p.key_usage.iter().any(|u| u == "keyCertSign");
-        let mut bc = BasicConstraints::new();
-        bc.critical();
-        if is_ca {
-            bc.ca();
-        }
-        b.append_extension(bc.build().map_err(x509_err)?)
-            .map_err(x509_err)?;
-        if !p.key_usage.is_empty() {
-            let mut ku = KeyUsage::new();
-            ku.critical();
-            for u in &p.key_usage {
-                match u.as_str() {
-                    "digitalSignature" => ku.digital_signature(),
-                    "nonRepudiation" => ku.non_repudiation(),
-                    "keyEncipherment" => ku.key_encipherment(),
-                    "dataEncipherment" => ku.data_encipherment(),
-                    "keyAgreement" => ku.key_agreement(),
-                    "keyCertSign" => ku.key_cert_sign(),
-                    "cRLSign" => ku.crl_sign(),
-                    "encipherOnly" => ku.encipher_only(),
-                    "decipherOnly" => ku.decipher_only(),
-                    _ => &mut ku,
-                };
-            }
-            b.append_extension(ku.build().map_err(x509_err)?)
-                .map_err(x509_err)?;
-        }
-        if !p.ekus.is_empty() {
-            let mut eku = ExtendedKeyUsage::new();
-            for oid in &p.ekus {
-                eku.other(oid);
-            }
-            b.append_extension(eku.build().map_err(x509_err)?)
-                .map_err(x509_err)?;
-        }
-        if !(p.dns_names.is_empty() && p.emails.is_empty() && p.upns.is_empty()) {
-            let mut san = SubjectAlternativeName::new();
-            for d in &p.dns_names {
-                san.dns(d);
-            }
-            for e in &p.emails {
-                san.email(e);
-            }
-            for u in &p.upns {
-                san.other_name2(
-                    Asn1Object::from_str(UPN_OID).map_err(x509_err)?,
-                    &utf8_string_der(u),
-                );
-            }
-            let ext = san.build(&b.x509v3_context(None, None)).map_err(|_| {
-                Error::BadParameter("The subject alternative names are invalid.".into())
-            })?;
+        for ext in policy_extensions(p, &b.x509v3_context(None, None))? {
             b.append_extension(ext).map_err(x509_err)?;
         }
         let ski = SubjectKeyIdentifier::new()
@@ -229,6 +286,19 @@ impl CertificateBackend for SoftwareKeys {
     fn inspect(&self, der: &[u8]) -> Result<CertificateInfo> {
         let cert = X509::from_der(der)
             .map_err(|_| Error::BadParameter("The certificate could not be parsed.".into()))?;
+        let public = crate::keys::public_of(&cert.public_key().map_err(|_| {
+            Error::BadParameter("The certificate's public key is not supported.".into())
+        })?)?;
+        let (mut dns_names, mut emails) = (Vec::new(), Vec::new());
+        if let Some(sans) = cert.subject_alt_names() {
+            for n in &sans {
+                if let Some(d) = n.dnsname() {
+                    dns_names.push(d.to_owned());
+                } else if let Some(e) = n.email() {
+                    emails.push(e.to_owned());
+                }
+            }
+        }
         Ok(CertificateInfo {
             not_before: unix_of(cert.not_before())?,
             not_after: unix_of(cert.not_after())?,
@@ -236,7 +306,76 @@ impl CertificateBackend for SoftwareKeys {
                 .digest(MessageDigest::sha1())
                 .map_err(x509_err)?
                 .to_vec(),
+            public,
+            subject: name_string(cert.subject_name()),
+            dns_names,
+            emails,
         })
+    }
+
+    fn read_upload(
+        &self,
+        format: SecretFormat,
+        bytes: &[u8],
+        password: Option<&str>,
+    ) -> Result<Upload> {
+        let (pkey, certs) = match format {
+            SecretFormat::Pem => {
+                let certs = X509::stack_from_pem(bytes).map_err(|_| bad_upload())?;
+                let pkey = match password {
+                    Some(p) => PKey::private_key_from_pem_passphrase(bytes, p.as_bytes()),
+                    None => PKey::private_key_from_pem(bytes),
+                }
+                .map_err(|_| {
+                    Error::BadParameter(
+                        "The PEM holds no readable private key (PKCS#8, RSA or EC).".into(),
+                    )
+                })?;
+                (pkey, certs)
+            }
+            SecretFormat::Pkcs12 => {
+                let parsed = Pkcs12::from_der(bytes)
+                    .and_then(|p| p.parse2(password.unwrap_or("")))
+                    .map_err(|_| bad_upload())?;
+                let pkey = parsed
+                    .pkey
+                    .ok_or_else(|| Error::BadParameter("The PFX holds no private key.".into()))?;
+                let mut certs: Vec<X509> = parsed.cert.into_iter().collect();
+                if let Some(ca) = parsed.ca {
+                    certs.extend(ca);
+                }
+                (pkey, certs)
+            }
+        };
+        if certs.is_empty() {
+            return Err(Error::BadParameter(
+                "The upload holds no certificate.".into(),
+            ));
+        }
+        let chain = leaf_first(&pkey, certs)?;
+        Ok(Upload {
+            private: Sensitive::new(pkey.private_key_to_pkcs8().map_err(x509_err)?),
+            public: crate::keys::public_of(&pkey)?,
+            chain,
+        })
+    }
+
+    fn csr(&self, policy: &CertificatePolicy, key: &SealedPrivate<'_>) -> Result<Vec<u8>> {
+        let handle = self.handle(key)?;
+        let mut b = X509ReqBuilder::new().map_err(x509_err)?;
+        b.set_version(0).map_err(x509_err)?;
+        let subject = subject_of(policy)?;
+        b.set_subject_name(&subject).map_err(x509_err)?;
+        b.set_pubkey(&handle.pkey).map_err(x509_err)?;
+        let exts = policy_extensions(policy, &b.x509v3_context(None))?;
+        let mut stack = Stack::new().map_err(x509_err)?;
+        for e in exts {
+            stack.push(e).map_err(x509_err)?;
+        }
+        b.add_extensions(&stack).map_err(x509_err)?;
+        b.sign(&handle.pkey, signing_digest(policy))
+            .map_err(x509_err)?;
+        b.build().to_der().map_err(x509_err)
     }
 
     fn package(

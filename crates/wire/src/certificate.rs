@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use keyhaven_core::certificate::{
-    CertificateAction, CertificateCreate, CertificateMeta, CertificateOperation,
-    CertificateTrigger, PolicyInput, StoredPolicy,
+    CertificateAction, CertificateCreate, CertificateImport, CertificateMerge, CertificateMeta,
+    CertificateOperation, CertificateTrigger, PolicyInput, StoredPolicy,
 };
 use keyhaven_core::object::{DeletedInfo, VersionRecord};
 use keyhaven_core::{Error, VaultRecord};
@@ -405,4 +405,68 @@ impl CertificateOperationOut {
             request_id: op.request_id.clone(),
         }
     }
+}
+
+/// `POST /certificates/{name}/import` body.
+#[derive(Deserialize)]
+pub struct CertificateImportParameters {
+    value: Option<String>,
+    pwd: Option<String>,
+    policy: Option<CertificatePolicy>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl TryFrom<CertificateImportParameters> for CertificateImport {
+    type Error = Error;
+
+    fn try_from(p: CertificateImportParameters) -> Result<Self, Error> {
+        let value = keyhaven_core::Sensitive::new(p.value.ok_or_else(|| {
+            Error::BadParameter("The certificate value (value) is required.".into())
+        })?);
+        Ok(Self {
+            value,
+            password: p.pwd.map(keyhaven_core::Sensitive::new),
+            policy: p.policy.map(Into::into),
+            attributes: p.attributes.map(Into::into).unwrap_or_default(),
+            tags: p.tags,
+        })
+    }
+}
+
+/// `POST /certificates/{name}/pending/merge` body.
+#[derive(Deserialize)]
+pub struct CertificateMergeParameters {
+    x5c: Option<Vec<String>>,
+    attributes: Option<AttributesIn>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+impl TryFrom<CertificateMergeParameters> for CertificateMerge {
+    type Error = Error;
+
+    fn try_from(p: CertificateMergeParameters) -> Result<Self, Error> {
+        let x5c = p
+            .x5c
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                STANDARD.decode(c.trim()).map_err(|_| {
+                    Error::BadParameter("x5c entries must be base64 DER certificates.".into())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            x5c,
+            attributes: p.attributes.map(Into::into).unwrap_or_default(),
+            tags: p.tags,
+        })
+    }
+}
+
+/// `PATCH /certificates/{name}/pending` body.
+#[derive(Deserialize)]
+pub struct CertificateOperationUpdateParameter {
+    /// Must be true.
+    pub cancellation_requested: Option<bool>,
 }

@@ -11,8 +11,9 @@ use http::StatusCode;
 use keyhaven_core::certificate::PolicyInput;
 use keyhaven_core::{ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::certificate::{
-    CertificateBundle, CertificateCreateParameters, CertificateOperationOut, CertificatePolicy,
-    CertificateUpdateParameters, DeletedCertificateBundle,
+    CertificateBundle, CertificateCreateParameters, CertificateImportParameters,
+    CertificateMergeParameters, CertificateOperationOut, CertificateOperationUpdateParameter,
+    CertificatePolicy, CertificateUpdateParameters, DeletedCertificateBundle,
 };
 use keyhaven_wire::secret::ListResult;
 
@@ -24,10 +25,11 @@ use crate::state::AppState;
 type Ctx = Extension<Arc<DataCtx>>;
 
 /// Every path template of the certificate routes; the router is built from it.
-pub const ROUTE_PATHS: [&str; 6] = [
+pub const ROUTE_PATHS: [&str; 7] = [
     "/certificates",
     "/certificates/{name}",
     "/certificates/{name}/{version}",
+    "/certificates/{name}/{version}/{op}",
     "/deletedcertificates",
     "/deletedcertificates/{name}",
     "/deletedcertificates/{name}/recover",
@@ -35,7 +37,7 @@ pub const ROUTE_PATHS: [&str; 6] = [
 
 /// Certificate routes of the data plane.
 pub fn routes() -> Router<AppState> {
-    let [list, one, versioned, deleted_list, deleted_one, recover] = ROUTE_PATHS;
+    let [list, one, versioned, op, deleted_list, deleted_one, recover] = ROUTE_PATHS;
     Router::new()
         .route(list, get(get_certificates))
         .route(
@@ -48,8 +50,10 @@ pub fn routes() -> Router<AppState> {
             versioned,
             get(get_certificate_version)
                 .post(certificate_action)
-                .patch(update_certificate_version),
+                .patch(update_certificate_version)
+                .delete(delete_certificate_operation),
         )
+        .route(op, post(merge_certificate))
         .route(deleted_list, get(get_deleted_certificates))
         .route(
             deleted_one,
@@ -158,6 +162,24 @@ async fn certificate_action(
     AzPath((raw, action)): AzPath<(String, String)>,
     body: axum::body::Body,
 ) -> ApiResult {
+    if action == "import" {
+        let name = name(&raw)?;
+        let auth = ctx
+            .authorize(&st, Operation::CertificateImport, Some(name.as_str()))
+            .await?;
+        let params: CertificateImportParameters = parse_json(&read_body(body).await?)?;
+        let b = st
+            .service
+            .import_certificate(&auth, &ctx.vault, &name, params.try_into()?)
+            .await?;
+        return Ok(ok(&CertificateBundle::new(
+            &b.record,
+            &b.meta,
+            b.policy.as_ref(),
+            &ctx.vault,
+            &ctx.urls,
+        )));
+    }
     if action != "create" {
         return Err(ApiError::method_not_allowed());
     }
@@ -187,6 +209,55 @@ async fn certificate_action(
     Ok(resp)
 }
 
+/// `DELETE /certificates/{name}/pending`.
+async fn delete_certificate_operation(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath((raw, ver)): AzPath<(String, String)>,
+) -> ApiResult {
+    if ver != "pending" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::CertificateDelete, Some(name.as_str()))
+        .await?;
+    let op = st
+        .service
+        .delete_certificate_operation(&auth, &ctx.vault, &name)
+        .await?;
+    Ok(ok(&CertificateOperationOut::new(
+        &op,
+        name.as_str(),
+        &ctx.urls,
+    )))
+}
+
+/// `POST /certificates/{name}/pending/merge`.
+async fn merge_certificate(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath((raw, ver, op)): AzPath<(String, String, String)>,
+    body: axum::body::Body,
+) -> ApiResult {
+    if ver != "pending" || op != "merge" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let name = name(&raw)?;
+    let auth = ctx
+        .authorize(&st, Operation::CertificateCreate, Some(name.as_str()))
+        .await?;
+    let params: CertificateMergeParameters = parse_json(&read_body(body).await?)?;
+    let b = st
+        .service
+        .merge_certificate(&auth, &ctx.vault, &name, params.try_into()?)
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &CertificateBundle::new(&b.record, &b.meta, b.policy.as_ref(), &ctx.vault, &ctx.urls),
+    ))
+}
+
 async fn update_certificate(
     st: State<AppState>,
     ctx: Ctx,
@@ -202,6 +273,28 @@ async fn update_certificate_version(
     AzPath((raw, ver)): AzPath<(String, String)>,
     body: axum::body::Body,
 ) -> ApiResult {
+    if ver == "pending" {
+        let name = name(&raw)?;
+        let auth = ctx
+            .authorize(&st, Operation::CertificateUpdate, Some(name.as_str()))
+            .await?;
+        let p: CertificateOperationUpdateParameter = parse_json(&read_body(body).await?)?;
+        if p.cancellation_requested != Some(true) {
+            return Err(keyhaven_core::Error::BadParameter(
+                "Only cancellation_requested: true can be set on a pending operation.".into(),
+            )
+            .into());
+        }
+        let op = st
+            .service
+            .cancel_certificate_operation(&auth, &ctx.vault, &name)
+            .await?;
+        return Ok(ok(&CertificateOperationOut::new(
+            &op,
+            name.as_str(),
+            &ctx.urls,
+        )));
+    }
     if ver == "policy" {
         let name = name(&raw)?;
         let auth = ctx

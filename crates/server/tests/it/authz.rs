@@ -156,6 +156,11 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             Some(cert_policy()),
         ),
         Operation::CertificateGet => ("GET", format!("/certificates/c?{v}"), None),
+        Operation::CertificateImport => (
+            "POST",
+            format!("/certificates/ci/import?{v}"),
+            Some(json!({"value": "AAAA"})),
+        ),
         Operation::CertificateList => ("GET", format!("/certificates?{v}"), None),
         Operation::CertificateUpdate => (
             "PATCH",
