@@ -418,3 +418,102 @@ def test_pending_request_can_be_cancelled_and_deleted(certs):
     # With the request gone a new one may start.
     op = certs.begin_create_certificate(name, CertificatePolicy(issuer_name="Unknown", subject="CN=c"), **POLL).result()
     assert op.status == "inProgress"
+
+
+# ---- issuers, contacts and the private CA ----
+
+from azure.keyvault.certificates import AdministratorContact, CertificateContact  # noqa: E402
+
+PRIVATE_CA = "Keyhaven-PrivateCA"
+
+
+def test_issuers_round_trip_without_ever_returning_the_password(certs, server, token):
+    name = unique("iss")
+    admins = [AdministratorContact(first_name="Ada", last_name="L", email="ada@example.test", phone="123")]
+    created = certs.create_issuer(name, "DigiCert", account_id="acct-1", password="hunter2",
+                                  organization_id="org-9", admin_contacts=admins, enabled=True)
+    assert created.provider == "DigiCert" and created.account_id == "acct-1" and created.organization_id == "org-9"
+    assert created.admin_contacts[0].email == "ada@example.test"
+    got = certs.get_issuer(name)
+    assert got.password is None and got.enabled is True
+    r = server.vault_request("GET", f"/certificates/issuers/{name}", token=token)
+    assert "hunter2" not in r.text and r.json()["id"].endswith(f"/certificates/issuers/{name}")
+    updated = certs.update_issuer(name, enabled=False, account_id="acct-2")
+    assert updated.enabled is False and updated.account_id == "acct-2" and updated.provider == "DigiCert"
+    assert name in {i.name for i in certs.list_properties_of_issuers()}
+    # A public CA cannot be reached from here: issuing through it is refused.
+    with pytest.raises(HttpResponseError) as e:
+        create(certs, unique("viadigi"), CertificatePolicy(issuer_name=name, subject="CN=x"))
+    assert e.value.status_code == 400
+    deleted = certs.delete_issuer(name)
+    assert deleted.name == name
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_issuer(name)
+    r = server.vault_request("PUT", f"/certificates/issuers/{unique('iss')}", token=token, json={})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
+    r = server.vault_request("PUT", f"/certificates/issuers/{unique('iss')}", token=token, json={"provider": PRIVATE_CA})
+    assert r.status_code == 400, "a private-CA issuer must name its CA certificate"
+
+
+def test_contacts_set_get_delete(certs):
+    contacts = [CertificateContact(email="pki@example.test", name="PKI", phone="555"),
+                CertificateContact(email="oncall@example.test")]
+    set_ = certs.set_contacts(contacts)
+    assert [c.email for c in set_] == ["pki@example.test", "oncall@example.test"]
+    got = certs.get_contacts()
+    assert [(c.email, c.name, c.phone) for c in got] == [("pki@example.test", "PKI", "555"),
+                                                        ("oncall@example.test", None, None)]
+    deleted = certs.delete_contacts()
+    assert len(deleted) == 2
+    with pytest.raises(ResourceNotFoundError):
+        certs.get_contacts()
+
+
+def make_vault_ca(certs, ca_name):
+    ca_policy = CertificatePolicy(issuer_name="Self", subject=f"CN={ca_name} Root, O=Keyhaven Tests",
+                                  key_type=KeyType.ec, key_curve_name=KeyCurveName.p_384,
+                                  key_usage=[KeyUsageType.key_cert_sign, KeyUsageType.crl_sign,
+                                             KeyUsageType.digital_signature],
+                                  validity_in_months=24, exportable=False)
+    return create(certs, ca_name, ca_policy)
+
+
+def test_private_ca_issues_certificates_chained_to_a_vault_ca(certs, secrets, keys, credential):
+    ca_name = unique("teamca")
+    ca = make_vault_ca(certs, ca_name)
+    ca_cert = x509.load_der_x509_certificate(bytes(ca.cer))
+    assert ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    issuer = unique("teamissuer")
+    certs.create_issuer(issuer, PRIVATE_CA, account_id=ca_name)
+
+    leaf_name = unique("svc")
+    policy = CertificatePolicy(issuer_name=issuer, subject="CN=svc.internal.test",
+                               san_dns_names=["svc.internal.test"], validity_in_months=6)
+    leaf = create(certs, leaf_name, policy)
+    parsed = x509.load_der_x509_certificate(bytes(leaf.cer))
+    assert parsed.issuer == ca_cert.subject and parsed.subject != ca_cert.subject
+    ca_cert.public_key().verify(parsed.signature, parsed.tbs_certificate_bytes,
+                                ec.ECDSA(parsed.signature_hash_algorithm))
+    parsed.verify_directly_issued_by(ca_cert)
+    aki = parsed.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    assert parsed.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert parsed.not_valid_after_utc <= ca_cert.not_valid_after_utc
+    assert leaf.policy.issuer_name == issuer
+    # The secret carries the chain; the CA's own key never left the vault.
+    pkey, pcert, extra = pkcs12.load_key_and_certificates(base64.b64decode(secrets.get_secret(leaf_name).value), None)
+    assert pcert == parsed and extra == [ca_cert]
+    ca_pfx = pkcs12.load_key_and_certificates(base64.b64decode(secrets.get_secret(ca_name).value), None)
+    assert ca_pfx[0] is None, "a non-exportable CA key is not in its secret"
+
+    # The CA refuses to issue when it cannot: a CA without keyCertSign, or disabled.
+    plain = create(certs, unique("plain"), CertificatePolicy(issuer_name="Self", subject="CN=plain"))
+    bad_issuer = unique("badissuer")
+    certs.create_issuer(bad_issuer, PRIVATE_CA, account_id=plain.name)
+    with pytest.raises(HttpResponseError) as e:
+        create(certs, unique("nope"), CertificatePolicy(issuer_name=bad_issuer, subject="CN=x"))
+    assert e.value.status_code == 400 and "keyCertSign" in e.value.message
+    with pytest.raises(HttpResponseError) as e:
+        create(certs, unique("nope"), CertificatePolicy(issuer_name=unique("noissuer"), subject="CN=x"))
+    assert e.value.status_code == 400

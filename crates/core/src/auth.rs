@@ -145,6 +145,16 @@ pub enum Operation {
     CertificatePurge,
     /// Import a certificate.
     CertificateImport,
+    /// Create or update a certificate issuer.
+    CertificateSetIssuer,
+    /// Read a certificate issuer.
+    CertificateGetIssuer,
+    /// List certificate issuers.
+    CertificateListIssuers,
+    /// Delete a certificate issuer.
+    CertificateDeleteIssuer,
+    /// Read, set or delete the certificate contacts.
+    CertificateContacts,
 }
 
 impl Operation {
@@ -195,6 +205,11 @@ impl Operation {
             Self::CertificateRecover => "CertificateRecover",
             Self::CertificatePurge => "CertificatePurge",
             Self::CertificateImport => "CertificateImport",
+            Self::CertificateSetIssuer => "CertificateIssuerSet",
+            Self::CertificateGetIssuer => "CertificateIssuerGet",
+            Self::CertificateListIssuers => "CertificateIssuerList",
+            Self::CertificateDeleteIssuer => "CertificateIssuerDelete",
+            Self::CertificateContacts => "CertificateContactsSet",
         }
     }
 
@@ -245,6 +260,11 @@ impl Operation {
             Self::CertificateRecover => "Microsoft.KeyVault/vaults/certificates/recover/action",
             Self::CertificatePurge => "Microsoft.KeyVault/vaults/certificates/purge/action",
             Self::CertificateImport => "Microsoft.KeyVault/vaults/certificates/import/action",
+            Self::CertificateSetIssuer => "Microsoft.KeyVault/vaults/certificatecas/write",
+            Self::CertificateGetIssuer => "Microsoft.KeyVault/vaults/certificatecas/read",
+            Self::CertificateListIssuers => "Microsoft.KeyVault/vaults/certificatecas/read",
+            Self::CertificateDeleteIssuer => "Microsoft.KeyVault/vaults/certificatecas/delete",
+            Self::CertificateContacts => "Microsoft.KeyVault/vaults/certificatecontacts/write",
         }
     }
 
@@ -294,6 +314,11 @@ impl Operation {
         Self::CertificateRecover,
         Self::CertificatePurge,
         Self::CertificateImport,
+        Self::CertificateSetIssuer,
+        Self::CertificateGetIssuer,
+        Self::CertificateListIssuers,
+        Self::CertificateDeleteIssuer,
+        Self::CertificateContacts,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -330,7 +355,12 @@ impl Operation {
             | Self::CertificateListDeleted
             | Self::CertificateRecover
             | Self::CertificatePurge
-            | Self::CertificateImport => "certificates",
+            | Self::CertificateImport
+            | Self::CertificateSetIssuer
+            | Self::CertificateGetIssuer
+            | Self::CertificateListIssuers
+            | Self::CertificateDeleteIssuer
+            | Self::CertificateContacts => "certificates",
             _ => "secrets",
         }
     }
@@ -377,6 +407,11 @@ impl Operation {
             Self::CertificateRecover => ("certificates", "recover"),
             Self::CertificatePurge => ("certificates", "purge"),
             Self::CertificateImport => ("certificates", "import"),
+            Self::CertificateSetIssuer => ("certificates", "setissuers"),
+            Self::CertificateGetIssuer => ("certificates", "getissuers"),
+            Self::CertificateListIssuers => ("certificates", "listissuers"),
+            Self::CertificateDeleteIssuer => ("certificates", "deleteissuers"),
+            Self::CertificateContacts => ("certificates", "managecontacts"),
         }
     }
 }

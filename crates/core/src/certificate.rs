@@ -501,6 +501,16 @@ impl std::fmt::Debug for Upload {
 pub trait CertificateBackend: Send + Sync {
     /// A self-signed certificate for `key` as `req` describes; DER.
     fn self_signed(&self, req: &X509Request<'_>, key: &SealedPrivate<'_>) -> Result<Vec<u8>>;
+    /// A certificate for `subject`'s key as `req` describes, issued by the CA
+    /// whose certificate is `ca_der` and whose key is `ca_key`; it never
+    /// outlives the CA certificate. DER.
+    fn issue(
+        &self,
+        req: &X509Request<'_>,
+        subject: &SealedPrivate<'_>,
+        ca_key: &SealedPrivate<'_>,
+        ca_der: &[u8],
+    ) -> Result<Vec<u8>>;
     /// Reads a DER certificate.
     fn inspect(&self, der: &[u8]) -> Result<CertificateInfo>;
     /// Reads an uploaded PFX (with its password) or PEM (certificates and a
@@ -684,6 +694,21 @@ struct NewVersion<'a> {
     tags: BTreeMap<String, String>,
 }
 
+/// What one certificate scheduler pass did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRenewal {
+    /// The vault's name.
+    pub vault: String,
+    /// The certificate's name.
+    pub name: String,
+    /// The version the action was about.
+    pub version: String,
+    /// AutoRenew or EmailContacts.
+    pub action: CertificateAction,
+    /// For AutoRenew: the new version.
+    pub new_version: Option<String>,
+}
+
 /// `POST /certificates/{name}/import`.
 #[derive(Debug)]
 pub struct CertificateImport {
@@ -713,6 +738,15 @@ pub struct CertificateMerge {
 /// Parses a certificate version's metadata.
 pub fn meta_of(rec: &VersionRecord) -> Result<CertificateMeta> {
     serde_json::from_str(&rec.meta).map_err(|_| Error::Integrity)
+}
+
+fn check_not_reserved(name: &ObjectName) -> Result<()> {
+    if crate::issuer::RESERVED.contains(&name.key().as_str()) {
+        return Err(bad(format!(
+            "'{name}' is reserved (certificates/{name} is an API path) and cannot name a certificate."
+        )));
+    }
+    Ok(())
 }
 
 fn pending_missing(name: &ObjectName) -> Error {
@@ -805,6 +839,7 @@ impl VaultService {
         input: CertificateCreate,
     ) -> Result<CertificateOperation> {
         auth.require(vault, Operation::CertificateCreate)?;
+        check_not_reserved(name)?;
         let tags = input.tags.unwrap_or_default();
         validate_tags(&tags)?;
         if self
@@ -839,29 +874,18 @@ impl VaultService {
         }
         self.check_name_free(vault, name).await?;
         let enabled = input.attributes.enabled.unwrap_or(policy.enabled);
-        let operation = match policy.issuer.as_str() {
-            "Self" => {
-                let version = self
-                    .issue_self_signed(vault, name, &policy, enabled, tags)
-                    .await?;
-                CertificateOperation {
-                    issuer: policy.issuer.clone(),
-                    status: OperationStatus::Completed,
-                    request_id: Version::random().to_string(),
-                    version: version.to_string(),
-                    csr: None,
-                    cancellation_requested: false,
-                    pending_key: None,
-                    pending_public: None,
-                }
-            }
-            "Unknown" => self.pending_request(vault, name, &policy)?,
-            other => {
-                return Err(bad(format!(
-                    "The issuer '{}' is not supported yet: use Self or Unknown.",
-                    other.chars().take(64).collect::<String>()
-                )))
-            }
+        let operation = match self.issue_now(vault, name, &policy, enabled, tags).await? {
+            Some(version) => CertificateOperation {
+                issuer: policy.issuer.clone(),
+                status: OperationStatus::Completed,
+                request_id: Version::random().to_string(),
+                version: version.to_string(),
+                csr: None,
+                cancellation_requested: false,
+                pending_key: None,
+                pending_public: None,
+            },
+            None => self.pending_request(vault, name, &policy)?,
         };
         self.put_certificate_state(
             vault,
@@ -891,7 +915,7 @@ impl VaultService {
         tags: BTreeMap<String, String>,
     ) -> Result<Version> {
         let version = Version::random();
-        let (private, public) = self.keys.generate(&policy.key_spec())?;
+        let (private, public) = self.version_key(vault, name, policy).await?;
         let key = self.seal_key(vault, name, &version, &private)?;
         drop(private);
         let now = self.clock.now();
@@ -919,6 +943,259 @@ impl VaultService {
         )
         .await?;
         Ok(version)
+    }
+
+    /// Issues a version from a configured issuer. Only Keyhaven's private CA
+    /// can be reached: a CA certificate of this vault signs with its key.
+    async fn issue_from_ca(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        policy: &CertificatePolicy,
+        issuer_name: &str,
+        enabled: bool,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Version> {
+        let issuer = self.find_issuer(vault, issuer_name).await.map_err(|_| {
+            bad(format!(
+                "The issuer '{}' is not configured in this vault.",
+                issuer_name.chars().take(64).collect::<String>()
+            ))
+        })?;
+        if !issuer
+            .provider
+            .eq_ignore_ascii_case(crate::issuer::PRIVATE_CA_PROVIDER)
+        {
+            return Err(bad(format!(
+                "The issuer provider '{}' cannot be reached from this deployment; use {}.",
+                issuer.provider.chars().take(64).collect::<String>(),
+                crate::issuer::PRIVATE_CA_PROVIDER
+            )));
+        }
+        if !issuer.enabled {
+            return Err(bad(format!("The issuer '{issuer_name}' is disabled.")));
+        }
+        let ca_name: ObjectName = issuer
+            .account_id
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| bad("The issuer names no CA certificate."))?;
+        let unusable = |why: &str| {
+            bad(format!(
+                "The CA certificate '{ca_name}' of issuer '{issuer_name}' cannot issue: {why}."
+            ))
+        };
+        let ca = self
+            .load_certificate(vault, &ca_name, None)
+            .await
+            .map_err(|_| unusable("it does not exist"))?;
+        let now = self.clock.now();
+        let a = &ca.record.attributes;
+        if !a.enabled || a.nbf.is_some_and(|n| now < n) || a.exp.is_some_and(|e| now >= e) {
+            return Err(unusable("it is disabled, not yet valid or expired"));
+        }
+        let ca_policy = ca.policy.as_ref().map(|p| &p.policy);
+        if !ca_policy.is_some_and(|p| p.key_usage.iter().any(|u| u == "keyCertSign")) {
+            return Err(unusable("its policy lacks the keyCertSign key usage"));
+        }
+        if ca_name.key() == name.key() {
+            return Err(unusable("a certificate cannot issue itself"));
+        }
+        let ca_key = self
+            .store
+            .get_version(
+                &vault.id,
+                ObjectKind::Key,
+                &ca_name,
+                Some(&ca.record.version),
+            )
+            .await?
+            .ok_or_else(|| unusable("its key is missing"))?;
+        let version = Version::random();
+        let (private, public) = self.version_key(vault, name, policy).await?;
+        let key = self.seal_key(vault, name, &version, &private)?;
+        drop(private);
+        let der = self.with_sealed(vault, name, &version, &key, |subject| {
+            self.with_sealed(
+                vault,
+                &ca_name,
+                &ca.record.version,
+                &ca_key.payload,
+                |ca_sealed| {
+                    self.certs.issue(
+                        &X509Request {
+                            policy,
+                            not_before: now,
+                        },
+                        subject,
+                        ca_sealed,
+                        ca.meta.cer(),
+                    )
+                },
+            )
+        })?;
+        let mut chain = vec![der];
+        chain.extend(ca.meta.chain.iter().cloned());
+        self.write_version(
+            vault,
+            name,
+            &version,
+            NewVersion {
+                policy,
+                key,
+                public,
+                chain,
+                enabled,
+                tags,
+            },
+        )
+        .await?;
+        Ok(version)
+    }
+
+    /// The key of a new version: the current version's when the policy
+    /// says `reuse_key` (and the key type still fits), otherwise a new one.
+    async fn version_key(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        policy: &CertificatePolicy,
+    ) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
+        if policy.reuse_key {
+            if let Some(current) = self
+                .store
+                .get_version(&vault.id, ObjectKind::Key, name, None)
+                .await?
+                .filter(|r| r.managed)
+            {
+                let meta: KeyMeta =
+                    serde_json::from_str(&current.meta).map_err(|_| Error::Integrity)?;
+                let same_shape = meta.public.kty == policy.kty
+                    && (policy.kty != KeyType::Ec || meta.public.crv == policy.curve);
+                if same_shape {
+                    let aad = Self::payload_aad(vault, ObjectKind::Key, name, &current.version);
+                    let private = self.barrier.open(vault, &aad, &current.payload)?;
+                    return Ok((private, meta.public));
+                }
+            }
+        }
+        self.keys.generate(&policy.key_spec())
+    }
+
+    /// One scheduler pass over certificate policies: AutoRenew makes a new
+    /// version (issuer `Self` or a private-CA issuer), EmailContacts is
+    /// reported for the observability issue's events. Each action on a
+    /// version is claimed in the store, so it runs once across nodes.
+    pub async fn run_certificate_renewals(&self) -> Result<Vec<CertificateRenewal>> {
+        let mut done = Vec::new();
+        for p in self.scheduled_policies(KIND).await? {
+            match self.renew_one(&p.vault_name, &p.name, &p.policy).await {
+                Ok(Some(r)) => done.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    vault = %p.vault_name, certificate = %p.name, error = %e,
+                    "certificate lifetime action could not be carried out"
+                ),
+            }
+        }
+        Ok(done)
+    }
+
+    async fn renew_one(
+        &self,
+        vault_name: &str,
+        name: &ObjectName,
+        rec: &PolicyRecord,
+    ) -> Result<Option<CertificateRenewal>> {
+        let state = state_of(rec)?;
+        let Ok(vname) = vault_name.parse() else {
+            return Ok(None);
+        };
+        let Some(vault) = self.store.get_vault(&vname).await? else {
+            return Ok(None);
+        };
+        let Some(latest) = self.store.get_version(&vault.id, KIND, name, None).await? else {
+            return Ok(None);
+        };
+        let (Some(nbf), Some(exp)) = (latest.attributes.nbf, latest.attributes.exp) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        for a in &state.policy.lifetime_actions {
+            let due = match a.trigger {
+                CertificateTrigger::LifetimePercentage(p) => {
+                    nbf + (exp - nbf).saturating_mul(i64::from(p)) / 100
+                }
+                CertificateTrigger::DaysBeforeExpiry(d) => exp - i64::from(d) * 86_400,
+            };
+            if now < due {
+                continue;
+            }
+            let job = format!(
+                "certificate-{}/{}/{}/{}",
+                match a.action {
+                    CertificateAction::AutoRenew => "renew",
+                    CertificateAction::EmailContacts => "notify",
+                },
+                vault.id,
+                name.key(),
+                latest.version
+            );
+            if !self.store.claim_job(&job, now, now + 300).await? {
+                continue;
+            }
+            let new_version = match a.action {
+                CertificateAction::AutoRenew => self
+                    .issue_now(
+                        &vault,
+                        name,
+                        &state.policy,
+                        state.policy.enabled,
+                        latest.tags.clone(),
+                    )
+                    .await?
+                    .map(|v| v.to_string()),
+                CertificateAction::EmailContacts => None,
+            };
+            self.store.finish_job(&job, now, now - 400 * 86_400).await?;
+            tracing::info!(
+                vault = %vault.name, certificate = %name, version = %latest.version,
+                new_version = new_version.as_deref().unwrap_or(""),
+                "certificate lifetime action carried out"
+            );
+            return Ok(Some(CertificateRenewal {
+                vault: vault.name.to_string(),
+                name: name.to_string(),
+                version: latest.version.to_string(),
+                action: a.action,
+                new_version,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Issues a version now when the issuer can (`Self`, a private-CA
+    /// issuer); `None` for `Unknown`, whose certificate is signed elsewhere.
+    async fn issue_now(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        policy: &CertificatePolicy,
+        enabled: bool,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Option<Version>> {
+        Ok(Some(match policy.issuer.as_str() {
+            "Self" => {
+                self.issue_self_signed(vault, name, policy, enabled, tags)
+                    .await?
+            }
+            "Unknown" => return Ok(None),
+            other => {
+                self.issue_from_ca(vault, name, policy, other, enabled, tags)
+                    .await?
+            }
+        }))
     }
 
     fn seal_key(
@@ -1179,6 +1456,7 @@ impl VaultService {
     ) -> Result<CertificateBundle> {
         use base64::Engine as _;
         auth.require(vault, Operation::CertificateImport)?;
+        check_not_reserved(name)?;
         let tags = import.tags.unwrap_or_default();
         validate_tags(&tags)?;
         if self

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod directory;
 pub mod error;
 pub mod ids;
+pub mod issuer;
 pub mod key;
 pub mod object;
 pub mod resource;

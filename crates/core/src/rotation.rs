@@ -350,27 +350,37 @@ impl VaultService {
     /// logged and do not stop the others.
     pub async fn run_key_rotations(&self) -> Result<Vec<ScheduledAction>> {
         let mut done = Vec::new();
+        for p in self.scheduled_policies(KIND).await? {
+            match self.run_policy(&p.vault_name, &p.name, &p.policy).await {
+                Ok(mut actions) => done.append(&mut actions),
+                Err(e) => tracing::warn!(
+                    vault = %p.vault_name, key = %p.name, error = %e,
+                    "key rotation policy could not be carried out"
+                ),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Every policy of live objects of `kind`, page by page (bounded).
+    pub(crate) async fn scheduled_policies(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<Vec<crate::store::ScheduledPolicy>> {
+        let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..SCAN_PAGES {
             let page = self
                 .store
-                .list_policies(KIND, cursor.as_deref(), SCAN_PAGE)
+                .list_policies(kind, cursor.as_deref(), SCAN_PAGE)
                 .await?;
-            for p in page.items {
-                match self.run_policy(&p.vault_name, &p.name, &p.policy).await {
-                    Ok(mut actions) => done.append(&mut actions),
-                    Err(e) => tracing::warn!(
-                        vault = %p.vault_name, key = %p.name, error = %e,
-                        "key rotation policy could not be carried out"
-                    ),
-                }
-            }
+            out.extend(page.items);
             match page.next {
                 Some(n) => cursor = Some(n),
                 None => break,
             }
         }
-        Ok(done)
+        Ok(out)
     }
 
     async fn run_policy(

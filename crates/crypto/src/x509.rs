@@ -17,7 +17,8 @@ use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
 };
 use openssl::x509::{
     X509Builder, X509Extension, X509Name, X509NameBuilder, X509NameRef, X509ReqBuilder, X509,
@@ -130,6 +131,67 @@ fn utf8_string_der(s: &str) -> Vec<u8> {
     }
     out.extend_from_slice(bytes);
     out
+}
+
+/// Builds and signs a certificate for `pkey`: self-signed, or by `issuer`
+/// (its certificate and key; validity clamped to the issuer's).
+fn build_certificate(
+    req: &X509Request<'_>,
+    pkey: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+) -> Result<Vec<u8>> {
+    let p = req.policy;
+    let name = subject_of(p)?;
+    let mut b = X509Builder::new().map_err(x509_err)?;
+    b.set_version(2).map_err(x509_err)?;
+    let mut serial = BigNum::new().map_err(x509_err)?;
+    serial
+        .rand(127, MsbOption::MAYBE_ZERO, false)
+        .map_err(x509_err)?;
+    let serial = serial.to_asn1_integer().map_err(x509_err)?;
+    b.set_serial_number(&serial).map_err(x509_err)?;
+    b.set_subject_name(&name).map_err(x509_err)?;
+    match issuer {
+        Some((ca, _)) => b.set_issuer_name(ca.subject_name()),
+        None => b.set_issuer_name(&name),
+    }
+    .map_err(x509_err)?;
+    b.set_pubkey(pkey).map_err(x509_err)?;
+    let mut not_after = add_months(req.not_before, p.validity_months);
+    if let Some((ca, _)) = issuer {
+        not_after = not_after.min(unix_of(ca.not_after())?);
+    }
+    let (start, end) = (
+        Asn1Time::from_unix(req.not_before).map_err(x509_err)?,
+        Asn1Time::from_unix(not_after).map_err(x509_err)?,
+    );
+    b.set_not_before(&start).map_err(x509_err)?;
+    b.set_not_after(&end).map_err(x509_err)?;
+    for ext in policy_extensions(p, &b.x509v3_context(issuer.map(|(c, _)| &**c), None))? {
+        b.append_extension(ext).map_err(x509_err)?;
+    }
+    let ski = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(None, None))
+        .map_err(x509_err)?;
+    b.append_extension(ski).map_err(x509_err)?;
+    if let Some((ca, _)) = issuer {
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(ca), None))
+            .map_err(x509_err)?;
+        b.append_extension(aki).map_err(x509_err)?;
+    }
+    let signer = issuer.map_or(pkey, |(_, k)| k);
+    let digest = match signer.id() {
+        openssl::pkey::Id::EC => match signer.bits() {
+            384 => MessageDigest::sha384(),
+            521 => MessageDigest::sha512(),
+            _ => MessageDigest::sha256(),
+        },
+        _ => MessageDigest::sha256(),
+    };
+    b.sign(signer, digest).map_err(x509_err)?;
+    b.build().to_der().map_err(x509_err)
 }
 
 /// The policy's extensions: basic constraints, key usage, EKU, SANs.
@@ -250,37 +312,24 @@ fn unix_of(t: &openssl::asn1::Asn1TimeRef) -> Result<i64> {
 
 impl CertificateBackend for SoftwareKeys {
     fn self_signed(&self, req: &X509Request<'_>, key: &SealedPrivate<'_>) -> Result<Vec<u8>> {
-        let p = req.policy;
         let handle = self.handle(key)?;
-        let pkey = &handle.pkey;
-        let name = subject_of(p)?;
-        let mut b = X509Builder::new().map_err(x509_err)?;
-        b.set_version(2).map_err(x509_err)?;
-        let mut serial = BigNum::new().map_err(x509_err)?;
-        serial
-            .rand(127, MsbOption::MAYBE_ZERO, false)
-            .map_err(x509_err)?;
-        let serial = serial.to_asn1_integer().map_err(x509_err)?;
-        b.set_serial_number(&serial).map_err(x509_err)?;
-        b.set_subject_name(&name).map_err(x509_err)?;
-        b.set_issuer_name(&name).map_err(x509_err)?;
-        b.set_pubkey(pkey).map_err(x509_err)?;
-        let not_after = add_months(req.not_before, p.validity_months);
-        let (start, end) = (
-            Asn1Time::from_unix(req.not_before).map_err(x509_err)?,
-            Asn1Time::from_unix(not_after).map_err(x509_err)?,
-        );
-        b.set_not_before(&start).map_err(x509_err)?;
-        b.set_not_after(&end).map_err(x509_err)?;
-        for ext in policy_extensions(p, &b.x509v3_context(None, None))? {
-            b.append_extension(ext).map_err(x509_err)?;
+        build_certificate(req, &handle.pkey, None)
+    }
+
+    fn issue(
+        &self,
+        req: &X509Request<'_>,
+        subject: &SealedPrivate<'_>,
+        ca_key: &SealedPrivate<'_>,
+        ca_der: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (subject, ca_key) = (self.handle(subject)?, self.handle(ca_key)?);
+        let ca = X509::from_der(ca_der).map_err(x509_err)?;
+        let ca_public = ca.public_key().map_err(x509_err)?;
+        if !ca_public.public_eq(&ca_key.pkey) {
+            return Err(Error::Integrity);
         }
-        let ski = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(None, None))
-            .map_err(x509_err)?;
-        b.append_extension(ski).map_err(x509_err)?;
-        b.sign(pkey, signing_digest(p)).map_err(x509_err)?;
-        b.build().to_der().map_err(x509_err)
+        build_certificate(req, &subject.pkey, Some((&ca, &ca_key.pkey)))
     }
 
     fn inspect(&self, der: &[u8]) -> Result<CertificateInfo> {

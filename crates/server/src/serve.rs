@@ -335,6 +335,9 @@ fn spawn_scheduler(state: AppState) {
             if let Err(e) = state.service.run_key_rotations().await {
                 tracing::warn!(error = %e, "key rotation pass failed");
             }
+            if let Err(e) = state.service.run_certificate_renewals().await {
+                tracing::warn!(error = %e, "certificate renewal pass failed");
+            }
         }
     });
 }

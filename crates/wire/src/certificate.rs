@@ -470,3 +470,179 @@ pub struct CertificateOperationUpdateParameter {
     /// Must be true.
     pub cancellation_requested: Option<bool>,
 }
+
+#[derive(Serialize, Deserialize, Default)]
+struct IssuerCredentials {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<String>,
+    #[serde(skip_serializing)]
+    pwd: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct AdminDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct OrgDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_details: Option<Vec<AdminDetails>>,
+}
+
+/// `PUT|PATCH /certificates/issuers/{name}` body.
+#[derive(Deserialize)]
+pub struct CertificateIssuerParameters {
+    provider: Option<String>,
+    credentials: Option<IssuerCredentials>,
+    org_details: Option<OrgDetails>,
+    attributes: Option<PolicyAttributes>,
+}
+
+impl From<CertificateIssuerParameters> for keyhaven_core::issuer::IssuerInput {
+    fn from(p: CertificateIssuerParameters) -> Self {
+        let creds = p.credentials.unwrap_or_default();
+        let org = p.org_details;
+        Self {
+            provider: p.provider,
+            account_id: creds.account_id,
+            password: creds.pwd.map(keyhaven_core::Sensitive::new),
+            organization_id: org.as_ref().and_then(|o| o.id.clone()),
+            admins: org.and_then(|o| o.admin_details).map(|list| {
+                list.into_iter()
+                    .map(|a| keyhaven_core::issuer::AdminContact {
+                        first_name: a.first_name,
+                        last_name: a.last_name,
+                        email: a.email,
+                        phone: a.phone,
+                    })
+                    .collect()
+            }),
+            enabled: p.attributes.and_then(|a| a.enabled),
+        }
+    }
+}
+
+/// IssuerBundle (the password is never returned).
+#[derive(Serialize)]
+pub struct IssuerBundle {
+    id: String,
+    provider: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials: Option<IssuerCredentials>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org_details: Option<OrgDetails>,
+    attributes: PolicyAttributes,
+}
+
+fn issuer_id(urls: &VaultUrls, name: &str) -> String {
+    format!("{}/{name}", urls.unversioned(COLLECTION, "issuers"))
+}
+
+impl IssuerBundle {
+    /// The wire form of an issuer.
+    pub fn new(i: &keyhaven_core::issuer::Issuer, urls: &VaultUrls) -> Self {
+        Self {
+            id: issuer_id(urls, &i.name),
+            provider: i.provider.clone(),
+            credentials: i.account_id.as_ref().map(|a| IssuerCredentials {
+                account_id: Some(a.clone()),
+                pwd: None,
+            }),
+            org_details: (i.organization_id.is_some() || i.admins.is_some()).then(|| OrgDetails {
+                id: i.organization_id.clone(),
+                admin_details: i.admins.as_ref().map(|list| {
+                    list.iter()
+                        .map(|a| AdminDetails {
+                            first_name: a.first_name.clone(),
+                            last_name: a.last_name.clone(),
+                            email: a.email.clone(),
+                            phone: a.phone.clone(),
+                        })
+                        .collect()
+                }),
+            }),
+            attributes: PolicyAttributes {
+                enabled: Some(i.enabled),
+                created: Some(i.created),
+                updated: Some(i.updated),
+            },
+        }
+    }
+}
+
+/// CertificateIssuerItem.
+#[derive(Serialize)]
+pub struct IssuerItem {
+    id: String,
+    provider: String,
+}
+
+impl IssuerItem {
+    /// The list form of an issuer.
+    pub fn new(i: &keyhaven_core::issuer::Issuer, urls: &VaultUrls) -> Self {
+        Self {
+            id: issuer_id(urls, &i.name),
+            provider: i.provider.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct ContactWire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
+}
+
+/// Contacts, in and out.
+#[derive(Serialize, Deserialize)]
+pub struct Contacts {
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    id: Option<String>,
+    #[serde(default)]
+    contacts: Option<Vec<ContactWire>>,
+}
+
+impl Contacts {
+    /// The wire form of the vault's contacts.
+    pub fn new(list: &[keyhaven_core::issuer::Contact], urls: &VaultUrls) -> Self {
+        Self {
+            id: Some(urls.unversioned(COLLECTION, "contacts")),
+            contacts: Some(
+                list.iter()
+                    .map(|c| ContactWire {
+                        email: c.email.clone(),
+                        name: c.name.clone(),
+                        phone: c.phone.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The caller's contacts.
+    pub fn into_contacts(self) -> Vec<keyhaven_core::issuer::Contact> {
+        self.contacts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| keyhaven_core::issuer::Contact {
+                email: c.email,
+                name: c.name,
+                phone: c.phone,
+            })
+            .collect()
+    }
+}

@@ -12,8 +12,9 @@ use keyhaven_core::certificate::PolicyInput;
 use keyhaven_core::{ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::certificate::{
     CertificateBundle, CertificateCreateParameters, CertificateImportParameters,
-    CertificateMergeParameters, CertificateOperationOut, CertificateOperationUpdateParameter,
-    CertificatePolicy, CertificateUpdateParameters, DeletedCertificateBundle,
+    CertificateIssuerParameters, CertificateMergeParameters, CertificateOperationOut,
+    CertificateOperationUpdateParameter, CertificatePolicy, CertificateUpdateParameters, Contacts,
+    DeletedCertificateBundle, IssuerBundle, IssuerItem,
 };
 use keyhaven_wire::secret::ListResult;
 
@@ -44,14 +45,16 @@ pub fn routes() -> Router<AppState> {
             one,
             get(get_certificate)
                 .delete(delete_certificate)
-                .patch(update_certificate),
+                .patch(update_certificate)
+                .put(set_contacts),
         )
         .route(
             versioned,
             get(get_certificate_version)
                 .post(certificate_action)
                 .patch(update_certificate_version)
-                .delete(delete_certificate_operation),
+                .delete(delete_certificate_operation)
+                .put(put_issuer),
         )
         .route(op, post(merge_certificate))
         .route(deleted_list, get(get_deleted_certificates))
@@ -70,8 +73,84 @@ fn version(name: &ObjectName, raw: &str) -> Result<Version, ApiError> {
     object_version(ObjectKind::Certificate, name, raw)
 }
 
-async fn get_certificate(st: State<AppState>, ctx: Ctx, AzPath(raw): AzPath<String>) -> ApiResult {
-    get_one(st, ctx, raw, None).await
+async fn get_certificate(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+) -> ApiResult {
+    match raw.as_str() {
+        "issuers" => {
+            let auth = ctx
+                .authorize(&st, Operation::CertificateListIssuers, None)
+                .await?;
+            let list = st.service.list_issuers(&auth, &ctx.vault).await?;
+            Ok(ok(&ListResult {
+                value: list.iter().map(|i| IssuerItem::new(i, &ctx.urls)).collect(),
+                next_link: None,
+            }))
+        }
+        "contacts" => {
+            let auth = ctx
+                .authorize(&st, Operation::CertificateContacts, None)
+                .await?;
+            let list = st.service.get_contacts(&auth, &ctx.vault).await?;
+            Ok(ok(&Contacts::new(&list, &ctx.urls)))
+        }
+        _ => get_one(State(st), Extension(ctx), raw, None).await,
+    }
+}
+
+/// `PUT /certificates/contacts`.
+async fn set_contacts(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    if raw != "contacts" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let auth = ctx
+        .authorize(&st, Operation::CertificateContacts, None)
+        .await?;
+    let input: Contacts = parse_json(&read_body(body).await?)?;
+    let list = st
+        .service
+        .set_contacts(&auth, &ctx.vault, input.into_contacts())
+        .await?;
+    Ok(ok(&Contacts::new(&list, &ctx.urls)))
+}
+
+/// `PUT /certificates/issuers/{issuer}`.
+async fn put_issuer(
+    st: State<AppState>,
+    ctx: Ctx,
+    AzPath((raw, issuer)): AzPath<(String, String)>,
+    body: axum::body::Body,
+) -> ApiResult {
+    if raw != "issuers" {
+        return Err(ApiError::method_not_allowed());
+    }
+    set_issuer(st, ctx, issuer, body, true).await
+}
+
+async fn set_issuer(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    issuer: String,
+    body: axum::body::Body,
+    create: bool,
+) -> ApiResult {
+    let auth = ctx
+        .authorize(&st, Operation::CertificateSetIssuer, None)
+        .await?;
+    let name = name(&issuer)?;
+    let input: CertificateIssuerParameters = parse_json(&read_body(body).await?)?;
+    let i = st
+        .service
+        .set_issuer(&auth, &ctx.vault, &name, input.into(), create)
+        .await?;
+    Ok(ok(&IssuerBundle::new(&i, &ctx.urls)))
 }
 
 async fn get_one(
@@ -103,6 +182,14 @@ async fn get_certificate_version(
     Extension(ctx): Ctx,
     AzPath((raw, ver)): AzPath<(String, String)>,
 ) -> ApiResult {
+    if raw == "issuers" {
+        let auth = ctx
+            .authorize(&st, Operation::CertificateGetIssuer, None)
+            .await?;
+        let name = name(&ver)?;
+        let i = st.service.get_issuer(&auth, &ctx.vault, &name).await?;
+        return Ok(ok(&IssuerBundle::new(&i, &ctx.urls)));
+    }
     match ver.as_str() {
         "versions" => {
             let name = name(&raw)?;
@@ -215,6 +302,14 @@ async fn delete_certificate_operation(
     Extension(ctx): Ctx,
     AzPath((raw, ver)): AzPath<(String, String)>,
 ) -> ApiResult {
+    if raw == "issuers" {
+        let auth = ctx
+            .authorize(&st, Operation::CertificateDeleteIssuer, None)
+            .await?;
+        let name = name(&ver)?;
+        let i = st.service.delete_issuer(&auth, &ctx.vault, &name).await?;
+        return Ok(ok(&IssuerBundle::new(&i, &ctx.urls)));
+    }
     if ver != "pending" {
         return Err(ApiError::method_not_allowed());
     }
@@ -273,6 +368,9 @@ async fn update_certificate_version(
     AzPath((raw, ver)): AzPath<(String, String)>,
     body: axum::body::Body,
 ) -> ApiResult {
+    if raw == "issuers" {
+        return set_issuer(State(st), Extension(ctx), ver, body, false).await;
+    }
     if ver == "pending" {
         let name = name(&raw)?;
         let auth = ctx
@@ -371,6 +469,13 @@ async fn delete_certificate(
     Extension(ctx): Ctx,
     AzPath(raw): AzPath<String>,
 ) -> ApiResult {
+    if raw == "contacts" {
+        let auth = ctx
+            .authorize(&st, Operation::CertificateContacts, None)
+            .await?;
+        let list = st.service.delete_contacts(&auth, &ctx.vault).await?;
+        return Ok(ok(&Contacts::new(&list, &ctx.urls)));
+    }
     let name = name(&raw)?;
     let auth = ctx
         .authorize(&st, Operation::CertificateDelete, Some(name.as_str()))

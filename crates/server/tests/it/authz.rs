@@ -156,6 +156,21 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             Some(cert_policy()),
         ),
         Operation::CertificateGet => ("GET", format!("/certificates/c?{v}"), None),
+        Operation::CertificateSetIssuer => (
+            "PUT",
+            format!("/certificates/issuers/i?{v}"),
+            Some(json!({"provider": "DigiCert"})),
+        ),
+        Operation::CertificateGetIssuer => ("GET", format!("/certificates/issuers/i?{v}"), None),
+        Operation::CertificateListIssuers => ("GET", format!("/certificates/issuers?{v}"), None),
+        Operation::CertificateDeleteIssuer => {
+            ("DELETE", format!("/certificates/issuers/i?{v}"), None)
+        }
+        Operation::CertificateContacts => (
+            "PUT",
+            format!("/certificates/contacts?{v}"),
+            Some(json!({"contacts": [{"email": "a@b.c"}]})),
+        ),
         Operation::CertificateImport => (
             "POST",
             format!("/certificates/ci/import?{v}"),

@@ -10,6 +10,7 @@
 
 mod auth;
 mod authz;
+mod certificates;
 mod rotation;
 mod secrets;
 
