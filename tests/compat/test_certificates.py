@@ -517,3 +517,40 @@ def test_private_ca_issues_certificates_chained_to_a_vault_ca(certs, secrets, ke
     with pytest.raises(HttpResponseError) as e:
         create(certs, unique("nope"), CertificatePolicy(issuer_name=unique("noissuer"), subject="CN=x"))
     assert e.value.status_code == 400
+
+
+def test_backup_restore_brings_back_certificate_key_secret_and_policy(certs, keys, secrets, credential, server, token):
+    name = unique("bak")
+    policy = CertificatePolicy(issuer_name="Self", subject="CN=backup.example.test", validity_in_months=7,
+                               content_type=CertificateContentType.pem)
+    first = create(certs, name, policy)
+    second = create(certs, name, certs.get_certificate_policy(name))
+    blob = certs.backup_certificate(name)
+    assert b"backup.example.test" not in blob and b"PRIVATE KEY" not in blob
+    with pytest.raises(ResourceExistsError):
+        certs.restore_certificate_backup(blob)
+    certs.begin_delete_certificate(name, **POLL).result()
+    certs.purge_deleted_certificate(name)
+
+    restored = certs.restore_certificate_backup(blob)
+    assert restored.name == name and restored.properties.version == second.properties.version
+    assert restored.cer == second.cer
+    assert {p.version for p in certs.list_properties_of_certificate_versions(name)} == {
+        first.properties.version, second.properties.version}
+    assert certs.get_certificate_policy(name).validity_in_months == 7
+    key = keys.get_key(name)
+    assert key.properties.managed is True
+    digest = hashlib.sha256(b"restored").digest()
+    sig = CryptographyClient(key.id, credential, **CLIENT_KWARGS).sign(SignatureAlgorithm.rs256, digest).signature
+    x509.load_der_x509_certificate(bytes(restored.cer)).public_key().verify(
+        sig, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    value = secrets.get_secret(name).value
+    assert serialization.load_pem_private_key(value.encode(), None).public_key().public_numbers() == \
+        x509.load_der_x509_certificate(bytes(restored.cer)).public_key().public_numbers()
+
+    # A key backup is not a certificate backup, nor garbage.
+    key_blob = keys.backup_key(name)
+    for bad_blob in (key_blob, b"garbage"):
+        r = server.vault_request("POST", "/certificates/restore", token=token,
+                                 json={"value": base64.urlsafe_b64encode(bad_blob).decode().rstrip("=")})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter", r.text

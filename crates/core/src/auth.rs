@@ -155,6 +155,10 @@ pub enum Operation {
     CertificateDeleteIssuer,
     /// Read, set or delete the certificate contacts.
     CertificateContacts,
+    /// Back up a certificate.
+    CertificateBackup,
+    /// Restore a certificate backup.
+    CertificateRestore,
 }
 
 impl Operation {
@@ -210,6 +214,8 @@ impl Operation {
             Self::CertificateListIssuers => "CertificateIssuerList",
             Self::CertificateDeleteIssuer => "CertificateIssuerDelete",
             Self::CertificateContacts => "CertificateContactsSet",
+            Self::CertificateBackup => "CertificateBackup",
+            Self::CertificateRestore => "CertificateRestore",
         }
     }
 
@@ -265,6 +271,8 @@ impl Operation {
             Self::CertificateListIssuers => "Microsoft.KeyVault/vaults/certificatecas/read",
             Self::CertificateDeleteIssuer => "Microsoft.KeyVault/vaults/certificatecas/delete",
             Self::CertificateContacts => "Microsoft.KeyVault/vaults/certificatecontacts/write",
+            Self::CertificateBackup => "Microsoft.KeyVault/vaults/certificates/backup/action",
+            Self::CertificateRestore => "Microsoft.KeyVault/vaults/certificates/restore/action",
         }
     }
 
@@ -319,6 +327,8 @@ impl Operation {
         Self::CertificateListIssuers,
         Self::CertificateDeleteIssuer,
         Self::CertificateContacts,
+        Self::CertificateBackup,
+        Self::CertificateRestore,
     ];
 
     /// The collection of the object this operation acts on (`secrets`, …).
@@ -360,7 +370,9 @@ impl Operation {
             | Self::CertificateGetIssuer
             | Self::CertificateListIssuers
             | Self::CertificateDeleteIssuer
-            | Self::CertificateContacts => "certificates",
+            | Self::CertificateContacts
+            | Self::CertificateBackup
+            | Self::CertificateRestore => "certificates",
             _ => "secrets",
         }
     }
@@ -412,6 +424,8 @@ impl Operation {
             Self::CertificateListIssuers => ("certificates", "listissuers"),
             Self::CertificateDeleteIssuer => ("certificates", "deleteissuers"),
             Self::CertificateContacts => ("certificates", "managecontacts"),
+            Self::CertificateBackup => ("certificates", "backup"),
+            Self::CertificateRestore => ("certificates", "restore"),
         }
     }
 }

@@ -27,6 +27,15 @@ fn backup_format(kind: ObjectKind) -> String {
     format!("keyhaven-{}-backup-v1", kind.as_str())
 }
 
+/// What a backup carries beyond the object's own versions.
+#[derive(Default)]
+pub(crate) struct BackupExtras<'a> {
+    /// Kinds of the objects sharing the name (a certificate's key and secret).
+    pub companions: &'a [ObjectKind],
+    /// An opaque policy document.
+    pub policy: Option<String>,
+}
+
 impl VaultService {
     /// Backs up every version of an object into an opaque, encrypted and
     /// authenticated blob.
@@ -38,7 +47,46 @@ impl VaultService {
         op: Operation,
         name: &ObjectName,
     ) -> Result<Vec<u8>> {
+        self.backup_objects(auth, vault, kind, op, name, BackupExtras::default())
+            .await
+    }
+
+    /// Backs up an object with the objects of other kinds that share its name
+    /// (a certificate's key and secret) and an opaque policy document.
+    pub(crate) async fn backup_objects(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        name: &ObjectName,
+        extras: BackupExtras<'_>,
+    ) -> Result<Vec<u8>> {
         auth.require(vault, op)?;
+        let (display, versions) = self.backup_versions(vault, kind, name).await?;
+        let mut doc = BackupDoc {
+            format: backup_format(kind),
+            name: display,
+            versions,
+            companions: BTreeMap::new(),
+            policy: extras.policy,
+        };
+        for k in extras.companions {
+            let (_, versions) = self.backup_versions(vault, *k, name).await?;
+            doc.companions.insert(k.as_str().to_owned(), versions);
+        }
+        let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
+        self.barrier.seal_root(&backup_aad(kind), plain.expose())
+    }
+
+    /// The versions of one object with their payloads opened (an empty
+    /// payload — a certificate's — stays empty), and the name's casing.
+    async fn backup_versions(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> Result<(String, Vec<BackupVersion>)> {
         let versions = self.store.all_versions(&vault.id, kind, name).await?;
         if versions.is_empty() {
             return Err(Error::NotFound {
@@ -46,23 +94,22 @@ impl VaultService {
                 name: name.to_string(),
             });
         }
-        let mut doc = BackupDoc {
-            format: backup_format(kind),
-            name: name.to_string(),
-            versions: Vec::with_capacity(versions.len()),
-        };
+        let mut out = Vec::with_capacity(versions.len());
+        let mut display = name.to_string();
         for rec in &versions {
-            let value = self.barrier.open(
-                vault,
-                &Self::payload_aad(vault, kind, &rec.name, &rec.version),
-                &rec.payload,
-            )?;
-            doc.name = rec.name.to_string();
-            doc.versions
-                .push(BackupVersion::from_record(rec, value.expose()));
+            let value = if rec.payload.is_empty() {
+                Sensitive::new(Vec::new())
+            } else {
+                self.barrier.open(
+                    vault,
+                    &Self::payload_aad(vault, kind, &rec.name, &rec.version),
+                    &rec.payload,
+                )?
+            };
+            display = rec.name.to_string();
+            out.push(BackupVersion::from_record(rec, value.expose()));
         }
-        let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
-        self.barrier.seal_root(&backup_aad(kind), plain.expose())
+        Ok((display, out))
     }
 
     /// Restores a backup blob of `kind` into `vault`; refused if the name
@@ -75,6 +122,20 @@ impl VaultService {
         op: Operation,
         blob: &[u8],
     ) -> Result<VersionRecord> {
+        Ok(self.restore_objects(auth, vault, kind, op, blob).await?.0)
+    }
+
+    /// Restores an object with its companions (all names checked free
+    /// first, companions written before the object) and returns its latest
+    /// version and the backed-up policy document.
+    pub(crate) async fn restore_objects(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        op: Operation,
+        blob: &[u8],
+    ) -> Result<(VersionRecord, Option<String>)> {
         auth.require(vault, op)?;
         let invalid =
             || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
@@ -87,11 +148,59 @@ impl VaultService {
             return Err(invalid());
         }
         let name: ObjectName = doc.name.parse().map_err(|_| invalid())?;
-        let mut records = Vec::with_capacity(doc.versions.len());
-        for v in &doc.versions {
+        let mut parts = Vec::with_capacity(doc.companions.len() + 1);
+        for (k, versions) in &doc.companions {
+            let k = ObjectKind::parse(k).ok_or_else(invalid)?;
+            parts.push((k, self.restore_records(vault, k, &name, versions)?));
+        }
+        parts.push((
+            kind,
+            self.restore_records(vault, kind, &name, &doc.versions)?,
+        ));
+        for (k, _) in &parts {
+            let taken = self
+                .store
+                .get_version(&vault.id, *k, &name, None)
+                .await?
+                .is_some()
+                || self
+                    .store
+                    .get_deleted(&vault.id, *k, &name)
+                    .await?
+                    .is_some();
+            if taken {
+                return Err(Error::AlreadyExists {
+                    kind: *k,
+                    name: name.to_string(),
+                });
+            }
+        }
+        for (_, records) in &parts {
+            self.store.restore_object(&vault.id, records).await?;
+        }
+        let latest = self.live_version(vault, kind, &name, None).await?;
+        Ok((latest, doc.policy.clone()))
+    }
+
+    fn restore_records(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        versions: &[BackupVersion],
+    ) -> Result<Vec<VersionRecord>> {
+        let invalid =
+            || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
+        let mut records = Vec::with_capacity(versions.len());
+        for v in versions {
             let version: Version = v.version.parse().map_err(|_| invalid())?;
             let value = Sensitive::new(STANDARD.decode(&v.value).map_err(|_| invalid())?);
-            let aad = Self::payload_aad(vault, kind, &name, &version);
+            let aad = Self::payload_aad(vault, kind, name, &version);
+            let payload = if value.expose().is_empty() {
+                Vec::new()
+            } else {
+                self.barrier.seal(vault, &aad, value.expose())?
+            };
             records.push(VersionRecord {
                 kind,
                 name: name.clone(),
@@ -106,12 +215,11 @@ impl VaultService {
                 tags: v.tags.clone(),
                 content_type: v.content_type.clone(),
                 managed: v.managed,
-                payload: self.barrier.seal(vault, &aad, value.expose())?,
+                payload,
                 meta: v.meta.clone(),
             });
         }
-        self.store.restore_object(&vault.id, &records).await?;
-        self.live_version(vault, kind, &name, None).await
+        Ok(records)
     }
 }
 
@@ -120,6 +228,12 @@ struct BackupDoc {
     format: String,
     name: String,
     versions: Vec<BackupVersion>,
+    /// Objects of other kinds with the same name, by kind.
+    #[serde(default)]
+    companions: BTreeMap<String, Vec<BackupVersion>>,
+    /// The object's policy document, opaque here.
+    #[serde(default)]
+    policy: Option<String>,
 }
 
 /// Plaintext payloads are wiped however the document goes out of scope,
@@ -127,7 +241,11 @@ struct BackupDoc {
 impl Drop for BackupDoc {
     fn drop(&mut self) {
         use zeroize::Zeroize;
-        for v in &mut self.versions {
+        for v in self
+            .versions
+            .iter_mut()
+            .chain(self.companions.values_mut().flatten())
+        {
             v.value.zeroize();
         }
     }

@@ -1551,6 +1551,60 @@ impl VaultService {
         self.load_certificate(vault, name, None).await
     }
 
+    /// Backs up a certificate with its key, secret and policy (not a pending
+    /// request: its key is bound to this vault's pending state).
+    pub async fn backup_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<Vec<u8>> {
+        auth.require(vault, Operation::CertificateBackup)?;
+        let policy = self
+            .certificate_state(vault, name)
+            .await?
+            .map(|(s, _)| {
+                serde_json::to_string(&CertificateState {
+                    policy: s.policy,
+                    operation: None,
+                })
+                .map_err(|_| Error::Integrity)
+            })
+            .transpose()?;
+        self.backup_objects(
+            auth,
+            vault,
+            KIND,
+            Operation::CertificateBackup,
+            name,
+            crate::backup::BackupExtras {
+                companions: &[ObjectKind::Key, ObjectKind::Secret],
+                policy,
+            },
+        )
+        .await
+    }
+
+    /// Restores a certificate backup (certificate, key, secret, policy);
+    /// refused while any of the three names exists.
+    pub async fn restore_certificate(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        blob: &[u8],
+    ) -> Result<CertificateBundle> {
+        let (record, policy) = self
+            .restore_objects(auth, vault, KIND, Operation::CertificateRestore, blob)
+            .await?;
+        if let Some(body) = policy {
+            let state: CertificateState = serde_json::from_str(&body)
+                .map_err(|_| bad("Backup blob contains invalid or corrupt data."))?;
+            self.put_certificate_state(vault, &record.name, &state)
+                .await?;
+        }
+        self.load_certificate(vault, &record.name, None).await
+    }
+
     /// Gets a certificate version (`None` = latest, which carries the policy).
     pub async fn get_certificate(
         &self,

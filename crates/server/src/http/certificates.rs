@@ -16,7 +16,10 @@ use keyhaven_wire::certificate::{
     CertificateOperationUpdateParameter, CertificatePolicy, CertificateUpdateParameters, Contacts,
     DeletedCertificateBundle, IssuerBundle, IssuerItem,
 };
-use keyhaven_wire::secret::ListResult;
+use keyhaven_wire::secret::{
+    BackupSecretResult as BackupCertificateResult, ListResult,
+    SecretRestoreParameters as CertificateRestoreParameters,
+};
 
 use super::data::{object_name, object_version, DataCtx};
 use super::extract::{parse_json, read_body, AzPath};
@@ -46,7 +49,8 @@ pub fn routes() -> Router<AppState> {
             get(get_certificate)
                 .delete(delete_certificate)
                 .patch(update_certificate)
-                .put(set_contacts),
+                .put(set_contacts)
+                .post(restore_certificate),
         )
         .route(
             versioned,
@@ -98,6 +102,33 @@ async fn get_certificate(
         }
         _ => get_one(State(st), Extension(ctx), raw, None).await,
     }
+}
+
+/// `POST /certificates/restore`: the literal segment in the name position.
+async fn restore_certificate(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath(raw): AzPath<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    if raw != "restore" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let auth = ctx
+        .authorize(&st, Operation::CertificateRestore, None)
+        .await?;
+    let params: CertificateRestoreParameters = parse_json(&read_body(body).await?)?;
+    let b = st
+        .service
+        .restore_certificate(&auth, &ctx.vault, &params.blob()?)
+        .await?;
+    Ok(ok(&CertificateBundle::new(
+        &b.record,
+        &b.meta,
+        b.policy.as_ref(),
+        &ctx.vault,
+        &ctx.urls,
+    )))
 }
 
 /// `PUT /certificates/contacts`.
@@ -249,6 +280,17 @@ async fn certificate_action(
     AzPath((raw, action)): AzPath<(String, String)>,
     body: axum::body::Body,
 ) -> ApiResult {
+    if action == "backup" {
+        let name = name(&raw)?;
+        let auth = ctx
+            .authorize(&st, Operation::CertificateBackup, Some(name.as_str()))
+            .await?;
+        let blob = st
+            .service
+            .backup_certificate(&auth, &ctx.vault, &name)
+            .await?;
+        return Ok(ok(&BackupCertificateResult::new(&blob)));
+    }
     if action == "import" {
         let name = name(&raw)?;
         let auth = ctx

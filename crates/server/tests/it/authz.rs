@@ -156,6 +156,12 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             Some(cert_policy()),
         ),
         Operation::CertificateGet => ("GET", format!("/certificates/c?{v}"), None),
+        Operation::CertificateBackup => ("POST", format!("/certificates/c/backup?{v}"), None),
+        Operation::CertificateRestore => (
+            "POST",
+            format!("/certificates/restore?{v}"),
+            Some(json!({"value": "AAAA"})),
+        ),
         Operation::CertificateSetIssuer => (
             "PUT",
             format!("/certificates/issuers/i?{v}"),
