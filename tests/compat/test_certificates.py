@@ -554,3 +554,27 @@ def test_backup_restore_brings_back_certificate_key_secret_and_policy(certs, key
         r = server.vault_request("POST", "/certificates/restore", token=token,
                                  json={"value": base64.urlsafe_b64encode(bad_blob).decode().rstrip("=")})
         assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter", r.text
+
+
+def test_a_certificates_key_and_secret_change_only_through_it(certs, keys, secrets):
+    name = unique("owned")
+    create(certs, name, CertificatePolicy(issuer_name="Self", subject="CN=owned"))
+    attempts = [
+        lambda: secrets.set_secret(name, "overwrite"),
+        lambda: secrets.begin_delete_secret(name, **POLL),
+        lambda: keys.begin_delete_key(name, **POLL),
+        lambda: keys.create_rsa_key(name),
+        lambda: keys.rotate_key(name),
+    ]
+    for attempt in attempts:
+        with pytest.raises(HttpResponseError) as e:
+            attempt()
+        assert e.value.status_code == 403 and "managed by a certificate" in e.value.message
+    certs.begin_delete_certificate(name, **POLL).result()
+    for attempt in (lambda: secrets.begin_recover_deleted_secret(name, **POLL),
+                    lambda: keys.purge_deleted_key(name)):
+        with pytest.raises(HttpResponseError) as e:
+            attempt()
+        assert e.value.status_code == 403
+    certs.begin_recover_deleted_certificate(name, **POLL).result()
+    assert keys.get_key(name).properties.managed is True

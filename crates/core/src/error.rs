@@ -74,6 +74,14 @@ pub enum Error {
         /// The attempted operation.
         operation: &'static str,
     },
+    /// The key or secret belongs to a certificate and is changed only through it.
+    #[error("Operation {operation} is not allowed on a {} managed by a certificate; use the certificate instead.", kind.noun())]
+    ManagedByCertificate {
+        /// Key or secret.
+        kind: ObjectKind,
+        /// The attempted operation.
+        operation: &'static str,
+    },
     /// The name is held by a soft-deleted object.
     #[error("{} {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the {} can only be recovered or purged.", kind.title(), kind.noun())]
     DeletedButRecoverable {

@@ -519,6 +519,7 @@ impl VaultService {
         input: KeyInput,
     ) -> Result<KeyBundle> {
         auth.require(vault, Operation::KeyCreate)?;
+        self.refuse_managed(vault, KIND, name, "create").await?;
         match (input.spec.kty, input.spec.size, input.spec.curve) {
             (KeyType::Rsa, Some(s), _) if ![2048, 3072, 4096].contains(&s) => {
                 return Err(Error::BadParameter(
@@ -609,6 +610,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<DeletedKey> {
+        auth.require(vault, Operation::KeyDelete)?;
+        self.refuse_managed(vault, KIND, name, "delete").await?;
         let (record, info) = self
             .delete_object(auth, vault, KIND, Operation::KeyDelete, name)
             .await?;
@@ -649,6 +652,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<KeyBundle> {
+        auth.require(vault, Operation::KeyRecover)?;
+        self.refuse_managed(vault, KIND, name, "recover").await?;
         let record = self
             .recover_object(auth, vault, KIND, Operation::KeyRecover, name)
             .await?;
@@ -663,6 +668,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<()> {
+        auth.require(vault, Operation::KeyPurge)?;
+        self.refuse_managed(vault, KIND, name, "purge").await?;
         self.purge_object(auth, vault, KIND, Operation::KeyPurge, name)
             .await
     }
@@ -857,6 +864,7 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<KeyBundle> {
         auth.require(vault, Operation::KeyRotate)?;
+        self.refuse_managed(vault, KIND, name, "rotate").await?;
         let current = self.live_version(vault, KIND, name, None).await?;
         self.rotate_unchecked(vault, name, &current).await
     }
@@ -923,6 +931,7 @@ impl VaultService {
         rest: (Option<BTreeMap<String, String>>, AttributesPatch),
     ) -> Result<KeyBundle> {
         auth.require(vault, Operation::KeyImport)?;
+        self.refuse_managed(vault, KIND, name, "import").await?;
         let (tags, attributes) = rest;
         let ops = ops.unwrap_or_else(|| default_ops(key.kty));
         validate_ops(&ops)?;

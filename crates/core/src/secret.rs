@@ -73,6 +73,7 @@ impl VaultService {
         input: SecretInput,
     ) -> Result<SecretBundle> {
         auth.require(vault, Operation::SecretSet)?;
+        self.refuse_managed(vault, KIND, name, "set").await?;
         if input.value.expose().len() > MAX_SECRET_VALUE_BYTES {
             return Err(Error::BadParameter(format!(
                 "The secret value exceeds the maximum size of {MAX_SECRET_VALUE_BYTES} bytes."
@@ -148,6 +149,7 @@ impl VaultService {
         update: SecretUpdate,
     ) -> Result<SecretBundle> {
         auth.require(vault, Operation::SecretUpdate)?;
+        self.refuse_managed(vault, KIND, name, "update").await?;
         validate_content_type(update.content_type.as_deref())?;
         if let Some(tags) = &update.tags {
             validate_tags(tags)?;
@@ -213,6 +215,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<DeletedSecret> {
+        auth.require(vault, Operation::SecretDelete)?;
+        self.refuse_managed(vault, KIND, name, "delete").await?;
         let (record, info) = self
             .delete_object(auth, vault, KIND, Operation::SecretDelete, name)
             .await?;
@@ -260,6 +264,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<SecretBundle> {
+        auth.require(vault, Operation::SecretRecover)?;
+        self.refuse_managed(vault, KIND, name, "recover").await?;
         let record = self
             .recover_object(auth, vault, KIND, Operation::SecretRecover, name)
             .await?;
@@ -276,6 +282,8 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<()> {
+        auth.require(vault, Operation::SecretPurge)?;
+        self.refuse_managed(vault, KIND, name, "purge").await?;
         self.purge_object(auth, vault, KIND, Operation::SecretPurge, name)
             .await
     }

@@ -110,6 +110,35 @@ impl VaultService {
             })
     }
 
+    /// Refuses `operation` on a key or secret owned by a certificate: they
+    /// change only through the certificate (delete, recover and purge
+    /// cascade from it).
+    pub(crate) async fn refuse_managed(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        operation: &'static str,
+    ) -> Result<()> {
+        // Recover and purge act on the deleted object; the rest on the live one
+        // (a deleted name refuses new versions anyway).
+        let managed = if matches!(operation, "recover" | "purge") {
+            self.store
+                .get_deleted(&vault.id, kind, name)
+                .await?
+                .is_some_and(|(r, _)| r.managed)
+        } else {
+            self.store
+                .get_version(&vault.id, kind, name, None)
+                .await?
+                .is_some_and(|r| r.managed)
+        };
+        if managed {
+            return Err(Error::ManagedByCertificate { kind, operation });
+        }
+        Ok(())
+    }
+
     pub(crate) async fn list_objects(
         &self,
         auth: &Authorized,

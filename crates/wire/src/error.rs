@@ -94,7 +94,9 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
             ErrorBody::new("Conflict", msg).with_inner("ObjectIsDeletedButRecoverable"),
         ),
         Error::AlreadyExists { .. } | Error::Conflict(_) => (409, ErrorBody::new("Conflict", msg)),
-        Error::PurgeProtected => (403, ErrorBody::new("Forbidden", msg)),
+        Error::PurgeProtected | Error::ManagedByCertificate { .. } => {
+            (403, ErrorBody::new("Forbidden", msg))
+        }
         // Store details go to the server log, not to the caller.
         Error::Unavailable(_) => (
             503,
