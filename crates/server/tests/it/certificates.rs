@@ -36,6 +36,14 @@ async fn key_n(h: &Harness, name: &str) -> Value {
     j["key"]["n"].clone()
 }
 
+fn der_of(bundle: &Value) -> openssl::x509::X509 {
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(bundle["cer"].as_str().unwrap())
+        .unwrap();
+    openssl::x509::X509::from_der(&der).unwrap()
+}
+
 fn version_of(bundle: &Value) -> String {
     bundle["id"]
         .as_str()
@@ -157,6 +165,18 @@ async fn private_ca_certificates_renew_days_before_expiry_and_contacts_are_notif
     let renewed = latest(&h, "leaf").await;
     assert_ne!(version_of(&renewed), version_of(&first));
     assert_eq!(renewed["policy"]["issuer"]["name"], "team");
+    // The renewed certificate is chained to the CA: issued and signed by it.
+    let ca_cert = der_of(&latest(&h, "ca").await);
+    let leaf_cert = der_of(&renewed);
+    assert_eq!(
+        leaf_cert.issuer_name().to_der().unwrap(),
+        ca_cert.subject_name().to_der().unwrap()
+    );
+    assert!(leaf_cert.verify(&ca_cert.public_key().unwrap()).unwrap());
+    assert_ne!(
+        leaf_cert.serial_number().to_bn().unwrap(),
+        der_of(&first).serial_number().to_bn().unwrap()
+    );
 
     // Near the CA's own end: its EmailContacts action is reported, once.
     let ca = latest(&h, "ca").await;
