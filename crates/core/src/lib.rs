@@ -19,6 +19,7 @@ pub mod sensitive;
 pub mod service;
 pub mod store;
 pub mod vault;
+pub mod vault_admin;
 
 pub use auth::{Authorized, Authorizer, Operation, Principal, PrincipalKind};
 pub use clock::{Clock, FixedClock};

@@ -27,6 +27,8 @@ pub trait Barrier: Send + Sync {
     fn seal_root(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
     /// Opens what `seal_root` produced with the same `aad`.
     fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
+    /// Drops any cached plaintext data key of a vault (after a purge).
+    fn forget(&self, vault_id: &str);
 }
 
 /// The data-plane service over the ports.

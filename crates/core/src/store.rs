@@ -90,6 +90,13 @@ pub trait Store: Send + Sync {
     async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>>;
     /// Rewrites a vault's properties (JSON); false if absent.
     async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool>;
+    /// Rewrites a vault's settings (sku, retention, purge protection, wrapped
+    /// key, properties), found by id; false if absent.
+    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool>;
+    /// Every vault, live or soft-deleted, by name.
+    async fn list_vaults(&self) -> StoreResult<Vec<VaultRecord>>;
+    /// Removes a vault with all its objects, versions and policies.
+    async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool>;
 
     /// Adds a version; it becomes the latest. Fails with `NameDeleted` when the
     /// name is soft-deleted.

@@ -87,6 +87,38 @@ pub struct VaultProperties {
     /// Access policies (used when RBAC is off).
     #[serde(rename = "accessPolicies", default)]
     pub access_policies: Vec<AccessPolicy>,
+    /// ARM location (kept as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// ARM tags.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// `enabledForDeployment`.
+    #[serde(rename = "enabledForDeployment", default)]
+    pub enabled_for_deployment: bool,
+    /// `enabledForDiskEncryption`.
+    #[serde(rename = "enabledForDiskEncryption", default)]
+    pub enabled_for_disk_encryption: bool,
+    /// `enabledForTemplateDeployment`.
+    #[serde(rename = "enabledForTemplateDeployment", default)]
+    pub enabled_for_template_deployment: bool,
+    /// Network rules.
+    #[serde(
+        rename = "networkAcls",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_acls: Option<crate::vault_admin::NetworkAcls>,
+    /// `Enabled` (default) or `Disabled`.
+    #[serde(
+        rename = "publicNetworkAccess",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_network_access: Option<String>,
+    /// Set while the vault is soft-deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<crate::vault_admin::VaultDeletion>,
 }
 
 /// A vault as stored.

@@ -92,6 +92,12 @@ impl Barrier for SoftwareBarrier {
     fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>> {
         open(self.master.bytes(), &root_aad(aad), sealed)
     }
+
+    fn forget(&self, vault_id: &str) {
+        if let Ok(mut cache) = self.data_keys.write() {
+            cache.remove(vault_id);
+        }
+    }
 }
 
 /// Keeps root-sealed data apart from wrapped data keys even if a caller picks

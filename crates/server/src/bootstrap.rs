@@ -73,6 +73,10 @@ pub async fn ensure(
     })
     .await?;
 
+    crate::http::arm_groups::ensure_group(store, &subscription_id, &resource_group, clock.now())
+        .await
+        .map_err(Error::from)?;
+
     let signing_keys = crate::signing::load_or_create(store, barrier)
         .await
         .map_err(BootstrapError::Signing)?;
@@ -166,7 +170,8 @@ pub async fn ensure(
             created: clock.now(),
             properties: keyhaven_core::vault::VaultProperties {
                 rbac_authorization: true,
-                access_policies: Vec::new(),
+                location: Some(crate::config::LOCATION.to_owned()),
+                ..Default::default()
             },
         };
         // Losing a race to another node is fine: its vault is the vault.

@@ -101,3 +101,7 @@ impl Endpoints {
         format!("https://graph.{}{}", self.domain, self.port_suffix)
     }
 }
+
+/// The ARM location of resources made by the bootstrap (ARM requires one;
+/// Keyhaven keeps whatever location callers give).
+pub const LOCATION: &str = "local";

@@ -332,6 +332,11 @@ fn spawn_scheduler(state: AppState) {
                 Ok(n) => tracing::info!(purged = n, "purged soft-deleted objects past retention"),
                 Err(e) => tracing::warn!(error = %e, "purge of expired objects failed"),
             }
+            match state.service.purge_expired_vaults().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged soft-deleted vaults past retention"),
+                Err(e) => tracing::warn!(error = %e, "purge of expired vaults failed"),
+            }
             if let Err(e) = state.service.run_key_rotations().await {
                 tracing::warn!(error = %e, "key rotation pass failed");
             }

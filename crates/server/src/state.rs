@@ -130,7 +130,13 @@ impl AppState {
                 }
             }
         }
-        let found = self.store.get_vault(name).await?.map(Arc::new);
+        // A soft-deleted vault is gone for every caller until it is recovered.
+        let found = self
+            .store
+            .get_vault(name)
+            .await?
+            .filter(|v| v.properties.deleted.is_none())
+            .map(Arc::new);
         if let Ok(mut cache) = self.vaults.write() {
             match &found {
                 Some(v) => {

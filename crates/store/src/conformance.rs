@@ -38,6 +38,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     kinds_do_not_share_names(&*store).await;
     policies_live_with_the_name_and_die_with_purge(&*store).await;
     jobs_are_claimed_once_until_the_lease_ends(&*store).await;
+    vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
 }
 
@@ -216,6 +217,75 @@ async fn policies_live_with_the_name_and_die_with_purge(s: &dyn Store) {
     assert!(s.get_policy(&v.id, k, &name("pc")).await.unwrap().is_none());
     s.put_version(&v.id, &rec(k, "pc", 50, b"y")).await.unwrap();
     assert!(s.get_policy(&v.id, k, &name("pc")).await.unwrap().is_none());
+}
+
+async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn Store) {
+    let mut v = vault_record(&vid());
+    s.create_vault(&v).await.unwrap();
+    v.sku = "premium".into();
+    v.retention_days = 30;
+    v.purge_protection = true;
+    v.wrapped_key = Vec::new();
+    v.properties.rbac_authorization = true;
+    v.properties.tags.insert("a".into(), "b".into());
+    assert!(s.replace_vault(&v).await.unwrap());
+    let got = s.get_vault(&v.name).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.sku.as_str(),
+            got.retention_days,
+            got.purge_protection,
+            got.wrapped_key.len()
+        ),
+        ("premium", 30, true, 0)
+    );
+    assert_eq!(got.properties, v.properties);
+    assert!(s.list_vaults().await.unwrap().iter().any(|x| x.id == v.id));
+
+    let k = ObjectKind::Key;
+    s.put_version(&v.id, &rec(k, "inside", 1, b"x"))
+        .await
+        .unwrap();
+    s.put_version(&v.id, &rec(ObjectKind::Secret, "gone", 1, b"y"))
+        .await
+        .unwrap();
+    let info = DeletedInfo {
+        deleted_date: 1,
+        scheduled_purge_date: 2,
+    };
+    s.delete_object(&v.id, ObjectKind::Secret, &name("gone"), info)
+        .await
+        .unwrap();
+    let p = PolicyRecord {
+        body: "{}".into(),
+        created: 1,
+        updated: 1,
+    };
+    s.put_policy(&v.id, k, &name("inside"), &p).await.unwrap();
+    assert!(s.purge_vault(&v.id).await.unwrap());
+    assert!(s.get_vault(&v.name).await.unwrap().is_none());
+    assert!(!s.list_vaults().await.unwrap().iter().any(|x| x.id == v.id));
+    assert!(s
+        .get_version(&v.id, k, &name("inside"), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get_deleted(&v.id, ObjectKind::Secret, &name("gone"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get_policy(&v.id, k, &name("inside"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .all_versions(&v.id, k, &name("inside"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!s.purge_vault(&v.id).await.unwrap());
 }
 
 async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {

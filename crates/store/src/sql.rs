@@ -118,6 +118,62 @@ pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscri
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties FROM vaults WHERE name = $1";
 pub const UPDATE_VAULT_PROPERTIES: &str = "UPDATE vaults SET properties = $2 WHERE id = $1";
+pub const LIST_VAULTS: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties FROM vaults ORDER BY name";
+pub const REPLACE_VAULT: &str = "UPDATE vaults SET sku = $2, retention_days = $3, purge_protection = $4, wrapped_key = $5, properties = $6 WHERE id = $1";
+/// Run in order, each with the vault id as `$1`.
+pub const PURGE_VAULT: [&str; 4] = [
+    "DELETE FROM versions WHERE vault_id = $1",
+    "DELETE FROM objects WHERE vault_id = $1",
+    "DELETE FROM object_policies WHERE vault_id = $1",
+    "DELETE FROM vaults WHERE id = $1",
+];
+
+/// A `vaults` row in `GET_VAULT` column order.
+pub type VaultRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    Vec<u8>,
+    i64,
+    String,
+);
+
+/// Decodes a vault row.
+pub fn vault_record(row: VaultRow) -> StoreResult<keyhaven_core::vault::VaultRecord> {
+    let (
+        name,
+        id,
+        tenant_id,
+        subscription_id,
+        resource_group,
+        sku,
+        retention_days,
+        purge_protection,
+        wrapped_key,
+        created,
+        properties,
+    ) = row;
+    Ok(keyhaven_core::vault::VaultRecord {
+        id,
+        name: name
+            .parse()
+            .map_err(|_| StoreError::Corrupt("vault name".into()))?,
+        tenant_id,
+        subscription_id,
+        resource_group,
+        sku,
+        retention_days,
+        purge_protection,
+        wrapped_key,
+        created,
+        properties: parse_properties(&properties)?,
+    })
+}
 
 /// A decoded version row, dialect-neutral.
 pub struct RowData {

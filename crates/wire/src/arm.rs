@@ -264,36 +264,37 @@ pub struct VaultOut {
 
 /// Vault properties.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VaultPropertiesOut {
     /// Tenant.
-    #[serde(rename = "tenantId")]
     pub tenant_id: String,
     /// SKU.
     pub sku: Sku,
     /// Access policies.
-    #[serde(rename = "accessPolicies")]
     pub access_policies: Vec<keyhaven_core::vault::AccessPolicy>,
     /// Data-plane URL.
-    #[serde(rename = "vaultUri")]
     pub vault_uri: String,
+    /// `enabledForDeployment`.
+    pub enabled_for_deployment: bool,
+    /// `enabledForDiskEncryption`.
+    pub enabled_for_disk_encryption: bool,
+    /// `enabledForTemplateDeployment`.
+    pub enabled_for_template_deployment: bool,
     /// RBAC on.
-    #[serde(rename = "enableRbacAuthorization")]
     pub enable_rbac_authorization: bool,
     /// Always true.
-    #[serde(rename = "enableSoftDelete")]
     pub enable_soft_delete: bool,
     /// Retention.
-    #[serde(rename = "softDeleteRetentionInDays")]
     pub soft_delete_retention_in_days: i64,
     /// Purge protection (`null` when off, as ARM returns it).
-    #[serde(rename = "enablePurgeProtection")]
     pub enable_purge_protection: Option<bool>,
+    /// Network rules, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_acls: Option<keyhaven_core::vault_admin::NetworkAcls>,
     /// `Succeeded`.
-    #[serde(rename = "provisioningState")]
     pub provisioning_state: &'static str,
-    /// `Enabled`.
-    #[serde(rename = "publicNetworkAccess")]
-    pub public_network_access: &'static str,
+    /// `Enabled` or `Disabled`.
+    pub public_network_access: String,
 }
 
 /// A SKU.
@@ -305,23 +306,205 @@ pub struct Sku {
     pub name: String,
 }
 
-/// `PATCH` body of a vault (the properties handled so far).
+/// `PUT` (VaultCreateOrUpdateParameters) and `PATCH` (VaultPatchParameters)
+/// body of a vault.
 #[derive(Debug, Deserialize)]
-pub struct PatchVault {
+pub struct PutVault {
+    /// Location (PUT).
+    pub location: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
     /// Properties.
     #[serde(default)]
-    pub properties: Option<PatchVaultProperties>,
+    pub properties: Option<VaultPropertiesIn>,
 }
 
-/// Patchable vault properties.
+/// A SKU as sent.
 #[derive(Debug, Deserialize)]
-pub struct PatchVaultProperties {
-    /// Switch the permission model.
-    #[serde(rename = "enableRbacAuthorization")]
-    pub enable_rbac_authorization: Option<bool>,
-    /// Replace all access policies.
-    #[serde(rename = "accessPolicies")]
-    pub access_policies: Option<Vec<keyhaven_core::vault::AccessPolicy>>,
+pub struct SkuIn {
+    /// `standard` or `premium`.
+    pub name: Option<String>,
+}
+
+/// Vault properties as sent.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultPropertiesIn {
+    tenant_id: Option<String>,
+    sku: Option<SkuIn>,
+    access_policies: Option<Vec<keyhaven_core::vault::AccessPolicy>>,
+    enabled_for_deployment: Option<bool>,
+    enabled_for_disk_encryption: Option<bool>,
+    enabled_for_template_deployment: Option<bool>,
+    enable_soft_delete: Option<bool>,
+    soft_delete_retention_in_days: Option<i64>,
+    enable_rbac_authorization: Option<bool>,
+    enable_purge_protection: Option<bool>,
+    network_acls: Option<keyhaven_core::vault_admin::NetworkAcls>,
+    public_network_access: Option<String>,
+    create_mode: Option<String>,
+}
+
+impl From<PutVault> for keyhaven_core::vault_admin::VaultSpec {
+    fn from(b: PutVault) -> Self {
+        let p = b.properties.unwrap_or_default();
+        Self {
+            location: b.location,
+            tags: b.tags,
+            tenant_id: p.tenant_id,
+            sku: p.sku.and_then(|s| s.name),
+            access_policies: p.access_policies,
+            enable_rbac_authorization: p.enable_rbac_authorization,
+            enable_soft_delete: p.enable_soft_delete,
+            soft_delete_retention_in_days: p.soft_delete_retention_in_days,
+            enable_purge_protection: p.enable_purge_protection,
+            enabled_for_deployment: p.enabled_for_deployment,
+            enabled_for_disk_encryption: p.enabled_for_disk_encryption,
+            enabled_for_template_deployment: p.enabled_for_template_deployment,
+            network_acls: p.network_acls,
+            public_network_access: p.public_network_access,
+            create_mode: p.create_mode,
+        }
+    }
+}
+
+/// A soft-deleted vault.
+#[derive(Debug, Serialize)]
+pub struct DeletedVaultOut {
+    /// `/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{loc}/deletedVaults/{name}`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `Microsoft.KeyVault/deletedVaults`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Properties.
+    pub properties: DeletedVaultProperties,
+}
+
+/// Properties of a soft-deleted vault.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedVaultProperties {
+    /// The vault's resource id.
+    pub vault_id: String,
+    /// Location.
+    pub location: String,
+    /// ISO 8601.
+    pub deletion_date: String,
+    /// ISO 8601.
+    pub scheduled_purge_date: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Purge protection.
+    pub purge_protection_enabled: bool,
+}
+
+/// `checkNameAvailability` body.
+#[derive(Debug, Deserialize)]
+pub struct CheckName {
+    /// The name.
+    pub name: Option<String>,
+    /// `Microsoft.KeyVault/vaults`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `checkNameAvailability` result.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NameAvailability {
+    /// Whether the name can be used.
+    pub name_available: bool,
+    /// `AccountNameInvalid` or `AlreadyExists`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A resource group.
+#[derive(Debug, Serialize)]
+pub struct ResourceGroupOut {
+    /// `/subscriptions/{sub}/resourceGroups/{name}`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `Microsoft.Resources/resourceGroups`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Location.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// `{"provisioningState":"Succeeded"}`.
+    pub properties: ProvisioningState,
+}
+
+/// `{"provisioningState": …}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningState {
+    /// `Succeeded` or `Deleting`.
+    pub provisioning_state: &'static str,
+}
+
+/// `PUT` body of a resource group.
+#[derive(Debug, Deserialize)]
+pub struct PutResourceGroup {
+    /// Location.
+    pub location: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// A subscription.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionOut {
+    /// `/subscriptions/{id}`.
+    pub id: String,
+    /// The id.
+    pub subscription_id: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// `Enabled`.
+    pub state: &'static str,
+    /// Policies.
+    pub subscription_policies: SubscriptionPolicies,
+    /// `Legacy`.
+    pub authorization_source: &'static str,
+}
+
+/// Subscription policies (fixed).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionPolicies {
+    /// `local`.
+    pub location_placement_id: &'static str,
+    /// `Internal_2014-09-01`.
+    pub quota_id: &'static str,
+    /// `Off`.
+    pub spending_limit: &'static str,
+}
+
+/// A generic resource (for `/subscriptions/{sub}/resources`).
+#[derive(Debug, Serialize)]
+pub struct GenericResourceOut {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Location.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// `PUT …/accessPolicies/{op}` body and response properties.

@@ -127,6 +127,7 @@ fn fail(ctx: &Ctx, action: &str, scope: &str, e: DirectoryError) -> ArmFailure {
 /// The management plane's router (reached only through `handle`).
 pub fn router(state: AppState) -> Router {
     const RG: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers";
+    const KV: &str = "/subscriptions/{sub}/providers/Microsoft.KeyVault";
     Router::new()
         .route(
             "/providers/Keyhaven.Identity/rotateSigningKey",
@@ -142,7 +143,57 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}"),
-            axum::routing::get(super::arm_vault::get_vault).patch(super::arm_vault::patch_vault),
+            axum::routing::get(super::arm_vault::get_vault)
+                .patch(super::arm_vault::patch_vault)
+                .put(super::arm_vault::put_vault)
+                .delete(super::arm_vault::delete_vault),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults"),
+            axum::routing::get(super::arm_vault::list_vaults_in_group),
+        )
+        .route(
+            "/subscriptions",
+            axum::routing::get(super::arm_groups::list_subscriptions),
+        )
+        .route(
+            "/subscriptions/{sub}",
+            axum::routing::get(super::arm_groups::get_subscription),
+        )
+        .route(
+            "/subscriptions/{sub}/resourceGroups",
+            axum::routing::get(super::arm_groups::list_groups),
+        )
+        .route(
+            "/subscriptions/{sub}/resourceGroups/{rg}",
+            put(super::arm_groups::put_group)
+                .get(super::arm_groups::get_group)
+                .head(super::arm_groups::head_group)
+                .delete(super::arm_groups::delete_group),
+        )
+        .route(
+            "/subscriptions/{sub}/resources",
+            axum::routing::get(super::arm_vault::list_resources),
+        )
+        .route(
+            &format!("{KV}/vaults"),
+            axum::routing::get(super::arm_vault::list_vaults_in_subscription),
+        )
+        .route(
+            &format!("{KV}/checkNameAvailability"),
+            post(super::arm_vault::check_name_availability),
+        )
+        .route(
+            &format!("{KV}/deletedVaults"),
+            axum::routing::get(super::arm_vault::list_deleted_vaults),
+        )
+        .route(
+            &format!("{KV}/locations/{{loc}}/deletedVaults/{{name}}"),
+            axum::routing::get(super::arm_vault::get_deleted_vault),
+        )
+        .route(
+            &format!("{KV}/locations/{{loc}}/deletedVaults/{{name}}/purge"),
+            post(super::arm_vault::purge_deleted_vault),
         )
         .route(
             &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/accessPolicies/{{op}}"),
@@ -220,7 +271,50 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
     };
     let mut req = req;
     req.extensions_mut().insert(Arc::new(Ctx { caller }));
+    let mut req = req;
+    canonicalize_path(&mut req);
     router.oneshot(req).await.unwrap_or_else(|e| match e {})
+}
+
+/// ARM paths are case-insensitive (`azure-mgmt-resource` writes
+/// `resourcegroups`); the router's literal segments are matched in their
+/// canonical case.
+fn canonicalize_path(req: &mut Request) {
+    const LITERALS: [&str; 12] = [
+        "subscriptions",
+        "resourceGroups",
+        "providers",
+        "Microsoft.KeyVault",
+        "vaults",
+        "deletedVaults",
+        "locations",
+        "checkNameAvailability",
+        "accessPolicies",
+        "resources",
+        "purge",
+        "Microsoft.ManagedIdentity",
+    ];
+    let path = req.uri().path();
+    let canonical = path
+        .split('/')
+        .map(|seg| {
+            LITERALS
+                .iter()
+                .find(|l| l.eq_ignore_ascii_case(seg))
+                .map_or(seg, |l| *l)
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    if canonical == path {
+        return;
+    }
+    let with_query = match req.uri().query() {
+        Some(q) => format!("{canonical}?{q}"),
+        None => canonical,
+    };
+    if let Ok(uri) = with_query.parse() {
+        *req.uri_mut() = uri;
+    }
 }
 
 /// Parses an ARM request body; ARM's 400 `InvalidRequestContent` on failure,

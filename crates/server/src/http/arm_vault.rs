@@ -1,9 +1,9 @@
-//! The vault resource on the management plane, as far as authorization needs
-//! it so far: read it, switch its permission model, and edit its access
-//! policies (`accessPolicies/{add|replace|remove}`). Creating vaults and the
-//! rest of the vault properties come with the management-plane issue.
+//! The vault resource on the management plane: create or update (PUT, with
+//! `createMode: recover`), PATCH, GET, DELETE (soft), lists by resource group,
+//! subscription and the generic resources list, access policies
+//! (`accessPolicies/{add|replace|remove}`), deleted vaults (get, list, purge)
+//! and `checkNameAvailability`. The rules live in `keyhaven_core::vault_admin`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
@@ -11,11 +11,13 @@ use axum::response::Response;
 use axum::Extension;
 use http::StatusCode;
 use keyhaven_core::vault::{PolicyEdit, VaultRecord};
+use keyhaven_core::vault_admin::AdminError;
 use keyhaven_core::{Error, VaultName};
 use keyhaven_identity::authz::bump_generation;
 use keyhaven_wire::arm::{
-    AccessPoliciesOut, AccessPolicyUpdate, PatchVault, PutAccessPolicies, Sku, VaultOut,
-    VaultPropertiesOut,
+    AccessPoliciesOut, AccessPolicyUpdate, ArmList, CheckName, DeletedVaultOut,
+    DeletedVaultProperties, GenericResourceOut, NameAvailability, PutAccessPolicies, PutVault, Sku,
+    VaultOut, VaultPropertiesOut,
 };
 
 use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
@@ -54,29 +56,369 @@ async fn find(
     }
 }
 
+fn location_of(v: &VaultRecord) -> String {
+    v.properties
+        .location
+        .clone()
+        .unwrap_or_else(|| crate::config::LOCATION.to_owned())
+}
+
 fn vault_out(st: &AppState, v: &VaultRecord) -> VaultOut {
+    let p = &v.properties;
     VaultOut {
         id: v.resource_id(),
         name: v.name.to_string(),
         kind: "Microsoft.KeyVault/vaults",
-        location: "local".into(),
-        tags: BTreeMap::new(),
+        location: location_of(v),
+        tags: p.tags.clone(),
         properties: VaultPropertiesOut {
             tenant_id: v.tenant_id.clone(),
             sku: Sku {
                 family: "A",
                 name: v.sku.clone(),
             },
-            access_policies: v.properties.access_policies.clone(),
+            access_policies: p.access_policies.clone(),
             vault_uri: format!("{}/", st.endpoints.vault_url(v.name.as_str())),
-            enable_rbac_authorization: v.properties.rbac_authorization,
+            enabled_for_deployment: p.enabled_for_deployment,
+            enabled_for_disk_encryption: p.enabled_for_disk_encryption,
+            enabled_for_template_deployment: p.enabled_for_template_deployment,
+            enable_rbac_authorization: p.rbac_authorization,
             enable_soft_delete: true,
             soft_delete_retention_in_days: v.retention_days,
             enable_purge_protection: v.purge_protection.then_some(true),
+            network_acls: p.network_acls.clone(),
             provisioning_state: "Succeeded",
-            public_network_access: "Enabled",
+            public_network_access: p
+                .public_network_access
+                .clone()
+                .unwrap_or_else(|| "Enabled".into()),
         },
     }
+}
+
+fn admin_failure(e: AdminError) -> ArmFailure {
+    match e {
+        AdminError::BadRequest(code, m) => ArmFailure::new(StatusCode::BAD_REQUEST, code, m),
+        AdminError::Conflict(code, m) => ArmFailure::new(StatusCode::CONFLICT, code, m),
+        AdminError::NotFound(m) => ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", m),
+        AdminError::Core(e) => domain_failure(e),
+    }
+}
+
+fn check_subscription(st: &AppState, sub: &str) -> Result<(), ArmFailure> {
+    if sub.eq_ignore_ascii_case(&st.subscription_id) {
+        Ok(())
+    } else {
+        Err(ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!(
+                "The subscription '{}' could not be found.",
+                sub.chars().take(64).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// `PUT …/vaults/{name}`: create, update, or recover (`createMode: recover`).
+/// Completes at once: `provisioningState` is `Succeeded`, so the SDK's
+/// long-running-operation poller finishes on the first response.
+pub async fn put_vault(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, name)): Where,
+    req: Request,
+) -> Result<Response, ArmFailure> {
+    check_subscription(&st, &sub)?;
+    let vault_name: VaultName = name.parse().map_err(|e: Error| {
+        ArmFailure::new(StatusCode::BAD_REQUEST, "VaultNameNotValid", e.to_string())
+    })?;
+    let scope = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{vault_name}"
+    );
+    st.authz
+        .require_action(&ctx.caller, &scope, "Microsoft.KeyVault/vaults/write")
+        .await
+        .map_err(domain_failure)?;
+    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    let b: PutVault = body(req).await?;
+    let (v, created) = st
+        .service
+        .put_vault(&sub, &rg, &vault_name, st.tokens.tenant_id(), b.into())
+        .await
+        .map_err(admin_failure)?;
+    bump_generation(&st.store)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok(json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &vault_out(&st, &v),
+    ))
+}
+
+/// `DELETE …/vaults/{name}`: soft delete (200), or 204 when absent.
+pub async fn delete_vault(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, name)): Where,
+) -> Result<Response, ArmFailure> {
+    check_subscription(&st, &sub)?;
+    let scope = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}"
+    );
+    st.authz
+        .require_action(&ctx.caller, &scope, "Microsoft.KeyVault/vaults/delete")
+        .await
+        .map_err(domain_failure)?;
+    let v = match find(&st, &sub, &rg, &name).await {
+        Ok(v) => v,
+        Err(_) => return Ok(super::response::status_only(StatusCode::NO_CONTENT)),
+    };
+    st.service.delete_vault(&v).await.map_err(admin_failure)?;
+    bump_generation(&st.store)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok(super::response::status_only(StatusCode::OK))
+}
+
+/// Live vaults of the subscription (optionally one resource group) the
+/// caller may read.
+async fn readable_vaults(
+    st: &AppState,
+    ctx: &Ctx,
+    sub: &str,
+    rg: Option<&str>,
+) -> Result<Vec<VaultRecord>, ArmFailure> {
+    check_subscription(st, sub)?;
+    let mut out = Vec::new();
+    for v in st.service.vaults_of(sub).await.map_err(admin_failure)? {
+        if v.properties.deleted.is_some()
+            || rg.is_some_and(|g| !g.eq_ignore_ascii_case(&v.resource_group))
+        {
+            continue;
+        }
+        if st
+            .authz
+            .require_action(
+                &ctx.caller,
+                &v.resource_id(),
+                "Microsoft.KeyVault/vaults/read",
+            )
+            .await
+            .is_ok()
+        {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults`.
+pub async fn list_vaults_in_group(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg)): Path<(String, String)>,
+) -> Result<Response, ArmFailure> {
+    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    vault_list(&st, &readable_vaults(&st, &ctx, &sub, Some(&rg)).await?)
+}
+
+fn vault_list(st: &AppState, list: &[VaultRecord]) -> Result<Response, ArmFailure> {
+    Ok(json(
+        StatusCode::OK,
+        &ArmList {
+            value: list.iter().map(|v| vault_out(st, v)).collect(),
+        },
+    ))
+}
+
+/// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/vaults`.
+pub async fn list_vaults_in_subscription(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path(sub): Path<String>,
+) -> Result<Response, ArmFailure> {
+    vault_list(&st, &readable_vaults(&st, &ctx, &sub, None).await?)
+}
+
+/// `GET /subscriptions/{sub}/resources` (what `vaults.list()` calls, with a
+/// `resourceType eq 'Microsoft.KeyVault/vaults'` filter): the vaults.
+pub async fn list_resources(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path(sub): Path<String>,
+) -> Result<Response, ArmFailure> {
+    let list = readable_vaults(&st, &ctx, &sub, None).await?;
+    Ok(json(
+        StatusCode::OK,
+        &ArmList {
+            value: list
+                .iter()
+                .map(|v| GenericResourceOut {
+                    id: v.resource_id(),
+                    name: v.name.to_string(),
+                    kind: "Microsoft.KeyVault/vaults",
+                    location: location_of(v),
+                    tags: v.properties.tags.clone(),
+                })
+                .collect(),
+        },
+    ))
+}
+
+fn deleted_out(v: &VaultRecord) -> Option<DeletedVaultOut> {
+    let d = v.properties.deleted?;
+    let location = location_of(v);
+    Some(DeletedVaultOut {
+        id: format!(
+            "/subscriptions/{}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{}",
+            v.subscription_id, v.name
+        ),
+        name: v.name.to_string(),
+        kind: "Microsoft.KeyVault/deletedVaults",
+        properties: DeletedVaultProperties {
+            vault_id: v.resource_id(),
+            location,
+            deletion_date: keyhaven_wire::oauth::iso8601(d.deleted_date),
+            scheduled_purge_date: keyhaven_wire::oauth::iso8601(d.scheduled_purge_date),
+            tags: v.properties.tags.clone(),
+            purge_protection_enabled: v.purge_protection,
+        },
+    })
+}
+
+/// A deleted vault of the subscription, by name (any location answers).
+async fn find_deleted(
+    st: &AppState,
+    ctx: &Ctx,
+    sub: &str,
+    name: &str,
+    action: &str,
+) -> Result<VaultRecord, ArmFailure> {
+    check_subscription(st, sub)?;
+    let not_found = || {
+        ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!(
+                "The deleted vault '{}' was not found.",
+                name.chars().take(64).collect::<String>()
+            ),
+        )
+    };
+    st.authz
+        .require_action(&ctx.caller, &format!("/subscriptions/{sub}"), action)
+        .await
+        .map_err(domain_failure)?;
+    let vname: VaultName = name.parse().map_err(|_| not_found())?;
+    st.store
+        .get_vault(&vname)
+        .await
+        .map_err(|e| domain_failure(e.into()))?
+        .filter(|v| v.properties.deleted.is_some() && v.subscription_id.eq_ignore_ascii_case(sub))
+        .ok_or_else(not_found)
+}
+
+/// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{loc}/deletedVaults/{name}`.
+pub async fn get_deleted_vault(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, _loc, name)): Path<(String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let v = find_deleted(
+        &st,
+        &ctx,
+        &sub,
+        &name,
+        "Microsoft.KeyVault/deletedVaults/read",
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &deleted_out(&v)))
+}
+
+/// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/deletedVaults`.
+pub async fn list_deleted_vaults(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path(sub): Path<String>,
+) -> Result<Response, ArmFailure> {
+    check_subscription(&st, &sub)?;
+    st.authz
+        .require_action(
+            &ctx.caller,
+            &format!("/subscriptions/{sub}"),
+            "Microsoft.KeyVault/deletedVaults/read",
+        )
+        .await
+        .map_err(domain_failure)?;
+    let list = st.service.vaults_of(&sub).await.map_err(admin_failure)?;
+    Ok(json(
+        StatusCode::OK,
+        &ArmList {
+            value: list.iter().filter_map(deleted_out).collect(),
+        },
+    ))
+}
+
+/// `POST …/locations/{loc}/deletedVaults/{name}/purge`: destroys the vault's
+/// data key, then its data. Completes at once (200).
+pub async fn purge_deleted_vault(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, _loc, name)): Path<(String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let v = find_deleted(
+        &st,
+        &ctx,
+        &sub,
+        &name,
+        "Microsoft.KeyVault/locations/deletedVaults/purge/action",
+    )
+    .await?;
+    st.service.purge_vault(&v).await.map_err(admin_failure)?;
+    bump_generation(&st.store)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok(super::response::status_only(StatusCode::OK))
+}
+
+/// `POST /subscriptions/{sub}/providers/Microsoft.KeyVault/checkNameAvailability`.
+pub async fn check_name_availability(
+    State(st): State<AppState>,
+    Extension(_ctx): Extension<Arc<Ctx>>,
+    Path(sub): Path<String>,
+    req: Request,
+) -> Result<Response, ArmFailure> {
+    check_subscription(&st, &sub)?;
+    let b: CheckName = body(req).await?;
+    if !b
+        .kind
+        .as_deref()
+        .is_some_and(|k| k.eq_ignore_ascii_case("Microsoft.KeyVault/vaults"))
+    {
+        return Err(ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidResourceType",
+            "type must be Microsoft.KeyVault/vaults.",
+        ));
+    }
+    let (available, reason, message) = st
+        .service
+        .vault_name_availability(b.name.as_deref().unwrap_or_default())
+        .await
+        .map_err(admin_failure)?;
+    Ok(json(
+        StatusCode::OK,
+        &NameAvailability {
+            name_available: available,
+            reason,
+            message,
+        },
+    ))
 }
 
 async fn body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
@@ -117,7 +459,7 @@ pub async fn get_vault(
     Ok(json(StatusCode::OK, &vault_out(&st, &v)))
 }
 
-/// `PATCH …/vaults/{name}`: the permission model and access policies.
+/// `PATCH …/vaults/{name}`: the given properties and tags change, the rest stay.
 pub async fn patch_vault(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<Ctx>>,
@@ -133,20 +475,24 @@ pub async fn patch_vault(
         )
         .await
         .map_err(domain_failure)?;
-    let b: PatchVault = body(req).await?;
-    let mut props = v.properties.clone();
-    if let Some(p) = b.properties {
-        if let Some(rbac) = p.enable_rbac_authorization {
-            props.rbac_authorization = rbac;
-        }
-        if let Some(policies) = p.access_policies {
-            keyhaven_core::vault::validate_access_policies(&policies).map_err(domain_failure)?;
-            props.access_policies = policies;
-        }
+    let b: PutVault = body(req).await?;
+    let mut spec: keyhaven_core::vault_admin::VaultSpec = b.into();
+    if spec.create_mode.is_some() {
+        return Err(ArmFailure::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "createMode is only valid on PUT.",
+        ));
     }
-    save(&st, &v, &props).await?;
-    let mut updated = (*v).clone();
-    updated.properties = props;
+    spec.location = None;
+    let (updated, _) = st
+        .service
+        .put_vault(&sub, &rg, &v.name, st.tokens.tenant_id(), spec)
+        .await
+        .map_err(admin_failure)?;
+    bump_generation(&st.store)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
     Ok(json(StatusCode::OK, &vault_out(&st, &updated)))
 }
 

@@ -17,7 +17,7 @@ use crate::migrations;
 
 mod directory;
 mod resource;
-use crate::sql::{self, parse_properties, properties_json, with_deleted_info, RowData};
+use crate::sql::{self, properties_json, with_deleted_info, RowData};
 
 /// Size of the connection pool of one node.
 const POOL_SIZE: usize = 16;
@@ -139,6 +139,22 @@ fn row_data(r: &Row) -> StoreResult<RowData> {
     })
 }
 
+fn pg_vault_row(r: &tokio_postgres::Row) -> StoreResult<sql::VaultRow> {
+    Ok((
+        r.try_get(0).map_err(err)?,
+        r.try_get(1).map_err(err)?,
+        r.try_get(2).map_err(err)?,
+        r.try_get(3).map_err(err)?,
+        r.try_get(4).map_err(err)?,
+        r.try_get(5).map_err(err)?,
+        r.try_get(6).map_err(err)?,
+        r.try_get(7).map_err(err)?,
+        r.try_get(8).map_err(err)?,
+        r.try_get(9).map_err(err)?,
+        r.try_get(10).map_err(err)?,
+    ))
+}
+
 async fn query_rows<C: GenericClient + Sync>(
     c: &C,
     q: &str,
@@ -246,25 +262,48 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let stmt = c.prepare_cached(sql::GET_VAULT).await.map_err(err)?;
         let row = c.query_opt(&stmt, &[&name.as_str()]).await.map_err(err)?;
-        row.map(|r| {
-            let name: String = r.try_get(0).map_err(err)?;
-            Ok(VaultRecord {
-                name: name
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("vault name".into()))?,
-                id: r.try_get(1).map_err(err)?,
-                tenant_id: r.try_get(2).map_err(err)?,
-                subscription_id: r.try_get(3).map_err(err)?,
-                resource_group: r.try_get(4).map_err(err)?,
-                sku: r.try_get(5).map_err(err)?,
-                retention_days: r.try_get(6).map_err(err)?,
-                purge_protection: r.try_get(7).map_err(err)?,
-                wrapped_key: r.try_get(8).map_err(err)?,
-                created: r.try_get(9).map_err(err)?,
-                properties: parse_properties(&r.try_get::<_, String>(10).map_err(err)?)?,
-            })
-        })
-        .transpose()
+        row.map(|r| sql::vault_record(pg_vault_row(&r)?))
+            .transpose()
+    }
+
+    async fn list_vaults(&self) -> StoreResult<Vec<VaultRecord>> {
+        let c = self.client().await?;
+        c.query(sql::LIST_VAULTS, &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| sql::vault_record(pg_vault_row(r)?))
+            .collect()
+    }
+
+    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool> {
+        let props = sql::properties_json(&v.properties);
+        let c = self.client().await?;
+        Ok(c.execute(
+            sql::REPLACE_VAULT,
+            &[
+                &v.id,
+                &v.sku,
+                &v.retention_days,
+                &v.purge_protection,
+                &v.wrapped_key,
+                &props,
+            ],
+        )
+        .await
+        .map_err(err)?
+            == 1)
+    }
+
+    async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let mut last = 0;
+        for stmt in sql::PURGE_VAULT {
+            last = tx.execute(stmt, &[&vault_id]).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(last == 1)
     }
 
     async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {

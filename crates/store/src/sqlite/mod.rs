@@ -19,7 +19,7 @@ use crate::migrations;
 
 mod directory;
 mod resource;
-use crate::sql::{self, parse_properties, properties_json, with_deleted_info, RowData};
+use crate::sql::{self, properties_json, with_deleted_info, RowData};
 
 /// Read-only connections kept for point reads.
 const READERS: usize = 4;
@@ -293,6 +293,22 @@ fn row_data(r: &Row<'_>) -> rusqlite::Result<RowData> {
     })
 }
 
+fn vault_row(r: &Row<'_>) -> rusqlite::Result<sql::VaultRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
 fn query_rows(c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<RowData>> {
     let mut stmt = c.prepare_cached(&q(sql)).map_err(err)?;
     let rows = stmt.query_map(p, row_data).map_err(err)?;
@@ -430,60 +446,67 @@ impl Store for SqliteStore {
     async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>> {
         let name = name.as_str().to_owned();
         self.read(move |c| {
-            let row = c
-                .prepare_cached(&q(sql::GET_VAULT))
+            c.prepare_cached(&q(sql::GET_VAULT))
                 .map_err(err)?
-                .query_row([name], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get::<_, bool>(7)?,
-                        r.get::<_, Vec<u8>>(8)?,
-                        r.get::<_, i64>(9)?,
-                        r.get::<_, String>(10)?,
-                    ))
-                })
+                .query_row([name], vault_row)
                 .optional()
-                .map_err(err)?;
-            row.map(
-                |(
-                    name,
-                    id,
-                    tenant_id,
-                    subscription_id,
-                    resource_group,
-                    sku,
-                    retention_days,
-                    purge_protection,
-                    wrapped_key,
-                    created,
-                    properties,
-                )| {
-                    Ok(VaultRecord {
-                        id,
-                        name: name
-                            .parse()
-                            .map_err(|_| StoreError::Corrupt("vault name".into()))?,
-                        tenant_id,
-                        subscription_id,
-                        resource_group,
-                        sku,
-                        retention_days,
-                        purge_protection,
-                        wrapped_key,
-                        created,
-                        properties: parse_properties(&properties)?,
-                    })
-                },
-            )
-            .transpose()
+                .map_err(err)?
+                .map(sql::vault_record)
+                .transpose()
         })
         .await
+    }
+
+    async fn list_vaults(&self) -> StoreResult<Vec<VaultRecord>> {
+        self.read(move |c| {
+            c.prepare_cached(&q(sql::LIST_VAULTS))
+                .map_err(err)?
+                .query_map([], vault_row)
+                .map_err(err)?
+                .map(|r| r.map_err(err).and_then(sql::vault_record))
+                .collect()
+        })
+        .await
+    }
+
+    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool> {
+        let props = sql::properties_json(&v.properties);
+        let v = v.clone();
+        self.run(move |c| {
+            Ok(c.execute(
+                &q(sql::REPLACE_VAULT),
+                params![
+                    v.id,
+                    v.sku,
+                    v.retention_days,
+                    v.purge_protection,
+                    v.wrapped_key,
+                    props
+                ],
+            )
+            .map_err(err)?
+                == 1)
+        })
+        .await
+    }
+
+    async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
+        let id = vault_id.to_owned();
+        let out = self
+            .run(move |c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                let mut last = 0;
+                for stmt in sql::PURGE_VAULT {
+                    last = tx.execute(&q(stmt), [&id]).map_err(err)?;
+                }
+                tx.commit().map_err(err)?;
+                Ok(last == 1)
+            })
+            .await;
+        self.forget_all_latest();
+        out
     }
 
     async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {

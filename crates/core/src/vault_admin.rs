@@ -1,0 +1,531 @@
+//! Vault management (the ARM `Microsoft.KeyVault/vaults` resource): create or
+//! update with Azure's validation rules, soft delete of a whole vault,
+//! deleted-vault listing, recovery (`createMode: recover`), purge (which
+//! destroys the vault's data key first — crypto-shredding — then its rows)
+//! and name availability. Authorization is the caller's (the management
+//! plane checks the ARM action before calling).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ids::VaultName;
+use crate::service::VaultService;
+use crate::vault::{
+    validate_access_policies, AccessPolicy, VaultProperties, VaultRecord, MAX_ACCESS_POLICIES,
+};
+
+/// Shortest and longest soft-delete retention.
+pub const RETENTION_DAYS: std::ops::RangeInclusive<i64> = 7..=90;
+const MAX_IP_RULES: usize = 1000;
+const MAX_VNET_RULES: usize = 200;
+
+/// An IP firewall rule: an IPv4 address or CIDR range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpRule {
+    /// `203.0.113.7` or `203.0.113.0/24`.
+    pub value: String,
+}
+
+/// A virtual-network rule: a subnet id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualNetworkRule {
+    /// The subnet's ARM id.
+    pub id: String,
+    /// Accept the rule even if the subnet lacks the KeyVault service endpoint.
+    #[serde(
+        rename = "ignoreMissingVnetServiceEndpoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ignore_missing_vnet_service_endpoint: Option<bool>,
+}
+
+/// A vault's network rules (stored and validated here; enforced by the
+/// network layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAcls {
+    /// `AzureServices` or `None`.
+    #[serde(default = "default_bypass")]
+    pub bypass: String,
+    /// `Allow` or `Deny`.
+    #[serde(rename = "defaultAction", default = "default_action")]
+    pub default_action: String,
+    /// IP rules.
+    #[serde(rename = "ipRules", default)]
+    pub ip_rules: Vec<IpRule>,
+    /// Virtual-network rules.
+    #[serde(rename = "virtualNetworkRules", default)]
+    pub virtual_network_rules: Vec<VirtualNetworkRule>,
+}
+
+fn default_bypass() -> String {
+    "AzureServices".into()
+}
+
+fn default_action() -> String {
+    "Allow".into()
+}
+
+/// A soft-deleted vault's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultDeletion {
+    /// When it was deleted.
+    pub deleted_date: i64,
+    /// When it will be purged.
+    pub scheduled_purge_date: i64,
+}
+
+/// What a caller asks of a vault (`None` keeps the current value, or the
+/// default on create).
+#[derive(Debug, Default)]
+pub struct VaultSpec {
+    /// Location.
+    pub location: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Tenant id (must be the deployment's).
+    pub tenant_id: Option<String>,
+    /// `standard` or `premium`.
+    pub sku: Option<String>,
+    /// Access policies.
+    pub access_policies: Option<Vec<AccessPolicy>>,
+    /// RBAC on.
+    pub enable_rbac_authorization: Option<bool>,
+    /// Soft delete (cannot be turned off).
+    pub enable_soft_delete: Option<bool>,
+    /// Retention, 7–90 days.
+    pub soft_delete_retention_in_days: Option<i64>,
+    /// Purge protection (cannot be turned off).
+    pub enable_purge_protection: Option<bool>,
+    /// Deployment flags.
+    pub enabled_for_deployment: Option<bool>,
+    /// Disk encryption flag.
+    pub enabled_for_disk_encryption: Option<bool>,
+    /// Template deployment flag.
+    pub enabled_for_template_deployment: Option<bool>,
+    /// Network rules.
+    pub network_acls: Option<NetworkAcls>,
+    /// `Enabled` or `Disabled`.
+    pub public_network_access: Option<String>,
+    /// `default` or `recover`.
+    pub create_mode: Option<String>,
+}
+
+/// Why a management request is refused, with ARM's error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// 400.
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    /// 409.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// Anything else.
+    #[error(transparent)]
+    Core(#[from] Error),
+}
+
+impl From<crate::store::StoreError> for AdminError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+type AdminResult<T> = std::result::Result<T, AdminError>;
+
+fn bad(code: &'static str, msg: impl Into<String>) -> AdminError {
+    AdminError::BadRequest(code, msg.into())
+}
+
+fn valid_ipv4_rule(v: &str) -> bool {
+    let (addr, prefix) = match v.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (v, None),
+    };
+    addr.parse::<std::net::Ipv4Addr>().is_ok()
+        && prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= 32) && !p.starts_with('+'))
+}
+
+fn validate_network_acls(acls: &NetworkAcls) -> AdminResult<()> {
+    if !["AzureServices", "None"].contains(&acls.bypass.as_str()) {
+        return Err(bad(
+            "BadRequest",
+            "networkAcls.bypass must be AzureServices or None.",
+        ));
+    }
+    if !["Allow", "Deny"].contains(&acls.default_action.as_str()) {
+        return Err(bad(
+            "BadRequest",
+            "networkAcls.defaultAction must be Allow or Deny.",
+        ));
+    }
+    if acls.ip_rules.len() > MAX_IP_RULES || acls.virtual_network_rules.len() > MAX_VNET_RULES {
+        return Err(bad("BadRequest", "Too many network rules."));
+    }
+    for r in &acls.ip_rules {
+        if !valid_ipv4_rule(&r.value) {
+            return Err(bad(
+                "BadRequest",
+                format!(
+                    "The IP rule '{}' is not an IPv4 address or CIDR range.",
+                    r.value.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
+    for r in &acls.virtual_network_rules {
+        let lower = r.id.to_ascii_lowercase();
+        if !(lower.starts_with("/subscriptions/")
+            && lower.contains("/providers/microsoft.network/virtualnetworks/")
+            && lower.contains("/subnets/"))
+        {
+            return Err(bad(
+                "BadRequest",
+                format!(
+                    "The virtual network rule '{}' is not a subnet id.",
+                    r.id.chars().take(200).collect::<String>()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl VaultService {
+    /// Creates a vault or updates one in `sub`/`rg` (`createMode: recover`
+    /// brings back a soft-deleted vault). Returns the vault and whether it is
+    /// new.
+    pub async fn put_vault(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &VaultName,
+        tenant_id: &str,
+        spec: VaultSpec,
+    ) -> AdminResult<(VaultRecord, bool)> {
+        let existing = self.store.get_vault(name).await?;
+        let recover = spec
+            .create_mode
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case("recover"));
+        if let Some(mode) = spec.create_mode.as_deref() {
+            if !mode.eq_ignore_ascii_case("recover") && !mode.eq_ignore_ascii_case("default") {
+                return Err(bad("BadRequest", "createMode must be default or recover."));
+            }
+        }
+        match &existing {
+            Some(v) if v.properties.deleted.is_some() => {
+                if !recover {
+                    return Err(AdminError::Conflict(
+                        "ConflictError",
+                        format!("A vault with the same name already exists in deleted state. You need to either recover or purge existing key vault '{name}'."),
+                    ));
+                }
+                if !same_place(v, sub, rg) {
+                    return Err(AdminError::Conflict(
+                        "ConflictError",
+                        "The deleted vault belongs to another resource group; recover it there."
+                            .into(),
+                    ));
+                }
+                let mut v = v.clone();
+                v.properties.deleted = None;
+                self.apply(&mut v, tenant_id, spec, false)?;
+                self.store.replace_vault(&v).await?;
+                Ok((v, false))
+            }
+            Some(v) => {
+                if !same_place(v, sub, rg) {
+                    return Err(AdminError::Conflict(
+                        "VaultAlreadyExists",
+                        format!("The vault name '{name}' is already in use."),
+                    ));
+                }
+                if recover {
+                    return Err(AdminError::NotFound(format!(
+                        "No deleted vault '{name}' to recover."
+                    )));
+                }
+                let mut v = v.clone();
+                self.apply(&mut v, tenant_id, spec, false)?;
+                self.store.replace_vault(&v).await?;
+                Ok((v, false))
+            }
+            None => {
+                if recover {
+                    return Err(AdminError::NotFound(format!(
+                        "No deleted vault '{name}' to recover."
+                    )));
+                }
+                let id = crate::ids::Version::random().to_string();
+                let id = format!(
+                    "{}-{}-{}-{}-{}",
+                    &id[..8],
+                    &id[8..12],
+                    &id[12..16],
+                    &id[16..20],
+                    &id[20..]
+                );
+                let mut v = VaultRecord {
+                    id: id.clone(),
+                    name: name.clone(),
+                    tenant_id: tenant_id.to_owned(),
+                    subscription_id: sub.to_owned(),
+                    resource_group: rg.to_owned(),
+                    sku: "standard".into(),
+                    retention_days: crate::vault::DEFAULT_RETENTION_DAYS,
+                    purge_protection: false,
+                    wrapped_key: self.barrier.new_data_key(&id)?,
+                    created: self.clock.now(),
+                    properties: VaultProperties::default(),
+                };
+                self.apply(&mut v, tenant_id, spec, true)?;
+                match self.store.create_vault(&v).await {
+                    Ok(()) => Ok((v, true)),
+                    Err(crate::store::StoreError::NameExists { .. }) => Err(AdminError::Conflict(
+                        "VaultAlreadyExists",
+                        format!("The vault name '{name}' is already in use."),
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Applies a spec to a vault, with Azure's rules.
+    fn apply(
+        &self,
+        v: &mut VaultRecord,
+        tenant_id: &str,
+        spec: VaultSpec,
+        create: bool,
+    ) -> AdminResult<()> {
+        if let Some(t) = &spec.tenant_id {
+            if !t.eq_ignore_ascii_case(tenant_id) {
+                return Err(bad(
+                    "BadRequest",
+                    format!(
+                        "The tenant '{}' is not this deployment's tenant.",
+                        t.chars().take(64).collect::<String>()
+                    ),
+                ));
+            }
+        } else if create {
+            return Err(bad("BadRequest", "properties.tenantId is required."));
+        }
+        if let Some(sku) = &spec.sku {
+            let sku = sku.to_ascii_lowercase();
+            if sku != "standard" && sku != "premium" {
+                return Err(bad("BadRequest", "sku.name must be standard or premium."));
+            }
+            v.sku = sku;
+        } else if create {
+            return Err(bad("BadRequest", "properties.sku is required."));
+        }
+        if spec.enable_soft_delete == Some(false) {
+            return Err(bad(
+                "BadRequest",
+                "Soft delete cannot be disabled: every vault keeps deleted objects for its retention period.",
+            ));
+        }
+        if let Some(days) = spec.soft_delete_retention_in_days {
+            if !RETENTION_DAYS.contains(&days) {
+                return Err(bad(
+                    "BadRequest",
+                    "The property \"softDeleteRetentionInDays\" must be between 7 and 90.",
+                ));
+            }
+            if !create && days != v.retention_days && v.purge_protection {
+                return Err(bad(
+                    "BadRequest",
+                    "softDeleteRetentionInDays cannot change once purge protection is on.",
+                ));
+            }
+            v.retention_days = days;
+        }
+        match spec.enable_purge_protection {
+            Some(false) if v.purge_protection => {
+                return Err(bad(
+                    "BadRequest",
+                    "The property \"enablePurgeProtection\" cannot be set to false. Enabling the purge protection for a vault is an irreversible action.",
+                ))
+            }
+            Some(false) => {
+                return Err(bad(
+                    "BadRequest",
+                    "The property \"enablePurgeProtection\" can only be set to true or omitted.",
+                ))
+            }
+            Some(true) => v.purge_protection = true,
+            None => {}
+        }
+        if let Some(policies) = spec.access_policies {
+            if policies.len() > MAX_ACCESS_POLICIES {
+                return Err(bad("BadRequest", "Too many access policies."));
+            }
+            validate_access_policies(&policies).map_err(AdminError::Core)?;
+            v.properties.access_policies = policies;
+        }
+        let p = &mut v.properties;
+        if let Some(r) = spec.enable_rbac_authorization {
+            p.rbac_authorization = r;
+        }
+        if let Some(l) = spec.location {
+            if l.trim().is_empty() || l.len() > 64 {
+                return Err(bad("LocationRequired", "A location is required."));
+            }
+            p.location = Some(l);
+        } else if create {
+            return Err(bad(
+                "LocationRequired",
+                "The location property is required for this definition.",
+            ));
+        }
+        if let Some(tags) = spec.tags {
+            if tags.len() > 50 || tags.iter().any(|(k, val)| k.len() > 512 || val.len() > 256) {
+                return Err(bad(
+                    "InvalidTag",
+                    "At most 50 tags; names up to 512, values up to 256 characters.",
+                ));
+            }
+            p.tags = tags;
+        }
+        if let Some(b) = spec.enabled_for_deployment {
+            p.enabled_for_deployment = b;
+        }
+        if let Some(b) = spec.enabled_for_disk_encryption {
+            p.enabled_for_disk_encryption = b;
+        }
+        if let Some(b) = spec.enabled_for_template_deployment {
+            p.enabled_for_template_deployment = b;
+        }
+        if let Some(acls) = spec.network_acls {
+            validate_network_acls(&acls)?;
+            p.network_acls = Some(acls);
+        }
+        if let Some(pna) = spec.public_network_access {
+            let canonical = if pna.eq_ignore_ascii_case("enabled") {
+                "Enabled"
+            } else if pna.eq_ignore_ascii_case("disabled") {
+                "Disabled"
+            } else {
+                return Err(bad(
+                    "BadRequest",
+                    "publicNetworkAccess must be Enabled or Disabled.",
+                ));
+            };
+            p.public_network_access = Some(canonical.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Soft-deletes a vault: its objects become unreachable with it, and come
+    /// back on recovery.
+    pub async fn delete_vault(&self, v: &VaultRecord) -> AdminResult<()> {
+        let mut v = v.clone();
+        let now = self.clock.now();
+        v.properties.deleted = Some(VaultDeletion {
+            deleted_date: now,
+            scheduled_purge_date: now + v.retention_secs(),
+        });
+        self.store.replace_vault(&v).await?;
+        Ok(())
+    }
+
+    /// Every vault of a subscription (live or deleted), by name.
+    pub async fn vaults_of(&self, sub: &str) -> AdminResult<Vec<VaultRecord>> {
+        Ok(self
+            .store
+            .list_vaults()
+            .await?
+            .into_iter()
+            .filter(|v| v.subscription_id.eq_ignore_ascii_case(sub))
+            .collect())
+    }
+
+    /// Purges a soft-deleted vault: its data key first (crypto-shredding:
+    /// every ciphertext of the vault becomes unreadable at once), then its
+    /// objects, policies and the vault itself.
+    pub async fn purge_vault(&self, v: &VaultRecord) -> AdminResult<()> {
+        if v.properties.deleted.is_none() {
+            return Err(AdminError::NotFound(format!(
+                "Deleted vault '{}' was not found.",
+                v.name
+            )));
+        }
+        let now = self.clock.now();
+        if v.purge_protection
+            && v.properties
+                .deleted
+                .is_some_and(|d| now < d.scheduled_purge_date)
+        {
+            return Err(AdminError::Conflict(
+                "ConflictError",
+                format!(
+                    "Vault '{}' has purge protection: it is purged automatically at the end of its retention period.",
+                    v.name
+                ),
+            ));
+        }
+        let mut shredded = v.clone();
+        shredded.wrapped_key = Vec::new();
+        self.store.replace_vault(&shredded).await?;
+        self.barrier.forget(&v.id);
+        self.store.purge_vault(&v.id).await?;
+        Ok(())
+    }
+
+    /// Purges every soft-deleted vault past its retention; run periodically.
+    pub async fn purge_expired_vaults(&self) -> crate::error::Result<u64> {
+        let now = self.clock.now();
+        let mut n = 0;
+        for v in self.store.list_vaults().await? {
+            if v.properties
+                .deleted
+                .is_some_and(|d| d.scheduled_purge_date <= now)
+            {
+                let mut shredded = v.clone();
+                shredded.wrapped_key = Vec::new();
+                self.store.replace_vault(&shredded).await?;
+                self.barrier.forget(&v.id);
+                self.store.purge_vault(&v.id).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether a vault name can be used: `(available, reason, message)`.
+    pub async fn vault_name_availability(
+        &self,
+        name: &str,
+    ) -> AdminResult<(bool, Option<&'static str>, Option<String>)> {
+        let Ok(vname) = name.parse::<VaultName>() else {
+            return Ok((
+                false,
+                Some("AccountNameInvalid"),
+                Some(format!(
+                    "Vault name '{}' is invalid. A vault name must be between 3-24 alphanumeric characters. The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens.",
+                    name.chars().take(64).collect::<String>()
+                )),
+            ));
+        };
+        Ok(match self.store.get_vault(&vname).await? {
+            None => (true, None, None),
+            Some(_) => (
+                false,
+                Some("AlreadyExists"),
+                Some(format!("The vault name '{vname}' is already in use. Vault names are globally unique so it is possible that the name is already taken. If you are sure that the vault name was not taken then it is possible that a vault with the same name was recently deleted but not purged after being placed in a recoverable state. If the vault is in a recoverable state then the vault will need to be explicitly purged before reusing the name.")),
+            ),
+        })
+    }
+}
+
+fn same_place(v: &VaultRecord, sub: &str, rg: &str) -> bool {
+    v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
+}
