@@ -74,6 +74,14 @@ pub enum Error {
         /// The attempted operation.
         operation: &'static str,
     },
+    /// The vault's network rules refuse the client's address.
+    #[error("Client address is not authorized and caller is not a trusted service.\r\nClient address: {client}\r\nVault: {vault}")]
+    ForbiddenByFirewall {
+        /// The TCP peer's address.
+        client: String,
+        /// The vault.
+        vault: String,
+    },
     /// The key or secret belongs to a certificate and is changed only through it.
     #[error("Operation {operation} is not allowed on a {} managed by a certificate; use the certificate instead.", kind.noun())]
     ManagedByCertificate {

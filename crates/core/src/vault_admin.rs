@@ -60,6 +60,57 @@ pub struct NetworkAcls {
     pub virtual_network_rules: Vec<VirtualNetworkRule>,
 }
 
+impl NetworkAcls {
+    /// Whether an IP rule admits `ip` (IPv4, or IPv4-mapped IPv6).
+    pub fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
+        let v4 = match ip {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(m) => m,
+                None => return false,
+            },
+        };
+        let ip = u32::from(v4);
+        self.ip_rules.iter().any(|r| {
+            let (addr, prefix) = match r.value.split_once('/') {
+                Some((a, p)) => (a, p.parse::<u32>().unwrap_or(33)),
+                None => (r.value.as_str(), 32),
+            };
+            let Ok(net) = addr.parse::<std::net::Ipv4Addr>() else {
+                return false;
+            };
+            if prefix > 32 {
+                return false;
+            }
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
+            (ip & mask) == (u32::from(net) & mask)
+        })
+    }
+}
+
+/// The firewall decision for a data-plane request from `peer` (the TCP peer):
+/// public access disabled refuses everyone (private endpoints come with the
+/// network issue); otherwise `defaultAction: Allow`, no rules, or a matching
+/// IP rule admits. Virtual-network rules and trusted-service bypass are not
+/// evaluated yet, so they admit no one.
+pub fn firewall_allows(p: &VaultProperties, peer: std::net::IpAddr) -> bool {
+    if p.public_network_access
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("disabled"))
+    {
+        return false;
+    }
+    match &p.network_acls {
+        None => true,
+        Some(acls) if acls.default_action.eq_ignore_ascii_case("allow") => true,
+        Some(acls) => acls.ip_allowed(peer),
+    }
+}
+
 fn default_bypass() -> String {
     "AzureServices".into()
 }
@@ -528,4 +579,47 @@ impl VaultService {
 
 fn same_place(v: &VaultRecord, sub: &str, rg: &str) -> bool {
     v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(rules: &[&str]) -> VaultProperties {
+        VaultProperties {
+            network_acls: Some(NetworkAcls {
+                bypass: "None".into(),
+                default_action: "Deny".into(),
+                ip_rules: rules
+                    .iter()
+                    .map(|r| IpRule { value: (*r).into() })
+                    .collect(),
+                virtual_network_rules: Vec::new(),
+            }),
+            ..VaultProperties::default()
+        }
+    }
+
+    #[test]
+    fn firewall_matches_addresses_and_ranges() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let p = deny(&["203.0.113.0/24", "198.51.100.7", "192.0.2.128/25"]);
+        assert!(firewall_allows(&p, ip("203.0.113.200")));
+        assert!(firewall_allows(&p, ip("198.51.100.7")));
+        assert!(firewall_allows(&p, ip("::ffff:198.51.100.7")));
+        assert!(firewall_allows(&p, ip("192.0.2.129")));
+        assert!(!firewall_allows(&p, ip("192.0.2.127")));
+        assert!(!firewall_allows(&p, ip("198.51.100.8")));
+        assert!(!firewall_allows(&p, ip("::1")));
+        assert!(firewall_allows(&deny(&["0.0.0.0/0"]), ip("10.1.2.3")));
+        assert!(firewall_allows(&VaultProperties::default(), ip("10.1.2.3")));
+        let off = VaultProperties {
+            public_network_access: Some("Disabled".into()),
+            ..VaultProperties::default()
+        };
+        assert!(!firewall_allows(&off, ip("127.0.0.1")));
+        for bad in ["1.2.3", "1.2.3.4/33", "1.2.3.4/+8", "::1", "a.b.c.d"] {
+            assert!(!valid_ipv4_rule(bad), "{bad}");
+        }
+    }
 }

@@ -94,6 +94,10 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
             ErrorBody::new("Conflict", msg).with_inner("ObjectIsDeletedButRecoverable"),
         ),
         Error::AlreadyExists { .. } | Error::Conflict(_) => (409, ErrorBody::new("Conflict", msg)),
+        Error::ForbiddenByFirewall { .. } => (
+            403,
+            ErrorBody::new("Forbidden", msg).with_inner("ForbiddenByFirewall"),
+        ),
         Error::PurgeProtected | Error::ManagedByCertificate { .. } => {
             (403, ErrorBody::new("Forbidden", msg))
         }

@@ -124,16 +124,32 @@ pub async fn handle(state: &AppState, router: Router, vault: String, req: Reques
 }
 
 async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Request, ApiError> {
-    let principal = authenticate(state, &req)?;
+    // The order matters: no token → the 401 challenge; then the vault's
+    // firewall, on the TCP peer's address, before the token is validated or
+    // used for anything; then the token.
+    let token = bearer(&req)?;
+    let record = match vault.parse::<VaultName>() {
+        Ok(name) => state.vault(&name).await?,
+        Err(_) => None,
+    };
+    let Some(record) = record else {
+        validate(state, token)?;
+        return Err(Error::VaultNotFound(vault).into());
+    };
+    if let Some(peer) = req.extensions().get::<super::PeerAddr>() {
+        let ip = peer.0.ip();
+        if !keyhaven_core::vault_admin::firewall_allows(&record.properties, ip) {
+            return Err(Error::ForbiddenByFirewall {
+                client: ip.to_string(),
+                vault: record.name.to_string(),
+            }
+            .into());
+        }
+    }
+    let principal = validate(state, token)?;
+    let name = record.name.clone();
     let query = query_map(req.uri().query());
     let api_version = ApiVersion::parse(query.get("api-version").map(String::as_str))?;
-    let name: VaultName = vault
-        .parse()
-        .map_err(|_| Error::VaultNotFound(vault.clone()))?;
-    let record = state
-        .vault(&name)
-        .await?
-        .ok_or_else(|| Error::VaultNotFound(name.to_string()))?;
     normalise_path(&mut req);
     let urls = VaultUrls::new(&state.endpoints.vault_url(name.as_str()));
     req.extensions_mut().insert(Arc::new(DataCtx {
@@ -146,18 +162,22 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
     Ok(req)
 }
 
-fn authenticate(state: &AppState, req: &Request) -> Result<Principal, ApiError> {
+/// The bearer token of a request (not yet validated).
+fn bearer(req: &Request) -> Result<&str, ApiError> {
     let header = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let token = header
+    Ok(header
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
         .ok_or_else(|| {
             Error::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into())
-        })?;
+        })?)
+}
+
+fn validate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let audience = state.endpoints.vault_resource();
     Ok(state
         .tokens
