@@ -120,10 +120,10 @@ def test_vault_lifecycle_and_its_data_plane_at_once(server, mgmt, resources, cre
     patched = mgmt.vaults.update(rg, name, {"tags": {"team": "sec"}, "properties": {
         "enabledForDeployment": True, "enablePurgeProtection": True,
         "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices",
-                        "ipRules": [{"value": "203.0.113.0/24"}, {"value": "198.51.100.7"}]}}})
+                        "ipRules": [{"value": "203.0.113.0/24"}, {"value": "127.0.0.1"}]}}})
     assert patched.tags == {"team": "sec"} and patched.properties.enabled_for_deployment is True
     assert patched.properties.enable_purge_protection is True
-    assert [r.value for r in patched.properties.network_acls.ip_rules] == ["203.0.113.0/24", "198.51.100.7"]
+    assert [r.value for r in patched.properties.network_acls.ip_rules] == ["203.0.113.0/24", "127.0.0.1"]
     assert patched.properties.soft_delete_retention_in_days == 7, "PATCH keeps what it does not name"
 
     # Access policies through their own operation (stored even while RBAC decides).

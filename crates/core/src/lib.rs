@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod issuer;
 pub mod key;
+pub mod network;
 pub mod object;
 pub mod resource;
 pub mod rotation;

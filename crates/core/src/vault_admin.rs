@@ -92,25 +92,6 @@ impl NetworkAcls {
     }
 }
 
-/// The firewall decision for a data-plane request from `peer` (the TCP peer):
-/// public access disabled refuses everyone (private endpoints come with the
-/// network issue); otherwise `defaultAction: Allow`, no rules, or a matching
-/// IP rule admits. Virtual-network rules and trusted-service bypass are not
-/// evaluated yet, so they admit no one.
-pub fn firewall_allows(p: &VaultProperties, peer: std::net::IpAddr) -> bool {
-    if p.public_network_access
-        .as_deref()
-        .is_some_and(|a| a.eq_ignore_ascii_case("disabled"))
-    {
-        return false;
-    }
-    match &p.network_acls {
-        None => true,
-        Some(acls) if acls.default_action.eq_ignore_ascii_case("allow") => true,
-        Some(acls) => acls.ip_allowed(peer),
-    }
-}
-
 fn default_bypass() -> String {
     "AzureServices".into()
 }
@@ -603,21 +584,16 @@ mod tests {
     #[test]
     fn firewall_matches_addresses_and_ranges() {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        let p = deny(&["203.0.113.0/24", "198.51.100.7", "192.0.2.128/25"]);
-        assert!(firewall_allows(&p, ip("203.0.113.200")));
-        assert!(firewall_allows(&p, ip("198.51.100.7")));
-        assert!(firewall_allows(&p, ip("::ffff:198.51.100.7")));
-        assert!(firewall_allows(&p, ip("192.0.2.129")));
-        assert!(!firewall_allows(&p, ip("192.0.2.127")));
-        assert!(!firewall_allows(&p, ip("198.51.100.8")));
-        assert!(!firewall_allows(&p, ip("::1")));
-        assert!(firewall_allows(&deny(&["0.0.0.0/0"]), ip("10.1.2.3")));
-        assert!(firewall_allows(&VaultProperties::default(), ip("10.1.2.3")));
-        let off = VaultProperties {
-            public_network_access: Some("Disabled".into()),
-            ..VaultProperties::default()
-        };
-        assert!(!firewall_allows(&off, ip("127.0.0.1")));
+        let acls = |rules: &[&str]| deny(rules).network_acls.unwrap_or_else(|| unreachable!());
+        let p = acls(&["203.0.113.0/24", "198.51.100.7", "192.0.2.128/25"]);
+        assert!(p.ip_allowed(ip("203.0.113.200")));
+        assert!(p.ip_allowed(ip("198.51.100.7")));
+        assert!(p.ip_allowed(ip("::ffff:198.51.100.7")));
+        assert!(p.ip_allowed(ip("192.0.2.129")));
+        assert!(!p.ip_allowed(ip("192.0.2.127")));
+        assert!(!p.ip_allowed(ip("198.51.100.8")));
+        assert!(!p.ip_allowed(ip("::1")));
+        assert!(acls(&["0.0.0.0/0"]).ip_allowed(ip("10.1.2.3")));
         for bad in ["1.2.3", "1.2.3.4/33", "1.2.3.4/+8", "::1", "a.b.c.d"] {
             assert!(!valid_ipv4_rule(bad), "{bad}");
         }

@@ -239,6 +239,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Ro
             }
         };
         let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok();
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
@@ -250,21 +251,28 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Ro
                 }
                 Err(_) => return,
             };
-            serve_connection(tls, peer, app).await;
+            serve_connection(tls, peer, local, app).await;
         });
     }
 }
 
 /// Serves one connection (TLS or plain) with the app, telling handlers the
-/// peer's address.
-async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, app: axum::Router)
-where
+/// peer's address and the local address it was accepted on.
+async fn serve_connection<IO>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+    app: axum::Router,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = tower::ServiceExt::map_request(
         app,
         move |mut req: axum::extract::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
+            if let Some(local) = local {
+                req.extensions_mut().insert(LocalAddr(local));
+            }
             req.map(axum::body::Body::new)
         },
     );
@@ -281,7 +289,7 @@ where
     }
 }
 
-pub use crate::http::PeerAddr;
+pub use crate::http::{LocalAddr, PeerAddr};
 
 /// Serves plain HTTP/1.1 (the metadata endpoint, as on Azure).
 async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
@@ -294,7 +302,8 @@ async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
             }
         };
         let app = app.clone();
-        tokio::spawn(serve_connection(tcp, peer, app));
+        let local = tcp.local_addr().ok();
+        tokio::spawn(serve_connection(tcp, peer, local, app));
     }
 }
 

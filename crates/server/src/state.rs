@@ -46,6 +46,25 @@ pub struct Inner {
     /// An argon2 hash of a random string: unknown clients cost the same work.
     pub dummy_hash: String,
     vaults: RwLock<HashMap<VaultName, CachedVault>>,
+    network: RwLock<Option<(Arc<NetworkSnapshot>, Vec<u8>)>>,
+}
+
+/// The virtual networks and private endpoints, as the data plane's network
+/// decision reads them.
+#[derive(Debug, Default)]
+pub struct NetworkSnapshot {
+    subnets: HashMap<String, keyhaven_core::network::Subnet>,
+    endpoints: Vec<keyhaven_core::network::PrivateEndpoint>,
+}
+
+impl keyhaven_core::network::NetworkView for NetworkSnapshot {
+    fn subnet(&self, id: &str) -> Option<keyhaven_core::network::Subnet> {
+        self.subnets.get(&id.to_ascii_lowercase()).cloned()
+    }
+
+    fn private_endpoints(&self) -> &[keyhaven_core::network::PrivateEndpoint] {
+        &self.endpoints
+    }
 }
 
 /// A vault record and the authorization generation it was read at.
@@ -112,7 +131,58 @@ impl AppState {
             endpoints: p.endpoints,
             dummy_hash: p.dummy_hash,
             vaults: RwLock::new(HashMap::new()),
+            network: RwLock::new(None),
         }))
+    }
+
+    /// Subnets and private endpoints, cached until the authorization
+    /// generation changes (network resources bump it when they change).
+    pub async fn network(&self) -> Result<Arc<NetworkSnapshot>, Error> {
+        use keyhaven_core::network::{
+            PrivateEndpoint, VirtualNetwork, PRIVATE_ENDPOINT_TYPE, VNET_TYPE,
+        };
+        let generation = self
+            .store
+            .get_setting(AUTHZ_GENERATION)
+            .await?
+            .unwrap_or_default();
+        if let Ok(cache) = self.network.read() {
+            if let Some((snap, seen)) = cache.as_ref() {
+                if *seen == generation {
+                    return Ok(Arc::clone(snap));
+                }
+            }
+        }
+        let mut snap = NetworkSnapshot::default();
+        for r in self
+            .store
+            .list_resources(VNET_TYPE, &self.subscription_id)
+            .await?
+        {
+            if let Ok(vnet) = serde_json::from_str::<VirtualNetwork>(&r.properties) {
+                for sub in vnet.subnets {
+                    snap.subnets.insert(
+                        format!("{}/subnets/{}", r.id, sub.name).to_ascii_lowercase(),
+                        sub,
+                    );
+                }
+            }
+        }
+        for r in self
+            .store
+            .list_resources(PRIVATE_ENDPOINT_TYPE, &self.subscription_id)
+            .await?
+        {
+            if let Ok(mut pe) = serde_json::from_str::<PrivateEndpoint>(&r.properties) {
+                pe.id = r.id.clone();
+                snap.endpoints.push(pe);
+            }
+        }
+        let snap = Arc::new(snap);
+        if let Ok(mut cache) = self.network.write() {
+            *cache = Some((Arc::clone(&snap), generation));
+        }
+        Ok(snap)
     }
 
     /// The vault named `name`, cached until the authorization generation

@@ -295,6 +295,9 @@ pub struct VaultPropertiesOut {
     pub provisioning_state: &'static str,
     /// `Enabled` or `Disabled`.
     pub public_network_access: String,
+    /// Private endpoint connections (on GET).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_endpoint_connections: Option<Vec<serde_json::Value>>,
 }
 
 /// A SKU.

@@ -153,6 +153,22 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(super::arm_vault::list_vaults_in_group),
         )
         .route(
+            &format!("{RG}/Microsoft.Network/virtualNetworks/{{name}}"),
+            put(super::arm_network::put_vnet)
+                .get(super::arm_network::get_vnet)
+                .delete(super::arm_network::delete_vnet),
+        )
+        .route(
+            &format!("{RG}/Microsoft.Network/virtualNetworks/{{name}}/subnets/{{subnet}}"),
+            axum::routing::get(super::arm_network::get_subnet),
+        )
+        .route(
+            &format!("{RG}/Microsoft.Network/privateEndpoints/{{name}}"),
+            put(super::arm_network::put_private_endpoint)
+                .get(super::arm_network::get_private_endpoint)
+                .delete(super::arm_network::delete_private_endpoint),
+        )
+        .route(
             "/subscriptions",
             axum::routing::get(super::arm_groups::list_subscriptions),
         )
@@ -280,7 +296,7 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 12] = [
+    const LITERALS: [&str; 16] = [
         "subscriptions",
         "resourceGroups",
         "providers",
@@ -293,6 +309,10 @@ fn canonicalize_path(req: &mut Request) {
         "resources",
         "purge",
         "Microsoft.ManagedIdentity",
+        "Microsoft.Network",
+        "virtualNetworks",
+        "subnets",
+        "privateEndpoints",
     ];
     let path = req.uri().path();
     let canonical = path

@@ -92,6 +92,7 @@ fn vault_out(st: &AppState, v: &VaultRecord) -> VaultOut {
                 .public_network_access
                 .clone()
                 .unwrap_or_else(|| "Enabled".into()),
+            private_endpoint_connections: None,
         },
     }
 }
@@ -456,7 +457,13 @@ pub async fn get_vault(
         )
         .await
         .map_err(domain_failure)?;
-    Ok(json(StatusCode::OK, &vault_out(&st, &v)))
+    let mut out = vault_out(&st, &v);
+    let network = st.network().await.map_err(domain_failure)?;
+    out.properties.private_endpoint_connections = Some(super::arm_network::connections_of(
+        &network,
+        &v.resource_id(),
+    ));
+    Ok(json(StatusCode::OK, &out))
 }
 
 /// `PATCH …/vaults/{name}`: the given properties and tags change, the rest stay.

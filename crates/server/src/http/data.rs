@@ -137,10 +137,17 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
         return Err(Error::VaultNotFound(vault).into());
     };
     if let Some(peer) = req.extensions().get::<super::PeerAddr>() {
-        let ip = peer.0.ip();
-        if !keyhaven_core::vault_admin::firewall_allows(&record.properties, ip) {
+        let at = keyhaven_core::network::Arrival {
+            peer: peer.0.ip(),
+            local: req.extensions().get::<super::LocalAddr>().map(|l| l.0.ip()),
+        };
+        let network = state.network().await?;
+        if let keyhaven_core::network::Verdict::Deny(why) =
+            keyhaven_core::network::decide(&record, at, &*network)
+        {
+            tracing::info!(vault = %record.name, client = %at.peer, reason = why, "refused by the vault's network rules");
             return Err(Error::ForbiddenByFirewall {
-                client: ip.to_string(),
+                client: at.peer.to_string(),
                 vault: record.name.to_string(),
             }
             .into());

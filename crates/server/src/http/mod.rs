@@ -6,6 +6,7 @@
 pub mod access_control;
 pub mod arm;
 pub mod arm_groups;
+pub mod arm_network;
 pub mod arm_rbac;
 pub mod arm_vault;
 pub mod certificates;
@@ -33,6 +34,10 @@ use route::Plane;
 /// The peer address of a connection (for lockouts, network rules and audit).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// The local address a connection was accepted on (private endpoints).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
 
 /// Largest request body accepted (backups of many versions are the largest).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
