@@ -107,6 +107,9 @@ struct ServeArgs {
     /// bootstrap.json (default: the --tls-cert file itself).
     #[arg(long, env = "KEYHAVEN_TLS_CA", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// Oldest TLS version accepted: 1.2 (default) or 1.3.
+    #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
+    tls_min_version: keyhaven_server::tls::MinTls,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,6 +157,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
                 tls_ca: a.tls_ca,
+                tls_min_version: a.tls_min_version,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// With `tls_cert`: the CA clients should trust (for bootstrap.json).
     pub tls_ca: Option<PathBuf>,
+    /// The oldest TLS version accepted.
+    pub tls_min_version: crate::tls::MinTls,
 }
 
 impl ServerConfig {

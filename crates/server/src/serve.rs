@@ -27,6 +27,8 @@ use keyhaven_identity::federation::TrustedIssuers;
 /// How often the scheduler purges expired soft-deleted objects and runs
 /// due key lifetime actions.
 const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the TLS certificate files are checked for a change.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// How often signing keys are re-read (rotation on another node).
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Time allowed for a TLS handshake.
@@ -87,6 +89,8 @@ pub struct Prepared {
     pub state: AppState,
     /// The TLS configuration.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The server certificate (reloaded on SIGHUP or when its files change).
+    pub cert: Arc<tls::ReloadingCert>,
     /// The bootstrap file contents (also written to disk).
     pub bootstrap: BootstrapFile,
     /// Where bootstrap.json is.
@@ -120,7 +124,8 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             ))
         }
     };
-    let tls = tls::server_config(&files)?;
+    let cert = tls::ReloadingCert::new(&files)?;
+    let tls = tls::server_config(Arc::clone(&cert), config.tls_min_version)?;
 
     let Bootstrap {
         tenant_id,
@@ -184,6 +189,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
     Ok(Prepared {
         state,
         tls,
+        cert,
         bootstrap,
         bootstrap_path,
     })
@@ -213,6 +219,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     print_banner(&prepared);
     spawn_scheduler(prepared.state.clone());
     spawn_key_reloader(prepared.state.clone());
+    spawn_cert_reloader(Arc::clone(&prepared.cert));
     if let Some(l) = imds {
         tokio::spawn(plain_accept_loop(
             l,
@@ -308,6 +315,39 @@ async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
 }
 
 /// Picks up signing keys rotated on another node.
+/// Re-reads the TLS certificate on SIGHUP, and when its files change
+/// (checked every `CERT_CHECK_INTERVAL`).
+fn spawn_cert_reloader(cert: Arc<tls::ReloadingCert>) {
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP handler unavailable; certificate reload by file change only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+        loop {
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            match cert.reload(forced) {
+                Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate reload failed; serving the previous one")
+                }
+            }
+        }
+    });
+}
+
 fn spawn_key_reloader(state: AppState) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);

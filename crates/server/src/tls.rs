@@ -127,8 +127,42 @@ pub fn ensure_generated(dir: &Path, names: &[String]) -> Result<TlsFiles, TlsErr
     })
 }
 
-/// Builds the rustls server configuration: TLS 1.2/1.3, h2 + http/1.1.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The oldest TLS version a deployment accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinTls {
+    /// TLS 1.2 and 1.3 (the default, as Azure Key Vault).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+impl std::str::FromStr for MinTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1.2" => Ok(Self::Tls12),
+            "1.3" => Ok(Self::Tls13),
+            _ => Err(format!("TLS minimum version must be 1.2 or 1.3, not {s}")),
+        }
+    }
+}
+
+/// The server certificate, re-read from its files on demand (SIGHUP, or a
+/// change of the files' modification times), so a renewed certificate is
+/// served without a restart. New handshakes use the new certificate;
+/// established connections keep theirs.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    files: TlsFiles,
+    current: std::sync::RwLock<(
+        Arc<rustls::sign::CertifiedKey>,
+        Option<std::time::SystemTime>,
+    )>,
+}
+
+fn load_certified(files: &TlsFiles) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
     let certs = rustls_pemfile::certs(&mut read(&files.cert)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Config(format!("{}: {e}", files.cert.display())))?;
@@ -143,13 +177,67 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
         .ok_or_else(|| {
             TlsError::Config(format!("{}: no private key found", files.key.display()))
         })?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", files.key.display())))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(certs, signer)))
+}
+
+fn modified(files: &TlsFiles) -> Option<std::time::SystemTime> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    m(&files.cert).max(m(&files.key))
+}
+
+impl ReloadingCert {
+    /// Loads the certificate and key.
+    pub fn new(files: &TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let key = load_certified(files)?;
+        Ok(Arc::new(Self {
+            files: files.clone(),
+            current: std::sync::RwLock::new((key, modified(files))),
+        }))
+    }
+
+    /// Re-reads the files if they changed (or `force`); a broken new pair is
+    /// reported and the current certificate kept.
+    pub fn reload(&self, force: bool) -> Result<bool, TlsError> {
+        let stamp = modified(&self.files);
+        if !force && self.current.read().map(|c| c.1 == stamp).unwrap_or(false) {
+            return Ok(false);
+        }
+        let key = load_certified(&self.files)?;
+        if let Ok(mut c) = self.current.write() {
+            *c = (key, stamp);
+        }
+        Ok(true)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c.0))
+    }
+}
+
+/// Builds the rustls server configuration: TLS 1.2/1.3 (or 1.3 only) with
+/// ring's suites (AEAD only: AES-GCM and ChaCha20-Poly1305, ECDHE), h2 +
+/// http/1.1, serving the certificate `cert` resolves.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    min: MinTls,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
+        MinTls::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinTls::Tls13 => &[&rustls::version::TLS13],
+    };
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -299,7 +387,13 @@ mod tests {
         ensure_generated(&dir, &server_names("example.test", &[])).unwrap();
         assert_eq!(fs::read(dir.join("ca.pem")).unwrap(), ca1);
         assert_ne!(fs::read(&a.cert).unwrap(), cert1);
-        server_config(&a).unwrap();
+        let cert = ReloadingCert::new(&a).unwrap();
+        server_config(Arc::clone(&cert), MinTls::Tls13).unwrap();
+        assert!(
+            !cert.reload(false).unwrap(),
+            "unchanged files are not re-read"
+        );
+        assert!(cert.reload(true).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
