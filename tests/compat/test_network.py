@@ -123,3 +123,38 @@ def test_public_network_access_disabled_refuses_every_public_client(server, vaul
     out = set_acls(server, path, public="Enabled")
     assert out["properties"]["publicNetworkAccess"] == "Enabled"
     client_from(server, "127.0.0.1", url).set_secret("x", "y")
+
+
+class ProxiedServer(__import__("khcompat").KeyhavenServer):
+    """Trusts the reverse proxy at 127.0.0.3."""
+
+    def command(self):
+        return super().command() + ["--trusted-proxy", "127.0.0.3/32"]
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies(store_kind, tmp_path, monkeypatch):
+    from khcompat import running_server, trust_server_ca
+    with running_server(ProxiedServer, store_kind, tmp_path / "srv") as srv:
+        trust_server_ca(monkeypatch, srv)
+        name = unique("px")[:24]
+        path = (f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+                f"/providers/Microsoft.KeyVault/vaults/{name}")
+        r = arm(srv, "PUT", path, management_token(srv), {"location": "local", "properties": {
+            "tenantId": srv.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
+            "networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "198.51.100.50"}]}}}, **API)
+        assert r.status_code == 201, r.text
+        url = r.json()["properties"]["vaultUri"].rstrip("/")
+        from khcompat import vault_token
+        token = vault_token(srv, srv.client_id, srv.client_secret)
+
+        def get(source: str, xff: str):
+            return session_from(source).get(f"{url}/secrets?api-version=7.5", verify=srv.ca_cert, timeout=HTTP_TIMEOUT,
+                                            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": xff})
+
+        assert get("127.0.0.3", "198.51.100.50").status_code == 200
+        assert get("127.0.0.3", "203.0.113.1, 198.51.100.50").status_code == 200, "the nearest untrusted hop counts"
+        r = get("127.0.0.3", "203.0.113.1")
+        assert r.status_code == 403 and "Client address: 203.0.113.1" in r.json()["error"]["message"], r.text
+        r = get("127.0.0.1", "198.51.100.50")
+        # An untrusted peer's header is ignored.
+        assert r.status_code == 403 and "Client address: 127.0.0.1" in r.json()["error"]["message"], r.text

@@ -107,6 +107,14 @@ struct ServeArgs {
     /// bootstrap.json (default: the --tls-cert file itself).
     #[arg(long, env = "KEYHAVEN_TLS_CA", requires = "tls_cert")]
     tls_ca: Option<PathBuf>,
+    /// A reverse proxy (IPv4 address or CIDR range) whose X-Forwarded-For
+    /// header names the client for vault network rules (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYHAVEN_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -158,6 +166,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 tls_key: a.tls_key,
                 tls_ca: a.tls_ca,
                 tls_min_version: a.tls_min_version,
+                trusted_proxies: a.trusted_proxies,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

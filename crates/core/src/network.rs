@@ -162,6 +162,31 @@ pub struct Arrival {
     pub local: Option<IpAddr>,
 }
 
+/// The client's address: the TCP peer, unless the peer is a trusted proxy
+/// and `forwarded_for` (the `X-Forwarded-For` header) names hops — then the
+/// nearest hop that is not itself a trusted proxy. An unparsable entry stops
+/// the walk at the last trustworthy address.
+pub fn client_address(peer: IpAddr, forwarded_for: Option<&str>, proxies: &[Ipv4Net]) -> IpAddr {
+    let trusted = |ip: IpAddr| proxies.iter().any(|p| p.contains(ip));
+    if !trusted(peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in header.rsplit(',').map(str::trim) {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// The network's verdict on a data-plane request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -381,6 +406,33 @@ mod tests {
         assert_eq!(
             decide(&other, at("198.51.100.10", host), &view),
             Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|_| unreachable!());
+        let proxies = [Ipv4Net::parse("192.0.2.0/28").unwrap_or_else(|_| unreachable!())];
+        let xff = Some("203.0.113.9, 198.51.100.3, 192.0.2.2");
+        assert_eq!(
+            client_address(ip("198.51.100.77"), xff, &proxies),
+            ip("198.51.100.77")
+        );
+        assert_eq!(
+            client_address(ip("192.0.2.1"), xff, &proxies),
+            ip("198.51.100.3")
+        );
+        assert_eq!(
+            client_address(ip("192.0.2.1"), None, &proxies),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            client_address(ip("192.0.2.1"), Some("junk, 192.0.2.3"), &proxies),
+            ip("192.0.2.3")
+        );
+        assert_eq!(
+            client_address(ip("192.0.2.1"), Some("203.0.113.1"), &[]),
+            ip("192.0.2.1")
         );
     }
 

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub tls_ca: Option<PathBuf>,
     /// The oldest TLS version accepted.
     pub tls_min_version: crate::tls::MinTls,
+    /// Reverse proxies (IPv4 addresses or CIDR ranges) whose
+    /// `X-Forwarded-For` header names the client for network rules.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ServerConfig {

@@ -185,6 +185,12 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         dummy_hash,
         subscription_id: bootstrap.subscription_id.clone(),
         trusted_issuers,
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .map(|p| keyhaven_core::network::Ipv4Net::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Io(format!("--trusted-proxy: {e}")))?,
     });
     Ok(Prepared {
         state,

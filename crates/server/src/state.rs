@@ -47,6 +47,8 @@ pub struct Inner {
     pub dummy_hash: String,
     vaults: RwLock<HashMap<VaultName, CachedVault>>,
     network: RwLock<Option<(Arc<NetworkSnapshot>, Vec<u8>)>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -88,6 +90,8 @@ pub struct Parts {
     pub subscription_id: String,
     /// External issuers trusted for workload identity federation.
     pub trusted_issuers: TrustedIssuers,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
 }
 
 impl AppState {
@@ -132,6 +136,7 @@ impl AppState {
             dummy_hash: p.dummy_hash,
             vaults: RwLock::new(HashMap::new()),
             network: RwLock::new(None),
+            trusted_proxies: p.trusted_proxies,
         }))
     }
 

@@ -137,8 +137,16 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
         return Err(Error::VaultNotFound(vault).into());
     };
     if let Some(peer) = req.extensions().get::<super::PeerAddr>() {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
         let at = keyhaven_core::network::Arrival {
-            peer: peer.0.ip(),
+            peer: keyhaven_core::network::client_address(
+                peer.0.ip(),
+                forwarded,
+                &state.trusted_proxies,
+            ),
             local: req.extensions().get::<super::LocalAddr>().map(|l| l.0.ip()),
         };
         let network = state.network().await?;

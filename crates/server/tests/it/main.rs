@@ -81,6 +81,7 @@ impl Harness {
             dummy_hash: boot.dummy_hash,
             subscription_id: boot.subscription_id.clone(),
             trusted_issuers: Default::default(),
+            trusted_proxies: Vec::new(),
         });
         Self {
             app: keyhaven_server::http::app(state.clone()),
