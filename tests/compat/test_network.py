@@ -158,3 +158,48 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(store_kind, tmp_pat
         r = get("127.0.0.1", "198.51.100.50")
         # An untrusted peer's header is ignored.
         assert r.status_code == 403 and "Client address: 127.0.0.1" in r.json()["error"]["message"], r.text
+
+
+class TrustedServiceServer(__import__("khcompat").KeyhavenServer):
+    """Treats the bootstrap service principal as a trusted service."""
+
+    trusted_app = None
+
+    def command(self):
+        extra = ["--trusted-service", self.trusted_app] if self.trusted_app else []
+        return super().command() + extra
+
+
+def test_trusted_services_pass_the_firewall_only_with_bypass(store_kind, tmp_path, monkeypatch):
+    from khcompat import new_app_with_secret, running_server, trust_server_ca, vault_token
+    # The bootstrap client id is only known after the first start: start, read it, restart trusting it.
+    with running_server(TrustedServiceServer, store_kind, tmp_path / "srv") as srv:
+        srv.trusted_app = srv.client_id
+        srv.stop()
+        srv.start()
+        trust_server_ca(monkeypatch, srv)
+        name = unique("ts")[:24]
+        path = (f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+                f"/providers/Microsoft.KeyVault/vaults/{name}")
+        acls = {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": "203.0.113.9"}]}
+        r = arm(srv, "PUT", path, management_token(srv), {"location": "local", "properties": {
+            "tenantId": srv.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
+            "networkAcls": acls}}, **API)
+        assert r.status_code == 201, r.text
+        url = r.json()["properties"]["vaultUri"].rstrip("/")
+
+        def list_as(token: str) -> requests.Response:
+            return session_from("127.0.0.1").get(f"{url}/secrets?api-version=7.5", verify=srv.ca_cert,
+                                                 timeout=HTTP_TIMEOUT, headers={"Authorization": f"Bearer {token}"})
+
+        trusted = vault_token(srv, srv.client_id, srv.client_secret)
+        assert list_as(trusted).status_code == 200, "a trusted service passes with bypass AzureServices"
+        app, _, secret = new_app_with_secret(srv)
+        other = vault_token(srv, app["appId"], secret)
+        r = list_as(other)
+        assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "ForbiddenByFirewall", r.text
+        r = list_as("garbage")
+        assert r.status_code == 401, "an invalid token is still rejected on the bypass path"
+        set_acls(srv, path, {**acls, "bypass": "None"})
+        r = list_as(trusted)
+        assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "ForbiddenByFirewall", r.text

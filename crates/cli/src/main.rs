@@ -115,6 +115,15 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<String>,
+    /// Application id of a service principal to treat as a trusted service:
+    /// vaults with networkAcls.bypass AzureServices admit it past their
+    /// firewall (repeatable).
+    #[arg(
+        long = "trusted-service",
+        env = "KEYHAVEN_TRUSTED_SERVICES",
+        value_delimiter = ','
+    )]
+    trusted_services: Vec<String>,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -167,6 +176,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 tls_ca: a.tls_ca,
                 tls_min_version: a.tls_min_version,
                 trusted_proxies: a.trusted_proxies,
+                trusted_services: a.trusted_services,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

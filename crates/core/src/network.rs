@@ -194,6 +194,22 @@ pub enum Verdict {
     Allow,
     /// Refused, with the reason for logs.
     Deny(&'static str),
+    /// Refused by the firewall, but the vault lets trusted services bypass
+    /// it (`bypass: AzureServices`): admitted if the caller's token names one.
+    DenyUnlessTrusted(&'static str),
+}
+
+fn refuse(vault: &VaultRecord, why: &'static str) -> Verdict {
+    let bypass = vault
+        .properties
+        .network_acls
+        .as_ref()
+        .is_some_and(|a| a.bypass.eq_ignore_ascii_case("AzureServices"));
+    if bypass {
+        Verdict::DenyUnlessTrusted(why)
+    } else {
+        Verdict::Deny(why)
+    }
 }
 
 /// Where the decision looks up subnets and private endpoints.
@@ -236,7 +252,7 @@ pub fn decide(vault: &VaultRecord, at: Arrival, net: &dyn NetworkView) -> Verdic
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("disabled"))
     {
-        return Verdict::Deny("public network access is disabled");
+        return refuse(vault, "public network access is disabled");
     }
     let Some(acls) = &p.network_acls else {
         return Verdict::Allow;
@@ -257,7 +273,7 @@ pub fn decide(vault: &VaultRecord, at: Arrival, net: &dyn NetworkView) -> Verdic
     if in_subnet {
         Verdict::Allow
     } else {
-        Verdict::Deny("the client address matches no network rule")
+        refuse(vault, "the client address matches no network rule")
     }
 }
 
@@ -368,6 +384,14 @@ mod tests {
         };
         let v = vault("locked", rules(None));
         let host = "198.51.100.1";
+        let mut bypassing = rules(None);
+        if let Some(a) = bypassing.network_acls.as_mut() {
+            a.bypass = "AzureServices".into();
+        }
+        assert!(matches!(
+            decide(&vault("locked", bypassing), at("203.0.113.99", host), &view),
+            Verdict::DenyUnlessTrusted(_)
+        ));
         assert_eq!(decide(&v, at("198.51.100.10", host), &view), Verdict::Allow);
         assert!(matches!(
             decide(&v, at("198.51.100.130", host), &view),

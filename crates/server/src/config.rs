@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// Reverse proxies (IPv4 addresses or CIDR ranges) whose
     /// `X-Forwarded-For` header names the client for network rules.
     pub trusted_proxies: Vec<String>,
+    /// Application ids of service principals treated as trusted services:
+    /// vaults with `bypass: AzureServices` admit them past their firewall.
+    pub trusted_services: Vec<String>,
 }
 
 impl ServerConfig {

@@ -191,6 +191,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .map(|p| keyhaven_core::network::Ipv4Net::parse(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Io(format!("--trusted-proxy: {e}")))?,
+        trusted_services: config.trusted_services.clone(),
     });
     Ok(Prepared {
         state,

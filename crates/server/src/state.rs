@@ -49,6 +49,8 @@ pub struct Inner {
     network: RwLock<Option<(Arc<NetworkSnapshot>, Vec<u8>)>>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
+    /// Application ids of trusted services (`bypass: AzureServices`).
+    pub trusted_services: Vec<String>,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -92,6 +94,8 @@ pub struct Parts {
     pub trusted_issuers: TrustedIssuers,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
+    /// Application ids of trusted services (`bypass: AzureServices`).
+    pub trusted_services: Vec<String>,
 }
 
 impl AppState {
@@ -137,6 +141,7 @@ impl AppState {
             vaults: RwLock::new(HashMap::new()),
             network: RwLock::new(None),
             trusted_proxies: p.trusted_proxies,
+            trusted_services: p.trusted_services,
         }))
     }
 

@@ -136,6 +136,7 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
         validate(state, token)?;
         return Err(Error::VaultNotFound(vault).into());
     };
+    let mut trusted = None;
     if let Some(peer) = req.extensions().get::<super::PeerAddr>() {
         let forwarded = req
             .headers()
@@ -150,18 +151,37 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
             local: req.extensions().get::<super::LocalAddr>().map(|l| l.0.ip()),
         };
         let network = state.network().await?;
-        if let keyhaven_core::network::Verdict::Deny(why) =
-            keyhaven_core::network::decide(&record, at, &*network)
-        {
+        let refused = |why: &str| {
             tracing::info!(vault = %record.name, client = %at.peer, reason = why, "refused by the vault's network rules");
-            return Err(Error::ForbiddenByFirewall {
+            ApiError::from(Error::ForbiddenByFirewall {
                 client: at.peer.to_string(),
                 vault: record.name.to_string(),
+            })
+        };
+        match keyhaven_core::network::decide(&record, at, &*network) {
+            keyhaven_core::network::Verdict::Allow => {}
+            keyhaven_core::network::Verdict::Deny(why) => return Err(refused(why)),
+            keyhaven_core::network::Verdict::DenyUnlessTrusted(why) => {
+                // Only here is the token looked at before the firewall has
+                // admitted the caller: to see whether it is a trusted service.
+                let p = validate(state, token)?;
+                let is_trusted = p.app_id.as_deref().is_some_and(|a| {
+                    state
+                        .trusted_services
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(a))
+                });
+                if !is_trusted {
+                    return Err(refused(why));
+                }
+                trusted = Some(p);
             }
-            .into());
         }
     }
-    let principal = validate(state, token)?;
+    let principal = match trusted {
+        Some(p) => p,
+        None => validate(state, token)?,
+    };
     let name = record.name.clone();
     let query = query_map(req.uri().query());
     let api_version = ApiVersion::parse(query.get("api-version").map(String::as_str))?;

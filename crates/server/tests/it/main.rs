@@ -82,6 +82,7 @@ impl Harness {
             subscription_id: boot.subscription_id.clone(),
             trusted_issuers: Default::default(),
             trusted_proxies: Vec::new(),
+            trusted_services: Vec::new(),
         });
         Self {
             app: keyhaven_server::http::app(state.clone()),
