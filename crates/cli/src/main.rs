@@ -71,6 +71,39 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Re-computes the audit log's hash chain; exits 1 at the first record
+    /// that was edited, dropped, inserted or moved.
+    Verify {
+        /// The server's data directory (the log is in its `audit/`).
+        #[arg(long, env = "KEYHAVEN_DATA_DIR", default_value = "./keyhaven-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
+    match cmd {
+        AuditCmd::Verify { data_dir } => {
+            match keyhaven_server::audit::verify(&data_dir.join("audit"))? {
+                keyhaven_server::audit::Verified::Intact(n) => {
+                    println!("audit log intact: {n} records");
+                    Ok(())
+                }
+                keyhaven_server::audit::Verified::Broken(file, line, why) => {
+                    eprintln!("audit log broken at {}:{line}: {why}", file.display());
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -133,6 +166,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let admin_result = match cli.command {
         Command::Serve(a) => return serve(a),
+        Command::Audit { cmd } => return audit(cmd),
         Command::User { target, cmd } => admin::user(&target, cmd),
         Command::Group { target, cmd } => admin::group(&target, cmd),
         Command::App { target, cmd } => admin::app(&target, cmd),

@@ -9,5 +9,13 @@ pub mod master;
 pub mod x509;
 
 pub use barrier::SoftwareBarrier;
+
+/// Lower-case hex SHA-256 of `data` (audit chain hashes).
+pub fn sha256_hex(data: &[u8]) -> String {
+    openssl::sha::sha256(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 pub use keys::SoftwareKeys;
 pub use master::MasterKey;

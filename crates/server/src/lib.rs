@@ -2,6 +2,7 @@
 //! the HTTP planes (data, login, management) behind one request pipeline, and
 //! background tasks. It is glue: object semantics live in `keyhaven-core`.
 
+pub mod audit;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;

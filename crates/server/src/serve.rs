@@ -192,6 +192,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Io(format!("--trusted-proxy: {e}")))?,
         trusted_services: config.trusted_services.clone(),
+        audit: Some(Arc::new(
+            crate::audit::AuditLog::open(&dir.join("audit"))
+                .map_err(|e| StartError::Io(format!("audit log: {e}")))?,
+        )),
     });
     Ok(Prepared {
         state,
@@ -265,7 +269,12 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Ro
                 }
                 Err(_) => return,
             };
-            serve_connection(tls, peer, local, app).await;
+            let version = match tls.get_ref().1.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLS1_3"),
+                Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLS1_2"),
+                _ => None,
+            };
+            serve_connection(tls, peer, local, version, app).await;
         });
     }
 }
@@ -276,6 +285,7 @@ async fn serve_connection<IO>(
     io: IO,
     peer: std::net::SocketAddr,
     local: Option<std::net::SocketAddr>,
+    tls_version: Option<&'static str>,
     app: axum::Router,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -286,6 +296,9 @@ async fn serve_connection<IO>(
             req.extensions_mut().insert(PeerAddr(peer));
             if let Some(local) = local {
                 req.extensions_mut().insert(LocalAddr(local));
+            }
+            if let Some(v) = tls_version {
+                req.extensions_mut().insert(crate::audit::TlsVersion(v));
             }
             req.map(axum::body::Body::new)
         },
@@ -317,7 +330,7 @@ async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
         };
         let app = app.clone();
         let local = tcp.local_addr().ok();
-        tokio::spawn(serve_connection(tcp, peer, local, app));
+        tokio::spawn(serve_connection(tcp, peer, local, None, app));
     }
 }
 

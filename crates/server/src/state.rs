@@ -51,6 +51,8 @@ pub struct Inner {
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
     /// Application ids of trusted services (`bypass: AzureServices`).
     pub trusted_services: Vec<String>,
+    /// The audit log.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -96,6 +98,8 @@ pub struct Parts {
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
     /// Application ids of trusted services (`bypass: AzureServices`).
     pub trusted_services: Vec<String>,
+    /// The audit log (`None`: not recorded, as in unit tests).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl AppState {
@@ -142,6 +146,7 @@ impl AppState {
             network: RwLock::new(None),
             trusted_proxies: p.trusted_proxies,
             trusted_services: p.trusted_services,
+            audit: p.audit,
         }))
     }
 

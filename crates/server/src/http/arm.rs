@@ -286,10 +286,42 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
         Err(req) => req,
     };
     let mut req = req;
+    let claims = super::claims_of(&caller);
     req.extensions_mut().insert(Arc::new(Ctx { caller }));
     let mut req = req;
     canonicalize_path(&mut req);
-    router.oneshot(req).await.unwrap_or_else(|e| match e {})
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let mut resp = router.oneshot(req).await.unwrap_or_else(|e| match e {});
+    resp.extensions_mut().insert(crate::audit::AuditNote {
+        operation: Some(management_operation(&method, &path)),
+        resource_id: Some(path),
+        identity: Some(claims),
+        ..Default::default()
+    });
+    resp
+}
+
+/// Azure's operation names for vault calls (`VaultGet`, `VaultPut`, …);
+/// other management calls are `Management{Method}`.
+fn management_operation(method: &http::Method, path: &str) -> String {
+    let verb = match *method {
+        http::Method::GET => "Get",
+        http::Method::PUT => "Put",
+        http::Method::PATCH => "Patch",
+        http::Method::DELETE => "Delete",
+        http::Method::POST => "Post",
+        _ => "Request",
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    let vault = segments
+        .iter()
+        .rposition(|s| *s == "vaults")
+        .is_some_and(|i| i + 2 == segments.len());
+    if vault {
+        format!("Vault{verb}")
+    } else {
+        format!("Management{verb}")
+    }
 }
 
 /// ARM paths are case-insensitive (`azure-mgmt-resource` writes

@@ -38,6 +38,8 @@ pub struct DataCtx {
     pub urls: VaultUrls,
     /// Query parameters.
     pub query: HashMap<String, String>,
+    /// The operation the handler asked authorization for (for the audit log).
+    pub operation: std::sync::Mutex<Option<Operation>>,
 }
 
 impl DataCtx {
@@ -48,6 +50,9 @@ impl DataCtx {
         operation: Operation,
         object: Option<&str>,
     ) -> Result<Authorized, ApiError> {
+        if let Ok(mut op) = self.operation.lock() {
+            *op = Some(operation);
+        }
         Ok(Authorized::check(
             &*state.authz,
             &self.principal,
@@ -108,19 +113,57 @@ pub fn router(state: AppState) -> Router {
 
 /// Runs the pipeline for a request to vault `vault` and dispatches it.
 pub async fn handle(state: &AppState, router: Router, vault: String, req: Request) -> Response {
-    let resp = match prepare(state, vault, req).await {
-        Ok(req) if super::access_control::is_access_control(req.uri().path()) => {
-            match req.extensions().get::<Arc<DataCtx>>().cloned() {
-                Some(ctx) => {
+    let path = req.uri().path().to_owned();
+    let (resp, ctx) = match prepare(state, vault.clone(), req).await {
+        Ok(req) => {
+            let ctx = req.extensions().get::<Arc<DataCtx>>().cloned();
+            let resp = match (
+                &ctx,
+                super::access_control::is_access_control(req.uri().path()),
+            ) {
+                (Some(ctx), true) => {
                     super::access_control::handle(state, &ctx.principal, &ctx.vault, req).await
                 }
-                None => ApiError::from(Error::Integrity).into_response(),
-            }
+                (None, true) => ApiError::from(Error::Integrity).into_response(),
+                (_, false) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),
+            };
+            (resp, ctx)
         }
-        Ok(req) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),
-        Err(e) => e.into_response(),
+        Err(e) => (e.into_response(), None),
     };
-    with_challenge(state, resp)
+    let mut resp = with_challenge(state, resp);
+    let note = match ctx {
+        Some(ctx) => crate::audit::AuditNote {
+            operation: ctx
+                .operation
+                .lock()
+                .ok()
+                .and_then(|o| *o)
+                .map(|o| o.name().to_owned()),
+            resource_id: Some(ctx.vault.resource_id()),
+            object_id: Some(format!("{}{}", ctx.urls.base(), path.trim_end_matches('/'))),
+            identity: Some(super::claims_of(&ctx.principal)),
+            rbac: Some(ctx.vault.properties.rbac_authorization),
+            access_policy_match: (!ctx.vault.properties.rbac_authorization)
+                .then_some(resp.status().is_success()),
+        },
+        // Refused before authentication (no token, firewall, bad token).
+        None => crate::audit::AuditNote {
+            operation: Some("VaultAccess".into()),
+            resource_id: match vault.parse::<VaultName>() {
+                Ok(n) => state
+                    .vault(&n)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| v.resource_id()),
+                Err(_) => None,
+            },
+            ..Default::default()
+        },
+    };
+    resp.extensions_mut().insert(note);
+    resp
 }
 
 async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Request, ApiError> {
@@ -193,6 +236,7 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
         api_version,
         urls,
         query,
+        operation: std::sync::Mutex::new(None),
     }));
     Ok(req)
 }

@@ -64,7 +64,113 @@ pub fn app(state: AppState) -> Router {
     })
 }
 
+/// The caller's claims as an audit record names them.
+pub fn claims_of(p: &keyhaven_core::Principal) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("oid".into(), p.object_id.clone().into());
+    m.insert(
+        "http://schemas.microsoft.com/identity/claims/objectidentifier".into(),
+        p.object_id.clone().into(),
+    );
+    m.insert("tid".into(), p.tenant_id.clone().into());
+    if let Some(a) = &p.app_id {
+        m.insert("appid".into(), a.clone().into());
+    }
+    m.insert("idtyp".into(), p.kind.as_str().into());
+    m
+}
+
+/// What the audit record needs from the request, taken before it is handled.
+struct RequestFacts {
+    started: std::time::Instant,
+    method: String,
+    uri: String,
+    caller: Option<String>,
+    correlation: Option<String>,
+    api_version: Option<String>,
+    tls: Option<&'static str>,
+    user_agent: Option<String>,
+}
+
+impl RequestFacts {
+    fn of(req: &Request) -> Self {
+        let header = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect::<String>())
+        };
+        let host = header("host").unwrap_or_default();
+        Self {
+            started: std::time::Instant::now(),
+            method: req.method().to_string(),
+            uri: format!("https://{host}{}", req.uri().path()),
+            caller: req
+                .extensions()
+                .get::<PeerAddr>()
+                .map(|p| p.0.ip().to_string()),
+            correlation: header("x-ms-client-request-id"),
+            api_version: req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("api-version="))
+                    .map(|v| v.chars().take(32).collect())
+            }),
+            tls: req
+                .extensions()
+                .get::<crate::audit::TlsVersion>()
+                .map(|t| t.0),
+            user_agent: header("user-agent"),
+        }
+    }
+}
+
+fn audit(state: &AppState, facts: RequestFacts, resp: &Response) {
+    let Some(log) = state.audit.as_ref() else {
+        return;
+    };
+    let note = resp
+        .extensions()
+        .get::<crate::audit::AuditNote>()
+        .cloned()
+        .unwrap_or_default();
+    let record = crate::audit::record(
+        &keyhaven_wire::oauth::iso8601(state.clock.now()),
+        &facts.method,
+        &facts.uri,
+        resp.status().as_u16(),
+        facts.started.elapsed().as_millis(),
+        facts.caller,
+        facts.correlation,
+        facts.api_version,
+        facts.tls,
+        facts.user_agent,
+        &note,
+    );
+    if let Err(e) = log.append(record) {
+        tracing::error!(error = %e, "audit record could not be written");
+    }
+}
+
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
+    let facts = RequestFacts::of(&req);
+    let resp = handle_request(&state, planes, req).await;
+    // Health probes are not audited; every other request is.
+    if !facts.uri.ends_with("/healthz") {
+        audit(&state, facts, &resp);
+    }
+    resp
+}
+
+fn title_case(method: &str) -> String {
+    let lower = method.to_ascii_lowercase();
+    let mut c = lower.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> Response {
+    let state = state.clone();
     let request_id = state.request_ids.next();
     let client_request_id = req
         .headers()
@@ -80,14 +186,41 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
     } else {
         match route::plane(&req, &state.endpoints) {
             Plane::Data(vault) => data::handle(&state, planes.data.clone(), vault, req).await,
-            Plane::Login => planes
-                .login
-                .clone()
-                .oneshot(req)
-                .await
-                .unwrap_or_else(|e| match e {}),
-            Plane::Graph => graph::handle(&state, planes.graph.clone(), req).await,
-            Plane::Management => arm::handle(&state, planes.arm.clone(), req).await,
+            Plane::Login => {
+                let mut r = planes
+                    .login
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                r.extensions_mut().insert(crate::audit::AuditNote {
+                    operation: Some("Authentication".into()),
+                    resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
+                    ..Default::default()
+                });
+                r
+            }
+            Plane::Graph => {
+                let op = format!("Graph{}", title_case(req.method().as_str()));
+                let mut r = graph::handle(&state, planes.graph.clone(), req).await;
+                r.extensions_mut().insert(crate::audit::AuditNote {
+                    operation: Some(op),
+                    resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
+                    ..Default::default()
+                });
+                r
+            }
+            Plane::Management => {
+                let op = format!("Management{}", title_case(req.method().as_str()));
+                let mut r = arm::handle(&state, planes.arm.clone(), req).await;
+                if r.extensions().get::<crate::audit::AuditNote>().is_none() {
+                    r.extensions_mut().insert(crate::audit::AuditNote {
+                        operation: Some(op),
+                        ..Default::default()
+                    });
+                }
+                r
+            }
             Plane::Unknown(host) => ApiError::not_found(format!(
                 "No Keyhaven endpoint is served at host '{}'.",
                 host.chars().take(100).collect::<String>()

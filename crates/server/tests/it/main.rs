@@ -83,6 +83,7 @@ impl Harness {
             trusted_issuers: Default::default(),
             trusted_proxies: Vec::new(),
             trusted_services: Vec::new(),
+            audit: None,
         });
         Self {
             app: keyhaven_server::http::app(state.clone()),

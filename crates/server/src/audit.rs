@@ -1,0 +1,343 @@
+//! The audit log: one record per request of every plane (and so per token
+//! issued or refused), in Azure's `AuditEvent` shape, appended as JSON lines
+//! to `<data dir>/audit/audit.jsonl` and rotated by size. Records are
+//! hash-chained: each carries `keyhavenChain {seq, prev, hash}` where `hash`
+//! is SHA-256 over the previous hash and the record without its chain field
+//! (keys sorted), so `keyhaven audit verify` detects an edited, dropped,
+//! inserted or reordered record. Records never hold request bodies, secret
+//! values, key material or tokens: only ids, URIs, statuses and claims.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{json, Map, Value};
+
+/// Records per file before rotation (by size).
+const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+const CURRENT: &str = "audit.jsonl";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a plane tells the audit log about a request it handled.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    /// Azure's `operationName` (`SecretGet`, `VaultPut`, `Authentication`, …).
+    pub operation: Option<String>,
+    /// The resource the request was about (a vault's ARM id).
+    pub resource_id: Option<String>,
+    /// The object's id (`https://…/secrets/x/ver`), when there is one.
+    pub object_id: Option<String>,
+    /// The caller's claims: oid, appid, tid, upn.
+    pub identity: Option<Map<String, Value>>,
+    /// Whether the vault decides with RBAC.
+    pub rbac: Option<bool>,
+    /// Whether an access policy admitted the caller.
+    pub access_policy_match: Option<bool>,
+}
+
+/// Connection facts the accept loop records (for `tlsVersion`).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsVersion(pub &'static str);
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    seq: u64,
+    last: String,
+}
+
+/// The append-only, hash-chained audit file.
+pub struct AuditLog {
+    inner: Mutex<Writer>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+/// SHA-256 over the previous hash and the canonical record.
+fn chain_hash(prev: &str, record: &Value) -> String {
+    let body = serde_json::to_vec(record).unwrap_or_default();
+    let mut input = Vec::with_capacity(prev.len() + 1 + body.len());
+    input.extend_from_slice(prev.as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(&body);
+    keyhaven_crypto::sha256_hex(&input)
+}
+
+fn rotated_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name
+                .strip_prefix("audit.")?
+                .strip_suffix(".jsonl")?
+                .parse::<u64>()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every audit file of `dir`, oldest first.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = rotated_files(dir).into_iter().map(|(_, p)| p).collect();
+    let current = dir.join(CURRENT);
+    if current.exists() {
+        out.push(current);
+    }
+    out
+}
+
+impl AuditLog {
+    /// Opens (or starts) the log in `dir`, continuing the chain.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let (mut seq, mut last) = (0, GENESIS.to_owned());
+        for path in files(dir) {
+            for line in BufReader::new(File::open(&path)?).lines() {
+                let line = line?;
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let (Some(s), Some(h)) = (
+                        v.pointer("/keyhavenChain/seq").and_then(Value::as_u64),
+                        v.pointer("/keyhavenChain/hash").and_then(Value::as_str),
+                    ) {
+                        seq = s;
+                        last = h.to_owned();
+                    }
+                }
+            }
+        }
+        let path = dir.join(CURRENT);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            inner: Mutex::new(Writer {
+                dir: dir.to_owned(),
+                file,
+                size,
+                seq,
+                last,
+            }),
+        })
+    }
+
+    /// Appends a record (its chain field is added here).
+    pub fn append(&self, mut record: Value) -> std::io::Result<()> {
+        let mut w = self
+            .inner
+            .lock()
+            .map_err(|_| std::io::Error::other("audit log poisoned"))?;
+        if w.size >= ROTATE_BYTES {
+            let n = rotated_files(&w.dir).last().map_or(1, |(n, _)| n + 1);
+            let (from, to) = (w.dir.join(CURRENT), w.dir.join(format!("audit.{n}.jsonl")));
+            w.file.flush()?;
+            std::fs::rename(from, to)?;
+            w.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(w.dir.join(CURRENT))?;
+            w.size = 0;
+        }
+        let seq = w.seq + 1;
+        let hash = chain_hash(&w.last, &record);
+        if let Value::Object(m) = &mut record {
+            m.insert(
+                "keyhavenChain".into(),
+                json!({"seq": seq, "prev": w.last, "hash": hash}),
+            );
+        }
+        let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        w.file.write_all(&line)?;
+        w.size += line.len() as u64;
+        w.seq = seq;
+        w.last = hash;
+        Ok(())
+    }
+}
+
+/// The outcome of `verify`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Every record chains: how many there are.
+    Intact(u64),
+    /// The first record that does not: file, line (1-based), why.
+    Broken(PathBuf, usize, String),
+}
+
+/// Re-computes the chain over every file of `dir`.
+pub fn verify(dir: &Path) -> std::io::Result<Verified> {
+    let (mut prev, mut seq) = (GENESIS.to_owned(), 0u64);
+    for path in files(dir) {
+        for (i, line) in BufReader::new(File::open(&path)?).lines().enumerate() {
+            let line = line?;
+            let broken = |why: &str| Ok(Verified::Broken(path.clone(), i + 1, why.to_owned()));
+            let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+                return broken("not a JSON record");
+            };
+            let chain = match v.as_object_mut().and_then(|m| m.remove("keyhavenChain")) {
+                Some(c) => c,
+                None => return broken("no keyhavenChain"),
+            };
+            if chain.get("seq").and_then(Value::as_u64) != Some(seq + 1) {
+                return broken("sequence gap: a record was dropped, inserted or moved");
+            }
+            if chain.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
+                return broken("does not follow the previous record");
+            }
+            let hash = chain_hash(&prev, &v);
+            if chain.get("hash").and_then(Value::as_str) != Some(hash.as_str()) {
+                return broken("hash mismatch: the record was edited");
+            }
+            prev = hash;
+            seq += 1;
+        }
+    }
+    Ok(Verified::Intact(seq))
+}
+
+/// Builds an AuditEvent record.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    time: &str,
+    method: &str,
+    request_uri: &str,
+    status: u16,
+    duration_ms: u128,
+    caller_ip: Option<String>,
+    correlation_id: Option<String>,
+    api_version: Option<String>,
+    tls: Option<&str>,
+    user_agent: Option<String>,
+    note: &AuditNote,
+) -> Value {
+    let operation = note
+        .operation
+        .clone()
+        .unwrap_or_else(|| format!("Unknown{method}"));
+    let result_type = if status < 400 { "Success" } else { "Failure" };
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut props = Map::new();
+    props.insert("requestUri".into(), json!(request_uri));
+    props.insert("httpStatusCode".into(), json!(status));
+    if let Some(id) = &note.object_id {
+        props.insert("id".into(), json!(id));
+    }
+    if let Some(b) = note.access_policy_match {
+        props.insert("isAccessPolicyMatch".into(), json!(b));
+    }
+    if let Some(b) = note.rbac {
+        props.insert("isRbacAuthorized".into(), json!(b && status < 400));
+    }
+    if let Some(t) = tls {
+        props.insert("tlsVersion".into(), json!(t));
+    }
+    if let Some(ua) = user_agent {
+        props.insert("clientInfo".into(), json!(ua));
+    }
+    json!({
+        "time": time,
+        "resourceId": note.resource_id.as_deref().map(str::to_ascii_uppercase).unwrap_or_default(),
+        "operationName": operation,
+        "operationVersion": api_version.unwrap_or_default(),
+        "category": "AuditEvent",
+        "resultType": result_type,
+        "resultSignature": reason,
+        "resultDescription": "",
+        "durationMs": duration_ms.to_string(),
+        "callerIpAddress": caller_ip.unwrap_or_default(),
+        "correlationId": correlation_id.unwrap_or_default(),
+        "identity": note.identity.as_ref().map_or(Value::Null, |c| json!({"claim": c})),
+        "properties": props,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note() -> AuditNote {
+        AuditNote {
+            operation: Some("SecretGet".into()),
+            ..AuditNote::default()
+        }
+    }
+
+    #[test]
+    fn the_chain_catches_edits_drops_and_reorders() {
+        let dir = std::env::temp_dir().join(format!("kh-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let log = AuditLog::open(&dir).unwrap();
+            for i in 0..3 {
+                let uri = format!("https://v/secrets/s{i}");
+                log.append(record(
+                    "t",
+                    "GET",
+                    &uri,
+                    200,
+                    1,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    &note(),
+                ))
+                .unwrap();
+            }
+        }
+        // Reopening continues the chain.
+        AuditLog::open(&dir)
+            .unwrap()
+            .append(record(
+                "t",
+                "GET",
+                "https://v/x",
+                404,
+                1,
+                None,
+                None,
+                None,
+                None,
+                None,
+                &note(),
+            ))
+            .unwrap();
+        let path = dir.join(CURRENT);
+        assert_eq!(verify(&dir).unwrap(), Verified::Intact(4));
+        let original = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = original.lines().collect();
+
+        std::fs::write(&path, original.replace("/secrets/s1", "/secrets/s9")).unwrap();
+        assert!(matches!(verify(&dir).unwrap(), Verified::Broken(_, 2, _)));
+        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3])).unwrap();
+        assert!(matches!(verify(&dir).unwrap(), Verified::Broken(_, 2, _)));
+        std::fs::write(
+            &path,
+            format!("{}\n{}\n{}\n{}\n", lines[1], lines[0], lines[2], lines[3]),
+        )
+        .unwrap();
+        assert!(matches!(verify(&dir).unwrap(), Verified::Broken(_, 1, _)));
+        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2])).unwrap();
+        assert_eq!(
+            verify(&dir).unwrap(),
+            Verified::Intact(3),
+            "a truncated tail still chains"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

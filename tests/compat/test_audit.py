@@ -1,0 +1,106 @@
+"""The audit log: one record per request of every plane in Azure's AuditEvent
+shape, hash-chained, checked by `keyhaven audit verify`; no secret value, key
+material or token ever appears in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from azure.keyvault.secrets import SecretClient
+
+from khcompat import CLIENT_KWARGS, KEYHAVEN_BIN, arm, management_token, running_server, trust_server_ca, unique, \
+    KeyhavenServer
+
+API = {"api_version": "2026-05-15"}
+
+
+@pytest.fixture
+def srv(store_kind, tmp_path, monkeypatch):
+    with running_server(KeyhavenServer, store_kind, tmp_path / "srv") as s:
+        trust_server_ca(monkeypatch, s)
+        yield s
+
+
+def records(server) -> list:
+    path = server.data_dir / "audit" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def verify(data_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([KEYHAVEN_BIN, "audit", "verify", "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_every_request_leaves_an_audit_event_and_the_chain_verifies(srv, tmp_path):
+    planted = f"planted-{unique('v')}"
+    cred = srv.credential()
+    secrets = SecretClient(srv.vault_url, cred, **CLIENT_KWARGS)
+    name = unique("aud")
+    secrets.set_secret(name, planted)
+    assert secrets.get_secret(name).value == planted
+    keys = KeyClient(srv.vault_url, cred, **CLIENT_KWARGS)
+    key = keys.create_ec_key(unique("audk"))
+    CryptographyClient(key.id, cred, **CLIENT_KWARGS).sign(SignatureAlgorithm.es256, hashlib.sha256(b"x").digest())
+    with pytest.raises(HttpResponseError):
+        secrets.get_secret(unique("missing"))
+    arm(srv, "GET", f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+                    f"/providers/Microsoft.KeyVault/vaults/dev", management_token(srv), **API)
+
+    recs = records(srv)
+    ops = [r["operationName"] for r in recs]
+    for op in ("SecretSet", "SecretGet", "KeyCreate", "KeySign", "Authentication", "VaultGet"):
+        assert op in ops, ops
+    got = next(r for r in recs if r["operationName"] == "SecretGet" and r["resultType"] == "Success")
+    assert got["category"] == "AuditEvent" and got["resultSignature"] == "OK"
+    assert got["properties"]["httpStatusCode"] == 200 and got["operationVersion"]
+    assert got["properties"]["id"].endswith(f"/secrets/{name}")
+    assert got["properties"]["isRbacAuthorized"] is True and got["properties"]["tlsVersion"] in ("TLS1_2", "TLS1_3")
+    assert got["callerIpAddress"] == "127.0.0.1" and got["resourceId"].endswith("/VAULTS/DEV")
+    assert got["identity"]["claim"]["appid"] == srv.client_id and int(got["durationMs"]) >= 0
+    missing = [r for r in recs if r["operationName"] == "SecretGet" and r["properties"]["httpStatusCode"] == 404]
+    assert missing and missing[0]["resultType"] == "Failure" and missing[0]["resultSignature"] == "Not Found"
+    challenge = [r for r in recs if r["operationName"] == "VaultAccess" and r["properties"]["httpStatusCode"] == 401]
+    assert challenge, "the SDK's unauthenticated first request is audited too"
+
+    raw = (srv.data_dir / "audit" / "audit.jsonl").read_text()
+    for forbidden in (planted, srv.client_secret, "eyJ"):
+        assert forbidden not in raw, f"{forbidden[:6]}… leaked into the audit log"
+
+    out = verify(srv.data_dir)
+    assert out.returncode == 0 and "intact" in out.stdout, out.stderr
+
+    # A copy with one record edited fails verification, naming the line.
+    copy = tmp_path / "copy"
+    shutil.copytree(srv.data_dir / "audit", copy / "audit")
+    lines = (copy / "audit" / "audit.jsonl").read_text().splitlines()
+    edited = json.loads(lines[2])
+    edited["properties"]["httpStatusCode"] = 299
+    lines[2] = json.dumps(edited)
+    (copy / "audit" / "audit.jsonl").write_text("\n".join(lines) + "\n")
+    out = verify(copy)
+    assert out.returncode == 1 and ":3:" in out.stderr and "edited" in out.stderr, out.stderr
+    # Dropping a record is caught too.
+    original = (srv.data_dir / "audit" / "audit.jsonl").read_text().splitlines()
+    (copy / "audit" / "audit.jsonl").write_text("\n".join(original[:1] + original[2:]) + "\n")
+    out = verify(copy)
+    assert out.returncode == 1 and ":2:" in out.stderr, out.stderr
+
+
+def test_the_chain_continues_across_a_restart(srv):
+    SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS).set_secret(unique("r"), "x")
+    before = len(records(srv))
+    srv.stop()
+    srv.start()
+    SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS).set_secret(unique("r"), "y")
+    recs = records(srv)
+    assert len(recs) > before
+    seqs = [r["keyhavenChain"]["seq"] for r in recs]
+    assert seqs == list(range(1, len(recs) + 1))
+    assert verify(srv.data_dir).returncode == 0
