@@ -104,3 +104,40 @@ def test_the_chain_continues_across_a_restart(srv):
     seqs = [r["keyhavenChain"]["seq"] for r in recs]
     assert seqs == list(range(1, len(recs) + 1))
     assert verify(srv.data_dir).returncode == 0
+
+
+class LimitedServer(KeyhavenServer):
+    """20 secret transactions per vault per 10 seconds."""
+
+    def command(self):
+        return super().command() + ["--limit-secrets", "20"]
+
+
+def test_a_burst_is_throttled_and_the_sdk_still_succeeds(store_kind, tmp_path, monkeypatch):
+    import requests
+    from khcompat import HTTP_TIMEOUT, vault_token
+    with running_server(LimitedServer, store_kind, tmp_path / "srv") as s:
+        trust_server_ca(monkeypatch, s)
+        client = SecretClient(s.vault_url, s.credential(), retry_total=10, retry_backoff_max=3,
+                              connection_timeout=10, read_timeout=60)
+        client.set_secret("hot", "v")
+        token = vault_token(s, s.client_id, s.client_secret)
+        statuses, throttled = [], None
+        with requests.Session() as http:
+            for _ in range(40):
+                r = http.get(f"{s.vault_url}/secrets/hot?api-version=7.5", verify=s.ca_cert, timeout=HTTP_TIMEOUT,
+                             headers={"Authorization": f"Bearer {token}"})
+                statuses.append(r.status_code)
+                if r.status_code == 429 and throttled is None:
+                    throttled = r
+        assert 200 in statuses and 429 in statuses, statuses
+        assert set(statuses) <= {200, 429}, statuses
+        assert throttled.json()["error"]["code"] == "Throttled"
+        assert int(throttled.headers["Retry-After"]) >= 1
+        # The SDK's retry policy honours Retry-After: every call succeeds.
+        for _ in range(8):
+            assert client.get_secret("hot").value == "v"
+        # Throttled requests are audited as failures too.
+        assert any(r["properties"]["httpStatusCode"] == 429 for r in records(s))
+        # Key transactions have their own bucket.
+        KeyClient(s.vault_url, s.credential(), **CLIENT_KWARGS).create_ec_key(unique("k"))

@@ -157,6 +157,13 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_services: Vec<String>,
+    /// Secret (and certificate, vault) transactions per vault per 10 s before
+    /// 429 Throttled; 0 = unlimited. Azure's limit by default.
+    #[arg(long, env = "KEYHAVEN_LIMIT_SECRETS", default_value_t = 4000)]
+    limit_secrets: u32,
+    /// Key transactions per vault per 10 s; 0 = unlimited.
+    #[arg(long, env = "KEYHAVEN_LIMIT_KEYS", default_value_t = 4000)]
+    limit_keys: u32,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -211,6 +218,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 tls_min_version: a.tls_min_version,
                 trusted_proxies: a.trusted_proxies,
                 trusted_services: a.trusted_services,
+                limits: keyhaven_server::throttle::Limits {
+                    secrets: a.limit_secrets,
+                    keys: a.limit_keys,
+                },
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

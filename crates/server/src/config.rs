@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// Application ids of service principals treated as trusted services:
     /// vaults with `bypass: AzureServices` admit them past their firewall.
     pub trusted_services: Vec<String>,
+    /// Service limits per vault.
+    pub limits: crate::throttle::Limits,
 }
 
 impl ServerConfig {

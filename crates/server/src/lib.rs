@@ -11,6 +11,7 @@ pub mod imds;
 pub mod serve;
 pub mod signing;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 
 pub use config::ServerConfig;

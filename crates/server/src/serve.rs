@@ -192,6 +192,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StartError::Io(format!("--trusted-proxy: {e}")))?,
         trusted_services: config.trusted_services.clone(),
+        limits: config.limits,
         audit: Some(Arc::new(
             crate::audit::AuditLog::open(&dir.join("audit"))
                 .map_err(|e| StartError::Io(format!("audit log: {e}")))?,

@@ -53,6 +53,8 @@ pub struct Inner {
     pub trusted_services: Vec<String>,
     /// The audit log.
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Service limits per vault.
+    pub throttle: crate::throttle::Throttle,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -100,6 +102,8 @@ pub struct Parts {
     pub trusted_services: Vec<String>,
     /// The audit log (`None`: not recorded, as in unit tests).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Service limits per vault.
+    pub limits: crate::throttle::Limits,
 }
 
 impl AppState {
@@ -147,6 +151,7 @@ impl AppState {
             trusted_proxies: p.trusted_proxies,
             trusted_services: p.trusted_services,
             audit: p.audit,
+            throttle: crate::throttle::Throttle::new(p.limits),
         }))
     }
 

@@ -53,6 +53,15 @@ impl DataCtx {
         if let Ok(mut op) = self.operation.lock() {
             *op = Some(operation);
         }
+        let class = if operation.collection() == "keys" {
+            crate::throttle::Class::Keys
+        } else {
+            crate::throttle::Class::Secrets
+        };
+        state
+            .throttle
+            .admit(&self.vault.id, class)
+            .map_err(|retry_after| ApiError::Throttled { retry_after })?;
         Ok(Authorized::check(
             &*state.authz,
             &self.principal,

@@ -13,6 +13,11 @@ use serde::Serialize;
 pub enum ApiError {
     /// A domain error (mapped by `keyhaven_wire::error_response`).
     Domain(Error),
+    /// Over the vault's service limit: 429 `Throttled` with `Retry-After`.
+    Throttled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// An HTTP-level error with its own status and code.
     Http {
         /// Status.
@@ -66,7 +71,24 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Throttled { retry_after } = self {
+            let mut r = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &ErrorBody::new(
+                    "Throttled",
+                    "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached".to_owned(),
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                r.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+            return r;
+        }
         let (status, body) = match self {
+            ApiError::Throttled { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorBody::new("Throttled", String::new()),
+            ),
             ApiError::Domain(e) => {
                 let (status, body) = error_response(&e);
                 if status >= 500 {

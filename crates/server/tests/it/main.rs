@@ -84,6 +84,10 @@ impl Harness {
             trusted_proxies: Vec::new(),
             trusted_services: Vec::new(),
             audit: None,
+            limits: keyhaven_server::throttle::Limits {
+                secrets: 0,
+                keys: 0,
+            },
         });
         Self {
             app: keyhaven_server::http::app(state.clone()),
