@@ -141,3 +141,42 @@ def test_a_burst_is_throttled_and_the_sdk_still_succeeds(store_kind, tmp_path, m
         assert any(r["properties"]["httpStatusCode"] == 429 for r in records(s))
         # Key transactions have their own bucket.
         KeyClient(s.vault_url, s.credential(), **CLIENT_KWARGS).create_ec_key(unique("k"))
+
+
+class AdminServer(KeyhavenServer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from khcompat import free_port
+        self.admin = f"127.0.0.1:{free_port()}"
+
+    def command(self):
+        return super().command() + ["--admin-listen", self.admin]
+
+
+def test_metrics_and_health_on_the_admin_listener(store_kind, tmp_path, monkeypatch):
+    import requests
+    with running_server(AdminServer, store_kind, tmp_path / "srv") as s:
+        trust_server_ca(monkeypatch, s)
+        client = SecretClient(s.vault_url, s.credential(), **CLIENT_KWARGS)
+        client.set_secret("m", "v")
+        for _ in range(3):
+            client.get_secret("m")
+        with pytest.raises(HttpResponseError):
+            client.get_secret(unique("none"))
+        base = f"http://{s.admin}"
+        assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+        r = requests.get(f"{base}/metrics", timeout=10)
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = r.text
+        lines = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l and not l.startswith("#")}
+        assert lines['keyhaven_requests_total{plane="data",vault="dev",operation="SecretGet",status="200"}'] == 3
+        assert lines['keyhaven_requests_total{plane="data",vault="dev",operation="SecretGet",status="404"}'] == 1
+        assert lines['ServiceApiHit{vault="dev",ActivityName="SecretSet"}'] == 1
+        assert lines['ServiceApiResult{vault="dev",ActivityName="SecretGet",StatusCode="404"}'] == 1
+        assert 0 < lines['Availability{vault="dev"}'] <= 100
+        assert lines['SaturationShoebox{vault="dev"}'] == 0
+        assert any(k.startswith('keyhaven_requests_total{plane="login"') for k in lines)
+        assert 'keyhaven_request_duration_seconds_count{plane="data",vault="dev"}' in lines
+        # The admin listener is not the API: no vault is served there.
+        assert requests.get(f"{base}/secrets", timeout=10).status_code == 404

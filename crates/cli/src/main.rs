@@ -164,6 +164,10 @@ struct ServeArgs {
     /// Key transactions per vault per 10 s; 0 = unlimited.
     #[arg(long, env = "KEYHAVEN_LIMIT_KEYS", default_value_t = 4000)]
     limit_keys: u32,
+    /// Plain-HTTP admin address serving /metrics (Prometheus), /healthz and
+    /// /readyz, e.g. 127.0.0.1:9464 (default: off).
+    #[arg(long, env = "KEYHAVEN_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -218,6 +222,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 tls_min_version: a.tls_min_version,
                 trusted_proxies: a.trusted_proxies,
                 trusted_services: a.trusted_services,
+                admin_listen: a.admin_listen,
                 limits: keyhaven_server::throttle::Limits {
                     secrets: a.limit_secrets,
                     keys: a.limit_keys,

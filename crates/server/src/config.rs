@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub trusted_services: Vec<String>,
     /// Service limits per vault.
     pub limits: crate::throttle::Limits,
+    /// Plain-HTTP admin listener (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {

@@ -2,12 +2,14 @@
 //! the HTTP planes (data, login, management) behind one request pipeline, and
 //! background tasks. It is glue: object semantics live in `keyhaven-core`.
 
+pub mod admin;
 pub mod audit;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod imds;
+pub mod metrics;
 pub mod serve;
 pub mod signing;
 pub mod state;

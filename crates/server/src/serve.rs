@@ -217,6 +217,14 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             .map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Io(format!("cannot listen on {addr} (admin): {e}")))?,
+        ),
+        None => None,
+    };
     let imds = match config.imds_listen {
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(l) => Some(l),
@@ -232,6 +240,12 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     spawn_scheduler(prepared.state.clone());
     spawn_key_reloader(prepared.state.clone());
     spawn_cert_reloader(Arc::clone(&prepared.cert));
+    if let Some(l) = admin {
+        tokio::spawn(plain_accept_loop(
+            l,
+            crate::admin::router(prepared.state.clone()),
+        ));
+    }
     if let Some(l) = imds {
         tokio::spawn(plain_accept_loop(
             l,

@@ -55,6 +55,8 @@ pub struct Inner {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Service limits per vault.
     pub throttle: crate::throttle::Throttle,
+    /// Request metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -152,6 +154,7 @@ impl AppState {
             trusted_services: p.trusted_services,
             audit: p.audit,
             throttle: crate::throttle::Throttle::new(p.limits),
+            metrics: crate::metrics::Metrics::default(),
         }))
     }
 

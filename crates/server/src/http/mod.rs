@@ -83,6 +83,8 @@ pub fn claims_of(p: &keyhaven_core::Principal) -> serde_json::Map<String, serde_
 /// What the audit record needs from the request, taken before it is handled.
 struct RequestFacts {
     started: std::time::Instant,
+    plane: &'static str,
+    vault: String,
     method: String,
     uri: String,
     caller: Option<String>,
@@ -93,7 +95,14 @@ struct RequestFacts {
 }
 
 impl RequestFacts {
-    fn of(req: &Request) -> Self {
+    fn of(req: &Request, endpoints: &crate::config::Endpoints) -> Self {
+        let (plane, vault) = match route::plane(req, endpoints) {
+            Plane::Data(v) => ("data", v),
+            Plane::Login => ("login", String::new()),
+            Plane::Management => ("management", String::new()),
+            Plane::Graph => ("graph", String::new()),
+            Plane::Unknown(_) => ("unknown", String::new()),
+        };
         let header = |n: &str| {
             req.headers()
                 .get(n)
@@ -103,6 +112,8 @@ impl RequestFacts {
         let host = header("host").unwrap_or_default();
         Self {
             started: std::time::Instant::now(),
+            plane,
+            vault: vault.chars().take(64).collect(),
             method: req.method().to_string(),
             uri: format!("https://{host}{}", req.uri().path()),
             caller: req
@@ -125,20 +136,28 @@ impl RequestFacts {
 }
 
 fn audit(state: &AppState, facts: RequestFacts, resp: &Response) {
-    let Some(log) = state.audit.as_ref() else {
-        return;
-    };
     let note = resp
         .extensions()
         .get::<crate::audit::AuditNote>()
         .cloned()
         .unwrap_or_default();
+    let elapsed = facts.started.elapsed();
+    state.metrics.observe(
+        facts.plane,
+        &facts.vault,
+        note.operation.as_deref().unwrap_or("Unknown"),
+        resp.status().as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    let Some(log) = state.audit.as_ref() else {
+        return;
+    };
     let record = crate::audit::record(
         &keyhaven_wire::oauth::iso8601(state.clock.now()),
         &facts.method,
         &facts.uri,
         resp.status().as_u16(),
-        facts.started.elapsed().as_millis(),
+        elapsed.as_millis(),
         facts.caller,
         facts.correlation,
         facts.api_version,
@@ -152,7 +171,7 @@ fn audit(state: &AppState, facts: RequestFacts, resp: &Response) {
 }
 
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
-    let facts = RequestFacts::of(&req);
+    let facts = RequestFacts::of(&req, &state.endpoints);
     let resp = handle_request(&state, planes, req).await;
     // Health probes are not audited; every other request is.
     if !facts.uri.ends_with("/healthz") {
