@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (HTTPS) with an embedded store unless --store says otherwise.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage users (through the server's Graph endpoint).
     User {
         #[command(flatten)]
@@ -168,6 +168,14 @@ struct ServeArgs {
     /// /readyz, e.g. 127.0.0.1:9464 (default: off).
     #[arg(long, env = "KEYHAVEN_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Seconds between scheduler passes (purges, rotations, renewals,
+    /// near-expiry events).
+    #[arg(long, env = "KEYHAVEN_SCHEDULER_INTERVAL", default_value_t = 60)]
+    scheduler_interval: u64,
+    /// Milliseconds before the first retry of a failed event delivery
+    /// (doubled for each of the 5 attempts).
+    #[arg(long, env = "KEYHAVEN_EVENT_RETRY_BASE_MS", default_value_t = 1000)]
+    event_retry_base_ms: u64,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -176,7 +184,7 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let admin_result = match cli.command {
-        Command::Serve(a) => return serve(a),
+        Command::Serve(a) => return serve(*a),
         Command::Audit { cmd } => return audit(cmd),
         Command::User { target, cmd } => admin::user(&target, cmd),
         Command::Group { target, cmd } => admin::group(&target, cmd),
@@ -223,6 +231,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies,
                 trusted_services: a.trusted_services,
                 admin_listen: a.admin_listen,
+                scheduler_interval: std::time::Duration::from_secs(a.scheduler_interval.max(1)),
+                event_retry_base: std::time::Duration::from_millis(a.event_retry_base_ms),
                 limits: keyhaven_server::throttle::Limits {
                     secrets: a.limit_secrets,
                     keys: a.limit_keys,

@@ -1156,7 +1156,14 @@ impl VaultService {
                     )
                     .await?
                     .map(|v| v.to_string()),
-                CertificateAction::EmailContacts => None,
+                CertificateAction::EmailContacts => {
+                    self.emit(
+                        crate::events::EventType::CertificateNearExpiry,
+                        &vault,
+                        &latest,
+                    );
+                    None
+                }
             };
             self.store.finish_job(&job, now, now - 400 * 86_400).await?;
             tracing::info!(
@@ -1309,6 +1316,13 @@ impl VaultService {
         // The certificate last: it is what makes the version visible.
         for rec in &records {
             self.store.put_version(&vault.id, rec).await?;
+        }
+        if let Some(cert) = records.last() {
+            self.emit(
+                crate::events::EventType::CertificateNewVersionCreated,
+                vault,
+                cert,
+            );
         }
         Ok(())
     }

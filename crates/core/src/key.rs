@@ -983,6 +983,11 @@ impl VaultService {
         {
             record.name = stored.name;
         }
+        self.emit(
+            crate::events::EventType::KeyNewVersionCreated,
+            vault,
+            &record,
+        );
         Ok(KeyBundle { record, meta })
     }
 

@@ -8,6 +8,7 @@ pub mod certificate;
 pub mod clock;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod issuer;
 pub mod key;

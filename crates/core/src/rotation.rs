@@ -420,7 +420,10 @@ impl VaultService {
                     let b = self.rotate_unchecked(&vault, name, &latest).await?;
                     Some(b.record.version.to_string())
                 }
-                PolicyAction::Notify => None,
+                PolicyAction::Notify => {
+                    self.emit(crate::events::EventType::KeyNearExpiry, &vault, &latest);
+                    None
+                }
             };
             self.store.finish_job(&job, now, now - FORGET_AFTER).await?;
             tracing::info!(

@@ -109,6 +109,11 @@ impl VaultService {
         {
             record.name = stored.name;
         }
+        self.emit(
+            crate::events::EventType::SecretNewVersionCreated,
+            vault,
+            &record,
+        );
         Ok(SecretBundle {
             record,
             value: Some(input.value),

@@ -39,6 +39,7 @@ pub struct VaultService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) keys: Arc<dyn crate::key::KeyBackend>,
     pub(crate) certs: Arc<dyn crate::certificate::CertificateBackend>,
+    pub(crate) events: Option<Arc<dyn crate::events::EventSink>>,
 }
 
 impl VaultService {
@@ -56,6 +57,52 @@ impl VaultService {
             clock,
             keys,
             certs,
+            events: None,
+        }
+    }
+
+    /// The same service, emitting change events to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn crate::events::EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Emits a change event about `rec` (a version of an object of `vault`).
+    pub(crate) fn emit(
+        &self,
+        event_type: crate::events::EventType,
+        vault: &VaultRecord,
+        rec: &VersionRecord,
+    ) {
+        if let Some(sink) = &self.events {
+            sink.emit(crate::events::ChangeEvent {
+                event_type,
+                vault_name: vault.name.to_string(),
+                vault_id: vault.resource_id(),
+                object_type: rec.kind.title(),
+                object_name: rec.name.to_string(),
+                version: rec.version.to_string(),
+                nbf: rec.attributes.nbf,
+                exp: rec.attributes.exp,
+                time: self.clock.now(),
+            });
+        }
+    }
+
+    /// Emits a vault-level change event.
+    pub fn emit_vault_event(&self, event_type: crate::events::EventType, vault: &VaultRecord) {
+        if let Some(sink) = &self.events {
+            sink.emit(crate::events::ChangeEvent {
+                event_type,
+                vault_name: vault.name.to_string(),
+                vault_id: vault.resource_id(),
+                object_type: "Vault",
+                object_name: String::new(),
+                version: String::new(),
+                nbf: None,
+                exp: None,
+                time: self.clock.now(),
+            });
         }
     }
 

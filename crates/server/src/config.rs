@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub limits: crate::throttle::Limits,
     /// Plain-HTTP admin listener (`/metrics`, `/healthz`, `/readyz`), if any.
     pub admin_listen: Option<SocketAddr>,
+    /// How often the scheduler runs (purges, rotations, renewals, events).
+    pub scheduler_interval: std::time::Duration,
+    /// First backoff of a failed event delivery (doubled per retry).
+    pub event_retry_base: std::time::Duration,
 }
 
 impl ServerConfig {

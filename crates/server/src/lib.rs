@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod imds;
 pub mod metrics;

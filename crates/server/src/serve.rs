@@ -24,9 +24,6 @@ use crate::state::{AppState, Parts};
 use crate::tls;
 use keyhaven_identity::federation::TrustedIssuers;
 
-/// How often the scheduler purges expired soft-deleted objects and runs
-/// due key lifetime actions.
-const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the TLS certificate files are checked for a change.
 const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// How often signing keys are re-read (rotation on another node).
@@ -176,6 +173,15 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         }
         None => TrustedIssuers::default(),
     };
+    let events: Arc<dyn keyhaven_core::events::EventSink> = Arc::new(crate::events::start(
+        Arc::clone(&store),
+        endpoints.clone(),
+        bootstrap.subscription_id.clone(),
+        crate::events::Retry {
+            attempts: 5,
+            base: config.event_retry_base,
+        },
+    ));
     let state = AppState::new(Parts {
         store,
         barrier,
@@ -193,6 +199,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .map_err(|e| StartError::Io(format!("--trusted-proxy: {e}")))?,
         trusted_services: config.trusted_services.clone(),
         limits: config.limits,
+        events: Some(events),
         audit: Some(Arc::new(
             crate::audit::AuditLog::open(&dir.join("audit"))
                 .map_err(|e| StartError::Io(format!("audit log: {e}")))?,
@@ -237,7 +244,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         None => None,
     };
     print_banner(&prepared);
-    spawn_scheduler(prepared.state.clone());
+    spawn_scheduler(prepared.state.clone(), config.scheduler_interval);
     spawn_key_reloader(prepared.state.clone());
     spawn_cert_reloader(Arc::clone(&prepared.cert));
     if let Some(l) = admin {
@@ -406,9 +413,9 @@ fn spawn_key_reloader(state: AppState) {
 /// The background scheduler: purges soft-deleted objects past retention and
 /// carries out key rotation policies. Each job is claimed in the store, so
 /// several nodes on one database do each once.
-fn spawn_scheduler(state: AppState) {
+fn spawn_scheduler(state: AppState, interval: Duration) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SCHEDULER_INTERVAL);
+        let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
             match state.service.purge_expired().await {

@@ -106,6 +106,8 @@ pub struct Parts {
     pub audit: Option<Arc<crate::audit::AuditLog>>,
     /// Service limits per vault.
     pub limits: crate::throttle::Limits,
+    /// Where change events go (`None`: nowhere, as in unit tests).
+    pub events: Option<Arc<dyn keyhaven_core::events::EventSink>>,
 }
 
 impl AppState {
@@ -115,13 +117,16 @@ impl AppState {
         let software = Arc::new(keyhaven_crypto::SoftwareKeys::new());
         let keys: Arc<dyn keyhaven_core::key::KeyBackend> = software.clone();
         let certs: Arc<dyn keyhaven_core::certificate::CertificateBackend> = software;
-        let service = VaultService::new(
+        let mut service = VaultService::new(
             objects,
             Arc::clone(&p.barrier),
             Arc::clone(&p.clock),
             keys,
             certs,
         );
+        if let Some(sink) = p.events.clone() {
+            service = service.with_events(sink);
+        }
         let directory = Directory::new(
             Arc::clone(&p.store),
             Arc::clone(&p.clock),

@@ -169,6 +169,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(super::arm_network::delete_private_endpoint),
         )
         .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}"),
+            put(super::arm_events::put_subscription)
+                .get(super::arm_events::get_subscription)
+                .delete(super::arm_events::delete_subscription),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}/deadLetters"),
+            axum::routing::get(super::arm_events::list_dead_letters),
+        )
+        .route(
             "/subscriptions",
             axum::routing::get(super::arm_groups::list_subscriptions),
         )
@@ -328,7 +338,7 @@ fn management_operation(method: &http::Method, path: &str) -> String {
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 16] = [
+    const LITERALS: [&str; 19] = [
         "subscriptions",
         "resourceGroups",
         "providers",
@@ -345,6 +355,9 @@ fn canonicalize_path(req: &mut Request) {
         "virtualNetworks",
         "subnets",
         "privateEndpoints",
+        "Microsoft.EventGrid",
+        "eventSubscriptions",
+        "deadLetters",
     ];
     let path = req.uri().path();
     let canonical = path

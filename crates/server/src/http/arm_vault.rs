@@ -538,6 +538,10 @@ pub async fn put_access_policies(
         .edit_access_policies(edit, &entries)
         .map_err(domain_failure)?;
     save(&st, &v, &props).await?;
+    st.service.emit_vault_event(
+        keyhaven_core::events::EventType::VaultAccessPolicyChanged,
+        &v,
+    );
     Ok(json(
         StatusCode::OK,
         &AccessPoliciesOut {

@@ -5,6 +5,7 @@
 
 pub mod access_control;
 pub mod arm;
+pub mod arm_events;
 pub mod arm_groups;
 pub mod arm_network;
 pub mod arm_rbac;

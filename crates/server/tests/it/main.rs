@@ -84,6 +84,7 @@ impl Harness {
             trusted_proxies: Vec::new(),
             trusted_services: Vec::new(),
             audit: None,
+            events: None,
             limits: keyhaven_server::throttle::Limits {
                 secrets: 0,
                 keys: 0,
