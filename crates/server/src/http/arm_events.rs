@@ -39,6 +39,22 @@ async fn vault_id(st: &AppState, sub: &str, rg: &str, vault: &str) -> Result<Str
         .ok_or_else(|| ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", "No such vault."))
 }
 
+/// The subscription's id, once the caller may perform `action` on it.
+async fn subscription_id(
+    st: &AppState,
+    ctx: &Ctx,
+    (sub, rg, vault, name): (&str, &str, &str, &str),
+    action: &str,
+) -> Result<String, ArmFailure> {
+    let vid = vault_id(st, sub, rg, vault).await?;
+    let id = format!("{vid}/providers/{SUBSCRIPTION_TYPE}/{name}");
+    st.authz
+        .require_action(&ctx.caller, &id, action)
+        .await
+        .map_err(domain_failure)?;
+    Ok(id)
+}
+
 fn out(r: &ResourceRecord, s: &Subscription) -> Value {
     let base = s.endpoint.split('?').next().unwrap_or_default();
     json!({
@@ -190,16 +206,13 @@ pub async fn get_subscription(
     Extension(ctx): Extension<Arc<Ctx>>,
     Path((sub, rg, vault, name)): Where,
 ) -> Result<Response, ArmFailure> {
-    let vid = vault_id(&st, &sub, &rg, &vault).await?;
-    let id = format!("{vid}/providers/{SUBSCRIPTION_TYPE}/{name}");
-    st.authz
-        .require_action(
-            &ctx.caller,
-            &id,
-            "Microsoft.EventGrid/eventSubscriptions/read",
-        )
-        .await
-        .map_err(domain_failure)?;
+    let id = subscription_id(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault, &name),
+        "Microsoft.EventGrid/eventSubscriptions/read",
+    )
+    .await?;
     let (r, s) = load(&st, &id).await?;
     Ok(reply(StatusCode::OK, &out(&r, &s)))
 }
@@ -210,16 +223,13 @@ pub async fn delete_subscription(
     Extension(ctx): Extension<Arc<Ctx>>,
     Path((sub, rg, vault, name)): Where,
 ) -> Result<Response, ArmFailure> {
-    let vid = vault_id(&st, &sub, &rg, &vault).await?;
-    let id = format!("{vid}/providers/{SUBSCRIPTION_TYPE}/{name}");
-    st.authz
-        .require_action(
-            &ctx.caller,
-            &id,
-            "Microsoft.EventGrid/eventSubscriptions/delete",
-        )
-        .await
-        .map_err(domain_failure)?;
+    let id = subscription_id(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault, &name),
+        "Microsoft.EventGrid/eventSubscriptions/delete",
+    )
+    .await?;
     let gone = st
         .store
         .delete_resource(&id)
@@ -239,16 +249,13 @@ pub async fn list_dead_letters(
     Extension(ctx): Extension<Arc<Ctx>>,
     Path((sub, rg, vault, name)): Where,
 ) -> Result<Response, ArmFailure> {
-    let vid = vault_id(&st, &sub, &rg, &vault).await?;
-    let id = format!("{vid}/providers/{SUBSCRIPTION_TYPE}/{name}");
-    st.authz
-        .require_action(
-            &ctx.caller,
-            &id,
-            "Microsoft.EventGrid/eventSubscriptions/read",
-        )
-        .await
-        .map_err(domain_failure)?;
+    let id = subscription_id(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault, &name),
+        "Microsoft.EventGrid/eventSubscriptions/read",
+    )
+    .await?;
     let prefix = format!("{}/deadletters/", id.to_ascii_lowercase());
     let value: Vec<Value> = st
         .store
