@@ -180,3 +180,45 @@ def test_metrics_and_health_on_the_admin_listener(store_kind, tmp_path, monkeypa
         assert 'keyhaven_request_duration_seconds_count{plane="data",vault="dev"}' in lines
         # The admin listener is not the API: no vault is served there.
         assert requests.get(f"{base}/secrets", timeout=10).status_code == 404
+
+
+def test_diagnostic_settings_route_records_to_the_log_store_and_stdout(srv):
+    from khcompat import arm, management_token
+    vault = (f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+             f"/providers/Microsoft.KeyVault/vaults/dev")
+    tok = management_token(srv)
+    cats = arm(srv, "GET", f"{vault}/providers/microsoft.insights/diagnosticSettingsCategories", tok,
+               api_version="2021-05-01-preview").json()["value"]
+    assert {(c["name"], c["properties"]["categoryType"]) for c in cats} == {("AuditEvent", "Logs"), ("AllMetrics", "Metrics")}
+    bad = arm(srv, "PUT", f"{vault}/providers/microsoft.insights/diagnosticSettings/nowhere", tok,
+              {"properties": {"logs": [{"category": "AuditEvent", "enabled": True}]}}, api_version="2021-05-01-preview")
+    assert bad.status_code == 400, bad.text
+    r = arm(srv, "PUT", f"{vault}/providers/microsoft.insights/diagnosticSettings/to-store", tok,
+            {"properties": {"workspaceId": "/subscriptions/x/resourceGroups/y/providers/Microsoft.OperationalInsights/workspaces/w",
+                            "logs": [{"categoryGroup": "audit", "enabled": True}],
+                            "metrics": [{"category": "AllMetrics", "enabled": True}],
+                            "keyhavenStdout": True}}, api_version="2021-05-01-preview")
+    assert r.status_code == 200, r.text
+    listed = arm(srv, "GET", f"{vault}/providers/microsoft.insights/diagnosticSettings", tok,
+                 api_version="2021-05-01-preview").json()["value"]
+    assert [s["name"] for s in listed] == ["to-store"]
+
+    client = SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS)
+    name = unique("diag")
+    client.set_secret(name, "v")
+    client.get_secret(name)
+    with pytest.raises(HttpResponseError):
+        client.get_secret(unique("absent"))
+    q = lambda **p: arm(srv, "GET", f"{vault}/providers/Keyhaven.Insights/auditEvents", tok,
+                        api_version="2021-05-01-preview", params=p).json()["value"]
+    ops = [e["operationName"] for e in q()]
+    assert "SecretSet" in ops and "SecretGet" in ops
+    failures = q(result="Failure", operation="SecretGet")
+    assert failures and all(e["resultType"] == "Failure" and e["operationName"] == "SecretGet" for e in failures)
+    assert q(caller="203.0.113.1") == []
+    assert len(q(top=1)) == 1
+    assert q(**{"from": "2000-01-01T00:00:00Z", "to": "2000-01-02T00:00:00Z"}) == []
+    stdout = srv.stdout_path.read_text()
+    assert f"/secrets/{name}" in stdout and '"category":"AuditEvent"' in stdout
+    assert arm(srv, "DELETE", f"{vault}/providers/microsoft.insights/diagnosticSettings/to-store", tok,
+               api_version="2021-05-01-preview").status_code == 200

@@ -47,3 +47,48 @@ pub trait ResourceStore: Send + Sync {
         subscription_id: &str,
     ) -> StoreResult<Vec<ResourceRecord>>;
 }
+
+/// One audit record kept in the store (the in-Keyhaven log destination).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// The vault's ARM id, lower case.
+    pub vault: String,
+    /// Unix seconds.
+    pub time: i64,
+    /// `operationName`.
+    pub operation: String,
+    /// `callerIpAddress`.
+    pub caller: String,
+    /// `resultType` (`Success`, `Failure`).
+    pub result: String,
+    /// The whole record (JSON).
+    pub record: String,
+}
+
+/// A query of stored audit records (empty strings match anything).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// The vault's ARM id, lower case.
+    pub vault: String,
+    /// From (inclusive), Unix seconds.
+    pub from: i64,
+    /// To (inclusive), Unix seconds.
+    pub to: i64,
+    /// `operationName`.
+    pub operation: String,
+    /// `callerIpAddress`.
+    pub caller: String,
+    /// `resultType`.
+    pub result: String,
+    /// Most records, newest first.
+    pub limit: u32,
+}
+
+/// The in-Keyhaven audit log destination.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Keeps a record.
+    async fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
+    /// Records matching `q`, newest first.
+    async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<String>>;
+}

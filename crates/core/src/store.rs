@@ -214,8 +214,18 @@ pub trait Store: Send + Sync {
 
 /// Everything a deployment persists: objects, the directory, ARM resources.
 pub trait Storage:
-    Store + crate::directory::DirectoryStore + crate::resource::ResourceStore
+    Store
+    + crate::directory::DirectoryStore
+    + crate::resource::ResourceStore
+    + crate::resource::AuditStore
 {
 }
 
-impl<T: Store + crate::directory::DirectoryStore + crate::resource::ResourceStore> Storage for T {}
+impl<
+        T: Store
+            + crate::directory::DirectoryStore
+            + crate::resource::ResourceStore
+            + crate::resource::AuditStore,
+    > Storage for T
+{
+}

@@ -47,6 +47,7 @@ pub struct Inner {
     pub dummy_hash: String,
     vaults: RwLock<HashMap<VaultName, CachedVault>>,
     network: RwLock<Option<(Arc<NetworkSnapshot>, Vec<u8>)>>,
+    diagnostics: RwLock<Option<(Arc<SinkMap>, Vec<u8>)>>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
     /// Application ids of trusted services (`bypass: AzureServices`).
@@ -57,6 +58,18 @@ pub struct Inner {
     pub throttle: crate::throttle::Throttle,
     /// Request metrics.
     pub metrics: crate::metrics::Metrics,
+}
+
+/// Audit destinations by vault (lower-case ARM id).
+pub type SinkMap = HashMap<String, AuditSinks>;
+
+/// Where a vault's audit records go besides the chained file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AuditSinks {
+    /// Keyhaven's log store.
+    pub store: bool,
+    /// Standard output.
+    pub stdout: bool,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -155,12 +168,52 @@ impl AppState {
             dummy_hash: p.dummy_hash,
             vaults: RwLock::new(HashMap::new()),
             network: RwLock::new(None),
+            diagnostics: RwLock::new(None),
             trusted_proxies: p.trusted_proxies,
             trusted_services: p.trusted_services,
             audit: p.audit,
             throttle: crate::throttle::Throttle::new(p.limits),
             metrics: crate::metrics::Metrics::default(),
         }))
+    }
+
+    /// Audit destinations per vault (lower-case ARM id), from the diagnostic
+    /// settings, cached until the authorization generation changes.
+    pub async fn audit_sinks(&self) -> Result<Arc<SinkMap>, Error> {
+        let generation = self
+            .store
+            .get_setting(AUTHZ_GENERATION)
+            .await?
+            .unwrap_or_default();
+        if let Ok(cache) = self.diagnostics.read() {
+            if let Some((snap, seen)) = cache.as_ref() {
+                if *seen == generation {
+                    return Ok(Arc::clone(snap));
+                }
+            }
+        }
+        let mut map: HashMap<String, AuditSinks> = HashMap::new();
+        for r in self
+            .store
+            .list_resources(
+                crate::http::arm_diagnostics::SETTING_TYPE,
+                &self.subscription_id,
+            )
+            .await?
+        {
+            if let Ok(s) =
+                serde_json::from_str::<crate::http::arm_diagnostics::Setting>(&r.properties)
+            {
+                let e = map.entry(s.vault_id.to_ascii_lowercase()).or_default();
+                e.store |= s.to_store();
+                e.stdout |= s.audit && s.stdout;
+            }
+        }
+        let snap = Arc::new(map);
+        if let Ok(mut cache) = self.diagnostics.write() {
+            *cache = Some((Arc::clone(&snap), generation));
+        }
+        Ok(snap)
     }
 
     /// Subnets and private endpoints, cached until the authorization

@@ -39,6 +39,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     policies_live_with_the_name_and_die_with_purge(&*store).await;
     jobs_are_claimed_once_until_the_lease_ends(&*store).await;
     vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
+    audit_records_are_kept_and_queried(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
 }
 
@@ -286,6 +287,80 @@ async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn S
         .unwrap()
         .is_empty());
     assert!(!s.purge_vault(&v.id).await.unwrap());
+}
+
+async fn audit_records_are_kept_and_queried(s: &dyn Storage) {
+    use keyhaven_core::{AuditQuery, AuditRow};
+    let vault = format!("/subscriptions/s/vaults/{}", vid());
+    for (t, op, caller, result) in [
+        (10, "SecretGet", "10.0.0.1", "Success"),
+        (20, "SecretSet", "10.0.0.2", "Success"),
+        (30, "SecretGet", "10.0.0.2", "Failure"),
+    ] {
+        s.append_audit(&AuditRow {
+            vault: vault.clone(),
+            time: t,
+            operation: op.into(),
+            caller: caller.into(),
+            result: result.into(),
+            record: format!("{{\"t\":{t}}}"),
+        })
+        .await
+        .unwrap();
+    }
+    let q = |f: AuditQuery| async move { s.query_audit(&f).await.unwrap() };
+    let all = AuditQuery {
+        vault: vault.clone(),
+        from: 0,
+        to: 100,
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        q(all.clone()).await,
+        ["{\"t\":30}", "{\"t\":20}", "{\"t\":10}"]
+    );
+    assert_eq!(
+        q(AuditQuery {
+            operation: "SecretGet".into(),
+            ..all.clone()
+        })
+        .await
+        .len(),
+        2
+    );
+    assert_eq!(
+        q(AuditQuery {
+            caller: "10.0.0.2".into(),
+            result: "Success".into(),
+            ..all.clone()
+        })
+        .await,
+        ["{\"t\":20}"]
+    );
+    assert_eq!(
+        q(AuditQuery {
+            from: 15,
+            to: 25,
+            ..all.clone()
+        })
+        .await,
+        ["{\"t\":20}"]
+    );
+    assert_eq!(
+        q(AuditQuery {
+            limit: 1,
+            ..all.clone()
+        })
+        .await,
+        ["{\"t\":30}"]
+    );
+    assert!(q(AuditQuery {
+        vault: "other".into(),
+        ..all
+    })
+    .await
+    .is_empty());
 }
 
 async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {

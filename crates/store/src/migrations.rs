@@ -64,6 +64,13 @@ pub const SQLITE: &[(i64, &str)] = &[
         PRIMARY KEY (vault_id, kind, name_lower));
      CREATE TABLE jobs (job TEXT PRIMARY KEY, lease_until INTEGER NOT NULL, finished INTEGER);",
     ),
+    (
+        6,
+        "CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, vault TEXT NOT NULL, time INTEGER NOT NULL,
+        operation TEXT NOT NULL, caller TEXT NOT NULL, result TEXT NOT NULL, record TEXT NOT NULL);
+     CREATE INDEX audit_events_by_vault ON audit_events (vault, time);",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -128,5 +135,12 @@ pub const POSTGRES: &[(i64, &str)] = &[
         created BIGINT NOT NULL, updated BIGINT NOT NULL,
         PRIMARY KEY (vault_id, kind, name_lower));
      CREATE TABLE jobs (job TEXT PRIMARY KEY, lease_until BIGINT NOT NULL, finished BIGINT);",
+    ),
+    (
+        6,
+        "CREATE TABLE audit_events (
+        seq BIGSERIAL PRIMARY KEY, vault TEXT NOT NULL, time BIGINT NOT NULL,
+        operation TEXT NOT NULL, caller TEXT NOT NULL, result TEXT NOT NULL, record TEXT NOT NULL);
+     CREATE INDEX audit_events_by_vault ON audit_events (vault, time);",
     ),
 ];

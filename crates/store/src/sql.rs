@@ -416,3 +416,9 @@ pub fn policy_page(
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(keyhaven_core::object::Page { items, next })
 }
+
+pub const APPEND_AUDIT: &str = "INSERT INTO audit_events (vault, time, operation, caller, result, record) VALUES ($1, $2, $3, $4, $5, $6)";
+pub const QUERY_AUDIT: &str =
+    "SELECT record FROM audit_events WHERE vault = $1 AND time >= $2 AND time <= $3 \
+     AND ($4 = '' OR operation = $4) AND ($5 = '' OR caller = $5) AND ($6 = '' OR result = $6) \
+     ORDER BY seq DESC LIMIT $7";

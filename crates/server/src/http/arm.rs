@@ -179,6 +179,24 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(super::arm_events::list_dead_letters),
         )
         .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettingsCategories"),
+            axum::routing::get(super::arm_diagnostics::categories),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettings"),
+            axum::routing::get(super::arm_diagnostics::get_settings),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettings/{{esub}}"),
+            put(super::arm_diagnostics::put_setting)
+                .get(super::arm_diagnostics::get_setting)
+                .delete(super::arm_diagnostics::delete_setting),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Keyhaven.Insights/auditEvents"),
+            axum::routing::get(super::arm_diagnostics::query_audit),
+        )
+        .route(
             "/subscriptions",
             axum::routing::get(super::arm_groups::list_subscriptions),
         )
@@ -338,7 +356,7 @@ fn management_operation(method: &http::Method, path: &str) -> String {
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 19] = [
+    const LITERALS: [&str; 22] = [
         "subscriptions",
         "resourceGroups",
         "providers",
@@ -358,6 +376,9 @@ fn canonicalize_path(req: &mut Request) {
         "Microsoft.EventGrid",
         "eventSubscriptions",
         "deadLetters",
+        "Microsoft.Insights",
+        "diagnosticSettings",
+        "diagnosticSettingsCategories",
     ];
     let path = req.uri().path();
     let canonical = path

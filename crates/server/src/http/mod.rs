@@ -5,6 +5,7 @@
 
 pub mod access_control;
 pub mod arm;
+pub mod arm_diagnostics;
 pub mod arm_events;
 pub mod arm_groups;
 pub mod arm_network;
@@ -136,18 +137,18 @@ impl RequestFacts {
     }
 }
 
-fn audit(state: &AppState, facts: RequestFacts, resp: &Response) {
-    let note = resp
-        .extensions()
-        .get::<crate::audit::AuditNote>()
-        .cloned()
-        .unwrap_or_default();
+async fn audit(
+    state: &AppState,
+    facts: RequestFacts,
+    status: http::StatusCode,
+    note: crate::audit::AuditNote,
+) {
     let elapsed = facts.started.elapsed();
     state.metrics.observe(
         facts.plane,
         &facts.vault,
         note.operation.as_deref().unwrap_or("Unknown"),
-        resp.status().as_u16(),
+        status.as_u16(),
         elapsed.as_secs_f64(),
     );
     let Some(log) = state.audit.as_ref() else {
@@ -157,7 +158,7 @@ fn audit(state: &AppState, facts: RequestFacts, resp: &Response) {
         &keyhaven_wire::oauth::iso8601(state.clock.now()),
         &facts.method,
         &facts.uri,
-        resp.status().as_u16(),
+        status.as_u16(),
         elapsed.as_millis(),
         facts.caller,
         facts.correlation,
@@ -166,6 +167,55 @@ fn audit(state: &AppState, facts: RequestFacts, resp: &Response) {
         facts.user_agent,
         &note,
     );
+    let time = state.clock.now();
+    let sinks = match note.resource_id.as_deref() {
+        Some(vault) => match state.audit_sinks().await {
+            Ok(all) => all.get(&vault.to_ascii_lowercase()).copied(),
+            Err(e) => {
+                tracing::warn!(error = %e, "diagnostic settings could not be read");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(sinks) = sinks {
+        let line = record.to_string();
+        if sinks.stdout {
+            println!("{line}");
+        }
+        if sinks.store {
+            let row = keyhaven_core::AuditRow {
+                vault: note
+                    .resource_id
+                    .clone()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                time,
+                operation: record
+                    .get("operationName")
+                    .unwrap_or(&serde_json::Value::Null)
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                caller: record
+                    .get("callerIpAddress")
+                    .unwrap_or(&serde_json::Value::Null)
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                result: record
+                    .get("resultType")
+                    .unwrap_or(&serde_json::Value::Null)
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                record: line,
+            };
+            if let Err(e) = state.store.append_audit(&row).await {
+                tracing::error!(error = %e, "audit record could not be stored");
+            }
+        }
+    }
     if let Err(e) = log.append(record) {
         tracing::error!(error = %e, "audit record could not be written");
     }
@@ -176,7 +226,12 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
     let resp = handle_request(&state, planes, req).await;
     // Health probes are not audited; every other request is.
     if !facts.uri.ends_with("/healthz") {
-        audit(&state, facts, &resp);
+        let note = resp
+            .extensions()
+            .get::<crate::audit::AuditNote>()
+            .cloned()
+            .unwrap_or_default();
+        audit(&state, facts, resp.status(), note).await;
     }
     resp
 }

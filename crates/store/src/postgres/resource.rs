@@ -99,3 +99,45 @@ impl ResourceStore for PostgresStore {
         .await
     }
 }
+
+#[async_trait]
+impl keyhaven_core::AuditStore for PostgresStore {
+    async fn append_audit(&self, row: &keyhaven_core::AuditRow) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(
+            sql::APPEND_AUDIT,
+            &[
+                &row.vault,
+                &row.time,
+                &row.operation,
+                &row.caller,
+                &row.result,
+                &row.record,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, q: &keyhaven_core::AuditQuery) -> StoreResult<Vec<String>> {
+        let c = self.client().await?;
+        c.query(
+            sql::QUERY_AUDIT,
+            &[
+                &q.vault,
+                &q.from,
+                &q.to,
+                &q.operation,
+                &q.caller,
+                &q.result,
+                &i64::from(q.limit),
+            ],
+        )
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| r.try_get::<_, String>(0).map_err(err))
+        .collect()
+    }
+}

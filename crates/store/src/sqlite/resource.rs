@@ -98,3 +98,42 @@ impl ResourceStore for SqliteStore {
         .await
     }
 }
+
+#[async_trait]
+impl keyhaven_core::AuditStore for SqliteStore {
+    async fn append_audit(&self, row: &keyhaven_core::AuditRow) -> StoreResult<()> {
+        let r = row.clone();
+        self.run(move |c| {
+            c.execute(
+                &q(sql::APPEND_AUDIT),
+                rusqlite::params![r.vault, r.time, r.operation, r.caller, r.result, r.record],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_audit(&self, query: &keyhaven_core::AuditQuery) -> StoreResult<Vec<String>> {
+        let f = query.clone();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&q(sql::QUERY_AUDIT)).map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params![
+                        f.vault,
+                        f.from,
+                        f.to,
+                        f.operation,
+                        f.caller,
+                        f.result,
+                        i64::from(f.limit)
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+}

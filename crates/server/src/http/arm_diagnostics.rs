@@ -1,0 +1,382 @@
+//! Diagnostic settings of a vault (`Microsoft.Insights/diagnosticSettings`,
+//! as `az monitor diagnostic-settings` writes them) choose where its audit
+//! records go besides the node's chained file: the log store inside Keyhaven
+//! (`workspaceId` or `storageAccountId`, any value: Keyhaven has one store),
+//! queryable at `…/providers/Keyhaven.Insights/auditEvents`, and stdout
+//! (`keyhavenStdout: true`). Categories: logs `AuditEvent` (groups `audit`,
+//! `allLogs`), metrics `AllMetrics` (served on the admin listener).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::response::Response;
+use axum::Extension;
+use http::StatusCode;
+use keyhaven_core::{AuditQuery, ResourceRecord};
+use keyhaven_identity::authz::bump_generation;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
+use super::response::{json as reply, status_only};
+use crate::state::AppState;
+
+/// The ARM type of diagnostic settings.
+pub const SETTING_TYPE: &str = "Microsoft.Insights/diagnosticSettings";
+
+/// A stored diagnostic setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setting {
+    /// The vault's ARM id.
+    pub vault_id: String,
+    /// Audit records enabled.
+    pub audit: bool,
+    /// Metrics enabled (`AllMetrics`).
+    pub metrics: bool,
+    /// `workspaceId` as given.
+    pub workspace_id: Option<String>,
+    /// `storageAccountId` as given.
+    pub storage_account_id: Option<String>,
+    /// Write records to stdout.
+    pub stdout: bool,
+}
+
+impl Setting {
+    /// Whether records go to the store.
+    pub fn to_store(&self) -> bool {
+        self.audit && (self.workspace_id.is_some() || self.storage_account_id.is_some())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ArmFailure {
+    ArmFailure::new(StatusCode::BAD_REQUEST, "BadRequest", msg.into())
+}
+
+async fn vault_of(
+    st: &AppState,
+    ctx: &Ctx,
+    (sub, rg, vault): (&str, &str, &str),
+    action: &str,
+) -> Result<String, ArmFailure> {
+    let missing = || ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", "No such vault.");
+    let name: keyhaven_core::VaultName = vault.parse().map_err(|_| missing())?;
+    let id = st
+        .vault(&name)
+        .await
+        .map_err(domain_failure)?
+        .filter(|v| {
+            v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
+        })
+        .map(|v| v.resource_id())
+        .ok_or_else(missing)?;
+    st.authz
+        .require_action(&ctx.caller, &id, action)
+        .await
+        .map_err(domain_failure)?;
+    Ok(id)
+}
+
+fn out(r: &ResourceRecord, s: &Setting) -> Value {
+    let retention = json!({"enabled": false, "days": 0});
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "type": SETTING_TYPE,
+        "properties": {
+            "workspaceId": s.workspace_id,
+            "storageAccountId": s.storage_account_id,
+            "logs": [{"category": "AuditEvent", "categoryGroup": null, "enabled": s.audit, "retentionPolicy": retention}],
+            "metrics": [{"category": "AllMetrics", "enabled": s.metrics, "retentionPolicy": retention}],
+            "keyhavenStdout": s.stdout,
+        }
+    })
+}
+
+/// `GET {vault}/providers/Microsoft.Insights/diagnosticSettingsCategories`.
+pub async fn categories(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault)): Path<(String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let id = vault_of(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault),
+        "Microsoft.Insights/diagnosticSettingsCategories/read",
+    )
+    .await?;
+    let cat = |name: &str, kind: &str, groups: Value| {
+        json!({
+            "id": format!("{id}/providers/microsoft.insights/diagnosticSettingsCategories/{name}"),
+            "name": name,
+            "type": "Microsoft.Insights/diagnosticSettingsCategories",
+            "properties": {"categoryType": kind, "categoryGroups": groups},
+        })
+    };
+    Ok(reply(
+        StatusCode::OK,
+        &json!({"value": [cat("AuditEvent", "Logs", json!(["audit", "allLogs"])), cat("AllMetrics", "Metrics", Value::Null)]}),
+    ))
+}
+
+fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
+    let p = body.pointer("/properties").cloned().unwrap_or(Value::Null);
+    let mut audit = false;
+    for l in p
+        .pointer("/logs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let enabled = l.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+        let category = l.get("category").and_then(Value::as_str);
+        let group = l.get("categoryGroup").and_then(Value::as_str);
+        let known = category.is_some_and(|c| c.eq_ignore_ascii_case("AuditEvent"))
+            || group.is_some_and(|g| {
+                g.eq_ignore_ascii_case("audit") || g.eq_ignore_ascii_case("allLogs")
+            });
+        if !known {
+            return Err(bad(
+                "Log category must be AuditEvent (or category group audit / allLogs).",
+            ));
+        }
+        audit |= enabled;
+    }
+    let mut metrics = false;
+    for m in p
+        .pointer("/metrics")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if !m
+            .get("category")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.eq_ignore_ascii_case("AllMetrics"))
+        {
+            return Err(bad("Metric category must be AllMetrics."));
+        }
+        metrics |= m.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+    }
+    let text = |k: &str| {
+        p.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let s = Setting {
+        vault_id: vault_id.to_owned(),
+        audit,
+        metrics,
+        workspace_id: text("workspaceId"),
+        storage_account_id: text("storageAccountId"),
+        stdout: p
+            .get("keyhavenStdout")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    if s.workspace_id.is_none() && s.storage_account_id.is_none() && !s.stdout {
+        return Err(bad("At least one destination is needed: workspaceId or storageAccountId (Keyhaven's log store), or keyhavenStdout."));
+    }
+    Ok(s)
+}
+
+/// `PUT {vault}/providers/Microsoft.Insights/diagnosticSettings/{name}`.
+pub async fn put_setting(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault, name)): Path<(String, String, String, String)>,
+    req: Request,
+) -> Result<Response, ArmFailure> {
+    let vid = vault_of(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault),
+        "Microsoft.Insights/diagnosticSettings/write",
+    )
+    .await?;
+    if name.is_empty() || name.len() > 260 || name.contains(['/', '\\', '?', '#', '%']) {
+        return Err(bad("The diagnostic setting name is invalid."));
+    }
+    let body: Value = parse_body(req.into_body()).await?;
+    let s = parse_setting(&vid, &body)?;
+    let id = format!("{vid}/providers/{SETTING_TYPE}/{name}");
+    let now = st.clock.now();
+    let existing = st
+        .store
+        .get_resource(&id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    let rec = ResourceRecord {
+        id,
+        kind: SETTING_TYPE.into(),
+        subscription_id: st.subscription_id.clone(),
+        resource_group: rg,
+        name,
+        location: "global".into(),
+        tags: "{}".into(),
+        properties: serde_json::to_string(&s).map_err(|_| bad("Unserializable setting."))?,
+        created: existing.as_ref().map_or(now, |e| e.created),
+        updated: now,
+    };
+    st.store
+        .put_resource(&rec)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    bump_generation(&st.store)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok(reply(StatusCode::OK, &out(&rec, &s)))
+}
+
+fn settings_of(all: Vec<ResourceRecord>, vault_id: &str) -> Vec<(ResourceRecord, Setting)> {
+    all.into_iter()
+        .filter_map(|r| {
+            serde_json::from_str::<Setting>(&r.properties)
+                .ok()
+                .map(|s| (r, s))
+        })
+        .filter(|(_, s)| s.vault_id.eq_ignore_ascii_case(vault_id))
+        .collect()
+}
+
+/// `GET {vault}/providers/Microsoft.Insights/diagnosticSettings[/{name}]`.
+pub async fn get_settings(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault)): Path<(String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let vid = vault_of(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault),
+        "Microsoft.Insights/diagnosticSettings/read",
+    )
+    .await?;
+    let all = st
+        .store
+        .list_resources(SETTING_TYPE, &st.subscription_id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    let value: Vec<Value> = settings_of(all, &vid)
+        .iter()
+        .map(|(r, s)| out(r, s))
+        .collect();
+    Ok(reply(StatusCode::OK, &json!({"value": value})))
+}
+
+/// `GET {vault}/providers/Microsoft.Insights/diagnosticSettings/{name}`.
+pub async fn get_setting(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault, name)): Path<(String, String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let vid = vault_of(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault),
+        "Microsoft.Insights/diagnosticSettings/read",
+    )
+    .await?;
+    let id = format!("{vid}/providers/{SETTING_TYPE}/{name}");
+    let r = st
+        .store
+        .get_resource(&id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?
+        .ok_or_else(|| {
+            ArmFailure::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "No such diagnostic setting.",
+            )
+        })?;
+    let s: Setting = serde_json::from_str(&r.properties).map_err(|_| bad("Corrupt setting."))?;
+    Ok(reply(StatusCode::OK, &out(&r, &s)))
+}
+
+/// `DELETE {vault}/providers/Microsoft.Insights/diagnosticSettings/{name}`.
+pub async fn delete_setting(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault, name)): Path<(String, String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let vid = vault_of(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault),
+        "Microsoft.Insights/diagnosticSettings/delete",
+    )
+    .await?;
+    let gone = st
+        .store
+        .delete_resource(&format!("{vid}/providers/{SETTING_TYPE}/{name}"))
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    bump_generation(&st.store)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok(status_only(if gone {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }))
+}
+
+/// Query parameters of the audit query.
+#[derive(Debug, Deserialize)]
+pub struct AuditParams {
+    from: Option<String>,
+    to: Option<String>,
+    operation: Option<String>,
+    caller: Option<String>,
+    result: Option<String>,
+    top: Option<u32>,
+}
+
+fn parse_time(s: &Option<String>, default: i64) -> Result<i64, ArmFailure> {
+    match s {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .or_else(|| keyhaven_wire::graph::parse_iso8601(v))
+            .ok_or_else(|| bad("from/to are Unix seconds or ISO 8601 times.")),
+    }
+}
+
+/// `GET {vault}/providers/Keyhaven.Insights/auditEvents?from&to&operation&caller&result&top`:
+/// the vault's records in Keyhaven's log store, newest first.
+pub async fn query_audit(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault)): Path<(String, String, String)>,
+    Query(p): Query<AuditParams>,
+) -> Result<Response, ArmFailure> {
+    let vid = vault_of(
+        &st,
+        &ctx,
+        (&sub, &rg, &vault),
+        "Microsoft.Insights/logs/read",
+    )
+    .await?;
+    let q = AuditQuery {
+        vault: vid.to_ascii_lowercase(),
+        from: parse_time(&p.from, 0)?,
+        to: parse_time(&p.to, i64::MAX)?,
+        operation: p.operation.unwrap_or_default(),
+        caller: p.caller.unwrap_or_default(),
+        result: p.result.unwrap_or_default(),
+        limit: p.top.unwrap_or(100).clamp(1, 1000),
+    };
+    let rows = st
+        .store
+        .query_audit(&q)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    let value: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
+    Ok(reply(StatusCode::OK, &json!({"value": value})))
+}
