@@ -222,3 +222,49 @@ def test_diagnostic_settings_route_records_to_the_log_store_and_stdout(srv):
     assert f"/secrets/{name}" in stdout and '"category":"AuditEvent"' in stdout
     assert arm(srv, "DELETE", f"{vault}/providers/microsoft.insights/diagnosticSettings/to-store", tok,
                api_version="2021-05-01-preview").status_code == 200
+
+
+def test_requests_are_refused_while_the_audit_log_cannot_be_written(store_kind, tmp_path, monkeypatch):
+    """Fail closed, for real: the audit directory is a tiny tmpfs that fills up."""
+    import os
+    import requests
+    from khcompat import vault_token, HTTP_TIMEOUT
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)", pytrace=False)
+    audit_dir = tmp_path / "srv" / "data" / "audit"
+    audit_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(audit_dir)], check=True, timeout=30)
+    try:
+        with running_server(KeyhavenServer, store_kind, tmp_path / "srv") as s:
+            trust_server_ca(monkeypatch, s)
+            token = vault_token(s, s.client_id, s.client_secret)
+            http = requests.Session()
+
+            def put(name):
+                return http.put(f"{s.vault_url}/secrets/{name}?api-version=7.5", json={"value": "v"},
+                                headers={"Authorization": f"Bearer {token}"}, verify=s.ca_cert, timeout=HTTP_TIMEOUT)
+
+            refused, succeeded = None, []
+            for i in range(400):
+                r = put(f"fill-{i}")
+                if r.status_code == 503:
+                    refused = r
+                    break
+                assert r.status_code == 200, r.text
+                succeeded.append(f"fill-{i}")
+            assert refused is not None, "the tmpfs never filled"
+            assert refused.json()["error"]["code"] == "ServiceUnavailable"
+            # While the log stays full, every request is refused.
+            assert [put(f"while-full-{i}").status_code for i in range(5)] == [503] * 5
+            subprocess.run(["mount", "-o", "remount,size=4m", str(audit_dir)], check=True, timeout=30)
+            assert put("after").status_code == 200
+            recs = records(s)
+            assert any(r["operationName"] == "AuditLogRecovered" for r in recs)
+            # No success went unrecorded: every 200 has its SecretSet record.
+            recorded = {r["properties"].get("id", "").rsplit("/", 1)[-1] for r in recs
+                        if r.get("operationName") == "SecretSet" and r["resultType"] == "Success"}
+            assert set(succeeded) | {"after"} <= recorded
+            out = verify(s.data_dir)
+            assert out.returncode == 0, "no half-written record breaks the chain: " + out.stderr
+    finally:
+        subprocess.run(["umount", str(audit_dir)], timeout=30)

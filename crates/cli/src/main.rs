@@ -176,6 +176,10 @@ struct ServeArgs {
     /// (doubled for each of the 5 attempts).
     #[arg(long, env = "KEYHAVEN_EVENT_RETRY_BASE_MS", default_value_t = 1000)]
     event_retry_base_ms: u64,
+    /// Keep serving requests when the audit log cannot be written (by
+    /// default such requests are refused with 503: fail closed).
+    #[arg(long, env = "KEYHAVEN_AUDIT_FAIL_OPEN")]
+    audit_fail_open: bool,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -231,6 +235,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 trusted_proxies: a.trusted_proxies,
                 trusted_services: a.trusted_services,
                 admin_listen: a.admin_listen,
+                audit_fail_open: a.audit_fail_open,
                 scheduler_interval: std::time::Duration::from_secs(a.scheduler_interval.max(1)),
                 event_retry_base: std::time::Duration::from_millis(a.event_retry_base_ms),
                 limits: keyhaven_server::throttle::Limits {

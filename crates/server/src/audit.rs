@@ -51,6 +51,8 @@ struct Writer {
 /// The append-only, hash-chained audit file.
 pub struct AuditLog {
     inner: Mutex<Writer>,
+    /// False after a failed write, until a write succeeds again.
+    healthy: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -128,11 +130,37 @@ impl AuditLog {
                 seq,
                 last,
             }),
+            healthy: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
+    /// Whether the last write succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// After failed writes: records that the log recovered (so the gap is
+    /// itself on the record) — if that write succeeds, the log is healthy.
+    pub fn recover(&self, time: &str) -> std::io::Result<()> {
+        self.append(json!({
+            "time": time,
+            "operationName": "AuditLogRecovered",
+            "category": "AuditEvent",
+            "resultType": "Success",
+            "resultDescription": "Audit writes failed before this record; requests were refused meanwhile.",
+            "properties": {},
+        }))
+    }
+
     /// Appends a record (its chain field is added here).
-    pub fn append(&self, mut record: Value) -> std::io::Result<()> {
+    pub fn append(&self, record: Value) -> std::io::Result<()> {
+        let out = self.append_inner(record);
+        self.healthy
+            .store(out.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        out
+    }
+
+    fn append_inner(&self, mut record: Value) -> std::io::Result<()> {
         let mut w = self
             .inner
             .lock()
@@ -158,7 +186,12 @@ impl AuditLog {
         }
         let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        w.file.write_all(&line)?;
+        if let Err(e) = w.file.write_all(&line).and_then(|()| w.file.flush()) {
+            // No half-written record: cut the file back to the last whole one.
+            let size = w.size;
+            let _ = w.file.set_len(size);
+            return Err(e);
+        }
         w.size += line.len() as u64;
         w.seq = seq;
         w.last = hash;

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub scheduler_interval: std::time::Duration,
     /// First backoff of a failed event delivery (doubled per retry).
     pub event_retry_base: std::time::Duration,
+    /// Keep serving when the audit log cannot be written (default: refuse).
+    pub audit_fail_open: bool,
 }
 
 impl ServerConfig {

@@ -200,6 +200,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         trusted_services: config.trusted_services.clone(),
         limits: config.limits,
         events: Some(events),
+        audit_fail_closed: !config.audit_fail_open,
         audit: Some(Arc::new(
             crate::audit::AuditLog::open(&dir.join("audit"))
                 .map_err(|e| StartError::Io(format!("audit log: {e}")))?,

@@ -58,6 +58,8 @@ pub struct Inner {
     pub throttle: crate::throttle::Throttle,
     /// Request metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Refuse requests while the audit log cannot be written.
+    pub audit_fail_closed: bool,
 }
 
 /// Audit destinations by vault (lower-case ARM id).
@@ -121,6 +123,8 @@ pub struct Parts {
     pub limits: crate::throttle::Limits,
     /// Where change events go (`None`: nowhere, as in unit tests).
     pub events: Option<Arc<dyn keyhaven_core::events::EventSink>>,
+    /// Refuse requests while the audit log cannot be written.
+    pub audit_fail_closed: bool,
 }
 
 impl AppState {
@@ -174,6 +178,7 @@ impl AppState {
             audit: p.audit,
             throttle: crate::throttle::Throttle::new(p.limits),
             metrics: crate::metrics::Metrics::default(),
+            audit_fail_closed: p.audit_fail_closed,
         }))
     }
 

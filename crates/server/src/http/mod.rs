@@ -137,12 +137,13 @@ impl RequestFacts {
     }
 }
 
+/// Writes the request's record; false if the chained log refused it.
 async fn audit(
     state: &AppState,
     facts: RequestFacts,
     status: http::StatusCode,
     note: crate::audit::AuditNote,
-) {
+) -> bool {
     let elapsed = facts.started.elapsed();
     state.metrics.observe(
         facts.plane,
@@ -152,7 +153,7 @@ async fn audit(
         elapsed.as_secs_f64(),
     );
     let Some(log) = state.audit.as_ref() else {
-        return;
+        return true;
     };
     let record = crate::audit::record(
         &keyhaven_wire::oauth::iso8601(state.clock.now()),
@@ -216,13 +217,40 @@ async fn audit(
             }
         }
     }
-    if let Err(e) = log.append(record) {
-        tracing::error!(error = %e, "audit record could not be written");
+    match log.append(record) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "audit record could not be written");
+            false
+        }
     }
+}
+
+/// 503 while no audit destination can record requests (fail closed).
+fn audit_unavailable() -> Response {
+    response::json(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        &keyhaven_wire::ErrorBody::new(
+            "ServiceUnavailable",
+            "The request was refused: the audit log cannot record it. Retry later.".to_owned(),
+        ),
+    )
 }
 
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
     let facts = RequestFacts::of(&req, &state.endpoints);
+    if state.audit_fail_closed && !facts.uri.ends_with("/healthz") {
+        if let Some(log) = state.audit.as_ref() {
+            if !log.healthy() {
+                let time = keyhaven_wire::oauth::iso8601(state.clock.now());
+                if let Err(e) = log.recover(&time) {
+                    tracing::error!(error = %e, "audit log still cannot be written; request refused");
+                    return audit_unavailable();
+                }
+                tracing::warn!("audit log writable again");
+            }
+        }
+    }
     let resp = handle_request(&state, planes, req).await;
     // Health probes are not audited; every other request is.
     if !facts.uri.ends_with("/healthz") {
@@ -231,7 +259,13 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
             .get::<crate::audit::AuditNote>()
             .cloned()
             .unwrap_or_default();
-        audit(&state, facts, resp.status(), note).await;
+        let recorded = audit(&state, facts, resp.status(), note).await;
+        if !recorded && state.audit_fail_closed {
+            // The operation ran but its record is lost: the caller is told
+            // the request failed, and further requests are refused until the
+            // log can be written again.
+            return audit_unavailable();
+        }
     }
     resp
 }

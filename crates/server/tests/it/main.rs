@@ -85,6 +85,7 @@ impl Harness {
             trusted_services: Vec::new(),
             audit: None,
             events: None,
+            audit_fail_closed: false,
             limits: keyhaven_server::throttle::Limits {
                 secrets: 0,
                 keys: 0,
