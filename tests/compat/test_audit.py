@@ -218,6 +218,12 @@ def test_diagnostic_settings_route_records_to_the_log_store_and_stdout(srv):
     assert q(caller="203.0.113.1") == []
     assert len(q(top=1)) == 1
     assert q(**{"from": "2000-01-01T00:00:00Z", "to": "2000-01-02T00:00:00Z"}) == []
+    out = subprocess.run([KEYHAVEN_BIN, "logs", "--data-dir", str(srv.data_dir), "--vault", "dev",
+                          "--operation", "SecretGet", "--result", "Failure", "--top", "5"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)["value"]
+    assert listed and all(e["operationName"] == "SecretGet" and e["resultType"] == "Failure" for e in listed)
     stdout = srv.stdout_path.read_text()
     assert f"/secrets/{name}" in stdout and '"category":"AuditEvent"' in stdout
     assert arm(srv, "DELETE", f"{vault}/providers/microsoft.insights/diagnosticSettings/to-store", tok,
@@ -268,3 +274,52 @@ def test_requests_are_refused_while_the_audit_log_cannot_be_written(store_kind, 
             assert out.returncode == 0, "no half-written record breaks the chain: " + out.stderr
     finally:
         subprocess.run(["umount", str(audit_dir)], timeout=30)
+
+
+def test_http_destination_receives_batched_records(srv):
+    import threading
+    import time as _time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from khcompat import arm, management_token
+    batches = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            batches.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        vault = (f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+                 f"/providers/Microsoft.KeyVault/vaults/dev")
+        tok = management_token(srv)
+        r = arm(srv, "PUT", f"{vault}/providers/microsoft.insights/diagnosticSettings/ship", tok,
+                {"properties": {"logs": [{"category": "AuditEvent", "enabled": True}],
+                                "keyhavenHttpEndpoint": f"http://127.0.0.1:{httpd.server_address[1]}/ingest"}},
+                api_version="2021-05-01-preview")
+        assert r.status_code == 200, r.text
+        client = SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS)
+        names = [unique("ship") for _ in range(3)]
+        for n in names:
+            client.set_secret(n, "v")
+        deadline = _time.monotonic() + 15
+        shipped = []
+        while _time.monotonic() < deadline:
+            shipped = [rec for b in list(batches) for rec in b]
+            if all(any(rec["properties"].get("id", "").endswith(f"/secrets/{n}") for rec in shipped) for n in names):
+                break
+            _time.sleep(0.2)
+        else:
+            raise AssertionError(f"records not shipped: {shipped}")
+        assert any(len(b) > 1 for b in batches), "records arrive batched"
+        assert all(rec["category"] == "AuditEvent" for rec in shipped)
+        arm(srv, "DELETE", f"{vault}/providers/microsoft.insights/diagnosticSettings/ship", tok,
+            api_version="2021-05-01-preview")
+    finally:
+        httpd.shutdown()

@@ -420,3 +420,67 @@ fn read_secret_line() -> Result<String> {
     }
     Ok(pw)
 }
+
+/// Filters of `keyhaven logs`.
+#[derive(clap::Args)]
+pub struct LogsFilter {
+    /// The vault (in the bootstrap resource group unless --resource-group).
+    #[arg(long, default_value = "dev")]
+    pub vault: String,
+    /// Resource group of the vault.
+    #[arg(long)]
+    pub resource_group: Option<String>,
+    /// From (ISO 8601 or Unix seconds).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// To (ISO 8601 or Unix seconds).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// operationName, e.g. SecretGet.
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// callerIpAddress.
+    #[arg(long)]
+    pub caller: Option<String>,
+    /// resultType: Success or Failure.
+    #[arg(long)]
+    pub result: Option<String>,
+    /// Most records (newest first).
+    #[arg(long, default_value_t = 100)]
+    pub top: u32,
+}
+
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Queries the vault's records in Keyhaven's log store (a diagnostic
+/// setting must send them there).
+pub fn logs(t: &Target, f: LogsFilter) -> Result<Value> {
+    let c = t.connect()?;
+    let tok = c.token(&c.management_url)?;
+    let rg = f.resource_group.unwrap_or_else(|| c.resource_group.clone());
+    let mut url = format!(
+        "{}/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{}/providers/Keyhaven.Insights/auditEvents?api-version=2021-05-01-preview&top={}",
+        c.management_url, c.subscription_id, f.vault, f.top
+    );
+    for (k, v) in [
+        ("from", f.from),
+        ("to", f.to),
+        ("operation", f.operation),
+        ("caller", f.caller),
+        ("result", f.result),
+    ] {
+        if let Some(v) = v {
+            url.push_str(&format!("&{k}={}", query_escape(&v)));
+        }
+    }
+    c.call("GET", &url, &tok, None)
+}

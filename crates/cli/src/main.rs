@@ -71,6 +71,13 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Query a vault's audit records in Keyhaven's log store.
+    Logs {
+        #[command(flatten)]
+        target: admin::Target,
+        #[command(flatten)]
+        filter: admin::LogsFilter,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -196,6 +203,7 @@ fn main() -> anyhow::Result<()> {
         Command::Identity { target, cmd } => admin::identity(&target, cmd),
         Command::Workload { target, cmd } => admin::workload(&target, cmd),
         Command::RotateSigningKey { target } => admin::rotate_signing_key(&target),
+        Command::Logs { target, filter } => admin::logs(&target, filter),
     };
     let value = admin_result?;
     if !value.is_null() {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_ship;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;

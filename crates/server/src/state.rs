@@ -60,18 +60,22 @@ pub struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Refuse requests while the audit log cannot be written.
     pub audit_fail_closed: bool,
+    /// The HTTP audit destination's shipper (started on first use).
+    pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
 }
 
 /// Audit destinations by vault (lower-case ARM id).
 pub type SinkMap = HashMap<String, AuditSinks>;
 
 /// Where a vault's audit records go besides the chained file.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct AuditSinks {
     /// Keyhaven's log store.
     pub store: bool,
     /// Standard output.
     pub stdout: bool,
+    /// HTTP endpoints.
+    pub http: Vec<String>,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -179,6 +183,7 @@ impl AppState {
             throttle: crate::throttle::Throttle::new(p.limits),
             metrics: crate::metrics::Metrics::default(),
             audit_fail_closed: p.audit_fail_closed,
+            shipper: std::sync::OnceLock::new(),
         }))
     }
 
@@ -212,6 +217,9 @@ impl AppState {
                 let e = map.entry(s.vault_id.to_ascii_lowercase()).or_default();
                 e.store |= s.to_store();
                 e.stdout |= s.audit && s.stdout;
+                if let Some(url) = s.http_endpoint.filter(|_| s.audit) {
+                    e.http.push(url);
+                }
             }
         }
         let snap = Arc::new(map);

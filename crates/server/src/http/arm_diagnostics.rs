@@ -39,6 +39,9 @@ pub struct Setting {
     pub storage_account_id: Option<String>,
     /// Write records to stdout.
     pub stdout: bool,
+    /// POST records (batched) to this URL.
+    #[serde(default)]
+    pub http_endpoint: Option<String>,
 }
 
 impl Setting {
@@ -88,6 +91,7 @@ fn out(r: &ResourceRecord, s: &Setting) -> Value {
             "logs": [{"category": "AuditEvent", "categoryGroup": null, "enabled": s.audit, "retentionPolicy": retention}],
             "metrics": [{"category": "AllMetrics", "enabled": s.metrics, "retentionPolicy": retention}],
             "keyhavenStdout": s.stdout,
+            "keyhavenHttpEndpoint": s.http_endpoint,
         }
     })
 }
@@ -174,9 +178,20 @@ fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
             .get("keyhavenStdout")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        http_endpoint: text("keyhavenHttpEndpoint"),
     };
-    if s.workspace_id.is_none() && s.storage_account_id.is_none() && !s.stdout {
-        return Err(bad("At least one destination is needed: workspaceId or storageAccountId (Keyhaven's log store), or keyhavenStdout."));
+    if s.http_endpoint
+        .as_deref()
+        .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+    {
+        return Err(bad("keyhavenHttpEndpoint must be an http(s) URL."));
+    }
+    if s.workspace_id.is_none()
+        && s.storage_account_id.is_none()
+        && !s.stdout
+        && s.http_endpoint.is_none()
+    {
+        return Err(bad("At least one destination is needed: workspaceId or storageAccountId (Keyhaven's log store), keyhavenStdout or keyhavenHttpEndpoint."));
     }
     Ok(s)
 }

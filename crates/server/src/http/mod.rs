@@ -171,7 +171,7 @@ async fn audit(
     let time = state.clock.now();
     let sinks = match note.resource_id.as_deref() {
         Some(vault) => match state.audit_sinks().await {
-            Ok(all) => all.get(&vault.to_ascii_lowercase()).copied(),
+            Ok(all) => all.get(&vault.to_ascii_lowercase()).cloned(),
             Err(e) => {
                 tracing::warn!(error = %e, "diagnostic settings could not be read");
                 None
@@ -183,6 +183,12 @@ async fn audit(
         let line = record.to_string();
         if sinks.stdout {
             println!("{line}");
+        }
+        if !sinks.http.is_empty() {
+            let shipper = state.shipper.get_or_init(crate::audit_ship::Shipper::start);
+            for url in &sinks.http {
+                shipper.ship(url, &line);
+            }
         }
         if sinks.store {
             let row = keyhaven_core::AuditRow {
