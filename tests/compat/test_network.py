@@ -199,7 +199,8 @@ def test_trusted_services_pass_the_firewall_only_with_bypass(store_kind, tmp_pat
         r = list_as(other)
         assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "ForbiddenByFirewall", r.text
         r = list_as("garbage")
-        assert r.status_code == 401, "an invalid token is still rejected on the bypass path"
+        assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "ForbiddenByFirewall", \
+            "an invalid token is no trusted service: the firewall's refusal stands"
         set_acls(srv, path, {**acls, "bypass": "None"})
         r = list_as(trusted)
         assert r.status_code == 403 and r.json()["error"]["innererror"]["code"] == "ForbiddenByFirewall", r.text

@@ -216,7 +216,11 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
             keyhaven_core::network::Verdict::DenyUnlessTrusted(why) => {
                 // Only here is the token looked at before the firewall has
                 // admitted the caller: to see whether it is a trusted service.
-                let p = validate(state, token)?;
+                // An invalid token is simply not a trusted service: the
+                // firewall's refusal stands.
+                let Ok(p) = validate(state, token) else {
+                    return Err(refused(why));
+                };
                 let is_trusted = p.app_id.as_deref().is_some_and(|a| {
                     state
                         .trusted_services
