@@ -12,10 +12,13 @@ pub use barrier::SoftwareBarrier;
 
 /// Lower-case hex SHA-256 of `data` (audit chain hashes).
 pub fn sha256_hex(data: &[u8]) -> String {
-    openssl::sha::sha256(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut out = String::with_capacity(64);
+    for b in openssl::sha::sha256(data) {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    out
 }
 pub use keys::SoftwareKeys;
 pub use master::MasterKey;

@@ -48,11 +48,18 @@ struct Writer {
     last: String,
 }
 
+/// A record waiting for the writer thread, and whom to tell.
+type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<std::io::Result<()>>);
+
 /// The append-only, hash-chained audit file.
 pub struct AuditLog {
-    inner: Mutex<Writer>,
+    inner: std::sync::Arc<Mutex<Writer>>,
     /// False after a failed write, until a write succeeds again.
-    healthy: std::sync::atomic::AtomicBool,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests' records go to one writer thread, which appends everything
+    /// queued in one write (group commit): request threads never block on
+    /// the file or on each other.
+    queue: Mutex<std::sync::mpsc::Sender<Pending>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -63,11 +70,15 @@ impl std::fmt::Debug for AuditLog {
 
 /// SHA-256 over the previous hash and the canonical record.
 fn chain_hash(prev: &str, record: &Value) -> String {
-    let body = serde_json::to_vec(record).unwrap_or_default();
+    hash_bytes(prev, &serde_json::to_vec(record).unwrap_or_default())
+}
+
+/// SHA-256 over the previous hash and a record's canonical bytes.
+fn hash_bytes(prev: &str, body: &[u8]) -> String {
     let mut input = Vec::with_capacity(prev.len() + 1 + body.len());
     input.extend_from_slice(prev.as_bytes());
     input.push(b'\n');
-    input.extend_from_slice(&body);
+    input.extend_from_slice(body);
     keyhaven_crypto::sha256_hex(&input)
 }
 
@@ -122,16 +133,41 @@ impl AuditLog {
         let path = dir.join(CURRENT);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
+        let inner = std::sync::Arc::new(Mutex::new(Writer {
+            dir: dir.to_owned(),
+            file,
+            size,
+            seq,
+            last,
+        }));
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+        let (w, h) = (
+            std::sync::Arc::clone(&inner),
+            std::sync::Arc::clone(&healthy),
+        );
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer_thread(&w, &h, &rx))?;
         Ok(Self {
-            inner: Mutex::new(Writer {
-                dir: dir.to_owned(),
-                file,
-                size,
-                seq,
-                last,
-            }),
-            healthy: std::sync::atomic::AtomicBool::new(true),
+            inner,
+            healthy,
+            queue: Mutex::new(tx),
         })
+    }
+
+    /// Appends a record through the writer thread (for request handlers:
+    /// awaits the write without blocking a runtime thread).
+    pub async fn append_async(&self, record: Value) -> std::io::Result<()> {
+        let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .lock()
+            .map_err(|_| std::io::Error::other("audit queue poisoned"))?
+            .send((body, tx))
+            .map_err(|_| std::io::Error::other("audit writer stopped"))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("audit writer stopped"))?
     }
 
     /// Whether the last write succeeded.
@@ -160,11 +196,54 @@ impl AuditLog {
         out
     }
 
-    fn append_inner(&self, mut record: Value) -> std::io::Result<()> {
+    fn append_inner(&self, record: Value) -> std::io::Result<()> {
+        // Serialized once, outside the lock (keys sorted: the canonical form
+        // `verify` recomputes); only the hash and the write are serialized.
+        let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         let mut w = self
             .inner
             .lock()
             .map_err(|_| std::io::Error::other("audit log poisoned"))?;
+        write_batch(&mut w, &[body])
+    }
+}
+
+/// The writer thread: takes everything queued, appends it in one write, and
+/// answers each sender.
+fn writer_thread(
+    inner: &Mutex<Writer>,
+    healthy: &std::sync::atomic::AtomicBool,
+    rx: &std::sync::mpsc::Receiver<Pending>,
+) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (bodies, senders): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().unzip();
+        let result = match inner.lock() {
+            Ok(mut w) => write_batch(&mut w, &bodies),
+            Err(_) => Err(std::io::Error::other("audit log poisoned")),
+        };
+        healthy.store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        for tx in senders {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            let _ = tx.send(answer);
+        }
+    }
+}
+
+/// Chains and appends records (canonical JSON bodies) in one write; on a
+/// failure nothing of the batch stays in the file and the chain is unchanged.
+fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
+    {
         if w.size >= ROTATE_BYTES {
             let n = rotated_files(&w.dir).last().map_or(1, |(n, _)| n + 1);
             let (from, to) = (w.dir.join(CURRENT), w.dir.join(format!("audit.{n}.jsonl")));
@@ -176,27 +255,39 @@ impl AuditLog {
                 .open(w.dir.join(CURRENT))?;
             w.size = 0;
         }
-        let seq = w.seq + 1;
-        let hash = chain_hash(&w.last, &record);
-        if let Value::Object(m) = &mut record {
-            m.insert(
-                "keyhavenChain".into(),
-                json!({"seq": seq, "prev": w.last, "hash": hash}),
-            );
-        }
-        let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        if let Err(e) = w.file.write_all(&line).and_then(|()| w.file.flush()) {
-            // No half-written record: cut the file back to the last whole one.
-            let size = w.size;
-            let _ = w.file.set_len(size);
-            return Err(e);
-        }
-        w.size += line.len() as u64;
-        w.seq = seq;
-        w.last = hash;
-        Ok(())
     }
+    let (mut seq, mut last) = (w.seq, w.last.clone());
+    let mut out = Vec::with_capacity(bodies.iter().map(|b| b.len() + 200).sum());
+    for body in bodies {
+        let Some((b'}', open)) = body.split_last() else {
+            return Err(std::io::Error::other(
+                "an audit record must be a JSON object",
+            ));
+        };
+        seq += 1;
+        let hash = hash_bytes(&last, body);
+        out.extend_from_slice(open);
+        if open.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            format!(
+                "\"keyhavenChain\":{{\"hash\":\"{hash}\",\"prev\":\"{last}\",\"seq\":{seq}}}}}\n"
+            )
+            .as_bytes(),
+        );
+        last = hash;
+    }
+    if let Err(e) = w.file.write_all(&out).and_then(|()| w.file.flush()) {
+        // No half-written record: cut the file back to the last whole one.
+        let size = w.size;
+        let _ = w.file.set_len(size);
+        return Err(e);
+    }
+    w.size += out.len() as u64;
+    w.seq = seq;
+    w.last = last;
+    Ok(())
 }
 
 /// The outcome of `verify`.
@@ -371,6 +462,40 @@ mod tests {
             Verified::Intact(3),
             "a truncated tail still chains"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_group_committed_into_one_chain() {
+        let dir = std::env::temp_dir().join(format!("kh-audit-async-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = std::sync::Arc::new(AuditLog::open(&dir).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = std::sync::Arc::clone(&log);
+                tokio::spawn(async move {
+                    let uri = format!("https://v/secrets/s{i}");
+                    log.append_async(record(
+                        "t",
+                        "GET",
+                        &uri,
+                        200,
+                        1,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        &note(),
+                    ))
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(verify(&dir).unwrap(), Verified::Intact(200));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -223,7 +223,7 @@ async fn audit(
             }
         }
     }
-    match log.append(record) {
+    match log.append_async(record).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "audit record could not be written");
