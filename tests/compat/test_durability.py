@@ -197,3 +197,47 @@ def test_killing_one_node_mid_load_loses_nothing(two_nodes):
                      headers={"Authorization": f"Bearer {tok_b}"}, verify=b.ca_cert, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200
     a.start()   # the fixture stops it again
+
+
+class FastScheduler(KeyhavenServer):
+    def command(self):
+        return super().command() + ["--scheduler-interval", "1"]
+
+
+class FastSecondNode(SecondNode):
+    def command(self):
+        return super().command() + ["--scheduler-interval", "1"]
+
+
+def test_a_scheduled_job_runs_once_across_two_nodes(tmp_path, monkeypatch):
+    """Both nodes run the scheduler every second; a due key lifetime action
+    (Notify → a KeyNearExpiry event) is carried out by exactly one of them."""
+    import datetime
+    from azure.keyvault.keys import KeyClient, KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
+    from khcompat import CLIENT_KWARGS
+    from test_events import Receiver, event_grid, subscribe
+    with running_server(FastScheduler, "postgres", tmp_path / "a") as a:
+        data = tmp_path / "b" / "data"
+        data.mkdir(parents=True)
+        shutil.copy2(a.data_dir / "master.key", data / "master.key")
+        shutil.copytree(a.data_dir / "tls", data / "tls")
+        b = FastSecondNode("postgres", tmp_path / "b", pg=a.pg)
+        b.inherited_secret = a.client_secret
+        b.start()
+        receiver = Receiver()
+        try:
+            trust_server_ca(monkeypatch, a)
+            path, r = subscribe(a, receiver.url, types=["Microsoft.KeyVault.KeyNearExpiry"])
+            assert r.status_code == 201, r.text
+            keys = KeyClient(a.vault_url, a.credential(), **CLIENT_KWARGS)
+            name = unique("once")
+            keys.create_ec_key(name, expires_on=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2))
+            keys.update_key_rotation_policy(name, KeyRotationPolicy(), lifetime_actions=[
+                KeyRotationLifetimeAction(KeyRotationPolicyAction.notify, time_before_expiry="P30D")])
+            receiver.wait_for(lambda e: event_grid(e) and event_grid(e)["subject"] == name, timeout=15)
+            time.sleep(3)   # several more passes of both schedulers
+            mine = [e for e in receiver.events if event_grid(e) and event_grid(e)["subject"] == name]
+            assert len(mine) == 1, f"the action ran {len(mine)} times across two nodes"
+        finally:
+            receiver.close()
+            b.stop()
