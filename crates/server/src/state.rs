@@ -46,8 +46,8 @@ pub struct Inner {
     /// An argon2 hash of a random string: unknown clients cost the same work.
     pub dummy_hash: String,
     vaults: RwLock<HashMap<VaultName, CachedVault>>,
-    network: RwLock<Option<(Arc<NetworkSnapshot>, Vec<u8>)>>,
-    diagnostics: RwLock<Option<(Arc<SinkMap>, Vec<u8>)>>,
+    network: GenerationCached<NetworkSnapshot>,
+    diagnostics: GenerationCached<SinkMap>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
     /// Application ids of trusted services (`bypass: AzureServices`).
@@ -62,6 +62,39 @@ pub struct Inner {
     pub audit_fail_closed: bool,
     /// The HTTP audit destination's shipper (started on first use).
     pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
+}
+
+/// A value derived from the store, kept until the authorization generation
+/// (bumped by every change of vault, network or diagnostic settings, on any
+/// node) moves on.
+pub struct GenerationCached<T> {
+    slot: RwLock<Option<(Arc<T>, Vec<u8>)>>,
+}
+
+impl<T> Default for GenerationCached<T> {
+    fn default() -> Self {
+        Self {
+            slot: RwLock::new(None),
+        }
+    }
+}
+
+impl<T> GenerationCached<T> {
+    /// The value cached at `generation`, if any.
+    fn get(&self, generation: &[u8]) -> Option<Arc<T>> {
+        let slot = self.slot.read().ok()?;
+        let (value, seen) = slot.as_ref()?;
+        (seen.as_slice() == generation).then(|| Arc::clone(value))
+    }
+
+    /// Caches `value` as of `generation`.
+    fn put(&self, value: T, generation: Vec<u8>) -> Arc<T> {
+        let value = Arc::new(value);
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = Some((Arc::clone(&value), generation));
+        }
+        value
+    }
 }
 
 /// Audit destinations by vault (lower-case ARM id).
@@ -175,8 +208,8 @@ impl AppState {
             endpoints: p.endpoints,
             dummy_hash: p.dummy_hash,
             vaults: RwLock::new(HashMap::new()),
-            network: RwLock::new(None),
-            diagnostics: RwLock::new(None),
+            network: GenerationCached::default(),
+            diagnostics: GenerationCached::default(),
             trusted_proxies: p.trusted_proxies,
             trusted_services: p.trusted_services,
             audit: p.audit,
@@ -190,17 +223,9 @@ impl AppState {
     /// Audit destinations per vault (lower-case ARM id), from the diagnostic
     /// settings, cached until the authorization generation changes.
     pub async fn audit_sinks(&self) -> Result<Arc<SinkMap>, Error> {
-        let generation = self
-            .store
-            .get_setting(AUTHZ_GENERATION)
-            .await?
-            .unwrap_or_default();
-        if let Ok(cache) = self.diagnostics.read() {
-            if let Some((snap, seen)) = cache.as_ref() {
-                if *seen == generation {
-                    return Ok(Arc::clone(snap));
-                }
-            }
+        let generation = self.generation().await?;
+        if let Some(hit) = self.diagnostics.get(&generation) {
+            return Ok(hit);
         }
         let mut map: HashMap<String, AuditSinks> = HashMap::new();
         for r in self
@@ -222,11 +247,7 @@ impl AppState {
                 }
             }
         }
-        let snap = Arc::new(map);
-        if let Ok(mut cache) = self.diagnostics.write() {
-            *cache = Some((Arc::clone(&snap), generation));
-        }
-        Ok(snap)
+        Ok(self.diagnostics.put(map, generation))
     }
 
     /// Subnets and private endpoints, cached until the authorization
@@ -235,17 +256,9 @@ impl AppState {
         use keyhaven_core::network::{
             PrivateEndpoint, VirtualNetwork, PRIVATE_ENDPOINT_TYPE, VNET_TYPE,
         };
-        let generation = self
-            .store
-            .get_setting(AUTHZ_GENERATION)
-            .await?
-            .unwrap_or_default();
-        if let Ok(cache) = self.network.read() {
-            if let Some((snap, seen)) = cache.as_ref() {
-                if *seen == generation {
-                    return Ok(Arc::clone(snap));
-                }
-            }
+        let generation = self.generation().await?;
+        if let Some(hit) = self.network.get(&generation) {
+            return Ok(hit);
         }
         let mut snap = NetworkSnapshot::default();
         for r in self
@@ -272,21 +285,23 @@ impl AppState {
                 snap.endpoints.push(pe);
             }
         }
-        let snap = Arc::new(snap);
-        if let Ok(mut cache) = self.network.write() {
-            *cache = Some((Arc::clone(&snap), generation));
-        }
-        Ok(snap)
+        Ok(self.network.put(snap, generation))
+    }
+
+    /// The authorization generation (which every cached view is checked
+    /// against).
+    async fn generation(&self) -> Result<Vec<u8>, Error> {
+        Ok(self
+            .store
+            .get_setting(AUTHZ_GENERATION)
+            .await?
+            .unwrap_or_default())
     }
 
     /// The vault named `name`, cached until the authorization generation
     /// changes (every change of vault settings bumps it, on any node).
     pub async fn vault(&self, name: &VaultName) -> Result<Option<Arc<VaultRecord>>, Error> {
-        let generation = self
-            .store
-            .get_setting(AUTHZ_GENERATION)
-            .await?
-            .unwrap_or_default();
+        let generation = self.generation().await?;
         if let Ok(cache) = self.vaults.read() {
             if let Some((v, seen)) = cache.get(name) {
                 if *seen == generation {

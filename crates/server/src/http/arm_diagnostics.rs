@@ -61,17 +61,9 @@ async fn vault_of(
     (sub, rg, vault): (&str, &str, &str),
     action: &str,
 ) -> Result<String, ArmFailure> {
-    let missing = || ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", "No such vault.");
-    let name: keyhaven_core::VaultName = vault.parse().map_err(|_| missing())?;
-    let id = st
-        .vault(&name)
-        .await
-        .map_err(domain_failure)?
-        .filter(|v| {
-            v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
-        })
-        .map(|v| v.resource_id())
-        .ok_or_else(missing)?;
+    let id = super::arm_vault::find(st, sub, rg, vault)
+        .await?
+        .resource_id();
     st.authz
         .require_action(&ctx.caller, &id, action)
         .await

@@ -26,17 +26,9 @@ fn bad(msg: impl Into<String>) -> ArmFailure {
 }
 
 async fn vault_id(st: &AppState, sub: &str, rg: &str, vault: &str) -> Result<String, ArmFailure> {
-    let name: keyhaven_core::VaultName = vault.parse().map_err(|_| {
-        ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", "No such vault.")
-    })?;
-    st.vault(&name)
-        .await
-        .map_err(domain_failure)?
-        .filter(|v| {
-            v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
-        })
-        .map(|v| v.resource_id())
-        .ok_or_else(|| ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", "No such vault."))
+    Ok(super::arm_vault::find(st, sub, rg, vault)
+        .await?
+        .resource_id())
 }
 
 /// The subscription's id, once the caller may perform `action` on it.

@@ -26,7 +26,8 @@ use crate::state::AppState;
 
 type Where = Path<(String, String, String)>;
 
-async fn find(
+/// The live vault `name` in `sub`/`rg`, or ARM's 404 `ResourceNotFound`.
+pub(crate) async fn find(
     st: &AppState,
     sub: &str,
     rg: &str,
