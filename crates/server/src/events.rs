@@ -143,6 +143,15 @@ pub fn body_of(e: &ChangeEvent, schema: Schema, endpoints: &Endpoints) -> (Value
     }
 }
 
+/// What went wrong with a webhook call, without the URL: ureq's own text
+/// carries the whole URL, whose query often holds the subscriber's secret.
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, _) => format!("HTTP {code}"),
+        ureq::Error::Transport(t) => format!("transport error ({})", t.kind()),
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(5))
@@ -178,7 +187,12 @@ pub async fn validate_endpoint(
                 .post(&endpoint)
                 .set("aeg-event-type", "SubscriptionValidation")
                 .send_json(event)
-                .map_err(|e| format!("the endpoint did not answer the validation event: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "the endpoint did not answer the validation event: {}",
+                        describe(&e)
+                    )
+                })?;
             let body: Value = resp
                 .into_json()
                 .map_err(|_| "the endpoint's validation answer is not JSON".to_owned())?;
@@ -193,7 +207,12 @@ pub async fn validate_endpoint(
                 .request("OPTIONS", &endpoint)
                 .set("WebHook-Request-Origin", "eventgrid.azure.net")
                 .call()
-                .map_err(|e| format!("the endpoint did not answer the validation request: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "the endpoint did not answer the validation request: {}",
+                        describe(&e)
+                    )
+                })?;
             let allowed = resp.header("WebHook-Allowed-Origin").unwrap_or_default();
             if allowed == "*" || allowed.eq_ignore_ascii_case("eventgrid.azure.net") {
                 Ok(())
@@ -219,7 +238,7 @@ fn deliver_once(
         .set("aeg-subscription-name", event_type)
         .send_string(&body.to_string())
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| describe(&e))
 }
 
 /// Starts the delivery task; returns the bus to give the domain.
