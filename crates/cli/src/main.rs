@@ -83,6 +83,77 @@ enum Command {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Prepare an HSM (PKCS#11 token) for premium vaults.
+    Hsm {
+        #[command(subcommand)]
+        cmd: HsmCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum HsmCmd {
+    /// Creates the token's backup wrapping key (AES-256, trusted, never
+    /// extractable) as the security officer. Run once per token (again is a
+    /// no-op); HSMs that should restore each other's key backups must share
+    /// this key (clone it with the HSM vendor's tools).
+    Init {
+        /// The PKCS#11 module.
+        #[arg(long, env = "KEYHAVEN_PKCS11_MODULE")]
+        pkcs11_module: PathBuf,
+        /// The token's label.
+        #[arg(long, env = "KEYHAVEN_PKCS11_TOKEN_LABEL")]
+        pkcs11_token_label: String,
+        /// File holding the security officer PIN (or set KEYHAVEN_PKCS11_SO_PIN).
+        #[arg(long, env = "KEYHAVEN_PKCS11_SO_PIN_FILE")]
+        so_pin_file: Option<PathBuf>,
+    },
+}
+
+/// A PIN from a file (first line) or, failing that, an environment variable;
+/// never a command-line value, so it stays out of `ps` and shell history.
+fn read_pin(
+    file: Option<&std::path::Path>,
+    env: &str,
+) -> anyhow::Result<keyhaven_core::Sensitive<String>> {
+    let pin = match file {
+        Some(f) => {
+            let text = keyhaven_core::Sensitive::new(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("cannot read PIN file {}: {e}", f.display()))?,
+            );
+            text.expose().lines().next().unwrap_or("").to_owned()
+        }
+        None => std::env::var(env)
+            .map_err(|_| anyhow::anyhow!("no PIN: give a PIN file or set {env}"))?,
+    };
+    if pin.is_empty() {
+        anyhow::bail!("the PIN is empty");
+    }
+    Ok(keyhaven_core::Sensitive::new(pin))
+}
+
+fn hsm(cmd: HsmCmd) -> anyhow::Result<()> {
+    match cmd {
+        HsmCmd::Init {
+            pkcs11_module,
+            pkcs11_token_label,
+            so_pin_file,
+        } => {
+            let so_pin = read_pin(so_pin_file.as_deref(), "KEYHAVEN_PKCS11_SO_PIN")?;
+            let created = keyhaven_crypto::pkcs11::init_backup_key(
+                &pkcs11_module,
+                &pkcs11_token_label,
+                &so_pin,
+            )
+            .map_err(anyhow::Error::msg)?;
+            if created {
+                println!("created the backup wrapping key on token '{pkcs11_token_label}'");
+            } else {
+                println!("token '{pkcs11_token_label}' already has its backup wrapping key");
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -190,6 +261,16 @@ struct ServeArgs {
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
+    /// PKCS#11 module of the HSM that holds premium vaults' RSA-HSM and
+    /// EC-HSM keys (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, env = "KEYHAVEN_PKCS11_MODULE", requires = "pkcs11_token_label")]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the HSM token.
+    #[arg(long, env = "KEYHAVEN_PKCS11_TOKEN_LABEL", requires = "pkcs11_module")]
+    pkcs11_token_label: Option<String>,
+    /// File holding the token's user PIN (or set KEYHAVEN_PKCS11_PIN).
+    #[arg(long, env = "KEYHAVEN_PKCS11_PIN_FILE")]
+    pkcs11_pin_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -197,6 +278,7 @@ fn main() -> anyhow::Result<()> {
     let admin_result = match cli.command {
         Command::Serve(a) => return serve(*a),
         Command::Audit { cmd } => return audit(cmd),
+        Command::Hsm { cmd } => return hsm(cmd),
         Command::User { target, cmd } => admin::user(&target, cmd),
         Command::Group { target, cmd } => admin::group(&target, cmd),
         Command::App { target, cmd } => admin::app(&target, cmd),
@@ -227,7 +309,18 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 Some("off") | Some("none") => (None, false),
                 Some(addr) => (Some(addr.parse::<SocketAddr>()?), true),
             };
+            let hsm = match (a.pkcs11_module, a.pkcs11_token_label) {
+                (Some(module), Some(token_label)) => {
+                    Some(std::sync::Arc::new(keyhaven_crypto::pkcs11::HsmConfig {
+                        module,
+                        token_label,
+                        pin: read_pin(a.pkcs11_pin_file.as_deref(), "KEYHAVEN_PKCS11_PIN")?,
+                    }))
+                }
+                _ => None,
+            };
             let config = ServerConfig {
+                hsm,
                 imds_listen,
                 imds_required,
                 federation_config: a.federation_config,

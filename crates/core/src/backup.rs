@@ -97,8 +97,15 @@ impl VaultService {
         let mut out = Vec::with_capacity(versions.len());
         let mut display = name.to_string();
         for rec in &versions {
+            let hsm = kind == ObjectKind::Key && crate::key::meta_of(rec).is_ok_and(|m| m.hsm);
             let value = if rec.payload.is_empty() {
                 Sensitive::new(Vec::new())
+            } else if hsm {
+                // The HSM's own backup key wraps it; the master key seals the
+                // blob around it: restoring needs this deployment and that HSM.
+                Sensitive::new(
+                    self.with_private(vault, rec, true, |key| self.keys.export_hardware(key))?,
+                )
             } else {
                 self.barrier.open(
                     vault,
@@ -148,16 +155,14 @@ impl VaultService {
             return Err(invalid());
         }
         let name: ObjectName = doc.name.parse().map_err(|_| invalid())?;
-        let mut parts = Vec::with_capacity(doc.companions.len() + 1);
-        for (k, versions) in &doc.companions {
-            let k = ObjectKind::parse(k).ok_or_else(invalid)?;
-            parts.push((k, self.restore_records(vault, k, &name, versions)?));
+        let mut kinds = Vec::with_capacity(doc.companions.len() + 1);
+        for k in doc.companions.keys() {
+            kinds.push(ObjectKind::parse(k).ok_or_else(invalid)?);
         }
-        parts.push((
-            kind,
-            self.restore_records(vault, kind, &name, &doc.versions)?,
-        ));
-        for (k, _) in &parts {
+        kinds.push(kind);
+        // Names first: an HSM key is taken back into the HSM only for a restore
+        // that will happen.
+        for k in &kinds {
             let taken = self
                 .store
                 .get_version(&vault.id, *k, &name, None)
@@ -175,7 +180,13 @@ impl VaultService {
                 });
             }
         }
-        for (_, records) in &parts {
+        let mut parts = Vec::with_capacity(kinds.len());
+        for (k, versions) in &doc.companions {
+            let k = ObjectKind::parse(k).ok_or_else(invalid)?;
+            parts.push(self.restore_records(vault, k, &name, versions)?);
+        }
+        parts.push(self.restore_records(vault, kind, &name, &doc.versions)?);
+        for records in &parts {
             self.store.restore_object(&vault.id, records).await?;
         }
         let latest = self.live_version(vault, kind, &name, None).await?;
@@ -196,8 +207,22 @@ impl VaultService {
             let version: Version = v.version.parse().map_err(|_| invalid())?;
             let value = Sensitive::new(STANDARD.decode(&v.value).map_err(|_| invalid())?);
             let aad = Self::payload_aad(vault, kind, name, &version);
+            let hsm = kind == ObjectKind::Key
+                && serde_json::from_str::<crate::key::KeyMeta>(&v.meta).is_ok_and(|m| m.hsm);
             let payload = if value.expose().is_empty() {
                 Vec::new()
+            } else if hsm {
+                let meta: crate::key::KeyMeta =
+                    serde_json::from_str(&v.meta).map_err(|_| invalid())?;
+                if !vault.sku.eq_ignore_ascii_case("premium") {
+                    return Err(Error::HardwareNotAllowed);
+                }
+                let reference = self.keys.import_hardware_backup(
+                    value.expose(),
+                    &meta.public,
+                    &crate::key::hardware_label(vault, name),
+                )?;
+                self.barrier.seal(vault, &aad, reference.expose())?
             } else {
                 self.barrier.seal(vault, &aad, value.expose())?
             };

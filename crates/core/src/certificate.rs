@@ -424,6 +424,8 @@ impl CertificatePolicy {
             size: self.key_size,
             exponent: None,
             curve: self.curve,
+            hsm: false,
+            label: String::new(),
         }
     }
 
@@ -1232,6 +1234,7 @@ impl VaultService {
         f(&SealedPrivate {
             id: &id,
             open: &open,
+            hsm: false,
         })
     }
 
@@ -1287,6 +1290,7 @@ impl VaultService {
                 meta: serde_json::to_string(&KeyMeta {
                     public: v.public,
                     key_ops: v.policy.key_ops(),
+                    hsm: false,
                 })
                 .map_err(|_| Error::Integrity)?,
             },

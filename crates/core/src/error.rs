@@ -109,6 +109,9 @@ pub enum Error {
     /// A unique property is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// An HSM-protected key asked of a standard vault.
+    #[error("Hardware key operation not allowed on standard vault.")]
+    HardwareNotAllowed,
     /// Purge refused by the vault's purge protection.
     #[error("Operation 'purge' is not enabled for this vault.")]
     PurgeProtected,

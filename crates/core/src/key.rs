@@ -31,13 +31,25 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    /// Parses Azure's `kty` (software types only so far).
+    /// Parses Azure's `kty` where only software keys are possible.
     pub fn parse(s: &str) -> Result<Self> {
+        match Self::parse_protected(s)? {
+            (kty, false) => Ok(kty),
+            (_, true) => Err(Error::BadParameter(format!(
+                "Key type {s} is not supported here: HSM-protected keys are created as keys of a premium vault."
+            ))),
+        }
+    }
+
+    /// Parses Azure's `kty`, software or HSM-protected: `(type, hsm)`.
+    pub fn parse_protected(s: &str) -> Result<(Self, bool)> {
         match s {
-            "RSA" => Ok(Self::Rsa),
-            "EC" => Ok(Self::Ec),
-            "RSA-HSM" | "EC-HSM" | "oct" | "oct-HSM" => Err(Error::BadParameter(format!(
-                "Key type {s} is not supported by this vault (standard tier, software keys)."
+            "RSA" => Ok((Self::Rsa, false)),
+            "EC" => Ok((Self::Ec, false)),
+            "RSA-HSM" => Ok((Self::Rsa, true)),
+            "EC-HSM" => Ok((Self::Ec, true)),
+            "oct" | "oct-HSM" => Err(Error::BadParameter(format!(
+                "Key type {s} (symmetric keys) is only available in a Managed HSM, not in a vault."
             ))),
             _ => Err(Error::BadParameter(format!(
                 "The key type '{}' is invalid. Supported types: RSA, EC.",
@@ -51,6 +63,16 @@ impl KeyType {
         match self {
             Self::Rsa => "RSA",
             Self::Ec => "EC",
+        }
+    }
+
+    /// Azure's name, with the `-HSM` suffix for HSM-protected keys.
+    pub fn as_protected_str(self, hsm: bool) -> &'static str {
+        match (self, hsm) {
+            (Self::Rsa, false) => "RSA",
+            (Self::Ec, false) => "EC",
+            (Self::Rsa, true) => "RSA-HSM",
+            (Self::Ec, true) => "EC-HSM",
         }
     }
 }
@@ -269,6 +291,10 @@ pub struct KeyMeta {
     pub public: PublicKey,
     /// Permitted operations.
     pub key_ops: Vec<String>,
+    /// HSM-protected (`RSA-HSM`, `EC-HSM`): the sealed payload names an
+    /// object inside the HSM instead of holding key material.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsm: bool,
 }
 
 /// What to create.
@@ -282,6 +308,10 @@ pub struct KeySpec {
     pub exponent: Option<u32>,
     /// EC curve.
     pub curve: Option<Curve>,
+    /// Generate inside the HSM (`-HSM` key types).
+    pub hsm: bool,
+    /// What an HSM object is labelled (`vault/name`), for operators; set by the service.
+    pub label: String,
 }
 
 /// The key-operation port: software (OpenSSL) today, PKCS#11 for the premium tier.
@@ -316,6 +346,44 @@ pub trait KeyBackend: Send + Sync {
     /// Takes in a caller's private key; returns it in the backend's own form
     /// and its public half. Inconsistent parameters are a 400.
     fn import(&self, key: &PrivateJwk) -> Result<(Sensitive<Vec<u8>>, PublicKey)>;
+
+    /// Whether an HSM is attached (premium vaults can hold `-HSM` keys).
+    fn hardware(&self) -> bool {
+        false
+    }
+    /// Takes a caller's private key into the HSM (`"Hsm": true` imports).
+    fn import_hardware(
+        &self,
+        _key: &PrivateJwk,
+        _label: &str,
+    ) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
+        Err(no_hsm())
+    }
+    /// An HSM key for a backup: wrapped by the HSM's own backup key, so only
+    /// that HSM (or one sharing the wrapping key) can take it back.
+    fn export_hardware(&self, _key: &SealedPrivate<'_>) -> Result<Vec<u8>> {
+        Err(no_hsm())
+    }
+    /// Takes a wrapped HSM key from a backup back into the HSM.
+    fn import_hardware_backup(
+        &self,
+        _wrapped: &[u8],
+        _public: &PublicKey,
+        _label: &str,
+    ) -> Result<Sensitive<Vec<u8>>> {
+        Err(no_hsm())
+    }
+    /// Destroys the HSM object an opened HSM payload names (after a purge).
+    fn destroy_hardware(&self, _private: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn no_hsm() -> Error {
+    Error::BadParameter(
+        "This Keyhaven deployment has no HSM configured: HSM-protected keys (RSA-HSM, EC-HSM) need one (see `--pkcs11-module`)."
+            .into(),
+    )
 }
 
 /// A key version's private material as a backend receives it: an identity
@@ -328,6 +396,8 @@ pub struct SealedPrivate<'a> {
     pub id: &'a [u8],
     /// Decrypts the material (called only on a handle-cache miss).
     pub open: &'a dyn Fn() -> Result<Sensitive<Vec<u8>>>,
+    /// The material is a reference to an HSM object.
+    pub hsm: bool,
 }
 
 impl std::fmt::Debug for SealedPrivate<'_> {
@@ -493,6 +563,8 @@ fn spec_of(public: &PublicKey) -> Result<KeySpec> {
                 size: Some(u32::try_from(significant * 8).map_err(|_| Error::Integrity)?),
                 exponent: Some(exponent),
                 curve: None,
+                hsm: false,
+                label: String::new(),
             })
         }
         KeyType::Ec => Ok(KeySpec {
@@ -500,6 +572,8 @@ fn spec_of(public: &PublicKey) -> Result<KeySpec> {
             size: None,
             exponent: None,
             curve: Some(public.crv.ok_or(Error::Integrity)?),
+            hsm: false,
+            label: String::new(),
         }),
     }
 }
@@ -516,10 +590,14 @@ impl VaultService {
         auth: &Authorized,
         vault: &VaultRecord,
         name: &ObjectName,
-        input: KeyInput,
+        mut input: KeyInput,
     ) -> Result<KeyBundle> {
         auth.require(vault, Operation::KeyCreate)?;
         self.refuse_managed(vault, KIND, name, "create").await?;
+        if input.spec.hsm {
+            self.check_hardware(vault)?;
+            input.spec.label = hardware_label(vault, name);
+        }
         match (input.spec.kty, input.spec.size, input.spec.curve) {
             (KeyType::Rsa, Some(s), _) if ![2048, 3072, 4096].contains(&s) => {
                 return Err(Error::BadParameter(
@@ -550,6 +628,7 @@ impl VaultService {
             KeyMeta {
                 public,
                 key_ops: ops,
+                hsm: input.spec.hsm,
             },
             tags,
             &input.attributes,
@@ -670,8 +749,11 @@ impl VaultService {
     ) -> Result<()> {
         auth.require(vault, Operation::KeyPurge)?;
         self.refuse_managed(vault, KIND, name, "purge").await?;
+        let doomed = self.hardware_refs(vault, name, true).await?;
         self.purge_object(auth, vault, KIND, Operation::KeyPurge, name)
-            .await
+            .await?;
+        self.destroy_hardware(&doomed);
+        Ok(())
     }
 
     /// Signs a digest with a key version; returns the version used and the signature.
@@ -690,7 +772,9 @@ impl VaultService {
         self.check_usable(&record, &meta, "sign")?;
         alg.check_key(&meta.public)?;
         check_digest(alg, digest)?;
-        let sig = self.with_private(vault, &record, |key| self.keys.sign(key, alg, digest))?;
+        let sig = self.with_private(vault, &record, meta.hsm, |key| {
+            self.keys.sign(key, alg, digest)
+        })?;
         Ok((record, sig))
     }
 
@@ -794,7 +878,7 @@ impl VaultService {
                 ))
             }
         }
-        let pt = self.with_private(vault, &record, |key| {
+        let pt = self.with_private(vault, &record, meta.hsm, |key| {
             self.keys.decrypt(key, alg, ciphertext)
         })?;
         Ok((record, pt))
@@ -802,10 +886,11 @@ impl VaultService {
 
     /// Hands a version's sealed private material to `f`, to be opened by the
     /// backend only if it holds no handle for it yet.
-    fn with_private<T>(
+    pub(crate) fn with_private<T>(
         &self,
         vault: &VaultRecord,
         record: &VersionRecord,
+        hsm: bool,
         f: impl FnOnce(&SealedPrivate<'_>) -> Result<T>,
     ) -> Result<T> {
         let aad = Self::payload_aad(vault, KIND, &record.name, &record.version);
@@ -814,7 +899,53 @@ impl VaultService {
         f(&SealedPrivate {
             id: &id,
             open: &open,
+            hsm,
         })
+    }
+
+    /// Refuses `-HSM` keys unless the vault is premium and an HSM is attached.
+    fn check_hardware(&self, vault: &VaultRecord) -> Result<()> {
+        if !vault.sku.eq_ignore_ascii_case("premium") {
+            return Err(Error::HardwareNotAllowed);
+        }
+        if !self.keys.hardware() {
+            return Err(no_hsm());
+        }
+        Ok(())
+    }
+
+    /// The opened HSM references of a key's versions (live, or soft-deleted
+    /// when `deleted`), to destroy once the store has forgotten them.
+    pub(crate) async fn hardware_refs(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        deleted: bool,
+    ) -> Result<Vec<Sensitive<Vec<u8>>>> {
+        if !self.keys.hardware() {
+            return Ok(Vec::new());
+        }
+        let versions = if deleted {
+            self.store.deleted_versions(&vault.id, KIND, name).await?
+        } else {
+            self.store.all_versions(&vault.id, KIND, name).await?
+        };
+        let mut refs = Vec::new();
+        for rec in versions {
+            if meta_of(&rec).is_ok_and(|m| m.hsm) {
+                let aad = Self::payload_aad(vault, KIND, &rec.name, &rec.version);
+                refs.push(self.barrier.open(vault, &aad, &rec.payload)?);
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Destroys HSM objects whose store records are gone. A failure leaves an
+    /// orphaned HSM object (logged by the backend), never a lost live key.
+    pub(crate) fn destroy_hardware(&self, refs: &[Sensitive<Vec<u8>>]) {
+        for r in refs {
+            let _ = self.keys.destroy_hardware(r.expose());
+        }
     }
 
     /// Updates a key version's attributes, tags and operations.
@@ -878,7 +1009,11 @@ impl VaultService {
         attributes: &AttributesPatch,
     ) -> Result<KeyBundle> {
         let meta = meta_of(current)?;
-        let spec = spec_of(&meta.public)?;
+        let mut spec = spec_of(&meta.public)?;
+        if meta.hsm {
+            spec.hsm = true;
+            spec.label = hardware_label(vault, name);
+        }
         let (private, public) = self.keys.generate(&spec)?;
         self.store_key_version(
             vault,
@@ -887,6 +1022,7 @@ impl VaultService {
             KeyMeta {
                 public,
                 key_ops: meta.key_ops,
+                hsm: meta.hsm,
             },
             current.tags.clone(),
             attributes,
@@ -928,16 +1064,24 @@ impl VaultService {
         name: &ObjectName,
         key: PrivateJwk,
         ops: Option<Vec<String>>,
-        rest: (Option<BTreeMap<String, String>>, AttributesPatch),
+        rest: (Option<BTreeMap<String, String>>, AttributesPatch, bool),
     ) -> Result<KeyBundle> {
         auth.require(vault, Operation::KeyImport)?;
         self.refuse_managed(vault, KIND, name, "import").await?;
-        let (tags, attributes) = rest;
+        let (tags, attributes, hsm) = rest;
+        if hsm {
+            self.check_hardware(vault)?;
+        }
         let ops = ops.unwrap_or_else(|| default_ops(key.kty));
         validate_ops(&ops)?;
         let tags = tags.unwrap_or_default();
         validate_tags(&tags)?;
-        let (private, public) = self.keys.import(&key)?;
+        let (private, public) = if hsm {
+            self.keys
+                .import_hardware(&key, &hardware_label(vault, name))?
+        } else {
+            self.keys.import(&key)?
+        };
         self.store_key_version(
             vault,
             name,
@@ -945,6 +1089,7 @@ impl VaultService {
             KeyMeta {
                 public,
                 key_ops: ops,
+                hsm,
             },
             tags,
             &attributes,
@@ -1012,6 +1157,11 @@ impl VaultService {
         }
         Ok(())
     }
+}
+
+/// The label an HSM object of this key carries (for operators listing the token).
+pub(crate) fn hardware_label(vault: &VaultRecord, name: &ObjectName) -> String {
+    format!("{}/{}", vault.name, name.key())
 }
 
 fn check_digest(alg: SignAlgorithm, digest: &[u8]) -> Result<()> {

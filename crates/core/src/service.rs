@@ -117,8 +117,86 @@ impl VaultService {
     }
 
     /// Purges every soft-deleted object past its retention; run periodically.
+    /// With an HSM attached, due keys go one by one first so the HSM objects
+    /// they name are destroyed after their records.
     pub async fn purge_expired(&self) -> Result<u64> {
-        Ok(self.store.purge_expired(self.clock.now()).await?)
+        let now = self.clock.now();
+        let mut n = 0;
+        if self.keys.hardware() {
+            for vault in self.store.list_vaults().await? {
+                let mut cursor: Option<String> = None;
+                let mut due = Vec::new();
+                loop {
+                    let page = self
+                        .store
+                        .list_deleted(&vault.id, ObjectKind::Key, cursor.as_deref(), 100)
+                        .await?;
+                    due.extend(
+                        page.items
+                            .into_iter()
+                            .filter(|(_, info)| info.scheduled_purge_date <= now)
+                            .map(|(rec, _)| rec.name),
+                    );
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                for name in due {
+                    let refs = self.hardware_refs(&vault, &name, true).await?;
+                    if self
+                        .store
+                        .purge_object(&vault.id, ObjectKind::Key, &name)
+                        .await?
+                    {
+                        n += 1;
+                        self.destroy_hardware(&refs);
+                    }
+                }
+            }
+        }
+        Ok(n + self.store.purge_expired(now).await?)
+    }
+
+    /// The HSM references of every key of a vault, live or deleted (before
+    /// the vault is purged).
+    pub(crate) async fn vault_hardware_refs(
+        &self,
+        vault: &VaultRecord,
+    ) -> Result<Vec<crate::sensitive::Sensitive<Vec<u8>>>> {
+        let mut refs = Vec::new();
+        if !self.keys.hardware() {
+            return Ok(refs);
+        }
+        for deleted in [false, true] {
+            let mut cursor: Option<String> = None;
+            loop {
+                let (names, next) = if deleted {
+                    let p = self
+                        .store
+                        .list_deleted(&vault.id, ObjectKind::Key, cursor.as_deref(), 100)
+                        .await?;
+                    (
+                        p.items.into_iter().map(|(r, _)| r.name).collect::<Vec<_>>(),
+                        p.next,
+                    )
+                } else {
+                    let p = self
+                        .store
+                        .list_latest(&vault.id, ObjectKind::Key, cursor.as_deref(), 100)
+                        .await?;
+                    (p.items.into_iter().map(|r| r.name).collect(), p.next)
+                };
+                for name in names {
+                    refs.extend(self.hardware_refs(vault, &name, deleted).await?);
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(refs)
     }
 
     // ---- the versioned-object core, shared by every kind ----

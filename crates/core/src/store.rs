@@ -136,6 +136,14 @@ pub trait Store: Send + Sync {
         kind: ObjectKind,
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>>;
+    /// All versions of a soft-deleted object, oldest first (what a purge
+    /// is about to erase: HSM key references to destroy afterwards).
+    async fn deleted_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>>;
     /// Soft-deletes a live object; returns its latest version, `None` if absent.
     async fn delete_object(
         &self,

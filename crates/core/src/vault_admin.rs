@@ -504,11 +504,13 @@ impl VaultService {
                 ),
             ));
         }
+        let doomed = self.vault_hardware_refs(v).await?;
         let mut shredded = v.clone();
         shredded.wrapped_key = Vec::new();
         self.store.replace_vault(&shredded).await?;
         self.barrier.forget(&v.id);
         self.store.purge_vault(&v.id).await?;
+        self.destroy_hardware(&doomed);
         Ok(())
     }
 
@@ -521,11 +523,13 @@ impl VaultService {
                 .deleted
                 .is_some_and(|d| d.scheduled_purge_date <= now)
             {
+                let doomed = self.vault_hardware_refs(&v).await?;
                 let mut shredded = v.clone();
                 shredded.wrapped_key = Vec::new();
                 self.store.replace_vault(&shredded).await?;
                 self.barrier.forget(&v.id);
                 self.store.purge_vault(&v.id).await?;
+                self.destroy_hardware(&doomed);
                 n += 1;
             }
         }

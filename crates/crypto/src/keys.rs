@@ -74,11 +74,11 @@ impl SoftwareKeys {
     }
 }
 
-fn crypto_err<T>(_: T) -> Error {
+pub(crate) fn crypto_err<T>(_: T) -> Error {
     Error::Integrity
 }
 
-fn nid(curve: Curve) -> Nid {
+pub(crate) fn nid(curve: Curve) -> Nid {
     match curve {
         Curve::P256 => Nid::X9_62_PRIME256V1,
         Curve::P384 => Nid::SECP384R1,
@@ -187,7 +187,7 @@ fn oaep_md(ctx: &mut PkeyCtx<impl openssl::pkey::HasPublic>, alg: CipherAlgorith
 /// answer nor (beyond OpenSSL's own padding check) its timing tells a
 /// padding oracle anything. The synthetic length is 32 bytes, the size of
 /// the keys RSA1_5 usually wraps.
-fn synthetic_plaintext(seed: &[u8; 32], ciphertext: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn synthetic_plaintext(seed: &[u8; 32], ciphertext: &[u8]) -> Result<Vec<u8>> {
     let key = PKey::hmac(seed).map_err(crypto_err)?;
     let mut signer =
         openssl::sign::Signer::new(MessageDigest::sha256(), &key).map_err(crypto_err)?;
@@ -426,7 +426,11 @@ mod tests {
         f: impl FnOnce(&SealedPrivate<'_>) -> T,
     ) -> T {
         let open = || Ok(Sensitive::new(private.expose().clone()));
-        f(&SealedPrivate { id, open: &open })
+        f(&SealedPrivate {
+            id,
+            open: &open,
+            hsm: false,
+        })
     }
 
     fn roundtrip(spec: KeySpec, algs: &[SignAlgorithm]) {
@@ -453,6 +457,8 @@ mod tests {
                 size: Some(2048),
                 exponent: None,
                 curve: None,
+                hsm: false,
+                label: String::new(),
             },
             &[
                 SignAlgorithm::Rs(256),
@@ -475,6 +481,8 @@ mod tests {
                     size: None,
                     exponent: None,
                     curve: Some(curve),
+                    hsm: false,
+                    label: String::new(),
                 },
                 &[alg],
             );
@@ -490,6 +498,8 @@ mod tests {
                 size: Some(2048),
                 exponent: None,
                 curve: None,
+                hsm: false,
+                label: String::new(),
             })
             .unwrap();
         for alg in [
@@ -536,6 +546,8 @@ mod tests {
                 size: None,
                 exponent: None,
                 curve: Some(Curve::P521),
+                hsm: false,
+                label: String::new(),
             })
             .unwrap();
         assert_eq!(public.x.unwrap().len(), 66);
@@ -551,6 +563,8 @@ mod tests {
                 size: None,
                 exponent: None,
                 curve: Some(Curve::P256),
+                hsm: false,
+                label: String::new(),
             })
             .unwrap();
         let opened = std::cell::Cell::new(0);
@@ -561,6 +575,7 @@ mod tests {
         let key = SealedPrivate {
             id: b"vault/key/v1",
             open: &open,
+            hsm: false,
         };
         let digest = [9u8; 32];
         for _ in 0..3 {
@@ -574,6 +589,7 @@ mod tests {
         let other = SealedPrivate {
             id: b"vault/key/v2",
             open: &failing,
+            hsm: false,
         };
         assert!(
             k.sign(&other, SignAlgorithm::Es(256), &digest).is_err(),

@@ -6,6 +6,7 @@
 pub mod barrier;
 pub mod keys;
 pub mod master;
+pub mod pkcs11;
 pub mod x509;
 
 pub use barrier::SoftwareBarrier;

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub event_retry_base: std::time::Duration,
     /// Keep serving when the audit log cannot be written (default: refuse).
     pub audit_fail_open: bool,
+    /// The HSM holding premium vaults' `-HSM` keys, if any.
+    pub hsm: Option<std::sync::Arc<keyhaven_crypto::pkcs11::HsmConfig>>,
 }
 
 impl ServerConfig {

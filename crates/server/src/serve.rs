@@ -201,6 +201,15 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         limits: config.limits,
         events: Some(events),
         audit_fail_closed: !config.audit_fail_open,
+        hsm: match &config.hsm {
+            Some(cfg) => {
+                let keys = keyhaven_crypto::pkcs11::Pkcs11Keys::open(cfg)
+                    .map_err(|e| StartError::Io(format!("hsm: {e}")))?;
+                tracing::info!(module = %cfg.module.display(), token = %cfg.token_label, "HSM attached: premium vaults hold RSA-HSM and EC-HSM keys");
+                Some(Arc::new(keys))
+            }
+            None => None,
+        },
         audit: Some(Arc::new(
             crate::audit::AuditLog::open(&dir.join("audit"))
                 .map_err(|e| StartError::Io(format!("audit log: {e}")))?,

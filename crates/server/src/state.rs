@@ -162,6 +162,8 @@ pub struct Parts {
     pub events: Option<Arc<dyn keyhaven_core::events::EventSink>>,
     /// Refuse requests while the audit log cannot be written.
     pub audit_fail_closed: bool,
+    /// The HSM for `-HSM` keys (`None`: premium vaults cannot hold them).
+    pub hsm: Option<Arc<keyhaven_crypto::pkcs11::Pkcs11Keys>>,
 }
 
 impl AppState {
@@ -169,7 +171,9 @@ impl AppState {
     pub fn new(p: Parts) -> Self {
         let objects: Arc<dyn keyhaven_core::Store> = p.store.clone();
         let software = Arc::new(keyhaven_crypto::SoftwareKeys::new());
-        let keys: Arc<dyn keyhaven_core::key::KeyBackend> = software.clone();
+        let keys: Arc<dyn keyhaven_core::key::KeyBackend> = Arc::new(
+            keyhaven_crypto::pkcs11::KeyRouter::new(software.clone(), p.hsm.clone()),
+        );
         let certs: Arc<dyn keyhaven_core::certificate::CertificateBackend> = software;
         let mut service = VaultService::new(
             objects,

@@ -639,8 +639,27 @@ async fn soft_delete_recover_and_purge(s: &dyn Store) {
         !s.purge_object(&v, k, &name("gone")).await.unwrap(),
         "live objects are not purged"
     );
+    assert!(
+        s.deleted_versions(&v, k, &name("gone"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live object has no deleted versions"
+    );
     s.delete_object(&v, k, &name("gone"), info).await.unwrap();
+    let doomed = s.deleted_versions(&v, k, &name("gone")).await.unwrap();
+    assert_eq!(doomed.len(), 2, "every version of the deleted object");
+    assert!(s
+        .all_versions(&v, k, &name("gone"))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.purge_object(&v, k, &name("gone")).await.unwrap());
+    assert!(s
+        .deleted_versions(&v, k, &name("gone"))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(s.get_deleted(&v, k, &name("gone")).await.unwrap().is_none());
     // The name is free again and starts with no old versions.
     s.put_version(&v, &rec(k, "gone", 3, b"3")).await.unwrap();

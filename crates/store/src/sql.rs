@@ -53,6 +53,15 @@ pub fn list_versions() -> String {
     )
 }
 
+pub fn list_deleted_versions() -> String {
+    format!(
+        "SELECT {VERSION_COLS} FROM objects o JOIN versions v \
+           ON v.vault_id = o.vault_id AND v.kind = o.kind AND v.name_lower = o.name_lower \
+         WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NOT NULL \
+           AND v.seq > $4 ORDER BY v.seq LIMIT $5"
+    )
+}
+
 pub const OBJECT_STATE: &str =
     "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
 pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";

@@ -98,7 +98,7 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
             403,
             ErrorBody::new("Forbidden", msg).with_inner("ForbiddenByFirewall"),
         ),
-        Error::PurgeProtected | Error::ManagedByCertificate { .. } => {
+        Error::PurgeProtected | Error::ManagedByCertificate { .. } | Error::HardwareNotAllowed => {
             (403, ErrorBody::new("Forbidden", msg))
         }
         // Store details go to the server log, not to the caller.

@@ -59,7 +59,7 @@ impl TryFrom<KeyCreateParameters> for KeyInput {
     type Error = Error;
 
     fn try_from(p: KeyCreateParameters) -> Result<Self, Error> {
-        let kty = KeyType::parse(
+        let (kty, hsm) = KeyType::parse_protected(
             p.kty
                 .as_deref()
                 .ok_or_else(|| Error::BadParameter("The key type (kty) is required.".into()))?,
@@ -75,6 +75,8 @@ impl TryFrom<KeyCreateParameters> for KeyInput {
                 size: p.key_size,
                 exponent: p.public_exponent,
                 curve,
+                hsm,
+                label: String::new(),
             },
             attributes: KeyAttributesIn::checked(p.attributes, p.release_policy.as_ref())?,
             key_ops: p.key_ops,
@@ -160,7 +162,7 @@ impl<'a> KeyBundle<'a> {
         Self {
             key: JsonWebKey {
                 kid: urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()),
-                kty: p.kty.as_str(),
+                kty: p.kty.as_protected_str(meta.hsm),
                 key_ops: meta.key_ops.clone(),
                 n: b64(&p.n),
                 e: b64(&p.e),
@@ -369,26 +371,23 @@ fn secret_b64(
         .transpose()
 }
 
-/// A parsed import: the key, its operations, tags and attributes.
+/// A parsed import: the key, its operations, tags, attributes and whether it
+/// goes into the HSM (`"Hsm": true` or an `-HSM` kty).
 pub type KeyImport = (
     keyhaven_core::key::PrivateJwk,
     Option<Vec<String>>,
     Option<BTreeMap<String, String>>,
     keyhaven_core::object::AttributesPatch,
+    bool,
 );
 
 impl KeyImportParameters {
     /// Parses and decodes the request.
     pub fn into_import(self) -> Result<KeyImport, Error> {
-        if self.hsm == Some(true) {
-            return Err(Error::BadParameter(
-                "HSM-protected keys need a premium vault.".into(),
-            ));
-        }
         let k = self
             .key
             .ok_or_else(|| Error::BadParameter("The key (key) is required.".into()))?;
-        let kty = KeyType::parse(
+        let (kty, hsm_kty) = KeyType::parse_protected(
             k.kty
                 .as_deref()
                 .ok_or_else(|| Error::BadParameter("The key type (kty) is required.".into()))?,
@@ -413,6 +412,7 @@ impl KeyImportParameters {
             k.key_ops,
             self.tags,
             KeyAttributesIn::checked(self.attributes, self.release_policy.as_ref())?,
+            hsm_kty || self.hsm == Some(true),
         ))
     }
 }

@@ -378,10 +378,10 @@ async fn import_key(
         .authorize(&st, Operation::KeyImport, Some(name.as_str()))
         .await?;
     let params: KeyImportParameters = parse_json(&read_body(body).await?)?;
-    let (jwk, ops, tags, attributes) = params.into_import()?;
+    let (jwk, ops, tags, attributes, hsm) = params.into_import()?;
     let b = st
         .service
-        .import_key(&auth, &ctx.vault, &name, jwk, ops, (tags, attributes))
+        .import_key(&auth, &ctx.vault, &name, jwk, ops, (tags, attributes, hsm))
         .await?;
     Ok(ok(&KeyBundle::new(
         &b.record, &b.meta, &ctx.vault, &ctx.urls,

@@ -86,6 +86,7 @@ impl Harness {
             audit: None,
             events: None,
             audit_fail_closed: false,
+            hsm: None,
             limits: keyhaven_server::throttle::Limits {
                 secrets: 0,
                 keys: 0,

@@ -451,17 +451,18 @@ impl Store for PostgresStore {
         kind: ObjectKind,
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        let c = self.client().await?;
-        let key = name.key();
-        query_rows(
-            &c,
-            &sql::list_versions(),
-            &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
-        )
-        .await?
-        .into_iter()
-        .map(RowData::into_record)
-        .collect()
+        self.every_version(sql::list_versions(), vault_id, kind, name)
+            .await
+    }
+
+    async fn deleted_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        self.every_version(sql::list_deleted_versions(), vault_id, kind, name)
+            .await
     }
 
     async fn delete_object(
@@ -713,5 +714,29 @@ impl Store for PostgresStore {
             .await
             .map_err(err)?;
         Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Every row `query` (a version listing with the paging parameters)
+    /// gives for one object.
+    async fn every_version(
+        &self,
+        query: String,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        let c = self.client().await?;
+        let key = name.key();
+        query_rows(
+            &c,
+            &query,
+            &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
+        )
+        .await?
+        .into_iter()
+        .map(RowData::into_record)
+        .collect()
     }
 }

@@ -685,18 +685,18 @@ impl Store for SqliteStore {
         kind: ObjectKind,
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        let (vault_id, key) = (vault_id.to_owned(), name.key());
-        self.run(move |c| {
-            query_rows(
-                c,
-                &sql::list_versions(),
-                &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
-            )?
-            .into_iter()
-            .map(RowData::into_record)
-            .collect()
-        })
-        .await
+        self.every_version(sql::list_versions(), vault_id, kind, name)
+            .await
+    }
+
+    async fn deleted_versions(
+        &self,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        self.every_version(sql::list_deleted_versions(), vault_id, kind, name)
+            .await
     }
 
     async fn delete_object(
@@ -1008,6 +1008,31 @@ impl SqliteStore {
                 &[&vault_id, &kind.as_str(), &after, &(i64::from(limit) + 1)],
             )?;
             sql::name_page(rows, limit, deleted)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Every row `query` (a version listing with the paging parameters)
+    /// gives for one object.
+    async fn every_version(
+        &self,
+        query: String,
+        vault_id: &str,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        let (vault_id, key) = (vault_id.to_owned(), name.key());
+        self.run(move |c| {
+            query_rows(
+                c,
+                &query,
+                &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
+            )?
+            .into_iter()
+            .map(RowData::into_record)
+            .collect()
         })
         .await
     }

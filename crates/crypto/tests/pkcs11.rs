@@ -1,0 +1,516 @@
+//! The PKCS#11 backend against a real SoftHSM2 token made in a temporary
+//! directory (Debian's `softhsm2`; `.ci/run` and `scripts/test` install it).
+//! Results are checked with OpenSSL through the software backend's public-key
+//! operations; the token itself is inspected through cryptoki.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use keyhaven_core::key::{
+    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PublicKey, SealedPrivate, SignAlgorithm,
+};
+use keyhaven_core::{Error, Sensitive};
+use keyhaven_crypto::pkcs11::{init_backup_key, HsmConfig, KeyRouter, Pkcs11Keys};
+use keyhaven_crypto::SoftwareKeys;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "1234-user";
+const SO_PIN: &str = "5678-so";
+
+/// A SoftHSM2 token directory with the given token labels, each with its own
+/// backup wrapping key. Sets SOFTHSM2_CONF for this test process.
+fn tokens(labels: &[&str]) -> PathBuf {
+    assert!(
+        Path::new(MODULE).exists(),
+        "SoftHSM2 is not installed ({MODULE} missing): apt-get install softhsm2"
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "keyhaven-p11-{}-{}",
+        std::process::id(),
+        labels.join("-")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .unwrap();
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    // Tokens first: the module reads the token directory once per process.
+    for label in labels {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", SO_PIN, "--pin", PIN])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    for label in labels {
+        assert!(init_backup_key(Path::new(MODULE), label, &Sensitive::new(SO_PIN.into())).unwrap());
+        assert!(
+            !init_backup_key(Path::new(MODULE), label, &Sensitive::new(SO_PIN.into())).unwrap(),
+            "a second init is a no-op"
+        );
+    }
+    dir
+}
+
+fn open(label: &str) -> Pkcs11Keys {
+    Pkcs11Keys::open(&HsmConfig {
+        module: MODULE.into(),
+        token_label: label.into(),
+        pin: Sensitive::new(PIN.into()),
+    })
+    .unwrap()
+}
+
+fn spec(kty: KeyType, size: Option<u32>, curve: Option<Curve>) -> KeySpec {
+    KeySpec {
+        kty,
+        size,
+        exponent: None,
+        curve,
+        hsm: true,
+        label: "vault1/key1".into(),
+    }
+}
+
+/// Runs `f` with a SealedPrivate over `reference` (as the service would).
+fn with<T>(
+    id: &[u8],
+    reference: &Sensitive<Vec<u8>>,
+    f: impl FnOnce(&SealedPrivate<'_>) -> T,
+) -> T {
+    let bytes = reference.expose().clone();
+    let open = move || Ok(Sensitive::new(bytes.clone()));
+    f(&SealedPrivate {
+        id,
+        open: &open,
+        hsm: true,
+    })
+}
+
+fn digest(alg: SignAlgorithm) -> Vec<u8> {
+    vec![0x5a; alg.digest_len()]
+}
+
+#[test]
+fn signatures_of_every_algorithm_verify_with_openssl() {
+    let _dir = tokens(&["sig"]);
+    let hsm = open("sig");
+    let software = SoftwareKeys::new();
+    let cases: &[(KeySpec, &[SignAlgorithm])] = &[
+        (
+            spec(KeyType::Rsa, Some(2048), None),
+            &[
+                SignAlgorithm::Rs(256),
+                SignAlgorithm::Rs(384),
+                SignAlgorithm::Rs(512),
+                SignAlgorithm::Ps(256),
+                SignAlgorithm::Ps(384),
+                SignAlgorithm::Ps(512),
+            ],
+        ),
+        (
+            spec(KeyType::Rsa, Some(3072), None),
+            &[SignAlgorithm::Rs(256)],
+        ),
+        (
+            spec(KeyType::Ec, None, Some(Curve::P256)),
+            &[SignAlgorithm::Es(256)],
+        ),
+        (
+            spec(KeyType::Ec, None, Some(Curve::P384)),
+            &[SignAlgorithm::Es(384)],
+        ),
+        (
+            spec(KeyType::Ec, None, Some(Curve::P521)),
+            &[SignAlgorithm::Es(512)],
+        ),
+        (
+            spec(KeyType::Ec, None, Some(Curve::P256K)),
+            &[SignAlgorithm::Es256K],
+        ),
+    ];
+    for (i, (s, algs)) in cases.iter().enumerate() {
+        let (reference, public) = hsm.generate(s).unwrap();
+        if let Some(n) = &public.n {
+            assert_eq!(n.len() * 8, s.size.unwrap() as usize);
+        }
+        for alg in *algs {
+            let d = digest(*alg);
+            let sig = with(format!("k{i}").as_bytes(), &reference, |k| {
+                hsm.sign(k, *alg, &d)
+            })
+            .unwrap();
+            assert!(software.verify(&public, *alg, &d, &sig).unwrap(), "{alg:?}");
+            let mut other = d.clone();
+            other[0] ^= 1;
+            assert!(!software.verify(&public, *alg, &other, &sig).unwrap());
+        }
+    }
+}
+
+#[test]
+fn decryption_round_trips_and_rsa1_5_never_reports_bad_padding() {
+    let _dir = tokens(&["dec"]);
+    let hsm = open("dec");
+    let software = SoftwareKeys::new();
+    let (reference, public) = hsm.generate(&spec(KeyType::Rsa, Some(2048), None)).unwrap();
+    for alg in [
+        CipherAlgorithm::Rsa15,
+        CipherAlgorithm::RsaOaep,
+        CipherAlgorithm::RsaOaep256,
+    ] {
+        let ct = software
+            .encrypt(&public, alg, b"a 32-byte content encryption key")
+            .unwrap();
+        let pt = with(b"d", &reference, |k| hsm.decrypt(k, alg, &ct)).unwrap();
+        assert_eq!(
+            pt.expose().as_slice(),
+            b"a 32-byte content encryption key",
+            "{alg:?}"
+        );
+    }
+    let garbage = vec![0x42u8; 256];
+    let a = with(b"d", &reference, |k| {
+        hsm.decrypt(k, CipherAlgorithm::Rsa15, &garbage)
+    })
+    .unwrap();
+    let b = with(b"d", &reference, |k| {
+        hsm.decrypt(k, CipherAlgorithm::Rsa15, &garbage)
+    })
+    .unwrap();
+    assert_eq!(a.expose().len(), 32);
+    assert_eq!(
+        a.expose(),
+        b.expose(),
+        "implicit rejection is deterministic"
+    );
+    assert!(matches!(
+        with(b"d", &reference, |k| hsm.decrypt(
+            k,
+            CipherAlgorithm::RsaOaep,
+            &garbage
+        )),
+        Err(Error::BadParameter(_))
+    ));
+}
+
+#[test]
+fn imported_keys_sign_like_the_original() {
+    let _dir = tokens(&["imp"]);
+    let hsm = open("imp");
+    let software = SoftwareKeys::new();
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let jwk = keyhaven_core::key::PrivateJwk {
+        kty: KeyType::Rsa,
+        n: Some(rsa.n().to_vec()),
+        e: Some(rsa.e().to_vec()),
+        d: Some(Sensitive::new(rsa.d().to_vec())),
+        p: Some(Sensitive::new(rsa.p().unwrap().to_vec())),
+        q: Some(Sensitive::new(rsa.q().unwrap().to_vec())),
+        dp: Some(Sensitive::new(rsa.dmp1().unwrap().to_vec())),
+        dq: Some(Sensitive::new(rsa.dmq1().unwrap().to_vec())),
+        qi: Some(Sensitive::new(rsa.iqmp().unwrap().to_vec())),
+        crv: None,
+        x: None,
+        y: None,
+    };
+    let (reference, public) = hsm.import(&jwk, "v/imported").unwrap();
+    assert_eq!(public.n.as_deref(), Some(rsa.n().to_vec().as_slice()));
+    let d = vec![1u8; 32];
+    let sig = with(b"i", &reference, |k| {
+        hsm.sign(k, SignAlgorithm::Rs(256), &d)
+    })
+    .unwrap();
+    assert!(software
+        .verify(&public, SignAlgorithm::Rs(256), &d, &sig)
+        .unwrap());
+}
+
+#[test]
+fn backups_restore_into_the_same_token_only() {
+    let _dir = tokens(&["home", "away"]);
+    let home = open("home");
+    let away = open("away");
+    let software = SoftwareKeys::new();
+    for (i, s) in [
+        spec(KeyType::Rsa, Some(2048), None),
+        spec(KeyType::Ec, None, Some(Curve::P384)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Identities name one sealed material each, as the service's do.
+        let (id, restored_id) = (format!("b{i}"), format!("r{i}"));
+        let (reference, public) = home.generate(&s).unwrap();
+        let wrapped = with(id.as_bytes(), &reference, |k| home.export(k)).unwrap();
+        // The wrapped key holds no plaintext PKCS#8 (no DER SEQUENCE header).
+        assert_ne!(wrapped.get(..2), Some(&[0x30u8, 0x82][..]));
+        let restored = home
+            .import_backup(&wrapped, &public, "vault1/key1")
+            .unwrap();
+        assert_ne!(restored.expose(), reference.expose(), "a new token object");
+        let alg = if s.kty == KeyType::Rsa {
+            SignAlgorithm::Rs(256)
+        } else {
+            SignAlgorithm::Es(384)
+        };
+        let d = digest(alg);
+        let sig = with(restored_id.as_bytes(), &restored, |k| home.sign(k, alg, &d)).unwrap();
+        assert!(software.verify(&public, alg, &d, &sig).unwrap());
+        match away.import_backup(&wrapped, &public, "vault1/key1") {
+            Err(Error::BadParameter(m)) => assert!(m.contains("only the HSM"), "{m}"),
+            other => panic!("another token restored it: {:?}", other.map(|_| ())),
+        }
+        // A backup under the right wrapping key but for another public key is refused.
+        let (_, stranger) = home.generate(&s).unwrap();
+        assert!(home.import_backup(&wrapped, &stranger, "x").is_err());
+    }
+}
+
+#[test]
+fn destroyed_keys_are_gone_from_the_token() {
+    let _dir = tokens(&["gone"]);
+    let hsm = open("gone");
+    let (reference, _) = hsm
+        .generate(&spec(KeyType::Ec, None, Some(Curve::P256)))
+        .unwrap();
+    let d = vec![3u8; 32];
+    with(b"g", &reference, |k| {
+        hsm.sign(k, SignAlgorithm::Es(256), &d)
+    })
+    .unwrap();
+    hsm.destroy(reference.expose()).unwrap();
+    assert!(matches!(
+        with(b"g", &reference, |k| hsm.sign(
+            k,
+            SignAlgorithm::Es(256),
+            &d
+        )),
+        Err(Error::Unavailable(_))
+    ));
+    hsm.destroy(reference.expose()).unwrap();
+}
+
+#[test]
+fn a_lost_login_is_recovered_and_concurrent_use_is_safe() {
+    let _dir = tokens(&["pool"]);
+    let hsm = Arc::new(open("pool"));
+    let software = Arc::new(SoftwareKeys::new());
+    let (reference, public) = hsm.generate(&spec(KeyType::Rsa, Some(2048), None)).unwrap();
+    let d = vec![9u8; 32];
+    with(b"p", &reference, |k| {
+        hsm.sign(k, SignAlgorithm::Rs(256), &d)
+    })
+    .unwrap();
+    hsm.drop_login();
+    let sig = with(b"p", &reference, |k| {
+        hsm.sign(k, SignAlgorithm::Rs(256), &d)
+    })
+    .unwrap();
+    assert!(software
+        .verify(&public, SignAlgorithm::Rs(256), &d, &sig)
+        .unwrap());
+
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let (hsm, software, reference, public) = (
+                hsm.clone(),
+                software.clone(),
+                Sensitive::new(reference.expose().clone()),
+                public.clone(),
+            );
+            std::thread::spawn(move || {
+                for i in 0..25u8 {
+                    let d = vec![t ^ i; 32];
+                    let sig = with(b"p", &reference, |k| {
+                        hsm.sign(k, SignAlgorithm::Ps(256), &d)
+                    })
+                    .unwrap();
+                    assert!(software
+                        .verify(&public, SignAlgorithm::Ps(256), &d, &sig)
+                        .unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(hsm.idle_sessions() >= 1 && hsm.idle_sessions() <= 16);
+}
+
+#[test]
+fn private_keys_are_sensitive_and_wrap_only_under_the_trusted_key() {
+    let _dir = tokens(&["inspect"]);
+    let hsm = open("inspect");
+    let (_, public) = hsm.generate(&spec(KeyType::Rsa, Some(2048), None)).unwrap();
+    let public: PublicKey = public;
+    drop(hsm);
+
+    // Look at the token as any other PKCS#11 application with the user PIN would.
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == "inspect")
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    match session.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let keys = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"vault1/key1".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(keys.len(), 1, "one private key object, labelled vault/key");
+    let key = keys[0];
+    let attrs = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::WrapWithTrusted,
+                AttributeType::AlwaysSensitive,
+                AttributeType::Token,
+                AttributeType::Modulus,
+            ],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+    assert!(
+        attrs.contains(&Attribute::AlwaysSensitive(true)),
+        "{attrs:?}"
+    );
+    assert!(
+        attrs.contains(&Attribute::WrapWithTrusted(true)),
+        "{attrs:?}"
+    );
+    assert!(attrs.contains(&Attribute::Token(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Modulus(public.n.clone().unwrap())));
+    // The private components cannot be read...
+    for t in [
+        AttributeType::PrivateExponent,
+        AttributeType::Prime1,
+        AttributeType::Prime2,
+    ] {
+        assert!(
+            session.get_attributes(key, &[t]).unwrap().is_empty(),
+            "{t:?} readable"
+        );
+    }
+    // ...nor wrapped out under a key the user makes...
+    let mine = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Wrap(true),
+                Attribute::ValueLen(32.into()),
+            ],
+        )
+        .unwrap();
+    match session.wrap_key(&Mechanism::AesKeyWrapPad, mine, key) {
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::KeyNotWrappable, _)) => {}
+        other => panic!(
+            "wrapped under an untrusted key: {:?}",
+            other.map(|v| v.len())
+        ),
+    }
+    // ...and the user cannot mark a key of their own trusted.
+    assert!(session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Wrap(true),
+                Attribute::Trusted(true),
+                Attribute::ValueLen(32.into()),
+            ],
+        )
+        .is_err());
+    // The one trusted key is the backup wrapping key, and it never leaves.
+    let wrap = session
+        .find_objects(&[Attribute::Label(
+            keyhaven_crypto::pkcs11::WRAP_LABEL.as_bytes().to_vec(),
+        )])
+        .unwrap();
+    assert_eq!(wrap.len(), 1);
+    let w = session
+        .get_attributes(
+            wrap[0],
+            &[
+                AttributeType::Trusted,
+                AttributeType::Extractable,
+                AttributeType::Sensitive,
+            ],
+        )
+        .unwrap();
+    assert!(w.contains(&Attribute::Trusted(true)) && w.contains(&Attribute::Extractable(false)));
+}
+
+#[test]
+fn the_router_sends_hsm_keys_to_the_token_and_others_to_software() {
+    let _dir = tokens(&["route"]);
+    let router = KeyRouter::new(Arc::new(SoftwareKeys::new()), Some(Arc::new(open("route"))));
+    assert!(router.hardware());
+    let mut s = spec(KeyType::Ec, None, Some(Curve::P256));
+    let (hsm_ref, hsm_pub) = router.generate(&s).unwrap();
+    assert!(hsm_ref.expose().starts_with(b"keyhaven-pkcs11-v1:"));
+    s.hsm = false;
+    let (sw, sw_pub) = router.generate(&s).unwrap();
+    assert!(!sw.expose().starts_with(b"keyhaven-pkcs11-v1:"));
+    let d = vec![4u8; 32];
+    let sig = with(b"h", &hsm_ref, |k| {
+        router.sign(k, SignAlgorithm::Es(256), &d)
+    })
+    .unwrap();
+    assert!(router
+        .verify(&hsm_pub, SignAlgorithm::Es(256), &d, &sig)
+        .unwrap());
+    let bytes = sw.expose().clone();
+    let open_sw = move || Ok(Sensitive::new(bytes.clone()));
+    let sig = router
+        .sign(
+            &SealedPrivate {
+                id: b"s",
+                open: &open_sw,
+                hsm: false,
+            },
+            SignAlgorithm::Es(256),
+            &d,
+        )
+        .unwrap();
+    assert!(router
+        .verify(&sw_pub, SignAlgorithm::Es(256), &d, &sig)
+        .unwrap());
+    let none = KeyRouter::new(Arc::new(SoftwareKeys::new()), None);
+    assert!(!none.hardware());
+    assert!(none.generate(&spec(KeyType::Ec, None, None)).is_err());
+}
