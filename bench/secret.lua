@@ -15,38 +15,14 @@
 --
 -- done() prints one machine-readable line starting with "BENCH_RESULT".
 
-local function read_file(path)
-   local f = assert(io.open(path, "rb"), "cannot open " .. path)
-   local s = f:read("*a")
-   f:close()
-   return s
-end
-
--- wrk calls wrk.resolve(host, service) after loading this script; replacing
--- it lets us connect to a fixed address while keeping the URL's hostname.
-local connect_host = os.getenv("BENCH_CONNECT_HOST")
-if connect_host and connect_host ~= "" then
-   wrk.resolve = function(host, service)
-      local addrs = wrk.lookup(connect_host, service)
-      for i = #addrs, 1, -1 do
-         if not wrk.connect(addrs[i]) then
-            table.remove(addrs, i)
-         end
-      end
-      wrk.addrs = addrs
-   end
-end
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
+local read_file = common.read_file
+common.connect_to_fixed_host()
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 
-local headers_file = os.getenv("BENCH_HEADERS_FILE")
-if headers_file and headers_file ~= "" then
-   for line in read_file(headers_file):gmatch("[^\r\n]+") do
-      local name, value = line:match("^([^:]+):%s*(.*)$")
-      if name then
-         wrk.headers[name] = value
-      end
-   end
+for name, value in pairs(common.headers()) do
+   wrk.headers[name] = value
 end
 
 local body_file = os.getenv("BENCH_BODY_FILE")
