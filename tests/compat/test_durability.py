@@ -7,9 +7,12 @@ serving, a scheduled job runs once)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,6 +22,7 @@ import requests
 
 from khcompat import (
     HTTP_TIMEOUT,
+    KEYHAVEN_BIN,
     KeyhavenServer,
     arm,
     assign_role,
@@ -241,3 +245,135 @@ def test_a_scheduled_job_runs_once_across_two_nodes(tmp_path, monkeypatch):
         finally:
             receiver.close()
             b.stop()
+
+
+# ---------------------------------------------------------------------------
+# Master key rotation, online.
+
+def master_key_ids(node: KeyhavenServer) -> list:
+    lines = [ln.split() for ln in (node.data_dir / "master.key").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    return [0] if len(lines) == 1 and len(lines[0]) == 1 else [int(ln[0]) for ln in lines]
+
+
+def wrapped_key_ids(node: KeyhavenServer) -> set:
+    """Which master key wraps each vault's data key, read from the store."""
+    if node.store_kind == "sqlite":
+        db = sqlite3.connect(f"file:{node.data_dir / 'keyhaven.db'}?mode=ro", uri=True)
+        try:
+            rows = [bytes(r[0]) for r in db.execute("SELECT wrapped_key FROM vaults")]
+        finally:
+            db.close()
+    else:
+        out = node.pg._psql("SELECT encode(wrapped_key, 'hex') FROM vaults", db=node.pg.name)
+        rows = [bytes.fromhex(x) for x in out.split()]
+    ids = set()
+    for w in rows:
+        if not w:
+            continue
+        ids.add(0 if w[0] == 1 else int.from_bytes(w[1:5], "big"))
+    return ids
+
+
+def rotate_master_key(node: KeyhavenServer) -> dict:
+    out = subprocess.run([KEYHAVEN_BIN, "rotate-master-key", "--data-dir", str(node.data_dir)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_master_key_rotation_under_load_loses_nothing(store_kind, tmp_path, monkeypatch):
+    with running_server(KeyhavenServer, store_kind, tmp_path / "srv") as s:
+        trust_server_ca(monkeypatch, s)
+        token = vault_token(s, s.client_id, s.client_secret)
+        auth = {"Authorization": f"Bearer {token}"}
+        # Sealed under the first key: a value and a backup blob of it.
+        r = requests.put(f"{s.vault_url}/secrets/before?api-version=7.5", json={"value": "v0"}, headers=auth,
+                         verify=s.ca_cert, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200
+        blob = requests.post(f"{s.vault_url}/secrets/before/backup?api-version=7.5", headers=auth,
+                             verify=s.ca_cert, timeout=HTTP_TIMEOUT).json()["value"]
+        assert wrapped_key_ids(s) == {0} and master_key_ids(s) == [0]
+
+        stop = threading.Event()
+        writers = [Writer(s.vault_url, token, s.ca_cert, f"mk-{w}", stop) for w in range(WRITERS)]
+        for w in writers:
+            w.start()
+        time.sleep(0.5)
+        first = rotate_master_key(s)
+        time.sleep(0.3)
+        second = rotate_master_key(s)
+        time.sleep(0.3)
+        stop.set()
+        for w in writers:
+            w.join(timeout=30)
+        assert all(w.is_alive() is False for w in writers)
+        acked = [(w.name, v, val) for w in writers for v, val in w.acked]
+        writes_during = sum(len(w.acked) for w in writers)
+        assert writes_during >= 20, f"too few writes under load to prove anything: {writes_during}"
+        assert first["keyId"] == 1 and first["vaultKeysRewrapped"] >= 1 and first["signingKeysRewrapped"]
+        assert second["keyId"] == 2 and second["vaults"] == first["vaults"]
+        assert master_key_ids(s) == [0, 1, 2], "old keys stay so older backups still restore"
+        assert wrapped_key_ids(s) == {2}, "every vault data key is under the current key"
+
+        def everything_readable():
+            t = vault_token(s, s.client_id, s.client_secret)
+            for name, version, value in acked:
+                assert read(s.vault_url, t, s.ca_cert, name, version) == (200, value), (name, version)
+            return t
+
+        everything_readable()
+        # Cold caches: a restarted server unwraps every data key with key 2.
+        s.stop()
+        s.start()
+        t = everything_readable()
+        h = {"Authorization": f"Bearer {t}"}
+        # A backup sealed under key 0 still restores.
+        for path, method in (("secrets/before", "DELETE"), ("deletedsecrets/before", "DELETE")):
+            deadline = time.monotonic() + 10
+            while True:
+                r = requests.request(method, f"{s.vault_url}/{path}?api-version=7.5", headers=h, verify=s.ca_cert,
+                                     timeout=HTTP_TIMEOUT)
+                if r.status_code in (200, 204) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert r.status_code in (200, 204), r.text
+        r = requests.post(f"{s.vault_url}/secrets/restore?api-version=7.5", json={"value": blob}, headers=h,
+                          verify=s.ca_cert, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+        assert read(s.vault_url, t, s.ca_cert, "before", "") == (200, "v0")
+        # A new vault made after rotation is wrapped under the current key too.
+        assert wrapped_key_ids(s) == {2}
+
+
+def test_master_key_rotation_reaches_the_other_node(two_nodes):
+    """Two nodes share the database and (copied) keyring file. The operator
+    gives every node the new key first — `keyhaven rotate-master-key` on A
+    writes it, the file is copied to B — and B, meeting data wrapped under
+    a key it has not used yet, re-reads its file."""
+    a, b = two_nodes
+    token = vault_token(a, a.client_id, a.client_secret)
+    auth = {"Authorization": f"Bearer {token}"}
+    r = requests.put(f"{a.vault_url}/secrets/shared?api-version=7.5", json={"value": "one"}, headers=auth,
+                     verify=a.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200
+    assert rotate_master_key(a)["keyId"] == 1
+    shutil.copy2(a.data_dir / "master.key", b.data_dir / "master.key")
+    # A vault made on A now is wrapped under key 1; B, still running with the
+    # keyring it started with, meets key 1 and re-reads its file.
+    name = unique("mk")[:24]
+    path = (f"/subscriptions/{a.subscription_id}/resourceGroups/{a.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{name}")
+    body = {"location": "local", "properties": {"tenantId": a.tenant_id, "sku": {"family": "A", "name": "standard"},
+                                                "enableRbacAuthorization": True}}
+    r = arm(a, "PUT", path, management_token(a), body, api_version="2023-07-01")
+    assert r.status_code in (200, 201), r.text
+    assert wrapped_key_ids(a) == {1}
+    fresh_b = b.vault_url_for(name).rstrip("/")
+    tb = vault_token(b, a.client_id, a.client_secret)
+    hb = {"Authorization": f"Bearer {tb}"}
+    r = requests.put(f"{fresh_b}/secrets/new?api-version=7.5", json={"value": "under key 1"}, headers=hb,
+                     verify=b.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert read(a.vault_url_for(name).rstrip("/"), token, a.ca_cert, "new", "")[1] == "under key 1"
+    assert read(b.vault_url, tb, b.ca_cert, "shared", "")[1] == "one"

@@ -411,6 +411,17 @@ pub fn rotate_signing_key(t: &Target) -> Result<Value> {
     c.call("POST", &url, &tok, None)
 }
 
+/// `keyhaven rotate-master-key`.
+pub fn rotate_master_key(t: &Target) -> Result<Value> {
+    let c = t.connect()?;
+    let tok = c.token(&c.management_url)?;
+    let url = format!(
+        "{}/providers/Keyhaven.Security/rotateMasterKey?api-version={WORKLOAD_API}",
+        c.management_url
+    );
+    c.call("POST", &url, &tok, None)
+}
+
 fn read_secret_line() -> Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;

@@ -71,6 +71,14 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Rotate the master key: a new key (or one added to master.key by hand
+    /// and given to every node) seals from now on, and every vault data key
+    /// and the signing keys are re-wrapped under it while the server serves.
+    /// Older keys stay in master.key so older backups still restore.
+    RotateMasterKey {
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Query a vault's audit records in Keyhaven's log store.
     Logs {
         #[command(flatten)]
@@ -285,6 +293,7 @@ fn main() -> anyhow::Result<()> {
         Command::Identity { target, cmd } => admin::identity(&target, cmd),
         Command::Workload { target, cmd } => admin::workload(&target, cmd),
         Command::RotateSigningKey { target } => admin::rotate_signing_key(&target),
+        Command::RotateMasterKey { target } => admin::rotate_master_key(&target),
         Command::Logs { target, filter } => admin::logs(&target, filter),
     };
     let value = admin_result?;

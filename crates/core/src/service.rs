@@ -29,6 +29,28 @@ pub trait Barrier: Send + Sync {
     fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
     /// Drops any cached plaintext data key of a vault (after a purge).
     fn forget(&self, vault_id: &str);
+    /// Makes a newer master key current — one an operator added to the
+    /// keyring, or a new one — and returns its id. Earlier keys still open.
+    fn rotate_master(&self) -> Result<u32> {
+        Err(Error::Unavailable(
+            "this barrier cannot rotate its master key".into(),
+        ))
+    }
+    /// A vault data key re-wrapped under the current master key; `None` if it
+    /// already is.
+    fn rewrap_data_key(&self, _vault_id: &str, _wrapped: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Root-sealed data re-sealed under the current master key; `None` if it
+    /// already is.
+    fn rewrap_root(&self, _aad: &[u8], _sealed: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Re-reads the master keys from where they are kept, keeping every key
+    /// already known (a node told that another node rotated).
+    fn reload_master(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The data-plane service over the ports.

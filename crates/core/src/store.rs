@@ -93,6 +93,14 @@ pub trait Store: Send + Sync {
     /// Rewrites a vault's settings (sku, retention, purge protection, wrapped
     /// key, properties), found by id; false if absent.
     async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool>;
+    /// Replaces a vault's wrapped data key if it still is `expected` (master
+    /// key rotation); false if it changed meanwhile or the vault is gone.
+    async fn replace_wrapped_key(
+        &self,
+        vault_id: &str,
+        expected: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool>;
     /// Every vault, live or soft-deleted, by name.
     async fn list_vaults(&self) -> StoreResult<Vec<VaultRecord>>;
     /// Removes a vault with all its objects, versions and policies.

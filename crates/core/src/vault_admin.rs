@@ -514,6 +514,44 @@ impl VaultService {
         Ok(())
     }
 
+    /// Re-wraps every vault's data key under the barrier's current master
+    /// key (after `Barrier::rotate_master`), online: each swap is a
+    /// compare-and-set, and passes repeat (at most five) until one finds
+    /// nothing left, so a vault created or changed meanwhile is caught too.
+    /// Returns `(rewrapped, vaults seen)`.
+    pub async fn rewrap_vault_keys(&self) -> crate::error::Result<(u64, u64)> {
+        let mut rewrapped = 0;
+        for _ in 0..5 {
+            // A pass that found nothing to do ends it; anything swapped (or
+            // lost to a concurrent change) is looked at once more.
+            let mut pending = false;
+            let vaults = self.store.list_vaults().await?;
+            let seen = vaults.len() as u64;
+            for v in vaults {
+                if v.wrapped_key.is_empty() {
+                    continue; // shredded: purged a moment ago
+                }
+                let Some(new) = self.barrier.rewrap_data_key(&v.id, &v.wrapped_key)? else {
+                    continue;
+                };
+                pending = true;
+                if self
+                    .store
+                    .replace_wrapped_key(&v.id, &v.wrapped_key, &new)
+                    .await?
+                {
+                    rewrapped += 1;
+                }
+            }
+            if !pending {
+                return Ok((rewrapped, seen));
+            }
+        }
+        Err(crate::error::Error::Unavailable(
+            "vault keys kept changing during master key rotation; run it again".into(),
+        ))
+    }
+
     /// Purges every soft-deleted vault past its retention; run periodically.
     pub async fn purge_expired_vaults(&self) -> crate::error::Result<u64> {
         let now = self.clock.now();

@@ -5,22 +5,28 @@
 //! to open.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use keyhaven_core::{Barrier, Error, Result, Sensitive, VaultRecord};
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use zeroize::Zeroizing;
 
-use crate::master::MasterKey;
+use crate::master::{Keyring, MasterKey};
 
+/// Sealed under a data key, or under master key 0 (before any rotation).
 const FORMAT_V1: u8 = 1;
+/// Sealed under the master key whose id follows (4 bytes, big-endian).
+const FORMAT_V2: u8 = 2;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const DATA_KEY_LEN: usize = 32;
 
-/// Barrier backed by a master key held in process memory.
+/// Barrier backed by master keys held in process memory.
 pub struct SoftwareBarrier {
-    master: MasterKey,
+    ring: RwLock<Arc<Keyring>>,
+    /// Where the keyring lives (`None`: in memory only, as in tests).
+    path: Option<PathBuf>,
     // Unwrapped data keys by vault id; zeroized when dropped.
     data_keys: RwLock<HashMap<String, Sensitive<Vec<u8>>>>,
 }
@@ -32,16 +38,78 @@ impl std::fmt::Debug for SoftwareBarrier {
 }
 
 impl SoftwareBarrier {
-    /// A barrier over `master`.
+    /// A barrier over one master key (id 0), kept in memory only.
     pub fn new(master: MasterKey) -> Self {
+        Self::with_keyring(Keyring::single(master), None)
+    }
+
+    /// A barrier over a keyring, saved to `path` when the master key rotates.
+    pub fn with_keyring(ring: Keyring, path: Option<PathBuf>) -> Self {
         Self {
-            master,
+            ring: RwLock::new(Arc::new(ring)),
+            path,
             data_keys: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn ring(&self) -> Arc<Keyring> {
+        self.ring
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// The id of the master key new seals use.
+    pub fn current_key_id(&self) -> u32 {
+        self.ring().current().map_or(0, |(id, _)| id)
+    }
+
+    /// Which master key sealed `sealed` (`None` if it is not master-sealed data).
+    pub fn key_id_of(sealed: &[u8]) -> Option<u32> {
+        match sealed {
+            [FORMAT_V1, ..] => Some(0),
+            [FORMAT_V2, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+            _ => None,
         }
     }
 
     fn dek_aad(vault_id: &str) -> Vec<u8> {
         format!("keyhaven/v1/dek/{vault_id}").into_bytes()
+    }
+
+    /// Seals under the current master key (format 1 while it is key 0, so an
+    /// unrotated deployment writes what it always wrote).
+    fn seal_master(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let ring = self.ring();
+        let (id, key) = ring.current().ok_or(Error::Integrity)?;
+        let sealed = seal(key.bytes(), aad, plaintext)?;
+        if id == 0 {
+            return Ok(sealed);
+        }
+        let body = sealed.get(1..).ok_or(Error::Integrity)?;
+        let mut out = Vec::with_capacity(sealed.len() + 4);
+        out.push(FORMAT_V2);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// Opens master-sealed data with the key that sealed it; a key this node
+    /// does not know yet sends it back to the keyring file once.
+    fn open_master(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>> {
+        let id = Self::key_id_of(sealed).ok_or(Error::Integrity)?;
+        let v1 = |rest: &[u8]| [&[FORMAT_V1][..], rest].concat();
+        let body = match sealed {
+            [FORMAT_V2, _, _, _, _, rest @ ..] => v1(rest),
+            _ => sealed.to_vec(),
+        };
+        let mut ring = self.ring();
+        if ring.get(id).is_none() {
+            let _ = self.reload_master();
+            ring = self.ring();
+        }
+        let key = ring.get(id).ok_or(Error::Integrity)?;
+        open(key.bytes(), aad, &body)
     }
 
     fn with_data_key<T>(
@@ -54,11 +122,7 @@ impl SoftwareBarrier {
                 return f(k.expose());
             }
         }
-        let key = open(
-            self.master.bytes(),
-            &Self::dek_aad(&vault.id),
-            &vault.wrapped_key,
-        )?;
+        let key = self.open_master(&Self::dek_aad(&vault.id), &vault.wrapped_key)?;
         if key.expose().len() != DATA_KEY_LEN {
             return Err(Error::Integrity);
         }
@@ -68,13 +132,21 @@ impl SoftwareBarrier {
         }
         out
     }
+
+    fn rewrap(&self, aad: &[u8], sealed: &[u8]) -> Result<Option<Vec<u8>>> {
+        if Self::key_id_of(sealed) == Some(self.current_key_id()) {
+            return Ok(None);
+        }
+        let plain = self.open_master(aad, sealed)?;
+        self.seal_master(aad, plain.expose()).map(Some)
+    }
 }
 
 impl Barrier for SoftwareBarrier {
     fn new_data_key(&self, vault_id: &str) -> Result<Vec<u8>> {
         let mut key = Zeroizing::new(vec![0u8; DATA_KEY_LEN]);
         openssl::rand::rand_bytes(&mut key).map_err(|_| Error::Integrity)?;
-        seal(self.master.bytes(), &Self::dek_aad(vault_id), &key)
+        self.seal_master(&Self::dek_aad(vault_id), &key)
     }
 
     fn seal(&self, vault: &VaultRecord, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
@@ -86,16 +158,72 @@ impl Barrier for SoftwareBarrier {
     }
 
     fn seal_root(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        seal(self.master.bytes(), &root_aad(aad), plaintext)
+        self.seal_master(&root_aad(aad), plaintext)
     }
 
     fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>> {
-        open(self.master.bytes(), &root_aad(aad), sealed)
+        self.open_master(&root_aad(aad), sealed)
     }
 
     fn forget(&self, vault_id: &str) {
         if let Ok(mut cache) = self.data_keys.write() {
             cache.remove(vault_id);
+        }
+    }
+
+    fn rotate_master(&self) -> Result<u32> {
+        let unavailable =
+            |e: crate::master::MasterKeyError| Error::Unavailable(format!("master keyring: {e}"));
+        let mut guard = self
+            .ring
+            .write()
+            .map_err(|_| Error::Unavailable("master keyring lock poisoned".into()))?;
+        let in_use = guard.current().map_or(0, |(id, _)| id);
+        // A key an operator added to the file (and gave every node) first.
+        if let Some(path) = &self.path {
+            let on_disk = Keyring::load(path).map_err(unavailable)?;
+            let disk_id = on_disk.current().map_or(0, |(id, _)| id);
+            if disk_id > in_use && on_disk.covers(&guard) {
+                *guard = Arc::new(on_disk);
+                return Ok(disk_id);
+            }
+        }
+        let next = guard.with_new_key().map_err(unavailable)?;
+        if let Some(path) = &self.path {
+            next.save(path).map_err(unavailable)?;
+        }
+        let id = next.current().map_or(0, |(id, _)| id);
+        *guard = Arc::new(next);
+        Ok(id)
+    }
+
+    fn rewrap_data_key(&self, vault_id: &str, wrapped: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.rewrap(&Self::dek_aad(vault_id), wrapped)
+    }
+
+    fn rewrap_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.rewrap(&root_aad(aad), sealed)
+    }
+
+    fn reload_master(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let on_disk =
+            Keyring::load(path).map_err(|e| Error::Unavailable(format!("master keyring: {e}")))?;
+        let mut guard = self
+            .ring
+            .write()
+            .map_err(|_| Error::Unavailable("master keyring lock poisoned".into()))?;
+        // Never forget a key this process knows: adopt the file only if it
+        // holds all of them.
+        if on_disk.covers(&guard) {
+            *guard = Arc::new(on_disk);
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "the master keyring file lacks keys this node holds; not reloaded".into(),
+            ))
         }
     }
 }
@@ -198,5 +326,66 @@ mod tests {
         assert_eq!(a.open_root(b"backup", &ct).unwrap().expose(), b"blob");
         assert!(b.open_root(b"backup", &ct).is_err());
         assert!(a.open_root(b"other", &ct).is_err());
+    }
+
+    #[test]
+    fn rotation_rewraps_under_a_new_key_and_old_seals_still_open() {
+        let dir = std::env::temp_dir().join(format!("kh-ring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        let ring = Keyring::load_or_create(&path).unwrap();
+        let b = SoftwareBarrier::with_keyring(ring, Some(path.clone()));
+        let v = vault(&b, "v1");
+        let payload = b.seal(&v, b"p", b"value").unwrap();
+        let old_backup = b.seal_root(b"backup", b"blob").unwrap();
+        assert_eq!(SoftwareBarrier::key_id_of(&v.wrapped_key), Some(0));
+        let lagging =
+            SoftwareBarrier::with_keyring(Keyring::load(&path).unwrap(), Some(path.clone()));
+
+        assert_eq!(b.rotate_master().unwrap(), 1);
+        let rewrapped = b.rewrap_data_key("v1", &v.wrapped_key).unwrap().unwrap();
+        assert_eq!(SoftwareBarrier::key_id_of(&rewrapped), Some(1));
+        assert!(
+            b.rewrap_data_key("v1", &rewrapped).unwrap().is_none(),
+            "already current"
+        );
+        assert!(
+            b.rewrap_data_key("v2", &v.wrapped_key).is_err(),
+            "bound to its vault"
+        );
+
+        // A cold node (a fresh barrier over the saved keyring) opens both.
+        let cold = SoftwareBarrier::with_keyring(Keyring::load(&path).unwrap(), Some(path.clone()));
+        let moved = VaultRecord {
+            wrapped_key: rewrapped,
+            ..v.clone()
+        };
+        assert_eq!(
+            cold.open(&moved, b"p", &payload).unwrap().expose(),
+            b"value"
+        );
+        assert_eq!(
+            cold.open_root(b"backup", &old_backup).unwrap().expose(),
+            b"blob"
+        );
+        let new_root = cold.seal_root(b"backup", b"blob2").unwrap();
+        assert_eq!(SoftwareBarrier::key_id_of(&new_root), Some(1));
+
+        // A node that has not used the new key yet picks it up from the file.
+        assert_eq!(
+            lagging.open_root(b"backup", &new_root).unwrap().expose(),
+            b"blob2"
+        );
+        assert_eq!(lagging.current_key_id(), 1);
+        let stale = SoftwareBarrier::with_keyring(
+            Keyring::single(MasterKey::generate().unwrap()),
+            Some(path.clone()),
+        );
+        assert!(
+            stale.open_root(b"backup", &new_root).is_err(),
+            "never adopts a file missing its keys"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -52,19 +52,9 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// Loads the key at `path`, creating it (mode 0600) if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, MasterKeyError> {
-        match fs::read_to_string(path) {
-            Ok(text) => {
-                let mode = fs::metadata(path)
-                    .map_err(MasterKeyError::Io)?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(MasterKeyError::InsecurePermissions(mode & 0o777));
-                }
-                let text = Sensitive::new(text);
-                Self::from_hex(text.expose().trim())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match read_private(path) {
+            Ok(text) => Self::from_hex(text.expose().trim()),
+            Err(MasterKeyError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate()?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)
@@ -79,7 +69,7 @@ impl MasterKey {
                 f.sync_all().map_err(MasterKeyError::Io)?;
                 Ok(key)
             }
-            Err(e) => Err(MasterKeyError::Io(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -105,6 +95,152 @@ impl MasterKey {
     pub(crate) fn bytes(&self) -> &[u8] {
         self.0.expose()
     }
+}
+
+/// Every master key a deployment has had that may still have sealed
+/// something, by id; new seals use the highest id (the current key).
+///
+/// The file is one line of hex (the original single key, id 0) or, once the
+/// master key was rotated, one `<id> <hex>` line per key. Old keys stay so
+/// that backups taken before a rotation still restore.
+pub struct Keyring {
+    keys: std::collections::BTreeMap<u32, MasterKey>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// A keyring of one key (id 0).
+    pub fn single(key: MasterKey) -> Self {
+        Self {
+            keys: [(0, key)].into_iter().collect(),
+        }
+    }
+
+    /// Loads the keyring at `path`, creating a one-key file (mode 0600) if
+    /// there is none.
+    pub fn load_or_create(path: &Path) -> Result<Self, MasterKeyError> {
+        match Self::load(path) {
+            Err(MasterKeyError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                MasterKey::load_or_create(path).map(Self::single)
+            }
+            other => other,
+        }
+    }
+
+    /// Loads the keyring at `path` (refused if others can read it).
+    pub fn load(path: &Path) -> Result<Self, MasterKeyError> {
+        let text = read_private(path)?;
+        let lines: Vec<&str> = text
+            .expose()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let mut keys = std::collections::BTreeMap::new();
+        match lines.as_slice() {
+            [only] if !only.contains(' ') => {
+                keys.insert(0, MasterKey::from_hex(only)?);
+            }
+            _ => {
+                for line in lines {
+                    let (id, hex) = line.split_once(' ').ok_or(MasterKeyError::Malformed)?;
+                    let id: u32 = id.parse().map_err(|_| MasterKeyError::Malformed)?;
+                    if keys.insert(id, MasterKey::from_hex(hex.trim())?).is_some() {
+                        return Err(MasterKeyError::Malformed);
+                    }
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(MasterKeyError::Malformed);
+        }
+        Ok(Self { keys })
+    }
+
+    /// Writes the keyring to `path` atomically (a 0600 temporary file,
+    /// fsynced, renamed over the old one, directory fsynced).
+    pub fn save(&self, path: &Path) -> Result<(), MasterKeyError> {
+        let mut text = zeroize::Zeroizing::new(String::from(
+            "# Keyhaven master keys: <id> <hex>; the highest id seals, all open.\n",
+        ));
+        for (id, key) in &self.keys {
+            let hex = zeroize::Zeroizing::new(to_hex(key.bytes()));
+            text.push_str(&format!("{id} "));
+            text.push_str(&hex);
+            text.push('\n');
+        }
+        let tmp = path.with_extension("key.new");
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(MasterKeyError::Io)?;
+        f.write_all(text.as_bytes()).map_err(MasterKeyError::Io)?;
+        f.sync_all().map_err(MasterKeyError::Io)?;
+        fs::rename(&tmp, path).map_err(MasterKeyError::Io)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(MasterKeyError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// The current key and its id (a keyring is never empty).
+    pub fn current(&self) -> Option<(u32, &MasterKey)> {
+        self.keys.iter().next_back().map(|(id, k)| (*id, k))
+    }
+
+    /// The key with this id.
+    pub fn get(&self, id: u32) -> Option<&MasterKey> {
+        self.keys.get(&id)
+    }
+
+    /// Whether this keyring holds every key `other` holds (and the same ones).
+    pub fn covers(&self, other: &Keyring) -> bool {
+        other.keys.iter().all(|(id, k)| {
+            self.keys
+                .get(id)
+                .is_some_and(|mine| mine.bytes() == k.bytes())
+        })
+    }
+
+    /// This keyring plus a fresh key, which becomes the current one.
+    pub fn with_new_key(&self) -> Result<Self, MasterKeyError> {
+        let mut keys: std::collections::BTreeMap<u32, MasterKey> = self
+            .keys
+            .iter()
+            .map(|(id, k)| (*id, MasterKey(Sensitive::new(k.bytes().to_vec()))))
+            .collect();
+        let next = self
+            .current()
+            .map_or(Some(0), |(id, _)| id.checked_add(1))
+            .ok_or(MasterKeyError::Malformed)?;
+        keys.insert(next, MasterKey::generate()?);
+        Ok(Self { keys })
+    }
+}
+
+/// The file's text, refused if group or others can read it.
+fn read_private(path: &Path) -> Result<Sensitive<String>, MasterKeyError> {
+    let text = Sensitive::new(fs::read_to_string(path).map_err(MasterKeyError::Io)?);
+    let mode = fs::metadata(path)
+        .map_err(MasterKeyError::Io)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(MasterKeyError::InsecurePermissions(mode & 0o777));
+    }
+    Ok(text)
 }
 
 fn to_hex(bytes: &[u8]) -> String {

@@ -11,7 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use keyhaven_core::{Barrier, Clock};
-use keyhaven_crypto::{MasterKey, SoftwareBarrier};
+use keyhaven_crypto::master::Keyring;
+use keyhaven_crypto::SoftwareBarrier;
 use keyhaven_identity::TokenService;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -98,8 +99,10 @@ pub struct Prepared {
 pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
     let dir = &config.data_dir;
     create_private_dir(dir)?;
-    let master = MasterKey::load_or_create(&dir.join("master.key"))?;
-    let barrier: Arc<dyn Barrier> = Arc::new(SoftwareBarrier::new(master));
+    let keyring_path = dir.join("master.key");
+    let keyring = Keyring::load_or_create(&keyring_path)?;
+    let barrier: Arc<dyn Barrier> =
+        Arc::new(SoftwareBarrier::with_keyring(keyring, Some(keyring_path)));
     let store = keyhaven_store::open(config.store.as_deref(), &dir.join("keyhaven.db")).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let boot = bootstrap::ensure(&store, &barrier, &clock).await?;
@@ -256,7 +259,10 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     print_banner(&prepared);
     spawn_scheduler(prepared.state.clone(), config.scheduler_interval);
     spawn_key_reloader(prepared.state.clone());
-    spawn_cert_reloader(Arc::clone(&prepared.cert));
+    spawn_cert_reloader(
+        Arc::clone(&prepared.cert),
+        Arc::clone(&prepared.state.barrier),
+    );
     if let Some(l) = admin {
         tokio::spawn(plain_accept_loop(
             l,
@@ -369,7 +375,7 @@ async fn plain_accept_loop(listener: TcpListener, app: axum::Router) {
 /// Picks up signing keys rotated on another node.
 /// Re-reads the TLS certificate on SIGHUP, and when its files change
 /// (checked every `CERT_CHECK_INTERVAL`).
-fn spawn_cert_reloader(cert: Arc<tls::ReloadingCert>) {
+fn spawn_cert_reloader(cert: Arc<tls::ReloadingCert>, barrier: Arc<dyn Barrier>) {
     tokio::spawn(async move {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -389,6 +395,12 @@ fn spawn_cert_reloader(cert: Arc<tls::ReloadingCert>) {
                     }
                 } => true,
             };
+            if forced {
+                match barrier.reload_master() {
+                    Ok(()) => tracing::info!("master keyring re-read"),
+                    Err(e) => tracing::warn!(error = %e, "master keyring not re-read"),
+                }
+            }
             match cert.reload(forced) {
                 Ok(true) => tracing::info!("TLS certificate reloaded"),
                 Ok(false) => {}

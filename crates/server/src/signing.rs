@@ -82,6 +82,30 @@ pub async fn load(
     }
 }
 
+/// Re-seals the stored key set under the current master key (master key
+/// rotation); true if it was rewritten.
+pub async fn rewrap(
+    store: &Arc<dyn Storage>,
+    barrier: &Arc<dyn Barrier>,
+) -> Result<bool, SigningError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(current) = store.get_setting(SETTING).await.map_err(Error::from)? else {
+            return Ok(false);
+        };
+        let Some(sealed) = barrier.rewrap_root(AAD, &current)? else {
+            return Ok(false);
+        };
+        if store
+            .replace_setting(SETTING, &current, &sealed)
+            .await
+            .map_err(Error::from)?
+        {
+            return Ok(true);
+        }
+    }
+    Err(SigningError::Contended)
+}
+
 /// Adds a new signing key, dropping the oldest past `MAX_KEYS`; returns the
 /// new key set (newest last).
 pub async fn rotate(

@@ -223,6 +223,22 @@ async fn policies_live_with_the_name_and_die_with_purge(s: &dyn Store) {
 async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn Store) {
     let mut v = vault_record(&vid());
     s.create_vault(&v).await.unwrap();
+    // Master key rotation swaps the wrapped key only if nobody changed it.
+    let original = v.wrapped_key.clone();
+    assert!(s
+        .replace_wrapped_key(&v.id, &original, b"rewrapped")
+        .await
+        .unwrap());
+    assert!(!s
+        .replace_wrapped_key(&v.id, &original, b"stale")
+        .await
+        .unwrap());
+    assert!(!s
+        .replace_wrapped_key("no-such-vault", b"rewrapped", b"x")
+        .await
+        .unwrap());
+    let got = s.get_vault(&v.name).await.unwrap().unwrap();
+    assert_eq!(got.wrapped_key, b"rewrapped");
     v.sku = "premium".into();
     v.retention_days = 30;
     v.purge_protection = true;

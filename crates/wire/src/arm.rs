@@ -174,6 +174,20 @@ pub struct RotatedKey {
     pub kid: String,
 }
 
+/// Result of rotating the master key.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedMasterKey {
+    /// The id of the master key that now seals.
+    pub key_id: u32,
+    /// Vault data keys re-wrapped by this rotation.
+    pub vault_keys_rewrapped: u64,
+    /// Vaults in the deployment (all of whose keys are now under `key_id`).
+    pub vaults: u64,
+    /// Whether the token signing keys were re-sealed.
+    pub signing_keys_rewrapped: bool,
+}
+
 /// A role definition resource.
 #[derive(Debug, Serialize)]
 pub struct RoleDefinitionOut {

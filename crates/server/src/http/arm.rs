@@ -19,7 +19,8 @@ use keyhaven_identity::directory::DirectoryError;
 use keyhaven_identity::managed::{ResourceName, UamiProps, WorkloadProps, WorkloadSpec};
 use keyhaven_wire::arm::{
     ArmError, ArmErrorDetail, IdentityProperties, ManagedServiceIdentity, PutIdentity, PutWorkload,
-    RotatedKey, UserAssignedIdentity, UserAssignedRef, Workload, WorkloadProperties,
+    RotatedKey, RotatedMasterKey, UserAssignedIdentity, UserAssignedRef, Workload,
+    WorkloadProperties,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -132,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/providers/Keyhaven.Identity/rotateSigningKey",
             post(rotate_signing_key),
+        )
+        .route(
+            "/providers/Keyhaven.Security/rotateMasterKey",
+            post(rotate_master_key),
         )
         .route(
             &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
@@ -521,6 +526,48 @@ async fn rotate_signing_key(State(st): State<AppState>, Extension(ctx): C) -> Ar
     st.tokens.replace_keys(keys);
     tracing::info!(%kid, "token signing key rotated");
     Ok(json(StatusCode::OK, &RotatedKey { kid }))
+}
+
+/// Makes a new master key current (or adopts one an operator added to the
+/// keyring file) and re-wraps every vault data key and the token signing
+/// keys under it, while requests keep being served. Safe to run again: it
+/// re-wraps whatever is not under the current key.
+async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) -> ArmResult {
+    const ACTION: &str = "Keyhaven.Security/rotateMasterKey/action";
+    st.directory
+        .require_admin(&ctx.caller)
+        .await
+        .map_err(|e| fail(&ctx, ACTION, "/", e))?;
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "master key rotation failed at {what}");
+        ArmFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The master key rotation did not finish; run it again (it resumes where it stopped).",
+        )
+    };
+    let key_id = st
+        .barrier
+        .rotate_master()
+        .map_err(|e| failed("the keyring", &e))?;
+    let (rewrapped, vaults) = st
+        .service
+        .rewrap_vault_keys()
+        .await
+        .map_err(|e| failed("the vault keys", &e))?;
+    let signing = crate::signing::rewrap(&st.store, &st.barrier)
+        .await
+        .map_err(|e| failed("the signing keys", &e))?;
+    tracing::info!(key_id, rewrapped, vaults, "master key rotated");
+    Ok(json(
+        StatusCode::OK,
+        &RotatedMasterKey {
+            key_id,
+            vault_keys_rewrapped: rewrapped,
+            vaults,
+            signing_keys_rewrapped: signing,
+        },
+    ))
 }
 
 async fn put_identity(

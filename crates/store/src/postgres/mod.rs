@@ -295,6 +295,21 @@ impl Store for PostgresStore {
             == 1)
     }
 
+    async fn replace_wrapped_key(
+        &self,
+        vault_id: &str,
+        expected: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool> {
+        let c = self.client().await?;
+        Ok(
+            c.execute(sql::REPLACE_WRAPPED_KEY, &[&vault_id, &expected, &wrapped])
+                .await
+                .map_err(err)?
+                == 1,
+        )
+    }
+
     async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;

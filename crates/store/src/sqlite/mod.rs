@@ -490,6 +490,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn replace_wrapped_key(
+        &self,
+        vault_id: &str,
+        expected: &[u8],
+        wrapped: &[u8],
+    ) -> StoreResult<bool> {
+        let (id, expected, wrapped) = (vault_id.to_owned(), expected.to_vec(), wrapped.to_vec());
+        self.run(move |c| {
+            Ok(
+                c.execute(&q(sql::REPLACE_WRAPPED_KEY), params![id, expected, wrapped])
+                    .map_err(err)?
+                    == 1,
+            )
+        })
+        .await
+    }
+
     async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
         let id = vault_id.to_owned();
         let out = self
