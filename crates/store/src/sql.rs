@@ -87,6 +87,13 @@ pub const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
 pub const REPLACE_SETTING: &str = "UPDATE settings SET value = $3 WHERE key = $1 AND value = $2";
 pub const PUT_SETTING: &str =
     "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+/// PostgreSQL: the change and its notification in one statement, so every
+/// listening node hears of exactly the changes that committed.
+pub const PG_REPLACE_SETTING: &str =
+    "WITH u AS (UPDATE settings SET value = $3 WHERE key = $1 AND value = $2 RETURNING key) \
+     SELECT pg_notify('keyhaven_settings', key) FROM u";
+pub const PG_PUT_SETTING: &str = "WITH i AS (INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING key) \
+     SELECT pg_notify('keyhaven_settings', key) FROM i";
 pub const PRINCIPAL_COLS: &str = "p.object_id, p.tenant_id, p.kind, p.app_id, p.upn, p.display_name, p.enabled, p.credentials, p.attrs, p.created";
 pub const INSERT_PRINCIPAL: &str = "INSERT INTO principals (object_id, tenant_id, kind, app_id, upn, display_name, enabled, credentials, attrs, created) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";

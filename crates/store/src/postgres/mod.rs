@@ -3,6 +3,7 @@
 //! concurrent sets on any node produce distinct versions and none is lost.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -17,6 +18,7 @@ use crate::migrations;
 
 mod directory;
 mod resource;
+mod watch;
 use crate::sql::{self, properties_json, with_deleted_info, RowData};
 
 /// Size of the connection pool of one node.
@@ -28,9 +30,15 @@ const MIGRATION_LOCK: i64 = 0x6b68_6d69_6772;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    settings: Arc<watch::SettingsWatch>,
 }
 
 pub(crate) type P<'a> = &'a (dyn ToSql + Sync);
+
+fn config_for_listener(url: &str) -> StoreResult<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Unavailable(format!("invalid postgres URL: {e}")))
+}
 
 impl PostgresStore {
     /// Connects with a `postgres://` URL (libpq syntax, including `options`)
@@ -49,9 +57,16 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
-        let store = Self { pool };
+        let settings = watch::SettingsWatch::start(config_for_listener(url)?);
+        let store = Self { pool, settings };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Whether settings are served from this node's cache, kept by a live
+    /// `LISTEN` connection (otherwise each read goes to the database).
+    pub fn listening(&self) -> bool {
+        self.settings.is_live()
     }
 
     async fn client(&self) -> StoreResult<Object> {
@@ -205,25 +220,39 @@ async fn insert_version<C: GenericClient + Sync>(
 #[async_trait]
 impl Store for PostgresStore {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(hit) = self.settings.get(key) {
+            return Ok(hit);
+        }
+        let epoch = self.settings.epoch();
         let c = self.client().await?;
         let row = c.query_opt(sql::GET_SETTING, &[&key]).await.map_err(err)?;
-        row.map(|r| r.try_get(0).map_err(err)).transpose()
+        let value: Option<Vec<u8>> = row.map(|r| r.try_get(0).map_err(err)).transpose()?;
+        self.settings.put(key, value.clone(), epoch);
+        Ok(value)
     }
 
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(c.execute(sql::PUT_SETTING, &[&key, &value])
+        let written = c
+            .query(sql::PG_PUT_SETTING, &[&key, &value])
             .await
             .map_err(err)?
-            == 1)
+            .len()
+            == 1;
+        self.settings.forget(key);
+        Ok(written)
     }
 
     async fn replace_setting(&self, key: &str, expected: &[u8], value: &[u8]) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(c.execute(sql::REPLACE_SETTING, &[&key, &expected, &value])
+        let written = c
+            .query(sql::PG_REPLACE_SETTING, &[&key, &expected, &value])
             .await
             .map_err(err)?
-            == 1)
+            .len()
+            == 1;
+        self.settings.forget(key);
+        Ok(written)
     }
 
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use keyhaven_core::Store;
 use keyhaven_store::{conformance, PostgresStore, SqliteStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,4 +68,87 @@ async fn a_second_process_cannot_open_the_same_sqlite_file() {
     drop(first);
     SqliteStore::open(&path).await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Settings are cached per node while a LISTEN connection hears every
+/// change: another node's write reaches this node's cache within a second,
+/// and a write that bypasses Keyhaven (no notification) proves the cache is
+/// what answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_settings_changes_reach_another_node_within_a_second() {
+    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
+        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+        return;
+    };
+    let schema = format!("kh_test_{}", keyhaven_core::Version::random());
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("KEYHAVEN_TEST_POSTGRES is set but PostgreSQL is unreachable");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    for _ in 0..100 {
+        if a.listening() && b.listening() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(a.listening() && b.listening(), "listeners up within 5 s");
+
+    async fn seen_within_a_second(s: &PostgresStore, want: &[u8]) -> bool {
+        for _ in 0..100 {
+            if s.get_setting("gen").await.unwrap().as_deref() == Some(want) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    assert_eq!(a.get_setting("gen").await.unwrap(), None);
+    assert!(b.put_setting_if_absent("gen", b"1").await.unwrap());
+    assert!(
+        seen_within_a_second(&a, b"1").await,
+        "an insert on b reaches a"
+    );
+
+    // A change made behind Keyhaven's back (no notification) is not seen:
+    // node a answers from its cache.
+    client
+        .batch_execute(&format!(
+            "UPDATE {schema}.settings SET value = 'behind' WHERE key = 'gen'"
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        a.get_setting("gen").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+
+    // Keyhaven's own writes notify: b's compare-and-set reaches a.
+    assert!(b.replace_setting("gen", b"behind", b"2").await.unwrap());
+    assert!(
+        seen_within_a_second(&a, b"2").await,
+        "a replace on b reaches a"
+    );
+    // And a node reads its own writes at once.
+    assert!(a.replace_setting("gen", b"2", b"3").await.unwrap());
+    assert_eq!(
+        a.get_setting("gen").await.unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    assert!(seen_within_a_second(&b, b"3").await);
+
+    drop((a, b));
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
