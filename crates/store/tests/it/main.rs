@@ -30,14 +30,11 @@ async fn sqlite_file_passes_conformance_and_reopens() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_passes_conformance() {
-    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
-        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL conformance not run (the README test command sets it)");
-        return;
-    };
+/// A new schema on the test server: an admin client, its name, and a store
+/// URL whose search_path points at it.
+async fn fresh_schema(base: &str) -> (tokio_postgres::Client, String, String) {
     let schema = format!("kh_test_{}", keyhaven_core::Version::random());
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
         .await
         .expect("KEYHAVEN_TEST_POSTGRES is set but PostgreSQL is unreachable");
     tokio::spawn(conn);
@@ -47,6 +44,16 @@ async fn postgres_passes_conformance() {
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+    (client, schema, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_conformance() {
+    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
+        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL conformance not run (the README test command sets it)");
+        return;
+    };
+    let (client, schema, url) = fresh_schema(&base).await;
     let store = PostgresStore::connect(&url).await.unwrap();
     conformance::run(Arc::new(store.clone())).await;
     // A second node migrating the same schema is a no-op.
@@ -80,17 +87,7 @@ async fn postgres_settings_changes_reach_another_node_within_a_second() {
         eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
         return;
     };
-    let schema = format!("kh_test_{}", keyhaven_core::Version::random());
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("KEYHAVEN_TEST_POSTGRES is set but PostgreSQL is unreachable");
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+    let (client, schema, url) = fresh_schema(&base).await;
     let a = PostgresStore::connect(&url).await.unwrap();
     let b = PostgresStore::connect(&url).await.unwrap();
     for _ in 0..100 {
