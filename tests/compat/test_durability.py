@@ -377,3 +377,72 @@ def test_master_key_rotation_reaches_the_other_node(two_nodes):
     assert r.status_code == 200, r.text
     assert read(a.vault_url_for(name).rstrip("/"), token, a.ca_cert, "new", "")[1] == "under key 1"
     assert read(b.vault_url, tb, b.ca_cert, "shared", "")[1] == "one"
+
+
+# ---------------------------------------------------------------------------
+# Integrity check.
+
+def keyhaven_check(node: KeyhavenServer):
+    out = subprocess.run([KEYHAVEN_BIN, "check", "--data-dir", str(node.data_dir)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    return out.returncode, json.loads(out.stdout) if out.stdout.strip() else out.stderr
+
+
+def alter_payload(node: KeyhavenServer, name: str, version: str) -> None:
+    """Flips one byte of a stored version's sealed payload, behind Keyhaven's back."""
+    if node.store_kind == "sqlite":
+        db = sqlite3.connect(str(node.data_dir / "keyhaven.db"), timeout=10)
+        try:
+            (payload,) = db.execute("SELECT payload FROM versions WHERE name_lower = ? AND version = ?",
+                                    (name, version)).fetchone()
+            payload = bytearray(payload)
+            payload[20] ^= 0x01
+            db.execute("UPDATE versions SET payload = ? WHERE name_lower = ? AND version = ?",
+                       (bytes(payload), name, version))
+            db.commit()
+        finally:
+            db.close()
+    else:
+        node.pg._psql(f"UPDATE versions SET payload = set_byte(payload, 20, get_byte(payload, 20) # 1) "
+                      f"WHERE name_lower = '{name}' AND version = '{version}'", db=node.pg.name)
+
+
+def test_the_integrity_check_finds_exactly_the_altered_version(store_kind, tmp_path, monkeypatch):
+    with running_server(KeyhavenServer, store_kind, tmp_path / "srv") as s:
+        trust_server_ca(monkeypatch, s)
+        h = {"Authorization": f"Bearer {vault_token(s, s.client_id, s.client_secret)}"}
+        versions = {}
+        for name, value in (("alpha", "1"), ("beta", "1"), ("beta", "2"), ("gone", "x")):
+            r = requests.put(f"{s.vault_url}/secrets/{name}?api-version=7.5", json={"value": value}, headers=h,
+                             verify=s.ca_cert, timeout=HTTP_TIMEOUT)
+            assert r.status_code == 200, r.text
+            versions.setdefault(name, []).append(r.json()["id"].rsplit("/", 1)[1])
+        r = requests.post(f"{s.vault_url}/keys/signer/create?api-version=7.5", json={"kty": "EC"}, headers=h,
+                          verify=s.ca_cert, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+        r = requests.delete(f"{s.vault_url}/secrets/gone?api-version=7.5", headers=h, verify=s.ca_cert,
+                            timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+
+        rc, report = keyhaven_check(s)
+        assert rc == 0 and report["problemCount"] == 0, report
+        assert report["versions"] >= 5 and report["objects"] >= 4, report
+        assert report["auditLog"]["intact"] is True and report["auditLog"]["records"] > 0
+
+        alter_payload(s, "beta", versions["beta"][0])
+        alter_payload(s, "gone", versions["gone"][0])
+        rc, report = keyhaven_check(s)
+        assert rc == 1 and report["problemCount"] == 2, report
+        listed = "\n".join(report["problems"])
+        assert f"/secret/beta/{versions['beta'][0]}:" in listed and f"/secret/gone/{versions['gone'][0]}:" in listed
+        assert versions["beta"][1] not in listed and "alpha" not in listed
+        assert "1" not in {p.rsplit(": ", 1)[-1] for p in report["problems"]}, "no values in the report"
+        # After a restart (no cached copy), the altered version is refused when
+        # read and the intact one still reads.
+        s.stop()
+        s.start()
+        h = {"Authorization": f"Bearer {vault_token(s, s.client_id, s.client_secret)}"}
+        r = requests.get(f"{s.vault_url}/secrets/beta/{versions['beta'][0]}?api-version=7.5", headers=h,
+                         verify=s.ca_cert, timeout=HTTP_TIMEOUT)
+        assert r.status_code == 500 and "secret" not in r.text.lower().replace("internalservererror", "")
+        assert read(s.vault_url, h["Authorization"].split()[1], s.ca_cert, "beta", versions["beta"][1]) == (200, "2")

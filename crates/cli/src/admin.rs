@@ -29,6 +29,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The data directory named.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     fn connect(&self) -> Result<Connection> {
         let path = self
             .bootstrap
@@ -406,6 +411,17 @@ pub fn rotate_signing_key(t: &Target) -> Result<Value> {
     let tok = c.token(&c.management_url)?;
     let url = format!(
         "{}/providers/Keyhaven.Identity/rotateSigningKey?api-version={WORKLOAD_API}",
+        c.management_url
+    );
+    c.call("POST", &url, &tok, None)
+}
+
+/// `keyhaven check`: the server's integrity check.
+pub fn check_integrity(t: &Target) -> Result<Value> {
+    let c = t.connect()?;
+    let tok = c.token(&c.management_url)?;
+    let url = format!(
+        "{}/providers/Keyhaven.Security/checkIntegrity?api-version={WORKLOAD_API}",
         c.management_url
     );
     c.call("POST", &url, &tok, None)

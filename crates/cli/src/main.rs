@@ -79,6 +79,14 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Check integrity: every vault key unwraps and every stored version of
+    /// every object (live and deleted) authenticates (through the server),
+    /// and the audit log's hash chain is intact (read from --data-dir).
+    /// Prints a report; exits 1 if anything is wrong.
+    Check {
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Query a vault's audit records in Keyhaven's log store.
     Logs {
         #[command(flatten)]
@@ -138,6 +146,31 @@ fn read_pin(
         anyhow::bail!("the PIN is empty");
     }
     Ok(keyhaven_core::Sensitive::new(pin))
+}
+
+fn check(target: &admin::Target) -> anyhow::Result<()> {
+    let mut report = admin::check_integrity(target)?;
+    let audit = match keyhaven_server::audit::verify(&target.data_dir().join("audit"))? {
+        keyhaven_server::audit::Verified::Intact(n) => {
+            serde_json::json!({"intact": true, "records": n})
+        }
+        keyhaven_server::audit::Verified::Broken(file, line, why) => serde_json::json!({
+            "intact": false, "at": format!("{}:{line}", file.display()), "why": why
+        }),
+    };
+    let audit_ok = audit.get("intact") == Some(&serde_json::Value::Bool(true));
+    let problems = report
+        .get("problemCount")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(1);
+    if let Some(obj) = report.as_object_mut() {
+        obj.insert("auditLog".into(), audit);
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if problems > 0 || !audit_ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn hsm(cmd: HsmCmd) -> anyhow::Result<()> {
@@ -287,6 +320,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => return serve(*a),
         Command::Audit { cmd } => return audit(cmd),
         Command::Hsm { cmd } => return hsm(cmd),
+        Command::Check { target } => return check(&target),
         Command::User { target, cmd } => admin::user(&target, cmd),
         Command::Group { target, cmd } => admin::group(&target, cmd),
         Command::App { target, cmd } => admin::app(&target, cmd),

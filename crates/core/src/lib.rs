@@ -10,6 +10,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod integrity;
 pub mod issuer;
 pub mod key;
 pub mod network;

@@ -191,31 +191,8 @@ impl VaultService {
             return Ok(refs);
         }
         for deleted in [false, true] {
-            let mut cursor: Option<String> = None;
-            loop {
-                let (names, next) = if deleted {
-                    let p = self
-                        .store
-                        .list_deleted(&vault.id, ObjectKind::Key, cursor.as_deref(), 100)
-                        .await?;
-                    (
-                        p.items.into_iter().map(|(r, _)| r.name).collect::<Vec<_>>(),
-                        p.next,
-                    )
-                } else {
-                    let p = self
-                        .store
-                        .list_latest(&vault.id, ObjectKind::Key, cursor.as_deref(), 100)
-                        .await?;
-                    (p.items.into_iter().map(|r| r.name).collect(), p.next)
-                };
-                for name in names {
-                    refs.extend(self.hardware_refs(vault, &name, deleted).await?);
-                }
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
+            for name in self.object_names(vault, ObjectKind::Key, deleted).await? {
+                refs.extend(self.hardware_refs(vault, &name, deleted).await?);
             }
         }
         Ok(refs)

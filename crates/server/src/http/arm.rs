@@ -139,6 +139,10 @@ pub fn router(state: AppState) -> Router {
             post(rotate_master_key),
         )
         .route(
+            "/providers/Keyhaven.Security/checkIntegrity",
+            post(check_integrity),
+        )
+        .route(
             &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
             put(put_identity).get(get_identity).delete(delete_identity),
         )
@@ -568,6 +572,31 @@ async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) -> Arm
             signing_keys_rewrapped: signing,
         },
     ))
+}
+
+/// Opens every stored payload of every vault and reports what does not
+/// (`keyhaven check`).
+async fn check_integrity(State(st): State<AppState>, Extension(ctx): C) -> ArmResult {
+    const ACTION: &str = "Keyhaven.Security/checkIntegrity/action";
+    st.directory
+        .require_admin(&ctx.caller)
+        .await
+        .map_err(|e| fail(&ctx, ACTION, "/", e))?;
+    let report = st.service.check_integrity().await.map_err(|e| {
+        tracing::warn!(error = %e, "integrity check could not finish");
+        ArmFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The integrity check could not finish; try again.",
+        )
+    })?;
+    if report.problem_count > 0 {
+        tracing::warn!(
+            problems = report.problem_count,
+            "integrity check found problems"
+        );
+    }
+    Ok(json(StatusCode::OK, &report))
 }
 
 async fn put_identity(
