@@ -407,32 +407,26 @@ pub fn workload(t: &Target, cmd: WorkloadCmd) -> Result<Value> {
 
 /// Rotates the token signing key.
 pub fn rotate_signing_key(t: &Target) -> Result<Value> {
-    let c = t.connect()?;
-    let tok = c.token(&c.management_url)?;
-    let url = format!(
-        "{}/providers/Keyhaven.Identity/rotateSigningKey?api-version={WORKLOAD_API}",
-        c.management_url
-    );
-    c.call("POST", &url, &tok, None)
+    deployment_action(t, "Keyhaven.Identity/rotateSigningKey")
 }
 
 /// `keyhaven check`: the server's integrity check.
 pub fn check_integrity(t: &Target) -> Result<Value> {
-    let c = t.connect()?;
-    let tok = c.token(&c.management_url)?;
-    let url = format!(
-        "{}/providers/Keyhaven.Security/checkIntegrity?api-version={WORKLOAD_API}",
-        c.management_url
-    );
-    c.call("POST", &url, &tok, None)
+    deployment_action(t, "Keyhaven.Security/checkIntegrity")
 }
 
 /// `keyhaven rotate-master-key`.
 pub fn rotate_master_key(t: &Target) -> Result<Value> {
+    deployment_action(t, "Keyhaven.Security/rotateMasterKey")
+}
+
+/// POST `/providers/{action}` on the management plane as the bootstrap
+/// principal (a directory admin).
+fn deployment_action(t: &Target, action: &str) -> Result<Value> {
     let c = t.connect()?;
     let tok = c.token(&c.management_url)?;
     let url = format!(
-        "{}/providers/Keyhaven.Security/rotateMasterKey?api-version={WORKLOAD_API}",
+        "{}/providers/{action}?api-version={WORKLOAD_API}",
         c.management_url
     );
     c.call("POST", &url, &tok, None)
