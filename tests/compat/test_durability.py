@@ -24,6 +24,7 @@ from khcompat import (
     HTTP_TIMEOUT,
     KEYHAVEN_BIN,
     KeyhavenServer,
+    PgDatabase,
     arm,
     assign_role,
     delete_role_assignment,
@@ -446,3 +447,112 @@ def test_the_integrity_check_finds_exactly_the_altered_version(store_kind, tmp_p
                          verify=s.ca_cert, timeout=HTTP_TIMEOUT)
         assert r.status_code == 500 and "secret" not in r.text.lower().replace("internalservererror", "")
         assert read(s.vault_url, h["Authorization"].split()[1], s.ca_cert, "beta", versions["beta"][1]) == (200, "2")
+
+
+# ---------------------------------------------------------------------------
+# Deployment backup and restore.
+
+PASSPHRASE = "a long enough backup passphrase"
+
+
+def deployment_cmd(node_data: Path, *args, store=None, passphrase=PASSPHRASE):
+    env = {**os.environ, "KEYHAVEN_BACKUP_PASSPHRASE": passphrase}
+    env.pop("KEYHAVEN_STORE", None)
+    cmd = [KEYHAVEN_BIN, *args, "--data-dir", str(node_data)]
+    if store:
+        cmd += ["--store", store]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_a_deployment_backup_taken_under_load_restores_into_a_new_deployment(store_kind, tmp_path, monkeypatch):
+    archive = tmp_path / "deployment.khbackup"
+    target_db = PgDatabase().create() if store_kind == "postgres" else None
+    try:
+        with running_server(KeyhavenServer, store_kind, tmp_path / "a") as a:
+            trust_server_ca(monkeypatch, a)
+            token = vault_token(a, a.client_id, a.client_secret)
+            h = {"Authorization": f"Bearer {token}"}
+            before = {}
+            for i in range(10):
+                r = requests.put(f"{a.vault_url}/secrets/b{i}?api-version=7.5", json={"value": f"value-{i}"},
+                                 headers=h, verify=a.ca_cert, timeout=HTTP_TIMEOUT)
+                assert r.status_code == 200
+                before[f"b{i}"] = f"value-{i}"
+            key = requests.post(f"{a.vault_url}/keys/signer/create?api-version=7.5", json={"kty": "EC"}, headers=h,
+                                verify=a.ca_cert, timeout=HTTP_TIMEOUT).json()["key"]
+            # The snapshot is taken while four writers keep writing.
+            stop = threading.Event()
+            writers = [Writer(a.vault_url, token, a.ca_cert, f"bk-{w}", stop) for w in range(WRITERS)]
+            for w in writers:
+                w.start()
+            time.sleep(0.3)
+            out = deployment_cmd(a.data_dir, "backup", "--out", str(archive),
+                                 store=a.pg.url if a.pg else None)
+            stop.set()
+            for w in writers:
+                w.join(timeout=30)
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["snapshotBytes"] > 0
+            assert sum(len(w.acked) for w in writers) > 0, "writes went on during the backup"
+            raw = archive.read_bytes()
+            assert raw.startswith(b"KHARCHIVE1\n") and b"value-3" not in raw and b"BEGIN" not in raw
+            assert (a.data_dir / "master.key").read_text().split()[-1].encode() not in raw
+            assert oct(archive.stat().st_mode & 0o777) == "0o600"
+            client_secret, client_id = a.client_secret, a.client_id
+
+        # Wrong passphrase, an altered archive and a cut one restore nothing.
+        bad = [("wrong passphrase", archive, "another long passphrase")]
+        altered = tmp_path / "altered"
+        data = bytearray(raw)
+        data[len(data) // 2] ^= 1
+        altered.write_bytes(bytes(data))
+        cut = tmp_path / "cut"
+        cut.write_bytes(raw[: len(raw) - 100])
+        bad += [("altered", altered, PASSPHRASE), ("cut", cut, PASSPHRASE)]
+        for what, path, pw in bad:
+            target = tmp_path / f"bad-{what.replace(' ', '-')}"
+            out = deployment_cmd(target, "restore", "--in", str(path), passphrase=pw,
+                                 store=target_db.url if target_db else None)
+            assert out.returncode != 0 and "does not open" in out.stderr, (what, out.stderr)
+            assert not (target / "master.key").exists() and not (target / "keyhaven.db").exists()
+
+        restored = tmp_path / "b" / "data"
+        out = deployment_cmd(restored, "restore", "--in", str(archive), store=target_db.url if target_db else None)
+        assert out.returncode == 0, out.stderr
+        again = deployment_cmd(restored, "restore", "--in", str(archive), store=target_db.url if target_db else None)
+        assert again.returncode != 0 and ("already holds" in again.stderr or "not empty" in again.stderr)
+
+        b = SecondNode(store_kind, tmp_path / "b", pg=target_db)
+        b.inherited_secret = client_secret
+        b.start()
+        try:
+            trust_server_ca(monkeypatch, b)
+            assert b.client_id == client_id
+            tb = vault_token(b, b.client_id, client_secret)
+            for name, value in before.items():
+                assert read(b.vault_url, tb, b.ca_cert, name, "") == (200, value)
+            # The key came along with its private half: it signs as before.
+            digest = "A" * 43
+            r = requests.post(f"{b.vault_url}/keys/signer/sign?api-version=7.5", json={"alg": "ES256", "value": digest},
+                              headers={"Authorization": f"Bearer {tb}"}, verify=b.ca_cert, timeout=HTTP_TIMEOUT)
+            assert r.status_code == 200, r.text
+            r = requests.post(f"{b.vault_url}/keys/signer/verify?api-version=7.5",
+                              json={"alg": "ES256", "digest": digest, "value": r.json()["value"]},
+                              headers={"Authorization": f"Bearer {tb}"}, verify=b.ca_cert, timeout=HTTP_TIMEOUT)
+            assert r.json()["value"] is True
+            got = requests.get(f"{b.vault_url}/keys/signer?api-version=7.5", headers={"Authorization": f"Bearer {tb}"},
+                               verify=b.ca_cert, timeout=HTTP_TIMEOUT).json()["key"]
+            assert (got["x"], got["y"]) == (key["x"], key["y"])
+            # Everything restored authenticates (the restored node's
+            # bootstrap.json holds no client secret, so the check is called
+            # with the original one).
+            r = arm(b, "POST", "/providers/Keyhaven.Security/checkIntegrity",
+                    management_token(b, b.client_id, client_secret))
+            assert r.status_code == 200, r.text
+            report = r.json()
+            assert report["problemCount"] == 0 and report["versions"] >= 11, report
+        finally:
+            b.stop()
+    finally:
+        if target_db is not None:
+            target_db.drop()

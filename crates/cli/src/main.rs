@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod deployment;
 
 // The server allocates per request (headers, JSON, ciphertexts); mimalloc's
 // thread caches measurably beat glibc's malloc under load (see the benchmark
@@ -86,6 +87,25 @@ enum Command {
     Check {
         #[command(flatten)]
         target: admin::Target,
+    },
+    /// Back up the whole deployment (store and master keyring) into one
+    /// passphrase-encrypted archive, from a consistent snapshot taken while
+    /// the server keeps serving.
+    Backup {
+        #[command(flatten)]
+        place: deployment::Place,
+        /// The archive to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a deployment archive into an empty data directory (and, for
+    /// PostgreSQL, an empty database); then start `keyhaven serve` on it.
+    Restore {
+        #[command(flatten)]
+        place: deployment::Place,
+        /// The archive to read.
+        #[arg(long = "in")]
+        input: PathBuf,
     },
     /// Query a vault's audit records in Keyhaven's log store.
     Logs {
@@ -321,6 +341,8 @@ fn main() -> anyhow::Result<()> {
         Command::Audit { cmd } => return audit(cmd),
         Command::Hsm { cmd } => return hsm(cmd),
         Command::Check { target } => return check(&target),
+        Command::Backup { place, out } => return deployment::backup(&place, &out),
+        Command::Restore { place, input } => return deployment::restore(&place, &input),
         Command::User { target, cmd } => admin::user(&target, cmd),
         Command::Group { target, cmd } => admin::group(&target, cmd),
         Command::App { target, cmd } => admin::app(&target, cmd),

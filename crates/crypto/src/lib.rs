@@ -3,6 +3,7 @@
 //! file handling. Key material never leaves this crate unsealed except through
 //! `Sensitive`.
 
+pub mod archive;
 pub mod barrier;
 pub mod keys;
 pub mod master;
