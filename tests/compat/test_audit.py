@@ -260,6 +260,7 @@ def test_requests_are_refused_while_the_audit_log_cannot_be_written(store_kind, 
                 succeeded.append(f"fill-{i}")
             assert refused is not None, "the tmpfs never filled"
             assert refused.json()["error"]["code"] == "ServiceUnavailable"
+            assert refused.headers.get("Connection", "").lower() == "close", "the unread body ends the connection"
             # While the log stays full, every request is refused.
             assert [put(f"while-full-{i}").status_code for i in range(5)] == [503] * 5
             subprocess.run(["mount", "-o", "remount,size=4m", str(audit_dir)], check=True, timeout=30)

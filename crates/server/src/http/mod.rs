@@ -232,15 +232,23 @@ async fn audit(
     }
 }
 
-/// 503 while no audit destination can record requests (fail closed).
+/// 503 while no audit destination can record requests (fail closed). The
+/// request's body may be unread, so the connection cannot carry another
+/// request: `Connection: close` tells the client so, instead of letting it
+/// send the next request on a connection the server is closing.
 fn audit_unavailable() -> Response {
-    response::json(
+    let mut resp = response::json(
         http::StatusCode::SERVICE_UNAVAILABLE,
         &keyhaven_wire::ErrorBody::new(
             "ServiceUnavailable",
             "The request was refused: the audit log cannot record it. Retry later.".to_owned(),
         ),
-    )
+    );
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
