@@ -556,3 +556,61 @@ def test_a_deployment_backup_taken_under_load_restores_into_a_new_deployment(sto
     finally:
         if target_db is not None:
             target_db.drop()
+
+
+# ---------------------------------------------------------------------------
+# One service limit across nodes.
+
+class LimitedNode(KeyhavenServer):
+    def command(self):
+        return super().command() + ["--limit-secrets", "40"]
+
+
+class LimitedSecondNode(SecondNode):
+    def command(self):
+        return super().command() + ["--limit-secrets", "40"]
+
+
+def test_two_nodes_share_one_service_limit(tmp_path, monkeypatch):
+    """A vault allows 40 secret transactions per 10 s here. 30 through node
+    A, then 30 through node B: B admits only what is left of the 40."""
+    with running_server(LimitedNode, "postgres", tmp_path / "a") as a:
+        data = tmp_path / "b" / "data"
+        data.mkdir(parents=True)
+        shutil.copy2(a.data_dir / "master.key", data / "master.key")
+        shutil.copytree(a.data_dir / "tls", data / "tls")
+        b = LimitedSecondNode("postgres", tmp_path / "b", pg=a.pg)
+        b.inherited_secret = a.client_secret
+        b.start()
+        try:
+            trust_server_ca(monkeypatch, a)
+            ta = vault_token(a, a.client_id, a.client_secret)
+            tb = vault_token(b, a.client_id, a.client_secret)
+            r = requests.put(f"{a.vault_url}/secrets/limited?api-version=7.5", json={"value": "v"},
+                             headers={"Authorization": f"Bearer {ta}"}, verify=a.ca_cert, timeout=HTTP_TIMEOUT)
+            assert r.status_code == 200
+            # Start right after a 10-second window begins, so both bursts fall in one.
+            deadline = time.monotonic() + 12
+            while time.time() % 10 > 0.5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+            def burst(node, token, n):
+                s = requests.Session()
+                codes = []
+                for _ in range(n):
+                    r = s.get(f"{node.vault_url}/secrets/limited?api-version=7.5",
+                              headers={"Authorization": f"Bearer {token}"}, verify=node.ca_cert, timeout=HTTP_TIMEOUT)
+                    codes.append((r.status_code, r.headers.get("Retry-After")))
+                return codes
+
+            on_a = burst(a, ta, 30)
+            assert all(c == 200 for c, _ in on_a), on_a
+            time.sleep(0.8)  # a few sharing rounds
+            on_b = burst(b, tb, 30)
+            admitted = sum(1 for c, _ in on_b if c == 200)
+            refused = [ra for c, ra in on_b if c == 429]
+            assert admitted <= 10, f"node B admitted {admitted}: the limit is per vault, not per node"
+            assert len(refused) >= 20 and all(ra and int(ra) >= 1 for ra in refused), on_b
+            assert time.time() % 10 < 9.5, "the bursts stayed in one window"
+        finally:
+            b.stop()

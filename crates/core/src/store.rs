@@ -219,6 +219,15 @@ pub trait Store: Send + Sync {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<ScheduledPolicy>>;
+    /// Records this node's request counts in a throttling window (`(vault
+    /// id, class, count)`), forgets windows before the previous one, and
+    /// returns every node's totals for the window.
+    async fn share_usage(
+        &self,
+        node: &str,
+        window: i64,
+        counts: &[(String, String, i64)],
+    ) -> StoreResult<Vec<(String, String, i64)>>;
     /// Claims a background job by its id: true when this caller now holds it,
     /// because nobody claimed it before or an unfinished claim's lease ended
     /// at or before `now`. Atomic across every node sharing the store.

@@ -27,6 +27,8 @@ use keyhaven_identity::federation::TrustedIssuers;
 
 /// How often the TLS certificate files are checked for a change.
 const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often service-limit usage is shared with the other nodes.
+const USAGE_SHARE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often signing keys are re-read (rotation on another node).
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Time allowed for a TLS handshake.
@@ -259,6 +261,13 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     print_banner(&prepared);
     spawn_scheduler(prepared.state.clone(), config.scheduler_interval);
     spawn_key_reloader(prepared.state.clone());
+    if config
+        .store
+        .as_deref()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    {
+        spawn_usage_sharing(prepared.state.clone());
+    }
     spawn_cert_reloader(
         Arc::clone(&prepared.cert),
         Arc::clone(&prepared.state.barrier),
@@ -407,6 +416,24 @@ fn spawn_cert_reloader(cert: Arc<tls::ReloadingCert>, barrier: Arc<dyn Barrier>)
                 Err(e) => {
                     tracing::warn!(error = %e, "TLS certificate reload failed; serving the previous one")
                 }
+            }
+        }
+    });
+}
+
+/// Shares this node's service-limit usage with the other nodes on the same
+/// PostgreSQL database, four times a second (see `throttle`).
+fn spawn_usage_sharing(state: AppState) {
+    let node = uuid::Uuid::new_v4().to_string();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USAGE_SHARE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let (window, counts) = state.throttle.usage(state.clock.now());
+            match state.store.share_usage(&node, window, &counts).await {
+                Ok(totals) => state.throttle.learn(window, &counts, totals),
+                Err(e) => tracing::debug!(error = %e, "sharing service-limit usage failed"),
             }
         }
     });

@@ -2,8 +2,17 @@
 //! continuously at the class's limit per 10 seconds (Azure states its Key
 //! Vault limits per 10 s). A request over the limit gets 429 `Throttled` with
 //! `Retry-After`, as Azure answers, and the SDKs' retry policy waits and
-//! retries. The buckets are node-local (coordinating them through the
-//! database is part of the scale-out issue).
+//! retries.
+//!
+//! Several nodes on one PostgreSQL database share each limit: every node
+//! also counts its admissions per 10-second window (wall clock, so all nodes
+//! agree on the window) and, four times a second, reports them to the
+//! database and learns the other nodes' counts (`Store::share_usage`). A
+//! request is refused once this node's and the others' admissions in the
+//! window reach the limit, so a client spreading its load over the nodes
+//! gets one vault's limit, not one per node (give or take a quarter second
+//! of lag). With one node (SQLite) nothing is shared and only the bucket
+//! applies.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -42,11 +51,42 @@ struct Bucket {
     at: Instant,
 }
 
+/// Admissions in the current 10-second window: this node's, and the other
+/// nodes' as last reported.
+#[derive(Default)]
+struct Window {
+    id: i64,
+    own: HashMap<(String, Class), i64>,
+    others: HashMap<(String, Class), i64>,
+}
+
 /// The buckets of one node.
 pub struct Throttle {
     limits: Limits,
     buckets: Mutex<HashMap<(String, Class), Bucket>>,
+    window: Mutex<Window>,
 }
+
+impl Class {
+    /// Stable name (stored with shared usage).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secrets => "secrets",
+            Self::Keys => "keys",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "secrets" => Some(Self::Secrets),
+            "keys" => Some(Self::Keys),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds in a shared window.
+const WINDOW_SECS: i64 = 10;
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,12 +105,65 @@ impl Throttle {
         Self {
             limits,
             buckets: Mutex::new(HashMap::new()),
+            window: Mutex::new(Window::default()),
         }
     }
 
-    /// Takes one token for `vault` in `class`; `Err(seconds)` to wait when
-    /// the bucket is empty.
-    pub fn admit(&self, vault: &str, class: Class) -> Result<(), u64> {
+    /// This node's admissions in the current window (`now` in Unix
+    /// seconds), to report: `(window, [(vault, class, count)])`.
+    pub fn usage(&self, now: i64) -> (i64, Vec<(String, String, i64)>) {
+        let id = now.div_euclid(WINDOW_SECS);
+        let Ok(mut w) = self.window.lock() else {
+            return (id, Vec::new());
+        };
+        if w.id != id {
+            *w = Window {
+                id,
+                ..Window::default()
+            };
+        }
+        let counts = w
+            .own
+            .iter()
+            .map(|((v, c), n)| (v.clone(), c.as_str().to_owned(), *n))
+            .collect();
+        (id, counts)
+    }
+
+    /// Every node's totals for `window` as the database summed them, given
+    /// what this node reported (`reported`): the rest is the others'.
+    pub fn learn(
+        &self,
+        window: i64,
+        reported: &[(String, String, i64)],
+        totals: Vec<(String, String, i64)>,
+    ) {
+        let Ok(mut w) = self.window.lock() else {
+            return;
+        };
+        if w.id != window {
+            return;
+        }
+        let mine: HashMap<(&str, &str), i64> = reported
+            .iter()
+            .map(|(v, c, n)| ((v.as_str(), c.as_str()), *n))
+            .collect();
+        let mut others = HashMap::new();
+        for (v, c, total) in totals {
+            let own = mine.get(&(v.as_str(), c.as_str())).copied().unwrap_or(0);
+            if let Some(class) = Class::parse(&c) {
+                if total > own {
+                    others.insert((v, class), total - own);
+                }
+            }
+        }
+        w.others = others;
+    }
+
+    /// Takes one token for `vault` in `class` (`now` in Unix seconds);
+    /// `Err(seconds)` to wait when the bucket is empty or the nodes together
+    /// have used the window's allowance.
+    pub fn admit(&self, vault: &str, class: Class, now: i64) -> Result<(), u64> {
         let limit = match class {
             Class::Secrets => self.limits.secrets,
             Class::Keys => self.limits.keys,
@@ -78,6 +171,36 @@ impl Throttle {
         if limit == 0 {
             return Ok(());
         }
+        let id = now.div_euclid(WINDOW_SECS);
+        let key = (vault.to_owned(), class);
+        {
+            let Ok(mut w) = self.window.lock() else {
+                return Ok(());
+            };
+            if w.id != id {
+                *w = Window {
+                    id,
+                    ..Window::default()
+                };
+            }
+            let others = w.others.get(&key).copied().unwrap_or(0);
+            let own = w.own.get(&key).copied().unwrap_or(0);
+            if others > 0 && own + others >= i64::from(limit) {
+                return Err(u64::try_from((id + 1) * WINDOW_SECS - now)
+                    .unwrap_or(1)
+                    .max(1));
+            }
+        }
+        self.take(&key, limit)?;
+        if let Ok(mut w) = self.window.lock() {
+            if w.id == id {
+                *w.own.entry(key).or_insert(0) += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&self, key: &(String, Class), limit: u32) -> Result<(), u64> {
         let capacity = f64::from(limit);
         let rate = capacity / 10.0;
         let now = Instant::now();
@@ -87,7 +210,7 @@ impl Throttle {
         if buckets.len() >= MAX_BUCKETS {
             buckets.retain(|_, b| now.duration_since(b.at).as_secs() < 10);
         }
-        let b = buckets.entry((vault.to_owned(), class)).or_insert(Bucket {
+        let b = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: capacity,
             at: now,
         });
@@ -118,17 +241,53 @@ mod tests {
             keys: 0,
         });
         let admitted = (0..50)
-            .filter(|_| t.admit("v", Class::Secrets).is_ok())
+            .filter(|_| t.admit("v", Class::Secrets, 100).is_ok())
             .count();
         assert_eq!(admitted, 20, "the bucket holds one 10-second allowance");
-        assert_eq!(t.admit("v", Class::Secrets), Err(1));
+        assert_eq!(t.admit("v", Class::Secrets, 100), Err(1));
         assert!(
-            t.admit("other", Class::Secrets).is_ok(),
+            t.admit("other", Class::Secrets, 100).is_ok(),
             "buckets are per vault"
         );
         assert!(
-            (0..1000).all(|_| t.admit("v", Class::Keys).is_ok()),
+            (0..1000).all(|_| t.admit("v", Class::Keys, 100).is_ok()),
             "0 = unlimited"
         );
+    }
+
+    #[test]
+    fn other_nodes_usage_counts_against_the_same_limit() {
+        let t = Throttle::new(Limits {
+            secrets: 20,
+            keys: 20,
+        });
+        // 1003 s is in window 100, which ends at 1010.
+        for _ in 0..5 {
+            assert!(t.admit("v", Class::Secrets, 1003).is_ok());
+        }
+        let (window, reported) = t.usage(1003);
+        assert_eq!(window, 100);
+        assert_eq!(reported, vec![("v".to_owned(), "secrets".to_owned(), 5)]);
+        // The database says 17 in all: 12 came through other nodes.
+        t.learn(
+            window,
+            &reported,
+            vec![("v".to_owned(), "secrets".to_owned(), 17)],
+        );
+        let admitted = (0..10)
+            .filter(|_| t.admit("v", Class::Secrets, 1004).is_ok())
+            .count();
+        assert_eq!(admitted, 3, "20 - 5 own - 12 others");
+        assert_eq!(
+            t.admit("v", Class::Secrets, 1004),
+            Err(6),
+            "wait for the next window"
+        );
+        assert!(t.admit("v", Class::Keys, 1004).is_ok(), "per class");
+        // A new window starts from nothing shared (the bucket still applies).
+        assert!(t.admit("v", Class::Secrets, 1011).is_ok());
+        // Totals for an old window are ignored.
+        t.learn(100, &[], vec![("v".to_owned(), "secrets".to_owned(), 99)]);
+        assert!(t.admit("v", Class::Secrets, 1012).is_ok());
     }
 }

@@ -38,6 +38,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     kinds_do_not_share_names(&*store).await;
     policies_live_with_the_name_and_die_with_purge(&*store).await;
     jobs_are_claimed_once_until_the_lease_ends(&*store).await;
+    usage_is_summed_across_nodes_per_window(&*store).await;
     vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
     audit_records_are_kept_and_queried(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
@@ -377,6 +378,44 @@ async fn audit_records_are_kept_and_queried(s: &dyn Storage) {
     })
     .await
     .is_empty());
+}
+
+async fn usage_is_summed_across_nodes_per_window(s: &dyn Store) {
+    let v = vid();
+    let row = |class: &str, n: i64| (v.clone(), class.to_owned(), n);
+    let mine = |out: Vec<(String, String, i64)>| {
+        let mut o: Vec<(String, i64)> = out
+            .into_iter()
+            .filter(|(vault, _, _)| *vault == v)
+            .map(|(_, c, n)| (c, n))
+            .collect();
+        o.sort();
+        o
+    };
+    let w = 1_000_000_000;
+    assert_eq!(
+        mine(s.share_usage("a", w, &[row("secrets", 5)]).await.unwrap()),
+        vec![("secrets".to_owned(), 5)]
+    );
+    // Another node's counts add up; a node's report replaces its own count.
+    assert_eq!(
+        mine(
+            s.share_usage("b", w, &[row("secrets", 7), row("keys", 1)])
+                .await
+                .unwrap()
+        ),
+        vec![("keys".to_owned(), 1), ("secrets".to_owned(), 12)]
+    );
+    assert_eq!(
+        mine(s.share_usage("a", w, &[row("secrets", 9)]).await.unwrap()),
+        vec![("keys".to_owned(), 1), ("secrets".to_owned(), 16)]
+    );
+    // Reading without reporting; a new window starts from nothing.
+    assert_eq!(mine(s.share_usage("c", w, &[]).await.unwrap()).len(), 2);
+    assert!(mine(s.share_usage("a", w + 1, &[]).await.unwrap()).is_empty());
+    // Windows before the previous one are forgotten.
+    s.share_usage("a", w + 5, &[]).await.unwrap();
+    assert!(mine(s.share_usage("a", w, &[]).await.unwrap()).is_empty());
 }
 
 async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {

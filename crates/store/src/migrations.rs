@@ -71,6 +71,12 @@ pub const SQLITE: &[(i64, &str)] = &[
         operation TEXT NOT NULL, caller TEXT NOT NULL, result TEXT NOT NULL, record TEXT NOT NULL);
      CREATE INDEX audit_events_by_vault ON audit_events (vault, time);",
     ),
+    (
+        7,
+        "CREATE TABLE throttle_usage (
+        vault_id TEXT NOT NULL, class TEXT NOT NULL, win INTEGER NOT NULL, node TEXT NOT NULL,
+        count INTEGER NOT NULL, PRIMARY KEY (vault_id, class, win, node));",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -142,5 +148,11 @@ pub const POSTGRES: &[(i64, &str)] = &[
         seq BIGSERIAL PRIMARY KEY, vault TEXT NOT NULL, time BIGINT NOT NULL,
         operation TEXT NOT NULL, caller TEXT NOT NULL, result TEXT NOT NULL, record TEXT NOT NULL);
      CREATE INDEX audit_events_by_vault ON audit_events (vault, time);",
+    ),
+    (
+        7,
+        "CREATE TABLE throttle_usage (
+        vault_id TEXT NOT NULL, class TEXT NOT NULL, win BIGINT NOT NULL, node TEXT NOT NULL,
+        count BIGINT NOT NULL, PRIMARY KEY (vault_id, class, win, node));",
     ),
 ];

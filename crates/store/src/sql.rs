@@ -389,6 +389,11 @@ pub const LIST_POLICIES: &str =
 pub const CLAIM_JOB: &str = "INSERT INTO jobs (job, lease_until, finished) VALUES ($1, $2, NULL) \
      ON CONFLICT (job) DO UPDATE SET lease_until = excluded.lease_until \
      WHERE jobs.finished IS NULL AND jobs.lease_until <= $3";
+pub const PUT_USAGE: &str =
+    "INSERT INTO throttle_usage (vault_id, class, win, node, count) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (vault_id, class, win, node) DO UPDATE SET count = excluded.count";
+pub const SUM_USAGE: &str = "SELECT vault_id, class, CAST(SUM(count) AS BIGINT) FROM throttle_usage WHERE win = $1 GROUP BY vault_id, class";
+pub const FORGET_USAGE: &str = "DELETE FROM throttle_usage WHERE win < $1";
 pub const FINISH_JOB: &str = "UPDATE jobs SET finished = $2 WHERE job = $1";
 pub const FORGET_JOBS: &str = "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < $1";
 

@@ -60,7 +60,7 @@ impl DataCtx {
         };
         state
             .throttle
-            .admit(&self.vault.id, class)
+            .admit(&self.vault.id, class, state.clock.now())
             .map_err(|retry_after| ApiError::Throttled { retry_after })?;
         Ok(Authorized::check(
             &*state.authz,

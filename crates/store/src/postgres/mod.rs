@@ -741,6 +741,34 @@ impl Store for PostgresStore {
         sql::policy_page(rows, limit)
     }
 
+    async fn share_usage(
+        &self,
+        node: &str,
+        window: i64,
+        counts: &[(String, String, i64)],
+    ) -> StoreResult<Vec<(String, String, i64)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        for (vault, class, count) in counts {
+            tx.execute(sql::PUT_USAGE, &[vault, class, &window, &node, count])
+                .await
+                .map_err(err)?;
+        }
+        tx.execute(sql::FORGET_USAGE, &[&(window - 1)])
+            .await
+            .map_err(err)?;
+        let totals = tx
+            .query(sql::SUM_USAGE, &[&window])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<(String, String, i64)>, tokio_postgres::Error>>()
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(totals)
+    }
+
     async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool> {
         let c = self.client().await?;
         Ok(c.execute(sql::CLAIM_JOB, &[&job, &lease_until, &now])

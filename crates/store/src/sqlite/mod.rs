@@ -980,6 +980,40 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn share_usage(
+        &self,
+        node: &str,
+        window: i64,
+        counts: &[(String, String, i64)],
+    ) -> StoreResult<Vec<(String, String, i64)>> {
+        let (node, counts) = (node.to_owned(), counts.to_vec());
+        self.run(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            for (vault, class, count) in &counts {
+                tx.execute(
+                    &q(sql::PUT_USAGE),
+                    params![vault, class, window, node, count],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(&q(sql::FORGET_USAGE), [window - 1])
+                .map_err(err)?;
+            let totals = {
+                let mut stmt = tx.prepare(&q(sql::SUM_USAGE)).map_err(err)?;
+                let rows = stmt
+                    .query_map([window], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(err)?;
+                rows.collect::<Result<Vec<(String, String, i64)>, _>>()
+                    .map_err(err)?
+            };
+            tx.commit().map_err(err)?;
+            Ok(totals)
+        })
+        .await
+    }
+
     async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool> {
         let job = job.to_owned();
         self.run(move |c| {
