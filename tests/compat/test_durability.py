@@ -116,13 +116,13 @@ class SecondNode(KeyhavenServer):
         super()._load_bootstrap(boot)
 
 
-def second_node(first: KeyhavenServer, workdir: Path) -> KeyhavenServer:
+def second_node(first: KeyhavenServer, workdir: Path, cls=None) -> KeyhavenServer:
     """A node sharing the first one's database and master key (and TLS CA)."""
     data = workdir / "data"
     data.mkdir(parents=True)
     shutil.copy2(first.data_dir / "master.key", data / "master.key")
     shutil.copytree(first.data_dir / "tls", data / "tls")
-    node = SecondNode("postgres", workdir, pg=first.pg)
+    node = (cls or SecondNode)("postgres", workdir, pg=first.pg)
     node.inherited_secret = first.client_secret
     return node
 
@@ -575,13 +575,7 @@ def test_two_nodes_share_one_service_limit(tmp_path, monkeypatch):
     """A vault allows 40 secret transactions per 10 s here. 30 through node
     A, then 30 through node B: B admits only what is left of the 40."""
     with running_server(LimitedNode, "postgres", tmp_path / "a") as a:
-        data = tmp_path / "b" / "data"
-        data.mkdir(parents=True)
-        shutil.copy2(a.data_dir / "master.key", data / "master.key")
-        shutil.copytree(a.data_dir / "tls", data / "tls")
-        b = LimitedSecondNode("postgres", tmp_path / "b", pg=a.pg)
-        b.inherited_secret = a.client_secret
-        b.start()
+        b = second_node(a, tmp_path / "b", LimitedSecondNode).start()
         try:
             trust_server_ca(monkeypatch, a)
             ta = vault_token(a, a.client_id, a.client_secret)
