@@ -71,10 +71,22 @@ for _var in ("NO_PROXY", "no_proxy"):
 # Helpers
 # --------------------------------------------------------------------------
 
+_HANDED_OUT: set = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never handed out before in this test session:
+    the Key Vault SDKs cache each vault URL's auth challenge (tenant
+    included) for the life of the process, so a new server on an old
+    server's port would inherit the old server's tenant."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
 
 
 def unique(prefix: str = "kh") -> str:
