@@ -60,11 +60,30 @@ struct Window {
     others: HashMap<(String, Class), i64>,
 }
 
+impl Window {
+    /// The window `id`, starting from nothing if it is a new one.
+    fn at(&mut self, id: i64) -> &mut Self {
+        if self.id != id {
+            *self = Window {
+                id,
+                ..Window::default()
+            };
+        }
+        self
+    }
+}
+
+/// The buckets and the shared window, under one lock.
+#[derive(Default)]
+struct State {
+    buckets: HashMap<(String, Class), Bucket>,
+    window: Window,
+}
+
 /// The buckets of one node.
 pub struct Throttle {
     limits: Limits,
-    buckets: Mutex<HashMap<(String, Class), Bucket>>,
-    window: Mutex<Window>,
+    state: Mutex<State>,
 }
 
 impl Class {
@@ -104,8 +123,7 @@ impl Throttle {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            buckets: Mutex::new(HashMap::new()),
-            window: Mutex::new(Window::default()),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -113,16 +131,12 @@ impl Throttle {
     /// seconds), to report: `(window, [(vault, class, count)])`.
     pub fn usage(&self, now: i64) -> (i64, Vec<(String, String, i64)>) {
         let id = now.div_euclid(WINDOW_SECS);
-        let Ok(mut w) = self.window.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return (id, Vec::new());
         };
-        if w.id != id {
-            *w = Window {
-                id,
-                ..Window::default()
-            };
-        }
-        let counts = w
+        let counts = state
+            .window
+            .at(id)
             .own
             .iter()
             .map(|((v, c), n)| (v.clone(), c.as_str().to_owned(), *n))
@@ -138,9 +152,10 @@ impl Throttle {
         reported: &[(String, String, i64)],
         totals: Vec<(String, String, i64)>,
     ) {
-        let Ok(mut w) = self.window.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return;
         };
+        let w = &mut state.window;
         if w.id != window {
             return;
         }
@@ -173,60 +188,53 @@ impl Throttle {
         }
         let id = now.div_euclid(WINDOW_SECS);
         let key = (vault.to_owned(), class);
-        {
-            let Ok(mut w) = self.window.lock() else {
-                return Ok(());
-            };
-            if w.id != id {
-                *w = Window {
-                    id,
-                    ..Window::default()
-                };
-            }
-            let others = w.others.get(&key).copied().unwrap_or(0);
-            let own = w.own.get(&key).copied().unwrap_or(0);
-            if others > 0 && own + others >= i64::from(limit) {
-                return Err(u64::try_from((id + 1) * WINDOW_SECS - now)
-                    .unwrap_or(1)
-                    .max(1));
-            }
-        }
-        self.take(&key, limit)?;
-        if let Ok(mut w) = self.window.lock() {
-            if w.id == id {
-                *w.own.entry(key).or_insert(0) += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn take(&self, key: &(String, Class), limit: u32) -> Result<(), u64> {
-        let capacity = f64::from(limit);
-        let rate = capacity / 10.0;
-        let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return Ok(());
         };
-        if buckets.len() >= MAX_BUCKETS {
-            buckets.retain(|_, b| now.duration_since(b.at).as_secs() < 10);
+        let state = &mut *state;
+        let w = state.window.at(id);
+        let others = w.others.get(&key).copied().unwrap_or(0);
+        let own = w.own.get(&key).copied().unwrap_or(0);
+        if others > 0 && own + others >= i64::from(limit) {
+            return Err(u64::try_from((id + 1) * WINDOW_SECS - now)
+                .unwrap_or(1)
+                .max(1));
         }
-        let b = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(capacity);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
+        take(&mut state.buckets, &key, limit)?;
+        *state.window.own.entry(key).or_insert(0) += 1;
+        Ok(())
+    }
+}
+
+/// Takes a token from the key's bucket, refilled continuously at `limit`
+/// per 10 seconds; `Err(seconds)` to wait when it is empty.
+fn take(
+    buckets: &mut HashMap<(String, Class), Bucket>,
+    key: &(String, Class),
+    limit: u32,
+) -> Result<(), u64> {
+    let capacity = f64::from(limit);
+    let rate = capacity / 10.0;
+    let now = Instant::now();
+    if buckets.len() >= MAX_BUCKETS {
+        buckets.retain(|_, b| now.duration_since(b.at).as_secs() < 10);
+    }
+    let b = buckets.entry(key.clone()).or_insert(Bucket {
+        tokens: capacity,
+        at: now,
+    });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(capacity);
+    b.at = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        Ok(())
+    } else {
+        let wait = ((1.0 - b.tokens) / rate).ceil();
+        Err(if wait.is_finite() && wait >= 1.0 {
+            wait as u64
         } else {
-            let wait = ((1.0 - b.tokens) / rate).ceil();
-            Err(if wait.is_finite() && wait >= 1.0 {
-                wait as u64
-            } else {
-                1
-            })
-        }
+            1
+        })
     }
 }
 
