@@ -207,16 +207,14 @@ impl VaultService {
             let version: Version = v.version.parse().map_err(|_| invalid())?;
             let value = Sensitive::new(STANDARD.decode(&v.value).map_err(|_| invalid())?);
             let aad = Self::payload_aad(vault, kind, name, &version);
-            let hsm = kind == ObjectKind::Key
-                && serde_json::from_str::<crate::key::KeyMeta>(&v.meta).is_ok_and(|m| m.hsm);
+            let hsm_meta = (kind == ObjectKind::Key)
+                .then(|| serde_json::from_str::<crate::key::KeyMeta>(&v.meta).ok())
+                .flatten()
+                .filter(|m| m.hsm);
             let payload = if value.expose().is_empty() {
                 Vec::new()
-            } else if hsm {
-                let meta: crate::key::KeyMeta =
-                    serde_json::from_str(&v.meta).map_err(|_| invalid())?;
-                if !vault.sku.eq_ignore_ascii_case("premium") {
-                    return Err(Error::HardwareNotAllowed);
-                }
+            } else if let Some(meta) = hsm_meta {
+                self.check_hardware(vault)?;
                 let reference = self.keys.import_hardware_backup(
                     value.expose(),
                     &meta.public,

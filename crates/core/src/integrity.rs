@@ -73,6 +73,21 @@ impl VaultService {
         }
     }
 
+    /// Every version of an object, live or soft-deleted.
+    pub(crate) async fn versions_of(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        deleted: bool,
+    ) -> Result<Vec<crate::object::VersionRecord>> {
+        Ok(if deleted {
+            self.store.deleted_versions(&vault.id, kind, name).await?
+        } else {
+            self.store.all_versions(&vault.id, kind, name).await?
+        })
+    }
+
     /// Opens everything the store holds and reports what does not open.
     pub async fn check_integrity(&self) -> Result<IntegrityReport> {
         let mut report = IntegrityReport::default();
@@ -85,12 +100,7 @@ impl VaultService {
                 for deleted in [false, true] {
                     for name in self.object_names(&vault, kind, deleted).await? {
                         report.objects += 1;
-                        let versions = if deleted {
-                            self.store.deleted_versions(&vault.id, kind, &name).await?
-                        } else {
-                            self.store.all_versions(&vault.id, kind, &name).await?
-                        };
-                        for rec in versions {
+                        for rec in self.versions_of(&vault, kind, &name, deleted).await? {
                             let at = format!(
                                 "{}/{}/{}/{}",
                                 vault.name,

@@ -904,7 +904,7 @@ impl VaultService {
     }
 
     /// Refuses `-HSM` keys unless the vault is premium and an HSM is attached.
-    fn check_hardware(&self, vault: &VaultRecord) -> Result<()> {
+    pub(crate) fn check_hardware(&self, vault: &VaultRecord) -> Result<()> {
         if !vault.sku.eq_ignore_ascii_case("premium") {
             return Err(Error::HardwareNotAllowed);
         }
@@ -925,13 +925,8 @@ impl VaultService {
         if !self.keys.hardware() {
             return Ok(Vec::new());
         }
-        let versions = if deleted {
-            self.store.deleted_versions(&vault.id, KIND, name).await?
-        } else {
-            self.store.all_versions(&vault.id, KIND, name).await?
-        };
         let mut refs = Vec::new();
-        for rec in versions {
+        for rec in self.versions_of(vault, KIND, name, deleted).await? {
             if meta_of(&rec).is_ok_and(|m| m.hsm) {
                 let aad = Self::payload_aad(vault, KIND, &rec.name, &rec.version);
                 refs.push(self.barrier.open(vault, &aad, &rec.payload)?);
