@@ -103,19 +103,21 @@ impl SettingsWatch {
         }
     }
 
-    fn go_dark(&self) {
-        self.live.store(false, Ordering::Release);
+    /// Empties the cache; reads in flight will not refill it.
+    fn clear(&self) {
         if let Ok(mut m) = self.values.write() {
             self.epoch.fetch_add(1, Ordering::AcqRel);
             m.clear();
         }
     }
 
+    fn go_dark(&self) {
+        self.live.store(false, Ordering::Release);
+        self.clear();
+    }
+
     fn go_live(&self) {
-        if let Ok(mut m) = self.values.write() {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            m.clear();
-        }
+        self.clear();
         self.live.store(true, Ordering::Release);
     }
 
