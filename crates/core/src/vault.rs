@@ -130,7 +130,7 @@ pub struct VaultRecord {
     pub name: crate::ids::VaultName,
     /// Owning tenant.
     pub tenant_id: String,
-    /// ARM location of the subscription/resource group.
+    /// ARM subscription the vault belongs to.
     pub subscription_id: String,
     /// Resource group name.
     pub resource_group: String,

@@ -283,11 +283,12 @@ impl Authorizer for Evaluator {
             return Err(Error::Forbidden {
                 reason: ForbiddenReason::Rbac,
                 message: format!(
-                    "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={}\r\nAction: '{action}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: {};location=local\r\n",
+                    "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={}\r\nAction: '{action}'\r\nResource: '{}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: {};location={}\r\n",
                     principal.app_id.as_deref().unwrap_or("-"),
                     principal.object_id,
                     scope.to_ascii_lowercase(),
-                    vault.name
+                    vault.name,
+                    vault.properties.location.as_deref().unwrap_or("local")
                 ),
             });
         }

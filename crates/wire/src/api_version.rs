@@ -2,7 +2,7 @@
 
 use keyhaven_core::Error;
 
-/// Every data-plane api-version the Azure SDKs send; all answer identically.
+/// Every data-plane api-version the Azure SDKs and CLI send; all answer identically.
 pub const SUPPORTED: &[&str] = &[
     "2016-10-01",
     "7.0",
@@ -12,6 +12,16 @@ pub const SUPPORTED: &[&str] = &[
     "7.4",
     "7.5",
     "7.6",
+    // Previews that shipped SDKs still send (the Azure CLI 2.91 keys module
+    // pins 7.6-preview.2).
+    "7.0-preview",
+    "7.1-preview",
+    "7.2-preview",
+    "7.3-preview",
+    "7.4-preview.1",
+    "7.5-preview.1",
+    "7.6-preview.1",
+    "7.6-preview.2",
     "2025-06-01",
     "2025-07-01",
     "2026-04-01",

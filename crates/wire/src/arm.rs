@@ -550,3 +550,67 @@ pub struct AccessPoliciesOut {
     /// The vault's access policies after the change.
     pub properties: AccessPolicyUpdate,
 }
+
+/// ARM's cloud metadata (`GET /metadata/endpoints?api-version=2022-09-01`),
+/// the document `az cloud register --endpoint-resource-manager` reads to learn
+/// every other endpoint of a cloud (as Azure Stack serves it).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudMetadata {
+    /// The cloud's name.
+    pub name: String,
+    /// The ARM endpoint.
+    pub resource_manager: String,
+    /// How to get a token for ARM.
+    pub authentication: CloudAuthentication,
+    /// The Microsoft Graph endpoint (and token audience).
+    pub microsoft_graph_resource_id: String,
+    /// Legacy AAD Graph audience (Keyhaven has only Microsoft Graph).
+    pub graph_audience: String,
+    /// Legacy AAD Graph endpoint.
+    pub graph: String,
+    /// Host suffixes.
+    pub suffixes: CloudSuffixes,
+}
+
+/// `authentication` of [`CloudMetadata`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudAuthentication {
+    /// The authority host.
+    pub login_endpoint: String,
+    /// Accepted ARM token audiences; the CLI asks for the first.
+    pub audiences: Vec<String>,
+    /// `common`.
+    pub tenant: String,
+    /// `AAD`.
+    pub identity_provider: &'static str,
+}
+
+/// `suffixes` of [`CloudMetadata`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudSuffixes {
+    /// `vault.{domain}[:port]`: vault hosts are `{name}.` + this.
+    pub key_vault_dns: String,
+}
+
+/// A tenant of `GET /tenants`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantOut {
+    /// `/tenants/{id}`.
+    pub id: String,
+    /// The tenant id.
+    pub tenant_id: String,
+    /// `Home`.
+    pub tenant_category: &'static str,
+    /// Display name.
+    pub display_name: String,
+    /// Verified domains.
+    pub domains: Vec<String>,
+    /// The default domain.
+    pub default_domain: String,
+    /// `AAD`.
+    pub tenant_type: &'static str,
+}

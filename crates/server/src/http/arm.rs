@@ -172,6 +172,16 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(super::arm_network::get_subnet),
         )
         .route(
+            &format!("{RG}/Microsoft.OperationalInsights/workspaces"),
+            axum::routing::get(super::arm_workspaces::list_workspaces),
+        )
+        .route(
+            &format!("{RG}/Microsoft.OperationalInsights/workspaces/{{name}}"),
+            put(super::arm_workspaces::put_workspace)
+                .get(super::arm_workspaces::get_workspace)
+                .delete(super::arm_workspaces::delete_workspace),
+        )
+        .route(
             &format!("{RG}/Microsoft.Network/privateEndpoints/{{name}}"),
             put(super::arm_network::put_private_endpoint)
                 .get(super::arm_network::get_private_endpoint)
@@ -206,6 +216,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(super::arm_diagnostics::query_audit),
         )
         .route(
+            "/tenants",
+            axum::routing::get(super::arm_groups::list_tenants),
+        )
+        .route(
             "/subscriptions",
             axum::routing::get(super::arm_groups::list_subscriptions),
         )
@@ -235,6 +249,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{KV}/checkNameAvailability"),
             post(super::arm_vault::check_name_availability),
+        )
+        .route(
+            &format!("{KV}/managedHSMs"),
+            axum::routing::get(super::arm_vault::list_managed_hsms),
+        )
+        .route(
+            &format!("{KV}/deletedManagedHSMs"),
+            axum::routing::get(super::arm_vault::list_managed_hsms),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/managedHSMs"),
+            axum::routing::get(super::arm_vault::list_managed_hsms_in_group),
         )
         .route(
             &format!("{KV}/deletedVaults"),
@@ -269,8 +295,52 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /metadata/endpoints`: the cloud's endpoints, unauthenticated as on
+/// Azure. `az cloud register --endpoint-resource-manager URL` reads it (it
+/// appends the path to the URL as given, so `//metadata/…` answers too).
+fn cloud_metadata(state: &AppState, req: &Request) -> Option<Response> {
+    let path = req.uri().path().trim_start_matches('/');
+    if !path.eq_ignore_ascii_case("metadata/endpoints") {
+        return None;
+    }
+    if req.method() != http::Method::GET {
+        return Some(
+            ArmFailure::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The requested method is not allowed on this resource.",
+            )
+            .into_response(),
+        );
+    }
+    let e = &state.endpoints;
+    let management = e.management_url();
+    Some(json(
+        StatusCode::OK,
+        &keyhaven_wire::arm::CloudMetadata {
+            name: "Keyhaven".into(),
+            resource_manager: format!("{management}/"),
+            authentication: keyhaven_wire::arm::CloudAuthentication {
+                login_endpoint: e.authority_host(),
+                audiences: vec![format!("{management}/")],
+                tenant: "common".into(),
+                identity_provider: "AAD",
+            },
+            microsoft_graph_resource_id: format!("{}/", e.graph_url()),
+            graph_audience: format!("{}/", e.graph_url()),
+            graph: format!("{}/", e.graph_url()),
+            suffixes: keyhaven_wire::arm::CloudSuffixes {
+                key_vault_dns: e.vault_host_suffix(),
+            },
+        },
+    ))
+}
+
 /// Authenticates a management request and dispatches it.
 pub async fn handle(state: &AppState, router: Router, req: Request) -> Response {
+    if let Some(resp) = cloud_metadata(state, &req) {
+        return resp;
+    }
     let token = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -365,13 +435,16 @@ fn management_operation(method: &http::Method, path: &str) -> String {
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 22] = [
+    const LITERALS: [&str; 27] = [
+        "tenants",
         "subscriptions",
         "resourceGroups",
         "providers",
         "Microsoft.KeyVault",
         "vaults",
         "deletedVaults",
+        "managedHSMs",
+        "deletedManagedHSMs",
         "locations",
         "checkNameAvailability",
         "accessPolicies",
@@ -388,6 +461,8 @@ fn canonicalize_path(req: &mut Request) {
         "Microsoft.Insights",
         "diagnosticSettings",
         "diagnosticSettingsCategories",
+        "Microsoft.OperationalInsights",
+        "workspaces",
     ];
     let path = req.uri().path();
     let canonical = path

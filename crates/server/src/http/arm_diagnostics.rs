@@ -42,6 +42,10 @@ pub struct Setting {
     /// POST records (batched) to this URL.
     #[serde(default)]
     pub http_endpoint: Option<String>,
+    /// The category group the logs were enabled by (`audit`, `allLogs`), if
+    /// they were named by group rather than category; echoed back as given.
+    #[serde(default)]
+    pub log_group: Option<String>,
 }
 
 impl Setting {
@@ -80,7 +84,10 @@ fn out(r: &ResourceRecord, s: &Setting) -> Value {
         "properties": {
             "workspaceId": s.workspace_id,
             "storageAccountId": s.storage_account_id,
-            "logs": [{"category": "AuditEvent", "categoryGroup": null, "enabled": s.audit, "retentionPolicy": retention}],
+            "logs": [match &s.log_group {
+                Some(g) => json!({"category": null, "categoryGroup": g, "enabled": s.audit, "retentionPolicy": retention}),
+                None => json!({"category": "AuditEvent", "categoryGroup": null, "enabled": s.audit, "retentionPolicy": retention}),
+            }],
             "metrics": [{"category": "AllMetrics", "enabled": s.metrics, "retentionPolicy": retention}],
             "keyhavenStdout": s.stdout,
             "keyhavenHttpEndpoint": s.http_endpoint,
@@ -118,6 +125,7 @@ pub async fn categories(
 fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
     let p = body.pointer("/properties").cloned().unwrap_or(Value::Null);
     let mut audit = false;
+    let mut log_group = None;
     for l in p
         .pointer("/logs")
         .and_then(Value::as_array)
@@ -137,6 +145,15 @@ fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
             ));
         }
         audit |= enabled;
+        if category.is_none() {
+            log_group = group.map(|g| {
+                if g.eq_ignore_ascii_case("audit") {
+                    "audit".to_owned()
+                } else {
+                    "allLogs".to_owned()
+                }
+            });
+        }
     }
     let mut metrics = false;
     for m in p
@@ -171,6 +188,7 @@ fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         http_endpoint: text("keyhavenHttpEndpoint"),
+        log_group,
     };
     if s.http_endpoint
         .as_deref()

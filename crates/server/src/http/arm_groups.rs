@@ -14,7 +14,7 @@ use keyhaven_core::ResourceRecord;
 use keyhaven_identity::authz::bump_generation;
 use keyhaven_wire::arm::{
     ArmList, ProvisioningState, PutResourceGroup, ResourceGroupOut, SubscriptionOut,
-    SubscriptionPolicies,
+    SubscriptionPolicies, TenantOut,
 };
 
 use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
@@ -135,6 +135,26 @@ fn subscription_out(st: &AppState) -> SubscriptionOut {
         },
         authorization_source: "RoleBased",
     }
+}
+
+/// `GET /tenants`: the deployment's one tenant (`az login` without
+/// `--tenant` lists tenants, then each tenant's subscriptions).
+pub async fn list_tenants(State(st): State<AppState>) -> Result<Response, ArmFailure> {
+    let tenant = st.tokens.tenant_id().to_owned();
+    Ok(json(
+        StatusCode::OK,
+        &ArmList {
+            value: vec![TenantOut {
+                id: format!("/tenants/{tenant}"),
+                tenant_id: tenant,
+                tenant_category: "Home",
+                display_name: "Keyhaven".into(),
+                domains: vec![st.endpoints.domain().to_owned()],
+                default_domain: st.endpoints.domain().to_owned(),
+                tenant_type: "AAD",
+            }],
+        },
+    ))
 }
 
 /// `GET /subscriptions`: the deployment's subscription.
@@ -309,7 +329,7 @@ pub async fn list_groups(
 
 /// `DELETE /subscriptions/{sub}/resourcegroups/{rg}`: soft-deletes the
 /// group's vaults (they can be recovered into a re-created group of the same
-/// name), then removes the group. Completes at once (200).
+/// name), removes its Log Analytics workspaces, then removes the group. Completes at once (200).
 pub async fn delete_group(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<Ctx>>,
@@ -339,6 +359,7 @@ pub async fn delete_group(
             .await
             .map_err(|e| domain_failure(keyhaven_core::Error::Unavailable(e.to_string())))?;
     }
+    super::arm_workspaces::delete_in_group(&st, &sub, &g.name).await?;
     st.store
         .delete_resource(&g.id)
         .await

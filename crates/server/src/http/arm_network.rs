@@ -26,7 +26,7 @@ use crate::state::AppState;
 
 type Where = Path<(String, String, String)>;
 
-fn id_of(sub: &str, rg: &str, kind: &str, name: &str) -> String {
+pub(super) fn id_of(sub: &str, rg: &str, kind: &str, name: &str) -> String {
     format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{kind}/{name}")
 }
 
@@ -34,7 +34,7 @@ fn bad(msg: impl Into<String>) -> ArmFailure {
     ArmFailure::new(StatusCode::BAD_REQUEST, "InvalidRequestFormat", msg.into())
 }
 
-fn not_found(id: &str) -> ArmFailure {
+pub(super) fn not_found(id: &str) -> ArmFailure {
     ArmFailure::new(
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
@@ -45,21 +45,30 @@ fn not_found(id: &str) -> ArmFailure {
     )
 }
 
-fn valid_name(n: &str) -> bool {
+pub(super) fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 80
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-async fn authorize(st: &AppState, ctx: &Ctx, id: &str, action: &str) -> Result<(), ArmFailure> {
+pub(super) async fn authorize(
+    st: &AppState,
+    ctx: &Ctx,
+    id: &str,
+    action: &str,
+) -> Result<(), ArmFailure> {
     st.authz
         .require_action(&ctx.caller, id, action)
         .await
         .map_err(domain_failure)
 }
 
-async fn load(st: &AppState, id: &str, kind: &str) -> Result<Option<ResourceRecord>, ArmFailure> {
+pub(super) async fn load(
+    st: &AppState,
+    id: &str,
+    kind: &str,
+) -> Result<Option<ResourceRecord>, ArmFailure> {
     Ok(st
         .store
         .get_resource(id)
@@ -81,11 +90,11 @@ async fn save(st: &AppState, rec: &ResourceRecord) -> Result<bool, ArmFailure> {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    location: Option<String>,
-    tags: Option<BTreeMap<String, String>>,
+pub(super) struct Envelope {
+    pub(super) location: Option<String>,
+    pub(super) tags: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    properties: Value,
+    pub(super) properties: Value,
 }
 
 fn record(
@@ -125,7 +134,7 @@ fn record(
 }
 
 /// Creates or replaces a resource; its status is 201 when new, else 200.
-async fn upsert(
+pub(super) async fn upsert(
     st: &AppState,
     id: String,
     kind: &str,

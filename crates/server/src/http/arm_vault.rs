@@ -342,6 +342,26 @@ pub async fn get_deleted_vault(
     Ok(json(StatusCode::OK, &deleted_out(&v)))
 }
 
+/// `GET …/providers/Microsoft.KeyVault/managedHSMs` and `…/deletedManagedHSMs`:
+/// Keyhaven has no Managed HSM pools, so the lists are empty (`az keyvault
+/// list` and `list-deleted` ask for both vaults and pools).
+pub async fn list_managed_hsms(
+    State(st): State<AppState>,
+    Path(sub): Path<String>,
+) -> Result<Response, ArmFailure> {
+    check_subscription(&st, &sub)?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "value": [] })))
+}
+
+/// `GET …/resourceGroups/{rg}/providers/Microsoft.KeyVault/managedHSMs`: empty.
+pub async fn list_managed_hsms_in_group(
+    State(st): State<AppState>,
+    Path((sub, _rg)): Path<(String, String)>,
+) -> Result<Response, ArmFailure> {
+    check_subscription(&st, &sub)?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "value": [] })))
+}
+
 /// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/deletedVaults`.
 pub async fn list_deleted_vaults(
     State(st): State<AppState>,

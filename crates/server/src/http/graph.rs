@@ -156,6 +156,7 @@ impl Ctx {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1.0/me", get(me))
+        .route("/v1.0/directoryObjects/getByIds", post(get_by_ids))
         .route("/v1.0/users", get(list_users).post(create_user))
         .route(
             "/v1.0/users/{id}",
@@ -439,6 +440,58 @@ async fn list_kind(st: &AppState, ctx: &Ctx, kind: PrincipalKind, path: &str) ->
         context: format!("{}/$metadata#{}", ctx.base, path.trim_start_matches('/')),
         value,
         next_link: ctx.next_link(path, page.next.as_ref(), top),
+    })
+}
+
+/// `POST /directoryObjects/getByIds` body.
+#[derive(serde::Deserialize)]
+struct GetByIds {
+    ids: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+}
+
+/// `POST /directoryObjects/getByIds`: the objects among `ids` that exist
+/// and are of one of `types` (all types if none); unknown ids are left out,
+/// as Graph does. `az role assignment list` resolves principal names here.
+async fn get_by_ids(State(st): State<AppState>, Extension(ctx): C, req: Request) -> GraphResult {
+    let b: GetByIds = body(&ctx, req).await?;
+    if b.ids.is_empty() || b.ids.len() > 1000 {
+        return Err(ctx.bad("Between 1 and 1000 ids are required."));
+    }
+    if let Some(bad) = b.ids.iter().find(|id| uuid::Uuid::parse_str(id).is_err()) {
+        let shown: String = bad.chars().take(64).collect();
+        return Err(ctx.bad(&format!("Invalid object identifier '{shown}'.")));
+    }
+    let wanted = |kind: &str| {
+        b.types.is_empty()
+            || b.types.iter().any(|t| {
+                let t = t.strip_prefix("microsoft.graph.").unwrap_or(t);
+                t.eq_ignore_ascii_case(kind)
+                    || (kind == "servicePrincipal" && t.eq_ignore_ascii_case("serviceprincipal"))
+                    || t.eq_ignore_ascii_case("directoryObject")
+            })
+    };
+    let mut value = Vec::new();
+    for id in &b.ids {
+        let p = match st.directory.principal(id).await {
+            Ok(p) => p,
+            Err(DirectoryError::NotFound(_)) => continue,
+            Err(e) => return Err(ctx.fail(e)),
+        };
+        let kind = match p.kind.as_str() {
+            "user" => "user",
+            "group" => "group",
+            _ => "servicePrincipal",
+        };
+        if wanted(kind) {
+            value.push(object_out(&p));
+        }
+    }
+    ok(&Collection {
+        context: format!("{}/$metadata#directoryObjects", ctx.base),
+        value,
+        next_link: None,
     })
 }
 

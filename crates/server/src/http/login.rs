@@ -69,6 +69,15 @@ fn oauth_error(
     )
 }
 
+/// The deployment has one tenant; Entra's multi-tenant aliases `common` and
+/// `organizations` (which `az login` and `az logout` use before a tenant is
+/// known) name it too. Tenant ids compare case-insensitively, like GUIDs.
+fn is_our_tenant(st: &AppState, tenant: &str) -> bool {
+    tenant.eq_ignore_ascii_case(st.tokens.tenant_id())
+        || tenant.eq_ignore_ascii_case("common")
+        || tenant.eq_ignore_ascii_case("organizations")
+}
+
 fn tenant_not_found(state: &AppState, tenant: &str) -> Response {
     let shown: String = tenant.chars().take(64).collect();
     oauth_error(
@@ -81,7 +90,7 @@ fn tenant_not_found(state: &AppState, tenant: &str) -> Response {
 }
 
 async fn openid_configuration(State(st): State<AppState>, Path(tenant): Path<String>) -> Response {
-    if tenant != st.tokens.tenant_id() {
+    if !is_our_tenant(&st, &tenant) {
         return tenant_not_found(&st, &tenant);
     }
     let base = format!("{}/{tenant}", st.tokens.authority());
@@ -115,7 +124,7 @@ async fn openid_configuration(State(st): State<AppState>, Path(tenant): Path<Str
 }
 
 async fn keys(State(st): State<AppState>, Path(tenant): Path<String>) -> Response {
-    if tenant != st.tokens.tenant_id() {
+    if !is_our_tenant(&st, &tenant) {
         return tenant_not_found(&st, &tenant);
     }
     // Newest first; previous keys stay published so tokens they signed verify.
@@ -289,7 +298,7 @@ async fn issue(
     body: Body,
     endpoint: Endpoint,
 ) -> Response {
-    if tenant != st.tokens.tenant_id() {
+    if !is_our_tenant(st, tenant) {
         return tenant_not_found(st, tenant);
     }
     let Ok(bytes) = read_body(body).await else {
@@ -539,7 +548,7 @@ async fn device_code(
     Path(tenant): Path<String>,
     body: Body,
 ) -> Response {
-    if tenant != st.tokens.tenant_id() {
+    if !is_our_tenant(&st, &tenant) {
         return tenant_not_found(&st, &tenant);
     }
     let Ok(bytes) = read_body(body).await else {

@@ -11,6 +11,7 @@ pub mod arm_groups;
 pub mod arm_network;
 pub mod arm_rbac;
 pub mod arm_vault;
+pub mod arm_workspaces;
 pub mod certificates;
 pub mod data;
 pub mod extract;
