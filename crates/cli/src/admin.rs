@@ -34,12 +34,15 @@ impl Target {
         &self.data_dir
     }
 
-    fn connect(&self) -> Result<Connection> {
-        let path = self
-            .bootstrap
+    /// The bootstrap.json named (or the data directory's).
+    pub fn bootstrap_path(&self) -> PathBuf {
+        self.bootstrap
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("bootstrap.json"));
-        Connection::from_bootstrap(&path)
+            .unwrap_or_else(|| self.data_dir.join("bootstrap.json"))
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        Connection::from_bootstrap(&self.bootstrap_path())
     }
 }
 

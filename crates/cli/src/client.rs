@@ -22,19 +22,40 @@ pub struct Connection {
     pub resource_group: String,
 }
 
+/// A parsed `bootstrap.json`.
+pub struct BootstrapFile {
+    path: std::path::PathBuf,
+    value: Value,
+}
+
+impl BootstrapFile {
+    /// Reads and parses the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            value,
+        })
+    }
+
+    /// A string field (an error naming the file if it is missing).
+    pub fn field(&self, k: &str) -> Result<String> {
+        self.value
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("{} has no '{k}'", self.path.display()))
+    }
+}
+
 impl Connection {
     /// Reads `bootstrap.json` and trusts the CA it names.
     pub fn from_bootstrap(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let b: Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let field = |k: &str| -> Result<String> {
-            b.get(k)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow!("{} has no '{k}'", path.display()))
-        };
+        let b = BootstrapFile::read(path)?;
+        let field = |k: &str| b.field(k);
         let ca = field("ca_cert")?;
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(&ca).with_context(|| format!("reading CA {ca}"))?;

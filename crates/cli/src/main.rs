@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod cloud;
 mod deployment;
 
 // The server allocates per request (headers, JSON, ciphertexts); mimalloc's
@@ -118,6 +119,23 @@ enum Command {
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Print the Azure CLI commands that point `az` at this deployment
+    /// (`az cloud register` with the ARM endpoint, whose metadata names every
+    /// other endpoint; `az cloud set`; MSAL instance discovery off), or run
+    /// them with --run.
+    Cloud {
+        #[command(flatten)]
+        target: admin::Target,
+        /// The name to register the cloud under.
+        #[arg(long, default_value = "Keyhaven")]
+        name: String,
+        /// Run the commands (registering again updates the cloud).
+        #[arg(long)]
+        run: bool,
+        /// The az executable used by --run.
+        #[arg(long, env = "KEYHAVEN_AZ", default_value = "az")]
+        az: PathBuf,
     },
     /// Prepare an HSM (PKCS#11 token) for premium vaults.
     Hsm {
@@ -341,6 +359,12 @@ fn main() -> anyhow::Result<()> {
         Command::Audit { cmd } => return audit(cmd),
         Command::Hsm { cmd } => return hsm(cmd),
         Command::Check { target } => return check(&target),
+        Command::Cloud {
+            target,
+            name,
+            run,
+            az,
+        } => return cloud::cloud(&target.bootstrap_path(), &name, run, &az),
         Command::Backup { place, out } => return deployment::backup(&place, &out),
         Command::Restore { place, input } => return deployment::restore(&place, &input),
         Command::User { target, cmd } => admin::user(&target, cmd),
