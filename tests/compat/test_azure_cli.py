@@ -183,6 +183,19 @@ def test_keyhaven_cloud_registers_the_deployment_with_the_cli(lab):
     # Running it again updates the registration instead of failing.
     keyhaven(lab, "cloud", "--run")
     assert lab.az.tsv("cloud", "show", "--query", "name") == "Keyhaven"
+    # Without discovery every endpoint is on the command line, and az ends up
+    # with the same endpoints (in a profile of its own).
+    manual = Az(lab.server, lab.workdir / "azure-no-discovery")
+    printed = keyhaven(lab, "cloud", "--no-discovery").stdout
+    assert "--skip-endpoint-discovery" in printed and f"--suffix-keyvault-dns .vault.localhost{lab.port_suffix}" in printed
+    proc = subprocess.run([KEYHAVEN_BIN, "cloud", "--run", "--no-discovery", "--data-dir", str(lab.server.data_dir)],
+                          env=manual.env, capture_output=True, text=True, timeout=AZ_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    explicit = manual.json("cloud", "show", "--name", "Keyhaven")
+    for k in ("activeDirectory", "activeDirectoryResourceId", "microsoftGraphResourceId", "management"):
+        assert explicit["endpoints"][k] == ep[k], k
+    assert explicit["endpoints"]["resourceManager"].rstrip("/") == mgmt
+    assert explicit["suffixes"]["keyvaultDns"] == cloud["suffixes"]["keyvaultDns"]
 
 
 def test_administrator_signs_in_as_service_principal_and_creates_the_lab_user(lab):

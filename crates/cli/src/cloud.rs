@@ -16,6 +16,8 @@ use crate::client::BootstrapFile;
 /// What `bootstrap.json` tells about the endpoints.
 struct Deployment {
     management_url: String,
+    graph_url: String,
+    vault_host_suffix: String,
     authority_host: String,
     ca_cert: PathBuf,
     tenant_id: String,
@@ -28,8 +30,11 @@ impl Deployment {
         let b = BootstrapFile::read(path)?;
         let field = |k: &str| b.field(k);
         let ca = PathBuf::from(field("ca_cert")?);
+        let management_url = field("management_url")?.trim_end_matches('/').to_owned();
         Ok(Self {
-            management_url: field("management_url")?.trim_end_matches('/').to_owned(),
+            graph_url: management_url.replacen("://management.", "://graph.", 1),
+            vault_host_suffix: field("vault_host_suffix")?,
+            management_url,
             authority_host: field("authority_host")?,
             ca_cert: std::fs::canonicalize(&ca).unwrap_or(ca),
             tenant_id: field("tenant_id")?,
@@ -39,17 +44,39 @@ impl Deployment {
     }
 
     /// The commands that register and select the cloud, as argument lists.
-    fn setup(&self, name: &str, update: bool) -> Vec<Vec<String>> {
+    /// With `discover`, `az` reads the endpoints from ARM's metadata; without,
+    /// every endpoint is given on the command line.
+    fn setup(&self, name: &str, update: bool, discover: bool) -> Vec<Vec<String>> {
         let s = |x: &str| x.to_owned();
+        let mut register = vec![
+            s("cloud"),
+            s(if update { "update" } else { "register" }),
+            s("--name"),
+            s(name),
+            s("--endpoint-resource-manager"),
+            self.management_url.clone(),
+        ];
+        if !discover {
+            let audience = format!("{}/", self.management_url);
+            let graph = format!("{}/", self.graph_url);
+            register.extend([
+                s("--skip-endpoint-discovery"),
+                s("--endpoint-management"),
+                audience.clone(),
+                s("--endpoint-active-directory"),
+                self.authority_host.clone(),
+                s("--endpoint-active-directory-resource-id"),
+                audience,
+                s("--endpoint-microsoft-graph-resource-id"),
+                graph.clone(),
+                s("--endpoint-active-directory-graph-resource-id"),
+                graph,
+                s("--suffix-keyvault-dns"),
+                format!(".{}", self.vault_host_suffix),
+            ]);
+        }
         vec![
-            vec![
-                s("cloud"),
-                s(if update { "update" } else { "register" }),
-                s("--name"),
-                s(name),
-                s("--endpoint-resource-manager"),
-                self.management_url.clone(),
-            ],
+            register,
             vec![s("cloud"), s("set"), s("--name"), s(name)],
             vec![s("config"), s("set"), s("core.instance_discovery=false")],
         ]
@@ -76,7 +103,7 @@ fn line(args: &[String]) -> String {
 }
 
 /// Prints (or, with `run`, runs through `az`) the commands.
-pub fn cloud(bootstrap: &Path, name: &str, run: bool, az: &Path) -> Result<()> {
+pub fn cloud(bootstrap: &Path, name: &str, run: bool, discover: bool, az: &Path) -> Result<()> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         bail!("--name must be letters, digits and hyphens");
     }
@@ -86,7 +113,7 @@ pub fn cloud(bootstrap: &Path, name: &str, run: bool, az: &Path) -> Result<()> {
         println!("# Point the Azure CLI at Keyhaven ({}).", d.management_url);
         println!("# az must trust Keyhaven's CA in every shell that uses it:");
         println!("export REQUESTS_CA_BUNDLE={}", shell_quote(&ca));
-        for cmd in d.setup(name, false) {
+        for cmd in d.setup(name, false, discover) {
             println!("{}", line(&cmd));
         }
         println!("# Then sign in, as the bootstrap service principal:");
@@ -114,7 +141,7 @@ pub fn cloud(bootstrap: &Path, name: &str, run: bool, az: &Path) -> Result<()> {
         .status()
         .with_context(|| format!("running {}", az.display()))?
         .success();
-    for cmd in d.setup(name, exists) {
+    for cmd in d.setup(name, exists, discover) {
         eprintln!("+ {}", line(&cmd));
         let status = Command::new(az)
             .args(&cmd)

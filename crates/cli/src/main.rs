@@ -133,6 +133,10 @@ enum Command {
         /// Run the commands (registering again updates the cloud).
         #[arg(long)]
         run: bool,
+        /// Give every endpoint on the command line (`--skip-endpoint-discovery`)
+        /// instead of letting az read them from the metadata endpoint.
+        #[arg(long)]
+        no_discovery: bool,
         /// The az executable used by --run.
         #[arg(long, env = "KEYHAVEN_AZ", default_value = "az")]
         az: PathBuf,
@@ -363,8 +367,9 @@ fn main() -> anyhow::Result<()> {
             target,
             name,
             run,
+            no_discovery,
             az,
-        } => return cloud::cloud(&target.bootstrap_path(), &name, run, &az),
+        } => return cloud::cloud(&target.bootstrap_path(), &name, run, !no_discovery, &az),
         Command::Backup { place, out } => return deployment::backup(&place, &out),
         Command::Restore { place, input } => return deployment::restore(&place, &input),
         Command::User { target, cmd } => admin::user(&target, cmd),
