@@ -548,6 +548,86 @@ def test_operator_network_rules(lab):
     assert lab.az.tsv("keyvault", "secret", "show", "--vault-name", KV, "--name", "DbPassword",
                       "--query", "id") == lab.fact("secret_id")
     lab.az.run("keyvault", "update", "--name", KV, "--default-action", "Allow", "--output", "none")
+    removed = lab.az.json("keyvault", "network-rule", "remove", "--name", KV, "--ip-address", "203.0.113.7",
+                          "--query", "properties.networkAcls.ipRules")
+    assert [r["value"].split("/")[0] for r in removed] == ["127.0.0.1"]
+    # What a private endpoint would connect to.
+    links = lab.az.json("keyvault", "private-link-resource", "list", "--vault-name", KV)
+    assert [(r["groupId"], r["requiredMembers"]) for r in links] == [("vault", ["default"])]
+
+
+def test_operator_secret_and_key_lifecycle(lab):
+    lab.fact("kv_id")
+    az = lab.az
+    az.run("keyvault", "secret", "set", "--vault-name", KV, "--name", "Rotating", "--value", "v1", "--output", "none")
+    az.run("keyvault", "secret", "set", "--vault-name", KV, "--name", "Rotating", "--value", "v2", "--output", "none")
+    versions = az.json("keyvault", "secret", "list-versions", "--vault-name", KV, "--name", "Rotating")
+    assert len(versions) == 2
+    assert {"DbPassword", "Rotating"} <= {x["name"] for x in az.json("keyvault", "secret", "list", "--vault-name", KV)}
+    updated = az.json("keyvault", "secret", "set-attributes", "--vault-name", KV, "--name", "Rotating",
+                      "--tags", "env=lab", "--content-type", "text/plain")
+    assert updated["tags"] == {"env": "lab"} and updated["contentType"] == "text/plain"
+    backup = lab.workdir / "rotating.bak"
+    az.run("keyvault", "secret", "backup", "--vault-name", KV, "--name", "Rotating", "--file", str(backup))
+    az.run("keyvault", "secret", "delete", "--vault-name", KV, "--name", "Rotating", "--output", "none")
+    assert "Rotating" in {x["name"] for x in az.json("keyvault", "secret", "list-deleted", "--vault-name", KV)}
+    az.run("keyvault", "secret", "purge", "--vault-name", KV, "--name", "Rotating")
+    restored = az.json("keyvault", "secret", "restore", "--vault-name", KV, "--file", str(backup))
+    assert restored["name"] == "Rotating"
+    assert az.tsv("keyvault", "secret", "show", "--vault-name", KV, "--name", "Rotating", "--query", "value") == "v2"
+    download = lab.workdir / "rotating.txt"
+    az.run("keyvault", "secret", "download", "--vault-name", KV, "--name", "Rotating", "--file", str(download))
+    assert download.read_text() == "v2"
+
+    created = az.json("keyvault", "key", "create", "--vault-name", KV, "--name", "wrapper", "--kty", "RSA",
+                      "--ops", "encrypt", "decrypt", "wrapKey", "unwrapKey")
+    rotated = az.json("keyvault", "key", "rotate", "--vault-name", KV, "--name", "wrapper")
+    assert rotated["key"]["kid"] != created["key"]["kid"]
+    assert len(az.json("keyvault", "key", "list-versions", "--vault-name", KV, "--name", "wrapper")) == 2
+    policy = az.json("keyvault", "key", "rotation-policy", "update", "--vault-name", KV, "--name", "wrapper",
+                     "--value", json.dumps({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"},
+                                                                 "action": {"type": "Rotate"}}],
+                                            "attributes": {"expiryTime": "P90D"}}))
+    assert policy["expiresIn"] == "P90D"
+    assert az.json("keyvault", "key", "rotation-policy", "show", "--vault-name", KV,
+                   "--name", "wrapper")["expiresIn"] == "P90D"
+    # The private key never leaves the vault: encrypt with `cryptography` and
+    # the downloaded public key, decrypt in the vault.
+    pem = lab.workdir / "wrapper.pem"
+    az.run("keyvault", "key", "download", "--vault-name", KV, "--name", "wrapper", "--file", str(pem))
+    public = serialization.load_pem_public_key(pem.read_bytes())
+    ciphertext = public.encrypt(b"lab plaintext", padding.OAEP(mgf=padding.MGF1(hashes.SHA256()),
+                                                               algorithm=hashes.SHA256(), label=None))
+    plain = az.json("keyvault", "key", "decrypt", "--vault-name", KV, "--name", "wrapper",
+                    "--algorithm", "RSA-OAEP-256", "--value", base64.b64encode(ciphertext).decode(),
+                    "--data-type", "plaintext")
+    assert plain["result"] == "lab plaintext"
+
+
+def test_operator_access_policy_vault(lab):
+    """A vault in access-policy mode, as `az keyvault create` makes it without
+    RBAC: the creator gets an access policy, and set-policy / delete-policy
+    grant and take away data access."""
+    lab.fact("kv_id")
+    az = lab.az
+    vault = az.json("keyvault", "create", "--name", "kvlab-pol", "--resource-group", RG, "--location", LOC,
+                    "--enable-rbac-authorization", "false")
+    policies = vault["properties"]["accessPolicies"]
+    assert [p["objectId"] for p in policies] == [lab.fact("me")]
+    assert {"all"} == {x.lower() for x in policies[0]["permissions"]["secrets"]}
+    az.run("keyvault", "delete-policy", "--name", "kvlab-pol", "--object-id", lab.fact("me"), "--output", "none")
+    err = az.fails("keyvault", "secret", "set", "--vault-name", "kvlab-pol", "--name", "s1", "--value", "v1")
+    assert "(Forbidden)" in err, err
+    az.run("keyvault", "set-policy", "--name", "kvlab-pol", "--upn", lab.fact("upn"),
+           "--secret-permissions", "get", "list", "set", "--output", "none")
+    az.run("keyvault", "secret", "set", "--vault-name", "kvlab-pol", "--name", "s1", "--value", "v1", "--output", "none")
+    assert az.tsv("keyvault", "secret", "show", "--vault-name", "kvlab-pol", "--name", "s1", "--query", "value") == "v1"
+    err = az.fails("keyvault", "secret", "delete", "--vault-name", "kvlab-pol", "--name", "s1")
+    assert "(Forbidden)" in err, err
+    # Soft delete and recover of the whole vault, objects included.
+    az.run("keyvault", "delete", "--name", "kvlab-pol")
+    az.run("keyvault", "recover", "--name", "kvlab-pol", "--output", "none")
+    assert az.tsv("keyvault", "secret", "show", "--vault-name", "kvlab-pol", "--name", "s1", "--query", "value") == "v1"
 
 
 # -- Cleanup ----------------------------------------------------------------------
@@ -564,14 +644,14 @@ def test_cleanup_soft_delete_and_purge(lab):
     assert KV not in lab.az.tsv("keyvault", "list", "--query", "[].name")
     # The vaults stay recoverable (soft delete) until purged.
     deleted = lab.az.json("keyvault", "list-deleted")
-    assert {"kvlab", "kvlab-tmp"} <= {d["name"] for d in deleted}, deleted
+    assert {"kvlab", "kvlab-tmp", "kvlab-pol"} <= {d["name"] for d in deleted}, deleted
     gone = lab.az.json("keyvault", "show-deleted", "--name", KV)
     assert gone["properties"]["vaultId"].lower() == lab.fact("kv_id").lower()
     assert gone["properties"]["scheduledPurgeDate"] > gone["properties"]["deletionDate"]
-    for name in (KV, "kvlab-tmp"):
+    for name in (KV, "kvlab-tmp", "kvlab-pol"):
         lab.az.run("keyvault", "purge", "--name", name)
     deleted = lab.az.json("keyvault", "list-deleted")
-    assert not {"kvlab", "kvlab-tmp"} & {d["name"] for d in deleted}, deleted
+    assert not {"kvlab", "kvlab-tmp", "kvlab-pol"} & {d["name"] for d in deleted}, deleted
     # The name is free again (`az keyvault check-name` is for Managed HSM
     # names; vault names are checked with ARM's checkNameAvailability).
     available = lab.az.json(

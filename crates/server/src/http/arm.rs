@@ -275,6 +275,10 @@ pub fn router(state: AppState) -> Router {
             post(super::arm_vault::purge_deleted_vault),
         )
         .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/privateLinkResources"),
+            axum::routing::get(super::arm_vault::private_link_resources),
+        )
+        .route(
             &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/accessPolicies/{{op}}"),
             put(super::arm_vault::put_access_policies),
         )
@@ -435,7 +439,7 @@ fn management_operation(method: &http::Method, path: &str) -> String {
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 27] = [
+    const LITERALS: [&str; 28] = [
         "tenants",
         "subscriptions",
         "resourceGroups",
@@ -448,6 +452,7 @@ fn canonicalize_path(req: &mut Request) {
         "locations",
         "checkNameAvailability",
         "accessPolicies",
+        "privateLinkResources",
         "resources",
         "purge",
         "Microsoft.ManagedIdentity",

@@ -487,6 +487,35 @@ pub async fn get_vault(
     Ok(json(StatusCode::OK, &out))
 }
 
+/// `GET …/vaults/{name}/privateLinkResources`: the one group a private
+/// endpoint can connect to a vault with (`vault`), as
+/// `az keyvault private-link-resource list` reads it.
+pub async fn private_link_resources(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, name)): Where,
+) -> Result<Response, ArmFailure> {
+    let v = find(&st, &sub, &rg, &name).await?;
+    let id = v.resource_id();
+    st.authz
+        .require_action(&ctx.caller, &id, "Microsoft.KeyVault/vaults/read")
+        .await
+        .map_err(domain_failure)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"value": [{
+            "id": format!("{id}/privateLinkResources/vault"),
+            "name": "vault",
+            "type": "Microsoft.KeyVault/vaults/privateLinkResources",
+            "properties": {
+                "groupId": "vault",
+                "requiredMembers": ["default"],
+                "requiredZoneNames": [format!("privatelink.{}", st.endpoints.vault_parent())],
+            },
+        }]}),
+    ))
+}
+
 /// `PATCH …/vaults/{name}`: the given properties and tags change, the rest stay.
 pub async fn patch_vault(
     State(st): State<AppState>,
