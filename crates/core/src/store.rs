@@ -90,8 +90,11 @@ pub trait Store: Send + Sync {
     async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>>;
     /// Rewrites a vault's properties (JSON); false if absent.
     async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool>;
-    /// Rewrites a vault's settings (sku, retention, purge protection, wrapped
-    /// key, properties), found by id; false if absent.
+    /// Rewrites a vault's settings (sku, retention, purge protection,
+    /// properties), found by id; false if absent. The wrapped data key is left
+    /// as it is: only `replace_wrapped_key` changes it, so a settings write
+    /// racing a master-key rotation cannot put back a key wrapped under the
+    /// old master key.
     async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool>;
     /// Replaces a vault's wrapped data key if it still is `expected` (master
     /// key rotation); false if it changed meanwhile or the vault is gone.

@@ -480,6 +480,27 @@ impl VaultService {
             .collect())
     }
 
+    /// Erases the vault's wrapped data key (crypto-shredding: every
+    /// ciphertext of the vault is unreadable from then on). A compare-and-set
+    /// against the key as last read, so a master-key rotation re-wrapping it
+    /// meanwhile cannot put a live key back; on a lost race the key is read
+    /// again, a bounded number of times.
+    async fn shred_data_key(&self, v: &VaultRecord) -> Result<(), crate::store::StoreError> {
+        let mut current = v.wrapped_key.clone();
+        for _ in 0..8 {
+            if current.is_empty() || self.store.replace_wrapped_key(&v.id, &current, &[]).await? {
+                return Ok(());
+            }
+            match self.store.get_vault(&v.name).await? {
+                Some(now) if now.id == v.id => current = now.wrapped_key,
+                _ => return Ok(()),
+            }
+        }
+        Err(crate::store::StoreError::Unavailable(
+            "the vault's data key kept changing while it was being erased".into(),
+        ))
+    }
+
     /// Purges a soft-deleted vault: its data key first (crypto-shredding:
     /// every ciphertext of the vault becomes unreadable at once), then its
     /// objects, policies and the vault itself.
@@ -505,9 +526,7 @@ impl VaultService {
             ));
         }
         let doomed = self.vault_hardware_refs(v).await?;
-        let mut shredded = v.clone();
-        shredded.wrapped_key = Vec::new();
-        self.store.replace_vault(&shredded).await?;
+        self.shred_data_key(v).await?;
         self.barrier.forget(&v.id);
         self.store.purge_vault(&v.id).await?;
         self.destroy_hardware(&doomed);
@@ -562,9 +581,7 @@ impl VaultService {
                 .is_some_and(|d| d.scheduled_purge_date <= now)
             {
                 let doomed = self.vault_hardware_refs(&v).await?;
-                let mut shredded = v.clone();
-                shredded.wrapped_key = Vec::new();
-                self.store.replace_vault(&shredded).await?;
+                self.shred_data_key(&v).await?;
                 self.barrier.forget(&v.id);
                 self.store.purge_vault(&v.id).await?;
                 self.destroy_hardware(&doomed);

@@ -243,7 +243,7 @@ async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn S
     v.sku = "premium".into();
     v.retention_days = 30;
     v.purge_protection = true;
-    v.wrapped_key = Vec::new();
+    v.wrapped_key = b"stale copy".to_vec();
     v.properties.rbac_authorization = true;
     v.properties.tags.insert("a".into(), "b".into());
     assert!(s.replace_vault(&v).await.unwrap());
@@ -253,9 +253,10 @@ async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn S
             got.sku.as_str(),
             got.retention_days,
             got.purge_protection,
-            got.wrapped_key.len()
+            got.wrapped_key.as_slice()
         ),
-        ("premium", 30, true, 0)
+        ("premium", 30, true, b"rewrapped".as_slice()),
+        "replace_vault leaves the wrapped key to replace_wrapped_key"
     );
     assert_eq!(got.properties, v.properties);
     assert!(s.list_vaults().await.unwrap().iter().any(|x| x.id == v.id));

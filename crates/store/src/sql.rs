@@ -137,7 +137,7 @@ pub const UPDATE_VAULT_PROPERTIES: &str = "UPDATE vaults SET properties = $2 WHE
 pub const LIST_VAULTS: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties FROM vaults ORDER BY name";
 pub const REPLACE_WRAPPED_KEY: &str =
     "UPDATE vaults SET wrapped_key = $3 WHERE id = $1 AND wrapped_key = $2";
-pub const REPLACE_VAULT: &str = "UPDATE vaults SET sku = $2, retention_days = $3, purge_protection = $4, wrapped_key = $5, properties = $6 WHERE id = $1";
+pub const REPLACE_VAULT: &str = "UPDATE vaults SET sku = $2, retention_days = $3, purge_protection = $4, properties = $5 WHERE id = $1";
 /// Run in order, each with the vault id as `$1`.
 pub const PURGE_VAULT: [&str; 4] = [
     "DELETE FROM versions WHERE vault_id = $1",

@@ -315,7 +315,6 @@ impl Store for PostgresStore {
                 &v.sku,
                 &v.retention_days,
                 &v.purge_protection,
-                &v.wrapped_key,
                 &props,
             ],
         )

@@ -475,14 +475,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             Ok(c.execute(
                 &q(sql::REPLACE_VAULT),
-                params![
-                    v.id,
-                    v.sku,
-                    v.retention_days,
-                    v.purge_protection,
-                    v.wrapped_key,
-                    props
-                ],
+                params![v.id, v.sku, v.retention_days, v.purge_protection, props],
             )
             .map_err(err)?
                 == 1)
