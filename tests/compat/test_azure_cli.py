@@ -275,6 +275,36 @@ def test_user_signs_in_with_device_code_on_any_port(lab):
     assert az.tsv("ad", "signed-in-user", "show", "--query", "id") == lab.fact("user_id")
 
 
+def test_user_signs_in_with_the_browser(lab):
+    """Plain `az login`: the CLI opens Keyhaven's sign-in page in the browser
+    (here browser_login.py, through BROWSER), the user signs in, the page
+    redirects to the CLI's loopback listener with an authorization code, and
+    the CLI redeems it with its PKCE verifier. Own profile, as above."""
+    s = lab.server
+    az = Az(s, lab.workdir / "azure-browser")
+    subprocess.run([KEYHAVEN_BIN, "cloud", "--run", "--data-dir", str(s.data_dir)], env=az.env,
+                   capture_output=True, timeout=AZ_TIMEOUT, check=True)
+    log = lab.workdir / "browser.json"
+    env = dict(az.env)
+    env.update({
+        "BROWSER": f"{sys.executable} {Path(__file__).with_name('browser_login.py')} %s",
+        "KH_BROWSER_USER": lab.fact("upn"), "KH_BROWSER_PASSWORD": lab.fact("password"),
+        "KH_BROWSER_CA": s.ca_cert, "KH_BROWSER_LOG": str(log),
+    })
+    proc = subprocess.run([AZ, "login", "--tenant", s.tenant_id, "--output", "json"], env=env,
+                          capture_output=True, text=True, timeout=AZ_TIMEOUT, stdin=subprocess.DEVNULL)
+    browsed = json.loads(log.read_text()) if log.exists() else None
+    assert proc.returncode == 0, f"{proc.stderr[-3000:]}\nbrowser: {browsed}"
+    # MSAL asks for response_mode=form_post: the page posts the code to the
+    # CLI's listener.
+    assert browsed and browsed["page_status"] == 200 and browsed.get("form_post") is True, browsed
+    assert browsed["redirect"].startswith("http://localhost:") and browsed["landing_status"] == 200, browsed
+    accounts = json.loads(proc.stdout)
+    assert [(a["id"], a["user"]["name"], a["user"]["type"]) for a in accounts] == \
+        [(s.subscription_id, lab.fact("upn"), "user")]
+    assert az.tsv("ad", "signed-in-user", "show", "--query", "id") == lab.fact("user_id")
+
+
 # -- The lab ----------------------------------------------------------------------
 
 def test_step1_resource_group(lab):

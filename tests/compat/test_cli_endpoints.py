@@ -4,12 +4,15 @@ drives them in test_azure_cli.py."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from khcompat import (
+    AZURE_CLI_CLIENT_ID,
     HTTP_TIMEOUT,
     arm,
     assert_arm_error,
@@ -18,6 +21,7 @@ from khcompat import (
     create_user,
     graph,
     graph_token,
+    jwt_claims,
     management_token,
     unique,
 )
@@ -149,3 +153,143 @@ def test_preview_api_versions_the_cli_sends_are_accepted(server, token, version)
     r = requests.get(f"{server.vault_url}/secrets", params={"api-version": "7.6-preview.9"},
                      headers={"Authorization": f"Bearer {token}"}, verify=server.ca_cert, timeout=HTTP_TIMEOUT)
     assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
+
+
+# -- Browser sign-in: the authorization endpoint (authorization code + PKCE) ------
+
+def _pkce():
+    import base64
+    import hashlib
+    import secrets
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def _authorize_url(server) -> str:
+    return f"{server.authority_host}/{server.tenant_id}/oauth2/v2.0/authorize"
+
+
+def _authorize_params(server, challenge, **over):
+    p = {"client_id": AZURE_CLI_CLIENT_ID, "response_type": "code", "redirect_uri": "http://localhost:49152",
+         "scope": f"{server.management_url}//.default offline_access openid profile",
+         "state": 'st"><script>alert(1)</script>', "code_challenge": challenge,
+         "code_challenge_method": "S256", "nonce": "n-123"}
+    p.update(over)
+    return {k: v for k, v in p.items() if v is not None}
+
+
+def _sign_in(server, params, username, password):
+    return requests.post(_authorize_url(server), data=dict(params, username=username, password=password),
+                         verify=server.ca_cert, timeout=HTTP_TIMEOUT, allow_redirects=False)
+
+
+def _redeem(server, code, verifier, redirect_uri="http://localhost:49152"):
+    return requests.post(server.token_url(), data={
+        "grant_type": "authorization_code", "client_id": AZURE_CLI_CLIENT_ID, "code": code,
+        "redirect_uri": redirect_uri, "code_verifier": verifier, "client_info": "1",
+        "scope": f"{server.management_url}//.default offline_access openid profile"},
+        verify=server.ca_cert, timeout=HTTP_TIMEOUT)
+
+
+def test_authorize_page_escapes_what_it_echoes_and_refuses_bad_requests(server):
+    _, challenge = _pkce()
+    r = requests.get(_authorize_url(server), params=_authorize_params(server, challenge),
+                     verify=server.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html"), r.text[:300]
+    assert "<script>" not in r.text and "&lt;script&gt;" in r.text
+    assert r.headers["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    for over in ({"redirect_uri": "https://evil.example/cb"}, {"redirect_uri": "http://localhost.evil.example"},
+                 {"client_id": server.client_id}, {"client_id": str(uuid.uuid4())},
+                 {"code_challenge": None}, {"code_challenge_method": "plain"}, {"response_type": "token"},
+                 {"scope": "https://elsewhere.example/.default"}, {"response_mode": "fragment"}):
+        r = requests.get(_authorize_url(server), params=_authorize_params(server, challenge, **over),
+                         verify=server.ca_cert, timeout=HTTP_TIMEOUT, allow_redirects=False)
+        assert r.status_code == 400 and "Location" not in r.headers, (over, r.status_code, r.text[:300])
+        assert r.headers["Content-Type"].startswith("text/html")
+    r = requests.get(f"{server.authority_host}/consumers/oauth2/v2.0/authorize",
+                     params=_authorize_params(server, challenge), verify=server.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 400
+
+
+def test_authorization_code_flow_with_pkce(server):
+    user, password = create_user(server, graph_token(server), prefix="browser")
+    upn = user["userPrincipalName"]
+    verifier, challenge = _pkce()
+    params = _authorize_params(server, challenge, response_mode="query")
+    # A wrong password shows the form again; nothing is redirected.
+    r = _sign_in(server, params, upn, "wrong-" + password)
+    assert r.status_code == 200 and "Location" not in r.headers and "incorrect" in r.text
+    assert password not in r.text
+
+    def signed_in_code():
+        r = _sign_in(server, params, upn, password)
+        assert r.status_code == 302, r.text[:300]
+        loc = r.headers["Location"]
+        assert loc.startswith("http://localhost:49152?")
+        q = parse_qs(urlsplit(loc).query)
+        assert q["state"] == [params["state"]]
+        return q["code"][0]
+
+    # A wrong verifier burns the code: the right one cannot use it afterwards.
+    code = signed_in_code()
+    bad = _redeem(server, code, verifier[:-1] + ("A" if verifier[-1] != "A" else "B"))
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_grant", bad.text
+    again = _redeem(server, code, verifier)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+    # Another redirect URI than the request's is refused.
+    code = signed_in_code()
+    r = _redeem(server, code, verifier, redirect_uri="http://localhost:49153")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    # The right verifier gets tokens; the id token carries the request's nonce.
+    code = signed_in_code()
+    r = _redeem(server, code, verifier)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["refresh_token"] and body["client_info"]
+    access = jwt_claims(body["access_token"])
+    assert access["oid"] == user["id"] and access["aud"] == server.management_url
+    assert access["appid"] == AZURE_CLI_CLIENT_ID
+    idt = jwt_claims(body["id_token"])
+    assert idt["nonce"] == "n-123" and idt["aud"] == AZURE_CLI_CLIENT_ID and idt["oid"] == user["id"]
+    # The code was single use.
+    assert _redeem(server, code, verifier).status_code == 400
+
+
+def test_form_post_response_posts_the_code_to_the_listener(server):
+    user, password = create_user(server, graph_token(server), prefix="formpost")
+    verifier, challenge = _pkce()
+    params = _authorize_params(server, challenge, response_mode="form_post")
+    r = _sign_in(server, params, user["userPrincipalName"], password)
+    assert r.status_code == 200 and "Location" not in r.headers, r.text[:300]
+    assert 'action="http://localhost:49152"' in r.text
+    assert "script-src 'sha256-" in r.headers["Content-Security-Policy"]
+    code = re.search(r'name="code" value="([^"]+)"', r.text).group(1)
+    assert 'name="state" value="st&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in r.text
+    assert _redeem(server, code, verifier).status_code == 200
+
+
+def test_interactive_browser_credential(server, tmp_path, monkeypatch):
+    """azure-identity's InteractiveBrowserCredential (msal's interactive flow,
+    as `az login` uses it) with the Azure CLI's client id; the browser is
+    browser_login.py (see test_azure_cli.py)."""
+    import sys
+    import webbrowser
+    from pathlib import Path
+
+    from azure.identity import InteractiveBrowserCredential
+
+    user, password = create_user(server, graph_token(server), prefix="ibc")
+    log = tmp_path / "browser.json"
+    monkeypatch.setenv("BROWSER", f"{sys.executable} {Path(__file__).with_name('browser_login.py')} %s")
+    for k, v in {"KH_BROWSER_USER": user["userPrincipalName"], "KH_BROWSER_PASSWORD": password,
+                 "KH_BROWSER_CA": server.ca_cert, "KH_BROWSER_LOG": str(log)}.items():
+        monkeypatch.setenv(k, v)
+    # webbrowser reads BROWSER once, when it first registers browsers.
+    monkeypatch.setattr(webbrowser, "_tryorder", None)
+    monkeypatch.setattr(webbrowser, "_browsers", {})
+    cred = InteractiveBrowserCredential(client_id=AZURE_CLI_CLIENT_ID, tenant_id=server.tenant_id,
+                                        authority=server.authority_host, disable_instance_discovery=True,
+                                        timeout=60)
+    token = cred.get_token(server.vault_scope)
+    assert jwt_claims(token.token)["oid"] == user["id"], log.read_text() if log.exists() else "no browser log"

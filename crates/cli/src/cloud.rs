@@ -124,7 +124,7 @@ pub fn cloud(bootstrap: &Path, name: &str, run: bool, discover: bool, az: &Path)
             d.tenant_id
         );
         println!(
-            "# or as a user: az login --use-device-code --tenant {}",
+            "# or as a user, in the browser: az login --tenant {0}   (or: az login --use-device-code --tenant {0})",
             d.tenant_id
         );
         println!(

@@ -15,8 +15,8 @@ use crate::directory::SignedIn;
 pub const DEVICE_CODE_LIFETIME_SECS: i64 = 900;
 /// How often the device should poll.
 pub const POLL_INTERVAL_SECS: i64 = 2;
-/// Most pending codes at once; past this the expired ones are dropped and new
-/// requests refused.
+/// Most pending codes at once (of each flow); past this the expired ones are
+/// dropped and new requests refused.
 const MAX_PENDING: usize = 10_000;
 // Letters and digits that cannot be mistaken for each other.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ23456789";
@@ -67,15 +67,10 @@ impl DeviceCodes {
     /// Issues a code for `client_id` asking for `scope`.
     pub fn issue(&self, client_id: &str, scope: &str, now: i64) -> Option<Issued> {
         let mut map = self.pending.lock().ok()?;
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, p| p.expires > now);
-            if map.len() >= MAX_PENDING {
-                return None;
-            }
+        if !make_room(&mut map, |p| p.expires, now) {
+            return None;
         }
-        let mut raw = [0u8; 32];
-        openssl::rand::rand_bytes(&mut raw).ok()?;
-        let device_code = URL_SAFE_NO_PAD.encode(raw);
+        let device_code = random_code()?;
         let mut letters = [0u8; 8];
         openssl::rand::rand_bytes(&mut letters).ok()?;
         let chars: Vec<char> = letters
@@ -165,6 +160,25 @@ impl DeviceCodes {
     }
 }
 
+/// Drops expired entries when `map` is full; false if it stays full.
+pub(crate) fn make_room<T>(
+    map: &mut HashMap<String, T>,
+    expires: impl Fn(&T) -> i64,
+    now: i64,
+) -> bool {
+    if map.len() >= MAX_PENDING {
+        map.retain(|_, p| expires(p) > now);
+    }
+    map.len() < MAX_PENDING
+}
+
+/// 256 random bits, base64url: a code that cannot be guessed.
+pub(crate) fn random_code() -> Option<String> {
+    let mut raw = [0u8; 32];
+    openssl::rand::rand_bytes(&mut raw).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(raw))
+}
+
 fn normalise(user_code: &str) -> String {
     let clean: String = user_code
         .chars()
@@ -181,21 +195,9 @@ fn normalise(user_code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhaven_core::{Principal, PrincipalKind};
 
     fn who() -> SignedIn {
-        SignedIn {
-            principal: Principal {
-                object_id: "u".into(),
-                tenant_id: "t".into(),
-                app_id: None,
-                kind: PrincipalKind::User,
-            },
-            upn: Some("a@b".into()),
-            name: "A".into(),
-            groups: vec![],
-            credential_stamp: String::new(),
-        }
+        crate::testing::user()
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! is a breach, so this crate has no HTTP and no SQL of its own.
 
 pub mod assertion;
+pub mod authcode;
 pub mod authz;
 pub mod credentials;
 pub mod device;
@@ -20,3 +21,27 @@ pub use authz::Evaluator;
 pub use credentials::{ClientCredentials, PasswordCredential};
 pub use directory::{Directory, DirectoryError, SignInFailure, SignedIn};
 pub use token::{SigningKey, TokenError, TokenService};
+
+/// Fixtures shared by the unit tests of this crate.
+#[cfg(test)]
+pub(crate) mod testing {
+    use keyhaven_core::{Principal, PrincipalKind};
+
+    use crate::directory::SignedIn;
+
+    /// A signed-in user.
+    pub fn user() -> SignedIn {
+        SignedIn {
+            principal: Principal {
+                object_id: "u".into(),
+                tenant_id: "t".into(),
+                app_id: None,
+                kind: PrincipalKind::User,
+            },
+            upn: Some("a@b".into()),
+            name: "A".into(),
+            groups: vec![],
+            credential_stamp: String::new(),
+        }
+    }
+}

@@ -233,6 +233,8 @@ struct IdClaims {
     sub: String,
     tid: String,
     ver: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -404,6 +406,7 @@ impl TokenService {
         principal: &Principal,
         extra: &Extra<'_>,
         client_id: &str,
+        nonce: Option<&str>,
         now: i64,
     ) -> Result<String, TokenError> {
         self.sign(&IdClaims {
@@ -418,6 +421,7 @@ impl TokenService {
             sub: principal.object_id.clone(),
             tid: principal.tenant_id.clone(),
             ver: "2.0".to_owned(),
+            nonce: nonce.map(str::to_owned),
         })
     }
 

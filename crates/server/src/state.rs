@@ -29,6 +29,8 @@ pub struct Inner {
     pub lockout: Lockout,
     /// Pending device authorizations.
     pub device_codes: DeviceCodes,
+    /// Outstanding authorization codes (browser sign-in).
+    pub auth_codes: keyhaven_identity::authcode::AuthCodes,
     /// Request ids (`x-ms-request-id`).
     pub request_ids: RequestIds,
     /// The crypto barrier (for deployment-level sealed data).
@@ -202,6 +204,7 @@ impl AppState {
             directory,
             lockout: Lockout::new(),
             device_codes: DeviceCodes::new(),
+            auth_codes: keyhaven_identity::authcode::AuthCodes::new(),
             request_ids: RequestIds::new(),
             barrier: p.barrier,
             subscription_id: p.subscription_id,

@@ -29,6 +29,43 @@ pub struct TokenRequest {
     pub refresh_token: Option<String>,
     /// Device code (device code grant).
     pub device_code: Option<String>,
+    /// Authorization code (authorization code grant).
+    pub code: Option<String>,
+    /// The redirect URI the code was issued for.
+    pub redirect_uri: Option<String>,
+    /// The PKCE verifier.
+    pub code_verifier: Option<String>,
+}
+
+/// The authorization endpoint's parameters (query of the GET, form of the
+/// POST that also carries the user's credentials).
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeParams {
+    /// The public client.
+    pub client_id: Option<String>,
+    /// Must be `code`.
+    pub response_type: Option<String>,
+    /// A loopback URI.
+    pub redirect_uri: Option<String>,
+    /// Requested scopes.
+    pub scope: Option<String>,
+    /// Opaque; returned with the code.
+    pub state: Option<String>,
+    /// PKCE challenge.
+    pub code_challenge: Option<String>,
+    /// Must be `S256`.
+    pub code_challenge_method: Option<String>,
+    /// Goes into the id token.
+    pub nonce: Option<String>,
+    /// `query` (default: a redirect) or `form_post` (a page that posts the
+    /// code to the redirect URI, which MSAL asks for).
+    pub response_mode: Option<String>,
+    /// Pre-fills the user name.
+    pub login_hint: Option<String>,
+    /// User name (POST).
+    pub username: Option<String>,
+    /// Password (POST).
+    pub password: Option<String>,
 }
 
 /// The device authorization endpoint's form body.

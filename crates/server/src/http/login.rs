@@ -1,8 +1,9 @@
 //! The token issuer at `login.{domain}`: OpenID discovery, the JWKS, the user
 //! realm, and the OAuth 2.0 token endpoints (v2 and v1) with the grants
 //! azure-identity uses: client credentials with a secret or a certificate
-//! assertion, resource-owner password, and refresh tokens. Shaped like Entra
-//! ID so MSAL and azure-identity work as is.
+//! assertion, resource-owner password, device code, authorization code with
+//! PKCE (browser sign-in at the authorization endpoint), and refresh tokens.
+//! Shaped like Entra ID so MSAL and azure-identity work as is.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -13,11 +14,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::StatusCode;
 use keyhaven_core::{PrincipalKind, Sensitive};
+use keyhaven_identity::authcode::{self, RedeemError};
 use keyhaven_identity::device::{Poll, DEVICE_CODE_LIFETIME_SECS, POLL_INTERVAL_SECS};
 use keyhaven_identity::token::{Extra, TOKEN_LIFETIME_SECS};
 use keyhaven_identity::SignInFailure;
 use keyhaven_wire::oauth::{
-    DeviceCodeRequest, DeviceCodeResponse, DeviceLoginForm, Jwk, Jwks, OAuthError,
+    AuthorizeParams, DeviceCodeRequest, DeviceCodeResponse, DeviceLoginForm, Jwk, Jwks, OAuthError,
     OpenIdConfiguration, TokenRequest, TokenResponse, TokenResponseV1, UserRealm,
 };
 
@@ -40,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/{tenant}/oauth2/token", post(token_v1))
         .route("/{tenant}/oauth2/v2.0/devicecode", post(device_code))
         .route("/device", get(device_page).post(device_login))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(authorize_page).post(authorize_login),
+        )
         .route("/common/userrealm/{user}", get(user_realm))
         .fallback(|| async {
             ApiError::not_found("The requested endpoint does not exist on the token issuer.")
@@ -364,6 +370,48 @@ async fn issue(
     } else {
         None
     };
+    // An authorization code carries the scope and nonce of its request.
+    let mut nonce = None;
+    let device = if grant == "authorization_code" {
+        let (Some(code), Some(redirect_uri), Some(verifier)) = (
+            form.code.as_deref(),
+            form.redirect_uri.as_deref(),
+            form.code_verifier.as_deref(),
+        ) else {
+            return bad_request(
+                st,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameters: 'code', 'redirect_uri' and 'code_verifier'.",
+            );
+        };
+        match st
+            .auth_codes
+            .redeem(code, &client_id, redirect_uri, verifier, now)
+        {
+            Ok(r) => {
+                nonce = r.nonce;
+                Some((r.who, r.scope))
+            }
+            Err(e) => {
+                let text = match e {
+                    RedeemError::Expired => "The provided authorization code or refresh token has expired.",
+                    RedeemError::RedirectMismatch => "The reply URL specified in the request does not match the reply URL of the authorization request.",
+                    RedeemError::VerifierMismatch => "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
+                    RedeemError::Unknown => "The provided authorization code is not valid: it is unknown, was issued to another client, or was already redeemed.",
+                };
+                let code = match e {
+                    RedeemError::Expired => 70008,
+                    RedeemError::RedirectMismatch => 500117,
+                    RedeemError::VerifierMismatch => 501481,
+                    RedeemError::Unknown => 9002313,
+                };
+                return bad_request(st, "invalid_grant", code, text);
+            }
+        }
+    } else {
+        device
+    };
     let requested = match (&device, endpoint) {
         (Some((_, scope)), _) => Some(scope.clone()),
         (None, Endpoint::V2) => form.scope.clone(),
@@ -457,7 +505,9 @@ async fn issue(
                 }
             }
         }
-        DEVICE_CODE_GRANT => device.map(|(who, _)| who).ok_or(SignInFailure::Unavailable),
+        DEVICE_CODE_GRANT | "authorization_code" => {
+            device.map(|(who, _)| who).ok_or(SignInFailure::Unavailable)
+        }
         _ => {
             return bad_request(
                 st,
@@ -509,7 +559,7 @@ async fn issue(
             st.tokens
                 .mint_refresh(&who.principal, &client_id, &who.credential_stamp, now),
             st.tokens
-                .mint_id_token(&who.principal, &extra, &client_id, now),
+                .mint_id_token(&who.principal, &extra, &client_id, nonce.as_deref(), now),
         ) else {
             return server_error(st);
         };
@@ -704,4 +754,321 @@ async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Res
             }
         }
     }
+}
+
+// ---------------- authorization code (browser sign-in) ----------------
+
+const AUTHORIZE_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Keyhaven sign-in</title>
+<style>body{font-family:sans-serif;max-width:28em;margin:4em auto}label{display:block;margin:.8em 0 .2em}input{width:100%;padding:.4em}button{margin-top:1em;padding:.5em 1.5em}.msg{padding:.6em;background:#eef}</style></head>
+<body><h1>Sign in</h1>{message}
+<form method="post" action="{action}">{hidden}
+<label for="username">User name</label><input id="username" name="username" value="{hint}" autocomplete="username" required>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form></body></html>"#;
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An HTML page that takes a password: never framed or cached; its form may
+/// post only here, and the redirect after it only to a loopback listener.
+fn sign_in_page(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        "content-security-policy",
+        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http://localhost:* http://127.0.0.1:* http://[::1]:*; frame-ancestors 'none'"),
+    );
+    r
+}
+
+fn authorize_error(text: &str) -> Response {
+    sign_in_page(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Keyhaven sign-in</title></head><body><h1>Sign-in request refused</h1><p>{}</p></body></html>",
+            escape_html(text)
+        ),
+    )
+}
+
+/// A checked authorization request.
+struct Authorize {
+    request: authcode::Request,
+    state: Option<String>,
+    form_post: bool,
+}
+
+/// Checks an authorization request. Nothing is redirected until the client
+/// and its redirect URI are known good, so a bad request is an error page.
+async fn check_authorize(
+    st: &AppState,
+    tenant: &str,
+    p: &AuthorizeParams,
+) -> Result<Authorize, Response> {
+    if !is_our_tenant(st, tenant) {
+        return Err(authorize_error(&format!(
+            "AADSTS90002: Tenant '{}' not found.",
+            tenant.chars().take(64).collect::<String>()
+        )));
+    }
+    let Some(client_id) = p.client_id.as_deref() else {
+        return Err(authorize_error(
+            "AADSTS900144: The request must contain 'client_id'.",
+        ));
+    };
+    match st.directory.is_public_client(client_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(authorize_error(
+                "AADSTS7000218: Only public client applications sign users in here.",
+            ))
+        }
+        Err(_) => {
+            return Err(authorize_error(
+                "AADSTS700016: The application was not found in the directory.",
+            ))
+        }
+    }
+    let Some(redirect_uri) = p
+        .redirect_uri
+        .as_deref()
+        .filter(|r| authcode::loopback_redirect(r))
+    else {
+        return Err(authorize_error("AADSTS50011: The redirect URI must be a loopback address (http://localhost:PORT) of the application on this machine."));
+    };
+    if p.response_type.as_deref() != Some("code") {
+        return Err(authorize_error(
+            "AADSTS70007: Only response_type=code is supported.",
+        ));
+    }
+    let Some(challenge) = p.code_challenge.as_deref().filter(|c| {
+        authcode::challenge_well_formed(c) && p.code_challenge_method.as_deref() == Some("S256")
+    }) else {
+        return Err(authorize_error(
+            "AADSTS9002325: Proof Key for Code Exchange (S256) is required.",
+        ));
+    };
+    let Some(scope) = p.scope.as_deref().filter(|s| audience_for(st, s).is_some()) else {
+        return Err(authorize_error(
+            "AADSTS70011: The provided value for the input parameter 'scope' is not valid.",
+        ));
+    };
+    let form_post = match p.response_mode.as_deref() {
+        None | Some("query") => false,
+        Some("form_post") => true,
+        Some(_) => {
+            return Err(authorize_error(
+                "AADSTS900144: response_mode must be query or form_post.",
+            ))
+        }
+    };
+    let bounded = |v: &Option<String>| v.as_deref().filter(|s| s.len() <= 1024).map(str::to_owned);
+    Ok(Authorize {
+        request: authcode::Request {
+            client_id: client_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            code_challenge: challenge.to_owned(),
+            scope: scope.to_owned(),
+            nonce: bounded(&p.nonce),
+        },
+        state: bounded(&p.state),
+        form_post,
+    })
+}
+
+fn authorize_form(tenant: &str, a: &Authorize, hint: &str, message: &str) -> String {
+    let mut hidden = String::new();
+    let mut field = |name: &str, value: &str| {
+        hidden.push_str(&format!(
+            r#"<input type="hidden" name="{name}" value="{}">"#,
+            escape_html(value)
+        ));
+    };
+    field("client_id", &a.request.client_id);
+    field("response_type", "code");
+    field("redirect_uri", &a.request.redirect_uri);
+    field("scope", &a.request.scope);
+    field("code_challenge", &a.request.code_challenge);
+    field("code_challenge_method", "S256");
+    if let Some(n) = &a.request.nonce {
+        field("nonce", n);
+    }
+    if let Some(s) = &a.state {
+        field("state", s);
+    }
+    if a.form_post {
+        field("response_mode", "form_post");
+    }
+    AUTHORIZE_PAGE
+        .replace(
+            "{action}",
+            &escape_html(&format!("/{tenant}/oauth2/v2.0/authorize")),
+        )
+        .replace("{hidden}", &hidden)
+        .replace("{hint}", &escape_html(hint))
+        .replace("{message}", message)
+}
+
+/// `GET /{tenant}/oauth2/v2.0/authorize`: the sign-in page.
+async fn authorize_page(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let p: AuthorizeParams =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    match check_authorize(&st, &tenant, &p).await {
+        Ok(a) => sign_in_page(
+            StatusCode::OK,
+            authorize_form(&tenant, &a, p.login_hint.as_deref().unwrap_or(""), ""),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/authorize`: signs the user in and redirects to
+/// the client's loopback listener with a code (or shows the form again).
+async fn authorize_login(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    peer: Peer,
+    body: Body,
+) -> Response {
+    let Ok(bytes) = read_body(body).await else {
+        return authorize_error("The form is too large.");
+    };
+    let Ok(mut p) = serde_urlencoded::from_bytes::<AuthorizeParams>(&bytes) else {
+        return authorize_error("The form could not be read.");
+    };
+    let a = match check_authorize(&st, &tenant, &p).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let password = p.password.take().map(Sensitive::new);
+    let username = p.username.take().unwrap_or_default();
+    let again = |text: &str| {
+        sign_in_page(
+            StatusCode::OK,
+            authorize_form(
+                &tenant,
+                &a,
+                &username,
+                &format!(r#"<p class="msg">{text}</p>"#),
+            ),
+        )
+    };
+    let Some(password) = password.filter(|_| !username.is_empty()) else {
+        return again("Enter your user name and your password.");
+    };
+    let now = st.clock.now();
+    let source = peer.map(|p| p.0 .0.ip());
+    if st.lockout.is_locked(&username, source, now) {
+        return again("Too many failed sign-ins. Try again later.");
+    }
+    let who = match st
+        .directory
+        .sign_in_with_password(&a.request.client_id, &username, password)
+        .await
+    {
+        Ok(mut who) => {
+            st.lockout.record_success(&username, source);
+            who.principal.app_id = Some(a.request.client_id.clone());
+            who
+        }
+        Err(f) => {
+            if f != SignInFailure::Unavailable {
+                st.lockout.record_failure(&username, source, now);
+            }
+            return match f {
+                SignInFailure::UserDisabled => again("Your account is disabled."),
+                _ => again("The user name or password is incorrect."),
+            };
+        }
+    };
+    let redirect_uri = a.request.redirect_uri.clone();
+    let (state, form_post) = (a.state.clone(), a.form_post);
+    let Some(code) = st.auth_codes.issue(a.request, who, now) else {
+        return authorize_error("Too many sign-ins in progress; try again later.");
+    };
+    let mut query = vec![("code", code.as_str())];
+    if let Some(s) = state.as_deref() {
+        query.push(("state", s));
+    }
+    if form_post {
+        return form_post_page(&redirect_uri, &query);
+    }
+    let Ok(q) = serde_urlencoded::to_string(&query) else {
+        return authorize_error("The response could not be built.");
+    };
+    let location = format!("{redirect_uri}?{q}");
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    match http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        Err(_) => return authorize_error("The response could not be built."),
+    }
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// The inline script of the form_post page (allowed by its hash, nothing else).
+const FORM_POST_SCRIPT: &str = "document.forms[0].submit()";
+
+/// `response_mode=form_post`: a page whose form posts the response to the
+/// client's loopback listener at once (a button if scripts are off).
+fn form_post_page(redirect_uri: &str, fields: &[(&str, &str)]) -> Response {
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                r#"<input type="hidden" name="{k}" value="{}">"#,
+                escape_html(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Keyhaven sign-in</title></head><body><p>Signed in. Returning to the application\u{2026}</p><form method=\"post\" action=\"{}\">{inputs}<noscript><button type=\"submit\">Continue</button></noscript></form><script>{FORM_POST_SCRIPT}</script></body></html>",
+        escape_html(redirect_uri)
+    );
+    let hash = openssl::hash::hash(
+        openssl::hash::MessageDigest::sha256(),
+        FORM_POST_SCRIPT.as_bytes(),
+    )
+    .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+    .unwrap_or_default();
+    let mut r = sign_in_page(StatusCode::OK, body);
+    if let Ok(v) = http::HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; form-action http://localhost:* http://127.0.0.1:* http://[::1]:*; frame-ancestors 'none'"
+    )) {
+        r.headers_mut().insert("content-security-policy", v);
+    }
+    r
 }

@@ -359,10 +359,9 @@ async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> 
     if let Some(v) = client_request_id {
         h.insert(HeaderName::from_static("x-ms-client-request-id"), v);
     }
-    h.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
+    // A handler may ask for more (the sign-in pages: no-store).
+    h.entry(http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
     h.insert(
         HeaderName::from_static("x-ms-keyvault-service-version"),
         HeaderValue::from_static(SERVICE_VERSION),
