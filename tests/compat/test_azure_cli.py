@@ -152,11 +152,21 @@ def lab(store_kind, tmp_path_factory):
         yield Lab(srv, Az(srv, work / "azure"), work)
 
 
-def keyhaven(lab: Lab, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([KEYHAVEN_BIN, *args, "--data-dir", str(lab.server.data_dir)], env=lab.az.env,
+def keyhaven(lab: Lab, *args: str, az: Optional[Az] = None) -> subprocess.CompletedProcess:
+    """Runs `keyhaven ARGS --data-dir <the lab server's>` with `az`'s
+    environment (the lab's CLI profile by default)."""
+    proc = subprocess.run([KEYHAVEN_BIN, *args, "--data-dir", str(lab.server.data_dir)], env=(az or lab.az).env,
                           capture_output=True, text=True, timeout=AZ_TIMEOUT, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"keyhaven {' '.join(args)} exited {proc.returncode}: {proc.stderr[-3000:]}"
     return proc
+
+
+def other_profile(lab: Lab, name: str) -> Az:
+    """A CLI profile of its own, registered with `keyhaven cloud --run`, so a
+    test can sign in without touching the lab's login."""
+    az = Az(lab.server, lab.workdir / name)
+    keyhaven(lab, "cloud", "--run", az=az)
+    return az
 
 
 # -- Before the lab: point the CLI at Keyhaven and sign in ---------------------------
@@ -188,9 +198,7 @@ def test_keyhaven_cloud_registers_the_deployment_with_the_cli(lab):
     manual = Az(lab.server, lab.workdir / "azure-no-discovery")
     printed = keyhaven(lab, "cloud", "--no-discovery").stdout
     assert "--skip-endpoint-discovery" in printed and f"--suffix-keyvault-dns .vault.localhost{lab.port_suffix}" in printed
-    proc = subprocess.run([KEYHAVEN_BIN, "cloud", "--run", "--no-discovery", "--data-dir", str(lab.server.data_dir)],
-                          env=manual.env, capture_output=True, text=True, timeout=AZ_TIMEOUT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    keyhaven(lab, "cloud", "--run", "--no-discovery", az=manual)
     explicit = manual.json("cloud", "show", "--name", "Keyhaven")
     for k in ("activeDirectory", "activeDirectoryResourceId", "microsoftGraphResourceId", "management"):
         assert explicit["endpoints"][k] == ep[k], k
@@ -240,9 +248,7 @@ def test_user_signs_in_with_device_code_on_any_port(lab):
     posts the page's form), and the CLI's polling gets the tokens. Uses a
     profile of its own so the lab's login stays as it is."""
     s = lab.server
-    az = Az(s, lab.workdir / "azure-device-code")
-    subprocess.run([KEYHAVEN_BIN, "cloud", "--run", "--data-dir", str(s.data_dir)], env=az.env,
-                   capture_output=True, timeout=AZ_TIMEOUT, check=True)
+    az = other_profile(lab, "azure-device-code")
     proc = subprocess.Popen([AZ, "login", "--use-device-code", "--tenant", s.tenant_id, "--output", "json"],
                             env=az.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
@@ -281,9 +287,7 @@ def test_user_signs_in_with_the_browser(lab):
     redirects to the CLI's loopback listener with an authorization code, and
     the CLI redeems it with its PKCE verifier. Own profile, as above."""
     s = lab.server
-    az = Az(s, lab.workdir / "azure-browser")
-    subprocess.run([KEYHAVEN_BIN, "cloud", "--run", "--data-dir", str(s.data_dir)], env=az.env,
-                   capture_output=True, timeout=AZ_TIMEOUT, check=True)
+    az = other_profile(lab, "azure-browser")
     log = lab.workdir / "browser.json"
     env = dict(az.env)
     env.update({

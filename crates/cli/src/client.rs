@@ -22,6 +22,12 @@ pub struct Connection {
     pub resource_group: String,
 }
 
+/// The Graph endpoint of a deployment: `management.` becomes `graph.` (the
+/// port stays).
+pub fn graph_url_of(management_url: &str) -> String {
+    management_url.replacen("://management.", "://graph.", 1)
+}
+
 /// A parsed `bootstrap.json`.
 pub struct BootstrapFile {
     path: std::path::PathBuf,
@@ -73,7 +79,7 @@ impl Connection {
             .timeout(std::time::Duration::from_secs(30))
             .build();
         let management_url = field("management_url")?;
-        let graph_url = management_url.replacen("://management.", "://graph.", 1);
+        let graph_url = graph_url_of(&management_url);
         Ok(Self {
             agent,
             tenant_id: field("tenant_id")?,

@@ -32,7 +32,7 @@ impl Deployment {
         let ca = PathBuf::from(field("ca_cert")?);
         let management_url = field("management_url")?.trim_end_matches('/').to_owned();
         Ok(Self {
-            graph_url: management_url.replacen("://management.", "://graph.", 1),
+            graph_url: crate::client::graph_url_of(&management_url),
             vault_host_suffix: field("vault_host_suffix")?,
             management_url,
             authority_host: field("authority_host")?,

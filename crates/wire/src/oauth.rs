@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// The token endpoint's form body. Secret fields are moved into `Sensitive`
 /// by the handler as soon as the form is parsed.
-#[derive(Debug, Deserialize)]
+/// No `Debug`: it carries client secrets, passwords and codes.
+#[derive(Deserialize)]
 pub struct TokenRequest {
     /// `client_credentials`, `password` or `refresh_token`.
     pub grant_type: Option<String>,
@@ -39,7 +40,8 @@ pub struct TokenRequest {
 
 /// The authorization endpoint's parameters (query of the GET, form of the
 /// POST that also carries the user's credentials).
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: the POST carries the password.
+#[derive(Default, Deserialize)]
 pub struct AuthorizeParams {
     /// The public client.
     pub client_id: Option<String>,
@@ -95,7 +97,8 @@ pub struct DeviceCodeResponse {
 }
 
 /// The verification page's form.
-#[derive(Debug, Deserialize)]
+/// No `Debug`: it carries the password.
+#[derive(Deserialize)]
 pub struct DeviceLoginForm {
     /// The user code.
     pub code: Option<String>,

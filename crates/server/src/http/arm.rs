@@ -319,6 +319,7 @@ fn cloud_metadata(state: &AppState, req: &Request) -> Option<Response> {
     }
     let e = &state.endpoints;
     let management = e.management_url();
+    let graph = format!("{}/", e.graph_url());
     Some(json(
         StatusCode::OK,
         &keyhaven_wire::arm::CloudMetadata {
@@ -330,9 +331,9 @@ fn cloud_metadata(state: &AppState, req: &Request) -> Option<Response> {
                 tenant: "common".into(),
                 identity_provider: "AAD",
             },
-            microsoft_graph_resource_id: format!("{}/", e.graph_url()),
-            graph_audience: format!("{}/", e.graph_url()),
-            graph: format!("{}/", e.graph_url()),
+            microsoft_graph_resource_id: graph.clone(),
+            graph_audience: graph.clone(),
+            graph,
             suffixes: keyhaven_wire::arm::CloudSuffixes {
                 key_vault_dns: e.vault_host_suffix(),
             },

@@ -335,82 +335,75 @@ async fn issue(
     };
     let now = st.clock.now();
     let grant = form.grant_type.as_deref().unwrap_or("");
-    // A device code carries the scope the device asked for when it began.
-    let device = if grant == DEVICE_CODE_GRANT {
-        let Some(code) = form.device_code.as_deref() else {
-            return bad_request(
-                st,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'device_code'.",
-            );
-        };
-        match st.device_codes.poll(code, &client_id, now) {
-            Poll::Approved(who, scope) => Some((*who, scope)),
-            Poll::Pending => {
-                return bad_request(
-                    st,
-                    "authorization_pending",
-                    70016,
-                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
-                );
-            }
-            Poll::Expired => {
-                return bad_request(st, "expired_token", 70020, "The provided value for the input parameter 'device_code' is not valid. This device code has expired.");
-            }
-            Poll::Unknown => {
-                return bad_request(
-                    st,
-                    "invalid_grant",
-                    70000,
-                    "The provided value for the input parameter 'device_code' is not valid.",
-                );
-            }
-        }
-    } else {
-        None
-    };
-    // An authorization code carries the scope and nonce of its request.
+    // A device code carries the scope the device asked for when it began; an
+    // authorization code the scope and nonce of its request.
     let mut nonce = None;
-    let device = if grant == "authorization_code" {
-        let (Some(code), Some(redirect_uri), Some(verifier)) = (
-            form.code.as_deref(),
-            form.redirect_uri.as_deref(),
-            form.code_verifier.as_deref(),
-        ) else {
-            return bad_request(
-                st,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameters: 'code', 'redirect_uri' and 'code_verifier'.",
-            );
-        };
-        match st
-            .auth_codes
-            .redeem(code, &client_id, redirect_uri, verifier, now)
-        {
-            Ok(r) => {
-                nonce = r.nonce;
-                Some((r.who, r.scope))
-            }
-            Err(e) => {
-                let text = match e {
-                    RedeemError::Expired => "The provided authorization code or refresh token has expired.",
-                    RedeemError::RedirectMismatch => "The reply URL specified in the request does not match the reply URL of the authorization request.",
-                    RedeemError::VerifierMismatch => "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
-                    RedeemError::Unknown => "The provided authorization code is not valid: it is unknown, was issued to another client, or was already redeemed.",
-                };
-                let code = match e {
-                    RedeemError::Expired => 70008,
-                    RedeemError::RedirectMismatch => 500117,
-                    RedeemError::VerifierMismatch => 501481,
-                    RedeemError::Unknown => 9002313,
-                };
-                return bad_request(st, "invalid_grant", code, text);
+    let device = match grant {
+        DEVICE_CODE_GRANT => {
+            let Some(code) = form.device_code.as_deref() else {
+                return bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'device_code'.",
+                );
+            };
+            match st.device_codes.poll(code, &client_id, now) {
+                Poll::Approved(who, scope) => Some((*who, scope)),
+                Poll::Pending => {
+                    return bad_request(
+                        st,
+                        "authorization_pending",
+                        70016,
+                        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                    );
+                }
+                Poll::Expired => {
+                    return bad_request(st, "expired_token", 70020, "The provided value for the input parameter 'device_code' is not valid. This device code has expired.");
+                }
+                Poll::Unknown => {
+                    return bad_request(
+                        st,
+                        "invalid_grant",
+                        70000,
+                        "The provided value for the input parameter 'device_code' is not valid.",
+                    );
+                }
             }
         }
-    } else {
-        device
+        "authorization_code" => {
+            let (Some(code), Some(redirect_uri), Some(verifier)) = (
+                form.code.as_deref(),
+                form.redirect_uri.as_deref(),
+                form.code_verifier.as_deref(),
+            ) else {
+                return bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameters: 'code', 'redirect_uri' and 'code_verifier'.",
+                );
+            };
+            match st
+                .auth_codes
+                .redeem(code, &client_id, redirect_uri, verifier, now)
+            {
+                Ok(r) => {
+                    nonce = r.nonce;
+                    Some((r.who, r.scope))
+                }
+                Err(e) => {
+                    let (code, text) = match e {
+                        RedeemError::Expired => (70008, "The provided authorization code or refresh token has expired."),
+                        RedeemError::RedirectMismatch => (500117, "The reply URL specified in the request does not match the reply URL of the authorization request."),
+                        RedeemError::VerifierMismatch => (501481, "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE."),
+                        RedeemError::Unknown => (9002313, "The provided authorization code is not valid: it is unknown, was issued to another client, or was already redeemed."),
+                    };
+                    return bad_request(st, "invalid_grant", code, text);
+                }
+            }
+        }
+        _ => None,
     };
     let requested = match (&device, endpoint) {
         (Some((_, scope)), _) => Some(scope.clone()),
@@ -678,22 +671,28 @@ const DEVICE_PAGE: &str = r#"<!doctype html>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button></form></body></html>"#;
 
-fn html(status: StatusCode, message: &str) -> Response {
-    let body = DEVICE_PAGE.replace("{message}", message);
+/// An HTML page of the login plane, with its content security policy; never
+/// framed.
+fn html_page(status: StatusCode, body: String, csp: http::HeaderValue) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
+    let h = r.headers_mut();
+    h.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    // The page takes a password: never framed, never cached.
-    r.headers_mut()
-        .insert("x-frame-options", http::HeaderValue::from_static("DENY"));
-    r.headers_mut().insert(
-        "content-security-policy",
-        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
-    );
+    h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    h.insert("content-security-policy", csp);
     r
+}
+
+fn html(status: StatusCode, message: &str) -> Response {
+    // The page takes a password: its form posts only here.
+    html_page(
+        status,
+        DEVICE_PAGE.replace("{message}", message),
+        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    )
 }
 
 async fn device_page() -> Response {
@@ -724,17 +723,8 @@ async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Res
         );
     };
     let source = peer.map(|p| p.0 .0.ip());
-    if st.lockout.is_locked(&username, source, now) {
-        return fail("Too many failed sign-ins. Try again later.");
-    }
-    match st
-        .directory
-        .sign_in_with_password(&client_id, &username, password)
-        .await
-    {
-        Ok(mut who) => {
-            st.lockout.record_success(&username, source);
-            who.principal.app_id = Some(client_id);
+    match form_sign_in(&st, &client_id, &username, password, source, now).await {
+        Ok(who) => {
             if st.device_codes.approve(&code, who, now) {
                 html(
                     StatusCode::OK,
@@ -744,14 +734,42 @@ async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Res
                 fail("That code is not valid or has expired.")
             }
         }
+        Err(text) => fail(text),
+    }
+}
+
+/// Signs a user in from a sign-in page's form (device verification or
+/// authorization), with the password grant's lockout; on failure, the
+/// sentence the page shows.
+async fn form_sign_in(
+    st: &AppState,
+    client_id: &str,
+    username: &str,
+    password: Sensitive<String>,
+    source: Option<IpAddr>,
+    now: i64,
+) -> Result<keyhaven_identity::directory::SignedIn, &'static str> {
+    if st.lockout.is_locked(username, source, now) {
+        return Err("Too many failed sign-ins. Try again later.");
+    }
+    match st
+        .directory
+        .sign_in_with_password(client_id, username, password)
+        .await
+    {
+        Ok(mut who) => {
+            st.lockout.record_success(username, source);
+            who.principal.app_id = Some(client_id.to_owned());
+            Ok(who)
+        }
         Err(f) => {
             if f != SignInFailure::Unavailable {
-                st.lockout.record_failure(&username, source, now);
+                st.lockout.record_failure(username, source, now);
             }
-            match f {
-                SignInFailure::UserDisabled => fail("Your account is disabled."),
-                _ => fail("The user name or password is incorrect."),
-            }
+            Err(match f {
+                SignInFailure::UserDisabled => "Your account is disabled.",
+                _ => "The user name or password is incorrect.",
+            })
         }
     }
 }
@@ -785,21 +803,17 @@ fn escape_html(s: &str) -> String {
 /// An HTML page that takes a password: never framed or cached; its form may
 /// post only here, and the redirect after it only to a loopback listener.
 fn sign_in_page(status: StatusCode, body: String) -> Response {
-    let mut r = Response::new(Body::from(body));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
-    h.insert(
+    no_store(html_page(
+        status,
+        body,
+        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http://localhost:* http://127.0.0.1:* http://[::1]:*; frame-ancestors 'none'"),
+    ))
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        "content-security-policy",
-        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http://localhost:* http://127.0.0.1:* http://[::1]:*; frame-ancestors 'none'"),
     );
     r
 }
@@ -985,28 +999,10 @@ async fn authorize_login(
     };
     let now = st.clock.now();
     let source = peer.map(|p| p.0 .0.ip());
-    if st.lockout.is_locked(&username, source, now) {
-        return again("Too many failed sign-ins. Try again later.");
-    }
-    let who = match st
-        .directory
-        .sign_in_with_password(&a.request.client_id, &username, password)
-        .await
+    let who = match form_sign_in(&st, &a.request.client_id, &username, password, source, now).await
     {
-        Ok(mut who) => {
-            st.lockout.record_success(&username, source);
-            who.principal.app_id = Some(a.request.client_id.clone());
-            who
-        }
-        Err(f) => {
-            if f != SignInFailure::Unavailable {
-                st.lockout.record_failure(&username, source, now);
-            }
-            return match f {
-                SignInFailure::UserDisabled => again("Your account is disabled."),
-                _ => again("The user name or password is incorrect."),
-            };
-        }
+        Ok(who) => who,
+        Err(text) => return again(text),
     };
     let redirect_uri = a.request.redirect_uri.clone();
     let (state, form_post) = (a.state.clone(), a.form_post);
@@ -1032,11 +1028,7 @@ async fn authorize_login(
         }
         Err(_) => return authorize_error("The response could not be built."),
     }
-    r.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    r
+    no_store(r)
 }
 
 /// The inline script of the form_post page (allowed by its hash, nothing else).
@@ -1058,17 +1050,20 @@ fn form_post_page(redirect_uri: &str, fields: &[(&str, &str)]) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Keyhaven sign-in</title></head><body><p>Signed in. Returning to the application\u{2026}</p><form method=\"post\" action=\"{}\">{inputs}<noscript><button type=\"submit\">Continue</button></noscript></form><script>{FORM_POST_SCRIPT}</script></body></html>",
         escape_html(redirect_uri)
     );
+    no_store(html_page(StatusCode::OK, body, FORM_POST_CSP.clone()))
+}
+
+/// The form_post page's policy: its one script, allowed by hash, may post only
+/// to a loopback listener. Computed once.
+static FORM_POST_CSP: std::sync::LazyLock<http::HeaderValue> = std::sync::LazyLock::new(|| {
     let hash = openssl::hash::hash(
         openssl::hash::MessageDigest::sha256(),
         FORM_POST_SCRIPT.as_bytes(),
     )
     .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
     .unwrap_or_default();
-    let mut r = sign_in_page(StatusCode::OK, body);
-    if let Ok(v) = http::HeaderValue::from_str(&format!(
+    http::HeaderValue::from_str(&format!(
         "default-src 'none'; script-src 'sha256-{hash}'; form-action http://localhost:* http://127.0.0.1:* http://[::1]:*; frame-ancestors 'none'"
-    )) {
-        r.headers_mut().insert("content-security-policy", v);
-    }
-    r
-}
+    ))
+    .unwrap_or_else(|_| http::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"))
+});
