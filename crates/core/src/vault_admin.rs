@@ -143,6 +143,11 @@ pub struct VaultSpec {
     pub public_network_access: Option<String>,
     /// `default` or `recover`.
     pub create_mode: Option<String>,
+    /// Whether the caller may switch the vault between RBAC and access
+    /// policies: it holds `Microsoft.Authorization/roleAssignments/write`
+    /// at the vault's scope without a condition. Not part of the body; the
+    /// management plane sets it after its authorization check.
+    pub may_change_permission_model: bool,
 }
 
 /// Why a management request is refused, with ARM's error code.
@@ -405,6 +410,15 @@ impl VaultService {
         }
         let p = &mut v.properties;
         if let Some(r) = spec.enable_rbac_authorization {
+            // Azure: switching the permission model is a change of who can
+            // read the vault's data, so it needs the right to grant access
+            // (Owner, User Access Administrator), not just vaults/write.
+            if !create && r != p.rbac_authorization && !spec.may_change_permission_model {
+                return Err(bad(
+                    "InsufficientPermissions",
+                    "Caller is not allowed to change permission model. The caller needs the action 'Microsoft.Authorization/roleAssignments/write' at the vault's scope through a role without conditions (Owner or User Access Administrator).",
+                ));
+            }
             p.rbac_authorization = r;
         }
         if let Some(l) = spec.location {

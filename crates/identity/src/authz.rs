@@ -13,9 +13,10 @@ use keyhaven_core::resource::ResourceRecord;
 use keyhaven_core::vault::VaultRecord;
 use keyhaven_core::{Authorizer, Error, Operation, Principal, Result, Storage, StoreError};
 
+use crate::condition::Attributes;
 use crate::directory::Directory;
 use crate::rbac::{
-    self, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
+    self, Conditions, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
 };
 
 /// Settings key of the authorization generation.
@@ -147,6 +148,27 @@ impl Evaluator {
         action: &str,
         data: bool,
     ) -> Result<bool> {
+        let none = Attributes::none();
+        self.rbac_allows_with(
+            principal,
+            resource,
+            action,
+            data,
+            Conditions::Evaluate(&none),
+        )
+        .await
+    }
+
+    /// As [`Self::rbac_allows`], with the role blocks' conditions treated as
+    /// `conditions` says.
+    pub async fn rbac_allows_with(
+        &self,
+        principal: &Principal,
+        resource: &str,
+        action: &str,
+        data: bool,
+        conditions: Conditions<'_>,
+    ) -> Result<bool> {
         let snap = self.snapshot().await?;
         let groups = self.groups_of(&snap, &principal.object_id).await?;
         Ok(snap.assignments.iter().any(|a| {
@@ -155,6 +177,7 @@ impl Evaluator {
                     .iter()
                     .any(|g| g.eq_ignore_ascii_case(&a.principal_id)))
                 && rbac::scope_covers(&a.scope, resource)
+                && a.condition_holds(action, conditions)
                 && snap
                     .roles
                     .get(&a.role_guid().to_ascii_lowercase())
@@ -162,7 +185,7 @@ impl Evaluator {
                         if data {
                             r.allows_data_action(action)
                         } else {
-                            r.allows_action(action)
+                            r.allows_action_with(action, conditions)
                         }
                     })
         }))
@@ -175,16 +198,39 @@ impl Evaluator {
         scope: &str,
         action: &str,
     ) -> Result<()> {
-        if self.rbac_allows(principal, scope, action, false).await? {
+        self.require_action_with(principal, scope, action, &Attributes::none())
+            .await
+    }
+
+    /// Requires a control-plane `action` at `scope` for a request with
+    /// `attrs` (the conditions of role blocks are evaluated against them).
+    pub async fn require_action_with(
+        &self,
+        principal: &Principal,
+        scope: &str,
+        action: &str,
+        attrs: &Attributes,
+    ) -> Result<()> {
+        if self
+            .rbac_allows_with(principal, scope, action, false, Conditions::Evaluate(attrs))
+            .await?
+        {
             return Ok(());
         }
-        Err(Error::Forbidden {
-            reason: ForbiddenReason::Rbac,
-            message: format!(
-                "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
-                principal.object_id
-            ),
-        })
+        Err(denied(principal, scope, action))
+    }
+
+    /// True if the caller holds `action` at `scope` through a role block
+    /// without a condition (Owner, User Access Administrator: not the
+    /// restricted Key Vault Data Access Administrator).
+    pub async fn holds_unrestricted(
+        &self,
+        principal: &Principal,
+        scope: &str,
+        action: &str,
+    ) -> Result<bool> {
+        self.rbac_allows_with(principal, scope, action, false, Conditions::Unrestricted)
+            .await
     }
 
     /// Every role definition (built-in and custom).
@@ -299,6 +345,17 @@ impl Authorizer for Evaluator {
         } else {
             Err(policy_denied(principal, vault, operation))
         }
+    }
+}
+
+/// ARM's 403 `AuthorizationFailed` text for a missing control-plane action.
+fn denied(principal: &Principal, scope: &str, action: &str) -> Error {
+    Error::Forbidden {
+        reason: ForbiddenReason::Rbac,
+        message: format!(
+            "The client '{0}' with object id '{0}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            principal.object_id
+        ),
     }
 }
 

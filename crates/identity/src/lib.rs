@@ -7,6 +7,7 @@
 pub mod assertion;
 pub mod authcode;
 pub mod authz;
+pub mod condition;
 pub mod credentials;
 pub mod device;
 pub mod directory;

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::condition::Attributes;
+
 /// ARM type of role definitions.
 pub const ROLE_DEFINITION_TYPE: &str = "Microsoft.Authorization/roleDefinitions";
 /// ARM type of role assignments.
@@ -24,6 +26,17 @@ pub struct Permission {
     /// Excluded data-plane actions.
     #[serde(rename = "notDataActions", default)]
     pub not_data_actions: Vec<String>,
+    /// An ABAC condition (version 2.0) that must hold for the actions of
+    /// this block to apply (see [`crate::condition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The condition's language version (`2.0`).
+    #[serde(
+        rename = "conditionVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub condition_version: Option<String>,
 }
 
 /// A role definition (built-in or custom).
@@ -70,6 +83,9 @@ pub struct RoleAssignment {
     pub principal_type: String,
     /// The scope (ARM id prefix).
     pub scope: String,
+    /// An ABAC condition on the assignment (validated when written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 impl RoleAssignment {
@@ -77,14 +93,49 @@ impl RoleAssignment {
     pub fn role_guid(&self) -> &str {
         self.role_definition_id.rsplit('/').next().unwrap_or("")
     }
+
+    /// True if the assignment's own condition (if any) lets it apply to
+    /// `action`.
+    pub fn condition_holds(&self, action: &str, conditions: Conditions<'_>) -> bool {
+        match (&self.condition, conditions) {
+            (None, _) => true,
+            (Some(_), Conditions::Unrestricted) => false,
+            (Some(c), Conditions::Evaluate(attrs)) => crate::condition::evaluate(c, action, attrs),
+        }
+    }
+}
+
+/// How the conditions of permission blocks are treated in a decision.
+#[derive(Debug, Clone, Copy)]
+pub enum Conditions<'a> {
+    /// Evaluated against these attributes of the request.
+    Evaluate(&'a Attributes),
+    /// Only blocks without a condition count: the caller must hold the
+    /// action unrestricted (changing a vault's permission model).
+    Unrestricted,
 }
 
 impl RoleDefinition {
-    /// True if this role allows control-plane `action`.
+    /// True if this role allows control-plane `action` with no request
+    /// attributes (a conditioned block allows only what its condition
+    /// allows without them).
     pub fn allows_action(&self, action: &str) -> bool {
+        self.allows_action_with(action, Conditions::Evaluate(&Attributes::none()))
+    }
+
+    /// True if this role allows control-plane `action`, its conditions
+    /// treated as `conditions` says.
+    pub fn allows_action_with(&self, action: &str, conditions: Conditions<'_>) -> bool {
         self.permissions.iter().any(|p| {
             p.actions.iter().any(|a| matches(a, action))
                 && !p.not_actions.iter().any(|a| matches(a, action))
+                && match (&p.condition, conditions) {
+                    (None, _) => true,
+                    (Some(_), Conditions::Unrestricted) => false,
+                    (Some(c), Conditions::Evaluate(attrs)) => {
+                        crate::condition::evaluate(c, action, attrs)
+                    }
+                }
         })
     }
 
@@ -165,7 +216,15 @@ struct Builtin {
     actions: &'static [&'static str],
     not_actions: &'static [&'static str],
     data_actions: &'static [&'static str],
+    condition: Option<&'static str>,
 }
+
+/// The roles Key Vault Data Access Administrator may assign and remove, as
+/// its condition in Azure lists them: Key Vault Administrator, Certificates
+/// Officer, Crypto Officer, Crypto Service Encryption User, Crypto User,
+/// Reader, Secrets Officer and Secrets User.
+// Azure: built-in roles, "Key Vault Data Access Administrator".
+const DATA_ACCESS_ADMIN_CONDITION: &str = "((!(ActionMatches{'Microsoft.Authorization/roleAssignments/write'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals{00482a5a-887f-4fb3-b363-3b7fe8e74483, a4417e6f-fecd-4de8-b567-7b0420556985, 14b46e9e-c2b7-41b4-b07b-48a6ebf60603, e147488a-f6f5-4113-8e2d-b22465e65bf6, 12338af0-0e69-4776-bea7-57ae8d297424, 21090545-7ca7-4776-b22c-e363652d74d2, b86a8fe4-44ce-4948-aee5-eccb2c155cd7, 4633458b-17de-408a-b874-0445c86b69e6})) AND ((!(ActionMatches{'Microsoft.Authorization/roleAssignments/delete'})) OR (@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals{00482a5a-887f-4fb3-b363-3b7fe8e74483, a4417e6f-fecd-4de8-b567-7b0420556985, 14b46e9e-c2b7-41b4-b07b-48a6ebf60603, e147488a-f6f5-4113-8e2d-b22465e65bf6, 12338af0-0e69-4776-bea7-57ae8d297424, 21090545-7ca7-4776-b22c-e363652d74d2, b86a8fe4-44ce-4948-aee5-eccb2c155cd7, 4633458b-17de-408a-b874-0445c86b69e6}))";
 
 const BUILTINS: &[Builtin] = &[
     Builtin {
@@ -175,6 +234,7 @@ const BUILTINS: &[Builtin] = &[
         actions: KV_READS,
         not_actions: &[],
         data_actions: &["Microsoft.KeyVault/vaults/*"],
+        condition: None,
     },
     Builtin {
         id: "21090545-7ca7-4776-b22c-e363652d74d2",
@@ -183,6 +243,7 @@ const BUILTINS: &[Builtin] = &[
         actions: KV_READS,
         not_actions: &[],
         data_actions: &["Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaults/secrets/readMetadata/action"],
+        condition: None,
     },
     Builtin {
         id: "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
@@ -191,6 +252,7 @@ const BUILTINS: &[Builtin] = &[
         actions: KV_READS,
         not_actions: &[],
         data_actions: &["Microsoft.KeyVault/vaults/secrets/*"],
+        condition: None,
     },
     Builtin {
         id: "4633458b-17de-408a-b874-0445c86b69e6",
@@ -199,6 +261,7 @@ const BUILTINS: &[Builtin] = &[
         actions: &[],
         not_actions: &[],
         data_actions: &["Microsoft.KeyVault/vaults/secrets/getSecret/action", "Microsoft.KeyVault/vaults/secrets/readMetadata/action"],
+        condition: None,
     },
     Builtin {
         id: "14b46e9e-c2b7-41b4-b07b-48a6ebf60603",
@@ -207,6 +270,7 @@ const BUILTINS: &[Builtin] = &[
         actions: KV_READS,
         not_actions: &[],
         data_actions: &["Microsoft.KeyVault/vaults/keys/*", "Microsoft.KeyVault/vaults/keyrotationpolicies/*"],
+        condition: None,
     },
     Builtin {
         id: "12338af0-0e69-4776-bea7-57ae8d297424",
@@ -225,6 +289,7 @@ const BUILTINS: &[Builtin] = &[
             "Microsoft.KeyVault/vaults/keys/sign/action",
             "Microsoft.KeyVault/vaults/keys/verify/action",
         ],
+        condition: None,
     },
     Builtin {
         id: "e147488a-f6f5-4113-8e2d-b22465e65bf6",
@@ -241,6 +306,7 @@ const BUILTINS: &[Builtin] = &[
             "Microsoft.KeyVault/vaults/keys/wrap/action",
             "Microsoft.KeyVault/vaults/keys/unwrap/action",
         ],
+        condition: None,
     },
     Builtin {
         id: "08bbd89e-9f13-488c-ac41-acfcb10c90ab",
@@ -249,6 +315,7 @@ const BUILTINS: &[Builtin] = &[
         actions: &[],
         not_actions: &[],
         data_actions: &["Microsoft.KeyVault/vaults/keys/release/action"],
+        condition: None,
     },
     Builtin {
         id: "a4417e6f-fecd-4de8-b567-7b0420556985",
@@ -261,6 +328,7 @@ const BUILTINS: &[Builtin] = &[
             "Microsoft.KeyVault/vaults/certificates/*",
             "Microsoft.KeyVault/vaults/certificatecontacts/write",
         ],
+        condition: None,
     },
     Builtin {
         id: "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba",
@@ -274,6 +342,7 @@ const BUILTINS: &[Builtin] = &[
             "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
             "Microsoft.KeyVault/vaults/keys/read",
         ],
+        condition: None,
     },
     Builtin {
         id: "f25e0fa2-a7c8-4377-a976-54943a77a395",
@@ -293,11 +362,12 @@ const BUILTINS: &[Builtin] = &[
             "Microsoft.KeyVault/managedHsms/*",
         ],
         data_actions: &[],
+        condition: None,
     },
     Builtin {
         id: "8b54135c-b56d-4d72-a534-26097cfdc8d8",
         name: "Key Vault Data Access Administrator",
-        description: "Manage access to Azure Key Vault by adding or removing role assignments for the Key Vault roles. (Keyhaven does not evaluate the ABAC condition that limits the roles it may assign.)",
+        description: "Manage access to Azure Key Vault by adding or removing role assignments for the Key Vault Administrator, Key Vault Certificates Officer, Key Vault Crypto Officer, Key Vault Crypto Service Encryption User, Key Vault Crypto User, Key Vault Reader, Key Vault Secrets Officer, or Key Vault Secrets User roles. Includes an ABAC condition to constrain role assignments.",
         actions: &[
             "Microsoft.Authorization/roleAssignments/write",
             "Microsoft.Authorization/roleAssignments/delete",
@@ -311,6 +381,7 @@ const BUILTINS: &[Builtin] = &[
         ],
         not_actions: &[],
         data_actions: &[],
+        condition: Some(DATA_ACCESS_ADMIN_CONDITION),
     },
     Builtin {
         id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
@@ -319,6 +390,7 @@ const BUILTINS: &[Builtin] = &[
         actions: &["*"],
         not_actions: &[],
         data_actions: &[],
+        condition: None,
     },
     Builtin {
         id: "b24988ac-6180-42a0-ab88-20f7382dd24c",
@@ -331,6 +403,7 @@ const BUILTINS: &[Builtin] = &[
             "Microsoft.Authorization/elevateAccess/Action",
         ],
         data_actions: &[],
+        condition: None,
     },
     Builtin {
         id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
@@ -339,6 +412,7 @@ const BUILTINS: &[Builtin] = &[
         actions: &["*/read"],
         not_actions: &[],
         data_actions: &[],
+        condition: None,
     },
     Builtin {
         id: "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
@@ -347,6 +421,7 @@ const BUILTINS: &[Builtin] = &[
         actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
         not_actions: &[],
         data_actions: &[],
+        condition: None,
     },
 ];
 
@@ -371,6 +446,8 @@ pub fn builtin_roles() -> Vec<RoleDefinition> {
                 not_actions: owned(b.not_actions),
                 data_actions: owned(b.data_actions),
                 not_data_actions: Vec::new(),
+                condition: b.condition.map(str::to_owned),
+                condition_version: b.condition.map(|_| "2.0".to_owned()),
             }],
         })
         .collect()

@@ -8,6 +8,7 @@ use keyhaven_core::resource::ResourceRecord;
 use keyhaven_core::{Error, Principal, Result};
 
 use crate::authz::{assignment_of, bump_generation, definition_of, Evaluator};
+use crate::condition::Attributes;
 use crate::rbac::{
     self, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
 };
@@ -50,12 +51,21 @@ impl Evaluator {
         role_definition_id: &str,
         principal_id: &str,
         principal_type: Option<&str>,
+        condition: Option<&str>,
     ) -> Result<(RoleAssignment, bool)> {
         self.check_scope(scope)?;
-        self.require_action(
+        let condition = condition.map(str::trim).filter(|c| !c.is_empty());
+        if let Some(c) = condition {
+            crate::condition::validate(c).map_err(|e| Error::BadParameter(e.0))?;
+        }
+        // The write is authorized with what it writes: a conditioned grant
+        // (Key Vault Data Access Administrator) allows only the roles its
+        // condition lists.
+        self.require_action_with(
             caller,
             scope,
             "Microsoft.Authorization/roleAssignments/write",
+            &Attributes::assignment_write(role_definition_id, principal_id),
         )
         .await?;
         if uuid::Uuid::parse_str(name).is_err() {
@@ -114,6 +124,7 @@ impl Evaluator {
         if let Some(e) = &existing {
             if !e.principal_id.eq_ignore_ascii_case(&principal.object_id)
                 || !e.role_guid().eq_ignore_ascii_case(&guid)
+                || e.condition.as_deref() != condition
             {
                 return Err(Error::Conflict(
                     "The role assignment already exists with different properties.".into(),
@@ -137,6 +148,7 @@ impl Evaluator {
             principal_id: principal.object_id.clone(),
             principal_type: kind.to_owned(),
             scope: scope.trim_end_matches('/').to_owned(),
+            condition: condition.map(str::to_owned),
         };
         let now = self.directory().now();
         self.store()
@@ -173,13 +185,21 @@ impl Evaluator {
         scope: &str,
         name: &str,
     ) -> Result<Option<RoleAssignment>> {
-        self.require_action(
+        // The delete is authorized with what it deletes; an absent
+        // assignment is authorized with no attributes, so a conditioned
+        // grant learns nothing of what exists.
+        let found = self.get_assignment(scope, name).await?;
+        let attrs = found.as_ref().map_or_else(Attributes::none, |a| {
+            Attributes::assignment_delete(&a.role_definition_id, &a.principal_id)
+        });
+        self.require_action_with(
             caller,
             scope,
             "Microsoft.Authorization/roleAssignments/delete",
+            &attrs,
         )
         .await?;
-        let Some(a) = self.get_assignment(scope, name).await? else {
+        let Some(a) = found else {
             return Ok(None);
         };
         self.store()
@@ -213,6 +233,17 @@ impl Evaluator {
                 reason: ForbiddenReason::Rbac,
                 message: "Built-in role definitions cannot be changed.".into(),
             });
+        }
+        // Azure: custom roles cannot carry conditions; a condition that was
+        // silently dropped would grant more than its author meant.
+        if def
+            .permissions
+            .iter()
+            .any(|p| p.condition.is_some() || p.condition_version.is_some())
+        {
+            return Err(Error::BadParameter(
+                "Conditions are not supported in custom role definitions.".into(),
+            ));
         }
         if def.role_name.trim().is_empty() {
             return Err(Error::BadParameter(
@@ -315,6 +346,7 @@ pub async fn seed_assignment(
         principal_id: principal_id.to_owned(),
         principal_type: "ServicePrincipal".into(),
         scope: scope.trim_end_matches('/').to_owned(),
+        condition: None,
     };
     store
         .put_resource(&ResourceRecord {

@@ -235,6 +235,16 @@ pub struct RoleAssignmentProps {
     /// Scope.
     #[serde(default)]
     pub scope: String,
+    /// ABAC condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Condition language version.
+    #[serde(
+        rename = "conditionVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub condition_version: Option<String>,
 }
 
 /// `PUT …/roleAssignments/{name}` body.
@@ -381,6 +391,7 @@ impl From<PutVault> for keyhaven_core::vault_admin::VaultSpec {
             network_acls: p.network_acls,
             public_network_access: p.public_network_access,
             create_mode: p.create_mode,
+            may_change_permission_model: false,
         }
     }
 }

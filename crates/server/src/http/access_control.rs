@@ -114,6 +114,7 @@ async fn dispatch(
                     &p.role_definition_id,
                     &p.principal_id,
                     p.principal_type.as_deref(),
+                    p.condition.as_deref(),
                 )
                 .await?;
             // The SDK accepts only 201 here, as Managed HSM answers.
@@ -183,6 +184,8 @@ fn local_assignment(vault: &VaultRecord, a: &RoleAssignment) -> RoleAssignmentOu
             principal_id: a.principal_id.clone(),
             principal_type: None,
             scope,
+            condition: a.condition.clone(),
+            condition_version: a.condition.as_ref().map(|_| "2.0".to_owned()),
         },
     }
 }

@@ -98,6 +98,8 @@ pub fn assignment_out(a: &RoleAssignment) -> RoleAssignmentOut {
             principal_id: a.principal_id.clone(),
             principal_type: Some(a.principal_type.clone()),
             scope: a.scope.clone(),
+            condition: a.condition.clone(),
+            condition_version: a.condition.as_ref().map(|_| "2.0".to_owned()),
         },
     }
 }
@@ -179,6 +181,7 @@ async fn put_assignment(
             &p.role_definition_id,
             &p.principal_id,
             p.principal_type.as_deref(),
+            p.condition.as_deref(),
         )
         .await
         .map_err(|e| match e {

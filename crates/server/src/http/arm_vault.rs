@@ -144,9 +144,11 @@ pub async fn put_vault(
         .map_err(domain_failure)?;
     super::arm_groups::require_group(&st, &sub, &rg).await?;
     let b: PutVault = body(req).await?;
+    let mut spec: keyhaven_core::vault_admin::VaultSpec = b.into();
+    spec.may_change_permission_model = may_change_model(&st, &ctx, &scope).await?;
     let (v, created) = st
         .service
-        .put_vault(&sub, &rg, &vault_name, st.tokens.tenant_id(), b.into())
+        .put_vault(&sub, &rg, &vault_name, st.tokens.tenant_id(), spec)
         .await
         .map_err(admin_failure)?;
     bump_generation(&st.store)
@@ -160,6 +162,21 @@ pub async fn put_vault(
         },
         &vault_out(&st, &v),
     ))
+}
+
+/// Whether the caller may switch a vault's permission model: Azure asks for
+/// `Microsoft.Authorization/roleAssignments/write` at the vault's scope,
+/// held without a condition (so not through Key Vault Data Access
+/// Administrator).
+async fn may_change_model(st: &AppState, ctx: &Ctx, scope: &str) -> Result<bool, ArmFailure> {
+    st.authz
+        .holds_unrestricted(
+            &ctx.caller,
+            scope,
+            "Microsoft.Authorization/roleAssignments/write",
+        )
+        .await
+        .map_err(domain_failure)
 }
 
 /// `DELETE …/vaults/{name}`: soft delete (200), or 204 when absent.
@@ -542,6 +559,7 @@ pub async fn patch_vault(
         ));
     }
     spec.location = None;
+    spec.may_change_permission_model = may_change_model(&st, &ctx, &v.resource_id()).await?;
     let (updated, _) = st
         .service
         .put_vault(&sub, &rg, &v.name, st.tokens.tenant_id(), spec)

@@ -251,6 +251,7 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
                 &role.id,
                 &p.object_id,
                 None,
+                None,
             )
             .await
             .unwrap();

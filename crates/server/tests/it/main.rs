@@ -13,6 +13,7 @@ mod authz;
 mod certificates;
 mod rotation;
 mod secrets;
+mod security;
 
 use std::sync::Arc;
 
@@ -43,11 +44,42 @@ pub struct Harness {
     pub client_secret: String,
     pub principal: Principal,
     pub signing_der: Vec<u8>,
+    /// The PostgreSQL schema this harness made, dropped by [`Self::cleanup`].
+    pg_schema: Option<(tokio_postgres::Client, String)>,
 }
 
 impl Harness {
     pub async fn new() -> Self {
-        let store: Arc<dyn Storage> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        Self::with_store(Arc::new(SqliteStore::open_in_memory().await.unwrap())).await
+    }
+
+    /// One harness per store the run has: in-memory SQLite always, and a
+    /// fresh PostgreSQL schema when `KEYHAVEN_TEST_POSTGRES` names a server
+    /// (the README's test command sets it; then an unreachable server is a
+    /// failure). Each is labelled for assertion messages.
+    pub async fn each_store() -> Vec<(&'static str, Self)> {
+        let mut out = vec![("sqlite", Self::new().await)];
+        if let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") {
+            let schema = format!("kh_srv_{}", keyhaven_core::Version::random());
+            let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                .await
+                .expect("KEYHAVEN_TEST_POSTGRES is set but PostgreSQL is unreachable");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .unwrap();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
+            let store = keyhaven_store::PostgresStore::connect(&url).await.unwrap();
+            let mut h = Self::with_store(Arc::new(store)).await;
+            h.pg_schema = Some((client, schema));
+            out.push(("postgres", h));
+        }
+        out
+    }
+
+    pub async fn with_store(store: Arc<dyn Storage>) -> Self {
         let barrier: Arc<dyn Barrier> =
             Arc::new(SoftwareBarrier::new(MasterKey::generate().unwrap()));
         let clock = Arc::new(FixedClock::new(NOW));
@@ -101,6 +133,16 @@ impl Harness {
             client_secret: boot.new_secret.unwrap().expose().clone(),
             principal,
             signing_der,
+            pg_schema: None,
+        }
+    }
+
+    /// Drops the PostgreSQL schema of a harness from [`Self::each_store`].
+    pub async fn cleanup(self) {
+        if let Some((client, schema)) = self.pg_schema {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await;
         }
     }
 

@@ -1,0 +1,369 @@
+//! The security review's findings (issue 30), one test each, named after the
+//! finding, run on every store the run has (`Harness::each_store`).
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use keyhaven_core::{Principal, PrincipalKind, VaultName};
+use serde_json::{json, Value};
+
+use crate::{code, vault_req, Harness, AUDIENCE, NOW};
+
+pub const ARM_HOST: &str = "management.localhost:8443";
+pub const ARM_AUDIENCE: &str = "https://management.localhost:8443";
+
+pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+pub const KV_CONTRIBUTOR: &str = "f25e0fa2-a7c8-4377-a976-54943a77a395";
+pub const KV_DATA_ACCESS_ADMIN: &str = "8b54135c-b56d-4d72-a534-26097cfdc8d8";
+pub const KV_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+
+/// A principal of the tenant with no roles, and its data-plane and ARM tokens.
+pub struct Caller {
+    pub principal: Principal,
+    pub data: String,
+    pub arm: String,
+}
+
+pub async fn caller(h: &Harness) -> Caller {
+    let p = Principal {
+        object_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: h.tenant_id.clone(),
+        app_id: Some(uuid::Uuid::new_v4().to_string()),
+        kind: PrincipalKind::ServicePrincipal,
+    };
+    h.state
+        .store
+        .create_principal(&keyhaven_core::PrincipalRecord {
+            object_id: p.object_id.clone(),
+            tenant_id: p.tenant_id.clone(),
+            kind: "servicePrincipal".into(),
+            app_id: p.app_id.clone(),
+            upn: None,
+            display_name: "caller".into(),
+            enabled: true,
+            credentials: "{}".into(),
+            attrs: "{}".into(),
+            created: NOW,
+        })
+        .await
+        .unwrap();
+    let issuer = h.issuer("https://login.localhost:8443");
+    Caller {
+        data: issuer.mint(&p, AUDIENCE, NOW).unwrap(),
+        arm: issuer.mint(&p, ARM_AUDIENCE, NOW).unwrap(),
+        principal: p,
+    }
+}
+
+/// Gives `who` the built-in role `role` at `scope` (as the deployment, no check).
+pub async fn grant(h: &Harness, scope: &str, role: &str, who: &Principal) {
+    keyhaven_identity::roles::seed_assignment(
+        &h.state.store,
+        &h.state.subscription_id,
+        scope,
+        role,
+        &who.object_id,
+        NOW,
+    )
+    .await
+    .unwrap();
+}
+
+pub async fn arm(
+    h: &Harness,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("{path}{sep}api-version=2023-07-01"))
+        .header("host", ARM_HOST)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .unwrap();
+    let (s, _, j) = h.send(req).await;
+    (s, j)
+}
+
+pub async fn vault_id(h: &Harness) -> String {
+    h.state
+        .store
+        .get_vault(&"dev".parse::<VaultName>().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .resource_id()
+}
+
+fn subscription(h: &Harness) -> String {
+    format!("/subscriptions/{}", h.state.subscription_id)
+}
+
+async fn get_secret(h: &Harness, token: &str) -> StatusCode {
+    h.send(vault_req(
+        "GET",
+        "/secrets/s?api-version=7.5",
+        Some(token),
+        None,
+    ))
+    .await
+    .0
+}
+
+/// Finding 1: a Key Vault Contributor turned `enableRbacAuthorization` off and
+/// gave itself an access policy in the same request, then read every secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contributor_cannot_switch_permission_model_to_read_secrets() {
+    for (store, h) in Harness::each_store().await {
+        let (s, _) = h
+            .call(
+                "PUT",
+                "/secrets/s?api-version=7.5",
+                Some(json!({"value": "v"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        let c = caller(&h).await;
+        grant(&h, &subscription(&h), KV_CONTRIBUTOR, &c.principal).await;
+        let vault = vault_id(&h).await;
+        assert_eq!(
+            get_secret(&h, &c.data).await,
+            StatusCode::FORBIDDEN,
+            "{store}"
+        );
+        let policy = json!([{"tenantId": h.tenant_id, "objectId": c.principal.object_id,
+                             "permissions": {"secrets": ["get", "list"]}}]);
+        let switch =
+            json!({"properties": {"enableRbacAuthorization": false, "accessPolicies": policy}});
+        let (s, j) = arm(&h, &c.arm, "PATCH", &vault, Some(switch.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{store}: {j}");
+        assert_eq!(code(&j), "InsufficientPermissions", "{store}");
+        let message = j["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Caller is not allowed to change permission model"));
+        assert!(message.contains("Microsoft.Authorization/roleAssignments/write"));
+        // The whole-resource PUT is refused the same way.
+        let (s, j) = arm(
+            &h,
+            &c.arm,
+            "PUT",
+            &vault,
+            Some(json!({"location": "local", "properties": {
+                "tenantId": h.tenant_id, "sku": {"family": "A", "name": "standard"},
+                "enableRbacAuthorization": false, "accessPolicies": policy}})),
+        )
+        .await;
+        assert_eq!(
+            (s, code(&j)),
+            (StatusCode::BAD_REQUEST, "InsufficientPermissions"),
+            "{store}"
+        );
+        assert_eq!(
+            get_secret(&h, &c.data).await,
+            StatusCode::FORBIDDEN,
+            "{store}"
+        );
+        // Writing access policies without the switch stays allowed (they are
+        // inactive under RBAC), and grants nothing.
+        let (s, j) = arm(
+            &h,
+            &c.arm,
+            "PATCH",
+            &vault,
+            Some(json!({"properties": {"accessPolicies": policy}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        assert_eq!(
+            get_secret(&h, &c.data).await,
+            StatusCode::FORBIDDEN,
+            "{store}"
+        );
+        // An Owner may switch.
+        let owner = caller(&h).await;
+        grant(&h, &subscription(&h), OWNER, &owner.principal).await;
+        let (s, j) = arm(&h, &owner.arm, "PATCH", &vault, Some(switch)).await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        assert_eq!(j["properties"]["enableRbacAuthorization"], false);
+        assert_eq!(get_secret(&h, &c.data).await, StatusCode::OK, "{store}");
+        h.cleanup().await;
+    }
+}
+
+/// Finding 3: Key Vault Data Access Administrator assigned itself Owner
+/// because the condition on its `roleAssignments/write` was not evaluated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_access_administrator_assigns_only_key_vault_data_roles() {
+    for (store, h) in Harness::each_store().await {
+        h.call(
+            "PUT",
+            "/secrets/s?api-version=7.5",
+            Some(json!({"value": "v"})),
+        )
+        .await;
+        let vault = vault_id(&h).await;
+        let d = caller(&h).await;
+        grant(&h, &vault, KV_DATA_ACCESS_ADMIN, &d.principal).await;
+        let sub = h.state.subscription_id.clone();
+        let assign = |role: &str, who: &str| {
+            json!({"properties": {
+                "roleDefinitionId": format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}"),
+                "principalId": who}})
+        };
+        let at = |name: &str| {
+            format!("{vault}/providers/Microsoft.Authorization/roleAssignments/{name}")
+        };
+        // Owner, Contributor: refused, to itself and to others.
+        for role in [OWNER, CONTRIBUTOR, KV_DATA_ACCESS_ADMIN] {
+            let name = uuid::Uuid::new_v4().to_string();
+            let (s, j) = arm(
+                &h,
+                &d.arm,
+                "PUT",
+                &at(&name),
+                Some(assign(role, &d.principal.object_id)),
+            )
+            .await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{store} {role}: {j}");
+            assert_eq!(code(&j), "AuthorizationFailed", "{store}");
+        }
+        // Through the vault's own access-control endpoint too.
+        let local = vault_req(
+            "PUT",
+            &format!(
+                "/providers/Microsoft.Authorization/roleAssignments/{}?api-version=7.5",
+                uuid::Uuid::new_v4()
+            ),
+            Some(&d.data),
+            Some(
+                json!({"properties": {"roleDefinitionId": format!("Microsoft.Authorization/roleDefinitions/{OWNER}"),
+                        "principalId": d.principal.object_id}})
+                .to_string(),
+            ),
+        );
+        assert_eq!(h.send(local).await.0, StatusCode::FORBIDDEN, "{store}");
+        assert_eq!(
+            get_secret(&h, &d.data).await,
+            StatusCode::FORBIDDEN,
+            "{store}"
+        );
+        // A Key Vault data role: allowed, and it works.
+        let mine = uuid::Uuid::new_v4().to_string();
+        let (s, j) = arm(
+            &h,
+            &d.arm,
+            "PUT",
+            &at(&mine),
+            Some(assign(KV_SECRETS_USER, &d.principal.object_id)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
+        assert_eq!(get_secret(&h, &d.data).await, StatusCode::OK, "{store}");
+        // Removing: a Key Vault role yes, an Owner assignment no.
+        let other = caller(&h).await;
+        let owner_name = uuid::Uuid::new_v4().to_string();
+        let (s, _) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &at(&owner_name),
+            Some(assign(OWNER, &other.principal.object_id)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}");
+        let (s, _) = arm(&h, &d.arm, "DELETE", &at(&owner_name), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{store}");
+        let (s, _) = arm(&h, &d.arm, "DELETE", &at(&mine), None).await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        assert_eq!(
+            get_secret(&h, &d.data).await,
+            StatusCode::FORBIDDEN,
+            "{store}"
+        );
+        // A conditional grant of roleAssignments/write is not enough to
+        // switch the permission model either.
+        grant(&h, &vault, KV_CONTRIBUTOR, &d.principal).await;
+        let (s, j) = arm(
+            &h,
+            &d.arm,
+            "PATCH",
+            &vault,
+            Some(json!({"properties": {"enableRbacAuthorization": false}})),
+        )
+        .await;
+        assert_eq!(
+            (s, code(&j)),
+            (StatusCode::BAD_REQUEST, "InsufficientPermissions"),
+            "{store}"
+        );
+        h.cleanup().await;
+    }
+}
+
+/// A condition on an assignment is kept and evaluated, never dropped; one
+/// outside the supported subset is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_assignment_conditions_are_enforced_or_refused() {
+    for (store, h) in Harness::each_store().await {
+        let vault = vault_id(&h).await;
+        let sub = h.state.subscription_id.clone();
+        let u = caller(&h).await;
+        let target = caller(&h).await;
+        let at = |name: &str| {
+            format!("{vault}/providers/Microsoft.Authorization/roleAssignments/{name}")
+        };
+        let def = |role: &str| {
+            format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}")
+        };
+        let only_secrets_user = format!("((!(ActionMatches{{'Microsoft.Authorization/roleAssignments/write'}})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {{{KV_SECRETS_USER}}}))");
+        let (s, j) = arm(&h, &admin_arm(&h), "PUT", &at(&uuid::Uuid::new_v4().to_string()), Some(json!({"properties": {
+            "roleDefinitionId": def("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"), "principalId": u.principal.object_id,
+            "condition": only_secrets_user, "conditionVersion": "2.0"}}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
+        assert_eq!(j["properties"]["condition"], only_secrets_user.as_str());
+        let put = |role: &str| json!({"properties": {"roleDefinitionId": def(role), "principalId": target.principal.object_id}});
+        let (s, _) = arm(
+            &h,
+            &u.arm,
+            "PUT",
+            &at(&uuid::Uuid::new_v4().to_string()),
+            Some(put(OWNER)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{store}");
+        let (s, _) = arm(
+            &h,
+            &u.arm,
+            "PUT",
+            &at(&uuid::Uuid::new_v4().to_string()),
+            Some(put(KV_SECRETS_USER)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}");
+        let (s, j) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &at(&uuid::Uuid::new_v4().to_string()),
+            Some(json!({"properties": {
+            "roleDefinitionId": def(KV_SECRETS_USER), "principalId": u.principal.object_id,
+            "condition": "@Resource[Microsoft.KeyVault/vaults/secrets:name] StringEquals 'x'"}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{store}: {j}");
+        h.cleanup().await;
+    }
+}
+
+/// An ARM token of the bootstrap principal (Owner of the subscription).
+pub fn admin_arm(h: &Harness) -> String {
+    h.issuer("https://login.localhost:8443")
+        .mint(&h.principal, ARM_AUDIENCE, NOW)
+        .unwrap()
+}
