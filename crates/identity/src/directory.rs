@@ -35,6 +35,10 @@ pub enum DirectoryError {
     /// The caller lacks a directory role.
     #[error("Insufficient privileges to complete the operation.")]
     Forbidden,
+    /// The request conflicts with another resource (an address another
+    /// workload holds).
+    #[error("{0}")]
+    Conflict(String),
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),

@@ -212,6 +212,16 @@ impl Directory {
             }
             _ => {}
         }
+        // Each address identifies one workload: claim the new ones before the
+        // record names them, release the dropped ones after.
+        self.claim_addresses(&at.subscription_id, &id, &spec.addresses)
+            .await?;
+        let dropped: Vec<IpAddr> = props
+            .addresses
+            .iter()
+            .filter(|a| !spec.addresses.contains(a))
+            .copied()
+            .collect();
         props.addresses = spec.addresses;
         props.user_assigned = spec.user_assigned;
         let record = ResourceRecord {
@@ -227,7 +237,115 @@ impl Directory {
             updated: now,
         };
         let created = self.store().put_resource(&record).await?;
+        self.release_addresses(&record.id, &dropped).await?;
         Ok((record, props, created))
+    }
+
+    /// Claims `addresses` for workload `id`, atomically per address (a
+    /// compare-and-set on one setting each), so two workloads written at once
+    /// on two nodes cannot both hold one. A claim records its holder and
+    /// when it was made; one whose holder does not list the address (a write
+    /// that failed half-way, a deleted workload) is free to take once it is
+    /// older than [`STALE_CLAIM_SECS`], so a write in flight keeps its claim.
+    async fn claim_addresses(
+        &self,
+        subscription_id: &str,
+        id: &str,
+        addresses: &[IpAddr],
+    ) -> DirResult<()> {
+        let me = id.to_ascii_lowercase();
+        let now = self.clock().now();
+        let mine = format!("{me}\n{now}");
+        for a in addresses {
+            let key = address_key(*a);
+            let mut claimed = false;
+            for _ in 0..CLAIM_ATTEMPTS {
+                let Some(current) = self.store().get_setting(&key).await? else {
+                    // A workload written before claims existed may list
+                    // the address with no claim: it keeps it.
+                    if let Some(other) = self
+                        .listers(subscription_id, *a)
+                        .await?
+                        .into_iter()
+                        .find(|w| w.id.to_ascii_lowercase() != me)
+                    {
+                        return Err(taken(*a, &other.id));
+                    }
+                    if self
+                        .store()
+                        .put_setting_if_absent(&key, mine.as_bytes())
+                        .await?
+                    {
+                        claimed = true;
+                        break;
+                    }
+                    continue;
+                };
+                let (holder, at) = parse_claim(&current);
+                if holder == me {
+                    claimed = true;
+                    break;
+                }
+                if !holder.is_empty()
+                    && (now - at < STALE_CLAIM_SECS || self.lists(&holder, *a).await?)
+                {
+                    return Err(taken(*a, &holder));
+                }
+                if self
+                    .store()
+                    .replace_setting(&key, &current, mine.as_bytes())
+                    .await?
+                {
+                    claimed = true;
+                    break;
+                }
+            }
+            if !claimed {
+                return Err(DirectoryError::Conflict(format!(
+                    "The address {a} is being claimed concurrently; try again."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the claims of workload `id` on `addresses`.
+    async fn release_addresses(&self, id: &str, addresses: &[IpAddr]) -> DirResult<()> {
+        let me = id.to_ascii_lowercase();
+        for a in addresses {
+            let key = address_key(*a);
+            // Only a claim this workload holds is released (compare-and-set).
+            if let Some(current) = self.store().get_setting(&key).await? {
+                if parse_claim(&current).0 == me {
+                    self.store().replace_setting(&key, &current, b"").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True if workload `id` exists and lists `address`.
+    async fn lists(&self, id: &str, address: IpAddr) -> DirResult<bool> {
+        Ok(match self.workload(id).await {
+            Ok((_, p)) => p.addresses.contains(&address),
+            Err(DirectoryError::NotFound(_)) => false,
+            Err(e) => return Err(e),
+        })
+    }
+
+    /// Workloads that list `address`.
+    async fn listers(
+        &self,
+        subscription_id: &str,
+        address: IpAddr,
+    ) -> DirResult<Vec<ResourceRecord>> {
+        Ok(self
+            .store()
+            .list_resources(WORKLOAD_TYPE, subscription_id)
+            .await?
+            .into_iter()
+            .filter(|r| parse_workload(r).is_ok_and(|p| p.addresses.contains(&address)))
+            .collect())
     }
 
     /// Reads a workload.
@@ -246,7 +364,9 @@ impl Directory {
         if let Some(sp) = p.system_principal_id {
             self.store().delete_principal(&sp).await?;
         }
-        Ok(self.store().delete_resource(&r.id).await?)
+        let deleted = self.store().delete_resource(&r.id).await?;
+        self.release_addresses(&r.id, &p.addresses).await?;
+        Ok(deleted)
     }
 
     /// The identity a caller at `source` gets, or `None`.
@@ -265,11 +385,26 @@ impl Directory {
             .store()
             .list_resources(WORKLOAD_TYPE, subscription_id)
             .await?;
-        let Some((workload, props)) = workloads
+        let listers: Vec<(&ResourceRecord, WorkloadProps)> = workloads
             .iter()
             .filter_map(|r| parse_workload(r).ok().map(|p| (r, p)))
-            .find(|(_, p)| p.addresses.contains(&source))
-        else {
+            .filter(|(_, p)| p.addresses.contains(&source))
+            .collect();
+        // The address's claim names its workload; with no claim (a workload
+        // from before claims), only an address listed by one workload alone
+        // identifies it. Ambiguity signs no one in.
+        let claim = self.store().get_setting(&address_key(source)).await?;
+        let chosen = match claim.filter(|c| !c.is_empty()) {
+            Some(c) => {
+                let holder = parse_claim(&c).0;
+                listers
+                    .into_iter()
+                    .find(|(r, _)| r.id.eq_ignore_ascii_case(&holder))
+            }
+            None if listers.len() == 1 => listers.into_iter().next(),
+            None => None,
+        };
+        let Some((workload, props)) = chosen else {
             return Ok(None);
         };
         let chosen: Option<(String, String, String)> = match selector {
@@ -356,6 +491,31 @@ impl Directory {
             .filter(|r| r.kind.eq_ignore_ascii_case(kind))
             .ok_or_else(|| DirectoryError::NotFound(id.chars().take(200).collect()))
     }
+}
+
+/// Compare-and-set attempts of one address claim.
+const CLAIM_ATTEMPTS: usize = 8;
+
+/// Age past which a claim whose holder does not list its address is free.
+const STALE_CLAIM_SECS: i64 = 60;
+
+/// The holder (lower-case workload id) and time of an address claim.
+fn parse_claim(v: &[u8]) -> (String, i64) {
+    let s = String::from_utf8_lossy(v);
+    let (holder, at) = s.split_once('\n').unwrap_or((&s, "0"));
+    (holder.to_owned(), at.parse().unwrap_or(0))
+}
+
+/// The setting that records which workload an address identifies.
+fn address_key(a: IpAddr) -> String {
+    format!("workload_address|{a}")
+}
+
+fn taken(a: IpAddr, holder: &str) -> DirectoryError {
+    DirectoryError::Conflict(format!(
+        "The address {a} already identifies the workload '{}'; an address can identify one workload only.",
+        holder.rsplit('/').next().unwrap_or_default()
+    ))
 }
 
 fn parse_uami(r: &ResourceRecord) -> DirResult<UamiProps> {

@@ -109,6 +109,7 @@ fn fail(ctx: &Ctx, action: &str, scope: &str, e: DirectoryError) -> ArmFailure {
             format!("The Resource '{scope}' was not found."),
         ),
         DirectoryError::BadRequest(m) => ArmFailure::new(StatusCode::BAD_REQUEST, "BadRequest", m),
+        DirectoryError::Conflict(m) => ArmFailure::new(StatusCode::CONFLICT, "Conflict", m),
         DirectoryError::Forbidden => ArmFailure::new(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
@@ -814,6 +815,9 @@ async fn workload_out(st: &AppState, r: &ResourceRecord, p: &WorkloadProps) -> W
     }
 }
 
+/// What attaching a user-assigned identity to a workload needs on it.
+const ASSIGN_IDENTITY: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
+
 async fn put_workload(
     State(st): State<AppState>,
     Extension(ctx): C,
@@ -855,6 +859,16 @@ async fn put_workload(
         .require_action(&ctx.caller, &scope, "Keyhaven.Compute/workloads/write")
         .await
         .map_err(domain_failure)?;
+    // Azure: attaching a user-assigned identity is a linked access check —
+    // whoever attaches it gets its tokens, so the caller needs the assign
+    // action on every identity named (Managed Identity Operator, Owner,
+    // Contributor), not just write on the workload.
+    for ua in &user_assigned {
+        st.authz
+            .require_action(&ctx.caller, ua, ASSIGN_IDENTITY)
+            .await
+            .map_err(domain_failure)?;
+    }
     let spec = WorkloadSpec {
         addresses,
         system_assigned,

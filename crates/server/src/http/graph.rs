@@ -81,6 +81,7 @@ impl Ctx {
             DirectoryError::NotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
             DirectoryError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
             DirectoryError::Forbidden => (StatusCode::FORBIDDEN, "Authorization_RequestDenied"),
+            DirectoryError::Conflict(_) => (StatusCode::CONFLICT, "Request_BadRequest"),
             DirectoryError::Store(err) => {
                 tracing::warn!(error = %err, "directory store failed");
                 return self.failure(

@@ -367,3 +367,249 @@ pub fn admin_arm(h: &Harness) -> String {
         .mint(&h.principal, ARM_AUDIENCE, NOW)
         .unwrap()
 }
+
+/// A custom role with `actions` at the subscription, made by the Owner.
+async fn custom_role(h: &Harness, actions: &[&str]) -> String {
+    let guid = uuid::Uuid::new_v4().to_string();
+    let (s, j) = arm(
+        h,
+        &admin_arm(h),
+        "PUT",
+        &format!("{}/providers/Microsoft.Authorization/roleDefinitions/{guid}", subscription(h)),
+        Some(json!({"properties": {"roleName": format!("r-{guid}"), "assignableScopes": [subscription(h)],
+                    "permissions": [{"actions": actions}]}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{j}");
+    guid
+}
+
+fn group_path(h: &Harness) -> String {
+    format!("{}/resourceGroups/{}", subscription(h), "rg-sec")
+}
+
+async fn ensure_group(h: &Harness) {
+    let (s, j) = arm(
+        h,
+        &admin_arm(h),
+        "PUT",
+        &group_path(h),
+        Some(json!({"location": "local"})),
+    )
+    .await;
+    assert!(s.is_success(), "{j}");
+}
+
+fn workload_body(addresses: &[&str], identities: &[&str]) -> Value {
+    let ua: serde_json::Map<String, Value> = identities
+        .iter()
+        .map(|i| ((*i).to_owned(), json!({})))
+        .collect();
+    let kind = if identities.is_empty() {
+        "SystemAssigned"
+    } else {
+        "SystemAssigned, UserAssigned"
+    };
+    json!({"location": "local", "properties": {"addresses": addresses},
+           "identity": {"type": kind, "userAssignedIdentities": ua}})
+}
+
+/// Finding 2: a workload writer attached a user-assigned identity it had no
+/// right to, and IMDS then gave its workload that identity's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_writer_cannot_take_a_user_assigned_identity() {
+    for (store, h) in Harness::each_store().await {
+        ensure_group(&h).await;
+        let rg = group_path(&h);
+        let uami =
+            format!("{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/payments");
+        let (s, j) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &uami,
+            Some(json!({"location": "local"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
+        let attacker = caller(&h).await;
+        let role = custom_role(&h, &["Keyhaven.Compute/workloads/*"]).await;
+        grant(&h, &rg, &role, &attacker.principal).await;
+        let wl = format!("{rg}/providers/Keyhaven.Compute/workloads/evil");
+        let (s, j) = arm(
+            &h,
+            &attacker.arm,
+            "PUT",
+            &wl,
+            Some(workload_body(&["192.0.2.66"], &[&uami])),
+        )
+        .await;
+        assert_eq!(
+            (s, code(&j)),
+            (StatusCode::FORBIDDEN, "AuthorizationFailed"),
+            "{store}: {j}"
+        );
+        assert!(j["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("userAssignedIdentities/assign/action"));
+        let (s, _) = arm(&h, &attacker.arm, "GET", &wl, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{store}: nothing was written");
+        let signed_in = h
+            .state
+            .directory
+            .managed_sign_in(
+                &h.state.subscription_id,
+                "192.0.2.66".parse().unwrap(),
+                &keyhaven_identity::managed::IdentitySelector::ResourceId(uami.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(signed_in.is_none(), "{store}");
+        // With the assign action on that identity, the same request works.
+        let operator = custom_role(
+            &h,
+            &["Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"],
+        )
+        .await;
+        grant(&h, &uami, &operator, &attacker.principal).await;
+        let (s, j) = arm(
+            &h,
+            &attacker.arm,
+            "PUT",
+            &wl,
+            Some(workload_body(&["192.0.2.66"], &[&uami])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
+        h.cleanup().await;
+    }
+}
+
+/// Finding 8: a second workload listing a victim's address took over the
+/// victim's IMDS identity (the first workload found by id won).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_addresses_identify_one_workload_only() {
+    use keyhaven_identity::managed::IdentitySelector;
+    for (store, h) in Harness::each_store().await {
+        ensure_group(&h).await;
+        let rg = group_path(&h);
+        let victim = format!("{rg}/providers/Keyhaven.Compute/workloads/zz-victim");
+        let (s, j) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &victim,
+            Some(workload_body(&["192.0.2.10"], &[])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
+        let victim_oid = j["identity"]["principalId"].as_str().unwrap().to_owned();
+        let who = |h: &Harness| {
+            let d = h.state.directory.clone();
+            let sub = h.state.subscription_id.clone();
+            async move {
+                d.managed_sign_in(
+                    &sub,
+                    "192.0.2.10".parse().unwrap(),
+                    &IdentitySelector::System,
+                )
+                .await
+                .unwrap()
+                .map(|m| m.signed_in.principal.object_id)
+            }
+        };
+        assert_eq!(
+            who(&h).await.as_deref(),
+            Some(victim_oid.as_str()),
+            "{store}"
+        );
+        // "aa-" sorts first: the old lookup took the first workload by id.
+        let thief = format!("{rg}/providers/Keyhaven.Compute/workloads/aa-thief");
+        let (s, j) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &thief,
+            Some(workload_body(&["192.0.2.10", "192.0.2.11"], &[])),
+        )
+        .await;
+        assert_eq!(
+            (s, code(&j)),
+            (StatusCode::CONFLICT, "Conflict"),
+            "{store}: {j}"
+        );
+        assert_eq!(
+            who(&h).await.as_deref(),
+            Some(victim_oid.as_str()),
+            "{store}"
+        );
+        // Re-writing the victim keeps its address; dropping it frees it.
+        let (s, _) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &victim,
+            Some(workload_body(&["192.0.2.10"], &[])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        let (s, _) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &victim,
+            Some(workload_body(&["192.0.2.12"], &[])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        let (s, j) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &thief,
+            Some(workload_body(&["192.0.2.10"], &[])),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
+        let thief_oid = j["identity"]["principalId"].as_str().unwrap().to_owned();
+        assert_eq!(
+            who(&h).await.as_deref(),
+            Some(thief_oid.as_str()),
+            "{store}"
+        );
+        // Racing writers: of many workloads claiming one address at once,
+        // exactly one gets it.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let app = h.app.clone();
+            let token = admin_arm(&h);
+            let path = format!("{rg}/providers/Keyhaven.Compute/workloads/race-{i}");
+            tasks.push(tokio::spawn(async move {
+                use tower::ServiceExt as _;
+                let req = Request::builder()
+                    .method("PUT")
+                    .uri(format!("{path}?api-version=2023-07-01"))
+                    .header("host", ARM_HOST)
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::from(
+                        workload_body(&["198.51.100.7"], &[]).to_string(),
+                    ))
+                    .unwrap();
+                app.oneshot(req).await.unwrap().status()
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            let s = t.await.unwrap();
+            assert!(
+                s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+                "{store}: {s}"
+            );
+            created += usize::from(s == StatusCode::CREATED);
+        }
+        assert_eq!(created, 1, "{store}: one workload holds the address");
+        h.cleanup().await;
+    }
+}
