@@ -49,19 +49,19 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
         rest.len(),
     ) {
         (Some("roleassignments"), None, 1) if method == Method::GET => {
-            list_assignments(st, &scope, &query).await
+            list_assignments(st, caller, &scope, &query).await
         }
         (Some("roleassignments"), Some(name), 2) => match method {
-            Method::GET => get_assignment(st, &scope, name).await,
+            Method::GET => get_assignment(st, caller, &scope, name).await,
             Method::PUT => put_assignment(st, caller, &scope, name, body).await,
             Method::DELETE => delete_assignment(st, caller, &scope, name).await,
             _ => Err(not_allowed()),
         },
         (Some("roledefinitions"), None, 1) if method == Method::GET => {
-            list_definitions(st, &query).await
+            list_definitions(st, caller, &scope, &query).await
         }
         (Some("roledefinitions"), Some(id), 2) => match method {
-            Method::GET => get_definition(st, id).await,
+            Method::GET => get_definition(st, caller, &scope, id).await,
             Method::PUT => put_definition(st, caller, id, body).await,
             Method::DELETE => delete_definition(st, caller, id).await,
             _ => Err(not_allowed()),
@@ -114,16 +114,29 @@ pub fn definition_out(st: &AppState, d: &RoleDefinition) -> RoleDefinitionOut {
     }
 }
 
-async fn list_assignments(
-    st: &AppState,
-    scope: &str,
-    q: &std::collections::HashMap<String, String>,
-) -> Result<Response, ArmFailure> {
-    let scope = if scope.is_empty() {
+const READ_ASSIGNMENTS: &str = "Microsoft.Authorization/roleAssignments/read";
+const READ_DEFINITIONS: &str = "Microsoft.Authorization/roleDefinitions/read";
+
+/// The scope a request names, or the subscription for none.
+fn scope_or_subscription(st: &AppState, scope: &str) -> String {
+    if scope.is_empty() {
         format!("/subscriptions/{}", st.subscription_id)
     } else {
         scope.to_owned()
-    };
+    }
+}
+
+/// Assignments at, above or below `scope` that the caller may read: those
+/// at a scope where it holds `roleAssignments/read`, and those inherited
+/// at `scope` when it holds the read there. A caller with no read anywhere
+/// gets an empty list, not the tenant's assignments.
+async fn list_assignments(
+    st: &AppState,
+    caller: &Principal,
+    scope: &str,
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Response, ArmFailure> {
+    let scope = scope_or_subscription(st, scope);
     let principal = q
         .get("$filter")
         .and_then(|f| f.strip_prefix("principalId eq '"))
@@ -133,20 +146,42 @@ async fn list_assignments(
         .get("$filter")
         .is_some_and(|f| f.eq_ignore_ascii_case("atScope()"));
     let all = st.authz.role_assignments(&scope).await.map_err(fail)?;
-    let value = all
-        .iter()
-        .filter(|a| {
-            principal
-                .as_deref()
-                .is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p))
-        })
-        .filter(|a| !at_scope || keyhaven_identity::rbac::scope_covers(&a.scope, &scope))
-        .map(assignment_out)
-        .collect();
+    let reads_here = st
+        .authz
+        .rbac_allows(caller, &scope, READ_ASSIGNMENTS, false)
+        .await
+        .map_err(fail)?;
+    let mut value = Vec::new();
+    for a in all.iter().filter(|a| {
+        principal
+            .as_deref()
+            .is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p))
+            && (!at_scope || keyhaven_identity::rbac::scope_covers(&a.scope, &scope))
+    }) {
+        let inherited = keyhaven_identity::rbac::scope_covers(&a.scope, &scope);
+        let visible = (inherited && reads_here)
+            || st
+                .authz
+                .rbac_allows(caller, &a.scope, READ_ASSIGNMENTS, false)
+                .await
+                .map_err(fail)?;
+        if visible {
+            value.push(assignment_out(a));
+        }
+    }
     Ok(json(StatusCode::OK, &ArmList { value }))
 }
 
-async fn get_assignment(st: &AppState, scope: &str, name: &str) -> Result<Response, ArmFailure> {
+async fn get_assignment(
+    st: &AppState,
+    caller: &Principal,
+    scope: &str,
+    name: &str,
+) -> Result<Response, ArmFailure> {
+    st.authz
+        .require_action(caller, &scope_or_subscription(st, scope), READ_ASSIGNMENTS)
+        .await
+        .map_err(fail)?;
     match st.authz.get_assignment(scope, name).await.map_err(fail)? {
         Some(a) => Ok(json(StatusCode::OK, &assignment_out(&a))),
         None => Err(ArmFailure::new(
@@ -217,8 +252,14 @@ async fn delete_assignment(
 
 async fn list_definitions(
     st: &AppState,
+    caller: &Principal,
+    scope: &str,
     q: &std::collections::HashMap<String, String>,
 ) -> Result<Response, ArmFailure> {
+    st.authz
+        .require_action(caller, &scope_or_subscription(st, scope), READ_DEFINITIONS)
+        .await
+        .map_err(fail)?;
     let name = q
         .get("$filter")
         .and_then(|f| f.strip_prefix("roleName eq '"))
@@ -239,7 +280,16 @@ async fn list_definitions(
     Ok(json(StatusCode::OK, &ArmList { value }))
 }
 
-async fn get_definition(st: &AppState, id: &str) -> Result<Response, ArmFailure> {
+async fn get_definition(
+    st: &AppState,
+    caller: &Principal,
+    scope: &str,
+    id: &str,
+) -> Result<Response, ArmFailure> {
+    st.authz
+        .require_action(caller, &scope_or_subscription(st, scope), READ_DEFINITIONS)
+        .await
+        .map_err(fail)?;
     let found = st
         .authz
         .role_definitions()

@@ -613,3 +613,87 @@ async fn workload_addresses_identify_one_workload_only() {
         h.cleanup().await;
     }
 }
+
+/// Finding 10: any authenticated principal could read every role assignment
+/// and definition through ARM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_assignments_and_definitions_need_their_read_actions() {
+    for (store, h) in Harness::each_store().await {
+        let vault = vault_id(&h).await;
+        let nobody = caller(&h).await;
+        let sub = subscription(&h);
+        let list = format!("{sub}/providers/Microsoft.Authorization/roleAssignments");
+        let (s, j) = arm(&h, &nobody.arm, "GET", &list, None).await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        assert_eq!(j["value"].as_array().unwrap().len(), 0, "{store}: {j}");
+        let (s, _) = arm(
+            &h,
+            &nobody.arm,
+            "GET",
+            &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{store}");
+        let (s, _) = arm(
+            &h,
+            &nobody.arm,
+            "GET",
+            &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{OWNER}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{store}");
+        // A reader of one vault sees the assignments at and above it, not
+        // the subscription's other ones.
+        let reader = caller(&h).await;
+        grant(
+            &h,
+            &vault,
+            "21090545-7ca7-4776-b22c-e363652d74d2",
+            &reader.principal,
+        )
+        .await;
+        let elsewhere = format!("{sub}/resourceGroups/other/providers/Microsoft.KeyVault/vaults/x");
+        grant(&h, &elsewhere, KV_SECRETS_USER, &nobody.principal).await;
+        let (s, j) = arm(&h, &reader.arm, "GET", &list, None).await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        let scopes: Vec<&str> = j["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["properties"]["scope"].as_str().unwrap())
+            .collect();
+        assert!(
+            scopes.iter().any(|s| s.eq_ignore_ascii_case(&vault)),
+            "{store}: {scopes:?}"
+        );
+        assert!(
+            !scopes.iter().any(|s| s.eq_ignore_ascii_case(&elsewhere)),
+            "{store}: {scopes:?}"
+        );
+        let (s, j) = arm(
+            &h,
+            &reader.arm,
+            "GET",
+            &format!("{vault}/providers/Microsoft.Authorization/roleAssignments"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        assert!(
+            j["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["properties"]["scope"]
+                    .as_str()
+                    .unwrap()
+                    .eq_ignore_ascii_case(&sub)),
+            "{store}: inherited assignments show at the vault: {j}"
+        );
+        let (s, _) = arm(&h, &admin_arm(&h), "GET", &list, None).await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        h.cleanup().await;
+    }
+}
