@@ -33,8 +33,8 @@ pub struct SoftwareKeys {
 /// A decrypted private key ready for use.
 pub(crate) struct Handle {
     pub(crate) pkey: PKey<Private>,
-    /// Seed of RSA1_5 implicit rejection, derived from the private key once
-    /// so the padding-failure path costs the same as success.
+    /// Key-derivation secret of RSA1_5 implicit rejection: SHA-256 of the
+    /// private exponent (as OpenSSL 3.2 derives it), computed once.
     rejection_seed: zeroize::Zeroizing<[u8; 32]>,
 }
 
@@ -60,9 +60,21 @@ impl SoftwareKeys {
             return Ok(h);
         }
         let der = (key.open)()?;
+        let pkey = PKey::private_key_from_pkcs8(der.expose()).map_err(crypto_err)?;
+        let rejection_seed = zeroize::Zeroizing::new(match pkey.rsa() {
+            Ok(rsa) => {
+                let d = zeroize::Zeroizing::new(
+                    rsa.d()
+                        .to_vec_padded(rsa.size() as i32)
+                        .map_err(crypto_err)?,
+                );
+                openssl::sha::sha256(&d)
+            }
+            Err(_) => [0u8; 32],
+        });
         let handle = std::sync::Arc::new(Handle {
-            pkey: PKey::private_key_from_pkcs8(der.expose()).map_err(crypto_err)?,
-            rejection_seed: zeroize::Zeroizing::new(openssl::sha::sha256(der.expose())),
+            pkey,
+            rejection_seed,
         });
         if let Ok(mut m) = self.handles.write() {
             if m.len() >= KEY_CACHE {
@@ -182,22 +194,6 @@ fn oaep_md(ctx: &mut PkeyCtx<impl openssl::pkey::HasPublic>, alg: CipherAlgorith
     Ok(())
 }
 
-/// RSA1_5 implicit rejection: a ciphertext whose padding does not check out
-/// decrypts to bytes derived from the key and the ciphertext, so neither the
-/// answer nor (beyond OpenSSL's own padding check) its timing tells a
-/// padding oracle anything. The synthetic length is 32 bytes, the size of
-/// the keys RSA1_5 usually wraps.
-pub(crate) fn synthetic_plaintext(seed: &[u8; 32], ciphertext: &[u8]) -> Result<Vec<u8>> {
-    let key = PKey::hmac(seed).map_err(crypto_err)?;
-    let mut signer =
-        openssl::sign::Signer::new(MessageDigest::sha256(), &key).map_err(crypto_err)?;
-    signer
-        .update(b"keyhaven-rsa1_5-implicit-rejection")
-        .map_err(crypto_err)?;
-    signer.update(ciphertext).map_err(crypto_err)?;
-    signer.sign_to_vec().map_err(crypto_err)
-}
-
 fn s(v: &Option<Sensitive<Vec<u8>>>) -> Option<&[u8]> {
     v.as_ref().map(|x| x.expose().as_slice())
 }
@@ -280,20 +276,30 @@ impl KeyBackend for SoftwareKeys {
         ciphertext: &[u8],
     ) -> Result<Sensitive<Vec<u8>>> {
         let handle = self.handle(key)?;
+        let bad = || Error::BadParameter("The ciphertext could not be decrypted.".into());
         let mut ctx = PkeyCtx::new(&handle.pkey).map_err(crypto_err)?;
         ctx.decrypt_init().map_err(crypto_err)?;
+        if alg == CipherAlgorithm::Rsa15 {
+            // Raw RSA, then padding checked with implicit rejection: the
+            // only errors left are public ones (length, value >= n).
+            let k = handle.pkey.size();
+            if ciphertext.len() > k {
+                return Err(bad());
+            }
+            let mut block = vec![0u8; k - ciphertext.len()];
+            block.extend_from_slice(ciphertext);
+            ctx.set_rsa_padding(Padding::NONE).map_err(crypto_err)?;
+            let mut raw = zeroize::Zeroizing::new(Vec::new());
+            ctx.decrypt_to_vec(&block, &mut raw).map_err(|_| bad())?;
+            return crate::rsa1_5::decode(&handle.rejection_seed, ciphertext, &raw)
+                .map(Sensitive::new);
+        }
         ctx.set_rsa_padding(rsa_padding(alg)).map_err(crypto_err)?;
         oaep_md(&mut ctx, alg)?;
         let mut out = Vec::new();
         match ctx.decrypt_to_vec(ciphertext, &mut out) {
             Ok(_) => Ok(Sensitive::new(out)),
-            Err(_) if alg == CipherAlgorithm::Rsa15 => Ok(Sensitive::new(synthetic_plaintext(
-                &handle.rejection_seed,
-                ciphertext,
-            )?)),
-            Err(_) => Err(Error::BadParameter(
-                "The ciphertext could not be decrypted.".into(),
-            )),
+            Err(_) => Err(bad()),
         }
     }
 
@@ -531,11 +537,81 @@ mod tests {
             b.expose(),
             "implicit rejection is deterministic"
         );
-        assert_eq!(a.expose().len(), 32);
+        assert!(a.expose().len() < 246);
         assert!(with_key(b"r", &private, |key| {
             k.decrypt(key, CipherAlgorithm::RsaOaep, &garbage)
         })
         .is_err());
+    }
+
+    /// Valid and invalid RSA1_5 blocks, interleaved, through the backend:
+    /// their output lengths overlap and their times are printed side by side
+    /// (a measurement, not an assertion: no timing assertions in tests).
+    #[test]
+    fn rsa1_5_valid_and_invalid_blocks_look_alike() {
+        let k = SoftwareKeys::new();
+        let (private, public) = k
+            .generate(&KeySpec {
+                kty: KeyType::Rsa,
+                size: Some(2048),
+                exponent: None,
+                curve: None,
+                hsm: false,
+                label: String::new(),
+            })
+            .unwrap();
+        let pk = public_pkey(&public).unwrap().rsa().unwrap();
+        let (mut valid, mut invalid) = (Vec::new(), Vec::new());
+        for i in 0..64usize {
+            let mut msg = vec![0u8; 1 + (i * 37) % 240];
+            openssl::rand::rand_bytes(&mut msg).unwrap();
+            valid.push(k.encrypt(&public, CipherAlgorithm::Rsa15, &msg).unwrap());
+            let mut block = vec![0u8; 256];
+            openssl::rand::rand_bytes(&mut block).unwrap();
+            block[0] = 0;
+            block[1] = 3;
+            let mut ct = vec![0u8; 256];
+            pk.public_encrypt(&block, &mut ct, Padding::NONE).unwrap();
+            invalid.push(ct);
+        }
+        let run = |cts: &[Vec<u8>]| {
+            let start = std::time::Instant::now();
+            let lens: Vec<usize> = cts
+                .iter()
+                .map(|c| {
+                    with_key(b"t", &private, |key| {
+                        k.decrypt(key, CipherAlgorithm::Rsa15, c)
+                    })
+                    .unwrap()
+                    .expose()
+                    .len()
+                })
+                .collect();
+            (start.elapsed().as_secs_f64() / cts.len() as f64, lens)
+        };
+        run(&valid[..4]);
+        let (mut tv, mut ti) = (0.0, 0.0);
+        let (mut lv, mut li) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (t, l) = run(&valid);
+            tv += t;
+            lv = l;
+            let (t, l) = run(&invalid);
+            ti += t;
+            li = l;
+        }
+        let distinct = |l: &[usize]| l.iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct(&li) > 32, "synthetic lengths spread: {li:?}");
+        assert!(distinct(&lv) > 32);
+        let mean = |l: &[usize]| l.iter().sum::<usize>() as f64 / l.len() as f64;
+        eprintln!(
+            "RSA1_5 decrypt: valid {:.1} us, invalid {:.1} us (ratio {:.3}); mean length valid {:.0}, invalid {:.0}",
+            tv / 3.0 * 1e6,
+            ti / 3.0 * 1e6,
+            ti / tv,
+            mean(&lv),
+            mean(&li)
+        );
     }
 
     #[test]

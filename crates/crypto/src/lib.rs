@@ -8,6 +8,7 @@ pub mod barrier;
 pub mod keys;
 pub mod master;
 pub mod pkcs11;
+mod rsa1_5;
 pub mod x509;
 
 pub use barrier::SoftwareBarrier;

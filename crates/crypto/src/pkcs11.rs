@@ -36,7 +36,6 @@ use keyhaven_core::key::{
 };
 use keyhaven_core::{Error, Result, Sensitive};
 
-use crate::keys::synthetic_plaintext;
 use crate::SoftwareKeys;
 
 /// Label of the token's backup wrapping key.
@@ -270,22 +269,6 @@ fn sha_for(bits: u16) -> (MechanismType, PkcsMgfType) {
 
 /// The message of a PKCS#1 v1.5 encryption block `00 02 PS 00 M` (PS at
 /// least 8 non-zero bytes), scanning every byte whatever it finds.
-fn pkcs1_unpad(em: &[u8]) -> Option<Vec<u8>> {
-    let mut sep = 0usize;
-    let mut found = false;
-    for (i, b) in em.iter().enumerate().skip(2) {
-        let hit = *b == 0 && !found;
-        sep = if hit { i } else { sep };
-        found |= hit;
-    }
-    let header = em.first() == Some(&0) && em.get(1) == Some(&2);
-    if header && found && sep >= 10 {
-        em.get(sep + 1..).map(<[u8]>::to_vec)
-    } else {
-        None
-    }
-}
-
 fn mgf1(md: openssl::hash::MessageDigest, seed: &[u8], len: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len + md.size());
     let mut counter: u32 = 0;
@@ -692,26 +675,22 @@ impl Pkcs11Keys {
                     .map(Sensitive::new)
                     .ok_or_else(bad);
             }
-            // Raw RSA refuses only out-of-range input; RSA1_5 still answers.
-            Err(e) if undecryptable(&e) && alg == CipherAlgorithm::Rsa15 => {
-                Sensitive::new(Vec::new())
-            }
+            // Raw RSA refuses only out-of-range input (value >= n, wrong
+            // length): public conditions, refused like any bad ciphertext.
             Err(e) if undecryptable(&e) => return Err(bad()),
             Err(e) => return Err(hsm_err(e)),
         };
         if alg != CipherAlgorithm::Rsa15 {
             return Ok(out);
         }
+        // The private exponent never leaves the token, so the rejection
+        // secret comes from the token's own output: the raw RSA result,
+        // which only the key's holder can compute for this ciphertext.
         let raw = out.expose();
-        match pkcs1_unpad(raw) {
-            Some(m) => Ok(Sensitive::new(m)),
-            None => {
-                let seed = zeroize::Zeroizing::new(openssl::sha::sha256(
-                    &[b"keyhaven-hsm-rsa1_5".as_slice(), raw].concat(),
-                ));
-                Ok(Sensitive::new(synthetic_plaintext(&seed, ciphertext)?))
-            }
-        }
+        let seed = zeroize::Zeroizing::new(openssl::sha::sha256(
+            &[b"keyhaven-hsm-rsa1_5".as_slice(), raw].concat(),
+        ));
+        crate::rsa1_5::decode(&seed, ciphertext, raw).map(Sensitive::new)
     }
 
     /// Puts a caller's private key into the token (`"Hsm": true` imports):
@@ -981,22 +960,6 @@ impl KeyBackend for KeyRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pkcs1_unpadding_takes_only_well_formed_blocks() {
-        let mut em = vec![0u8, 2];
-        em.extend([0x11u8; 10]);
-        em.push(0);
-        em.extend(b"secret");
-        assert_eq!(pkcs1_unpad(&em).as_deref(), Some(&b"secret"[..]));
-        let mut short_ps = vec![0u8, 2, 1, 2, 3, 0];
-        short_ps.extend([9u8; 20]);
-        assert_eq!(pkcs1_unpad(&short_ps), None, "padding under 8 bytes");
-        let mut wrong = em.clone();
-        wrong[1] = 1;
-        assert_eq!(pkcs1_unpad(&wrong), None);
-        assert_eq!(pkcs1_unpad(&[0, 2, 5, 5, 5]), None, "no separator");
-    }
 
     #[test]
     fn ec_points_parse_wrapped_and_bare() {

@@ -198,7 +198,7 @@ fn decryption_round_trips_and_rsa1_5_never_reports_bad_padding() {
         hsm.decrypt(k, CipherAlgorithm::Rsa15, &garbage)
     })
     .unwrap();
-    assert_eq!(a.expose().len(), 32);
+    assert!(a.expose().len() < 246);
     assert_eq!(
         a.expose(),
         b.expose(),

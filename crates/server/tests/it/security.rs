@@ -697,3 +697,76 @@ async fn role_assignments_and_definitions_need_their_read_actions() {
         h.cleanup().await;
     }
 }
+
+/// Finding 4: RSA1_5 decrypt answered every bad block with 32 bytes and a
+/// good one with its real length, a Bleichenbacher oracle. Now a bad block
+/// yields a synthetic message whose length is spread like a real one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa1_5_decrypt_does_not_reveal_bad_padding_by_length() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    for (store, h) in Harness::each_store().await {
+        let (s, j) = h
+            .call(
+                "POST",
+                "/keys/oracle/create?api-version=7.5",
+                Some(json!({"kty": "RSA", "key_size": 2048})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        let n =
+            openssl::bn::BigNum::from_slice(&B64.decode(j["key"]["n"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let e =
+            openssl::bn::BigNum::from_slice(&B64.decode(j["key"]["e"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let public = openssl::rsa::Rsa::from_public_components(n, e).unwrap();
+        let decrypt = |ct: Vec<u8>| {
+            let h = &h;
+            async move {
+                let (s, j) = h
+                    .call(
+                        "POST",
+                        "/keys/oracle/decrypt?api-version=7.5",
+                        Some(json!({"alg": "RSA1_5", "value": B64.encode(ct)})),
+                    )
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{j}");
+                B64.decode(j["value"].as_str().unwrap()).unwrap()
+            }
+        };
+        for len in [10usize, 20, 48] {
+            let msg = vec![0x33u8; len];
+            let mut ct = vec![0u8; 256];
+            let n = public
+                .public_encrypt(&msg, &mut ct, openssl::rsa::Padding::PKCS1)
+                .unwrap();
+            assert_eq!(decrypt(ct[..n].to_vec()).await, msg, "{store}");
+        }
+        // Invalid blocks: raw RSA of random blocks with a wrong header.
+        let mut lengths = std::collections::BTreeSet::new();
+        for i in 0..23u8 {
+            let mut block = vec![0u8; 256];
+            openssl::rand::rand_bytes(&mut block).unwrap();
+            block[0] = 0;
+            block[1] = 1 + i % 2 * 2; // 0x01 or 0x03: never 0x02
+            let mut ct = vec![0u8; 256];
+            public
+                .public_encrypt(&block, &mut ct, openssl::rsa::Padding::NONE)
+                .unwrap();
+            let out = decrypt(ct.clone()).await;
+            assert_eq!(
+                out,
+                decrypt(ct).await,
+                "{store}: the same answer for the same block"
+            );
+            assert!(out.len() <= 245, "{store}");
+            lengths.insert(out.len());
+        }
+        assert!(
+            lengths.len() >= 15,
+            "{store}: lengths of bad blocks are spread, not one value: {lengths:?}"
+        );
+        h.cleanup().await;
+    }
+}
