@@ -13,6 +13,19 @@ use crate::rbac::{
     self, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
 };
 
+/// What a role-assignment write asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAssignment<'a> {
+    /// The role definition (full id or GUID).
+    pub role_definition_id: &'a str,
+    /// The principal's object id.
+    pub principal_id: &'a str,
+    /// The principal type the caller claims (the directory decides).
+    pub principal_type: Option<&'a str>,
+    /// An ABAC condition on the assignment.
+    pub condition: Option<&'a str>,
+}
+
 impl Evaluator {
     /// The ARM id of an assignment.
     pub fn assignment_id(scope: &str, name: &str) -> String {
@@ -48,11 +61,14 @@ impl Evaluator {
         caller: &Principal,
         scope: &str,
         name: &str,
-        role_definition_id: &str,
-        principal_id: &str,
-        principal_type: Option<&str>,
-        condition: Option<&str>,
+        new: NewAssignment<'_>,
     ) -> Result<(RoleAssignment, bool)> {
+        let NewAssignment {
+            role_definition_id,
+            principal_id,
+            principal_type,
+            condition,
+        } = new;
         self.check_scope(scope)?;
         let condition = condition.map(str::trim).filter(|c| !c.is_empty());
         if let Some(c) = condition {

@@ -111,10 +111,12 @@ async fn dispatch(
                     caller,
                     &scope,
                     name,
-                    &p.role_definition_id,
-                    &p.principal_id,
-                    p.principal_type.as_deref(),
-                    p.condition.as_deref(),
+                    keyhaven_identity::roles::NewAssignment {
+                        role_definition_id: &p.role_definition_id,
+                        principal_id: &p.principal_id,
+                        principal_type: p.principal_type.as_deref(),
+                        condition: p.condition.as_deref(),
+                    },
                 )
                 .await?;
             // The SDK accepts only 201 here, as Managed HSM answers.

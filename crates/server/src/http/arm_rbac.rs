@@ -213,10 +213,12 @@ async fn put_assignment(
             caller,
             scope,
             name,
-            &p.role_definition_id,
-            &p.principal_id,
-            p.principal_type.as_deref(),
-            p.condition.as_deref(),
+            keyhaven_identity::roles::NewAssignment {
+                role_definition_id: &p.role_definition_id,
+                principal_id: &p.principal_id,
+                principal_type: p.principal_type.as_deref(),
+                condition: p.condition.as_deref(),
+            },
         )
         .await
         .map_err(|e| match e {

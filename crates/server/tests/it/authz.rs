@@ -248,10 +248,12 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
                 &bootstrap,
                 &vault.resource_id(),
                 &uuid::Uuid::new_v4().to_string(),
-                &role.id,
-                &p.object_id,
-                None,
-                None,
+                keyhaven_identity::roles::NewAssignment {
+                    role_definition_id: &role.id,
+                    principal_id: &p.object_id,
+                    principal_type: None,
+                    condition: None,
+                },
             )
             .await
             .unwrap();
