@@ -18,6 +18,9 @@ pub const POLL_INTERVAL_SECS: i64 = 2;
 /// Most pending codes at once (of each flow); past this the expired ones are
 /// dropped and new requests refused.
 const MAX_PENDING: usize = 10_000;
+/// Most pending codes one source address (an IPv6 /64) may hold, so that no
+/// one source can use up the table without signing in.
+pub const MAX_PENDING_PER_SOURCE: usize = 20;
 // Letters and digits that cannot be mistaken for each other.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ23456789";
 
@@ -50,6 +53,8 @@ struct Pending {
     scope: String,
     expires: i64,
     approved: Option<SignedIn>,
+    /// The source prefix that asked for it.
+    source: String,
 }
 
 /// Pending device authorizations.
@@ -64,10 +69,25 @@ impl DeviceCodes {
         Self::default()
     }
 
-    /// Issues a code for `client_id` asking for `scope`.
-    pub fn issue(&self, client_id: &str, scope: &str, now: i64) -> Option<Issued> {
+    /// Issues a code for `client_id` asking for `scope`, requested from
+    /// `source`; `None` when the table or the source's share of it is full.
+    pub fn issue(
+        &self,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+        source: Option<std::net::IpAddr>,
+    ) -> Option<Issued> {
         let mut map = self.pending.lock().ok()?;
         if !make_room(&mut map, |p| p.expires, now) {
+            return None;
+        }
+        let source = crate::lockout::source_prefix(source);
+        let held = map
+            .values()
+            .filter(|p| p.source == source && p.expires > now && p.approved.is_none())
+            .count();
+        if held >= MAX_PENDING_PER_SOURCE {
             return None;
         }
         let device_code = random_code()?;
@@ -96,6 +116,7 @@ impl DeviceCodes {
                 scope: scope.to_owned(),
                 expires: now + DEVICE_CODE_LIFETIME_SECS,
                 approved: None,
+                source,
             },
         );
         Some(Issued {
@@ -131,7 +152,9 @@ impl DeviceCodes {
         }
     }
 
-    /// Polls a device code; an approved code is consumed.
+    /// Polls a device code. An approved code stays until [`Self::take`]
+    /// consumes it, so the token endpoint can refuse (a locked user) without
+    /// spending the approval.
     pub fn poll(&self, device_code: &str, client_id: &str, now: i64) -> Poll {
         let Ok(mut map) = self.pending.lock() else {
             return Poll::Unknown;
@@ -146,16 +169,22 @@ impl DeviceCodes {
             map.remove(device_code);
             return Poll::Expired;
         }
-        if p.approved.is_none() {
-            return Poll::Pending;
+        match &p.approved {
+            None => Poll::Pending,
+            Some(who) => Poll::Approved(Box::new(who.clone()), p.scope.clone()),
         }
-        match map.remove(device_code) {
-            Some(Pending {
-                approved: Some(who),
-                scope,
-                ..
-            }) => Poll::Approved(Box::new(who), scope),
-            _ => Poll::Unknown,
+    }
+
+    /// Consumes an approved code; false if it was already taken (a second
+    /// poll racing this one), so one approval issues one token.
+    pub fn take(&self, device_code: &str) -> bool {
+        let Ok(mut map) = self.pending.lock() else {
+            return false;
+        };
+        if map.get(device_code).is_some_and(|p| p.approved.is_some()) {
+            map.remove(device_code).is_some()
+        } else {
+            false
         }
     }
 }
@@ -203,7 +232,7 @@ mod tests {
     #[test]
     fn a_code_is_pending_until_approved_then_consumed() {
         let d = DeviceCodes::new();
-        let i = d.issue("cli", "s", 100).unwrap();
+        let i = d.issue("cli", "s", 100, None).unwrap();
         assert_eq!(i.user_code.len(), 9);
         assert!(matches!(d.poll(&i.device_code, "cli", 101), Poll::Pending));
         assert!(matches!(
@@ -221,13 +250,36 @@ mod tests {
             d.poll(&i.device_code, "cli", 103),
             Poll::Approved(_, _)
         ));
+        assert!(
+            matches!(d.poll(&i.device_code, "cli", 103), Poll::Approved(_, _)),
+            "polling does not consume"
+        );
+        assert!(d.take(&i.device_code));
+        assert!(!d.take(&i.device_code), "one approval, one token");
         assert!(matches!(d.poll(&i.device_code, "cli", 104), Poll::Unknown));
+    }
+
+    /// Finding 11: 10,000 pending codes could be taken without signing in.
+    #[test]
+    fn one_source_holds_a_bounded_share_of_pending_codes() {
+        let d = DeviceCodes::new();
+        let ip: Option<std::net::IpAddr> = "192.0.2.5".parse().ok();
+        for _ in 0..MAX_PENDING_PER_SOURCE {
+            assert!(d.issue("cli", "s", 100, ip).is_some());
+        }
+        assert!(d.issue("cli", "s", 100, ip).is_none());
+        assert!(d.issue("cli", "s", 100, "192.0.2.6".parse().ok()).is_some());
+        assert!(
+            d.issue("cli", "s", 100 + DEVICE_CODE_LIFETIME_SECS, ip)
+                .is_some(),
+            "expired codes no longer count"
+        );
     }
 
     #[test]
     fn codes_expire() {
         let d = DeviceCodes::new();
-        let i = d.issue("cli", "s", 100).unwrap();
+        let i = d.issue("cli", "s", 100, None).unwrap();
         assert!(!d.approve(&i.user_code, who(), 100 + DEVICE_CODE_LIFETIME_SECS));
         assert!(matches!(
             d.poll(&i.device_code, "cli", 100 + DEVICE_CODE_LIFETIME_SECS),

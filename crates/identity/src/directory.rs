@@ -223,7 +223,15 @@ pub struct Directory {
     tenant_id: String,
     dummy_hash: String,
     trusted: Arc<crate::federation::TrustedIssuers>,
+    /// One slow hash per core at a time: unauthenticated callers can make
+    /// the server run argon2id (19 MiB each), so they queue here instead of
+    /// filling the blocking pool.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a credential check waits for a hashing slot before the caller
+/// is told to come back (503 `temporarily_unavailable`).
+const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Directory {
     /// A directory for `tenant_id`. `dummy_hash` is an argon2 hash spent on
@@ -241,7 +249,30 @@ impl Directory {
             tenant_id: tenant_id.to_owned(),
             dummy_hash,
             trusted,
+            hashing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
         }
+    }
+
+    /// Runs slow hashing on the blocking pool, at most one hash per core at
+    /// once; `None` if no slot frees within [`HASH_WAIT`] or the task fails.
+    /// The slot is held by the blocking task itself, so a cancelled request
+    /// does not free it before its hash ends.
+    async fn hash_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let permit = tokio::time::timeout(HASH_WAIT, Arc::clone(&self.hashing).acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            f()
+        })
+        .await
+        .ok()
     }
 
     /// The tenant.
@@ -777,14 +808,16 @@ impl Directory {
         let creds = app.as_ref().ok().map(credentials_of);
         let dummy = self.dummy_hash.clone();
         // argon2 is deliberately slow: keep it off the async workers.
-        let check = tokio_blocking(move || match creds {
-            Some(c) => c.check(secret.expose(), now),
-            None => {
-                burn_verification(&dummy, secret.expose());
-                SecretCheck::Invalid
-            }
-        })
-        .await;
+        let check = self
+            .hash_blocking(move || match creds {
+                Some(c) => c.check(secret.expose(), now),
+                None => {
+                    burn_verification(&dummy, secret.expose());
+                    SecretCheck::Invalid
+                }
+            })
+            .await
+            .ok_or(SignInFailure::Unavailable)?;
         let app = app?;
         match check {
             SecretCheck::Valid => self.service_principal_sign_in(&app).await,
@@ -865,14 +898,16 @@ impl Directory {
             .and_then(|u| serde_json::from_str::<UserCredentials>(&u.credentials).ok())
             .map(|c| c.password_hash);
         let dummy = self.dummy_hash.clone();
-        let ok = tokio_blocking(move || match hash {
-            Some(h) => verify_secret(password.expose(), &h),
-            None => {
-                burn_verification(&dummy, password.expose());
-                false
-            }
-        })
-        .await;
+        let ok = self
+            .hash_blocking(move || match hash {
+                Some(h) => verify_secret(password.expose(), &h),
+                None => {
+                    burn_verification(&dummy, password.expose());
+                    false
+                }
+            })
+            .await
+            .ok_or(SignInFailure::Unavailable)?;
         let user = match (user, ok) {
             (Some(u), true) => u,
             _ => return Err(SignInFailure::BadPassword),
@@ -972,15 +1007,6 @@ fn credential_stamp_of(p: &PrincipalRecord) -> String {
 /// The credentials of an application (broken JSON reads as none).
 pub fn credentials_of(app: &ApplicationRecord) -> ClientCredentials {
     ClientCredentials::parse(&app.credentials).unwrap_or_default()
-}
-
-/// Runs slow hashing on the blocking pool; a failed task reads as the
-/// default (a failed check).
-async fn tokio_blocking<T>(f: impl FnOnce() -> T + Send + 'static) -> T
-where
-    T: Default + Send + 'static,
-{
-    tokio::task::spawn_blocking(f).await.unwrap_or_default()
 }
 
 fn duplicate(message: &'static str) -> impl Fn(StoreError) -> DirectoryError {

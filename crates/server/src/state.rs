@@ -8,10 +8,18 @@ use keyhaven_core::{Barrier, Clock, Error, Storage, VaultName, VaultRecord, Vaul
 use keyhaven_identity::authz::AUTHZ_GENERATION;
 use keyhaven_identity::device::DeviceCodes;
 use keyhaven_identity::federation::TrustedIssuers;
-use keyhaven_identity::lockout::Lockout;
+use keyhaven_identity::lockout::{Lockout, SourceLimiter};
+
 use keyhaven_identity::{Directory, Evaluator, TokenService};
 
 use crate::config::Endpoints;
+
+/// Sign-in requests one source address may make at once, and per second
+/// sustained: far above what a person or a CI job's credentials need, far
+/// below what hashing can serve for everyone when one source floods.
+pub const SIGN_IN_BURST: u32 = 300;
+/// See [`SIGN_IN_BURST`].
+pub const SIGN_IN_PER_SEC: u32 = 20;
 
 /// Cheaply clonable application state.
 #[derive(Clone)]
@@ -27,6 +35,9 @@ pub struct Inner {
     pub directory: Directory,
     /// Failed sign-in counts.
     pub lockout: Lockout,
+    /// Requests per source address to the endpoints that check a
+    /// credential or hand out a code (token, device code, sign-in forms).
+    pub sign_in_limiter: SourceLimiter,
     /// Pending device authorizations.
     pub device_codes: DeviceCodes,
     /// Outstanding authorization codes (browser sign-in).
@@ -203,6 +214,7 @@ impl AppState {
             service,
             directory,
             lockout: Lockout::new(),
+            sign_in_limiter: SourceLimiter::new(SIGN_IN_BURST, SIGN_IN_PER_SEC),
             device_codes: DeviceCodes::new(),
             auth_codes: keyhaven_identity::authcode::AuthCodes::new(),
             request_ids: RequestIds::new(),

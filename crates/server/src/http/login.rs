@@ -334,6 +334,9 @@ async fn issue(
         );
     };
     let now = st.clock.now();
+    if let Err(wait) = st.sign_in_limiter.admit(source, now) {
+        return too_many(st, wait);
+    }
     let grant = form.grant_type.as_deref().unwrap_or("");
     // A device code carries the scope the device asked for when it began; an
     // authorization code the scope and nonce of its request.
@@ -349,6 +352,7 @@ async fn issue(
                 );
             };
             match st.device_codes.poll(code, &client_id, now) {
+                // Not consumed yet: a locked user must not spend it.
                 Poll::Approved(who, scope) => Some((*who, scope)),
                 Poll::Pending => {
                     return bad_request(
@@ -421,23 +425,38 @@ async fn issue(
             "The provided value for scope is not valid. Client credential flows must have one scope value with /.default suffixed to a resource known to this tenant.",
         );
     };
-    // Brute force: users are counted by user name, applications by client id.
-    let subject = match (grant, form.username.as_deref()) {
-        ("password", Some(u)) => u.to_owned(),
-        _ => client_id.clone(),
+    // Brute force: user grants are counted and locked by the user (its
+    // user name), confidential clients by client id. Public clients share
+    // one id among all their users (the Azure CLI's), so a client-credentials
+    // request for one fails at once and counts against no one.
+    if grant == "client_credentials"
+        && matches!(st.directory.is_public_client(&client_id).await, Ok(true))
+    {
+        return sign_in_error(st, SignInFailure::NotPublicClient, &client_id);
+    }
+    let subject = match (grant, form.username.as_deref(), &device) {
+        ("password", Some(u), _) => Some(u.to_owned()),
+        ("client_credentials", _, _) => Some(client_id.clone()),
+        (_, _, Some((who, _))) => Some(user_subject(who)),
+        _ => None,
     };
-    if st.lockout.is_locked(&subject, source, now) {
-        let (status, error) = if grant == "password" {
-            (StatusCode::BAD_REQUEST, "invalid_grant")
-        } else {
-            (StatusCode::UNAUTHORIZED, "invalid_client")
-        };
-        return oauth_error(
+    if subject
+        .as_deref()
+        .is_some_and(|s| st.lockout.is_locked(s, source, now))
+    {
+        return locked(st, grant);
+    }
+    if grant == DEVICE_CODE_GRANT
+        && !form
+            .device_code
+            .as_deref()
+            .is_some_and(|c| st.device_codes.take(c))
+    {
+        return bad_request(
             st,
-            status,
-            error,
-            50053,
-            "The account is locked because of too many sign-in attempts with an incorrect credential. Try again later.",
+            "invalid_grant",
+            70000,
+            "The provided value for the input parameter 'device_code' is not valid.",
         );
     }
     let mut azpacr = "0";
@@ -492,7 +511,15 @@ async fn issue(
                 );
             };
             match st.tokens.validate_refresh(&rt, &client_id, now) {
-                Ok((oid, stamp)) => st.directory.resume(&oid, &stamp).await,
+                Ok((oid, stamp)) => {
+                    let resumed = st.directory.resume(&oid, &stamp).await;
+                    if let Ok(who) = &resumed {
+                        if st.lockout.is_locked(&user_subject(who), source, now) {
+                            return locked(st, grant);
+                        }
+                    }
+                    resumed
+                }
                 Err(_) => {
                     return bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client.");
                 }
@@ -510,14 +537,20 @@ async fn issue(
             );
         }
     };
+    // Only grants that check a guessable credential count failures.
+    let counted = matches!(grant, "password" | "client_credentials");
     let mut who = match signed_in {
         Ok(w) => {
-            st.lockout.record_success(&subject, source);
+            if let Some(s) = subject.as_deref().filter(|_| counted) {
+                st.lockout.record_success(s, source);
+            }
             w
         }
         Err(f) => {
-            if f != SignInFailure::Unavailable {
-                st.lockout.record_failure(&subject, source, now);
+            if let Some(s) = subject.as_deref().filter(|_| counted) {
+                if f != SignInFailure::Unavailable {
+                    st.lockout.record_failure(s, source, now);
+                }
             }
             return sign_in_error(st, f, &client_id);
         }
@@ -576,6 +609,44 @@ async fn issue(
     })
 }
 
+/// The lockout subject of a signed-in user: its user name, as the password
+/// grant counts it, or its object id for a user without one.
+fn user_subject(who: &keyhaven_identity::SignedIn) -> String {
+    who.upn
+        .clone()
+        .unwrap_or_else(|| who.principal.object_id.clone())
+}
+
+fn locked(st: &AppState, grant: &str) -> Response {
+    let (status, error) = if grant == "client_credentials" {
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    } else {
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    };
+    oauth_error(
+        st,
+        status,
+        error,
+        50053,
+        "The account is locked because of too many sign-in attempts with an incorrect credential. Try again later.",
+    )
+}
+
+/// 429 with `Retry-After`: one source asked too often.
+fn too_many(st: &AppState, wait_secs: i64) -> Response {
+    let mut r = oauth_error(
+        st,
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        50196,
+        "Too many requests from this address. Retry after the time the Retry-After header gives.",
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&wait_secs.max(1).to_string()) {
+        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
 fn server_error(st: &AppState) -> Response {
     oauth_error(
         st,
@@ -589,10 +660,15 @@ fn server_error(st: &AppState) -> Response {
 async fn device_code(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
+    peer: Peer,
     body: Body,
 ) -> Response {
     if !is_our_tenant(&st, &tenant) {
         return tenant_not_found(&st, &tenant);
+    }
+    let source = peer.map(|p| p.0 .0.ip());
+    if let Err(wait) = st.sign_in_limiter.admit(source, st.clock.now()) {
+        return too_many(&st, wait);
     }
     let Ok(bytes) = read_body(body).await else {
         return bad_request(
@@ -638,7 +714,10 @@ async fn device_code(
         }
         Err(f) => return sign_in_error(&st, f, &client_id),
     }
-    let Some(issued) = st.device_codes.issue(&client_id, &scope, st.clock.now()) else {
+    let Some(issued) = st
+        .device_codes
+        .issue(&client_id, &scope, st.clock.now(), source)
+    else {
         return oauth_error(
             &st,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -749,6 +828,9 @@ async fn form_sign_in(
     source: Option<IpAddr>,
     now: i64,
 ) -> Result<keyhaven_identity::directory::SignedIn, &'static str> {
+    if st.sign_in_limiter.admit(source, now).is_err() {
+        return Err("Too many requests from this address. Try again later.");
+    }
     if st.lockout.is_locked(username, source, now) {
         return Err("Too many failed sign-ins. Try again later.");
     }

@@ -770,3 +770,147 @@ async fn rsa1_5_decrypt_does_not_reveal_bad_padding_by_length() {
         h.cleanup().await;
     }
 }
+
+fn login_req(tenant: &str, form: &str, source: &str) -> Request<Body> {
+    let mut r = Request::builder()
+        .method("POST")
+        .uri(format!("/{tenant}/oauth2/v2.0/token"))
+        .header("host", "login.localhost:8443")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap();
+    let ip: std::net::IpAddr = source.parse().unwrap();
+    r.extensions_mut()
+        .insert(keyhaven_server::http::PeerAddr((ip, 40000).into()));
+    r
+}
+
+const CLI: &str = keyhaven_identity::directory::AZURE_CLI_APP_ID;
+const SCOPE: &str = "https%3A%2F%2Fvault.localhost%3A8443%2F.default+offline_access";
+
+async fn user(h: &Harness, upn: &str, password: &str) {
+    h.state
+        .directory
+        .create_user(
+            &h.principal,
+            keyhaven_identity::directory::NewUser {
+                upn: upn.into(),
+                display_name: "U".into(),
+                mail_nickname: None,
+                password: keyhaven_core::Sensitive::new(password.into()),
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// Finding 6: 50 bad client-credentials attempts against the Azure CLI's
+/// public client id locked refresh, device-code and auth-code sign-in for
+/// every CLI user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_attacker_cannot_lock_out_every_azure_cli_user() {
+    for (store, h) in Harness::each_store().await {
+        let t = h.tenant_id.clone();
+        user(&h, "alice@keyhaven.test", "Correct-Horse-1").await;
+        for _ in 0..60 {
+            let (s, _, j) = h
+                .send(login_req(&t, &format!("grant_type=client_credentials&client_id={CLI}&client_secret=x&scope={SCOPE}"), "192.0.2.66"))
+                .await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{store}: {j}");
+            assert_eq!(
+                j["error_codes"][0], 7000218,
+                "{store}: a public client has no secret: {j}"
+            );
+        }
+        let password = format!("grant_type=password&client_id={CLI}&username=alice%40keyhaven.test&password=Correct-Horse-1&scope={SCOPE}");
+        let (s, _, j) = h.send(login_req(&t, &password, "198.51.100.1")).await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        let refresh = format!(
+            "grant_type=refresh_token&client_id={CLI}&refresh_token={}&scope={SCOPE}",
+            j["refresh_token"].as_str().unwrap()
+        );
+        let (s, _, j) = h.send(login_req(&t, &refresh, "198.51.100.1")).await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{store}: refresh works for everyone else: {j}"
+        );
+        // A device code approved before the user is locked is not spent by
+        // a refused poll.
+        let issued = h
+            .state
+            .device_codes
+            .issue(CLI, "https://vault.localhost:8443/.default", NOW, None)
+            .unwrap();
+        let who = h
+            .state
+            .directory
+            .sign_in_with_password(
+                CLI,
+                "alice@keyhaven.test",
+                keyhaven_core::Sensitive::new("Correct-Horse-1".into()),
+            )
+            .await
+            .unwrap();
+        assert!(h.state.device_codes.approve(&issued.user_code, who, NOW));
+        // Alice herself is locked by wrong passwords from many addresses:
+        // her user grants are refused, keyed on her, not on the client id.
+        for i in 0..keyhaven_identity::lockout::PER_PRINCIPAL_THRESHOLD {
+            let bad = password.replace("Correct-Horse-1", "wrong");
+            let (s, _, _) = h
+                .send(login_req(&t, &bad, &format!("203.0.113.{}", i % 200 + 1)))
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{store}");
+        }
+        let (s, _, j) = h.send(login_req(&t, &refresh, "198.51.100.1")).await;
+        assert_eq!(
+            (s, j["error_codes"][0].as_u64()),
+            (StatusCode::BAD_REQUEST, Some(50053)),
+            "{store}: {j}"
+        );
+        let device = format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&client_id={CLI}&device_code={}", issued.device_code);
+        let (s, _, j) = h.send(login_req(&t, &device, "198.51.100.1")).await;
+        assert_eq!(j["error_codes"][0], 50053, "{store}: {s} {j}");
+        h.clock.advance(keyhaven_identity::lockout::WINDOW_SECS + 1);
+        let (s, _, j) = h.send(login_req(&t, &device, "198.51.100.1")).await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "{store}: the approval survived the refusal: {j}"
+        );
+        let (s, _, _) = h.send(login_req(&t, &device, "198.51.100.1")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{store}: and is spent once");
+        h.cleanup().await;
+    }
+}
+
+/// Finding 7: any client id and secret ran argon2id, with no bound per
+/// source. Now one source gets a bounded burst, then 429 with Retry-After;
+/// others are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_bounds_requests_per_source() {
+    for (store, h) in Harness::each_store().await {
+        let t = h.tenant_id.clone();
+        // Cheap requests (refused after admission, before any hashing)
+        // spend the same tokens as expensive ones.
+        let form = "grant_type=password&client_id=x&scope=x";
+        for _ in 0..keyhaven_server::state::SIGN_IN_BURST {
+            let (s, _, _) = h.send(login_req(&t, form, "192.0.2.77")).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{store}");
+        }
+        let (s, headers, j) = h.send(login_req(&t, form, "192.0.2.77")).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{store}: {j}");
+        assert!(headers.get("retry-after").is_some());
+        let (s, _, _) = h.send(login_req(&t, form, "2001:db8:1:2::5")).await;
+        assert_eq!(
+            s,
+            StatusCode::BAD_REQUEST,
+            "{store}: another source is served"
+        );
+        h.clock.advance(1);
+        let (s, _, _) = h.send(login_req(&t, form, "192.0.2.77")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{store}: the bucket refills");
+        h.cleanup().await;
+    }
+}
