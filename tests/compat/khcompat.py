@@ -177,6 +177,8 @@ class KeyhavenServer:
             "--listen", f"127.0.0.1:{self.port}",
             "--store", self.store_arg,
             "--domain", "localhost",
+            # The HTTP audit destination test ships to a listener here.
+            "--audit-http-allow", "127.0.0.1",
         ]
 
     def start(self) -> "KeyhavenServer":

@@ -341,6 +341,13 @@ struct ServeArgs {
     /// default such requests are refused with 503: fail closed).
     #[arg(long, env = "KEYHAVEN_AUDIT_FAIL_OPEN")]
     audit_fail_open: bool,
+    /// Where diagnostic settings may ship audit records over HTTP
+    /// (`keyhavenHttpEndpoint`): host names (`*.example.com` for
+    /// subdomains), IP addresses or CIDRs, comma-separated. Unset: HTTP
+    /// destinations are refused. Loopback, link-local and private addresses
+    /// are reached only when listed as addresses or CIDRs.
+    #[arg(long, env = "KEYHAVEN_AUDIT_HTTP_ALLOW", value_delimiter = ',')]
+    audit_http_allow: Vec<String>,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -431,6 +438,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 trusted_services: a.trusted_services,
                 admin_listen: a.admin_listen,
                 audit_fail_open: a.audit_fail_open,
+                audit_http_allow: a.audit_http_allow,
                 scheduler_interval: std::time::Duration::from_secs(a.scheduler_interval.max(1)),
                 event_retry_base: std::time::Duration::from_millis(a.event_retry_base_ms),
                 limits: keyhaven_server::throttle::Limits {

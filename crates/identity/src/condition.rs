@@ -65,12 +65,17 @@ pub fn evaluate(condition: &str, action: &str, attrs: &Attributes) -> bool {
     parse(condition).is_ok_and(|e| e.eval(action, attrs))
 }
 
+/// The last segment of an id, as a canonical (hyphenated, lower-case) GUID
+/// when it is one, so that every spelling of one GUID compares equal.
 fn guid_of(v: &str) -> String {
-    v.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    canonical_guid(v.trim_end_matches('/').rsplit('/').next().unwrap_or(""))
+}
+
+fn canonical_guid(v: &str) -> String {
+    match uuid::Uuid::parse_str(v.trim()) {
+        Ok(u) => u.hyphenated().to_string(),
+        Err(_) => v.trim().to_ascii_lowercase(),
+    }
 }
 
 #[derive(Debug)]
@@ -259,17 +264,18 @@ impl Parser<'_> {
             .find(|a| a.eq_ignore_ascii_case(name.trim()))
             .ok_or_else(|| self.error("unsupported attribute"))?;
         self.ws();
-        let (any_of_attr, any_of_values) = if self.eat("ForAnyOfAnyValues:") {
-            (true, true)
-        } else if self.eat("ForAllOfAnyValues:") {
-            (false, true)
-        } else if self.eat("ForAnyOfAllValues:") {
-            (true, false)
-        } else if self.eat("ForAllOfAllValues:") {
-            (false, false)
-        } else {
-            (true, true)
-        };
+        // Which attribute values and which listed values must match.
+        let quantifier = [
+            ("ForAnyOfAnyValues:", (true, true)),
+            ("ForAllOfAnyValues:", (false, true)),
+            ("ForAnyOfAllValues:", (true, false)),
+            ("ForAllOfAllValues:", (false, false)),
+        ]
+        .into_iter()
+        .find(|(q, _)| self.eat(q))
+        .map(|(_, m)| m);
+        let quantified = quantifier.is_some();
+        let (any_of_attr, any_of_values) = quantifier.unwrap_or((true, true));
         let equals = if self.eat("GuidEquals") {
             true
         } else if self.eat("GuidNotEquals") {
@@ -281,9 +287,7 @@ impl Parser<'_> {
         let values: Vec<String> = if self.eat("{") {
             let v = self.until(b'}')?;
             self.expect("}")?;
-            v.split(',')
-                .map(|x| x.trim().to_ascii_lowercase())
-                .collect()
+            v.split(',').map(canonical_guid).collect()
         } else {
             let start = self.at;
             while self
@@ -295,10 +299,15 @@ impl Parser<'_> {
             }
             let v = std::str::from_utf8(self.s.get(start..self.at).unwrap_or_default())
                 .unwrap_or_default();
-            vec![v.to_ascii_lowercase()]
+            vec![canonical_guid(v)]
         };
         if values.is_empty() || values.iter().any(|v| uuid::Uuid::parse_str(v).is_err()) {
             return Err(self.error("expected GUID values"));
+        }
+        // Azure: a set of values needs a cross-product quantifier; without
+        // one, `GuidNotEquals {a, b}` would read as "not a, or not b".
+        if values.len() > 1 && !quantified {
+            return Err(self.error("a list of values needs ForAnyOfAnyValues and the like"));
         }
         Ok(Expr::Compare {
             resource,
@@ -398,6 +407,26 @@ mod tests {
         }
         let deep = format!("{}ActionMatches{{'a'}}{}", "(".repeat(100), ")".repeat(100));
         assert!(validate(&deep).is_err());
+    }
+
+    #[test]
+    fn every_spelling_of_a_guid_compares_equal() {
+        let bare = OWNER.replace('-', "").to_uppercase();
+        let c =
+            format!("@Request[{ROLE_DEFINITION_ID}] ForAnyOfAllValues:GuidNotEquals {{{bare}}}");
+        assert!(!evaluate(
+            &c,
+            WRITE,
+            &Attributes::assignment_write(OWNER, "p")
+        ));
+        assert!(!evaluate(
+            &c,
+            WRITE,
+            &Attributes::assignment_write(&bare, "p")
+        ));
+        let unquantified =
+            format!("@Request[{ROLE_DEFINITION_ID}] GuidNotEquals {{{OWNER}, {KV_ADMIN}}}");
+        assert!(validate(&unquantified).is_err());
     }
 
     #[test]

@@ -184,6 +184,9 @@ impl Directory {
                 "A workload may have at most {MAX_ADDRESSES} addresses."
             )));
         }
+        let mut spec = spec;
+        spec.addresses = spec.addresses.into_iter().map(canonical_address).collect();
+        spec.addresses.dedup();
         let id = at.id(WORKLOAD_TYPE);
         let now = self.clock().now();
         for ua in &spec.user_assigned {
@@ -260,7 +263,10 @@ impl Directory {
             let key = address_key(*a);
             let mut claimed = false;
             for _ in 0..CLAIM_ATTEMPTS {
-                let Some(current) = self.store().get_setting(&key).await? else {
+                let current = self.store().get_setting(&key).await?;
+                // A released claim (empty) is no claim: the "someone else
+                // lists it" check below applies to both.
+                if current.as_deref().is_none_or(<[u8]>::is_empty) {
                     // A workload written before claims existed may list
                     // the address with no claim: it keeps it.
                     if let Some(other) = self
@@ -271,16 +277,25 @@ impl Directory {
                     {
                         return Err(taken(*a, &other.id));
                     }
-                    if self
-                        .store()
-                        .put_setting_if_absent(&key, mine.as_bytes())
-                        .await?
-                    {
+                    let won = match &current {
+                        None => {
+                            self.store()
+                                .put_setting_if_absent(&key, mine.as_bytes())
+                                .await?
+                        }
+                        Some(empty) => {
+                            self.store()
+                                .replace_setting(&key, empty, mine.as_bytes())
+                                .await?
+                        }
+                    };
+                    if won {
                         claimed = true;
                         break;
                     }
                     continue;
-                };
+                }
+                let Some(current) = current else { continue };
                 let (holder, at) = parse_claim(&current);
                 if holder == me {
                     claimed = true;
@@ -511,11 +526,19 @@ fn address_key(a: IpAddr) -> String {
     format!("workload_address|{a}")
 }
 
-fn taken(a: IpAddr, holder: &str) -> DirectoryError {
+fn taken(a: IpAddr, _holder: &str) -> DirectoryError {
+    // The holder may sit where the caller cannot read: not named.
     DirectoryError::Conflict(format!(
-        "The address {a} already identifies the workload '{}'; an address can identify one workload only.",
-        holder.rsplit('/').next().unwrap_or_default()
+        "The address {a} already identifies another workload; an address can identify one workload only."
     ))
+}
+
+/// IPv4-mapped IPv6 as IPv4, as sign-in sees a caller.
+fn canonical_address(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 fn parse_uami(r: &ResourceRecord) -> DirResult<UamiProps> {

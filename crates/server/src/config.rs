@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub event_retry_base: std::time::Duration,
     /// Keep serving when the audit log cannot be written (default: refuse).
     pub audit_fail_open: bool,
+    /// Hosts, addresses and CIDRs the HTTP audit destination may send to
+    /// (none: the destination is off).
+    pub audit_http_allow: Vec<String>,
     /// The HSM holding premium vaults' `-HSM` keys, if any.
     pub hsm: Option<std::sync::Arc<keyhaven_crypto::pkcs11::HsmConfig>>,
 }

@@ -206,6 +206,8 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         limits: config.limits,
         events: Some(events),
         audit_fail_closed: !config.audit_fail_open,
+        audit_http_allow: crate::audit_ship::AllowList::parse(&config.audit_http_allow)
+            .map_err(|e| StartError::Io(format!("--audit-http-allow: {e}")))?,
         hsm: match &config.hsm {
             Some(cfg) => {
                 let keys = keyhaven_crypto::pkcs11::Pkcs11Keys::open(cfg)

@@ -73,6 +73,8 @@ pub struct Inner {
     pub metrics: crate::metrics::Metrics,
     /// Refuse requests while the audit log cannot be written.
     pub audit_fail_closed: bool,
+    /// Where the HTTP audit destination may send.
+    pub audit_http_allow: Arc<crate::audit_ship::AllowList>,
     /// The HTTP audit destination's shipper (started on first use).
     pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
 }
@@ -175,6 +177,8 @@ pub struct Parts {
     pub events: Option<Arc<dyn keyhaven_core::events::EventSink>>,
     /// Refuse requests while the audit log cannot be written.
     pub audit_fail_closed: bool,
+    /// Where the HTTP audit destination may send.
+    pub audit_http_allow: crate::audit_ship::AllowList,
     /// The HSM for `-HSM` keys (`None`: premium vaults cannot hold them).
     pub hsm: Option<Arc<keyhaven_crypto::pkcs11::Pkcs11Keys>>,
 }
@@ -235,6 +239,7 @@ impl AppState {
             throttle: crate::throttle::Throttle::new(p.limits),
             metrics: crate::metrics::Metrics::default(),
             audit_fail_closed: p.audit_fail_closed,
+            audit_http_allow: Arc::new(p.audit_http_allow),
             shipper: std::sync::OnceLock::new(),
         }))
     }

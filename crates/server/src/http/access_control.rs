@@ -129,6 +129,13 @@ async fn dispatch(
             }
         }
         (Some("roledefinitions"), None, Method::GET) => {
+            st.authz
+                .require_action(
+                    caller,
+                    &scope,
+                    "Microsoft.Authorization/roleDefinitions/read",
+                )
+                .await?;
             let value: Vec<RoleDefinitionOut> = st
                 .authz
                 .role_definitions()
@@ -139,6 +146,13 @@ async fn dispatch(
             Ok(ok(&ArmList { value }))
         }
         (Some("roledefinitions"), Some(id), Method::GET) => {
+            st.authz
+                .require_action(
+                    caller,
+                    &scope,
+                    "Microsoft.Authorization/roleDefinitions/read",
+                )
+                .await?;
             let found = st
                 .authz
                 .role_definitions()

@@ -122,7 +122,11 @@ pub async fn categories(
     ))
 }
 
-fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
+fn parse_setting(
+    vault_id: &str,
+    body: &Value,
+    allow: &crate::audit_ship::AllowList,
+) -> Result<Setting, ArmFailure> {
     let p = body.pointer("/properties").cloned().unwrap_or(Value::Null);
     let mut audit = false;
     let mut log_group = None;
@@ -190,11 +194,8 @@ fn parse_setting(vault_id: &str, body: &Value) -> Result<Setting, ArmFailure> {
         http_endpoint: text("keyhavenHttpEndpoint"),
         log_group,
     };
-    if s.http_endpoint
-        .as_deref()
-        .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-    {
-        return Err(bad("keyhavenHttpEndpoint must be an http(s) URL."));
+    if let Some(u) = s.http_endpoint.as_deref() {
+        allow.check_url(u).map_err(bad)?;
     }
     if s.workspace_id.is_none()
         && s.storage_account_id.is_none()
@@ -224,7 +225,7 @@ pub async fn put_setting(
         return Err(bad("The diagnostic setting name is invalid."));
     }
     let body: Value = parse_body(req.into_body()).await?;
-    let s = parse_setting(&vid, &body)?;
+    let s = parse_setting(&vid, &body, &st.audit_http_allow)?;
     let id = format!("{vid}/providers/{SETTING_TYPE}/{name}");
     let now = st.clock.now();
     let existing = st

@@ -186,7 +186,9 @@ async fn audit(
             println!("{line}");
         }
         if !sinks.http.is_empty() {
-            let shipper = state.shipper.get_or_init(crate::audit_ship::Shipper::start);
+            let shipper = state.shipper.get_or_init(|| {
+                crate::audit_ship::Shipper::start(Arc::clone(&state.audit_http_allow))
+            });
             for url in &sinks.http {
                 shipper.ship(url, &line);
             }

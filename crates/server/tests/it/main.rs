@@ -118,6 +118,8 @@ impl Harness {
             audit: None,
             events: None,
             audit_fail_closed: false,
+            audit_http_allow: keyhaven_server::audit_ship::AllowList::parse(&["127.0.0.1".into()])
+                .unwrap(),
             hsm: None,
             limits: keyhaven_server::throttle::Limits {
                 secrets: 0,

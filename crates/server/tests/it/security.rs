@@ -914,3 +914,41 @@ async fn token_endpoint_bounds_requests_per_source() {
         h.cleanup().await;
     }
 }
+
+/// Finding 9: the audit HTTP destination accepted any http(s) URL, a blind
+/// SSRF for anyone who may write diagnostic settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_http_destination_is_limited_to_the_operators_allow_list() {
+    for (store, h) in Harness::each_store().await {
+        let vault = vault_id(&h).await;
+        let put = |url: &str| {
+            json!({"properties": {"logs": [{"category": "AuditEvent", "enabled": true}],
+                                  "keyhavenHttpEndpoint": url}})
+        };
+        let path = format!("{vault}/providers/Microsoft.Insights/diagnosticSettings/ship");
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/",
+            "http://127.0.0.2:8080/",
+            "http://[::1]:8080/",
+            "https://internal.example/",
+            "gopher://127.0.0.1/",
+        ] {
+            let (s, j) = arm(&h, &admin_arm(&h), "PUT", &path, Some(put(url))).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{store} {url}: {j}");
+            let m = j["error"]["message"].as_str().unwrap();
+            assert!(!m.contains(url), "{store}: the URL is not echoed");
+        }
+        // The harness's operator allows 127.0.0.1.
+        let (s, j) = arm(
+            &h,
+            &admin_arm(&h),
+            "PUT",
+            &path,
+            Some(put("http://127.0.0.1:9/in")),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        h.cleanup().await;
+    }
+}
