@@ -450,6 +450,8 @@ pub struct Authorized {
     principal: Principal,
     vault_id: String,
     operation: Operation,
+    /// The object the decision was made for (`None`: the vault).
+    object: Option<String>,
 }
 
 impl Authorized {
@@ -468,6 +470,7 @@ impl Authorized {
             principal: principal.clone(),
             vault_id: vault.id.clone(),
             operation,
+            object: object.map(str::to_owned),
         })
     }
 
@@ -479,6 +482,33 @@ impl Authorized {
     /// The authorized operation.
     pub fn operation(&self) -> Operation {
         self.operation
+    }
+
+    /// Confirms this proof covers `operation` on the object `name` of
+    /// `vault`: a decision made for another object (with RBAC, scopes can
+    /// differ per object) or for the vault as a whole does not pass.
+    pub fn require_on(
+        &self,
+        vault: &VaultRecord,
+        operation: Operation,
+        name: &crate::ids::ObjectName,
+    ) -> Result<()> {
+        self.require(vault, operation)?;
+        if self
+            .object
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case(name.as_str()))
+        {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                reason: crate::error::ForbiddenReason::Rbac,
+                message: format!(
+                    "The caller is not authorized to perform {} on this object.",
+                    operation.name()
+                ),
+            })
+        }
     }
 
     /// Confirms this proof covers `operation` on `vault`.
@@ -494,5 +524,69 @@ impl Authorized {
                 ),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AllowAll;
+
+    #[async_trait::async_trait]
+    impl Authorizer for AllowAll {
+        async fn check(
+            &self,
+            _: &Principal,
+            _: &VaultRecord,
+            _: Operation,
+            _: Option<&str>,
+        ) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn vault(id: &str) -> VaultRecord {
+        VaultRecord {
+            id: id.into(),
+            name: "vault".parse().unwrap(),
+            tenant_id: "t".into(),
+            subscription_id: "s".into(),
+            resource_group: "g".into(),
+            sku: "standard".into(),
+            retention_days: 90,
+            purge_protection: false,
+            wrapped_key: Vec::new(),
+            created: 0,
+            properties: Default::default(),
+        }
+    }
+
+    /// Finding 12: the proof named the vault and operation but not the
+    /// object, so a decision for one secret could serve another.
+    #[tokio::test]
+    async fn a_proof_for_one_object_does_not_cover_another() {
+        let p = Principal {
+            object_id: "o".into(),
+            tenant_id: "t".into(),
+            app_id: None,
+            kind: crate::PrincipalKind::ServicePrincipal,
+        };
+        let v = vault("id");
+        let a = Authorized::check(&AllowAll, &p, &v, Operation::SecretGet, Some("Alpha"))
+            .await
+            .unwrap();
+        let alpha: crate::ObjectName = "alpha".parse().unwrap();
+        let beta: crate::ObjectName = "beta".parse().unwrap();
+        assert!(a.require_on(&v, Operation::SecretGet, &alpha).is_ok());
+        assert!(a.require_on(&v, Operation::SecretGet, &beta).is_err());
+        assert!(a.require_on(&v, Operation::SecretSet, &alpha).is_err());
+        assert!(a
+            .require_on(&vault("other"), Operation::SecretGet, &alpha)
+            .is_err());
+        let whole = Authorized::check(&AllowAll, &p, &v, Operation::SecretGet, None)
+            .await
+            .unwrap();
+        assert!(whole.require_on(&v, Operation::SecretGet, &alpha).is_err());
     }
 }
