@@ -62,7 +62,7 @@ impl VaultService {
         name: &ObjectName,
         extras: BackupExtras<'_>,
     ) -> Result<Vec<u8>> {
-        auth.require_on(vault, op, &name)?;
+        auth.require_on(vault, op, name)?;
         let (display, versions) = self.backup_versions(vault, kind, name).await?;
         let mut doc = BackupDoc {
             format: backup_format(kind),

@@ -840,7 +840,7 @@ impl VaultService {
         name: &ObjectName,
         input: CertificateCreate,
     ) -> Result<CertificateOperation> {
-        auth.require_on(vault, Operation::CertificateCreate, &name)?;
+        auth.require_on(vault, Operation::CertificateCreate, name)?;
         check_not_reserved(name)?;
         let tags = input.tags.unwrap_or_default();
         validate_tags(&tags)?;
@@ -1368,7 +1368,7 @@ impl VaultService {
         merge: CertificateMerge,
     ) -> Result<CertificateBundle> {
         use base64::Engine as _;
-        auth.require_on(vault, Operation::CertificateCreate, &name)?;
+        auth.require_on(vault, Operation::CertificateCreate, name)?;
         let tags = merge.tags.unwrap_or_default();
         validate_tags(&tags)?;
         let (mut state, _) = self
@@ -1425,7 +1425,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<CertificateOperation> {
-        auth.require_on(vault, Operation::CertificateUpdate, &name)?;
+        auth.require_on(vault, Operation::CertificateUpdate, name)?;
         let (mut state, _) = self
             .certificate_state(vault, name)
             .await?
@@ -1451,7 +1451,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<CertificateOperation> {
-        auth.require_on(vault, Operation::CertificateDelete, &name)?;
+        auth.require_on(vault, Operation::CertificateDelete, name)?;
         let (mut state, _) = self
             .certificate_state(vault, name)
             .await?
@@ -1473,7 +1473,7 @@ impl VaultService {
         import: CertificateImport,
     ) -> Result<CertificateBundle> {
         use base64::Engine as _;
-        auth.require_on(vault, Operation::CertificateImport, &name)?;
+        auth.require_on(vault, Operation::CertificateImport, name)?;
         check_not_reserved(name)?;
         let tags = import.tags.unwrap_or_default();
         validate_tags(&tags)?;
@@ -1577,7 +1577,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<Vec<u8>> {
-        auth.require_on(vault, Operation::CertificateBackup, &name)?;
+        auth.require_on(vault, Operation::CertificateBackup, name)?;
         let policy = self
             .certificate_state(vault, name)
             .await?
@@ -1631,7 +1631,7 @@ impl VaultService {
         name: &ObjectName,
         version: Option<&Version>,
     ) -> Result<CertificateBundle> {
-        auth.require_on(vault, Operation::CertificateGet, &name)?;
+        auth.require_on(vault, Operation::CertificateGet, name)?;
         self.load_certificate(vault, name, version).await
     }
 
@@ -1699,7 +1699,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<StoredPolicy> {
-        auth.require_on(vault, Operation::CertificateGet, &name)?;
+        auth.require_on(vault, Operation::CertificateGet, name)?;
         self.live_version(vault, KIND, name, None).await?;
         let (state, times) = self
             .certificate_state(vault, name)
@@ -1719,7 +1719,7 @@ impl VaultService {
         name: &ObjectName,
         input: PolicyInput,
     ) -> Result<StoredPolicy> {
-        auth.require_on(vault, Operation::CertificateUpdate, &name)?;
+        auth.require_on(vault, Operation::CertificateUpdate, name)?;
         self.live_version(vault, KIND, name, None).await?;
         let (mut state, _) = self
             .certificate_state(vault, name)
@@ -1740,7 +1740,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<CertificateOperation> {
-        auth.require_on(vault, Operation::CertificateGet, &name)?;
+        auth.require_on(vault, Operation::CertificateGet, name)?;
         self.certificate_state(vault, name)
             .await?
             .and_then(|(s, _)| s.operation)
@@ -1761,7 +1761,7 @@ impl VaultService {
         attributes: AttributesPatch,
         tags: Option<BTreeMap<String, String>>,
     ) -> Result<CertificateBundle> {
-        auth.require_on(vault, Operation::CertificateUpdate, &name)?;
+        auth.require_on(vault, Operation::CertificateUpdate, name)?;
         if let Some(t) = &tags {
             validate_tags(t)?;
         }

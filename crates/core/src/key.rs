@@ -592,7 +592,7 @@ impl VaultService {
         name: &ObjectName,
         mut input: KeyInput,
     ) -> Result<KeyBundle> {
-        auth.require_on(vault, Operation::KeyCreate, &name)?;
+        auth.require_on(vault, Operation::KeyCreate, name)?;
         self.refuse_managed(vault, KIND, name, "create").await?;
         if input.spec.hsm {
             self.check_hardware(vault)?;
@@ -644,7 +644,7 @@ impl VaultService {
         name: &ObjectName,
         version: Option<&Version>,
     ) -> Result<KeyBundle> {
-        auth.require_on(vault, Operation::KeyGet, &name)?;
+        auth.require_on(vault, Operation::KeyGet, name)?;
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         Ok(KeyBundle { record, meta })
@@ -689,7 +689,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<DeletedKey> {
-        auth.require_on(vault, Operation::KeyDelete, &name)?;
+        auth.require_on(vault, Operation::KeyDelete, name)?;
         self.refuse_managed(vault, KIND, name, "delete").await?;
         let (record, info) = self
             .delete_object(auth, vault, KIND, Operation::KeyDelete, name)
@@ -731,7 +731,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<KeyBundle> {
-        auth.require_on(vault, Operation::KeyRecover, &name)?;
+        auth.require_on(vault, Operation::KeyRecover, name)?;
         self.refuse_managed(vault, KIND, name, "recover").await?;
         let record = self
             .recover_object(auth, vault, KIND, Operation::KeyRecover, name)
@@ -747,7 +747,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<()> {
-        auth.require_on(vault, Operation::KeyPurge, &name)?;
+        auth.require_on(vault, Operation::KeyPurge, name)?;
         self.refuse_managed(vault, KIND, name, "purge").await?;
         let doomed = self.hardware_refs(vault, name, true).await?;
         self.purge_object(auth, vault, KIND, Operation::KeyPurge, name)
@@ -766,7 +766,7 @@ impl VaultService {
         alg: SignAlgorithm,
         digest: &[u8],
     ) -> Result<(VersionRecord, Vec<u8>)> {
-        auth.require_on(vault, Operation::KeySign, &name)?;
+        auth.require_on(vault, Operation::KeySign, name)?;
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         self.check_usable(&record, &meta, "sign")?;
@@ -792,7 +792,7 @@ impl VaultService {
             digest,
             signature,
         } = check;
-        auth.require_on(vault, Operation::KeyVerify, &name)?;
+        auth.require_on(vault, Operation::KeyVerify, name)?;
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         self.check_usable(&record, &meta, "verify")?;
@@ -820,7 +820,7 @@ impl VaultService {
         } else {
             (Operation::KeyEncrypt, "encrypt")
         };
-        auth.require_on(vault, operation, &name)?;
+        auth.require_on(vault, operation, name)?;
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         self.check_usable(&record, &meta, op)?;
@@ -861,7 +861,7 @@ impl VaultService {
         } else {
             (Operation::KeyDecrypt, "decrypt")
         };
-        auth.require_on(vault, operation, &name)?;
+        auth.require_on(vault, operation, name)?;
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         self.check_usable(&record, &meta, op)?;
@@ -952,7 +952,7 @@ impl VaultService {
         version: Option<&Version>,
         update: KeyUpdate,
     ) -> Result<KeyBundle> {
-        auth.require_on(vault, Operation::KeyUpdate, &name)?;
+        auth.require_on(vault, Operation::KeyUpdate, name)?;
         if let Some(tags) = &update.tags {
             validate_tags(tags)?;
         }
@@ -989,7 +989,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<KeyBundle> {
-        auth.require_on(vault, Operation::KeyRotate, &name)?;
+        auth.require_on(vault, Operation::KeyRotate, name)?;
         self.refuse_managed(vault, KIND, name, "rotate").await?;
         let current = self.live_version(vault, KIND, name, None).await?;
         self.rotate_unchecked(vault, name, &current).await
@@ -1061,7 +1061,7 @@ impl VaultService {
         ops: Option<Vec<String>>,
         rest: (Option<BTreeMap<String, String>>, AttributesPatch, bool),
     ) -> Result<KeyBundle> {
-        auth.require_on(vault, Operation::KeyImport, &name)?;
+        auth.require_on(vault, Operation::KeyImport, name)?;
         self.refuse_managed(vault, KIND, name, "import").await?;
         let (tags, attributes, hsm) = rest;
         if hsm {

@@ -293,7 +293,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<StoredRotationPolicy> {
-        auth.require_on(vault, Operation::KeyGetRotationPolicy, &name)?;
+        auth.require_on(vault, Operation::KeyGetRotationPolicy, name)?;
         self.live_version(vault, KIND, name, None).await?;
         Ok(match self.store.get_policy(&vault.id, KIND, name).await? {
             Some(rec) => StoredRotationPolicy {
@@ -315,7 +315,7 @@ impl VaultService {
         name: &ObjectName,
         policy: RotationPolicy,
     ) -> Result<StoredRotationPolicy> {
-        auth.require_on(vault, Operation::KeySetRotationPolicy, &name)?;
+        auth.require_on(vault, Operation::KeySetRotationPolicy, name)?;
         let policy = policy.validated()?;
         self.live_version(vault, KIND, name, None).await?;
         let now = self.clock.now();

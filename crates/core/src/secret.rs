@@ -72,7 +72,7 @@ impl VaultService {
         name: &ObjectName,
         input: SecretInput,
     ) -> Result<SecretBundle> {
-        auth.require_on(vault, Operation::SecretSet, &name)?;
+        auth.require_on(vault, Operation::SecretSet, name)?;
         self.refuse_managed(vault, KIND, name, "set").await?;
         if input.value.expose().len() > MAX_SECRET_VALUE_BYTES {
             return Err(Error::BadParameter(format!(
@@ -129,7 +129,7 @@ impl VaultService {
         name: &ObjectName,
         version: Option<&Version>,
     ) -> Result<SecretBundle> {
-        auth.require_on(vault, Operation::SecretGet, &name)?;
+        auth.require_on(vault, Operation::SecretGet, name)?;
         let record = self.live_version(vault, KIND, name, version).await?;
         if !record.attributes.enabled {
             return Err(Error::Disabled {
@@ -153,7 +153,7 @@ impl VaultService {
         version: Option<&Version>,
         update: SecretUpdate,
     ) -> Result<SecretBundle> {
-        auth.require_on(vault, Operation::SecretUpdate, &name)?;
+        auth.require_on(vault, Operation::SecretUpdate, name)?;
         self.refuse_managed(vault, KIND, name, "update").await?;
         validate_content_type(update.content_type.as_deref())?;
         if let Some(tags) = &update.tags {
@@ -220,7 +220,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<DeletedSecret> {
-        auth.require_on(vault, Operation::SecretDelete, &name)?;
+        auth.require_on(vault, Operation::SecretDelete, name)?;
         self.refuse_managed(vault, KIND, name, "delete").await?;
         let (record, info) = self
             .delete_object(auth, vault, KIND, Operation::SecretDelete, name)
@@ -269,7 +269,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<SecretBundle> {
-        auth.require_on(vault, Operation::SecretRecover, &name)?;
+        auth.require_on(vault, Operation::SecretRecover, name)?;
         self.refuse_managed(vault, KIND, name, "recover").await?;
         let record = self
             .recover_object(auth, vault, KIND, Operation::SecretRecover, name)
@@ -287,7 +287,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<()> {
-        auth.require_on(vault, Operation::SecretPurge, &name)?;
+        auth.require_on(vault, Operation::SecretPurge, name)?;
         self.refuse_managed(vault, KIND, name, "purge").await?;
         self.purge_object(auth, vault, KIND, Operation::SecretPurge, name)
             .await

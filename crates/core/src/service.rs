@@ -290,7 +290,7 @@ impl VaultService {
         name: &ObjectName,
         page: (Option<&str>, u32),
     ) -> Result<Page<VersionRecord>> {
-        auth.require_on(vault, op, &name)?;
+        auth.require_on(vault, op, name)?;
         let (cursor, limit) = page;
         Ok(self
             .store
@@ -306,7 +306,7 @@ impl VaultService {
         op: Operation,
         name: &ObjectName,
     ) -> Result<(VersionRecord, DeletedInfo)> {
-        auth.require_on(vault, op, &name)?;
+        auth.require_on(vault, op, name)?;
         let now = self.clock.now();
         let info = DeletedInfo {
             deleted_date: now,
@@ -331,7 +331,7 @@ impl VaultService {
         op: Operation,
         name: &ObjectName,
     ) -> Result<(VersionRecord, DeletedInfo)> {
-        auth.require_on(vault, op, &name)?;
+        auth.require_on(vault, op, name)?;
         self.store
             .get_deleted(&vault.id, kind, name)
             .await?
@@ -365,7 +365,7 @@ impl VaultService {
         op: Operation,
         name: &ObjectName,
     ) -> Result<VersionRecord> {
-        auth.require_on(vault, op, &name)?;
+        auth.require_on(vault, op, name)?;
         if !self.store.recover_object(&vault.id, kind, name).await? {
             return Err(Error::DeletedNotFound {
                 kind,
@@ -383,7 +383,7 @@ impl VaultService {
         op: Operation,
         name: &ObjectName,
     ) -> Result<()> {
-        auth.require_on(vault, op, &name)?;
+        auth.require_on(vault, op, name)?;
         if vault.purge_protection {
             return Err(Error::PurgeProtected);
         }
