@@ -63,18 +63,29 @@ struct Claims {
     exp: f64,
     #[serde(default)]
     nbf: Option<f64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+/// What a verified assertion carries for replay detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssertionId {
+    /// Its `jti`.
+    pub jti: String,
+    /// Its expiry, Unix seconds.
+    pub exp: i64,
 }
 
 /// Verifies a client assertion for `client_id`: signature by one of `keys`,
 /// `iss` = `sub` = client id, `aud` one of `audiences` (token endpoint URLs),
-/// and the time window.
+/// the time window, and a `jti` (returned, for the caller's replay check).
 pub fn verify_client_assertion(
     assertion: &str,
     client_id: &str,
     keys: &[KeyCredential],
     audiences: &[String],
     now: i64,
-) -> Result<(), SignInFailure> {
+) -> Result<AssertionId, SignInFailure> {
     let invalid = SignInFailure::InvalidAssertion;
     if assertion.len() > MAX_ASSERTION_LEN {
         return Err(invalid);
@@ -141,7 +152,11 @@ pub fn verify_client_assertion(
     {
         return Err(invalid);
     }
-    Ok(())
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or(invalid)?;
+    Ok(AssertionId { jti, exp })
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
@@ -216,7 +231,10 @@ mod tests {
         );
         assert_eq!(
             verify_client_assertion(&ps, "app", std::slice::from_ref(&kc), &aud, 4_500),
-            Ok(())
+            Ok(AssertionId {
+                jti: "x".into(),
+                exp: 5_000
+            })
         );
         let rs = sign(
             &key,
@@ -224,8 +242,9 @@ mod tests {
             claims.clone(),
         );
         assert_eq!(
-            verify_client_assertion(&rs, "app", std::slice::from_ref(&kc), &aud, 4_500),
-            Ok(())
+            verify_client_assertion(&rs, "app", std::slice::from_ref(&kc), &aud, 4_500)
+                .map(|id| id.jti),
+            Ok("x".to_owned())
         );
 
         assert_eq!(

@@ -227,7 +227,14 @@ pub struct Directory {
     /// the server run argon2id (19 MiB each), so they queue here instead of
     /// filling the blocking pool.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Client-assertion `jti`s seen on this node, until their expiry: an
+    /// assertion signs in once.
+    assertions_seen: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
+
+/// Most assertion ids remembered; when all are unexpired, assertion
+/// sign-ins wait (503) rather than forget one.
+const MAX_ASSERTIONS_SEEN: usize = 100_000;
 
 /// How long a credential check waits for a hashing slot before the caller
 /// is told to come back (503 `temporarily_unavailable`).
@@ -249,6 +256,7 @@ impl Directory {
             tenant_id: tenant_id.to_owned(),
             dummy_hash,
             trusted,
+            assertions_seen: Arc::default(),
             hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             )),
@@ -835,14 +843,31 @@ impl Directory {
     ) -> Result<SignedIn, SignInFailure> {
         let app = self.application_for_client(client_id).await?;
         let creds = credentials_of(&app);
-        crate::assertion::verify_client_assertion(
+        let now = self.clock.now();
+        let id = crate::assertion::verify_client_assertion(
             assertion,
             client_id,
             &creds.keys,
             audiences,
-            self.clock.now(),
+            now,
         )?;
+        self.first_use(client_id, &id, now)?;
         self.service_principal_sign_in(&app).await
+    }
+
+    /// Records an assertion id; a second use while it is valid is refused.
+    fn first_use(
+        &self,
+        client_id: &str,
+        id: &crate::assertion::AssertionId,
+        now: i64,
+    ) -> Result<(), SignInFailure> {
+        let mut seen = self
+            .assertions_seen
+            .lock()
+            .map_err(|_| SignInFailure::Unavailable)?;
+        let key = format!("{}|{}", client_id.to_ascii_lowercase(), id.jti);
+        remember_once(&mut seen, key, id.exp, now, MAX_ASSERTIONS_SEEN)
     }
 
     /// Client credentials with an assertion from a trusted external issuer,
@@ -1004,6 +1029,29 @@ fn credential_stamp_of(p: &PrincipalRecord) -> String {
     .unwrap_or_default()
 }
 
+/// Remembers `key` until `exp`; refuses one still remembered (a replay),
+/// and refuses to forget a live one when `max` are held.
+fn remember_once(
+    seen: &mut std::collections::HashMap<String, i64>,
+    key: String,
+    exp: i64,
+    now: i64,
+    max: usize,
+) -> Result<(), SignInFailure> {
+    let live = |exp: i64| exp + crate::token::CLOCK_SKEW_SECS >= now;
+    if seen.get(&key).is_some_and(|e| live(*e)) {
+        return Err(SignInFailure::InvalidAssertion);
+    }
+    if seen.len() >= max {
+        seen.retain(|_, e| live(*e));
+        if seen.len() >= max {
+            return Err(SignInFailure::Unavailable);
+        }
+    }
+    seen.insert(key, exp);
+    Ok(())
+}
+
 /// The credentials of an application (broken JSON reads as none).
 pub fn credentials_of(app: &ApplicationRecord) -> ClientCredentials {
     ClientCredentials::parse(&app.credentials).unwrap_or_default()
@@ -1059,5 +1107,37 @@ fn validate_password(pw: &str) -> DirResult<()> {
         ))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 12: a client assertion could be replayed until it expired.
+    #[test]
+    fn a_client_assertion_signs_in_once() {
+        let mut seen = std::collections::HashMap::new();
+        let ok = |r: Result<(), SignInFailure>| r.is_ok();
+        assert!(ok(remember_once(&mut seen, "app|j1".into(), 1_000, 900, 3)));
+        assert_eq!(
+            remember_once(&mut seen, "app|j1".into(), 1_000, 950, 3),
+            Err(SignInFailure::InvalidAssertion)
+        );
+        assert!(ok(remember_once(&mut seen, "app|j2".into(), 1_000, 950, 3)));
+        assert!(ok(remember_once(&mut seen, "app|j3".into(), 1_000, 950, 3)));
+        assert_eq!(
+            remember_once(&mut seen, "app|j4".into(), 1_000, 950, 3),
+            Err(SignInFailure::Unavailable),
+            "a full memory of live ids forgets none"
+        );
+        // Once expired, ids are forgotten and their slots reused.
+        assert!(ok(remember_once(
+            &mut seen,
+            "app|j4".into(),
+            5_000,
+            2_000,
+            3
+        )));
     }
 }

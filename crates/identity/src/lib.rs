@@ -15,6 +15,7 @@ pub mod federation;
 pub mod lockout;
 pub mod managed;
 pub mod rbac;
+pub mod refresh;
 pub mod roles;
 pub mod token;
 

@@ -152,8 +152,16 @@ struct Header {
     kid: Option<String>,
 }
 
+/// The `typ` claim of each kind of token Keyhaven issues, checked on every
+/// validation so one kind can never pass as another.
+const ACCESS_TYP: &str = "access";
+const ID_TYP: &str = "id";
+
 #[derive(Serialize, Deserialize)]
 struct Claims {
+    /// Always [`ACCESS_TYP`].
+    #[serde(default)]
+    typ: String,
     aud: String,
     iss: String,
     iat: i64,
@@ -220,6 +228,8 @@ const REFRESH_AUDIENCE: &str = "urn:keyhaven:token-endpoint";
 
 #[derive(Serialize, Deserialize)]
 struct IdClaims {
+    /// Always [`ID_TYP`].
+    typ: String,
     aud: String,
     iss: String,
     iat: i64,
@@ -249,6 +259,19 @@ struct RefreshClaims {
     azp: String,
     stamp: String,
     jti: String,
+    /// The rotation family ([`crate::refresh`]).
+    fid: String,
+}
+
+/// What a valid refresh token says.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    /// The user's object id.
+    pub object_id: String,
+    /// The credential stamp it was issued under.
+    pub stamp: String,
+    /// Its family and id, for rotation.
+    pub id: crate::refresh::RefreshId,
 }
 
 /// The signing keys in use: the newest signs, all verify.
@@ -263,10 +286,9 @@ impl KeySet {
     }
 
     fn by_kid(&self, kid: Option<&str>) -> Option<&Arc<SigningKey>> {
-        match kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid == kid),
-            None => self.current(),
-        }
+        // A token without `kid` names no key: refused, not tried against
+        // the newest.
+        kid.and_then(|kid| self.keys.iter().find(|k| k.kid == kid))
     }
 }
 
@@ -372,6 +394,7 @@ impl TokenService {
         let app = principal.app_id.clone();
         let user = principal.kind == PrincipalKind::User;
         let claims = Claims {
+            typ: ACCESS_TYP.to_owned(),
             aud: audience.to_owned(),
             iss: self.issuer(),
             iat: now,
@@ -410,6 +433,7 @@ impl TokenService {
         now: i64,
     ) -> Result<String, TokenError> {
         self.sign(&IdClaims {
+            typ: ID_TYP.to_owned(),
             aud: client_id.to_owned(),
             iss: self.issuer(),
             iat: now,
@@ -432,6 +456,7 @@ impl TokenService {
         principal: &Principal,
         client_id: &str,
         credential_stamp: &str,
+        id: &crate::refresh::RefreshId,
         now: i64,
     ) -> Result<String, TokenError> {
         self.sign(&RefreshClaims {
@@ -444,7 +469,8 @@ impl TokenService {
             tid: principal.tenant_id.clone(),
             azp: client_id.to_owned(),
             stamp: credential_stamp.to_owned(),
-            jti: uuid::Uuid::new_v4().simple().to_string(),
+            jti: id.jti.clone(),
+            fid: id.family.clone(),
         })
     }
 
@@ -455,7 +481,7 @@ impl TokenService {
         token: &str,
         client_id: &str,
         now: i64,
-    ) -> Result<(String, String), TokenError> {
+    ) -> Result<RefreshGrant, TokenError> {
         let claims: RefreshClaims = self.verified_claims(token)?;
         if claims.typ != REFRESH_TYP || claims.aud != REFRESH_AUDIENCE {
             return Err(TokenError::WrongAudience {
@@ -471,7 +497,14 @@ impl TokenService {
         if now > claims.exp {
             return Err(TokenError::Expired);
         }
-        Ok((claims.oid, claims.stamp))
+        Ok(RefreshGrant {
+            object_id: claims.oid,
+            stamp: claims.stamp,
+            id: crate::refresh::RefreshId {
+                family: claims.fid,
+                jti: claims.jti,
+            },
+        })
     }
 
     fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
@@ -532,6 +565,9 @@ impl TokenService {
     /// Checks everything about a token that does not depend on time or audience.
     fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let claims: Claims = self.verified_claims(token)?;
+        if claims.typ != ACCESS_TYP {
+            return Err(TokenError::Malformed);
+        }
         if claims.iss != self.issuer() {
             return Err(TokenError::WrongIssuer);
         }
@@ -669,6 +705,48 @@ mod tests {
         let c = forge::claims_of(&t).unwrap();
         assert_eq!(c["iss"], "https://login.localhost:8443/tenant-1/v2.0");
         assert_eq!(c["ver"], "2.0");
+    }
+
+    /// Finding 12: one kind of token must never pass as another, and a token
+    /// without `kid` is refused rather than checked against the newest key.
+    #[test]
+    fn token_kinds_do_not_cross_and_kid_is_required() {
+        let s = svc();
+        let id = s
+            .mint_id_token(&app(), &Extra::default(), AUD, None, 1000)
+            .unwrap();
+        assert!(
+            s.validate(&id, AUD, 1000).is_err(),
+            "an id token is no access token"
+        );
+        let rt = s
+            .mint_refresh(
+                &app(),
+                AUD,
+                "",
+                &crate::refresh::RefreshId::new_family(),
+                1000,
+            )
+            .unwrap();
+        assert!(s.validate(&rt, REFRESH_AUDIENCE, 1000).is_err());
+        let at = s.mint(&app(), AUD, 1000).unwrap();
+        assert!(s.validate_refresh(&at, AUD, 1000).is_err());
+        assert!(s.validate_refresh(&id, AUD, 1000).is_err());
+        assert_eq!(forge::claims_of(&at).unwrap()["typ"], "access");
+
+        // The same claims, signed by the right key, with no kid.
+        let claims = forge::claims_of(&at).unwrap();
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        let key = s.current_key().unwrap();
+        let mut signer = Signer::new(MessageDigest::sha256(), &key.private).unwrap();
+        signer.update(format!("{h}.{p}").as_bytes()).unwrap();
+        let sig = URL_SAFE_NO_PAD.encode(signer.sign_to_vec().unwrap());
+        let no_kid = format!("{h}.{p}.{sig}");
+        assert_eq!(
+            s.validate(&no_kid, AUD, 1000).unwrap_err(),
+            TokenError::BadSignature
+        );
     }
 
     #[test]

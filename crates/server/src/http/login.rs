@@ -16,6 +16,7 @@ use http::StatusCode;
 use keyhaven_core::{PrincipalKind, Sensitive};
 use keyhaven_identity::authcode::{self, RedeemError};
 use keyhaven_identity::device::{Poll, DEVICE_CODE_LIFETIME_SECS, POLL_INTERVAL_SECS};
+use keyhaven_identity::refresh::{self, RefreshId};
 use keyhaven_identity::token::{Extra, TOKEN_LIFETIME_SECS};
 use keyhaven_identity::SignInFailure;
 use keyhaven_wire::oauth::{
@@ -460,6 +461,9 @@ async fn issue(
         );
     }
     let mut azpacr = "0";
+    // The refresh token this response carries, when the request presented
+    // one: the next of its family (rotation).
+    let mut refresh_next: Option<RefreshId> = None;
     let signed_in = match grant {
         "client_credentials" => match (client_secret, form.client_assertion) {
             (_, Some(assertion)) => {
@@ -511,11 +515,27 @@ async fn issue(
                 );
             };
             match st.tokens.validate_refresh(&rt, &client_id, now) {
-                Ok((oid, stamp)) => {
-                    let resumed = st.directory.resume(&oid, &stamp).await;
+                Ok(g) => {
+                    let resumed = st.directory.resume(&g.object_id, &g.stamp).await;
                     if let Ok(who) = &resumed {
                         if st.lockout.is_locked(&user_subject(who), source, now) {
                             return locked(st, grant);
+                        }
+                        // Only the family's current token refreshes; the
+                        // v1 endpoint returns no new one, so there the
+                        // token is checked and stays current.
+                        let next = match endpoint {
+                            Endpoint::V2 => g.id.next(),
+                            Endpoint::V1 => g.id.clone(),
+                        };
+                        match refresh::rotate(&st.store, &g.id, &next).await {
+                            Ok(refresh::Rotation::Rotated) => refresh_next = Some(next),
+                            Ok(refresh::Rotation::Reused) => {
+                                return bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.");
+                            }
+                            Err(_) => {
+                                return sign_in_error(st, SignInFailure::Unavailable, &client_id)
+                            }
                         }
                     }
                     resumed
@@ -581,9 +601,24 @@ async fn issue(
     }
     let user = who.principal.kind == PrincipalKind::User;
     let (refresh_token, id_token, client_info) = if user {
+        let family = match refresh_next {
+            Some(next) => next,
+            None => {
+                let first = RefreshId::new_family();
+                if refresh::start(&st.store, &first).await.is_err() {
+                    return sign_in_error(st, SignInFailure::Unavailable, &client_id);
+                }
+                first
+            }
+        };
         let (Ok(rt), Ok(idt)) = (
-            st.tokens
-                .mint_refresh(&who.principal, &client_id, &who.credential_stamp, now),
+            st.tokens.mint_refresh(
+                &who.principal,
+                &client_id,
+                &who.credential_stamp,
+                &family,
+                now,
+            ),
             st.tokens
                 .mint_id_token(&who.principal, &extra, &client_id, nonce.as_deref(), now),
         ) else {

@@ -952,3 +952,48 @@ async fn audit_http_destination_is_limited_to_the_operators_allow_list() {
         h.cleanup().await;
     }
 }
+
+/// Finding 12: refresh tokens rotate; a used one presented again revokes its
+/// whole family, so a stolen copy is good for one refresh at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_revokes_its_session() {
+    for (store, h) in Harness::each_store().await {
+        let t = h.tenant_id.clone();
+        user(&h, "bob@keyhaven.test", "Correct-Horse-2").await;
+        let password = format!("grant_type=password&client_id={CLI}&username=bob%40keyhaven.test&password=Correct-Horse-2&scope={SCOPE}");
+        let refresh_with = |rt: &str| {
+            format!("grant_type=refresh_token&client_id={CLI}&refresh_token={rt}&scope={SCOPE}")
+        };
+        let (_, _, j) = h.send(login_req(&t, &password, "198.51.100.2")).await;
+        let rt1 = j["refresh_token"].as_str().unwrap().to_owned();
+        let (s, _, j) = h
+            .send(login_req(&t, &refresh_with(&rt1), "198.51.100.2"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        let rt2 = j["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(rt1, rt2, "{store}: rotated");
+        let (s, _, j) = h
+            .send(login_req(&t, &refresh_with(&rt1), "198.51.100.2"))
+            .await;
+        assert_eq!(
+            (s, j["error_codes"][0].as_u64()),
+            (StatusCode::BAD_REQUEST, Some(70043)),
+            "{store}: {j}"
+        );
+        let (s, _, _) = h
+            .send(login_req(&t, &refresh_with(&rt2), "198.51.100.2"))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{store}: the family is revoked");
+        // Another sign-in is another family, unaffected.
+        let (_, _, j) = h.send(login_req(&t, &password, "198.51.100.2")).await;
+        let (s, _, _) = h
+            .send(login_req(
+                &t,
+                &refresh_with(j["refresh_token"].as_str().unwrap()),
+                "198.51.100.2",
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        h.cleanup().await;
+    }
+}
