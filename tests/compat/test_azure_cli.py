@@ -266,8 +266,8 @@ def test_user_signs_in_with_device_code_on_any_port(lab):
                 code = m.group(2)
         assert code, "".join(seen)
         approved = requests.post(f"{s.authority_host}/device", data={
-            "code": code, "username": lab.fact("upn"), "password": lab.fact("password")},
-            verify=s.ca_cert, timeout=30, allow_redirects=False)
+            "code": code, "username": lab.fact("upn"), "password": lab.fact("password"),
+            "confirm": "yes"}, verify=s.ca_cert, timeout=30, allow_redirects=False)
         assert approved.status_code == 200, approved.text[:500]
         out, err = proc.communicate(timeout=60)
     finally:

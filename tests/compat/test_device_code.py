@@ -87,9 +87,16 @@ def poll(server, device_code, client_id=AZURE_CLI_CLIENT_ID) -> requests.Respons
 
 
 def submit(server, code, username, password, url=None) -> requests.Response:
-    """The verification page's form, as a browser posts it."""
-    return requests.post(url or f"{server.authority_host}/device",
-                         data={"code": code, "username": username, "password": password},
+    """The verification pages' forms, as a browser posts them: the code, then
+    (on the page that names the application and resource) the credentials."""
+    url = url or f"{server.authority_host}/device"
+    first = requests.post(url, data={"code": code}, verify=server.ca_cert,
+                          timeout=HTTP_TIMEOUT, allow_redirects=False)
+    if first.status_code != 200:
+        return first
+    assert "asks to act as you" in first.text, first.text[:800]
+    return requests.post(url, data={"code": code, "username": username, "password": password,
+                                    "confirm": "yes"},
                          verify=server.ca_cert, timeout=HTTP_TIMEOUT, allow_redirects=False)
 
 
@@ -138,9 +145,18 @@ def test_verification_page_is_a_form(server):
     r = requests.get(f"{server.authority_host}/device", verify=server.ca_cert, timeout=HTTP_TIMEOUT)
     assert_html(r, 200)
     page = r.text.lower()
-    assert "<form" in page, r.text[:500]
-    for field in ("code", "username", "password"):
-        assert f'name="{field}"' in page or f"name='{field}'" in page or f"name={field}" in page, (field, r.text[:800])
+    assert "<form" in page and 'name="code"' in page, r.text[:500]
+    # The code leads to a page that names the application and the resource
+    # before it asks for credentials, and approves nothing by itself.
+    flow = started_flow(server)
+    r = requests.post(f"{server.authority_host}/device", data={"code": flow["user_code"]},
+                      verify=server.ca_cert, timeout=HTTP_TIMEOUT)
+    assert_html(r, 200)
+    page = r.text
+    assert "asks to act as you" in page and "vault.localhost" in page, page[:1200]
+    for field in ("username", "password"):
+        assert f'name="{field}"' in page, (field, page[:1200])
+    assert_pending(poll(server, flow["device_code"]))
 
 
 def test_full_flow(server, user):

@@ -125,13 +125,13 @@ impl DeviceCodes {
         })
     }
 
-    /// The client a live user code was issued to.
-    pub fn client_of(&self, user_code: &str, now: i64) -> Option<String> {
+    /// The client a live user code was issued to, and the scope it asks for.
+    pub fn request_of(&self, user_code: &str, now: i64) -> Option<(String, String)> {
         let code = normalise(user_code);
         let map = self.pending.lock().ok()?;
         map.values()
             .find(|p| p.user_code == code && p.expires > now && p.approved.is_none())
-            .map(|p| p.client_id.clone())
+            .map(|p| (p.client_id.clone(), p.scope.clone()))
     }
 
     /// Marks the user code approved by `who`; false if unknown or expired.
@@ -240,9 +240,8 @@ mod tests {
             Poll::Unknown
         ));
         assert_eq!(
-            d.client_of(&i.user_code.to_lowercase().replace('-', ""), 102)
-                .as_deref(),
-            Some("cli")
+            d.request_of(&i.user_code.to_lowercase().replace('-', ""), 102),
+            Some(("cli".to_owned(), "s".to_owned()))
         );
         assert!(d.approve(&i.user_code, who(), 102));
         assert!(!d.approve(&i.user_code, who(), 102), "approved once");

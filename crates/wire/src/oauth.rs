@@ -106,6 +106,8 @@ pub struct DeviceLoginForm {
     pub username: Option<String>,
     /// Password; moved into `Sensitive` by the handler.
     pub password: Option<String>,
+    /// `yes` once the page has shown which application asks for what.
+    pub confirm: Option<String>,
 }
 
 /// A successful token response.

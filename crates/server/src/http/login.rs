@@ -781,9 +781,18 @@ const DEVICE_PAGE: &str = r#"<!doctype html>
 <body><h1>Sign in to a device</h1>{message}
 <form method="post" action="/device">
 <label for="code">Code shown on the device</label><input id="code" name="code" autocomplete="off" required>
+<button type="submit">Next</button></form></body></html>"#;
+
+/// The second step: what is being approved, then the credentials.
+const DEVICE_CONFIRM_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Keyhaven sign-in</title>
+<style>body{font-family:sans-serif;max-width:28em;margin:4em auto}label{display:block;margin:.8em 0 .2em}input{width:100%;padding:.4em}button{margin-top:1em;padding:.5em 1.5em}.msg{padding:.6em;background:#eef}.ask{padding:.6em;border:1px solid #99a}</style></head>
+<body><h1>Sign in to a device</h1>{message}
+<p class="ask">The application <strong>{app}</strong> ({client}) on the device asks to act as you on <strong>{resource}</strong>. Sign in only if you started this on a device you trust.</p>
+<form method="post" action="/device"><input type="hidden" name="code" value="{code}"><input type="hidden" name="confirm" value="yes">
 <label for="username">User name</label><input id="username" name="username" autocomplete="username" required>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">Sign in</button></form></body></html>"#;
+<button type="submit">Sign in and approve</button></form></body></html>"#;
 
 /// An HTML page of the login plane, with its content security policy; never
 /// framed.
@@ -809,6 +818,25 @@ fn html(status: StatusCode, message: &str) -> Response {
     )
 }
 
+/// The page naming the application and resource a device code asks for.
+async fn device_confirm_page(st: &AppState, code: &str, client_id: &str, scope: &str) -> Response {
+    let app = match st.store.application_by_app_id(client_id).await {
+        Ok(Some(a)) => a.display_name,
+        _ => "an unnamed application".to_owned(),
+    };
+    let resource = audience_for(st, scope).unwrap_or_else(|| scope.to_owned());
+    html_page(
+        StatusCode::OK,
+        DEVICE_CONFIRM_PAGE
+            .replace("{message}", "")
+            .replace("{app}", &escape_html(&app))
+            .replace("{client}", &escape_html(client_id))
+            .replace("{resource}", &escape_html(&resource))
+            .replace("{code}", &escape_html(code)),
+        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    )
+}
+
 async fn device_page() -> Response {
     html(StatusCode::OK, "")
 }
@@ -827,14 +855,20 @@ async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Res
         return fail("The form could not be read.");
     };
     let password = form.password.map(Sensitive::new);
-    let (Some(code), Some(username), Some(password)) = (form.code, form.username, password) else {
-        return fail("Enter the code, your user name and your password.");
+    let Some(code) = form.code else {
+        return fail("Enter the code shown on the device.");
     };
     let now = st.clock.now();
-    let Some(client_id) = st.device_codes.client_of(&code, now) else {
+    let Some((client_id, scope)) = st.device_codes.request_of(&code, now) else {
         return fail(
             "That code is not valid or has expired. Check the code on the device and try again.",
         );
+    };
+    // First the page says which application asks for what; credentials
+    // are taken only on the page that said it.
+    let confirmed = form.confirm.as_deref() == Some("yes");
+    let (true, Some(username), Some(password)) = (confirmed, form.username, password) else {
+        return device_confirm_page(&st, &code, &client_id, &scope).await;
     };
     let source = peer.map(|p| p.0 .0.ip());
     match form_sign_in(&st, &client_id, &username, password, source, now).await {
