@@ -686,7 +686,15 @@ impl Pkcs11Keys {
         // The private exponent never leaves the token, so the rejection
         // secret comes from the token's own output: the raw RSA result,
         // which only the key's holder can compute for this ciphertext.
-        let raw = out.expose();
+        // A token may drop the leading zero bytes of the raw result: the
+        // block is the ciphertext's (the modulus's) length, whatever it says.
+        let mut block =
+            zeroize::Zeroizing::new(vec![
+                0u8;
+                ciphertext.len().saturating_sub(out.expose().len())
+            ]);
+        block.extend_from_slice(out.expose());
+        let raw = block.as_slice();
         let seed = zeroize::Zeroizing::new(openssl::sha::sha256(
             &[b"keyhaven-hsm-rsa1_5".as_slice(), raw].concat(),
         ));

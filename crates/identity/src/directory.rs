@@ -227,9 +227,9 @@ pub struct Directory {
     /// the server run argon2id (19 MiB each), so they queue here instead of
     /// filling the blocking pool.
     hashing: Arc<tokio::sync::Semaphore>,
-    /// Client-assertion `jti`s seen on this node, until their expiry: an
-    /// assertion signs in once.
-    assertions_seen: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// Client-assertion `jti`s seen on this node, until their expiry, with
+    /// the source that first presented each.
+    assertions_seen: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, String)>>>,
 }
 
 /// Most assertion ids remembered; when all are unexpired, assertion
@@ -840,6 +840,7 @@ impl Directory {
         client_id: &str,
         assertion: &str,
         audiences: &[String],
+        source: Option<std::net::IpAddr>,
     ) -> Result<SignedIn, SignInFailure> {
         let app = self.application_for_client(client_id).await?;
         let creds = credentials_of(&app);
@@ -851,15 +852,19 @@ impl Directory {
             audiences,
             now,
         )?;
-        self.first_use(client_id, &id, now)?;
+        self.first_use(client_id, &id, source, now)?;
         self.service_principal_sign_in(&app).await
     }
 
-    /// Records an assertion id; a second use while it is valid is refused.
+    /// Records an assertion id and where it came from. MSAL reuses one
+    /// assertion for several token requests (minutes), as Entra allows, so
+    /// the same source may present it again; another source may not: a
+    /// copied assertion is a replay.
     fn first_use(
         &self,
         client_id: &str,
         id: &crate::assertion::AssertionId,
+        source: Option<std::net::IpAddr>,
         now: i64,
     ) -> Result<(), SignInFailure> {
         let mut seen = self
@@ -867,7 +872,8 @@ impl Directory {
             .lock()
             .map_err(|_| SignInFailure::Unavailable)?;
         let key = format!("{}|{}", client_id.to_ascii_lowercase(), id.jti);
-        remember_once(&mut seen, key, id.exp, now, MAX_ASSERTIONS_SEEN)
+        let from = crate::lockout::source_prefix(source);
+        remember_once(&mut seen, key, (id.exp, from), now, MAX_ASSERTIONS_SEEN)
     }
 
     /// Client credentials with an assertion from a trusted external issuer,
@@ -1029,26 +1035,31 @@ fn credential_stamp_of(p: &PrincipalRecord) -> String {
     .unwrap_or_default()
 }
 
-/// Remembers `key` until `exp`; refuses one still remembered (a replay),
-/// and refuses to forget a live one when `max` are held.
+/// Remembers `key` until its expiry with the source that presented it;
+/// refuses it from another source while it is remembered (a replay), and
+/// refuses to forget a live one when `max` are held.
 fn remember_once(
-    seen: &mut std::collections::HashMap<String, i64>,
+    seen: &mut std::collections::HashMap<String, (i64, String)>,
     key: String,
-    exp: i64,
+    (exp, from): (i64, String),
     now: i64,
     max: usize,
 ) -> Result<(), SignInFailure> {
     let live = |exp: i64| exp + crate::token::CLOCK_SKEW_SECS >= now;
-    if seen.get(&key).is_some_and(|e| live(*e)) {
-        return Err(SignInFailure::InvalidAssertion);
+    if let Some((_, first)) = seen.get(&key).filter(|(e, _)| live(*e)) {
+        return if *first == from {
+            Ok(())
+        } else {
+            Err(SignInFailure::InvalidAssertion)
+        };
     }
     if seen.len() >= max {
-        seen.retain(|_, e| live(*e));
+        seen.retain(|_, (e, _)| live(*e));
         if seen.len() >= max {
             return Err(SignInFailure::Unavailable);
         }
     }
-    seen.insert(key, exp);
+    seen.insert(key, (exp, from));
     Ok(())
 }
 
@@ -1114,20 +1125,47 @@ fn validate_password(pw: &str) -> DirResult<()> {
 mod tests {
     use super::*;
 
-    /// Finding 12: a client assertion could be replayed until it expired.
+    /// Finding 12: a client assertion could be replayed from anywhere until
+    /// it expired. MSAL reuses its own for minutes, so the first source may.
     #[test]
-    fn a_client_assertion_signs_in_once() {
+    fn a_client_assertion_is_not_accepted_from_a_second_source() {
         let mut seen = std::collections::HashMap::new();
         let ok = |r: Result<(), SignInFailure>| r.is_ok();
-        assert!(ok(remember_once(&mut seen, "app|j1".into(), 1_000, 900, 3)));
+        let at = |s: &str| (1_000i64, s.to_owned());
+        assert!(ok(remember_once(
+            &mut seen,
+            "app|j1".into(),
+            at("192.0.2.1"),
+            900,
+            3
+        )));
+        assert!(ok(remember_once(
+            &mut seen,
+            "app|j1".into(),
+            at("192.0.2.1"),
+            950,
+            3
+        )));
         assert_eq!(
-            remember_once(&mut seen, "app|j1".into(), 1_000, 950, 3),
+            remember_once(&mut seen, "app|j1".into(), at("198.51.100.9"), 950, 3),
             Err(SignInFailure::InvalidAssertion)
         );
-        assert!(ok(remember_once(&mut seen, "app|j2".into(), 1_000, 950, 3)));
-        assert!(ok(remember_once(&mut seen, "app|j3".into(), 1_000, 950, 3)));
+        assert!(ok(remember_once(
+            &mut seen,
+            "app|j2".into(),
+            at("x"),
+            950,
+            3
+        )));
+        assert!(ok(remember_once(
+            &mut seen,
+            "app|j3".into(),
+            at("x"),
+            950,
+            3
+        )));
         assert_eq!(
-            remember_once(&mut seen, "app|j4".into(), 1_000, 950, 3),
+            remember_once(&mut seen, "app|j4".into(), at("x"), 950, 3),
             Err(SignInFailure::Unavailable),
             "a full memory of live ids forgets none"
         );
@@ -1135,7 +1173,7 @@ mod tests {
         assert!(ok(remember_once(
             &mut seen,
             "app|j4".into(),
-            5_000,
+            (5_000, "y".into()),
             2_000,
             3
         )));

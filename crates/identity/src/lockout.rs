@@ -76,8 +76,17 @@ impl Lockout {
         }
     }
 
-    /// True if `subject` may not try now from `source`.
-    pub fn is_locked(&self, subject: &str, source: Option<IpAddr>, now: i64) -> bool {
+    /// True if `subject` may not try now from `source`. A `credential`
+    /// attempt (a password or secret to check) is also refused for a subject
+    /// the source has not tried when the source has used its quota of new
+    /// subjects, or when the table is full of entries it must keep.
+    pub fn is_locked(
+        &self,
+        subject: &str,
+        source: Option<IpAddr>,
+        now: i64,
+        credential: bool,
+    ) -> bool {
         let Ok(mut st) = self.state.lock() else {
             return true;
         };
@@ -88,8 +97,11 @@ impl Lockout {
             return true;
         }
         // A source past its quota of new subjects may go on only where it
-        // is already counted.
-        s.is_none() && source_exhausted(&mut st, source, now)
+        // is already counted; and a subject that could not be counted is
+        // not tried (fail closed).
+        credential
+            && s.is_none()
+            && (source_exhausted(&mut st, source, now) || !make_room(&mut st, self.max_keys, now))
     }
 
     /// Records a failed attempt.
@@ -185,16 +197,14 @@ fn threshold_of(key: &str) -> usize {
     }
 }
 
+// Unicode lower case, as the stores compare user names, so that other
+// spellings of one name (a KELVIN SIGN for a K) share its count.
 fn principal_key(principal: &str) -> String {
-    format!("p|{}", principal.to_ascii_lowercase())
+    format!("p|{}", principal.to_lowercase())
 }
 
 fn source_key(principal: &str, source: Option<IpAddr>) -> String {
-    format!(
-        "s|{}|{}",
-        principal.to_ascii_lowercase(),
-        source_prefix(source)
-    )
+    format!("s|{}|{}", principal.to_lowercase(), source_prefix(source))
 }
 
 /// The unit a source is counted in: an IPv4 address, or an IPv6 /64 (one
@@ -278,19 +288,20 @@ mod tests {
         let ip: Option<IpAddr> = "192.0.2.1".parse().ok();
         let other: Option<IpAddr> = "198.51.100.1".parse().ok();
         for i in 0..PER_SOURCE_THRESHOLD {
-            assert!(!l.is_locked("Alice@x", ip, 100));
+            assert!(!l.is_locked("Alice@x", ip, 100, true));
             l.record_failure("alice@x", ip, 100 + i as i64);
         }
-        assert!(l.is_locked("alice@x", ip, 120));
+        assert!(l.is_locked("alice@x", ip, 120, true));
         assert!(
-            !l.is_locked("alice@x", other, 120),
+            !l.is_locked("alice@x", other, 120, true),
             "another address is not locked yet"
         );
-        assert!(!l.is_locked("bob@x", ip, 120));
+        assert!(!l.is_locked("bob@x", ip, 120, true));
         assert!(!l.is_locked(
             "alice@x",
             ip,
-            100 + WINDOW_SECS + PER_SOURCE_THRESHOLD as i64
+            100 + WINDOW_SECS + PER_SOURCE_THRESHOLD as i64,
+            true
         ));
     }
 
@@ -301,7 +312,7 @@ mod tests {
             let ip: Option<IpAddr> = format!("203.0.113.{}", i % 250).parse().ok();
             l.record_failure("app", ip, 10);
         }
-        assert!(l.is_locked("app", "192.0.2.9".parse().ok(), 11));
+        assert!(l.is_locked("app", "192.0.2.9".parse().ok(), 11, true));
     }
 
     #[test]
@@ -312,7 +323,7 @@ mod tests {
         }
         l.record_success("app", None);
         l.record_failure("app", None, 2);
-        assert!(!l.is_locked("app", None, 3));
+        assert!(!l.is_locked("app", None, 3, true));
     }
 
     /// Finding 5: 52,000 secret-less requests filled the map, and at 100,000
@@ -324,7 +335,7 @@ mod tests {
         for i in 0..PER_SOURCE_THRESHOLD {
             l.record_failure("victim", victim_ip, 10 + i as i64);
         }
-        assert!(l.is_locked("victim", victim_ip, 30));
+        assert!(l.is_locked("victim", victim_ip, 30, true));
         // Many sources, each opening subjects up to its quota.
         for s in 0..200u32 {
             let ip: Option<IpAddr> = format!("10.{}.{}.1", s / 250, s % 250).parse().ok();
@@ -334,7 +345,7 @@ mod tests {
         }
         assert!(l.len() <= 1_000);
         assert!(
-            l.is_locked("victim", victim_ip, 41),
+            l.is_locked("victim", victim_ip, 41, true),
             "the lock survives the flood"
         );
     }
@@ -345,16 +356,23 @@ mod tests {
         let ip: Option<IpAddr> = "2001:db8::1".parse().ok();
         let same_64: Option<IpAddr> = "2001:db8::ffff:2".parse().ok();
         for n in 0..MAX_NEW_KEYS_PER_SOURCE {
-            assert!(!l.is_locked(&format!("c{n}"), ip, 5));
+            assert!(!l.is_locked(&format!("c{n}"), ip, 5, true));
             l.record_failure(&format!("c{n}"), ip, 5);
         }
         assert!(
-            l.is_locked("fresh", same_64, 6),
+            l.is_locked("fresh", same_64, 6, true),
             "the /64 has used its quota"
         );
-        assert!(!l.is_locked("c1", ip, 6), "known subjects go on counting");
-        assert!(!l.is_locked("fresh", "198.51.100.4".parse().ok(), 6));
-        assert!(!l.is_locked("fresh", same_64, 5 + WINDOW_SECS));
+        assert!(
+            !l.is_locked("c1", ip, 6, true),
+            "known subjects go on counting"
+        );
+        assert!(!l.is_locked("fresh", "198.51.100.4".parse().ok(), 6, true));
+        assert!(
+            !l.is_locked("fresh", same_64, 6, false),
+            "grants without a credential to guess are not held to the quota"
+        );
+        assert!(!l.is_locked("fresh", same_64, 5 + WINDOW_SECS, true));
     }
 
     #[test]

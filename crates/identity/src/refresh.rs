@@ -42,15 +42,32 @@ impl RefreshId {
 pub enum Rotation {
     /// It was current; the family now expects the next id.
     Rotated,
-    /// It was not current (used before, or the family was revoked): the
-    /// family is revoked now.
+    /// It was the family's previous token, replaced less than
+    /// [`GRACE_SECS`] ago: refused, the family kept. Two processes sharing a
+    /// token cache that refresh at once, or a client whose response was
+    /// lost, must not revoke a live session.
+    Superseded,
+    /// Neither: a replay. The family is revoked now.
     Reused,
 }
+
+/// How long the token a refresh replaced is refused without revoking.
+pub const GRACE_SECS: i64 = 60;
 
 const REVOKED: &[u8] = b"revoked";
 
 fn key(family: &str) -> String {
     format!("refresh_family|{family}")
+}
+
+/// The family's state: current id, the id it replaced, and when.
+fn parse(v: &[u8]) -> (String, String, i64) {
+    let s = String::from_utf8_lossy(v);
+    let mut parts = s.split('|');
+    let cur = parts.next().unwrap_or_default().to_owned();
+    let prev = parts.next().unwrap_or_default().to_owned();
+    let at = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    (cur, prev, at)
 }
 
 /// Records a new family whose current token is `id`.
@@ -61,19 +78,38 @@ pub async fn start(store: &Arc<dyn Storage>, id: &RefreshId) -> Result<(), Store
         .map(|_| ())
 }
 
-/// Moves the family of `presented` on to `next`, or revokes it if
-/// `presented` is not its current token.
+/// Moves the family of `presented` on to `next` (or, with `next` equal to
+/// `presented`, only checks that it is current), refuses its previous token
+/// within the grace period, and revokes the family for anything else.
 pub async fn rotate(
     store: &Arc<dyn Storage>,
     presented: &RefreshId,
     next: &RefreshId,
+    now: i64,
 ) -> Result<Rotation, StoreError> {
     let k = key(&presented.family);
-    if store
-        .replace_setting(&k, presented.jti.as_bytes(), next.jti.as_bytes())
-        .await?
-    {
-        return Ok(Rotation::Rotated);
+    for _ in 0..8 {
+        let Some(value) = store.get_setting(&k).await? else {
+            break;
+        };
+        if value == REVOKED {
+            return Ok(Rotation::Reused);
+        }
+        let (cur, prev, at) = parse(&value);
+        if presented.jti == cur {
+            if next.jti == cur {
+                return Ok(Rotation::Rotated);
+            }
+            let moved = format!("{}|{}|{now}", next.jti, cur);
+            if store.replace_setting(&k, &value, moved.as_bytes()).await? {
+                return Ok(Rotation::Rotated);
+            }
+            continue;
+        }
+        if presented.jti == prev && now - at < GRACE_SECS {
+            return Ok(Rotation::Superseded);
+        }
+        break;
     }
     revoke(store, &presented.family).await?;
     Ok(Rotation::Reused)

@@ -162,7 +162,10 @@ fn is_public(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_documentation()
                 || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18))
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -171,6 +174,8 @@ fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x64 && s[1] == 0xff9b)
                 || (s[0] == 0x2001 && s[1] == 0x0db8))
         }
     }
@@ -347,6 +352,11 @@ mod tests {
         assert!(!l.may_connect("192.168.1.1".parse().unwrap()));
         assert!(!l.may_connect("::1".parse().unwrap()));
         assert!(!l.may_connect("100.64.0.1".parse().unwrap()));
+        assert!(
+            !l.may_connect("64:ff9b::a00:1".parse().unwrap()),
+            "NAT64 of 10.0.0.1"
+        );
+        assert!(!l.may_connect("198.18.0.1".parse().unwrap()));
         assert!(l.may_connect("127.0.0.1".parse().unwrap()));
         assert!(l.may_connect("::ffff:127.0.0.1".parse().unwrap()));
         assert!(l.may_connect("10.9.200.1".parse().unwrap()));

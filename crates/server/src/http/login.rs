@@ -187,22 +187,40 @@ enum Endpoint {
 
 type Peer = Option<Extension<PeerAddr>>;
 
+/// The caller's address for sign-in limits: the TCP peer, or what a trusted
+/// reverse proxy (`--trusted-proxy`) says in `X-Forwarded-For`, as the data
+/// plane's network rules read it, so clients behind a proxy are not all one
+/// source.
+fn source_of(st: &AppState, peer: &Peer, headers: &http::HeaderMap) -> Option<IpAddr> {
+    let peer = peer.as_ref()?.0 .0.ip();
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    Some(keyhaven_core::network::client_address(
+        peer,
+        forwarded,
+        &st.trusted_proxies,
+    ))
+}
+
 async fn token(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
     peer: Peer,
+    headers: http::HeaderMap,
     body: Body,
 ) -> Response {
-    issue(&st, &tenant, peer.map(|p| p.0 .0.ip()), body, Endpoint::V2).await
+    let source = source_of(&st, &peer, &headers);
+    issue(&st, &tenant, source, body, Endpoint::V2).await
 }
 
 async fn token_v1(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
     peer: Peer,
+    headers: http::HeaderMap,
     body: Body,
 ) -> Response {
-    issue(&st, &tenant, peer.map(|p| p.0 .0.ip()), body, Endpoint::V1).await
+    let source = source_of(&st, &peer, &headers);
+    issue(&st, &tenant, source, body, Endpoint::V1).await
 }
 
 async fn user_realm(State(st): State<AppState>, Path(user): Path<String>) -> Response {
@@ -441,29 +459,42 @@ async fn issue(
         (_, _, Some((who, _))) => Some(user_subject(who)),
         _ => None,
     };
+    // Only grants that check a guessable credential count failures, and
+    // only they are held to a source's quota of new subjects.
+    let counted = matches!(grant, "password" | "client_credentials");
     if subject
         .as_deref()
-        .is_some_and(|s| st.lockout.is_locked(s, source, now))
+        .is_some_and(|s| st.lockout.is_locked(s, source, now, counted))
     {
         return locked(st, grant);
     }
-    if grant == DEVICE_CODE_GRANT
-        && !form
+    // The refresh token this response carries: the next of the presented
+    // token's family (rotation), or the first of a new one.
+    let mut refresh_next: Option<RefreshId> = None;
+    if grant == DEVICE_CODE_GRANT {
+        // Everything that can fail for want of the store comes before the
+        // approval is spent.
+        if endpoint == Endpoint::V2 {
+            let first = RefreshId::new_family();
+            if refresh::start(&st.store, &first).await.is_err() {
+                return sign_in_error(st, SignInFailure::Unavailable, &client_id);
+            }
+            refresh_next = Some(first);
+        }
+        if !form
             .device_code
             .as_deref()
             .is_some_and(|c| st.device_codes.take(c))
-    {
-        return bad_request(
-            st,
-            "invalid_grant",
-            70000,
-            "The provided value for the input parameter 'device_code' is not valid.",
-        );
+        {
+            return bad_request(
+                st,
+                "invalid_grant",
+                70000,
+                "The provided value for the input parameter 'device_code' is not valid.",
+            );
+        }
     }
     let mut azpacr = "0";
-    // The refresh token this response carries, when the request presented
-    // one: the next of its family (rotation).
-    let mut refresh_next: Option<RefreshId> = None;
     let signed_in = match grant {
         "client_credentials" => match (client_secret, form.client_assertion) {
             (_, Some(assertion)) => {
@@ -483,7 +514,7 @@ async fn issue(
                         format!("{base}/oauth2/token"),
                     ];
                     st.directory
-                        .sign_in_with_assertion(&client_id, assertion, &audiences)
+                        .sign_in_with_assertion(&client_id, assertion, &audiences, source)
                         .await
                 } else {
                     st.directory
@@ -518,7 +549,7 @@ async fn issue(
                 Ok(g) => {
                     let resumed = st.directory.resume(&g.object_id, &g.stamp).await;
                     if let Ok(who) = &resumed {
-                        if st.lockout.is_locked(&user_subject(who), source, now) {
+                        if st.lockout.is_locked(&user_subject(who), source, now, false) {
                             return locked(st, grant);
                         }
                         // Only the family's current token refreshes; the
@@ -528,8 +559,11 @@ async fn issue(
                             Endpoint::V2 => g.id.next(),
                             Endpoint::V1 => g.id.clone(),
                         };
-                        match refresh::rotate(&st.store, &g.id, &next).await {
+                        match refresh::rotate(&st.store, &g.id, &next, now).await {
                             Ok(refresh::Rotation::Rotated) => refresh_next = Some(next),
+                            Ok(refresh::Rotation::Superseded) => {
+                                return bad_request(st, "invalid_grant", 70043, "The refresh token was replaced by a newer one moments ago; use the newest token.");
+                            }
                             Ok(refresh::Rotation::Reused) => {
                                 return bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.");
                             }
@@ -557,8 +591,6 @@ async fn issue(
             );
         }
     };
-    // Only grants that check a guessable credential count failures.
-    let counted = matches!(grant, "password" | "client_credentials");
     let mut who = match signed_in {
         Ok(w) => {
             if let Some(s) = subject.as_deref().filter(|_| counted) {
@@ -568,7 +600,7 @@ async fn issue(
         }
         Err(f) => {
             if let Some(s) = subject.as_deref().filter(|_| counted) {
-                if f != SignInFailure::Unavailable {
+                if guessed_wrong(f) {
                     st.lockout.record_failure(s, source, now);
                 }
             }
@@ -644,6 +676,14 @@ async fn issue(
     })
 }
 
+/// True for the failures that a guess can cause: a wrong secret or
+/// password of a subject that has one. Unknown clients, bad assertions
+/// (signed, not guessable) and outages count against no one, so junk
+/// requests cannot lock a client out.
+fn guessed_wrong(f: SignInFailure) -> bool {
+    matches!(f, SignInFailure::InvalidSecret | SignInFailure::BadPassword)
+}
+
 /// The lockout subject of a signed-in user: its user name, as the password
 /// grant counts it, or its object id for a user without one.
 fn user_subject(who: &keyhaven_identity::SignedIn) -> String {
@@ -696,12 +736,13 @@ async fn device_code(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
     peer: Peer,
+    headers: http::HeaderMap,
     body: Body,
 ) -> Response {
     if !is_our_tenant(&st, &tenant) {
         return tenant_not_found(&st, &tenant);
     }
-    let source = peer.map(|p| p.0 .0.ip());
+    let source = source_of(&st, &peer, &headers);
     if let Err(wait) = st.sign_in_limiter.admit(source, st.clock.now()) {
         return too_many(&st, wait);
     }
@@ -841,13 +882,24 @@ async fn device_page() -> Response {
     html(StatusCode::OK, "")
 }
 
-async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Response {
+async fn device_login(
+    State(st): State<AppState>,
+    peer: Peer,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
     let fail = |text: &str| {
         html(
             StatusCode::BAD_REQUEST,
             &format!(r#"<p class="msg">{text}</p>"#),
         )
     };
+    // Before the code is looked up: user codes are short, so guessing them
+    // is limited per source like sign-ins are.
+    let source = source_of(&st, &peer, &headers);
+    if st.sign_in_limiter.admit(source, st.clock.now()).is_err() {
+        return fail("Too many requests from this address. Try again later.");
+    }
     let Ok(bytes) = read_body(body).await else {
         return fail("The form is too large.");
     };
@@ -870,7 +922,6 @@ async fn device_login(State(st): State<AppState>, peer: Peer, body: Body) -> Res
     let (true, Some(username), Some(password)) = (confirmed, form.username, password) else {
         return device_confirm_page(&st, &code, &client_id, &scope).await;
     };
-    let source = peer.map(|p| p.0 .0.ip());
     match form_sign_in(&st, &client_id, &username, password, source, now).await {
         Ok(who) => {
             if st.device_codes.approve(&code, who, now) {
@@ -900,7 +951,7 @@ async fn form_sign_in(
     if st.sign_in_limiter.admit(source, now).is_err() {
         return Err("Too many requests from this address. Try again later.");
     }
-    if st.lockout.is_locked(username, source, now) {
+    if st.lockout.is_locked(username, source, now, true) {
         return Err("Too many failed sign-ins. Try again later.");
     }
     match st
@@ -914,7 +965,7 @@ async fn form_sign_in(
             Ok(who)
         }
         Err(f) => {
-            if f != SignInFailure::Unavailable {
+            if guessed_wrong(f) {
                 st.lockout.record_failure(username, source, now);
             }
             Err(match f {
@@ -1120,8 +1171,10 @@ async fn authorize_login(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
     peer: Peer,
+    headers: http::HeaderMap,
     body: Body,
 ) -> Response {
+    let source = source_of(&st, &peer, &headers);
     let Ok(bytes) = read_body(body).await else {
         return authorize_error("The form is too large.");
     };
@@ -1149,7 +1202,6 @@ async fn authorize_login(
         return again("Enter your user name and your password.");
     };
     let now = st.clock.now();
-    let source = peer.map(|p| p.0 .0.ip());
     let who = match form_sign_in(&st, &a.request.client_id, &username, password, source, now).await
     {
         Ok(who) => who,

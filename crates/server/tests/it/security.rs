@@ -972,6 +972,23 @@ async fn a_reused_refresh_token_revokes_its_session() {
         assert_eq!(s, StatusCode::OK, "{store}: {j}");
         let rt2 = j["refresh_token"].as_str().unwrap().to_owned();
         assert_ne!(rt1, rt2, "{store}: rotated");
+        // Within the grace period the replaced token is refused without
+        // revoking the session (two processes sharing a cache, a lost reply).
+        let (s, _, j) = h
+            .send(login_req(&t, &refresh_with(&rt1), "198.51.100.2"))
+            .await;
+        assert_eq!(
+            (s, j["error_codes"][0].as_u64()),
+            (StatusCode::BAD_REQUEST, Some(70043)),
+            "{store}: {j}"
+        );
+        let (s, _, j) = h
+            .send(login_req(&t, &refresh_with(&rt2), "198.51.100.2"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}: the family lives: {j}");
+        let rt3 = j["refresh_token"].as_str().unwrap().to_owned();
+        // Later, an old token is a replay: the whole family is revoked.
+        h.clock.advance(keyhaven_identity::refresh::GRACE_SECS + 1);
         let (s, _, j) = h
             .send(login_req(&t, &refresh_with(&rt1), "198.51.100.2"))
             .await;
@@ -981,7 +998,7 @@ async fn a_reused_refresh_token_revokes_its_session() {
             "{store}: {j}"
         );
         let (s, _, _) = h
-            .send(login_req(&t, &refresh_with(&rt2), "198.51.100.2"))
+            .send(login_req(&t, &refresh_with(&rt3), "198.51.100.2"))
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{store}: the family is revoked");
         // Another sign-in is another family, unaffected.
