@@ -181,22 +181,43 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Called after a write has committed: drops the entry and moves the
-    /// epoch, so a read that began before the commit does not cache what it
-    /// read.
-    fn forget_latest(&self, vault_id: &str, kind: ObjectKind, key: &str) {
-        if let Ok(mut m) = self.latest.write() {
-            m.remove(&(vault_id.to_owned(), kind, key.to_owned()));
-            self.latest_epoch.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+/// What a write makes stale in the latest-version cache.
+enum Forget {
+    /// One object.
+    Object(LatestKey),
+    /// Everything (vault purge, expiry purge).
+    All,
+    /// Nothing.
+    Nothing,
+}
 
-    fn forget_all_latest(&self) {
-        if let Ok(mut m) = self.latest.write() {
-            m.clear();
-            self.latest_epoch.fetch_add(1, Ordering::SeqCst);
-        }
+impl SqliteStore {
+    /// Runs a write on the blocking pool and, in the same closure right
+    /// after it (committed or not), drops what it made stale and moves the
+    /// epoch, so a read that began before the commit does not cache what it
+    /// read. The closure runs to its end even when the request awaiting it
+    /// is cancelled, so nothing that must follow the commit can be skipped.
+    async fn run_forgetting<T, F>(&self, what: Forget, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (latest, epoch) = (Arc::clone(&self.latest), Arc::clone(&self.latest_epoch));
+        self.run(move |c| {
+            let out = f(c);
+            if let Ok(mut m) = latest.write() {
+                match what {
+                    Forget::Object(k) => {
+                        m.remove(&k);
+                    }
+                    Forget::All => m.clear(),
+                    Forget::Nothing => {}
+                }
+                epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            out
+        })
+        .await
     }
 
     fn remember_setting(&self, key: &str, value: Option<Vec<u8>>) {
@@ -502,21 +523,18 @@ impl Store for SqliteStore {
 
     async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
         let id = vault_id.to_owned();
-        let out = self
-            .run(move |c| {
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                let mut last = 0;
-                for stmt in sql::PURGE_VAULT {
-                    last = tx.execute(&q(stmt), [&id]).map_err(err)?;
-                }
-                tx.commit().map_err(err)?;
-                Ok(last == 1)
-            })
-            .await;
-        self.forget_all_latest();
-        out
+        self.run_forgetting(Forget::All, move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let mut last = 0;
+            for stmt in sql::PURGE_VAULT {
+                last = tx.execute(&q(stmt), [&id]).map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(last == 1)
+        })
+        .await
     }
 
     async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {
@@ -534,32 +552,29 @@ impl Store for SqliteStore {
     async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
         let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
         let forget = (vault_id.to_owned(), rec.kind, rec.name.key());
-        let out = self
-            .run(move |c| {
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                let key = rec.name.key();
-                tx.prepare_cached(&q(sql::INSERT_OBJECT))
-                    .map_err(err)?
-                    .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
-                    .map_err(err)?;
-                if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
-                    return Err(StoreError::NameDeleted {
-                        kind: rec.kind,
-                        name: rec.name.to_string(),
-                    });
-                }
-                let seq = insert_version(&tx, &vault_id, &rec)?;
-                tx.prepare_cached(&q(sql::SET_LATEST))
-                    .map_err(err)?
-                    .execute(params![vault_id, rec.kind.as_str(), key, seq])
-                    .map_err(err)?;
-                tx.commit().map_err(err)
-            })
-            .await;
-        self.forget_latest(&forget.0, forget.1, &forget.2);
-        out
+        self.run_forgetting(Forget::Object(forget), move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let key = rec.name.key();
+            tx.prepare_cached(&q(sql::INSERT_OBJECT))
+                .map_err(err)?
+                .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
+                .map_err(err)?;
+            if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
+                return Err(StoreError::NameDeleted {
+                    kind: rec.kind,
+                    name: rec.name.to_string(),
+                });
+            }
+            let seq = insert_version(&tx, &vault_id, &rec)?;
+            tx.prepare_cached(&q(sql::SET_LATEST))
+                .map_err(err)?
+                .execute(params![vault_id, rec.kind.as_str(), key, seq])
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
     }
 
     async fn get_version(
@@ -616,38 +631,35 @@ impl Store for SqliteStore {
     async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
         let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
         let forget = (vault_id.to_owned(), rec.kind, rec.name.key());
-        let out = self
-            .run(move |c| {
-                let n = c
-                    .execute(
-                        &q(sql::UPDATE_VERSION),
-                        params![
-                            vault_id,
-                            rec.kind.as_str(),
-                            rec.name.key(),
-                            rec.version.as_str(),
-                            rec.attributes.enabled,
-                            rec.attributes.nbf,
-                            rec.attributes.exp,
-                            rec.attributes.updated,
-                            rec.content_type,
-                            sql::tags_json(&rec.tags),
-                            rec.meta
-                        ],
-                    )
-                    .map_err(err)?;
-                if n == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::Missing {
-                        kind: rec.kind,
-                        name: rec.name.to_string(),
-                    })
-                }
-            })
-            .await;
-        self.forget_latest(&forget.0, forget.1, &forget.2);
-        out
+        self.run_forgetting(Forget::Object(forget), move |c| {
+            let n = c
+                .execute(
+                    &q(sql::UPDATE_VERSION),
+                    params![
+                        vault_id,
+                        rec.kind.as_str(),
+                        rec.name.key(),
+                        rec.version.as_str(),
+                        rec.attributes.enabled,
+                        rec.attributes.nbf,
+                        rec.attributes.exp,
+                        rec.attributes.updated,
+                        rec.content_type,
+                        sql::tags_json(&rec.tags),
+                        rec.meta
+                    ],
+                )
+                .map_err(err)?;
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Missing {
+                    kind: rec.kind,
+                    name: rec.name.to_string(),
+                })
+            }
+        })
+        .await
     }
 
     async fn list_latest(
@@ -718,37 +730,34 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<VersionRecord>> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let forget = (vault_id.to_owned(), kind, name.key());
-        let out = self
-            .run(move |c| {
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                let n = tx
-                    .execute(
-                        &q(sql::MARK_DELETED),
-                        params![
-                            vault_id,
-                            kind.as_str(),
-                            key,
-                            info.deleted_date,
-                            info.scheduled_purge_date
-                        ],
-                    )
-                    .map_err(err)?;
-                if n == 0 {
-                    return Ok(None);
-                }
-                let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
-                    .into_iter()
-                    .next()
-                    .map(RowData::into_record)
-                    .transpose()?;
-                tx.commit().map_err(err)?;
-                Ok(rec)
-            })
-            .await;
-        self.forget_latest(&forget.0, forget.1, &forget.2);
-        out
+        self.run_forgetting(Forget::Object(forget), move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let n = tx
+                .execute(
+                    &q(sql::MARK_DELETED),
+                    params![
+                        vault_id,
+                        kind.as_str(),
+                        key,
+                        info.deleted_date,
+                        info.scheduled_purge_date
+                    ],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
+                .into_iter()
+                .next()
+                .map(RowData::into_record)
+                .transpose()?;
+            tx.commit().map_err(err)?;
+            Ok(rec)
+        })
+        .await
     }
 
     async fn get_deleted(
@@ -790,17 +799,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let forget = (vault_id.to_owned(), kind, name.key());
-        let out = self
-            .run(move |c| {
-                Ok(
-                    c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key])
-                        .map_err(err)?
-                        == 1,
-                )
-            })
-            .await;
-        self.forget_latest(&forget.0, forget.1, &forget.2);
-        out
+        self.run_forgetting(Forget::Object(forget), move |c| {
+            Ok(
+                c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key])
+                    .map_err(err)?
+                    == 1,
+            )
+        })
+        .await
     }
 
     async fn purge_object(
@@ -811,29 +817,26 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let forget = (vault_id.to_owned(), kind, name.key());
-        let out = self
-            .run(move |c| {
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                let n = tx
-                    .execute(
-                        &q(sql::DELETE_DELETED_OBJECT),
-                        params![vault_id, kind.as_str(), key],
-                    )
-                    .map_err(err)?;
-                if n == 1 {
-                    for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
-                        tx.execute(&q(stmt), params![vault_id, kind.as_str(), key])
-                            .map_err(err)?;
-                    }
+        self.run_forgetting(Forget::Object(forget), move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let n = tx
+                .execute(
+                    &q(sql::DELETE_DELETED_OBJECT),
+                    params![vault_id, kind.as_str(), key],
+                )
+                .map_err(err)?;
+            if n == 1 {
+                for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
+                    tx.execute(&q(stmt), params![vault_id, kind.as_str(), key])
+                        .map_err(err)?;
                 }
-                tx.commit().map_err(err)?;
-                Ok(n == 1)
-            })
-            .await;
-        self.forget_latest(&forget.0, forget.1, &forget.2);
-        out
+            }
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
@@ -841,62 +844,54 @@ impl Store for SqliteStore {
         let forget = versions
             .first()
             .map(|f| (vault_id.to_owned(), f.kind, f.name.key()));
-        let out = self
-            .run(move |c| {
-                let Some(first) = versions.first() else {
-                    return Ok(());
-                };
-                let (kind, key) = (first.kind, first.name.key());
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                if object_state(&tx, &vault_id, kind, &key)?.is_some() {
-                    return Err(StoreError::NameExists {
-                        kind,
-                        name: first.name.to_string(),
-                    });
-                }
-                tx.execute(
-                    &q(sql::INSERT_OBJECT),
-                    params![vault_id, kind.as_str(), key, first.name.as_str()],
-                )
+        self.run_forgetting(forget.map_or(Forget::Nothing, Forget::Object), move |c| {
+            let Some(first) = versions.first() else {
+                return Ok(());
+            };
+            let (kind, key) = (first.kind, first.name.key());
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-                let mut seq = 0;
-                for rec in &versions {
-                    seq = insert_version(&tx, &vault_id, rec)?;
-                }
-                tx.execute(
-                    &q(sql::SET_LATEST),
-                    params![vault_id, kind.as_str(), key, seq],
-                )
-                .map_err(err)?;
-                tx.commit().map_err(err)
-            })
-            .await;
-        if let Some(f) = &forget {
-            self.forget_latest(&f.0, f.1, &f.2);
-        }
-        out
+            if object_state(&tx, &vault_id, kind, &key)?.is_some() {
+                return Err(StoreError::NameExists {
+                    kind,
+                    name: first.name.to_string(),
+                });
+            }
+            tx.execute(
+                &q(sql::INSERT_OBJECT),
+                params![vault_id, kind.as_str(), key, first.name.as_str()],
+            )
+            .map_err(err)?;
+            let mut seq = 0;
+            for rec in &versions {
+                seq = insert_version(&tx, &vault_id, rec)?;
+            }
+            tx.execute(
+                &q(sql::SET_LATEST),
+                params![vault_id, kind.as_str(), key, seq],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        let out = self
-            .run(move |c| {
-                let tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(err)?;
-                for stmt in [sql::PURGE_EXPIRED_VERSIONS, sql::PURGE_EXPIRED_POLICIES] {
-                    tx.execute(&q(stmt), [now]).map_err(err)?;
-                }
-                let n = tx
-                    .execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now])
-                    .map_err(err)?;
-                tx.commit().map_err(err)?;
-                Ok(n as u64)
-            })
-            .await;
-        self.forget_all_latest();
-        out
+        self.run_forgetting(Forget::All, move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            for stmt in [sql::PURGE_EXPIRED_VERSIONS, sql::PURGE_EXPIRED_POLICIES] {
+                tx.execute(&q(stmt), [now]).map_err(err)?;
+            }
+            let n = tx
+                .execute(&q(sql::PURGE_EXPIRED_OBJECTS), [now])
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn get_policy(

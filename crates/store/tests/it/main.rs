@@ -149,3 +149,124 @@ async fn postgres_settings_changes_reach_another_node_within_a_second() {
         .await
         .unwrap();
 }
+
+/// Issue 29, item 1: a request cancelled while its SQLite write was on the
+/// blocking pool committed the write but skipped the cache invalidation that
+/// followed the `.await`, so a deleted secret went on being served (and a
+/// new version hidden). The future is polled once — the write starts — and
+/// dropped, as hyper drops a cancelled request's handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cancelled_after_it_started_still_invalidates_the_cache() {
+    use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
+
+    let s = SqliteStore::open_in_memory().await.unwrap();
+    let kind = ObjectKind::Secret;
+    let name: keyhaven_core::ObjectName = "cancelled".parse().unwrap();
+    let rec = |payload: &[u8]| VersionRecord {
+        kind,
+        name: name.clone(),
+        version: keyhaven_core::Version::random(),
+        attributes: Attributes {
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: 1,
+            updated: 1,
+        },
+        tags: Default::default(),
+        content_type: None,
+        managed: false,
+        payload: payload.to_vec(),
+        meta: "{}".into(),
+    };
+    let started_then_dropped =
+        |fut: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>| {
+            let mut fut = fut;
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = fut.as_mut().poll(&mut cx);
+            drop(fut);
+        };
+    for round in 0..20 {
+        let vault = format!("vault-{round}");
+        s.put_version(&vault, &rec(b"one")).await.unwrap();
+        // Warm the cache with the live latest version.
+        assert!(s
+            .get_version(&vault, kind, &name, None)
+            .await
+            .unwrap()
+            .is_some());
+        started_then_dropped(Box::pin(async {
+            let _ = s
+                .delete_object(
+                    &vault,
+                    kind,
+                    &name,
+                    DeletedInfo {
+                        deleted_date: 2,
+                        scheduled_purge_date: 100,
+                    },
+                )
+                .await;
+        }));
+        // The blocking write goes on; wait (bounded) until it committed.
+        let mut committed = false;
+        for _ in 0..200 {
+            if s.get_deleted(&vault, kind, &name).await.unwrap().is_some() {
+                committed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            committed,
+            "the delete committed although its request was dropped"
+        );
+        assert!(
+            s.get_version(&vault, kind, &name, None)
+                .await
+                .unwrap()
+                .is_none(),
+            "round {round}: a deleted secret is not served from the cache"
+        );
+        // A new version written by a dropped request is what readers see.
+        let other: keyhaven_core::ObjectName = "other".parse().unwrap();
+        let mut first = rec(b"first");
+        first.name = other.clone();
+        s.put_version(&vault, &first).await.unwrap();
+        assert!(s
+            .get_version(&vault, kind, &other, None)
+            .await
+            .unwrap()
+            .is_some());
+        let mut second = rec(b"second");
+        second.name = other.clone();
+        let want = second.version.clone();
+        started_then_dropped(Box::pin(async {
+            let _ = s.put_version(&vault, &second).await;
+        }));
+        let mut seen = false;
+        for _ in 0..200 {
+            if s.list_versions(&vault, kind, &other, None, 10)
+                .await
+                .unwrap()
+                .items
+                .len()
+                == 2
+            {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(seen, "the put committed");
+        let latest = s
+            .get_version(&vault, kind, &other, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            latest.version, want,
+            "round {round}: the new version is the latest"
+        );
+    }
+}
