@@ -112,9 +112,14 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 impl AuditLog {
-    /// Opens (or starts) the log in `dir`, continuing the chain.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    /// Opens (or starts) the log in `dir`, continuing the chain; `now` (Unix
+    /// seconds) stamps the record of a torn tail cut off, if there was one.
+    pub fn open(dir: &Path, now: i64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // A crash mid-write can leave part of a record at the end; appending
+        // after it would break the chain for good. Cut back to the last
+        // whole record first, and say so in the log once it is open.
+        let torn = cut_torn_tail(&dir.join(CURRENT))?;
         let (mut seq, mut last) = (0, GENESIS.to_owned());
         for path in files(dir) {
             for line in BufReader::new(File::open(&path)?).lines() {
@@ -149,11 +154,26 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer_thread(&w, &h, &rx))?;
-        Ok(Self {
+        let log = Self {
             inner,
             healthy,
             queue: Mutex::new(tx),
-        })
+        };
+        if torn > 0 {
+            tracing::warn!(
+                bytes = torn,
+                "audit log ended in a torn record: cut back to the last whole one"
+            );
+            log.append(json!({
+                "time": keyhaven_wire::oauth::iso8601(now),
+                "operationName": "AuditLogRecovered",
+                "category": "AuditEvent",
+                "resultType": "Success",
+                "resultDescription": format!("The log ended in a partly written record ({torn} bytes), cut off when the log was opened: a write was interrupted (a crash or power loss) before it was acknowledged."),
+                "properties": {},
+            }))?;
+        }
+        Ok(log)
     }
 
     /// Appends a record through the writer thread (for request handlers:
@@ -248,11 +268,14 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
             let n = rotated_files(&w.dir).last().map_or(1, |(n, _)| n + 1);
             let (from, to) = (w.dir.join(CURRENT), w.dir.join(format!("audit.{n}.jsonl")));
             w.file.flush()?;
+            w.file.sync_data()?;
             std::fs::rename(from, to)?;
             w.file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(w.dir.join(CURRENT))?;
+            // The rename and the new file are durable before records go in.
+            File::open(&w.dir)?.sync_all()?;
             w.size = 0;
         }
     }
@@ -278,7 +301,15 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
         );
         last = hash;
     }
-    if let Err(e) = w.file.write_all(&out).and_then(|()| w.file.flush()) {
+    // Fail closed means durable: the requests of a batch are answered only
+    // once its records are on disk (group commit keeps the cost to one
+    // sync per batch).
+    if let Err(e) = w
+        .file
+        .write_all(&out)
+        .and_then(|()| w.file.flush())
+        .and_then(|()| w.file.sync_data())
+    {
         // No half-written record: cut the file back to the last whole one.
         let size = w.size;
         let _ = w.file.set_len(size);
@@ -288,6 +319,24 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
     w.seq = seq;
     w.last = last;
     Ok(())
+}
+
+/// Cuts `path` back to its last complete line (the end of the last whole
+/// record); returns how many bytes went. A missing file is no tail.
+fn cut_torn_tail(path: &Path) -> std::io::Result<u64> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let torn = (bytes.len() - whole) as u64;
+    if torn > 0 {
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.set_len(whole as u64)?;
+        f.sync_all()?;
+    }
+    Ok(torn)
 }
 
 /// The outcome of `verify`.
@@ -405,7 +454,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kh-audit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let log = AuditLog::open(&dir).unwrap();
+            let log = AuditLog::open(&dir, 0).unwrap();
             for i in 0..3 {
                 let uri = format!("https://v/secrets/s{i}");
                 log.append(record(
@@ -425,7 +474,7 @@ mod tests {
             }
         }
         // Reopening continues the chain.
-        AuditLog::open(&dir)
+        AuditLog::open(&dir, 0)
             .unwrap()
             .append(record(
                 "t",
@@ -465,11 +514,67 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Issue 29, item 9: a crash mid-write left part of a record at the
+    /// end, `open` appended after it, and `verify` failed forever.
+    #[test]
+    fn a_torn_last_record_is_cut_off_and_the_chain_goes_on() {
+        let dir = std::env::temp_dir().join(format!("kh-audit-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let log = AuditLog::open(&dir, 0).unwrap();
+            for i in 0..3 {
+                log.append(record(
+                    "2026-01-01T00:00:00Z",
+                    "GET",
+                    &format!("https://v/secrets/s{i}"),
+                    200,
+                    1,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    &note(),
+                ))
+                .unwrap();
+            }
+        }
+        // The power went out in the middle of the fourth record.
+        let path = dir.join(CURRENT);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"category":"AuditEvent","time":"2026-01-0"#)
+            .unwrap();
+        drop(f);
+        assert!(matches!(verify(&dir).unwrap(), Verified::Broken(..)));
+        let log = AuditLog::open(&dir, 1_800_000_000).unwrap();
+        log.append(record(
+            "2026-01-01T00:00:01Z",
+            "PUT",
+            "https://v/secrets/s",
+            200,
+            1,
+            None,
+            None,
+            None,
+            None,
+            None,
+            &note(),
+        ))
+        .unwrap();
+        assert_eq!(verify(&dir).unwrap(), Verified::Intact(5));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("AuditLogRecovered"),
+            "the cut is on the record"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_are_group_committed_into_one_chain() {
         let dir = std::env::temp_dir().join(format!("kh-audit-async-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let log = std::sync::Arc::new(AuditLog::open(&dir).unwrap());
+        let log = std::sync::Arc::new(AuditLog::open(&dir, 0).unwrap());
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let log = std::sync::Arc::clone(&log);

@@ -187,6 +187,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             base: config.event_retry_base,
         },
     ));
+    let audit_opened = clock.now();
     let state = AppState::new(Parts {
         store,
         barrier,
@@ -218,7 +219,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             None => None,
         },
         audit: Some(Arc::new(
-            crate::audit::AuditLog::open(&dir.join("audit"))
+            crate::audit::AuditLog::open(&dir.join("audit"), audit_opened)
                 .map_err(|e| StartError::Io(format!("audit log: {e}")))?,
         )),
     });
