@@ -80,3 +80,25 @@ def test_running_client_survives_a_restart(server_factory):
     finally:
         client.close()
         cred.close()
+
+
+def test_a_store_with_vaults_is_never_given_a_new_master_key(server_factory):
+    """Issue 29, item 10: a data directory whose master.key is gone (a
+    restore that stopped half-way, a mis-pointed --store) used to start with a
+    new key that opens none of the vaults; now serve refuses and says why."""
+    import subprocess
+    srv = server_factory()
+    srv.stop()
+    key = srv.data_dir / "master.key"
+    saved = key.read_bytes()
+    key.unlink()
+    out = subprocess.run(srv.command(), capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode != 0, out.stdout[-2000:]
+    assert "master.key is missing but the store already holds vaults" in out.stderr + out.stdout, \
+        (out.stderr + out.stdout)[-2000:]
+    assert not key.exists(), "no new master key was written"
+    key.write_bytes(saved)
+    key.chmod(0o600)
+    srv.start()
+    assert srv.running

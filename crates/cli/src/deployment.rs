@@ -98,10 +98,6 @@ pub fn backup(place: &Place, out: &Path) -> Result<()> {
     if out.exists() {
         bail!("{} exists; choose a new file", out.display());
     }
-    let keyring = Zeroizing::new(
-        fs::read(place.data_dir.join("master.key"))
-            .with_context(|| format!("no master.key in {}", place.data_dir.display()))?,
-    );
     let tmp = out.with_extension("snapshot.tmp");
     let _ = fs::remove_file(&tmp);
     let store = match place.postgres() {
@@ -127,6 +123,14 @@ pub fn backup(place: &Place, out: &Path) -> Result<()> {
             "sqlite"
         }
     };
+    // The keyring is read after the snapshot: a master-key rotation in
+    // between re-wraps data keys under a key the later read still holds
+    // (rotation adds keys; old ones stay until retired), while a keyring
+    // read first could miss the key a rotated snapshot needs.
+    let keyring = Zeroizing::new(
+        fs::read(place.data_dir.join("master.key"))
+            .with_context(|| format!("no master.key in {}", place.data_dir.display()))?,
+    );
     let result = (|| -> Result<()> {
         let snapshot = fs::File::open(&tmp)?;
         let size = snapshot.metadata()?.len();
@@ -219,6 +223,18 @@ pub fn restore(place: &Place, input: &Path) -> Result<()> {
             std::io::copy(&mut r, &mut f)?;
             f.sync_all()?;
         }
+        // The keyring first, the database last (each synced, then the
+        // directory): a crash in between leaves a keyring and no database,
+        // which starts empty, never a database without the key to open it.
+        {
+            let partial = place.data_dir.join("master.key.partial");
+            let _ = fs::remove_file(&partial);
+            let mut key = private_file(&partial)?;
+            key.write_all(&keyring)?;
+            key.sync_all()?;
+            fs::rename(&partial, place.data_dir.join("master.key"))?;
+            fs::File::open(&place.data_dir)?.sync_all()?;
+        }
         if let Some(url) = place.postgres() {
             let restored = run(
                 Command::new("pg_restore")
@@ -236,10 +252,8 @@ pub fn restore(place: &Place, input: &Path) -> Result<()> {
             restored?;
         } else {
             fs::rename(&snapshot, place.data_dir.join("keyhaven.db"))?;
+            fs::File::open(&place.data_dir)?.sync_all()?;
         }
-        let mut key = private_file(&place.data_dir.join("master.key"))?;
-        key.write_all(&keyring)?;
-        key.sync_all()?;
         println!("{}", json!({"restored": store, "dataDir": place.data_dir}));
         Ok(())
     })();

@@ -102,10 +102,19 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
     let dir = &config.data_dir;
     create_private_dir(dir)?;
     let keyring_path = dir.join("master.key");
+    let store = keyhaven_store::open(config.store.as_deref(), &dir.join("keyhaven.db")).await?;
+    // A new master key can open nothing an existing store holds: a store
+    // with vaults and no keyring is a half-restored or mis-pointed data
+    // directory, refused rather than given a key that makes it unreadable.
+    if !keyring_path.exists() && !store.list_vaults().await?.is_empty() {
+        return Err(StartError::Io(format!(
+            "{} is missing but the store already holds vaults: put back the master keyring that wraps their keys (keyhaven restore writes it) instead of starting with a new one",
+            keyring_path.display()
+        )));
+    }
     let keyring = Keyring::load_or_create(&keyring_path)?;
     let barrier: Arc<dyn Barrier> =
         Arc::new(SoftwareBarrier::with_keyring(keyring, Some(keyring_path)));
-    let store = keyhaven_store::open(config.store.as_deref(), &dir.join("keyhaven.db")).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let boot = bootstrap::ensure(&store, &barrier, &clock).await?;
     let endpoints = config.endpoints();
