@@ -1878,7 +1878,9 @@ impl VaultService {
             .recover_object(auth, vault, KIND, Operation::CertificateRecover, name)
             .await?;
         for kind in [ObjectKind::Key, ObjectKind::Secret] {
-            self.store.recover_object(&vault.id, kind, name).await?;
+            self.store
+                .recover_object(&vault.id, kind, name, self.clock.now())
+                .await?;
         }
         let meta = meta_of(&record)?;
         Ok(CertificateBundle {

@@ -366,7 +366,11 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<VersionRecord> {
         auth.require_on(vault, op, name)?;
-        if !self.store.recover_object(&vault.id, kind, name).await? {
+        if !self
+            .store
+            .recover_object(&vault.id, kind, name, self.clock.now())
+            .await?
+        {
             return Err(Error::DeletedNotFound {
                 kind,
                 name: name.to_string(),

@@ -178,12 +178,15 @@ pub trait Store: Send + Sync {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<(VersionRecord, DeletedInfo)>>;
-    /// Makes a soft-deleted object live again; false if it was not deleted.
+    /// Makes a soft-deleted object live again; false if it was not deleted,
+    /// or if its scheduled purge date is at or before `now` (it is the
+    /// purge's now, and recovering it would race the purge).
     async fn recover_object(
         &self,
         vault_id: &str,
         kind: ObjectKind,
         name: &ObjectName,
+        now: i64,
     ) -> StoreResult<bool>;
     /// Removes a soft-deleted object for good; false if it was not deleted.
     async fn purge_object(

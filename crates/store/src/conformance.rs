@@ -207,7 +207,7 @@ async fn policies_live_with_the_name_and_die_with_purge(s: &dyn Store) {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, ["Pa", "pc"]);
-    s.recover_object(&v.id, k, &name("pb")).await.unwrap();
+    s.recover_object(&v.id, k, &name("pb"), 0).await.unwrap();
     assert_eq!(policies_in(s, k, &vn).await.len(), 3);
 
     // Purge, explicit or after retention, takes the policy with it.
@@ -581,7 +581,7 @@ async fn reads_by_version_see_every_change(s: &dyn Store) {
     s.delete_object(&v, k, &name("cached"), info).await.unwrap();
     assert!(get(first.version.clone()).await.is_none());
     assert!(get(second.version.clone()).await.is_none());
-    s.recover_object(&v, k, &name("cached")).await.unwrap();
+    s.recover_object(&v, k, &name("cached"), 0).await.unwrap();
     assert_eq!(get(second.version.clone()).await.unwrap().payload, b"two");
     s.delete_object(&v, k, &name("cached"), info).await.unwrap();
     s.purge_object(&v, k, &name("cached")).await.unwrap();
@@ -686,8 +686,17 @@ async fn soft_delete_recover_and_purge(s: &dyn Store) {
         1
     );
 
-    assert!(s.recover_object(&v, k, &name("gone")).await.unwrap());
-    assert!(!s.recover_object(&v, k, &name("gone")).await.unwrap());
+    assert!(
+        !s.recover_object(&v, k, &name("gone"), info.scheduled_purge_date)
+            .await
+            .unwrap(),
+        "past its purge date an object is the purge's, not recoverable"
+    );
+    assert!(s
+        .recover_object(&v, k, &name("gone"), info.scheduled_purge_date - 1)
+        .await
+        .unwrap());
+    assert!(!s.recover_object(&v, k, &name("gone"), 0).await.unwrap());
     assert_eq!(s.all_versions(&v, k, &name("gone")).await.unwrap().len(), 2);
     assert!(s.get_deleted(&v, k, &name("gone")).await.unwrap().is_none());
 

@@ -74,7 +74,8 @@ pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, ex
 pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_purge_date = $5 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NULL AND latest_seq IS NOT NULL";
 pub const RECOVER: &str = "UPDATE objects SET deleted_date = NULL, scheduled_purge_date = NULL \
-     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL";
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL \
+       AND (scheduled_purge_date IS NULL OR scheduled_purge_date > $4)";
 pub const DELETE_DELETED_OBJECT: &str = "DELETE FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL";
 pub const DELETE_VERSIONS: &str =
     "DELETE FROM versions WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
@@ -83,6 +84,18 @@ pub const PURGE_EXPIRED_VERSIONS: &str = "DELETE FROM versions WHERE EXISTS (SEL
        AND o.scheduled_purge_date IS NOT NULL AND o.scheduled_purge_date <= $1)";
 pub const PURGE_EXPIRED_OBJECTS: &str =
     "DELETE FROM objects WHERE scheduled_purge_date IS NOT NULL AND scheduled_purge_date <= $1";
+/// PostgreSQL: the expiry purge as one statement. The object rows are
+/// deleted first (locking them: a recover that committed meanwhile is
+/// re-checked and kept), and the versions and policies deleted are exactly
+/// those of the objects deleted, so a recovered object never loses them.
+pub const PG_PURGE_EXPIRED: &str = "WITH gone AS ( \
+       DELETE FROM objects WHERE scheduled_purge_date IS NOT NULL AND scheduled_purge_date <= $1 \
+       RETURNING vault_id, kind, name_lower), \
+     v AS (DELETE FROM versions USING gone WHERE versions.vault_id = gone.vault_id \
+       AND versions.kind = gone.kind AND versions.name_lower = gone.name_lower), \
+     p AS (DELETE FROM object_policies USING gone WHERE object_policies.vault_id = gone.vault_id \
+       AND object_policies.kind = gone.kind AND object_policies.name_lower = gone.name_lower) \
+     SELECT count(*) FROM gone";
 pub const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
 pub const REPLACE_SETTING: &str = "UPDATE settings SET value = $3 WHERE key = $1 AND value = $2";
 pub const PUT_SETTING: &str =

@@ -578,14 +578,16 @@ impl Store for PostgresStore {
         vault_id: &str,
         kind: ObjectKind,
         name: &ObjectName,
+        now: i64,
     ) -> StoreResult<bool> {
         let c = self.client().await?;
-        Ok(
-            c.execute(sql::RECOVER, &[&vault_id, &kind.as_str(), &name.key()])
-                .await
-                .map_err(err)?
-                == 1,
+        Ok(c.execute(
+            sql::RECOVER,
+            &[&vault_id, &kind.as_str(), &name.key(), &now],
         )
+        .await
+        .map_err(err)?
+            == 1)
     }
 
     async fn purge_object(
@@ -646,17 +648,13 @@ impl Store for PostgresStore {
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(err)?;
-        for stmt in [sql::PURGE_EXPIRED_VERSIONS, sql::PURGE_EXPIRED_POLICIES] {
-            tx.execute(stmt, &[&now]).await.map_err(err)?;
-        }
-        let n = tx
-            .execute(sql::PURGE_EXPIRED_OBJECTS, &[&now])
+        let c = self.client().await?;
+        let row = c
+            .query_one(sql::PG_PURGE_EXPIRED, &[&now])
             .await
             .map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        Ok(n)
+        let n: i64 = row.try_get(0).map_err(err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn get_policy(

@@ -796,12 +796,13 @@ impl Store for SqliteStore {
         vault_id: &str,
         kind: ObjectKind,
         name: &ObjectName,
+        now: i64,
     ) -> StoreResult<bool> {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let forget = (vault_id.to_owned(), kind, name.key());
         self.run_forgetting(Forget::Object(forget), move |c| {
             Ok(
-                c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key])
+                c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key, now])
                     .map_err(err)?
                     == 1,
             )

@@ -270,3 +270,92 @@ async fn a_write_cancelled_after_it_started_still_invalidates_the_cache() {
         );
     }
 }
+
+/// Issue 29, item 4: the expiry purge ran three statements without locking
+/// the object rows, so a recover committing between them was acknowledged
+/// while its versions were deleted: a live object with no versions. Replayed
+/// here: a recover holds the object's row lock (uncommitted) while the purge
+/// starts, then commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_expiry_purge_never_takes_the_versions_of_a_recovered_object() {
+    use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
+    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
+        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+        return;
+    };
+    let (client, schema, url) = fresh_schema(&base).await;
+    let store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let (kind, vault) = (ObjectKind::Secret, "vault-race");
+    let name: keyhaven_core::ObjectName = "racing".parse().unwrap();
+    for payload in [&b"one"[..], b"two"] {
+        store
+            .put_version(
+                vault,
+                &VersionRecord {
+                    kind,
+                    name: name.clone(),
+                    version: keyhaven_core::Version::random(),
+                    attributes: Attributes {
+                        enabled: true,
+                        nbf: None,
+                        exp: None,
+                        created: 1,
+                        updated: 1,
+                    },
+                    tags: Default::default(),
+                    content_type: None,
+                    managed: false,
+                    payload: payload.to_vec(),
+                    meta: "{}".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .delete_object(
+            vault,
+            kind,
+            &name,
+            DeletedInfo {
+                deleted_date: 10,
+                scheduled_purge_date: 100,
+            },
+        )
+        .await
+        .unwrap();
+    // A recover in flight (as an earlier clock saw it), holding the row.
+    let (mut other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tx = other.transaction().await.unwrap();
+    let recovered = tx
+        .execute(
+            "UPDATE objects SET deleted_date = NULL, scheduled_purge_date = NULL \
+             WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NOT NULL \
+               AND (scheduled_purge_date IS NULL OR scheduled_purge_date > $4)",
+            &[&vault, &kind.as_str(), &name.key(), &50i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(recovered, 1);
+    let purge = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.purge_expired(200).await })
+    };
+    // Let the purge reach the locked row, then let the recover commit.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    let purged = purge.await.unwrap().unwrap();
+    assert_eq!(purged, 0, "the recovered object is not purged");
+    assert_eq!(
+        store.all_versions(vault, kind, &name).await.unwrap().len(),
+        2,
+        "a recovered object keeps every version"
+    );
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
