@@ -449,6 +449,23 @@ mod tests {
         }
     }
 
+    /// The record of a plain request (`SecretGet` note, no caller details).
+    fn request(method: &str, uri: &str, status: u16) -> Value {
+        record(
+            "t",
+            method,
+            uri,
+            status,
+            1,
+            None,
+            None,
+            None,
+            None,
+            None,
+            &note(),
+        )
+    }
+
     #[test]
     fn the_chain_catches_edits_drops_and_reorders() {
         let dir = std::env::temp_dir().join(format!("kh-audit-{}", std::process::id()));
@@ -457,38 +474,13 @@ mod tests {
             let log = AuditLog::open(&dir, 0).unwrap();
             for i in 0..3 {
                 let uri = format!("https://v/secrets/s{i}");
-                log.append(record(
-                    "t",
-                    "GET",
-                    &uri,
-                    200,
-                    1,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    &note(),
-                ))
-                .unwrap();
+                log.append(request("GET", &uri, 200)).unwrap();
             }
         }
         // Reopening continues the chain.
         AuditLog::open(&dir, 0)
             .unwrap()
-            .append(record(
-                "t",
-                "GET",
-                "https://v/x",
-                404,
-                1,
-                None,
-                None,
-                None,
-                None,
-                None,
-                &note(),
-            ))
+            .append(request("GET", "https://v/x", 404))
             .unwrap();
         let path = dir.join(CURRENT);
         assert_eq!(verify(&dir).unwrap(), Verified::Intact(4));
@@ -523,20 +515,8 @@ mod tests {
         {
             let log = AuditLog::open(&dir, 0).unwrap();
             for i in 0..3 {
-                log.append(record(
-                    "2026-01-01T00:00:00Z",
-                    "GET",
-                    &format!("https://v/secrets/s{i}"),
-                    200,
-                    1,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    &note(),
-                ))
-                .unwrap();
+                log.append(request("GET", &format!("https://v/secrets/s{i}"), 200))
+                    .unwrap();
             }
         }
         // The power went out in the middle of the fourth record.
@@ -547,20 +527,8 @@ mod tests {
         drop(f);
         assert!(matches!(verify(&dir).unwrap(), Verified::Broken(..)));
         let log = AuditLog::open(&dir, 1_800_000_000).unwrap();
-        log.append(record(
-            "2026-01-01T00:00:01Z",
-            "PUT",
-            "https://v/secrets/s",
-            200,
-            1,
-            None,
-            None,
-            None,
-            None,
-            None,
-            &note(),
-        ))
-        .unwrap();
+        log.append(request("PUT", "https://v/secrets/s", 200))
+            .unwrap();
         assert_eq!(verify(&dir).unwrap(), Verified::Intact(5));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
@@ -580,20 +548,7 @@ mod tests {
                 let log = std::sync::Arc::clone(&log);
                 tokio::spawn(async move {
                     let uri = format!("https://v/secrets/s{i}");
-                    log.append_async(record(
-                        "t",
-                        "GET",
-                        &uri,
-                        200,
-                        1,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        &note(),
-                    ))
-                    .await
+                    log.append_async(request("GET", &uri, 200)).await
                 })
             })
             .collect();

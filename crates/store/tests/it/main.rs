@@ -157,28 +157,12 @@ async fn postgres_settings_changes_reach_another_node_within_a_second() {
 /// dropped, as hyper drops a cancelled request's handler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_cancelled_after_it_started_still_invalidates_the_cache() {
-    use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
+    use keyhaven_core::object::{DeletedInfo, ObjectKind};
 
     let s = SqliteStore::open_in_memory().await.unwrap();
     let kind = ObjectKind::Secret;
     let name: keyhaven_core::ObjectName = "cancelled".parse().unwrap();
-    let rec = |payload: &[u8]| VersionRecord {
-        kind,
-        name: name.clone(),
-        version: keyhaven_core::Version::random(),
-        attributes: Attributes {
-            enabled: true,
-            nbf: None,
-            exp: None,
-            created: 1,
-            updated: 1,
-        },
-        tags: Default::default(),
-        content_type: None,
-        managed: false,
-        payload: payload.to_vec(),
-        meta: "{}".into(),
-    };
+    let rec = |payload: &[u8]| secret_version(&name, payload);
     let started_then_dropped =
         |fut: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>| {
             let mut fut = fut;
@@ -278,7 +262,7 @@ async fn a_write_cancelled_after_it_started_still_invalidates_the_cache() {
 /// starts, then commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_expiry_purge_never_takes_the_versions_of_a_recovered_object() {
-    use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
+    use keyhaven_core::object::{DeletedInfo, ObjectKind};
     let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
         eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
         return;
@@ -289,26 +273,7 @@ async fn postgres_expiry_purge_never_takes_the_versions_of_a_recovered_object() 
     let name: keyhaven_core::ObjectName = "racing".parse().unwrap();
     for payload in [&b"one"[..], b"two"] {
         store
-            .put_version(
-                vault,
-                &VersionRecord {
-                    kind,
-                    name: name.clone(),
-                    version: keyhaven_core::Version::random(),
-                    attributes: Attributes {
-                        enabled: true,
-                        nbf: None,
-                        exp: None,
-                        created: 1,
-                        updated: 1,
-                    },
-                    tags: Default::default(),
-                    content_type: None,
-                    managed: false,
-                    payload: payload.to_vec(),
-                    meta: "{}".into(),
-                },
-            )
+            .put_version(vault, &secret_version(&name, payload))
             .await
             .unwrap();
     }
@@ -358,4 +323,28 @@ async fn postgres_expiry_purge_never_takes_the_versions_of_a_recovered_object() 
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
+}
+
+/// A secret version of `name` holding `payload`, created at t = 1.
+fn secret_version(
+    name: &keyhaven_core::ObjectName,
+    payload: &[u8],
+) -> keyhaven_core::object::VersionRecord {
+    keyhaven_core::object::VersionRecord {
+        kind: keyhaven_core::object::ObjectKind::Secret,
+        name: name.clone(),
+        version: keyhaven_core::Version::random(),
+        attributes: keyhaven_core::object::Attributes {
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: 1,
+            updated: 1,
+        },
+        tags: Default::default(),
+        content_type: None,
+        managed: false,
+        payload: payload.to_vec(),
+        meta: "{}".into(),
+    }
 }
