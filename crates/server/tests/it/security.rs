@@ -400,6 +400,18 @@ async fn ensure_group(h: &Harness) {
     assert!(s.is_success(), "{j}");
 }
 
+/// The Owner writes a workload with `addresses` and a system identity.
+async fn admin_puts_workload(h: &Harness, path: &str, addresses: &[&str]) -> (StatusCode, Value) {
+    arm(
+        h,
+        &admin_arm(h),
+        "PUT",
+        path,
+        Some(workload_body(addresses, &[])),
+    )
+    .await
+}
+
 fn workload_body(addresses: &[&str], identities: &[&str]) -> Value {
     let ua: serde_json::Map<String, Value> = identities
         .iter()
@@ -495,14 +507,7 @@ async fn workload_addresses_identify_one_workload_only() {
         ensure_group(&h).await;
         let rg = group_path(&h);
         let victim = format!("{rg}/providers/Keyhaven.Compute/workloads/zz-victim");
-        let (s, j) = arm(
-            &h,
-            &admin_arm(&h),
-            "PUT",
-            &victim,
-            Some(workload_body(&["192.0.2.10"], &[])),
-        )
-        .await;
+        let (s, j) = admin_puts_workload(&h, &victim, &["192.0.2.10"]).await;
         assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
         let victim_oid = j["identity"]["principalId"].as_str().unwrap().to_owned();
         let who = |h: &Harness| {
@@ -526,14 +531,7 @@ async fn workload_addresses_identify_one_workload_only() {
         );
         // "aa-" sorts first: the old lookup took the first workload by id.
         let thief = format!("{rg}/providers/Keyhaven.Compute/workloads/aa-thief");
-        let (s, j) = arm(
-            &h,
-            &admin_arm(&h),
-            "PUT",
-            &thief,
-            Some(workload_body(&["192.0.2.10", "192.0.2.11"], &[])),
-        )
-        .await;
+        let (s, j) = admin_puts_workload(&h, &thief, &["192.0.2.10", "192.0.2.11"]).await;
         assert_eq!(
             (s, code(&j)),
             (StatusCode::CONFLICT, "Conflict"),
@@ -545,32 +543,11 @@ async fn workload_addresses_identify_one_workload_only() {
             "{store}"
         );
         // Re-writing the victim keeps its address; dropping it frees it.
-        let (s, _) = arm(
-            &h,
-            &admin_arm(&h),
-            "PUT",
-            &victim,
-            Some(workload_body(&["192.0.2.10"], &[])),
-        )
-        .await;
+        let (s, _) = admin_puts_workload(&h, &victim, &["192.0.2.10"]).await;
         assert_eq!(s, StatusCode::OK, "{store}");
-        let (s, _) = arm(
-            &h,
-            &admin_arm(&h),
-            "PUT",
-            &victim,
-            Some(workload_body(&["192.0.2.12"], &[])),
-        )
-        .await;
+        let (s, _) = admin_puts_workload(&h, &victim, &["192.0.2.12"]).await;
         assert_eq!(s, StatusCode::OK, "{store}");
-        let (s, j) = arm(
-            &h,
-            &admin_arm(&h),
-            "PUT",
-            &thief,
-            Some(workload_body(&["192.0.2.10"], &[])),
-        )
-        .await;
+        let (s, j) = admin_puts_workload(&h, &thief, &["192.0.2.10"]).await;
         assert_eq!(s, StatusCode::CREATED, "{store}: {j}");
         let thief_oid = j["identity"]["principalId"].as_str().unwrap().to_owned();
         assert_eq!(
