@@ -210,15 +210,12 @@ fn source_key(principal: &str, source: Option<IpAddr>) -> String {
 /// The unit a source is counted in: an IPv4 address, or an IPv6 /64 (one
 /// host usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
 pub fn source_prefix(source: Option<IpAddr>) -> String {
-    match source {
+    match source.map(|ip| ip.to_canonical()) {
         Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
         None => "-".into(),
     }
 }

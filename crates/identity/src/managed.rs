@@ -185,7 +185,7 @@ impl Directory {
             )));
         }
         let mut spec = spec;
-        spec.addresses = spec.addresses.into_iter().map(canonical_address).collect();
+        spec.addresses = spec.addresses.iter().map(IpAddr::to_canonical).collect();
         spec.addresses.dedup();
         let id = at.id(WORKLOAD_TYPE);
         let now = self.clock().now();
@@ -269,13 +269,13 @@ impl Directory {
                 if current.as_deref().is_none_or(<[u8]>::is_empty) {
                     // A workload written before claims existed may list
                     // the address with no claim: it keeps it.
-                    if let Some(other) = self
+                    if self
                         .listers(subscription_id, *a)
                         .await?
-                        .into_iter()
-                        .find(|w| w.id.to_ascii_lowercase() != me)
+                        .iter()
+                        .any(|w| w.id.to_ascii_lowercase() != me)
                     {
-                        return Err(taken(*a, &other.id));
+                        return Err(taken(*a));
                     }
                     let won = match &current {
                         None => {
@@ -304,7 +304,7 @@ impl Directory {
                 if !holder.is_empty()
                     && (now - at < STALE_CLAIM_SECS || self.lists(&holder, *a).await?)
                 {
-                    return Err(taken(*a, &holder));
+                    return Err(taken(*a));
                 }
                 if self
                     .store()
@@ -392,10 +392,7 @@ impl Directory {
         selector: &IdentitySelector,
     ) -> DirResult<Option<ManagedSignIn>> {
         // An IPv4 caller on a dual-stack socket shows up as ::ffff:a.b.c.d.
-        let source = match source {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let source = source.to_canonical();
         let workloads = self
             .store()
             .list_resources(WORKLOAD_TYPE, subscription_id)
@@ -526,19 +523,11 @@ fn address_key(a: IpAddr) -> String {
     format!("workload_address|{a}")
 }
 
-fn taken(a: IpAddr, _holder: &str) -> DirectoryError {
+fn taken(a: IpAddr) -> DirectoryError {
     // The holder may sit where the caller cannot read: not named.
     DirectoryError::Conflict(format!(
         "The address {a} already identifies another workload; an address can identify one workload only."
     ))
-}
-
-/// IPv4-mapped IPv6 as IPv4, as sign-in sees a caller.
-fn canonical_address(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 fn parse_uami(r: &ResourceRecord) -> DirResult<UamiProps> {

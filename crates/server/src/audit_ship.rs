@@ -101,10 +101,10 @@ impl AllowList {
     }
 
     fn covers(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         self.nets
             .iter()
-            .any(|(net, bits)| in_net(ip, canonical(*net), *bits))
+            .any(|(net, bits)| in_net(ip, net.to_canonical(), *bits))
     }
 }
 
@@ -127,13 +127,6 @@ fn name_matches(entry: &str, host: &str) -> bool {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
@@ -151,7 +144,7 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 /// Not loopback, private, link-local, shared (CGNAT), unspecified,
 /// multicast, broadcast or documentation space.
 fn is_public(ip: IpAddr) -> bool {
-    match canonical(ip) {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             !(v4.is_loopback()
