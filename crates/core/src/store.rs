@@ -70,6 +70,12 @@ pub struct ScheduledPolicy {
     pub policy: PolicyRecord,
 }
 
+/// Settings key of the authorization generation: a decimal counter that
+/// every store moves, by trigger in the same transaction, whenever vaults,
+/// ARM resources, group memberships or a principal's existence or enabled
+/// flag change. Caches of authorization data are valid while it stands.
+pub const AUTHZ_GENERATION: &str = "authz_generation";
+
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 

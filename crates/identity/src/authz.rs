@@ -2,8 +2,10 @@
 //! (role assignments at scopes, built-in and custom roles) or vault access
 //! policies, as each vault says. Decisions use a snapshot of assignments,
 //! roles and group memberships that is invalidated by a generation counter in
-//! the store, bumped by every change — not by a timer — so a change made on
-//! any node takes effect on every node at its next request.
+//! the store, moved by the store's own triggers in the same transaction as
+//! every change — not by callers, not by a timer — so a change made on any
+//! node takes effect on every node at its next request (within a second on
+//! PostgreSQL, whose nodes cache the counter; see `postgres/watch.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use keyhaven_core::error::ForbiddenReason;
 use keyhaven_core::resource::ResourceRecord;
 use keyhaven_core::vault::VaultRecord;
-use keyhaven_core::{Authorizer, Error, Operation, Principal, Result, Storage, StoreError};
+use keyhaven_core::{Authorizer, Error, Operation, Principal, Result, Storage};
 
 use crate::condition::Attributes;
 use crate::directory::Directory;
@@ -19,32 +21,9 @@ use crate::rbac::{
     self, Conditions, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
 };
 
-/// Settings key of the authorization generation.
-pub const AUTHZ_GENERATION: &str = "authz_generation";
+/// Settings key of the authorization generation (moved by the store itself).
+pub use keyhaven_core::store::AUTHZ_GENERATION;
 const GENERATION_KEY: &str = AUTHZ_GENERATION;
-const BUMP_ATTEMPTS: usize = 20;
-
-/// Records that authorization data changed (assignments, roles, memberships,
-/// vault policies), so every node drops its snapshot.
-pub async fn bump_generation(store: &Arc<dyn Storage>) -> std::result::Result<(), StoreError> {
-    store.put_setting_if_absent(GENERATION_KEY, b"0").await?;
-    for _ in 0..BUMP_ATTEMPTS {
-        let current = store.get_setting(GENERATION_KEY).await?.unwrap_or_default();
-        let n: u64 = std::str::from_utf8(&current)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if store
-            .replace_setting(GENERATION_KEY, &current, (n + 1).to_string().as_bytes())
-            .await?
-        {
-            return Ok(());
-        }
-    }
-    Err(StoreError::Unavailable(
-        "authorization generation is contended".into(),
-    ))
-}
 
 struct Snapshot {
     generation: Vec<u8>,

@@ -446,7 +446,6 @@ impl Directory {
             self.principal_of_kind(id, kind).await?
         };
         self.store.delete_principal(&p.object_id).await?;
-        crate::authz::bump_generation(&self.store).await?;
         Ok(())
     }
 
@@ -503,7 +502,6 @@ impl Directory {
             .add_member(&group.object_id, &member.object_id)
             .await?
         {
-            crate::authz::bump_generation(&self.store).await?;
             Ok(())
         } else {
             Err(DirectoryError::BadRequest(
@@ -528,7 +526,6 @@ impl Directory {
             .remove_member(&group.object_id, member_id)
             .await?
         {
-            crate::authz::bump_generation(&self.store).await?;
             Ok(())
         } else {
             Err(DirectoryError::NotFound(short(member_id)))

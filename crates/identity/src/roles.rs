@@ -7,7 +7,7 @@ use keyhaven_core::error::ForbiddenReason;
 use keyhaven_core::resource::ResourceRecord;
 use keyhaven_core::{Error, Principal, Result};
 
-use crate::authz::{assignment_of, bump_generation, definition_of, Evaluator};
+use crate::authz::{assignment_of, definition_of, Evaluator};
 use crate::condition::Attributes;
 use crate::rbac::{
     self, RoleAssignment, RoleDefinition, ROLE_ASSIGNMENT_TYPE, ROLE_DEFINITION_TYPE,
@@ -181,7 +181,6 @@ impl Evaluator {
                 updated: now,
             })
             .await?;
-        bump_generation(self.store()).await?;
         Ok((a, true))
     }
 
@@ -221,7 +220,6 @@ impl Evaluator {
         self.store()
             .delete_resource(&Self::assignment_id(scope, name))
             .await?;
-        bump_generation(self.store()).await?;
         Ok(Some(a))
     }
 
@@ -291,7 +289,6 @@ impl Evaluator {
                 updated: now,
             })
             .await?;
-        bump_generation(self.store()).await?;
         Ok((def, created))
     }
 
@@ -324,7 +321,6 @@ impl Evaluator {
             return Ok(None);
         };
         self.store().delete_resource(&id).await?;
-        bump_generation(self.store()).await?;
         Ok(Some(def))
     }
 }
@@ -378,6 +374,5 @@ pub async fn seed_assignment(
             updated: now,
         })
         .await?;
-    bump_generation(store).await?;
     Ok(())
 }

@@ -41,6 +41,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     usage_is_summed_across_nodes_per_window(&*store).await;
     vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
     audit_records_are_kept_and_queried(&*store).await;
+    authorization_writes_move_the_generation_themselves(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
 }
 
@@ -1073,4 +1074,92 @@ async fn resources_upsert_and_ignore_id_case(s: &dyn Storage) {
     assert!(s.delete_resource(&id.to_lowercase()).await.unwrap());
     assert!(!s.delete_resource(&id).await.unwrap());
     assert!(s.get_resource(&id).await.unwrap().is_none());
+}
+
+/// Issue 29, item 2: the generation used to be moved by the caller after
+/// its change, so a cancel, crash or error in between left every node on
+/// the old snapshot (a deleted role assignment kept working). Now the store
+/// moves it in the change's own transaction; no caller bumps anything here.
+async fn authorization_writes_move_the_generation_themselves(s: &dyn Storage) {
+    use keyhaven_core::resource::ResourceRecord;
+    use keyhaven_core::store::AUTHZ_GENERATION;
+    async fn generation(s: &dyn Storage) -> u64 {
+        let raw = s.get_setting(AUTHZ_GENERATION).await.unwrap();
+        std::str::from_utf8(&raw.expect("the migration creates the generation"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+    async fn moves(s: &dyn Storage, what: &str, before: &mut u64) {
+        let now = generation(s).await;
+        assert!(
+            now > *before,
+            "{what} did not move the generation ({before} → {now})"
+        );
+        *before = now;
+    }
+    let mut g = generation(s).await;
+
+    let sub = uuid_like();
+    let mut r = ResourceRecord {
+        id: format!("/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments/a1"),
+        kind: "Microsoft.Authorization/roleAssignments".into(),
+        subscription_id: sub.clone(),
+        resource_group: String::new(),
+        name: "a1".into(),
+        location: String::new(),
+        tags: "{}".into(),
+        properties: "{}".into(),
+        created: 1,
+        updated: 1,
+    };
+    s.put_resource(&r).await.unwrap();
+    moves(s, "creating a role assignment", &mut g).await;
+    r.properties = r#"{"x":1}"#.into();
+    s.put_resource(&r).await.unwrap();
+    moves(s, "updating a resource", &mut g).await;
+    s.delete_resource(&r.id).await.unwrap();
+    moves(s, "deleting a role assignment", &mut g).await;
+
+    // Dead letters are event-delivery records, not authorization data.
+    let dead = ResourceRecord {
+        id: format!("/subscriptions/{sub}/deadLetters/d1"),
+        kind: "Keyhaven.EventGrid/deadLetters".into(),
+        ..r.clone()
+    };
+    s.put_resource(&dead).await.unwrap();
+    assert_eq!(generation(s).await, g, "a dead letter moved the generation");
+
+    let v = vault_record(&vid());
+    s.create_vault(&v).await.unwrap();
+    moves(s, "creating a vault", &mut g).await;
+    s.update_vault_properties(&v.id, r#"{"enableRbacAuthorization":false}"#)
+        .await
+        .unwrap();
+    moves(s, "changing a vault's properties", &mut g).await;
+    assert!(s.purge_vault(&v.id).await.unwrap());
+    moves(s, "purging a vault", &mut g).await;
+
+    let group = principal("group", None);
+    let mut user = principal("user", None);
+    s.create_principal(&group).await.unwrap();
+    s.create_principal(&user).await.unwrap();
+    let g0 = generation(s).await;
+    g = g0;
+    s.add_member(&group.object_id, &user.object_id)
+        .await
+        .unwrap();
+    moves(s, "adding a group member", &mut g).await;
+    s.remove_member(&group.object_id, &user.object_id)
+        .await
+        .unwrap();
+    moves(s, "removing a group member", &mut g).await;
+    user.display_name = "renamed".into();
+    s.update_principal(&user).await.unwrap();
+    assert_eq!(generation(s).await, g, "a rename moved the generation");
+    user.enabled = false;
+    s.update_principal(&user).await.unwrap();
+    moves(s, "disabling a principal", &mut g).await;
+    s.delete_principal(&user.object_id).await.unwrap();
+    moves(s, "deleting a principal", &mut g).await;
 }

@@ -1,5 +1,11 @@
 //! Versioned schema migrations, one list per dialect. A migration is never
 //! edited once released; changes are new entries.
+//!
+//! Migration 8 makes every write to authorization data (vaults, ARM
+//! resources other than dead letters, group memberships, a principal's
+//! deletion or enabled flag) move the `authz_generation` setting in the same
+//! transaction, by trigger, so no caller can commit a change and skip the
+//! bump (a cancelled request, a crash, a failed second statement).
 
 /// SQLite migrations: (version, SQL).
 pub const SQLITE: &[(i64, &str)] = &[
@@ -76,6 +82,20 @@ pub const SQLITE: &[(i64, &str)] = &[
         "CREATE TABLE throttle_usage (
         vault_id TEXT NOT NULL, class TEXT NOT NULL, win INTEGER NOT NULL, node TEXT NOT NULL,
         count INTEGER NOT NULL, PRIMARY KEY (vault_id, class, win, node));",
+    ),
+    (
+        8,
+        "INSERT OR IGNORE INTO settings (key, value) VALUES ('authz_generation', CAST('0' AS BLOB));
+     CREATE TRIGGER authz_vault_insert AFTER INSERT ON vaults FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_vault_update AFTER UPDATE ON vaults FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_vault_delete AFTER DELETE ON vaults FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_resource_insert AFTER INSERT ON resources FOR EACH ROW WHEN NEW.kind <> 'Keyhaven.EventGrid/deadLetters' BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_resource_update AFTER UPDATE ON resources FOR EACH ROW WHEN NEW.kind <> 'Keyhaven.EventGrid/deadLetters' BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_resource_delete AFTER DELETE ON resources FOR EACH ROW WHEN OLD.kind <> 'Keyhaven.EventGrid/deadLetters' BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_member_insert AFTER INSERT ON group_members FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_member_delete AFTER DELETE ON group_members FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_principal_update AFTER UPDATE ON principals FOR EACH ROW WHEN OLD.enabled IS NOT NEW.enabled BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
+     CREATE TRIGGER authz_principal_delete AFTER DELETE ON principals FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;",
     ),
 ];
 
@@ -154,5 +174,28 @@ pub const POSTGRES: &[(i64, &str)] = &[
         "CREATE TABLE throttle_usage (
         vault_id TEXT NOT NULL, class TEXT NOT NULL, win BIGINT NOT NULL, node TEXT NOT NULL,
         count BIGINT NOT NULL, PRIMARY KEY (vault_id, class, win, node));",
+    ),
+    (
+        8,
+        "INSERT INTO settings (key, value) VALUES ('authz_generation', convert_to('0', 'UTF8')) ON CONFLICT DO NOTHING;
+     CREATE FUNCTION keyhaven_authz_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        UPDATE settings SET value = convert_to((convert_from(value, 'UTF8')::bigint + 1)::text, 'UTF8')
+         WHERE key = 'authz_generation';
+        PERFORM pg_notify('keyhaven_settings', 'authz_generation');
+        RETURN NULL;
+     END $$;
+     CREATE TRIGGER authz_vaults AFTER INSERT OR UPDATE OR DELETE ON vaults
+        FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE TRIGGER authz_resource_write AFTER INSERT OR UPDATE ON resources
+        FOR EACH ROW WHEN (NEW.kind <> 'Keyhaven.EventGrid/deadLetters') EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE TRIGGER authz_resource_delete AFTER DELETE ON resources
+        FOR EACH ROW WHEN (OLD.kind <> 'Keyhaven.EventGrid/deadLetters') EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE TRIGGER authz_members AFTER INSERT OR DELETE ON group_members
+        FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE TRIGGER authz_principal_update AFTER UPDATE ON principals
+        FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled) EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE TRIGGER authz_principal_delete AFTER DELETE ON principals
+        FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();",
     ),
 ];

@@ -13,7 +13,6 @@ use axum::response::Response;
 use axum::Extension;
 use http::StatusCode;
 use keyhaven_core::{AuditQuery, ResourceRecord};
-use keyhaven_identity::authz::bump_generation;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -249,9 +248,6 @@ pub async fn put_setting(
         .put_resource(&rec)
         .await
         .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
     Ok(reply(StatusCode::OK, &out(&rec, &s)))
 }
 
@@ -337,9 +333,6 @@ pub async fn delete_setting(
     let gone = st
         .store
         .delete_resource(&format!("{vid}/providers/{SETTING_TYPE}/{name}"))
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(status_only(if gone {

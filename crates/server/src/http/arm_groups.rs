@@ -11,7 +11,6 @@ use axum::response::Response;
 use axum::Extension;
 use http::StatusCode;
 use keyhaven_core::ResourceRecord;
-use keyhaven_identity::authz::bump_generation;
 use keyhaven_wire::arm::{
     ArmList, ProvisioningState, PutResourceGroup, ResourceGroupOut, SubscriptionOut,
     SubscriptionPolicies, TenantOut,
@@ -362,9 +361,6 @@ pub async fn delete_group(
     super::arm_workspaces::delete_in_group(&st, &sub, &g.name).await?;
     st.store
         .delete_resource(&g.id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(status_only(StatusCode::OK))

@@ -16,7 +16,6 @@ use keyhaven_core::network::{
     VNET_TYPE,
 };
 use keyhaven_core::ResourceRecord;
-use keyhaven_identity::authz::bump_generation;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -81,9 +80,6 @@ async fn save(st: &AppState, rec: &ResourceRecord) -> Result<bool, ArmFailure> {
     let created = st
         .store
         .put_resource(rec)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(created)
@@ -329,9 +325,6 @@ pub async fn delete_vnet(
         .delete_resource(&id)
         .await
         .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
     Ok(status_only(if gone {
         StatusCode::OK
     } else {
@@ -510,9 +503,6 @@ pub async fn delete_private_endpoint(
     let gone = st
         .store
         .delete_resource(&id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(status_only(if gone {

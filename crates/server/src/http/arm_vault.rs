@@ -13,7 +13,6 @@ use http::StatusCode;
 use keyhaven_core::vault::{PolicyEdit, VaultRecord};
 use keyhaven_core::vault_admin::AdminError;
 use keyhaven_core::{Error, VaultName};
-use keyhaven_identity::authz::bump_generation;
 use keyhaven_wire::arm::{
     AccessPoliciesOut, AccessPolicyUpdate, ArmList, CheckName, DeletedVaultOut,
     DeletedVaultProperties, GenericResourceOut, NameAvailability, PutAccessPolicies, PutVault, Sku,
@@ -151,9 +150,6 @@ pub async fn put_vault(
         .put_vault(&sub, &rg, &vault_name, st.tokens.tenant_id(), spec)
         .await
         .map_err(admin_failure)?;
-    bump_generation(&st.store)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
     Ok(json(
         if created {
             StatusCode::CREATED
@@ -198,9 +194,6 @@ pub async fn delete_vault(
         Err(_) => return Ok(super::response::status_only(StatusCode::NO_CONTENT)),
     };
     st.service.delete_vault(&v).await.map_err(admin_failure)?;
-    bump_generation(&st.store)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
     Ok(super::response::status_only(StatusCode::OK))
 }
 
@@ -419,9 +412,6 @@ pub async fn purge_deleted_vault(
     )
     .await?;
     st.service.purge_vault(&v).await.map_err(admin_failure)?;
-    bump_generation(&st.store)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
     Ok(super::response::status_only(StatusCode::OK))
 }
 
@@ -472,9 +462,6 @@ async fn save(
     let json = serde_json::to_string(props).map_err(|_| domain_failure(Error::Integrity))?;
     st.store
         .update_vault_properties(&v.id, &json)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    bump_generation(&st.store)
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(())
@@ -565,9 +552,6 @@ pub async fn patch_vault(
         .put_vault(&sub, &rg, &v.name, st.tokens.tenant_id(), spec)
         .await
         .map_err(admin_failure)?;
-    bump_generation(&st.store)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
     Ok(json(StatusCode::OK, &vault_out(&st, &updated)))
 }
 

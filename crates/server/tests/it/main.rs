@@ -11,6 +11,7 @@
 mod auth;
 mod authz;
 mod certificates;
+mod integrity;
 mod rotation;
 mod secrets;
 mod security;

@@ -102,11 +102,11 @@ pub async fn vault_id(h: &Harness) -> String {
         .resource_id()
 }
 
-fn subscription(h: &Harness) -> String {
+pub fn subscription(h: &Harness) -> String {
     format!("/subscriptions/{}", h.state.subscription_id)
 }
 
-async fn get_secret(h: &Harness, token: &str) -> StatusCode {
+pub async fn get_secret(h: &Harness, token: &str) -> StatusCode {
     h.send(vault_req(
         "GET",
         "/secrets/s?api-version=7.5",

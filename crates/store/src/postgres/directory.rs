@@ -143,6 +143,7 @@ impl DirectoryStore for PostgresStore {
     }
 
     async fn update_principal(&self, p: &PrincipalRecord) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let n = self
             .exec(
                 sql::UPDATE_PRINCIPAL,
@@ -161,6 +162,7 @@ impl DirectoryStore for PostgresStore {
     }
 
     async fn delete_principal(&self, object_id: &str) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         tx.execute(sql::DELETE_MEMBERSHIPS, &[&object_id])
@@ -238,10 +240,12 @@ impl DirectoryStore for PostgresStore {
     }
 
     async fn add_member(&self, group_id: &str, member_id: &str) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         Ok(self.exec(sql::ADD_MEMBER, &[&group_id, &member_id]).await? == 1)
     }
 
     async fn remove_member(&self, group_id: &str, member_id: &str) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         Ok(self
             .exec(sql::REMOVE_MEMBER, &[&group_id, &member_id])
             .await?

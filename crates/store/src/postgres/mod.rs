@@ -224,10 +224,11 @@ impl Store for PostgresStore {
             return Ok(hit);
         }
         let epoch = self.settings.epoch();
+        let started = std::time::Instant::now();
         let c = self.client().await?;
         let row = c.query_opt(sql::GET_SETTING, &[&key]).await.map_err(err)?;
         let value: Option<Vec<u8>> = row.map(|r| r.try_get(0).map_err(err)).transpose()?;
-        self.settings.put(key, value.clone(), epoch);
+        self.settings.put(key, value.clone(), epoch, started);
         Ok(value)
     }
 
@@ -256,6 +257,7 @@ impl Store for PostgresStore {
     }
 
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {
+        let _authz = self.settings.authz_write();
         let c = self.client().await?;
         let q = format!("{} ON CONFLICT DO NOTHING", sql::INSERT_VAULT);
         let n = c
@@ -306,6 +308,7 @@ impl Store for PostgresStore {
     }
 
     async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let props = sql::properties_json(&v.properties);
         let c = self.client().await?;
         Ok(c.execute(
@@ -329,6 +332,7 @@ impl Store for PostgresStore {
         expected: &[u8],
         wrapped: &[u8],
     ) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let c = self.client().await?;
         Ok(
             c.execute(sql::REPLACE_WRAPPED_KEY, &[&vault_id, &expected, &wrapped])
@@ -339,6 +343,7 @@ impl Store for PostgresStore {
     }
 
     async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         let mut last = 0;
@@ -350,6 +355,7 @@ impl Store for PostgresStore {
     }
 
     async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let c = self.client().await?;
         Ok(
             c.execute(sql::UPDATE_VAULT_PROPERTIES, &[&vault_id, &properties])

@@ -40,6 +40,7 @@ impl PostgresStore {
 #[async_trait]
 impl ResourceStore for PostgresStore {
     async fn put_resource(&self, r: &ResourceRecord) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         let id_lower = r.id.to_ascii_lowercase();
@@ -82,6 +83,7 @@ impl ResourceStore for PostgresStore {
     }
 
     async fn delete_resource(&self, id: &str) -> StoreResult<bool> {
+        let _authz = self.settings.authz_write();
         let c = self.client().await?;
         let id = id.to_ascii_lowercase();
         Ok(c.execute(sql::DELETE_RESOURCE, &[&id]).await.map_err(err)? == 1)

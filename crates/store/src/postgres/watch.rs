@@ -9,11 +9,17 @@
 //! fresh); when it comes back the cache starts empty. A read racing a
 //! notification is not cached (the epoch check), so a stale value is never
 //! put back after its invalidation.
+//!
+//! Two backstops keep the "within a second" promise without trusting that
+//! every signal arrives: a cached value is used for at most [`MAX_AGE`]
+//! after it was read, and the listener is pinged every [`PING_EVERY`] with
+//! [`PING_TIMEOUT`] to answer, so a silently dead connection stops the cache
+//! within 0.9 s.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -22,13 +28,17 @@ pub(crate) const CHANNEL: &str = "keyhaven_settings";
 /// Pause before reconnecting a lost listening connection.
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How often the listening connection is checked, and how long it may take.
-const PING_EVERY: Duration = Duration::from_secs(1);
-const PING_TIMEOUT: Duration = Duration::from_millis(900);
+const PING_EVERY: Duration = Duration::from_millis(500);
+const PING_TIMEOUT: Duration = Duration::from_millis(400);
+/// How long a cached value is used before it is read again, heard of or not.
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
+
+type Cached = (Option<Vec<u8>>, Instant);
 
 pub(crate) struct SettingsWatch {
     live: AtomicBool,
     epoch: AtomicU64,
-    values: RwLock<HashMap<String, Option<Vec<u8>>>>,
+    values: RwLock<HashMap<String, Cached>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -69,12 +79,15 @@ impl SettingsWatch {
         watch
     }
 
-    /// The cached value, if the cache can be trusted and holds one.
+    /// The cached value, if the cache can be trusted and holds one read
+    /// less than [`MAX_AGE`] ago.
     pub(crate) fn get(&self, key: &str) -> Option<Option<Vec<u8>>> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        self.values.read().ok()?.get(key).cloned()
+        let m = self.values.read().ok()?;
+        let (value, read_at) = m.get(key)?;
+        (read_at.elapsed() < MAX_AGE).then(|| value.clone())
     }
 
     /// The epoch before a database read (for [`Self::put`]).
@@ -82,15 +95,16 @@ impl SettingsWatch {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Caches a value read from the database, unless a change was heard (or
-    /// the listener dropped) since the read began.
-    pub(crate) fn put(&self, key: &str, value: Option<Vec<u8>>, epoch: u64) {
+    /// Caches a value read from the database by a read that began at
+    /// `started`, unless a change was heard (or the listener dropped) since.
+    /// Its age counts from the start of the read.
+    pub(crate) fn put(&self, key: &str, value: Option<Vec<u8>>, epoch: u64, started: Instant) {
         if !self.live.load(Ordering::Acquire) {
             return;
         }
         if let Ok(mut m) = self.values.write() {
             if self.epoch.load(Ordering::Acquire) == epoch {
-                m.insert(key.to_owned(), value);
+                m.insert(key.to_owned(), (value, started));
             }
         }
     }
@@ -121,9 +135,26 @@ impl SettingsWatch {
         self.live.store(true, Ordering::Release);
     }
 
+    /// A guard for a write that may move the authorization generation (by
+    /// trigger): when it drops — the write finished, failed, or its request
+    /// was cancelled — this node forgets the generation, so its own next
+    /// request sees the change without waiting for the notification.
+    pub(crate) fn authz_write(self: &Arc<Self>) -> AuthzWrite {
+        AuthzWrite(Arc::clone(self))
+    }
+
     /// Whether the cache is in use (the listener is connected).
     pub(crate) fn is_live(&self) -> bool {
         self.live.load(Ordering::Acquire)
+    }
+}
+
+/// See [`SettingsWatch::authz_write`].
+pub(crate) struct AuthzWrite(Arc<SettingsWatch>);
+
+impl Drop for AuthzWrite {
+    fn drop(&mut self) {
+        self.0.forget(keyhaven_core::store::AUTHZ_GENERATION);
     }
 }
 

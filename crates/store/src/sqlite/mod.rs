@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
-use keyhaven_core::store::{PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult};
+use keyhaven_core::store::{
+    PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult, AUTHZ_GENERATION,
+};
 use keyhaven_core::vault::VaultRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
@@ -73,7 +75,12 @@ pub struct SqliteStore {
     // writer (see `lock`), so every change passes through here and the
     // mirror is exact. Reads of hot settings (the authorization generation)
     // then cost no query.
+    // Exact for writes made here; the authorization generation, which
+    // triggers move inside other writes, is dropped after every write (in
+    // the blocking closure, under the connection lock), and a read caches
+    // only if no write ended while it ran (`settings_epoch`).
     settings: Arc<RwLock<HashMap<String, Option<Vec<u8>>>>>,
+    settings_epoch: Arc<AtomicU64>,
     // The latest version and the versions read by id of recently read
     // objects (sealed payloads only), exact for the same reason: every write
     // passes through this process and drops the whole entry it touches.
@@ -148,6 +155,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
             settings: Arc::new(RwLock::new(HashMap::new())),
+            settings_epoch: Arc::new(AtomicU64::new(0)),
             latest: Arc::new(RwLock::new(HashMap::new())),
             latest_epoch: Arc::new(AtomicU64::new(0)),
             _lock: None,
@@ -164,7 +172,26 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Runs a write on the blocking pool behind the one writer connection.
+    /// Right after it, still under the connection lock (so even when the
+    /// awaiting request is cancelled), the mirrored authorization generation
+    /// is dropped: a trigger may have moved it inside the write.
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (settings, epoch) = (Arc::clone(&self.settings), Arc::clone(&self.settings_epoch));
+        self.run_raw(move |c| {
+            let out = f(c);
+            forget_setting(&settings, &epoch, AUTHZ_GENERATION);
+            out
+        })
+        .await
+    }
+
+    /// Runs a closure on the writer connection with nothing after it.
+    async fn run_raw<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -203,7 +230,10 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let (latest, epoch) = (Arc::clone(&self.latest), Arc::clone(&self.latest_epoch));
-        self.run(move |c| {
+        // Version writes touch no table a trigger watches, so they leave the
+        // mirrored authorization generation alone; vault-wide writes may.
+        let vault_wide = matches!(what, Forget::All);
+        let f = move |c: &mut Connection| {
             let out = f(c);
             if let Ok(mut m) = latest.write() {
                 match what {
@@ -216,13 +246,21 @@ impl SqliteStore {
                 epoch.fetch_add(1, Ordering::SeqCst);
             }
             out
-        })
-        .await
+        };
+        if vault_wide {
+            self.run(f).await
+        } else {
+            self.run_raw(f).await
+        }
     }
 
-    fn remember_setting(&self, key: &str, value: Option<Vec<u8>>) {
+    /// Caches a setting read from the database, unless a write ended while
+    /// the read ran (it may have changed the value read).
+    fn remember_setting(&self, key: &str, value: Option<Vec<u8>>, epoch: u64) {
         if let Ok(mut m) = self.settings.write() {
-            m.insert(key.to_owned(), value);
+            if self.settings_epoch.load(Ordering::SeqCst) == epoch {
+                m.insert(key.to_owned(), value);
+            }
         }
     }
 
@@ -242,8 +280,34 @@ impl SqliteStore {
                 }
                 out
             }
-            None => self.run(move |c| f(c)).await,
+            None => self.run_raw(move |c| f(c)).await,
         }
+    }
+}
+
+/// Drops one mirrored setting and moves the mirror's epoch.
+fn forget_setting(
+    settings: &RwLock<HashMap<String, Option<Vec<u8>>>>,
+    epoch: &AtomicU64,
+    key: &str,
+) {
+    if let Ok(mut m) = settings.write() {
+        epoch.fetch_add(1, Ordering::SeqCst);
+        m.remove(key);
+    }
+}
+
+/// Sets one mirrored setting to what a write just committed (called under
+/// the connection lock, so mirror updates happen in commit order).
+fn set_setting(
+    settings: &RwLock<HashMap<String, Option<Vec<u8>>>>,
+    epoch: &AtomicU64,
+    key: &str,
+    value: Option<Vec<u8>>,
+) {
+    if let Ok(mut m) = settings.write() {
+        epoch.fetch_add(1, Ordering::SeqCst);
+        m.insert(key.to_owned(), value);
     }
 }
 
@@ -380,6 +444,7 @@ impl Store for SqliteStore {
         if let Some(v) = self.settings.read().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(v);
         }
+        let epoch = self.settings_epoch.load(Ordering::SeqCst);
         let k = key.to_owned();
         let value: Option<Vec<u8>> = self
             .read(move |c| {
@@ -390,45 +455,41 @@ impl Store for SqliteStore {
                     .map_err(err)
             })
             .await?;
-        self.remember_setting(key, value.clone());
+        self.remember_setting(key, value.clone(), epoch);
         Ok(value)
     }
 
     async fn put_setting_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
         let (k, v) = (key.to_owned(), value.to_vec());
-        let (written, now) = self
-            .run(move |c| {
-                let n = c
-                    .execute(&q(sql::PUT_SETTING), params![k, v])
-                    .map_err(err)?;
-                let now: Option<Vec<u8>> = c
-                    .prepare_cached(&q(sql::GET_SETTING))
-                    .map_err(err)?
-                    .query_row([&k], |r| r.get(0))
-                    .optional()
-                    .map_err(err)?;
-                Ok((n == 1, now))
-            })
-            .await?;
-        self.remember_setting(key, now);
-        Ok(written)
+        let (settings, epoch) = (Arc::clone(&self.settings), Arc::clone(&self.settings_epoch));
+        self.run(move |c| {
+            let n = c.execute(&q(sql::PUT_SETTING), params![k, v]).map_err(err);
+            let now = c
+                .prepare_cached(&q(sql::GET_SETTING))
+                .map_err(err)
+                .and_then(|mut st| st.query_row([&k], |r| r.get(0)).optional().map_err(err));
+            match &now {
+                Ok(now) => set_setting(&settings, &epoch, &k, now.clone()),
+                Err(_) => forget_setting(&settings, &epoch, &k),
+            }
+            Ok(n? == 1)
+        })
+        .await
     }
 
     async fn replace_setting(&self, key: &str, expected: &[u8], value: &[u8]) -> StoreResult<bool> {
         let (k, expected, v) = (key.to_owned(), expected.to_vec(), value.to_vec());
-        let written = self
-            .run(move |c| {
-                Ok(c.execute(&q(sql::REPLACE_SETTING), params![k, expected, v])
-                    .map_err(err)?
-                    == 1)
-            })
-            .await?;
-        if written {
-            self.remember_setting(key, Some(value.to_vec()));
-        } else if let Ok(mut m) = self.settings.write() {
-            m.remove(key);
-        }
-        Ok(written)
+        let (settings, epoch) = (Arc::clone(&self.settings), Arc::clone(&self.settings_epoch));
+        self.run(move |c| {
+            let n = c.execute(&q(sql::REPLACE_SETTING), params![k, expected, v]);
+            if matches!(n, Ok(1)) {
+                set_setting(&settings, &epoch, &k, Some(v));
+            } else {
+                forget_setting(&settings, &epoch, &k);
+            }
+            Ok(n.map_err(err)? == 1)
+        })
+        .await
     }
 
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()> {
