@@ -63,7 +63,12 @@ impl VaultService {
         extras: BackupExtras<'_>,
     ) -> Result<Vec<u8>> {
         auth.require_on(vault, op, name)?;
-        let (display, versions) = self.backup_versions(vault, kind, name).await?;
+        // One read snapshot for the object and its companions: a backup
+        // never holds a certificate version without its key or secret.
+        let mut kinds = vec![kind];
+        kinds.extend_from_slice(extras.companions);
+        let records = self.store.all_versions_of(&vault.id, &kinds, name).await?;
+        let (display, versions) = self.backup_versions(vault, kind, name, &records)?;
         let mut doc = BackupDoc {
             format: backup_format(kind),
             name: display,
@@ -72,22 +77,24 @@ impl VaultService {
             policy: extras.policy,
         };
         for k in extras.companions {
-            let (_, versions) = self.backup_versions(vault, *k, name).await?;
+            let (_, versions) = self.backup_versions(vault, *k, name, &records)?;
             doc.companions.insert(k.as_str().to_owned(), versions);
         }
         let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
         self.barrier.seal_root(&backup_aad(kind), plain.expose())
     }
 
-    /// The versions of one object with their payloads opened (an empty
-    /// payload — a certificate's — stays empty), and the name's casing.
-    async fn backup_versions(
+    /// The versions of `kind` among `records` with their payloads opened
+    /// (an empty payload — a certificate's — stays empty), and the name's
+    /// casing.
+    fn backup_versions(
         &self,
         vault: &VaultRecord,
         kind: ObjectKind,
         name: &ObjectName,
+        records: &[VersionRecord],
     ) -> Result<(String, Vec<BackupVersion>)> {
-        let versions = self.store.all_versions(&vault.id, kind, name).await?;
+        let versions: Vec<&VersionRecord> = records.iter().filter(|r| r.kind == kind).collect();
         if versions.is_empty() {
             return Err(Error::NotFound {
                 kind,
@@ -96,7 +103,7 @@ impl VaultService {
         }
         let mut out = Vec::with_capacity(versions.len());
         let mut display = name.to_string();
-        for rec in &versions {
+        for rec in versions {
             let hsm = kind == ObjectKind::Key && crate::key::meta_of(rec).is_ok_and(|m| m.hsm);
             let value = if rec.payload.is_empty() {
                 Sensitive::new(Vec::new())
@@ -133,7 +140,7 @@ impl VaultService {
     }
 
     /// Restores an object with its companions (all names checked free
-    /// first, companions written before the object) and returns its latest
+    /// first, then all written in one transaction) and returns its latest
     /// version and the backed-up policy document.
     pub(crate) async fn restore_objects(
         &self,
@@ -180,15 +187,14 @@ impl VaultService {
                 });
             }
         }
-        let mut parts = Vec::with_capacity(kinds.len());
+        let mut records = Vec::new();
         for (k, versions) in &doc.companions {
             let k = ObjectKind::parse(k).ok_or_else(invalid)?;
-            parts.push(self.restore_records(vault, k, &name, versions)?);
+            records.extend(self.restore_records(vault, k, &name, versions)?);
         }
-        parts.push(self.restore_records(vault, kind, &name, &doc.versions)?);
-        for records in &parts {
-            self.store.restore_object(&vault.id, records).await?;
-        }
+        records.extend(self.restore_records(vault, kind, &name, &doc.versions)?);
+        // One transaction: a crash or cancel leaves all of them or none.
+        self.store.restore_object(&vault.id, &records).await?;
         let latest = self.live_version(vault, kind, &name, None).await?;
         Ok((latest, doc.policy.clone()))
     }

@@ -22,6 +22,11 @@ use crate::store::PolicyRecord;
 use crate::vault::VaultRecord;
 
 const KIND: ObjectKind = ObjectKind::Certificate;
+/// The objects a certificate version owns, sharing its name and version.
+const COMPANIONS: [ObjectKind; 2] = [ObjectKind::Key, ObjectKind::Secret];
+/// The certificate and its companions: what delete, recover and purge change
+/// together, in one transaction.
+const WITH_COMPANIONS: [ObjectKind; 3] = [KIND, ObjectKind::Key, ObjectKind::Secret];
 
 /// Format of a certificate's secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1317,10 +1322,9 @@ impl VaultService {
                 meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
             },
         ];
-        // The certificate last: it is what makes the version visible.
-        for rec in &records {
-            self.store.put_version(&vault.id, rec).await?;
-        }
+        // One transaction: a cancelled or failed write leaves no key or
+        // secret of a version the certificate does not have.
+        self.store.put_versions(&vault.id, &records).await?;
         if let Some(cert) = records.last() {
             self.emit(
                 crate::events::EventType::CertificateNewVersionCreated,
@@ -1596,7 +1600,7 @@ impl VaultService {
             Operation::CertificateBackup,
             name,
             crate::backup::BackupExtras {
-                companions: &[ObjectKind::Key, ObjectKind::Secret],
+                companions: &COMPANIONS,
                 policy,
             },
         )
@@ -1776,7 +1780,8 @@ impl VaultService {
         if let Some(t) = tags.clone() {
             record.tags = t;
         }
-        for kind in [ObjectKind::Key, ObjectKind::Secret] {
+        let mut records = Vec::with_capacity(3);
+        for kind in COMPANIONS {
             if let Some(mut r) = self
                 .store
                 .get_version(&vault.id, kind, name, Some(&record.version))
@@ -1786,10 +1791,11 @@ impl VaultService {
                 if let Some(t) = tags.clone() {
                     r.tags = t;
                 }
-                self.store.update_version(&vault.id, &r).await?;
+                records.push(r);
             }
         }
-        self.store.update_version(&vault.id, &record).await?;
+        records.push(record.clone());
+        self.store.update_versions(&vault.id, &records).await?;
         let meta = meta_of(&record)?;
         Ok(CertificateBundle {
             record,
@@ -1806,13 +1812,14 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<DeletedCertificate> {
         let (record, info) = self
-            .delete_object(auth, vault, KIND, Operation::CertificateDelete, name)
+            .delete_object(
+                auth,
+                vault,
+                &WITH_COMPANIONS,
+                Operation::CertificateDelete,
+                name,
+            )
             .await?;
-        for kind in [ObjectKind::Key, ObjectKind::Secret] {
-            self.store
-                .delete_object(&vault.id, kind, name, info)
-                .await?;
-        }
         let meta = meta_of(&record)?;
         let policy = self
             .certificate_state(vault, name)
@@ -1875,13 +1882,14 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<CertificateBundle> {
         let record = self
-            .recover_object(auth, vault, KIND, Operation::CertificateRecover, name)
+            .recover_object(
+                auth,
+                vault,
+                &WITH_COMPANIONS,
+                Operation::CertificateRecover,
+                name,
+            )
             .await?;
-        for kind in [ObjectKind::Key, ObjectKind::Secret] {
-            self.store
-                .recover_object(&vault.id, kind, name, self.clock.now())
-                .await?;
-        }
         let meta = meta_of(&record)?;
         Ok(CertificateBundle {
             record,
@@ -1897,11 +1905,13 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<()> {
-        self.purge_object(auth, vault, KIND, Operation::CertificatePurge, name)
-            .await?;
-        for kind in [ObjectKind::Key, ObjectKind::Secret] {
-            self.store.purge_object(&vault.id, kind, name).await?;
-        }
-        Ok(())
+        self.purge_object(
+            auth,
+            vault,
+            &WITH_COMPANIONS,
+            Operation::CertificatePurge,
+            name,
+        )
+        .await
     }
 }

@@ -692,7 +692,7 @@ impl VaultService {
         auth.require_on(vault, Operation::KeyDelete, name)?;
         self.refuse_managed(vault, KIND, name, "delete").await?;
         let (record, info) = self
-            .delete_object(auth, vault, KIND, Operation::KeyDelete, name)
+            .delete_object(auth, vault, &[KIND], Operation::KeyDelete, name)
             .await?;
         let meta = meta_of(&record)?;
         Ok(DeletedKey { record, meta, info })
@@ -734,7 +734,7 @@ impl VaultService {
         auth.require_on(vault, Operation::KeyRecover, name)?;
         self.refuse_managed(vault, KIND, name, "recover").await?;
         let record = self
-            .recover_object(auth, vault, KIND, Operation::KeyRecover, name)
+            .recover_object(auth, vault, &[KIND], Operation::KeyRecover, name)
             .await?;
         let meta = meta_of(&record)?;
         Ok(KeyBundle { record, meta })
@@ -750,7 +750,7 @@ impl VaultService {
         auth.require_on(vault, Operation::KeyPurge, name)?;
         self.refuse_managed(vault, KIND, name, "purge").await?;
         let doomed = self.hardware_refs(vault, name, true).await?;
-        self.purge_object(auth, vault, KIND, Operation::KeyPurge, name)
+        self.purge_object(auth, vault, &[KIND], Operation::KeyPurge, name)
             .await?;
         self.destroy_hardware(&doomed);
         Ok(())

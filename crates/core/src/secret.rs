@@ -223,7 +223,7 @@ impl VaultService {
         auth.require_on(vault, Operation::SecretDelete, name)?;
         self.refuse_managed(vault, KIND, name, "delete").await?;
         let (record, info) = self
-            .delete_object(auth, vault, KIND, Operation::SecretDelete, name)
+            .delete_object(auth, vault, &[KIND], Operation::SecretDelete, name)
             .await?;
         Ok(DeletedSecret { record, info })
     }
@@ -272,7 +272,7 @@ impl VaultService {
         auth.require_on(vault, Operation::SecretRecover, name)?;
         self.refuse_managed(vault, KIND, name, "recover").await?;
         let record = self
-            .recover_object(auth, vault, KIND, Operation::SecretRecover, name)
+            .recover_object(auth, vault, &[KIND], Operation::SecretRecover, name)
             .await?;
         Ok(SecretBundle {
             record,
@@ -289,7 +289,7 @@ impl VaultService {
     ) -> Result<()> {
         auth.require_on(vault, Operation::SecretPurge, name)?;
         self.refuse_managed(vault, KIND, name, "purge").await?;
-        self.purge_object(auth, vault, KIND, Operation::SecretPurge, name)
+        self.purge_object(auth, vault, &[KIND], Operation::SecretPurge, name)
             .await
     }
 

@@ -298,15 +298,19 @@ impl VaultService {
             .await?)
     }
 
+    /// Soft-deletes the object of `kinds[0]` and, in the same transaction,
+    /// the objects of the other kinds sharing its name (a certificate's key
+    /// and secret).
     pub(crate) async fn delete_object(
         &self,
         auth: &Authorized,
         vault: &VaultRecord,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         op: Operation,
         name: &ObjectName,
     ) -> Result<(VersionRecord, DeletedInfo)> {
         auth.require_on(vault, op, name)?;
+        let kind = primary(kinds)?;
         let now = self.clock.now();
         let info = DeletedInfo {
             deleted_date: now,
@@ -314,7 +318,7 @@ impl VaultService {
         };
         let rec = self
             .store
-            .delete_object(&vault.id, kind, name, info)
+            .delete_objects(&vault.id, kinds, name, info)
             .await?
             .ok_or_else(|| Error::NotFound {
                 kind,
@@ -357,18 +361,21 @@ impl VaultService {
             .await?)
     }
 
+    /// Recovers the object of `kinds[0]` with the deleted objects of the
+    /// other kinds sharing its name, in one transaction.
     pub(crate) async fn recover_object(
         &self,
         auth: &Authorized,
         vault: &VaultRecord,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         op: Operation,
         name: &ObjectName,
     ) -> Result<VersionRecord> {
         auth.require_on(vault, op, name)?;
+        let kind = primary(kinds)?;
         if !self
             .store
-            .recover_object(&vault.id, kind, name, self.clock.now())
+            .recover_objects(&vault.id, kinds, name, self.clock.now())
             .await?
         {
             return Err(Error::DeletedNotFound {
@@ -379,19 +386,22 @@ impl VaultService {
         self.live_version(vault, kind, name, None).await
     }
 
+    /// Purges the object of `kinds[0]` with the deleted objects of the
+    /// other kinds sharing its name, in one transaction.
     pub(crate) async fn purge_object(
         &self,
         auth: &Authorized,
         vault: &VaultRecord,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         op: Operation,
         name: &ObjectName,
     ) -> Result<()> {
         auth.require_on(vault, op, name)?;
+        let kind = primary(kinds)?;
         if vault.purge_protection {
             return Err(Error::PurgeProtected);
         }
-        if self.store.purge_object(&vault.id, kind, name).await? {
+        if self.store.purge_objects(&vault.id, kinds, name).await? {
             Ok(())
         } else {
             Err(Error::DeletedNotFound {
@@ -400,4 +410,10 @@ impl VaultService {
             })
         }
     }
+}
+
+/// The kind an operation on `kinds` is about (the first; the rest share its
+/// name and follow it).
+fn primary(kinds: &[ObjectKind]) -> Result<ObjectKind> {
+    kinds.first().copied().ok_or(Error::Integrity)
 }

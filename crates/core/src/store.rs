@@ -117,7 +117,13 @@ pub trait Store: Send + Sync {
 
     /// Adds a version; it becomes the latest. Fails with `NameDeleted` when the
     /// name is soft-deleted.
-    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()>;
+    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+        self.put_versions(vault_id, std::slice::from_ref(rec)).await
+    }
+    /// Adds one version to each of several objects (a certificate's key,
+    /// secret and certificate) in one transaction, each becoming its object's
+    /// latest; nothing is written if any name is soft-deleted (`NameDeleted`).
+    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()>;
     /// Reads a live version (`None` = latest).
     async fn get_version(
         &self,
@@ -128,7 +134,14 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<VersionRecord>>;
     /// Rewrites the attributes, tags, content type and public metadata of a
     /// live version (never its payload).
-    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()>;
+    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+        self.update_versions(vault_id, std::slice::from_ref(rec))
+            .await
+    }
+    /// Rewrites several live versions (a certificate version's key, secret
+    /// and certificate) in one transaction; nothing is written if any is
+    /// missing (`Missing`).
+    async fn update_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()>;
     /// Lists live objects (their latest versions) by name.
     async fn list_latest(
         &self,
@@ -152,6 +165,17 @@ pub trait Store: Send + Sync {
         vault_id: &str,
         kind: ObjectKind,
         name: &ObjectName,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        self.all_versions_of(vault_id, &[kind], name).await
+    }
+    /// All versions of the live objects of `kinds` named `name`, read from
+    /// one snapshot: each kind's versions oldest first, kinds in the order
+    /// given (a certificate's backup).
+    async fn all_versions_of(
+        &self,
+        vault_id: &str,
+        kinds: &[ObjectKind],
+        name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>>;
     /// All versions of a soft-deleted object, oldest first (what a purge
     /// is about to erase: HSM key references to destroy afterwards).
@@ -166,6 +190,19 @@ pub trait Store: Send + Sync {
         &self,
         vault_id: &str,
         kind: ObjectKind,
+        name: &ObjectName,
+        info: DeletedInfo,
+    ) -> StoreResult<Option<VersionRecord>> {
+        self.delete_objects(vault_id, &[kind], name, info).await
+    }
+    /// Soft-deletes the live object of `kinds[0]` named `name` and, in the
+    /// same transaction, the live objects of the other kinds with that name
+    /// (a certificate's key and secret); returns the first's latest version,
+    /// or `None` (nothing changed) if it is not live.
+    async fn delete_objects(
+        &self,
+        vault_id: &str,
+        kinds: &[ObjectKind],
         name: &ObjectName,
         info: DeletedInfo,
     ) -> StoreResult<Option<VersionRecord>>;
@@ -193,6 +230,18 @@ pub trait Store: Send + Sync {
         kind: ObjectKind,
         name: &ObjectName,
         now: i64,
+    ) -> StoreResult<bool> {
+        self.recover_objects(vault_id, &[kind], name, now).await
+    }
+    /// Recovers the object of `kinds[0]` as `recover_object` does and, in the
+    /// same transaction, the deleted objects of the other kinds with that
+    /// name; false (nothing changed) if the first cannot be recovered.
+    async fn recover_objects(
+        &self,
+        vault_id: &str,
+        kinds: &[ObjectKind],
+        name: &ObjectName,
+        now: i64,
     ) -> StoreResult<bool>;
     /// Removes a soft-deleted object for good; false if it was not deleted.
     async fn purge_object(
@@ -200,9 +249,23 @@ pub trait Store: Send + Sync {
         vault_id: &str,
         kind: ObjectKind,
         name: &ObjectName,
+    ) -> StoreResult<bool> {
+        self.purge_objects(vault_id, &[kind], name).await
+    }
+    /// Purges the deleted object of `kinds[0]` and, in the same transaction,
+    /// the deleted objects of the other kinds with that name; false (nothing
+    /// changed) if the first is not deleted.
+    async fn purge_objects(
+        &self,
+        vault_id: &str,
+        kinds: &[ObjectKind],
+        name: &ObjectName,
     ) -> StoreResult<bool>;
-    /// Inserts a whole object with all its versions, oldest first, keeping their
-    /// ids. Fails with `NameExists` if the name exists, live or deleted.
+    /// Inserts whole objects with all their versions, keeping their ids, in
+    /// one transaction: `versions` holds one or more objects of one name
+    /// (a certificate's key, secret and certificate), each kind's versions
+    /// together and oldest first. Fails with `NameExists`, writing nothing,
+    /// if any of them exists, live or deleted.
     async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()>;
     /// Purges every deleted object whose scheduled purge date is at or before `now`.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;

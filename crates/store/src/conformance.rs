@@ -42,6 +42,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
     audit_records_are_kept_and_queried(&*store).await;
     authorization_writes_move_the_generation_themselves(&*store).await;
+    multi_object_changes_are_all_or_nothing(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
 }
 
@@ -1162,4 +1163,155 @@ async fn authorization_writes_move_the_generation_themselves(s: &dyn Storage) {
     moves(s, "disabling a principal", &mut g).await;
     s.delete_principal(&user.object_id).await.unwrap();
     moves(s, "deleting a principal", &mut g).await;
+}
+
+/// Issue 29, item 3: a certificate's key, secret and certificate change
+/// together or not at all.
+async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
+    use ObjectKind::{Certificate, Key, Secret};
+    let v = vid();
+    let all = [Certificate, Key, Secret];
+    let version = |kind, n: &str| {
+        let mut r = rec(kind, n, 10, if kind == Certificate { b"" } else { b"p" });
+        r.version = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        r
+    };
+    let parts = |n: &str| all.map(|k| version(k, n)).to_vec();
+    async fn states(s: &dyn Store, v: &str, n: &str) -> Vec<(bool, bool)> {
+        let mut out = Vec::new();
+        for kind in [Certificate, Key, Secret] {
+            out.push((
+                s.get_version(v, kind, &name(n), None)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                s.get_deleted(v, kind, &name(n)).await.unwrap().is_some(),
+            ));
+        }
+        out
+    }
+    const LIVE: [(bool, bool); 3] = [(true, false); 3];
+    const DELETED: [(bool, bool); 3] = [(false, true); 3];
+    const GONE: [(bool, bool); 3] = [(false, false); 3];
+
+    s.put_versions(&v, &parts("cert")).await.unwrap();
+    assert_eq!(states(s, &v, "cert").await, LIVE);
+    assert_eq!(
+        s.all_versions_of(&v, &all, &name("cert"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.kind)
+            .collect::<Vec<_>>(),
+        all.to_vec()
+    );
+
+    // A deleted secret of the same name refuses the whole write.
+    s.put_version(&v, &version(Secret, "half")).await.unwrap();
+    let info = DeletedInfo {
+        deleted_date: 20,
+        scheduled_purge_date: 1_000,
+    };
+    s.delete_object(&v, Secret, &name("half"), info)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.put_versions(&v, &parts("half")).await,
+        Err(StoreError::NameDeleted { kind: Secret, .. })
+    ));
+    assert!(s
+        .get_version(&v, Certificate, &name("half"), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get_version(&v, Key, &name("half"), None)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Updates: one missing version refuses them all.
+    let mut changed = parts("cert");
+    for r in &mut changed {
+        r.attributes.enabled = false;
+    }
+    let mut with_missing = changed.clone();
+    with_missing.push(version(Key, "absent"));
+    assert!(s.update_versions(&v, &with_missing).await.is_err());
+    for kind in all {
+        assert!(
+            s.get_version(&v, kind, &name("cert"), None)
+                .await
+                .unwrap()
+                .unwrap()
+                .attributes
+                .enabled
+        );
+    }
+    s.update_versions(&v, &changed).await.unwrap();
+    for kind in all {
+        assert!(
+            !s.get_version(&v, kind, &name("cert"), None)
+                .await
+                .unwrap()
+                .unwrap()
+                .attributes
+                .enabled
+        );
+    }
+
+    // Delete, recover and purge follow the first kind.
+    assert!(s
+        .delete_objects(&v, &all, &name("cert"), info)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(states(s, &v, "cert").await, DELETED);
+    assert!(s
+        .delete_objects(&v, &all, &name("cert"), info)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .recover_objects(&v, &all, &name("cert"), 30)
+        .await
+        .unwrap());
+    assert_eq!(states(s, &v, "cert").await, LIVE);
+    assert!(!s
+        .recover_objects(&v, &all, &name("cert"), 30)
+        .await
+        .unwrap());
+    assert!(!s.purge_objects(&v, &all, &name("cert")).await.unwrap());
+    assert!(s
+        .delete_objects(&v, &all, &name("cert"), info)
+        .await
+        .unwrap()
+        .is_some());
+    // Past the purge date the first cannot be recovered: nothing is.
+    assert!(!s
+        .recover_objects(&v, &all, &name("cert"), 1_000)
+        .await
+        .unwrap());
+    assert_eq!(states(s, &v, "cert").await, DELETED);
+    assert!(s.purge_objects(&v, &all, &name("cert")).await.unwrap());
+    assert_eq!(states(s, &v, "cert").await, GONE);
+
+    // Restore writes every object or none.
+    s.put_version(&v, &version(Key, "taken")).await.unwrap();
+    assert!(matches!(
+        s.restore_object(&v, &parts("taken")).await,
+        Err(StoreError::NameExists { kind: Key, .. })
+    ));
+    assert!(s
+        .get_version(&v, Certificate, &name("taken"), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .get_version(&v, Secret, &name("taken"), None)
+        .await
+        .unwrap()
+        .is_none());
+    s.restore_object(&v, &parts("cert")).await.unwrap();
+    assert_eq!(states(s, &v, "cert").await, LIVE);
 }

@@ -184,6 +184,25 @@ async fn query_rows<C: GenericClient + Sync>(
         .collect()
 }
 
+/// Locks the object rows of `kinds` named `key` (those that exist), in one
+/// fixed order, before a multi-object change.
+async fn lock_objects<C: GenericClient + Sync>(
+    c: &C,
+    vault_id: &str,
+    kinds: &[ObjectKind],
+    key: &str,
+) -> StoreResult<()> {
+    let mut sorted: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    sorted.sort_unstable();
+    let q = format!("{} FOR UPDATE", sql::OBJECT_STATE);
+    for kind in sorted {
+        c.query_opt(&q, &[&vault_id, &kind, &key])
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 async fn insert_version<C: GenericClient + Sync>(
     c: &C,
     vault_id: &str,
@@ -365,35 +384,43 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
+    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        let key = rec.name.key();
-        let kind = rec.kind.as_str();
-        tx.execute(
-            sql::INSERT_OBJECT,
-            &[&vault_id, &kind, &key, &rec.name.as_str()],
-        )
-        .await
-        .map_err(err)?;
-        let state = tx
-            .query_one(
-                &format!("{} FOR UPDATE", sql::OBJECT_STATE),
-                &[&vault_id, &kind, &key],
+        // Object rows are created and locked in one fixed order, so two
+        // multi-object writes never wait on each other in a circle.
+        let mut order: Vec<&VersionRecord> = recs.iter().collect();
+        order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
+        for rec in &order {
+            let (kind, key) = (rec.kind.as_str(), rec.name.key());
+            tx.execute(
+                sql::INSERT_OBJECT,
+                &[&vault_id, &kind, &key, &rec.name.as_str()],
             )
             .await
             .map_err(err)?;
-        let deleted: Option<i64> = state.try_get(0).map_err(err)?;
-        if deleted.is_some() {
-            return Err(StoreError::NameDeleted {
-                kind: rec.kind,
-                name: rec.name.to_string(),
-            });
+            let state = tx
+                .query_one(
+                    &format!("{} FOR UPDATE", sql::OBJECT_STATE),
+                    &[&vault_id, &kind, &key],
+                )
+                .await
+                .map_err(err)?;
+            let deleted: Option<i64> = state.try_get(0).map_err(err)?;
+            if deleted.is_some() {
+                return Err(StoreError::NameDeleted {
+                    kind: rec.kind,
+                    name: rec.name.to_string(),
+                });
+            }
         }
-        let seq = insert_version(&tx, vault_id, rec).await?;
-        tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
-            .await
-            .map_err(err)?;
+        for rec in recs {
+            let (kind, key) = (rec.kind.as_str(), rec.name.key());
+            let seq = insert_version(&tx, vault_id, rec).await?;
+            tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
+                .await
+                .map_err(err)?;
+        }
         tx.commit().await.map_err(err)
     }
 
@@ -423,36 +450,40 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
-        let c = self.client().await?;
-        let tags = sql::tags_json(&rec.tags);
-        let n = c
-            .execute(
-                sql::UPDATE_VERSION,
-                &[
-                    &vault_id,
-                    &rec.kind.as_str(),
-                    &rec.name.key(),
-                    &rec.version.as_str(),
-                    &rec.attributes.enabled,
-                    &rec.attributes.nbf,
-                    &rec.attributes.exp,
-                    &rec.attributes.updated,
-                    &rec.content_type,
-                    &tags,
-                    &rec.meta,
-                ],
-            )
-            .await
-            .map_err(err)?;
-        if n == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Missing {
-                kind: rec.kind,
-                name: rec.name.to_string(),
-            })
+    async fn update_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let mut order: Vec<&VersionRecord> = recs.iter().collect();
+        order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
+        for rec in order {
+            let tags = sql::tags_json(&rec.tags);
+            let n = tx
+                .execute(
+                    sql::UPDATE_VERSION,
+                    &[
+                        &vault_id,
+                        &rec.kind.as_str(),
+                        &rec.name.key(),
+                        &rec.version.as_str(),
+                        &rec.attributes.enabled,
+                        &rec.attributes.nbf,
+                        &rec.attributes.exp,
+                        &rec.attributes.updated,
+                        &rec.content_type,
+                        &tags,
+                        &rec.meta,
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            if n != 1 {
+                return Err(StoreError::Missing {
+                    kind: rec.kind,
+                    name: rec.name.to_string(),
+                });
+            }
         }
+        tx.commit().await.map_err(err)
     }
 
     async fn list_latest(
@@ -494,13 +525,13 @@ impl Store for PostgresStore {
         sql::version_page(rows, limit)
     }
 
-    async fn all_versions(
+    async fn all_versions_of(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        self.every_version(sql::list_versions(), vault_id, kind, name)
+        self.every_version(sql::list_versions(), vault_id, kinds, name)
             .await
     }
 
@@ -510,42 +541,52 @@ impl Store for PostgresStore {
         kind: ObjectKind,
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        self.every_version(sql::list_deleted_versions(), vault_id, kind, name)
+        self.every_version(sql::list_deleted_versions(), vault_id, &[kind], name)
             .await
     }
 
-    async fn delete_object(
+    async fn delete_objects(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
         info: DeletedInfo,
     ) -> StoreResult<Option<VersionRecord>> {
+        let Some(first) = kinds.first() else {
+            return Ok(None);
+        };
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         let key = name.key();
-        let n = tx
-            .execute(
-                sql::MARK_DELETED,
-                &[
-                    &vault_id,
-                    &kind.as_str(),
-                    &key,
-                    &info.deleted_date,
-                    &info.scheduled_purge_date,
-                ],
-            )
-            .await
-            .map_err(err)?;
-        if n == 0 {
-            return Ok(None);
+        lock_objects(&tx, vault_id, kinds, &key).await?;
+        for (i, kind) in kinds.iter().enumerate() {
+            let n = tx
+                .execute(
+                    sql::MARK_DELETED,
+                    &[
+                        &vault_id,
+                        &kind.as_str(),
+                        &key,
+                        &info.deleted_date,
+                        &info.scheduled_purge_date,
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            if i == 0 && n == 0 {
+                return Ok(None);
+            }
         }
-        let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])
-            .await?
-            .into_iter()
-            .next()
-            .map(RowData::into_record)
-            .transpose()?;
+        let rec = query_rows(
+            &tx,
+            &sql::get_deleted(),
+            &[&vault_id, &first.as_str(), &key],
+        )
+        .await?
+        .into_iter()
+        .next()
+        .map(RowData::into_record)
+        .transpose()?;
         tx.commit().await.map_err(err)?;
         Ok(rec)
     }
@@ -579,77 +620,94 @@ impl Store for PostgresStore {
         with_deleted_info(self.list_names(vault_id, kind, cursor, limit, true).await?)
     }
 
-    async fn recover_object(
+    async fn recover_objects(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
         now: i64,
     ) -> StoreResult<bool> {
-        let c = self.client().await?;
-        Ok(c.execute(
-            sql::RECOVER,
-            &[&vault_id, &kind.as_str(), &name.key(), &now],
-        )
-        .await
-        .map_err(err)?
-            == 1)
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let key = name.key();
+        lock_objects(&tx, vault_id, kinds, &key).await?;
+        for (i, kind) in kinds.iter().enumerate() {
+            let n = tx
+                .execute(sql::RECOVER, &[&vault_id, &kind.as_str(), &key, &now])
+                .await
+                .map_err(err)?;
+            if i == 0 && n != 1 {
+                return Ok(false);
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(!kinds.is_empty())
     }
 
-    async fn purge_object(
+    async fn purge_objects(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
     ) -> StoreResult<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         let key = name.key();
-        let n = tx
-            .execute(
-                sql::DELETE_DELETED_OBJECT,
-                &[&vault_id, &kind.as_str(), &key],
-            )
-            .await
-            .map_err(err)?;
-        if n == 1 {
-            for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
-                tx.execute(stmt, &[&vault_id, &kind.as_str(), &key])
-                    .await
-                    .map_err(err)?;
+        lock_objects(&tx, vault_id, kinds, &key).await?;
+        for (i, kind) in kinds.iter().enumerate() {
+            let n = tx
+                .execute(
+                    sql::DELETE_DELETED_OBJECT,
+                    &[&vault_id, &kind.as_str(), &key],
+                )
+                .await
+                .map_err(err)?;
+            if n == 1 {
+                for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
+                    tx.execute(stmt, &[&vault_id, &kind.as_str(), &key])
+                        .await
+                        .map_err(err)?;
+                }
+            } else if i == 0 {
+                return Ok(false);
             }
         }
         tx.commit().await.map_err(err)?;
-        Ok(n == 1)
+        Ok(!kinds.is_empty())
     }
 
     async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
-        let Some(first) = versions.first() else {
-            return Ok(());
-        };
-        let (kind, key) = (first.kind.as_str(), first.name.key());
+        let mut objects: Vec<&[VersionRecord]> =
+            versions.chunk_by(|a, b| a.kind == b.kind).collect();
+        objects.sort_by_key(|o| o.first().map(|r| (r.kind.as_str(), r.name.key())));
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        let n = tx
-            .execute(
-                sql::INSERT_OBJECT,
-                &[&vault_id, &kind, &key, &first.name.as_str()],
-            )
-            .await
-            .map_err(err)?;
-        if n == 0 {
-            return Err(StoreError::NameExists {
-                kind: first.kind,
-                name: first.name.to_string(),
-            });
+        for object in objects {
+            let Some(first) = object.first() else {
+                continue;
+            };
+            let (kind, key) = (first.kind.as_str(), first.name.key());
+            let n = tx
+                .execute(
+                    sql::INSERT_OBJECT,
+                    &[&vault_id, &kind, &key, &first.name.as_str()],
+                )
+                .await
+                .map_err(err)?;
+            if n == 0 {
+                return Err(StoreError::NameExists {
+                    kind: first.kind,
+                    name: first.name.to_string(),
+                });
+            }
+            let mut seq = 0i64;
+            for rec in object {
+                seq = insert_version(&tx, vault_id, rec).await?;
+            }
+            tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
+                .await
+                .map_err(err)?;
         }
-        let mut seq = 0i64;
-        for rec in versions {
-            seq = insert_version(&tx, vault_id, rec).await?;
-        }
-        tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
-            .await
-            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 
@@ -799,19 +857,32 @@ impl PostgresStore {
         &self,
         query: String,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
+        // One snapshot for every kind (a certificate's backup).
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(err)?;
         let key = name.key();
-        query_rows(
-            &c,
-            &query,
-            &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
-        )
-        .await?
-        .into_iter()
-        .map(RowData::into_record)
-        .collect()
+        let mut out = Vec::new();
+        for kind in kinds {
+            for row in query_rows(
+                &tx,
+                &query,
+                &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
+            )
+            .await?
+            {
+                out.push(row.into_record()?);
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(out)
     }
 }

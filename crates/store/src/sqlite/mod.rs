@@ -210,12 +210,10 @@ impl SqliteStore {
 
 /// What a write makes stale in the latest-version cache.
 enum Forget {
-    /// One object.
-    Object(LatestKey),
+    /// Some objects.
+    Objects(Vec<LatestKey>),
     /// Everything (vault purge, expiry purge).
     All,
-    /// Nothing.
-    Nothing,
 }
 
 impl SqliteStore {
@@ -237,11 +235,12 @@ impl SqliteStore {
             let out = f(c);
             if let Ok(mut m) = latest.write() {
                 match what {
-                    Forget::Object(k) => {
-                        m.remove(&k);
+                    Forget::Objects(keys) => {
+                        for k in &keys {
+                            m.remove(k);
+                        }
                     }
                     Forget::All => m.clear(),
-                    Forget::Nothing => {}
                 }
                 epoch.fetch_add(1, Ordering::SeqCst);
             }
@@ -283,6 +282,21 @@ impl SqliteStore {
             None => self.run_raw(move |c| f(c)).await,
         }
     }
+}
+
+/// The cache keys of the objects `recs` belong to.
+fn object_keys(vault_id: &str, recs: &[VersionRecord]) -> Vec<LatestKey> {
+    recs.iter()
+        .map(|r| (vault_id.to_owned(), r.kind, r.name.key()))
+        .collect()
+}
+
+/// The cache keys of the objects of `kinds` named `key`.
+fn kinds_keys(vault_id: &str, kinds: &[ObjectKind], key: &str) -> Vec<LatestKey> {
+    kinds
+        .iter()
+        .map(|k| (vault_id.to_owned(), *k, key.to_owned()))
+        .collect()
 }
 
 /// Drops one mirrored setting and moves the mirror's epoch.
@@ -610,29 +624,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
-        let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
-        let forget = (vault_id.to_owned(), rec.kind, rec.name.key());
-        self.run_forgetting(Forget::Object(forget), move |c| {
+    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
+        let (vault_id, recs) = (vault_id.to_owned(), recs.to_vec());
+        let forget = object_keys(&vault_id, &recs);
+        self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let key = rec.name.key();
-            tx.prepare_cached(&q(sql::INSERT_OBJECT))
-                .map_err(err)?
-                .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
-                .map_err(err)?;
-            if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
-                return Err(StoreError::NameDeleted {
-                    kind: rec.kind,
-                    name: rec.name.to_string(),
-                });
+            for rec in &recs {
+                let key = rec.name.key();
+                tx.prepare_cached(&q(sql::INSERT_OBJECT))
+                    .map_err(err)?
+                    .execute(params![vault_id, rec.kind.as_str(), key, rec.name.as_str()])
+                    .map_err(err)?;
+                if let Some(Some(_)) = object_state(&tx, &vault_id, rec.kind, &key)? {
+                    return Err(StoreError::NameDeleted {
+                        kind: rec.kind,
+                        name: rec.name.to_string(),
+                    });
+                }
+                let seq = insert_version(&tx, &vault_id, rec)?;
+                tx.prepare_cached(&q(sql::SET_LATEST))
+                    .map_err(err)?
+                    .execute(params![vault_id, rec.kind.as_str(), key, seq])
+                    .map_err(err)?;
             }
-            let seq = insert_version(&tx, &vault_id, &rec)?;
-            tx.prepare_cached(&q(sql::SET_LATEST))
-                .map_err(err)?
-                .execute(params![vault_id, rec.kind.as_str(), key, seq])
-                .map_err(err)?;
             tx.commit().map_err(err)
         })
         .await
@@ -689,36 +705,40 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
-    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
-        let (vault_id, rec) = (vault_id.to_owned(), rec.clone());
-        let forget = (vault_id.to_owned(), rec.kind, rec.name.key());
-        self.run_forgetting(Forget::Object(forget), move |c| {
-            let n = c
-                .execute(
-                    &q(sql::UPDATE_VERSION),
-                    params![
-                        vault_id,
-                        rec.kind.as_str(),
-                        rec.name.key(),
-                        rec.version.as_str(),
-                        rec.attributes.enabled,
-                        rec.attributes.nbf,
-                        rec.attributes.exp,
-                        rec.attributes.updated,
-                        rec.content_type,
-                        sql::tags_json(&rec.tags),
-                        rec.meta
-                    ],
-                )
+    async fn update_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
+        let (vault_id, recs) = (vault_id.to_owned(), recs.to_vec());
+        let forget = object_keys(&vault_id, &recs);
+        self.run_forgetting(Forget::Objects(forget), move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::Missing {
-                    kind: rec.kind,
-                    name: rec.name.to_string(),
-                })
+            for rec in &recs {
+                let n = tx
+                    .execute(
+                        &q(sql::UPDATE_VERSION),
+                        params![
+                            vault_id,
+                            rec.kind.as_str(),
+                            rec.name.key(),
+                            rec.version.as_str(),
+                            rec.attributes.enabled,
+                            rec.attributes.nbf,
+                            rec.attributes.exp,
+                            rec.attributes.updated,
+                            rec.content_type,
+                            sql::tags_json(&rec.tags),
+                            rec.meta
+                        ],
+                    )
+                    .map_err(err)?;
+                if n != 1 {
+                    return Err(StoreError::Missing {
+                        kind: rec.kind,
+                        name: rec.name.to_string(),
+                    });
+                }
             }
+            tx.commit().map_err(err)
         })
         .await
     }
@@ -762,13 +782,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn all_versions(
+    async fn all_versions_of(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        self.every_version(sql::list_versions(), vault_id, kind, name)
+        self.every_version(sql::list_versions(), vault_id, kinds, name)
             .await
     }
 
@@ -778,43 +798,52 @@ impl Store for SqliteStore {
         kind: ObjectKind,
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        self.every_version(sql::list_deleted_versions(), vault_id, kind, name)
+        self.every_version(sql::list_deleted_versions(), vault_id, &[kind], name)
             .await
     }
 
-    async fn delete_object(
+    async fn delete_objects(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
         info: DeletedInfo,
     ) -> StoreResult<Option<VersionRecord>> {
-        let (vault_id, key) = (vault_id.to_owned(), name.key());
-        let forget = (vault_id.to_owned(), kind, name.key());
-        self.run_forgetting(Forget::Object(forget), move |c| {
+        let (vault_id, key, kinds) = (vault_id.to_owned(), name.key(), kinds.to_vec());
+        let forget = kinds_keys(&vault_id, &kinds, &key);
+        self.run_forgetting(Forget::Objects(forget), move |c| {
+            let Some(&first) = kinds.first() else {
+                return Ok(None);
+            };
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let n = tx
-                .execute(
-                    &q(sql::MARK_DELETED),
-                    params![
-                        vault_id,
-                        kind.as_str(),
-                        key,
-                        info.deleted_date,
-                        info.scheduled_purge_date
-                    ],
-                )
-                .map_err(err)?;
-            if n == 0 {
-                return Ok(None);
+            for (i, kind) in kinds.iter().enumerate() {
+                let n = tx
+                    .execute(
+                        &q(sql::MARK_DELETED),
+                        params![
+                            vault_id,
+                            kind.as_str(),
+                            key,
+                            info.deleted_date,
+                            info.scheduled_purge_date
+                        ],
+                    )
+                    .map_err(err)?;
+                if i == 0 && n == 0 {
+                    return Ok(None);
+                }
             }
-            let rec = query_rows(&tx, &sql::get_deleted(), &[&vault_id, &kind.as_str(), &key])?
-                .into_iter()
-                .next()
-                .map(RowData::into_record)
-                .transpose()?;
+            let rec = query_rows(
+                &tx,
+                &sql::get_deleted(),
+                &[&vault_id, &first.as_str(), &key],
+            )?
+            .into_iter()
+            .next()
+            .map(RowData::into_record)
+            .transpose()?;
             tx.commit().map_err(err)?;
             Ok(rec)
         })
@@ -852,88 +881,100 @@ impl Store for SqliteStore {
         with_deleted_info(page)
     }
 
-    async fn recover_object(
+    async fn recover_objects(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
         now: i64,
     ) -> StoreResult<bool> {
-        let (vault_id, key) = (vault_id.to_owned(), name.key());
-        let forget = (vault_id.to_owned(), kind, name.key());
-        self.run_forgetting(Forget::Object(forget), move |c| {
-            Ok(
-                c.execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key, now])
-                    .map_err(err)?
-                    == 1,
-            )
+        let (vault_id, key, kinds) = (vault_id.to_owned(), name.key(), kinds.to_vec());
+        let forget = kinds_keys(&vault_id, &kinds, &key);
+        self.run_forgetting(Forget::Objects(forget), move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            for (i, kind) in kinds.iter().enumerate() {
+                let n = tx
+                    .execute(&q(sql::RECOVER), params![vault_id, kind.as_str(), key, now])
+                    .map_err(err)?;
+                if i == 0 && n != 1 {
+                    return Ok(false);
+                }
+            }
+            tx.commit().map_err(err)?;
+            Ok(!kinds.is_empty())
         })
         .await
     }
 
-    async fn purge_object(
+    async fn purge_objects(
         &self,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
     ) -> StoreResult<bool> {
-        let (vault_id, key) = (vault_id.to_owned(), name.key());
-        let forget = (vault_id.to_owned(), kind, name.key());
-        self.run_forgetting(Forget::Object(forget), move |c| {
+        let (vault_id, key, kinds) = (vault_id.to_owned(), name.key(), kinds.to_vec());
+        let forget = kinds_keys(&vault_id, &kinds, &key);
+        self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let n = tx
-                .execute(
-                    &q(sql::DELETE_DELETED_OBJECT),
-                    params![vault_id, kind.as_str(), key],
-                )
-                .map_err(err)?;
-            if n == 1 {
-                for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
-                    tx.execute(&q(stmt), params![vault_id, kind.as_str(), key])
-                        .map_err(err)?;
+            for (i, kind) in kinds.iter().enumerate() {
+                let n = tx
+                    .execute(
+                        &q(sql::DELETE_DELETED_OBJECT),
+                        params![vault_id, kind.as_str(), key],
+                    )
+                    .map_err(err)?;
+                if n == 1 {
+                    for stmt in [sql::DELETE_VERSIONS, sql::DELETE_POLICY] {
+                        tx.execute(&q(stmt), params![vault_id, kind.as_str(), key])
+                            .map_err(err)?;
+                    }
+                } else if i == 0 {
+                    return Ok(false);
                 }
             }
             tx.commit().map_err(err)?;
-            Ok(n == 1)
+            Ok(!kinds.is_empty())
         })
         .await
     }
 
     async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
         let (vault_id, versions) = (vault_id.to_owned(), versions.to_vec());
-        let forget = versions
-            .first()
-            .map(|f| (vault_id.to_owned(), f.kind, f.name.key()));
-        self.run_forgetting(forget.map_or(Forget::Nothing, Forget::Object), move |c| {
-            let Some(first) = versions.first() else {
-                return Ok(());
-            };
-            let (kind, key) = (first.kind, first.name.key());
+        let forget = object_keys(&vault_id, &versions);
+        self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            if object_state(&tx, &vault_id, kind, &key)?.is_some() {
-                return Err(StoreError::NameExists {
-                    kind,
-                    name: first.name.to_string(),
-                });
+            for object in versions.chunk_by(|a, b| a.kind == b.kind) {
+                let Some(first) = object.first() else {
+                    continue;
+                };
+                let (kind, key) = (first.kind, first.name.key());
+                if object_state(&tx, &vault_id, kind, &key)?.is_some() {
+                    return Err(StoreError::NameExists {
+                        kind,
+                        name: first.name.to_string(),
+                    });
+                }
+                tx.execute(
+                    &q(sql::INSERT_OBJECT),
+                    params![vault_id, kind.as_str(), key, first.name.as_str()],
+                )
+                .map_err(err)?;
+                let mut seq = 0;
+                for rec in object {
+                    seq = insert_version(&tx, &vault_id, rec)?;
+                }
+                tx.execute(
+                    &q(sql::SET_LATEST),
+                    params![vault_id, kind.as_str(), key, seq],
+                )
+                .map_err(err)?;
             }
-            tx.execute(
-                &q(sql::INSERT_OBJECT),
-                params![vault_id, kind.as_str(), key, first.name.as_str()],
-            )
-            .map_err(err)?;
-            let mut seq = 0;
-            for rec in &versions {
-                seq = insert_version(&tx, &vault_id, rec)?;
-            }
-            tx.execute(
-                &q(sql::SET_LATEST),
-                params![vault_id, kind.as_str(), key, seq],
-            )
-            .map_err(err)?;
             tx.commit().map_err(err)
         })
         .await
@@ -1117,23 +1158,28 @@ impl SqliteStore {
 impl SqliteStore {
     /// Every row `query` (a version listing with the paging parameters)
     /// gives for one object.
+    /// Every version of the objects of `kinds` named `name`, read on the
+    /// writer connection in one closure: no write can land between kinds.
     async fn every_version(
         &self,
         query: String,
         vault_id: &str,
-        kind: ObjectKind,
+        kinds: &[ObjectKind],
         name: &ObjectName,
     ) -> StoreResult<Vec<VersionRecord>> {
-        let (vault_id, key) = (vault_id.to_owned(), name.key());
-        self.run(move |c| {
-            query_rows(
-                c,
-                &query,
-                &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
-            )?
-            .into_iter()
-            .map(RowData::into_record)
-            .collect()
+        let (vault_id, key, kinds) = (vault_id.to_owned(), name.key(), kinds.to_vec());
+        self.run_raw(move |c| {
+            let mut out = Vec::new();
+            for kind in kinds {
+                for row in query_rows(
+                    c,
+                    &query,
+                    &[&vault_id, &kind.as_str(), &key, &0i64, &i64::MAX],
+                )? {
+                    out.push(row.into_record()?);
+                }
+            }
+            Ok(out)
         })
         .await
     }
