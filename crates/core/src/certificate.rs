@@ -1774,28 +1774,45 @@ impl VaultService {
                 "A certificate's nbf and exp come from the certificate and cannot be changed.",
             ));
         }
-        let mut record = self.live_version(vault, KIND, name, version).await?;
         let now = self.clock.now();
-        record.attributes.apply(&attributes, now);
-        if let Some(t) = tags.clone() {
-            record.tags = t;
-        }
-        let mut records = Vec::with_capacity(3);
-        for kind in COMPANIONS {
-            if let Some(mut r) = self
-                .store
-                .get_version(&vault.id, kind, name, Some(&record.version))
-                .await?
-            {
-                r.attributes.apply(&attributes, now);
-                if let Some(t) = tags.clone() {
-                    r.tags = t;
+        let patch = |r: &mut VersionRecord| {
+            r.attributes.apply(&attributes, now);
+            if let Some(t) = &tags {
+                r.tags = t.clone();
+            }
+        };
+        // Compare-and-set on all three, read again after a lost race.
+        let mut lost = None;
+        let mut done = None;
+        for _ in 0..crate::service::CAS_ATTEMPTS {
+            let read = self.live_version(vault, KIND, name, version).await?;
+            let mut changes = Vec::with_capacity(3);
+            for kind in COMPANIONS {
+                if let Some(r) = self
+                    .store
+                    .get_version(&vault.id, kind, name, Some(&read.version))
+                    .await?
+                {
+                    let mut w = r.clone();
+                    patch(&mut w);
+                    changes.push((r, w));
                 }
-                records.push(r);
+            }
+            let mut record = read.clone();
+            patch(&mut record);
+            changes.push((read, record.clone()));
+            match self.store.update_versions(&vault.id, &changes).await {
+                Ok(()) => {
+                    done = Some(record);
+                    break;
+                }
+                Err(e @ crate::store::StoreError::Changed { .. }) => lost = Some(e),
+                Err(e) => return Err(e.into()),
             }
         }
-        records.push(record.clone());
-        self.store.update_versions(&vault.id, &records).await?;
+        let Some(record) = done else {
+            return Err(lost.map_or(Error::Integrity, Error::from));
+        };
         let meta = meta_of(&record)?;
         Ok(CertificateBundle {
             record,

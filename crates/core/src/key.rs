@@ -956,27 +956,32 @@ impl VaultService {
         if let Some(tags) = &update.tags {
             validate_tags(tags)?;
         }
-        let mut record = self.live_version(vault, KIND, name, version).await?;
-        let mut meta = meta_of(&record)?;
-        record
-            .attributes
-            .apply(&update.attributes, self.clock.now());
-        if let (Some(nbf), Some(exp)) = (record.attributes.nbf, record.attributes.exp) {
-            if exp < nbf {
-                return Err(Error::BadParameter(
-                    "The expiration time (exp) must be later than nbf.".into(),
-                ));
-            }
+        if let Some(ops) = &update.key_ops {
+            validate_ops(ops)?;
         }
-        if let Some(tags) = update.tags {
-            record.tags = tags;
-        }
-        if let Some(ops) = update.key_ops {
-            validate_ops(&ops)?;
-            meta.key_ops = ops;
-            record.meta = serde_json::to_string(&meta).map_err(|_| Error::Integrity)?;
-        }
-        self.store.update_version(&vault.id, &record).await?;
+        let now = self.clock.now();
+        let record = self
+            .modify_version(vault, KIND, name, version, |record| {
+                record.attributes.apply(&update.attributes, now);
+                if let (Some(nbf), Some(exp)) = (record.attributes.nbf, record.attributes.exp) {
+                    if exp < nbf {
+                        return Err(Error::BadParameter(
+                            "The expiration time (exp) must be later than nbf.".into(),
+                        ));
+                    }
+                }
+                if let Some(tags) = &update.tags {
+                    record.tags = tags.clone();
+                }
+                if let Some(ops) = &update.key_ops {
+                    let mut meta = meta_of(record)?;
+                    meta.key_ops = ops.clone();
+                    record.meta = serde_json::to_string(&meta).map_err(|_| Error::Integrity)?;
+                }
+                Ok(())
+            })
+            .await?;
+        let meta = meta_of(&record)?;
         Ok(KeyBundle { record, meta })
     }
 

@@ -159,22 +159,24 @@ impl VaultService {
         if let Some(tags) = &update.tags {
             validate_tags(tags)?;
         }
-        let mut record = self.live_version(vault, KIND, name, version).await?;
-        record
-            .attributes
-            .apply(&update.attributes, self.clock.now());
-        validate_window(&AttributesPatch {
-            enabled: None,
-            nbf: record.attributes.nbf,
-            exp: record.attributes.exp,
-        })?;
-        if let Some(tags) = update.tags {
-            record.tags = tags;
-        }
-        if update.content_type.is_some() {
-            record.content_type = update.content_type;
-        }
-        self.store.update_version(&vault.id, &record).await?;
+        let now = self.clock.now();
+        let record = self
+            .modify_version(vault, KIND, name, version, |record| {
+                record.attributes.apply(&update.attributes, now);
+                validate_window(&AttributesPatch {
+                    enabled: None,
+                    nbf: record.attributes.nbf,
+                    exp: record.attributes.exp,
+                })?;
+                if let Some(tags) = &update.tags {
+                    record.tags = tags.clone();
+                }
+                if update.content_type.is_some() {
+                    record.content_type = update.content_type.clone();
+                }
+                Ok(())
+            })
+            .await?;
         Ok(SecretBundle {
             record,
             value: None,

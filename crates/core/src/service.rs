@@ -236,6 +236,35 @@ impl VaultService {
             })
     }
 
+    /// Reads a live version, lets `change` modify (and check) it, and writes
+    /// it back only if nobody changed it meanwhile; a lost race reads again
+    /// and retries, so concurrent PATCHes of different fields all land and a
+    /// stale read never puts back what another request changed.
+    pub(crate) async fn modify_version<F>(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        version: Option<&Version>,
+        mut change: F,
+    ) -> Result<VersionRecord>
+    where
+        F: FnMut(&mut VersionRecord) -> Result<()> + Send,
+    {
+        let mut lost = None;
+        for _ in 0..CAS_ATTEMPTS {
+            let read = self.live_version(vault, kind, name, version).await?;
+            let mut write = read.clone();
+            change(&mut write)?;
+            match self.store.update_version(&vault.id, &read, &write).await {
+                Ok(()) => return Ok(write),
+                Err(e @ crate::store::StoreError::Changed { .. }) => lost = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(lost.map_or(Error::Integrity, Error::from))
+    }
+
     /// Refuses `operation` on a key or secret owned by a certificate: they
     /// change only through the certificate (delete, recover and purge
     /// cascade from it).
@@ -417,3 +446,6 @@ impl VaultService {
 fn primary(kinds: &[ObjectKind]) -> Result<ObjectKind> {
     kinds.first().copied().ok_or(Error::Integrity)
 }
+
+/// How many times a read-modify-write is tried before a 409.
+pub(crate) const CAS_ATTEMPTS: usize = 8;

@@ -33,6 +33,15 @@ pub enum StoreError {
         /// The name.
         name: String,
     },
+    /// The version changed since it was read: a compare-and-set lost a race
+    /// (the caller reads again and retries).
+    #[error("{name} changed")]
+    Changed {
+        /// Kind of object.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
     /// A unique property (id, appId, userPrincipalName, membership) is taken.
     #[error("duplicate {0}")]
     Duplicate(String),
@@ -133,15 +142,26 @@ pub trait Store: Send + Sync {
         version: Option<&Version>,
     ) -> StoreResult<Option<VersionRecord>>;
     /// Rewrites the attributes, tags, content type and public metadata of a
-    /// live version (never its payload).
-    async fn update_version(&self, vault_id: &str, rec: &VersionRecord) -> StoreResult<()> {
-        self.update_versions(vault_id, std::slice::from_ref(rec))
+    /// live version (never its payload) from `read` to `write`, if it still
+    /// holds what `read` holds in every one of those fields (compare-and-set):
+    /// `Changed` if another write got there first, `Missing` if it is gone.
+    async fn update_version(
+        &self,
+        vault_id: &str,
+        read: &VersionRecord,
+        write: &VersionRecord,
+    ) -> StoreResult<()> {
+        self.update_versions(vault_id, &[(read.clone(), write.clone())])
             .await
     }
-    /// Rewrites several live versions (a certificate version's key, secret
-    /// and certificate) in one transaction; nothing is written if any is
-    /// missing (`Missing`).
-    async fn update_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()>;
+    /// Several `update_version`s (a certificate version's key, secret and
+    /// certificate), each a `(read, write)` pair, in one transaction: nothing
+    /// is written unless every one still holds what was read.
+    async fn update_versions(
+        &self,
+        vault_id: &str,
+        changes: &[(VersionRecord, VersionRecord)],
+    ) -> StoreResult<()>;
     /// Lists live objects (their latest versions) by name.
     async fn list_latest(
         &self,

@@ -529,6 +529,7 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     let k = ObjectKind::Secret;
     let mut r = rec(k, "upd", 1, b"value");
     s.put_version(&v, &r).await.unwrap();
+    let read = r.clone();
     r.attributes.enabled = false;
     r.attributes.exp = Some(99);
     r.attributes.updated = 7;
@@ -536,7 +537,7 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     r.content_type = None;
     r.payload = b"must not be written".to_vec();
     r.meta = r#"{"key_ops":["sign"]}"#.into();
-    s.update_version(&v, &r).await.unwrap();
+    s.update_version(&v, &read, &r).await.unwrap();
     let got = s
         .get_version(&v, k, &name("upd"), None)
         .await
@@ -552,9 +553,44 @@ async fn updates_change_only_metadata(s: &dyn Store) {
     assert_eq!(got.meta, r#"{"key_ops":["sign"]}"#);
     let missing = rec(k, "nope", 1, b"");
     assert!(matches!(
-        s.update_version(&v, &missing).await,
+        s.update_version(&v, &missing, &missing).await,
         Err(StoreError::Missing { .. })
     ));
+    // Issue 29, item 6: a write from a stale read is refused (and changes
+    // nothing), whichever field moved since the read.
+    let mut stale = read.clone();
+    stale.tags = BTreeMap::from([("stale".into(), "write".into())]);
+    assert!(matches!(
+        s.update_version(&v, &read, &stale).await,
+        Err(StoreError::Changed { .. })
+    ));
+    let now = s
+        .get_version(&v, k, &name("upd"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.tags, got.tags);
+    for moved in [
+        |r: &mut VersionRecord| r.attributes.enabled = !r.attributes.enabled,
+        |r: &mut VersionRecord| r.attributes.nbf = Some(5),
+        |r: &mut VersionRecord| r.attributes.exp = None,
+        |r: &mut VersionRecord| r.attributes.updated += 1,
+        |r: &mut VersionRecord| r.content_type = Some("x".into()),
+        |r: &mut VersionRecord| r.meta = "{}".into(),
+    ] {
+        let before = s
+            .get_version(&v, k, &name("upd"), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut after = before.clone();
+        moved(&mut after);
+        s.update_version(&v, &before, &after).await.unwrap();
+        assert!(matches!(
+            s.update_version(&v, &before, &before).await,
+            Err(StoreError::Changed { .. })
+        ));
+    }
 }
 
 /// Reads by version id (which implementations may cache) never return what a
@@ -573,8 +609,9 @@ async fn reads_by_version_see_every_change(s: &dyn Store) {
         assert!(get(first.version.clone()).await.unwrap().attributes.enabled);
         assert_eq!(get(second.version.clone()).await.unwrap().payload, b"two");
     }
+    let read = first.clone();
     first.attributes.enabled = false;
-    s.update_version(&v, &first).await.unwrap();
+    s.update_version(&v, &read, &first).await.unwrap();
     assert!(!get(first.version.clone()).await.unwrap().attributes.enabled);
     let info = DeletedInfo {
         deleted_date: 3,
@@ -1231,12 +1268,12 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
         .is_none());
 
     // Updates: one missing version refuses them all.
-    let mut changed = parts("cert");
-    for r in &mut changed {
+    let mut changed: Vec<_> = parts("cert").into_iter().map(|r| (r.clone(), r)).collect();
+    for (_, r) in &mut changed {
         r.attributes.enabled = false;
     }
     let mut with_missing = changed.clone();
-    with_missing.push(version(Key, "absent"));
+    with_missing.push((version(Key, "absent"), version(Key, "absent")));
     assert!(s.update_versions(&v, &with_missing).await.is_err());
     for kind in all {
         assert!(

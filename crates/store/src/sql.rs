@@ -69,8 +69,15 @@ pub const INSERT_VERSION: &str = "INSERT INTO versions (vault_id, kind, name_low
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 pub const SET_LATEST: &str =
     "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+/// Compare-and-set: written only if every mutable field still holds what
+/// was read ($12…$18). `IS NOT DISTINCT FROM` is SQLite's `IS` (see `q`).
 pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, exp = $7, updated = $8, content_type = $9, tags = $10, meta = $11 \
-     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4";
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4 \
+     AND enabled = $12 AND nbf IS NOT DISTINCT FROM $13 AND exp IS NOT DISTINCT FROM $14 AND updated = $15 \
+     AND content_type IS NOT DISTINCT FROM $16 AND tags = $17 AND meta = $18";
+/// Whether a version exists at all (after a compare-and-set wrote nothing).
+pub const VERSION_EXISTS: &str =
+    "SELECT 1 FROM versions WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4";
 pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_purge_date = $5 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NULL AND latest_seq IS NOT NULL";
 pub const RECOVER: &str = "UPDATE objects SET deleted_date = NULL, scheduled_purge_date = NULL \

@@ -192,3 +192,72 @@ async fn a_cancelled_certificate_change_leaves_its_parts_in_one_state() {
         h.cleanup().await;
     }
 }
+
+/// Item 6: PATCH rewrote every column from its own read, so PATCH
+/// {enabled:false} racing PATCH {tags} could re-enable the secret. Pairs of
+/// such PATCHes race here; every pair must leave both changes in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_patches_of_different_fields_both_land() {
+    const PAIRS: usize = 30;
+    for (store, h) in Harness::each_store().await {
+        let mut lost = Vec::new();
+        for i in 0..PAIRS {
+            let path = format!("/secrets/p{i}");
+            let (s, j) = h
+                .call(
+                    "PUT",
+                    &format!("{path}?api-version=7.5"),
+                    Some(json!({"value": "v"})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{store}: {j}");
+            let version = j["id"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            let patch = format!("{path}/{version}?api-version=7.5");
+            let (a, b) = tokio::join!(
+                h.call(
+                    "PATCH",
+                    &patch,
+                    Some(json!({"attributes": {"enabled": false}}))
+                ),
+                h.call("PATCH", &patch, Some(json!({"tags": {"t": i.to_string()}}))),
+            );
+            assert_eq!(
+                (a.0, b.0),
+                (StatusCode::OK, StatusCode::OK),
+                "{store}: {a:?} {b:?}"
+            );
+            let got = h
+                .state
+                .store
+                .get_version(
+                    &h.state
+                        .store
+                        .get_vault(&"dev".parse().unwrap())
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .id,
+                    keyhaven_core::ObjectKind::Secret,
+                    &format!("p{i}").parse().unwrap(),
+                    None,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            if got.attributes.enabled || got.tags.get("t") != Some(&i.to_string()) {
+                lost.push(format!(
+                    "p{i}: enabled={} tags={:?}",
+                    got.attributes.enabled, got.tags
+                ));
+            }
+        }
+        assert!(lost.is_empty(), "{store}: lost updates: {lost:#?}");
+        h.cleanup().await;
+    }
+}

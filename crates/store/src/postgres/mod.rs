@@ -450,36 +450,58 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn update_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
+    async fn update_versions(
+        &self,
+        vault_id: &str,
+        changes: &[(VersionRecord, VersionRecord)],
+    ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        let mut order: Vec<&VersionRecord> = recs.iter().collect();
-        order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
-        for rec in order {
-            let tags = sql::tags_json(&rec.tags);
+        let mut order: Vec<&(VersionRecord, VersionRecord)> = changes.iter().collect();
+        order.sort_by_key(|(_, w)| (w.kind.as_str(), w.name.key()));
+        for (read, write) in order {
+            let (kind, key) = (write.kind.as_str(), write.name.key());
+            let (tags, read_tags) = (sql::tags_json(&write.tags), sql::tags_json(&read.tags));
             let n = tx
                 .execute(
                     sql::UPDATE_VERSION,
                     &[
                         &vault_id,
-                        &rec.kind.as_str(),
-                        &rec.name.key(),
-                        &rec.version.as_str(),
-                        &rec.attributes.enabled,
-                        &rec.attributes.nbf,
-                        &rec.attributes.exp,
-                        &rec.attributes.updated,
-                        &rec.content_type,
+                        &kind,
+                        &key,
+                        &write.version.as_str(),
+                        &write.attributes.enabled,
+                        &write.attributes.nbf,
+                        &write.attributes.exp,
+                        &write.attributes.updated,
+                        &write.content_type,
                         &tags,
-                        &rec.meta,
+                        &write.meta,
+                        &read.attributes.enabled,
+                        &read.attributes.nbf,
+                        &read.attributes.exp,
+                        &read.attributes.updated,
+                        &read.content_type,
+                        &read_tags,
+                        &read.meta,
                     ],
                 )
                 .await
                 .map_err(err)?;
             if n != 1 {
-                return Err(StoreError::Missing {
-                    kind: rec.kind,
-                    name: rec.name.to_string(),
+                let exists = tx
+                    .query_opt(
+                        sql::VERSION_EXISTS,
+                        &[&vault_id, &kind, &key, &write.version.as_str()],
+                    )
+                    .await
+                    .map_err(err)?
+                    .is_some();
+                let (kind, name) = (write.kind, write.name.to_string());
+                return Err(if exists {
+                    StoreError::Changed { kind, name }
+                } else {
+                    StoreError::Missing { kind, name }
                 });
             }
         }

@@ -340,7 +340,7 @@ fn err(e: rusqlite::Error) -> StoreError {
 }
 
 fn q(s: &str) -> String {
-    s.replace('$', "?")
+    s.replace('$', "?").replace("IS NOT DISTINCT FROM", "IS")
 }
 
 fn migrate(c: &mut Connection) -> StoreResult<()> {
@@ -705,36 +705,60 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
-    async fn update_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
-        let (vault_id, recs) = (vault_id.to_owned(), recs.to_vec());
-        let forget = object_keys(&vault_id, &recs);
+    async fn update_versions(
+        &self,
+        vault_id: &str,
+        changes: &[(VersionRecord, VersionRecord)],
+    ) -> StoreResult<()> {
+        let (vault_id, changes) = (vault_id.to_owned(), changes.to_vec());
+        let writes: Vec<VersionRecord> = changes.iter().map(|(_, w)| w.clone()).collect();
+        let forget = object_keys(&vault_id, &writes);
         self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            for rec in &recs {
+            for (read, write) in &changes {
+                let key = write.name.key();
                 let n = tx
                     .execute(
                         &q(sql::UPDATE_VERSION),
                         params![
                             vault_id,
-                            rec.kind.as_str(),
-                            rec.name.key(),
-                            rec.version.as_str(),
-                            rec.attributes.enabled,
-                            rec.attributes.nbf,
-                            rec.attributes.exp,
-                            rec.attributes.updated,
-                            rec.content_type,
-                            sql::tags_json(&rec.tags),
-                            rec.meta
+                            write.kind.as_str(),
+                            key,
+                            write.version.as_str(),
+                            write.attributes.enabled,
+                            write.attributes.nbf,
+                            write.attributes.exp,
+                            write.attributes.updated,
+                            write.content_type,
+                            sql::tags_json(&write.tags),
+                            write.meta,
+                            read.attributes.enabled,
+                            read.attributes.nbf,
+                            read.attributes.exp,
+                            read.attributes.updated,
+                            read.content_type,
+                            sql::tags_json(&read.tags),
+                            read.meta
                         ],
                     )
                     .map_err(err)?;
                 if n != 1 {
-                    return Err(StoreError::Missing {
-                        kind: rec.kind,
-                        name: rec.name.to_string(),
+                    let exists = tx
+                        .query_row(
+                            &q(sql::VERSION_EXISTS),
+                            params![vault_id, write.kind.as_str(), key, write.version.as_str()],
+                            |_| Ok(()),
+                        )
+                        .optional()
+                        .map_err(err)?
+                        .is_some();
+                    let (kind, name) = (write.kind, write.name.to_string());
+                    return Err(if exists {
+                        StoreError::Changed { kind, name }
+                    } else {
+                        StoreError::Missing { kind, name }
                     });
                 }
             }
