@@ -559,6 +559,7 @@ mod tests {
             wrapped_key: Vec::new(),
             created: 0,
             properties: Default::default(),
+            rev: 0,
         }
     }
 

@@ -319,6 +319,7 @@ mod tests {
             wrapped_key: Vec::new(),
             created: 0,
             properties: props,
+            rev: 0,
         }
     }
 

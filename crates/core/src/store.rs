@@ -103,10 +103,10 @@ pub trait Store: Send + Sync {
     async fn create_vault(&self, v: &VaultRecord) -> StoreResult<()>;
     /// Finds a vault by name.
     async fn get_vault(&self, name: &VaultName) -> StoreResult<Option<VaultRecord>>;
-    /// Rewrites a vault's properties (JSON); false if absent.
-    async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool>;
     /// Rewrites a vault's settings (sku, retention, purge protection,
-    /// properties), found by id; false if absent. The wrapped data key is left
+    /// properties), found by id, if its row version is still `v.rev` (the
+    /// one read), moving it; false if the vault changed meanwhile or is
+    /// gone (the caller reads again). The wrapped data key is left
     /// as it is: only `replace_wrapped_key` changes it, so a settings write
     /// racing a master-key rotation cannot put back a key wrapped under the
     /// old master key.
@@ -121,8 +121,11 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<bool>;
     /// Every vault, live or soft-deleted, by name.
     async fn list_vaults(&self) -> StoreResult<Vec<VaultRecord>>;
-    /// Removes a vault with all its objects, versions and policies.
-    async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool>;
+    /// Removes a vault — its row with the wrapped data key first, then all
+    /// its objects, versions and policies — in one transaction, if its row
+    /// version is still `rev` (the one read, showing it deleted); false, with
+    /// nothing removed, if it changed meanwhile (a recover) or is gone.
+    async fn purge_vault(&self, vault_id: &str, rev: i64) -> StoreResult<bool>;
 
     /// Adds a version; it becomes the latest. Fails with `NameDeleted` when the
     /// name is soft-deleted.

@@ -146,6 +146,9 @@ pub struct VaultRecord {
     pub created: i64,
     /// Authorization settings.
     pub properties: VaultProperties,
+    /// Row version, moved by every settings write (compare-and-set); 0 for a
+    /// record not read from the store.
+    pub rev: i64,
 }
 
 impl VaultRecord {

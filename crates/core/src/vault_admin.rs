@@ -111,7 +111,7 @@ pub struct VaultDeletion {
 
 /// What a caller asks of a vault (`None` keeps the current value, or the
 /// default on create).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct VaultSpec {
     /// Location.
     pub location: Option<String>,
@@ -245,6 +245,27 @@ impl VaultService {
         tenant_id: &str,
         spec: VaultSpec,
     ) -> AdminResult<(VaultRecord, bool)> {
+        for _ in 0..crate::service::CAS_ATTEMPTS {
+            if let Some(done) = self
+                .put_vault_once(sub, rg, name, tenant_id, spec.clone())
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(changed_meanwhile(name))
+    }
+
+    /// One attempt of `put_vault` from a fresh read; `None` if the vault
+    /// changed between the read and the write (compare-and-set lost).
+    async fn put_vault_once(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &VaultName,
+        tenant_id: &str,
+        spec: VaultSpec,
+    ) -> AdminResult<Option<(VaultRecord, bool)>> {
         let existing = self.store.get_vault(name).await?;
         let recover = spec
             .create_mode
@@ -273,8 +294,7 @@ impl VaultService {
                 let mut v = v.clone();
                 v.properties.deleted = None;
                 self.apply(&mut v, tenant_id, spec, false)?;
-                self.store.replace_vault(&v).await?;
-                Ok((v, false))
+                Ok(self.replace(v).await?.map(|v| (v, false)))
             }
             Some(v) => {
                 if !same_place(v, sub, rg) {
@@ -290,8 +310,7 @@ impl VaultService {
                 }
                 let mut v = v.clone();
                 self.apply(&mut v, tenant_id, spec, false)?;
-                self.store.replace_vault(&v).await?;
-                Ok((v, false))
+                Ok(self.replace(v).await?.map(|v| (v, false)))
             }
             None => {
                 if recover {
@@ -320,10 +339,11 @@ impl VaultService {
                     wrapped_key: self.barrier.new_data_key(&id)?,
                     created: self.clock.now(),
                     properties: VaultProperties::default(),
+                    rev: 0,
                 };
                 self.apply(&mut v, tenant_id, spec, true)?;
                 match self.store.create_vault(&v).await {
-                    Ok(()) => Ok((v, true)),
+                    Ok(()) => Ok(Some((v, true))),
                     Err(crate::store::StoreError::NameExists { .. }) => Err(AdminError::Conflict(
                         "VaultAlreadyExists",
                         format!("The vault name '{name}' is already in use."),
@@ -470,17 +490,73 @@ impl VaultService {
         Ok(())
     }
 
+    /// Writes `v` if the vault is still at the row version it was read at;
+    /// the written record (its row version moved), or `None` on a lost race.
+    async fn replace(&self, mut v: VaultRecord) -> AdminResult<Option<VaultRecord>> {
+        if !self.store.replace_vault(&v).await? {
+            return Ok(None);
+        }
+        v.rev += 1;
+        Ok(Some(v))
+    }
+
+    /// Reads the vault again (by name, the same vault id), for a retry.
+    async fn reread(&self, v: &VaultRecord) -> AdminResult<Option<VaultRecord>> {
+        Ok(self
+            .store
+            .get_vault(&v.name)
+            .await?
+            .filter(|now| now.id == v.id))
+    }
+
     /// Soft-deletes a vault: its objects become unreachable with it, and come
-    /// back on recovery.
+    /// back on recovery. A compare-and-set: a vault changed meanwhile is read
+    /// again (one already deleted or gone is left as it is).
     pub async fn delete_vault(&self, v: &VaultRecord) -> AdminResult<()> {
-        let mut v = v.clone();
-        let now = self.clock.now();
-        v.properties.deleted = Some(VaultDeletion {
-            deleted_date: now,
-            scheduled_purge_date: now + v.retention_secs(),
-        });
-        self.store.replace_vault(&v).await?;
-        Ok(())
+        let mut current = Some(v.clone());
+        for _ in 0..crate::service::CAS_ATTEMPTS {
+            let Some(mut v) = current.filter(|v| v.properties.deleted.is_none()) else {
+                return Ok(());
+            };
+            let now = self.clock.now();
+            v.properties.deleted = Some(VaultDeletion {
+                deleted_date: now,
+                scheduled_purge_date: now + v.retention_secs(),
+            });
+            if self.replace(v.clone()).await?.is_some() {
+                return Ok(());
+            }
+            current = self.reread(&v).await?;
+        }
+        Err(changed_meanwhile(&v.name))
+    }
+
+    /// Edits a vault's access policies (`accessPolicies/{add|replace|remove}`)
+    /// as a compare-and-set on the vault read, read again after a lost race,
+    /// so two concurrent edits both land and a stale read never undoes a
+    /// change of permission model. Returns the vault as written.
+    pub async fn edit_access_policies(
+        &self,
+        v: &VaultRecord,
+        edit: crate::vault::PolicyEdit,
+        entries: &[crate::vault::AccessPolicy],
+    ) -> AdminResult<VaultRecord> {
+        let mut current = v.clone();
+        for _ in 0..crate::service::CAS_ATTEMPTS {
+            let mut next = current.clone();
+            next.properties.edit_access_policies(edit, entries)?;
+            if let Some(written) = self.replace(next).await? {
+                return Ok(written);
+            }
+            current = self
+                .reread(&current)
+                .await?
+                .filter(|v| v.properties.deleted.is_none())
+                .ok_or_else(|| {
+                    AdminError::NotFound(format!("Vault '{}' was not found.", v.name))
+                })?;
+        }
+        Err(changed_meanwhile(&v.name))
     }
 
     /// Every vault of a subscription (live or deleted), by name.
@@ -494,57 +570,52 @@ impl VaultService {
             .collect())
     }
 
-    /// Erases the vault's wrapped data key (crypto-shredding: every
-    /// ciphertext of the vault is unreadable from then on). A compare-and-set
-    /// against the key as last read, so a master-key rotation re-wrapping it
-    /// meanwhile cannot put a live key back; on a lost race the key is read
-    /// again, a bounded number of times.
-    async fn shred_data_key(&self, v: &VaultRecord) -> Result<(), crate::store::StoreError> {
-        let mut current = v.wrapped_key.clone();
-        for _ in 0..8 {
-            if current.is_empty() || self.store.replace_wrapped_key(&v.id, &current, &[]).await? {
+    /// Purges a soft-deleted vault: its row with the wrapped data key
+    /// (crypto-shredding: every ciphertext of the vault becomes unreadable
+    /// at once) and its objects and policies, in one transaction, only while
+    /// it is still the deleted vault read — a recover racing the purge wins
+    /// or loses whole, never leaving a live vault without its key.
+    pub async fn purge_vault(&self, v: &VaultRecord) -> AdminResult<()> {
+        let not_found =
+            || AdminError::NotFound(format!("Deleted vault '{}' was not found.", v.name));
+        let mut current = v.clone();
+        for _ in 0..crate::service::CAS_ATTEMPTS {
+            if current.properties.deleted.is_none() {
+                return Err(not_found());
+            }
+            let now = self.clock.now();
+            if current.purge_protection
+                && current
+                    .properties
+                    .deleted
+                    .is_some_and(|d| now < d.scheduled_purge_date)
+            {
+                return Err(AdminError::Conflict(
+                    "ConflictError",
+                    format!(
+                        "Vault '{}' has purge protection: it is purged automatically at the end of its retention period.",
+                        current.name
+                    ),
+                ));
+            }
+            if self.purge_row(&current).await? {
                 return Ok(());
             }
-            match self.store.get_vault(&v.name).await? {
-                Some(now) if now.id == v.id => current = now.wrapped_key,
-                _ => return Ok(()),
-            }
+            current = self.reread(&current).await?.ok_or_else(not_found)?;
         }
-        Err(crate::store::StoreError::Unavailable(
-            "the vault's data key kept changing while it was being erased".into(),
-        ))
+        Err(changed_meanwhile(&v.name))
     }
 
-    /// Purges a soft-deleted vault: its data key first (crypto-shredding:
-    /// every ciphertext of the vault becomes unreadable at once), then its
-    /// objects, policies and the vault itself.
-    pub async fn purge_vault(&self, v: &VaultRecord) -> AdminResult<()> {
-        if v.properties.deleted.is_none() {
-            return Err(AdminError::NotFound(format!(
-                "Deleted vault '{}' was not found.",
-                v.name
-            )));
-        }
-        let now = self.clock.now();
-        if v.purge_protection
-            && v.properties
-                .deleted
-                .is_some_and(|d| now < d.scheduled_purge_date)
-        {
-            return Err(AdminError::Conflict(
-                "ConflictError",
-                format!(
-                    "Vault '{}' has purge protection: it is purged automatically at the end of its retention period.",
-                    v.name
-                ),
-            ));
-        }
+    /// Purges `v` if it is still at the row version read, then forgets its
+    /// key and destroys its HSM keys; whether it was purged.
+    async fn purge_row(&self, v: &VaultRecord) -> AdminResult<bool> {
         let doomed = self.vault_hardware_refs(v).await?;
-        self.shred_data_key(v).await?;
+        if !self.store.purge_vault(&v.id, v.rev).await? {
+            return Ok(false);
+        }
         self.barrier.forget(&v.id);
-        self.store.purge_vault(&v.id).await?;
         self.destroy_hardware(&doomed);
-        Ok(())
+        Ok(true)
     }
 
     /// Re-wraps every vault's data key under the barrier's current master
@@ -594,12 +665,14 @@ impl VaultService {
                 .deleted
                 .is_some_and(|d| d.scheduled_purge_date <= now)
             {
-                let doomed = self.vault_hardware_refs(&v).await?;
-                self.shred_data_key(&v).await?;
-                self.barrier.forget(&v.id);
-                self.store.purge_vault(&v.id).await?;
-                self.destroy_hardware(&doomed);
-                n += 1;
+                // A vault recovered since the listing is left alone; one
+                // otherwise changed is purged on the next pass.
+                if self.purge_row(&v).await.map_err(|e| match e {
+                    AdminError::Core(e) => e,
+                    other => Error::Unavailable(other.to_string()),
+                })? {
+                    n += 1;
+                }
             }
         }
         Ok(n)
@@ -629,6 +702,14 @@ impl VaultService {
             ),
         })
     }
+}
+
+/// 409 after a vault kept changing under a compare-and-set.
+fn changed_meanwhile(name: &VaultName) -> AdminError {
+    AdminError::Conflict(
+        "Conflict",
+        format!("The vault '{name}' was changed by another request at the same time; retry."),
+    )
 }
 
 fn same_place(v: &VaultRecord, sub: &str, rg: &str) -> bool {

@@ -287,6 +287,7 @@ mod tests {
             wrapped_key: b.new_data_key(id).unwrap(),
             created: 0,
             properties: Default::default(),
+            rev: 0,
         }
     }
 

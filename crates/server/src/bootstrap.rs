@@ -173,6 +173,7 @@ pub async fn ensure(
                 location: Some(crate::config::LOCATION.to_owned()),
                 ..Default::default()
             },
+            rev: 0,
         };
         // Losing a race to another node is fine: its vault is the vault.
         let _ = store.create_vault(&vault).await;

@@ -104,6 +104,7 @@ async fn vaults_round_trip(s: &dyn Store) {
         wrapped_key: vec![1, 2, 3],
         created: 5,
         properties: Default::default(),
+        rev: 0,
     };
     s.create_vault(&v).await.unwrap();
     assert!(matches!(
@@ -135,6 +136,7 @@ fn vault_record(id: &str) -> VaultRecord {
         wrapped_key: vec![1],
         created: 5,
         properties: Default::default(),
+        rev: 0,
     }
 }
 
@@ -248,8 +250,15 @@ async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn S
     v.wrapped_key = b"stale copy".to_vec();
     v.properties.rbac_authorization = true;
     v.properties.tags.insert("a".into(), "b".into());
+    let read = s.get_vault(&v.name).await.unwrap().unwrap();
+    v.rev = read.rev;
     assert!(s.replace_vault(&v).await.unwrap());
+    // Issue 29, item 5: a write from the same (now stale) read is refused.
+    let mut stale = v.clone();
+    stale.properties.tags.clear();
+    assert!(!s.replace_vault(&stale).await.unwrap());
     let got = s.get_vault(&v.name).await.unwrap().unwrap();
+    assert_eq!(got.rev, read.rev + 1);
     assert_eq!(
         (
             got.sku.as_str(),
@@ -283,7 +292,16 @@ async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn S
         updated: 1,
     };
     s.put_policy(&v.id, k, &name("inside"), &p).await.unwrap();
-    assert!(s.purge_vault(&v.id).await.unwrap());
+    // A purge from a stale read (the vault was recovered or changed since)
+    // removes nothing.
+    assert!(!s.purge_vault(&v.id, read.rev).await.unwrap());
+    assert!(s.get_vault(&v.name).await.unwrap().is_some());
+    assert!(s
+        .get_version(&v.id, k, &name("inside"), None)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s.purge_vault(&v.id, got.rev).await.unwrap());
     assert!(s.get_vault(&v.name).await.unwrap().is_none());
     assert!(!s.list_vaults().await.unwrap().iter().any(|x| x.id == v.id));
     assert!(s
@@ -306,7 +324,7 @@ async fn vaults_are_replaced_listed_and_purged_with_everything_in_them(s: &dyn S
         .await
         .unwrap()
         .is_empty());
-    assert!(!s.purge_vault(&v.id).await.unwrap());
+    assert!(!s.purge_vault(&v.id, got.rev).await.unwrap());
 }
 
 async fn audit_records_are_kept_and_queried(s: &dyn Storage) {
@@ -1171,11 +1189,11 @@ async fn authorization_writes_move_the_generation_themselves(s: &dyn Storage) {
     let v = vault_record(&vid());
     s.create_vault(&v).await.unwrap();
     moves(s, "creating a vault", &mut g).await;
-    s.update_vault_properties(&v.id, r#"{"enableRbacAuthorization":false}"#)
-        .await
-        .unwrap();
+    let mut changed = s.get_vault(&v.name).await.unwrap().unwrap();
+    changed.properties.rbac_authorization = false;
+    assert!(s.replace_vault(&changed).await.unwrap());
     moves(s, "changing a vault's properties", &mut g).await;
-    assert!(s.purge_vault(&v.id).await.unwrap());
+    assert!(s.purge_vault(&v.id, changed.rev + 1).await.unwrap());
     moves(s, "purging a vault", &mut g).await;
 
     let group = principal("group", None);

@@ -6,6 +6,10 @@
 //! deletion or enabled flag) move the `authz_generation` setting in the same
 //! transaction, by trigger, so no caller can commit a change and skip the
 //! bump (a cancelled request, a crash, a failed second statement).
+//!
+//! Migration 9 gives each vault a row version (`rev`), moved by every
+//! settings write, so vault writes and purges compare-and-set against the
+//! row they read.
 
 /// SQLite migrations: (version, SQL).
 pub const SQLITE: &[(i64, &str)] = &[
@@ -96,6 +100,10 @@ pub const SQLITE: &[(i64, &str)] = &[
      CREATE TRIGGER authz_member_delete AFTER DELETE ON group_members FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
      CREATE TRIGGER authz_principal_update AFTER UPDATE ON principals FOR EACH ROW WHEN OLD.enabled IS NOT NEW.enabled BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;
      CREATE TRIGGER authz_principal_delete AFTER DELETE ON principals FOR EACH ROW BEGIN UPDATE settings SET value = CAST(CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS TEXT) AS BLOB) WHERE key = 'authz_generation'; END;",
+    ),
+    (
+        9,
+        "ALTER TABLE vaults ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;",
     ),
 ];
 
@@ -197,5 +205,9 @@ pub const POSTGRES: &[(i64, &str)] = &[
         FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled) EXECUTE FUNCTION keyhaven_authz_changed();
      CREATE TRIGGER authz_principal_delete AFTER DELETE ON principals
         FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();",
+    ),
+    (
+        9,
+        "ALTER TABLE vaults ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;",
     ),
 ];

@@ -152,18 +152,21 @@ pub fn select_applications(filter: &str) -> String {
 }
 pub const INSERT_VAULT: &str = "INSERT INTO vaults (name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties FROM vaults WHERE name = $1";
-pub const UPDATE_VAULT_PROPERTIES: &str = "UPDATE vaults SET properties = $2 WHERE id = $1";
-pub const LIST_VAULTS: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties FROM vaults ORDER BY name";
+pub const GET_VAULT: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties, rev FROM vaults WHERE name = $1";
+pub const LIST_VAULTS: &str = "SELECT name, id, tenant_id, subscription_id, resource_group, sku, retention_days, purge_protection, wrapped_key, created, properties, rev FROM vaults ORDER BY name";
 pub const REPLACE_WRAPPED_KEY: &str =
     "UPDATE vaults SET wrapped_key = $3 WHERE id = $1 AND wrapped_key = $2";
-pub const REPLACE_VAULT: &str = "UPDATE vaults SET sku = $2, retention_days = $3, purge_protection = $4, properties = $5 WHERE id = $1";
-/// Run in order, each with the vault id as `$1`.
-pub const PURGE_VAULT: [&str; 4] = [
+/// Compare-and-set on the row version read (`$6`).
+pub const REPLACE_VAULT: &str = "UPDATE vaults SET sku = $2, retention_days = $3, purge_protection = $4, properties = $5, rev = rev + 1 WHERE id = $1 AND rev = $6";
+/// The vault row goes first, only at the row version read (`$2`): its
+/// wrapped data key goes with it (crypto-shredding), and nothing else is
+/// deleted unless it went.
+pub const PURGE_VAULT_ROW: &str = "DELETE FROM vaults WHERE id = $1 AND rev = $2";
+/// Then these, in order, each with the vault id as `$1`.
+pub const PURGE_VAULT_DATA: [&str; 3] = [
     "DELETE FROM versions WHERE vault_id = $1",
     "DELETE FROM objects WHERE vault_id = $1",
     "DELETE FROM object_policies WHERE vault_id = $1",
-    "DELETE FROM vaults WHERE id = $1",
 ];
 
 /// A `vaults` row in `GET_VAULT` column order.
@@ -179,6 +182,7 @@ pub type VaultRow = (
     Vec<u8>,
     i64,
     String,
+    i64,
 );
 
 /// Decodes a vault row.
@@ -195,6 +199,7 @@ pub fn vault_record(row: VaultRow) -> StoreResult<keyhaven_core::vault::VaultRec
         wrapped_key,
         created,
         properties,
+        rev,
     ) = row;
     Ok(keyhaven_core::vault::VaultRecord {
         id,
@@ -210,6 +215,7 @@ pub fn vault_record(row: VaultRow) -> StoreResult<keyhaven_core::vault::VaultRec
         wrapped_key,
         created,
         properties: parse_properties(&properties)?,
+        rev,
     })
 }
 

@@ -290,6 +290,7 @@ mod tests {
             wrapped_key: vec![],
             created: 0,
             properties: Default::default(),
+            rev: 0,
         }
     }
 

@@ -454,19 +454,6 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ArmFail
     parse_body(req.into_body()).await
 }
 
-async fn save(
-    st: &AppState,
-    v: &VaultRecord,
-    props: &keyhaven_core::vault::VaultProperties,
-) -> Result<(), ArmFailure> {
-    let json = serde_json::to_string(props).map_err(|_| domain_failure(Error::Integrity))?;
-    st.store
-        .update_vault_properties(&v.id, &json)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(())
-}
-
 /// `GET …/vaults/{name}`.
 pub async fn get_vault(
     State(st): State<AppState>,
@@ -585,11 +572,12 @@ pub async fn put_access_policies(
         .map_err(domain_failure)?;
     let b: PutAccessPolicies = body(req).await?;
     let entries = b.properties.map(|p| p.access_policies).unwrap_or_default();
-    let mut props = v.properties.clone();
-    props
-        .edit_access_policies(edit, &entries)
-        .map_err(domain_failure)?;
-    save(&st, &v, &props).await?;
+    let v = st
+        .service
+        .edit_access_policies(&v, edit, &entries)
+        .await
+        .map_err(admin_failure)?;
+    let props = &v.properties;
     st.service.emit_vault_event(
         keyhaven_core::events::EventType::VaultAccessPolicyChanged,
         &v,
@@ -600,7 +588,7 @@ pub async fn put_access_policies(
             id: format!("{}/accessPolicies/", v.resource_id()),
             kind: "Microsoft.KeyVault/vaults/accessPolicies",
             properties: AccessPolicyUpdate {
-                access_policies: props.access_policies,
+                access_policies: props.access_policies.clone(),
             },
         },
     ))

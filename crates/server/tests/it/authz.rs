@@ -355,7 +355,8 @@ async fn access_policy_permissions_allow_exactly_their_operations() {
     for perm in [
         "get", "list", "set", "delete", "backup", "restore", "recover", "purge", "all", "GET",
     ] {
-        let mut props = vault.properties.clone();
+        let mut vault = h.state.store.get_vault(&vault.name).await.unwrap().unwrap();
+        let props = &mut vault.properties;
         props.rbac_authorization = false;
         props.access_policies = vec![keyhaven_core::vault::AccessPolicy {
             tenant_id: h.tenant_id.clone(),
@@ -368,11 +369,7 @@ async fn access_policy_permissions_allow_exactly_their_operations() {
                 ..Default::default()
             },
         }];
-        h.state
-            .store
-            .update_vault_properties(&vault.id, &serde_json::to_string(&props).unwrap())
-            .await
-            .unwrap();
+        assert!(h.state.store.replace_vault(&vault).await.unwrap());
         for op in Operation::ALL {
             let (category, needed) = op.permission();
             // Keys are granted `all`; secrets only the permission under test.

@@ -261,3 +261,97 @@ async fn racing_patches_of_different_fields_both_land() {
         h.cleanup().await;
     }
 }
+
+/// Item 5: vault writes overwrote each other from stale reads. Concurrent
+/// `accessPolicies/add` of two principals lost one; a purge checked a
+/// stale read and destroyed a vault recovered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_writes_from_stale_reads_lose_nothing() {
+    use crate::security::{arm, vault_id, OWNER};
+    const ROUNDS: usize = 15;
+    for (store, h) in Harness::each_store().await {
+        let owner = caller(&h).await;
+        grant(&h, &subscription(&h), OWNER, &owner.principal).await;
+        let vault = vault_id(&h).await;
+        let policy = |oid: String| {
+            json!({"properties": {"accessPolicies": [{"tenantId": h.tenant_id, "objectId": oid,
+                "permissions": {"secrets": ["get"]}}]}})
+        };
+        let mut lost = Vec::new();
+        for round in 0..ROUNDS {
+            let (a, b) = (
+                uuid::Uuid::new_v4().to_string(),
+                uuid::Uuid::new_v4().to_string(),
+            );
+            let path = format!("{vault}/accessPolicies/add");
+            let (ra, rb) = tokio::join!(
+                arm(&h, &owner.arm, "PUT", &path, Some(policy(a.clone()))),
+                arm(&h, &owner.arm, "PUT", &path, Some(policy(b.clone()))),
+            );
+            assert_eq!(
+                (ra.0, rb.0),
+                (StatusCode::OK, StatusCode::OK),
+                "{store}: {ra:?} {rb:?}"
+            );
+            let (_, j) = arm(&h, &owner.arm, "GET", &vault, None).await;
+            let ids: Vec<&str> = j["properties"]["accessPolicies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["objectId"].as_str())
+                .collect();
+            for oid in [&a, &b] {
+                if !ids.contains(&oid.as_str()) {
+                    lost.push(format!("round {round}: {oid}"));
+                }
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{store}: lost access-policy edits: {lost:#?}"
+        );
+
+        // A purge acting on a stale read of the deleted vault, after the
+        // vault was recovered: refused, and the vault keeps its data.
+        let (s, _) = h
+            .call(
+                "PUT",
+                "/secrets/kept?api-version=7.5",
+                Some(json!({"value": "v"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}");
+        let (s, j) = arm(&h, &owner.arm, "DELETE", &vault, None).await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        let name: keyhaven_core::VaultName = "dev".parse().unwrap();
+        let stale = h.state.store.get_vault(&name).await.unwrap().unwrap();
+        assert!(stale.properties.deleted.is_some());
+        let (s, j) = arm(
+            &h,
+            &owner.arm,
+            "PUT",
+            &vault,
+            Some(
+                json!({"location": "local", "properties": {"tenantId": h.tenant_id,
+                "sku": {"family": "A", "name": "standard"}, "createMode": "recover"}}),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        let purge = h.state.service.purge_vault(&stale).await;
+        assert!(
+            matches!(
+                purge,
+                Err(keyhaven_core::vault_admin::AdminError::NotFound(_))
+            ),
+            "{store}: {purge:?}"
+        );
+        let (s, j) = h.call("GET", "/secrets/kept?api-version=7.5", None).await;
+        assert_eq!(
+            (s, j["value"].as_str()),
+            (StatusCode::OK, Some("v")),
+            "{store}: {j}"
+        );
+        h.cleanup().await;
+    }
+}

@@ -167,6 +167,7 @@ fn pg_vault_row(r: &tokio_postgres::Row) -> StoreResult<sql::VaultRow> {
         r.try_get(8).map_err(err)?,
         r.try_get(9).map_err(err)?,
         r.try_get(10).map_err(err)?,
+        r.try_get(11).map_err(err)?,
     ))
 }
 
@@ -338,6 +339,7 @@ impl Store for PostgresStore {
                 &v.retention_days,
                 &v.purge_protection,
                 &props,
+                &v.rev,
             ],
         )
         .await
@@ -361,27 +363,23 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
+    async fn purge_vault(&self, vault_id: &str, rev: i64) -> StoreResult<bool> {
         let _authz = self.settings.authz_write();
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        let mut last = 0;
-        for stmt in sql::PURGE_VAULT {
-            last = tx.execute(stmt, &[&vault_id]).await.map_err(err)?;
+        if tx
+            .execute(sql::PURGE_VAULT_ROW, &[&vault_id, &rev])
+            .await
+            .map_err(err)?
+            != 1
+        {
+            return Ok(false);
+        }
+        for stmt in sql::PURGE_VAULT_DATA {
+            tx.execute(stmt, &[&vault_id]).await.map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
-        Ok(last == 1)
-    }
-
-    async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {
-        let _authz = self.settings.authz_write();
-        let c = self.client().await?;
-        Ok(
-            c.execute(sql::UPDATE_VAULT_PROPERTIES, &[&vault_id, &properties])
-                .await
-                .map_err(err)?
-                == 1,
-        )
+        Ok(true)
     }
 
     async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {

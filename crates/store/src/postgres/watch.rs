@@ -10,11 +10,11 @@
 //! notification is not cached (the epoch check), so a stale value is never
 //! put back after its invalidation.
 //!
-//! Two backstops keep the "within a second" promise without trusting that
-//! every signal arrives: a cached value is used for at most [`MAX_AGE`]
-//! after it was read, and the listener is pinged every [`PING_EVERY`] with
-//! [`PING_TIMEOUT`] to answer, so a silently dead connection stops the cache
-//! within 0.9 s.
+//! The "within a second" promise does not trust that every signal arrives:
+//! a cached value is used for at most [`MAX_AGE`] after its read began,
+//! whatever the listener heard. The listener is also pinged every
+//! [`PING_EVERY`] with [`PING_TIMEOUT`] to answer, so a silently dead
+//! connection stops the cache altogether.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,8 +28,8 @@ pub(crate) const CHANNEL: &str = "keyhaven_settings";
 /// Pause before reconnecting a lost listening connection.
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How often the listening connection is checked, and how long it may take.
-const PING_EVERY: Duration = Duration::from_millis(500);
-const PING_TIMEOUT: Duration = Duration::from_millis(400);
+const PING_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_millis(900);
 /// How long a cached value is used before it is read again, heard of or not.
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(1);
 

@@ -405,6 +405,7 @@ fn vault_row(r: &Row<'_>) -> rusqlite::Result<sql::VaultRow> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
@@ -571,7 +572,14 @@ impl Store for SqliteStore {
         self.run(move |c| {
             Ok(c.execute(
                 &q(sql::REPLACE_VAULT),
-                params![v.id, v.sku, v.retention_days, v.purge_protection, props],
+                params![
+                    v.id,
+                    v.sku,
+                    v.retention_days,
+                    v.purge_protection,
+                    props,
+                    v.rev
+                ],
             )
             .map_err(err)?
                 == 1)
@@ -596,30 +604,24 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn purge_vault(&self, vault_id: &str) -> StoreResult<bool> {
+    async fn purge_vault(&self, vault_id: &str, rev: i64) -> StoreResult<bool> {
         let id = vault_id.to_owned();
         self.run_forgetting(Forget::All, move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            let mut last = 0;
-            for stmt in sql::PURGE_VAULT {
-                last = tx.execute(&q(stmt), [&id]).map_err(err)?;
+            if tx
+                .execute(&q(sql::PURGE_VAULT_ROW), params![id, rev])
+                .map_err(err)?
+                != 1
+            {
+                return Ok(false);
+            }
+            for stmt in sql::PURGE_VAULT_DATA {
+                tx.execute(&q(stmt), [&id]).map_err(err)?;
             }
             tx.commit().map_err(err)?;
-            Ok(last == 1)
-        })
-        .await
-    }
-
-    async fn update_vault_properties(&self, vault_id: &str, properties: &str) -> StoreResult<bool> {
-        let (id, props) = (vault_id.to_owned(), properties.to_owned());
-        self.run(move |c| {
-            Ok(
-                c.execute(&q(sql::UPDATE_VAULT_PROPERTIES), params![id, props])
-                    .map_err(err)?
-                    == 1,
-            )
+            Ok(true)
         })
         .await
     }
