@@ -252,8 +252,9 @@ def test_a_scheduled_job_runs_once_across_two_nodes(tmp_path, monkeypatch):
 # Master key rotation, online.
 
 def master_key_ids(node: KeyhavenServer) -> list:
+    """Key ids in the node's keyring file, oldest first (the `current` line skipped)."""
     lines = [ln.split() for ln in (node.data_dir / "master.key").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+             if ln.strip() and not ln.startswith("#") and not ln.startswith("current ")]
     return [0] if len(lines) == 1 and len(lines[0]) == 1 else [int(ln[0]) for ln in lines]
 
 
@@ -276,9 +277,28 @@ def wrapped_key_ids(node: KeyhavenServer) -> set:
     return ids
 
 
+def keyhaven_admin(node: KeyhavenServer, command: str) -> subprocess.CompletedProcess:
+    args = [KEYHAVEN_BIN, command, "--data-dir", str(node.data_dir)]
+    secret = getattr(node, "inherited_secret", None)
+    if secret:
+        # A joining node's bootstrap.json has no secret: the first node's is used.
+        boot = json.loads((node.data_dir / "bootstrap.json").read_text())
+        boot["client_secret"] = secret
+        path = node.data_dir.parent / "bootstrap-with-secret.json"
+        path.write_text(json.dumps(boot))
+        path.chmod(0o600)
+        args += ["--bootstrap", str(path)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, env={**os.environ})
+
+
 def rotate_master_key(node: KeyhavenServer) -> dict:
-    out = subprocess.run([KEYHAVEN_BIN, "rotate-master-key", "--data-dir", str(node.data_dir)],
-                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    out = keyhaven_admin(node, "rotate-master-key")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def master_key_usage(node: KeyhavenServer) -> dict:
+    out = keyhaven_admin(node, "master-key-usage")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -312,10 +332,20 @@ def test_master_key_rotation_under_load_loses_nothing(store_kind, tmp_path, monk
         acked = [(w.name, v, val) for w in writers for v, val in w.acked]
         writes_during = sum(len(w.acked) for w in writers)
         assert writes_during >= 20, f"too few writes under load to prove anything: {writes_during}"
-        assert first["keyId"] == 1 and first["vaultKeysRewrapped"] >= 1 and first["signingKeysRewrapped"]
-        assert second["keyId"] == 2 and second["vaults"] == first["vaults"]
-        assert master_key_ids(s) == [0, 1, 2], "old keys stay so older backups still restore"
-        assert wrapped_key_ids(s) == {2}, "every vault data key is under the current key"
+        k1, k2 = first["keyId"], second["keyId"]
+        assert k1 not in (0, k2) and not first["adopted"] and not second["adopted"]
+        assert first["vaultKeysRewrapped"] >= 1 and first["signingKeysRewrapped"]
+        assert second["vaults"] == first["vaults"]
+        assert master_key_ids(s) == [0, k1, k2], "old keys stay so older backups still restore"
+        assert wrapped_key_ids(s) == {k2}, "every vault data key is under the current key"
+        # What still uses each key: only the current one, so 0 and k1 could
+        # be retired once no backup blob needs them.
+        usage = master_key_usage(s)
+        assert usage["current"] == k2 and usage["unknown"] == []
+        by_id = {k["id"]: k for k in usage["keys"]}
+        assert list(by_id) == [0, k1, k2] and by_id[k2]["fingerprint"] == second["fingerprint"]
+        assert by_id[k2]["vaultKeys"] == second["vaults"] and by_id[k2]["signingKeys"]
+        assert by_id[0]["vaultKeys"] == by_id[k1]["vaultKeys"] == 0
 
         def everything_readable():
             t = vault_token(s, s.client_id, s.client_secret)
@@ -344,7 +374,7 @@ def test_master_key_rotation_under_load_loses_nothing(store_kind, tmp_path, monk
         assert r.status_code == 200, r.text
         assert read(s.vault_url, t, s.ca_cert, "before", "") == (200, "v0")
         # A new vault made after rotation is wrapped under the current key too.
-        assert wrapped_key_ids(s) == {2}
+        assert wrapped_key_ids(s) == {k2}
 
 
 def test_master_key_rotation_reaches_the_other_node(two_nodes):
@@ -358,10 +388,18 @@ def test_master_key_rotation_reaches_the_other_node(two_nodes):
     r = requests.put(f"{a.vault_url}/secrets/shared?api-version=7.5", json={"value": "one"}, headers=auth,
                      verify=a.ca_cert, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200
-    assert rotate_master_key(a)["keyId"] == 1
+    rotated = rotate_master_key(a)
+    k = rotated["keyId"]
+    assert k != 0 and not rotated["adopted"]
+    # The same rotation retried through a load balancer reaches B, which
+    # does not hold A's new key: refused (it must not make a rival key 1,
+    # which would leave half the vaults under a key the other node lacks).
+    out = keyhaven_admin(b, "rotate-master-key")
+    assert out.returncode != 0 and "not in this node's master.key" in out.stderr, (out.stdout, out.stderr)
+    assert master_key_ids(b) == [0], "the refused node made no key"
     shutil.copy2(a.data_dir / "master.key", b.data_dir / "master.key")
-    # A vault made on A now is wrapped under key 1; B, still running with the
-    # keyring it started with, meets key 1 and re-reads its file.
+    # A vault made on A now is wrapped under key k; B, still running with the
+    # keyring it started with, meets key k and re-reads its file.
     name = unique("mk")[:24]
     path = (f"/subscriptions/{a.subscription_id}/resourceGroups/{a.resource_group}"
             f"/providers/Microsoft.KeyVault/vaults/{name}")
@@ -369,7 +407,7 @@ def test_master_key_rotation_reaches_the_other_node(two_nodes):
                                                 "enableRbacAuthorization": True}}
     r = arm(a, "PUT", path, management_token(a), body, api_version="2023-07-01")
     assert r.status_code in (200, 201), r.text
-    assert wrapped_key_ids(a) == {1}
+    assert wrapped_key_ids(a) == {k}
     fresh_b = b.vault_url_for(name).rstrip("/")
     tb = vault_token(b, a.client_id, a.client_secret)
     hb = {"Authorization": f"Bearer {tb}"}
@@ -378,6 +416,18 @@ def test_master_key_rotation_reaches_the_other_node(two_nodes):
     assert r.status_code == 200, r.text
     assert read(a.vault_url_for(name).rstrip("/"), token, a.ca_cert, "new", "")[1] == "under key 1"
     assert read(b.vault_url, tb, b.ca_cert, "shared", "")[1] == "one"
+    # B, caught up, rotates for real; A then lacks B's key and refuses to
+    # make a rival one; given B's file, A adopts B's key instead.
+    on_b = rotate_master_key(b)
+    k2 = on_b["keyId"]
+    assert k2 not in (0, k) and not on_b["adopted"] and wrapped_key_ids(a) == {k2}
+    out = keyhaven_admin(a, "rotate-master-key")
+    assert out.returncode != 0 and "not in this node's master.key" in out.stderr, (out.stdout, out.stderr)
+    shutil.copy2(b.data_dir / "master.key", a.data_dir / "master.key")
+    on_a = rotate_master_key(a)
+    assert on_a["keyId"] == k2 and on_a["adopted"] and on_a["fingerprint"] == on_b["fingerprint"]
+    assert master_key_ids(a) == [0, k, k2] and wrapped_key_ids(a) == {k2}
+    assert read(a.vault_url_for(name).rstrip("/"), token, a.ca_cert, "new", "")[1] == "under key 1"
 
 
 # ---------------------------------------------------------------------------

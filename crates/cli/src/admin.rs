@@ -423,6 +423,11 @@ pub fn rotate_master_key(t: &Target) -> Result<Value> {
     deployment_action(t, "Keyhaven.Security/rotateMasterKey")
 }
 
+/// `keyhaven master-key-usage`.
+pub fn master_key_usage(t: &Target) -> Result<Value> {
+    deployment_action(t, "Keyhaven.Security/masterKeyUsage")
+}
+
 /// POST `/providers/{action}` on the management plane as the bootstrap
 /// principal (a directory admin).
 fn deployment_action(t: &Target, action: &str) -> Result<Value> {

@@ -81,6 +81,14 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// List the master keys in this node's keyring and what in the store is
+    /// still sealed under each (vault data keys, token signing keys), so an
+    /// old key is retired only once nothing uses it. Backups made before a
+    /// rotation are outside the store and still need the key they name.
+    MasterKeyUsage {
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Check integrity: every vault key unwraps and every stored version of
     /// every object (live and deleted) authenticates (through the server),
     /// and the audit log's hash chain is intact (read from --data-dir).
@@ -386,6 +394,7 @@ fn main() -> anyhow::Result<()> {
         Command::Workload { target, cmd } => admin::workload(&target, cmd),
         Command::RotateSigningKey { target } => admin::rotate_signing_key(&target),
         Command::RotateMasterKey { target } => admin::rotate_master_key(&target),
+        Command::MasterKeyUsage { target } => admin::master_key_usage(&target),
         Command::Logs { target, filter } => admin::logs(&target, filter),
     };
     let value = admin_result?;

@@ -29,12 +29,33 @@ pub trait Barrier: Send + Sync {
     fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
     /// Drops any cached plaintext data key of a vault (after a purge).
     fn forget(&self, vault_id: &str);
-    /// Makes a newer master key current — one an operator added to the
-    /// keyring, or a new one — and returns its id. Earlier keys still open.
-    fn rotate_master(&self) -> Result<u32> {
+    /// The current master key's id and fingerprint; `None` for a barrier
+    /// whose master key does not rotate.
+    fn master_key(&self) -> Option<(u32, String)> {
+        None
+    }
+    /// Every master key this barrier holds, `(id, fingerprint)`, oldest
+    /// first.
+    fn master_keys(&self) -> Vec<(u32, String)> {
+        Vec::new()
+    }
+    /// A newer master key to rotate to — one listed after the current key
+    /// (an operator added it), or a new one, saved with the keyring (not
+    /// current yet) before it is returned — as `(id, fingerprint)`.
+    fn stage_master(&self) -> Result<(u32, String)> {
         Err(Error::Unavailable(
             "this barrier cannot rotate its master key".into(),
         ))
+    }
+    /// Makes key `id` current if this node holds it with this fingerprint
+    /// (re-reading its keyring once if not); false if it does not.
+    fn adopt_master(&self, _id: u32, _fingerprint: &str) -> Result<bool> {
+        Ok(false)
+    }
+    /// The id of the master key that sealed `sealed` (a wrapped data key or
+    /// root-sealed data), if it is master-sealed.
+    fn sealed_by(&self, _sealed: &[u8]) -> Option<u32> {
+        None
     }
     /// A vault data key re-wrapped under the current master key; `None` if it
     /// already is.

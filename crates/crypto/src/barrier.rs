@@ -133,12 +133,31 @@ impl SoftwareBarrier {
         out
     }
 
+    /// Re-seals under the current key. Skipped only when the data names the
+    /// current key's id *and* opens with that key (its fingerprint): data
+    /// under a different key that happens to carry the same id is reported,
+    /// never taken for done.
     fn rewrap(&self, aad: &[u8], sealed: &[u8]) -> Result<Option<Vec<u8>>> {
+        let plain = self.open_master(aad, sealed)?;
         if Self::key_id_of(sealed) == Some(self.current_key_id()) {
             return Ok(None);
         }
-        let plain = self.open_master(aad, sealed)?;
         self.seal_master(aad, plain.expose()).map(Some)
+    }
+
+    fn write_ring(&self, guard: &mut Arc<Keyring>, next: Keyring) -> Result<()> {
+        if let Some(path) = &self.path {
+            next.save(path)
+                .map_err(|e| Error::Unavailable(format!("master keyring: {e}")))?;
+        }
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    fn held(&self, id: u32, fingerprint: &str) -> bool {
+        self.ring()
+            .fingerprint(id)
+            .is_some_and(|fp| fp == fingerprint)
     }
 }
 
@@ -171,30 +190,66 @@ impl Barrier for SoftwareBarrier {
         }
     }
 
-    fn rotate_master(&self) -> Result<u32> {
-        let unavailable =
-            |e: crate::master::MasterKeyError| Error::Unavailable(format!("master keyring: {e}"));
+    fn master_key(&self) -> Option<(u32, String)> {
+        let ring = self.ring();
+        let (id, key) = ring.current()?;
+        Some((id, key.fingerprint()))
+    }
+
+    fn master_keys(&self) -> Vec<(u32, String)> {
+        let ring = self.ring();
+        ring.ids()
+            .into_iter()
+            .filter_map(|id| ring.fingerprint(id).map(|fp| (id, fp)))
+            .collect()
+    }
+
+    fn stage_master(&self) -> Result<(u32, String)> {
+        // A key an operator added to the file (and gave every node) first.
+        let _ = self.reload_master();
         let mut guard = self
             .ring
             .write()
             .map_err(|_| Error::Unavailable("master keyring lock poisoned".into()))?;
-        let in_use = guard.current().map_or(0, |(id, _)| id);
-        // A key an operator added to the file (and gave every node) first.
-        if let Some(path) = &self.path {
-            let on_disk = Keyring::load(path).map_err(unavailable)?;
-            let disk_id = on_disk.current().map_or(0, |(id, _)| id);
-            if disk_id > in_use && on_disk.covers(&guard) {
-                *guard = Arc::new(on_disk);
-                return Ok(disk_id);
+        let id = match guard.staged() {
+            Some(id) => id,
+            None => {
+                let next = guard
+                    .with_new_key()
+                    .map_err(|e| Error::Unavailable(format!("master keyring: {e}")))?;
+                let id = next.staged().ok_or(Error::Integrity)?;
+                // Saved before the store hears of it: a crash after the
+                // store's compare-and-set never leaves a current key that no
+                // node holds.
+                self.write_ring(&mut guard, next)?;
+                id
+            }
+        };
+        let fp = guard.fingerprint(id).ok_or(Error::Integrity)?;
+        Ok((id, fp))
+    }
+
+    fn adopt_master(&self, id: u32, fingerprint: &str) -> Result<bool> {
+        if !self.held(id, fingerprint) {
+            let _ = self.reload_master();
+            if !self.held(id, fingerprint) {
+                return Ok(false);
             }
         }
-        let next = guard.with_new_key().map_err(unavailable)?;
-        if let Some(path) = &self.path {
-            next.save(path).map_err(unavailable)?;
+        let mut guard = self
+            .ring
+            .write()
+            .map_err(|_| Error::Unavailable("master keyring lock poisoned".into()))?;
+        if guard.current().is_some_and(|(cur, _)| cur == id) {
+            return Ok(true);
         }
-        let id = next.current().map_or(0, |(id, _)| id);
-        *guard = Arc::new(next);
-        Ok(id)
+        let next = guard.with_current(id).ok_or(Error::Integrity)?;
+        self.write_ring(&mut guard, next)?;
+        Ok(true)
+    }
+
+    fn sealed_by(&self, sealed: &[u8]) -> Option<u32> {
+        Self::key_id_of(sealed)
     }
 
     fn rewrap_data_key(&self, vault_id: &str, wrapped: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -344,9 +399,22 @@ mod tests {
         let lagging =
             SoftwareBarrier::with_keyring(Keyring::load(&path).unwrap(), Some(path.clone()));
 
-        assert_eq!(b.rotate_master().unwrap(), 1);
+        let (k, fp) = b.stage_master().unwrap();
+        assert_ne!(k, 0);
+        assert_eq!(b.current_key_id(), 0, "staged, not current yet");
+        assert_eq!(
+            b.stage_master().unwrap(),
+            (k, fp.clone()),
+            "staging twice stages one key"
+        );
+        assert!(
+            !b.adopt_master(k, "0000000000000000").unwrap(),
+            "the fingerprint must match"
+        );
+        assert!(b.adopt_master(k, &fp).unwrap());
+        assert_eq!(b.master_key(), Some((k, fp)));
         let rewrapped = b.rewrap_data_key("v1", &v.wrapped_key).unwrap().unwrap();
-        assert_eq!(SoftwareBarrier::key_id_of(&rewrapped), Some(1));
+        assert_eq!(SoftwareBarrier::key_id_of(&rewrapped), Some(k));
         assert!(
             b.rewrap_data_key("v1", &rewrapped).unwrap().is_none(),
             "already current"
@@ -371,14 +439,14 @@ mod tests {
             b"blob"
         );
         let new_root = cold.seal_root(b"backup", b"blob2").unwrap();
-        assert_eq!(SoftwareBarrier::key_id_of(&new_root), Some(1));
+        assert_eq!(SoftwareBarrier::key_id_of(&new_root), Some(k));
 
         // A node that has not used the new key yet picks it up from the file.
         assert_eq!(
             lagging.open_root(b"backup", &new_root).unwrap().expose(),
             b"blob2"
         );
-        assert_eq!(lagging.current_key_id(), 1);
+        assert_eq!(lagging.current_key_id(), k);
         let stale = SoftwareBarrier::with_keyring(
             Keyring::single(MasterKey::generate().unwrap()),
             Some(path.clone()),
@@ -388,5 +456,22 @@ mod tests {
             "never adopts a file missing its keys"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 29, item 7: data carrying the current key's id but sealed by a
+    /// different key (two nodes that each made their own "key 1") is never
+    /// taken for rewrapped.
+    #[test]
+    fn rewrap_skips_only_data_the_current_key_opens() {
+        let a = SoftwareBarrier::new(MasterKey::generate().unwrap());
+        let (ka, fa) = a.stage_master().unwrap();
+        assert!(a.adopt_master(ka, &fa).unwrap());
+        let sealed_by_a = a.seal_root(b"x", b"v").unwrap();
+        // Another barrier whose current key has the same id but other bytes.
+        let text = format!("{ka} {}\ncurrent {ka}\n", "11".repeat(32));
+        let b = SoftwareBarrier::with_keyring(Keyring::parse(&text).unwrap(), None);
+        assert_eq!(b.current_key_id(), ka);
+        assert!(b.rewrap_root(b"x", &sealed_by_a).is_err());
+        assert!(a.rewrap_root(b"x", &sealed_by_a).unwrap().is_none());
     }
 }

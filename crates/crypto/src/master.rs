@@ -95,22 +95,44 @@ impl MasterKey {
     pub(crate) fn bytes(&self) -> &[u8] {
         self.0.expose()
     }
+
+    /// 16 hex digits of SHA-256 over a fixed label and the key.
+    pub fn fingerprint(&self) -> String {
+        let mut h = openssl::sha::Sha256::new();
+        h.update(b"keyhaven/v1/master-key-fingerprint/");
+        h.update(self.bytes());
+        to_hex(&h.finish()[..8])
+    }
 }
 
 /// Every master key a deployment has had that may still have sealed
-/// something, by id; new seals use the highest id (the current key).
+/// something, in the order they were added, and which one seals (the
+/// current key).
 ///
-/// The file is one line of hex (the original single key, id 0) or, once the
-/// master key was rotated, one `<id> <hex>` line per key. Old keys stay so
-/// that backups taken before a rotation still restore.
+/// The file is one line of hex (the original single key, id 0) or one
+/// `<id> <hex>` line per key and a `current <id>` line. A file without a
+/// `current` line (written before ids were random) seals with its highest
+/// id. Keys listed after the current one are newer keys not in use yet: one
+/// an operator added by hand, or one a rotation staged before the store
+/// agreed to it. Old keys stay so that backups taken before a rotation still
+/// restore.
+///
+/// Ids of new keys are random (never 0, never one already in the ring), so
+/// two nodes that each make a key never both call theirs "key 1"; which of
+/// them becomes current is decided by a compare-and-set in the store.
 pub struct Keyring {
-    keys: std::collections::BTreeMap<u32, MasterKey>,
+    keys: Vec<(u32, MasterKey)>,
+    current: u32,
 }
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
-            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .field(
+                "ids",
+                &self.keys.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
+            .field("current", &self.current)
             .finish()
     }
 }
@@ -119,7 +141,8 @@ impl Keyring {
     /// A keyring of one key (id 0).
     pub fn single(key: MasterKey) -> Self {
         Self {
-            keys: [(0, key)].into_iter().collect(),
+            keys: vec![(0, key)],
+            current: 0,
         }
     }
 
@@ -136,39 +159,59 @@ impl Keyring {
 
     /// Loads the keyring at `path` (refused if others can read it).
     pub fn load(path: &Path) -> Result<Self, MasterKeyError> {
-        let text = read_private(path)?;
+        Self::parse(read_private(path)?.expose())
+    }
+
+    /// Parses the text of a keyring file.
+    pub fn parse(text: &str) -> Result<Self, MasterKeyError> {
         let lines: Vec<&str> = text
-            .expose()
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
-        let mut keys = std::collections::BTreeMap::new();
+        let mut keys: Vec<(u32, MasterKey)> = Vec::new();
+        let mut current = None;
         match lines.as_slice() {
             [only] if !only.contains(' ') => {
-                keys.insert(0, MasterKey::from_hex(only)?);
+                keys.push((0, MasterKey::from_hex(only)?));
             }
             _ => {
                 for line in lines {
-                    let (id, hex) = line.split_once(' ').ok_or(MasterKeyError::Malformed)?;
-                    let id: u32 = id.parse().map_err(|_| MasterKeyError::Malformed)?;
-                    if keys.insert(id, MasterKey::from_hex(hex.trim())?).is_some() {
+                    let (first, rest) = line.split_once(' ').ok_or(MasterKeyError::Malformed)?;
+                    if first == "current" {
+                        let id: u32 = rest.trim().parse().map_err(|_| MasterKeyError::Malformed)?;
+                        if current.replace(id).is_some() {
+                            return Err(MasterKeyError::Malformed);
+                        }
+                        continue;
+                    }
+                    let id: u32 = first.parse().map_err(|_| MasterKeyError::Malformed)?;
+                    if keys.iter().any(|(k, _)| *k == id) {
                         return Err(MasterKeyError::Malformed);
                     }
+                    keys.push((id, MasterKey::from_hex(rest.trim())?));
                 }
             }
         }
-        if keys.is_empty() {
+        let current = match current {
+            Some(id) => id,
+            None => keys
+                .iter()
+                .map(|(id, _)| *id)
+                .max()
+                .ok_or(MasterKeyError::Malformed)?,
+        };
+        if !keys.iter().any(|(id, _)| *id == current) {
             return Err(MasterKeyError::Malformed);
         }
-        Ok(Self { keys })
+        Ok(Self { keys, current })
     }
 
     /// Writes the keyring to `path` atomically (a 0600 temporary file,
     /// fsynced, renamed over the old one, directory fsynced).
     pub fn save(&self, path: &Path) -> Result<(), MasterKeyError> {
         let mut text = zeroize::Zeroizing::new(String::from(
-            "# Keyhaven master keys: <id> <hex>; the highest id seals, all open.\n",
+            "# Keyhaven master keys: <id> <hex>, oldest first; `current` seals, all open.\n",
         ));
         for (id, key) in &self.keys {
             let hex = zeroize::Zeroizing::new(to_hex(key.bytes()));
@@ -176,6 +219,7 @@ impl Keyring {
             text.push_str(&hex);
             text.push('\n');
         }
+        text.push_str(&format!("current {}\n", self.current));
         let tmp = path.with_extension("key.new");
         let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
@@ -195,38 +239,75 @@ impl Keyring {
         Ok(())
     }
 
-    /// The current key and its id (a keyring is never empty).
+    /// The current key and its id.
     pub fn current(&self) -> Option<(u32, &MasterKey)> {
-        self.keys.iter().next_back().map(|(id, k)| (*id, k))
+        self.get(self.current).map(|k| (self.current, k))
     }
 
     /// The key with this id.
     pub fn get(&self, id: u32) -> Option<&MasterKey> {
-        self.keys.get(&id)
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, key)| key)
+    }
+
+    /// Every key id, oldest first.
+    pub fn ids(&self) -> Vec<u32> {
+        self.keys.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// The fingerprint of key `id`: 16 hex digits of SHA-256 over a fixed
+    /// label and the key; it names the key without revealing it.
+    pub fn fingerprint(&self, id: u32) -> Option<String> {
+        self.get(id).map(MasterKey::fingerprint)
     }
 
     /// Whether this keyring holds every key `other` holds (and the same ones).
     pub fn covers(&self, other: &Keyring) -> bool {
-        other.keys.iter().all(|(id, k)| {
-            self.keys
-                .get(id)
-                .is_some_and(|mine| mine.bytes() == k.bytes())
-        })
-    }
-
-    /// This keyring plus a fresh key, which becomes the current one.
-    pub fn with_new_key(&self) -> Result<Self, MasterKeyError> {
-        let mut keys: std::collections::BTreeMap<u32, MasterKey> = self
+        other
             .keys
             .iter()
-            .map(|(id, k)| (*id, MasterKey(Sensitive::new(k.bytes().to_vec()))))
-            .collect();
-        let next = self
-            .current()
-            .map_or(Some(0), |(id, _)| id.checked_add(1))
-            .ok_or(MasterKeyError::Malformed)?;
-        keys.insert(next, MasterKey::generate()?);
-        Ok(Self { keys })
+            .all(|(id, k)| self.get(*id).is_some_and(|mine| mine.bytes() == k.bytes()))
+    }
+
+    fn copy(&self) -> Self {
+        Self {
+            keys: self
+                .keys
+                .iter()
+                .map(|(id, k)| (*id, MasterKey(Sensitive::new(k.bytes().to_vec()))))
+                .collect(),
+            current: self.current,
+        }
+    }
+
+    /// The newest key listed after the current one (added by an operator,
+    /// or staged by a rotation), if any.
+    pub fn staged(&self) -> Option<u32> {
+        let at = self.keys.iter().position(|(id, _)| *id == self.current)?;
+        self.keys.get(at + 1..)?.last().map(|(id, _)| *id)
+    }
+
+    /// This keyring plus a fresh key with a random id, listed last but not
+    /// current (see [`Self::with_current`]).
+    pub fn with_new_key(&self) -> Result<Self, MasterKeyError> {
+        let mut next = self.copy();
+        let id = loop {
+            let mut b = [0u8; 4];
+            openssl::rand::rand_bytes(&mut b).map_err(|_| MasterKeyError::Random)?;
+            let id = u32::from_be_bytes(b);
+            if id != 0 && self.get(id).is_none() {
+                break id;
+            }
+        };
+        next.keys.push((id, MasterKey::generate()?));
+        Ok(next)
+    }
+
+    /// This keyring with key `id` current; `None` if it does not hold it.
+    pub fn with_current(&self, id: u32) -> Option<Self> {
+        self.get(id)?;
+        let mut next = self.copy();
+        next.current = id;
+        Some(next)
     }
 }
 
@@ -263,6 +344,57 @@ mod tests {
         let b = MasterKey::load_or_create(&path).unwrap();
         assert_eq!(a.bytes(), b.bytes());
         assert!(!format!("{a:?}").contains(&to_hex(a.bytes())));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keyring_files_of_every_format_load_and_round_trip() {
+        let k = |b: u8| format!("{b:02x}").repeat(32);
+        // One bare line: key 0.
+        let ring = Keyring::parse(&k(1)).unwrap();
+        assert_eq!((ring.ids(), ring.current().unwrap().0), (vec![0], 0));
+        // Counter ids without a `current` line (before ids were random):
+        // the highest id seals.
+        let ring = Keyring::parse(&format!("0 {}\n1 {}\n2 {}\n", k(1), k(2), k(3))).unwrap();
+        assert_eq!((ring.ids(), ring.current().unwrap().0), (vec![0, 1, 2], 2));
+        assert_eq!(ring.staged(), None);
+        // A key listed after the current one is staged, not current.
+        let ring = Keyring::parse(&format!("0 {}\n77 {}\ncurrent 0\n", k(1), k(2))).unwrap();
+        assert_eq!((ring.current().unwrap().0, ring.staged()), (0, Some(77)));
+        let adopted = ring.with_current(77).unwrap();
+        assert_eq!(adopted.current().unwrap().0, 77);
+        assert!(ring.with_current(5).is_none());
+        // Bad files are refused.
+        for bad in [
+            format!("0 {}\ncurrent 9\n", k(1)),
+            format!("0 {}\n0 {}\n", k(1), k(2)),
+            format!("0 {}\ncurrent 0\ncurrent 0\n", k(1)),
+            "0 zz\n".to_owned(),
+            String::new(),
+        ] {
+            assert!(Keyring::parse(&bad).is_err(), "{bad:?}");
+        }
+        // New keys get random, distinct, non-zero ids and round-trip.
+        let dir = std::env::temp_dir().join(format!("kh-mk3-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        let mut ring = Keyring::single(MasterKey::generate().unwrap());
+        for _ in 0..3 {
+            ring = ring.with_new_key().unwrap();
+            let id = ring.staged().unwrap();
+            assert_ne!(id, 0);
+            ring = ring.with_current(id).unwrap();
+        }
+        let ids = ring.ids();
+        assert_eq!(ids.len(), 4);
+        assert!(ids.iter().collect::<std::collections::BTreeSet<_>>().len() == 4);
+        ring.save(&path).unwrap();
+        let back = Keyring::load(&path).unwrap();
+        assert_eq!(back.ids(), ids);
+        assert_eq!(back.current().unwrap().0, ring.current().unwrap().0);
+        assert!(back.covers(&ring) && ring.covers(&back));
+        assert_eq!(back.fingerprint(ids[1]), ring.fingerprint(ids[1]));
+        assert_ne!(back.fingerprint(ids[1]), back.fingerprint(ids[2]));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -54,6 +54,9 @@ pub enum BootstrapError {
     /// Stored data is inconsistent.
     #[error("bootstrap data is inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// This node does not hold the master key the store names.
+    #[error("master key: {0}")]
+    MasterKey(#[from] crate::masterkey::MasterKeyError),
 }
 
 /// Creates or loads everything first start makes.
@@ -62,6 +65,7 @@ pub async fn ensure(
     barrier: &Arc<dyn Barrier>,
     clock: &Arc<dyn Clock>,
 ) -> Result<Bootstrap, BootstrapError> {
+    crate::masterkey::reconcile(store, barrier).await?;
     let tenant_id =
         setting_or_init(store, "tenant_id", || uuid::Uuid::new_v4().to_string()).await?;
     let subscription_id = setting_or_init(store, "subscription_id", || {

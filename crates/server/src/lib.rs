@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod imds;
+pub mod masterkey;
 pub mod metrics;
 pub mod serve;
 pub mod signing;

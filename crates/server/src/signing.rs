@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 /// Keys kept: the signing key and the previous ones still verifying.
 pub const MAX_KEYS: usize = 3;
-const SETTING: &str = "token_signing_keys";
+/// The setting holding the sealed key set.
+pub const SETTING: &str = "token_signing_keys";
 const AAD: &[u8] = b"token-signing-keys";
 // Deployments from before rotation kept one key here.
 const LEGACY_SETTING: &str = "token_signing_key";

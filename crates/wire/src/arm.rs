@@ -180,12 +180,43 @@ pub struct RotatedKey {
 pub struct RotatedMasterKey {
     /// The id of the master key that now seals.
     pub key_id: u32,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// True when another node had already rotated to `key_id` and this one
+    /// adopted it instead of making a rival key.
+    pub adopted: bool,
     /// Vault data keys re-wrapped by this rotation.
     pub vault_keys_rewrapped: u64,
     /// Vaults in the deployment (all of whose keys are now under `key_id`).
     pub vaults: u64,
     /// Whether the token signing keys were re-sealed.
     pub signing_keys_rewrapped: bool,
+}
+
+/// The master keys and what still uses each (`masterKeyUsage`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MasterKeyUsage {
+    /// The id of the key that seals.
+    pub current: u32,
+    /// Every key in this node's keyring, oldest first.
+    pub keys: Vec<MasterKeyUse>,
+    /// Master-sealed data in the store under an id this node does not hold.
+    pub unknown: Vec<MasterKeyUse>,
+}
+
+/// One master key and what in the store is sealed under it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MasterKeyUse {
+    /// Its id.
+    pub id: u32,
+    /// Its fingerprint (empty for an unknown id).
+    pub fingerprint: String,
+    /// Vault data keys wrapped under it (live and soft-deleted vaults).
+    pub vault_keys: u64,
+    /// Whether the token signing keys are sealed under it.
+    pub signing_keys: bool,
 }
 
 /// A role definition resource.

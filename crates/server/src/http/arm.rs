@@ -18,9 +18,9 @@ use keyhaven_core::Principal;
 use keyhaven_identity::directory::DirectoryError;
 use keyhaven_identity::managed::{ResourceName, UamiProps, WorkloadProps, WorkloadSpec};
 use keyhaven_wire::arm::{
-    ArmError, ArmErrorDetail, IdentityProperties, ManagedServiceIdentity, PutIdentity, PutWorkload,
-    RotatedKey, RotatedMasterKey, UserAssignedIdentity, UserAssignedRef, Workload,
-    WorkloadProperties,
+    ArmError, ArmErrorDetail, IdentityProperties, ManagedServiceIdentity, MasterKeyUsage,
+    MasterKeyUse, PutIdentity, PutWorkload, RotatedKey, RotatedMasterKey, UserAssignedIdentity,
+    UserAssignedRef, Workload, WorkloadProperties,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -142,6 +142,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/providers/Keyhaven.Security/checkIntegrity",
             post(check_integrity),
+        )
+        .route(
+            "/providers/Keyhaven.Security/masterKeyUsage",
+            post(master_key_usage),
         )
         .route(
             &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
@@ -632,10 +636,21 @@ async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) -> Arm
             "The master key rotation did not finish; run it again (it resumes where it stopped).",
         )
     };
-    let key_id = st
+    let rotation = crate::masterkey::rotate(&st.store, &st.barrier)
+        .await
+        .map_err(|e| match e {
+            crate::masterkey::MasterKeyError::NotHeld { .. } => {
+                tracing::warn!(error = %e, "master key rotation refused");
+                ArmFailure::new(StatusCode::CONFLICT, "Conflict", e.to_string())
+            }
+            other => failed("the keyring", &other),
+        })?;
+    let key_id = rotation.key_id();
+    let fingerprint = st
         .barrier
-        .rotate_master()
-        .map_err(|e| failed("the keyring", &e))?;
+        .master_key()
+        .map(|(_, fp)| fp)
+        .unwrap_or_default();
     let (rewrapped, vaults) = st
         .service
         .rewrap_vault_keys()
@@ -649,9 +664,90 @@ async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) -> Arm
         StatusCode::OK,
         &RotatedMasterKey {
             key_id,
+            fingerprint,
+            adopted: matches!(rotation, crate::masterkey::Rotation::Adopted(_)),
             vault_keys_rewrapped: rewrapped,
             vaults,
             signing_keys_rewrapped: signing,
+        },
+    ))
+}
+
+/// Lists the master keys and what in the store each still seals, so an
+/// operator knows which old keys may be retired (backup blobs made before a
+/// rotation are outside the store and still need the key they name).
+async fn master_key_usage(State(st): State<AppState>, Extension(ctx): C) -> ArmResult {
+    const ACTION: &str = "Keyhaven.Security/masterKeyUsage/action";
+    st.directory
+        .require_admin(&ctx.caller)
+        .await
+        .map_err(|e| fail(&ctx, ACTION, "/", e))?;
+    let unavailable = |e: keyhaven_core::StoreError| {
+        tracing::warn!(error = %e, "master key usage could not be read");
+        ArmFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The master key usage could not be read; try again.",
+        )
+    };
+    let mut keys: Vec<MasterKeyUse> = st
+        .barrier
+        .master_keys()
+        .into_iter()
+        .map(|(id, fingerprint)| MasterKeyUse {
+            id,
+            fingerprint,
+            vault_keys: 0,
+            signing_keys: false,
+        })
+        .collect();
+    let mut unknown: Vec<MasterKeyUse> = Vec::new();
+    let mut tally = |id: u32, vault: bool| {
+        let entry = match keys.iter_mut().find(|k| k.id == id) {
+            Some(k) => k,
+            None => {
+                if !unknown.iter().any(|k| k.id == id) {
+                    unknown.push(MasterKeyUse {
+                        id,
+                        fingerprint: String::new(),
+                        vault_keys: 0,
+                        signing_keys: false,
+                    });
+                }
+                match unknown.iter_mut().find(|k| k.id == id) {
+                    Some(k) => k,
+                    None => return,
+                }
+            }
+        };
+        if vault {
+            entry.vault_keys += 1;
+        } else {
+            entry.signing_keys = true;
+        }
+    };
+    for v in st.store.list_vaults().await.map_err(unavailable)? {
+        if let Some(id) = st.barrier.sealed_by(&v.wrapped_key) {
+            tally(id, true);
+        }
+    }
+    if let Some(sealed) = st
+        .store
+        .get_setting(crate::signing::SETTING)
+        .await
+        .map_err(unavailable)?
+    {
+        if let Some(id) = st.barrier.sealed_by(&sealed) {
+            tally(id, false);
+        }
+    }
+    let current = st.barrier.master_key().map_or(0, |(id, _)| id);
+    Ok(json(
+        StatusCode::OK,
+        &MasterKeyUsage {
+            current,
+            keys,
+            unknown,
         },
     ))
 }

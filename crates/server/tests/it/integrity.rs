@@ -355,3 +355,76 @@ async fn vault_writes_from_stale_reads_lose_nothing() {
         h.cleanup().await;
     }
 }
+
+/// Item 7: master-key ids were per-node counters, so two nodes that both
+/// rotated (a retry through a load balancer) each made a different "key 1"
+/// and re-wrapped half the vaults each. Now the store decides: the second
+/// node refuses while it lacks the first one's key, and adopts it once its
+/// keyring has it; ids are random.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_rotating_the_master_key_agree_on_one() {
+    use keyhaven_core::Barrier;
+    use keyhaven_crypto::barrier::SoftwareBarrier;
+    use keyhaven_crypto::master::Keyring;
+    use keyhaven_server::masterkey::{reconcile, rotate, MasterKeyError, Rotation};
+    use std::sync::Arc;
+    for (store, h) in Harness::each_store().await {
+        let dir = std::env::temp_dir().join(format!("kh-rot-{store}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pa, pb) = (dir.join("a.key"), dir.join("b.key"));
+        let ring = Keyring::load_or_create(&pa).unwrap();
+        drop(ring);
+        std::fs::copy(&pa, &pb).unwrap();
+        let node = |p: &std::path::Path| -> Arc<dyn Barrier> {
+            Arc::new(SoftwareBarrier::with_keyring(
+                Keyring::load(p).unwrap(),
+                Some(p.to_owned()),
+            ))
+        };
+        let (a, b) = (node(&pa), node(&pb));
+        let s = &h.state.store;
+        // A fresh store for this test: the harness recorded its own key.
+        s.replace_setting(
+            keyhaven_server::masterkey::SETTING,
+            &s.get_setting(keyhaven_server::masterkey::SETTING)
+                .await
+                .unwrap()
+                .unwrap(),
+            format!(
+                "{} {}",
+                a.master_key().unwrap().0,
+                a.master_key().unwrap().1
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        reconcile(s, &a).await.unwrap();
+        reconcile(s, &b).await.unwrap();
+
+        let Rotation::Rotated(k) = rotate(s, &a).await.unwrap() else {
+            panic!("{store}: a made the first rotation")
+        };
+        assert_ne!(k, 0);
+        let refused = rotate(s, &b).await;
+        assert!(
+            matches!(refused, Err(MasterKeyError::NotHeld { id, .. }) if id == k),
+            "{store}: {refused:?}"
+        );
+        assert_eq!(b.master_keys().len(), 1, "{store}: b made no rival key");
+        // b would not start either, until it holds the key.
+        assert!(reconcile(s, &b).await.is_err(), "{store}");
+        std::fs::copy(&pa, &pb).unwrap();
+        assert_eq!(
+            rotate(s, &b).await.unwrap(),
+            Rotation::Adopted(k),
+            "{store}"
+        );
+        assert_eq!(a.master_key(), b.master_key(), "{store}");
+        // What b seals, a opens, and the other way round.
+        let sealed = b.seal_root(b"x", b"agreed").unwrap();
+        assert_eq!(a.open_root(b"x", &sealed).unwrap().expose(), b"agreed");
+        std::fs::remove_dir_all(&dir).unwrap();
+        h.cleanup().await;
+    }
+}
