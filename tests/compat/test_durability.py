@@ -514,6 +514,27 @@ def deployment_cmd(node_data: Path, *args, store=None, passphrase=PASSPHRASE):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
+def test_a_backup_whose_keyring_cannot_open_its_vaults_is_refused(store_kind, tmp_path, monkeypatch):
+    """Issue 29, item 8: the master key was rotated with a key this data
+    directory's master.key lacks (as on a node the new file never reached);
+    an archive of it could never be restored, so the backup refuses."""
+    with running_server(KeyhavenServer, store_kind, tmp_path / "srv") as s:
+        trust_server_ca(monkeypatch, s)
+        before = (s.data_dir / "master.key").read_bytes()
+        k = rotate_master_key(s)["keyId"]
+        after = (s.data_dir / "master.key").read_bytes()
+        store = s.pg.url if s.pg else None
+        (s.data_dir / "master.key").write_bytes(before)
+        archive = tmp_path / "lagging.khbackup"
+        out = deployment_cmd(s.data_dir, "backup", "--out", str(archive), store=store)
+        assert out.returncode != 0 and f"(master key {k})" in out.stderr, (out.stdout, out.stderr)
+        assert "do not open with the master keyring" in out.stderr and not archive.exists()
+        (s.data_dir / "master.key").write_bytes(after)
+        out = deployment_cmd(s.data_dir, "backup", "--out", str(archive), store=store)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["vaults"] >= 1
+
+
 def test_a_deployment_backup_taken_under_load_restores_into_a_new_deployment(store_kind, tmp_path, monkeypatch):
     archive = tmp_path / "deployment.khbackup"
     target_db = PgDatabase().create() if store_kind == "postgres" else None

@@ -132,6 +132,13 @@ pub fn backup(place: &Place, out: &Path) -> Result<()> {
             .with_context(|| format!("no master.key in {}", place.data_dir.display()))?,
     );
     let result = (|| -> Result<()> {
+        // An archive whose keyring cannot open every vault of its snapshot
+        // (a rotation made on another node whose key this one lacks) would
+        // restore into vaults nobody can read: refused here, not found out
+        // at restore time.
+        let vaults = snapshot_vaults(store, &tmp)?;
+        check_vault_keys(&keyring, &vaults)
+            .context("backup refused: the archive could not be restored")?;
         let snapshot = fs::File::open(&tmp)?;
         let size = snapshot.metadata()?.len();
         let header = serde_json::to_string(&Header {
@@ -153,12 +160,106 @@ pub fn backup(place: &Place, out: &Path) -> Result<()> {
         fs::rename(&partial, out)?;
         println!(
             "{}",
-            json!({"archive": out, "store": store, "snapshotBytes": size})
+            json!({"archive": out, "store": store, "snapshotBytes": size, "vaults": vaults.len()})
         );
         Ok(())
     })();
     let _ = fs::remove_file(&tmp);
     result
+}
+
+/// Every vault's `(id, wrapped data key)` in a store snapshot: a SQLite
+/// file, or a `pg_dump` custom-format file (its `vaults` data, read back
+/// with `pg_restore --data-only` as COPY text).
+fn snapshot_vaults(store: &str, snapshot: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    if store == "sqlite" {
+        let db = rusqlite::Connection::open_with_flags(
+            snapshot,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .context("cannot open the SQLite snapshot")?;
+        let mut st = db.prepare("SELECT id, wrapped_key FROM vaults")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        return Ok(rows.collect::<Result<Vec<_>, _>>()?);
+    }
+    let out = Command::new("pg_restore")
+        .args(["--data-only", "--table=vaults", "--file=-"])
+        .arg(snapshot)
+        .output()
+        .context("cannot run pg_restore")?;
+    if !out.status.success() {
+        bail!(
+            "pg_restore could not read the snapshot: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_vaults_copy(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The `(id, wrapped_key)` of each row of the `COPY … vaults (…) FROM
+/// stdin;` block in `pg_restore` text output.
+fn parse_vaults_copy(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut lines = text.lines();
+    let header = lines
+        .by_ref()
+        .find(|l| l.starts_with("COPY ") && l.contains("vaults ("))
+        .ok_or_else(|| anyhow!("the snapshot holds no vaults table"))?;
+    let cols: Vec<&str> = header
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(cols, _)| cols.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let at = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(id_at), Some(key_at)) = (at("id"), at("wrapped_key")) else {
+        bail!("the snapshot's vaults table lacks id or wrapped_key");
+    };
+    let mut out = Vec::new();
+    for line in lines.take_while(|l| *l != "\\.") {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let (Some(id), Some(key)) = (fields.get(id_at), fields.get(key_at)) else {
+            bail!("a malformed vaults row in the snapshot");
+        };
+        let hex = key.strip_prefix("\\\\x").unwrap_or(key);
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+                    .ok_or_else(|| anyhow!("a malformed wrapped key in the snapshot"))
+            })
+            .collect::<Result<Vec<u8>>>()?;
+        out.push(((*id).to_owned(), bytes));
+    }
+    Ok(out)
+}
+
+/// Fails, naming the vault ids and the key ids they need, unless every
+/// wrapped data key opens with the keyring `text`.
+fn check_vault_keys(text: &[u8], vaults: &[(String, Vec<u8>)]) -> Result<()> {
+    let text = std::str::from_utf8(text).map_err(|_| anyhow!("the master keyring is not text"))?;
+    let ring = keyhaven_crypto::master::Keyring::parse(text)
+        .map_err(|e| anyhow!("the master keyring: {e}"))?;
+    let barrier = keyhaven_crypto::SoftwareBarrier::with_keyring(ring, None);
+    let bad: Vec<String> = vaults
+        .iter()
+        .filter(|(id, wrapped)| barrier.check_data_key(id, wrapped).is_err())
+        .map(
+            |(id, wrapped)| match keyhaven_crypto::SoftwareBarrier::key_id_of(wrapped) {
+                Some(k) => format!("vault {id} (master key {k})"),
+                None => format!("vault {id} (unreadable key)"),
+            },
+        )
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "{} of {} vault data keys do not open with the master keyring: {}. Copy master.key from the node that rotated the master key.",
+            bad.len(),
+            vaults.len(),
+            bad.join(", ")
+        )
+    }
 }
 
 /// `keyhaven restore --in FILE`: into an empty data directory (and an empty
@@ -223,6 +324,13 @@ pub fn restore(place: &Place, input: &Path) -> Result<()> {
             std::io::copy(&mut r, &mut f)?;
             f.sync_all()?;
         }
+        // Every vault's data key must open with the archive's keyring
+        // before anything is put in place.
+        let vaults = snapshot_vaults(&store, &snapshot)?;
+        if let Err(e) = check_vault_keys(&keyring, &vaults) {
+            let _ = fs::remove_file(&snapshot);
+            return Err(e.context("restore refused: nothing was written"));
+        }
         // The keyring first, the database last (each synced, then the
         // directory): a crash in between leaves a keyring and no database,
         // which starts empty, never a database without the key to open it.
@@ -254,9 +362,76 @@ pub fn restore(place: &Place, input: &Path) -> Result<()> {
             fs::rename(&snapshot, place.data_dir.join("keyhaven.db"))?;
             fs::File::open(&place.data_dir)?.sync_all()?;
         }
-        println!("{}", json!({"restored": store, "dataDir": place.data_dir}));
+        println!(
+            "{}",
+            json!({"restored": store, "dataDir": place.data_dir, "vaults": vaults.len()})
+        );
         Ok(())
     })();
     let _ = fs::remove_file(&plain_path);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 29, item 8: an archive whose keyring cannot open a vault of
+    /// its snapshot is refused (at backup, and again at restore).
+    #[test]
+    fn vault_keys_are_checked_against_the_keyring() {
+        use keyhaven_core::Barrier as _;
+        let ring = keyhaven_crypto::master::Keyring::single(
+            keyhaven_crypto::MasterKey::generate().unwrap(),
+        );
+        let dir = std::env::temp_dir().join(format!("kh-vk-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        ring.save(&path).unwrap();
+        let text = fs::read(&path).unwrap();
+        let barrier = keyhaven_crypto::SoftwareBarrier::with_keyring(
+            keyhaven_crypto::master::Keyring::load(&path).unwrap(),
+            Some(path.clone()),
+        );
+        let good = ("v1".to_owned(), barrier.new_data_key("v1").unwrap());
+        assert!(check_vault_keys(&text, std::slice::from_ref(&good)).is_ok());
+        // Rotated on this "node" only: the old file cannot open the new key.
+        let (k, fp) = barrier.stage_master().unwrap();
+        assert!(barrier.adopt_master(k, &fp).unwrap());
+        let rotated = ("v2".to_owned(), barrier.new_data_key("v2").unwrap());
+        let err = check_vault_keys(&text, &[good.clone(), rotated.clone()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("vault v2 (master key {k})")),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("vault v1"));
+        let newer = fs::read(&path).unwrap();
+        assert!(check_vault_keys(&newer, &[good.clone(), rotated]).is_ok());
+        // A key moved to another vault id does not open (bound to its vault).
+        assert!(check_vault_keys(&newer, &[("v3".to_owned(), good.1)]).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pg_restore_copy_text_is_parsed() {
+        let text = "--\n-- Data for Name: vaults\n--\n\nCOPY public.vaults (name, id, tenant_id, wrapped_key, created) FROM stdin;\n\
+                    dev\tid-1\tt\t\\\\x0102ff\t5\n\
+                    other\tid-2\tt\t\\\\x\t6\n\
+                    \\.\n\n";
+        let rows = parse_vaults_copy(text).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("id-1".to_owned(), vec![1, 2, 255]),
+                ("id-2".to_owned(), vec![])
+            ]
+        );
+        assert!(parse_vaults_copy("nothing here").is_err());
+        assert!(parse_vaults_copy("COPY public.vaults (name, id) FROM stdin;\n\\.\n").is_err());
+        assert!(parse_vaults_copy(
+            "COPY public.vaults (id, wrapped_key) FROM stdin;\nid\t\\\\xzz\n\\.\n"
+        )
+        .is_err());
+    }
 }

@@ -64,6 +64,21 @@ impl SoftwareBarrier {
         self.ring().current().map_or(0, |(id, _)| id)
     }
 
+    /// Whether vault `vault_id`'s wrapped data key opens with this keyring
+    /// (a restore checks every vault before it reports success). An empty
+    /// key (a vault shredded by an older version's purge) passes.
+    pub fn check_data_key(&self, vault_id: &str, wrapped: &[u8]) -> Result<()> {
+        if wrapped.is_empty() {
+            return Ok(());
+        }
+        let key = self.open_master(&Self::dek_aad(vault_id), wrapped)?;
+        if key.expose().len() == DATA_KEY_LEN {
+            Ok(())
+        } else {
+            Err(Error::Integrity)
+        }
+    }
+
     /// Which master key sealed `sealed` (`None` if it is not master-sealed data).
     pub fn key_id_of(sealed: &[u8]) -> Option<u32> {
         match sealed {
