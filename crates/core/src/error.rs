@@ -133,6 +133,10 @@ impl From<crate::store::StoreError> for Error {
             S::NameExists { kind, name } => Error::AlreadyExists { kind, name },
             S::Missing { kind, name } => Error::NotFound { kind, name },
             S::Duplicate(what) => Error::Conflict(format!("The {what} already exists.")),
+            S::Managed { kind, .. } => Error::ManagedByCertificate {
+                kind,
+                operation: "set",
+            },
             S::Changed { kind, name } => Error::Conflict(format!(
                 "The {} {name} was changed by another request at the same time; retry.",
                 kind.as_str()

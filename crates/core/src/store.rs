@@ -42,6 +42,14 @@ pub enum StoreError {
         /// The name.
         name: String,
     },
+    /// An unmanaged version was written onto an object a certificate owns.
+    #[error("{name} is managed by a certificate")]
+    Managed {
+        /// Kind of object.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
     /// A unique property (id, appId, userPrincipalName, membership) is taken.
     #[error("duplicate {0}")]
     Duplicate(String),
@@ -134,7 +142,10 @@ pub trait Store: Send + Sync {
     }
     /// Adds one version to each of several objects (a certificate's key,
     /// secret and certificate) in one transaction, each becoming its object's
-    /// latest; nothing is written if any name is soft-deleted (`NameDeleted`).
+    /// latest; nothing is written if any name is soft-deleted (`NameDeleted`),
+    /// or if a version's `managed` flag differs from the object's latest
+    /// (`Managed` for a plain write onto a certificate's key or secret,
+    /// `NameExists` for a certificate onto a plain one).
     async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()>;
     /// Reads a live version (`None` = latest).
     async fn get_version(

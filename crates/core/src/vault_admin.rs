@@ -344,10 +344,9 @@ impl VaultService {
                 self.apply(&mut v, tenant_id, spec, true)?;
                 match self.store.create_vault(&v).await {
                     Ok(()) => Ok(Some((v, true))),
-                    Err(crate::store::StoreError::NameExists { .. }) => Err(AdminError::Conflict(
-                        "VaultAlreadyExists",
-                        format!("The vault name '{name}' is already in use."),
-                    )),
+                    // Created by a racing PUT: read again (an update if it
+                    // is in the same place, a conflict if not).
+                    Err(crate::store::StoreError::NameExists { .. }) => Ok(None),
                     Err(e) => Err(e.into()),
                 }
             }

@@ -609,6 +609,23 @@ async fn updates_change_only_metadata(s: &dyn Store) {
             Err(StoreError::Changed { .. })
         ));
     }
+    // A PATCH racing a DELETE finds the object gone, not a version to change.
+    let last = s
+        .get_version(&v, k, &name("upd"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let info = DeletedInfo {
+        deleted_date: 8,
+        scheduled_purge_date: 9,
+    };
+    s.delete_object(&v, k, &name("upd"), info).await.unwrap();
+    let mut late = last.clone();
+    late.attributes.enabled = !late.attributes.enabled;
+    assert!(matches!(
+        s.update_version(&v, &last, &late).await,
+        Err(StoreError::Missing { .. })
+    ));
 }
 
 /// Reads by version id (which implementations may cache) never return what a
@@ -1350,6 +1367,32 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
     assert_eq!(states(s, &v, "cert").await, DELETED);
     assert!(s.purge_objects(&v, &all, &name("cert")).await.unwrap());
     assert_eq!(states(s, &v, "cert").await, GONE);
+
+    // A certificate's key or secret takes no plain version, and a
+    // certificate takes no plain object's name (checked in the write).
+    let mut owned = version(Secret, "owned");
+    owned.managed = true;
+    s.put_version(&v, &owned).await.unwrap();
+    let mut plain = version(Secret, "owned");
+    plain.version = Version::random();
+    assert!(matches!(
+        s.put_version(&v, &plain).await,
+        Err(StoreError::Managed { kind: Secret, .. })
+    ));
+    s.put_version(&v, &version(Secret, "plain")).await.unwrap();
+    let mut cert_parts = parts("plain");
+    for r in &mut cert_parts {
+        r.managed = r.kind != Certificate;
+    }
+    assert!(matches!(
+        s.put_versions(&v, &cert_parts).await,
+        Err(StoreError::NameExists { kind: Secret, .. })
+    ));
+    assert!(s
+        .get_version(&v, Certificate, &name("plain"), None)
+        .await
+        .unwrap()
+        .is_none());
 
     // Restore writes every object or none.
     s.put_version(&v, &version(Key, "taken")).await.unwrap();

@@ -5,7 +5,11 @@
 //! resources other than dead letters, group memberships, a principal's
 //! deletion or enabled flag) move the `authz_generation` setting in the same
 //! transaction, by trigger, so no caller can commit a change and skip the
-//! bump (a cancelled request, a crash, a failed second statement).
+//! bump (a cancelled request, a crash, a failed second statement). On
+//! PostgreSQL they are deferred constraint triggers: the counter's row is
+//! locked only at commit, briefly, never in the middle of a transaction
+//! (where it would serialise every authorization write behind a long purge
+//! and could close a lock cycle).
 //!
 //! Migration 9 gives each vault a row version (`rev`), moved by every
 //! settings write, so vault writes and purges compare-and-set against the
@@ -186,25 +190,26 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         8,
         "INSERT INTO settings (key, value) VALUES ('authz_generation', convert_to('0', 'UTF8')) ON CONFLICT DO NOTHING;
-     CREATE FUNCTION keyhaven_authz_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+     CREATE FUNCTION keyhaven_authz_changed() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
      BEGIN
         UPDATE settings SET value = convert_to((convert_from(value, 'UTF8')::bigint + 1)::text, 'UTF8')
          WHERE key = 'authz_generation';
         PERFORM pg_notify('keyhaven_settings', 'authz_generation');
         RETURN NULL;
      END $$;
-     CREATE TRIGGER authz_vaults AFTER INSERT OR UPDATE OR DELETE ON vaults
-        FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();
-     CREATE TRIGGER authz_resource_write AFTER INSERT OR UPDATE ON resources
-        FOR EACH ROW WHEN (NEW.kind <> 'Keyhaven.EventGrid/deadLetters') EXECUTE FUNCTION keyhaven_authz_changed();
-     CREATE TRIGGER authz_resource_delete AFTER DELETE ON resources
-        FOR EACH ROW WHEN (OLD.kind <> 'Keyhaven.EventGrid/deadLetters') EXECUTE FUNCTION keyhaven_authz_changed();
-     CREATE TRIGGER authz_members AFTER INSERT OR DELETE ON group_members
-        FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();
-     CREATE TRIGGER authz_principal_update AFTER UPDATE ON principals
-        FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled) EXECUTE FUNCTION keyhaven_authz_changed();
-     CREATE TRIGGER authz_principal_delete AFTER DELETE ON principals
-        FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();",
+     CREATE CONSTRAINT TRIGGER authz_vaults AFTER INSERT OR UPDATE OR DELETE ON vaults
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE CONSTRAINT TRIGGER authz_resource_write AFTER INSERT OR UPDATE ON resources
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.kind <> 'Keyhaven.EventGrid/deadLetters') EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE CONSTRAINT TRIGGER authz_resource_delete AFTER DELETE ON resources
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.kind <> 'Keyhaven.EventGrid/deadLetters') EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE CONSTRAINT TRIGGER authz_members AFTER INSERT OR DELETE ON group_members
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE CONSTRAINT TRIGGER authz_principal_update AFTER UPDATE ON principals
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled) EXECUTE FUNCTION keyhaven_authz_changed();
+     CREATE CONSTRAINT TRIGGER authz_principal_delete AFTER DELETE ON principals
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyhaven_authz_changed();",
     ),
     (
         9,

@@ -64,6 +64,11 @@ pub fn list_deleted_versions() -> String {
 
 pub const OBJECT_STATE: &str =
     "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+/// Whether an object's latest version is owned by a certificate (no row
+/// when the object has no version yet).
+pub const LATEST_MANAGED: &str =
+    "SELECT v.managed FROM objects o JOIN versions v ON v.seq = o.latest_seq \
+     WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3";
 pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 pub const INSERT_VERSION: &str = "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
@@ -74,10 +79,13 @@ pub const SET_LATEST: &str =
 pub const UPDATE_VERSION: &str = "UPDATE versions SET enabled = $5, nbf = $6, exp = $7, updated = $8, content_type = $9, tags = $10, meta = $11 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4 \
      AND enabled = $12 AND nbf IS NOT DISTINCT FROM $13 AND exp IS NOT DISTINCT FROM $14 AND updated = $15 \
-     AND content_type IS NOT DISTINCT FROM $16 AND tags = $17 AND meta = $18";
-/// Whether a version exists at all (after a compare-and-set wrote nothing).
+     AND content_type IS NOT DISTINCT FROM $16 AND tags = $17 AND meta = $18 \
+     AND EXISTS (SELECT 1 FROM objects o WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NULL)";
+/// Whether a live version exists at all (after a compare-and-set wrote
+/// nothing): a soft-deleted object's versions count as missing.
 pub const VERSION_EXISTS: &str =
-    "SELECT 1 FROM versions WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND version = $4";
+    "SELECT 1 FROM versions v JOIN objects o ON o.vault_id = v.vault_id AND o.kind = v.kind AND o.name_lower = v.name_lower \
+     WHERE v.vault_id = $1 AND v.kind = $2 AND v.name_lower = $3 AND v.version = $4 AND o.deleted_date IS NULL";
 pub const MARK_DELETED: &str = "UPDATE objects SET deleted_date = $4, scheduled_purge_date = $5 \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND deleted_date IS NULL AND latest_seq IS NOT NULL";
 pub const RECOVER: &str = "UPDATE objects SET deleted_date = NULL, scheduled_purge_date = NULL \
@@ -471,3 +479,25 @@ pub const QUERY_AUDIT: &str =
     "SELECT record FROM audit_events WHERE vault = $1 AND time >= $2 AND time <= $3 \
      AND ($4 = '' OR operation = $4) AND ($5 = '' OR caller = $5) AND ($6 = '' OR result = $6) \
      ORDER BY seq DESC LIMIT $7";
+
+/// Refuses a version whose `managed` flag differs from the object's latest
+/// (`latest`: `None` when the object has no version yet): a plain write
+/// onto a certificate's key or secret, or a certificate onto a plain one —
+/// checked inside the write's transaction, so a race past the service's
+/// earlier checks is caught too.
+pub fn check_managed(
+    latest: Option<bool>,
+    rec: &keyhaven_core::object::VersionRecord,
+) -> StoreResult<()> {
+    match latest {
+        Some(true) if !rec.managed => Err(StoreError::Managed {
+            kind: rec.kind,
+            name: rec.name.to_string(),
+        }),
+        Some(false) if rec.managed => Err(StoreError::NameExists {
+            kind: rec.kind,
+            name: rec.name.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}

@@ -411,6 +411,13 @@ impl Store for PostgresStore {
                     name: rec.name.to_string(),
                 });
             }
+            let managed: Option<bool> = tx
+                .query_opt(sql::LATEST_MANAGED, &[&vault_id, &kind, &key])
+                .await
+                .map_err(err)?
+                .map(|r| r.try_get(0).map_err(err))
+                .transpose()?;
+            sql::check_managed(managed, rec)?;
         }
         for rec in recs {
             let (kind, key) = (rec.kind.as_str(), rec.name.key());

@@ -645,6 +645,13 @@ impl Store for SqliteStore {
                         name: rec.name.to_string(),
                     });
                 }
+                let managed: Option<bool> = tx
+                    .prepare_cached(&q(sql::LATEST_MANAGED))
+                    .map_err(err)?
+                    .query_row(params![vault_id, rec.kind.as_str(), key], |r| r.get(0))
+                    .optional()
+                    .map_err(err)?;
+                sql::check_managed(managed, rec)?;
                 let seq = insert_version(&tx, &vault_id, rec)?;
                 tx.prepare_cached(&q(sql::SET_LATEST))
                     .map_err(err)?
