@@ -193,8 +193,22 @@ impl VaultService {
             records.extend(self.restore_records(vault, k, &name, versions)?);
         }
         records.extend(self.restore_records(vault, kind, &name, &doc.versions)?);
-        // One transaction: a crash or cancel leaves all of them or none.
-        self.store.restore_object(&vault.id, &records).await?;
+        // One transaction, with the policy document: a crash or cancel
+        // leaves all of them or none.
+        let now = self.clock.now();
+        let policy = doc.policy.as_ref().map(|body| crate::store::PolicyChange {
+            kind,
+            name: name.clone(),
+            expected: None,
+            record: crate::store::PolicyRecord {
+                body: body.clone(),
+                created: now,
+                updated: now,
+            },
+        });
+        self.store
+            .restore_object_with(&vault.id, &records, policy.as_ref())
+            .await?;
         let latest = self.live_version(vault, kind, &name, None).await?;
         Ok((latest, doc.policy.clone()))
     }

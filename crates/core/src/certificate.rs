@@ -18,10 +18,19 @@ use crate::object::{
 };
 use crate::sensitive::Sensitive;
 use crate::service::VaultService;
-use crate::store::PolicyRecord;
+use crate::store::{PolicyChange, PolicyRecord};
 use crate::vault::VaultRecord;
 
 const KIND: ObjectKind = ObjectKind::Certificate;
+/// A version to issue now: its id, attributes, and the state change that
+/// goes in its transaction.
+struct Issue<'a> {
+    version: Version,
+    enabled: bool,
+    tags: BTreeMap<String, String>,
+    state: Option<&'a PolicyChange>,
+}
+
 /// The objects a certificate version owns, sharing its name and version.
 const COMPANIONS: [ObjectKind; 2] = [ObjectKind::Key, ObjectKind::Secret];
 /// The certificate and its companions: what delete, recover and purge change
@@ -786,31 +795,67 @@ impl VaultService {
             .transpose()
     }
 
-    async fn put_certificate_state(
+    /// The state with the record it was read from (the expected value of
+    /// a later compare-and-set).
+    async fn state_record(
         &self,
         vault: &VaultRecord,
         name: &ObjectName,
-        state: &CertificateState,
-    ) -> Result<(i64, i64)> {
-        let now = self.clock.now();
-        let body = serde_json::to_string(state).map_err(|_| Error::Integrity)?;
+    ) -> Result<Option<(CertificateState, PolicyRecord)>> {
         self.store
-            .put_policy(
-                &vault.id,
-                KIND,
-                name,
-                &PolicyRecord {
-                    body,
-                    created: now,
-                    updated: now,
-                },
-            )
-            .await?;
-        let stored = self.store.get_policy(&vault.id, KIND, name).await?;
-        Ok(stored.map_or((now, now), |r| (r.created, r.updated)))
+            .get_policy(&vault.id, KIND, name)
+            .await?
+            .map(|r| Ok((state_of(&r)?, r)))
+            .transpose()
     }
 
-    /// Refuses a name whose key or secret is not owned by a certificate.
+    /// A compare-and-set of the state from `read` (`None`: there was none).
+    fn state_change(
+        &self,
+        name: &ObjectName,
+        read: Option<&PolicyRecord>,
+        state: &CertificateState,
+    ) -> Result<PolicyChange> {
+        let now = self.clock.now();
+        Ok(PolicyChange {
+            kind: KIND,
+            name: name.clone(),
+            expected: read.map(|r| r.body.clone()),
+            record: PolicyRecord {
+                body: serde_json::to_string(state).map_err(|_| Error::Integrity)?,
+                created: read.map_or(now, |r| r.created),
+                updated: now,
+            },
+        })
+    }
+
+    /// Reads the state, lets `change` edit it, and writes it back only if
+    /// nobody changed it meanwhile (read again and retried otherwise, then
+    /// 409). Returns what `change` returned and the state's times.
+    async fn modify_state<T>(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        mut change: impl FnMut(&mut CertificateState) -> Result<T> + Send,
+    ) -> Result<(T, (i64, i64))> {
+        for _ in 0..crate::service::CAS_ATTEMPTS {
+            let (mut state, read) = self
+                .state_record(vault, name)
+                .await?
+                .ok_or_else(|| pending_missing(name))?;
+            let out = change(&mut state)?;
+            let write = self.state_change(name, Some(&read), &state)?;
+            if self.store.put_policy_if(&vault.id, &write).await? {
+                return Ok((out, (write.record.created, write.record.updated)));
+            }
+        }
+        Err(crate::store::StoreError::Changed {
+            kind: KIND,
+            name: name.to_string(),
+        }
+        .into())
+    }
+
     async fn check_name_free(&self, vault: &VaultRecord, name: &ObjectName) -> Result<()> {
         for kind in [ObjectKind::Key, ObjectKind::Secret] {
             if let Some(rec) = self.store.get_version(&vault.id, kind, name, None).await? {
@@ -860,7 +905,7 @@ impl VaultService {
                 name: name.to_string(),
             });
         }
-        let existing = self.certificate_state(vault, name).await?;
+        let existing = self.state_record(vault, name).await?;
         let policy = match (input.policy, &existing) {
             (Some(p), e) => CertificatePolicy::merged(e.as_ref().map(|(s, _)| &s.policy), p)?,
             (None, Some((s, _))) => s.policy.clone(),
@@ -881,8 +926,13 @@ impl VaultService {
         }
         self.check_name_free(vault, name).await?;
         let enabled = input.attributes.enabled.unwrap_or(policy.enabled);
-        let operation = match self.issue_now(vault, name, &policy, enabled, tags).await? {
-            Some(version) => CertificateOperation {
+        let read = existing.as_ref().map(|(_, r)| r);
+        // The state (policy and completed operation) goes in the version's
+        // own transaction, and only if nobody changed it since it was read.
+        let version = Version::random();
+        let completed = CertificateState {
+            policy: policy.clone(),
+            operation: Some(CertificateOperation {
                 issuer: policy.issuer.clone(),
                 status: OperationStatus::Completed,
                 request_id: Version::random().to_string(),
@@ -891,18 +941,39 @@ impl VaultService {
                 cancellation_requested: false,
                 pending_key: None,
                 pending_public: None,
-            },
-            None => self.pending_request(vault, name, &policy)?,
+            }),
         };
-        self.put_certificate_state(
-            vault,
-            name,
-            &CertificateState {
-                policy,
-                operation: Some(operation.clone()),
-            },
-        )
-        .await?;
+        let change = self.state_change(name, read, &completed)?;
+        let issued = self
+            .issue_now(
+                vault,
+                name,
+                &policy,
+                version,
+                (enabled, tags),
+                Some(&change),
+            )
+            .await?;
+        let operation = match (issued, completed.operation) {
+            (Some(_), Some(done)) => done,
+            _ => {
+                // Signed elsewhere: only the pending request is stored.
+                let pending = self.pending_request(vault, name, &policy)?;
+                let state = CertificateState {
+                    policy,
+                    operation: Some(pending.clone()),
+                };
+                let change = self.state_change(name, read, &state)?;
+                if !self.store.put_policy_if(&vault.id, &change).await? {
+                    return Err(crate::store::StoreError::Changed {
+                        kind: KIND,
+                        name: name.to_string(),
+                    }
+                    .into());
+                }
+                pending
+            }
+        };
         // Azure answers a create before the certificate exists, so its reply
         // always says inProgress; the SDK poller relies on that to poll (it
         // fetches the certificate only after a poll sees `completed`).
@@ -918,10 +989,14 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
         policy: &CertificatePolicy,
-        enabled: bool,
-        tags: BTreeMap<String, String>,
+        issue: Issue<'_>,
     ) -> Result<Version> {
-        let version = Version::random();
+        let Issue {
+            version,
+            enabled,
+            tags,
+            state,
+        } = issue;
         let (private, public) = self.version_key(vault, name, policy).await?;
         let key = self.seal_key(vault, name, &version, &private)?;
         drop(private);
@@ -947,6 +1022,7 @@ impl VaultService {
                 enabled,
                 tags,
             },
+            state,
         )
         .await?;
         Ok(version)
@@ -960,9 +1036,14 @@ impl VaultService {
         name: &ObjectName,
         policy: &CertificatePolicy,
         issuer_name: &str,
-        enabled: bool,
-        tags: BTreeMap<String, String>,
+        issue: Issue<'_>,
     ) -> Result<Version> {
+        let Issue {
+            version,
+            enabled,
+            tags,
+            state,
+        } = issue;
         let issuer = self.find_issuer(vault, issuer_name).await.map_err(|_| {
             bad(format!(
                 "The issuer '{}' is not configured in this vault.",
@@ -1019,7 +1100,6 @@ impl VaultService {
             )
             .await?
             .ok_or_else(|| unusable("its key is missing"))?;
-        let version = Version::random();
         let (private, public) = self.version_key(vault, name, policy).await?;
         let key = self.seal_key(vault, name, &version, &private)?;
         drop(private);
@@ -1056,6 +1136,7 @@ impl VaultService {
                 enabled,
                 tags,
             },
+            state,
         )
         .await?;
         Ok(version)
@@ -1158,8 +1239,9 @@ impl VaultService {
                         &vault,
                         name,
                         &state.policy,
-                        state.policy.enabled,
-                        latest.tags.clone(),
+                        Version::random(),
+                        (state.policy.enabled, latest.tags.clone()),
+                        None,
                     )
                     .await?
                     .map(|v| v.to_string()),
@@ -1196,17 +1278,21 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
         policy: &CertificatePolicy,
-        enabled: bool,
-        tags: BTreeMap<String, String>,
+        version: Version,
+        (enabled, tags): (bool, BTreeMap<String, String>),
+        state: Option<&PolicyChange>,
     ) -> Result<Option<Version>> {
+        let issued = Issue {
+            version,
+            enabled,
+            tags,
+            state,
+        };
         Ok(Some(match policy.issuer.as_str() {
-            "Self" => {
-                self.issue_self_signed(vault, name, policy, enabled, tags)
-                    .await?
-            }
+            "Self" => self.issue_self_signed(vault, name, policy, issued).await?,
             "Unknown" => return Ok(None),
             other => {
-                self.issue_from_ca(vault, name, policy, other, enabled, tags)
+                self.issue_from_ca(vault, name, policy, other, issued)
                     .await?
             }
         }))
@@ -1251,6 +1337,7 @@ impl VaultService {
         name: &ObjectName,
         version: &Version,
         v: NewVersion<'_>,
+        state: Option<&PolicyChange>,
     ) -> Result<()> {
         let now = self.clock.now();
         let leaf = v.chain.first().ok_or(Error::Integrity)?;
@@ -1322,9 +1409,13 @@ impl VaultService {
                 meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
             },
         ];
-        // One transaction: a cancelled or failed write leaves no key or
-        // secret of a version the certificate does not have.
-        self.store.put_versions(&vault.id, &records).await?;
+        // One transaction, with the state change (a merge's completed
+        // operation, an import's policy): a cancelled or failed write leaves
+        // no key or secret of a version the certificate does not have, and
+        // no version whose operation still says pending.
+        self.store
+            .put_versions_with(&vault.id, &records, state)
+            .await?;
         if let Some(cert) = records.last() {
             self.emit(
                 crate::events::EventType::CertificateNewVersionCreated,
@@ -1375,8 +1466,8 @@ impl VaultService {
         auth.require_on(vault, Operation::CertificateCreate, name)?;
         let tags = merge.tags.unwrap_or_default();
         validate_tags(&tags)?;
-        let (mut state, _) = self
-            .certificate_state(vault, name)
+        let (mut state, read) = self
+            .state_record(vault, name)
             .await?
             .ok_or_else(|| pending_missing(name))?;
         let op = state
@@ -1400,24 +1491,30 @@ impl VaultService {
         let version: Version = op.version.parse().map_err(|_| Error::Integrity)?;
         self.check_name_free(vault, name).await?;
         let enabled = merge.attributes.enabled.unwrap_or(state.policy.enabled);
+        // The operation completes in the version's own transaction, and only
+        // if nobody changed the state since it was read (a cancel, a policy
+        // update): a retried or racing merge cannot write a version twice or
+        // overwrite their change.
+        let policy = state.policy.clone();
+        op.status = OperationStatus::Completed;
+        op.pending_key = None;
+        op.csr = None;
+        let change = self.state_change(name, Some(&read), &state)?;
         self.write_version(
             vault,
             name,
             &version,
             NewVersion {
-                policy: &state.policy,
+                policy: &policy,
                 key,
                 public,
                 chain: merge.x5c,
                 enabled,
                 tags,
             },
+            Some(&change),
         )
         .await?;
-        op.status = OperationStatus::Completed;
-        op.pending_key = None;
-        op.csr = None;
-        self.put_certificate_state(vault, name, &state).await?;
         self.load_certificate(vault, name, None).await
     }
 
@@ -1430,21 +1527,20 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<CertificateOperation> {
         auth.require_on(vault, Operation::CertificateUpdate, name)?;
-        let (mut state, _) = self
-            .certificate_state(vault, name)
-            .await?
-            .ok_or_else(|| pending_missing(name))?;
-        let op = state
-            .operation
-            .as_mut()
-            .ok_or_else(|| pending_missing(name))?;
-        op.cancellation_requested = true;
-        if op.status == OperationStatus::InProgress {
-            op.status = OperationStatus::Cancelled;
-            op.pending_key = None;
-        }
-        let out = op.clone();
-        self.put_certificate_state(vault, name, &state).await?;
+        let (out, _) = self
+            .modify_state(vault, name, |state| {
+                let op = state
+                    .operation
+                    .as_mut()
+                    .ok_or_else(|| pending_missing(name))?;
+                op.cancellation_requested = true;
+                if op.status == OperationStatus::InProgress {
+                    op.status = OperationStatus::Cancelled;
+                    op.pending_key = None;
+                }
+                Ok(op.clone())
+            })
+            .await?;
         Ok(out)
     }
 
@@ -1456,15 +1552,11 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<CertificateOperation> {
         auth.require_on(vault, Operation::CertificateDelete, name)?;
-        let (mut state, _) = self
-            .certificate_state(vault, name)
-            .await?
-            .ok_or_else(|| pending_missing(name))?;
-        let op = state
-            .operation
-            .take()
-            .ok_or_else(|| pending_missing(name))?;
-        self.put_certificate_state(vault, name, &state).await?;
+        let (op, _) = self
+            .modify_state(vault, name, |state| {
+                state.operation.take().ok_or_else(|| pending_missing(name))
+            })
+            .await?;
         Ok(op)
     }
 
@@ -1517,7 +1609,7 @@ impl VaultService {
         drop(bytes);
         let leaf = upload.chain.first().ok_or(Error::Integrity)?;
         let info = self.certs.inspect(leaf)?;
-        let existing = self.certificate_state(vault, name).await?;
+        let existing = self.state_record(vault, name).await?;
         let base = match &existing {
             Some((s, _)) => s.policy.clone(),
             None => CertificatePolicy::merged(
@@ -1553,6 +1645,11 @@ impl VaultService {
         let version = Version::random();
         let key = self.seal_key(vault, name, &version, &upload.private)?;
         let enabled = import.attributes.enabled.unwrap_or(policy.enabled);
+        let state = CertificateState {
+            policy: policy.clone(),
+            operation: existing.as_ref().and_then(|(s, _)| s.operation.clone()),
+        };
+        let change = self.state_change(name, existing.as_ref().map(|(_, r)| r), &state)?;
         self.write_version(
             vault,
             name,
@@ -1565,11 +1662,9 @@ impl VaultService {
                 enabled,
                 tags,
             },
+            Some(&change),
         )
         .await?;
-        let operation = existing.and_then(|(s, _)| s.operation);
-        self.put_certificate_state(vault, name, &CertificateState { policy, operation })
-            .await?;
         self.load_certificate(vault, name, None).await
     }
 
@@ -1615,15 +1710,10 @@ impl VaultService {
         vault: &VaultRecord,
         blob: &[u8],
     ) -> Result<CertificateBundle> {
-        let (record, policy) = self
+        // The policy is restored with the objects, in their transaction.
+        let (record, _) = self
             .restore_objects(auth, vault, KIND, Operation::CertificateRestore, blob)
             .await?;
-        if let Some(body) = policy {
-            let state: CertificateState = serde_json::from_str(&body)
-                .map_err(|_| bad("Backup blob contains invalid or corrupt data."))?;
-            self.put_certificate_state(vault, &record.name, &state)
-                .await?;
-        }
         self.load_certificate(vault, &record.name, None).await
     }
 
@@ -1725,16 +1815,13 @@ impl VaultService {
     ) -> Result<StoredPolicy> {
         auth.require_on(vault, Operation::CertificateUpdate, name)?;
         self.live_version(vault, KIND, name, None).await?;
-        let (mut state, _) = self
-            .certificate_state(vault, name)
-            .await?
-            .ok_or(Error::Integrity)?;
-        state.policy = CertificatePolicy::merged(Some(&state.policy), input)?;
-        let times = self.put_certificate_state(vault, name, &state).await?;
-        Ok(StoredPolicy {
-            policy: state.policy,
-            times,
-        })
+        let (policy, times) = self
+            .modify_state(vault, name, |state| {
+                state.policy = CertificatePolicy::merged(Some(&state.policy), input.clone())?;
+                Ok(state.policy.clone())
+            })
+            .await?;
+        Ok(StoredPolicy { policy, times })
     }
 
     /// The certificate's latest creation operation.

@@ -93,6 +93,21 @@ pub struct ScheduledPolicy {
 /// flag change. Caches of authorization data are valid while it stands.
 pub const AUTHZ_GENERATION: &str = "authz_generation";
 
+/// A compare-and-set write of an object name's policy document (a
+/// certificate's policy and pending operation), alone or with versions.
+#[derive(Debug, Clone)]
+pub struct PolicyChange {
+    /// Kind of the object.
+    pub kind: ObjectKind,
+    /// Its name.
+    pub name: ObjectName,
+    /// The body as read (`None`: there was no policy); the write happens
+    /// only if the stored body still is this.
+    pub expected: Option<String>,
+    /// What to write (`created` is kept from an existing row).
+    pub record: PolicyRecord,
+}
+
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -146,7 +161,17 @@ pub trait Store: Send + Sync {
     /// or if a version's `managed` flag differs from the object's latest
     /// (`Managed` for a plain write onto a certificate's key or secret,
     /// `NameExists` for a certificate onto a plain one).
-    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()>;
+    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
+        self.put_versions_with(vault_id, recs, None).await
+    }
+    /// `put_versions` plus, in the same transaction, a compare-and-set of
+    /// a policy document (`Changed`, nothing written, if it lost).
+    async fn put_versions_with(
+        &self,
+        vault_id: &str,
+        recs: &[VersionRecord],
+        policy: Option<&PolicyChange>,
+    ) -> StoreResult<()>;
     /// Reads a live version (`None` = latest).
     async fn get_version(
         &self,
@@ -300,7 +325,17 @@ pub trait Store: Send + Sync {
     /// (a certificate's key, secret and certificate), each kind's versions
     /// together and oldest first. Fails with `NameExists`, writing nothing,
     /// if any of them exists, live or deleted.
-    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()>;
+    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
+        self.restore_object_with(vault_id, versions, None).await
+    }
+    /// `restore_object` plus the objects' policy document, in the same
+    /// transaction.
+    async fn restore_object_with(
+        &self,
+        vault_id: &str,
+        versions: &[VersionRecord],
+        policy: Option<&PolicyChange>,
+    ) -> StoreResult<()>;
     /// Purges every deleted object whose scheduled purge date is at or before `now`.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 
@@ -320,6 +355,9 @@ pub trait Store: Send + Sync {
         name: &ObjectName,
         policy: &PolicyRecord,
     ) -> StoreResult<()>;
+    /// A compare-and-set write of a policy document; false if the stored
+    /// body is no longer the one read.
+    async fn put_policy_if(&self, vault_id: &str, change: &PolicyChange) -> StoreResult<bool>;
     /// Pages over the policies of live objects of `kind` in every vault, in a
     /// stable order; `cursor` is the previous page's `next`.
     async fn list_policies(

@@ -1394,6 +1394,64 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
         .unwrap()
         .is_none());
 
+    // A policy document changes with the versions, by compare-and-set.
+    let pol = |body: &str| keyhaven_core::store::PolicyRecord {
+        body: body.into(),
+        created: 1,
+        updated: 1,
+    };
+    let change = |expected: Option<&str>, body: &str| keyhaven_core::store::PolicyChange {
+        kind: Certificate,
+        name: name("withpolicy"),
+        expected: expected.map(str::to_owned),
+        record: pol(body),
+    };
+    s.put_versions_with(&v, &parts("withpolicy"), Some(&change(None, "one")))
+        .await
+        .unwrap();
+    let got = s
+        .get_policy(&v, Certificate, &name("withpolicy"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.body, "one");
+    let mut next = parts("withpolicy");
+    for r in &mut next {
+        r.version = Version::random();
+    }
+    // A stale expectation writes neither the versions nor the policy.
+    assert!(matches!(
+        s.put_versions_with(&v, &next, Some(&change(Some("stale"), "two")))
+            .await,
+        Err(StoreError::Changed {
+            kind: Certificate,
+            ..
+        })
+    ));
+    assert_eq!(
+        s.list_versions(&v, Key, &name("withpolicy"), None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(!s.put_policy_if(&v, &change(None, "x")).await.unwrap());
+    assert!(!s
+        .put_policy_if(&v, &change(Some("stale"), "x"))
+        .await
+        .unwrap());
+    assert!(s
+        .put_policy_if(&v, &change(Some("one"), "two"))
+        .await
+        .unwrap());
+    let got = s
+        .get_policy(&v, Certificate, &name("withpolicy"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.body, "two");
+
     // Restore writes every object or none.
     s.put_version(&v, &version(Key, "taken")).await.unwrap();
     assert!(matches!(
@@ -1410,6 +1468,26 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
         .await
         .unwrap()
         .is_none());
-    s.restore_object(&v, &parts("cert")).await.unwrap();
+    let restored = keyhaven_core::store::PolicyChange {
+        kind: Certificate,
+        name: name("cert"),
+        expected: None,
+        record: keyhaven_core::store::PolicyRecord {
+            body: "restored".into(),
+            created: 1,
+            updated: 1,
+        },
+    };
+    s.restore_object_with(&v, &parts("cert"), Some(&restored))
+        .await
+        .unwrap();
     assert_eq!(states(s, &v, "cert").await, LIVE);
+    assert_eq!(
+        s.get_policy(&v, Certificate, &name("cert"))
+            .await
+            .unwrap()
+            .unwrap()
+            .body,
+        "restored"
+    );
 }

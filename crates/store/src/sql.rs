@@ -404,6 +404,13 @@ pub const PUT_POLICY: &str =
     "INSERT INTO object_policies (vault_id, kind, name_lower, body, created, updated) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vault_id, kind, name_lower) \
      DO UPDATE SET body = excluded.body, updated = excluded.updated";
+/// A policy where there was none (compare-and-set against "absent").
+pub const INSERT_POLICY_NEW: &str =
+    "INSERT INTO object_policies (vault_id, kind, name_lower, body, created, updated) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+/// A policy replaced only if its body still is `$6`.
+pub const REPLACE_POLICY_IF: &str = "UPDATE object_policies SET body = $4, updated = $5 \
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 AND body = $6";
 pub const DELETE_POLICY: &str =
     "DELETE FROM object_policies WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
 pub const PURGE_EXPIRED_POLICIES: &str =

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
-use keyhaven_core::store::{PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult};
+use keyhaven_core::store::{
+    PolicyChange, PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult,
+};
 use keyhaven_core::vault::VaultRecord;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -183,6 +185,41 @@ async fn query_rows<C: GenericClient + Sync>(
         .iter()
         .map(row_data)
         .collect()
+}
+
+/// Applies a policy compare-and-set; `Changed` if the stored body is no
+/// longer the one read.
+async fn policy_change<C: GenericClient + Sync>(
+    c: &C,
+    vault_id: &str,
+    change: &PolicyChange,
+) -> StoreResult<()> {
+    let (kind, key, r) = (change.kind.as_str(), change.name.key(), &change.record);
+    let n = match &change.expected {
+        None => {
+            c.execute(
+                sql::INSERT_POLICY_NEW,
+                &[&vault_id, &kind, &key, &r.body, &r.created, &r.updated],
+            )
+            .await
+        }
+        Some(body) => {
+            c.execute(
+                sql::REPLACE_POLICY_IF,
+                &[&vault_id, &kind, &key, &r.body, &r.updated, body],
+            )
+            .await
+        }
+    }
+    .map_err(err)?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Changed {
+            kind: change.kind,
+            name: change.name.to_string(),
+        })
+    }
 }
 
 /// Locks the object rows of `kinds` named `key` (those that exist), in one
@@ -382,7 +419,12 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
+    async fn put_versions_with(
+        &self,
+        vault_id: &str,
+        recs: &[VersionRecord],
+        policy: Option<&PolicyChange>,
+    ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         // Object rows are created and locked in one fixed order, so two
@@ -425,6 +467,9 @@ impl Store for PostgresStore {
             tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
                 .await
                 .map_err(err)?;
+        }
+        if let Some(change) = policy {
+            policy_change(&tx, vault_id, change).await?;
         }
         tx.commit().await.map_err(err)
     }
@@ -703,7 +748,12 @@ impl Store for PostgresStore {
         Ok(!kinds.is_empty())
     }
 
-    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
+    async fn restore_object_with(
+        &self,
+        vault_id: &str,
+        versions: &[VersionRecord],
+        policy: Option<&PolicyChange>,
+    ) -> StoreResult<()> {
         let mut objects: Vec<&[VersionRecord]> =
             versions.chunk_by(|a, b| a.kind == b.kind).collect();
         objects.sort_by_key(|o| o.first().map(|r| (r.kind.as_str(), r.name.key())));
@@ -734,6 +784,9 @@ impl Store for PostgresStore {
             tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
                 .await
                 .map_err(err)?;
+        }
+        if let Some(change) = policy {
+            policy_change(&tx, vault_id, change).await?;
         }
         tx.commit().await.map_err(err)
     }
@@ -791,6 +844,15 @@ impl Store for PostgresStore {
         .await
         .map_err(err)?;
         Ok(())
+    }
+
+    async fn put_policy_if(&self, vault_id: &str, change: &PolicyChange) -> StoreResult<bool> {
+        let c = self.client().await?;
+        match policy_change(&c, vault_id, change).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Changed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_policies(

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
 use keyhaven_core::store::{
-    PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult, AUTHZ_GENERATION,
+    PolicyChange, PolicyRecord, ScheduledPolicy, Store, StoreError, StoreResult, AUTHZ_GENERATION,
 };
 use keyhaven_core::vault::VaultRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
@@ -281,6 +281,31 @@ impl SqliteStore {
             }
             None => self.run_raw(move |c| f(c)).await,
         }
+    }
+}
+
+/// Applies a policy compare-and-set inside a transaction; `Changed` if the
+/// stored body is no longer the one read.
+fn policy_change(c: &Connection, vault_id: &str, change: &PolicyChange) -> StoreResult<()> {
+    let (kind, key, r) = (change.kind.as_str(), change.name.key(), &change.record);
+    let n = match &change.expected {
+        None => c.execute(
+            &q(sql::INSERT_POLICY_NEW),
+            params![vault_id, kind, key, r.body, r.created, r.updated],
+        ),
+        Some(body) => c.execute(
+            &q(sql::REPLACE_POLICY_IF),
+            params![vault_id, kind, key, r.body, r.updated, body],
+        ),
+    }
+    .map_err(err)?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Changed {
+            kind: change.kind,
+            name: change.name.to_string(),
+        })
     }
 }
 
@@ -626,8 +651,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
-        let (vault_id, recs) = (vault_id.to_owned(), recs.to_vec());
+    async fn put_versions_with(
+        &self,
+        vault_id: &str,
+        recs: &[VersionRecord],
+        policy: Option<&PolicyChange>,
+    ) -> StoreResult<()> {
+        let (vault_id, recs, policy) = (vault_id.to_owned(), recs.to_vec(), policy.cloned());
         let forget = object_keys(&vault_id, &recs);
         self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
@@ -657,6 +687,9 @@ impl Store for SqliteStore {
                     .map_err(err)?
                     .execute(params![vault_id, rec.kind.as_str(), key, seq])
                     .map_err(err)?;
+            }
+            if let Some(change) = &policy {
+                policy_change(&tx, &vault_id, change)?;
             }
             tx.commit().map_err(err)
         })
@@ -975,8 +1008,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn restore_object(&self, vault_id: &str, versions: &[VersionRecord]) -> StoreResult<()> {
-        let (vault_id, versions) = (vault_id.to_owned(), versions.to_vec());
+    async fn restore_object_with(
+        &self,
+        vault_id: &str,
+        versions: &[VersionRecord],
+        policy: Option<&PolicyChange>,
+    ) -> StoreResult<()> {
+        let (vault_id, versions, policy) =
+            (vault_id.to_owned(), versions.to_vec(), policy.cloned());
         let forget = object_keys(&vault_id, &versions);
         self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
@@ -1007,6 +1046,9 @@ impl Store for SqliteStore {
                     params![vault_id, kind.as_str(), key, seq],
                 )
                 .map_err(err)?;
+            }
+            if let Some(change) = &policy {
+                policy_change(&tx, &vault_id, change)?;
             }
             tx.commit().map_err(err)
         })
@@ -1068,6 +1110,24 @@ impl Store for SqliteStore {
             )
             .map_err(err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_policy_if(&self, vault_id: &str, change: &PolicyChange) -> StoreResult<bool> {
+        let (vault_id, change) = (vault_id.to_owned(), change.clone());
+        self.run_raw(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            match policy_change(&tx, &vault_id, &change) {
+                Ok(()) => {
+                    tx.commit().map_err(err)?;
+                    Ok(true)
+                }
+                Err(StoreError::Changed { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
         })
         .await
     }
