@@ -127,12 +127,28 @@ async fn certificate_parts(h: &Harness, name: &str) -> Vec<&'static str> {
     out
 }
 
-/// Sends `method path` and drops the request after `after` (as hyper drops
-/// a cancelled request's handler), or lets it finish if it is quicker.
-async fn cancelled(h: &Harness, method: &str, path: &str, after: std::time::Duration) {
+/// Sends `method path` (with `body`) and drops the request after `after`
+/// (as hyper drops a cancelled request's handler), or lets it finish if it
+/// is quicker.
+async fn cancelled(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    after: std::time::Duration,
+) {
     use tower::ServiceExt as _;
-    let req = crate::vault_req(method, path, Some(&h.token()), None);
+    let req = crate::vault_req(method, path, Some(&h.token()), body.map(|b| b.to_string()));
     let _ = tokio::time::timeout(after, h.app.clone().oneshot(req)).await;
+}
+
+/// A create request for a small self-signed EC certificate.
+fn self_signed_ec() -> serde_json::Value {
+    json!({"policy": {
+        "key_props": {"kty": "EC", "crv": "P-256", "exportable": true},
+        "secret_props": {"contentType": "application/x-pem-file"},
+        "x509_props": {"subject": "CN=cancel", "validity_months": 12},
+        "issuer": {"name": "Self"}}})
 }
 
 /// Item 3: a certificate's key, secret and certificate were written,
@@ -143,11 +159,7 @@ async fn cancelled(h: &Harness, method: &str, path: &str, after: std::time::Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_certificate_change_leaves_its_parts_in_one_state() {
     const STEPS: u64 = 24;
-    let policy = json!({"policy": {
-        "key_props": {"kty": "EC", "crv": "P-256", "exportable": true},
-        "secret_props": {"contentType": "application/x-pem-file"},
-        "x509_props": {"subject": "CN=cancel", "validity_months": 12},
-        "issuer": {"name": "Self"}}});
+    let policy = self_signed_ec();
     for (store, h) in Harness::each_store().await {
         let mut torn = Vec::new();
         for step in 0..STEPS {
@@ -173,7 +185,7 @@ async fn a_cancelled_certificate_change_leaves_its_parts_in_one_state() {
                     format!("/deletedcertificates/{name}?api-version=7.5"),
                 ),
             ] {
-                cancelled(&h, method, &path, after).await;
+                cancelled(&h, method, &path, None, after).await;
                 // Let a write already handed to the store finish.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 let parts = certificate_parts(&h, &name).await;
@@ -202,26 +214,14 @@ async fn a_cancelled_certificate_change_leaves_its_parts_in_one_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_certificate_create_leaves_no_certificate_without_its_policy() {
     const STEPS: u64 = 24;
-    let policy = json!({"policy": {
-        "key_props": {"kty": "EC", "crv": "P-256", "exportable": true},
-        "secret_props": {"contentType": "application/x-pem-file"},
-        "x509_props": {"subject": "CN=cancel", "validity_months": 12},
-        "issuer": {"name": "Self"}}});
+    let policy = self_signed_ec();
     for (store, h) in Harness::each_store().await {
         let mut torn = Vec::new();
         for step in 0..STEPS {
             let name = format!("n{step}");
             let after = std::time::Duration::from_micros(step * 150);
-            let req = crate::vault_req(
-                "POST",
-                &format!("/certificates/{name}/create?api-version=7.5"),
-                Some(&h.token()),
-                Some(policy.to_string()),
-            );
-            {
-                use tower::ServiceExt as _;
-                let _ = tokio::time::timeout(after, h.app.clone().oneshot(req)).await;
-            }
+            let path = format!("/certificates/{name}/create?api-version=7.5");
+            cancelled(&h, "POST", &path, Some(&policy), after).await;
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             let (cert, _) = h
                 .call(
