@@ -679,3 +679,137 @@ def test_two_nodes_share_one_service_limit(tmp_path, monkeypatch):
             assert time.time() % 10 < 9.5, "the bursts stayed in one window"
         finally:
             b.stop()
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL restarted under write load.
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test's own (initdb in a temporary
+    directory, run as the postgres user on a free loopback port), so it can
+    be restarted without touching the shared server."""
+
+    def __init__(self):
+        import tempfile
+        from khcompat import free_port
+        self.dir = Path(tempfile.mkdtemp(prefix="kh-pg-", dir="/tmp"))
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.port = free_port()
+        self.name = "kh"
+        self._as_postgres("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "root", "--no-sync")
+        self.start()
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "root", self.name],
+                       check=True, capture_output=True, timeout=60)
+
+    @property
+    def url(self) -> str:
+        return f"postgres://root@127.0.0.1:{self.port}/{self.name}"
+
+    def _as_postgres(self, *cmd):
+        out = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (cmd, out.stdout, out.stderr)
+
+    def _ctl(self, *args):
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}"
+        self._as_postgres("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-o", opts, "-w",
+                          *args)
+
+    def start(self):
+        self._ctl("start")
+
+    def crash_restart(self):
+        """Stops at once (no shutdown checkpoint: like a crash) and starts."""
+        self._ctl("-m", "immediate", "stop")
+        self.start()
+
+    def destroy(self):
+        try:
+            self._ctl("-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PersistentWriter(threading.Thread):
+    """Writes new versions of one secret until told to stop, through errors
+    (which it counts); keeps what was acknowledged and when."""
+
+    def __init__(self, base_url: str, token: str, ca: str, name: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.base, self.token, self.ca, self.name, self.stop_flag = base_url, token, ca, name, stop
+        self.acked = []   # (time, version, value)
+        self.failed = 0
+
+    def run(self):
+        s = requests.Session()
+        i = 0
+        while not self.stop_flag.is_set() and i < 20_000:
+            value = f"{self.name}-{i}-{random.random()}"
+            i += 1
+            try:
+                r = s.put(f"{self.base}/secrets/{self.name}?api-version=7.5", json={"value": value},
+                          headers={"Authorization": f"Bearer {self.token}"}, verify=self.ca, timeout=10)
+            except requests.RequestException:
+                self.failed += 1
+                time.sleep(0.05)
+                continue
+            if r.status_code == 200:
+                self.acked.append((time.monotonic(), r.json()["id"].rsplit("/", 1)[1], value))
+            else:
+                self.failed += 1
+                time.sleep(0.05)
+
+
+def test_a_postgresql_restart_under_write_load_loses_nothing(tmp_path, monkeypatch):
+    """Issue 29: PostgreSQL crashes and restarts while four clients add
+    secret versions. Every acknowledged version reads back, writes succeed
+    again after the restart, and no value is stored twice (Keyhaven never
+    retries a commit that may have landed)."""
+    pg = PrivatePostgres()
+    try:
+        s = KeyhavenServer("postgres", tmp_path / "srv", pg=pg)
+        s.start()
+        try:
+            trust_server_ca(monkeypatch, s)
+            token = vault_token(s, s.client_id, s.client_secret)
+            stop = threading.Event()
+            writers = [PersistentWriter(s.vault_url, token, s.ca_cert, f"pgr-{w}", stop) for w in range(WRITERS)]
+            for w in writers:
+                w.start()
+            time.sleep(1.0)
+            restarted_at = time.monotonic()
+            pg.crash_restart()
+            back_at = time.monotonic()
+            # Writes land again within a bounded time after the restart.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not all(
+                    any(t > back_at for t, _, _ in w.acked) for w in writers):
+                time.sleep(0.2)
+            time.sleep(0.5)
+            stop.set()
+            for w in writers:
+                w.join(timeout=30)
+            for w in writers:
+                assert any(t < restarted_at for t, _, _ in w.acked), f"{w.name}: no write before the restart"
+                assert any(t > back_at for t, _, _ in w.acked), f"{w.name}: no write after the restart"
+            token = vault_token(s, s.client_id, s.client_secret)
+            auth = {"Authorization": f"Bearer {token}"}
+            for w in writers:
+                for _, version, value in w.acked:
+                    assert read(s.vault_url, token, s.ca_cert, w.name, version) == (200, value), (w.name, version)
+                # Every stored version's value is distinct: nothing committed twice.
+                versions, url = [], f"{s.vault_url}/secrets/{w.name}/versions?api-version=7.5&maxresults=25"
+                for _ in range(2000):
+                    page = requests.get(url, headers=auth, verify=s.ca_cert, timeout=HTTP_TIMEOUT).json()
+                    versions += [v["id"].rsplit("/", 1)[1] for v in page["value"]]
+                    url = page.get("nextLink")
+                    if not url:
+                        break
+                assert len(versions) >= len(w.acked)
+                values = [read(s.vault_url, token, s.ca_cert, w.name, v)[1] for v in versions]
+                assert len(values) == len(set(values)), f"{w.name}: a value was stored twice"
+            print(f"acked {sum(len(w.acked) for w in writers)}, failed {sum(w.failed for w in writers)} "
+                  f"across the restart")
+        finally:
+            s.stop()
+    finally:
+        pg.destroy()
