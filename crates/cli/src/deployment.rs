@@ -136,9 +136,10 @@ pub fn backup(place: &Place, out: &Path) -> Result<()> {
         // (a rotation made on another node whose key this one lacks) would
         // restore into vaults nobody can read: refused here, not found out
         // at restore time.
-        let vaults = snapshot_vaults(store, &tmp)?;
-        check_vault_keys(&keyring, &vaults)
+        let keys = snapshot_keys(store, &tmp)?;
+        check_vault_keys(&keyring, &keys)
             .context("backup refused: the archive could not be restored")?;
+        let vaults = keys.vaults;
         let snapshot = fs::File::open(&tmp)?;
         let size = snapshot.metadata()?.len();
         let header = serde_json::to_string(&Header {
@@ -168,10 +169,16 @@ pub fn backup(place: &Place, out: &Path) -> Result<()> {
     result
 }
 
-/// Every vault's `(id, wrapped data key)` in a store snapshot: a SQLite
-/// file, or a `pg_dump` custom-format file (its `vaults` data, read back
-/// with `pg_restore --data-only` as COPY text).
-fn snapshot_vaults(store: &str, snapshot: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+/// What of a store snapshot the keyring must open: every vault's `(id,
+/// wrapped data key)`, and the recorded current master key (`<id>
+/// <fingerprint>`), from a SQLite file or a `pg_dump` custom-format file
+/// (read back with `pg_restore --data-only` as COPY text).
+struct SnapshotKeys {
+    vaults: Vec<(String, Vec<u8>)>,
+    master_key: Option<String>,
+}
+
+fn snapshot_keys(store: &str, snapshot: &Path) -> Result<SnapshotKeys> {
     if store == "sqlite" {
         let db = rusqlite::Connection::open_with_flags(
             snapshot,
@@ -180,10 +187,26 @@ fn snapshot_vaults(store: &str, snapshot: &Path) -> Result<Vec<(String, Vec<u8>)
         .context("cannot open the SQLite snapshot")?;
         let mut st = db.prepare("SELECT id, wrapped_key FROM vaults")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        return Ok(rows.collect::<Result<Vec<_>, _>>()?);
+        let vaults = rows.collect::<Result<Vec<_>, _>>()?;
+        let master_key: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'master_key'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        return Ok(SnapshotKeys {
+            vaults,
+            master_key: master_key.map(|v| String::from_utf8_lossy(&v).into_owned()),
+        });
     }
     let out = Command::new("pg_restore")
-        .args(["--data-only", "--table=vaults", "--file=-"])
+        .args([
+            "--data-only",
+            "--table=vaults",
+            "--table=settings",
+            "--file=-",
+        ])
         .arg(snapshot)
         .output()
         .context("cannot run pg_restore")?;
@@ -193,52 +216,95 @@ fn snapshot_vaults(store: &str, snapshot: &Path) -> Result<Vec<(String, Vec<u8>)
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    parse_vaults_copy(&String::from_utf8_lossy(&out.stdout))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut vaults = Vec::new();
+    for row in parse_copy(&text, "vaults", &["id", "wrapped_key"])? {
+        if let [id, key] = row.as_slice() {
+            vaults.push((id.clone(), unhex(key)?));
+        }
+    }
+    let mut master_key = None;
+    for row in parse_copy(&text, "settings", &["key", "value"])? {
+        if let [key, value] = row.as_slice() {
+            if key == "master_key" {
+                master_key = Some(String::from_utf8_lossy(&unhex(value)?).into_owned());
+            }
+        }
+    }
+    Ok(SnapshotKeys { vaults, master_key })
 }
 
-/// The `(id, wrapped_key)` of each row of the `COPY … vaults (…) FROM
-/// stdin;` block in `pg_restore` text output.
-fn parse_vaults_copy(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
+/// The `cols` of each row of the `COPY … {table} (…) FROM stdin;` block in
+/// `pg_restore` text output.
+fn parse_copy(text: &str, table: &str, cols: &[&str]) -> Result<Vec<Vec<String>>> {
     let mut lines = text.lines();
     let header = lines
         .by_ref()
-        .find(|l| l.starts_with("COPY ") && l.contains("vaults ("))
-        .ok_or_else(|| anyhow!("the snapshot holds no vaults table"))?;
-    let cols: Vec<&str> = header
+        .find(|l| {
+            l.starts_with("COPY ")
+                && l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|t| t.rsplit('.').next() == Some(table))
+        })
+        .ok_or_else(|| anyhow!("the snapshot holds no {table} table"))?;
+    let have: Vec<&str> = header
         .split_once('(')
         .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(cols, _)| cols.split(',').map(str::trim).collect())
+        .map(|(c, _)| c.split(',').map(str::trim).collect())
         .unwrap_or_default();
-    let at = |name: &str| cols.iter().position(|c| *c == name);
-    let (Some(id_at), Some(key_at)) = (at("id"), at("wrapped_key")) else {
-        bail!("the snapshot's vaults table lacks id or wrapped_key");
-    };
+    let at: Vec<usize> = cols
+        .iter()
+        .map(|c| have.iter().position(|h| h == c))
+        .collect::<Option<_>>()
+        .ok_or_else(|| anyhow!("the snapshot's {table} table lacks {}", cols.join(" or ")))?;
     let mut out = Vec::new();
     for line in lines.take_while(|l| *l != "\\.") {
         let fields: Vec<&str> = line.split('\t').collect();
-        let (Some(id), Some(key)) = (fields.get(id_at), fields.get(key_at)) else {
-            bail!("a malformed vaults row in the snapshot");
-        };
-        let hex = key.strip_prefix("\\\\x").unwrap_or(key);
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|b| u8::from_str_radix(b, 16).ok())
-                    .ok_or_else(|| anyhow!("a malformed wrapped key in the snapshot"))
-            })
-            .collect::<Result<Vec<u8>>>()?;
-        out.push(((*id).to_owned(), bytes));
+        let row = at
+            .iter()
+            .map(|i| fields.get(*i).map(|f| (*f).to_owned()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| anyhow!("a malformed {table} row in the snapshot"))?;
+        out.push(row);
     }
     Ok(out)
 }
 
+/// A bytea field of COPY text (`\\x…`).
+fn unhex(field: &str) -> Result<Vec<u8>> {
+    let hex = field.strip_prefix("\\\\x").unwrap_or(field);
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or_else(|| anyhow!("a malformed bytea value in the snapshot"))
+        })
+        .collect()
+}
+
 /// Fails, naming the vault ids and the key ids they need, unless every
 /// wrapped data key opens with the keyring `text`.
-fn check_vault_keys(text: &[u8], vaults: &[(String, Vec<u8>)]) -> Result<()> {
+fn check_vault_keys(text: &[u8], keys: &SnapshotKeys) -> Result<()> {
     let text = std::str::from_utf8(text).map_err(|_| anyhow!("the master keyring is not text"))?;
     let ring = keyhaven_crypto::master::Keyring::parse(text)
         .map_err(|e| anyhow!("the master keyring: {e}"))?;
+    // The key the store says seals must be in the keyring, or a restored
+    // node refuses to start.
+    if let Some(recorded) = &keys.master_key {
+        let held = recorded.split_once(' ').is_some_and(|(id, fp)| {
+            id.parse()
+                .ok()
+                .and_then(|id| ring.fingerprint(id))
+                .is_some_and(|mine| mine == fp)
+        });
+        if !held {
+            bail!(
+                "the store's current master key ({recorded}) is not in the master keyring. Copy master.key from the node that rotated the master key."
+            );
+        }
+    }
+    let vaults = &keys.vaults;
     let barrier = keyhaven_crypto::SoftwareBarrier::with_keyring(ring, None);
     let bad: Vec<String> = vaults
         .iter()
@@ -326,8 +392,9 @@ pub fn restore(place: &Place, input: &Path) -> Result<()> {
         }
         // Every vault's data key must open with the archive's keyring
         // before anything is put in place.
-        let vaults = snapshot_vaults(&store, &snapshot)?;
-        if let Err(e) = check_vault_keys(&keyring, &vaults) {
+        let keys = snapshot_keys(&store, &snapshot)?;
+        let vaults = keys.vaults.len();
+        if let Err(e) = check_vault_keys(&keyring, &keys) {
             let _ = fs::remove_file(&snapshot);
             return Err(e.context("restore refused: nothing was written"));
         }
@@ -364,7 +431,7 @@ pub fn restore(place: &Place, input: &Path) -> Result<()> {
         }
         println!(
             "{}",
-            json!({"restored": store, "dataDir": place.data_dir, "vaults": vaults.len()})
+            json!({"restored": store, "dataDir": place.data_dir, "vaults": vaults})
         );
         Ok(())
     })();
@@ -394,12 +461,17 @@ mod tests {
             Some(path.clone()),
         );
         let good = ("v1".to_owned(), barrier.new_data_key("v1").unwrap());
-        assert!(check_vault_keys(&text, std::slice::from_ref(&good)).is_ok());
+        let keys = |vaults: Vec<(String, Vec<u8>)>, master_key: Option<String>| SnapshotKeys {
+            vaults,
+            master_key,
+        };
+        assert!(check_vault_keys(&text, &keys(vec![good.clone()], None)).is_ok());
         // Rotated on this "node" only: the old file cannot open the new key.
         let (k, fp) = barrier.stage_master().unwrap();
         assert!(barrier.adopt_master(k, &fp).unwrap());
         let rotated = ("v2".to_owned(), barrier.new_data_key("v2").unwrap());
-        let err = check_vault_keys(&text, &[good.clone(), rotated.clone()]).unwrap_err();
+        let err =
+            check_vault_keys(&text, &keys(vec![good.clone(), rotated.clone()], None)).unwrap_err();
         assert!(
             err.to_string()
                 .contains(&format!("vault v2 (master key {k})")),
@@ -407,9 +479,15 @@ mod tests {
         );
         assert!(!err.to_string().contains("vault v1"));
         let newer = fs::read(&path).unwrap();
-        assert!(check_vault_keys(&newer, &[good.clone(), rotated]).is_ok());
+        assert!(check_vault_keys(&newer, &keys(vec![good.clone(), rotated], None)).is_ok());
+        // The store's recorded current key must be in the keyring too (a
+        // deployment with no vault yet still needs it to start).
+        let recorded = Some(format!("{k} {fp}"));
+        assert!(check_vault_keys(&newer, &keys(vec![], recorded.clone())).is_ok());
+        let err = check_vault_keys(&text, &keys(vec![], recorded)).unwrap_err();
+        assert!(err.to_string().contains("current master key"), "{err}");
         // A key moved to another vault id does not open (bound to its vault).
-        assert!(check_vault_keys(&newer, &[("v3".to_owned(), good.1)]).is_err());
+        assert!(check_vault_keys(&newer, &keys(vec![("v3".to_owned(), good.1)], None)).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -418,19 +496,34 @@ mod tests {
         let text = "--\n-- Data for Name: vaults\n--\n\nCOPY public.vaults (name, id, tenant_id, wrapped_key, created) FROM stdin;\n\
                     dev\tid-1\tt\t\\\\x0102ff\t5\n\
                     other\tid-2\tt\t\\\\x\t6\n\
-                    \\.\n\n";
-        let rows = parse_vaults_copy(text).unwrap();
+                    \\.\n\nCOPY public.settings (key, value) FROM stdin;\n\
+                    master_key\t\\\\x3120616263\n\
+                    \\.\n";
+        let rows = parse_copy(text, "vaults", &["id", "wrapped_key"]).unwrap();
         assert_eq!(
             rows,
             vec![
-                ("id-1".to_owned(), vec![1, 2, 255]),
-                ("id-2".to_owned(), vec![])
+                vec!["id-1".to_owned(), "\\\\x0102ff".to_owned()],
+                vec!["id-2".to_owned(), "\\\\x".to_owned()]
             ]
         );
-        assert!(parse_vaults_copy("nothing here").is_err());
-        assert!(parse_vaults_copy("COPY public.vaults (name, id) FROM stdin;\n\\.\n").is_err());
-        assert!(parse_vaults_copy(
-            "COPY public.vaults (id, wrapped_key) FROM stdin;\nid\t\\\\xzz\n\\.\n"
+        assert_eq!(unhex(&rows[0][1]).unwrap(), vec![1, 2, 255]);
+        assert_eq!(unhex(&rows[1][1]).unwrap(), Vec::<u8>::new());
+        let settings = parse_copy(text, "settings", &["key", "value"]).unwrap();
+        assert_eq!(unhex(&settings[0][1]).unwrap(), b"1 abc");
+        assert!(parse_copy("nothing here", "vaults", &["id"]).is_err());
+        assert!(parse_copy(
+            "COPY public.vaults (name, id) FROM stdin;\n\\.\n",
+            "vaults",
+            &["id", "wrapped_key"]
+        )
+        .is_err());
+        assert!(unhex("\\\\xzz").is_err());
+        // Only the exact table name matches.
+        assert!(parse_copy(
+            "COPY public.old_vaults (id, wrapped_key) FROM stdin;\n\\.\n",
+            "vaults",
+            &["id"]
         )
         .is_err());
     }

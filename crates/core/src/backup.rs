@@ -169,6 +169,24 @@ impl VaultService {
         kinds.push(kind);
         // Names first: an HSM key is taken back into the HSM only for a restore
         // that will happen.
+        // A certificate's policy must be one (an authenticated blob of this
+        // deployment, but checked before it is stored all the same).
+        if let (ObjectKind::Certificate, Some(body)) = (kind, &doc.policy) {
+            crate::certificate::check_state(body).map_err(|_| invalid())?;
+        }
+        // A name holding only a policy (a pending or cancelled create) is
+        // taken too.
+        if self
+            .store
+            .get_policy(&vault.id, kind, &name)
+            .await?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists {
+                kind,
+                name: name.to_string(),
+            });
+        }
         for k in &kinds {
             let taken = self
                 .store

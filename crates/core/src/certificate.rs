@@ -778,6 +778,14 @@ fn months_between(from: i64, to: i64) -> u32 {
     u32::try_from(((days + 15) / 30).clamp(1, 1200)).unwrap_or(12)
 }
 
+/// Whether `body` is a certificate's stored state (a restore checks the
+/// backed-up one before storing it).
+pub(crate) fn check_state(body: &str) -> Result<()> {
+    serde_json::from_str::<CertificateState>(body)
+        .map(|_| ())
+        .map_err(|_| Error::Integrity)
+}
+
 fn state_of(rec: &PolicyRecord) -> Result<CertificateState> {
     serde_json::from_str(&rec.body).map_err(|_| Error::Integrity)
 }

@@ -630,12 +630,22 @@ impl VaultService {
             let mut pending = false;
             let vaults = self.store.list_vaults().await?;
             let seen = vaults.len() as u64;
+            let mut unopened = 0u64;
             for v in vaults {
                 if v.wrapped_key.is_empty() {
                     continue; // shredded: purged a moment ago
                 }
-                let Some(new) = self.barrier.rewrap_data_key(&v.id, &v.wrapped_key)? else {
-                    continue;
+                // One key that does not open (under a key this node lacks)
+                // must not stop the others from moving: it is counted and
+                // reported after the pass.
+                let new = match self.barrier.rewrap_data_key(&v.id, &v.wrapped_key) {
+                    Ok(Some(new)) => new,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(vault = %v.name, error = %e, "vault data key does not open; not re-wrapped");
+                        unopened += 1;
+                        continue;
+                    }
                 };
                 pending = true;
                 if self
@@ -645,6 +655,11 @@ impl VaultService {
                 {
                     rewrapped += 1;
                 }
+            }
+            if unopened > 0 {
+                return Err(crate::error::Error::Unavailable(format!(
+                    "{unopened} vault data keys do not open with this node's master keys; the rest were re-wrapped"
+                )));
             }
             if !pending {
                 return Ok((rewrapped, seen));

@@ -285,15 +285,18 @@ impl Barrier for SoftwareBarrier {
             .ring
             .write()
             .map_err(|_| Error::Unavailable("master keyring lock poisoned".into()))?;
-        // Never forget a key this process knows: adopt the file only if it
-        // holds all of them.
-        if on_disk.covers(&guard) {
-            *guard = Arc::new(on_disk);
-            Ok(())
-        } else {
-            Err(Error::Unavailable(
-                "the master keyring file lacks keys this node holds; not reloaded".into(),
-            ))
+        // Keys the file adds are taken; none this process knows is
+        // forgotten, and the current key stays: it changes only when the
+        // store agrees (`adopt_master`).
+        match guard.merged(&on_disk) {
+            Some(next) => {
+                *guard = Arc::new(next);
+                Ok(())
+            }
+            None => Err(Error::Unavailable(
+                "the master keyring file gives a key id this node holds other bytes; not reloaded"
+                    .into(),
+            )),
         }
     }
 }
@@ -461,6 +464,16 @@ mod tests {
             lagging.open_root(b"backup", &new_root).unwrap().expose(),
             b"blob2"
         );
+        // It learns the key but keeps sealing with its own until the store
+        // says otherwise (adopt_master).
+        assert_eq!(lagging.current_key_id(), 0);
+        let fp = lagging
+            .master_keys()
+            .into_iter()
+            .find(|(id, _)| *id == k)
+            .unwrap()
+            .1;
+        assert!(lagging.adopt_master(k, &fp).unwrap());
         assert_eq!(lagging.current_key_id(), k);
         let stale = SoftwareBarrier::with_keyring(
             Keyring::single(MasterKey::generate().unwrap()),
@@ -468,7 +481,7 @@ mod tests {
         );
         assert!(
             stale.open_root(b"backup", &new_root).is_err(),
-            "never adopts a file missing its keys"
+            "never takes a file that gives its key id 0 other bytes"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

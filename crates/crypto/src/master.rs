@@ -279,6 +279,24 @@ impl Keyring {
         }
     }
 
+    /// This keyring plus the keys of `other` it lacks (listed after its
+    /// own), keeping its current key: reading a file never changes which
+    /// key seals (only the store's agreement does) and never forgets a key
+    /// this keyring holds. `None` if the two disagree on a key's bytes.
+    pub fn merged(&self, other: &Keyring) -> Option<Self> {
+        let mut next = self.copy();
+        for (id, key) in &other.keys {
+            match self.get(*id) {
+                Some(mine) if mine.bytes() != key.bytes() => return None,
+                Some(_) => {}
+                None => next
+                    .keys
+                    .push((*id, MasterKey(Sensitive::new(key.bytes().to_vec())))),
+            }
+        }
+        Some(next)
+    }
+
     /// The newest key listed after the current one (added by an operator,
     /// or staged by a rotation), if any.
     pub fn staged(&self) -> Option<u32> {

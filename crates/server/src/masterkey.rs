@@ -82,12 +82,47 @@ pub async fn reconcile(
         return Ok(());
     };
     let (_, (id, fingerprint)) = recorded(store, &mine).await?;
-    if (id, fingerprint.as_str()) == (mine.0, mine.1.as_str())
-        || barrier.adopt_master(id, &fingerprint)?
-    {
+    if (id, fingerprint.as_str()) == (mine.0, mine.1.as_str()) {
+        return Ok(());
+    }
+    if barrier.adopt_master(id, &fingerprint)? {
+        tracing::warn!(
+            key_id = id, %fingerprint, file_current = mine.0,
+            "sealing with the master key the store names, not the one master.key marks current"
+        );
         Ok(())
     } else {
         Err(MasterKeyError::NotHeld { id, fingerprint })
+    }
+}
+
+/// While serving (each scheduler pass): follows a rotation made on another
+/// node, adopting the key the store names as soon as this node's keyring
+/// holds it, so no node goes on sealing new vault keys under a key the
+/// others consider retired. Returns the key the store names if this node
+/// does not hold it (the caller warns once per key).
+pub async fn follow(
+    store: &Arc<dyn Storage>,
+    barrier: &Arc<dyn Barrier>,
+) -> Result<Option<u32>, Error> {
+    let Some(mine) = barrier.master_key() else {
+        return Ok(None);
+    };
+    let Some(raw) = store.get_setting(SETTING).await? else {
+        return Ok(None);
+    };
+    let (id, fingerprint) = parse(&raw)?;
+    if (id, fingerprint.as_str()) == (mine.0, mine.1.as_str()) {
+        return Ok(None);
+    }
+    if barrier.adopt_master(id, &fingerprint)? {
+        tracing::info!(
+            key_id = id,
+            "adopted the master key another node rotated to"
+        );
+        Ok(None)
+    } else {
+        Ok(Some(id))
     }
 }
 

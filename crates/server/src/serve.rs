@@ -272,6 +272,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     };
     print_banner(&prepared);
     spawn_scheduler(prepared.state.clone(), config.scheduler_interval);
+    spawn_master_key_follower(prepared.state.clone());
     spawn_key_reloader(prepared.state.clone());
     if config
         .store
@@ -466,6 +467,34 @@ fn spawn_key_reloader(state: AppState) {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "reloading signing keys failed"),
+            }
+        }
+    });
+}
+
+/// How often a node checks which master key the store names.
+const FOLLOW_MASTER_KEY_EVERY: Duration = Duration::from_secs(2);
+
+/// Follows master-key rotations made on other nodes (see
+/// `masterkey::follow`), warning once per key this node lacks.
+fn spawn_master_key_follower(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FOLLOW_MASTER_KEY_EVERY);
+        let mut missing_key = None;
+        loop {
+            tick.tick().await;
+            match crate::masterkey::follow(&state.store, &state.barrier).await {
+                Ok(None) => missing_key = None,
+                Ok(Some(id)) => {
+                    if missing_key != Some(id) {
+                        tracing::warn!(
+                            key_id = id,
+                            "another node rotated the master key to a key this node's master.key lacks; copy that node's master.key here"
+                        );
+                    }
+                    missing_key = Some(id);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the current master key"),
             }
         }
     });

@@ -636,8 +636,13 @@ async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) -> Arm
             "The master key rotation did not finish; run it again (it resumes where it stopped).",
         )
     };
-    let rotation = crate::masterkey::rotate(&st.store, &st.barrier)
+    // The whole rotation runs in its own task: a client that disconnects
+    // after the store agreed to the new key cannot stop this node from
+    // adopting it and re-wrapping under it.
+    let (store, barrier) = (Arc::clone(&st.store), Arc::clone(&st.barrier));
+    let rotation = tokio::spawn(async move { crate::masterkey::rotate(&store, &barrier).await })
         .await
+        .map_err(|e| failed("the rotation task", &e))?
         .map_err(|e| match e {
             crate::masterkey::MasterKeyError::NotHeld { .. } => {
                 tracing::warn!(error = %e, "master key rotation refused");
@@ -651,14 +656,16 @@ async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) -> Arm
         .master_key()
         .map(|(_, fp)| fp)
         .unwrap_or_default();
-    let (rewrapped, vaults) = st
-        .service
-        .rewrap_vault_keys()
-        .await
-        .map_err(|e| failed("the vault keys", &e))?;
-    let signing = crate::signing::rewrap(&st.store, &st.barrier)
-        .await
-        .map_err(|e| failed("the signing keys", &e))?;
+    let st2 = st.clone();
+    let rewrap = tokio::spawn(async move {
+        let vaults = st2.service.rewrap_vault_keys().await;
+        let signing = crate::signing::rewrap(&st2.store, &st2.barrier).await;
+        (vaults, signing)
+    })
+    .await
+    .map_err(|e| failed("the rotation task", &e))?;
+    let (rewrapped, vaults) = rewrap.0.map_err(|e| failed("the vault keys", &e))?;
+    let signing = rewrap.1.map_err(|e| failed("the signing keys", &e))?;
     tracing::info!(key_id, rewrapped, vaults, "master key rotated");
     Ok(json(
         StatusCode::OK,

@@ -509,6 +509,12 @@ impl Store for PostgresStore {
         let tx = c.transaction().await.map_err(err)?;
         let mut order: Vec<&(VersionRecord, VersionRecord)> = changes.iter().collect();
         order.sort_by_key(|(_, w)| (w.kind.as_str(), w.name.key()));
+        // The object rows first (fixed order): a DELETE committing during
+        // the UPDATE would otherwise not conflict with it, and a PATCH could
+        // change a version that was just soft-deleted.
+        for (_, write) in &order {
+            lock_objects(&tx, vault_id, &[write.kind], &write.name.key()).await?;
+        }
         for (read, write) in order {
             let (kind, key) = (write.kind.as_str(), write.name.key());
             let (tags, read_tags) = (sql::tags_json(&write.tags), sql::tags_json(&read.tags));
