@@ -1103,7 +1103,8 @@ impl Store for SqliteStore {
         policy: &PolicyRecord,
     ) -> StoreResult<()> {
         let (vault_id, key, p) = (vault_id.to_owned(), name.key(), policy.clone());
-        self.run(move |c| {
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
             c.execute(
                 &q(sql::PUT_POLICY),
                 params![vault_id, kind.as_str(), key, p.body, p.created, p.updated],
@@ -1171,7 +1172,8 @@ impl Store for SqliteStore {
         counts: &[(String, String, i64)],
     ) -> StoreResult<Vec<(String, String, i64)>> {
         let (node, counts) = (node.to_owned(), counts.to_vec());
-        self.run(move |c| {
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
@@ -1200,7 +1202,8 @@ impl Store for SqliteStore {
 
     async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool> {
         let job = job.to_owned();
-        self.run(move |c| {
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
             Ok(
                 c.execute(&q(sql::CLAIM_JOB), params![job, lease_until, now])
                     .map_err(err)?
@@ -1212,7 +1215,8 @@ impl Store for SqliteStore {
 
     async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()> {
         let job = job.to_owned();
-        self.run(move |c| {
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
             c.execute(&q(sql::FINISH_JOB), params![job, now])
                 .map_err(err)?;
             c.execute(&q(sql::FORGET_JOBS), [forget_before])

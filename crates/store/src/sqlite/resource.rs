@@ -103,7 +103,8 @@ impl ResourceStore for SqliteStore {
 impl keyhaven_core::AuditStore for SqliteStore {
     async fn append_audit(&self, row: &keyhaven_core::AuditRow) -> StoreResult<()> {
         let r = row.clone();
-        self.run(move |c| {
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
             c.execute(
                 &q(sql::APPEND_AUDIT),
                 rusqlite::params![r.vault, r.time, r.operation, r.caller, r.result, r.record],
