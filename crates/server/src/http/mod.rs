@@ -3,7 +3,6 @@
 //! (authentication, api-version, vault lookup for the data plane), hands the
 //! request to the plane's router, and stamps the common response headers.
 
-pub mod access_control;
 pub mod arm;
 pub mod arm_diagnostics;
 pub mod arm_events;
@@ -12,15 +11,12 @@ pub mod arm_network;
 pub mod arm_rbac;
 pub mod arm_vault;
 pub mod arm_workspaces;
-pub mod certificates;
 pub mod data;
 pub mod extract;
 pub mod graph;
-pub mod keys;
 pub mod login;
 pub mod response;
 pub mod route;
-pub mod secrets;
 
 use std::sync::Arc;
 

@@ -402,10 +402,10 @@ async fn no_data_plane_route_answers_without_an_authorization_decision() {
     .await;
     let (_, token) = newcomer(&h).await;
     let mut probed = 0;
-    let templates = keyhaven_server::http::secrets::ROUTE_PATHS
+    let templates = keyhaven_server::http::data::secrets::ROUTE_PATHS
         .iter()
-        .chain(keyhaven_server::http::keys::ROUTE_PATHS.iter())
-        .chain(keyhaven_server::http::certificates::ROUTE_PATHS.iter());
+        .chain(keyhaven_server::http::data::keys::ROUTE_PATHS.iter())
+        .chain(keyhaven_server::http::data::certificates::ROUTE_PATHS.iter());
     for template in templates {
         let path = template
             .replace("{name}", "s")

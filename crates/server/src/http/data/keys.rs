@@ -18,9 +18,9 @@ use keyhaven_wire::key::{
 use keyhaven_wire::rotation::{KeyRotationPolicy, KeyRotationPolicyIn};
 use keyhaven_wire::secret::ListResult;
 
-use super::data::{object_name, object_version, DataCtx};
-use super::extract::{parse_json, read_body, AzPath};
-use super::response::{no_content, ok, ApiError, ApiResult};
+use super::{object_name, object_version, DataCtx};
+use crate::http::extract::{parse_json, read_body, AzPath};
+use crate::http::response::{no_content, ok, ApiError, ApiResult};
 use crate::state::AppState;
 
 type Ctx = Extension<Arc<DataCtx>>;

@@ -2,7 +2,14 @@
 //! first (the SDK's first request carries neither token nor body and must get
 //! the 401 challenge), then api-version, then the vault; only then does the
 //! request reach a handler, carrying a `DataCtx`. Every 401 leaving the data
-//! plane carries the challenge.
+//! plane carries the challenge. The handlers live beside it, one file per
+//! object kind (`secrets`, `keys`, `certificates`) and the access-control
+//! API (`access_control`).
+
+pub mod access_control;
+pub mod certificates;
+pub mod keys;
+pub mod secrets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +30,6 @@ use tower::ServiceExt as _;
 
 use super::extract::query_map;
 use super::response::ApiError;
-use super::secrets;
 use crate::state::AppState;
 
 /// What the pipeline established for a data-plane request.
@@ -111,8 +117,8 @@ pub fn object_version(kind: ObjectKind, name: &ObjectName, raw: &str) -> Result<
 /// The data plane's routes (reached only through `handle`).
 pub fn router(state: AppState) -> Router {
     secrets::routes()
-        .merge(super::keys::routes())
-        .merge(super::certificates::routes())
+        .merge(keys::routes())
+        .merge(certificates::routes())
         .fallback(|| async {
             ApiError::not_found("The requested resource does not exist on the vault.")
         })
@@ -126,12 +132,9 @@ pub async fn handle(state: &AppState, router: Router, vault: String, req: Reques
     let (resp, ctx) = match prepare(state, vault.clone(), req).await {
         Ok(req) => {
             let ctx = req.extensions().get::<Arc<DataCtx>>().cloned();
-            let resp = match (
-                &ctx,
-                super::access_control::is_access_control(req.uri().path()),
-            ) {
+            let resp = match (&ctx, access_control::is_access_control(req.uri().path())) {
                 (Some(ctx), true) => {
-                    super::access_control::handle(state, &ctx.principal, &ctx.vault, req).await
+                    access_control::handle(state, &ctx.principal, &ctx.vault, req).await
                 }
                 (None, true) => ApiError::from(Error::Integrity).into_response(),
                 (_, false) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),

@@ -14,8 +14,8 @@ use keyhaven_wire::arm::{
     ArmList, PutRoleAssignment, RoleAssignmentOut, RoleAssignmentProps, RoleDefinitionOut,
 };
 
-use super::extract::{parse_json, read_body};
-use super::response::{json, ok, ApiError};
+use crate::http::extract::{parse_json, read_body};
+use crate::http::response::{json, ok, ApiError};
 use crate::state::AppState;
 
 const MARKER: &str = "/providers/microsoft.authorization/";

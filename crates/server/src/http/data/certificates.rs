@@ -21,9 +21,9 @@ use keyhaven_wire::secret::{
     SecretRestoreParameters as CertificateRestoreParameters,
 };
 
-use super::data::{object_name, object_version, DataCtx};
-use super::extract::{parse_json, read_body, AzPath};
-use super::response::{json, no_content, ok, ApiError, ApiResult};
+use super::{object_name, object_version, DataCtx};
+use crate::http::extract::{parse_json, read_body, AzPath};
+use crate::http::response::{json, no_content, ok, ApiError, ApiResult};
 use crate::state::AppState;
 
 type Ctx = Extension<Arc<DataCtx>>;

@@ -13,9 +13,9 @@ use keyhaven_wire::secret::{
     SecretSetParameters, SecretUpdateParameters,
 };
 
-use super::data::{object_name, object_version, DataCtx};
-use super::extract::{AzJson, AzPath};
-use super::response::{no_content, ok, ApiError, ApiResult};
+use super::{object_name, object_version, DataCtx};
+use crate::http::extract::{AzJson, AzPath};
+use crate::http::response::{no_content, ok, ApiError, ApiResult};
 use crate::state::AppState;
 
 type Ctx = Extension<Arc<DataCtx>>;
