@@ -77,7 +77,7 @@ pub async fn ensure(
     })
     .await?;
 
-    crate::http::arm_groups::ensure_group(store, &subscription_id, &resource_group, clock.now())
+    crate::http::arm::groups::ensure_group(store, &subscription_id, &resource_group, clock.now())
         .await
         .map_err(Error::from)?;
 

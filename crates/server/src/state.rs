@@ -255,13 +255,13 @@ impl AppState {
         for r in self
             .store
             .list_resources(
-                crate::http::arm_diagnostics::SETTING_TYPE,
+                crate::http::arm::diagnostics::SETTING_TYPE,
                 &self.subscription_id,
             )
             .await?
         {
             if let Ok(s) =
-                serde_json::from_str::<crate::http::arm_diagnostics::Setting>(&r.properties)
+                serde_json::from_str::<crate::http::arm::diagnostics::Setting>(&r.properties)
             {
                 let e = map.entry(s.vault_id.to_ascii_lowercase()).or_default();
                 e.store |= s.to_store();

@@ -4,13 +4,6 @@
 //! request to the plane's router, and stamps the common response headers.
 
 pub mod arm;
-pub mod arm_diagnostics;
-pub mod arm_events;
-pub mod arm_groups;
-pub mod arm_network;
-pub mod arm_rbac;
-pub mod arm_vault;
-pub mod arm_workspaces;
 pub mod data;
 pub mod extract;
 pub mod graph;

@@ -16,8 +16,8 @@ use keyhaven_wire::arm::{
     SubscriptionPolicies, TenantOut,
 };
 
-use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::response::{json, status_only};
+use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use crate::http::response::{json, status_only};
 use crate::state::AppState;
 
 /// The ARM type of resource groups.
@@ -358,7 +358,7 @@ pub async fn delete_group(
             .await
             .map_err(|e| domain_failure(keyhaven_core::Error::Unavailable(e.to_string())))?;
     }
-    super::arm_workspaces::delete_in_group(&st, &sub, &g.name).await?;
+    super::workspaces::delete_in_group(&st, &sub, &g.name).await?;
     st.store
         .delete_resource(&g.id)
         .await

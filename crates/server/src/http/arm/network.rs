@@ -19,8 +19,8 @@ use keyhaven_core::ResourceRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::response::{json as reply, status_only};
+use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use crate::http::response::{json as reply, status_only};
 use crate::state::AppState;
 
 type Where = Path<(String, String, String)>;
@@ -249,7 +249,7 @@ pub async fn put_vnet(
 ) -> Result<Response, ArmFailure> {
     let id = id_of(&sub, &rg, VNET_TYPE, &name);
     authorize(&st, &ctx, &id, "Microsoft.Network/virtualNetworks/write").await?;
-    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    super::groups::require_group(&st, &sub, &rg).await?;
     if !valid_name(&name) {
         return Err(bad("The virtual network name is invalid."));
     }
@@ -390,7 +390,7 @@ pub async fn put_private_endpoint(
 ) -> Result<Response, ArmFailure> {
     let id = id_of(&sub, &rg, PRIVATE_ENDPOINT_TYPE, &name);
     authorize(&st, &ctx, &id, "Microsoft.Network/privateEndpoints/write").await?;
-    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    super::groups::require_group(&st, &sub, &rg).await?;
     if !valid_name(&name) {
         return Err(bad("The private endpoint name is invalid."));
     }

@@ -13,9 +13,9 @@ use keyhaven_wire::arm::{
     RoleDefinitionOut,
 };
 
-use super::arm::{domain_failure, parse_body, ArmFailure};
-use super::extract::query_map;
-use super::response::json;
+use super::common::{domain_failure, parse_body, ArmFailure};
+use crate::http::extract::query_map;
+use crate::http::response::json;
 use crate::state::AppState;
 
 const MARKER: &str = "/providers/microsoft.authorization/";
@@ -248,7 +248,7 @@ async fn delete_assignment(
         .map_err(fail)?
     {
         Some(a) => Ok(json(StatusCode::OK, &assignment_out(&a))),
-        None => Ok(super::response::status_only(StatusCode::NO_CONTENT)),
+        None => Ok(crate::http::response::status_only(StatusCode::NO_CONTENT)),
     }
 }
 
@@ -357,6 +357,6 @@ async fn delete_definition(
         .map_err(fail)?
     {
         Some(d) => Ok(json(StatusCode::OK, &definition_out(st, &d))),
-        None => Ok(super::response::status_only(StatusCode::NO_CONTENT)),
+        None => Ok(crate::http::response::status_only(StatusCode::NO_CONTENT)),
     }
 }

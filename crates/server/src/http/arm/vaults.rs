@@ -19,8 +19,8 @@ use keyhaven_wire::arm::{
     VaultOut, VaultPropertiesOut,
 };
 
-use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::response::json;
+use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use crate::http::response::json;
 use crate::state::AppState;
 
 type Where = Path<(String, String, String)>;
@@ -141,7 +141,7 @@ pub async fn put_vault(
         .require_action(&ctx.caller, &scope, "Microsoft.KeyVault/vaults/write")
         .await
         .map_err(domain_failure)?;
-    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    super::groups::require_group(&st, &sub, &rg).await?;
     let b: PutVault = body(req).await?;
     let mut spec: keyhaven_core::vault_admin::VaultSpec = b.into();
     spec.may_change_permission_model = may_change_model(&st, &ctx, &scope).await?;
@@ -191,10 +191,10 @@ pub async fn delete_vault(
         .map_err(domain_failure)?;
     let v = match find(&st, &sub, &rg, &name).await {
         Ok(v) => v,
-        Err(_) => return Ok(super::response::status_only(StatusCode::NO_CONTENT)),
+        Err(_) => return Ok(crate::http::response::status_only(StatusCode::NO_CONTENT)),
     };
     st.service.delete_vault(&v).await.map_err(admin_failure)?;
-    Ok(super::response::status_only(StatusCode::OK))
+    Ok(crate::http::response::status_only(StatusCode::OK))
 }
 
 /// Live vaults of the subscription (optionally one resource group) the
@@ -235,7 +235,7 @@ pub async fn list_vaults_in_group(
     Extension(ctx): Extension<Arc<Ctx>>,
     Path((sub, rg)): Path<(String, String)>,
 ) -> Result<Response, ArmFailure> {
-    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    super::groups::require_group(&st, &sub, &rg).await?;
     vault_list(&st, &readable_vaults(&st, &ctx, &sub, Some(&rg)).await?)
 }
 
@@ -412,7 +412,7 @@ pub async fn purge_deleted_vault(
     )
     .await?;
     st.service.purge_vault(&v).await.map_err(admin_failure)?;
-    Ok(super::response::status_only(StatusCode::OK))
+    Ok(crate::http::response::status_only(StatusCode::OK))
 }
 
 /// `POST /subscriptions/{sub}/providers/Microsoft.KeyVault/checkNameAvailability`.
@@ -471,10 +471,8 @@ pub async fn get_vault(
         .map_err(domain_failure)?;
     let mut out = vault_out(&st, &v);
     let network = st.network().await.map_err(domain_failure)?;
-    out.properties.private_endpoint_connections = Some(super::arm_network::connections_of(
-        &network,
-        &v.resource_id(),
-    ));
+    out.properties.private_endpoint_connections =
+        Some(super::network::connections_of(&network, &v.resource_id()));
     Ok(json(StatusCode::OK, &out))
 }
 

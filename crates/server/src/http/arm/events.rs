@@ -12,11 +12,11 @@ use http::StatusCode;
 use keyhaven_core::ResourceRecord;
 use serde_json::{json, Value};
 
-use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::response::{json as reply, status_only};
+use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
 use crate::events::{
     check_event_types, validate_endpoint, Schema, Subscription, DEAD_LETTER_TYPE, SUBSCRIPTION_TYPE,
 };
+use crate::http::response::{json as reply, status_only};
 use crate::state::AppState;
 
 type Where = Path<(String, String, String, String)>;
@@ -26,9 +26,7 @@ fn bad(msg: impl Into<String>) -> ArmFailure {
 }
 
 async fn vault_id(st: &AppState, sub: &str, rg: &str, vault: &str) -> Result<String, ArmFailure> {
-    Ok(super::arm_vault::find(st, sub, rg, vault)
-        .await?
-        .resource_id())
+    Ok(super::vaults::find(st, sub, rg, vault).await?.resource_id())
 }
 
 /// The subscription's id, once the caller may perform `action` on it.

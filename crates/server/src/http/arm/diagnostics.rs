@@ -16,8 +16,8 @@ use keyhaven_core::{AuditQuery, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::response::{json as reply, status_only};
+use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use crate::http::response::{json as reply, status_only};
 use crate::state::AppState;
 
 /// The ARM type of diagnostic settings.
@@ -64,9 +64,7 @@ async fn vault_of(
     (sub, rg, vault): (&str, &str, &str),
     action: &str,
 ) -> Result<String, ArmFailure> {
-    let id = super::arm_vault::find(st, sub, rg, vault)
-        .await?
-        .resource_id();
+    let id = super::vaults::find(st, sub, rg, vault).await?.resource_id();
     st.authz
         .require_action(&ctx.caller, &id, action)
         .await

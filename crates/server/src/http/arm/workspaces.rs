@@ -15,9 +15,9 @@ use keyhaven_core::ResourceRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::arm::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::arm_network::{authorize, id_of, load, not_found, upsert, valid_name, Envelope};
-use super::response::{json as reply, status_only};
+use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use super::network::{authorize, id_of, load, not_found, upsert, valid_name, Envelope};
+use crate::http::response::{json as reply, status_only};
 use crate::state::AppState;
 
 /// The ARM type of a workspace.
@@ -99,7 +99,7 @@ pub async fn put_workspace(
     req: Request,
 ) -> Result<Response, ArmFailure> {
     let id = authorized(&st, &ctx, (&sub, &rg, &name), "write").await?;
-    super::arm_groups::require_group(&st, &sub, &rg).await?;
+    super::groups::require_group(&st, &sub, &rg).await?;
     if name.len() < 4 || name.len() > 63 || !valid_name(&name) || name.contains(['.', '_']) {
         return Err(bad(
             "The workspace name must be 4 to 63 letters, digits and hyphens.",
