@@ -102,7 +102,7 @@ async fn issue(st: &AppState, source: Option<IpAddr>, query: Option<&str>, form:
             "Required query variable 'resource' is missing",
         );
     };
-    let Some(audience) = crate::http::login::audience_for(st, &format!("{resource}/.default"))
+    let Some(audience) = crate::http::identity::audience_for(st, &format!("{resource}/.default"))
     else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -6,8 +6,7 @@
 pub mod arm;
 pub mod data;
 pub mod extract;
-pub mod graph;
-pub mod login;
+pub mod identity;
 pub mod response;
 pub mod route;
 
@@ -47,8 +46,8 @@ pub fn app(state: AppState) -> Router {
     let planes = Arc::new(Planes {
         arm: arm::router(state.clone()),
         data: data::router(state.clone()),
-        login: login::router(state.clone()),
-        graph: graph::router(state.clone()),
+        login: identity::router(state.clone()),
+        graph: identity::graph::router(state.clone()),
     });
     Router::new().fallback(move |req: Request| {
         let (state, planes) = (state.clone(), Arc::clone(&planes));
@@ -317,7 +316,7 @@ async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> 
             }
             Plane::Graph => {
                 let op = format!("Graph{}", title_case(req.method().as_str()));
-                let mut r = graph::handle(&state, planes.graph.clone(), req).await;
+                let mut r = identity::graph::handle(&state, planes.graph.clone(), req).await;
                 r.extensions_mut().insert(crate::audit::AuditNote {
                     operation: Some(op),
                     resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),

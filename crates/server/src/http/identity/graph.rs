@@ -30,8 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower::ServiceExt as _;
 
-use super::extract::{query_map, read_body};
-use super::response::{json, no_content};
+use crate::http::extract::{query_map, read_body};
+use crate::http::response::{json, no_content};
 use crate::state::AppState;
 
 /// Default and largest `$top`.

@@ -1,0 +1,587 @@
+//! The OAuth 2.0 token endpoints (v2 and v1) and their grants: client
+//! credentials with a secret, a certificate assertion or a federated token;
+//! resource-owner password; device code; authorization code with PKCE; and
+//! refresh tokens (rotated, reuse revokes the family).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Extension;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::StatusCode;
+use keyhaven_core::{PrincipalKind, Sensitive};
+use keyhaven_identity::authcode::RedeemError;
+use keyhaven_identity::device::Poll;
+use keyhaven_identity::refresh::{self, RefreshId};
+use keyhaven_identity::token::{Extra, TOKEN_LIFETIME_SECS};
+use keyhaven_identity::SignInFailure;
+use keyhaven_wire::oauth::{TokenRequest, TokenResponse, TokenResponseV1, UserRealm};
+
+use std::net::IpAddr;
+
+use crate::http::extract::read_body;
+use crate::http::response::ok;
+use crate::http::PeerAddr;
+use crate::state::AppState;
+
+use super::{audience_for, is_our_tenant, oauth_error, tenant_not_found};
+
+pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(super) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// Which token endpoint a request came to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    /// `/oauth2/v2.0/token`: `scope=…/.default`.
+    V2,
+    /// `/oauth2/token`: `resource=…`.
+    V1,
+}
+
+pub(super) type Peer = Option<Extension<PeerAddr>>;
+
+/// The caller's address for sign-in limits: the TCP peer, or what a trusted
+/// reverse proxy (`--trusted-proxy`) says in `X-Forwarded-For`, as the data
+/// plane's network rules read it, so clients behind a proxy are not all one
+/// source.
+pub(super) fn source_of(st: &AppState, peer: &Peer, headers: &http::HeaderMap) -> Option<IpAddr> {
+    let peer = peer.as_ref()?.0 .0.ip();
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    Some(keyhaven_core::network::client_address(
+        peer,
+        forwarded,
+        &st.trusted_proxies,
+    ))
+}
+
+pub(super) async fn token(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    peer: Peer,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    let source = source_of(&st, &peer, &headers);
+    issue(&st, &tenant, source, body, Endpoint::V2).await
+}
+
+pub(super) async fn token_v1(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    peer: Peer,
+    headers: http::HeaderMap,
+    body: Body,
+) -> Response {
+    let source = source_of(&st, &peer, &headers);
+    issue(&st, &tenant, source, body, Endpoint::V1).await
+}
+
+pub(super) async fn user_realm(State(st): State<AppState>, Path(user): Path<String>) -> Response {
+    let domain = user
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("")
+        .chars()
+        .take(100)
+        .collect();
+    ok(&UserRealm {
+        ver: "1.0",
+        account_type: "Managed",
+        domain_name: domain,
+        cloud_instance_name: st.endpoints.domain().to_owned(),
+        cloud_audience_urn: "urn:federation:MicrosoftOnline",
+    })
+}
+
+pub(super) fn sign_in_error(st: &AppState, f: SignInFailure, client_id: &str) -> Response {
+    let shown: String = client_id.chars().take(64).collect();
+    let (status, error, code, text) = match f {
+        SignInFailure::UnknownClient | SignInFailure::InvalidSecret => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided, or the application was not found in the directory.".to_owned(),
+        ),
+        SignInFailure::ExpiredSecret => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000222,
+            format!("The provided client secret keys for app '{shown}' are expired."),
+        ),
+        SignInFailure::UnknownCertificate => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700027,
+            "The certificate with identifier used to sign the client assertion is not registered on application.".to_owned(),
+        ),
+        SignInFailure::InvalidAssertion => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700021,
+            "Client assertion failed signature validation, or its audience, issuer, subject or lifetime is invalid.".to_owned(),
+        ),
+        SignInFailure::ClientDisabled => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000112,
+            format!("Application '{shown}' is disabled."),
+        ),
+        SignInFailure::BadPassword => (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50126,
+            "Error validating credentials due to invalid username or password.".to_owned(),
+        ),
+        SignInFailure::UserDisabled => (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50057,
+            "The user account is disabled.".to_owned(),
+        ),
+        SignInFailure::NotPublicClient => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".to_owned(),
+        ),
+        SignInFailure::Federation(f) => {
+            use keyhaven_identity::federation::FederationFailure as F;
+            let (code, text) = match f {
+                F::Issuer => (700211, "No matching federated identity record found for presented assertion issuer."),
+                F::Subject => (700213, "No matching federated identity record found for presented assertion subject."),
+                F::Audience => (700212, "No matching federated identity record found for presented assertion audience."),
+                F::Lifetime => (700024, "Client assertion is not within its valid time range."),
+                F::Signature => (700027, "The federated assertion failed signature validation or its signing key is unknown."),
+            };
+            (StatusCode::UNAUTHORIZED, "invalid_client", code, text.to_owned())
+        }
+        SignInFailure::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90033,
+            "The service is temporarily unavailable.".to_owned(),
+        ),
+    };
+    oauth_error(st, status, error, code, &text)
+}
+
+pub(super) fn bad_request(st: &AppState, error: &'static str, code: u32, text: &str) -> Response {
+    oauth_error(st, StatusCode::BAD_REQUEST, error, code, text)
+}
+
+pub(super) async fn issue(
+    st: &AppState,
+    tenant: &str,
+    source: Option<IpAddr>,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
+    if !is_our_tenant(st, tenant) {
+        return tenant_not_found(st, tenant);
+    }
+    let Ok(bytes) = read_body(body).await else {
+        return bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body is too large.",
+        );
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<TokenRequest>(&bytes) else {
+        return bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body must be application/x-www-form-urlencoded.",
+        );
+    };
+    let client_secret = form.client_secret.map(Sensitive::new);
+    let password = form.password.map(Sensitive::new);
+    let Some(client_id) = form.client_id else {
+        return bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        );
+    };
+    let now = st.clock.now();
+    if let Err(wait) = st.sign_in_limiter.admit(source, now) {
+        return too_many(st, wait);
+    }
+    let grant = form.grant_type.as_deref().unwrap_or("");
+    // A device code carries the scope the device asked for when it began; an
+    // authorization code the scope and nonce of its request.
+    let mut nonce = None;
+    let device = match grant {
+        DEVICE_CODE_GRANT => {
+            let Some(code) = form.device_code.as_deref() else {
+                return bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'device_code'.",
+                );
+            };
+            match st.device_codes.poll(code, &client_id, now) {
+                // Not consumed yet: a locked user must not spend it.
+                Poll::Approved(who, scope) => Some((*who, scope)),
+                Poll::Pending => {
+                    return bad_request(
+                        st,
+                        "authorization_pending",
+                        70016,
+                        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                    );
+                }
+                Poll::Expired => {
+                    return bad_request(st, "expired_token", 70020, "The provided value for the input parameter 'device_code' is not valid. This device code has expired.");
+                }
+                Poll::Unknown => {
+                    return bad_request(
+                        st,
+                        "invalid_grant",
+                        70000,
+                        "The provided value for the input parameter 'device_code' is not valid.",
+                    );
+                }
+            }
+        }
+        "authorization_code" => {
+            let (Some(code), Some(redirect_uri), Some(verifier)) = (
+                form.code.as_deref(),
+                form.redirect_uri.as_deref(),
+                form.code_verifier.as_deref(),
+            ) else {
+                return bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameters: 'code', 'redirect_uri' and 'code_verifier'.",
+                );
+            };
+            match st
+                .auth_codes
+                .redeem(code, &client_id, redirect_uri, verifier, now)
+            {
+                Ok(r) => {
+                    nonce = r.nonce;
+                    Some((r.who, r.scope))
+                }
+                Err(e) => {
+                    let (code, text) = match e {
+                        RedeemError::Expired => (70008, "The provided authorization code or refresh token has expired."),
+                        RedeemError::RedirectMismatch => (500117, "The reply URL specified in the request does not match the reply URL of the authorization request."),
+                        RedeemError::VerifierMismatch => (501481, "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE."),
+                        RedeemError::Unknown => (9002313, "The provided authorization code is not valid: it is unknown, was issued to another client, or was already redeemed."),
+                    };
+                    return bad_request(st, "invalid_grant", code, text);
+                }
+            }
+        }
+        _ => None,
+    };
+    let requested = match (&device, endpoint) {
+        (Some((_, scope)), _) => Some(scope.clone()),
+        (None, Endpoint::V2) => form.scope.clone(),
+        (None, Endpoint::V1) => form
+            .resource
+            .as_deref()
+            .map(|r| format!("{}/.default", r.trim_end_matches('/'))),
+    };
+    let Some(audience) = requested.as_deref().and_then(|s| audience_for(st, s)) else {
+        return bad_request(
+            st,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have one scope value with /.default suffixed to a resource known to this tenant.",
+        );
+    };
+    // Brute force: user grants are counted and locked by the user (its
+    // user name), confidential clients by client id. Public clients share
+    // one id among all their users (the Azure CLI's), so a client-credentials
+    // request for one fails at once and counts against no one.
+    if grant == "client_credentials"
+        && matches!(st.directory.is_public_client(&client_id).await, Ok(true))
+    {
+        return sign_in_error(st, SignInFailure::NotPublicClient, &client_id);
+    }
+    let subject = match (grant, form.username.as_deref(), &device) {
+        ("password", Some(u), _) => Some(u.to_owned()),
+        ("client_credentials", _, _) => Some(client_id.clone()),
+        (_, _, Some((who, _))) => Some(user_subject(who)),
+        _ => None,
+    };
+    // Only grants that check a guessable credential count failures, and
+    // only they are held to a source's quota of new subjects.
+    let counted = matches!(grant, "password" | "client_credentials");
+    if subject
+        .as_deref()
+        .is_some_and(|s| st.lockout.is_locked(s, source, now, counted))
+    {
+        return locked(st, grant);
+    }
+    // The refresh token this response carries: the next of the presented
+    // token's family (rotation), or the first of a new one.
+    let mut refresh_next: Option<RefreshId> = None;
+    if grant == DEVICE_CODE_GRANT {
+        // Everything that can fail for want of the store comes before the
+        // approval is spent.
+        if endpoint == Endpoint::V2 {
+            let first = RefreshId::new_family();
+            if refresh::start(&st.store, &first).await.is_err() {
+                return sign_in_error(st, SignInFailure::Unavailable, &client_id);
+            }
+            refresh_next = Some(first);
+        }
+        if !form
+            .device_code
+            .as_deref()
+            .is_some_and(|c| st.device_codes.take(c))
+        {
+            return bad_request(
+                st,
+                "invalid_grant",
+                70000,
+                "The provided value for the input parameter 'device_code' is not valid.",
+            );
+        }
+    }
+    let mut azpacr = "0";
+    let signed_in = match grant {
+        "client_credentials" => match (client_secret, form.client_assertion) {
+            (_, Some(assertion)) => {
+                if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
+                    return bad_request(st, "invalid_request", 50027, "The client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
+                }
+                let assertion = assertion.trim();
+                azpacr = "2";
+                // The client signs its own assertion (iss = client id); anything
+                // else is a token from an external issuer, to be federated.
+                if keyhaven_identity::federation::unverified_issuer(assertion).as_deref()
+                    == Some(client_id.as_str())
+                {
+                    let base = format!("{}/{tenant}", st.tokens.authority());
+                    let audiences = [
+                        format!("{base}/oauth2/v2.0/token"),
+                        format!("{base}/oauth2/token"),
+                    ];
+                    st.directory
+                        .sign_in_with_assertion(&client_id, assertion, &audiences, source)
+                        .await
+                } else {
+                    st.directory
+                        .sign_in_with_federated(&client_id, assertion)
+                        .await
+                }
+            }
+            (Some(secret), None) => {
+                azpacr = "1";
+                st.directory.sign_in_with_secret(&client_id, secret).await
+            }
+            (None, None) => Err(SignInFailure::NotPublicClient),
+        },
+        "password" => {
+            let (Some(username), Some(password)) = (form.username, password) else {
+                return bad_request(st, "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'.");
+            };
+            st.directory
+                .sign_in_with_password(&client_id, &username, password)
+                .await
+        }
+        "refresh_token" => {
+            let Some(rt) = form.refresh_token else {
+                return bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'refresh_token'.",
+                );
+            };
+            match st.tokens.validate_refresh(&rt, &client_id, now) {
+                Ok(g) => {
+                    let resumed = st.directory.resume(&g.object_id, &g.stamp).await;
+                    if let Ok(who) = &resumed {
+                        if st.lockout.is_locked(&user_subject(who), source, now, false) {
+                            return locked(st, grant);
+                        }
+                        // Only the family's current token refreshes; the
+                        // v1 endpoint returns no new one, so there the
+                        // token is checked and stays current.
+                        let next = match endpoint {
+                            Endpoint::V2 => g.id.next(),
+                            Endpoint::V1 => g.id.clone(),
+                        };
+                        match refresh::rotate(&st.store, &g.id, &next, now).await {
+                            Ok(refresh::Rotation::Rotated) => refresh_next = Some(next),
+                            Ok(refresh::Rotation::Superseded) => {
+                                return bad_request(st, "invalid_grant", 70043, "The refresh token was replaced by a newer one moments ago; use the newest token.");
+                            }
+                            Ok(refresh::Rotation::Reused) => {
+                                return bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.");
+                            }
+                            Err(_) => {
+                                return sign_in_error(st, SignInFailure::Unavailable, &client_id)
+                            }
+                        }
+                    }
+                    resumed
+                }
+                Err(_) => {
+                    return bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client.");
+                }
+            }
+        }
+        DEVICE_CODE_GRANT | "authorization_code" => {
+            device.map(|(who, _)| who).ok_or(SignInFailure::Unavailable)
+        }
+        _ => {
+            return bad_request(
+                st,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type.",
+            );
+        }
+    };
+    let mut who = match signed_in {
+        Ok(w) => {
+            if let Some(s) = subject.as_deref().filter(|_| counted) {
+                st.lockout.record_success(s, source);
+            }
+            w
+        }
+        Err(f) => {
+            if let Some(s) = subject.as_deref().filter(|_| counted) {
+                if guessed_wrong(f) {
+                    st.lockout.record_failure(s, source, now);
+                }
+            }
+            return sign_in_error(st, f, &client_id);
+        }
+    };
+    if who.principal.kind == PrincipalKind::User {
+        // A user's token names the application they signed in through.
+        who.principal.app_id = Some(client_id.clone());
+    }
+    let extra = Extra {
+        upn: who.upn.as_deref(),
+        name: Some(&who.name),
+        groups: &who.groups,
+        azpacr: Some(azpacr),
+        mirid: None,
+    };
+    let Ok(access_token) = st.tokens.mint_with(&who.principal, &extra, &audience, now) else {
+        return server_error(st);
+    };
+    if endpoint == Endpoint::V1 {
+        return ok(&TokenResponseV1 {
+            token_type: "Bearer",
+            expires_in: TOKEN_LIFETIME_SECS.to_string(),
+            expires_on: (now + TOKEN_LIFETIME_SECS).to_string(),
+            not_before: now.to_string(),
+            resource: audience,
+            access_token,
+        });
+    }
+    let user = who.principal.kind == PrincipalKind::User;
+    let (refresh_token, id_token, client_info) = if user {
+        let family = match refresh_next {
+            Some(next) => next,
+            None => {
+                let first = RefreshId::new_family();
+                if refresh::start(&st.store, &first).await.is_err() {
+                    return sign_in_error(st, SignInFailure::Unavailable, &client_id);
+                }
+                first
+            }
+        };
+        let (Ok(rt), Ok(idt)) = (
+            st.tokens.mint_refresh(
+                &who.principal,
+                &client_id,
+                &who.credential_stamp,
+                &family,
+                now,
+            ),
+            st.tokens
+                .mint_id_token(&who.principal, &extra, &client_id, nonce.as_deref(), now),
+        ) else {
+            return server_error(st);
+        };
+        let info = format!(
+            r#"{{"uid":"{}","utid":"{}"}}"#,
+            who.principal.object_id, who.principal.tenant_id
+        );
+        (Some(rt), Some(idt), Some(URL_SAFE_NO_PAD.encode(info)))
+    } else {
+        (None, None, None)
+    };
+    ok(&TokenResponse {
+        token_type: "Bearer",
+        scope: requested,
+        expires_in: TOKEN_LIFETIME_SECS,
+        ext_expires_in: TOKEN_LIFETIME_SECS,
+        access_token,
+        refresh_token,
+        id_token,
+        client_info,
+    })
+}
+
+/// True for the failures that a guess can cause: a wrong secret or
+/// password of a subject that has one. Unknown clients, bad assertions
+/// (signed, not guessable) and outages count against no one, so junk
+/// requests cannot lock a client out.
+pub(super) fn guessed_wrong(f: SignInFailure) -> bool {
+    matches!(f, SignInFailure::InvalidSecret | SignInFailure::BadPassword)
+}
+
+/// The lockout subject of a signed-in user: its user name, as the password
+/// grant counts it, or its object id for a user without one.
+pub(super) fn user_subject(who: &keyhaven_identity::SignedIn) -> String {
+    who.upn
+        .clone()
+        .unwrap_or_else(|| who.principal.object_id.clone())
+}
+
+pub(super) fn locked(st: &AppState, grant: &str) -> Response {
+    let (status, error) = if grant == "client_credentials" {
+        (StatusCode::UNAUTHORIZED, "invalid_client")
+    } else {
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    };
+    oauth_error(
+        st,
+        status,
+        error,
+        50053,
+        "The account is locked because of too many sign-in attempts with an incorrect credential. Try again later.",
+    )
+}
+
+/// 429 with `Retry-After`: one source asked too often.
+pub(super) fn too_many(st: &AppState, wait_secs: i64) -> Response {
+    let mut r = oauth_error(
+        st,
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        50196,
+        "Too many requests from this address. Retry after the time the Retry-After header gives.",
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&wait_secs.max(1).to_string()) {
+        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+pub(super) fn server_error(st: &AppState) -> Response {
+    oauth_error(
+        st,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        50000,
+        "The token could not be issued.",
+    )
+}
