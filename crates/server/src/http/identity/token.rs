@@ -170,6 +170,11 @@ pub(super) fn bad_request(st: &AppState, error: &'static str, code: u32, text: &
     oauth_error(st, StatusCode::BAD_REQUEST, error, code, text)
 }
 
+/// The token endpoint's work for every grant, in a fixed order: the
+/// request, the per-source limit, a device or authorization code's approved
+/// user, the audience, the subject's lockout, then the grant's own sign-in,
+/// the failure count, and the tokens. Each step answers with its error
+/// response (`Err`) or hands on.
 pub(super) async fn issue(
     st: &AppState,
     tenant: &str,
@@ -177,113 +182,52 @@ pub(super) async fn issue(
     body: Body,
     endpoint: Endpoint,
 ) -> Response {
-    if !is_our_tenant(st, tenant) {
-        return tenant_not_found(st, tenant);
+    match issue_steps(st, tenant, source, body, endpoint).await {
+        Ok(r) | Err(r) => r,
     }
-    let Ok(bytes) = read_body(body).await else {
-        return bad_request(
-            st,
-            "invalid_request",
-            900144,
-            "The request body is too large.",
-        );
-    };
-    let Ok(form) = serde_urlencoded::from_bytes::<TokenRequest>(&bytes) else {
-        return bad_request(
-            st,
-            "invalid_request",
-            900144,
-            "The request body must be application/x-www-form-urlencoded.",
-        );
-    };
-    let client_secret = form.client_secret.map(Sensitive::new);
-    let password = form.password.map(Sensitive::new);
-    let Some(client_id) = form.client_id else {
-        return bad_request(
-            st,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'client_id'.",
-        );
-    };
+}
+
+/// A parsed token request with its credentials wrapped.
+struct Request {
+    form: TokenRequest,
+    client_id: String,
+    client_secret: Option<Sensitive<String>>,
+    password: Option<Sensitive<String>>,
+}
+
+/// A user a device code or an authorization code already signed in, with
+/// the scope (and nonce) of the request that began it.
+struct Approved {
+    who: keyhaven_identity::SignedIn,
+    scope: String,
+    nonce: Option<String>,
+}
+
+async fn issue_steps(
+    st: &AppState,
+    tenant: &str,
+    source: Option<IpAddr>,
+    body: Body,
+    endpoint: Endpoint,
+) -> Result<Response, Response> {
+    if !is_our_tenant(st, tenant) {
+        return Err(tenant_not_found(st, tenant));
+    }
+    let Request {
+        form,
+        client_id,
+        client_secret,
+        password,
+    } = parse_request(st, body).await?;
     let now = st.clock.now();
     if let Err(wait) = st.sign_in_limiter.admit(source, now) {
-        return too_many(st, wait);
+        return Err(too_many(st, wait));
     }
-    let grant = form.grant_type.as_deref().unwrap_or("");
-    // A device code carries the scope the device asked for when it began; an
-    // authorization code the scope and nonce of its request.
-    let mut nonce = None;
-    let device = match grant {
-        DEVICE_CODE_GRANT => {
-            let Some(code) = form.device_code.as_deref() else {
-                return bad_request(
-                    st,
-                    "invalid_request",
-                    900144,
-                    "The request body must contain the following parameter: 'device_code'.",
-                );
-            };
-            match st.device_codes.poll(code, &client_id, now) {
-                // Not consumed yet: a locked user must not spend it.
-                Poll::Approved(who, scope) => Some((*who, scope)),
-                Poll::Pending => {
-                    return bad_request(
-                        st,
-                        "authorization_pending",
-                        70016,
-                        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
-                    );
-                }
-                Poll::Expired => {
-                    return bad_request(st, "expired_token", 70020, "The provided value for the input parameter 'device_code' is not valid. This device code has expired.");
-                }
-                Poll::Unknown => {
-                    return bad_request(
-                        st,
-                        "invalid_grant",
-                        70000,
-                        "The provided value for the input parameter 'device_code' is not valid.",
-                    );
-                }
-            }
-        }
-        "authorization_code" => {
-            let (Some(code), Some(redirect_uri), Some(verifier)) = (
-                form.code.as_deref(),
-                form.redirect_uri.as_deref(),
-                form.code_verifier.as_deref(),
-            ) else {
-                return bad_request(
-                    st,
-                    "invalid_request",
-                    900144,
-                    "The request body must contain the following parameters: 'code', 'redirect_uri' and 'code_verifier'.",
-                );
-            };
-            match st
-                .auth_codes
-                .redeem(code, &client_id, redirect_uri, verifier, now)
-            {
-                Ok(r) => {
-                    nonce = r.nonce;
-                    Some((r.who, r.scope))
-                }
-                Err(e) => {
-                    let (code, text) = match e {
-                        RedeemError::Expired => (70008, "The provided authorization code or refresh token has expired."),
-                        RedeemError::RedirectMismatch => (500117, "The reply URL specified in the request does not match the reply URL of the authorization request."),
-                        RedeemError::VerifierMismatch => (501481, "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE."),
-                        RedeemError::Unknown => (9002313, "The provided authorization code is not valid: it is unknown, was issued to another client, or was already redeemed."),
-                    };
-                    return bad_request(st, "invalid_grant", code, text);
-                }
-            }
-        }
-        _ => None,
-    };
-    let requested = match (&device, endpoint) {
-        (Some((_, scope)), _) => Some(scope.clone()),
+    let grant = form.grant_type.clone().unwrap_or_default();
+    let grant = grant.as_str();
+    let approved = approved_user(st, grant, &form, &client_id, now)?;
+    let requested = match (&approved, endpoint) {
+        (Some(a), _) => Some(a.scope.clone()),
         (None, Endpoint::V2) => form.scope.clone(),
         (None, Endpoint::V1) => form
             .resource
@@ -291,12 +235,12 @@ pub(super) async fn issue(
             .map(|r| format!("{}/.default", r.trim_end_matches('/'))),
     };
     let Some(audience) = requested.as_deref().and_then(|s| audience_for(st, s)) else {
-        return bad_request(
+        return Err(bad_request(
             st,
             "invalid_scope",
             1002012,
             "The provided value for scope is not valid. Client credential flows must have one scope value with /.default suffixed to a resource known to this tenant.",
-        );
+        ));
     };
     // Brute force: user grants are counted and locked by the user (its
     // user name), confidential clients by client id. Public clients share
@@ -305,12 +249,16 @@ pub(super) async fn issue(
     if grant == "client_credentials"
         && matches!(st.directory.is_public_client(&client_id).await, Ok(true))
     {
-        return sign_in_error(st, SignInFailure::NotPublicClient, &client_id);
+        return Err(sign_in_error(
+            st,
+            SignInFailure::NotPublicClient,
+            &client_id,
+        ));
     }
-    let subject = match (grant, form.username.as_deref(), &device) {
+    let subject = match (grant, form.username.as_deref(), &approved) {
         ("password", Some(u), _) => Some(u.to_owned()),
         ("client_credentials", _, _) => Some(client_id.clone()),
-        (_, _, Some((who, _))) => Some(user_subject(who)),
+        (_, _, Some(a)) => Some(user_subject(&a.who)),
         _ => None,
     };
     // Only grants that check a guessable credential count failures, and
@@ -320,132 +268,50 @@ pub(super) async fn issue(
         .as_deref()
         .is_some_and(|s| st.lockout.is_locked(s, source, now, counted))
     {
-        return locked(st, grant);
+        return Err(locked(st, grant));
     }
     // The refresh token this response carries: the next of the presented
     // token's family (rotation), or the first of a new one.
     let mut refresh_next: Option<RefreshId> = None;
     if grant == DEVICE_CODE_GRANT {
-        // Everything that can fail for want of the store comes before the
-        // approval is spent.
-        if endpoint == Endpoint::V2 {
-            let first = RefreshId::new_family();
-            if refresh::start(&st.store, &first).await.is_err() {
-                return sign_in_error(st, SignInFailure::Unavailable, &client_id);
-            }
-            refresh_next = Some(first);
-        }
-        if !form
-            .device_code
-            .as_deref()
-            .is_some_and(|c| st.device_codes.take(c))
-        {
-            return bad_request(
-                st,
-                "invalid_grant",
-                70000,
-                "The provided value for the input parameter 'device_code' is not valid.",
-            );
-        }
+        refresh_next = spend_device_code(st, &form, &client_id, endpoint).await?;
     }
+    let nonce = approved.as_ref().and_then(|a| a.nonce.clone());
     let mut azpacr = "0";
     let signed_in = match grant {
-        "client_credentials" => match (client_secret, form.client_assertion) {
-            (_, Some(assertion)) => {
-                if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
-                    return bad_request(st, "invalid_request", 50027, "The client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.");
-                }
-                let assertion = assertion.trim();
-                azpacr = "2";
-                // The client signs its own assertion (iss = client id); anything
-                // else is a token from an external issuer, to be federated.
-                if keyhaven_identity::federation::unverified_issuer(assertion).as_deref()
-                    == Some(client_id.as_str())
-                {
-                    let base = format!("{}/{tenant}", st.tokens.authority());
-                    let audiences = [
-                        format!("{base}/oauth2/v2.0/token"),
-                        format!("{base}/oauth2/token"),
-                    ];
-                    st.directory
-                        .sign_in_with_assertion(&client_id, assertion, &audiences, source)
-                        .await
-                } else {
-                    st.directory
-                        .sign_in_with_federated(&client_id, assertion)
-                        .await
-                }
-            }
-            (Some(secret), None) => {
-                azpacr = "1";
-                st.directory.sign_in_with_secret(&client_id, secret).await
-            }
-            (None, None) => Err(SignInFailure::NotPublicClient),
-        },
+        "client_credentials" => {
+            let (result, acr) =
+                client_credentials(st, tenant, &client_id, client_secret, &form, source).await?;
+            azpacr = acr;
+            result
+        }
         "password" => {
-            let (Some(username), Some(password)) = (form.username, password) else {
-                return bad_request(st, "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'.");
+            let (Some(username), Some(password)) = (form.username.clone(), password) else {
+                return Err(bad_request(st, "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'."));
             };
             st.directory
                 .sign_in_with_password(&client_id, &username, password)
                 .await
         }
         "refresh_token" => {
-            let Some(rt) = form.refresh_token else {
-                return bad_request(
-                    st,
-                    "invalid_request",
-                    900144,
-                    "The request body must contain the following parameter: 'refresh_token'.",
-                );
-            };
-            match st.tokens.validate_refresh(&rt, &client_id, now) {
-                Ok(g) => {
-                    let resumed = st.directory.resume(&g.object_id, &g.stamp).await;
-                    if let Ok(who) = &resumed {
-                        if st.lockout.is_locked(&user_subject(who), source, now, false) {
-                            return locked(st, grant);
-                        }
-                        // Only the family's current token refreshes; the
-                        // v1 endpoint returns no new one, so there the
-                        // token is checked and stays current.
-                        let next = match endpoint {
-                            Endpoint::V2 => g.id.next(),
-                            Endpoint::V1 => g.id.clone(),
-                        };
-                        match refresh::rotate(&st.store, &g.id, &next, now).await {
-                            Ok(refresh::Rotation::Rotated) => refresh_next = Some(next),
-                            Ok(refresh::Rotation::Superseded) => {
-                                return bad_request(st, "invalid_grant", 70043, "The refresh token was replaced by a newer one moments ago; use the newest token.");
-                            }
-                            Ok(refresh::Rotation::Reused) => {
-                                return bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.");
-                            }
-                            Err(_) => {
-                                return sign_in_error(st, SignInFailure::Unavailable, &client_id)
-                            }
-                        }
-                    }
-                    resumed
-                }
-                Err(_) => {
-                    return bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client.");
-                }
-            }
+            let (result, next) =
+                refresh_grant(st, &form, &client_id, source, endpoint, now).await?;
+            refresh_next = next;
+            result
         }
         DEVICE_CODE_GRANT | "authorization_code" => {
-            device.map(|(who, _)| who).ok_or(SignInFailure::Unavailable)
+            approved.map(|a| a.who).ok_or(SignInFailure::Unavailable)
         }
         _ => {
-            return bad_request(
+            return Err(bad_request(
                 st,
                 "unsupported_grant_type",
                 70003,
                 "The app requested an unsupported grant type.",
-            );
+            ));
         }
     };
-    let mut who = match signed_in {
+    let who = match signed_in {
         Ok(w) => {
             if let Some(s) = subject.as_deref().filter(|_| counted) {
                 st.lockout.record_success(s, source);
@@ -458,9 +324,295 @@ pub(super) async fn issue(
                     st.lockout.record_failure(s, source, now);
                 }
             }
-            return sign_in_error(st, f, &client_id);
+            return Err(sign_in_error(st, f, &client_id));
         }
     };
+    let grant = Granted {
+        who,
+        client_id,
+        audience,
+        requested,
+        azpacr,
+        nonce,
+        refresh_next,
+    };
+    respond(st, grant, endpoint, now).await
+}
+
+/// Reads and parses the form; the credentials it carries are wrapped at once.
+async fn parse_request(st: &AppState, body: Body) -> Result<Request, Response> {
+    let Ok(bytes) = read_body(body).await else {
+        return Err(bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body is too large.",
+        ));
+    };
+    let Ok(mut form) = serde_urlencoded::from_bytes::<TokenRequest>(&bytes) else {
+        return Err(bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body must be application/x-www-form-urlencoded.",
+        ));
+    };
+    let client_secret = form.client_secret.take().map(Sensitive::new);
+    let password = form.password.take().map(Sensitive::new);
+    let Some(client_id) = form.client_id.clone() else {
+        return Err(bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        ));
+    };
+    Ok(Request {
+        form,
+        client_id,
+        client_secret,
+        password,
+    })
+}
+
+/// The user a device code (polled, not yet spent: a locked user must not
+/// spend it) or an authorization code (redeemed) carries; `None` for other
+/// grants.
+#[allow(clippy::result_large_err)] // the Err is the response, returned at once
+fn approved_user(
+    st: &AppState,
+    grant: &str,
+    form: &TokenRequest,
+    client_id: &str,
+    now: i64,
+) -> Result<Option<Approved>, Response> {
+    match grant {
+        DEVICE_CODE_GRANT => {
+            let Some(code) = form.device_code.as_deref() else {
+                return Err(bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'device_code'.",
+                ));
+            };
+            match st.device_codes.poll(code, client_id, now) {
+                Poll::Approved(who, scope) => Ok(Some(Approved {
+                    who: *who,
+                    scope,
+                    nonce: None,
+                })),
+                Poll::Pending => Err(bad_request(
+                    st,
+                    "authorization_pending",
+                    70016,
+                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                )),
+                Poll::Expired => Err(bad_request(st, "expired_token", 70020, "The provided value for the input parameter 'device_code' is not valid. This device code has expired.")),
+                Poll::Unknown => Err(bad_request(
+                    st,
+                    "invalid_grant",
+                    70000,
+                    "The provided value for the input parameter 'device_code' is not valid.",
+                )),
+            }
+        }
+        "authorization_code" => {
+            let (Some(code), Some(redirect_uri), Some(verifier)) = (
+                form.code.as_deref(),
+                form.redirect_uri.as_deref(),
+                form.code_verifier.as_deref(),
+            ) else {
+                return Err(bad_request(
+                    st,
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameters: 'code', 'redirect_uri' and 'code_verifier'.",
+                ));
+            };
+            match st
+                .auth_codes
+                .redeem(code, client_id, redirect_uri, verifier, now)
+            {
+                Ok(r) => Ok(Some(Approved {
+                    who: r.who,
+                    scope: r.scope,
+                    nonce: r.nonce,
+                })),
+                Err(e) => {
+                    let (code, text) = match e {
+                        RedeemError::Expired => (70008, "The provided authorization code or refresh token has expired."),
+                        RedeemError::RedirectMismatch => (500117, "The reply URL specified in the request does not match the reply URL of the authorization request."),
+                        RedeemError::VerifierMismatch => (501481, "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE."),
+                        RedeemError::Unknown => (9002313, "The provided authorization code is not valid: it is unknown, was issued to another client, or was already redeemed."),
+                    };
+                    Err(bad_request(st, "invalid_grant", code, text))
+                }
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Spends an approved device code, after everything that can fail for
+/// want of the store (the refresh family of a v2 response); returns that
+/// family.
+async fn spend_device_code(
+    st: &AppState,
+    form: &TokenRequest,
+    client_id: &str,
+    endpoint: Endpoint,
+) -> Result<Option<RefreshId>, Response> {
+    let mut first = None;
+    if endpoint == Endpoint::V2 {
+        let family = RefreshId::new_family();
+        if refresh::start(&st.store, &family).await.is_err() {
+            return Err(sign_in_error(st, SignInFailure::Unavailable, client_id));
+        }
+        first = Some(family);
+    }
+    if !form
+        .device_code
+        .as_deref()
+        .is_some_and(|c| st.device_codes.take(c))
+    {
+        return Err(bad_request(
+            st,
+            "invalid_grant",
+            70000,
+            "The provided value for the input parameter 'device_code' is not valid.",
+        ));
+    }
+    Ok(first)
+}
+
+/// The client-credentials grant: a secret (`azpacr` 1), the client's own
+/// signed assertion or a federated token (`azpacr` 2).
+async fn client_credentials(
+    st: &AppState,
+    tenant: &str,
+    client_id: &str,
+    client_secret: Option<Sensitive<String>>,
+    form: &TokenRequest,
+    source: Option<IpAddr>,
+) -> Result<
+    (
+        Result<keyhaven_identity::SignedIn, SignInFailure>,
+        &'static str,
+    ),
+    Response,
+> {
+    Ok(match (client_secret, form.client_assertion.as_deref()) {
+        (_, Some(assertion)) => {
+            if form.client_assertion_type.as_deref() != Some(JWT_BEARER) {
+                return Err(bad_request(st, "invalid_request", 50027, "The client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer."));
+            }
+            let assertion = assertion.trim();
+            // The client signs its own assertion (iss = client id); anything
+            // else is a token from an external issuer, to be federated.
+            let result = if keyhaven_identity::federation::unverified_issuer(assertion).as_deref()
+                == Some(client_id)
+            {
+                let base = format!("{}/{tenant}", st.tokens.authority());
+                let audiences = [
+                    format!("{base}/oauth2/v2.0/token"),
+                    format!("{base}/oauth2/token"),
+                ];
+                st.directory
+                    .sign_in_with_assertion(client_id, assertion, &audiences, source)
+                    .await
+            } else {
+                st.directory
+                    .sign_in_with_federated(client_id, assertion)
+                    .await
+            };
+            (result, "2")
+        }
+        (Some(secret), None) => (
+            st.directory.sign_in_with_secret(client_id, secret).await,
+            "1",
+        ),
+        (None, None) => (Err(SignInFailure::NotPublicClient), "0"),
+    })
+}
+
+/// The refresh-token grant: only the family's current token refreshes (the
+/// v1 endpoint returns no new one, so there the token is checked and stays
+/// current); a reused one revokes the family. Returns the sign-in and the
+/// family's next token id.
+async fn refresh_grant(
+    st: &AppState,
+    form: &TokenRequest,
+    client_id: &str,
+    source: Option<IpAddr>,
+    endpoint: Endpoint,
+    now: i64,
+) -> Result<
+    (
+        Result<keyhaven_identity::SignedIn, SignInFailure>,
+        Option<RefreshId>,
+    ),
+    Response,
+> {
+    let Some(rt) = form.refresh_token.as_deref() else {
+        return Err(bad_request(
+            st,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'refresh_token'.",
+        ));
+    };
+    let Ok(g) = st.tokens.validate_refresh(rt, client_id, now) else {
+        return Err(bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client."));
+    };
+    let resumed = st.directory.resume(&g.object_id, &g.stamp).await;
+    let Ok(who) = &resumed else {
+        return Ok((resumed, None));
+    };
+    if st.lockout.is_locked(&user_subject(who), source, now, false) {
+        return Err(locked(st, "refresh_token"));
+    }
+    let next = match endpoint {
+        Endpoint::V2 => g.id.next(),
+        Endpoint::V1 => g.id.clone(),
+    };
+    match refresh::rotate(&st.store, &g.id, &next, now).await {
+        Ok(refresh::Rotation::Rotated) => Ok((resumed, Some(next))),
+        Ok(refresh::Rotation::Superseded) => Err(bad_request(st, "invalid_grant", 70043, "The refresh token was replaced by a newer one moments ago; use the newest token.")),
+        Ok(refresh::Rotation::Reused) => Err(bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.")),
+        Err(_) => Err(sign_in_error(st, SignInFailure::Unavailable, client_id)),
+    }
+}
+
+/// Who signed in and what their tokens say.
+struct Granted<'a> {
+    who: keyhaven_identity::SignedIn,
+    client_id: String,
+    audience: String,
+    requested: Option<String>,
+    azpacr: &'a str,
+    nonce: Option<String>,
+    refresh_next: Option<RefreshId>,
+}
+
+/// The token response: an access token, and for a user on v2 a refresh
+/// token (the family's next, or the first of a new one), an ID token and
+/// client info.
+async fn respond(
+    st: &AppState,
+    g: Granted<'_>,
+    endpoint: Endpoint,
+    now: i64,
+) -> Result<Response, Response> {
+    let Granted {
+        mut who,
+        client_id,
+        audience,
+        requested,
+        azpacr,
+        nonce,
+        refresh_next,
+    } = g;
     if who.principal.kind == PrincipalKind::User {
         // A user's token names the application they signed in through.
         who.principal.app_id = Some(client_id.clone());
@@ -473,17 +625,17 @@ pub(super) async fn issue(
         mirid: None,
     };
     let Ok(access_token) = st.tokens.mint_with(&who.principal, &extra, &audience, now) else {
-        return server_error(st);
+        return Err(server_error(st));
     };
     if endpoint == Endpoint::V1 {
-        return ok(&TokenResponseV1 {
+        return Ok(ok(&TokenResponseV1 {
             token_type: "Bearer",
             expires_in: TOKEN_LIFETIME_SECS.to_string(),
             expires_on: (now + TOKEN_LIFETIME_SECS).to_string(),
             not_before: now.to_string(),
             resource: audience,
             access_token,
-        });
+        }));
     }
     let user = who.principal.kind == PrincipalKind::User;
     let (refresh_token, id_token, client_info) = if user {
@@ -492,7 +644,7 @@ pub(super) async fn issue(
             None => {
                 let first = RefreshId::new_family();
                 if refresh::start(&st.store, &first).await.is_err() {
-                    return sign_in_error(st, SignInFailure::Unavailable, &client_id);
+                    return Err(sign_in_error(st, SignInFailure::Unavailable, &client_id));
                 }
                 first
             }
@@ -508,7 +660,7 @@ pub(super) async fn issue(
             st.tokens
                 .mint_id_token(&who.principal, &extra, &client_id, nonce.as_deref(), now),
         ) else {
-            return server_error(st);
+            return Err(server_error(st));
         };
         let info = format!(
             r#"{{"uid":"{}","utid":"{}"}}"#,
@@ -518,7 +670,7 @@ pub(super) async fn issue(
     } else {
         (None, None, None)
     };
-    ok(&TokenResponse {
+    Ok(ok(&TokenResponse {
         token_type: "Bearer",
         scope: requested,
         expires_in: TOKEN_LIFETIME_SECS,
@@ -527,7 +679,7 @@ pub(super) async fn issue(
         refresh_token,
         id_token,
         client_info,
-    })
+    }))
 }
 
 /// True for the failures that a guess can cause: a wrong secret or
