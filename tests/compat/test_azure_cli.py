@@ -209,7 +209,7 @@ def test_keyhaven_cloud_registers_the_deployment_with_the_cli(lab):
 def test_administrator_signs_in_as_service_principal_and_creates_the_lab_user(lab):
     s = lab.server
     accounts = lab.az.json("login", "--service-principal", "--username", s.client_id,
-                           "--password", s.client_secret, "--tenant", s.tenant_id)
+                           f"--password={s.client_secret}", "--tenant", s.tenant_id)
     assert [(a["id"], a["tenantId"], a["user"]["type"]) for a in accounts] == \
         [(s.subscription_id, s.tenant_id, "servicePrincipal")]
     upn = f"labuser-{uuid.uuid4().hex[:8]}@keyhaven.test"
@@ -227,7 +227,7 @@ def test_administrator_signs_in_as_service_principal_and_creates_the_lab_user(la
 
 def test_user_signs_in_with_az_login_and_account_show(lab):
     s = lab.server
-    accounts = lab.az.json("login", "-u", lab.fact("upn"), "-p", lab.fact("password"))
+    accounts = lab.az.json("login", "-u", lab.fact("upn"), f"--password={lab.fact('password')}")
     assert [(a["id"], a["user"]["name"], a["user"]["type"]) for a in accounts] == \
         [(s.subscription_id, lab.fact("upn"), "user")]
     # Step 1 starts with: az account show --output table

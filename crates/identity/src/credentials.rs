@@ -143,10 +143,7 @@ impl ClientCredentials {
         start: i64,
         end: Option<i64>,
     ) -> Result<(PasswordCredential, Sensitive<String>), CredentialError> {
-        let mut raw = [0u8; 30];
-        openssl::rand::rand_bytes(&mut raw).map_err(|_| CredentialError::Random)?;
-        let secret = Sensitive::new(URL_SAFE_NO_PAD.encode(raw));
-        raw.iter_mut().for_each(|b| *b = 0);
+        let secret = new_secret()?;
         let hash = hash_secret(secret.expose())?;
         let cred = PasswordCredential {
             key_id: uuid::Uuid::new_v4().to_string(),
@@ -211,9 +208,33 @@ pub fn burn_verification(dummy_hash: &str, secret: &str) {
     let _ = verify_secret(secret, dummy_hash);
 }
 
+/// 40 random URL-safe characters, never starting with '-': the Azure CLI
+/// would read such a secret given as `--password <secret>` as an option (1
+/// in 64 did).
+fn new_secret() -> Result<Sensitive<String>, CredentialError> {
+    loop {
+        let mut raw = [0u8; 30];
+        openssl::rand::rand_bytes(&mut raw).map_err(|_| CredentialError::Random)?;
+        let secret = Sensitive::new(URL_SAFE_NO_PAD.encode(raw));
+        raw.iter_mut().for_each(|b| *b = 0);
+        if !secret.expose().starts_with('-') {
+            return Ok(secret);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_start_with_a_dash() {
+        for _ in 0..5_000 {
+            let s = new_secret().unwrap();
+            assert_eq!(s.expose().len(), 40);
+            assert!(!s.expose().starts_with('-'));
+        }
+    }
 
     #[test]
     fn generated_secret_verifies_and_is_not_stored() {
