@@ -796,11 +796,10 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
     ) -> Result<Option<(CertificateState, (i64, i64))>> {
-        self.store
-            .get_policy(&vault.id, KIND, name)
+        Ok(self
+            .state_record(vault, name)
             .await?
-            .map(|r| Ok((state_of(&r)?, (r.created, r.updated))))
-            .transpose()
+            .map(|(s, r)| (s, (r.created, r.updated))))
     }
 
     /// The state with the record it was read from (the expected value of
