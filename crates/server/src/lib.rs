@@ -10,7 +10,6 @@ pub mod clock;
 pub mod config;
 pub mod events;
 pub mod http;
-pub mod imds;
 pub mod masterkey;
 pub mod metrics;
 pub mod serve;

@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::bootstrap::{self, Bootstrap, BOOTSTRAP_VAULT};
 use crate::clock::SystemClock;
-use crate::config::ServerConfig;
+use crate::config::{Endpoints, ServerConfig};
 use crate::state::{AppState, Parts};
 use crate::tls;
 use keyhaven_identity::federation::TrustedIssuers;
@@ -119,66 +119,18 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
     let boot = bootstrap::ensure(&store, &barrier, &clock).await?;
     let endpoints = config.endpoints();
 
-    let files = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => tls::TlsFiles {
-            ca_cert: Some(absolute(config.tls_ca.as_ref().unwrap_or(cert))?),
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        (None, None) => tls::ensure_generated(
-            &dir.join("tls"),
-            &tls::server_names(endpoints.domain(), &[BOOTSTRAP_VAULT]),
-        )?,
-        _ => {
-            return Err(StartError::Io(
-                "--tls-cert and --tls-key must be given together".into(),
-            ))
-        }
-    };
+    let files = tls_files(config, &endpoints)?;
     let cert = tls::ReloadingCert::new(&files)?;
     let tls = tls::server_config(Arc::clone(&cert), config.tls_min_version)?;
 
-    let Bootstrap {
-        tenant_id,
-        subscription_id,
-        resource_group,
-        principal,
-        new_secret,
-        signing_keys,
-        dummy_hash,
-    } = boot;
-    let tokens = TokenService::with_keys(signing_keys, &endpoints.authority_host(), &tenant_id);
     let bootstrap_path = dir.join("bootstrap.json");
-    let previous_secret = std::fs::read(&bootstrap_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<BootstrapFile>(&b).ok())
-        .map(|f| f.client_secret);
-    let client_secret = match (&new_secret, previous_secret) {
-        (Some(s), _) => s.expose().clone(),
-        (None, Some(prev)) => prev,
-        (None, None) => {
-            tracing::warn!("bootstrap.json is missing and the client secret exists only as a hash; it cannot be shown again");
-            String::new()
-        }
-    };
-    let bootstrap = BootstrapFile {
-        tenant_id,
-        client_id: principal.app_id.clone().unwrap_or_default(),
-        client_secret,
-        authority_host: endpoints.authority_host(),
-        vault_url: endpoints.vault_url(BOOTSTRAP_VAULT),
-        vault_host_suffix: endpoints.vault_host_suffix(),
-        management_url: endpoints.management_url(),
-        management_scope: format!("{}/.default", endpoints.management_url()),
-        subscription_id,
-        resource_group,
-        ca_cert: files
-            .ca_cert
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-    };
-    write_private_json(&bootstrap_path, &bootstrap)?;
+    let bootstrap = bootstrap_file(&bootstrap_path, &endpoints, &files, &boot)?;
+    let tokens = TokenService::with_keys(
+        boot.signing_keys,
+        &endpoints.authority_host(),
+        &boot.tenant_id,
+    );
+    let dummy_hash = boot.dummy_hash;
     let trusted_issuers = match &config.federation_config {
         Some(path) => {
             let bytes = std::fs::read(path)
@@ -241,6 +193,66 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
     })
 }
 
+/// The TLS files: the operator's, or a generated local CA and server
+/// certificate under the data directory.
+fn tls_files(config: &ServerConfig, endpoints: &Endpoints) -> Result<tls::TlsFiles, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(tls::TlsFiles {
+            ca_cert: Some(absolute(config.tls_ca.as_ref().unwrap_or(cert))?),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => Ok(tls::ensure_generated(
+            &config.data_dir.join("tls"),
+            &tls::server_names(endpoints.domain(), &[BOOTSTRAP_VAULT]),
+        )?),
+        _ => Err(StartError::Io(
+            "--tls-cert and --tls-key must be given together".into(),
+        )),
+    }
+}
+
+/// Writes `bootstrap.json` (0600). The client secret exists in clear only
+/// when this start created it; otherwise the previous file's copy is kept.
+fn bootstrap_file(
+    path: &Path,
+    endpoints: &Endpoints,
+    files: &tls::TlsFiles,
+    boot: &Bootstrap,
+) -> Result<BootstrapFile, StartError> {
+    let previous_secret = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<BootstrapFile>(&b).ok())
+        .map(|f| f.client_secret);
+    let client_secret = match (&boot.new_secret, previous_secret) {
+        (Some(s), _) => s.expose().clone(),
+        (None, Some(prev)) => prev,
+        (None, None) => {
+            tracing::warn!("bootstrap.json is missing and the client secret exists only as a hash; it cannot be shown again");
+            String::new()
+        }
+    };
+    let bootstrap = BootstrapFile {
+        tenant_id: boot.tenant_id.clone(),
+        client_id: boot.principal.app_id.clone().unwrap_or_default(),
+        client_secret,
+        authority_host: endpoints.authority_host(),
+        vault_url: endpoints.vault_url(BOOTSTRAP_VAULT),
+        vault_host_suffix: endpoints.vault_host_suffix(),
+        management_url: endpoints.management_url(),
+        management_scope: format!("{}/.default", endpoints.management_url()),
+        subscription_id: boot.subscription_id.clone(),
+        resource_group: boot.resource_group.clone(),
+        ca_cert: files
+            .ca_cert
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    };
+    write_private_json(path, &bootstrap)?;
+    Ok(bootstrap)
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let prepared = prepare(&config).await?;
@@ -294,7 +306,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     if let Some(l) = imds {
         tokio::spawn(plain_accept_loop(
             l,
-            crate::imds::router(prepared.state.clone()),
+            crate::http::identity::imds::router(prepared.state.clone()),
         ));
     }
     let app = crate::http::app(prepared.state.clone());

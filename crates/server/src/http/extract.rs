@@ -24,6 +24,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AzJson<T> {
     }
 }
 
+/// The bearer token in a request's `Authorization` header (not yet
+/// validated), whatever the case of the scheme.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
 /// Reads a body up to the limit.
 pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)

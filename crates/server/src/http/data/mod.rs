@@ -28,7 +28,7 @@ use keyhaven_wire::paging::decode_skiptoken;
 use keyhaven_wire::{ApiVersion, VaultUrls};
 use tower::ServiceExt as _;
 
-use super::extract::query_map;
+use super::extract::{bearer_token, query_map};
 use super::response::ApiError;
 use crate::state::AppState;
 
@@ -259,17 +259,9 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
 
 /// The bearer token of a request (not yet validated).
 fn bearer(req: &Request) -> Result<&str, ApiError> {
-    let header = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    Ok(header
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .ok_or_else(|| {
-            Error::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into())
-        })?)
+    Ok(bearer_token(req.headers()).ok_or_else(|| {
+        Error::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into())
+    })?)
 }
 
 fn validate(state: &AppState, token: &str) -> Result<Principal, ApiError> {

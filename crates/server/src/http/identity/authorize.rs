@@ -17,7 +17,7 @@ use crate::http::extract::read_body;
 use crate::state::AppState;
 
 use super::device::html_page;
-use super::token::{guessed_wrong, source_of, Peer};
+use super::token::{guessed_wrong, Source};
 use super::{audience_for, is_our_tenant};
 
 /// Signs a user in from a sign-in page's form (device verification or
@@ -253,11 +253,9 @@ pub(super) async fn authorize_page(
 pub(super) async fn authorize_login(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
-    peer: Peer,
-    headers: http::HeaderMap,
+    Source(source): Source,
     body: Body,
 ) -> Response {
-    let source = source_of(&st, &peer, &headers);
     let Ok(bytes) = read_body(body).await else {
         return authorize_error("The form is too large.");
     };

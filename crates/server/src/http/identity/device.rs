@@ -14,20 +14,18 @@ use crate::http::response::ok;
 use crate::state::AppState;
 
 use super::authorize::{escape_html, form_sign_in};
-use super::token::{bad_request, sign_in_error, source_of, too_many, Peer};
+use super::token::{bad_request, sign_in_error, too_many, Source};
 use super::{audience_for, is_our_tenant, oauth_error, tenant_not_found};
 
 pub(super) async fn device_code(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
-    peer: Peer,
-    headers: http::HeaderMap,
+    Source(source): Source,
     body: Body,
 ) -> Response {
     if !is_our_tenant(&st, &tenant) {
         return tenant_not_found(&st, &tenant);
     }
-    let source = source_of(&st, &peer, &headers);
     if let Err(wait) = st.sign_in_limiter.admit(source, st.clock.now()) {
         return too_many(&st, wait);
     }
@@ -174,8 +172,7 @@ pub(super) async fn device_page() -> Response {
 
 pub(super) async fn device_login(
     State(st): State<AppState>,
-    peer: Peer,
-    headers: http::HeaderMap,
+    Source(source): Source,
     body: Body,
 ) -> Response {
     let fail = |text: &str| {
@@ -186,7 +183,6 @@ pub(super) async fn device_login(
     };
     // Before the code is looked up: user codes are short, so guessing them
     // is limited per source like sign-ins are.
-    let source = source_of(&st, &peer, &headers);
     if st.sign_in_limiter.admit(source, st.clock.now()).is_err() {
         return fail("Too many requests from this address. Try again later.");
     }

@@ -20,6 +20,7 @@ use crate::state::AppState;
 pub mod authorize;
 pub mod device;
 pub mod graph;
+pub mod imds;
 pub mod token;
 
 use authorize::{authorize_login, authorize_page};

@@ -4,11 +4,11 @@
 //! refresh tokens (rotated, reuse revokes the family).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::Response;
-use axum::Extension;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use http::request::Parts;
 use http::StatusCode;
 use keyhaven_core::{PrincipalKind, Sensitive};
 use keyhaven_identity::authcode::RedeemError;
@@ -39,41 +39,46 @@ pub(super) enum Endpoint {
     V1,
 }
 
-pub(super) type Peer = Option<Extension<PeerAddr>>;
-
 /// The caller's address for sign-in limits: the TCP peer, or what a trusted
 /// reverse proxy (`--trusted-proxy`) says in `X-Forwarded-For`, as the data
 /// plane's network rules read it, so clients behind a proxy are not all one
 /// source.
-pub(super) fn source_of(st: &AppState, peer: &Peer, headers: &http::HeaderMap) -> Option<IpAddr> {
-    let peer = peer.as_ref()?.0 .0.ip();
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    Some(keyhaven_core::network::client_address(
-        peer,
-        forwarded,
-        &st.trusted_proxies,
-    ))
+pub(super) struct Source(pub(super) Option<IpAddr>);
+
+impl FromRequestParts<AppState> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(peer) = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()) else {
+            return Ok(Source(None));
+        };
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(Source(Some(keyhaven_core::network::client_address(
+            peer,
+            forwarded,
+            &st.trusted_proxies,
+        ))))
+    }
 }
 
 pub(super) async fn token(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
-    peer: Peer,
-    headers: http::HeaderMap,
+    Source(source): Source,
     body: Body,
 ) -> Response {
-    let source = source_of(&st, &peer, &headers);
     issue(&st, &tenant, source, body, Endpoint::V2).await
 }
 
 pub(super) async fn token_v1(
     State(st): State<AppState>,
     Path(tenant): Path<String>,
-    peer: Peer,
-    headers: http::HeaderMap,
+    Source(source): Source,
     body: Body,
 ) -> Response {
-    let source = source_of(&st, &peer, &headers);
     issue(&st, &tenant, source, body, Endpoint::V1).await
 }
 
@@ -277,40 +282,19 @@ async fn issue_steps(
         refresh_next = spend_device_code(st, &form, &client_id, endpoint).await?;
     }
     let nonce = approved.as_ref().and_then(|a| a.nonce.clone());
-    let mut azpacr = "0";
-    let signed_in = match grant {
-        "client_credentials" => {
-            let (result, acr) =
-                client_credentials(st, tenant, &client_id, client_secret, &form, source).await?;
-            azpacr = acr;
-            result
-        }
-        "password" => {
-            let (Some(username), Some(password)) = (form.username.clone(), password) else {
-                return Err(bad_request(st, "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'."));
-            };
-            st.directory
-                .sign_in_with_password(&client_id, &username, password)
-                .await
-        }
-        "refresh_token" => {
-            let (result, next) =
-                refresh_grant(st, &form, &client_id, source, endpoint, now).await?;
-            refresh_next = next;
-            result
-        }
-        DEVICE_CODE_GRANT | "authorization_code" => {
-            approved.map(|a| a.who).ok_or(SignInFailure::Unavailable)
-        }
-        _ => {
-            return Err(bad_request(
-                st,
-                "unsupported_grant_type",
-                70003,
-                "The app requested an unsupported grant type.",
-            ));
-        }
+    let client = Client {
+        tenant,
+        client_id: &client_id,
+        client_secret,
+        password,
+        source,
+        endpoint,
+        now,
     };
+    let (signed_in, azpacr, next) = sign_in(st, grant, &form, client, approved).await?;
+    if next.is_some() {
+        refresh_next = next;
+    }
     let who = match signed_in {
         Ok(w) => {
             if let Some(s) = subject.as_deref().filter(|_| counted) {
@@ -337,6 +321,69 @@ async fn issue_steps(
         refresh_next,
     };
     respond(st, grant, endpoint, now).await
+}
+
+/// Who is asking and with what, as `sign_in` needs it.
+struct Client<'a> {
+    tenant: &'a str,
+    client_id: &'a str,
+    client_secret: Option<Sensitive<String>>,
+    password: Option<Sensitive<String>>,
+    source: Option<IpAddr>,
+    endpoint: Endpoint,
+    now: i64,
+}
+
+/// The grant's own sign-in: the signed-in subject or why not, the client
+/// authentication class (`azpacr`), and the refresh token a rotated grant
+/// carries on to.
+async fn sign_in(
+    st: &AppState,
+    grant: &str,
+    form: &TokenRequest,
+    c: Client<'_>,
+    approved: Option<Approved>,
+) -> Result<
+    (
+        Result<keyhaven_identity::SignedIn, SignInFailure>,
+        &'static str,
+        Option<RefreshId>,
+    ),
+    Response,
+> {
+    let signed_in = match grant {
+        "client_credentials" => {
+            let (result, acr) =
+                client_credentials(st, c.tenant, c.client_id, c.client_secret, form, c.source)
+                    .await?;
+            return Ok((result, acr, None));
+        }
+        "password" => {
+            let (Some(username), Some(password)) = (form.username.clone(), c.password) else {
+                return Err(bad_request(st, "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'."));
+            };
+            st.directory
+                .sign_in_with_password(c.client_id, &username, password)
+                .await
+        }
+        "refresh_token" => {
+            let (result, next) =
+                refresh_grant(st, form, c.client_id, c.source, c.endpoint, c.now).await?;
+            return Ok((result, "0", next));
+        }
+        DEVICE_CODE_GRANT | "authorization_code" => {
+            approved.map(|a| a.who).ok_or(SignInFailure::Unavailable)
+        }
+        _ => {
+            return Err(bad_request(
+                st,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type.",
+            ));
+        }
+    };
+    Ok((signed_in, "0", None))
 }
 
 /// Reads and parses the form; the credentials it carries are wrapped at once.
