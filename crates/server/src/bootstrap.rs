@@ -86,6 +86,62 @@ pub async fn ensure(
         .map_err(BootstrapError::Signing)?;
 
     let now = clock.now();
+    let (client_id, new_secret) = bootstrap_client(store, &tenant_id, now).await?;
+    let mut principal = store
+        .principal_by_app_id(&client_id)
+        .await
+        .map_err(Error::from)?
+        .ok_or(BootstrapError::Inconsistent("bootstrap principal missing"))?;
+    upgrade_bootstrap_principal(store, &mut principal).await?;
+    ensure_public_client(store, &tenant_id, now).await?;
+
+    // The bootstrap principal owns the subscription and administers its vaults.
+    let subscription_scope = format!("/subscriptions/{subscription_id}");
+    for role in [rbac::OWNER, rbac::KEY_VAULT_ADMINISTRATOR] {
+        seed_assignment(
+            store,
+            &subscription_id,
+            &subscription_scope,
+            role,
+            &principal.object_id,
+            now,
+        )
+        .await?;
+    }
+
+    ensure_dev_vault(
+        store,
+        barrier,
+        &tenant_id,
+        &subscription_id,
+        &resource_group,
+        now,
+    )
+    .await?;
+
+    let mut noise = [0u8; 24];
+    openssl::rand::rand_bytes(&mut noise)
+        .map_err(|_| BootstrapError::Inconsistent("random generator failed"))?;
+    let dummy_hash = hash_secret(&base64_of(&noise))?;
+
+    Ok(Bootstrap {
+        tenant_id,
+        subscription_id,
+        resource_group,
+        principal,
+        new_secret,
+        signing_keys,
+        dummy_hash,
+    })
+}
+
+/// The bootstrap application and its service principal: its client id, and
+/// its client secret if this start created it (the store keeps only a hash).
+async fn bootstrap_client(
+    store: &Arc<dyn Storage>,
+    tenant_id: &str,
+    now: i64,
+) -> Result<(String, Option<Sensitive<String>>), BootstrapError> {
     let mut new_secret = None;
     let client_id = match store
         .get_setting("bootstrap_client_id")
@@ -100,7 +156,7 @@ pub async fn ensure(
             store
                 .create_application(&ApplicationRecord {
                     object_id: uuid::Uuid::new_v4().to_string(),
-                    tenant_id: tenant_id.clone(),
+                    tenant_id: tenant_id.to_owned(),
                     app_id: app_id.clone(),
                     display_name: "keyhaven-bootstrap".to_owned(),
                     credentials: creds.to_json(),
@@ -111,7 +167,7 @@ pub async fn ensure(
                 .map_err(Error::from)?;
             store
                 .create_principal(&service_principal(
-                    &tenant_id,
+                    tenant_id,
                     &app_id,
                     "keyhaven-bootstrap",
                     now,
@@ -136,28 +192,18 @@ pub async fn ensure(
             }
         }
     };
-    let mut principal = store
-        .principal_by_app_id(&client_id)
-        .await
-        .map_err(Error::from)?
-        .ok_or(BootstrapError::Inconsistent("bootstrap principal missing"))?;
-    upgrade_bootstrap_principal(store, &mut principal).await?;
-    ensure_public_client(store, &tenant_id, now).await?;
+    Ok((client_id, new_secret))
+}
 
-    // The bootstrap principal owns the subscription and administers its vaults.
-    let subscription_scope = format!("/subscriptions/{subscription_id}");
-    for role in [rbac::OWNER, rbac::KEY_VAULT_ADMINISTRATOR] {
-        seed_assignment(
-            store,
-            &subscription_id,
-            &subscription_scope,
-            role,
-            &principal.object_id,
-            now,
-        )
-        .await?;
-    }
-
+/// The vault `dev`, created once (RBAC mode) in the bootstrap resource group.
+async fn ensure_dev_vault(
+    store: &Arc<dyn Storage>,
+    barrier: &Arc<dyn Barrier>,
+    tenant_id: &str,
+    subscription_id: &str,
+    resource_group: &str,
+    now: i64,
+) -> Result<(), BootstrapError> {
     let dev: VaultName = BOOTSTRAP_VAULT.parse()?;
     if store.get_vault(&dev).await.map_err(Error::from)?.is_none() {
         let id = uuid::Uuid::new_v4().to_string();
@@ -165,13 +211,13 @@ pub async fn ensure(
             wrapped_key: barrier.new_data_key(&id)?,
             id,
             name: dev,
-            tenant_id: tenant_id.clone(),
-            subscription_id: subscription_id.clone(),
-            resource_group: resource_group.clone(),
+            tenant_id: tenant_id.to_owned(),
+            subscription_id: subscription_id.to_owned(),
+            resource_group: resource_group.to_owned(),
             sku: "standard".to_owned(),
             retention_days: keyhaven_core::vault::DEFAULT_RETENTION_DAYS,
             purge_protection: false,
-            created: clock.now(),
+            created: now,
             properties: keyhaven_core::vault::VaultProperties {
                 rbac_authorization: true,
                 location: Some(crate::config::LOCATION.to_owned()),
@@ -182,21 +228,7 @@ pub async fn ensure(
         // Losing a race to another node is fine: its vault is the vault.
         let _ = store.create_vault(&vault).await;
     }
-
-    let mut noise = [0u8; 24];
-    openssl::rand::rand_bytes(&mut noise)
-        .map_err(|_| BootstrapError::Inconsistent("random generator failed"))?;
-    let dummy_hash = hash_secret(&base64_of(&noise))?;
-
-    Ok(Bootstrap {
-        tenant_id,
-        subscription_id,
-        resource_group,
-        principal,
-        new_secret,
-        signing_keys,
-        dummy_hash,
-    })
+    Ok(())
 }
 
 fn base64_of(bytes: &[u8]) -> String {

@@ -88,133 +88,158 @@ impl Metrics {
             return String::new();
         };
         let mut out = String::new();
+        render_own(&m, &mut out);
+        render_azure(&m, &mut out);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Keyhaven's own series: requests and the latency histogram.
+fn render_own(m: &Inner, out: &mut String) {
+    header(
+        out,
+        "keyhaven_requests_total",
+        "counter",
+        "Requests by plane, vault, operation and HTTP status.",
+    );
+    for ((plane, vault, op, status), n) in &m.requests {
         let _ = writeln!(
             out,
-            "# HELP keyhaven_requests_total Requests by plane, vault, operation and HTTP status."
+            "keyhaven_requests_total{{plane=\"{}\",vault=\"{}\",operation=\"{}\",status=\"{status}\"}} {n}",
+            escape(plane),
+            escape(vault),
+            escape(op)
         );
-        let _ = writeln!(out, "# TYPE keyhaven_requests_total counter");
-        for ((plane, vault, op, status), n) in &m.requests {
+    }
+    header(
+        out,
+        "keyhaven_request_duration_seconds",
+        "histogram",
+        "Request latency by plane and vault.",
+    );
+    for ((plane, vault), h) in &m.latency {
+        let labels = format!("plane=\"{}\",vault=\"{}\"", escape(plane), escape(vault));
+        for (bound, c) in BUCKETS.iter().zip(h.counts.iter()) {
             let _ = writeln!(
                 out,
-                "keyhaven_requests_total{{plane=\"{}\",vault=\"{}\",operation=\"{}\",status=\"{status}\"}} {n}",
-                escape(plane),
-                escape(vault),
-                escape(op)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keyhaven_request_duration_seconds Request latency by plane and vault."
-        );
-        let _ = writeln!(out, "# TYPE keyhaven_request_duration_seconds histogram");
-        for ((plane, vault), h) in &m.latency {
-            let labels = format!("plane=\"{}\",vault=\"{}\"", escape(plane), escape(vault));
-            for (bound, c) in BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(
-                    out,
-                    "keyhaven_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {c}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "keyhaven_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "keyhaven_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "keyhaven_request_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
-        }
-        // Azure's names, over the data plane.
-        let mut hits: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        let mut results: BTreeMap<(&str, &str, u16), u64> = BTreeMap::new();
-        let mut per_vault: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for ((plane, vault, op, status), n) in &m.requests {
-            if plane != "data" {
-                continue;
-            }
-            *hits.entry((vault, op)).or_default() += n;
-            *results.entry((vault, op, *status)).or_default() += n;
-            let e = per_vault.entry(vault).or_default();
-            e.0 += n;
-            if *status < 500 && *status != 429 {
-                e.1 += n;
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ServiceApiHit Number of total service API hits (Azure Key Vault metric)."
-        );
-        let _ = writeln!(out, "# TYPE ServiceApiHit counter");
-        for ((vault, op), n) in &hits {
-            let _ = writeln!(
-                out,
-                "ServiceApiHit{{vault=\"{}\",ActivityName=\"{}\"}} {n}",
-                escape(vault),
-                escape(op)
+                "keyhaven_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {c}"
             );
         }
         let _ = writeln!(
             out,
-            "# HELP ServiceApiResult Number of total service API results (Azure Key Vault metric)."
+            "keyhaven_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            h.count
         );
-        let _ = writeln!(out, "# TYPE ServiceApiResult counter");
-        for ((vault, op, status), n) in &results {
+        let _ = writeln!(
+            out,
+            "keyhaven_request_duration_seconds_sum{{{labels}}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "keyhaven_request_duration_seconds_count{{{labels}}} {}",
+            h.count
+        );
+    }
+}
+
+/// Azure Key Vault's metric names, computed over the data plane.
+fn render_azure(m: &Inner, out: &mut String) {
+    let mut hits: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut results: BTreeMap<(&str, &str, u16), u64> = BTreeMap::new();
+    let mut per_vault: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for ((plane, vault, op, status), n) in &m.requests {
+        if plane != "data" {
+            continue;
+        }
+        *hits.entry((vault, op)).or_default() += n;
+        *results.entry((vault, op, *status)).or_default() += n;
+        let e = per_vault.entry(vault).or_default();
+        e.0 += n;
+        if *status < 500 && *status != 429 {
+            e.1 += n;
+        }
+    }
+    header(
+        out,
+        "ServiceApiHit",
+        "counter",
+        "Number of total service API hits (Azure Key Vault metric).",
+    );
+    for ((vault, op), n) in &hits {
+        let _ = writeln!(
+            out,
+            "ServiceApiHit{{vault=\"{}\",ActivityName=\"{}\"}} {n}",
+            escape(vault),
+            escape(op)
+        );
+    }
+    header(
+        out,
+        "ServiceApiResult",
+        "counter",
+        "Number of total service API results (Azure Key Vault metric).",
+    );
+    for ((vault, op, status), n) in &results {
+        let _ = writeln!(
+            out,
+            "ServiceApiResult{{vault=\"{}\",ActivityName=\"{}\",StatusCode=\"{status}\"}} {n}",
+            escape(vault),
+            escape(op)
+        );
+    }
+    header(
+        out,
+        "ServiceApiLatency",
+        "gauge",
+        "Overall latency of service API requests, milliseconds (Azure Key Vault metric).",
+    );
+    for ((plane, vault), h) in &m.latency {
+        if plane == "data" && h.count > 0 {
+            let avg = h.sum * 1000.0 / h.count as f64;
             let _ = writeln!(
                 out,
-                "ServiceApiResult{{vault=\"{}\",ActivityName=\"{}\",StatusCode=\"{status}\"}} {n}",
-                escape(vault),
-                escape(op)
-            );
-        }
-        let _ = writeln!(out, "# HELP ServiceApiLatency Overall latency of service API requests, milliseconds (Azure Key Vault metric).");
-        let _ = writeln!(out, "# TYPE ServiceApiLatency gauge");
-        for ((plane, vault), h) in &m.latency {
-            if plane == "data" && h.count > 0 {
-                let avg = h.sum * 1000.0 / h.count as f64;
-                let _ = writeln!(
-                    out,
-                    "ServiceApiLatency{{vault=\"{}\"}} {avg:.3}",
-                    escape(vault)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP Availability Vault requests served without a server error or throttling, percent (Azure Key Vault metric).");
-        let _ = writeln!(out, "# TYPE Availability gauge");
-        for (vault, (all, ok)) in &per_vault {
-            let pct = if *all == 0 {
-                100.0
-            } else {
-                *ok as f64 * 100.0 / *all as f64
-            };
-            let _ = writeln!(out, "Availability{{vault=\"{}\"}} {pct:.3}", escape(vault));
-        }
-        let _ = writeln!(out, "# HELP SaturationShoebox Vault saturation, percent of requests throttled (Azure Key Vault metric).");
-        let _ = writeln!(out, "# TYPE SaturationShoebox gauge");
-        for (vault, (all, _)) in &per_vault {
-            let throttled: u64 = results
-                .iter()
-                .filter(|((v, _, s), _)| v == vault && *s == 429)
-                .map(|(_, n)| n)
-                .sum();
-            let pct = if *all == 0 {
-                0.0
-            } else {
-                throttled as f64 * 100.0 / *all as f64
-            };
-            let _ = writeln!(
-                out,
-                "SaturationShoebox{{vault=\"{}\"}} {pct:.3}",
+                "ServiceApiLatency{{vault=\"{}\"}} {avg:.3}",
                 escape(vault)
             );
         }
-        out
+    }
+    header(out, "Availability", "gauge", "Vault requests served without a server error or throttling, percent (Azure Key Vault metric).");
+    for (vault, (all, ok)) in &per_vault {
+        let pct = if *all == 0 {
+            100.0
+        } else {
+            *ok as f64 * 100.0 / *all as f64
+        };
+        let _ = writeln!(out, "Availability{{vault=\"{}\"}} {pct:.3}", escape(vault));
+    }
+    header(
+        out,
+        "SaturationShoebox",
+        "gauge",
+        "Vault saturation, percent of requests throttled (Azure Key Vault metric).",
+    );
+    for (vault, (all, _)) in &per_vault {
+        let throttled: u64 = results
+            .iter()
+            .filter(|((v, _, s), _)| v == vault && *s == 429)
+            .map(|(_, n)| n)
+            .sum();
+        let pct = if *all == 0 {
+            0.0
+        } else {
+            throttled as f64 * 100.0 / *all as f64
+        };
+        let _ = writeln!(
+            out,
+            "SaturationShoebox{{vault=\"{}\"}} {pct:.3}",
+            escape(vault)
+        );
     }
 }
 

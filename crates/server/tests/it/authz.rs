@@ -63,11 +63,20 @@ fn cert_policy() -> serde_json::Value {
     json!({"policy": {"issuer": {"name": "Self"}, "x509_props": {"subject": "CN=c"}, "key_props": {"kty": "EC"}}})
 }
 
-/// The request that performs each operation on secret `s` (set up to exist
-/// or be deleted as the operation needs).
-fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value>) {
+type Req = (&'static str, String, Option<serde_json::Value>);
+
+/// The request that performs each operation on secret `s`, key `k` or
+/// certificate `c` (set up to exist or be deleted as the operation needs).
+fn request_for(op: Operation) -> Req {
+    secret_request(op)
+        .or_else(|| key_request(op))
+        .or_else(|| certificate_request(op))
+        .unwrap_or_else(|| panic!("no request for {op:?}"))
+}
+
+fn secret_request(op: Operation) -> Option<Req> {
     let v = "api-version=7.5";
-    match op {
+    let r = match op {
         Operation::SecretSet => (
             "PUT",
             format!("/secrets/s?{v}"),
@@ -92,6 +101,14 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             format!("/secrets/restore?{v}"),
             Some(json!({"value": "AAAA"})),
         ),
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn key_request(op: Operation) -> Option<Req> {
+    let v = "api-version=7.5";
+    let r = match op {
         Operation::KeyCreate => (
             "POST",
             format!("/keys/k/create?{v}"),
@@ -150,6 +167,25 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
         ),
         Operation::KeyBackup => ("POST", format!("/keys/k/backup?{v}"), None),
         Operation::KeyRotate => ("POST", format!("/keys/k/rotate?{v}"), None),
+        Operation::KeyGetRotationPolicy => ("GET", format!("/keys/k/rotationpolicy?{v}"), None),
+        Operation::KeySetRotationPolicy => (
+            "PUT",
+            format!("/keys/k/rotationpolicy?{v}"),
+            Some(json!({"lifetimeActions": [], "attributes": {"expiryTime": "P90D"}})),
+        ),
+        Operation::KeyRestore => (
+            "POST",
+            format!("/keys/restore?{v}"),
+            Some(json!({"value": "AAAA"})),
+        ),
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn certificate_request(op: Operation) -> Option<Req> {
+    let v = "api-version=7.5";
+    let r = match op {
         Operation::CertificateCreate => (
             "POST",
             format!("/certificates/cc/create?{v}"),
@@ -195,18 +231,63 @@ fn request_for(op: Operation) -> (&'static str, String, Option<serde_json::Value
             ("POST", format!("/deletedcertificates/dc/recover?{v}"), None)
         }
         Operation::CertificatePurge => ("DELETE", format!("/deletedcertificates/dc?{v}"), None),
-        Operation::KeyGetRotationPolicy => ("GET", format!("/keys/k/rotationpolicy?{v}"), None),
-        Operation::KeySetRotationPolicy => (
-            "PUT",
-            format!("/keys/k/rotationpolicy?{v}"),
-            Some(json!({"lifetimeActions": [], "attributes": {"expiryTime": "P90D"}})),
-        ),
-        Operation::KeyRestore => (
-            "POST",
-            format!("/keys/restore?{v}"),
-            Some(json!({"value": "AAAA"})),
-        ),
-    }
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// Makes the soft-deleted fixtures `d`, `dk` and `dc`.
+async fn fresh_deleted(h: &Harness) {
+    h.call(
+        "PUT",
+        "/secrets/d?api-version=7.5",
+        Some(json!({"value": "x"})),
+    )
+    .await;
+    h.call("DELETE", "/secrets/d?api-version=7.5", None).await;
+    h.call(
+        "POST",
+        "/keys/dk/create?api-version=7.5",
+        Some(json!({"kty": "EC"})),
+    )
+    .await;
+    h.call("DELETE", "/keys/dk?api-version=7.5", None).await;
+    h.call(
+        "POST",
+        "/certificates/dc/create?api-version=7.5",
+        Some(cert_policy()),
+    )
+    .await;
+    h.call("DELETE", "/certificates/dc?api-version=7.5", None)
+        .await;
+}
+
+/// Undoes what an operation may have done to the fixtures.
+async fn undo_operation(h: &Harness) {
+    h.call("DELETE", "/deletedsecrets/d?api-version=7.5", None)
+        .await;
+    h.call(
+        "PUT",
+        "/secrets/s?api-version=7.5",
+        Some(json!({"value": "x"})),
+    )
+    .await;
+    h.call("DELETE", "/deletedkeys/dk?api-version=7.5", None)
+        .await;
+    h.call("POST", "/deletedkeys/k/recover?api-version=7.5", None)
+        .await;
+    h.call(
+        "POST",
+        "/deletedcertificates/c/recover?api-version=7.5",
+        None,
+    )
+    .await;
+    h.call(
+        "POST",
+        "/keys/k/create?api-version=7.5",
+        Some(json!({"kty": "EC"})),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -259,28 +340,7 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
             .unwrap();
         for op in Operation::ALL {
             // Fresh state per operation: `s` live, `d` soft-deleted.
-            h.call(
-                "PUT",
-                "/secrets/d?api-version=7.5",
-                Some(json!({"value": "x"})),
-            )
-            .await;
-            h.call("DELETE", "/secrets/d?api-version=7.5", None).await;
-            h.call(
-                "POST",
-                "/keys/dk/create?api-version=7.5",
-                Some(json!({"kty": "EC"})),
-            )
-            .await;
-            h.call("DELETE", "/keys/dk?api-version=7.5", None).await;
-            h.call(
-                "POST",
-                "/certificates/dc/create?api-version=7.5",
-                Some(cert_policy()),
-            )
-            .await;
-            h.call("DELETE", "/certificates/dc?api-version=7.5", None)
-                .await;
+            fresh_deleted(&h).await;
             let expected = role.permissions.iter().any(|perm| {
                 perm.data_actions
                     .iter()
@@ -313,31 +373,7 @@ async fn every_builtin_role_allows_exactly_its_data_actions() {
                     "{msg}"
                 );
             }
-            // Undo what the operation may have done.
-            h.call("DELETE", "/deletedsecrets/d?api-version=7.5", None)
-                .await;
-            h.call(
-                "PUT",
-                "/secrets/s?api-version=7.5",
-                Some(json!({"value": "x"})),
-            )
-            .await;
-            h.call("DELETE", "/deletedkeys/dk?api-version=7.5", None)
-                .await;
-            h.call("POST", "/deletedkeys/k/recover?api-version=7.5", None)
-                .await;
-            h.call(
-                "POST",
-                "/deletedcertificates/c/recover?api-version=7.5",
-                None,
-            )
-            .await;
-            h.call(
-                "POST",
-                "/keys/k/create?api-version=7.5",
-                Some(json!({"kty": "EC"})),
-            )
-            .await;
+            undo_operation(&h).await;
         }
     }
 }

@@ -15,6 +15,7 @@ mod integrity;
 mod rotation;
 mod secrets;
 mod security;
+mod sign_in_security;
 
 use std::sync::Arc;
 

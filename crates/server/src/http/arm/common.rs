@@ -21,6 +21,11 @@ use crate::http::extract::read_body;
 use crate::http::response::json;
 use crate::state::AppState;
 
+/// Resource-group-scoped provider paths: `{RG}/Microsoft.KeyVault/vaults/…`.
+pub const RG: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers";
+/// The Key Vault provider at subscription scope.
+pub const KV: &str = "/subscriptions/{sub}/providers/Microsoft.KeyVault";
+
 /// An ARM failure.
 pub struct ArmFailure {
     status: StatusCode,

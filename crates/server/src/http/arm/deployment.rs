@@ -11,6 +11,7 @@ use keyhaven_wire::arm::{MasterKeyUsage, MasterKeyUse, RotatedKey, RotatedMaster
 
 use crate::http::response::json;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 use super::common::{fail, ArmFailure, ArmResult, C};
 
@@ -202,4 +203,25 @@ pub async fn check_integrity(State(st): State<AppState>, Extension(ctx): C) -> A
         );
     }
     Ok(json(StatusCode::OK, &report))
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/providers/Keyhaven.Identity/rotateSigningKey",
+            routing::post(rotate_signing_key),
+        )
+        .route(
+            "/providers/Keyhaven.Security/rotateMasterKey",
+            routing::post(rotate_master_key),
+        )
+        .route(
+            "/providers/Keyhaven.Security/checkIntegrity",
+            routing::post(check_integrity),
+        )
+        .route(
+            "/providers/Keyhaven.Security/masterKeyUsage",
+            routing::post(master_key_usage),
+        )
 }

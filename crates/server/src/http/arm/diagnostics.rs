@@ -16,9 +16,12 @@ use keyhaven_core::{AuditQuery, ResourceRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::common::RG;
 use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
-use crate::http::response::{json as reply, status_only};
+use super::resource::{upsert, Put};
+use crate::http::response::json as reply;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 /// The ARM type of diagnostic settings.
 pub const SETTING_TYPE: &str = "Microsoft.Insights/diagnosticSettings";
@@ -224,29 +227,16 @@ pub async fn put_setting(
     let body: Value = parse_body(req.into_body()).await?;
     let s = parse_setting(&vid, &body, &st.audit_http_allow)?;
     let id = format!("{vid}/providers/{SETTING_TYPE}/{name}");
-    let now = st.clock.now();
-    let existing = st
-        .store
-        .get_resource(&id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    let rec = ResourceRecord {
+    let properties = serde_json::to_string(&s).map_err(|_| bad("Unserializable setting."))?;
+    let put = Put::extension(
         id,
-        kind: SETTING_TYPE.into(),
-        subscription_id: st.subscription_id.clone(),
-        resource_group: rg,
-        name,
-        location: "global".into(),
-        tags: "{}".into(),
-        properties: serde_json::to_string(&s).map_err(|_| bad("Unserializable setting."))?,
-        created: existing.as_ref().map_or(now, |e| e.created),
-        updated: now,
-    };
-    st.store
-        .put_resource(&rec)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(reply(StatusCode::OK, &out(&rec, &s)))
+        SETTING_TYPE,
+        (&st.subscription_id, &rg, &name),
+        properties,
+        StatusCode::OK,
+    );
+    let (rec, status) = upsert(&st, put).await?;
+    Ok(reply(status, &out(&rec, &s)))
 }
 
 fn settings_of(all: Vec<ResourceRecord>, vault_id: &str) -> Vec<(ResourceRecord, Setting)> {
@@ -328,16 +318,7 @@ pub async fn delete_setting(
         "Microsoft.Insights/diagnosticSettings/delete",
     )
     .await?;
-    let gone = st
-        .store
-        .delete_resource(&format!("{vid}/providers/{SETTING_TYPE}/{name}"))
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(status_only(if gone {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    super::resource::remove(&st, &format!("{vid}/providers/{SETTING_TYPE}/{name}")).await
 }
 
 /// Query parameters of the audit query.
@@ -396,4 +377,27 @@ pub async fn query_audit(
         .filter_map(|r| serde_json::from_str(r).ok())
         .collect();
     Ok(reply(StatusCode::OK, &json!({"value": value})))
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettingsCategories"),
+            routing::get(categories),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettings"),
+            routing::get(get_settings),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettings/{{esub}}"),
+            routing::put(put_setting)
+                .get(get_setting)
+                .delete(delete_setting),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Keyhaven.Insights/auditEvents"),
+            routing::get(query_audit),
+        )
 }

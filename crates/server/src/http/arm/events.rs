@@ -12,12 +12,15 @@ use http::StatusCode;
 use keyhaven_core::ResourceRecord;
 use serde_json::{json, Value};
 
+use super::common::RG;
 use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use super::resource::{upsert, Put};
 use crate::events::{
     check_event_types, validate_endpoint, Schema, Subscription, DEAD_LETTER_TYPE, SUBSCRIPTION_TYPE,
 };
-use crate::http::response::{json as reply, status_only};
+use crate::http::response::json as reply;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 type Where = Path<(String, String, String, String)>;
 
@@ -139,37 +142,16 @@ pub async fn put_subscription(
         included_event_types: types,
         schema,
     };
-    let now = st.clock.now();
-    let existing = st
-        .store
-        .get_resource(&id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    let rec = ResourceRecord {
-        id: id.clone(),
-        kind: SUBSCRIPTION_TYPE.into(),
-        subscription_id: st.subscription_id.clone(),
-        resource_group: rg,
-        name,
-        location: "global".into(),
-        tags: "{}".into(),
-        properties: serde_json::to_string(&s).map_err(|_| bad("Unserializable subscription."))?,
-        created: existing.as_ref().map_or(now, |e| e.created),
-        updated: now,
-    };
-    let created = st
-        .store
-        .put_resource(&rec)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(reply(
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        &out(&rec, &s),
-    ))
+    let properties = serde_json::to_string(&s).map_err(|_| bad("Unserializable subscription."))?;
+    let put = Put::extension(
+        id,
+        SUBSCRIPTION_TYPE,
+        (&st.subscription_id, &rg, &name),
+        properties,
+        StatusCode::CREATED,
+    );
+    let (rec, status) = upsert(&st, put).await?;
+    Ok(reply(status, &out(&rec, &s)))
 }
 
 async fn load(st: &AppState, id: &str) -> Result<(ResourceRecord, Subscription), ArmFailure> {
@@ -220,16 +202,7 @@ pub async fn delete_subscription(
         "Microsoft.EventGrid/eventSubscriptions/delete",
     )
     .await?;
-    let gone = st
-        .store
-        .delete_resource(&id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(status_only(if gone {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    super::resource::remove(&st, &id).await
 }
 
 /// `GET …/eventSubscriptions/{sub}/deadLetters`: deliveries that failed
@@ -259,4 +232,19 @@ pub async fn list_dead_letters(
         })
         .collect();
     Ok(reply(StatusCode::OK, &json!({"value": value})))
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}"),
+            routing::put(put_subscription)
+                .get(get_subscription)
+                .delete(delete_subscription),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}/deadLetters"),
+            routing::get(list_dead_letters),
+        )
 }

@@ -19,6 +19,7 @@ use keyhaven_wire::arm::{
 use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
 use crate::http::response::{json, status_only};
 use crate::state::AppState;
+use axum::{routing, Router};
 
 /// The ARM type of resource groups.
 pub const GROUP_TYPE: &str = "Microsoft.Resources/resourceGroups";
@@ -201,17 +202,10 @@ pub async fn put_group(
         .await
         .map_err(domain_failure)?;
     let b: PutResourceGroup = parse_body(req.into_body()).await?;
-    let location = match (b.location.as_deref().map(str::trim), &existing) {
-        (Some(l), _) if !l.is_empty() && l.len() <= 64 => l.to_owned(),
-        (None, Some(e)) => e.location.clone(),
-        _ => {
-            return Err(ArmFailure::new(
-                StatusCode::BAD_REQUEST,
-                "LocationRequired",
-                "The location property is required for this definition.",
-            ))
-        }
-    };
+    let location = super::resource::location(
+        b.location.as_deref(),
+        existing.as_ref().map(|e| e.location.as_str()),
+    )?;
     if let Some(e) = &existing {
         if !e.location.eq_ignore_ascii_case(&location) {
             return Err(ArmFailure::new(
@@ -364,4 +358,23 @@ pub async fn delete_group(
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(status_only(StatusCode::OK))
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tenants", routing::get(list_tenants))
+        .route("/subscriptions", routing::get(list_subscriptions))
+        .route("/subscriptions/{sub}", routing::get(get_subscription))
+        .route(
+            "/subscriptions/{sub}/resourceGroups",
+            routing::get(list_groups),
+        )
+        .route(
+            "/subscriptions/{sub}/resourceGroups/{rg}",
+            routing::put(put_group)
+                .get(get_group)
+                .head(head_group)
+                .delete(delete_group),
+        )
 }

@@ -14,7 +14,9 @@ use keyhaven_wire::arm::{
     UserAssignedRef, Workload, WorkloadProperties,
 };
 
+use super::common::RG;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 use super::common::{
     body, domain_failure, fail, location, reply, resource_name, tags_of, ArmFailure, ArmResult, C,
@@ -126,11 +128,7 @@ pub async fn delete_identity(
                 e,
             )
         })?;
-    Ok(crate::http::response::status_only(if deleted {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    Ok(super::resource::deleted(deleted))
 }
 
 /// A workload as ARM shows it.
@@ -282,9 +280,22 @@ pub async fn delete_workload(
         .delete_workload(&ctx.caller, &scope)
         .await
         .map_err(|e| fail(&ctx, "Keyhaven.Compute/workloads/delete", &scope, e))?;
-    Ok(crate::http::response::status_only(if deleted {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    Ok(super::resource::deleted(deleted))
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
+            routing::put(put_identity)
+                .get(get_identity)
+                .delete(delete_identity),
+        )
+        .route(
+            &format!("{RG}/Keyhaven.Compute/workloads/{{name}}"),
+            routing::put(put_workload)
+                .get(get_workload)
+                .delete(delete_workload),
+        )
 }

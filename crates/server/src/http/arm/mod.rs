@@ -1,18 +1,16 @@
-//! The management plane at `management.{domain}`, ARM-shaped. So far it
-//! serves user-assigned managed identities, workloads (the resources the
-//! metadata endpoint identifies callers by) and signing-key rotation; vaults
-//! and the rest of ARM come with the management-plane issue. Requests carry a
-//! management-audience token; writes need a directory role until RBAC lands.
+//! The management plane at `management.{domain}`, ARM-shaped: this module
+//! authenticates each request (a management-audience token) and merges the
+//! routes of each resource kind, which live in their own files with their
+//! handlers. What handlers share is in `common`, never imported from here.
 use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
 use axum::Router;
 use http::StatusCode;
 use tower::ServiceExt as _;
 
-use crate::http::extract::query_map;
+use crate::http::extract::{bearer_token, query_map};
 use crate::http::response::json;
 use crate::state::AppState;
 
@@ -24,176 +22,23 @@ pub mod groups;
 pub mod identities;
 pub mod network;
 pub mod rbac;
+pub mod resource;
 pub mod vaults;
 pub mod workspaces;
 
 use common::{ArmFailure, Ctx};
-use deployment::{check_integrity, master_key_usage, rotate_master_key, rotate_signing_key};
-use identities::{
-    delete_identity, delete_workload, get_identity, get_workload, put_identity, put_workload,
-};
 
 /// The management plane's router (reached only through `handle`).
 pub fn router(state: AppState) -> Router {
-    const RG: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers";
-    const KV: &str = "/subscriptions/{sub}/providers/Microsoft.KeyVault";
     Router::new()
-        .route(
-            "/providers/Keyhaven.Identity/rotateSigningKey",
-            post(rotate_signing_key),
-        )
-        .route(
-            "/providers/Keyhaven.Security/rotateMasterKey",
-            post(rotate_master_key),
-        )
-        .route(
-            "/providers/Keyhaven.Security/checkIntegrity",
-            post(check_integrity),
-        )
-        .route(
-            "/providers/Keyhaven.Security/masterKeyUsage",
-            post(master_key_usage),
-        )
-        .route(
-            &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
-            put(put_identity).get(get_identity).delete(delete_identity),
-        )
-        .route(
-            &format!("{RG}/Keyhaven.Compute/workloads/{{name}}"),
-            put(put_workload).get(get_workload).delete(delete_workload),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}"),
-            axum::routing::get(vaults::get_vault)
-                .patch(vaults::patch_vault)
-                .put(vaults::put_vault)
-                .delete(vaults::delete_vault),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults"),
-            axum::routing::get(vaults::list_vaults_in_group),
-        )
-        .route(
-            &format!("{RG}/Microsoft.Network/virtualNetworks/{{name}}"),
-            put(network::put_vnet)
-                .get(network::get_vnet)
-                .delete(network::delete_vnet),
-        )
-        .route(
-            &format!("{RG}/Microsoft.Network/virtualNetworks/{{name}}/subnets/{{subnet}}"),
-            axum::routing::get(network::get_subnet),
-        )
-        .route(
-            &format!("{RG}/Microsoft.OperationalInsights/workspaces"),
-            axum::routing::get(workspaces::list_workspaces),
-        )
-        .route(
-            &format!("{RG}/Microsoft.OperationalInsights/workspaces/{{name}}"),
-            put(workspaces::put_workspace)
-                .get(workspaces::get_workspace)
-                .delete(workspaces::delete_workspace),
-        )
-        .route(
-            &format!("{RG}/Microsoft.Network/privateEndpoints/{{name}}"),
-            put(network::put_private_endpoint)
-                .get(network::get_private_endpoint)
-                .delete(network::delete_private_endpoint),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}"),
-            put(events::put_subscription)
-                .get(events::get_subscription)
-                .delete(events::delete_subscription),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}/deadLetters"),
-            axum::routing::get(events::list_dead_letters),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettingsCategories"),
-            axum::routing::get(diagnostics::categories),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettings"),
-            axum::routing::get(diagnostics::get_settings),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/diagnosticSettings/{{esub}}"),
-            put(diagnostics::put_setting)
-                .get(diagnostics::get_setting)
-                .delete(diagnostics::delete_setting),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Keyhaven.Insights/auditEvents"),
-            axum::routing::get(diagnostics::query_audit),
-        )
-        .route(
-            "/tenants",
-            axum::routing::get(groups::list_tenants),
-        )
-        .route(
-            "/subscriptions",
-            axum::routing::get(groups::list_subscriptions),
-        )
-        .route(
-            "/subscriptions/{sub}",
-            axum::routing::get(groups::get_subscription),
-        )
-        .route(
-            "/subscriptions/{sub}/resourceGroups",
-            axum::routing::get(groups::list_groups),
-        )
-        .route(
-            "/subscriptions/{sub}/resourceGroups/{rg}",
-            put(groups::put_group)
-                .get(groups::get_group)
-                .head(groups::head_group)
-                .delete(groups::delete_group),
-        )
-        .route(
-            "/subscriptions/{sub}/resources",
-            axum::routing::get(vaults::list_resources),
-        )
-        .route(
-            &format!("{KV}/vaults"),
-            axum::routing::get(vaults::list_vaults_in_subscription),
-        )
-        .route(
-            &format!("{KV}/checkNameAvailability"),
-            post(vaults::check_name_availability),
-        )
-        .route(
-            &format!("{KV}/managedHSMs"),
-            axum::routing::get(vaults::list_managed_hsms),
-        )
-        .route(
-            &format!("{KV}/deletedManagedHSMs"),
-            axum::routing::get(vaults::list_managed_hsms),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/managedHSMs"),
-            axum::routing::get(vaults::list_managed_hsms_in_group),
-        )
-        .route(
-            &format!("{KV}/deletedVaults"),
-            axum::routing::get(vaults::list_deleted_vaults),
-        )
-        .route(
-            &format!("{KV}/locations/{{loc}}/deletedVaults/{{name}}"),
-            axum::routing::get(vaults::get_deleted_vault),
-        )
-        .route(
-            &format!("{KV}/locations/{{loc}}/deletedVaults/{{name}}/purge"),
-            post(vaults::purge_deleted_vault),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/privateLinkResources"),
-            axum::routing::get(vaults::private_link_resources),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/accessPolicies/{{op}}"),
-            put(vaults::put_access_policies),
-        )
+        .merge(deployment::routes())
+        .merge(identities::routes())
+        .merge(vaults::routes())
+        .merge(network::routes())
+        .merge(workspaces::routes())
+        .merge(events::routes())
+        .merge(diagnostics::routes())
+        .merge(groups::routes())
         .fallback(|| async {
             ArmFailure::new(
                 StatusCode::NOT_FOUND,
@@ -258,13 +103,7 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
     if let Some(resp) = cloud_metadata(state, &req) {
         return resp;
     }
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned());
+    let token = bearer_token(req.headers()).map(str::to_owned);
     let caller = match token.map(|t| {
         state
             .tokens

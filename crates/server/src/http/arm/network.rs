@@ -4,7 +4,6 @@
 //! every change bumps the authorization generation, so every node's data
 //! plane sees it on its next request.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
@@ -16,139 +15,19 @@ use keyhaven_core::network::{
     VNET_TYPE,
 };
 use keyhaven_core::ResourceRecord;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::common::RG;
 use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
-use crate::http::response::{json as reply, status_only};
+use super::resource::{authorize, id_of, load, not_found, upsert, valid_name, Envelope, Put};
+use crate::http::response::json as reply;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 type Where = Path<(String, String, String)>;
 
-pub(super) fn id_of(sub: &str, rg: &str, kind: &str, name: &str) -> String {
-    format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/{kind}/{name}")
-}
-
 fn bad(msg: impl Into<String>) -> ArmFailure {
     ArmFailure::new(StatusCode::BAD_REQUEST, "InvalidRequestFormat", msg.into())
-}
-
-pub(super) fn not_found(id: &str) -> ArmFailure {
-    ArmFailure::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        format!(
-            "The Resource '{}' was not found.",
-            id.chars().take(300).collect::<String>()
-        ),
-    )
-}
-
-pub(super) fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 80
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-pub(super) async fn authorize(
-    st: &AppState,
-    ctx: &Ctx,
-    id: &str,
-    action: &str,
-) -> Result<(), ArmFailure> {
-    st.authz
-        .require_action(&ctx.caller, id, action)
-        .await
-        .map_err(domain_failure)
-}
-
-pub(super) async fn load(
-    st: &AppState,
-    id: &str,
-    kind: &str,
-) -> Result<Option<ResourceRecord>, ArmFailure> {
-    Ok(st
-        .store
-        .get_resource(id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?
-        .filter(|r| r.kind == kind))
-}
-
-async fn save(st: &AppState, rec: &ResourceRecord) -> Result<bool, ArmFailure> {
-    let created = st
-        .store
-        .put_resource(rec)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(created)
-}
-
-#[derive(Deserialize)]
-pub(super) struct Envelope {
-    pub(super) location: Option<String>,
-    pub(super) tags: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub(super) properties: Value,
-}
-
-fn record(
-    st: &AppState,
-    id: String,
-    kind: &str,
-    (sub, rg, name): (&str, &str, &str),
-    env: &Envelope,
-    properties: String,
-    existing: Option<&ResourceRecord>,
-) -> Result<ResourceRecord, ArmFailure> {
-    let location = match (env.location.as_deref().map(str::trim), existing) {
-        (Some(l), _) if !l.is_empty() && l.len() <= 64 => l.to_owned(),
-        (None, Some(e)) => e.location.clone(),
-        _ => {
-            return Err(ArmFailure::new(
-                StatusCode::BAD_REQUEST,
-                "LocationRequired",
-                "The location property is required for this definition.",
-            ))
-        }
-    };
-    let now = st.clock.now();
-    Ok(ResourceRecord {
-        id: existing.map_or(id, |e| e.id.clone()),
-        kind: kind.into(),
-        subscription_id: sub.into(),
-        resource_group: rg.into(),
-        name: existing.map_or_else(|| name.to_owned(), |e| e.name.clone()),
-        location,
-        tags: serde_json::to_string(&env.tags.clone().unwrap_or_default())
-            .unwrap_or_else(|_| "{}".into()),
-        properties,
-        created: existing.map_or(now, |e| e.created),
-        updated: now,
-    })
-}
-
-/// Creates or replaces a resource; its status is 201 when new, else 200.
-pub(super) async fn upsert(
-    st: &AppState,
-    id: String,
-    kind: &str,
-    place: (&str, &str, &str),
-    env: &Envelope,
-    properties: String,
-) -> Result<(ResourceRecord, StatusCode), ArmFailure> {
-    let existing = load(st, &id, kind).await?;
-    let rec = record(st, id, kind, place, env, properties, existing.as_ref())?;
-    let created = save(st, &rec).await?;
-    Ok((
-        rec,
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-    ))
 }
 
 // ---- virtual networks ----
@@ -256,7 +135,8 @@ pub async fn put_vnet(
     let env: Envelope = parse_body(req.into_body()).await?;
     let vnet = vnet_from(&env.properties)?;
     let props = serde_json::to_string(&vnet).map_err(|_| bad("Unserializable network."))?;
-    let (rec, status) = upsert(&st, id, VNET_TYPE, (&sub, &rg, &name), &env, props).await?;
+    let put = Put::tracked(id, VNET_TYPE, (&sub, &rg, &name), &env, props);
+    let (rec, status) = upsert(&st, put).await?;
     Ok(reply(status, &vnet_json(&rec)))
 }
 
@@ -320,16 +200,7 @@ pub async fn delete_vnet(
             "A private endpoint uses a subnet of this virtual network.",
         ));
     }
-    let gone = st
-        .store
-        .delete_resource(&id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(status_only(if gone {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    super::resource::remove(&st, &id).await
 }
 
 // ---- private endpoints ----
@@ -457,15 +328,8 @@ pub async fn put_private_endpoint(
         vault_ids,
     };
     let props = serde_json::to_string(&pe).map_err(|_| bad("Unserializable endpoint."))?;
-    let (rec, status) = upsert(
-        &st,
-        id,
-        PRIVATE_ENDPOINT_TYPE,
-        (&sub, &rg, &name),
-        &env,
-        props,
-    )
-    .await?;
+    let put = Put::tracked(id, PRIVATE_ENDPOINT_TYPE, (&sub, &rg, &name), &env, props);
+    let (rec, status) = upsert(&st, put).await?;
     Ok(reply(
         status,
         &pe_json(&st, &rec, &vault_names_of(&pe.vault_ids)),
@@ -500,16 +364,7 @@ pub async fn delete_private_endpoint(
 ) -> Result<Response, ArmFailure> {
     let id = id_of(&sub, &rg, PRIVATE_ENDPOINT_TYPE, &name);
     authorize(&st, &ctx, &id, "Microsoft.Network/privateEndpoints/delete").await?;
-    let gone = st
-        .store
-        .delete_resource(&id)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
-    Ok(status_only(if gone {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    super::resource::remove(&st, &id).await
 }
 
 /// The vault's `privateEndpointConnections`, from the endpoints naming it.
@@ -533,4 +388,23 @@ pub fn connections_of(network: &crate::state::NetworkSnapshot, vault_id: &str) -
             })
         })
         .collect()
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{RG}/Microsoft.Network/virtualNetworks/{{name}}"),
+            routing::put(put_vnet).get(get_vnet).delete(delete_vnet),
+        )
+        .route(
+            &format!("{RG}/Microsoft.Network/virtualNetworks/{{name}}/subnets/{{subnet}}"),
+            routing::get(get_subnet),
+        )
+        .route(
+            &format!("{RG}/Microsoft.Network/privateEndpoints/{{name}}"),
+            routing::put(put_private_endpoint)
+                .get(get_private_endpoint)
+                .delete(delete_private_endpoint),
+        )
 }

@@ -20,8 +20,10 @@ use keyhaven_wire::arm::{
 };
 
 use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
+use super::common::{KV, RG};
 use crate::http::response::json;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 type Where = Path<(String, String, String)>;
 
@@ -590,4 +592,64 @@ pub async fn put_access_policies(
             },
         },
     ))
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}"),
+            routing::get(get_vault)
+                .patch(patch_vault)
+                .put(put_vault)
+                .delete(delete_vault),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults"),
+            routing::get(list_vaults_in_group),
+        )
+        .route(
+            "/subscriptions/{sub}/resources",
+            routing::get(list_resources),
+        )
+        .route(
+            &format!("{KV}/vaults"),
+            routing::get(list_vaults_in_subscription),
+        )
+        .route(
+            &format!("{KV}/checkNameAvailability"),
+            routing::post(check_name_availability),
+        )
+        .route(
+            &format!("{KV}/managedHSMs"),
+            routing::get(list_managed_hsms),
+        )
+        .route(
+            &format!("{KV}/deletedManagedHSMs"),
+            routing::get(list_managed_hsms),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/managedHSMs"),
+            routing::get(list_managed_hsms_in_group),
+        )
+        .route(
+            &format!("{KV}/deletedVaults"),
+            routing::get(list_deleted_vaults),
+        )
+        .route(
+            &format!("{KV}/locations/{{loc}}/deletedVaults/{{name}}"),
+            routing::get(get_deleted_vault),
+        )
+        .route(
+            &format!("{KV}/locations/{{loc}}/deletedVaults/{{name}}/purge"),
+            routing::post(purge_deleted_vault),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/privateLinkResources"),
+            routing::get(private_link_resources),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/accessPolicies/{{op}}"),
+            routing::put(put_access_policies),
+        )
 }

@@ -15,10 +15,12 @@ use keyhaven_core::ResourceRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::common::RG;
 use super::common::{domain_failure, parse_body, ArmFailure, Ctx};
-use super::network::{authorize, id_of, load, not_found, upsert, valid_name, Envelope};
-use crate::http::response::{json as reply, status_only};
+use super::resource::{authorize, id_of, load, not_found, upsert, valid_name, Envelope, Put};
+use crate::http::response::json as reply;
 use crate::state::AppState;
+use axum::{routing, Router};
 
 /// The ARM type of a workspace.
 pub const WORKSPACE_TYPE: &str = "Microsoft.OperationalInsights/workspaces";
@@ -130,7 +132,8 @@ pub async fn put_workspace(
         retention_in_days: retention,
     };
     let props = serde_json::to_string(&w).map_err(|_| bad("Unserializable workspace."))?;
-    let (rec, status) = upsert(&st, id, WORKSPACE_TYPE, (&sub, &rg, &name), &env, props).await?;
+    let put = Put::tracked(id, WORKSPACE_TYPE, (&sub, &rg, &name), &env, props);
+    let (rec, status) = upsert(&st, put).await?;
     Ok(reply(status, &out(&rec)))
 }
 
@@ -177,19 +180,10 @@ pub async fn delete_workspace(
     Path((sub, rg, name)): Where,
 ) -> Result<Response, ArmFailure> {
     let id = authorized(&st, &ctx, (&sub, &rg, &name), "delete").await?;
-    let gone = match load(&st, &id, WORKSPACE_TYPE).await? {
-        Some(r) => st
-            .store
-            .delete_resource(&r.id)
-            .await
-            .map_err(|e| domain_failure(e.into()))?,
-        None => false,
-    };
-    Ok(status_only(if gone {
-        StatusCode::OK
-    } else {
-        StatusCode::NO_CONTENT
-    }))
+    match load(&st, &id, WORKSPACE_TYPE).await? {
+        Some(r) => super::resource::remove(&st, &r.id).await,
+        None => Ok(super::resource::deleted(false)),
+    }
 }
 
 /// Removes the workspaces of a resource group being deleted.
@@ -201,4 +195,19 @@ pub async fn delete_in_group(st: &AppState, sub: &str, rg: &str) -> Result<(), A
             .map_err(|e| domain_failure(e.into()))?;
     }
     Ok(())
+}
+
+/// This kind's routes, merged into the plane's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{RG}/Microsoft.OperationalInsights/workspaces"),
+            routing::get(list_workspaces),
+        )
+        .route(
+            &format!("{RG}/Microsoft.OperationalInsights/workspaces/{{name}}"),
+            routing::put(put_workspace)
+                .get(get_workspace)
+                .delete(delete_workspace),
+        )
 }

@@ -38,13 +38,17 @@ pub async fn handle(
     }
 }
 
-async fn dispatch(
-    st: &AppState,
-    caller: &Principal,
-    vault: &VaultRecord,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let path = req.uri().path().to_owned();
+/// Where an access-control request points: the scope it acts at (under the
+/// vault's resource id), that scope as the vault shows it, the resource kind
+/// (lower-cased) and the resource name, if any.
+struct Target {
+    scope: String,
+    shown_scope: String,
+    kind: Option<String>,
+    name: Option<String>,
+}
+
+fn target(vault: &VaultRecord, path: &str) -> Target {
     let lower = path.to_ascii_lowercase();
     let at = lower.find(MARKER).unwrap_or(0);
     let local_scope = path
@@ -57,29 +61,60 @@ async fn dispatch(
     } else {
         local_scope.clone()
     };
-    let scope = format!("{}{}", vault.resource_id(), local_scope);
-    let rest: Vec<String> = path
+    let mut rest = path
         .get(at + MARKER.len()..)
         .unwrap_or("")
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+        .map(str::to_owned);
+    Target {
+        scope: format!("{}{}", vault.resource_id(), local_scope),
+        shown_scope,
+        kind: rest.next().map(|s| s.to_ascii_lowercase()),
+        name: rest.next(),
+    }
+}
+
+async fn dispatch(
+    st: &AppState,
+    caller: &Principal,
+    vault: &VaultRecord,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let t = target(vault, req.uri().path());
     let method = req.method().clone();
-    let body = req.into_body();
-    let kind = rest.first().map(|s| s.to_ascii_lowercase());
-    match (kind.as_deref(), rest.get(1), method) {
-        (Some("roleassignments"), None, Method::GET) => {
-            st.authz
-                .require_action(
-                    caller,
-                    &scope,
-                    "Microsoft.Authorization/roleAssignments/read",
-                )
-                .await?;
+    match t.kind.as_deref() {
+        Some("roleassignments") => {
+            assignments(st, caller, vault, &t, method, req.into_body()).await
+        }
+        Some("roledefinitions") => definitions(st, caller, &t, method).await,
+        _ => Err(ApiError::not_found("Unknown access-control resource.")),
+    }
+}
+
+async fn assignments(
+    st: &AppState,
+    caller: &Principal,
+    vault: &VaultRecord,
+    t: &Target,
+    method: Method,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let scope = &t.scope;
+    if method == Method::GET {
+        st.authz
+            .require_action(
+                caller,
+                scope,
+                "Microsoft.Authorization/roleAssignments/read",
+            )
+            .await?;
+    }
+    match (t.name.as_deref(), method) {
+        (None, Method::GET) => {
             let value: Vec<RoleAssignmentOut> = st
                 .authz
-                .role_assignments(&scope)
+                .role_assignments(scope)
                 .await?
                 .iter()
                 .filter(|a| keyhaven_identity::rbac::scope_covers(&vault.resource_id(), &a.scope))
@@ -87,20 +122,11 @@ async fn dispatch(
                 .collect();
             Ok(ok(&ArmList { value }))
         }
-        (Some("roleassignments"), Some(name), Method::GET) => {
-            st.authz
-                .require_action(
-                    caller,
-                    &scope,
-                    "Microsoft.Authorization/roleAssignments/read",
-                )
-                .await?;
-            match st.authz.get_assignment(&scope, name).await? {
-                Some(a) => Ok(ok(&local_assignment(vault, &a))),
-                None => Err(ApiError::not_found("The role assignment was not found.")),
-            }
-        }
-        (Some("roleassignments"), Some(name), Method::PUT) => {
+        (Some(name), Method::GET) => match st.authz.get_assignment(scope, name).await? {
+            Some(a) => Ok(ok(&local_assignment(vault, &a))),
+            None => Err(ApiError::not_found("The role assignment was not found.")),
+        },
+        (Some(name), Method::PUT) => {
             let b: PutRoleAssignment = parse(body).await?;
             let p = b
                 .properties
@@ -109,7 +135,7 @@ async fn dispatch(
                 .authz
                 .put_assignment(
                     caller,
-                    &scope,
+                    scope,
                     name,
                     keyhaven_identity::roles::NewAssignment {
                         role_definition_id: &p.role_definition_id,
@@ -122,50 +148,45 @@ async fn dispatch(
             // The SDK accepts only 201 here, as Managed HSM answers.
             Ok(json(StatusCode::CREATED, &local_assignment(vault, &a)))
         }
-        (Some("roleassignments"), Some(name), Method::DELETE) => {
-            match st.authz.delete_assignment(caller, &scope, name).await? {
+        (Some(name), Method::DELETE) => {
+            match st.authz.delete_assignment(caller, scope, name).await? {
                 Some(a) => Ok(ok(&local_assignment(vault, &a))),
                 None => Err(ApiError::not_found("The role assignment was not found.")),
             }
         }
-        (Some("roledefinitions"), None, Method::GET) => {
-            st.authz
-                .require_action(
-                    caller,
-                    &scope,
-                    "Microsoft.Authorization/roleDefinitions/read",
-                )
-                .await?;
-            let value: Vec<RoleDefinitionOut> = st
-                .authz
-                .role_definitions()
-                .await?
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+async fn definitions(
+    st: &AppState,
+    caller: &Principal,
+    t: &Target,
+    method: Method,
+) -> Result<Response, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    st.authz
+        .require_action(
+            caller,
+            &t.scope,
+            "Microsoft.Authorization/roleDefinitions/read",
+        )
+        .await?;
+    let all = st.authz.role_definitions().await?;
+    match t.name.as_deref() {
+        None => {
+            let value: Vec<RoleDefinitionOut> = all
                 .iter()
-                .map(|d| local_definition(d, &shown_scope))
+                .map(|d| local_definition(d, &t.shown_scope))
                 .collect();
             Ok(ok(&ArmList { value }))
         }
-        (Some("roledefinitions"), Some(id), Method::GET) => {
-            st.authz
-                .require_action(
-                    caller,
-                    &scope,
-                    "Microsoft.Authorization/roleDefinitions/read",
-                )
-                .await?;
-            let found = st
-                .authz
-                .role_definitions()
-                .await?
-                .into_iter()
-                .find(|d| d.id.eq_ignore_ascii_case(id));
-            match found {
-                Some(d) => Ok(ok(&local_definition(&d, &shown_scope))),
-                None => Err(ApiError::not_found("The role definition was not found.")),
-            }
-        }
-        (Some("roleassignments" | "roledefinitions"), _, _) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("Unknown access-control resource.")),
+        Some(id) => match all.into_iter().find(|d| d.id.eq_ignore_ascii_case(id)) {
+            Some(d) => Ok(ok(&local_definition(&d, &t.shown_scope))),
+            None => Err(ApiError::not_found("The role definition was not found.")),
+        },
     }
 }
 
