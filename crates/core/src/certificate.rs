@@ -28,6 +28,8 @@ struct Issue<'a> {
     version: Version,
     enabled: bool,
     tags: BTreeMap<String, String>,
+    /// `preserveCertOrder`: the chain keeps the order it was issued in.
+    preserve_order: bool,
     state: Option<&'a PolicyChange>,
 }
 
@@ -118,6 +120,12 @@ pub struct CertificatePolicy {
     pub emails: Vec<String>,
     /// User principal names.
     pub upns: Vec<String>,
+    /// IP addresses (IPv4 or IPv6).
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// URIs.
+    #[serde(default)]
+    pub uris: Vec<String>,
     /// Extended key usages (OIDs).
     pub ekus: Vec<String>,
     /// Key usages (Azure's names).
@@ -134,7 +142,26 @@ pub struct CertificatePolicy {
     pub cert_transparency: Option<bool>,
     /// Whether new versions are enabled.
     pub enabled: bool,
+    /// `platformManaged` (api-version 2026-04-01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_managed: Option<PlatformManaged>,
 }
+
+/// `platformManaged`: on Azure the platform issues such a certificate
+/// itself. Keyhaven keeps the policy (a usage and opaque metadata) and, as
+/// it cannot reach that issuer, leaves the request pending for a merge like
+/// issuer `Unknown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformManaged {
+    /// `certificateUsage`, e.g. `PublicTLSServerAuth`.
+    pub certificate_usage: String,
+    /// `metadata`: a JSON object whose schema Azure leaves undefined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Largest `platformManaged.metadata`, serialised.
+const MAX_PLATFORM_METADATA: usize = 16 * 1024;
 
 /// A caller's lifetime action: (lifetime percentage, days before expiry, action type).
 pub type LifetimeActionInput = (Option<u32>, Option<u32>, Option<String>);
@@ -162,6 +189,10 @@ pub struct PolicyInput {
     pub emails: Option<Vec<String>>,
     /// UPNs.
     pub upns: Option<Vec<String>>,
+    /// IP addresses.
+    pub ip_addresses: Option<Vec<String>>,
+    /// URIs.
+    pub uris: Option<Vec<String>>,
     /// EKUs.
     pub ekus: Option<Vec<String>>,
     /// Key usages.
@@ -178,6 +209,8 @@ pub struct PolicyInput {
     pub cert_transparency: Option<bool>,
     /// Enabled.
     pub enabled: Option<bool>,
+    /// `platformManaged`.
+    pub platform_managed: Option<PlatformManaged>,
 }
 
 const KEY_USAGES: &[&str] = &[
@@ -205,6 +238,21 @@ fn is_oid(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An absolute URI as a SAN holds it: a scheme (RFC 3986: a letter, then
+/// letters, digits, `+`, `-`, `.`), a colon, and no whitespace or controls.
+fn is_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    s.len() <= 2048
+        && !rest.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl CertificatePolicy {
@@ -247,7 +295,10 @@ impl CertificatePolicy {
                             _ => Curve::P256,
                         }),
                 };
-                (None, Some(curve))
+                if input.key_size.is_some_and(|s| s != curve.bits()) {
+                    return Err(bad("key_size is not valid for this curve."));
+                }
+                (Some(curve.bits()), Some(curve))
             }
         };
         let format = match input.content_type.as_deref() {
@@ -264,13 +315,34 @@ impl CertificatePolicy {
         let dns_names = pick(input.dns_names, base.map(|b| &b.dns_names));
         let emails = pick(input.emails, base.map(|b| &b.emails));
         let upns = pick(input.upns, base.map(|b| &b.upns));
-        if subject.trim().is_empty() && dns_names.is_empty() && emails.is_empty() && upns.is_empty()
-        {
+        let ip_addresses = pick(input.ip_addresses, base.map(|b| &b.ip_addresses));
+        let uris = pick(input.uris, base.map(|b| &b.uris));
+        let san_count =
+            dns_names.len() + emails.len() + upns.len() + ip_addresses.len() + uris.len();
+        let platform_managed = input
+            .platform_managed
+            .or_else(|| base.and_then(|b| b.platform_managed.clone()));
+        if let Some(m) = &platform_managed {
+            let usage = m.certificate_usage.trim();
+            if usage.is_empty() || usage.len() > 128 {
+                return Err(bad(
+                    "platformManaged.certificateUsage is required (at most 128 characters).",
+                ));
+            }
+            if let Some(meta) = &m.metadata {
+                if !meta.is_object() || meta.to_string().len() > MAX_PLATFORM_METADATA {
+                    return Err(bad(
+                        "platformManaged.metadata must be a JSON object of at most 16 KB.",
+                    ));
+                }
+            }
+        }
+        if subject.trim().is_empty() && san_count == 0 && platform_managed.is_none() {
             return Err(bad(
                 "The policy needs a subject or at least one subject alternative name.",
             ));
         }
-        if subject.len() > 1024 || dns_names.len() + emails.len() + upns.len() > MAX_SANS {
+        if subject.len() > 1024 || san_count > MAX_SANS {
             return Err(bad(
                 "The subject or subject alternative names are too long.",
             ));
@@ -297,6 +369,21 @@ impl CertificatePolicy {
                     e.chars().take(64).collect::<String>()
                 )));
             }
+        }
+        if let Some(ip) = ip_addresses
+            .iter()
+            .find(|ip| ip.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(bad(format!(
+                "'{}' is not a valid IP address.",
+                ip.chars().take(64).collect::<String>()
+            )));
+        }
+        if let Some(u) = uris.iter().find(|u| !is_uri(u)) {
+            return Err(bad(format!(
+                "'{}' is not a valid URI.",
+                u.chars().take(64).collect::<String>()
+            )));
         }
         let ekus = input
             .ekus
@@ -416,6 +503,8 @@ impl CertificatePolicy {
             dns_names,
             emails,
             upns,
+            ip_addresses,
+            uris,
             ekus,
             key_usage,
             validity_months,
@@ -429,6 +518,7 @@ impl CertificatePolicy {
                 .enabled
                 .or_else(|| base.map(|b| b.enabled))
                 .unwrap_or(true),
+            platform_managed,
         })
     }
 
@@ -494,6 +584,10 @@ pub struct CertificateInfo {
     pub dns_names: Vec<String>,
     /// Email addresses of the SAN extension.
     pub emails: Vec<String>,
+    /// IP addresses of the SAN extension.
+    pub ip_addresses: Vec<String>,
+    /// URIs of the SAN extension.
+    pub uris: Vec<String>,
 }
 
 /// An uploaded certificate with its private key.
@@ -504,6 +598,8 @@ pub struct Upload {
     pub public: PublicKey,
     /// The chain, the certificate of the private key first.
     pub chain: Vec<Vec<u8>>,
+    /// Where the certificate of the private key stood in the upload.
+    pub leaf_index: usize,
 }
 
 impl std::fmt::Debug for Upload {
@@ -560,6 +656,10 @@ pub struct CertificateMeta {
     pub x5t: Vec<u8>,
     /// The secret's content type.
     pub content_type: String,
+    /// `preserveCertOrder`: the secret keeps the chain in the order it was
+    /// issued or uploaded (`chain` here is leaf first regardless).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_order: bool,
 }
 
 impl CertificateMeta {
@@ -647,6 +747,15 @@ pub struct CertificateOperation {
     pub pending_public: Option<PublicKey>,
 }
 
+impl CertificateOperation {
+    /// Azure's `status_details`: for a request waiting on a merge (issuer
+    /// `Unknown`), the text that asks for it; none otherwise.
+    pub fn status_details(&self) -> Option<&'static str> {
+        (self.status == OperationStatus::InProgress && self.csr.is_some())
+            .then_some("Pending certificate created. Please Perform Merge to complete the request.")
+    }
+}
+
 /// What the policy record of a certificate holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CertificateState {
@@ -696,6 +805,8 @@ pub struct CertificateCreate {
     pub attributes: AttributesPatch,
     /// Tags.
     pub tags: Option<BTreeMap<String, String>>,
+    /// `preserveCertOrder` (api-version 2025-07-01 and later).
+    pub preserve_order: bool,
 }
 
 /// What a new version is made of.
@@ -706,6 +817,9 @@ struct NewVersion<'a> {
     public: PublicKey,
     /// Leaf first.
     chain: Vec<Vec<u8>>,
+    /// `preserveCertOrder`: where the leaf stood in the chain as issued or
+    /// uploaded, so the secret keeps that order; `None` puts the leaf first.
+    preserve_order: Option<usize>,
     enabled: bool,
     tags: BTreeMap<String, String>,
 }
@@ -738,6 +852,8 @@ pub struct CertificateImport {
     pub attributes: AttributesPatch,
     /// Tags.
     pub tags: Option<BTreeMap<String, String>>,
+    /// `preserveCertOrder`: the secret keeps the uploaded chain order.
+    pub preserve_order: bool,
 }
 
 /// `POST /certificates/{name}/pending/merge`.
@@ -800,6 +916,21 @@ impl VaultService {
             .state_record(vault, name)
             .await?
             .map(|(s, r)| (s, (r.created, r.updated))))
+    }
+
+    /// The certificate's policy with its timestamps, if it has one.
+    async fn stored_policy(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+    ) -> Result<Option<StoredPolicy>> {
+        Ok(self
+            .certificate_state(vault, name)
+            .await?
+            .map(|(s, times)| StoredPolicy {
+                policy: s.policy,
+                times,
+            }))
     }
 
     /// The state with the record it was read from (the expected value of
@@ -957,7 +1088,7 @@ impl VaultService {
                 name,
                 &policy,
                 version,
-                (enabled, tags),
+                (enabled, tags, input.preserve_order),
                 Some(&change),
             )
             .await?;
@@ -1002,6 +1133,7 @@ impl VaultService {
             version,
             enabled,
             tags,
+            preserve_order,
             state,
         } = issue;
         let (private, public) = self.version_key(vault, name, policy).await?;
@@ -1026,6 +1158,7 @@ impl VaultService {
                 key,
                 public,
                 chain: vec![der],
+                preserve_order: preserve_order.then_some(0),
                 enabled,
                 tags,
             },
@@ -1049,6 +1182,7 @@ impl VaultService {
             version,
             enabled,
             tags,
+            preserve_order,
             state,
         } = issue;
         let issuer = self.find_issuer(vault, issuer_name).await.map_err(|_| {
@@ -1140,6 +1274,7 @@ impl VaultService {
                 key,
                 public,
                 chain,
+                preserve_order: preserve_order.then_some(0),
                 enabled,
                 tags,
             },
@@ -1247,7 +1382,11 @@ impl VaultService {
                         name,
                         &state.policy,
                         Version::random(),
-                        (state.policy.enabled, latest.tags.clone()),
+                        (
+                            state.policy.enabled,
+                            latest.tags.clone(),
+                            meta_of(&latest).is_ok_and(|m| m.preserve_order),
+                        ),
                         None,
                     )
                     .await?
@@ -1286,13 +1425,14 @@ impl VaultService {
         name: &ObjectName,
         policy: &CertificatePolicy,
         version: Version,
-        (enabled, tags): (bool, BTreeMap<String, String>),
+        (enabled, tags, preserve_order): (bool, BTreeMap<String, String>, bool),
         state: Option<&PolicyChange>,
     ) -> Result<Option<Version>> {
         let issued = Issue {
             version,
             enabled,
             tags,
+            preserve_order,
             state,
         };
         Ok(Some(match policy.issuer.as_str() {
@@ -1354,11 +1494,20 @@ impl VaultService {
                 "The certificate's public key does not match the certificate's key.",
             ));
         }
+        let secret_chain = match v.preserve_order {
+            Some(at) if at > 0 => {
+                let mut c = v.chain.clone();
+                let leaf = c.remove(0);
+                c.insert(at.min(c.len()), leaf);
+                c
+            }
+            _ => v.chain.clone(),
+        };
         let value = self.with_sealed(vault, name, version, &v.key, |sealed| {
             self.certs.package(
                 v.policy.format,
                 v.policy.exportable.then_some(sealed),
-                &v.chain,
+                &secret_chain,
             )
         })?;
         let secret_aad = Self::payload_aad(vault, ObjectKind::Secret, name, version);
@@ -1375,6 +1524,7 @@ impl VaultService {
             chain: v.chain,
             x5t: info.thumbprint,
             content_type: v.policy.format.content_type().to_owned(),
+            preserve_order: v.preserve_order.is_some(),
         };
         let records = [
             VersionRecord {
@@ -1516,6 +1666,7 @@ impl VaultService {
                 key,
                 public,
                 chain: merge.x5c,
+                preserve_order: None,
                 enabled,
                 tags,
             },
@@ -1633,6 +1784,8 @@ impl VaultService {
                     subject: Some(info.subject.clone()),
                     dns_names: Some(info.dns_names.clone()),
                     emails: Some(info.emails.clone()),
+                    ip_addresses: Some(info.ip_addresses.clone()),
+                    uris: Some(info.uris.clone()),
                     validity_months: Some(months_between(info.not_before, info.not_after)),
                     issuer: Some("Unknown".into()),
                     ..PolicyInput::default()
@@ -1666,6 +1819,7 @@ impl VaultService {
                 key,
                 public: upload.public,
                 chain: upload.chain,
+                preserve_order: import.preserve_order.then_some(upload.leaf_index),
                 enabled,
                 tags,
             },
@@ -1745,12 +1899,7 @@ impl VaultService {
         let record = self.live_version(vault, KIND, name, version).await?;
         let meta = meta_of(&record)?;
         let policy = if version.is_none() {
-            self.certificate_state(vault, name)
-                .await?
-                .map(|(s, times)| StoredPolicy {
-                    policy: s.policy,
-                    times,
-                })
+            self.stored_policy(vault, name).await?
         } else {
             None
         };
@@ -1801,11 +1950,21 @@ impl VaultService {
         name: &ObjectName,
     ) -> Result<StoredPolicy> {
         auth.require_on(vault, Operation::CertificateGet, name)?;
-        self.live_version(vault, KIND, name, None).await?;
-        let (state, times) = self
-            .certificate_state(vault, name)
-            .await?
-            .ok_or(Error::Integrity)?;
+        // A certificate still waiting for its first version (issuer
+        // `Unknown`, platform-managed) has a policy already, as on Azure.
+        let live = self.live_version(vault, KIND, name, None).await;
+        let state = self.certificate_state(vault, name).await?;
+        let pending_first = |s: &CertificateState| {
+            s.operation
+                .as_ref()
+                .is_some_and(|o| o.status == OperationStatus::InProgress)
+        };
+        let (state, times) = match (live, state) {
+            (Ok(_), Some(found)) => found,
+            (Err(Error::NotFound { .. }), Some(found)) if pending_first(&found.0) => found,
+            (Err(e), _) => return Err(e),
+            (Ok(_), None) => return Err(Error::Integrity),
+        };
         Ok(StoredPolicy {
             policy: state.policy,
             times,
@@ -1908,10 +2067,12 @@ impl VaultService {
             return Err(lost.map_or(Error::Integrity, Error::from));
         };
         let meta = meta_of(&record)?;
+        // Azure's answer to an update carries the certificate's policy.
+        let policy = self.stored_policy(vault, name).await?;
         Ok(CertificateBundle {
             record,
             meta,
-            policy: None,
+            policy,
         })
     }
 
@@ -1932,13 +2093,7 @@ impl VaultService {
             )
             .await?;
         let meta = meta_of(&record)?;
-        let policy = self
-            .certificate_state(vault, name)
-            .await?
-            .map(|(s, times)| StoredPolicy {
-                policy: s.policy,
-                times,
-            });
+        let policy = self.stored_policy(vault, name).await?;
         Ok(DeletedCertificate {
             record,
             meta,

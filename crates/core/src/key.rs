@@ -119,6 +119,16 @@ impl Curve {
         }
     }
 
+    /// The curve's size in bits, as Azure reports a certificate policy's
+    /// `key_size` for EC keys.
+    pub fn bits(self) -> u32 {
+        match self {
+            Self::P256 | Self::P256K => 256,
+            Self::P384 => 384,
+            Self::P521 => 521,
+        }
+    }
+
     /// Bytes of one coordinate (and of r and s in a signature).
     pub fn coordinate_len(self) -> usize {
         match self {

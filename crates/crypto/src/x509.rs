@@ -233,8 +233,19 @@ fn policy_extensions(
         }
         out.push(eku.build().map_err(x509_err)?);
     }
-    if !(p.dns_names.is_empty() && p.emails.is_empty() && p.upns.is_empty()) {
+    if !(p.dns_names.is_empty()
+        && p.emails.is_empty()
+        && p.upns.is_empty()
+        && p.ip_addresses.is_empty()
+        && p.uris.is_empty())
+    {
         let mut san = SubjectAlternativeName::new();
+        for ip in &p.ip_addresses {
+            san.ip(ip);
+        }
+        for u in &p.uris {
+            san.uri(u);
+        }
         for d in &p.dns_names {
             san.dns(d);
         }
@@ -277,6 +288,42 @@ fn name_string(n: &X509NameRef) -> String {
         .join(", ")
 }
 
+/// Parses a PFX. What Windows and older tools export encrypts the
+/// certificate bag with RC2-40 and the key bag with 3DES under a SHA-1 MAC
+/// (Azure reads these); OpenSSL 3 opens RC2 only through its legacy
+/// provider, loaded on the first file that needs it. The default provider
+/// stays the fallback, so nothing else changes what it uses.
+fn parse_pfx(
+    bytes: &[u8],
+    password: &str,
+) -> std::result::Result<openssl::pkcs12::ParsedPkcs12_2, openssl::error::ErrorStack> {
+    let parse = || Pkcs12::from_der(bytes).and_then(|p| p.parse2(password));
+    match parse() {
+        Err(e) if legacy_provider() => parse().map_err(|_| e),
+        other => other,
+    }
+}
+
+/// True once OpenSSL's legacy provider is loaded (on first call).
+fn legacy_provider() -> bool {
+    static LEGACY: std::sync::OnceLock<Option<openssl::provider::Provider>> =
+        std::sync::OnceLock::new();
+    LEGACY
+        .get_or_init(|| openssl::provider::Provider::try_load(None, "legacy", true).ok())
+        .is_some()
+}
+
+/// An IP address SAN's octets (4 or 16) as an address.
+fn ip_of(octets: &[u8]) -> Option<std::net::IpAddr> {
+    match octets.len() {
+        4 => <[u8; 4]>::try_from(octets).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(octets)
+            .ok()
+            .map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
 fn bad_upload() -> Error {
     Error::BadParameter(
         "The certificate could not be read: the content is not a valid PFX or PEM, or the password is wrong."
@@ -285,7 +332,7 @@ fn bad_upload() -> Error {
 }
 
 /// Orders `certs` with the certificate of `key` first; none matching is a 400.
-fn leaf_first(key: &PKey<Private>, certs: Vec<X509>) -> Result<Vec<Vec<u8>>> {
+fn leaf_first(key: &PKey<Private>, certs: Vec<X509>) -> Result<(Vec<Vec<u8>>, usize)> {
     let pos = certs
         .iter()
         .position(|c| c.public_key().is_ok_and(|p| p.public_eq(key)))
@@ -301,7 +348,7 @@ fn leaf_first(key: &PKey<Private>, certs: Vec<X509>) -> Result<Vec<Vec<u8>>> {
             ordered.push(c.to_der().map_err(x509_err)?);
         }
     }
-    Ok(ordered)
+    Ok((ordered, pos))
 }
 
 fn unix_of(t: &openssl::asn1::Asn1TimeRef) -> Result<i64> {
@@ -339,12 +386,17 @@ impl CertificateBackend for SoftwareKeys {
             Error::BadParameter("The certificate's public key is not supported.".into())
         })?)?;
         let (mut dns_names, mut emails) = (Vec::new(), Vec::new());
+        let (mut ip_addresses, mut uris) = (Vec::new(), Vec::new());
         if let Some(sans) = cert.subject_alt_names() {
             for n in &sans {
                 if let Some(d) = n.dnsname() {
                     dns_names.push(d.to_owned());
                 } else if let Some(e) = n.email() {
                     emails.push(e.to_owned());
+                } else if let Some(u) = n.uri() {
+                    uris.push(u.to_owned());
+                } else if let Some(ip) = n.ipaddress().and_then(ip_of) {
+                    ip_addresses.push(ip.to_string());
                 }
             }
         }
@@ -359,6 +411,8 @@ impl CertificateBackend for SoftwareKeys {
             subject: name_string(cert.subject_name()),
             dns_names,
             emails,
+            ip_addresses,
+            uris,
         })
     }
 
@@ -383,9 +437,7 @@ impl CertificateBackend for SoftwareKeys {
                 (pkey, certs)
             }
             SecretFormat::Pkcs12 => {
-                let parsed = Pkcs12::from_der(bytes)
-                    .and_then(|p| p.parse2(password.unwrap_or("")))
-                    .map_err(|_| bad_upload())?;
+                let parsed = parse_pfx(bytes, password.unwrap_or("")).map_err(|_| bad_upload())?;
                 let pkey = parsed
                     .pkey
                     .ok_or_else(|| Error::BadParameter("The PFX holds no private key.".into()))?;
@@ -401,11 +453,12 @@ impl CertificateBackend for SoftwareKeys {
                 "The upload holds no certificate.".into(),
             ));
         }
-        let chain = leaf_first(&pkey, certs)?;
+        let (chain, leaf_index) = leaf_first(&pkey, certs)?;
         Ok(Upload {
             private: Sensitive::new(pkey.private_key_to_pkcs8().map_err(x509_err)?),
             public: crate::keys::public_of(&pkey)?,
             chain,
+            leaf_index,
         })
     }
 
@@ -497,6 +550,23 @@ mod tests {
             civil_from_days(days_from_civil(2000, 12, 31)),
             (2000, 12, 31)
         );
+    }
+
+    #[test]
+    fn a_legacy_rc2_pfx_is_read() {
+        // openssl pkcs12 -export -legacy: pbeWithSHA1And40BitRC2-CBC
+        // certificate bag, 3DES key bag, SHA-1 MAC.
+        let pfx = include_bytes!("../testdata/legacy-rc2.pfx");
+        let upload = SoftwareKeys::default()
+            .read_upload(SecretFormat::Pkcs12, pfx, Some("legacy-pass"))
+            .expect("a legacy PFX is read");
+        assert_eq!(upload.chain.len(), 1);
+        let cert = X509::from_der(&upload.chain[0]).unwrap();
+        assert_eq!(name_string(cert.subject_name()), "CN=legacy-pfx.example");
+        // The wrong password is still refused.
+        assert!(SoftwareKeys::default()
+            .read_upload(SecretFormat::Pkcs12, pfx, Some("wrong"))
+            .is_err());
     }
 
     #[test]

@@ -111,11 +111,44 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Audit records name secrets, callers and their addresses: the folder is
+/// the owner's only (0700), made so if it already existed wider.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    restrict(dir, 0o700)
+}
+
+/// Opens a log file for appending, created 0600.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    restrict(path, 0o600)?;
+    Ok(file)
+}
+
+/// Takes group and other permissions off `path` if it has any.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode();
+    if current & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 impl AuditLog {
     /// Opens (or starts) the log in `dir`, continuing the chain; `now` (Unix
     /// seconds) stamps the record of a torn tail cut off, if there was one.
     pub fn open(dir: &Path, now: i64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         // A crash mid-write can leave part of a record at the end; appending
         // after it would break the chain for good. Cut back to the last
         // whole record first, and say so in the log once it is open.
@@ -136,7 +169,10 @@ impl AuditLog {
             }
         }
         let path = dir.join(CURRENT);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_private(&path)?;
+        for old in files(dir) {
+            restrict(&old, 0o600)?;
+        }
         let size = file.metadata()?.len();
         let inner = std::sync::Arc::new(Mutex::new(Writer {
             dir: dir.to_owned(),
@@ -270,10 +306,7 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
             w.file.flush()?;
             w.file.sync_data()?;
             std::fs::rename(from, to)?;
-            w.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(w.dir.join(CURRENT))?;
+            w.file = open_private(&w.dir.join(CURRENT))?;
             // The rename and the new file are durable before records go in.
             File::open(&w.dir)?.sync_all()?;
             w.size = 0;
@@ -503,6 +536,30 @@ mod tests {
             Verified::Intact(3),
             "a truncated tail still chains"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 22, outside review 1: the folder was 0755 and the log 0644,
+    /// readable by every local user; a folder made wider before is narrowed.
+    #[test]
+    fn the_audit_folder_and_files_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("kh-audit-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let log = AuditLog::open(&dir, 0).unwrap();
+            log.append(request("GET", "https://v/secrets/s", 200))
+                .unwrap();
+        }
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(CURRENT)), 0o600);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join(CURRENT), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        drop(AuditLog::open(&dir, 0).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(CURRENT)), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -376,10 +376,16 @@ async fn serve_connection<IO>(
         },
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Above the pipeline's own limits (16 KB, 100 headers), so that it is
+    // the pipeline that answers, with Azure's error body.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_headers(4 * crate::http::MAX_HEADERS);
+    builder
+        .http2()
+        .max_header_list_size(4 * crate::http::MAX_HEADER_BYTES as u32);
     if let Err(e) = builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
         .await
@@ -586,6 +592,9 @@ fn absolute(path: &Path) -> Result<PathBuf, StartError> {
 fn create_private_dir(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.exists() {
+        if let Some(warning) = data_dir_warning(dir) {
+            tracing::warn!("{warning}");
+        }
         return Ok(());
     }
     std::fs::DirBuilder::new()
@@ -593,6 +602,20 @@ fn create_private_dir(dir: &Path) -> Result<(), StartError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| StartError::Io(format!("cannot create data dir {}: {e}", dir.display())))
+}
+
+/// What to say about an existing data directory that others can reach.
+/// Keyhaven makes its own files 0600 and folders 0700 either way; the
+/// directory itself is the operator's, so it is named, not changed.
+pub fn data_dir_warning(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "data directory {} has mode {mode:o}: group and other users can reach it; chmod 700 it (Keyhaven creates it 0700)",
+            dir.display()
+        )
+    })
 }
 
 fn write_private_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StartError> {
@@ -611,4 +634,29 @@ fn write_private_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StartE
     f.write_all(b"\n").map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22, outside review 1: a pre-existing data directory kept a
+    /// wide mode without a word.
+    #[test]
+    fn a_data_directory_others_can_reach_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("kh-data-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        create_private_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(data_dir_warning(&dir), None);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let warning = data_dir_warning(&dir).expect("a 0755 data directory is named");
+        assert!(
+            warning.contains("755") && warning.contains("chmod 700"),
+            "{warning}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use keyhaven_core::certificate::{
     CertificateAction, CertificateCreate, CertificateImport, CertificateMerge, CertificateMeta,
-    CertificateOperation, CertificateTrigger, PolicyInput, StoredPolicy,
+    CertificateOperation, CertificateTrigger, PlatformManaged, PolicyInput, StoredPolicy,
 };
 use keyhaven_core::object::{DeletedInfo, VersionRecord};
 use keyhaven_core::{Error, VaultRecord};
@@ -49,6 +49,10 @@ struct Sans {
     dns_names: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upns: Option<Vec<String>>,
+    #[serde(rename = "ipAddresses", skip_serializing_if = "Option::is_none")]
+    ip_addresses: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uris: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -124,6 +128,21 @@ pub struct CertificatePolicy {
     issuer: Option<IssuerParameters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     attributes: Option<PolicyAttributes>,
+    #[serde(
+        rename = "platformManaged",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    platform_managed: Option<PlatformManagedProps>,
+}
+
+/// `platformManaged` (api-version 2026-04-01).
+#[derive(Serialize, Deserialize, Default)]
+struct PlatformManagedProps {
+    #[serde(rename = "certificateUsage", default)]
+    certificate_usage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<serde_json::Value>,
 }
 
 impl From<CertificatePolicy> for PolicyInput {
@@ -140,12 +159,16 @@ impl From<CertificatePolicy> for PolicyInput {
             reuse_key: k.reuse_key,
             content_type: p.secret_props.and_then(|s| s.content_type),
             subject: x.subject,
-            // Replacing the SAN object replaces all three lists.
+            // Replacing the SAN object replaces all its lists.
             dns_names: sans
                 .as_ref()
                 .map(|s| s.dns_names.clone().unwrap_or_default()),
             emails: sans.as_ref().map(|s| s.emails.clone().unwrap_or_default()),
             upns: sans.as_ref().map(|s| s.upns.clone().unwrap_or_default()),
+            ip_addresses: sans
+                .as_ref()
+                .map(|s| s.ip_addresses.clone().unwrap_or_default()),
+            uris: sans.as_ref().map(|s| s.uris.clone().unwrap_or_default()),
             ekus: x.ekus,
             key_usage: x.key_usage,
             validity_months: x.validity_months,
@@ -165,6 +188,10 @@ impl From<CertificatePolicy> for PolicyInput {
             cty: issuer.cty,
             cert_transparency: issuer.cert_transparency,
             enabled: p.attributes.and_then(|a| a.enabled),
+            platform_managed: p.platform_managed.map(|m| PlatformManaged {
+                certificate_usage: m.certificate_usage.unwrap_or_default(),
+                metadata: m.metadata,
+            }),
         }
     }
 }
@@ -177,18 +204,25 @@ impl CertificatePolicy {
     /// The wire form of a stored policy of certificate `name`.
     pub fn new(stored: &StoredPolicy, name: &str, urls: &VaultUrls) -> Self {
         let p = &stored.policy;
-        let sans =
-            (!(p.dns_names.is_empty() && p.emails.is_empty() && p.upns.is_empty())).then(|| Sans {
-                emails: non_empty(&p.emails),
-                dns_names: non_empty(&p.dns_names),
-                upns: non_empty(&p.upns),
-            });
+        let sans = (!(p.dns_names.is_empty()
+            && p.emails.is_empty()
+            && p.upns.is_empty()
+            && p.ip_addresses.is_empty()
+            && p.uris.is_empty()))
+        .then(|| Sans {
+            emails: non_empty(&p.emails),
+            dns_names: non_empty(&p.dns_names),
+            upns: non_empty(&p.upns),
+            ip_addresses: non_empty(&p.ip_addresses),
+            uris: non_empty(&p.uris),
+        });
         Self {
             id: Some(format!("{}/policy", urls.unversioned(COLLECTION, name))),
             key_props: Some(KeyProps {
                 exportable: Some(p.exportable),
                 kty: Some(p.kty.as_str().to_owned()),
-                key_size: p.key_size,
+                // Azure reports an EC policy's size as its curve's.
+                key_size: p.key_size.or(p.curve.map(|c| c.bits())),
                 reuse_key: Some(p.reuse_key),
                 crv: p.curve.map(|c| c.as_str().to_owned()),
             }),
@@ -238,6 +272,10 @@ impl CertificatePolicy {
                 created: Some(stored.times.0),
                 updated: Some(stored.times.1),
             }),
+            platform_managed: p.platform_managed.as_ref().map(|m| PlatformManagedProps {
+                certificate_usage: Some(m.certificate_usage.clone()),
+                metadata: m.metadata.clone(),
+            }),
         }
     }
 }
@@ -248,6 +286,8 @@ pub struct CertificateCreateParameters {
     policy: Option<CertificatePolicy>,
     attributes: Option<AttributesIn>,
     tags: Option<BTreeMap<String, String>>,
+    #[serde(rename = "preserveCertOrder")]
+    preserve_cert_order: Option<bool>,
 }
 
 impl From<CertificateCreateParameters> for CertificateCreate {
@@ -256,6 +296,7 @@ impl From<CertificateCreateParameters> for CertificateCreate {
             policy: p.policy.map(Into::into),
             attributes: p.attributes.map(Into::into).unwrap_or_default(),
             tags: p.tags,
+            preserve_order: p.preserve_cert_order.unwrap_or(false),
         }
     }
 }
@@ -289,6 +330,8 @@ pub struct CertificateBundle<'a> {
     tags: Option<&'a BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     policy: Option<CertificatePolicy>,
+    #[serde(rename = "preserveCertOrder", skip_serializing_if = "Option::is_none")]
+    preserve_cert_order: Option<bool>,
 }
 
 impl<'a> CertificateBundle<'a> {
@@ -309,8 +352,10 @@ impl<'a> CertificateBundle<'a> {
             cer: Some(STANDARD.encode(meta.cer())),
             content_type: Some(&meta.content_type),
             attributes: AttributesOut::new(rec, vault),
-            tags: Some(&rec.tags),
+            // Empty tags are left out, in bundles and list items alike.
+            tags: (!rec.tags.is_empty()).then_some(&rec.tags),
             policy: policy.map(|p| CertificatePolicy::new(p, name, urls)),
+            preserve_cert_order: meta.preserve_order.then_some(true),
         }
     }
 
@@ -337,6 +382,7 @@ impl<'a> CertificateBundle<'a> {
             attributes: AttributesOut::new(rec, vault),
             tags: (!rec.tags.is_empty()).then_some(&rec.tags),
             policy: None,
+            preserve_cert_order: meta.preserve_order.then_some(true),
         })
     }
 }
@@ -400,7 +446,7 @@ impl CertificateOperationOut {
             csr: op.csr.as_ref().map(|c| STANDARD.encode(c)),
             cancellation_requested: op.cancellation_requested,
             status: op.status.as_str(),
-            status_details: None,
+            status_details: op.status_details().map(str::to_owned),
             target: urls.unversioned(COLLECTION, name),
             request_id: op.request_id.clone(),
         }
@@ -415,6 +461,8 @@ pub struct CertificateImportParameters {
     policy: Option<CertificatePolicy>,
     attributes: Option<AttributesIn>,
     tags: Option<BTreeMap<String, String>>,
+    #[serde(rename = "preserveCertOrder")]
+    preserve_cert_order: Option<bool>,
 }
 
 impl TryFrom<CertificateImportParameters> for CertificateImport {
@@ -430,6 +478,7 @@ impl TryFrom<CertificateImportParameters> for CertificateImport {
             policy: p.policy.map(Into::into),
             attributes: p.attributes.map(Into::into).unwrap_or_default(),
             tags: p.tags,
+            preserve_order: p.preserve_cert_order.unwrap_or(false),
         })
     }
 }
@@ -450,11 +499,7 @@ impl TryFrom<CertificateMergeParameters> for CertificateMerge {
             .x5c
             .unwrap_or_default()
             .iter()
-            .map(|c| {
-                STANDARD.decode(c.trim()).map_err(|_| {
-                    Error::BadParameter("x5c entries must be base64 DER certificates.".into())
-                })
-            })
+            .map(|c| x5c_entry(c))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             x5c,
@@ -462,6 +507,25 @@ impl TryFrom<CertificateMergeParameters> for CertificateMerge {
             tags: p.tags,
         })
     }
+}
+
+/// One `x5c` entry: base64 of the DER certificate. Azure also takes base64
+/// of the certificate's base64 text (PEM armour optional), which is what
+/// the SDK sends when given PEM text as bytes: decoded twice here.
+fn x5c_entry(entry: &str) -> Result<Vec<u8>, Error> {
+    let bad = || Error::BadParameter("x5c entries must be base64 DER certificates.".into());
+    let once = STANDARD.decode(entry.trim()).map_err(|_| bad())?;
+    if once.first() == Some(&0x30) {
+        return Ok(once);
+    }
+    let text = std::str::from_utf8(&once).map_err(|_| bad())?;
+    let body: String = text
+        .replace("-----BEGIN CERTIFICATE-----", "")
+        .replace("-----END CERTIFICATE-----", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD.decode(body).map_err(|_| bad())
 }
 
 /// `PATCH /certificates/{name}/pending` body.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::Response;
 use axum::Router;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tower::ServiceExt as _;
 
 use crate::state::AppState;
@@ -283,6 +283,89 @@ fn title_case(method: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Largest request header section (request line and headers), as Azure's
+/// front ends allow; hyper's own limits sit above it so this check answers.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most request headers.
+pub const MAX_HEADERS: usize = 100;
+
+/// Checks a request's envelope before any plane sees it, and reads its body
+/// whole. A body the `Content-Length` declares too large is refused at once
+/// (413), not after it arrives. One `Host`, agreeing with an absolute-form
+/// target, is required (400): otherwise which vault or plane a request is
+/// for would depend on which header a component reads. A header section
+/// over 16 KB or more than 100 headers is 431, a target over 16 KB 414,
+/// each with Azure's error body. Reading the body here means an early
+/// answer (401, 404 for an unknown subscription) never leaves part of a
+/// request unread, which would close a connection the client still uses.
+async fn envelope(req: Request) -> Result<Request, response::ApiError> {
+    let error = |status: StatusCode, code: &'static str, message: &str| response::ApiError::Http {
+        status,
+        code,
+        message: message.to_owned(),
+    };
+    if req.uri().to_string().len() > MAX_HEADER_BYTES {
+        return Err(error(
+            StatusCode::URI_TOO_LONG,
+            "RequestUriTooLong",
+            "The request target is longer than 16 KB.",
+        ));
+    }
+    let head: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > MAX_HEADER_BYTES || req.headers().len() > MAX_HEADERS {
+        return Err(error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            "The request's headers exceed 16 KB or 100 fields.",
+        ));
+    }
+    let hosts: Vec<&http::HeaderValue> = req.headers().get_all(http::header::HOST).iter().collect();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase());
+    match (hosts.as_slice(), &authority) {
+        ([], None) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The request has no Host header.",
+            ))
+        }
+        ([_, _, ..], _) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The request has more than one Host header.",
+            ))
+        }
+        ([host], Some(target)) if !host.to_str().is_ok_and(|h| h.eq_ignore_ascii_case(target)) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The request target's host does not match the Host header.",
+            ))
+        }
+        _ => {}
+    }
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(response::ApiError::too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = extract::read_body(body).await?;
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
 async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> Response {
     let state = state.clone();
     let request_id = state.request_ids.next();
@@ -298,6 +381,10 @@ async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> 
     let mut resp = if req.method() == Method::GET && req.uri().path() == "/healthz" {
         response::health()
     } else {
+        let req = match envelope(req).await {
+            Ok(req) => req,
+            Err(e) => return e.into_response_with(),
+        };
         match route::plane(&req, &state.endpoints) {
             Plane::Data(vault) => data::handle(&state, planes.data.clone(), vault, req).await,
             Plane::Login => {

@@ -12,6 +12,7 @@ mod auth;
 mod authz;
 mod certificates;
 mod integrity;
+mod review;
 mod rotation;
 mod secrets;
 mod security;

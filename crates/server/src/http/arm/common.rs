@@ -134,7 +134,7 @@ pub async fn parse_body<T: DeserializeOwned>(body: axum::body::Body) -> Result<T
             "The request body is too large.",
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         ArmFailure::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestContent",
@@ -144,7 +144,58 @@ pub async fn parse_body<T: DeserializeOwned>(body: axum::body::Body) -> Result<T
                 e.column()
             ),
         )
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    if let Some(tags) = value.get("tags").and_then(serde_json::Value::as_object) {
+        check_tags(tags)?;
+    }
+    serde_json::from_value(value).map_err(invalid)
+}
+
+/// Azure Resource Manager's tag limits, for every resource: 50 tags, names
+/// of at most 512 characters, values of at most 256. Checked on every body
+/// this plane parses, so no resource kind can skip it.
+pub const MAX_TAGS: usize = 50;
+const MAX_TAG_NAME: usize = 512;
+const MAX_TAG_VALUE: usize = 256;
+
+fn check_tags(tags: &serde_json::Map<String, serde_json::Value>) -> Result<(), ArmFailure> {
+    let bad = |code: &'static str, message: String| {
+        ArmFailure::new(StatusCode::BAD_REQUEST, code, message)
+    };
+    let shown = |s: &str| s.chars().take(64).collect::<String>();
+    if tags.len() > MAX_TAGS {
+        return Err(bad(
+            "InvalidTagCount",
+            format!(
+                "The resource has {} tags; a resource can have at most {MAX_TAGS}.",
+                tags.len()
+            ),
+        ));
+    }
+    for (name, value) in tags {
+        if name.is_empty() || name.chars().count() > MAX_TAG_NAME {
+            return Err(bad(
+                "InvalidTagNameLength",
+                format!(
+                    "The tag name '{}' must have 1 to {MAX_TAG_NAME} characters.",
+                    shown(name)
+                ),
+            ));
+        }
+        if let Some(v) = value.as_str() {
+            if v.chars().count() > MAX_TAG_VALUE {
+                return Err(bad(
+                    "InvalidTagValueLength",
+                    format!(
+                        "The value of tag '{}' exceeds the maximum length of {MAX_TAG_VALUE} characters.",
+                        shown(name)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses a request's JSON body (see [`parse_body`]).
