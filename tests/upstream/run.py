@@ -42,10 +42,10 @@ PACKAGES = {
 # standard SKU, no Managed HSM): the server-bound tests plus the offline
 # ones. Raise these when more pass; never lower them to make a run green.
 MINIMUM_PASSED = {
-    "secrets": 0,
-    "keys": 0,
-    "certificates": 0,
-    "administration": 0,
+    "secrets": 1055,
+    "keys": 1682,
+    "certificates": 1145,
+    "administration": 989,
 }
 
 SUITE_TIMEOUT = 40 * 60  # seconds, per suite
