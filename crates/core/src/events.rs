@@ -11,14 +11,20 @@ pub enum EventType {
     SecretNewVersionCreated,
     /// A secret nears its expiry.
     SecretNearExpiry,
+    /// A secret has expired.
+    SecretExpired,
     /// A new key version.
     KeyNewVersionCreated,
     /// A key nears its expiry.
     KeyNearExpiry,
+    /// A key has expired.
+    KeyExpired,
     /// A new certificate version.
     CertificateNewVersionCreated,
     /// A certificate nears its expiry.
     CertificateNearExpiry,
+    /// A certificate has expired.
+    CertificateExpired,
     /// A vault's access policies changed.
     VaultAccessPolicyChanged,
 }
@@ -29,22 +35,28 @@ impl EventType {
         match self {
             Self::SecretNewVersionCreated => "Microsoft.KeyVault.SecretNewVersionCreated",
             Self::SecretNearExpiry => "Microsoft.KeyVault.SecretNearExpiry",
+            Self::SecretExpired => "Microsoft.KeyVault.SecretExpired",
             Self::KeyNewVersionCreated => "Microsoft.KeyVault.KeyNewVersionCreated",
             Self::KeyNearExpiry => "Microsoft.KeyVault.KeyNearExpiry",
+            Self::KeyExpired => "Microsoft.KeyVault.KeyExpired",
             Self::CertificateNewVersionCreated => "Microsoft.KeyVault.CertificateNewVersionCreated",
             Self::CertificateNearExpiry => "Microsoft.KeyVault.CertificateNearExpiry",
+            Self::CertificateExpired => "Microsoft.KeyVault.CertificateExpired",
             Self::VaultAccessPolicyChanged => "Microsoft.KeyVault.VaultAccessPolicyChanged",
         }
     }
 
     /// Every type (for validating subscription filters).
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 10] = [
         Self::SecretNewVersionCreated,
         Self::SecretNearExpiry,
+        Self::SecretExpired,
         Self::KeyNewVersionCreated,
         Self::KeyNearExpiry,
+        Self::KeyExpired,
         Self::CertificateNewVersionCreated,
         Self::CertificateNearExpiry,
+        Self::CertificateExpired,
         Self::VaultAccessPolicyChanged,
     ];
 }

@@ -159,6 +159,71 @@ impl VaultService {
         self.clock.now()
     }
 
+    /// Expiry events, each sent once across every node sharing the store (a
+    /// claimed job per event and version; a node that stops between sending
+    /// and finishing lets another send again after the lease, so at least
+    /// once): `SecretNearExpiry` when a secret's latest version is within 30
+    /// days of its expiry, and `SecretExpired`, `KeyExpired`,
+    /// `CertificateExpired` once it has expired (looked for up to two days
+    /// back, so a deployment down for less still sends them). The key and
+    /// secret of a certificate are left to the certificate's events; key and
+    /// certificate near-expiry come from their lifetime actions (rotation
+    /// policy `Notify`, certificate `EmailContacts`), as on Azure.
+    pub async fn expiry_events(&self) -> Result<u64> {
+        use crate::events::EventType;
+        const NEAR: i64 = 30 * 86_400;
+        const LOOKBACK: i64 = 2 * 86_400;
+        const LEASE: i64 = 300;
+        const FORGET_AFTER: i64 = 400 * 86_400;
+        if self.events.is_none() {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let mut sent = 0;
+        for vault in self.store.list_vaults().await? {
+            for (near, from, to) in [
+                (true, now + 1, now + NEAR),
+                (false, now - LOOKBACK, now + 1),
+            ] {
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = self
+                        .store
+                        .expiring(&vault.id, from, to, cursor.as_deref(), 200)
+                        .await?;
+                    for rec in page.items.iter().filter(|r| !r.managed) {
+                        let event = match (rec.kind, near) {
+                            (ObjectKind::Secret, true) => EventType::SecretNearExpiry,
+                            (ObjectKind::Secret, false) => EventType::SecretExpired,
+                            (ObjectKind::Key, false) => EventType::KeyExpired,
+                            (ObjectKind::Certificate, false) => EventType::CertificateExpired,
+                            _ => continue,
+                        };
+                        let job = format!(
+                            "expiry-{}/{}/{}/{}/{}",
+                            if near { "near" } else { "expired" },
+                            vault.id,
+                            rec.kind.as_str(),
+                            rec.name.key(),
+                            rec.version
+                        );
+                        if !self.store.claim_job(&job, now, now + LEASE).await? {
+                            continue;
+                        }
+                        self.emit(event, &vault, rec);
+                        self.store.finish_job(&job, now, now - FORGET_AFTER).await?;
+                        sent += 1;
+                    }
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
     /// Purges every soft-deleted object past its retention; run periodically.
     /// With an HSM attached, due keys go one by one first so the HSM objects
     /// they name are destroyed after their records.

@@ -209,6 +209,16 @@ pub trait Store: Send + Sync {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<VersionRecord>>;
+    /// The latest versions of `vault_id`'s live objects (every kind) whose
+    /// expiry is in `[from, to)`, in write order, a page at a time.
+    async fn expiring(
+        &self,
+        vault_id: &str,
+        from: i64,
+        to: i64,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>>;
     /// Lists all versions of a live object, oldest first.
     async fn list_versions(
         &self,

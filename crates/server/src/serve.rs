@@ -518,8 +518,9 @@ fn spawn_master_key_follower(state: AppState) {
     });
 }
 
-/// The background scheduler: purges soft-deleted objects past retention and
-/// carries out key rotation policies. Each job is claimed in the store, so
+/// The background scheduler: purges soft-deleted objects past retention,
+/// carries out key rotation policies and certificate lifetime actions, and
+/// sends expiry events. Each job is claimed in the store, so
 /// several nodes on one database do each once.
 fn spawn_scheduler(state: AppState, interval: Duration) {
     tokio::spawn(async move {
@@ -541,6 +542,11 @@ fn spawn_scheduler(state: AppState, interval: Duration) {
             }
             if let Err(e) = state.service.run_certificate_renewals().await {
                 tracing::warn!(error = %e, "certificate renewal pass failed");
+            }
+            match state.service.expiry_events().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "expiry events sent"),
+                Err(e) => tracing::warn!(error = %e, "expiry event pass failed"),
             }
         }
     });

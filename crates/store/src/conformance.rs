@@ -27,6 +27,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     settings_are_written_once(&*store).await;
     vaults_round_trip(&*store).await;
     versions_are_kept_and_latest_wins(&*store).await;
+    expiring_latest_versions_are_found_by_window(&*store).await;
     names_are_case_insensitive_and_keep_first_casing(&*store).await;
     updates_change_only_metadata(&*store).await;
     reads_by_version_see_every_change(&*store).await;
@@ -517,6 +518,72 @@ async fn versions_are_kept_and_latest_wins(s: &dyn Store) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// The expiry scan's query: only the latest version of a live object
+/// counts, in its window, for every kind, paged in write order.
+async fn expiring_latest_versions_are_found_by_window(s: &dyn Store) {
+    let v = vid();
+    let with_exp = |kind, n: &str, created, exp| {
+        let mut r = rec(kind, n, created, b"x");
+        r.attributes.exp = exp;
+        r
+    };
+    // `old` expires at 100 but was superseded by a version without expiry.
+    s.put_version(&v, &with_exp(ObjectKind::Secret, "old", 1, Some(100)))
+        .await
+        .unwrap();
+    s.put_version(&v, &with_exp(ObjectKind::Secret, "old", 2, None))
+        .await
+        .unwrap();
+    let soon = with_exp(ObjectKind::Secret, "soon", 3, Some(150));
+    let key = with_exp(ObjectKind::Key, "key", 4, Some(120));
+    let later = with_exp(ObjectKind::Secret, "later", 5, Some(500));
+    let gone = with_exp(ObjectKind::Secret, "gone", 6, Some(130));
+    for r in [&soon, &key, &later, &gone] {
+        s.put_version(&v, r).await.unwrap();
+    }
+    s.delete_object(
+        &v,
+        ObjectKind::Secret,
+        &name("gone"),
+        DeletedInfo {
+            deleted_date: 7,
+            scheduled_purge_date: 1000,
+        },
+    )
+    .await
+    .unwrap();
+    // Another vault's versions are not this vault's.
+    s.put_version(&vid(), &with_exp(ObjectKind::Secret, "soon", 3, Some(150)))
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s
+            .expiring(&v, 100, 200, cursor.as_deref(), 1)
+            .await
+            .unwrap();
+        found.extend(page.items.iter().map(|r| (r.kind, r.name.to_string())));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        found,
+        vec![
+            (ObjectKind::Secret, "soon".to_owned()),
+            (ObjectKind::Key, "key".to_owned())
+        ]
+    );
+    assert!(s
+        .expiring(&v, 151, 500, None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 async fn names_are_case_insensitive_and_keep_first_casing(s: &dyn Store) {

@@ -109,6 +109,10 @@ pub const SQLITE: &[(i64, &str)] = &[
         9,
         "ALTER TABLE vaults ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;",
     ),
+    (
+        10,
+        "CREATE INDEX versions_exp ON versions (vault_id, exp) WHERE exp IS NOT NULL;",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -214,5 +218,9 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         9,
         "ALTER TABLE vaults ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;",
+    ),
+    (
+        10,
+        "CREATE INDEX versions_exp ON versions (vault_id, exp) WHERE exp IS NOT NULL;",
     ),
 ];

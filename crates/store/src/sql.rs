@@ -53,6 +53,18 @@ pub fn list_versions() -> String {
     )
 }
 
+/// Latest versions of a vault's live objects expiring in [`$2`, `$3`),
+/// `$4` the seq cursor, `$5` the limit (the expiry scan; index `versions_exp`).
+pub fn expiring() -> String {
+    format!(
+        "SELECT {VERSION_COLS} FROM versions v JOIN objects o \
+           ON o.vault_id = v.vault_id AND o.kind = v.kind AND o.name_lower = v.name_lower \
+          AND o.latest_seq = v.seq \
+         WHERE v.vault_id = $1 AND v.exp IS NOT NULL AND v.exp >= $2 AND v.exp < $3 \
+           AND o.deleted_date IS NULL AND v.seq > $4 ORDER BY v.seq LIMIT $5"
+    )
+}
+
 pub fn list_deleted_versions() -> String {
     format!(
         "SELECT {VERSION_COLS} FROM objects o JOIN versions v \

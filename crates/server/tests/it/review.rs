@@ -122,3 +122,71 @@ async fn the_request_envelope_is_checked_before_any_plane() {
     .await;
     assert_eq!(s, StatusCode::OK, "{j}");
 }
+
+#[derive(Default)]
+struct Capture(std::sync::Mutex<Vec<keyhaven_core::events::ChangeEvent>>);
+
+impl keyhaven_core::events::EventSink for Capture {
+    fn emit(&self, event: keyhaven_core::events::ChangeEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+/// Missing behaviour: `SecretNearExpiry`, `SecretExpired` and `KeyExpired`
+/// were never sent. Two nodes scanning at once send each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_events_are_sent_once_across_nodes() {
+    use keyhaven_core::events::EventType;
+    use std::sync::Arc;
+    for (store, h) in Harness::each_store().await {
+        let day = 86_400;
+        for (name, exp) in [
+            ("near", crate::NOW + 10 * day),
+            ("far", crate::NOW + 60 * day),
+            ("expired", crate::NOW - 3600),
+            ("long-expired", crate::NOW - 10 * day),
+        ] {
+            let (s, j) = h
+                .call(
+                    "PUT",
+                    &format!("/secrets/{name}?api-version=7.5"),
+                    Some(json!({"value": "x", "attributes": {"exp": exp}})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        }
+        let (s, j) = h
+            .call(
+                "POST",
+                "/keys/old-key/create?api-version=7.5",
+                Some(json!({"kty": "EC", "attributes": {"exp": crate::NOW - 60}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        let (a, b) = (Arc::new(Capture::default()), Arc::new(Capture::default()));
+        let node_a = h.state.service.clone().with_events(a.clone());
+        let node_b = h.state.service.clone().with_events(b.clone());
+        let (ra, rb) = tokio::join!(node_a.expiry_events(), node_b.expiry_events());
+        assert_eq!(ra.unwrap() + rb.unwrap(), 3, "{store}");
+        let mut sent: Vec<(EventType, String)> =
+            a.0.lock()
+                .unwrap()
+                .iter()
+                .chain(b.0.lock().unwrap().iter())
+                .map(|e| (e.event_type, e.object_name.clone()))
+                .collect();
+        sent.sort_by_key(|(t, n)| (t.azure_name(), n.clone()));
+        assert_eq!(
+            sent,
+            vec![
+                (EventType::KeyExpired, "old-key".to_owned()),
+                (EventType::SecretExpired, "expired".to_owned()),
+                (EventType::SecretNearExpiry, "near".to_owned()),
+            ],
+            "{store}"
+        );
+        // A later pass sends nothing again.
+        assert_eq!(node_a.expiry_events().await.unwrap(), 0, "{store}");
+        h.cleanup().await;
+    }
+}

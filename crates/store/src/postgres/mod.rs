@@ -577,6 +577,25 @@ impl Store for PostgresStore {
             .map(|(r, _)| r))
     }
 
+    async fn expiring(
+        &self,
+        vault_id: &str,
+        from: i64,
+        to: i64,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>> {
+        let c = self.client().await?;
+        let after = sql::seq_cursor(cursor);
+        let rows = query_rows(
+            &c,
+            &sql::expiring(),
+            &[&vault_id, &from, &to, &after, &(i64::from(limit) + 1)],
+        )
+        .await?;
+        sql::version_page(rows, limit)
+    }
+
     async fn list_versions(
         &self,
         vault_id: &str,

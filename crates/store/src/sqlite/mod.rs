@@ -821,6 +821,27 @@ impl Store for SqliteStore {
             .map(|p| p.map(|(r, _)| r))
     }
 
+    async fn expiring(
+        &self,
+        vault_id: &str,
+        from: i64,
+        to: i64,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<VersionRecord>> {
+        let vault_id = vault_id.to_owned();
+        let after = sql::seq_cursor(cursor);
+        self.read(move |c| {
+            let rows = query_rows(
+                c,
+                &sql::expiring(),
+                &[&vault_id, &from, &to, &after, &(i64::from(limit) + 1)],
+            )?;
+            sql::version_page(rows, limit)
+        })
+        .await
+    }
+
     async fn list_versions(
         &self,
         vault_id: &str,
