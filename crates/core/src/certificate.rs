@@ -337,7 +337,14 @@ impl CertificatePolicy {
                 }
             }
         }
-        if subject.trim().is_empty() && san_count == 0 && platform_managed.is_none() {
+        let issuer_in = input
+            .issuer
+            .as_deref()
+            .or_else(|| base.map(|b| b.issuer.as_str()))
+            .unwrap_or("Unknown");
+        let pending_platform =
+            platform_managed.is_some() && issuer_in.eq_ignore_ascii_case("unknown");
+        if subject.trim().is_empty() && san_count == 0 && !pending_platform {
             return Err(bad(
                 "The policy needs a subject or at least one subject alternative name.",
             ));
@@ -1494,8 +1501,9 @@ impl VaultService {
                 "The certificate's public key does not match the certificate's key.",
             ));
         }
+        // Only PEM can keep an order: a PFX names the leaf in its own bag.
         let secret_chain = match v.preserve_order {
-            Some(at) if at > 0 => {
+            Some(at) if at > 0 && v.policy.format == SecretFormat::Pem => {
                 let mut c = v.chain.clone();
                 let leaf = c.remove(0);
                 c.insert(at.min(c.len()), leaf);
@@ -1959,9 +1967,19 @@ impl VaultService {
                 .as_ref()
                 .is_some_and(|o| o.status == OperationStatus::InProgress)
         };
+        let deleted = match &live {
+            Err(Error::NotFound { .. }) => self
+                .store
+                .get_deleted(&vault.id, KIND, name)
+                .await?
+                .is_some(),
+            _ => false,
+        };
         let (state, times) = match (live, state) {
             (Ok(_), Some(found)) => found,
-            (Err(Error::NotFound { .. }), Some(found)) if pending_first(&found.0) => found,
+            (Err(Error::NotFound { .. }), Some(found)) if pending_first(&found.0) && !deleted => {
+                found
+            }
             (Err(e), _) => return Err(e),
             (Ok(_), None) => return Err(Error::Integrity),
         };

@@ -159,10 +159,11 @@ impl VaultService {
         self.clock.now()
     }
 
-    /// Expiry events, each sent once across every node sharing the store (a
-    /// claimed job per event and version; a node that stops between sending
-    /// and finishing lets another send again after the lease, so at least
-    /// once): `SecretNearExpiry` when a secret's latest version is within 30
+    /// Expiry events, each handed to the event sink once across every node
+    /// sharing the store (a claimed job per event, version and expiry; a
+    /// node that stops between claiming and finishing lets another try again
+    /// after the lease). Delivery from there is the sink's (in-memory per
+    /// node today): `SecretNearExpiry` when a secret's latest version is within 30
     /// days of its expiry, and `SecretExpired`, `KeyExpired`,
     /// `CertificateExpired` once it has expired (looked for up to two days
     /// back, so a deployment down for less still sends them). The key and
@@ -199,13 +200,16 @@ impl VaultService {
                             (ObjectKind::Certificate, false) => EventType::CertificateExpired,
                             _ => continue,
                         };
+                        // The expiry is part of the job: a version whose
+                        // expiry is changed is reported again for the new one.
                         let job = format!(
-                            "expiry-{}/{}/{}/{}/{}",
+                            "expiry-{}/{}/{}/{}/{}/{}",
                             if near { "near" } else { "expired" },
                             vault.id,
                             rec.kind.as_str(),
                             rec.name.key(),
-                            rec.version
+                            rec.version,
+                            rec.attributes.exp.unwrap_or_default()
                         );
                         if !self.store.claim_job(&job, now, now + LEASE).await? {
                             continue;

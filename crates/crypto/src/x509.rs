@@ -304,8 +304,10 @@ fn parse_pfx(
     }
 }
 
-/// True once OpenSSL's legacy provider is loaded (on first call).
-fn legacy_provider() -> bool {
+/// Loads OpenSSL's legacy provider for legacy PKCS#12 files; true once it
+/// is loaded. The server calls it at start so that every node reads the
+/// same files; a PFX that needs it loads it too, for other callers.
+pub fn legacy_provider() -> bool {
     static LEGACY: std::sync::OnceLock<Option<openssl::provider::Provider>> =
         std::sync::OnceLock::new();
     LEGACY
@@ -422,6 +424,11 @@ impl CertificateBackend for SoftwareKeys {
         bytes: &[u8],
         password: Option<&str>,
     ) -> Result<Upload> {
+        // OpenSSL takes the password as a C string: one with a NUL byte
+        // would panic inside the `openssl` crate, so it is refused here.
+        if password.is_some_and(|p| p.contains('\0')) {
+            return Err(bad_upload());
+        }
         let (pkey, certs) = match format {
             SecretFormat::Pem => {
                 let certs = X509::stack_from_pem(bytes).map_err(|_| bad_upload())?;
@@ -567,6 +574,17 @@ mod tests {
         assert!(SoftwareKeys::default()
             .read_upload(SecretFormat::Pkcs12, pfx, Some("wrong"))
             .is_err());
+    }
+
+    /// Found by the `certificates` fuzz target: a password with a NUL byte
+    /// panicked in the `openssl` crate (`CString::new(..).unwrap()`).
+    #[test]
+    fn a_password_with_a_nul_byte_is_refused_not_a_panic() {
+        let pfx = include_bytes!("../testdata/legacy-rc2.pfx");
+        let keys = SoftwareKeys::default();
+        for format in [SecretFormat::Pkcs12, SecretFormat::Pem] {
+            assert!(keys.read_upload(format, pfx, Some("a\0b")).is_err());
+        }
     }
 
     #[test]

@@ -134,12 +134,16 @@ fn open_private(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// Takes group and other permissions off `path` if it has any.
+/// Takes group and other permissions off `path` if it has any. Best
+/// effort: a file this process cannot change (another owner) is named in a
+/// warning rather than stopping the start.
 fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let current = std::fs::metadata(path)?.permissions().mode();
     if current & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %path.display(), error = %e, "audit file is readable by others and could not be narrowed");
+        }
     }
     Ok(())
 }

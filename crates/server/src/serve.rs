@@ -112,6 +112,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             keyring_path.display()
         )));
     }
+    // Legacy PKCS#12 (what Windows exports) is read on every node alike.
+    if !keyhaven_crypto::x509::legacy_provider() {
+        tracing::warn!("OpenSSL's legacy provider is not available: PFX files with RC2 encryption will be refused");
+    }
     let keyring = Keyring::load_or_create(&keyring_path)?;
     let barrier: Arc<dyn Barrier> =
         Arc::new(SoftwareBarrier::with_keyring(keyring, Some(keyring_path)));
@@ -383,9 +387,12 @@ async fn serve_connection<IO>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_headers(4 * crate::http::MAX_HEADERS);
+    // Bodies are buffered before authentication (up to 4 MB each, given
+    // 30 s): HTTP/2 streams per connection are bounded accordingly.
     builder
         .http2()
-        .max_header_list_size(4 * crate::http::MAX_HEADER_BYTES as u32);
+        .max_header_list_size(4 * crate::http::MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(32);
     if let Err(e) = builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
         .await

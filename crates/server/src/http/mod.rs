@@ -74,6 +74,8 @@ pub fn claims_of(p: &keyhaven_core::Principal) -> serde_json::Map<String, serde_
 /// What the audit record needs from the request, taken before it is handled.
 struct RequestFacts {
     started: std::time::Instant,
+    /// The health probe (`GET /healthz` exactly), the one request not audited.
+    health: bool,
     plane: &'static str,
     vault: String,
     method: String,
@@ -103,6 +105,7 @@ impl RequestFacts {
         let host = header("host").unwrap_or_default();
         Self {
             started: std::time::Instant::now(),
+            health: is_health(req),
             plane,
             vault: vault.chars().take(64).collect(),
             method: req.method().to_string(),
@@ -244,7 +247,7 @@ fn audit_unavailable() -> Response {
 
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
     let facts = RequestFacts::of(&req, &state.endpoints);
-    if state.audit_fail_closed && !facts.uri.ends_with("/healthz") {
+    if state.audit_fail_closed && !facts.health {
         if let Some(log) = state.audit.as_ref() {
             if !log.healthy() {
                 let time = keyhaven_wire::oauth::iso8601(state.clock.now());
@@ -258,7 +261,7 @@ async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Respons
     }
     let resp = handle_request(&state, planes, req).await;
     // Health probes are not audited; every other request is.
-    if !facts.uri.ends_with("/healthz") {
+    if !facts.health {
         let note = resp
             .extensions()
             .get::<crate::audit::AuditNote>()
@@ -283,11 +286,65 @@ fn title_case(method: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Hands a request whose envelope passed to its plane.
+async fn route_plane(state: &AppState, planes: Arc<Planes>, req: Request) -> Response {
+    match route::plane(&req, &state.endpoints) {
+        Plane::Data(vault) => data::handle(state, planes.data.clone(), vault, req).await,
+        Plane::Login => {
+            let mut r = planes
+                .login
+                .clone()
+                .oneshot(req)
+                .await
+                .unwrap_or_else(|e| match e {});
+            r.extensions_mut().insert(crate::audit::AuditNote {
+                operation: Some("Authentication".into()),
+                resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
+                ..Default::default()
+            });
+            r
+        }
+        Plane::Graph => {
+            let op = format!("Graph{}", title_case(req.method().as_str()));
+            let mut r = identity::graph::handle(state, planes.graph.clone(), req).await;
+            r.extensions_mut().insert(crate::audit::AuditNote {
+                operation: Some(op),
+                resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
+                ..Default::default()
+            });
+            r
+        }
+        Plane::Management => {
+            let op = format!("Management{}", title_case(req.method().as_str()));
+            let mut r = arm::handle(state, planes.arm.clone(), req).await;
+            if r.extensions().get::<crate::audit::AuditNote>().is_none() {
+                r.extensions_mut().insert(crate::audit::AuditNote {
+                    operation: Some(op),
+                    ..Default::default()
+                });
+            }
+            r
+        }
+        Plane::Unknown(host) => ApiError::not_found(format!(
+            "No Keyhaven endpoint is served at host '{}'.",
+            host.chars().take(100).collect::<String>()
+        ))
+        .into_response_with(),
+    }
+}
+
+/// `GET /healthz` exactly (any host): the health probe.
+fn is_health(req: &Request) -> bool {
+    req.method() == Method::GET && req.uri().path() == "/healthz"
+}
+
 /// Largest request header section (request line and headers), as Azure's
 /// front ends allow; hyper's own limits sit above it so this check answers.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most request headers.
 pub const MAX_HEADERS: usize = 100;
+/// How long a request body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Checks a request's envelope before any plane sees it, and reads its body
 /// whole. A body the `Content-Length` declares too large is refused at once
@@ -362,7 +419,17 @@ async fn envelope(req: Request) -> Result<Request, response::ApiError> {
         return Err(response::ApiError::too_large());
     }
     let (parts, body) = req.into_parts();
-    let bytes = extract::read_body(body).await?;
+    // A body that trickles in is given up on: the buffer is held before
+    // the caller is authenticated.
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, extract::read_body(body))
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "The request body did not arrive in time.",
+            )
+        })??;
     Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
@@ -378,55 +445,12 @@ async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> 
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
         })
         .cloned();
-    let mut resp = if req.method() == Method::GET && req.uri().path() == "/healthz" {
+    let mut resp = if is_health(&req) {
         response::health()
     } else {
-        let req = match envelope(req).await {
-            Ok(req) => req,
-            Err(e) => return e.into_response_with(),
-        };
-        match route::plane(&req, &state.endpoints) {
-            Plane::Data(vault) => data::handle(&state, planes.data.clone(), vault, req).await,
-            Plane::Login => {
-                let mut r = planes
-                    .login
-                    .clone()
-                    .oneshot(req)
-                    .await
-                    .unwrap_or_else(|e| match e {});
-                r.extensions_mut().insert(crate::audit::AuditNote {
-                    operation: Some("Authentication".into()),
-                    resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
-                    ..Default::default()
-                });
-                r
-            }
-            Plane::Graph => {
-                let op = format!("Graph{}", title_case(req.method().as_str()));
-                let mut r = identity::graph::handle(&state, planes.graph.clone(), req).await;
-                r.extensions_mut().insert(crate::audit::AuditNote {
-                    operation: Some(op),
-                    resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
-                    ..Default::default()
-                });
-                r
-            }
-            Plane::Management => {
-                let op = format!("Management{}", title_case(req.method().as_str()));
-                let mut r = arm::handle(&state, planes.arm.clone(), req).await;
-                if r.extensions().get::<crate::audit::AuditNote>().is_none() {
-                    r.extensions_mut().insert(crate::audit::AuditNote {
-                        operation: Some(op),
-                        ..Default::default()
-                    });
-                }
-                r
-            }
-            Plane::Unknown(host) => ApiError::not_found(format!(
-                "No Keyhaven endpoint is served at host '{}'.",
-                host.chars().take(100).collect::<String>()
-            ))
-            .into_response_with(),
+        match envelope(req).await {
+            Err(e) => e.into_response_with(),
+            Ok(req) => route_plane(&state, planes, req).await,
         }
     };
     let h = resp.headers_mut();
@@ -448,4 +472,26 @@ async fn handle_request(state: &AppState, planes: Arc<Planes>, req: Request) -> 
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review of issue 22: the audit skip matched any URI ending in
+    /// `/healthz`, so reading a secret named `healthz` went unaudited.
+    #[test]
+    fn only_the_health_probe_itself_goes_unaudited() {
+        let req = |m: &str, p: &str| {
+            Request::builder()
+                .method(m)
+                .uri(p)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert!(is_health(&req("GET", "/healthz")));
+        assert!(!is_health(&req("GET", "/secrets/healthz")));
+        assert!(!is_health(&req("GET", "/secrets/healthz?api-version=7.5")));
+        assert!(!is_health(&req("DELETE", "/healthz")));
+    }
 }
