@@ -256,6 +256,15 @@ fn is_uri(s: &str) -> bool {
 }
 
 impl CertificatePolicy {
+    /// True if the policy names any subject alternative name.
+    pub fn has_sans(&self) -> bool {
+        !(self.dns_names.is_empty()
+            && self.emails.is_empty()
+            && self.upns.is_empty()
+            && self.ip_addresses.is_empty()
+            && self.uris.is_empty())
+    }
+
     /// Applies `input` over `base` (or Azure's defaults) and validates.
     pub fn merged(base: Option<&Self>, input: PolicyInput) -> Result<Self> {
         let kty = match input.kty.as_deref() {
@@ -337,13 +346,18 @@ impl CertificatePolicy {
                 }
             }
         }
-        let issuer_in = input
+        let issuer = input
             .issuer
-            .as_deref()
-            .or_else(|| base.map(|b| b.issuer.as_str()))
-            .unwrap_or("Unknown");
-        let pending_platform =
-            platform_managed.is_some() && issuer_in.eq_ignore_ascii_case("unknown");
+            .or_else(|| base.map(|b| b.issuer.clone()))
+            .unwrap_or_else(|| "Unknown".into());
+        let issuer = if issuer.eq_ignore_ascii_case("self") {
+            "Self".to_owned()
+        } else if issuer.eq_ignore_ascii_case("unknown") {
+            "Unknown".to_owned()
+        } else {
+            issuer
+        };
+        let pending_platform = platform_managed.is_some() && issuer == "Unknown";
         if subject.trim().is_empty() && san_count == 0 && !pending_platform {
             return Err(bad(
                 "The policy needs a subject or at least one subject alternative name.",
@@ -431,17 +445,6 @@ impl CertificatePolicy {
         if !(1..=1200).contains(&validity_months) {
             return Err(bad("validity_months must be between 1 and 1200."));
         }
-        let issuer = input
-            .issuer
-            .or_else(|| base.map(|b| b.issuer.clone()))
-            .unwrap_or_else(|| "Unknown".into());
-        let issuer = if issuer.eq_ignore_ascii_case("self") {
-            "Self".to_owned()
-        } else if issuer.eq_ignore_ascii_case("unknown") {
-            "Unknown".to_owned()
-        } else {
-            issuer
-        };
         let lifetime_actions = match input.lifetime_actions {
             Some(list) => list
                 .into_iter()

@@ -233,12 +233,7 @@ fn policy_extensions(
         }
         out.push(eku.build().map_err(x509_err)?);
     }
-    if !(p.dns_names.is_empty()
-        && p.emails.is_empty()
-        && p.upns.is_empty()
-        && p.ip_addresses.is_empty()
-        && p.uris.is_empty())
-    {
+    if p.has_sans() {
         let mut san = SubjectAlternativeName::new();
         for ip in &p.ip_addresses {
             san.ip(ip);

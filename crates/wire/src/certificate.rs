@@ -204,12 +204,7 @@ impl CertificatePolicy {
     /// The wire form of a stored policy of certificate `name`.
     pub fn new(stored: &StoredPolicy, name: &str, urls: &VaultUrls) -> Self {
         let p = &stored.policy;
-        let sans = (!(p.dns_names.is_empty()
-            && p.emails.is_empty()
-            && p.upns.is_empty()
-            && p.ip_addresses.is_empty()
-            && p.uris.is_empty()))
-        .then(|| Sans {
+        let sans = p.has_sans().then(|| Sans {
             emails: non_empty(&p.emails),
             dns_names: non_empty(&p.dns_names),
             upns: non_empty(&p.upns),

@@ -361,14 +361,15 @@ async fn envelope(req: Request) -> Result<Request, response::ApiError> {
         code,
         message: message.to_owned(),
     };
-    if req.uri().to_string().len() > MAX_HEADER_BYTES {
+    let target = req.uri().to_string().len();
+    if target > MAX_HEADER_BYTES {
         return Err(error(
             StatusCode::URI_TOO_LONG,
             "RequestUriTooLong",
             "The request target is longer than 16 KB.",
         ));
     }
-    let head: usize = req.uri().to_string().len()
+    let head: usize = target
         + req
             .headers()
             .iter()
