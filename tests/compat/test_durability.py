@@ -248,6 +248,59 @@ def test_a_scheduled_job_runs_once_across_two_nodes(tmp_path, monkeypatch):
             b.stop()
 
 
+class SlowRetryNode(KeyhavenServer):
+    def command(self):
+        return super().command() + ["--event-retry-base-ms", "1500"]
+
+
+class SlowRetrySecondNode(SecondNode):
+    def command(self):
+        return super().command() + ["--event-retry-base-ms", "1500"]
+
+
+def test_an_event_whose_node_died_is_delivered_by_the_node_that_is_alive(store_kind, tmp_path, monkeypatch):
+    """The subscriber fails the first delivery; the node that wrote the
+    secret is SIGKILLed while the retry waits. The event is still delivered,
+    with the same event id: by the other node on PostgreSQL, by the restarted
+    node on SQLite (single-node by design)."""
+    from azure.keyvault.secrets import SecretClient
+    from khcompat import CLIENT_KWARGS
+    from test_events import Receiver, event_grid, subscribe
+    receiver = Receiver(fail=True)
+    with running_server(SlowRetryNode, store_kind, tmp_path / "a") as a:
+        b = None
+        try:
+            trust_server_ca(monkeypatch, a)
+            path, r = subscribe(a, receiver.url, types=["Microsoft.KeyVault.SecretNewVersionCreated"])
+            assert r.status_code == 201, r.text
+            if store_kind == "postgres":
+                b = second_node(a, tmp_path / "b", SlowRetrySecondNode).start()
+            name = unique("survive")
+            SecretClient(a.vault_url, a.credential(), **CLIENT_KWARGS).set_secret(name, "v")
+            first = receiver.wait_for(lambda e: event_grid(e) and event_grid(e)["subject"] == name, timeout=15)
+            event_id = event_grid(first[0])["id"]
+            time.sleep(0.3)   # the failed attempt is settled (a retry due in 1.5 s)
+            a.proc.kill()     # SIGKILL: no shutdown path runs
+            a.proc.wait(timeout=30)
+            receiver.fail = False
+            if b is None:
+                a.start()
+            delivered = len(receiver.events)
+            receiver.wait_for(lambda e: e in receiver.events[delivered:] and event_grid(e)
+                              and event_grid(e)["subject"] == name, timeout=30)
+            mine = [event_grid(e) for e in receiver.events if event_grid(e) and event_grid(e)["subject"] == name]
+            assert {e["id"] for e in mine} == {event_id}, "every attempt carries the same event id"
+            assert len(mine) >= 2
+            node = b or a
+            letters = arm(node, "GET", f"{path}/deadLetters", management_token(node),
+                          api_version="2026-05-15").json()["value"]
+            assert letters == [], letters
+        finally:
+            receiver.close()
+            if b is not None:
+                b.stop()
+
+
 # ---------------------------------------------------------------------------
 # Master key rotation, online.
 

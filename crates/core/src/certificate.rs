@@ -1385,6 +1385,7 @@ impl VaultService {
             if !self.store.claim_job(&job, now, now + 300).await? {
                 continue;
             }
+            let mut events = Vec::new();
             let new_version = match a.action {
                 CertificateAction::AutoRenew => self
                     .issue_now(
@@ -1402,15 +1403,18 @@ impl VaultService {
                     .await?
                     .map(|v| v.to_string()),
                 CertificateAction::EmailContacts => {
-                    self.emit(
+                    events.extend(self.event(
                         crate::events::EventType::CertificateNearExpiry,
                         &vault,
                         &latest,
-                    );
+                    ));
                     None
                 }
             };
-            self.store.finish_job(&job, now, now - 400 * 86_400).await?;
+            self.store
+                .finish_job(&job, now, now - 400 * 86_400, &events)
+                .await?;
+            self.events_committed(!events.is_empty());
             tracing::info!(
                 vault = %vault.name, certificate = %name, version = %latest.version,
                 new_version = new_version.as_deref().unwrap_or(""),
@@ -1581,16 +1585,21 @@ impl VaultService {
         // operation, an import's policy): a cancelled or failed write leaves
         // no key or secret of a version the certificate does not have, and
         // no version whose operation still says pending.
+        let events: Vec<_> = records
+            .last()
+            .and_then(|cert| {
+                self.event(
+                    crate::events::EventType::CertificateNewVersionCreated,
+                    vault,
+                    cert,
+                )
+            })
+            .into_iter()
+            .collect();
         self.store
-            .put_versions_with(&vault.id, &records, state)
+            .put_versions_with(&vault.id, &records, state, &events)
             .await?;
-        if let Some(cert) = records.last() {
-            self.emit(
-                crate::events::EventType::CertificateNewVersionCreated,
-                vault,
-                cert,
-            );
-        }
+        self.events_committed(!events.is_empty());
         Ok(())
     }
 

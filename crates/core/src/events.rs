@@ -1,8 +1,18 @@
-//! Change events (Azure Event Grid's Key Vault events): the domain emits them
-//! through the `EventSink` port when a version is created or an object nears
-//! expiry; delivery to subscribers is the server's business.
+//! Change events (Azure Event Grid's Key Vault events). The domain records
+//! them in the store's outbox in the same transaction as the change they
+//! describe (a new version, a finished expiry job, an access-policy edit),
+//! so a committed change always has its event and a rolled-back one never
+//! does; it then tells the `EventSink` that there is something to deliver.
+//! Delivery from the outbox to subscribers is the server's business, through
+//! the `OutboxStore` port: any node may claim a due entry, and an entry is
+//! removed only once delivered or dead-lettered (at least once).
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::resource::ResourceRecord;
+use crate::store::StoreResult;
 
 /// Key Vault event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +74,9 @@ impl EventType {
 /// One change event, as the domain knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeEvent {
+    /// The event's id (a GUID): Event Grid's `id`, the same on every
+    /// delivery attempt so that subscribers can drop duplicates.
+    pub id: String,
     /// What happened.
     pub event_type: EventType,
     /// The vault's name.
@@ -84,9 +97,125 @@ pub struct ChangeEvent {
     pub time: i64,
 }
 
-/// Where the domain sends change events (non-blocking; delivery is
-/// asynchronous and never fails the operation that caused the event).
+impl EventType {
+    /// The type named by `azure_name` (as stored).
+    pub fn from_azure_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.azure_name() == name)
+    }
+}
+
+impl ChangeEvent {
+    /// The stored form (JSON text), as the outbox keeps it.
+    pub fn to_json(&self) -> String {
+        json!({
+            "id": self.id,
+            "eventType": self.event_type.azure_name(),
+            "vaultName": self.vault_name,
+            "vaultId": self.vault_id,
+            "objectType": self.object_type,
+            "objectName": self.object_name,
+            "version": self.version,
+            "nbf": self.nbf,
+            "exp": self.exp,
+            "time": self.time,
+        })
+        .to_string()
+    }
+
+    /// Reads the stored form back; `None` if it is not one.
+    pub fn from_json(text: &str) -> Option<Self> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let object_type = match v.get("objectType")?.as_str()? {
+            "Secret" => "Secret",
+            "Key" => "Key",
+            "Certificate" => "Certificate",
+            "Vault" => "Vault",
+            _ => return None,
+        };
+        Some(Self {
+            id: s("id")?,
+            event_type: EventType::from_azure_name(v.get("eventType")?.as_str()?)?,
+            vault_name: s("vaultName")?,
+            vault_id: s("vaultId")?,
+            object_type,
+            object_name: s("objectName")?,
+            version: s("version")?,
+            nbf: v.get("nbf").and_then(Value::as_i64),
+            exp: v.get("exp").and_then(Value::as_i64),
+            time: v.get("time")?.as_i64()?,
+        })
+    }
+}
+
+/// The ARM type of event subscriptions. A store records an event only
+/// while its vault has one: a resource of this type whose id is under the
+/// vault's ARM id (checked in the recording transaction), so vaults nobody
+/// listens to cost no outbox traffic.
+pub const SUBSCRIPTION_TYPE: &str = "Microsoft.EventGrid/eventSubscriptions";
+
+/// What the domain tells about recorded events. Recording is the store's,
+/// in the transaction of the change; this only says when to look.
 pub trait EventSink: Send + Sync {
-    /// Queues an event.
-    fn emit(&self, event: ChangeEvent);
+    /// Events were committed to the outbox: deliver them soon. Never
+    /// blocks and never fails the operation.
+    fn committed(&self);
+}
+
+/// One entry of the outbox, as claimed for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// The event.
+    pub event: ChangeEvent,
+    /// Empty for an event not yet matched to subscriptions; otherwise the
+    /// ARM id of the one subscription this entry is a delivery to.
+    pub subscription: String,
+    /// Failed delivery attempts so far.
+    pub attempts: u32,
+    /// The claim this copy was handed out under: a settlement counts only
+    /// while the entry is still under it.
+    pub claim: String,
+}
+
+/// How a claimed entry ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Delivered, or nothing to deliver: the entry goes.
+    Done,
+    /// An event becomes one delivery per subscription id (none: it goes).
+    FanOut(Vec<String>),
+    /// A failed attempt: tried again from `due` (the store's clock unit,
+    /// milliseconds), by any node.
+    Retry {
+        /// When the next attempt is due, Unix milliseconds.
+        due: i64,
+        /// What went wrong (kept for the dead letter; never the URL).
+        last_error: String,
+    },
+    /// Given up: the entry goes and the dead letter is written, in one
+    /// transaction.
+    DeadLetter(ResourceRecord),
+}
+
+/// The outbox of change events, shared by every node.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Records events outside any other change (idempotent by event id;
+    /// only for vaults with a subscription, as with a change).
+    async fn enqueue_events(&self, events: &[ChangeEvent]) -> StoreResult<()>;
+    /// Claims up to `limit` entries due at `now` (Unix milliseconds) and not
+    /// under another unexpired claim, for `claim` until `lease_until`.
+    /// Across nodes, an entry is handed to one claim at a time.
+    async fn claim_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        claim: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxItem>>;
+    /// Settles a claimed entry; false (nothing written) if it is no longer
+    /// under `item.claim` (the lease ended and another node took it).
+    async fn settle_event(&self, item: &OutboxItem, outcome: &Settle) -> StoreResult<bool>;
+    /// How many entries the outbox holds (events and deliveries).
+    async fn outbox_len(&self) -> StoreResult<u64>;
 }

@@ -1119,7 +1119,7 @@ impl VaultService {
         let version = Version::random();
         let aad = Self::payload_aad(vault, KIND, name, &version);
         let payload = self.barrier.seal(vault, &aad, private.expose())?;
-        let mut record = VersionRecord {
+        let record = VersionRecord {
             kind: KIND,
             name: name.clone(),
             version,
@@ -1130,19 +1130,13 @@ impl VaultService {
             payload,
             meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
         };
-        self.store.put_version(&vault.id, &record).await?;
-        if let Some(stored) = self
-            .store
-            .get_version(&vault.id, KIND, name, Some(&record.version))
-            .await?
-        {
-            record.name = stored.name;
-        }
-        self.emit(
-            crate::events::EventType::KeyNewVersionCreated,
-            vault,
-            &record,
-        );
+        let record = self
+            .put_new_version(
+                vault,
+                record,
+                crate::events::EventType::KeyNewVersionCreated,
+            )
+            .await?;
         Ok(KeyBundle { record, meta })
     }
 

@@ -415,17 +415,25 @@ impl VaultService {
             if !self.store.claim_job(&job, now, now + LEASE).await? {
                 continue;
             }
+            let mut events = Vec::new();
             let new_version = match action.action {
                 PolicyAction::Rotate => {
                     let b = self.rotate_unchecked(&vault, name, &latest).await?;
                     Some(b.record.version.to_string())
                 }
                 PolicyAction::Notify => {
-                    self.emit(crate::events::EventType::KeyNearExpiry, &vault, &latest);
+                    events.extend(self.event(
+                        crate::events::EventType::KeyNearExpiry,
+                        &vault,
+                        &latest,
+                    ));
                     None
                 }
             };
-            self.store.finish_job(&job, now, now - FORGET_AFTER).await?;
+            self.store
+                .finish_job(&job, now, now - FORGET_AFTER, &events)
+                .await?;
+            self.events_committed(!events.is_empty());
             tracing::info!(
                 vault = %vault.name, key = %name, version = %latest.version,
                 action = action.action.as_str(), new_version = new_version.as_deref().unwrap_or(""),

@@ -89,7 +89,7 @@ impl VaultService {
         let payload = self
             .barrier
             .seal(vault, &aad, input.value.expose().as_bytes())?;
-        let mut record = VersionRecord {
+        let record = VersionRecord {
             kind: KIND,
             name: name.clone(),
             version,
@@ -100,20 +100,13 @@ impl VaultService {
             payload,
             meta: String::from("{}"),
         };
-        self.store.put_version(&vault.id, &record).await?;
-        // Ids keep the casing the name was created with.
-        if let Some(stored) = self
-            .store
-            .get_version(&vault.id, KIND, name, Some(&record.version))
-            .await?
-        {
-            record.name = stored.name;
-        }
-        self.emit(
-            crate::events::EventType::SecretNewVersionCreated,
-            vault,
-            &record,
-        );
+        let record = self
+            .put_new_version(
+                vault,
+                record,
+                crate::events::EventType::SecretNewVersionCreated,
+            )
+            .await?;
         Ok(SecretBundle {
             record,
             value: Some(input.value),

@@ -110,42 +110,71 @@ impl VaultService {
         self
     }
 
-    /// Emits a change event about `rec` (a version of an object of `vault`).
-    pub(crate) fn emit(
+    /// A change event about `rec` (a version of an object of `vault`), to
+    /// record with the change; `None` when this service has no event sink.
+    pub(crate) fn event(
         &self,
         event_type: crate::events::EventType,
         vault: &VaultRecord,
         rec: &VersionRecord,
-    ) {
-        if let Some(sink) = &self.events {
-            sink.emit(crate::events::ChangeEvent {
-                event_type,
-                vault_name: vault.name.to_string(),
-                vault_id: vault.resource_id(),
-                object_type: rec.kind.title(),
-                object_name: rec.name.to_string(),
-                version: rec.version.to_string(),
-                nbf: rec.attributes.nbf,
-                exp: rec.attributes.exp,
-                time: self.clock.now(),
-            });
-        }
+    ) -> Option<crate::events::ChangeEvent> {
+        let mut e = self.vault_event(event_type, vault)?;
+        e.object_type = rec.kind.title();
+        e.object_name = rec.name.to_string();
+        e.version = rec.version.to_string();
+        (e.nbf, e.exp) = (rec.attributes.nbf, rec.attributes.exp);
+        Some(e)
     }
 
-    /// Emits a vault-level change event.
-    pub fn emit_vault_event(&self, event_type: crate::events::EventType, vault: &VaultRecord) {
-        if let Some(sink) = &self.events {
-            sink.emit(crate::events::ChangeEvent {
-                event_type,
-                vault_name: vault.name.to_string(),
-                vault_id: vault.resource_id(),
-                object_type: "Vault",
-                object_name: String::new(),
-                version: String::new(),
-                nbf: None,
-                exp: None,
-                time: self.clock.now(),
-            });
+    /// A vault-level change event, to record with the change.
+    pub(crate) fn vault_event(
+        &self,
+        event_type: crate::events::EventType,
+        vault: &VaultRecord,
+    ) -> Option<crate::events::ChangeEvent> {
+        self.events.as_ref()?;
+        Some(crate::events::ChangeEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type,
+            vault_name: vault.name.to_string(),
+            vault_id: vault.resource_id(),
+            object_type: "Vault",
+            object_name: String::new(),
+            version: String::new(),
+            nbf: None,
+            exp: None,
+            time: self.clock.now(),
+        })
+    }
+
+    /// Writes a new version of a plain (unmanaged) object with its
+    /// `…NewVersionCreated` event, and returns it named as the object is
+    /// stored (ids keep the casing the name was created with).
+    pub(crate) async fn put_new_version(
+        &self,
+        vault: &VaultRecord,
+        mut record: VersionRecord,
+        event_type: crate::events::EventType,
+    ) -> Result<VersionRecord> {
+        let events: Vec<_> = self.event(event_type, vault, &record).into_iter().collect();
+        self.store
+            .put_versions_with(&vault.id, std::slice::from_ref(&record), None, &events)
+            .await?;
+        self.events_committed(!events.is_empty());
+        if let Some(stored) = self
+            .store
+            .get_version(&vault.id, record.kind, &record.name, Some(&record.version))
+            .await?
+        {
+            record.name = stored.name;
+        }
+        Ok(record)
+    }
+
+    /// Says that recorded events are waiting (after their commit).
+    pub(crate) fn events_committed(&self, recorded: bool) {
+        if let (true, Some(sink)) = (recorded, &self.events) {
+            sink.committed();
         }
     }
 
@@ -159,11 +188,11 @@ impl VaultService {
         self.clock.now()
     }
 
-    /// Expiry events, each handed to the event sink once across every node
-    /// sharing the store (a claimed job per event, version and expiry; a
-    /// node that stops between claiming and finishing lets another try again
-    /// after the lease). Delivery from there is the sink's (in-memory per
-    /// node today): `SecretNearExpiry` when a secret's latest version is within 30
+    /// Expiry events, each recorded once across every node sharing the
+    /// store (a claimed job per event, version and expiry, finished in the
+    /// transaction that records the event; a node that stops between
+    /// claiming and finishing lets another try again after the lease):
+    /// `SecretNearExpiry` when a secret's latest version is within 30
     /// days of its expiry, and `SecretExpired`, `KeyExpired`,
     /// `CertificateExpired` once it has expired (looked for up to two days
     /// back, so a deployment down for less still sends them). The key and
@@ -214,8 +243,11 @@ impl VaultService {
                         if !self.store.claim_job(&job, now, now + LEASE).await? {
                             continue;
                         }
-                        self.emit(event, &vault, rec);
-                        self.store.finish_job(&job, now, now - FORGET_AFTER).await?;
+                        let events: Vec<_> = self.event(event, &vault, rec).into_iter().collect();
+                        self.store
+                            .finish_job(&job, now, now - FORGET_AFTER, &events)
+                            .await?;
+                        self.events_committed(!events.is_empty());
                         sent += 1;
                     }
                     match page.next {

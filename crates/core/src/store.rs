@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 
+use crate::events::ChangeEvent;
 use crate::ids::{ObjectName, VaultName, Version};
 use crate::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
 use crate::vault::VaultRecord;
@@ -133,7 +134,16 @@ pub trait Store: Send + Sync {
     /// as it is: only `replace_wrapped_key` changes it, so a settings write
     /// racing a master-key rotation cannot put back a key wrapped under the
     /// old master key.
-    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool>;
+    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool> {
+        self.replace_vault_with(v, &[]).await
+    }
+    /// `replace_vault` plus, in the same transaction, change events for
+    /// the outbox (recorded only if the vault was written).
+    async fn replace_vault_with(
+        &self,
+        v: &VaultRecord,
+        events: &[ChangeEvent],
+    ) -> StoreResult<bool>;
     /// Replaces a vault's wrapped data key if it still is `expected` (master
     /// key rotation); false if it changed meanwhile or the vault is gone.
     async fn replace_wrapped_key(
@@ -162,15 +172,19 @@ pub trait Store: Send + Sync {
     /// (`Managed` for a plain write onto a certificate's key or secret,
     /// `NameExists` for a certificate onto a plain one).
     async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
-        self.put_versions_with(vault_id, recs, None).await
+        self.put_versions_with(vault_id, recs, None, &[]).await
     }
     /// `put_versions` plus, in the same transaction, a compare-and-set of
-    /// a policy document (`Changed`, nothing written, if it lost).
+    /// a policy document (`Changed`, nothing written, if it lost) and the
+    /// change events the versions cause, recorded in the outbox. An event
+    /// about one of `recs` carries the object's name as stored (the casing
+    /// it was created with).
     async fn put_versions_with(
         &self,
         vault_id: &str,
         recs: &[VersionRecord],
         policy: Option<&PolicyChange>,
+        events: &[ChangeEvent],
     ) -> StoreResult<()>;
     /// Reads a live version (`None` = latest).
     async fn get_version(
@@ -390,13 +404,22 @@ pub trait Store: Send + Sync {
     /// at or before `now`. Atomic across every node sharing the store.
     async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool>;
     /// Marks a claimed job done so that it is never claimed again, and forgets
-    /// jobs finished before `forget_before`.
-    async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()>;
+    /// jobs finished before `forget_before`; `events` (what the job reports)
+    /// go to the outbox in the same transaction, so a job that finished
+    /// has reported and one that did not finish will be run and report again.
+    async fn finish_job(
+        &self,
+        job: &str,
+        now: i64,
+        forget_before: i64,
+        events: &[ChangeEvent],
+    ) -> StoreResult<()>;
 }
 
 /// Everything a deployment persists: objects, the directory, ARM resources.
 pub trait Storage:
     Store
+    + crate::events::OutboxStore
     + crate::directory::DirectoryStore
     + crate::resource::ResourceStore
     + crate::resource::AuditStore
@@ -405,6 +428,7 @@ pub trait Storage:
 
 impl<
         T: Store
+            + crate::events::OutboxStore
             + crate::directory::DirectoryStore
             + crate::resource::ResourceStore
             + crate::resource::AuditStore,

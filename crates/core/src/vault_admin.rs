@@ -491,10 +491,24 @@ impl VaultService {
 
     /// Writes `v` if the vault is still at the row version it was read at;
     /// the written record (its row version moved), or `None` on a lost race.
-    async fn replace(&self, mut v: VaultRecord) -> AdminResult<Option<VaultRecord>> {
-        if !self.store.replace_vault(&v).await? {
+    async fn replace(&self, v: VaultRecord) -> AdminResult<Option<VaultRecord>> {
+        self.replace_reporting(v, None).await
+    }
+
+    /// `replace`, recording `event` with the write.
+    async fn replace_reporting(
+        &self,
+        mut v: VaultRecord,
+        event: Option<crate::events::EventType>,
+    ) -> AdminResult<Option<VaultRecord>> {
+        let events: Vec<_> = event
+            .and_then(|e| self.vault_event(e, &v))
+            .into_iter()
+            .collect();
+        if !self.store.replace_vault_with(&v, &events).await? {
             return Ok(None);
         }
+        self.events_committed(!events.is_empty());
         v.rev += 1;
         Ok(Some(v))
     }
@@ -544,7 +558,8 @@ impl VaultService {
         for _ in 0..crate::service::CAS_ATTEMPTS {
             let mut next = current.clone();
             next.properties.edit_access_policies(edit, entries)?;
-            if let Some(written) = self.replace(next).await? {
+            let changed = Some(crate::events::EventType::VaultAccessPolicyChanged);
+            if let Some(written) = self.replace_reporting(next, changed).await? {
                 return Ok(written);
             }
             current = self

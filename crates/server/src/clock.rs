@@ -15,3 +15,14 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
+
+impl SystemClock {
+    /// Unix milliseconds (the event outbox's leases and retry times).
+    #[allow(clippy::disallowed_methods)]
+    pub fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}

@@ -1,23 +1,30 @@
 //! Change-event delivery, as Azure Event Grid does it for Key Vault: event
 //! subscriptions on a vault (ARM resources) name a webhook, an event-type
 //! filter and a schema (Event Grid or CloudEvents 1.0). A subscription is
-//! created only after its endpoint passes the validation handshake. Events
-//! are queued in memory and delivered by one task per node; a failed delivery
-//! is retried with exponential backoff, then dead-lettered into the store.
+//! created only after its endpoint passes the validation handshake.
+//!
+//! Events are durable: the domain records each in the store's outbox in the
+//! transaction of its change, and every node runs a dispatcher that claims
+//! due entries (a lease, so a node that dies lets another take over),
+//! matches an event to the subscriptions that want it (one delivery entry
+//! each), and delivers. A failed delivery is retried with exponential
+//! backoff by whichever node is alive, then dead-lettered into the store in
+//! the transaction that removes it. Delivery is at least once; the event id
+//! is the same on every attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhaven_core::events::{ChangeEvent, EventSink, EventType};
+use keyhaven_core::events::{ChangeEvent, EventSink, EventType, OutboxItem, Settle};
 use keyhaven_core::{ResourceRecord, Storage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Endpoints;
 
 /// The ARM type of event subscriptions.
-pub const SUBSCRIPTION_TYPE: &str = "Microsoft.EventGrid/eventSubscriptions";
+pub const SUBSCRIPTION_TYPE: &str = keyhaven_core::events::SUBSCRIPTION_TYPE;
 /// The ARM type under which dead-lettered deliveries are kept.
 pub const DEAD_LETTER_TYPE: &str = "Keyhaven.EventGrid/deadLetters";
 
@@ -61,15 +68,16 @@ impl Default for Retry {
     }
 }
 
-/// The event bus of a node: the domain's `EventSink`.
+/// The event bus of a node: the domain's `EventSink`, which wakes the
+/// node's dispatcher when the domain committed events.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    tx: mpsc::UnboundedSender<ChangeEvent>,
+    wake: Arc<Notify>,
 }
 
 impl EventSink for EventBus {
-    fn emit(&self, event: ChangeEvent) {
-        let _ = self.tx.send(event);
+    fn committed(&self) {
+        self.wake.notify_one();
     }
 }
 
@@ -111,7 +119,7 @@ fn data_of(e: &ChangeEvent, endpoints: &Endpoints) -> Value {
 
 /// The request body for `schema`, and its content type.
 pub fn body_of(e: &ChangeEvent, schema: Schema, endpoints: &Endpoints) -> (Value, &'static str) {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = &e.id;
     let data = data_of(e, endpoints);
     match schema {
         Schema::EventGrid => (
@@ -241,98 +249,222 @@ fn deliver_once(
         .map_err(|e| describe(&e))
 }
 
-/// Starts the delivery task; returns the bus to give the domain.
+/// How long a claimed entry is this node's before another may take it: far
+/// longer than one delivery attempt (5 s).
+const LEASE_MS: i64 = 60_000;
+/// How often a node looks for due entries without being woken (entries
+/// another node recorded, or left behind by a node that died).
+const POLL: Duration = Duration::from_secs(1);
+/// Deliveries in flight per node.
+const IN_FLIGHT: usize = 32;
+
+fn now_ms() -> i64 {
+    crate::clock::SystemClock::now_ms()
+}
+
+/// One node's dispatcher of the outbox.
+struct Dispatcher {
+    store: Arc<dyn Storage>,
+    endpoints: Endpoints,
+    subscription_id: String,
+    retry: Retry,
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+}
+
+/// Starts this node's dispatcher; returns the bus to give the domain.
 pub fn start(
     store: Arc<dyn Storage>,
     endpoints: Endpoints,
     subscription_id: String,
     retry: Retry,
 ) -> EventBus {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ChangeEvent>();
+    let wake = Arc::new(Notify::new());
+    let d = Arc::new(Dispatcher {
+        store,
+        endpoints,
+        subscription_id,
+        retry,
+        wake: Arc::clone(&wake),
+        slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+    });
     tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            let subs = match store
-                .list_resources(SUBSCRIPTION_TYPE, &subscription_id)
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event subscriptions could not be read; event dropped");
-                    continue;
-                }
-            };
-            for rec in subs {
-                let Ok(sub) = serde_json::from_str::<Subscription>(&rec.properties) else {
-                    continue;
-                };
-                let name = event.event_type.azure_name();
-                let wanted = sub.vault_id.eq_ignore_ascii_case(&event.vault_id)
-                    && (sub.included_event_types.is_empty()
-                        || sub
-                            .included_event_types
-                            .iter()
-                            .any(|t| t.eq_ignore_ascii_case(name)));
-                if !wanted {
-                    continue;
-                }
-                let (body, content_type) = body_of(&event, sub.schema, &endpoints);
-                let (store, rec_id) = (store.clone(), rec.id.clone());
-                // Each subscription's deliveries run on their own, so a slow
-                // endpoint delays nobody else.
-                tokio::spawn(async move {
-                    let mut wait = retry.base;
-                    let mut last_error = String::new();
-                    for attempt in 1..=retry.attempts.max(1) {
-                        let (endpoint, body2, ct) =
-                            (sub.endpoint.clone(), body.clone(), content_type);
-                        let result = tokio::task::spawn_blocking(move || {
-                            deliver_once(&endpoint, &body2, ct, name)
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()));
-                        match result {
-                            Ok(()) => return,
-                            Err(e) => last_error = e,
-                        }
-                        if attempt < retry.attempts {
-                            tokio::time::sleep(wait).await;
-                            wait = wait.saturating_mul(2);
-                        }
-                    }
-                    tracing::warn!(subscription = %rec_id, error = %last_error, "event delivery failed; dead-lettered");
-                    let id = format!("{rec_id}/deadLetters/{}", uuid::Uuid::new_v4());
-                    let now = body
-                        .pointer("/0/eventTime")
-                        .or_else(|| body.pointer("/time"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = store
-                        .put_resource(&ResourceRecord {
-                            id,
-                            kind: DEAD_LETTER_TYPE.into(),
-                            subscription_id: rec.subscription_id.clone(),
-                            resource_group: rec.resource_group.clone(),
-                            name: rec.name.clone(),
-                            location: rec.location.clone(),
-                            tags: "{}".into(),
-                            properties: json!({
-                                "subscription": rec_id,
-                                "event": body,
-                                "lastError": last_error,
-                                "attempts": retry.attempts,
-                                "eventTime": now,
-                            })
-                            .to_string(),
-                            created: 0,
-                            updated: 0,
-                        })
-                        .await;
-                });
+        loop {
+            d.drain().await;
+            tokio::select! {
+                () = d.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
             }
         }
     });
-    EventBus { tx }
+    EventBus { wake }
+}
+
+impl Dispatcher {
+    /// Claims due entries while there are free slots, each handled on its
+    /// own task (a slow endpoint delays nobody else); a finished one wakes
+    /// the loop again.
+    async fn drain(self: &Arc<Self>) {
+        for _ in 0..64 {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                return;
+            }
+            let (now, claim) = (now_ms(), uuid::Uuid::new_v4().to_string());
+            let limit = u32::try_from(free).unwrap_or(1);
+            let items = match self
+                .store
+                .claim_events(now, now + LEASE_MS, &claim, limit)
+                .await
+            {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the event outbox could not be read");
+                    return;
+                }
+            };
+            if items.is_empty() {
+                return;
+            }
+            for item in items {
+                let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else {
+                    return;
+                };
+                let me = Arc::clone(self);
+                tokio::spawn(async move {
+                    let id = item.event.id.clone();
+                    if let Err(e) = me.handle(item).await {
+                        // Left under its claim: taken again when the lease ends.
+                        tracing::warn!(event = %id, error = %e, "event entry not settled");
+                    }
+                    drop(permit);
+                    me.wake.notify_one();
+                });
+            }
+        }
+    }
+
+    async fn handle(&self, item: OutboxItem) -> Result<(), keyhaven_core::StoreError> {
+        if item.subscription.is_empty() {
+            return self.fan_out(&item).await;
+        }
+        let Some(rec) = self.store.get_resource(&item.subscription).await? else {
+            // The subscription was deleted: nobody to deliver to.
+            self.store.settle_event(&item, &Settle::Done).await?;
+            return Ok(());
+        };
+        let Ok(sub) = serde_json::from_str::<Subscription>(&rec.properties) else {
+            self.store.settle_event(&item, &Settle::Done).await?;
+            return Ok(());
+        };
+        let (body, content_type) = body_of(&item.event, sub.schema, &self.endpoints);
+        let name = item.event.event_type.azure_name();
+        let (endpoint, payload) = (sub.endpoint.clone(), body.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            deliver_once(&endpoint, &payload, content_type, name)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let last_error = match result {
+            Ok(()) => {
+                self.store.settle_event(&item, &Settle::Done).await?;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let attempts = item.attempts.saturating_add(1);
+        if attempts >= self.retry.attempts.max(1) {
+            tracing::warn!(subscription = %rec.id, event = %item.event.id, error = %last_error,
+                "event delivery failed; dead-lettered");
+            let letter = dead_letter(&rec, &item, body, last_error, attempts);
+            self.store
+                .settle_event(&item, &Settle::DeadLetter(letter))
+                .await?;
+            return Ok(());
+        }
+        let wait = self
+            .retry
+            .base
+            .saturating_mul(1u32 << (attempts - 1).min(20));
+        let due = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        self.store
+            .settle_event(&item, &Settle::Retry { due, last_error })
+            .await?;
+        let wake = Arc::clone(&self.wake);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            wake.notify_one();
+        });
+        Ok(())
+    }
+
+    /// Replaces an event by one delivery per subscription that wants it.
+    async fn fan_out(&self, item: &OutboxItem) -> Result<(), keyhaven_core::StoreError> {
+        let event = &item.event;
+        let name = event.event_type.azure_name();
+        let wanted: Vec<String> = self
+            .store
+            .list_resources(SUBSCRIPTION_TYPE, &self.subscription_id)
+            .await?
+            .into_iter()
+            .filter(|rec| {
+                serde_json::from_str::<Subscription>(&rec.properties).is_ok_and(|sub| {
+                    sub.vault_id.eq_ignore_ascii_case(&event.vault_id)
+                        && (sub.included_event_types.is_empty()
+                            || sub
+                                .included_event_types
+                                .iter()
+                                .any(|t| t.eq_ignore_ascii_case(name)))
+                })
+            })
+            .map(|rec| rec.id)
+            .collect();
+        let any = !wanted.is_empty();
+        if self
+            .store
+            .settle_event(item, &Settle::FanOut(wanted))
+            .await?
+            && any
+        {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The dead letter of a delivery given up on.
+fn dead_letter(
+    sub: &ResourceRecord,
+    item: &OutboxItem,
+    body: Value,
+    last_error: String,
+    attempts: u32,
+) -> ResourceRecord {
+    let time = body
+        .pointer("/0/eventTime")
+        .or_else(|| body.pointer("/time"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    ResourceRecord {
+        id: format!("{}/deadLetters/{}", sub.id, item.event.id),
+        kind: DEAD_LETTER_TYPE.into(),
+        subscription_id: sub.subscription_id.clone(),
+        resource_group: sub.resource_group.clone(),
+        name: sub.name.clone(),
+        location: sub.location.clone(),
+        tags: "{}".into(),
+        properties: json!({
+            "subscription": sub.id,
+            "event": body,
+            "lastError": last_error,
+            "attempts": attempts,
+            "eventTime": time,
+        })
+        .to_string(),
+        created: 0,
+        updated: 0,
+    }
 }
 
 /// Parses event types of a filter, refusing unknown ones.

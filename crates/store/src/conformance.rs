@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keyhaven_core::directory::{ApplicationRecord, PrincipalRecord};
+use keyhaven_core::events::{ChangeEvent, EventType, OutboxItem, Settle};
 use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
 use keyhaven_core::store::{PolicyRecord, Storage, Store, StoreError};
 use keyhaven_core::vault::VaultRecord;
@@ -44,6 +45,8 @@ pub async fn run(store: Arc<dyn Storage>) {
     audit_records_are_kept_and_queried(&*store).await;
     authorization_writes_move_the_generation_themselves(&*store).await;
     multi_object_changes_are_all_or_nothing(&*store).await;
+    events_are_recorded_with_their_change(&*store).await;
+    outbox_entries_are_claimed_once_and_settled_by_their_claim(&*store).await;
     concurrent_sets_produce_distinct_versions(store).await;
 }
 
@@ -450,7 +453,7 @@ async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {
     assert!(!s.claim_job(&job, 159, 219).await.unwrap());
     // The holder vanished: once its lease ends another node may take over.
     assert!(s.claim_job(&job, 160, 220).await.unwrap());
-    s.finish_job(&job, 170, 0).await.unwrap();
+    s.finish_job(&job, 170, 0, &[]).await.unwrap();
     assert!(
         !s.claim_job(&job, 10_000, 10_060).await.unwrap(),
         "finished jobs never rerun"
@@ -459,7 +462,7 @@ async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {
     // Finished jobs are forgotten after a while; unfinished ones are kept.
     let other = format!("conformance/{}", vid());
     assert!(s.claim_job(&other, 100, 160).await.unwrap());
-    s.finish_job(&other, 170, 171).await.unwrap();
+    s.finish_job(&other, 170, 171, &[]).await.unwrap();
     assert!(
         s.claim_job(&job, 200, 260).await.unwrap(),
         "forgotten, so claimable again"
@@ -1473,7 +1476,7 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
         expected: expected.map(str::to_owned),
         record: pol(body),
     };
-    s.put_versions_with(&v, &parts("withpolicy"), Some(&change(None, "one")))
+    s.put_versions_with(&v, &parts("withpolicy"), Some(&change(None, "one")), &[])
         .await
         .unwrap();
     let got = s
@@ -1488,7 +1491,7 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
     }
     // A stale expectation writes neither the versions nor the policy.
     assert!(matches!(
-        s.put_versions_with(&v, &next, Some(&change(Some("stale"), "two")))
+        s.put_versions_with(&v, &next, Some(&change(Some("stale"), "two")), &[])
             .await,
         Err(StoreError::Changed {
             kind: Certificate,
@@ -1557,4 +1560,289 @@ async fn multi_object_changes_are_all_or_nothing(s: &dyn Store) {
             .body,
         "restored"
     );
+}
+
+fn event(id: &str, vault: &str, kind: &'static str, object: &str) -> ChangeEvent {
+    ChangeEvent {
+        id: id.to_owned(),
+        event_type: EventType::SecretNewVersionCreated,
+        vault_name: "conformance".into(),
+        vault_id: vault.to_owned(),
+        object_type: kind,
+        object_name: object.to_owned(),
+        version: "v".into(),
+        nbf: None,
+        exp: Some(7),
+        time: 1,
+    }
+}
+
+/// Claims and settles (as delivered) everything due; the events, by id.
+async fn drain(s: &dyn Storage) -> Vec<ChangeEvent> {
+    let items = s
+        .claim_events(i64::MAX - 1, i64::MAX, "drain", 1000)
+        .await
+        .unwrap();
+    for i in &items {
+        assert!(s.settle_event(i, &Settle::Done).await.unwrap());
+    }
+    let mut out: Vec<_> = items.into_iter().map(|i| i.event).collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// An event subscription on the vault whose ARM id is `vault` (events are
+/// recorded only for vaults that have one).
+async fn subscribe(s: &dyn Storage, vault: &str) {
+    let id = format!("{vault}/providers/Microsoft.EventGrid/eventSubscriptions/Conformance");
+    s.put_resource(&keyhaven_core::ResourceRecord {
+        id,
+        kind: keyhaven_core::events::SUBSCRIPTION_TYPE.into(),
+        subscription_id: "s".into(),
+        resource_group: "rg".into(),
+        name: "Conformance".into(),
+        location: "here".into(),
+        tags: "{}".into(),
+        properties: "{}".into(),
+        created: 0,
+        updated: 0,
+    })
+    .await
+    .unwrap();
+}
+
+async fn events_are_recorded_with_their_change(s: &dyn Storage) {
+    use ObjectKind::Secret;
+    assert_eq!(
+        s.outbox_len().await.unwrap(),
+        0,
+        "nothing else writes events"
+    );
+    let v = vid();
+    // Nobody listens to this vault yet: nothing is recorded.
+    s.put_versions_with(
+        &v,
+        &[rec(Secret, "unheard", 1, b"a")],
+        None,
+        &[event("e0", &v, "Secret", "unheard")],
+    )
+    .await
+    .unwrap();
+    s.enqueue_events(&[event("e0b", &v, "Secret", "unheard")])
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
+    // Another vault whose id starts the same way is not this one.
+    subscribe(s, &format!("{v}x")).await;
+    s.enqueue_events(&[event("e0c", &v, "Secret", "unheard")])
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
+    subscribe(s, &v.to_ascii_uppercase()).await;
+    // The event carries the name as first stored, whatever the casing of
+    // the write that caused it.
+    s.put_version(&v, &rec(Secret, "Casing", 1, b"a"))
+        .await
+        .unwrap();
+    let second = rec(Secret, "CASING", 2, b"b");
+    let e1 = event("e1", &v, "Secret", "CASING");
+    s.put_versions_with(
+        &v,
+        std::slice::from_ref(&second),
+        None,
+        std::slice::from_ref(&e1),
+    )
+    .await
+    .unwrap();
+    let got = drain(s).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].object_name, "Casing");
+    assert_eq!((got[0].exp, got[0].event_type), (Some(7), e1.event_type));
+
+    // A write that fails records nothing: a deleted name, a lost policy
+    // compare-and-set.
+    let info = DeletedInfo {
+        deleted_date: 3,
+        scheduled_purge_date: 100,
+    };
+    s.delete_object(&v, Secret, &name("casing"), info)
+        .await
+        .unwrap();
+    assert!(s
+        .put_versions_with(
+            &v,
+            &[rec(Secret, "casing", 4, b"c")],
+            None,
+            &[event("e2", &v, "Secret", "casing")]
+        )
+        .await
+        .is_err());
+    let stale = keyhaven_core::store::PolicyChange {
+        kind: Secret,
+        name: name("other"),
+        expected: Some("never".into()),
+        record: PolicyRecord {
+            body: "x".into(),
+            created: 1,
+            updated: 1,
+        },
+    };
+    assert!(s
+        .put_versions_with(
+            &v,
+            &[rec(Secret, "other", 4, b"c")],
+            Some(&stale),
+            &[event("e3", &v, "Secret", "other")]
+        )
+        .await
+        .is_err());
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
+
+    // A vault write records its event only if it wins its compare-and-set.
+    let vault = vault_record(&vid());
+    s.create_vault(&vault).await.unwrap();
+    let stale_vault = VaultRecord {
+        rev: 5,
+        ..vault.clone()
+    };
+    assert!(!s
+        .replace_vault_with(&stale_vault, &[event("e4", &v, "Vault", "")])
+        .await
+        .unwrap());
+    assert!(s
+        .replace_vault_with(&vault, &[event("e5", &v, "Vault", "")])
+        .await
+        .unwrap());
+    // A finished job records what it reports; enqueueing is idempotent by id.
+    let job = format!("conformance/{}", vid());
+    assert!(s.claim_job(&job, 1, 60).await.unwrap());
+    s.finish_job(&job, 2, 0, &[event("e6", &v, "Key", "k")])
+        .await
+        .unwrap();
+    s.enqueue_events(&[event("e7", &v, "Certificate", "c")])
+        .await
+        .unwrap();
+    s.enqueue_events(&[event("e7", &v, "Certificate", "c")])
+        .await
+        .unwrap();
+    let ids: Vec<_> = drain(s).await.into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["e5", "e6", "e7"]);
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
+}
+
+async fn outbox_entries_are_claimed_once_and_settled_by_their_claim(s: &dyn Storage) {
+    let v = vid();
+    subscribe(s, &v).await;
+    let events: Vec<_> = (0..6)
+        .map(|i| event(&format!("c{i}"), &v, "Secret", "n"))
+        .collect();
+    s.enqueue_events(&events).await.unwrap();
+    let a = s.claim_events(1000, 2000, "a", 4).await.unwrap();
+    assert_eq!(a.len(), 4, "at most the limit");
+    let rest = s.claim_events(1000, 2000, "a2", 10).await.unwrap();
+    assert_eq!(rest.len(), 2, "the others only");
+    assert!(
+        s.claim_events(1999, 3000, "b", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "all held"
+    );
+    // The first claim's lease ends: another node takes its entries, and the
+    // first holder's settlement no longer counts.
+    let b = s.claim_events(2000, 3000, "b", 10).await.unwrap();
+    assert_eq!(b.len(), 6);
+    assert!(b
+        .iter()
+        .all(|i| i.claim == "b" && i.subscription.is_empty() && i.attempts == 0));
+    assert!(!s.settle_event(&a[0], &Settle::Done).await.unwrap());
+    let by_id =
+        |id: &str, items: &[OutboxItem]| items.iter().find(|i| i.event.id == id).unwrap().clone();
+
+    // A retry is due again at its time, for any node, with one more attempt.
+    let retry = by_id("c0", &b);
+    let again = Settle::Retry {
+        due: 5000,
+        last_error: "HTTP 500".into(),
+    };
+    assert!(s.settle_event(&retry, &again).await.unwrap());
+    assert!(
+        !s.settle_event(&retry, &again).await.unwrap(),
+        "settled once"
+    );
+    // A fan-out replaces the event by one delivery per subscription.
+    let fan = by_id("c1", &b);
+    let subs = vec![
+        "/subscriptions/s/x/one".to_owned(),
+        "/subscriptions/s/x/two".to_owned(),
+    ];
+    assert!(s
+        .settle_event(&fan, &Settle::FanOut(subs.clone()))
+        .await
+        .unwrap());
+    // A dead letter goes with its entry, in one transaction.
+    let dead = by_id("c2", &b);
+    let letter = keyhaven_core::ResourceRecord {
+        id: format!("/subscriptions/s/x/one/deadLetters/{v}"),
+        kind: "Keyhaven.EventGrid/deadLetters".into(),
+        subscription_id: "s".into(),
+        resource_group: "rg".into(),
+        name: "one".into(),
+        location: "here".into(),
+        tags: "{}".into(),
+        properties: "{}".into(),
+        created: 0,
+        updated: 0,
+    };
+    assert!(s
+        .settle_event(&dead, &Settle::DeadLetter(letter.clone()))
+        .await
+        .unwrap());
+    assert!(s.get_resource(&letter.id).await.unwrap().is_some());
+    for id in ["c3", "c4", "c5"] {
+        assert!(s.settle_event(&by_id(id, &b), &Settle::Done).await.unwrap());
+    }
+    let deliveries = s.claim_events(4000, 5500, "c", 10).await.unwrap();
+    let mut got: Vec<_> = deliveries
+        .iter()
+        .map(|i| (i.event.id.clone(), i.subscription.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("c1".to_owned(), subs[0].clone()),
+            ("c1".to_owned(), subs[1].clone())
+        ]
+    );
+    assert_eq!(deliveries[0].event, fan.event);
+    let due = s.claim_events(5000, 5100, "d", 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event.id.as_str(), due[0].attempts), ("c0", 1));
+
+    // Concurrent claimants never share an entry.
+    for i in deliveries.iter().chain(&due) {
+        assert!(s.settle_event(i, &Settle::Done).await.unwrap());
+    }
+    let many: Vec<_> = (0..20)
+        .map(|i| event(&format!("r{i:02}"), &v, "Secret", "n"))
+        .collect();
+    s.enqueue_events(&many).await.unwrap();
+    let (w, x, y, z) = tokio::join!(
+        s.claim_events(6000, 7000, "w", 8),
+        s.claim_events(6000, 7000, "x", 8),
+        s.claim_events(6000, 7000, "y", 8),
+        s.claim_events(6000, 7000, "z", 8)
+    );
+    let mut all: Vec<_> = [w, x, y, z].into_iter().flat_map(Result::unwrap).collect();
+    all.sort_by(|a, b| a.event.id.cmp(&b.event.id));
+    let ids: Vec<_> = all.iter().map(|i| i.event.id.clone()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique, "no entry handed to two claims");
+    assert_eq!(ids.len(), 20);
+    for i in &all {
+        assert!(s.settle_event(i, &Settle::Done).await.unwrap());
+    }
+    assert_eq!(s.outbox_len().await.unwrap(), 0);
 }

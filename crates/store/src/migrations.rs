@@ -14,6 +14,9 @@
 //! Migration 9 gives each vault a row version (`rev`), moved by every
 //! settings write, so vault writes and purges compare-and-set against the
 //! row they read.
+//!
+//! Migration 11 adds the outbox of change events, written in the
+//! transaction of the change and emptied by delivery from any node.
 
 /// SQLite migrations: (version, SQL).
 pub const SQLITE: &[(i64, &str)] = &[
@@ -112,6 +115,15 @@ pub const SQLITE: &[(i64, &str)] = &[
     (
         10,
         "CREATE INDEX versions_exp ON versions (vault_id, exp) WHERE exp IS NOT NULL;",
+    ),
+    (
+        11,
+        "CREATE TABLE outbox (
+        id TEXT NOT NULL, subscription TEXT NOT NULL, body TEXT NOT NULL, due INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+        claim TEXT NOT NULL DEFAULT '', claimed_until INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (id, subscription));
+     CREATE INDEX outbox_due ON outbox (due);",
     ),
 ];
 
@@ -222,5 +234,14 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         10,
         "CREATE INDEX versions_exp ON versions (vault_id, exp) WHERE exp IS NOT NULL;",
+    ),
+    (
+        11,
+        "CREATE TABLE outbox (
+        id TEXT NOT NULL, subscription TEXT NOT NULL, body TEXT NOT NULL, due BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+        claim TEXT NOT NULL DEFAULT '', claimed_until BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (id, subscription));
+     CREATE INDEX outbox_due ON outbox (due);",
     ),
 ];

@@ -450,6 +450,86 @@ pub const FORGET_USAGE: &str = "DELETE FROM throttle_usage WHERE win < $1";
 pub const FINISH_JOB: &str = "UPDATE jobs SET finished = $2 WHERE job = $1";
 pub const FORGET_JOBS: &str = "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < $1";
 
+// The outbox of change events: an entry with an empty `subscription` is an
+// event not yet matched to subscriptions; the others are deliveries.
+pub const INSERT_EVENT: &str = "INSERT INTO outbox (id, subscription, body, due) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+/// Records an event (`$1` id, `$2` body) only while its vault has an event
+/// subscription: a resource of that type under `$3`, the vault's ARM id in
+/// lower case with a trailing `/`.
+pub const RECORD_EVENT: &str =
+    "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, 0 \
+     WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
+     AND substr(id_lower, 1, length($3)) = $3) ON CONFLICT DO NOTHING";
+pub const OBJECT_NAME: &str =
+    "SELECT name FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+/// Claims due entries not under an unexpired claim; `{lock}` is PostgreSQL's
+/// `FOR UPDATE SKIP LOCKED` (SQLite has one writer). The outer condition is
+/// checked again against the row as it is when locked.
+pub fn claim_events(lock: &str) -> String {
+    format!(
+        "UPDATE outbox SET claim = $1, claimed_until = $2 \
+         WHERE claimed_until <= $3 AND due <= $3 AND (id, subscription) IN \
+         (SELECT id, subscription FROM outbox WHERE due <= $3 AND claimed_until <= $3 \
+          ORDER BY due LIMIT $4 {lock}) \
+         RETURNING id, subscription, body, attempts"
+    )
+}
+pub const DELETE_CLAIMED_EVENT: &str =
+    "DELETE FROM outbox WHERE id = $1 AND subscription = $2 AND claim = $3";
+pub const RETRY_EVENT: &str = "UPDATE outbox SET due = $4, attempts = attempts + 1, last_error = $5, claim = '', claimed_until = 0 \
+     WHERE id = $1 AND subscription = $2 AND claim = $3";
+pub const OUTBOX_LEN: &str = "SELECT COUNT(*) FROM outbox";
+
+/// One claimed outbox row as an item; `None` for a row that is not an
+/// event (it stays where it is, skipped, rather than stopping every other
+/// delivery).
+pub fn outbox_item(
+    id: String,
+    subscription: String,
+    body: &str,
+    attempts: i64,
+    claim: &str,
+) -> Option<keyhaven_core::events::OutboxItem> {
+    let event = keyhaven_core::events::ChangeEvent::from_json(body).filter(|e| e.id == id)?;
+    Some(keyhaven_core::events::OutboxItem {
+        event,
+        subscription,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        claim: claim.to_owned(),
+    })
+}
+
+/// The version among `recs` an event is about, if any.
+pub fn event_about<'a>(
+    e: &keyhaven_core::events::ChangeEvent,
+    recs: &'a [VersionRecord],
+) -> Option<&'a VersionRecord> {
+    recs.iter()
+        .find(|r| r.kind.title() == e.object_type && r.name.as_str() == e.object_name)
+}
+
+/// The id, stored body and subscription prefix (`RECORD_EVENT`'s `$3`) of
+/// each event, named as its object is stored when it is about one of `recs`
+/// (`stored_name` reads that name in the write's transaction).
+pub fn event_bodies(
+    events: &[keyhaven_core::events::ChangeEvent],
+    recs: &[VersionRecord],
+    mut stored_name: impl FnMut(&VersionRecord) -> StoreResult<Option<String>>,
+) -> StoreResult<Vec<(String, String, String)>> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let mut e = e.clone();
+        if let Some(rec) = event_about(&e, recs) {
+            if let Some(name) = stored_name(rec)? {
+                e.object_name = name;
+            }
+        }
+        let under = format!("{}/", e.vault_id.to_ascii_lowercase());
+        out.push((e.id.clone(), e.to_json(), under));
+    }
+    Ok(out)
+}
+
 /// One row of `LIST_POLICIES`.
 pub type PolicyRow = (String, String, String, String, String, i64, i64);
 

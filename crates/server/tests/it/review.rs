@@ -123,12 +123,13 @@ async fn the_request_envelope_is_checked_before_any_plane() {
     assert_eq!(s, StatusCode::OK, "{j}");
 }
 
+/// Counts the domain's "events committed" calls.
 #[derive(Default)]
-struct Capture(std::sync::Mutex<Vec<keyhaven_core::events::ChangeEvent>>);
+struct Capture(std::sync::atomic::AtomicUsize);
 
 impl keyhaven_core::events::EventSink for Capture {
-    fn emit(&self, event: keyhaven_core::events::ChangeEvent) {
-        self.0.lock().unwrap().push(event);
+    fn committed(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -163,18 +164,43 @@ async fn expiry_events_are_sent_once_across_nodes() {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{store}: {j}");
+        // Events are recorded for vaults with a subscription.
+        let vaults = h.state.store.list_vaults().await.unwrap();
+        let vault = vaults.first().unwrap().resource_id();
+        h.state
+            .store
+            .put_resource(&keyhaven_core::ResourceRecord {
+                id: format!("{vault}/providers/Microsoft.EventGrid/eventSubscriptions/t"),
+                kind: keyhaven_core::events::SUBSCRIPTION_TYPE.into(),
+                subscription_id: String::new(),
+                resource_group: String::new(),
+                name: "t".into(),
+                location: String::new(),
+                tags: "{}".into(),
+                properties: "{}".into(),
+                created: 0,
+                updated: 0,
+            })
+            .await
+            .unwrap();
         let (a, b) = (Arc::new(Capture::default()), Arc::new(Capture::default()));
         let node_a = h.state.service.clone().with_events(a.clone());
         let node_b = h.state.service.clone().with_events(b.clone());
         let (ra, rb) = tokio::join!(node_a.expiry_events(), node_b.expiry_events());
         assert_eq!(ra.unwrap() + rb.unwrap(), 3, "{store}");
-        let mut sent: Vec<(EventType, String)> =
-            a.0.lock()
-                .unwrap()
-                .iter()
-                .chain(b.0.lock().unwrap().iter())
-                .map(|e| (e.event_type, e.object_name.clone()))
-                .collect();
+        let committed = |c: &Capture| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(committed(&a) + committed(&b), 3, "{store}");
+        // Each is in the outbox once, recorded with its finished job.
+        let claimed = h
+            .state
+            .store
+            .claim_events(i64::MAX - 1, i64::MAX, "test", 100)
+            .await
+            .unwrap();
+        let mut sent: Vec<(EventType, String)> = claimed
+            .iter()
+            .map(|i| (i.event.event_type, i.event.object_name.clone()))
+            .collect();
         sent.sort_by_key(|(t, n)| (t.azure_name(), n.clone()));
         assert_eq!(
             sent,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use keyhaven_core::events::ChangeEvent;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
 use keyhaven_core::store::{
@@ -19,6 +20,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::migrations;
 
 mod directory;
+mod outbox;
 mod resource;
 mod watch;
 use crate::sql::{self, properties_json, with_deleted_info, RowData};
@@ -128,6 +130,40 @@ impl PostgresStore {
         .await?;
         sql::name_page(rows, limit, deleted)
     }
+}
+
+/// Records change events in the outbox inside a write's transaction, each
+/// about one of `recs` named as its object is stored.
+async fn record_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    vault_id: &str,
+    recs: &[VersionRecord],
+    events: &[ChangeEvent],
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut names = std::collections::HashMap::new();
+    for rec in events.iter().filter_map(|e| sql::event_about(e, recs)) {
+        let (kind, key) = (rec.kind.as_str(), rec.name.key());
+        if let Some(row) = tx
+            .query_opt(sql::OBJECT_NAME, &[&vault_id, &kind, &key])
+            .await
+            .map_err(err)?
+        {
+            names.insert((kind, key), row.try_get::<_, String>(0).map_err(err)?);
+        }
+    }
+    let bodies = sql::event_bodies(events, recs, |rec| {
+        Ok(names.get(&(rec.kind.as_str(), rec.name.key())).cloned())
+    })?;
+    let insert = tx.prepare(sql::RECORD_EVENT).await.map_err(err)?;
+    for (id, body, under) in bodies {
+        tx.execute(&insert, &[&id, &body, &under])
+            .await
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 fn err(e: tokio_postgres::Error) -> StoreError {
@@ -364,24 +400,35 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool> {
+    async fn replace_vault_with(
+        &self,
+        v: &VaultRecord,
+        events: &[ChangeEvent],
+    ) -> StoreResult<bool> {
         let _authz = self.settings.authz_write();
         let props = sql::properties_json(&v.properties);
-        let c = self.client().await?;
-        Ok(c.execute(
-            sql::REPLACE_VAULT,
-            &[
-                &v.id,
-                &v.sku,
-                &v.retention_days,
-                &v.purge_protection,
-                &props,
-                &v.rev,
-            ],
-        )
-        .await
-        .map_err(err)?
-            == 1)
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        let written = tx
+            .execute(
+                sql::REPLACE_VAULT,
+                &[
+                    &v.id,
+                    &v.sku,
+                    &v.retention_days,
+                    &v.purge_protection,
+                    &props,
+                    &v.rev,
+                ],
+            )
+            .await
+            .map_err(err)?
+            == 1;
+        if written {
+            record_events(&tx, &v.id, &[], events).await?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(written)
     }
 
     async fn replace_wrapped_key(
@@ -424,6 +471,7 @@ impl Store for PostgresStore {
         vault_id: &str,
         recs: &[VersionRecord],
         policy: Option<&PolicyChange>,
+        events: &[ChangeEvent],
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
@@ -471,6 +519,7 @@ impl Store for PostgresStore {
         if let Some(change) = policy {
             policy_change(&tx, vault_id, change).await?;
         }
+        record_events(&tx, vault_id, recs, events).await?;
         tx.commit().await.map_err(err)
     }
 
@@ -952,15 +1001,23 @@ impl Store for PostgresStore {
             == 1)
     }
 
-    async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()> {
-        let c = self.client().await?;
-        c.execute(sql::FINISH_JOB, &[&job, &now])
+    async fn finish_job(
+        &self,
+        job: &str,
+        now: i64,
+        forget_before: i64,
+        events: &[ChangeEvent],
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        tx.execute(sql::FINISH_JOB, &[&job, &now])
             .await
             .map_err(err)?;
-        c.execute(sql::FORGET_JOBS, &[&forget_before])
+        tx.execute(sql::FORGET_JOBS, &[&forget_before])
             .await
             .map_err(err)?;
-        Ok(())
+        record_events(&tx, "", &[], events).await?;
+        tx.commit().await.map_err(err)
     }
 }
 

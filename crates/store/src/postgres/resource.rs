@@ -24,6 +24,32 @@ fn resource(r: &Row) -> StoreResult<ResourceRecord> {
     })
 }
 
+/// Creates or replaces a resource inside a transaction.
+pub(super) async fn upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    r: &ResourceRecord,
+) -> StoreResult<()> {
+    tx.execute(
+        sql::UPSERT_RESOURCE,
+        &[
+            &r.id.to_ascii_lowercase(),
+            &r.id,
+            &r.kind,
+            &r.subscription_id,
+            &r.resource_group,
+            &r.name,
+            &r.location,
+            &r.tags,
+            &r.properties,
+            &r.created,
+            &r.updated,
+        ],
+    )
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
 impl PostgresStore {
     async fn resources(&self, q: &str, p: &[P<'_>]) -> StoreResult<Vec<ResourceRecord>> {
         let c = self.client().await?;
@@ -52,24 +78,7 @@ impl ResourceStore for PostgresStore {
             .await
             .map_err(err)?
             .is_some();
-        tx.execute(
-            sql::UPSERT_RESOURCE,
-            &[
-                &id_lower,
-                &r.id,
-                &r.kind,
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                &r.location,
-                &r.tags,
-                &r.properties,
-                &r.created,
-                &r.updated,
-            ],
-        )
-        .await
-        .map_err(err)?;
+        upsert(&tx, r).await?;
         tx.commit().await.map_err(err)?;
         Ok(!existed)
     }

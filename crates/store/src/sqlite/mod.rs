@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
+use keyhaven_core::events::ChangeEvent;
 use keyhaven_core::ids::{ObjectName, VaultName, Version};
 use keyhaven_core::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
 use keyhaven_core::store::{
@@ -20,6 +21,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::migrations;
 
 mod directory;
+mod outbox;
 mod resource;
 use crate::sql::{self, properties_json, with_deleted_info, RowData};
 
@@ -282,6 +284,33 @@ impl SqliteStore {
             None => self.run_raw(move |c| f(c)).await,
         }
     }
+}
+
+/// Records change events in the outbox inside a write's transaction, each
+/// about one of `recs` named as its object is stored.
+fn record_events(
+    c: &Connection,
+    vault_id: &str,
+    recs: &[VersionRecord],
+    events: &[ChangeEvent],
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let bodies = sql::event_bodies(events, recs, |rec| {
+        c.prepare_cached(&q(sql::OBJECT_NAME))
+            .map_err(err)?
+            .query_row(params![vault_id, rec.kind.as_str(), rec.name.key()], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)
+    })?;
+    let mut insert = c.prepare_cached(&q(sql::RECORD_EVENT)).map_err(err)?;
+    for (id, body, under) in bodies {
+        insert.execute(params![id, body, under]).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Applies a policy compare-and-set inside a transaction; `Changed` if the
@@ -591,23 +620,36 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn replace_vault(&self, v: &VaultRecord) -> StoreResult<bool> {
+    async fn replace_vault_with(
+        &self,
+        v: &VaultRecord,
+        events: &[ChangeEvent],
+    ) -> StoreResult<bool> {
         let props = sql::properties_json(&v.properties);
-        let v = v.clone();
+        let (v, events) = (v.clone(), events.to_vec());
         self.run(move |c| {
-            Ok(c.execute(
-                &q(sql::REPLACE_VAULT),
-                params![
-                    v.id,
-                    v.sku,
-                    v.retention_days,
-                    v.purge_protection,
-                    props,
-                    v.rev
-                ],
-            )
-            .map_err(err)?
-                == 1)
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let written = tx
+                .execute(
+                    &q(sql::REPLACE_VAULT),
+                    params![
+                        v.id,
+                        v.sku,
+                        v.retention_days,
+                        v.purge_protection,
+                        props,
+                        v.rev
+                    ],
+                )
+                .map_err(err)?
+                == 1;
+            if written {
+                record_events(&tx, &v.id, &[], &events)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(written)
         })
         .await
     }
@@ -656,8 +698,10 @@ impl Store for SqliteStore {
         vault_id: &str,
         recs: &[VersionRecord],
         policy: Option<&PolicyChange>,
+        events: &[ChangeEvent],
     ) -> StoreResult<()> {
         let (vault_id, recs, policy) = (vault_id.to_owned(), recs.to_vec(), policy.cloned());
+        let events = events.to_vec();
         let forget = object_keys(&vault_id, &recs);
         self.run_forgetting(Forget::Objects(forget), move |c| {
             let tx = c
@@ -691,6 +735,7 @@ impl Store for SqliteStore {
             if let Some(change) = &policy {
                 policy_change(&tx, &vault_id, change)?;
             }
+            record_events(&tx, &vault_id, &recs, &events)?;
             tx.commit().map_err(err)
         })
         .await
@@ -1234,15 +1279,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish_job(&self, job: &str, now: i64, forget_before: i64) -> StoreResult<()> {
-        let job = job.to_owned();
-        // No trigger watches this table: the generation mirror stays.
+    async fn finish_job(
+        &self,
+        job: &str,
+        now: i64,
+        forget_before: i64,
+        events: &[ChangeEvent],
+    ) -> StoreResult<()> {
+        let (job, events) = (job.to_owned(), events.to_vec());
+        // No trigger watches these tables: the generation mirror stays.
         self.run_raw(move |c| {
-            c.execute(&q(sql::FINISH_JOB), params![job, now])
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            c.execute(&q(sql::FORGET_JOBS), [forget_before])
+            tx.execute(&q(sql::FINISH_JOB), params![job, now])
                 .map_err(err)?;
-            Ok(())
+            tx.execute(&q(sql::FORGET_JOBS), [forget_before])
+                .map_err(err)?;
+            record_events(&tx, "", &[], &events)?;
+            tx.commit().map_err(err)
         })
         .await
     }

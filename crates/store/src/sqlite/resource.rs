@@ -33,6 +33,27 @@ fn resources(
     rows.collect::<Result<Vec<_>, _>>().map_err(err)
 }
 
+/// Creates or replaces a resource inside a transaction.
+pub(super) fn upsert(c: &Connection, r: &ResourceRecord) -> StoreResult<()> {
+    c.prepare_cached(&q(sql::UPSERT_RESOURCE))
+        .map_err(err)?
+        .execute(params![
+            r.id.to_ascii_lowercase(),
+            r.id,
+            r.kind,
+            r.subscription_id,
+            r.resource_group,
+            r.name,
+            r.location,
+            r.tags,
+            r.properties,
+            r.created,
+            r.updated
+        ])
+        .map_err(err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl ResourceStore for SqliteStore {
     async fn put_resource(&self, r: &ResourceRecord) -> StoreResult<bool> {
@@ -47,23 +68,7 @@ impl ResourceStore for SqliteStore {
                 .optional()
                 .map_err(err)?
                 .is_some();
-            tx.execute(
-                &q(sql::UPSERT_RESOURCE),
-                params![
-                    id_lower,
-                    r.id,
-                    r.kind,
-                    r.subscription_id,
-                    r.resource_group,
-                    r.name,
-                    r.location,
-                    r.tags,
-                    r.properties,
-                    r.created,
-                    r.updated
-                ],
-            )
-            .map_err(err)?;
+            upsert(&tx, &r)?;
             tx.commit().map_err(err)?;
             Ok(!existed)
         })

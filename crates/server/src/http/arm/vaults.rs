@@ -578,10 +578,6 @@ pub async fn put_access_policies(
         .await
         .map_err(admin_failure)?;
     let props = &v.properties;
-    st.service.emit_vault_event(
-        keyhaven_core::events::EventType::VaultAccessPolicyChanged,
-        &v,
-    );
     Ok(json(
         StatusCode::OK,
         &AccessPoliciesOut {
