@@ -404,6 +404,29 @@ def test_unknown_issuer_csr_signed_elsewhere_then_merged(certs, keys, secrets):
     assert pkey.public_key().public_numbers() == signed.public_key().public_numbers()
 
 
+def test_preserve_order_of_a_pending_request_holds_through_the_merge(certs):
+    """`preserveCertOrder` given when the request was created (api-version
+    2025-07-01 and later) is what the merged certificate reports."""
+    name = unique("keep")
+    policy = CertificatePolicy(issuer_name=WellKnownIssuerNames.unknown, subject="CN=keep.example.test",
+                               content_type=CertificateContentType.pem)
+    op = certs.begin_create_certificate(name, policy, preserve_order=True, **POLL).result()
+    csr = x509.load_der_x509_csr(bytes(op.csr))
+    ca_key, ca_cert = make_ca()
+    signed = sign_with_ca(ca_key, ca_cert, csr.public_key(), csr.subject)
+    merged = certs.merge_certificate(name, [signed.public_bytes(serialization.Encoding.DER),
+                                            ca_cert.public_bytes(serialization.Encoding.DER)])
+    assert merged.properties.preserve_order is True
+    assert certs.get_certificate(name).properties.preserve_order is True
+    # Without it, the merged certificate does not claim it.
+    other = unique("nokeep")
+    op = certs.begin_create_certificate(other, policy, **POLL).result()
+    csr = x509.load_der_x509_csr(bytes(op.csr))
+    signed = sign_with_ca(ca_key, ca_cert, csr.public_key(), csr.subject)
+    merged = certs.merge_certificate(other, [signed.public_bytes(serialization.Encoding.DER)])
+    assert not merged.properties.preserve_order
+
+
 def test_pending_request_can_be_cancelled_and_deleted(certs):
     name = unique("cancel")
     certs.begin_create_certificate(name, CertificatePolicy(issuer_name="Unknown", subject="CN=c"), **POLL).result()

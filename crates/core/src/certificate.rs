@@ -755,6 +755,10 @@ pub struct CertificateOperation {
     /// Public half of the pending key.
     #[serde(default)]
     pub pending_public: Option<PublicKey>,
+    /// `preserveCertOrder` of the create request, kept for the merge that
+    /// completes a pending request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_order: bool,
 }
 
 impl CertificateOperation {
@@ -1089,6 +1093,7 @@ impl VaultService {
                 cancellation_requested: false,
                 pending_key: None,
                 pending_public: None,
+                preserve_order: input.preserve_order,
             }),
         };
         let change = self.state_change(name, read, &completed)?;
@@ -1106,7 +1111,8 @@ impl VaultService {
             (Some(_), Some(done)) => done,
             _ => {
                 // Signed elsewhere: only the pending request is stored.
-                let pending = self.pending_request(vault, name, &policy)?;
+                let pending =
+                    self.pending_request(vault, name, &policy, input.preserve_order)?;
                 let state = CertificateState {
                     policy,
                     operation: Some(pending.clone()),
@@ -1610,6 +1616,7 @@ impl VaultService {
         vault: &VaultRecord,
         name: &ObjectName,
         policy: &CertificatePolicy,
+        preserve_order: bool,
     ) -> Result<CertificateOperation> {
         use base64::Engine as _;
         let version = Version::random();
@@ -1628,6 +1635,7 @@ impl VaultService {
             cancellation_requested: false,
             pending_key: Some(base64::engine::general_purpose::STANDARD.encode(&key)),
             pending_public: Some(public),
+            preserve_order,
         })
     }
 
@@ -1673,6 +1681,7 @@ impl VaultService {
         // update): a retried or racing merge cannot write a version twice or
         // overwrite their change.
         let policy = state.policy.clone();
+        let preserve_order = op.preserve_order.then_some(0);
         op.status = OperationStatus::Completed;
         op.pending_key = None;
         op.csr = None;
@@ -1686,7 +1695,7 @@ impl VaultService {
                 key,
                 public,
                 chain: merge.x5c,
-                preserve_order: None,
+                preserve_order,
                 enabled,
                 tags,
             },
