@@ -1111,8 +1111,7 @@ impl VaultService {
             (Some(_), Some(done)) => done,
             _ => {
                 // Signed elsewhere: only the pending request is stored.
-                let pending =
-                    self.pending_request(vault, name, &policy, input.preserve_order)?;
+                let pending = self.pending_request(vault, name, &policy, input.preserve_order)?;
                 let state = CertificateState {
                     policy,
                     operation: Some(pending.clone()),

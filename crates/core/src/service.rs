@@ -221,31 +221,42 @@ impl VaultService {
                         .store
                         .expiring(&vault.id, from, to, cursor.as_deref(), 200)
                         .await?;
-                    for rec in page.items.iter().filter(|r| !r.managed) {
-                        let event = match (rec.kind, near) {
-                            (ObjectKind::Secret, true) => EventType::SecretNearExpiry,
-                            (ObjectKind::Secret, false) => EventType::SecretExpired,
-                            (ObjectKind::Key, false) => EventType::KeyExpired,
-                            (ObjectKind::Certificate, false) => EventType::CertificateExpired,
-                            _ => continue,
-                        };
-                        // The expiry is part of the job: a version whose
-                        // expiry is changed is reported again for the new one.
-                        let job = format!(
-                            "expiry-{}/{}/{}/{}/{}/{}",
-                            if near { "near" } else { "expired" },
-                            vault.id,
-                            rec.kind.as_str(),
-                            rec.name.key(),
-                            rec.version,
-                            rec.attributes.exp.unwrap_or_default()
-                        );
-                        if !self.store.claim_job(&job, now, now + LEASE).await? {
+                    // The expiry is part of the job: a version whose expiry
+                    // is changed is reported again for the new one.
+                    let due: Vec<(EventType, &VersionRecord, String)> = page
+                        .items
+                        .iter()
+                        .filter(|r| !r.managed)
+                        .filter_map(|rec| {
+                            let event = match (rec.kind, near) {
+                                (ObjectKind::Secret, true) => EventType::SecretNearExpiry,
+                                (ObjectKind::Secret, false) => EventType::SecretExpired,
+                                (ObjectKind::Key, false) => EventType::KeyExpired,
+                                (ObjectKind::Certificate, false) => EventType::CertificateExpired,
+                                _ => return None,
+                            };
+                            let job = format!(
+                                "expiry-{}/{}/{}/{}/{}/{}",
+                                if near { "near" } else { "expired" },
+                                vault.id,
+                                rec.kind.as_str(),
+                                rec.name.key(),
+                                rec.version,
+                                rec.attributes.exp.unwrap_or_default()
+                            );
+                            Some((event, rec, job))
+                        })
+                        .collect();
+                    // Reported ones are skipped with one read, not a claim each.
+                    let jobs: Vec<String> = due.iter().map(|(_, _, j)| j.clone()).collect();
+                    let done = self.store.finished_jobs(&jobs).await?;
+                    for (event, rec, job) in due.iter().filter(|(_, _, j)| !done.contains(j)) {
+                        if !self.store.claim_job(job, now, now + LEASE).await? {
                             continue;
                         }
-                        let events: Vec<_> = self.event(event, &vault, rec).into_iter().collect();
+                        let events: Vec<_> = self.event(*event, &vault, rec).into_iter().collect();
                         self.store
-                            .finish_job(&job, now, now - FORGET_AFTER, &events)
+                            .finish_job(job, now, now - FORGET_AFTER, &events)
                             .await?;
                         self.events_committed(!events.is_empty());
                         sent += 1;

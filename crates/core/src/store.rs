@@ -403,6 +403,9 @@ pub trait Store: Send + Sync {
     /// because nobody claimed it before or an unfinished claim's lease ended
     /// at or before `now`. Atomic across every node sharing the store.
     async fn claim_job(&self, job: &str, now: i64, lease_until: i64) -> StoreResult<bool>;
+    /// Which of `jobs` are finished (a read: a scan that meets the same jobs
+    /// every pass skips the done ones without a write each).
+    async fn finished_jobs(&self, jobs: &[String]) -> StoreResult<Vec<String>>;
     /// Marks a claimed job done so that it is never claimed again, and forgets
     /// jobs finished before `forget_before`; `events` (what the job reports)
     /// go to the outbox in the same transaction, so a job that finished

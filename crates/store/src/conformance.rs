@@ -453,7 +453,22 @@ async fn jobs_are_claimed_once_until_the_lease_ends(s: &dyn Store) {
     assert!(!s.claim_job(&job, 159, 219).await.unwrap());
     // The holder vanished: once its lease ends another node may take over.
     assert!(s.claim_job(&job, 160, 220).await.unwrap());
+    let pending = format!("conformance/{}", vid());
+    assert!(s.claim_job(&pending, 100, 160).await.unwrap());
+    assert!(s
+        .finished_jobs(std::slice::from_ref(&job))
+        .await
+        .unwrap()
+        .is_empty());
     s.finish_job(&job, 170, 0, &[]).await.unwrap();
+    assert_eq!(
+        s.finished_jobs(&[pending.clone(), job.clone(), "absent".into()])
+            .await
+            .unwrap(),
+        std::slice::from_ref(&job),
+        "only finished ones"
+    );
+    assert!(s.finished_jobs(&[]).await.unwrap().is_empty());
     assert!(
         !s.claim_job(&job, 10_000, 10_060).await.unwrap(),
         "finished jobs never rerun"

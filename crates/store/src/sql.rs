@@ -447,6 +447,12 @@ pub const PUT_USAGE: &str =
      ON CONFLICT (vault_id, class, win, node) DO UPDATE SET count = excluded.count";
 pub const SUM_USAGE: &str = "SELECT vault_id, class, CAST(SUM(count) AS BIGINT) FROM throttle_usage WHERE win = $1 GROUP BY vault_id, class";
 pub const FORGET_USAGE: &str = "DELETE FROM throttle_usage WHERE win < $1";
+/// Finished jobs among `$1`, a JSON array of job ids (one statement for
+/// any number, in both dialects).
+pub const SQLITE_FINISHED_JOBS: &str =
+    "SELECT job FROM jobs WHERE finished IS NOT NULL AND job IN (SELECT value FROM json_each($1))";
+pub const PG_FINISHED_JOBS: &str =
+    "SELECT job FROM jobs WHERE finished IS NOT NULL AND job = ANY($1)";
 pub const FINISH_JOB: &str = "UPDATE jobs SET finished = $2 WHERE job = $1";
 pub const FORGET_JOBS: &str = "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < $1";
 

@@ -1001,6 +1001,19 @@ impl Store for PostgresStore {
             == 1)
     }
 
+    async fn finished_jobs(&self, jobs: &[String]) -> StoreResult<Vec<String>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        c.query(sql::PG_FINISHED_JOBS, &[&jobs])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.try_get(0).map_err(err))
+            .collect()
+    }
+
     async fn finish_job(
         &self,
         job: &str,

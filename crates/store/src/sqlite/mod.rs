@@ -1279,6 +1279,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn finished_jobs(&self, jobs: &[String]) -> StoreResult<Vec<String>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(jobs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&q(sql::SQLITE_FINISHED_JOBS))
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([list], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
     async fn finish_job(
         &self,
         job: &str,
