@@ -195,6 +195,12 @@ pub enum Settle {
     /// Given up: the entry goes and the dead letter is written, in one
     /// transaction.
     DeadLetter(ResourceRecord),
+    /// Not attempted (its subscription already has enough in flight):
+    /// handed back, due again from `due`, its attempts unchanged.
+    Release {
+        /// When it is due again, Unix milliseconds.
+        due: i64,
+    },
 }
 
 /// The outbox of change events, shared by every node.
@@ -204,8 +210,10 @@ pub trait OutboxStore: Send + Sync {
     /// only for vaults with a subscription, as with a change).
     async fn enqueue_events(&self, events: &[ChangeEvent]) -> StoreResult<()>;
     /// Claims up to `limit` entries due at `now` (Unix milliseconds) and not
-    /// under another unexpired claim, for `claim` until `lease_until`.
-    /// Across nodes, an entry is handed to one claim at a time.
+    /// under another unexpired claim, for `claim` until `lease_until`,
+    /// oldest due first. Across nodes, an entry is handed to one claim at a
+    /// time. An entry that is not an event this node can read is set aside
+    /// (never due again), not returned.
     async fn claim_events(
         &self,
         now: i64,

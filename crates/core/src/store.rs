@@ -410,6 +410,8 @@ pub trait Store: Send + Sync {
     /// jobs finished before `forget_before`; `events` (what the job reports)
     /// go to the outbox in the same transaction, so a job that finished
     /// has reported and one that did not finish will be run and report again.
+    /// A job already finished (by a node that took over after this caller's
+    /// lease ended) stays as it is and records nothing.
     async fn finish_job(
         &self,
         job: &str,

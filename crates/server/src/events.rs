@@ -270,6 +270,51 @@ struct Dispatcher {
     retry: Retry,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
+    /// Deliveries in flight per subscription.
+    busy: InFlight,
+}
+
+/// Deliveries in flight to one subscription per node: an endpoint that
+/// hangs holds at most these of the node's slots, not all of them.
+const PER_SUBSCRIPTION: usize = 4;
+/// How long an entry handed back for a busy subscription waits.
+const BUSY_BACKOFF_MS: i64 = 1000;
+
+/// Deliveries in flight per subscription (by lower-case id).
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl InFlight {
+    /// A delivery slot of `subscription`, unless it has enough in flight.
+    fn reserve(&self, subscription: &str) -> Option<Busy<'_>> {
+        let key = subscription.to_ascii_lowercase();
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(key.clone()).or_insert(0);
+        if *n >= PER_SUBSCRIPTION {
+            return None;
+        }
+        *n += 1;
+        Some(Busy { map: &self.0, key })
+    }
+}
+
+/// One delivery slot of a subscription, given back when dropped.
+struct Busy<'a> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    key: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            if let Some(n) = m.get_mut(&self.key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.key);
+                }
+            }
+        }
+    }
 }
 
 /// Starts this node's dispatcher; returns the bus to give the domain.
@@ -287,6 +332,7 @@ pub fn start(
         retry,
         wake: Arc::clone(&wake),
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+        busy: InFlight::default(),
     });
     tokio::spawn(async move {
         loop {
@@ -302,8 +348,9 @@ pub fn start(
 
 impl Dispatcher {
     /// Claims due entries while there are free slots, each handled on its
-    /// own task (a slow endpoint delays nobody else); a finished one wakes
-    /// the loop again.
+    /// own task; a finished one wakes the loop again. A subscription holds
+    /// at most `PER_SUBSCRIPTION` slots (its other entries are handed back
+    /// for a second), so an endpoint that hangs slows only its own.
     async fn drain(self: &Arc<Self>) {
         for _ in 0..64 {
             let free = self.slots.available_permits();
@@ -348,12 +395,21 @@ impl Dispatcher {
         if item.subscription.is_empty() {
             return self.fan_out(&item).await;
         }
+        let Some(_busy) = self.busy.reserve(&item.subscription) else {
+            let due = now_ms().saturating_add(BUSY_BACKOFF_MS);
+            self.store
+                .settle_event(&item, &Settle::Release { due })
+                .await?;
+            return Ok(());
+        };
         let Some(rec) = self.store.get_resource(&item.subscription).await? else {
             // The subscription was deleted: nobody to deliver to.
             self.store.settle_event(&item, &Settle::Done).await?;
             return Ok(());
         };
         let Ok(sub) = serde_json::from_str::<Subscription>(&rec.properties) else {
+            tracing::warn!(subscription = %rec.id, event = %item.event.id,
+                "event subscription unreadable; delivery dropped");
             self.store.settle_event(&item, &Settle::Done).await?;
             return Ok(());
         };
@@ -408,7 +464,11 @@ impl Dispatcher {
             .await?
             .into_iter()
             .filter(|rec| {
-                serde_json::from_str::<Subscription>(&rec.properties).is_ok_and(|sub| {
+                let sub = serde_json::from_str::<Subscription>(&rec.properties);
+                if sub.is_err() {
+                    tracing::warn!(subscription = %rec.id, "event subscription unreadable; skipped");
+                }
+                sub.is_ok_and(|sub| {
                     sub.vault_id.eq_ignore_ascii_case(&event.vault_id)
                         && (sub.included_event_types.is_empty()
                             || sub
@@ -478,4 +538,25 @@ pub fn check_event_types(types: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_holds_a_bounded_share_of_the_slots() {
+        let f = InFlight::default();
+        let held: Vec<_> = (0..PER_SUBSCRIPTION)
+            .map(|_| f.reserve("/Sub/A").unwrap())
+            .collect();
+        assert!(
+            f.reserve("/sub/a").is_none(),
+            "the same subscription, any casing"
+        );
+        assert!(f.reserve("/sub/b").is_some(), "others are not held up");
+        drop(held);
+        assert!(f.reserve("/sub/a").is_some());
+        assert!(f.0.lock().unwrap().get("/sub/a").is_none_or(|n| *n <= 1));
+    }
 }

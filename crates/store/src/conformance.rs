@@ -1734,6 +1734,11 @@ async fn events_are_recorded_with_their_change(s: &dyn Storage) {
     s.finish_job(&job, 2, 0, &[event("e6", &v, "Key", "k")])
         .await
         .unwrap();
+    // A node whose lease ran out finishes after the one that took over:
+    // the job reports once.
+    s.finish_job(&job, 3, 0, &[event("e6-again", &v, "Key", "k")])
+        .await
+        .unwrap();
     s.enqueue_events(&[event("e7", &v, "Certificate", "c")])
         .await
         .unwrap();
@@ -1834,6 +1839,18 @@ async fn outbox_entries_are_claimed_once_and_settled_by_their_claim(s: &dyn Stor
     let due = s.claim_events(5000, 5100, "d", 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].event.id.as_str(), due[0].attempts), ("c0", 1));
+    // Handed back unattempted: due again later, attempts unchanged.
+    assert!(s
+        .settle_event(&due[0], &Settle::Release { due: 5050 })
+        .await
+        .unwrap());
+    assert!(s
+        .claim_events(5049, 5100, "e", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = s.claim_events(5050, 5100, "e", 10).await.unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 1));
 
     // Concurrent claimants never share an entry.
     for i in deliveries.iter().chain(&due) {

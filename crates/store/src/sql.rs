@@ -453,56 +453,79 @@ pub const SQLITE_FINISHED_JOBS: &str =
     "SELECT job FROM jobs WHERE finished IS NOT NULL AND job IN (SELECT value FROM json_each($1))";
 pub const PG_FINISHED_JOBS: &str =
     "SELECT job FROM jobs WHERE finished IS NOT NULL AND job = ANY($1)";
-pub const FINISH_JOB: &str = "UPDATE jobs SET finished = $2 WHERE job = $1";
+/// Finishes a job once: a node whose lease ran out finds it finished by the
+/// node that took over and records nothing.
+pub const FINISH_JOB: &str = "UPDATE jobs SET finished = $2 WHERE job = $1 AND finished IS NULL";
 pub const FORGET_JOBS: &str = "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < $1";
 
 // The outbox of change events: an entry with an empty `subscription` is an
 // event not yet matched to subscriptions; the others are deliveries.
 pub const INSERT_EVENT: &str = "INSERT INTO outbox (id, subscription, body, due) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-/// Records an event (`$1` id, `$2` body) only while its vault has an event
-/// subscription: a resource of that type under `$3`, the vault's ARM id in
-/// lower case with a trailing `/`.
+/// Records an event (`$1` id, `$2` body, due at `$4`, its time in
+/// milliseconds, so older events go first) only while its vault has an
+/// event subscription: a resource of that type under `$3`, the vault's ARM
+/// id in lower case with a trailing `/`. The check walks the deployment's
+/// event subscriptions (the `kind` index), not its other resources.
 pub const RECORD_EVENT: &str =
-    "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, 0 \
+    "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, $4 \
      WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
      AND substr(id_lower, 1, length($3)) = $3) ON CONFLICT DO NOTHING";
 pub const OBJECT_NAME: &str =
     "SELECT name FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
-/// Claims due entries not under an unexpired claim; `{lock}` is PostgreSQL's
-/// `FOR UPDATE SKIP LOCKED` (SQLite has one writer). The outer condition is
+/// PostgreSQL: claims due entries not under an unexpired claim, oldest due
+/// first; rows another claim holds are skipped, and the outer condition is
 /// checked again against the row as it is when locked.
-pub fn claim_events(lock: &str) -> String {
-    format!(
-        "UPDATE outbox SET claim = $1, claimed_until = $2 \
-         WHERE claimed_until <= $3 AND due <= $3 AND (id, subscription) IN \
-         (SELECT id, subscription FROM outbox WHERE due <= $3 AND claimed_until <= $3 \
-          ORDER BY due LIMIT $4 {lock}) \
-         RETURNING id, subscription, body, attempts"
-    )
-}
+pub const PG_CLAIM_EVENTS: &str = "UPDATE outbox SET claim = $1, claimed_until = $2 \
+     WHERE claimed_until <= $3 AND due <= $3 AND (id, subscription) IN \
+     (SELECT id, subscription FROM outbox WHERE due <= $3 AND claimed_until <= $3 \
+      ORDER BY due LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, subscription, body, attempts";
+/// SQLite (one writer; no `RETURNING` before 3.35): the due entries, then
+/// `SQLITE_CLAIM_EVENT` on each, in one immediate transaction.
+pub const SQLITE_DUE_EVENTS: &str = "SELECT id, subscription, body, attempts FROM outbox \
+     WHERE due <= $1 AND claimed_until <= $1 ORDER BY due LIMIT $2";
+pub const SQLITE_CLAIM_EVENT: &str =
+    "UPDATE outbox SET claim = $3, claimed_until = $4 WHERE id = $1 AND subscription = $2";
+/// Sets aside an entry that is not an event (corrupt, or written by a newer
+/// version): never due again, kept for an operator to look at.
+pub const PARK_EVENT: &str =
+    "UPDATE outbox SET due = 9223372036854775807, claim = '', claimed_until = 0, \
+     last_error = 'not an event this node can read' WHERE id = $1 AND subscription = $2";
 pub const DELETE_CLAIMED_EVENT: &str =
     "DELETE FROM outbox WHERE id = $1 AND subscription = $2 AND claim = $3";
 pub const RETRY_EVENT: &str = "UPDATE outbox SET due = $4, attempts = attempts + 1, last_error = $5, claim = '', claimed_until = 0 \
      WHERE id = $1 AND subscription = $2 AND claim = $3";
+pub const RELEASE_EVENT: &str = "UPDATE outbox SET due = $4, claim = '', claimed_until = 0 \
+     WHERE id = $1 AND subscription = $2 AND claim = $3";
 pub const OUTBOX_LEN: &str = "SELECT COUNT(*) FROM outbox";
 
 /// One claimed outbox row as an item; `None` for a row that is not an
-/// event (it stays where it is, skipped, rather than stopping every other
-/// delivery).
+/// event (the store parks it with `PARK_EVENT`).
 pub fn outbox_item(
-    id: String,
+    id: &str,
     subscription: String,
     body: &str,
     attempts: i64,
     claim: &str,
 ) -> Option<keyhaven_core::events::OutboxItem> {
-    let event = keyhaven_core::events::ChangeEvent::from_json(body).filter(|e| e.id == id)?;
+    let event = keyhaven_core::events::ChangeEvent::from_json(body).filter(|e| e.id == id);
+    let Some(event) = event else {
+        tracing::warn!(event = %id, "an outbox entry is not an event this node can read; set aside");
+        return None;
+    };
     Some(keyhaven_core::events::OutboxItem {
         event,
         subscription,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         claim: claim.to_owned(),
     })
+}
+
+/// When an event's entries are first due (Unix milliseconds): its time, so
+/// the outbox is worked oldest first and retries are not starved by new
+/// events.
+pub fn event_due(e: &keyhaven_core::events::ChangeEvent) -> i64 {
+    e.time.saturating_mul(1000)
 }
 
 /// The version among `recs` an event is about, if any.
@@ -514,14 +537,14 @@ pub fn event_about<'a>(
         .find(|r| r.kind.title() == e.object_type && r.name.as_str() == e.object_name)
 }
 
-/// The id, stored body and subscription prefix (`RECORD_EVENT`'s `$3`) of
-/// each event, named as its object is stored when it is about one of `recs`
+/// The id, stored body, subscription prefix and due time (`RECORD_EVENT`'s
+/// parameters) of each event, named as its object is stored when it is about one of `recs`
 /// (`stored_name` reads that name in the write's transaction).
 pub fn event_bodies(
     events: &[keyhaven_core::events::ChangeEvent],
     recs: &[VersionRecord],
     mut stored_name: impl FnMut(&VersionRecord) -> StoreResult<Option<String>>,
-) -> StoreResult<Vec<(String, String, String)>> {
+) -> StoreResult<Vec<(String, String, String, i64)>> {
     let mut out = Vec::with_capacity(events.len());
     for e in events {
         let mut e = e.clone();
@@ -531,7 +554,7 @@ pub fn event_bodies(
             }
         }
         let under = format!("{}/", e.vault_id.to_ascii_lowercase());
-        out.push((e.id.clone(), e.to_json(), under));
+        out.push((e.id.clone(), e.to_json(), under, event_due(&e)));
     }
     Ok(out)
 }

@@ -158,8 +158,8 @@ async fn record_events(
         Ok(names.get(&(rec.kind.as_str(), rec.name.key())).cloned())
     })?;
     let insert = tx.prepare(sql::RECORD_EVENT).await.map_err(err)?;
-    for (id, body, under) in bodies {
-        tx.execute(&insert, &[&id, &body, &under])
+    for (id, body, under, due) in bodies {
+        tx.execute(&insert, &[&id, &body, &under, &due])
             .await
             .map_err(err)?;
     }
@@ -1023,13 +1023,17 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        tx.execute(sql::FINISH_JOB, &[&job, &now])
+        let finished = tx
+            .execute(sql::FINISH_JOB, &[&job, &now])
             .await
-            .map_err(err)?;
+            .map_err(err)?
+            == 1;
         tx.execute(sql::FORGET_JOBS, &[&forget_before])
             .await
             .map_err(err)?;
-        record_events(&tx, "", &[], events).await?;
+        if finished {
+            record_events(&tx, "", &[], events).await?;
+        }
         tx.commit().await.map_err(err)
     }
 }

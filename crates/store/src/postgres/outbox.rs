@@ -26,24 +26,27 @@ impl OutboxStore for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<OutboxItem>> {
         let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(&sql::claim_events("FOR UPDATE SKIP LOCKED"))
-            .await
-            .map_err(err)?;
+        let stmt = c.prepare_cached(sql::PG_CLAIM_EVENTS).await.map_err(err)?;
         let rows = c
             .query(&stmt, &[&claim, &lease_until, &now, &i64::from(limit)])
             .await
             .map_err(err)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let body: String = r.try_get(2).map_err(err)?;
-            out.extend(sql::outbox_item(
+            let (id, subscription, body): (String, String, String) = (
                 r.try_get(0).map_err(err)?,
                 r.try_get(1).map_err(err)?,
-                &body,
-                r.try_get(3).map_err(err)?,
-                claim,
-            ));
+                r.try_get(2).map_err(err)?,
+            );
+            let attempts = r.try_get(3).map_err(err)?;
+            match sql::outbox_item(&id, subscription.clone(), &body, attempts, claim) {
+                Some(item) => out.push(item),
+                None => {
+                    c.execute(sql::PARK_EVENT, &[&id, &subscription])
+                        .await
+                        .map_err(err)?;
+                }
+            }
         }
         Ok(out)
     }
@@ -57,6 +60,10 @@ impl OutboxStore for PostgresStore {
                 .execute(sql::RETRY_EVENT, &[id, sub, claim, due, last_error])
                 .await
                 .map_err(err)?,
+            Settle::Release { due } => tx
+                .execute(sql::RELEASE_EVENT, &[id, sub, claim, due])
+                .await
+                .map_err(err)?,
             _ => tx
                 .execute(sql::DELETE_CLAIMED_EVENT, &[id, sub, claim])
                 .await
@@ -65,16 +72,16 @@ impl OutboxStore for PostgresStore {
         if held {
             match outcome {
                 Settle::FanOut(subs) => {
-                    let body = item.event.to_json();
+                    let (body, due) = (item.event.to_json(), sql::event_due(&item.event));
                     let insert = tx.prepare(sql::INSERT_EVENT).await.map_err(err)?;
                     for s in subs {
-                        tx.execute(&insert, &[id, s, &body, &0i64])
+                        tx.execute(&insert, &[id, s, &body, &due])
                             .await
                             .map_err(err)?;
                     }
                 }
                 Settle::DeadLetter(r) => super::resource::upsert(&tx, r).await?,
-                Settle::Done | Settle::Retry { .. } => {}
+                Settle::Done | Settle::Retry { .. } | Settle::Release { .. } => {}
             }
         }
         tx.commit().await.map_err(err)?;

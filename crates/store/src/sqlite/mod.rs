@@ -307,8 +307,8 @@ fn record_events(
             .map_err(err)
     })?;
     let mut insert = c.prepare_cached(&q(sql::RECORD_EVENT)).map_err(err)?;
-    for (id, body, under) in bodies {
-        insert.execute(params![id, body, under]).map_err(err)?;
+    for (id, body, under, due) in bodies {
+        insert.execute(params![id, body, under, due]).map_err(err)?;
     }
     Ok(())
 }
@@ -1309,11 +1309,15 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            tx.execute(&q(sql::FINISH_JOB), params![job, now])
-                .map_err(err)?;
+            let finished = tx
+                .execute(&q(sql::FINISH_JOB), params![job, now])
+                .map_err(err)?
+                == 1;
             tx.execute(&q(sql::FORGET_JOBS), [forget_before])
                 .map_err(err)?;
-            record_events(&tx, "", &[], &events)?;
+            if finished {
+                record_events(&tx, "", &[], &events)?;
+            }
             tx.commit().map_err(err)
         })
         .await

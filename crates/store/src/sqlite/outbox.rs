@@ -32,9 +32,13 @@ impl OutboxStore for SqliteStore {
     ) -> StoreResult<Vec<OutboxItem>> {
         let claim = claim.to_owned();
         self.run_raw(move |c| {
-            let mut stmt = c.prepare_cached(&q(&sql::claim_events(""))).map_err(err)?;
-            let rows = stmt
-                .query_map(params![claim, lease_until, now, i64::from(limit)], |r| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let rows = tx
+                .prepare_cached(&q(sql::SQLITE_DUE_EVENTS))
+                .map_err(err)?
+                .query_map(params![now, i64::from(limit)], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
@@ -45,12 +49,26 @@ impl OutboxStore for SqliteStore {
                 .map_err(err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(id, subscription, body, attempts)| {
-                    sql::outbox_item(id, subscription, &body, attempts, &claim)
-                })
-                .collect())
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, subscription, body, attempts) in rows {
+                let (stmt, p) =
+                    match sql::outbox_item(&id, subscription.clone(), &body, attempts, &claim) {
+                        Some(item) => {
+                            out.push(item);
+                            (
+                                sql::SQLITE_CLAIM_EVENT,
+                                params![id, subscription, claim, lease_until],
+                            )
+                        }
+                        None => (sql::PARK_EVENT, params![id, subscription]),
+                    };
+                tx.prepare_cached(&q(stmt))
+                    .map_err(err)?
+                    .execute(p)
+                    .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(out)
         })
         .await
     }
@@ -75,6 +93,11 @@ impl OutboxStore for SqliteStore {
                     .map_err(err)?
                         == 1
                 }
+                Settle::Release { due } => {
+                    tx.execute(&q(sql::RELEASE_EVENT), params![key.0, key.1, key.2, due])
+                        .map_err(err)?
+                        == 1
+                }
                 _ => {
                     tx.execute(&q(sql::DELETE_CLAIMED_EVENT), params![key.0, key.1, key.2])
                         .map_err(err)?
@@ -84,16 +107,16 @@ impl OutboxStore for SqliteStore {
             if held {
                 match &outcome {
                     Settle::FanOut(subs) => {
-                        let body = item.event.to_json();
+                        let (body, due) = (item.event.to_json(), sql::event_due(&item.event));
                         let mut insert = tx.prepare_cached(&q(sql::INSERT_EVENT)).map_err(err)?;
                         for sub in subs {
                             insert
-                                .execute(params![key.0, sub, body, 0i64])
+                                .execute(params![key.0, sub, body, due])
                                 .map_err(err)?;
                         }
                     }
                     Settle::DeadLetter(r) => super::resource::upsert(&tx, r)?,
-                    Settle::Done | Settle::Retry { .. } => {}
+                    Settle::Done | Settle::Retry { .. } | Settle::Release { .. } => {}
                 }
             }
             tx.commit().map_err(err)?;

@@ -362,3 +362,71 @@ fn secret_version(
         meta: "{}".into(),
     }
 }
+
+/// An outbox row this node cannot read (corrupt, or written by a newer
+/// version) is set aside with a note, not handed out again and again, and
+/// the readable entries are claimed as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_outbox_entry_is_set_aside() {
+    use keyhaven_core::events::{ChangeEvent, EventType, OutboxStore, Settle};
+    use keyhaven_core::resource::ResourceStore;
+    let dir = std::env::temp_dir().join(format!("kh-outbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keyhaven.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    let vault = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v";
+    s.put_resource(&keyhaven_core::ResourceRecord {
+        id: format!("{vault}/providers/Microsoft.EventGrid/eventSubscriptions/one"),
+        kind: keyhaven_core::events::SUBSCRIPTION_TYPE.into(),
+        subscription_id: "s".into(),
+        resource_group: "rg".into(),
+        name: "one".into(),
+        location: "here".into(),
+        tags: "{}".into(),
+        properties: "{}".into(),
+        created: 0,
+        updated: 0,
+    })
+    .await
+    .unwrap();
+    let event = |id: &str| ChangeEvent {
+        id: id.into(),
+        event_type: EventType::SecretNewVersionCreated,
+        vault_name: "v".into(),
+        vault_id: vault.into(),
+        object_type: "Secret",
+        object_name: "n".into(),
+        version: "x".into(),
+        nbf: None,
+        exp: None,
+        time: 1,
+    };
+    s.enqueue_events(&[event("good"), event("bad")])
+        .await
+        .unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE outbox SET body = '{\"not\":1}' WHERE id = 'bad'",
+        [],
+    )
+    .unwrap();
+    let got = s.claim_events(10_000, 20_000, "a", 10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event.id, "good");
+    assert!(s.settle_event(&got[0], &Settle::Done).await.unwrap());
+    // Never due again, even long after any lease.
+    assert!(s
+        .claim_events(i64::MAX - 1, i64::MAX, "b", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.outbox_len().await.unwrap(), 1, "kept for an operator");
+    let note: String = raw
+        .query_row("SELECT last_error FROM outbox WHERE id = 'bad'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(note.contains("not an event"), "{note}");
+    drop((raw, s));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
