@@ -20,6 +20,9 @@ use crate::credentials::{
 pub const GLOBAL_ADMINISTRATOR: &str = "Global Administrator";
 /// The Azure CLI's well-known public client id (used for user sign-in).
 pub const AZURE_CLI_APP_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+/// The Azure Portal's well-known client id: the Keyhaven Portal signs users
+/// in as it (redirecting only to the portal's own callback).
+pub const PORTAL_APP_ID: &str = "c44b4083-3bb0-49c1-b47d-974e53cbdf3c";
 /// Upper bound on principals visited when expanding group membership.
 const MAX_WALK: usize = 10_000;
 

@@ -9,7 +9,7 @@ use keyhaven_core::{ApplicationRecord, PrincipalRecord, Storage};
 use keyhaven_core::{Barrier, Clock, Error, PrincipalKind, Sensitive, VaultName, VaultRecord};
 use keyhaven_identity::credentials::{hash_secret, ClientCredentials};
 use keyhaven_identity::directory::{
-    ApplicationAttrs, PrincipalAttrs, AZURE_CLI_APP_ID, GLOBAL_ADMINISTRATOR,
+    ApplicationAttrs, PrincipalAttrs, AZURE_CLI_APP_ID, GLOBAL_ADMINISTRATOR, PORTAL_APP_ID,
 };
 use keyhaven_identity::rbac;
 use keyhaven_identity::roles::seed_assignment;
@@ -301,37 +301,44 @@ async fn upgrade_bootstrap_principal(
     Ok(())
 }
 
-/// Registers the Azure CLI's well-known public client so users can sign in
-/// with `az login -u … -p …` and `UsernamePasswordCredential`.
+/// Registers the well-known public clients users sign in through: the Azure
+/// CLI's (`az login -u … -p …`, `UsernamePasswordCredential`) and the
+/// portal's.
 async fn ensure_public_client(
     store: &Arc<dyn Storage>,
     tenant_id: &str,
     now: i64,
 ) -> Result<(), BootstrapError> {
-    if store
-        .application_by_app_id(AZURE_CLI_APP_ID)
-        .await
-        .map_err(Error::from)?
-        .is_some()
-    {
-        return Ok(());
+    for (app_id, name) in [
+        (AZURE_CLI_APP_ID, "Microsoft Azure CLI"),
+        (PORTAL_APP_ID, "Keyhaven Portal"),
+    ] {
+        if store
+            .application_by_app_id(app_id)
+            .await
+            .map_err(Error::from)?
+            .is_some()
+        {
+            continue;
+        }
+        let app = ApplicationRecord {
+            object_id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: tenant_id.to_owned(),
+            app_id: app_id.to_owned(),
+            display_name: name.to_owned(),
+            credentials: ClientCredentials::default().to_json(),
+            attrs: serde_json::to_string(&ApplicationAttrs {
+                public_client: true,
+            })
+            .unwrap_or_default(),
+            created: now,
+        };
+        match store.create_application(&app).await {
+            Ok(()) | Err(keyhaven_core::StoreError::Duplicate(_)) => {}
+            Err(e) => return Err(BootstrapError::Domain(e.into())),
+        }
     }
-    let app = ApplicationRecord {
-        object_id: uuid::Uuid::new_v4().to_string(),
-        tenant_id: tenant_id.to_owned(),
-        app_id: AZURE_CLI_APP_ID.to_owned(),
-        display_name: "Microsoft Azure CLI".to_owned(),
-        credentials: ClientCredentials::default().to_json(),
-        attrs: serde_json::to_string(&ApplicationAttrs {
-            public_client: true,
-        })
-        .unwrap_or_default(),
-        created: now,
-    };
-    match store.create_application(&app).await {
-        Ok(()) | Err(keyhaven_core::StoreError::Duplicate(_)) => Ok(()),
-        Err(e) => Err(BootstrapError::Domain(e.into())),
-    }
+    Ok(())
 }
 
 async fn setting_or_init(

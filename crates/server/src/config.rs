@@ -123,6 +123,16 @@ impl Endpoints {
     pub fn graph_url(&self) -> String {
         format!("https://graph.{}{}", self.domain, self.port_suffix)
     }
+
+    /// `https://portal.{domain}[:port]` (the web console)
+    pub fn portal_url(&self) -> String {
+        format!("https://portal.{}{}", self.domain, self.port_suffix)
+    }
+
+    /// Where the sign-in of the portal returns.
+    pub fn portal_callback(&self) -> String {
+        format!("{}/signin/callback", self.portal_url())
+    }
 }
 
 /// The ARM location of resources made by the bootstrap (ARM requires one;

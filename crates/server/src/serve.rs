@@ -81,6 +81,9 @@ pub struct BootstrapFile {
     pub resource_group: String,
     /// Absolute path of the CA certificate to trust.
     pub ca_cert: String,
+    /// The web console.
+    #[serde(default)]
+    pub portal_url: String,
 }
 
 /// Everything a running server needs, assembled from a config.
@@ -252,6 +255,7 @@ fn bootstrap_file(
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
+        portal_url: endpoints.portal_url(),
     };
     write_private_json(path, &bootstrap)?;
     Ok(bootstrap)
@@ -581,6 +585,7 @@ fn print_banner(p: &Prepared) {
     let b = &p.bootstrap;
     println!("Keyhaven is serving.");
     println!("  vault URL:       {}", b.vault_url);
+    println!("  portal:          {}", b.portal_url);
     println!("  authority host:  {}", b.authority_host);
     println!("  tenant id:       {}", b.tenant_id);
     println!("  client id:       {}", b.client_id);

@@ -42,6 +42,8 @@ pub struct Inner {
     pub device_codes: DeviceCodes,
     /// Outstanding authorization codes (browser sign-in).
     pub auth_codes: keyhaven_identity::authcode::AuthCodes,
+    /// The portal's sessions on this node.
+    pub portal: crate::http::portal::session::Sessions,
     /// Request ids (`x-ms-request-id`).
     pub request_ids: RequestIds,
     /// The crypto barrier (for deployment-level sealed data).
@@ -221,6 +223,7 @@ impl AppState {
             sign_in_limiter: SourceLimiter::new(SIGN_IN_BURST, SIGN_IN_PER_SEC),
             device_codes: DeviceCodes::new(),
             auth_codes: keyhaven_identity::authcode::AuthCodes::new(),
+            portal: Default::default(),
             request_ids: RequestIds::new(),
             barrier: p.barrier,
             subscription_id: p.subscription_id,

@@ -7,6 +7,7 @@ pub mod arm;
 pub mod data;
 pub mod extract;
 pub mod identity;
+pub mod portal;
 pub mod response;
 pub mod route;
 
@@ -94,6 +95,7 @@ impl RequestFacts {
             Plane::Login => ("login", String::new()),
             Plane::Management => ("management", String::new()),
             Plane::Graph => ("graph", String::new()),
+            Plane::Portal => ("portal", String::new()),
             Plane::Unknown(_) => ("unknown", String::new()),
         };
         let header = |n: &str| {
@@ -245,6 +247,16 @@ fn audit_unavailable() -> Response {
     resp
 }
 
+/// `dispatch` for a request the server makes on a user's behalf (the
+/// portal's calls): the same pipeline, boxed for the recursion.
+fn dispatch_boxed(
+    state: AppState,
+    planes: Arc<Planes>,
+    req: Request,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+    Box::pin(dispatch(state, planes, req))
+}
+
 async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
     let facts = RequestFacts::of(&req, &state.endpoints);
     if state.audit_fail_closed && !facts.health {
@@ -325,6 +337,7 @@ async fn route_plane(state: &AppState, planes: Arc<Planes>, req: Request) -> Res
             }
             r
         }
+        Plane::Portal => portal::handle(state, planes, req).await,
         Plane::Unknown(host) => ApiError::not_found(format!(
             "No Keyhaven endpoint is served at host '{}'.",
             host.chars().take(100).collect::<String>()

@@ -17,6 +17,8 @@ pub enum Plane {
     Management,
     /// `graph.{domain}`: the Microsoft Graph subset.
     Graph,
+    /// `portal.{domain}`: the web console.
+    Portal,
     /// Anything else.
     Unknown(String),
 }
@@ -50,6 +52,8 @@ pub fn plane_of_host(host: &str, endpoints: &Endpoints) -> Plane {
         Plane::Management
     } else if name == format!("graph.{domain}") {
         Plane::Graph
+    } else if name == format!("portal.{domain}") {
+        Plane::Portal
     } else {
         Plane::Unknown(name)
     }
@@ -81,6 +85,7 @@ mod tests {
         assert_eq!(plane_of_host("login.localhost:8443", &e), Plane::Login);
         assert_eq!(plane_of_host("management.localhost", &e), Plane::Management);
         assert_eq!(plane_of_host("graph.localhost:8443", &e), Plane::Graph);
+        assert_eq!(plane_of_host("Portal.localhost:8443", &e), Plane::Portal);
         assert!(matches!(
             plane_of_host("vault.localhost:8443", &e),
             Plane::Unknown(_)

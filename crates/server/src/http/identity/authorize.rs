@@ -95,6 +95,23 @@ pub(super) fn sign_in_page(status: StatusCode, body: String) -> Response {
     ))
 }
 
+/// The sign-in form of an authorization request: as `sign_in_page`, and
+/// the redirect may also go to the portal's origin when that is where the
+/// request returns (only the portal's client may name it).
+fn form_page(status: StatusCode, body: String, redirect_uri: &str) -> Response {
+    let Some(origin) = redirect_uri
+        .strip_prefix("https://")
+        .and_then(|r| r.split('/').next())
+    else {
+        return sign_in_page(status, body);
+    };
+    let csp = format!("default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https://{origin} http://localhost:* http://127.0.0.1:* http://[::1]:*; frame-ancestors 'none'");
+    match http::HeaderValue::from_str(&csp) {
+        Ok(v) => no_store(html_page(status, body, v)),
+        Err(_) => sign_in_page(status, body),
+    }
+}
+
 pub(super) fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
@@ -151,11 +168,16 @@ pub(super) async fn check_authorize(
             ))
         }
     }
-    let Some(redirect_uri) = p
-        .redirect_uri
-        .as_deref()
-        .filter(|r| authcode::loopback_redirect(r))
-    else {
+    // The portal's client returns only to the portal's callback; other
+    // public clients only to a loopback listener on the user's machine.
+    let portal = client_id == keyhaven_identity::directory::PORTAL_APP_ID;
+    let Some(redirect_uri) = p.redirect_uri.as_deref().filter(|r| {
+        if portal {
+            *r == st.endpoints.portal_callback()
+        } else {
+            authcode::loopback_redirect(r)
+        }
+    }) else {
         return Err(authorize_error("AADSTS50011: The redirect URI must be a loopback address (http://localhost:PORT) of the application on this machine."));
     };
     if p.response_type.as_deref() != Some("code") {
@@ -240,9 +262,10 @@ pub(super) async fn authorize_page(
     let p: AuthorizeParams =
         serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
     match check_authorize(&st, &tenant, &p).await {
-        Ok(a) => sign_in_page(
+        Ok(a) => form_page(
             StatusCode::OK,
             authorize_form(&tenant, &a, p.login_hint.as_deref().unwrap_or(""), ""),
+            &a.request.redirect_uri,
         ),
         Err(r) => r,
     }
@@ -269,7 +292,7 @@ pub(super) async fn authorize_login(
     let password = p.password.take().map(Sensitive::new);
     let username = p.username.take().unwrap_or_default();
     let again = |text: &str| {
-        sign_in_page(
+        form_page(
             StatusCode::OK,
             authorize_form(
                 &tenant,
@@ -277,6 +300,7 @@ pub(super) async fn authorize_login(
                 &username,
                 &format!(r#"<p class="msg">{text}</p>"#),
             ),
+            &a.request.redirect_uri,
         )
     };
     let Some(password) = password.filter(|_| !username.is_empty()) else {

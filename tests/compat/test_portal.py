@@ -1,0 +1,220 @@
+"""The Keyhaven Portal in real headless Chromium (Debian's `chromium`, driven
+by Selenium through Debian's `chromium-driver`; no tool downloads a browser).
+
+A person signs in through the tenant's own sign-in page, finds the vault,
+creates a secret and reveals it; the Python SDK reads the same secret, and a
+secret the SDK wrote shows in the portal. Text from the server renders as
+text (a content type that is markup does not become markup). A Reader sees
+the vault but the Secrets blade answers as the API does (403). A state-
+changing call without the CSRF token, or with a cookie this deployment never
+issued, is refused; every portal page carries the Content-Security-Policy.
+Screenshots of each step are saved under target/portal-screenshots/."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from khcompat import CLIENT_KWARGS, assign_role, create_user, unique
+
+CHROMIUM = os.environ.get("KEYHAVEN_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("KEYHAVEN_CHROMEDRIVER", "/usr/bin/chromedriver")
+SHOTS = Path(os.environ.get("KEYHAVEN_SCREENSHOTS", Path(__file__).resolve().parents[2] / "target" / "portal-screenshots"))
+WAIT = 20
+# Selenium Manager never fetches anything: the browser and driver are Debian's.
+os.environ.setdefault("SE_OFFLINE", "true")
+
+
+def spki_hash(cert_pem: Path) -> str:
+    """The base64 SHA-256 of the server certificate's public key: Chromium
+    trusts exactly this key (--ignore-certificate-errors-spki-list), nothing
+    else."""
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+class Browser:
+    """One headless Chromium with a fresh profile."""
+
+    def __init__(self, server, label: str):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+        if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+            pytest.fail(f"Chromium or chromedriver missing ({CHROMIUM}, {CHROMEDRIVER}): scripts/test installs them")
+        self.profile = tempfile.mkdtemp(prefix="kh-chromium-")
+        opts = Options()
+        opts.binary_location = CHROMIUM
+        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                  f"--user-data-dir={self.profile}", "--no-first-run", "--disable-background-networking",
+                  f"--ignore-certificate-errors-spki-list={spki_hash(server.data_dir / 'tls' / 'server.pem')}"):
+            opts.add_argument(a)
+        self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+        self.driver.set_page_load_timeout(60)
+        self.server, self.label, self.step = server, label, 0
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.step += 1
+        self.driver.save_screenshot(str(SHOTS / f"{self.server.store_kind}-{self.label}-{self.step:02d}-{name}.png"))
+
+    def wait(self, css: str, text: str | None = None):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+        w = WebDriverWait(self.driver, WAIT)
+        if text is None:
+            return w.until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+        w.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find(self, css: str):
+        from selenium.webdriver.common.by import By
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def sign_in(self, upn: str, password: str) -> None:
+        self.driver.get(self.server.bootstrap["portal_url"] + "/")
+        self.wait("[data-test=signin]").click()
+        self.wait("#username").send_keys(upn)
+        self.find("#password")[0].send_keys(password)
+        self.shot("sign-in-page")
+        self.find("button[type=submit]")[0].click()
+        self.wait("[data-test=vault-link]")
+        self.shot("home")
+
+    def session_cookie(self) -> str:
+        return next(c["value"] for c in self.driver.get_cookies() if c["name"] == "__Host-kh_portal")
+
+    def close(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(server, request):
+    b = Browser(server, request.node.name.split("[")[0].removeprefix("test_")[:40])
+    try:
+        yield b
+    finally:
+        try:
+            b.shot("last")   # what the page showed when the test ended (or failed)
+        finally:
+            b.close()
+
+
+def vault_arm_id(server) -> str:
+    return (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+            "/providers/Microsoft.KeyVault/vaults/dev")
+
+
+def portal_user(server, *roles):
+    user, password = create_user(server, prefix="portal")
+    for role in roles:
+        assign_role(server, vault_arm_id(server), role, user["id"], principal_type="User")
+    return user, password
+
+
+def test_the_portal_serves_its_shell_with_a_strict_policy(server):
+    url = server.bootstrap["portal_url"]
+    assert url.startswith("https://portal.")
+    for path in ("/", "/ui/vaults/x/y/z/secrets", "/static/app.js"):
+        r = requests.get(url + path, verify=server.ca_cert, timeout=30)
+        assert r.status_code == 200, (path, r.status_code)
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert r.headers["X-Frame-Options"] == "DENY"
+    session = requests.get(url + "/api/session", verify=server.ca_cert, timeout=30).json()
+    assert session == {"signedIn": False}
+
+
+def test_sign_in_create_reveal_and_read_back_with_the_sdk(server, credential, browser):
+    user, password = portal_user(server, "Reader", "Key Vault Administrator")
+    browser.sign_in(user["userPrincipalName"], password)
+    assert browser.find("#who")[0].text == user["displayName"]
+    browser.wait("[data-test=vault-link]").click()
+    browser.wait("[data-test=new-secret-name]")
+    sdk = SecretClient(server.vault_url, credential, **CLIENT_KWARGS)
+    # A secret the SDK wrote, with markup in its content type, shows as text.
+    markup = '<img src=x onerror="document.title=\'pwned\'">'
+    from_sdk = unique("FromSdk")
+    sdk.set_secret(from_sdk, "written-by-the-sdk", content_type=markup)
+    name, value = unique("DbPassword"), "s3cr3t <b>not bold</b> & ünïcode"
+    browser.find("[data-test=new-secret-name]")[0].send_keys(name)
+    browser.find("[data-test=new-secret-value]")[0].send_keys(value)
+    browser.find("[data-test=new-secret-content-type]")[0].send_keys("text/plain")
+    browser.find("[data-test=new-secret-submit]")[0].click()
+    browser.wait("[data-test=secret-detail] h2", name)
+    browser.shot("created")
+    browser.find("[data-test=show-value]")[0].click()
+    shown = browser.wait("[data-test=secret-value]")
+    assert shown.text == value
+    browser.shot("value-shown")
+    assert sdk.get_secret(name).value == value, "the SDK reads what the portal wrote"
+    # The list (reloaded) has the SDK's secret; its content type is text.
+    browser.driver.refresh()
+    browser.wait("[data-test=secret-filter]").send_keys(from_sdk)
+    browser.wait("[data-test=secret-row]", from_sdk)
+    row = browser.find("[data-test=secret-row]")[0]
+    assert markup in row.text
+    assert not browser.find("img"), "markup from the server never becomes markup"
+    assert browser.driver.title != "pwned"
+    browser.find("[data-test=secret-link]")[0].click()
+    browser.wait("[data-test=show-value]").click()
+    assert browser.wait("[data-test=secret-value]").text == "written-by-the-sdk"
+    browser.shot("sdk-secret")
+    # Sign-out ends the session: its cookie no longer opens the API.
+    cookie = browser.session_cookie()
+    browser.find("[data-test=signout]")[0].click()
+    browser.wait("[data-test=signin]")
+    r = requests.get(server.bootstrap["portal_url"] + "/api/arm/subscriptions?api-version=2022-12-01",
+                     cookies={"__Host-kh_portal": cookie}, verify=server.ca_cert, timeout=30)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "SessionExpired"
+
+
+def test_a_reader_sees_the_vault_but_not_its_secrets(server, browser):
+    user, password = portal_user(server, "Reader")
+    browser.sign_in(user["userPrincipalName"], password)
+    browser.wait("[data-test=vault-link]").click()
+    err = browser.wait("[data-test=error]")
+    assert "Forbidden" in err.text, err.text
+    assert not browser.find("[data-test=secret-row]")
+    browser.shot("reader-refused")
+
+
+def test_csrf_and_foreign_cookies_are_refused(server, browser):
+    user, password = portal_user(server, "Reader", "Key Vault Administrator")
+    browser.sign_in(user["userPrincipalName"], password)
+    base = server.bootstrap["portal_url"]
+    cookie = {"__Host-kh_portal": browser.session_cookie()}
+    put = f"{base}/api/vault/dev/secrets/{unique('csrf')}?api-version=7.5"
+    r = requests.put(put, json={"value": "x"}, cookies=cookie, verify=server.ca_cert, timeout=30)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "CsrfTokenMissing"
+    csrf = requests.get(f"{base}/api/session", cookies=cookie, verify=server.ca_cert, timeout=30).json()["csrf"]
+    r = requests.put(put, json={"value": "x"}, cookies=cookie, headers={"X-CSRF-Token": csrf + "x"},
+                     verify=server.ca_cert, timeout=30)
+    assert r.status_code == 403
+    r = requests.put(put, json={"value": "x"}, cookies=cookie, headers={"X-CSRF-Token": csrf},
+                     verify=server.ca_cert, timeout=30)
+    assert r.status_code == 200, r.text
+    # A cookie this deployment never issued opens nothing.
+    forged = {"__Host-kh_portal": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")}
+    r = requests.get(f"{base}/api/arm/subscriptions?api-version=2022-12-01", cookies=forged,
+                     verify=server.ca_cert, timeout=30)
+    assert r.status_code == 401
+    # Signing out needs the token too.
+    r = requests.post(f"{base}/signout", data={"csrf": "wrong"}, cookies=cookie, verify=server.ca_cert,
+                      timeout=30, allow_redirects=False)
+    assert r.status_code == 403
