@@ -218,3 +218,91 @@ def test_csrf_and_foreign_cookies_are_refused(server, browser):
     r = requests.post(f"{base}/signout", data={"csrf": "wrong"}, cookies=cookie, verify=server.ca_cert,
                       timeout=30, allow_redirects=False)
     assert r.status_code == 403
+
+
+# ---------------------------------------------------------------------------
+# The sign-in flow without a browser (each step as a browser would do it).
+
+def begin_sign_in(server, http: requests.Session):
+    """GET /signin and the sign-in page, post the credentials: the callback
+    URL the login host sends the browser to (not followed)."""
+    from browser_login import _Form
+    base = server.bootstrap["portal_url"]
+    r = http.get(f"{base}/signin", verify=server.ca_cert, timeout=30, allow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = http.get(r.headers["Location"], verify=server.ca_cert, timeout=30)
+    assert page.status_code == 200, page.text[:300]
+    assert f"form-action 'self' {base}" in page.headers["Content-Security-Policy"]
+    form = _Form()
+    form.feed(page.text)
+    return form, page.url
+
+
+def finish_sign_in(server, http: requests.Session, upn: str, password: str) -> str:
+    form, url = begin_sign_in(server, http)
+    post = http.post(requests.compat.urljoin(url, form.action), verify=server.ca_cert, timeout=30,
+                     data=dict(form.fields, username=upn, password=password), allow_redirects=False)
+    assert post.status_code == 302, post.text[:300]
+    return post.headers["Location"]
+
+
+def test_a_sign_in_completes_only_in_the_browser_that_began_it(server):
+    """Login CSRF: an attacker who stops at the callback and sends the
+    victim there does not put the victim into the attacker's session."""
+    user, password = portal_user(server, "Reader")
+    attacker = requests.Session()
+    callback = finish_sign_in(server, attacker, user["userPrincipalName"], password)
+    assert callback.startswith(server.bootstrap["portal_url"] + "/signin/callback?")
+    victim = requests.Session()
+    r = victim.get(callback, verify=server.ca_cert, timeout=30, allow_redirects=False)
+    assert r.status_code == 400 and "__Host-kh_portal" not in r.headers.get("Set-Cookie", "")
+    # The browser that began it still can.
+    r = attacker.get(callback, verify=server.ca_cert, timeout=30, allow_redirects=False)
+    assert r.status_code == 303 and "__Host-kh_portal=" in r.headers["Set-Cookie"]
+    base = server.bootstrap["portal_url"]
+    me = attacker.get(f"{base}/api/session", verify=server.ca_cert, timeout=30).json()
+    assert me["signedIn"] and me["oid"] == user["id"]
+    # A cross-site sign-out (a form on another site) changes nothing.
+    r = attacker.post(f"{base}/signout", data={"csrf": me["csrf"]}, headers={"Sec-Fetch-Site": "cross-site"},
+                      verify=server.ca_cert, timeout=30, allow_redirects=False)
+    assert r.status_code == 403 and "Set-Cookie" not in r.headers
+    assert attacker.get(f"{base}/api/session", verify=server.ca_cert, timeout=30).json()["signedIn"]
+    r = attacker.post(f"{base}/signout", data={"csrf": me["csrf"]}, verify=server.ca_cert, timeout=30,
+                      allow_redirects=False)
+    assert r.status_code == 303
+    assert not attacker.get(f"{base}/api/session", verify=server.ca_cert, timeout=30).json()["signedIn"]
+
+
+class ProxiedServer(__import__("khcompat").KeyhavenServer):
+    """Trusts the reverse proxy at 127.0.0.3."""
+
+    def command(self):
+        return super().command() + ["--trusted-proxy", "127.0.0.3/32"]
+
+
+def test_the_vault_firewall_judges_the_browsers_address_through_the_portal(store_kind, tmp_path, monkeypatch):
+    """Behind a trusted reverse proxy, the portal's calls are judged by the
+    address the proxy names, exactly as a direct call would be."""
+    from khcompat import arm, management_token, running_server, trust_server_ca
+    from test_network import session_from
+    with running_server(ProxiedServer, store_kind, tmp_path / "srv") as srv:
+        trust_server_ca(monkeypatch, srv)
+        name = unique("pfw")[:24]
+        path = (f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+                f"/providers/Microsoft.KeyVault/vaults/{name}")
+        r = arm(srv, "PUT", path, management_token(srv), {"location": "local", "properties": {
+            "tenantId": srv.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
+            "networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "198.51.100.50"}]}}},
+            api_version="2023-07-01")
+        assert r.status_code == 201, r.text
+        user, password = create_user(srv, prefix="portal")
+        assign_role(srv, path, "Key Vault Administrator", user["id"], principal_type="User")
+        browser = session_from("127.0.0.3")
+        browser.headers["X-Forwarded-For"] = "198.51.100.50"
+        callback = finish_sign_in(srv, browser, user["userPrincipalName"], password)
+        assert browser.get(callback, verify=srv.ca_cert, timeout=30, allow_redirects=False).status_code == 303
+        base = srv.bootstrap["portal_url"]
+        url = f"{base}/api/vault/{name}/secrets?api-version=7.5"
+        assert browser.get(url, verify=srv.ca_cert, timeout=30).status_code == 200
+        r = browser.get(url, verify=srv.ca_cert, timeout=30, headers={"X-Forwarded-For": "203.0.113.1"})
+        assert r.status_code == 403 and "Client address: 203.0.113.1" in r.json()["error"]["message"], r.text

@@ -146,6 +146,22 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         }
         None => TrustedIssuers::default(),
     };
+    // The sign-in clients any user signs in through are never a trusted
+    // service: that would let every user past `bypass: AzureServices`.
+    for public in [
+        keyhaven_identity::directory::PORTAL_APP_ID,
+        keyhaven_identity::directory::AZURE_CLI_APP_ID,
+    ] {
+        if config
+            .trusted_services
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(public))
+        {
+            return Err(StartError::Io(format!(
+                "--trusted-service {public}: a public sign-in client cannot be a trusted service"
+            )));
+        }
+    }
     let events: Arc<dyn keyhaven_core::events::EventSink> = Arc::new(crate::events::start(
         Arc::clone(&store),
         endpoints.clone(),

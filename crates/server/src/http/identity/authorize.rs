@@ -178,7 +178,11 @@ pub(super) async fn check_authorize(
             authcode::loopback_redirect(r)
         }
     }) else {
-        return Err(authorize_error("AADSTS50011: The redirect URI must be a loopback address (http://localhost:PORT) of the application on this machine."));
+        return Err(authorize_error(if portal {
+            "AADSTS50011: The redirect URI does not match the portal's reply address."
+        } else {
+            "AADSTS50011: The redirect URI must be a loopback address (http://localhost:PORT) of the application on this machine."
+        }));
     };
     if p.response_type.as_deref() != Some("code") {
         return Err(authorize_error(

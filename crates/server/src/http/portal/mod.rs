@@ -29,6 +29,8 @@ use session::{random_token, Session, Tokens};
 
 /// The cookie carrying the session id (host-only, `Secure`, path `/`).
 pub const COOKIE: &str = "__Host-kh_portal";
+/// The cookie binding a sign-in in progress to the browser that began it.
+const SIGNIN_COOKIE: &str = "__Host-kh_portal_signin";
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -76,7 +78,10 @@ fn secure_headers(state: &AppState, resp: &mut Response) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000"),
@@ -124,8 +129,8 @@ fn redirect(to: &str) -> Response {
     r
 }
 
-/// The session cookie's value, if the request has one.
-fn cookie_of(req: &Request) -> Option<String> {
+/// The value of cookie `name`, if the request has it.
+fn named_cookie(req: &Request, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
@@ -133,15 +138,65 @@ fn cookie_of(req: &Request) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
-            (k == COOKIE).then(|| v.to_owned())
+            (k == name).then(|| v.to_owned())
         })
+}
+
+/// The session cookie's value, if the request has one.
+fn cookie_of(req: &Request) -> Option<String> {
+    named_cookie(req, COOKIE)
+}
+
+/// The browser's address as the planes see it (the peer, or what a trusted
+/// proxy says in `X-Forwarded-For`).
+fn source_of(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
+    let peer = req.extensions().get::<super::PeerAddr>()?.0.ip();
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    Some(keyhaven_core::network::client_address(
+        peer,
+        forwarded,
+        &state.trusted_proxies,
+    ))
+}
+
+/// Whether a state-changing request comes from the portal's own pages: a
+/// browser says where a request came from in `Sec-Fetch-Site`; a cross-site
+/// one is refused whatever else it carries.
+fn same_origin(req: &Request) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == "same-origin" || v == "none")
+}
+
+fn set_cookie(r: &mut Response, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Forgets a session and revokes its refresh token family at the issuer, so
+/// a copy of the token is worthless too.
+async fn end_session(state: &AppState, session: &Session) {
+    let tokens = session.tokens.lock().await;
+    let now = state.clock.now();
+    if let Ok(g) = state.tokens.validate_refresh(
+        tokens.refresh.expose(),
+        keyhaven_identity::directory::PORTAL_APP_ID,
+        now,
+    ) {
+        if let Err(e) = keyhaven_identity::refresh::revoke(&state.store, &g.id.family).await {
+            tracing::warn!(error = %e, "a portal session's refresh tokens could not be revoked");
+        }
+    }
 }
 
 /// The signed-in session of a request.
 fn session_of(state: &AppState, req: &Request) -> Option<Arc<Session>> {
-    state
-        .portal
-        .get(&cookie_of(req)?, state.clock.now())
+    state.portal.get(&cookie_of(req)?, state.clock.now())
 }
 
 /// A path of the portal to come back to (`/` unless a safe `/ui/…` path).
@@ -163,15 +218,27 @@ fn return_path(req: &Request) -> String {
         .unwrap_or_else(|| "/".to_owned())
 }
 
-/// `GET /signin`: starts the authorization-code + PKCE flow.
+/// `GET /signin`: starts the authorization-code + PKCE flow, bound to this
+/// browser by a short-lived cookie.
 fn sign_in(state: &AppState, req: &Request) -> Response {
-    let (st, verifier) = (random_token(), random_token());
+    let (st, verifier, browser) = (random_token(), random_token(), random_token());
     let now = state.clock.now();
+    if state
+        .sign_in_limiter
+        .admit(source_of(state, req), now)
+        .is_err()
+    {
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins from your address. Try again shortly.",
+        );
+    }
     if st.is_empty()
         || verifier.is_empty()
+        || browser.is_empty()
         || !state
             .portal
-            .begin(&st, verifier.clone(), return_path(req), now)
+            .begin(&st, &browser, verifier.clone(), return_path(req), now)
     {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -186,17 +253,25 @@ fn sign_in(state: &AppState, req: &Request) -> Response {
         .append_pair("response_mode", "query")
         .append_pair(
             "scope",
-            &format!("{}/.default openid profile offline_access", e.management_url()),
+            &format!(
+                "{}/.default openid profile offline_access",
+                e.management_url()
+            ),
         )
         .append_pair("state", &st)
         .append_pair("code_challenge", &session::challenge(&verifier))
         .append_pair("code_challenge_method", "S256")
         .finish();
-    redirect(&format!(
+    let mut r = redirect(&format!(
         "{}/{}/oauth2/v2.0/authorize?{query}",
         e.authority_host(),
         state.tokens.tenant_id()
-    ))
+    ));
+    set_cookie(
+        &mut r,
+        &format!("{SIGNIN_COOKIE}={browser}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"),
+    );
+    r
 }
 
 /// `GET /signin/callback?code&state`: redeems the code at the token
@@ -205,12 +280,17 @@ async fn callback(state: &AppState, planes: Arc<super::Planes>, req: Request) ->
     let params: std::collections::HashMap<String, String> = req
         .uri()
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let now = state.clock.now();
+    let browser = named_cookie(&req, SIGNIN_COOKIE).unwrap_or_default();
     let Some(pending) = params
         .get("state")
-        .and_then(|s| state.portal.finish(s, now))
+        .and_then(|s| state.portal.finish(s, &browser, now))
     else {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -230,7 +310,10 @@ async fn callback(state: &AppState, planes: Arc<super::Planes>, req: Request) ->
         .append_pair("code_verifier", pending.verifier.expose())
         .append_pair(
             "scope",
-            &format!("{}/.default openid profile offline_access", e.management_url()),
+            &format!(
+                "{}/.default openid profile offline_access",
+                e.management_url()
+            ),
         )
         .finish();
     let Some(granted) = proxy::token_request(&ctx, form).await else {
@@ -252,6 +335,10 @@ async fn callback(state: &AppState, planes: Arc<super::Planes>, req: Request) ->
             access: [(scope, (granted.access, granted.expires))].into(),
         }),
     };
+    // A session this browser already had ends: one browser, one session.
+    if let Some(old) = cookie_of(&req).and_then(|c| state.portal.close(&c)) {
+        end_session(state, &old).await;
+    }
     let Some(cookie) = state.portal.open(session, now) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -259,19 +346,27 @@ async fn callback(state: &AppState, planes: Arc<super::Planes>, req: Request) ->
         );
     };
     let mut r = redirect(&pending.return_to);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={cookie}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
-        session::SESSION_SECS
-    )) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    set_cookie(
+        &mut r,
+        &format!(
+            "{COOKIE}={cookie}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+            session::SESSION_SECS
+        ),
+    );
+    set_cookie(
+        &mut r,
+        &format!("{SIGNIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
     r
 }
 
-/// `POST /signout` (a form with the CSRF token): ends the session.
+/// `POST /signout` (a form with the CSRF token, from the portal's own page):
+/// ends the session and revokes its refresh tokens. Anything else changes
+/// nothing, the cookie included.
 async fn sign_out(state: &AppState, req: Request) -> Response {
     let cookie = cookie_of(&req);
     let session = session_of(state, &req);
+    let cross_site = !same_origin(&req);
     let body = axum::body::to_bytes(req.into_body(), 4096)
         .await
         .unwrap_or_default();
@@ -279,15 +374,21 @@ async fn sign_out(state: &AppState, req: Request) -> Response {
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    match (cookie, session) {
-        (Some(c), Some(s)) if s.csrf_ok(&token) => state.portal.close(&c),
-        (_, Some(_)) => return plain(StatusCode::FORBIDDEN, "The request lacks its CSRF token."),
-        _ => {}
+    let (Some(c), Some(s)) = (cookie, session) else {
+        return redirect("/");
+    };
+    if cross_site || !s.csrf_ok(&token) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "The request lacks the portal's CSRF token.",
+        );
     }
+    state.portal.close(&c);
+    end_session(state, &s).await;
     let mut r = redirect("/");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("__Host-kh_portal=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
+    set_cookie(
+        &mut r,
+        &format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
     r
 }

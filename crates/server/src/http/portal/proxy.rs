@@ -28,6 +28,9 @@ pub(super) struct Ctx {
     peer: Option<super::super::PeerAddr>,
     local: Option<super::super::LocalAddr>,
     tls: Option<crate::audit::TlsVersion>,
+    /// What a reverse proxy said about the browser, passed on unchanged so
+    /// the planes judge the browser's address exactly as for a direct call.
+    forwarded_for: Option<String>,
 }
 
 impl Ctx {
@@ -39,6 +42,11 @@ impl Ctx {
             peer: ext.get().copied(),
             local: ext.get().copied(),
             tls: ext.get().copied(),
+            forwarded_for: req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         }
     }
 
@@ -57,6 +65,9 @@ impl Ctx {
             .header(header::HOST, host);
         for (k, v) in headers {
             b = b.header(k, v);
+        }
+        if let Some(f) = &self.forwarded_for {
+            b = b.header("x-forwarded-for", f);
         }
         let Ok(mut req) = b.body(axum::body::Body::from(body)) else {
             return StatusCode::BAD_REQUEST.into_response();
@@ -125,38 +136,62 @@ pub(super) async fn token_request(ctx: &Ctx, form: String) -> Option<Granted> {
     if resp.status() != StatusCode::OK {
         return None;
     }
-    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024).await.ok()?;
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
     Some(Granted {
         access: Sensitive::new(s("access_token")?),
         refresh: Sensitive::new(s("refresh_token")?),
-        expires: st.clock.now() + v.get("expires_in").and_then(serde_json::Value::as_i64).unwrap_or(3600),
+        expires: st.clock.now()
+            + v.get("expires_in")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(3600),
         id_token: s("id_token"),
     })
 }
 
 /// An access token of the session for `scope`, refreshed when near expiry.
-async fn access_token(ctx: &Ctx, session: &Session, scope: &str) -> Option<Sensitive<String>> {
-    let now = ctx.state.clock.now();
-    let mut tokens = session.tokens.lock().await;
-    if let Some((t, exp)) = tokens.access.get(scope) {
-        if *exp - RENEW_BEFORE > now {
-            return Some(t.clone());
+/// The refresh runs on its own task: refresh tokens rotate, so a browser
+/// that goes away mid-refresh must not leave the session holding the
+/// replaced token (whose reuse would revoke the whole family). A refresh the
+/// issuer refuses ends the session.
+async fn access_token(
+    ctx: Arc<Ctx>,
+    session: Arc<Session>,
+    scope: String,
+) -> Option<Sensitive<String>> {
+    tokio::spawn(async move {
+        let now = ctx.state.clock.now();
+        let mut tokens = session.tokens.lock().await;
+        if let Some((t, exp)) = tokens.access.get(&scope) {
+            if *exp - RENEW_BEFORE > now {
+                return Some(t.clone());
+            }
         }
-    }
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", "refresh_token")
-        .append_pair("client_id", keyhaven_identity::directory::PORTAL_APP_ID)
-        .append_pair("refresh_token", tokens.refresh.expose())
-        .append_pair("scope", &format!("{scope} offline_access"))
-        .finish();
-    let g = token_request(ctx, form).await?;
-    tokens.refresh = g.refresh;
-    tokens
-        .access
-        .insert(scope.to_owned(), (g.access.clone(), g.expires));
-    Some(g.access)
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("client_id", keyhaven_identity::directory::PORTAL_APP_ID)
+            .append_pair("refresh_token", tokens.refresh.expose())
+            .append_pair("scope", &format!("{scope} offline_access"))
+            .finish();
+        let Some(g) = token_request(&ctx, form).await else {
+            drop(tokens);
+            ctx.state.portal.close_session(&session);
+            return None;
+        };
+        tokens.refresh = g.refresh;
+        tokens.access.insert(scope, (g.access.clone(), g.expires));
+        Some(g.access)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -173,11 +208,19 @@ fn target(st: &AppState, path: &str) -> Option<(String, String, String)> {
     let host_of = |url: String| url.trim_start_matches("https://").to_owned();
     if let Some(rest) = path.strip_prefix("/api/arm/") {
         let url = e.management_url();
-        return Some((host_of(url.clone()), format!("{url}/.default"), format!("/{rest}")));
+        return Some((
+            host_of(url.clone()),
+            format!("{url}/.default"),
+            format!("/{rest}"),
+        ));
     }
     if let Some(rest) = path.strip_prefix("/api/graph/") {
         let url = e.graph_url();
-        return Some((host_of(url.clone()), format!("{url}/.default"), format!("/{rest}")));
+        return Some((
+            host_of(url.clone()),
+            format!("{url}/.default"),
+            format!("/{rest}"),
+        ));
     }
     let rest = path.strip_prefix("/api/vault/")?;
     let (vault, rest) = rest.split_once('/')?;
@@ -212,7 +255,7 @@ pub(super) async fn forward(
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !safe && !session.csrf_ok(csrf) {
+    if !safe && (!super::same_origin(&req) || !session.csrf_ok(csrf)) {
         return error(
             StatusCode::FORBIDDEN,
             "CsrfTokenMissing",
@@ -226,7 +269,7 @@ pub(super) async fn forward(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let ctx = Ctx::of(state, planes, &req);
+    let ctx = Arc::new(Ctx::of(state, planes, &req));
     let method = req.method().clone();
     let content_type = req
         .headers()
@@ -240,7 +283,7 @@ pub(super) async fn forward(
             "The request body is too large.",
         );
     };
-    let Some(token) = access_token(&ctx, &session, &scope).await else {
+    let Some(token) = access_token(Arc::clone(&ctx), session, scope).await else {
         return error(
             StatusCode::UNAUTHORIZED,
             "SessionExpired",
@@ -257,15 +300,19 @@ pub(super) async fn forward(
     relay(resp)
 }
 
-/// The answer to the browser: status, content type and body only (no
-/// challenge headers or cookies of the inner plane).
+/// The answer to the browser: status, content type, `Retry-After` and body
+/// only (no challenge headers or cookies of the inner plane).
 fn relay(resp: Response) -> Response {
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after = resp.headers().get(header::RETRY_AFTER).cloned();
     let mut out = Response::new(resp.into_body());
     *out.status_mut() = status;
     if let Some(ct) = content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = retry_after {
+        out.headers_mut().insert(header::RETRY_AFTER, ra);
     }
     out.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

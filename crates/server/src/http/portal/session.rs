@@ -18,6 +18,8 @@ const PENDING_SECS: i64 = 600;
 /// Bounds on what one node keeps.
 const MAX_SESSIONS: usize = 10_000;
 const MAX_PENDING: usize = 10_000;
+/// Sessions one user may hold at once.
+const PER_USER: usize = 16;
 
 /// A random URL-safe token of 32 bytes.
 pub fn random_token() -> String {
@@ -39,6 +41,9 @@ pub struct Pending {
     pub verifier: Sensitive<String>,
     /// Where to go after signing in (a path of the portal).
     pub return_to: String,
+    /// The SHA-256 of the sign-in cookie of the browser that started it: the
+    /// callback completes only in that browser (no login CSRF).
+    browser: Vec<u8>,
     created: i64,
 }
 
@@ -75,30 +80,54 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Records a started sign-in under its `state`; false when too many are
-    /// outstanding.
-    pub fn begin(&self, state: &str, verifier: String, return_to: String, now: i64) -> bool {
+    /// Records a started sign-in under its `state`, bound to the browser's
+    /// sign-in cookie. When full, the oldest is dropped (a flood of sign-ins
+    /// delays others' but cannot refuse them all).
+    pub fn begin(
+        &self,
+        state: &str,
+        browser: &str,
+        verifier: String,
+        return_to: String,
+        now: i64,
+    ) -> bool {
         let Ok(mut m) = self.pending.lock() else {
             return false;
         };
         m.retain(|_, p| p.created + PENDING_SECS > now);
-        if m.len() >= MAX_PENDING {
-            return false;
+        while m.len() >= MAX_PENDING {
+            let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, p)| p.created)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            m.remove(&oldest);
         }
         m.insert(
             digest(state),
             Pending {
                 verifier: Sensitive::new(verifier),
                 return_to,
+                browser: digest(browser),
                 created: now,
             },
         );
         true
     }
 
-    /// Takes the sign-in started under `state` (once).
-    pub fn finish(&self, state: &str, now: i64) -> Option<Pending> {
-        let p = self.pending.lock().ok()?.remove(&digest(state))?;
+    /// Takes the sign-in started under `state` (once), if this is the
+    /// browser that started it.
+    pub fn finish(&self, state: &str, browser: &str, now: i64) -> Option<Pending> {
+        let mut m = self.pending.lock().ok()?;
+        let key = digest(state);
+        // Another browser's attempt leaves it for the right one.
+        let p = m.get(&key)?;
+        if !openssl::memcmp::eq(&p.browser, &digest(browser)) {
+            return None;
+        }
+        let p = m.remove(&key)?;
         (p.created + PENDING_SECS > now).then_some(p)
     }
 
@@ -110,6 +139,16 @@ impl Sessions {
         }
         let mut m = self.live.lock().ok()?;
         m.retain(|_, s| s.expires > now);
+        // One user holds a bounded number of sessions: the oldest goes.
+        let mut mine: Vec<(Vec<u8>, i64)> = m
+            .iter()
+            .filter(|(_, s)| s.oid == session.oid)
+            .map(|(k, s)| (k.clone(), s.expires))
+            .collect();
+        mine.sort_by_key(|(_, e)| *e);
+        for (k, _) in mine.iter().take((mine.len() + 1).saturating_sub(PER_USER)) {
+            m.remove(k);
+        }
         if m.len() >= MAX_SESSIONS {
             return None;
         }
@@ -125,10 +164,15 @@ impl Sessions {
             .map(Arc::clone)
     }
 
-    /// Ends a session.
-    pub fn close(&self, cookie: &str) {
+    /// Ends a session; the session, for revoking its tokens.
+    pub fn close(&self, cookie: &str) -> Option<Arc<Session>> {
+        self.live.lock().ok()?.remove(&digest(cookie))
+    }
+
+    /// Ends a session given by itself (its refresh failed for good).
+    pub fn close_session(&self, session: &Arc<Session>) {
         if let Ok(mut m) = self.live.lock() {
-            m.remove(&digest(cookie));
+            m.retain(|_, s| !Arc::ptr_eq(s, session));
         }
     }
 }
@@ -136,7 +180,8 @@ impl Sessions {
 impl Session {
     /// Whether `token` is this session's CSRF token (constant time).
     pub fn csrf_ok(&self, token: &str) -> bool {
-        token.len() == self.csrf.len() && openssl::memcmp::eq(token.as_bytes(), self.csrf.as_bytes())
+        token.len() == self.csrf.len()
+            && openssl::memcmp::eq(token.as_bytes(), self.csrf.as_bytes())
     }
 }
 
@@ -175,14 +220,34 @@ mod tests {
     }
 
     #[test]
-    fn a_sign_in_is_finished_once_and_csrf_compares_exactly() {
+    fn a_user_holds_a_bounded_number_of_sessions() {
         let s = Sessions::default();
-        assert!(s.begin("st", "v".into(), "/".into(), 10));
-        assert!(s.finish("other", 11).is_none());
-        assert!(s.finish("st", 11).is_some());
-        assert!(s.finish("st", 11).is_none(), "once");
-        assert!(s.begin("late", "v".into(), "/".into(), 10));
-        assert!(s.finish("late", 10 + PENDING_SECS).is_none(), "too late");
+        let cookies: Vec<_> = (0..PER_USER + 3)
+            .map(|i| s.open(session(100 + i as i64), 100).unwrap())
+            .collect();
+        let live = cookies.iter().filter(|c| s.get(c, 101).is_some()).count();
+        assert_eq!(live, PER_USER);
+        assert!(s.get(&cookies[0], 101).is_none(), "the oldest went");
+        assert!(s.get(cookies.last().unwrap(), 101).is_some());
+    }
+
+    #[test]
+    fn a_sign_in_is_finished_once_by_the_browser_that_began_it() {
+        let s = Sessions::default();
+        assert!(s.begin("st", "mine", "v".into(), "/".into(), 10));
+        assert!(s.finish("other", "mine", 11).is_none());
+        assert!(s.finish("st", "mine", 11).is_some());
+        assert!(s.finish("st", "mine", 11).is_none(), "once");
+        assert!(s.begin("lured", "attacker", "v".into(), "/".into(), 10));
+        assert!(
+            s.finish("lured", "victim", 11).is_none(),
+            "another browser cannot finish it"
+        );
+        assert!(s.begin("late", "mine", "v".into(), "/".into(), 10));
+        assert!(
+            s.finish("late", "mine", 10 + PENDING_SECS).is_none(),
+            "too late"
+        );
         let x = session(0);
         assert!(x.csrf_ok(&x.csrf.clone()));
         assert!(!x.csrf_ok(""));

@@ -121,6 +121,7 @@ async function home() {
 
 // ---- a vault -----------------------------------------------------------
 async function vaultPage(sub, rg, name, blade) {
+  if (!/^[0-9a-fA-F-]{36}$/.test(sub)) throw new ApiError(404, "SubscriptionNotFound", "The subscription in this address is not valid.");
   const base = `/ui/vaults/${sub}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}`;
   crumbs(link("/", "Home"), el("span", { text: rg }), el("span", { text: name }));
   const tabs = el("div", { class: "tabs" }, ["overview", "secrets"].map((b) =>
@@ -134,7 +135,8 @@ async function vaultPage(sub, rg, name, blade) {
 }
 
 async function overview(content, sub, rg, name) {
-  const v = await api("GET", armId(`/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.KeyVault/vaults/${name}?${ARM_API}`));
+  const e = encodeURIComponent;
+  const v = await api("GET", armId(`/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}?${ARM_API}`));
   const p = v.properties || {};
   const uri = p.vaultUri || "";
   const copy = el("button", { class: "plain", type: "button", text: "Copy", on: { click: () => navigator.clipboard.writeText(uri) } });
