@@ -76,8 +76,12 @@ class Browser:
         w = WebDriverWait(self.driver, WAIT)
         if text is None:
             return w.until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
-        w.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
-        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+        def holding(driver):
+            # Any of the matching elements (a list's rows), not only the first.
+            found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text]
+            return found[0] if found else False
+        return w.until(holding)
 
     def find(self, css: str):
         from selenium.webdriver.common.by import By
@@ -306,3 +310,62 @@ def test_the_vault_firewall_judges_the_browsers_address_through_the_portal(store
         assert browser.get(url, verify=srv.ca_cert, timeout=30).status_code == 200
         r = browser.get(url, verify=srv.ca_cert, timeout=30, headers={"X-Forwarded-For": "203.0.113.1"})
         assert r.status_code == 403 and "Client address: 203.0.113.1" in r.json()["error"]["message"], r.text
+
+
+def test_certificate_details_match_what_cryptography_reads(server, credential, browser):
+    """A certificate created in the portal: its details (subject, issuer,
+    serial, SANs, validity, key, SHA-1 and SHA-256 thumbprints) are what
+    pyca/cryptography reads from the certificate the SDK fetches. A key
+    created in the portal is the key the SDK reads."""
+    from azure.keyvault.certificates import CertificateClient
+    from azure.keyvault.keys import KeyClient
+    from cryptography.hazmat.primitives import hashes
+    user, password = portal_user(server, "Reader", "Key Vault Administrator")
+    browser.sign_in(user["userPrincipalName"], password)
+    browser.wait("[data-test=vault-link]").click()
+    browser.wait("[data-test=tab-certificates]").click()
+    name = unique("portal-cert")
+    browser.wait("[data-test=new-cert-name]").send_keys(name)
+    subject = browser.find("[data-test=new-cert-subject]")[0]
+    subject.clear()
+    subject.send_keys("CN=portal.example.test, O=Keyhaven Tests")
+    browser.find("[data-test=new-cert-dns]")[0].send_keys("portal.example.test, www.example.test")
+    browser.find("[data-test=new-cert-submit]")[0].click()
+    browser.wait("[data-test=cert-detail] h2", name)
+    browser.wait("[data-test=cert-sha-256-thumbprint]")
+    browser.wait("[data-test=certificates-row]", name)
+    assert not browser.find("[data-test=error]")
+    browser.shot("certificate-details")
+    got = {k: browser.find(f"[data-test=cert-{k}]")[0].text for k in (
+        "subject", "issuer", "serial-number", "subject-alternative-names", "not-before", "not-after", "key",
+        "sha-1-thumbprint", "sha-256-thumbprint")}
+    cer = CertificateClient(server.vault_url, credential, **CLIENT_KWARGS).get_certificate(name).cer
+    cert = x509.load_der_x509_certificate(bytes(cer))
+    assert got["subject"] == cert.subject.rfc4514_string().replace(",", ", ")
+    assert "CN=portal.example.test" in got["subject"] and "O=Keyhaven Tests" in got["subject"]
+    assert got["issuer"] == cert.issuer.rfc4514_string().replace(",", ", ")
+    assert got["serial-number"].lstrip("0") == f"{cert.serial_number:X}"
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert got["subject-alternative-names"] == ", ".join("DNS:" + d for d in sans.get_values_for_type(x509.DNSName))
+    assert got["not-before"] == cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert got["not-after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert got["key"] == f"RSA {cert.public_key().key_size} bits"
+    assert got["sha-1-thumbprint"] == cert.fingerprint(hashes.SHA1()).hex().upper()
+    assert got["sha-256-thumbprint"] == cert.fingerprint(hashes.SHA256()).hex().upper()
+    href = browser.find("[data-test=download-cer]")[0].get_attribute("href")
+    assert base64.b64decode(href.split(",", 1)[1]) == bytes(cer), "the CER download is the certificate"
+
+    browser.find("[data-test=tab-keys]")[0].click()
+    key = unique("portal-key")
+    browser.wait("[data-test=new-key-name]").send_keys(key)
+    from selenium.webdriver.support.ui import Select
+    Select(browser.find("[data-test=new-key-type]")[0]).select_by_visible_text("EC P-384")
+    browser.find("[data-test=new-key-submit]")[0].click()
+    browser.wait("[data-test=key-detail] h2", key)
+    browser.wait("[data-test=keys-row]", key)
+    assert not browser.find("[data-test=error]"), browser.find("[data-test=error]")[0].text
+    browser.shot("key-details")
+    sdk_key = KeyClient(server.vault_url, credential, **CLIENT_KWARGS).get_key(key)
+    assert sdk_key.key.crv == "P-384" and sdk_key.key_type == "EC"
+    assert browser.find("[data-test=key-size-curve]")[0].text == "P-384"
+    assert browser.find("[data-test=key-key-identifier]")[0].text == sdk_key.id

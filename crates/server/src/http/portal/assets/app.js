@@ -124,12 +124,14 @@ async function vaultPage(sub, rg, name, blade) {
   if (!/^[0-9a-fA-F-]{36}$/.test(sub)) throw new ApiError(404, "SubscriptionNotFound", "The subscription in this address is not valid.");
   const base = `/ui/vaults/${sub}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}`;
   crumbs(link("/", "Home"), el("span", { text: rg }), el("span", { text: name }));
-  const tabs = el("div", { class: "tabs" }, ["overview", "secrets"].map((b) =>
+  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates"].map((b) =>
     link(`${base}/${b}`, b[0].toUpperCase() + b.slice(1), { class: b === blade ? "on" : "", "data-test": "tab-" + b })));
   const content = el("div", {}, el("p", { class: "muted", text: "Loading…" }));
   show(el("h1", { text: name }), tabs, content);
   try {
     if (blade === "secrets") await secretsBlade(content, name);
+    else if (blade === "keys") await keysBlade(content, name);
+    else if (blade === "certificates") await certificatesBlade(content, name);
     else await overview(content, sub, rg, name);
   } catch (e) { content.replaceChildren(errorBox(e)); }
 }
@@ -245,6 +247,230 @@ async function secretDetail(detail, vault, name) {
           el("td", { text: isoTime(v.attributes.created) }),
           el("td", { text: isoTime(v.attributes.exp) })))))));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// ---- a paged list of one object kind ----------------------------------------
+// Rows of `collection` ("keys", "certificates"), 25 at a time, filterable;
+// `columns` maps an item to its cells; a click on a name calls `open`.
+function pagedList(vault, collection, headers, columns, open) {
+  const body = el("tbody");
+  const status = el("div");
+  const filter = el("input", { type: "search", placeholder: `Filter loaded ${collection} by name`, "data-test": `${collection}-filter` });
+  const more = el("button", { class: "plain", type: "button", text: "Load more" });
+  const first = `/api/vault/${encodeURIComponent(vault)}/${collection}?${KV_API}&maxresults=25`;
+  let items = [], next = first;
+  const draw = () => {
+    const q = filter.value.toLowerCase();
+    body.replaceChildren(...items.filter((x) => !q || x.name.toLowerCase().includes(q)).map((x) =>
+      el("tr", { "data-test": `${collection}-row` },
+        el("td", {}, el("a", { href: "#", "data-test": `${collection}-link`, on: { click: (ev) => { ev.preventDefault(); open(x.name); } } }, x.name)),
+        ...columns(x).map((c) => el("td", { text: c })))));
+    more.hidden = !next;
+  };
+  const load = async () => {
+    if (!next) return;
+    try {
+      const page = await api("GET", next);
+      // Keys name themselves by `kid`, the others by `id`.
+      for (const x of page.value || []) items.push(Object.assign({ name: (x.id || x.kid).split(`/${collection}/`)[1].split("/")[0] }, x));
+      next = page.nextLink ? portalPath(page.nextLink, vault) : null;
+    } catch (e) { next = null; status.replaceChildren(errorBox(e)); }
+    draw();
+  };
+  more.addEventListener("click", load);
+  filter.addEventListener("input", draw);
+  const reload = async () => { items = []; next = first; status.replaceChildren(); await load(); };
+  const node = el("div", {}, el("div", { class: "bar" }, filter), status,
+    el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", { text: h })))), body),
+    el("div", { class: "bar" }, more));
+  return { node, reload };
+}
+
+function download(name, mime, base64) {
+  return el("a", { href: `data:${mime};base64,${base64}`, download: name, class: "button-link", "data-test": "download-" + name.split(".").pop() }, "Download " + name.split(".").pop().toUpperCase());
+}
+function b64urlToBytes(s) {
+  const b = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4));
+  return Uint8Array.from(b, (c) => c.charCodeAt(0));
+}
+function hex(bytes, sep) { return Array.from(bytes, (b) => b.toString(16).padStart(2, "0").toUpperCase()).join(sep || ""); }
+
+// ---- keys ------------------------------------------------------------------
+async function keysBlade(content, vault) {
+  const detail = el("div");
+  const list = pagedList(vault, "keys", ["Name", "Status", "Updated", "Expires"],
+    (k) => [k.attributes && k.attributes.enabled === false ? "Disabled" : "Enabled", isoTime(k.attributes && k.attributes.updated), isoTime(k.attributes && k.attributes.exp)],
+    (name) => keyDetail(detail, vault, name));
+  const status = el("div");
+  const name = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "new-key-name" });
+  const kty = el("select", { "data-test": "new-key-type" }, ["RSA 2048", "RSA 3072", "RSA 4096", "EC P-256", "EC P-384", "EC P-521"].map((o) => el("option", { text: o })));
+  const form = el("form", { class: "form", "data-test": "new-key" },
+    el("label", { text: "Name" }), name, el("label", { text: "Type" }), kty,
+    el("span"), el("button", { type: "submit", text: "Create", "data-test": "new-key-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    const [t, size] = kty.value.split(" ");
+    const body = t === "RSA" ? { kty: "RSA", key_size: Number(size) } : { kty: "EC", crv: size };
+    try {
+      const n = name.value;
+      await api("POST", `/api/vault/${encodeURIComponent(vault)}/keys/${encodeURIComponent(n)}/create?${KV_API}`, body);
+      form.reset();
+      await list.reload();
+      await keyDetail(detail, vault, n);
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  content.replaceChildren(list.node, detail, el("h2", { text: "Create a key" }), status, form);
+  await list.reload();
+}
+
+async function keyDetail(detail, vault, name) {
+  const path = `/api/vault/${encodeURIComponent(vault)}/keys/${encodeURIComponent(name)}`;
+  detail.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+  try {
+    const k = await api("GET", `${path}?${KV_API}`);
+    const j = k.key || {};
+    const size = j.n ? String(b64urlToBytes(j.n).length * 8) + " bits" : (j.crv || "");
+    const jwk = btoa(JSON.stringify(Object.fromEntries(Object.entries(j).filter(([x]) => ["kid", "kty", "n", "e", "crv", "x", "y", "key_ops"].includes(x))), null, 2));
+    detail.replaceChildren(el("div", { class: "panel", "data-test": "key-detail" },
+      el("h2", { text: name }),
+      el("dl", { class: "props" }, [
+        ["Key type", j.kty], ["Size / curve", size], ["Operations", (j.key_ops || []).join(", ")],
+        ["Enabled", k.attributes.enabled === false ? "No" : "Yes"], ["Created", isoTime(k.attributes.created)],
+        ["Expires", isoTime(k.attributes.exp) || "Never"], ["Key identifier", j.kid],
+      ].flatMap(([a, b]) => [el("dt", { text: a }), el("dd", { text: b || "", "data-test": "key-" + a.toLowerCase().replace(/[^a-z]+/g, "-") })])),
+      el("div", { class: "bar" }, download(`${name}.jwk.json`, "application/json", jwk))));
+  } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// ---- certificates ------------------------------------------------------------
+async function certificatesBlade(content, vault) {
+  const detail = el("div");
+  const list = pagedList(vault, "certificates", ["Name", "Thumbprint", "Status", "Expires"],
+    (c) => [c.x5t ? hex(b64urlToBytes(c.x5t)) : "", c.attributes && c.attributes.enabled === false ? "Disabled" : "Enabled", isoTime(c.attributes && c.attributes.exp)],
+    (name) => certificateDetail(detail, vault, name));
+  const status = el("div");
+  const name = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "new-cert-name" });
+  const subject = el("input", { required: true, value: "CN=example.test", "data-test": "new-cert-subject" });
+  const dns = el("input", { placeholder: "a.example.test, b.example.test", "data-test": "new-cert-dns" });
+  const form = el("form", { class: "form", "data-test": "new-cert" },
+    el("label", { text: "Name" }), name, el("label", { text: "Subject" }), subject,
+    el("label", { text: "DNS names" }), dns,
+    el("span"), el("button", { type: "submit", text: "Create self-signed", "data-test": "new-cert-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    const names = dns.value.split(",").map((x) => x.trim()).filter(Boolean);
+    const policy = { issuer: { name: "Self" }, x509_props: { subject: subject.value, validity_months: 12 },
+      key_props: { kty: "RSA", key_size: 2048, exportable: true, reuse_key: false }, secret_props: { contentType: "application/x-pkcs12" } };
+    if (names.length) policy.x509_props.sans = { dns_names: names };
+    try {
+      const n = name.value;
+      await api("POST", `/api/vault/${encodeURIComponent(vault)}/certificates/${encodeURIComponent(n)}/create?${KV_API}`, { policy });
+      form.reset();
+      await list.reload();
+      await certificateDetail(detail, vault, n);
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  content.replaceChildren(list.node, detail, el("h2", { text: "Create a certificate" }), status, form);
+  await list.reload();
+}
+
+async function certificateDetail(detail, vault, name) {
+  const path = `/api/vault/${encodeURIComponent(vault)}/certificates/${encodeURIComponent(name)}`;
+  detail.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+  try {
+    const c = await api("GET", `${path}?${KV_API}`);
+    const der = Uint8Array.from(atob(c.cer), (x) => x.charCodeAt(0));
+    const x = parseCertificate(der);
+    const sha256 = hex(new Uint8Array(await crypto.subtle.digest("SHA-256", der)));
+    const sha1 = c.x5t ? hex(b64urlToBytes(c.x5t)) : "";
+    const pem = btoa("-----BEGIN CERTIFICATE-----\n" + c.cer.match(/.{1,64}/g).join("\n") + "\n-----END CERTIFICATE-----\n");
+    const rows = [
+      ["Subject", x.subject], ["Issuer", x.issuer], ["Serial number", x.serial],
+      ["Subject alternative names", x.sans.join(", ")], ["Not before", x.notBefore], ["Not after", x.notAfter],
+      ["Key", x.key], ["SHA-1 thumbprint", sha1], ["SHA-256 thumbprint", sha256],
+      ["Content type", (c.policy && c.policy.secret_props && c.policy.secret_props.contentType) || ""],
+      ["Issuer (policy)", (c.policy && c.policy.issuer && c.policy.issuer.name) || ""],
+      ["Certificate identifier", c.id],
+    ];
+    detail.replaceChildren(el("div", { class: "panel", "data-test": "cert-detail" },
+      el("h2", { text: name }),
+      el("dl", { class: "props" }, rows.flatMap(([a, b]) => [el("dt", { text: a }), el("dd", { text: b, "data-test": "cert-" + a.toLowerCase().replace(/[^a-z0-9]+/g, "-") })])),
+      el("div", { class: "bar" }, download(`${name}.cer`, "application/pkix-cert", c.cer), download(`${name}.pem`, "application/x-pem-file", pem))));
+  } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// A small DER reader for what the details show (RFC 5280 certificates).
+function der(bytes, at) {
+  const tag = bytes[at];
+  let len = bytes[at + 1], off = at + 2;
+  if (len & 0x80) { const n = len & 0x7f; len = 0; for (let i = 0; i < n; i++) len = len * 256 + bytes[off + i]; off += n; }
+  return { tag, start: at, body: off, end: off + len };
+}
+function children(bytes, node) {
+  const out = [];
+  for (let at = node.body; at < node.end;) { const c = der(bytes, at); out.push(c); at = c.end; }
+  return out;
+}
+function oid(bytes, node) {
+  const b = bytes.slice(node.body, node.end);
+  const parts = [Math.floor(b[0] / 40), b[0] % 40];
+  let v = 0;
+  for (let i = 1; i < b.length; i++) { v = v * 128 + (b[i] & 0x7f); if (!(b[i] & 0x80)) { parts.push(v); v = 0; } }
+  return parts.join(".");
+}
+const text = (bytes, node) => new TextDecoder().decode(bytes.slice(node.body, node.end));
+const NAMES = { "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O", "2.5.4.11": "OU", "1.2.840.113549.1.9.1": "E" };
+function dn(bytes, node) {
+  return children(bytes, node).map((set) => children(bytes, set).map((atv) => {
+    const [o, v] = children(bytes, atv);
+    return (NAMES[oid(bytes, o)] || oid(bytes, o)) + "=" + text(bytes, v);
+  }).join("+")).reverse().join(", ");
+}
+function time(bytes, node) {
+  let s = text(bytes, node);
+  if (node.tag === 0x17) s = (Number(s.slice(0, 2)) < 50 ? "20" : "19") + s;
+  return `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(8, 10)}:${s.slice(10, 12)}:${s.slice(12, 14)}Z`;
+}
+const CURVES = { "1.2.840.10045.3.1.7": "P-256", "1.3.132.0.34": "P-384", "1.3.132.0.35": "P-521" };
+function parseCertificate(bytes) {
+  const tbs = children(bytes, der(bytes, 0))[0];
+  let f = children(bytes, tbs);
+  if (f[0].tag === 0xa0) f = f.slice(1);
+  const [serial, , issuer, validity, subject, spki, ...rest] = f;
+  const [nb, na] = children(bytes, validity);
+  const [alg] = children(bytes, spki);
+  const [algOid, param] = children(bytes, alg);
+  let key = oid(bytes, algOid);
+  if (key === "1.2.840.113549.1.1.1") {
+    const bits = children(bytes, spki)[1];
+    const rsa = children(bytes, der(bytes, bits.body + 1));
+    let n = bytes.slice(rsa[0].body, rsa[0].end);
+    if (n[0] === 0) n = n.slice(1);
+    key = `RSA ${n.length * 8} bits`;
+  } else if (key === "1.2.840.10045.2.1") key = "EC " + (CURVES[oid(bytes, param)] || oid(bytes, param));
+  const sans = [];
+  const ext = rest.find((e) => e.tag === 0xa3);
+  if (ext) {
+    for (const e of children(bytes, children(bytes, ext)[0])) {
+      const parts = children(bytes, e);
+      if (oid(bytes, parts[0]) !== "2.5.29.17") continue;
+      const names = der(bytes, parts[parts.length - 1].body);
+      for (const g of children(bytes, names)) {
+        const v = bytes.slice(g.body, g.end);
+        if (g.tag === 0x82) sans.push("DNS:" + text(bytes, g));
+        else if (g.tag === 0x81) sans.push("email:" + text(bytes, g));
+        else if (g.tag === 0x86) sans.push("URI:" + text(bytes, g));
+        else if (g.tag === 0x87 && v.length === 4) sans.push("IP:" + v.join("."));
+        else if (g.tag === 0x87 && v.length === 16) sans.push("IP:" + Array.from({ length: 8 }, (_, i) => ((v[2 * i] << 8) | v[2 * i + 1]).toString(16)).join(":"));
+      }
+    }
+  }
+  let sn = bytes.slice(serial.body, serial.end);
+  while (sn.length > 1 && sn[0] === 0) sn = sn.slice(1);
+  return { serial: hex(sn), issuer: dn(bytes, issuer), subject: dn(bytes, subject),
+    notBefore: time(bytes, nb), notAfter: time(bytes, na), key, sans };
 }
 
 // ---- start ---------------------------------------------------------------
