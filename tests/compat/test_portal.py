@@ -369,3 +369,39 @@ def test_certificate_details_match_what_cryptography_reads(server, credential, b
     assert sdk_key.key.crv == "P-384" and sdk_key.key_type == "EC"
     assert browser.find("[data-test=key-size-curve]")[0].text == "P-384"
     assert browser.find("[data-test=key-key-identifier]")[0].text == sdk_key.id
+
+
+def test_a_firewalled_vault_refuses_the_portal_until_the_client_ip_is_added(server, browser):
+    """Seed 000's lab by clicking: the vault admits one other address, so
+    the portal's own data-plane calls are refused; "Add my client IP" on the
+    Networking blade and Save, and the Secrets blade works."""
+    from khcompat import arm, management_token
+    name = unique("pnet")[:24]
+    path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{name}")
+    r = arm(server, "PUT", path, management_token(server), {"location": "local", "properties": {
+        "tenantId": server.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
+        "networkAcls": {"defaultAction": "Deny", "bypass": "None", "ipRules": [{"value": "203.0.113.7"}]}}},
+        api_version="2023-07-01")
+    assert r.status_code == 201, r.text
+    user, password = create_user(server, prefix="portal")
+    for role in ("Key Vault Contributor", "Key Vault Secrets Officer"):
+        assign_role(server, path, role, user["id"], principal_type="User")
+    browser.sign_in(user["userPrincipalName"], password)
+    base = f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/{server.resource_group}/{name}"
+    browser.driver.get(base + "/secrets")
+    err = browser.wait("[data-test=error]")
+    assert "Client address is not authorized" in err.text and "127.0.0.1" in err.text, err.text
+    browser.shot("firewalled")
+    browser.find("[data-test=tab-networking]")[0].click()
+    browser.wait("[data-test=add-my-ip]").click()
+    browser.wait("[data-test=ip-rules]", "127.0.0.1")
+    browser.shot("client-ip-added")
+    browser.find("[data-test=network-save]")[0].click()
+    browser.wait("[data-test=network-saved]")
+    acls = arm(server, "GET", path, management_token(server), api_version="2023-07-01").json()["properties"]["networkAcls"]
+    assert {r["value"] for r in acls["ipRules"]} >= {"203.0.113.7", "127.0.0.1"} and acls["defaultAction"] == "Deny"
+    browser.find("[data-test=tab-secrets]")[0].click()
+    browser.wait("[data-test=new-secret-name]")
+    assert not browser.find("[data-test=error]"), browser.find("[data-test=error]")[0].text
+    browser.shot("secrets-reachable")

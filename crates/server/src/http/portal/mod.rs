@@ -404,6 +404,8 @@ fn session_info(state: &AppState, req: &Request) -> Response {
             "csrf": s.csrf,
             "tenantId": state.tokens.tenant_id(),
             "vaultSuffix": state.endpoints.vault_host_suffix(),
+            // The address the vault firewalls see for this browser.
+            "clientIp": source_of(state, req).map(|ip| ip.to_string()),
         }),
         None => serde_json::json!({"signedIn": false}),
     };

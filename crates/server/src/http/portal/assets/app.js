@@ -124,7 +124,7 @@ async function vaultPage(sub, rg, name, blade) {
   if (!/^[0-9a-fA-F-]{36}$/.test(sub)) throw new ApiError(404, "SubscriptionNotFound", "The subscription in this address is not valid.");
   const base = `/ui/vaults/${sub}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}`;
   crumbs(link("/", "Home"), el("span", { text: rg }), el("span", { text: name }));
-  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates"].map((b) =>
+  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates", "networking"].map((b) =>
     link(`${base}/${b}`, b[0].toUpperCase() + b.slice(1), { class: b === blade ? "on" : "", "data-test": "tab-" + b })));
   const content = el("div", {}, el("p", { class: "muted", text: "Loading…" }));
   show(el("h1", { text: name }), tabs, content);
@@ -132,6 +132,7 @@ async function vaultPage(sub, rg, name, blade) {
     if (blade === "secrets") await secretsBlade(content, name);
     else if (blade === "keys") await keysBlade(content, name);
     else if (blade === "certificates") await certificatesBlade(content, name);
+    else if (blade === "networking") await networkingBlade(content, sub, rg, name);
     else await overview(content, sub, rg, name);
   } catch (e) { content.replaceChildren(errorBox(e)); }
 }
@@ -247,6 +248,56 @@ async function secretDetail(detail, vault, name) {
           el("td", { text: isoTime(v.attributes.created) }),
           el("td", { text: isoTime(v.attributes.exp) })))))));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// ---- networking ------------------------------------------------------------
+// Public access (all networks, selected networks, disabled), IP rules with
+// "add my client IP", virtual-network rules, the trusted-services bypass;
+// saved with one ARM PATCH of the vault. The firewall applies to the data
+// plane only, so this blade keeps working whatever it is set to.
+async function networkingBlade(content, sub, rg, name) {
+  const e = encodeURIComponent;
+  const path = armId(`/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}?${ARM_API}`);
+  const v = await api("GET", path);
+  const p = v.properties || {};
+  const acls = p.networkAcls || { defaultAction: "Allow", bypass: "AzureServices", ipRules: [], virtualNetworkRules: [] };
+  let ips = (acls.ipRules || []).map((r) => r.value);
+  const mode = p.publicNetworkAccess === "Disabled" ? "disabled" : acls.defaultAction === "Deny" ? "selected" : "all";
+  const status = el("div");
+  const radios = [["all", "All networks"], ["selected", "Selected networks"], ["disabled", "Disabled (private endpoints only)"]].map(([val, label]) =>
+    el("label", { class: "radio" }, el("input", { type: "radio", name: "access", value: val, checked: val === mode, "data-test": "access-" + val }), " " + label));
+  const list = el("ul", { "data-test": "ip-rules" });
+  const drawIps = () => list.replaceChildren(...ips.map((ip) => el("li", {}, el("code", { text: ip }), " ",
+    el("button", { type: "button", class: "plain", text: "Remove", on: { click: () => { ips = ips.filter((x) => x !== ip); drawIps(); } } }))));
+  drawIps();
+  const ipInput = el("input", { placeholder: "203.0.113.7 or 203.0.113.0/24", "data-test": "ip-input" });
+  const addIp = (ip) => { if (ip && !ips.includes(ip)) { ips.push(ip); drawIps(); } };
+  const mine = session.clientIp || "";
+  const bypass = el("input", { type: "checkbox", checked: acls.bypass !== "None", "data-test": "bypass" });
+  const save = el("button", { type: "button", text: "Save", "data-test": "network-save" });
+  save.addEventListener("click", async () => {
+    status.replaceChildren();
+    const chosen = content.querySelector("input[name=access]:checked").value;
+    const body = { properties: {
+      publicNetworkAccess: chosen === "disabled" ? "Disabled" : "Enabled",
+      networkAcls: { defaultAction: chosen === "all" ? "Allow" : "Deny", bypass: bypass.checked ? "AzureServices" : "None",
+        ipRules: ips.map((value) => ({ value })), virtualNetworkRules: acls.virtualNetworkRules || [] } } };
+    try {
+      await api("PATCH", path, body);
+      status.replaceChildren(el("p", { class: "ok", text: "Saved.", "data-test": "network-saved" }));
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  });
+  content.replaceChildren(
+    el("h2", { text: "Public network access" }), el("div", { class: "bar" }, radios),
+    el("h2", { text: "Firewall: IP addresses" }), list,
+    el("div", { class: "bar" }, ipInput,
+      el("button", { type: "button", class: "plain", text: "Add", on: { click: () => { addIp(ipInput.value.trim()); ipInput.value = ""; } } }),
+      mine ? el("button", { type: "button", class: "plain", text: `Add my client IP (${mine})`, "data-test": "add-my-ip", on: { click: () => addIp(mine) } }) : null),
+    el("h2", { text: "Virtual networks" }),
+    el("ul", {}, (acls.virtualNetworkRules || []).map((r) => el("li", { text: r.id }))),
+    (acls.virtualNetworkRules || []).length ? null : el("p", { class: "muted", text: "No virtual-network rules." }),
+    el("div", { class: "bar" }, el("label", {}, bypass, " Allow trusted Microsoft services to bypass this firewall")),
+    el("div", { class: "bar" }, save), status);
 }
 
 // ---- a paged list of one object kind ----------------------------------------
