@@ -78,8 +78,13 @@ class Browser:
             return w.until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
 
         def holding(driver):
-            # Any of the matching elements (a list's rows), not only the first.
-            found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text]
+            # Any of the matching elements (a list's rows), not only the first;
+            # a list redrawn meanwhile is looked at again.
+            from selenium.common.exceptions import StaleElementReferenceException
+            try:
+                found = [e for e in driver.find_elements(By.CSS_SELECTOR, css) if text in e.text]
+            except StaleElementReferenceException:
+                return False
             return found[0] if found else False
         return w.until(holding)
 
@@ -405,3 +410,59 @@ def test_a_firewalled_vault_refuses_the_portal_until_the_client_ip_is_added(serv
     browser.wait("[data-test=new-secret-name]")
     assert not browser.find("[data-test=error]"), browser.find("[data-test=error]")[0].text
     browser.shot("secrets-reachable")
+
+
+def test_seed_002_lab_by_clicking_role_assignments_decide_what_the_portal_can_do(server, browser):
+    """Seed 002's lab in the portal: an Owner of the vault gives themself Key
+    Vault Administrator on the Access control blade, creates DbPassword and
+    reads it; then swaps to Key Vault Secrets User and sees a write refused
+    while the read still works."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    user, password = portal_user(server, "Owner")
+    upn = user["userPrincipalName"]
+    browser.sign_in(upn, password)
+    base = (f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/{server.resource_group}/dev")
+
+    def grant(role):
+        browser.driver.get(base + "/access")
+        Select(browser.wait("[data-test=role-select]")).select_by_visible_text(role)
+        browser.find("[data-test=principal-search]")[0].send_keys(upn)
+        browser.wait("[data-test=principal-select] option", upn)
+        # The list settles once the last keystroke's search has drawn it.
+        Select(browser.find("[data-test=principal-select]")[0]).select_by_value(f"User|{user['id']}")
+        browser.find("[data-test=add-assignment]")[0].click()
+        return browser.wait("[data-test=assignment-row]", role)
+
+    grant("Key Vault Administrator")
+    browser.shot("administrator-granted")
+    browser.driver.get(base + "/secrets")
+    name = unique("DbPassword")
+    browser.wait("[data-test=new-secret-name]").send_keys(name)
+    browser.find("[data-test=new-secret-value]")[0].send_keys("hunter2-but-longer")
+    browser.find("[data-test=new-secret-submit]")[0].click()
+    browser.wait("[data-test=secret-detail] h2", name)
+    browser.find("[data-test=show-value]")[0].click()
+    assert browser.wait("[data-test=secret-value]").text == "hunter2-but-longer"
+
+    browser.driver.get(base + "/access")
+    row = browser.wait("[data-test=assignment-row]", "Key Vault Administrator")
+    mine = [r for r in browser.find("[data-test=assignment-row]")
+            if "Key Vault Administrator" in r.text and upn in r.text and "This resource" in r.text]
+    assert len(mine) == 1, [r.text for r in browser.find("[data-test=assignment-row]")]
+    mine[0].find_element(By.CSS_SELECTOR, "[data-test=remove-assignment]").click()
+    browser.wait("[data-test=assignment-row]", "Owner")
+    grant("Key Vault Secrets User")
+    browser.shot("swapped-to-secrets-user")
+    browser.driver.get(base + "/secrets")
+    browser.wait("[data-test=new-secret-name]").send_keys(unique("refused"))
+    browser.find("[data-test=new-secret-value]")[0].send_keys("x")
+    browser.find("[data-test=new-secret-submit]")[0].click()
+    err = browser.wait("[data-test=error]")
+    assert "Forbidden" in err.text and "secrets/setSecret" in err.text, err.text
+    browser.shot("write-refused")
+    browser.wait("[data-test=secret-filter]").send_keys(name)
+    browser.wait("[data-test=secret-row]", name)
+    browser.find("[data-test=secret-link]")[0].click()
+    browser.wait("[data-test=show-value]").click()
+    assert browser.wait("[data-test=secret-value]").text == "hunter2-but-longer"

@@ -124,7 +124,7 @@ async function vaultPage(sub, rg, name, blade) {
   if (!/^[0-9a-fA-F-]{36}$/.test(sub)) throw new ApiError(404, "SubscriptionNotFound", "The subscription in this address is not valid.");
   const base = `/ui/vaults/${sub}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}`;
   crumbs(link("/", "Home"), el("span", { text: rg }), el("span", { text: name }));
-  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates", "networking"].map((b) =>
+  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates", "networking", "access"].map((b) =>
     link(`${base}/${b}`, b[0].toUpperCase() + b.slice(1), { class: b === blade ? "on" : "", "data-test": "tab-" + b })));
   const content = el("div", {}, el("p", { class: "muted", text: "Loading…" }));
   show(el("h1", { text: name }), tabs, content);
@@ -133,6 +133,7 @@ async function vaultPage(sub, rg, name, blade) {
     else if (blade === "keys") await keysBlade(content, name);
     else if (blade === "certificates") await certificatesBlade(content, name);
     else if (blade === "networking") await networkingBlade(content, sub, rg, name);
+    else if (blade === "access") await accessBlade(content, sub, rg, name);
     else await overview(content, sub, rg, name);
   } catch (e) { content.replaceChildren(errorBox(e)); }
 }
@@ -248,6 +249,93 @@ async function secretDetail(detail, vault, name) {
           el("td", { text: isoTime(v.attributes.created) }),
           el("td", { text: isoTime(v.attributes.exp) })))))));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// ---- access control (IAM) ------------------------------------------------------
+// Role assignments at the vault and inherited from above, with names of
+// roles and principals; add one (a role with its description, a user,
+// group, service principal or managed identity found through Graph) or
+// remove one made here. Exactly what the ARM and Graph APIs let the user do.
+const AUTHZ_API = "api-version=2022-04-01";
+async function accessBlade(content, sub, rg, name) {
+  const e = encodeURIComponent;
+  const scope = `/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}`;
+  const status = el("div");
+  const body = el("tbody");
+  // Definitions as seen from the vault (what its Owner may read).
+  const defs = (await api("GET", armId(`${scope}/providers/Microsoft.Authorization/roleDefinitions?${AUTHZ_API}`))).value || [];
+  const roleName = (id) => { const d = defs.find((x) => x.id.toLowerCase() === String(id).toLowerCase() || id.toLowerCase().endsWith("/" + x.name.toLowerCase())); return d ? d.properties.roleName : id; };
+  const draw = async () => {
+    const list = (await api("GET", armId(`${scope}/providers/Microsoft.Authorization/roleAssignments?${AUTHZ_API}`))).value || [];
+    const ids = [...new Set(list.map((a) => a.properties.principalId))];
+    let names = {};
+    if (ids.length) {
+      try {
+        const found = await api("POST", "/api/graph/v1.0/directoryObjects/getByIds", { ids });
+        for (const o of found.value || []) names[o.id] = o.displayName + (o.userPrincipalName ? ` (${o.userPrincipalName})` : "");
+      } catch (_) { names = {}; }
+    }
+    body.replaceChildren(...list.map((a) => {
+      const here = a.properties.scope.toLowerCase() === scope.toLowerCase().replace(/%20/g, " ");
+      const remove = here ? el("button", { type: "button", class: "plain", text: "Remove", "data-test": "remove-assignment", on: { click: async () => {
+        status.replaceChildren();
+        try { await api("DELETE", armId(`${a.id}?${AUTHZ_API}`)); await draw(); } catch (err) { status.replaceChildren(errorBox(err)); }
+      } } }) : null;
+      return el("tr", { "data-test": "assignment-row" },
+        el("td", { text: roleName(a.properties.roleDefinitionId) }),
+        el("td", { text: names[a.properties.principalId] || a.properties.principalId }),
+        el("td", { text: a.properties.principalType || "" }),
+        el("td", { text: here ? "This resource" : "Inherited (" + a.properties.scope + ")" }),
+        el("td", {}, remove));
+    }));
+  };
+  const role = el("select", { "data-test": "role-select" }, defs.slice().sort((a, b) => a.properties.roleName.localeCompare(b.properties.roleName))
+    .map((d) => el("option", { value: d.id, text: d.properties.roleName })));
+  const about = el("p", { class: "muted", "data-test": "role-description" });
+  const describe = () => { const d = defs.find((x) => x.id === role.value); about.textContent = d ? d.properties.description || "" : ""; };
+  role.addEventListener("change", describe);
+  describe();
+  const who = el("input", { placeholder: "Search users, groups, applications, managed identities", "data-test": "principal-search" });
+  const picks = el("select", { "data-test": "principal-select", size: 5 });
+  // The directory is read once per visit (one request per object kind).
+  let directoryP = null;
+  const loadDirectory = () => directoryP || (directoryP = (async () => {
+    const out = [];
+    for (const [kind, path] of [["User", "users"], ["Group", "groups"], ["ServicePrincipal", "servicePrincipals"]]) {
+      try {
+        for (const o of (await api("GET", `/api/graph/v1.0/${path}?$top=999`)).value || []) out.push({ kind, o });
+      } catch (_) { /* not readable for this user: skip */ }
+    }
+    return out;
+  })());
+  const search = async () => {
+    const directory = await loadDirectory();
+    const q = who.value.toLowerCase();
+    const chosen = picks.value;
+    picks.replaceChildren(...directory.filter(({ o }) => !q || (o.displayName || "").toLowerCase().includes(q) || (o.userPrincipalName || "").toLowerCase().includes(q))
+      .slice(0, 50).map(({ kind, o }) => el("option", { value: `${kind}|${o.id}`, text: `${o.displayName || o.id}${o.userPrincipalName ? " (" + o.userPrincipalName + ")" : ""} — ${kind}` })));
+    // A redraw keeps what was chosen, if it is still listed.
+    if (chosen) picks.value = chosen;
+  };
+  who.addEventListener("input", () => search().catch((err) => status.replaceChildren(errorBox(err))));
+  const add = el("button", { type: "button", text: "Add role assignment", "data-test": "add-assignment", on: { click: async () => {
+    status.replaceChildren();
+    if (!picks.value) { status.replaceChildren(errorBox({ code: "NoPrincipal", message: "Choose who gets the role." })); return; }
+    const [principalType, principalId] = picks.value.split("|");
+    try {
+      await api("PUT", armId(`${scope}/providers/Microsoft.Authorization/roleAssignments/${crypto.randomUUID()}?${AUTHZ_API}`),
+        { properties: { roleDefinitionId: role.value, principalId, principalType } });
+      await draw();
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  } } });
+  content.replaceChildren(
+    el("table", {}, el("thead", {}, el("tr", {}, ["Role", "Principal", "Type", "Scope", ""].map((h) => el("th", { text: h })))), body),
+    el("h2", { text: "Add a role assignment" }),
+    el("div", { class: "form" }, el("label", { text: "Role" }), role, el("span"), about,
+      el("label", { text: "Assign to" }), who, el("span"), picks, el("span"), add),
+    status);
+  await draw();
+  await search();
 }
 
 // ---- networking ------------------------------------------------------------
