@@ -74,6 +74,7 @@ async function route() {
     if (p[0] === "ui" && p[1] === "vaults" && p.length >= 5) {
       return await vaultPage(p[2], p[3], p[4], p[5] || "overview");
     }
+    if (p[0] === "ui" && p[1] === "create-vault") return await createVault();
     return await home();
   } catch (e) { show(errorBox(e)); }
 }
@@ -114,9 +115,118 @@ async function home() {
   };
   filter.addEventListener("input", draw);
   draw();
-  show(el("h1", { text: "Key vaults" }), el("div", { class: "bar" }, filter),
+  const deleted = el("div");
+  show(el("h1", { text: "Key vaults" }),
+    el("div", { class: "bar" }, filter, link("/ui/create-vault", "Create a vault", { class: "button-link", "data-test": "create-vault" })),
     el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Resource group", "Location", "SKU", "Subscription"].map((h) => el("th", { text: h })))), body),
-    rows.length ? null : el("p", { class: "muted", text: "No vaults you can see." }));
+    rows.length ? null : el("p", { class: "muted", text: "No vaults you can see." }),
+    deleted);
+  await deletedVaults(deleted, subs);
+}
+
+// Soft-deleted vaults: recover (a PUT with createMode recover, as Azure's)
+// or purge.
+async function deletedVaults(box, subs) {
+  const rows = [];
+  for (const s of subs) {
+    try {
+      for (const d of (await api("GET", `/api/arm/subscriptions/${s.subscriptionId}/providers/Microsoft.KeyVault/deletedVaults?${ARM_API}`)).value || []) rows.push({ s, d });
+    } catch (_) { /* no right to list them: nothing shown */ }
+  }
+  if (!rows.length) return;
+  const status = el("div");
+  box.replaceChildren(el("h2", { text: "Deleted vaults" }), status,
+    el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Deleted", "Purge scheduled", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, rows.map(({ s, d }) => {
+        const p = d.properties;
+        const recover = el("button", { type: "button", class: "plain", text: "Recover", "data-test": "recover-vault", on: { click: async () => {
+          status.replaceChildren();
+          try {
+            await api("PUT", armId(`${p.vaultId}?${ARM_API}`), { location: p.location, properties: { createMode: "recover", tenantId: session.tenantId, sku: { family: "A", name: "standard" } } });
+            go("/");
+          } catch (err) { status.replaceChildren(errorBox(err)); }
+        } } });
+        const purge = el("button", { type: "button", class: "plain", text: "Purge", "data-test": "purge-vault", on: { click: async () => {
+          status.replaceChildren();
+          if (!window.confirm(`Purge ${d.name}? Its secrets, keys and certificates are destroyed for good.`)) return;
+          try {
+            await api("POST", armId(`/subscriptions/${s.subscriptionId}/providers/Microsoft.KeyVault/locations/${encodeURIComponent(p.location)}/deletedVaults/${encodeURIComponent(d.name)}/purge?${ARM_API}`));
+            go("/");
+          } catch (err) { status.replaceChildren(errorBox(err)); }
+        } } });
+        return el("tr", { "data-test": "deleted-vault-row" }, el("td", { text: d.name }), el("td", { text: p.deletionDate }),
+          el("td", { text: p.scheduledPurgeDate }), el("td", {}, recover, " ", purge));
+      }))));
+}
+
+// ---- create a vault ------------------------------------------------------------
+async function createVault() {
+  crumbs(link("/", "Home"), el("span", { text: "Create a vault" }));
+  const subs = (await api("GET", "/api/arm/subscriptions?api-version=2022-12-01")).value || [];
+  const sub = el("select", { "data-test": "cv-subscription" }, subs.map((s) => el("option", { value: s.subscriptionId, text: s.displayName || s.subscriptionId })));
+  const groups = el("select", { "data-test": "cv-group" });
+  const newGroup = el("input", { placeholder: "or a new resource group", "data-test": "cv-new-group" });
+  const loadGroups = async () => {
+    let list = [];
+    try { list = (await api("GET", `/api/arm/subscriptions/${sub.value}/resourcegroups?api-version=2022-09-01`)).value || []; } catch (_) { list = []; }
+    groups.replaceChildren(...list.map((g) => el("option", { value: g.name, text: g.name })));
+  };
+  sub.addEventListener("change", loadGroups);
+  const name = el("input", { required: true, pattern: "[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]", "data-test": "cv-name" });
+  const available = el("span", { class: "muted", "data-test": "cv-available" });
+  let check = 0;
+  name.addEventListener("input", async () => {
+    const mine = ++check;
+    available.textContent = "";
+    if (name.value.length < 3) return;
+    try {
+      const r = await api("POST", `/api/arm/subscriptions/${sub.value}/providers/Microsoft.KeyVault/checkNameAvailability?${ARM_API}`, { name: name.value, type: "Microsoft.KeyVault/vaults" });
+      if (mine === check) available.textContent = r.nameAvailable ? "Available" : (r.message || "Not available");
+    } catch (err) { if (mine === check) available.textContent = err.message; }
+  });
+  const location = el("input", { value: "local", "data-test": "cv-location" });
+  const sku = el("select", { "data-test": "cv-sku" }, el("option", { value: "standard", text: "Standard" }), el("option", { value: "premium", text: "Premium (HSM keys)" }));
+  const model = el("select", { "data-test": "cv-model" }, el("option", { value: "rbac", text: "Azure role-based access control" }), el("option", { value: "policies", text: "Vault access policy" }));
+  const retention = el("input", { type: "number", min: 7, max: 90, value: 90, "data-test": "cv-retention" });
+  const purge = el("input", { type: "checkbox", "data-test": "cv-purge-protection" });
+  const network = el("select", { "data-test": "cv-network" }, el("option", { value: "all", text: "Public: all networks" }), el("option", { value: "selected", text: "Public: selected networks" }), el("option", { value: "disabled", text: "Private endpoints only" }));
+  const tags = el("textarea", { rows: 2, placeholder: "team=payments\nenv=dev", "data-test": "cv-tags" });
+  const status = el("div");
+  const submit = el("button", { type: "submit", text: "Create", "data-test": "cv-submit" });
+  const form = el("form", { class: "form", "data-test": "create-vault-form" },
+    el("label", { text: "Subscription" }), sub, el("label", { text: "Resource group" }), groups,
+    el("span"), newGroup, el("label", { text: "Name" }), name, el("span"), available,
+    el("label", { text: "Location" }), location, el("label", { text: "Pricing tier" }), sku,
+    el("label", { text: "Permission model" }), model, el("label", { text: "Soft-delete retention (days)" }), retention,
+    el("label", { text: "Purge protection" }), purge, el("label", { text: "Network access" }), network,
+    el("label", { text: "Tags (name=value per line)" }), tags, el("span"), submit);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    submit.disabled = true;
+    submit.textContent = "Creating…";
+    try {
+      let rg = groups.value;
+      if (newGroup.value.trim()) {
+        rg = newGroup.value.trim();
+        await api("PUT", armId(`/subscriptions/${sub.value}/resourcegroups/${encodeURIComponent(rg)}?api-version=2022-09-01`), { location: location.value });
+      }
+      const t = Object.fromEntries(tags.value.split("\n").map((l) => l.trim()).filter(Boolean).map((l) => { const i = l.indexOf("="); return i < 0 ? [l, ""] : [l.slice(0, i).trim(), l.slice(i + 1).trim()]; }));
+      const props = { tenantId: session.tenantId, sku: { family: "A", name: sku.value }, enableRbacAuthorization: model.value === "rbac",
+        softDeleteRetentionInDays: Number(retention.value), publicNetworkAccess: network.value === "disabled" ? "Disabled" : "Enabled",
+        networkAcls: { defaultAction: network.value === "all" ? "Allow" : "Deny", bypass: "AzureServices" }, accessPolicies: [] };
+      if (purge.checked) props.enablePurgeProtection = true;
+      await api("PUT", armId(`/subscriptions/${sub.value}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.KeyVault/vaults/${encodeURIComponent(name.value)}?${ARM_API}`),
+        { location: location.value, tags: t, properties: props });
+      go(`/ui/vaults/${sub.value}/${encodeURIComponent(rg)}/${encodeURIComponent(name.value)}/overview`);
+    } catch (err) {
+      status.replaceChildren(errorBox(err));
+      submit.disabled = false;
+      submit.textContent = "Create";
+    }
+  });
+  show(el("h1", { text: "Create a key vault" }), status, form);
+  await loadGroups();
 }
 
 // ---- a vault -----------------------------------------------------------
@@ -303,7 +413,14 @@ async function accessBlade(content, sub, rg, name) {
     const out = [];
     for (const [kind, path] of [["User", "users"], ["Group", "groups"], ["ServicePrincipal", "servicePrincipals"]]) {
       try {
-        for (const o of (await api("GET", `/api/graph/v1.0/${path}?$top=999`)).value || []) out.push({ kind, o });
+        // Every page (Graph's @odata.nextLink), at most 20 of 999.
+        let next = `/api/graph/v1.0/${path}?$top=999`;
+        for (let i = 0; next && i < 20; i++) {
+          const page = await api("GET", next);
+          for (const o of page.value || []) out.push({ kind, o });
+          const u = page["@odata.nextLink"] ? new URL(page["@odata.nextLink"]) : null;
+          next = u ? "/api/graph" + u.pathname + u.search : null;
+        }
       } catch (_) { /* not readable for this user: skip */ }
     }
     return out;
