@@ -521,3 +521,61 @@ def test_create_a_vault_with_the_wizard_then_recover_it_after_deletion(server, b
     row.find_element(By.CSS_SELECTOR, "[data-test=recover-vault]").click()
     browser.wait("[data-test=vault-link]", name)
     assert arm(server, "GET", path, management_token(server), api_version="2023-07-01").status_code == 200
+
+
+def test_disable_delete_and_recover_a_secret_in_the_portal(server, credential, browser):
+    """A secret's version disabled in the portal is refused to the SDK and
+    served again once enabled; deleted in the portal it is a deleted secret
+    for the SDK; Recover on the Deleted secrets list brings it back."""
+    from azure.core.exceptions import HttpResponseError
+    from khcompat import arm, management_token
+    name = unique("plife")[:24]
+    path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{name}")
+    r = arm(server, "PUT", path, management_token(server), {"location": "local", "properties": {
+        "tenantId": server.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True}},
+        api_version="2023-07-01")
+    assert r.status_code == 201, r.text
+    sdk = SecretClient(r.json()["properties"]["vaultUri"], credential, **CLIENT_KWARGS)
+    secret = unique("life")
+    sdk.set_secret(secret, "still-here")
+    user, password = create_user(server, prefix="portal")
+    for role in ("Reader", "Key Vault Administrator"):
+        assign_role(server, path, role, user["id"], principal_type="User")
+    browser.sign_in(user["userPrincipalName"], password)
+    browser.driver.get(f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/"
+                       f"{server.resource_group}/{name}/secrets")
+    browser.wait("[data-test=secret-row]", secret)
+    browser.find("[data-test=secret-link]")[0].click()
+    browser.wait("[data-test=disable-version]").click()
+    browser.wait("[data-test=version-row]", "Disabled")
+    browser.shot("disabled")
+    with pytest.raises(HttpResponseError) as e:
+        sdk.get_secret(secret)
+    assert e.value.status_code == 403
+    browser.wait("[data-test=enable-version]").click()
+    browser.wait("[data-test=version-row]", "Enabled")
+    assert sdk.get_secret(secret).value == "still-here"
+    browser.wait("[data-test=delete-secret]").click()
+    browser.driver.switch_to.alert.accept()
+    browser.wait("[data-test=secret-deleted]")
+    assert sdk.get_deleted_secret(secret).name == secret
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser.driver, WAIT).until(
+        lambda d: not [r for r in browser.find("[data-test=secret-row]") if secret in r.text],
+        "the deleted secret leaves the list")
+    browser.find("[data-test=show-deleted-secrets]")[0].click()
+    row = browser.wait("[data-test=deleted-secret-row]", secret)
+    browser.shot("deleted-secrets")
+    from selenium.webdriver.common.by import By
+    row.find_element(By.CSS_SELECTOR, "[data-test=recover-secret]").click()
+    browser.wait("[data-test=show-deleted-secrets]")
+    import time
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert sdk.get_secret(secret).value == "still-here"
+            break
+        except HttpResponseError:
+            assert time.monotonic() < deadline, "recovered in the portal, readable through the SDK"
+            time.sleep(0.3)

@@ -274,13 +274,14 @@ async function secretsBlade(content, vault) {
   const detail = el("div");
   const status = el("div");
   const filter = el("input", { type: "search", placeholder: "Filter loaded secrets by name", "data-test": "secret-filter" });
+  const deletedBox = el("div");
   let items = [], next = vpath(`/secrets?${KV_API}&maxresults=25`);
   const more = el("button", { class: "plain", type: "button", text: "Load more", "data-test": "secrets-more" });
   const draw = () => {
     const q = filter.value.toLowerCase();
     body.replaceChildren(...items.filter((s) => !q || s.name.toLowerCase().includes(q)).map((s) =>
       el("tr", { "data-test": "secret-row" },
-        el("td", {}, el("a", { href: "#", "data-test": "secret-link", on: { click: (ev) => { ev.preventDefault(); secretDetail(detail, vault, s.name); } } }, s.name)),
+        el("td", {}, el("a", { href: "#", "data-test": "secret-link", on: { click: (ev) => { ev.preventDefault(); secretDetail(detail, vault, s.name, reloadList); } } }, s.name)),
         el("td", { text: s.contentType || "" }),
         el("td", { text: s.attributes && s.attributes.enabled === false ? "Disabled" : "Enabled" }),
         el("td", { text: isoTime(s.attributes && s.attributes.updated) }))));
@@ -293,12 +294,13 @@ async function secretsBlade(content, vault) {
     next = page.nextLink ? portalPath(page.nextLink, vault) : null;
     draw();
   };
+  const reloadList = async () => { items = []; next = vpath(`/secrets?${KV_API}&maxresults=25`); await load(); };
   more.addEventListener("click", () => load().catch((e) => status.replaceChildren(errorBox(e))));
   filter.addEventListener("input", draw);
   const form = newSecretForm(vault, async (name) => {
     items = []; next = vpath(`/secrets?${KV_API}&maxresults=25`);
     await load();
-    await secretDetail(detail, vault, name);
+    await secretDetail(detail, vault, name, reloadList);
   }, status);
   content.replaceChildren(
     el("div", { class: "bar" }, filter),
@@ -306,7 +308,10 @@ async function secretsBlade(content, vault) {
     el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Content type", "Status", "Updated"].map((h) => el("th", { text: h })))), body),
     el("div", { class: "bar" }, more),
     detail,
-    el("h2", { text: "Create a secret" }), form);
+    el("h2", { text: "Create a secret" }), form,
+    el("div", { class: "bar" }, el("button", { type: "button", class: "plain", text: "Show deleted secrets", "data-test": "show-deleted-secrets",
+      on: { click: () => deletedSecrets(deletedBox, vault, reloadList).catch((e) => deletedBox.replaceChildren(errorBox(e))) } })),
+    deletedBox);
   try { await load(); } catch (e) { next = null; draw(); status.replaceChildren(errorBox(e)); }
 }
 
@@ -334,7 +339,7 @@ function newSecretForm(vault, created, status) {
   return form;
 }
 
-async function secretDetail(detail, vault, name) {
+async function secretDetail(detail, vault, name, changed) {
   const path = `/api/vault/${encodeURIComponent(vault)}/secrets/${encodeURIComponent(name)}`;
   detail.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
   try {
@@ -349,16 +354,62 @@ async function secretDetail(detail, vault, name) {
         valueSlot.replaceChildren(code, " ", copy);
       } catch (e) { valueSlot.replaceChildren(errorBox(e)); }
     });
+    const status = el("div");
+    const act = (label, test, f) => el("button", { type: "button", class: "plain", text: label, "data-test": test, on: { click: async () => {
+      status.replaceChildren();
+      try { await f(); } catch (e) { status.replaceChildren(errorBox(e)); }
+    } } });
+    const toggle = (v) => {
+      const enabled = v.attributes.enabled !== false;
+      const version = v.id.split("/").pop();
+      return act(enabled ? "Disable" : "Enable", enabled ? "disable-version" : "enable-version", async () => {
+        await api("PATCH", `${path}/${encodeURIComponent(version)}?${KV_API}`, { attributes: { enabled: !enabled } });
+        await secretDetail(detail, vault, name, changed);
+        if (changed) await changed();
+      });
+    };
+    const del = act("Delete secret", "delete-secret", async () => {
+      if (!window.confirm(`Delete ${name}? It can be recovered until it is purged.`)) return;
+      await api("DELETE", `${path}?${KV_API}`);
+      detail.replaceChildren(el("p", { class: "ok", text: `${name} was deleted.`, "data-test": "secret-deleted" }));
+      if (changed) await changed();
+    });
     detail.replaceChildren(el("div", { class: "panel", "data-test": "secret-detail" },
       el("h2", { text: name }),
       el("div", { class: "bar" }, showBtn, valueSlot),
-      el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Status", "Created", "Expires"].map((h) => el("th", { text: h })))),
-        el("tbody", {}, versions.map((v) => el("tr", {},
+      status,
+      el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Status", "Created", "Expires", ""].map((h) => el("th", { text: h })))),
+        el("tbody", {}, versions.map((v) => el("tr", { "data-test": "version-row" },
           el("td", { text: v.id.split("/").pop() }),
           el("td", { text: v.attributes.enabled === false ? "Disabled" : "Enabled" }),
           el("td", { text: isoTime(v.attributes.created) }),
-          el("td", { text: isoTime(v.attributes.exp) })))))));
+          el("td", { text: isoTime(v.attributes.exp) }),
+          el("td", {}, toggle(v)))))),
+      el("div", { class: "bar" }, del)));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// Soft-deleted secrets of the vault: recover or purge.
+async function deletedSecrets(box, vault, changed) {
+  const base = `/api/vault/${encodeURIComponent(vault)}`;
+  const status = el("div");
+  const page = await api("GET", `${base}/deletedsecrets?${KV_API}&maxresults=25`);
+  const rows = (page.value || []).map((d) => {
+    const n = d.recoveryId ? d.recoveryId.split("/deletedsecrets/")[1] : d.id.split("/secrets/")[1].split("/")[0];
+    const act = (label, test, f) => el("button", { type: "button", class: "plain", text: label, "data-test": test, on: { click: async () => {
+      status.replaceChildren();
+      try { await f(); await deletedSecrets(box, vault, changed); if (changed) await changed(); } catch (e) { status.replaceChildren(errorBox(e)); }
+    } } });
+    return el("tr", { "data-test": "deleted-secret-row" }, el("td", { text: n }), el("td", { text: isoTime(d.deletedDate) }),
+      el("td", { text: isoTime(d.scheduledPurgeDate) }),
+      el("td", {}, act("Recover", "recover-secret", () => api("POST", `${base}/deletedsecrets/${encodeURIComponent(n)}/recover?${KV_API}`)), " ",
+        act("Purge", "purge-secret", async () => {
+          if (window.confirm(`Purge ${n}? It is destroyed for good.`)) await api("DELETE", `${base}/deletedsecrets/${encodeURIComponent(n)}?${KV_API}`);
+        })));
+  });
+  box.replaceChildren(el("h2", { text: "Deleted secrets" }), status,
+    rows.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Deleted", "Purge scheduled", ""].map((h) => el("th", { text: h })))), el("tbody", {}, rows))
+      : el("p", { class: "muted", text: "No deleted secrets." }));
 }
 
 // ---- access control (IAM) ------------------------------------------------------
