@@ -88,6 +88,20 @@ class Browser:
             return found[0] if found else False
         return w.until(holding)
 
+    def until_rows(self, css: str, pred, present: bool = True, message: str = ""):
+        """Waits until some element matching `css` satisfies `pred` (or, with
+        present=False, none does), looking again when the list is redrawn."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def check(driver):
+            try:
+                hits = [e for e in self.find(css) if pred(e.text)]
+            except StaleElementReferenceException:
+                return False
+            return (hits or False) if present else not hits
+        return WebDriverWait(self.driver, WAIT).until(check, message)
+
     def find(self, css: str):
         from selenium.webdriver.common.by import By
         return self.driver.find_elements(By.CSS_SELECTOR, css)
@@ -440,7 +454,9 @@ def test_seed_002_lab_by_clicking_role_assignments_decide_what_the_portal_can_do
         # The list settles once the last keystroke's search has drawn it.
         Select(browser.find("[data-test=principal-select]")[0]).select_by_value(f"User|{user['id']}")
         browser.find("[data-test=add-assignment]")[0].click()
-        return browser.wait("[data-test=assignment-row]", role)
+        return browser.until_rows("[data-test=assignment-row]",
+                                  lambda t: t.startswith(role) and upn in t and "This resource" in t,
+                                  message=f"an assignment of {role} to the user")
 
     grant("Key Vault Administrator")
     browser.shot("administrator-granted")
@@ -454,12 +470,13 @@ def test_seed_002_lab_by_clicking_role_assignments_decide_what_the_portal_can_do
     assert browser.wait("[data-test=secret-value]").text == "hunter2-but-longer"
 
     browser.driver.get(base + "/access")
-    row = browser.wait("[data-test=assignment-row]", "Key Vault Administrator")
-    mine = [r for r in browser.find("[data-test=assignment-row]")
-            if "Key Vault Administrator" in r.text and upn in r.text and "This resource" in r.text]
+    mine = browser.until_rows("[data-test=assignment-row]",
+                              lambda t: "Key Vault Administrator" in t and upn in t and "This resource" in t)
     assert len(mine) == 1, [r.text for r in browser.find("[data-test=assignment-row]")]
     mine[0].find_element(By.CSS_SELECTOR, "[data-test=remove-assignment]").click()
-    browser.wait("[data-test=assignment-row]", "Owner")
+    browser.until_rows("[data-test=assignment-row]",
+                       lambda t: "Key Vault Administrator" in t and upn in t and "This resource" in t,
+                       present=False, message="the removed assignment leaves the list")
     grant("Key Vault Secrets User")
     browser.shot("swapped-to-secrets-user")
     browser.driver.get(base + "/secrets")
@@ -512,6 +529,10 @@ def test_create_a_vault_with_the_wizard_then_recover_it_after_deletion(server, b
     assert p["enableRbacAuthorization"] is False and p["softDeleteRetentionInDays"] == 7
     assert p["networkAcls"]["defaultAction"] == "Deny" and p.get("publicNetworkAccess", "Enabled") == "Enabled"
     assert browser.find("[data-test=vault-uri]")[0].text == p["vaultUri"]
+    # The creator of an access-policy vault can use it: a policy for them.
+    policies = p["accessPolicies"]
+    assert [a["objectId"] for a in policies] == [user["id"]]
+    assert {"get", "set", "list"} <= set(policies[0]["permissions"]["secrets"])
     r = arm(server, "DELETE", path, management_token(server), api_version="2023-07-01")
     assert r.status_code in (200, 204), r.text
     browser.driver.get(server.bootstrap["portal_url"] + "/")
@@ -520,7 +541,10 @@ def test_create_a_vault_with_the_wizard_then_recover_it_after_deletion(server, b
     from selenium.webdriver.common.by import By
     row.find_element(By.CSS_SELECTOR, "[data-test=recover-vault]").click()
     browser.wait("[data-test=vault-link]", name)
-    assert arm(server, "GET", path, management_token(server), api_version="2023-07-01").status_code == 200
+    back = arm(server, "GET", path, management_token(server), api_version="2023-07-01")
+    assert back.status_code == 200
+    assert back.json()["tags"] == {"team": "payments", "env": "dev"}
+    assert back.json()["properties"]["softDeleteRetentionInDays"] == 7
 
 
 def test_disable_delete_and_recover_a_secret_in_the_portal(server, credential, browser):
@@ -560,10 +584,8 @@ def test_disable_delete_and_recover_a_secret_in_the_portal(server, credential, b
     browser.driver.switch_to.alert.accept()
     browser.wait("[data-test=secret-deleted]")
     assert sdk.get_deleted_secret(secret).name == secret
-    from selenium.webdriver.support.ui import WebDriverWait
-    WebDriverWait(browser.driver, WAIT).until(
-        lambda d: not [r for r in browser.find("[data-test=secret-row]") if secret in r.text],
-        "the deleted secret leaves the list")
+    browser.until_rows("[data-test=secret-row]", lambda t: secret in t, present=False,
+                       message="the deleted secret leaves the list")
     browser.find("[data-test=show-deleted-secrets]")[0].click()
     row = browser.wait("[data-test=deleted-secret-row]", secret)
     browser.shot("deleted-secrets")

@@ -405,7 +405,12 @@ fn session_info(state: &AppState, req: &Request) -> Response {
             "tenantId": state.tokens.tenant_id(),
             "vaultSuffix": state.endpoints.vault_host_suffix(),
             // The address the vault firewalls see for this browser.
-            "clientIp": source_of(state, req).map(|ip| ip.to_string()),
+            // IPv4 only: a vault's IP rules are IPv4 (an IPv4-mapped address
+            // is shown as the IPv4 address it is).
+            "clientIp": source_of(state, req)
+                .map(|ip| ip.to_canonical())
+                .filter(std::net::IpAddr::is_ipv4)
+                .map(|ip| ip.to_string()),
         }),
         None => serde_json::json!({"signedIn": false}),
     };

@@ -69,8 +69,8 @@ window.addEventListener("popstate", route);
 
 async function route() {
   if (!session || !session.signedIn) return signInCard();
-  const p = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   try {
+    const p = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     if (p[0] === "ui" && p[1] === "vaults" && p.length >= 5) {
       return await vaultPage(p[2], p[3], p[4], p[5] || "overview");
     }
@@ -142,7 +142,8 @@ async function deletedVaults(box, subs) {
         const recover = el("button", { type: "button", class: "plain", text: "Recover", "data-test": "recover-vault", on: { click: async () => {
           status.replaceChildren();
           try {
-            await api("PUT", armId(`${p.vaultId}?${ARM_API}`), { location: p.location, properties: { createMode: "recover", tenantId: session.tenantId, sku: { family: "A", name: "standard" } } });
+            // Only what a recover needs: the vault comes back as it was (its sku included).
+            await api("PUT", armId(`${p.vaultId}?${ARM_API}`), { location: p.location, properties: { createMode: "recover", tenantId: session.tenantId } });
             go("/");
           } catch (err) { status.replaceChildren(errorBox(err)); }
         } } });
@@ -215,6 +216,9 @@ async function createVault() {
       const props = { tenantId: session.tenantId, sku: { family: "A", name: sku.value }, enableRbacAuthorization: model.value === "rbac",
         softDeleteRetentionInDays: Number(retention.value), publicNetworkAccess: network.value === "disabled" ? "Disabled" : "Enabled",
         networkAcls: { defaultAction: network.value === "all" ? "Allow" : "Deny", bypass: "AzureServices" }, accessPolicies: [] };
+      // An access-policy vault starts with one policy for its creator, as the
+      // Azure Portal's does; otherwise nobody could use its data.
+      if (model.value === "policies") props.accessPolicies = [{ tenantId: session.tenantId, objectId: session.oid, permissions: CREATOR_PERMISSIONS }];
       if (purge.checked) props.enablePurgeProtection = true;
       await api("PUT", armId(`/subscriptions/${sub.value}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.KeyVault/vaults/${encodeURIComponent(name.value)}?${ARM_API}`),
         { location: location.value, tags: t, properties: props });
@@ -418,6 +422,11 @@ async function deletedSecrets(box, vault, changed) {
 // group, service principal or managed identity found through Graph) or
 // remove one made here. Exactly what the ARM and Graph APIs let the user do.
 const AUTHZ_API = "api-version=2022-04-01";
+const CREATOR_PERMISSIONS = {
+  keys: ["get", "list", "create", "update", "import", "delete", "recover", "backup", "restore", "decrypt", "encrypt", "unwrapKey", "wrapKey", "verify", "sign", "purge"],
+  secrets: ["get", "list", "set", "delete", "recover", "backup", "restore", "purge"],
+  certificates: ["get", "list", "create", "update", "import", "delete", "recover", "backup", "restore", "managecontacts", "manageissuers", "getissuers", "listissuers", "setissuers", "deleteissuers", "purge"],
+};
 async function accessBlade(content, sub, rg, name) {
   const e = encodeURIComponent;
   const scope = `/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}`;
@@ -437,7 +446,9 @@ async function accessBlade(content, sub, rg, name) {
       } catch (_) { names = {}; }
     }
     body.replaceChildren(...list.map((a) => {
-      const here = a.properties.scope.toLowerCase() === scope.toLowerCase().replace(/%20/g, " ");
+      const at = a.properties.scope.toLowerCase(), mine = scope.toLowerCase();
+      const here = at === mine;
+      const where = here ? "This resource" : mine.startsWith(at + "/") ? "Inherited (" + a.properties.scope + ")" : "Child resource (" + a.properties.scope + ")";
       const remove = here ? el("button", { type: "button", class: "plain", text: "Remove", "data-test": "remove-assignment", on: { click: async () => {
         status.replaceChildren();
         try { await api("DELETE", armId(`${a.id}?${AUTHZ_API}`)); await draw(); } catch (err) { status.replaceChildren(errorBox(err)); }
@@ -446,7 +457,7 @@ async function accessBlade(content, sub, rg, name) {
         el("td", { text: roleName(a.properties.roleDefinitionId) }),
         el("td", { text: names[a.properties.principalId] || a.properties.principalId }),
         el("td", { text: a.properties.principalType || "" }),
-        el("td", { text: here ? "This resource" : "Inherited (" + a.properties.scope + ")" }),
+        el("td", { text: where }),
         el("td", {}, remove));
     }));
   };
@@ -536,7 +547,7 @@ async function networkingBlade(content, sub, rg, name) {
     const chosen = content.querySelector("input[name=access]:checked").value;
     const body = { properties: {
       publicNetworkAccess: chosen === "disabled" ? "Disabled" : "Enabled",
-      networkAcls: { defaultAction: chosen === "all" ? "Allow" : "Deny", bypass: bypass.checked ? "AzureServices" : "None",
+      networkAcls: { defaultAction: chosen === "disabled" ? (acls.defaultAction || "Allow") : chosen === "all" ? "Allow" : "Deny", bypass: bypass.checked ? "AzureServices" : "None",
         ipRules: ips.map((value) => ({ value })), virtualNetworkRules: acls.virtualNetworkRules || [] } } };
     try {
       await api("PATCH", path, body);
