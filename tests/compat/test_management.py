@@ -225,3 +225,15 @@ def test_bad_vault_requests_get_arm_errors(server, mgmt, resources):
     assert_arm_error(r, 400, "BadRequest")
     assert "irreversible" in r.json()["error"]["message"]
     assert mgmt.vaults.get(rg, name).properties.enable_purge_protection is True
+
+
+def test_recovery_brings_the_vault_back_as_it_was_deleted(server, mgmt, resources):
+    """A recover body carries a default sku and permission model (as `az
+    keyvault recover` sends); the recovered vault keeps its own."""
+    rg = new_group(resources)
+    name = vault_name()
+    create_vault(mgmt, server, rg, name, enable_rbac_authorization=False, soft_delete_retention_in_days=9)
+    mgmt.vaults.delete(rg, name)
+    recovered = create_vault(mgmt, server, rg, name, create_mode="recover")
+    assert recovered.properties.enable_rbac_authorization is False
+    assert recovered.properties.soft_delete_retention_in_days == 9

@@ -179,6 +179,22 @@ fn bad(code: &'static str, msg: impl Into<String>) -> AdminError {
     AdminError::BadRequest(code, msg.into())
 }
 
+/// The body's tenant, if given (required to create), must be this
+/// deployment's.
+fn check_tenant(spec: &VaultSpec, tenant_id: &str, required: bool) -> AdminResult<()> {
+    match &spec.tenant_id {
+        Some(t) if !t.eq_ignore_ascii_case(tenant_id) => Err(bad(
+            "BadRequest",
+            format!(
+                "The tenant '{}' is not this deployment's tenant.",
+                t.chars().take(64).collect::<String>()
+            ),
+        )),
+        None if required => Err(bad("BadRequest", "properties.tenantId is required.")),
+        _ => Ok(()),
+    }
+}
+
 fn valid_ipv4_rule(v: &str) -> bool {
     let (addr, prefix) = match v.split_once('/') {
         Some((a, p)) => (a, Some(p)),
@@ -291,9 +307,12 @@ impl VaultService {
                             .into(),
                     ));
                 }
+                // A recovered vault comes back as it was deleted: the body's
+                // other properties (clients send a default sku and model, as
+                // `az keyvault recover` does) are not applied.
+                check_tenant(&spec, tenant_id, false)?;
                 let mut v = v.clone();
                 v.properties.deleted = None;
-                self.apply(&mut v, tenant_id, spec, false)?;
                 Ok(self.replace(v).await?.map(|v| (v, false)))
             }
             Some(v) => {
@@ -361,19 +380,7 @@ impl VaultService {
         spec: VaultSpec,
         create: bool,
     ) -> AdminResult<()> {
-        if let Some(t) = &spec.tenant_id {
-            if !t.eq_ignore_ascii_case(tenant_id) {
-                return Err(bad(
-                    "BadRequest",
-                    format!(
-                        "The tenant '{}' is not this deployment's tenant.",
-                        t.chars().take(64).collect::<String>()
-                    ),
-                ));
-            }
-        } else if create {
-            return Err(bad("BadRequest", "properties.tenantId is required."));
-        }
+        check_tenant(&spec, tenant_id, create)?;
         if let Some(sku) = &spec.sku {
             let sku = sku.to_ascii_lowercase();
             if sku != "standard" && sku != "premium" {
