@@ -403,20 +403,11 @@ def test_a_firewalled_vault_refuses_the_portal_until_the_client_ip_is_added(serv
     the portal's own data-plane calls are refused; "Add my client IP" on the
     Networking blade and Save, and the Secrets blade works."""
     from khcompat import arm, management_token
-    name = unique("pnet")[:24]
+    name, _ = fresh_vault(server, browser, "secrets", roles=("Key Vault Contributor", "Key Vault Secrets Officer"),
+                          networkAcls={"defaultAction": "Deny", "bypass": "None", "ipRules": [{"value": "203.0.113.7"}]})
     path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
             f"/providers/Microsoft.KeyVault/vaults/{name}")
-    r = arm(server, "PUT", path, management_token(server), {"location": "local", "properties": {
-        "tenantId": server.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
-        "networkAcls": {"defaultAction": "Deny", "bypass": "None", "ipRules": [{"value": "203.0.113.7"}]}}},
-        api_version="2023-07-01")
-    assert r.status_code == 201, r.text
-    user, password = create_user(server, prefix="portal")
-    for role in ("Key Vault Contributor", "Key Vault Secrets Officer"):
-        assign_role(server, path, role, user["id"], principal_type="User")
-    browser.sign_in(user["userPrincipalName"], password)
     base = f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/{server.resource_group}/{name}"
-    browser.driver.get(base + "/secrets")
     err = browser.wait("[data-test=error]")
     assert "Client address is not authorized" in err.text and "127.0.0.1" in err.text, err.text
     browser.shot("firewalled")
@@ -552,23 +543,11 @@ def test_disable_delete_and_recover_a_secret_in_the_portal(server, credential, b
     served again once enabled; deleted in the portal it is a deleted secret
     for the SDK; Recover on the Deleted secrets list brings it back."""
     from azure.core.exceptions import HttpResponseError
-    from khcompat import arm, management_token
-    name = unique("plife")[:24]
-    path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
-            f"/providers/Microsoft.KeyVault/vaults/{name}")
-    r = arm(server, "PUT", path, management_token(server), {"location": "local", "properties": {
-        "tenantId": server.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True}},
-        api_version="2023-07-01")
-    assert r.status_code == 201, r.text
-    sdk = SecretClient(r.json()["properties"]["vaultUri"], credential, **CLIENT_KWARGS)
+    name, uri = fresh_vault(server, browser, "secrets")
+    sdk = SecretClient(uri, credential, **CLIENT_KWARGS)
     secret = unique("life")
     sdk.set_secret(secret, "still-here")
-    user, password = create_user(server, prefix="portal")
-    for role in ("Reader", "Key Vault Administrator"):
-        assign_role(server, path, role, user["id"], principal_type="User")
-    browser.sign_in(user["userPrincipalName"], password)
-    browser.driver.get(f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/"
-                       f"{server.resource_group}/{name}/secrets")
+    browser.driver.refresh()
     browser.wait("[data-test=secret-row]", secret)
     browser.find("[data-test=secret-link]")[0].click()
     browser.wait("[data-test=disable-version]").click()
@@ -601,3 +580,219 @@ def test_disable_delete_and_recover_a_secret_in_the_portal(server, credential, b
         except HttpResponseError:
             assert time.monotonic() < deadline, "recovered in the portal, readable through the SDK"
             time.sleep(0.3)
+
+
+def fresh_vault(server, browser, blade: str, roles=("Reader", "Key Vault Administrator"), **properties):
+    """A new RBAC vault of its own (so its lists hold only this test's
+    objects; `properties` added to its ARM properties), a user who holds
+    `roles` on it, signed in, on `blade`. Returns the vault's name and URI."""
+    from khcompat import arm, management_token
+    name = unique("pv")[:24]
+    path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{name}")
+    r = arm(server, "PUT", path, management_token(server), {"location": "local", "properties": {
+        "tenantId": server.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
+        **properties}}, api_version="2023-07-01")
+    assert r.status_code == 201, r.text
+    user, password = create_user(server, prefix="portal")
+    for role in roles:
+        assign_role(server, path, role, user["id"], principal_type="User")
+    browser.sign_in(user["userPrincipalName"], password)
+    browser.driver.get(f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/"
+                       f"{server.resource_group}/{name}/{blade}")
+    return name, r.json()["properties"]["vaultUri"]
+
+
+def data_url_bytes(browser, css: str) -> bytes:
+    href = browser.wait(css).get_attribute("href")
+    assert href.startswith("data:"), href[:40]
+    return base64.b64decode(href.split(",", 1)[1])
+
+
+def test_keys_public_pem_rotation_policy_rotate_backup_purge_restore(server, credential, browser, tmp_path):
+    """A key made in the portal: its PEM download is the public key the SDK
+    reads; the rotation policy saved in the portal is the one the SDK reads;
+    Rotate now makes a second version; a version disabled in the portal is
+    disabled for the SDK; a backup downloaded, the key deleted and purged in
+    the portal, then the backup uploaded, brings the same key back."""
+    from azure.keyvault.keys import KeyClient
+    from selenium.webdriver.support.ui import Select
+    vault, uri = fresh_vault(server, browser, "keys")
+    sdk = KeyClient(uri, credential, **CLIENT_KWARGS)
+    browser.wait("[data-test=new-key-name]").send_keys("signing")
+    Select(browser.find("[data-test=new-key-type]")[0]).select_by_visible_text("RSA 3072")
+    browser.find("[data-test=new-key-submit]")[0].click()
+    browser.wait("[data-test=key-detail] h2", "signing")
+    key = sdk.get_key("signing")
+    pem = serialization.load_pem_public_key(data_url_bytes(browser, "[data-test=download-pem]"))
+    assert pem.public_numbers().n == int.from_bytes(key.key.n, "big") and pem.key_size == 3072
+
+    Select(browser.find("[data-test=rotate-when]")[0]).select_by_value("timeAfterCreate")
+    browser.find("[data-test=rotate-period]")[0].send_keys("P90D")
+    browser.find("[data-test=notify-before]")[0].clear()
+    browser.find("[data-test=notify-before]")[0].send_keys("P30D")
+    browser.find("[data-test=policy-expiry]")[0].clear()
+    browser.find("[data-test=policy-expiry]")[0].send_keys("P2Y")
+    browser.find("[data-test=rotation-save]")[0].click()
+    browser.wait("[data-test=rotation-saved]")
+    policy = sdk.get_key_rotation_policy("signing")
+    assert policy.expires_in == "P2Y"
+    got = sorted((a.action.lower(), a.time_after_create, a.time_before_expiry) for a in policy.lifetime_actions)
+    assert got == [("notify", None, "P30D"), ("rotate", "P90D", None)], got
+
+    browser.find("[data-test=rotate-key]")[0].click()
+    browser.until_rows("[data-test=version-row]", lambda t: True)
+    import time
+    deadline = time.monotonic() + WAIT
+    while len(browser.find("[data-test=version-row]")) < 2:
+        assert time.monotonic() < deadline, "Rotate now shows a second version"
+        time.sleep(0.2)
+    assert len(list(sdk.list_properties_of_key_versions("signing"))) == 2
+    browser.find("[data-test=disable-version]")[0].click()
+    browser.wait("[data-test=version-row]", "Disabled")
+    browser.shot("key-versions")
+    assert sorted(v.enabled for v in sdk.list_properties_of_key_versions("signing")) == [False, True]
+
+    before = sorted((v.version, v.enabled) for v in sdk.list_properties_of_key_versions("signing"))
+    browser.find("[data-test=backup-key]")[0].click()
+    blob = data_url_bytes(browser, "[data-test=backup-file]")
+    backup = tmp_path / "signing.keyvault-key-backup"
+    backup.write_bytes(blob)
+    browser.find("[data-test=delete-key]")[0].click()
+    browser.driver.switch_to.alert.accept()
+    browser.wait("[data-test=key-deleted]")
+    browser.find("[data-test=show-deleted-keys]")[0].click()
+    browser.wait("[data-test=deleted-key-row]", "signing")
+    browser.find("[data-test=purge-key]")[0].click()
+    browser.driver.switch_to.alert.accept()
+    browser.wait("#main", "No deleted keys.")
+    from azure.core.exceptions import ResourceNotFoundError
+    with pytest.raises(ResourceNotFoundError):
+        sdk.get_deleted_key("signing")
+    browser.find("[data-test=restore-key-file]")[0].send_keys(str(backup))
+    browser.find("[data-test=restore-key]")[0].click()
+    browser.wait("[data-test=restored]", "signing")
+    after = sorted((v.version, v.enabled) for v in sdk.list_properties_of_key_versions("signing"))
+    assert after == before, "the backup brings back the same key, every version as it was"
+    browser.wait("[data-test=keys-row]", "signing")
+
+
+def test_certificates_csr_merge_pfx_import_contacts_and_policy(server, credential, browser, tmp_path):
+    """A certificate for an external CA: the portal's CSR, signed here by a
+    test CA, merged through the portal, is the certificate the SDK reads.
+    Its PFX download (the certificate's secret) holds the key that matches.
+    A PFX imported through the portal is the certificate the SDK reads; a
+    contact added and a policy edited in the portal are what the SDK reads."""
+    import datetime
+    from azure.keyvault.certificates import CertificateClient
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+    from selenium.webdriver.support.ui import Select
+    vault, uri = fresh_vault(server, browser, "certificates")
+    sdk = CertificateClient(uri, credential, **CLIENT_KWARGS)
+    browser.wait("[data-test=new-cert-name]").send_keys("external")
+    Select(browser.find("[data-test=new-cert-issuer]")[0]).select_by_value("Unknown")
+    subject = browser.find("[data-test=new-cert-subject]")[0]
+    subject.clear()
+    subject.send_keys("CN=external.example.test")
+    browser.find("[data-test=new-cert-submit]")[0].click()
+    browser.wait("[data-test=op-status]", "inProgress")
+    browser.shot("pending-request")
+    csr = x509.load_pem_x509_csr(data_url_bytes(browser, "[data-test=download-csr]"))
+    assert csr.subject.rfc4514_string() == "CN=external.example.test" and csr.is_signature_valid
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Portal Test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_name).public_key(csr.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(ca_key, hashes.SHA256()))
+    signed = tmp_path / "signed.pem"
+    signed.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
+    browser.find("[data-test=merge-file]")[0].send_keys(str(signed))
+    browser.find("[data-test=merge]")[0].click()
+    browser.wait("[data-test=cert-issuer]", "CN=Portal Test CA")
+    browser.shot("merged")
+    assert bytes(sdk.get_certificate("external").cer) == leaf.public_bytes(serialization.Encoding.DER)
+
+    browser.find("[data-test=download-with-key]")[0].click()
+    key, cert, _ = pkcs12.load_key_and_certificates(data_url_bytes(browser, "[data-test=key-file]"), None)
+    assert cert == leaf and key.public_key().public_numbers() == leaf.public_key().public_numbers()
+
+    own_key = ec.generate_private_key(ec.SECP384R1())
+    own_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imported.example.test")])
+    own = (x509.CertificateBuilder().subject_name(own_name).issuer_name(own_name).public_key(own_key.public_key())
+           .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+           .not_valid_after(now + datetime.timedelta(days=60)).sign(own_key, hashes.SHA384()))
+    pfx = tmp_path / "own.pfx"
+    pfx.write_bytes(pkcs12.serialize_key_and_certificates(b"own", own_key, own, None,
+                                                         serialization.BestAvailableEncryption(b"s3cret-pfx")))
+    browser.find("[data-test=import-cert-name]")[0].send_keys("imported")
+    browser.find("[data-test=import-cert-file]")[0].send_keys(str(pfx))
+    browser.find("[data-test=import-cert-password]")[0].send_keys("s3cret-pfx")
+    browser.find("[data-test=import-cert-submit]")[0].click()
+    browser.wait("[data-test=cert-detail] h2", "imported")
+    browser.wait("[data-test=cert-key]", "EC P-384")
+    assert bytes(sdk.get_certificate("imported").cer) == own.public_bytes(serialization.Encoding.DER)
+
+    browser.find("[data-test=policy-open]")[0].click()
+    import json as _json
+    box = browser.wait("[data-test=policy-json]")
+    policy = _json.loads(box.get_attribute("value"))
+    policy["x509_props"]["validity_months"] = 7
+    browser.driver.execute_script("arguments[0].value = arguments[1]", box, _json.dumps(policy))
+    browser.find("[data-test=policy-save]")[0].click()
+    browser.wait("[data-test=policy-saved]")
+    assert sdk.get_certificate_policy("imported").validity_in_months == 7
+
+    browser.find("[data-test=show-authorities]")[0].click()
+    browser.wait("[data-test=new-contact-email]").send_keys("pki-team@example.test")
+    browser.find("[data-test=new-contact-submit]")[0].click()
+    browser.wait("[data-test=contact-row]", "pki-team@example.test")
+    browser.shot("authorities")
+    assert [c.email for c in sdk.get_contacts()] == ["pki-team@example.test"]
+
+
+def test_secret_versions_with_attributes_tags_and_backup_restore(server, credential, browser, tmp_path):
+    """A secret made in the portal with content type, expiry and tags reads
+    so through the SDK; a new version from its details is the latest; its
+    backup, after the secret is deleted and purged, restores it."""
+    import datetime
+    import time
+    vault, uri = fresh_vault(server, browser, "secrets")
+    sdk = SecretClient(uri, credential, **CLIENT_KWARGS)
+    browser.wait("[data-test=new-secret-name]").send_keys("api-token")
+    browser.find("[data-test=new-secret-value]")[0].send_keys("first")
+    browser.find("[data-test=new-secret-content-type]")[0].send_keys("text/plain")
+    exp = browser.find("[data-test=new-secret-exp]")[0]
+    browser.driver.execute_script("arguments[0].value = '2031-05-06T07:08'", exp)
+    browser.find("[data-test=new-secret-tags]")[0].send_keys("owner=payments\nenv=dev")
+    browser.find("[data-test=new-secret-submit]")[0].click()
+    browser.wait("[data-test=secret-detail] h2", "api-token")
+    s = sdk.get_secret("api-token")
+    assert (s.value, s.properties.content_type, s.properties.tags) == ("first", "text/plain", {"owner": "payments", "env": "dev"})
+    assert s.properties.expires_on == datetime.datetime(2031, 5, 6, 7, 8, tzinfo=datetime.timezone.utc)
+    browser.find("[data-test=new-version-open]")[0].click()
+    browser.wait("[data-test=new-version-value]").send_keys("second")
+    browser.find("[data-test=new-version-submit]")[0].click()
+    deadline = time.monotonic() + WAIT
+    while len(browser.find("[data-test=version-row]")) < 2:
+        assert time.monotonic() < deadline, "the new version is listed"
+        time.sleep(0.2)
+    assert sdk.get_secret("api-token").value == "second"
+    browser.find("[data-test=backup-secret]")[0].click()
+    backup = tmp_path / "api-token.keyvault-secret-backup"
+    backup.write_bytes(data_url_bytes(browser, "[data-test=backup-file]"))
+    sdk.begin_delete_secret("api-token").wait()
+    sdk.purge_deleted_secret("api-token")
+    browser.find("[data-test=restore-secret-file]")[0].send_keys(str(backup))
+    browser.find("[data-test=restore-secret]")[0].click()
+    browser.wait("[data-test=restored]", "api-token")
+    assert sdk.get_secret("api-token").value == "second"
+    assert len(list(sdk.list_properties_of_secret_versions("api-token"))) == 2

@@ -313,29 +313,50 @@ async function secretsBlade(content, vault) {
     el("div", { class: "bar" }, more),
     detail,
     el("h2", { text: "Create a secret" }), form,
-    el("div", { class: "bar" }, el("button", { type: "button", class: "plain", text: "Show deleted secrets", "data-test": "show-deleted-secrets",
-      on: { click: () => deletedSecrets(deletedBox, vault, reloadList).catch((e) => deletedBox.replaceChildren(errorBox(e))) } })),
+    restoreForm("secrets", vault, status, reloadList),
+    deletedToggle(deletedBox, vault, "secrets", reloadList),
     deletedBox);
   try { await load(); } catch (e) { next = null; draw(); status.replaceChildren(errorBox(e)); }
 }
 
-function newSecretForm(vault, created, status) {
-  const name = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "new-secret-name" });
-  const value = el("textarea", { rows: 2, required: true, "data-test": "new-secret-value" });
-  const ctype = el("input", { "data-test": "new-secret-content-type" });
-  const form = el("form", { class: "form", "data-test": "new-secret" },
-    el("label", { text: "Name" }), name,
+// Tags typed as name=value lines.
+function parseTags(text) {
+  return Object.fromEntries(text.split("\n").map((l) => l.trim()).filter(Boolean).map((l) => { const i = l.indexOf("="); return i < 0 ? [l, ""] : [l.slice(0, i).trim(), l.slice(i + 1).trim()]; }));
+}
+// A datetime-local input's value as Key Vault's seconds since the epoch (UTC).
+function epoch(input) { return input.value ? Math.floor(Date.parse(input.value + "Z") / 1000) : undefined; }
+
+// A new secret, or (with `fixedName`) a new version of one: value, content
+// type, activation and expiry (UTC), tags, enabled.
+function newSecretForm(vault, created, status, fixedName) {
+  const t = fixedName ? "new-version" : "new-secret";
+  const name = fixedName ? null : el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "new-secret-name" });
+  const value = el("textarea", { rows: 2, required: true, "data-test": `${t}-value` });
+  const ctype = el("input", { "data-test": `${t}-content-type` });
+  const nbf = el("input", { type: "datetime-local", "data-test": `${t}-nbf` });
+  const exp = el("input", { type: "datetime-local", "data-test": `${t}-exp` });
+  const tags = el("textarea", { rows: 2, placeholder: "owner=payments", "data-test": `${t}-tags` });
+  const enabled = el("input", { type: "checkbox", checked: true, "data-test": `${t}-enabled` });
+  const form = el("form", { class: "form", "data-test": t },
+    name ? [el("label", { text: "Name" }), name] : null,
     el("label", { text: "Value" }), value,
     el("label", { text: "Content type" }), ctype,
-    el("span"), el("button", { type: "submit", text: "Create", "data-test": "new-secret-submit" }));
+    el("label", { text: "Activation date (UTC)" }), nbf,
+    el("label", { text: "Expiration date (UTC)" }), exp,
+    el("label", { text: "Tags (name=value per line)" }), tags,
+    el("label", { text: "Enabled" }), enabled,
+    el("span"), el("button", { type: "submit", text: fixedName ? "Create version" : "Create", "data-test": `${t}-submit` }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     status.replaceChildren();
     try {
-      const body = { value: value.value };
+      const n = fixedName || name.value;
+      const body = { value: value.value, attributes: { enabled: enabled.checked } };
       if (ctype.value) body.contentType = ctype.value;
-      await api("PUT", `/api/vault/${encodeURIComponent(vault)}/secrets/${encodeURIComponent(name.value)}?${KV_API}`, body);
-      const n = name.value;
+      if (nbf.value) body.attributes.nbf = epoch(nbf);
+      if (exp.value) body.attributes.exp = epoch(exp);
+      if (tags.value.trim()) body.tags = parseTags(tags.value);
+      await api("PUT", `/api/vault/${encodeURIComponent(vault)}/secrets/${encodeURIComponent(n)}?${KV_API}`, body);
       form.reset();
       await created(n);
     } catch (e) { status.replaceChildren(errorBox(e)); }
@@ -347,8 +368,11 @@ async function secretDetail(detail, vault, name, changed) {
   const path = `/api/vault/${encodeURIComponent(vault)}/secrets/${encodeURIComponent(name)}`;
   detail.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
   try {
-    const versions = (await api("GET", `${path}/versions?${KV_API}&maxresults=25`)).value || [];
+    const status = el("div");
+    const redraw = async () => { await secretDetail(detail, vault, name, changed); if (changed) await changed(); };
+    const versions = await versionsTable("secrets", vault, name, status, redraw);
     const valueSlot = el("span", { "data-test": "secret-value-slot" });
+    // The value only on this click: the audited SecretGet.
     const showBtn = el("button", { type: "button", class: "plain", text: "Show secret value", "data-test": "show-value" });
     showBtn.addEventListener("click", async () => {
       try {
@@ -358,62 +382,118 @@ async function secretDetail(detail, vault, name, changed) {
         valueSlot.replaceChildren(code, " ", copy);
       } catch (e) { valueSlot.replaceChildren(errorBox(e)); }
     });
-    const status = el("div");
-    const act = (label, test, f) => el("button", { type: "button", class: "plain", text: label, "data-test": test, on: { click: async () => {
-      status.replaceChildren();
-      try { await f(); } catch (e) { status.replaceChildren(errorBox(e)); }
-    } } });
-    const toggle = (v) => {
-      const enabled = v.attributes.enabled !== false;
-      const version = v.id.split("/").pop();
-      return act(enabled ? "Disable" : "Enable", enabled ? "disable-version" : "enable-version", async () => {
-        await api("PATCH", `${path}/${encodeURIComponent(version)}?${KV_API}`, { attributes: { enabled: !enabled } });
-        await secretDetail(detail, vault, name, changed);
-        if (changed) await changed();
-      });
-    };
-    const del = act("Delete secret", "delete-secret", async () => {
-      if (!window.confirm(`Delete ${name}? It can be recovered until it is purged.`)) return;
-      await api("DELETE", `${path}?${KV_API}`);
-      detail.replaceChildren(el("p", { class: "ok", text: `${name} was deleted.`, "data-test": "secret-deleted" }));
-      if (changed) await changed();
-    });
     detail.replaceChildren(el("div", { class: "panel", "data-test": "secret-detail" },
       el("h2", { text: name }),
       el("div", { class: "bar" }, showBtn, valueSlot),
       status,
-      el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Status", "Created", "Expires", ""].map((h) => el("th", { text: h })))),
-        el("tbody", {}, versions.map((v) => el("tr", { "data-test": "version-row" },
-          el("td", { text: v.id.split("/").pop() }),
-          el("td", { text: v.attributes.enabled === false ? "Disabled" : "Enabled" }),
-          el("td", { text: isoTime(v.attributes.created) }),
-          el("td", { text: isoTime(v.attributes.exp) }),
-          el("td", {}, toggle(v)))))),
-      el("div", { class: "bar" }, del)));
+      versions,
+      el("div", { class: "bar" }, deleteButton("secrets", vault, name, status, detail, changed), backupButton("secrets", vault, name, status)),
+      el("details", {}, el("summary", { text: "New version", "data-test": "new-version-open" }), newSecretForm(vault, redraw, status, name))));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
 }
 
-// Soft-deleted secrets of the vault: recover or purge.
-async function deletedSecrets(box, vault, changed) {
-  const base = `/api/vault/${encodeURIComponent(vault)}`;
-  const status = el("div");
-  const page = await api("GET", `${base}/deletedsecrets?${KV_API}&maxresults=25`);
-  const rows = (page.value || []).map((d) => {
-    const n = d.recoveryId ? d.recoveryId.split("/deletedsecrets/")[1] : d.id.split("/secrets/")[1].split("/")[0];
-    const act = (label, test, f) => el("button", { type: "button", class: "plain", text: label, "data-test": test, on: { click: async () => {
-      status.replaceChildren();
-      try { await f(); await deletedSecrets(box, vault, changed); if (changed) await changed(); } catch (e) { status.replaceChildren(errorBox(e)); }
-    } } });
-    return el("tr", { "data-test": "deleted-secret-row" }, el("td", { text: n }), el("td", { text: isoTime(d.deletedDate) }),
-      el("td", { text: isoTime(d.scheduledPurgeDate) }),
-      el("td", {}, act("Recover", "recover-secret", () => api("POST", `${base}/deletedsecrets/${encodeURIComponent(n)}/recover?${KV_API}`)), " ",
-        act("Purge", "purge-secret", async () => {
-          if (window.confirm(`Purge ${n}? It is destroyed for good.`)) await api("DELETE", `${base}/deletedsecrets/${encodeURIComponent(n)}?${KV_API}`);
-        })));
+// A button that clears `status`, runs `f` and shows its error there.
+function actButton(status, label, test, f) {
+  return el("button", { type: "button", class: "plain", text: label, "data-test": test, on: { click: async () => {
+    status.replaceChildren();
+    try { await f(); } catch (e) { status.replaceChildren(errorBox(e)); }
+  } } });
+}
+const SINGULAR = { secrets: "secret", keys: "key", certificates: "certificate" };
+
+// The versions of one object (secrets, keys, certificates share the shape):
+// each can be enabled or disabled by a PATCH of that version.
+async function versionsTable(kind, vault, name, status, redraw) {
+  const path = `/api/vault/${encodeURIComponent(vault)}/${kind}/${encodeURIComponent(name)}`;
+  const versions = (await api("GET", `${path}/versions?${KV_API}&maxresults=25`)).value || [];
+  versions.sort((a, b) => (b.attributes.created || 0) - (a.attributes.created || 0));
+  const toggle = (v) => {
+    const enabled = v.attributes.enabled !== false;
+    const version = (v.id || v.kid).split("/").pop();
+    return actButton(status, enabled ? "Disable" : "Enable", enabled ? "disable-version" : "enable-version", async () => {
+      await api("PATCH", `${path}/${encodeURIComponent(version)}?${KV_API}`, { attributes: { enabled: !enabled } });
+      await redraw();
+    });
+  };
+  return el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Status", "Created", "Activates", "Expires", ""].map((h) => el("th", { text: h })))),
+    el("tbody", {}, versions.map((v) => el("tr", { "data-test": "version-row" },
+      el("td", { text: (v.id || v.kid).split("/").pop() }),
+      el("td", { text: v.attributes.enabled === false ? "Disabled" : "Enabled" }),
+      el("td", { text: isoTime(v.attributes.created) }),
+      el("td", { text: isoTime(v.attributes.nbf) }),
+      el("td", { text: isoTime(v.attributes.exp) }),
+      el("td", {}, toggle(v))))));
+}
+
+// Delete (soft: recoverable until purged) and backup download of one object.
+function deleteButton(kind, vault, name, status, detail, changed) {
+  return actButton(status, `Delete ${SINGULAR[kind]}`, `delete-${SINGULAR[kind]}`, async () => {
+    if (!window.confirm(`Delete ${name}? It can be recovered until it is purged.`)) return;
+    await api("DELETE", `/api/vault/${encodeURIComponent(vault)}/${kind}/${encodeURIComponent(name)}?${KV_API}`);
+    detail.replaceChildren(el("p", { class: "ok", text: `${name} was deleted.`, "data-test": `${SINGULAR[kind]}-deleted` }));
+    if (changed) await changed();
   });
-  box.replaceChildren(el("h2", { text: "Deleted secrets" }), status,
+}
+function utf8Base64(s) { return btoa(String.fromCharCode(...new TextEncoder().encode(s))); }
+function bytesBase64(bytes) { let s = ""; for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000)); return btoa(s); }
+// The backup blob (Azure's protected format, opaque to the portal) as a file
+// named as the Azure Portal names it; restore uploads that file back.
+function backupButton(kind, vault, name, status) {
+  return actButton(status, "Download backup", `backup-${SINGULAR[kind]}`, async () => {
+    const r = await api("POST", `/api/vault/${encodeURIComponent(vault)}/${kind}/${encodeURIComponent(name)}/backup?${KV_API}`);
+    const day = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+    const blob = utf8Base64(r.value);
+    status.replaceChildren(el("a", { href: `data:application/octet-stream;base64,${blob}`, download: `${vault}-${name}-${day}.keyvault-${SINGULAR[kind]}-backup`,
+      "data-test": `backup-file`, class: "button-link" }, "Save the backup file"));
+  });
+}
+function restoreForm(kind, vault, status, restored) {
+  const file = el("input", { type: "file", "data-test": `restore-${SINGULAR[kind]}-file` });
+  const submit = el("button", { type: "submit", class: "plain", text: "Restore backup", "data-test": `restore-${SINGULAR[kind]}` });
+  const form = el("form", { class: "bar" }, el("span", { class: "muted", text: "Restore from a backup file:" }), file, submit);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      if (!file.files.length) throw new ApiError(400, "BadParameter", "Choose a backup file first.");
+      const blob = (await file.files[0].text()).trim();
+      const r = await api("POST", `/api/vault/${encodeURIComponent(vault)}/${kind}/restore?${KV_API}`, { value: blob });
+      form.reset();
+      const id = r.id || (r.key && r.key.kid) || "";
+      status.replaceChildren(el("p", { class: "ok", text: `Restored ${id.split(`/${kind}/`)[1].split("/")[0]}.`, "data-test": "restored" }));
+      if (restored) await restored();
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  return form;
+}
+
+// Soft-deleted objects of the vault: recover or purge.
+async function deletedObjects(box, vault, kind, changed) {
+  const base = `/api/vault/${encodeURIComponent(vault)}`;
+  const one = SINGULAR[kind];
+  const status = el("div");
+  const page = await api("GET", `${base}/deleted${kind}?${KV_API}&maxresults=25`);
+  const again = async () => { await deletedObjects(box, vault, kind, changed); if (changed) await changed(); };
+  const rows = (page.value || []).map((d) => {
+    const n = d.recoveryId ? d.recoveryId.split(`/deleted${kind}/`)[1] : (d.id || d.kid).split(`/${kind}/`)[1].split("/")[0];
+    return el("tr", { "data-test": `deleted-${one}-row` }, el("td", { text: n }), el("td", { text: isoTime(d.deletedDate) }),
+      el("td", { text: isoTime(d.scheduledPurgeDate) }),
+      el("td", {}, actButton(status, "Recover", `recover-${one}`, async () => {
+        await api("POST", `${base}/deleted${kind}/${encodeURIComponent(n)}/recover?${KV_API}`);
+        await again();
+      }), " ", actButton(status, "Purge", `purge-${one}`, async () => {
+        if (!window.confirm(`Purge ${n}? It is destroyed for good.`)) return;
+        await api("DELETE", `${base}/deleted${kind}/${encodeURIComponent(n)}?${KV_API}`);
+        await again();
+      })));
+  });
+  box.replaceChildren(el("h2", { text: `Deleted ${kind}` }), status,
     rows.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Deleted", "Purge scheduled", ""].map((h) => el("th", { text: h })))), el("tbody", {}, rows))
-      : el("p", { class: "muted", text: "No deleted secrets." }));
+      : el("p", { class: "muted", text: `No deleted ${kind}.` }));
+}
+function deletedToggle(box, vault, kind, changed) {
+  return el("div", { class: "bar" }, el("button", { type: "button", class: "plain", text: `Show deleted ${kind}`, "data-test": `show-deleted-${kind}`,
+    on: { click: () => deletedObjects(box, vault, kind, changed).catch((e) => box.replaceChildren(errorBox(e))) } }));
 }
 
 // ---- access control (IAM) ------------------------------------------------------
@@ -618,38 +698,68 @@ async function keysBlade(content, vault) {
   const detail = el("div");
   const list = pagedList(vault, "keys", ["Name", "Status", "Updated", "Expires"],
     (k) => [k.attributes && k.attributes.enabled === false ? "Disabled" : "Enabled", isoTime(k.attributes && k.attributes.updated), isoTime(k.attributes && k.attributes.exp)],
-    (name) => keyDetail(detail, vault, name));
+    (name) => keyDetail(detail, vault, name, list.reload));
   const status = el("div");
+  const deletedBox = el("div");
   const name = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "new-key-name" });
-  const kty = el("select", { "data-test": "new-key-type" }, ["RSA 2048", "RSA 3072", "RSA 4096", "EC P-256", "EC P-384", "EC P-521"].map((o) => el("option", { text: o })));
+  const types = ["RSA 2048", "RSA 3072", "RSA 4096", "EC P-256", "EC P-384", "EC P-521", "EC P-256K"];
+  // HSM-protected keys where the vault can hold them (premium); the API
+  // answers for a standard vault.
+  const kty = el("select", { "data-test": "new-key-type" }, [...types, ...types.map((t) => t.replace(" ", "-HSM "))].map((o) => el("option", { text: o })));
+  const exp = el("input", { type: "datetime-local", "data-test": "new-key-exp" });
   const form = el("form", { class: "form", "data-test": "new-key" },
     el("label", { text: "Name" }), name, el("label", { text: "Type" }), kty,
+    el("label", { text: "Expiration date (UTC)" }), exp,
     el("span"), el("button", { type: "submit", text: "Create", "data-test": "new-key-submit" }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     status.replaceChildren();
     const [t, size] = kty.value.split(" ");
-    const body = t === "RSA" ? { kty: "RSA", key_size: Number(size) } : { kty: "EC", crv: size };
+    const body = t.startsWith("RSA") ? { kty: t, key_size: Number(size) } : { kty: t, crv: size };
+    if (exp.value) body.attributes = { exp: epoch(exp) };
     try {
       const n = name.value;
       await api("POST", `/api/vault/${encodeURIComponent(vault)}/keys/${encodeURIComponent(n)}/create?${KV_API}`, body);
       form.reset();
       await list.reload();
-      await keyDetail(detail, vault, n);
+      await keyDetail(detail, vault, n, list.reload);
     } catch (e) { status.replaceChildren(errorBox(e)); }
   });
-  content.replaceChildren(list.node, detail, el("h2", { text: "Create a key" }), status, form);
+  content.replaceChildren(list.node, detail, el("h2", { text: "Create a key" }), status, form,
+    restoreForm("keys", vault, status, list.reload), deletedToggle(deletedBox, vault, "keys", list.reload), deletedBox);
   await list.reload();
 }
 
-async function keyDetail(detail, vault, name) {
+// The public key as PEM (SubjectPublicKeyInfo), through WebCrypto: import
+// the public JWK, export it as SPKI.
+async function publicKeyPem(j) {
+  let alg;
+  if (j.kty.startsWith("RSA")) alg = { name: "RSA-OAEP", hash: "SHA-256" };
+  else if (["P-256", "P-384", "P-521"].includes(j.crv)) alg = { name: "ECDSA", namedCurve: j.crv };
+  else return null;   // P-256K: not a WebCrypto curve
+  const pub = j.kty.startsWith("RSA") ? { kty: "RSA", n: j.n, e: j.e, ext: true } : { kty: "EC", crv: j.crv, x: j.x, y: j.y, ext: true };
+  const k = await crypto.subtle.importKey("jwk", pub, alg, true, alg.name === "ECDSA" ? ["verify"] : ["encrypt"]);
+  const b64 = bytesBase64(new Uint8Array(await crypto.subtle.exportKey("spki", k)));
+  return "-----BEGIN PUBLIC KEY-----\n" + b64.match(/.{1,64}/g).join("\n") + "\n-----END PUBLIC KEY-----\n";
+}
+
+async function keyDetail(detail, vault, name, changed) {
   const path = `/api/vault/${encodeURIComponent(vault)}/keys/${encodeURIComponent(name)}`;
   detail.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
   try {
     const k = await api("GET", `${path}?${KV_API}`);
     const j = k.key || {};
+    const status = el("div");
+    const redraw = async () => { await keyDetail(detail, vault, name, changed); if (changed) await changed(); };
+    const versions = await versionsTable("keys", vault, name, status, redraw);
     const size = j.n ? String(b64urlToBytes(j.n).length * 8) + " bits" : (j.crv || "");
-    const jwk = btoa(JSON.stringify(Object.fromEntries(Object.entries(j).filter(([x]) => ["kid", "kty", "n", "e", "crv", "x", "y", "key_ops"].includes(x))), null, 2));
+    const jwk = utf8Base64(JSON.stringify(Object.fromEntries(Object.entries(j).filter(([x]) => ["kid", "kty", "n", "e", "crv", "x", "y", "key_ops"].includes(x))), null, 2));
+    let pem = null;
+    try { pem = await publicKeyPem(j); } catch (_) { pem = null; }
+    const rotate = actButton(status, "Rotate now", "rotate-key", async () => {
+      await api("POST", `${path}/rotate?${KV_API}`);
+      await redraw();
+    });
     detail.replaceChildren(el("div", { class: "panel", "data-test": "key-detail" },
       el("h2", { text: name }),
       el("dl", { class: "props" }, [
@@ -657,66 +767,277 @@ async function keyDetail(detail, vault, name) {
         ["Enabled", k.attributes.enabled === false ? "No" : "Yes"], ["Created", isoTime(k.attributes.created)],
         ["Expires", isoTime(k.attributes.exp) || "Never"], ["Key identifier", j.kid],
       ].flatMap(([a, b]) => [el("dt", { text: a }), el("dd", { text: b || "", "data-test": "key-" + a.toLowerCase().replace(/[^a-z]+/g, "-") })])),
-      el("div", { class: "bar" }, download(`${name}.jwk.json`, "application/json", jwk))));
+      el("div", { class: "bar" }, download(`${name}.jwk.json`, "application/json", jwk),
+        pem ? download(`${name}.pem`, "application/x-pem-file", utf8Base64(pem)) : null, rotate,
+        backupButton("keys", vault, name, status), deleteButton("keys", vault, name, status, detail, changed)),
+      status, versions,
+      el("h2", { text: "Rotation policy" }), await rotationPolicyEditor(path, status)));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// A key's rotation policy: rotate some time after creation or before
+// expiry, notify before expiry, and the expiry new versions get (ISO 8601
+// durations, as Azure takes them).
+async function rotationPolicyEditor(path, status) {
+  let p = {};
+  try { p = await api("GET", `${path}/rotationpolicy?${KV_API}`); } catch (e) { return errorBox(e); }
+  const actions = p.lifetimeActions || [];
+  const find = (type) => actions.find((a) => a.action && a.action.type.toLowerCase() === type) || null;
+  const rot = find("rotate"), notify = find("notify");
+  const when = el("select", { "data-test": "rotate-when" }, el("option", { value: "", text: "Never (manual only)" }),
+    el("option", { value: "timeAfterCreate", text: "Time after creation" }), el("option", { value: "timeBeforeExpiry", text: "Time before expiry" }));
+  when.value = rot ? (rot.trigger.timeAfterCreate ? "timeAfterCreate" : "timeBeforeExpiry") : "";
+  const period = el("input", { placeholder: "P90D", value: rot ? (rot.trigger.timeAfterCreate || rot.trigger.timeBeforeExpiry) : "", "data-test": "rotate-period" });
+  const notifyBefore = el("input", { placeholder: "P30D", value: notify ? notify.trigger.timeBeforeExpiry : "", "data-test": "notify-before" });
+  const expiry = el("input", { placeholder: "P2Y", value: (p.attributes && p.attributes.expiryTime) || "", "data-test": "policy-expiry" });
+  const form = el("form", { class: "form", "data-test": "rotation-policy" },
+    el("label", { text: "Rotate automatically" }), when, el("label", { text: "Period" }), period,
+    el("label", { text: "Notify before expiry" }), notifyBefore, el("label", { text: "New versions expire after" }), expiry,
+    el("span"), el("button", { type: "submit", text: "Save policy", "data-test": "rotation-save" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    const lifetimeActions = [];
+    if (when.value) lifetimeActions.push({ trigger: { [when.value]: period.value.trim() }, action: { type: "Rotate" } });
+    if (notifyBefore.value.trim()) lifetimeActions.push({ trigger: { timeBeforeExpiry: notifyBefore.value.trim() }, action: { type: "Notify" } });
+    const body = { lifetimeActions, attributes: expiry.value.trim() ? { expiryTime: expiry.value.trim() } : {} };
+    try {
+      await api("PUT", `${path}/rotationpolicy?${KV_API}`, body);
+      status.replaceChildren(el("p", { class: "ok", text: "Rotation policy saved.", "data-test": "rotation-saved" }));
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  return form;
 }
 
 // ---- certificates ------------------------------------------------------------
 async function certificatesBlade(content, vault) {
+  const base = `/api/vault/${encodeURIComponent(vault)}/certificates`;
   const detail = el("div");
   const list = pagedList(vault, "certificates", ["Name", "Thumbprint", "Status", "Expires"],
     (c) => [c.x5t ? hex(b64urlToBytes(c.x5t)) : "", c.attributes && c.attributes.enabled === false ? "Disabled" : "Enabled", isoTime(c.attributes && c.attributes.exp)],
-    (name) => certificateDetail(detail, vault, name));
+    (name) => certificateDetail(detail, vault, name, list.reload));
   const status = el("div");
+  const deletedBox = el("div");
+  const authorities = el("div");
+  let issuers = [];
+  try { issuers = ((await api("GET", `${base}/issuers?${KV_API}`)).value || []).map((i) => i.id.split("/issuers/")[1]); } catch (_) { issuers = []; }
   const name = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "new-cert-name" });
   const subject = el("input", { required: true, value: "CN=example.test", "data-test": "new-cert-subject" });
   const dns = el("input", { placeholder: "a.example.test, b.example.test", "data-test": "new-cert-dns" });
+  const issuer = el("select", { "data-test": "new-cert-issuer" }, el("option", { value: "Self", text: "Self-signed" }),
+    el("option", { value: "Unknown", text: "An external CA (a CSR to be merged)" }), issuers.map((i) => el("option", { value: i, text: `Issuer: ${i}` })));
+  const ktype = el("select", { "data-test": "new-cert-key" }, ["RSA 2048", "RSA 3072", "RSA 4096", "EC P-256", "EC P-384", "EC P-521"].map((o) => el("option", { text: o })));
+  const months = el("input", { type: "number", min: 1, max: 1200, value: 12, "data-test": "new-cert-months" });
+  const format = el("select", { "data-test": "new-cert-format" }, el("option", { value: "application/x-pkcs12", text: "PKCS #12 (PFX)" }), el("option", { value: "application/x-pem-file", text: "PEM" }));
+  const submit = el("button", { type: "submit", text: "Create", "data-test": "new-cert-submit" });
   const form = el("form", { class: "form", "data-test": "new-cert" },
-    el("label", { text: "Name" }), name, el("label", { text: "Subject" }), subject,
-    el("label", { text: "DNS names" }), dns,
-    el("span"), el("button", { type: "submit", text: "Create self-signed", "data-test": "new-cert-submit" }));
+    el("label", { text: "Name" }), name, el("label", { text: "Issuer" }), issuer, el("label", { text: "Subject" }), subject,
+    el("label", { text: "DNS names" }), dns, el("label", { text: "Key" }), ktype, el("label", { text: "Validity (months)" }), months,
+    el("label", { text: "Content type" }), format, el("span"), submit);
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     status.replaceChildren();
     const names = dns.value.split(",").map((x) => x.trim()).filter(Boolean);
-    const policy = { issuer: { name: "Self" }, x509_props: { subject: subject.value, validity_months: 12 },
-      key_props: { kty: "RSA", key_size: 2048, exportable: true, reuse_key: false }, secret_props: { contentType: "application/x-pkcs12" } };
+    const [kty, size] = ktype.value.split(" ");
+    const policy = { issuer: { name: issuer.value }, x509_props: { subject: subject.value, validity_months: Number(months.value) },
+      key_props: kty === "RSA" ? { kty, key_size: Number(size), exportable: true, reuse_key: false } : { kty, crv: size, exportable: true, reuse_key: false },
+      secret_props: { contentType: format.value } };
     if (names.length) policy.x509_props.sans = { dns_names: names };
+    submit.disabled = true;
     try {
       const n = name.value;
-      await api("POST", `/api/vault/${encodeURIComponent(vault)}/certificates/${encodeURIComponent(n)}/create?${KV_API}`, { policy });
+      await api("POST", `${base}/${encodeURIComponent(n)}/create?${KV_API}`, { policy });
       form.reset();
       await list.reload();
-      await certificateDetail(detail, vault, n);
+      await certificateDetail(detail, vault, n, list.reload);
     } catch (e) { status.replaceChildren(errorBox(e)); }
+    submit.disabled = false;
   });
-  content.replaceChildren(list.node, detail, el("h2", { text: "Create a certificate" }), status, form);
+  content.replaceChildren(list.node, detail, el("h2", { text: "Create a certificate" }), status, form,
+    el("h2", { text: "Import a certificate" }), importCertificateForm(vault, async (n) => { await list.reload(); await certificateDetail(detail, vault, n, list.reload); }),
+    restoreForm("certificates", vault, status, list.reload), deletedToggle(deletedBox, vault, "certificates", list.reload), deletedBox,
+    el("div", { class: "bar" }, el("button", { type: "button", class: "plain", text: "Certificate authorities and contacts", "data-test": "show-authorities",
+      on: { click: () => authoritiesPanel(authorities, vault).catch((e) => authorities.replaceChildren(errorBox(e))) } })), authorities);
   await list.reload();
 }
 
-async function certificateDetail(detail, vault, name) {
+// Import a PFX (with its password) or a PEM file holding the certificate
+// and its private key.
+function importCertificateForm(vault, imported) {
+  const status = el("div");
+  const name = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", "data-test": "import-cert-name" });
+  const file = el("input", { type: "file", accept: ".pfx,.p12,.pem,.crt", required: true, "data-test": "import-cert-file" });
+  const pwd = el("input", { type: "password", autocomplete: "off", "data-test": "import-cert-password" });
+  const form = el("form", { class: "form", "data-test": "import-cert" },
+    el("label", { text: "Name" }), name, el("label", { text: "PFX or PEM file" }), file,
+    el("label", { text: "Password (PFX)" }), pwd, el("span"), el("button", { type: "submit", text: "Import", "data-test": "import-cert-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      const bytes = new Uint8Array(await file.files[0].arrayBuffer());
+      const head = new TextDecoder().decode(bytes.slice(0, 64));
+      const pem = head.includes("-----BEGIN");
+      const body = { value: pem ? new TextDecoder().decode(bytes) : bytesBase64(bytes),
+        policy: { secret_props: { contentType: pem ? "application/x-pem-file" : "application/x-pkcs12" } } };
+      if (pwd.value) body.pwd = pwd.value;
+      const n = name.value;
+      await api("POST", `/api/vault/${encodeURIComponent(vault)}/certificates/${encodeURIComponent(n)}/import?${KV_API}`, body);
+      form.reset();
+      await imported(n);
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  return el("div", {}, status, form);
+}
+
+async function certificateDetail(detail, vault, name, changed) {
   const path = `/api/vault/${encodeURIComponent(vault)}/certificates/${encodeURIComponent(name)}`;
   detail.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
   try {
-    const c = await api("GET", `${path}?${KV_API}`);
+    const status = el("div");
+    const redraw = async () => { await certificateDetail(detail, vault, name, changed); if (changed) await changed(); };
+    let c;
+    try { c = await api("GET", `${path}?${KV_API}`); } catch (e) {
+      // A request still pending (an external CA's CSR) has no certificate yet.
+      if (e.status !== 404 && e.code !== "CertificateNotFound") throw e;
+      c = null;
+    }
+    const pendingBox = el("div");
+    await pendingPanel(pendingBox, path, status, redraw);
+    if (!c || !c.cer) {
+      detail.replaceChildren(el("div", { class: "panel", "data-test": "cert-detail" }, el("h2", { text: name }), status, pendingBox));
+      return;
+    }
     const der = Uint8Array.from(atob(c.cer), (x) => x.charCodeAt(0));
     const x = parseCertificate(der);
     const sha256 = hex(new Uint8Array(await crypto.subtle.digest("SHA-256", der)));
     const sha1 = c.x5t ? hex(b64urlToBytes(c.x5t)) : "";
     const pem = btoa("-----BEGIN CERTIFICATE-----\n" + c.cer.match(/.{1,64}/g).join("\n") + "\n-----END CERTIFICATE-----\n");
+    const ctype = (c.policy && c.policy.secret_props && c.policy.secret_props.contentType) || "";
     const rows = [
       ["Subject", x.subject], ["Issuer", x.issuer], ["Serial number", x.serial],
       ["Subject alternative names", x.sans.join(", ")], ["Not before", x.notBefore], ["Not after", x.notAfter],
       ["Key", x.key], ["SHA-1 thumbprint", sha1], ["SHA-256 thumbprint", sha256],
-      ["Content type", (c.policy && c.policy.secret_props && c.policy.secret_props.contentType) || ""],
+      ["Content type", ctype],
       ["Issuer (policy)", (c.policy && c.policy.issuer && c.policy.issuer.name) || ""],
       ["Certificate identifier", c.id],
     ];
+    // With the private key: the certificate's secret, so only for a caller
+    // allowed to get secrets (the audited SecretGet); the API says no otherwise.
+    const withKey = actButton(status, ctype === "application/x-pem-file" ? "Download PEM with private key" : "Download PFX", "download-with-key", async () => {
+      const sec = await api("GET", `/api/vault/${encodeURIComponent(vault)}/secrets/${encodeURIComponent(name)}?${KV_API}`);
+      const pemFile = sec.contentType === "application/x-pem-file";
+      status.replaceChildren(el("a", { class: "button-link", "data-test": "key-file", download: pemFile ? `${name}.pem` : `${name}.pfx`,
+        href: pemFile ? `data:application/x-pem-file;base64,${utf8Base64(sec.value)}` : `data:application/x-pkcs12;base64,${sec.value}` },
+        pemFile ? `Save ${name}.pem` : `Save ${name}.pfx`));
+    });
+    const versions = await versionsTable("certificates", vault, name, status, redraw);
     detail.replaceChildren(el("div", { class: "panel", "data-test": "cert-detail" },
       el("h2", { text: name }),
       el("dl", { class: "props" }, rows.flatMap(([a, b]) => [el("dt", { text: a }), el("dd", { text: b, "data-test": "cert-" + a.toLowerCase().replace(/[^a-z0-9]+/g, "-") })])),
-      el("div", { class: "bar" }, download(`${name}.cer`, "application/pkix-cert", c.cer), download(`${name}.pem`, "application/x-pem-file", pem))));
+      el("div", { class: "bar" }, download(`${name}.cer`, "application/pkix-cert", c.cer), download(`${name}.pem`, "application/x-pem-file", pem), withKey,
+        backupButton("certificates", vault, name, status), deleteButton("certificates", vault, name, status, detail, changed)),
+      status, versions, pendingBox,
+      el("details", {}, el("summary", { text: "Issuance policy", "data-test": "policy-open" }), await policyEditor(path, status))));
   } catch (e) { detail.replaceChildren(errorBox(e)); }
+}
+
+// The certificate's policy as JSON, editable (PATCH of the policy: what the
+// next version is issued with, and the lifetime actions).
+async function policyEditor(path, status) {
+  let p;
+  try { p = await api("GET", `${path}/policy?${KV_API}`); } catch (e) { return errorBox(e); }
+  for (const k of ["id", "attributes"]) delete p[k];
+  const text = el("textarea", { rows: 16, cols: 80, class: "mono", "data-test": "policy-json" });
+  text.value = JSON.stringify(p, null, 2);
+  const form = el("form", {}, text, el("div", { class: "bar" }, el("button", { type: "submit", text: "Save policy", "data-test": "policy-save" })));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      let body;
+      try { body = JSON.parse(text.value); } catch (err) { throw new ApiError(400, "BadParameter", "The policy is not valid JSON: " + err.message); }
+      await api("PATCH", `${path}/policy?${KV_API}`, body);
+      status.replaceChildren(el("p", { class: "ok", text: "Policy saved.", "data-test": "policy-saved" }));
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  return form;
+}
+
+// A pending certificate operation: its status, the CSR to take to an
+// external CA, merge of what the CA signed, cancel or delete.
+async function pendingPanel(box, path, status, redraw) {
+  let op;
+  try { op = await api("GET", `${path}/pending?${KV_API}`); } catch (e) {
+    if (e.status === 404) return;
+    box.replaceChildren(errorBox(e));
+    return;
+  }
+  if (op.status === "completed") return;
+  const parts = [el("h2", { text: "Certificate operation" }),
+    el("dl", { class: "props" }, [["Status", op.status], ["Issuer", op.issuer && op.issuer.name], ["Details", op.status_details || ""],
+      ["Error", op.error ? `${op.error.code}: ${op.error.message}` : ""]].flatMap(([a, b]) => [el("dt", { text: a }), el("dd", { text: b || "", "data-test": "op-" + a.toLowerCase() })]))];
+  if (op.status === "inProgress" && op.csr) {
+    const csrPem = "-----BEGIN CERTIFICATE REQUEST-----\n" + op.csr.match(/.{1,64}/g).join("\n") + "\n-----END CERTIFICATE REQUEST-----\n";
+    const file = el("input", { type: "file", accept: ".cer,.crt,.pem,.p7b", "data-test": "merge-file" });
+    const merge = actButton(status, "Merge signed certificate", "merge", async () => {
+      if (!file.files.length) throw new ApiError(400, "BadParameter", "Choose the certificate the CA signed.");
+      const bytes = new Uint8Array(await file.files[0].arrayBuffer());
+      const txt = new TextDecoder().decode(bytes);
+      // PEM: every certificate in the file, leaf first; otherwise one DER.
+      const x5c = txt.includes("-----BEGIN CERTIFICATE-----")
+        ? [...txt.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g)].map((m) => m[1].replace(/\s+/g, ""))
+        : [bytesBase64(bytes)];
+      await api("POST", `${path}/pending/merge?${KV_API}`, { x5c });
+      await redraw();
+    });
+    parts.push(el("div", { class: "bar" }, download("request.csr", "application/pkcs10", utf8Base64(csrPem)), file, merge,
+      actButton(status, "Cancel request", "cancel-operation", async () => { await api("PATCH", `${path}/pending?${KV_API}`, { cancellation_requested: true }); await redraw(); })));
+  } else {
+    parts.push(el("div", { class: "bar" }, actButton(status, "Delete operation record", "delete-operation", async () => { await api("DELETE", `${path}/pending?${KV_API}`); await redraw(); })));
+  }
+  box.replaceChildren(el("div", { "data-test": "cert-operation" }, ...parts));
+}
+
+// The vault's certificate issuers (the private CA, or stored others) and
+// the contacts told about expiring certificates.
+async function authoritiesPanel(box, vault) {
+  const base = `/api/vault/${encodeURIComponent(vault)}/certificates`;
+  const status = el("div");
+  const again = () => authoritiesPanel(box, vault);
+  const issuers = (await api("GET", `${base}/issuers?${KV_API}`)).value || [];
+  let contacts = [];
+  try { contacts = (await api("GET", `${base}/contacts?${KV_API}`)).contacts || []; } catch (e) { if (e.status !== 404) throw e; }
+  const iname = el("input", { required: true, pattern: "[0-9a-zA-Z-]{1,127}", placeholder: "Issuer name", "data-test": "new-issuer-name" });
+  const provider = el("input", { required: true, value: "Keyhaven-PrivateCA", "data-test": "new-issuer-provider" });
+  const iform = el("form", { class: "bar", "data-test": "new-issuer" }, iname, provider, el("button", { type: "submit", class: "plain", text: "Add issuer", "data-test": "new-issuer-submit" }));
+  iform.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try { await api("PUT", `${base}/issuers/${encodeURIComponent(iname.value)}?${KV_API}`, { provider: provider.value }); await again(); } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  const email = el("input", { type: "email", required: true, placeholder: "team@example.test", "data-test": "new-contact-email" });
+  const cform = el("form", { class: "bar", "data-test": "new-contact" }, email, el("button", { type: "submit", class: "plain", text: "Add contact", "data-test": "new-contact-submit" }));
+  const putContacts = async (list) => {
+    if (list.length) await api("PUT", `${base}/contacts?${KV_API}`, { contacts: list });
+    else await api("DELETE", `${base}/contacts?${KV_API}`);
+    await again();
+  };
+  cform.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try { await putContacts([...contacts, { email: email.value }]); } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  box.replaceChildren(el("div", { class: "panel", "data-test": "authorities" }, el("h2", { text: "Certificate issuers" }), status,
+    el("table", {}, el("tbody", {}, issuers.map((i) => {
+      const n = i.id.split("/issuers/")[1];
+      return el("tr", { "data-test": "issuer-row" }, el("td", { text: n }), el("td", { text: i.provider }),
+        el("td", {}, actButton(status, "Remove", "remove-issuer", async () => { await api("DELETE", `${base}/issuers/${encodeURIComponent(n)}?${KV_API}`); await again(); })));
+    }))), iform,
+    el("h2", { text: "Certificate contacts" }),
+    el("ul", {}, contacts.map((c, i) => el("li", { "data-test": "contact-row" }, c.email || c.name || "", " ",
+      actButton(status, "Remove", "remove-contact", () => putContacts(contacts.filter((_, j) => j !== i)))))),
+    cform));
 }
 
 // A small DER reader for what the details show (RFC 5280 certificates).
