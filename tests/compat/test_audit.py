@@ -324,3 +324,88 @@ def test_http_destination_receives_batched_records(srv):
             api_version="2021-05-01-preview")
     finally:
         httpd.shutdown()
+
+
+def metric_series(server, names: str, **params) -> dict:
+    vault = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+             f"/providers/Microsoft.KeyVault/vaults/dev")
+    r = arm(server, "GET", f"{vault}/providers/Microsoft.Insights/metrics", management_token(server),
+            api_version="2018-01-01", params={"metricnames": names, **params})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_for_metric(server, names: str, pred, **params) -> dict:
+    """Nodes add their counts to the store every 5 s: polls (bounded) until
+    the answer satisfies `pred`."""
+    import time
+    deadline = time.monotonic() + 30
+    while True:
+        got = metric_series(server, names, **params)
+        if pred(got):
+            return got
+        assert time.monotonic() < deadline, got
+        time.sleep(0.5)
+
+
+def test_azure_monitor_metrics_of_the_data_plane(srv):
+    """`GET {vault}/providers/Microsoft.Insights/metrics` answers in Azure
+    Monitor's shape: per-minute ServiceApiHit split by ActivityName,
+    ServiceApiResult by StatusCode, ServiceApiLatency averages, Availability;
+    empty minutes count 0; unknown metrics, intervals and dimensions are 400."""
+    import datetime
+    client = SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS)
+    name = unique("met")
+    client.set_secret(name, "v")
+    for _ in range(4):
+        client.get_secret(name)
+    for _ in range(2):
+        with pytest.raises(HttpResponseError):
+            client.get_secret(unique("absent"))
+    now = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+    span = f"{(now - datetime.timedelta(minutes=10)).strftime('%Y-%m-%dT%H:%M:%SZ')}/" \
+           f"{(now + datetime.timedelta(minutes=2)).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+    def total(got, metric, agg="count", **dims):
+        m = next(v for v in got["value"] if v["name"]["value"] == metric)
+        n = 0
+        for ts in m["timeseries"]:
+            meta = {x["name"]["value"]: x["value"] for x in ts["metadatavalues"]}
+            if all(meta.get(k.lower()) == v for k, v in dims.items()):
+                n += sum(p.get(agg, 0) for p in ts["data"])
+        return n
+
+    got = wait_for_metric(srv, "ServiceApiHit,ServiceApiResult", lambda g: total(g, "ServiceApiHit", ActivityName="secretget") >= 6,
+                          timespan=span, interval="PT1M", aggregation="Count", **{"$filter": "ActivityName eq '*'"})
+    assert got["interval"] == "PT1M" and got["namespace"] == "Microsoft.KeyVault/vaults"
+    hit = got["value"][0]
+    assert hit["name"] == {"value": "ServiceApiHit", "localizedValue": "Total Service Api Hits"} and hit["unit"] == "Count"
+    assert total(got, "ServiceApiHit", ActivityName="secretget") == 6
+    assert total(got, "ServiceApiHit", ActivityName="secretset") == 1
+    points = hit["timeseries"][0]["data"]
+    assert len(points) == 12 and all(p["timeStamp"].endswith(":00Z") for p in points), points
+    assert any(p["count"] == 0 for p in points), "an empty minute counts 0"
+
+    res = metric_series(srv, "ServiceApiResult", timespan=span, aggregation="Count",
+                        **{"$filter": "ActivityName eq 'SecretGet' and StatusCode eq '*'"})
+    assert total(res, "ServiceApiResult", StatusCode="200") == 4
+    assert total(res, "ServiceApiResult", StatusCode="404") == 2
+    lat = metric_series(srv, "ServiceApiLatency,Availability", timespan=span, interval="PT5M")
+    lat_points = [p for p in lat["value"][0]["timeseries"][0]["data"] if "average" in p]
+    assert lat_points and all(p["average"] >= 0 for p in lat_points)
+    assert lat["value"][0]["unit"] == "MilliSeconds"
+    avail = [p["average"] for p in lat["value"][1]["timeseries"][0]["data"] if "average" in p]
+    assert avail and all(a == 100.0 for a in avail), "a 404 is available; only 5xx and 429 are not"
+
+    vault = (f"/subscriptions/{srv.subscription_id}/resourceGroups/{srv.resource_group}"
+             f"/providers/Microsoft.KeyVault/vaults/dev")
+    tok = management_token(srv)
+    for params in ({"metricnames": "NoSuchMetric"}, {"interval": "PT2M"}, {"timespan": "yesterday"},
+                   {"metricnames": "ServiceApiHit", "$filter": "StatusCode eq '*'"},
+                   {"$filter": "ActivityName eq 'a' or ActivityName eq 'b'"}, {"aggregation": "Maximum"},
+                   {"top": "0"}, {"timespan": "99999999999999-01-01T00:00:00Z/2026-01-01T00:00:00Z"}):
+        r = arm(srv, "GET", f"{vault}/providers/Microsoft.Insights/metrics", tok, api_version="2018-01-01", params=params)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BadRequest", (params, r.text)
+    defs = arm(srv, "GET", f"{vault}/providers/Microsoft.Insights/metricDefinitions", tok,
+               api_version="2018-01-01").json()["value"]
+    assert {d["name"]["value"] for d in defs} >= {"ServiceApiHit", "ServiceApiLatency", "ServiceApiResult", "Availability"}

@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -477,6 +478,20 @@ def test_step7_diagnostic_logging(lab):
                           "--query", "id") == secret_id
     lab.fact("program")
     run_get_secret(lab)
+    # The vault's metrics, as `az monitor metrics list` asks Azure Monitor:
+    # ServiceApiHit split by ActivityName counts these reads (nodes add
+    # their counts to the store every few seconds, so this polls, bounded).
+    deadline = time.monotonic() + 30
+    while True:
+        m = lab.az.json("monitor", "metrics", "list", "--resource", kv_id, "--metric", "ServiceApiHit",
+                        "--interval", "PT1M", "--aggregation", "Count", "--dimension", "ActivityName")
+        gets = sum(p.get("count") or 0 for ts in m["value"][0]["timeseries"] for p in ts["data"]
+                   if any(x["value"] == "secretget" for x in ts["metadatavalues"]))
+        if gets >= 4:
+            break
+        assert time.monotonic() < deadline, m
+        time.sleep(1)
+    assert m["value"][0]["name"]["value"] == "ServiceApiHit" and m["value"][0]["unit"] == "Count"
     # ...and find them in the log store the workspace stands for.
     events = lab.az.json("rest", "--method", "get", "--url",
                          f"{kv_id}/providers/Keyhaven.Insights/auditEvents"

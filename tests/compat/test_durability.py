@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -880,3 +881,33 @@ def test_a_postgresql_restart_under_write_load_loses_nothing(tmp_path, monkeypat
             s.stop()
     finally:
         pg.destroy()
+
+
+def test_two_nodes_metrics_add_up(two_nodes):
+    """Azure Monitor's metrics of a vault are the deployment's: requests
+    served by node A and by node B add up, asked of either node."""
+    a, b = two_nodes
+    ta = vault_token(a, a.client_id, a.client_secret)
+    tb = vault_token(b, a.client_id, a.client_secret)
+    name = f"metric-{uuid.uuid4().hex[:8]}"
+    r = requests.put(f"{a.vault_url}/secrets/{name}?api-version=7.5", json={"value": "v"},
+                     headers={"Authorization": f"Bearer {ta}"}, verify=a.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200, r.text
+    for node, token, n in ((a, ta, 3), (b, tb, 2)):
+        for _ in range(n):
+            r = requests.get(f"{node.vault_url}/secrets/{name}?api-version=7.5",
+                             headers={"Authorization": f"Bearer {token}"}, verify=node.ca_cert, timeout=HTTP_TIMEOUT)
+            assert r.status_code == 200
+    vault = f"/subscriptions/{a.subscription_id}/resourceGroups/{a.resource_group}/providers/Microsoft.KeyVault/vaults/dev"
+    deadline = time.monotonic() + 30
+    while True:
+        counts = []
+        for node in (a, b):
+            got = arm(node, "GET", f"{vault}/providers/Microsoft.Insights/metrics", management_token(node),
+                      api_version="2018-01-01", params={"metricnames": "ServiceApiHit", "aggregation": "Count",
+                                                        "$filter": "ActivityName eq 'SecretGet'"}).json()
+            counts.append(sum(p["count"] for ts in got["value"][0]["timeseries"] for p in ts["data"]))
+        if counts == [5, 5]:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.5)

@@ -111,6 +111,10 @@ def test_event_grid_subscription_gets_filtered_new_version_events(srv, receiver)
     assert receiver.validations == 1
     props = r.json()["properties"]
     assert props["provisioningState"] == "Succeeded" and props["topic"].lower().endswith("/vaults/dev")
+    # Listed under the vault, as `az eventgrid event-subscription list --source-resource-id` asks.
+    listed = arm(srv, "GET", path.rsplit("/", 1)[0], management_token(srv), **API)
+    assert listed.status_code == 200, listed.text
+    assert [s["id"] for s in listed.json()["value"]] == [r.json()["id"]]
     name, planted = unique("evs"), unique("planted-value")
     secret = SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS).set_secret(name, planted)
     got = receiver.wait_for(lambda e: event_grid(e) and event_grid(e)["subject"] == name)

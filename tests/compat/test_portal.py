@@ -582,10 +582,11 @@ def test_disable_delete_and_recover_a_secret_in_the_portal(server, credential, b
             time.sleep(0.3)
 
 
-def fresh_vault(server, browser, blade: str, roles=("Reader", "Key Vault Administrator"), **properties):
+def fresh_vault(server, browser, blade: str, roles=("Reader", "Key Vault Administrator"), group_roles=(), **properties):
     """A new RBAC vault of its own (so its lists hold only this test's
     objects; `properties` added to its ARM properties), a user who holds
-    `roles` on it, signed in, on `blade`. Returns the vault's name and URI."""
+    `roles` on it (and `group_roles` on its resource group), signed in, on
+    `blade`. Returns the vault's name and URI."""
     from khcompat import arm, management_token
     name = unique("pv")[:24]
     path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
@@ -597,6 +598,8 @@ def fresh_vault(server, browser, blade: str, roles=("Reader", "Key Vault Adminis
     user, password = create_user(server, prefix="portal")
     for role in roles:
         assign_role(server, path, role, user["id"], principal_type="User")
+    for role in group_roles:
+        assign_role(server, path.split("/providers/")[0], role, user["id"], principal_type="User")
     browser.sign_in(user["userPrincipalName"], password)
     browser.driver.get(f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/"
                        f"{server.resource_group}/{name}/{blade}")
@@ -796,3 +799,57 @@ def test_secret_versions_with_attributes_tags_and_backup_restore(server, credent
     browser.wait("[data-test=restored]", "api-token")
     assert sdk.get_secret("api-token").value == "second"
     assert len(list(sdk.list_properties_of_secret_versions("api-token"))) == 2
+
+
+def test_monitoring_blade_metrics_chart_logs_and_diagnostic_settings(server, credential, browser):
+    """The Monitoring blade: a diagnostic setting added there (to a Log
+    Analytics workspace) is the one ARM lists; the SDK's reads then show on
+    the Logs blade (operation filter) and as a line on the ServiceApiHit
+    chart split by operation; the event subscriptions list answers."""
+    import time
+    from khcompat import arm, management_token
+    law = unique("law")
+    ws = arm(server, "PUT", f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+             f"/providers/Microsoft.OperationalInsights/workspaces/{law}", management_token(server),
+             {"location": "local"}, api_version="2022-10-01")
+    assert ws.status_code in (200, 201), ws.text
+    # Reader on the group: the workspace picker lists what the user may read.
+    vault, uri = fresh_vault(server, browser, "monitoring", roles=("Contributor", "Key Vault Administrator"),
+                             group_roles=("Reader",))
+    browser.wait("[data-test=metric-chart], [data-test=metric-refresh]")
+    browser.wait("#main", "No event subscriptions.")
+    browser.find("[data-test=diag-open]")[0].click()
+    browser.wait("[data-test=diag-name]").send_keys("to-law")
+    from selenium.webdriver.support.ui import Select
+    Select(browser.find("[data-test=diag-workspace]")[0]).select_by_visible_text(f"Log Analytics workspace: {law}")
+    browser.find("[data-test=diag-save]")[0].click()
+    browser.wait("[data-test=diag-row]", "to-law")
+    vault_id = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+                f"/providers/Microsoft.KeyVault/vaults/{vault}")
+    listed = arm(server, "GET", f"{vault_id}/providers/Microsoft.Insights/diagnosticSettings", management_token(server),
+                 api_version="2021-05-01-preview").json()["value"]
+    assert [(d["name"], d["properties"]["workspaceId"]) for d in listed] == [("to-law", ws.json()["id"])]
+
+    sdk = SecretClient(uri, credential, **CLIENT_KWARGS)
+    sdk.set_secret("watched", "v")
+    for _ in range(3):
+        sdk.get_secret("watched")
+    browser.find("[data-test=logs-operation]")[0].send_keys("SecretGet")
+    deadline = time.monotonic() + WAIT
+    while len(browser.find("[data-test=log-row]")) < 3:
+        assert time.monotonic() < deadline, "the SDK's reads reach the Logs blade"
+        browser.find("[data-test=logs-run]")[0].click()
+        time.sleep(0.5)
+    assert all("SecretGet" in r.text for r in browser.find("[data-test=log-row]"))
+
+    Select(browser.find("[data-test=metric-split]")[0]).select_by_value("ActivityName")
+    deadline = time.monotonic() + 30
+    while not any(l.text.startswith("secretget: 3") for l in browser.find("[data-test=legend]")):
+        assert time.monotonic() < deadline, [l.text for l in browser.find("[data-test=legend]")]
+        time.sleep(1)
+        browser.find("[data-test=metric-refresh]")[0].click()
+        browser.wait("[data-test=metric-chart]")
+    lines = browser.find("[data-test=chart-line]")
+    assert lines and all(l.get_attribute("points") for l in lines)
+    browser.driver.execute_script("window.scrollTo(0, 0)")
+    browser.shot("monitoring")

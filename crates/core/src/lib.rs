@@ -30,7 +30,7 @@ pub use directory::{ApplicationRecord, DirectoryStore, PrincipalRecord};
 pub use error::{Error, Result};
 pub use ids::{ObjectName, VaultName, Version};
 pub use object::{Attributes, DeletedInfo, ObjectKind, Page, VersionRecord};
-pub use resource::{AuditQuery, AuditRow, AuditStore, ResourceRecord, ResourceStore};
+pub use resource::{AuditQuery, AuditRow, AuditStore, MetricRow, ResourceRecord, ResourceStore};
 pub use sensitive::Sensitive;
 pub use service::{Barrier, VaultService};
 pub use store::{PolicyRecord, ScheduledPolicy, Storage, Store, StoreError};

@@ -84,11 +84,65 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
-/// The in-Keyhaven audit log destination.
+/// One minute of one vault's data-plane requests of one operation and
+/// status: what Azure Monitor's `ServiceApiHit`, `ServiceApiResult`,
+/// `ServiceApiLatency` and `Availability` are computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricRow {
+    /// The vault's ARM id, lower case.
+    pub vault: String,
+    /// The minute: Unix seconds / 60.
+    pub minute: i64,
+    /// `ActivityName` (the operation, e.g. `SecretGet`).
+    pub activity: String,
+    /// HTTP status.
+    pub status: i64,
+    /// Requests.
+    pub count: i64,
+    /// Their total latency, milliseconds.
+    pub latency_ms: i64,
+}
+
+impl MetricRow {
+    /// A row of a query's answer (its vault is the query's, left empty).
+    pub fn summed(minute: i64, activity: String, status: i64, count: i64, latency_ms: i64) -> Self {
+        Self {
+            vault: String::new(),
+            minute,
+            activity,
+            status,
+            count,
+            latency_ms,
+        }
+    }
+
+    /// The row's key, in the one order every node writes rows in (so two
+    /// nodes' concurrent flushes lock rows alike and cannot deadlock).
+    pub fn key(&self) -> (&str, i64, &str, i64) {
+        (&self.vault, self.minute, &self.activity, self.status)
+    }
+}
+
+/// The in-Keyhaven audit log destination, and the metrics store.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Keeps a record.
     async fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
     /// Records matching `q`, newest first.
     async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<String>>;
+    /// Adds a node's counts to the stored minutes (a row's count and
+    /// latency are added to what other nodes wrote), in one transaction.
+    async fn add_metrics(&self, rows: &[MetricRow]) -> StoreResult<()>;
+    /// Forgets minutes before `before`.
+    async fn forget_metrics(&self, before: i64) -> StoreResult<()>;
+    /// The vault's minutes in `[from, to]`, summed over nodes and over
+    /// buckets of `grain` minutes counted from `from` (a row's `minute` is
+    /// its bucket's first minute; `vault` is left empty).
+    async fn query_metrics(
+        &self,
+        vault: &str,
+        from: i64,
+        to: i64,
+        grain: i64,
+    ) -> StoreResult<Vec<MetricRow>>;
 }

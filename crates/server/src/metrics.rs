@@ -22,10 +22,17 @@ struct Histogram {
     count: u64,
 }
 
+/// A vault's (ARM id, lower case) requests of one minute, operation and
+/// status: (count, total latency in ms).
+type MinuteKey = (String, i64, String, i64);
+
 #[derive(Default)]
 struct Inner {
     requests: BTreeMap<(String, String, String, u16), u64>,
     latency: BTreeMap<(String, String), Histogram>,
+    /// Data-plane minutes not yet added to the store (Azure Monitor's
+    /// metrics API reads them from there, summed over nodes).
+    minutes: BTreeMap<MinuteKey, (i64, i64)>,
 }
 
 /// The node's metrics.
@@ -80,6 +87,67 @@ impl Metrics {
         }
         h.sum += seconds;
         h.count += 1;
+    }
+
+    /// Counts one data-plane request of the vault `vault_id` (its ARM id)
+    /// in its minute, for the store's metrics.
+    pub fn observe_minute(&self, vault_id: &str, now: i64, operation: &str, status: u16, ms: i64) {
+        let Ok(mut m) = self.inner.lock() else {
+            return;
+        };
+        let key = (
+            vault_id.to_ascii_lowercase(),
+            now.div_euclid(60),
+            operation.to_owned(),
+            i64::from(status),
+        );
+        let key = if m.minutes.len() >= MAX_SERIES && !m.minutes.contains_key(&key) {
+            (key.0, key.1, "other".into(), key.3)
+        } else {
+            key
+        };
+        let e = m.minutes.entry(key).or_default();
+        e.0 = e.0.saturating_add(1);
+        e.1 = e.1.saturating_add(ms);
+    }
+
+    /// Takes the minutes counted since the last take, to add to the store.
+    pub fn take_minutes(&self) -> Vec<keyhaven_core::MetricRow> {
+        let Ok(mut m) = self.inner.lock() else {
+            return Vec::new();
+        };
+        std::mem::take(&mut m.minutes)
+            .into_iter()
+            .map(|((vault, minute, activity, status), (count, latency_ms))| {
+                keyhaven_core::MetricRow {
+                    vault,
+                    minute,
+                    activity,
+                    status,
+                    count,
+                    latency_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// Puts back minutes the store did not take, to try again (a key the
+    /// map has no room for folds into operation `other`, as new ones do).
+    pub fn restore_minutes(&self, rows: Vec<keyhaven_core::MetricRow>) {
+        let Ok(mut m) = self.inner.lock() else {
+            return;
+        };
+        for r in rows {
+            let key = (r.vault, r.minute, r.activity, r.status);
+            let key = if m.minutes.len() >= MAX_SERIES && !m.minutes.contains_key(&key) {
+                (key.0, key.1, "other".into(), key.3)
+            } else {
+                key
+            };
+            let e = m.minutes.entry(key).or_default();
+            e.0 = e.0.saturating_add(r.count);
+            e.1 = e.1.saturating_add(r.latency_ms);
+        }
     }
 
     /// The exposition text.

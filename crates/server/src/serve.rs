@@ -310,6 +310,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     spawn_scheduler(prepared.state.clone(), config.scheduler_interval);
     spawn_master_key_follower(prepared.state.clone());
     spawn_key_reloader(prepared.state.clone());
+    spawn_metric_flush(prepared.state.clone());
     if config
         .store
         .as_deref()
@@ -492,6 +493,44 @@ fn spawn_usage_sharing(state: AppState) {
             match state.store.share_usage(&node, window, &counts).await {
                 Ok(totals) => state.throttle.learn(window, &counts, totals),
                 Err(e) => tracing::debug!(error = %e, "sharing service-limit usage failed"),
+            }
+        }
+    });
+}
+
+/// How often a node adds its counted minutes to the store.
+const METRIC_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Minutes kept: Azure Monitor keeps platform metrics 93 days.
+const METRIC_RETENTION_MINUTES: i64 = 93 * 24 * 60;
+
+/// Adds this node's per-minute request counts to the store every few
+/// seconds (the metrics API sums all nodes'); what a failed write held is
+/// kept for the next try. Once an hour, minutes past retention go. A node
+/// that stops loses the counts it has not written yet (its last few
+/// seconds, or more while the store is unreachable).
+fn spawn_metric_flush(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRIC_FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_forget = i64::MIN;
+        loop {
+            tick.tick().await;
+            let rows = state.metrics.take_minutes();
+            if !rows.is_empty() {
+                if let Err(e) = state.store.add_metrics(&rows).await {
+                    tracing::warn!(error = %e, "request metrics could not be stored; kept for the next try");
+                    state.metrics.restore_minutes(rows);
+                }
+            }
+            let hour = state.clock.now().div_euclid(3600);
+            if hour != last_forget {
+                let horizon = state.clock.now().div_euclid(60) - METRIC_RETENTION_MINUTES;
+                match state.store.forget_metrics(horizon).await {
+                    Ok(()) => last_forget = hour,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "old request metrics could not be dropped")
+                    }
+                }
             }
         }
     });

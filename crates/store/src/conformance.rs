@@ -43,6 +43,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     usage_is_summed_across_nodes_per_window(&*store).await;
     vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
     audit_records_are_kept_and_queried(&*store).await;
+    metric_minutes_add_up_across_flushes(&*store).await;
     authorization_writes_move_the_generation_themselves(&*store).await;
     multi_object_changes_are_all_or_nothing(&*store).await;
     events_are_recorded_with_their_change(&*store).await;
@@ -403,6 +404,64 @@ async fn audit_records_are_kept_and_queried(s: &dyn Storage) {
     })
     .await
     .is_empty());
+}
+
+async fn metric_minutes_add_up_across_flushes(s: &dyn Storage) {
+    use keyhaven_core::MetricRow;
+    let vault = format!("/subscriptions/s/vaults/{}", vid());
+    let row = |vault: &str, minute, activity: &str, status, count, latency_ms| MetricRow {
+        vault: vault.into(),
+        minute,
+        activity: activity.into(),
+        status,
+        count,
+        latency_ms,
+    };
+    // Two nodes' flushes of the same minute add up; another vault is apart.
+    s.add_metrics(&[
+        row(&vault, 100, "SecretGet", 200, 3, 12),
+        row(&vault, 100, "SecretSet", 200, 1, 5),
+    ])
+    .await
+    .unwrap();
+    s.add_metrics(&[
+        row(&vault, 100, "SecretGet", 200, 2, 8),
+        row(&vault, 101, "SecretGet", 403, 1, 1),
+        row(&vault, 104, "SecretGet", 200, 1, 2),
+    ])
+    .await
+    .unwrap();
+    s.add_metrics(&[row(&format!("{vault}-other"), 100, "SecretGet", 200, 9, 9)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.query_metrics(&vault, 0, 1000, 1).await.unwrap(),
+        vec![
+            row("", 100, "SecretGet", 200, 5, 20),
+            row("", 100, "SecretSet", 200, 1, 5),
+            row("", 101, "SecretGet", 403, 1, 1),
+            row("", 104, "SecretGet", 200, 1, 2),
+        ]
+    );
+    // Buckets of 5 minutes counted from `from`: 100..=104 is one.
+    assert_eq!(
+        s.query_metrics(&vault, 100, 109, 5).await.unwrap(),
+        vec![
+            row("", 100, "SecretGet", 200, 6, 22),
+            row("", 100, "SecretGet", 403, 1, 1),
+            row("", 100, "SecretSet", 200, 1, 5),
+        ]
+    );
+    assert_eq!(s.query_metrics(&vault, 101, 101, 1).await.unwrap().len(), 1);
+    // Minutes before the horizon are forgotten.
+    s.forget_metrics(101).await.unwrap();
+    assert_eq!(
+        s.query_metrics(&vault, 0, 1000, 1).await.unwrap(),
+        vec![
+            row("", 101, "SecretGet", 403, 1, 1),
+            row("", 104, "SecretGet", 200, 1, 2)
+        ]
+    );
 }
 
 async fn usage_is_summed_across_nodes_per_window(s: &dyn Store) {

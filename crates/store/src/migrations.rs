@@ -125,6 +125,14 @@ pub const SQLITE: &[(i64, &str)] = &[
         PRIMARY KEY (id, subscription));
      CREATE INDEX outbox_due ON outbox (due);",
     ),
+    (
+        12,
+        "CREATE TABLE metric_minutes (
+        vault TEXT NOT NULL, minute INTEGER NOT NULL, activity TEXT NOT NULL, status INTEGER NOT NULL,
+        count INTEGER NOT NULL, latency_ms INTEGER NOT NULL,
+        PRIMARY KEY (vault, minute, activity, status));
+     CREATE INDEX metric_minutes_by_minute ON metric_minutes (minute);",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -243,5 +251,13 @@ pub const POSTGRES: &[(i64, &str)] = &[
         claim TEXT NOT NULL DEFAULT '', claimed_until BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (id, subscription));
      CREATE INDEX outbox_due ON outbox (due);",
+    ),
+    (
+        12,
+        "CREATE TABLE metric_minutes (
+        vault TEXT NOT NULL, minute BIGINT NOT NULL, activity TEXT NOT NULL, status BIGINT NOT NULL,
+        count BIGINT NOT NULL, latency_ms BIGINT NOT NULL,
+        PRIMARY KEY (vault, minute, activity, status));
+     CREATE INDEX metric_minutes_by_minute ON metric_minutes (minute);",
     ),
 ];

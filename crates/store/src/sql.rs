@@ -608,6 +608,21 @@ pub const QUERY_AUDIT: &str =
      AND ($4 = '' OR operation = $4) AND ($5 = '' OR caller = $5) AND ($6 = '' OR result = $6) \
      ORDER BY seq DESC LIMIT $7";
 
+pub const ADD_METRICS: &str =
+    "INSERT INTO metric_minutes (vault, minute, activity, status, count, latency_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (vault, minute, activity, status) DO UPDATE SET count = metric_minutes.count + excluded.count, \
+     latency_ms = metric_minutes.latency_ms + excluded.latency_ms";
+/// PostgreSQL: a whole batch in one statement (keys are distinct).
+pub const ADD_METRICS_BATCH: &str =
+    "INSERT INTO metric_minutes (vault, minute, activity, status, count, latency_ms) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+     ON CONFLICT (vault, minute, activity, status) DO UPDATE SET count = metric_minutes.count + excluded.count, \
+     latency_ms = metric_minutes.latency_ms + excluded.latency_ms";
+pub const FORGET_METRICS: &str = "DELETE FROM metric_minutes WHERE minute < $1";
+pub const QUERY_METRICS: &str = "SELECT $2 + ((minute - $2) / $4) * $4 AS bucket, activity, status, \
+     CAST(SUM(count) AS BIGINT), CAST(SUM(latency_ms) AS BIGINT) FROM metric_minutes \
+     WHERE vault = $1 AND minute >= $2 AND minute <= $3 GROUP BY bucket, activity, status ORDER BY bucket, activity, status";
+
 /// Refuses a version whose `managed` flag differs from the object's latest
 /// (`latest`: `None` when the object has no version yet): a plain write
 /// onto a certificate's key or secret, or a certificate onto a plain one —

@@ -408,7 +408,7 @@ pub struct UpdateServicePrincipal {
 }
 
 /// Parses an ISO-8601 UTC date-time (`2030-01-01T00:00:00Z`, optional
-/// fraction, `Z` or `+00:00`) into Unix seconds.
+/// fraction, `Z` or `+00:00`; years 1 to 9999) into Unix seconds.
 pub fn parse_iso8601(s: &str) -> Option<i64> {
     let s = s.trim();
     let s = s
@@ -429,7 +429,13 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
         t.next()?.parse::<i64>().ok()?,
     );
     let ss = t.next().map_or(Some(0), |v| v.parse::<i64>().ok())?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    if !(1..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
         return None;
     }
     // Howard Hinnant's days-from-civil.

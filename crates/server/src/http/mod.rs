@@ -146,6 +146,17 @@ async fn audit(
         status.as_u16(),
         elapsed.as_secs_f64(),
     );
+    if facts.plane == "data" {
+        if let Some(vault_id) = note.resource_id.as_deref() {
+            state.metrics.observe_minute(
+                vault_id,
+                state.clock.now(),
+                note.operation.as_deref().unwrap_or("Unknown"),
+                status.as_u16(),
+                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+            );
+        }
+    }
     let Some(log) = state.audit.as_ref() else {
         return true;
     };

@@ -151,4 +151,67 @@ impl keyhaven_core::AuditStore for PostgresStore {
         .map(|r| r.try_get::<_, String>(0).map_err(err))
         .collect()
     }
+
+    async fn add_metrics(&self, rows: &[keyhaven_core::MetricRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut rows = rows.to_vec();
+        // One statement, rows in key order.
+        rows.sort_by(|a, b| a.key().cmp(&b.key()));
+        let vaults: Vec<&str> = rows.iter().map(|r| r.vault.as_str()).collect();
+        let minutes: Vec<i64> = rows.iter().map(|r| r.minute).collect();
+        let activities: Vec<&str> = rows.iter().map(|r| r.activity.as_str()).collect();
+        let statuses: Vec<i64> = rows.iter().map(|r| r.status).collect();
+        let counts: Vec<i64> = rows.iter().map(|r| r.count).collect();
+        let latencies: Vec<i64> = rows.iter().map(|r| r.latency_ms).collect();
+        let c = self.client().await?;
+        c.execute(
+            sql::ADD_METRICS_BATCH,
+            &[
+                &vaults,
+                &minutes,
+                &activities,
+                &statuses,
+                &counts,
+                &latencies,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn forget_metrics(&self, before: i64) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(sql::FORGET_METRICS, &[&before])
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn query_metrics(
+        &self,
+        vault: &str,
+        from: i64,
+        to: i64,
+        grain: i64,
+    ) -> StoreResult<Vec<keyhaven_core::MetricRow>> {
+        let c = self.client().await?;
+        c.query(sql::QUERY_METRICS, &[&vault, &from, &to, &grain.max(1)])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| {
+                Ok(keyhaven_core::MetricRow::summed(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(err)
+    }
 }

@@ -142,4 +142,66 @@ impl keyhaven_core::AuditStore for SqliteStore {
         })
         .await
     }
+
+    async fn add_metrics(&self, rows: &[keyhaven_core::MetricRow]) -> StoreResult<()> {
+        let mut rows = rows.to_vec();
+        rows.sort_by(|a, b| a.key().cmp(&b.key()));
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+            {
+                let mut stmt = tx.prepare_cached(&q(sql::ADD_METRICS)).map_err(err)?;
+                for r in &rows {
+                    stmt.execute(rusqlite::params![
+                        r.vault,
+                        r.minute,
+                        r.activity,
+                        r.status,
+                        r.count,
+                        r.latency_ms
+                    ])
+                    .map_err(err)?;
+                }
+            }
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn forget_metrics(&self, before: i64) -> StoreResult<()> {
+        self.run_raw(move |c| {
+            c.execute(&q(sql::FORGET_METRICS), [before]).map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_metrics(
+        &self,
+        vault: &str,
+        from: i64,
+        to: i64,
+        grain: i64,
+    ) -> StoreResult<Vec<keyhaven_core::MetricRow>> {
+        let vault = vault.to_owned();
+        let grain = grain.max(1);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&q(sql::QUERY_METRICS)).map_err(err)?;
+            let rows = stmt
+                .query_map(rusqlite::params![vault, from, to, grain], |r| {
+                    Ok(keyhaven_core::MetricRow::summed(
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
+                })
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
 }

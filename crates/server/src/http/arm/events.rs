@@ -189,6 +189,40 @@ pub async fn get_subscription(
     Ok(reply(StatusCode::OK, &out(&r, &s)))
 }
 
+/// `GET {vault}/providers/Microsoft.EventGrid/eventSubscriptions`: the
+/// vault's subscriptions (`az eventgrid event-subscription list
+/// --source-resource-id <vault id>`).
+pub async fn list_subscriptions(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, vault)): Path<(String, String, String)>,
+) -> Result<Response, ArmFailure> {
+    let vid = vault_id(&st, &sub, &rg, &vault).await?;
+    st.authz
+        .require_action(
+            &ctx.caller,
+            &vid,
+            "Microsoft.EventGrid/eventSubscriptions/read",
+        )
+        .await
+        .map_err(domain_failure)?;
+    let all = st
+        .store
+        .list_resources(SUBSCRIPTION_TYPE, &st.subscription_id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    let value: Vec<Value> = all
+        .iter()
+        .filter_map(|r| {
+            serde_json::from_str::<Subscription>(&r.properties)
+                .ok()
+                .filter(|s| s.vault_id.eq_ignore_ascii_case(&vid))
+                .map(|s| out(r, &s))
+        })
+        .collect();
+    Ok(reply(StatusCode::OK, &json!({"value": value})))
+}
+
 /// `DELETE …/eventSubscriptions/{sub}`.
 pub async fn delete_subscription(
     State(st): State<AppState>,
@@ -237,6 +271,10 @@ pub async fn list_dead_letters(
 /// This kind's routes, merged into the plane's router.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions"),
+            routing::get(list_subscriptions),
+        )
         .route(
             &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.EventGrid/eventSubscriptions/{{esub}}"),
             routing::put(put_subscription)

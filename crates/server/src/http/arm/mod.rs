@@ -20,6 +20,7 @@ pub mod diagnostics;
 pub mod events;
 pub mod groups;
 pub mod identities;
+pub mod monitor;
 pub mod network;
 pub mod rbac;
 pub mod resource;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::routes())
         .merge(events::routes())
         .merge(diagnostics::routes())
+        .merge(monitor::routes())
         .merge(groups::routes())
         .fallback(|| async {
             ArmFailure::new(
@@ -191,7 +193,7 @@ fn management_operation(method: &http::Method, path: &str) -> String {
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 28] = [
+    const LITERALS: [&str; 32] = [
         "tenants",
         "subscriptions",
         "resourceGroups",
@@ -218,6 +220,10 @@ fn canonicalize_path(req: &mut Request) {
         "Microsoft.Insights",
         "diagnosticSettings",
         "diagnosticSettingsCategories",
+        "metrics",
+        "metricDefinitions",
+        "Keyhaven.Insights",
+        "auditEvents",
         "Microsoft.OperationalInsights",
         "workspaces",
     ];

@@ -58,7 +58,7 @@ pub(crate) async fn find(
     }
 }
 
-fn location_of(v: &VaultRecord) -> String {
+pub(crate) fn location_of(v: &VaultRecord) -> String {
     v.properties
         .location
         .clone()

@@ -238,7 +238,7 @@ async function vaultPage(sub, rg, name, blade) {
   if (!/^[0-9a-fA-F-]{36}$/.test(sub)) throw new ApiError(404, "SubscriptionNotFound", "The subscription in this address is not valid.");
   const base = `/ui/vaults/${sub}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}`;
   crumbs(link("/", "Home"), el("span", { text: rg }), el("span", { text: name }));
-  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates", "networking", "access"].map((b) =>
+  const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates", "networking", "access", "monitoring"].map((b) =>
     link(`${base}/${b}`, b[0].toUpperCase() + b.slice(1), { class: b === blade ? "on" : "", "data-test": "tab-" + b })));
   const content = el("div", {}, el("p", { class: "muted", text: "Loading…" }));
   show(el("h1", { text: name }), tabs, content);
@@ -248,6 +248,7 @@ async function vaultPage(sub, rg, name, blade) {
     else if (blade === "certificates") await certificatesBlade(content, name);
     else if (blade === "networking") await networkingBlade(content, sub, rg, name);
     else if (blade === "access") await accessBlade(content, sub, rg, name);
+    else if (blade === "monitoring") await monitoringBlade(content, sub, rg, name);
     else await overview(content, sub, rg, name);
   } catch (e) { content.replaceChildren(errorBox(e)); }
 }
@@ -645,6 +646,217 @@ async function networkingBlade(content, sub, rg, name) {
     (acls.virtualNetworkRules || []).length ? null : el("p", { class: "muted", text: "No virtual-network rules." }),
     el("div", { class: "bar" }, el("label", {}, bypass, " Allow trusted Microsoft services to bypass this firewall")),
     el("div", { class: "bar" }, save), status);
+}
+
+// ---- monitoring --------------------------------------------------------------
+// Metrics charts (Azure Monitor's metrics API over the vault), the Logs
+// blade over the vault's records in Keyhaven's log store, diagnostic
+// settings and event subscriptions: each the ARM API's own answer.
+const RANGES = [["PT30M", 1800, "PT1M", "Last 30 minutes"], ["PT1H", 3600, "PT1M", "Last hour"], ["PT6H", 21600, "PT5M", "Last 6 hours"],
+  ["P1D", 86400, "PT15M", "Last 24 hours"], ["P7D", 604800, "PT1H", "Last 7 days"]];
+const PALETTE = ["#0b5cad", "#c2410c", "#15803d", "#7e22ce", "#b91c1c", "#0e7490", "#a16207", "#be185d"];
+function iso(secs) { return new Date(secs * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"); }
+function svg(tag, attrs, ...kids) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of kids.flat(Infinity)) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// A line chart: one line per series over the data points' times.
+function lineChart(series, unit, agg) {
+  const W = 900, H = 260, L = 56, R = 12, T = 12, B = 28;
+  const times = series.length ? series[0].data.map((p) => Date.parse(p.timeStamp) / 1000) : [];
+  const vals = series.flatMap((s) => s.data.map((p) => p[agg]).filter((v) => typeof v === "number"));
+  const peak = Math.max(0, ...vals);
+  // Counts on whole steps; other units on their own scale.
+  const max = agg === "count" ? Math.max(4, Math.ceil(peak / 4) * 4) : Math.max(1, peak * 1.1);
+  const t0 = times[0] || 0, t1 = times[times.length - 1] || 1;
+  const x = (t) => L + (W - L - R) * (t1 === t0 ? 0 : (t - t0) / (t1 - t0));
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const grid = [0, 0.25, 0.5, 0.75, 1].map((f) => [svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), stroke: "#d9dee3" }),
+    svg("text", { x: L - 6, y: y(max * f) + 4, "text-anchor": "end", "font-size": 11, fill: "#5c6670" }, Number((max * f).toFixed(max < 10 ? 1 : 0)))]);
+  const ticks = times.length ? [0, 0.5, 1].map((f) => {
+    const t = t0 + (t1 - t0) * f;
+    return svg("text", { x: x(t), y: H - 8, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle", "font-size": 11, fill: "#5c6670" },
+      new Date(t * 1000).toISOString().slice(11, 16) + " UTC");
+  }) : [];
+  const lines = series.map((s, i) => {
+    const pts = s.data.map((p, j) => typeof p[agg] === "number" ? `${x(times[j]).toFixed(1)},${y(p[agg]).toFixed(1)}` : null).filter(Boolean);
+    return svg("polyline", { points: pts.join(" "), fill: "none", stroke: PALETTE[i % PALETTE.length], "stroke-width": 2, "data-test": "chart-line" });
+  });
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": `chart (${unit})`, "data-test": "metric-chart" },
+    grid, ticks, lines, svg("text", { x: 4, y: 12, "font-size": 11, fill: "#5c6670" }, unit));
+  const legend = el("div", { class: "legend" }, series.map((s, i) => el("span", { "data-test": "legend" },
+    el("span", { class: `swatch s${i % PALETTE.length}` }), `${s.label}: ${s.summary}`)));
+  return el("div", {}, chart, legend);
+}
+
+async function monitoringBlade(content, sub, rg, name) {
+  const e = encodeURIComponent;
+  const vault = `/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}`;
+  const metricsBox = el("div"), logsBox = el("div"), diagBox = el("div"), eventsBox = el("div");
+  content.replaceChildren(el("h2", { text: "Metrics" }), metricsBox, el("h2", { text: "Logs" }), logsBox,
+    el("h2", { text: "Diagnostic settings" }), diagBox, el("h2", { text: "Event subscriptions" }), eventsBox);
+  await Promise.all([
+    metricsPanel(metricsBox, vault).catch((err) => metricsBox.replaceChildren(errorBox(err))),
+    logsPanel(logsBox, vault).catch((err) => logsBox.replaceChildren(errorBox(err))),
+    diagnosticsPanel(diagBox, sub, rg, vault).catch((err) => diagBox.replaceChildren(errorBox(err))),
+    eventSubscriptionsPanel(eventsBox, vault).catch((err) => eventsBox.replaceChildren(errorBox(err))),
+  ]);
+}
+
+async function metricsPanel(box, vault) {
+  const metric = el("select", { "data-test": "metric" }, [["ServiceApiHit", "Total Service Api Hits (count)", "count"],
+    ["ServiceApiLatency", "Overall Service Api Latency (average, ms)", "average"], ["ServiceApiResult", "Total Service Api Results (count)", "count"],
+    ["Availability", "Overall Vault Availability (average, %)", "average"]].map(([v, t, a]) => el("option", { value: v, text: t, "data-agg": a })));
+  const range = el("select", { "data-test": "metric-range" }, RANGES.map(([v, , , t]) => el("option", { value: v, text: t, selected: v === "PT1H" })));
+  const split = el("select", { "data-test": "metric-split" }, el("option", { value: "", text: "No splitting" }),
+    el("option", { value: "ActivityName", text: "Split by operation (ActivityName)" }), el("option", { value: "StatusCode", text: "Split by status code" }));
+  const chartBox = el("div", { class: "chart" });
+  let asked = 0;
+  const draw = async () => {
+    const mine = ++asked;   // only the latest selection's answer is drawn
+    chartBox.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+    try {
+      const [, secs, grain] = RANGES.find((r) => r[0] === range.value);
+      const end = Math.ceil(Date.now() / 60000) * 60, start = end - secs;
+      const agg = metric.selectedOptions[0].dataset.agg;
+      let dim = split.value;
+      if (dim === "StatusCode" && metric.value === "ServiceApiHit") dim = "";
+      const q = new URLSearchParams({ "api-version": "2018-01-01", metricnames: metric.value, timespan: `${iso(start)}/${iso(end)}`,
+        interval: grain, aggregation: agg === "count" ? "Count" : "Average" });
+      if (dim) q.set("$filter", `${dim} eq '*'`);
+      const r = await api("GET", armId(`${vault}/providers/Microsoft.Insights/metrics?${q}`));
+      if (mine !== asked) return;
+      const m = r.value[0];
+      const series = m.timeseries.map((ts) => {
+        const vals = ts.data.map((p) => p[agg]).filter((v) => typeof v === "number");
+        const summary = agg === "count" ? String(vals.reduce((a, b) => a + b, 0)) : (vals.length ? (vals.reduce((a, b) => a + b, 0) / vals.length).toFixed(1) : "–");
+        return { label: ts.metadatavalues.map((x) => x.value).join(" / ") || m.name.localizedValue, data: ts.data, summary };
+      });
+      chartBox.replaceChildren(series.length ? lineChart(series, m.unit, agg) : el("p", { class: "muted", text: "No requests in this time range." }));
+    } catch (err) { if (mine === asked) chartBox.replaceChildren(errorBox(err)); }
+  };
+  for (const c of [metric, range, split]) c.addEventListener("change", draw);
+  box.replaceChildren(el("div", { class: "bar" }, metric, range, split,
+    el("button", { type: "button", class: "plain", text: "Refresh", "data-test": "metric-refresh", on: { click: draw } })), chartBox);
+  await draw();
+}
+
+// The vault's audit records in Keyhaven's log store (there once a
+// diagnostic setting sends AuditEvent to a workspace), newest first.
+async function logsPanel(box, vault) {
+  const range = el("select", { "data-test": "logs-range" }, RANGES.map(([v, , , t]) => el("option", { value: v, text: t, selected: v === "P1D" })));
+  const operation = el("input", { placeholder: "Operation, e.g. SecretGet", "data-test": "logs-operation" });
+  const caller = el("input", { placeholder: "Caller IP address", "data-test": "logs-caller" });
+  const result = el("select", { "data-test": "logs-result" }, ["", "Success", "Failure"].map((v) => el("option", { value: v, text: v || "Any result" })));
+  const body = el("tbody");
+  const status = el("div");
+  const run = async () => {
+    status.replaceChildren();
+    try {
+      const secs = RANGES.find((r) => r[0] === range.value)[1];
+      const q = new URLSearchParams({ "api-version": "2021-05-01-preview", from: String(Math.floor(Date.now() / 1000) - secs), top: "200" });
+      if (operation.value.trim()) q.set("operation", operation.value.trim());
+      if (caller.value.trim()) q.set("caller", caller.value.trim());
+      if (result.value) q.set("result", result.value);
+      const rows = (await api("GET", armId(`${vault}/providers/Keyhaven.Insights/auditEvents?${q}`))).value || [];
+      body.replaceChildren(...rows.map((r) => {
+        const claim = (r.identity && r.identity.claim) || {};
+        return el("tr", { "data-test": "log-row" }, el("td", { text: r.time }), el("td", { text: r.operationName }),
+          el("td", { text: `${r.resultType} (${(r.properties && r.properties.httpStatusCode) || r.resultSignature})` }),
+          el("td", { text: r.callerIpAddress || "" }), el("td", { text: claim.upn || claim.appid || claim.oid || "" }),
+          el("td", { text: r.durationMs }), el("td", { text: (r.properties && r.properties.id) || "" }));
+      }));
+      if (!rows.length) status.replaceChildren(el("p", { class: "muted", "data-test": "logs-empty",
+        text: "No records. Records reach the log store once a diagnostic setting sends AuditEvent to a workspace." }));
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  };
+  const form = el("form", { class: "bar" }, range, operation, caller, result, el("button", { type: "submit", text: "Run", "data-test": "logs-run" }));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+  box.replaceChildren(form, status, el("table", { class: "logs" }, el("thead", {}, el("tr", {},
+    ["Time", "Operation", "Result", "Caller IP", "Identity", "ms", "Object"].map((h) => el("th", { text: h })))), body));
+  await run();
+}
+
+async function diagnosticsPanel(box, sub, rg, vault) {
+  const DIAG = "api-version=2021-05-01-preview";
+  const status = el("div");
+  const again = () => diagnosticsPanel(box, sub, rg, vault);
+  const list = (await api("GET", armId(`${vault}/providers/Microsoft.Insights/diagnosticSettings?${DIAG}`))).value || [];
+  let workspaces = [];
+  try { workspaces = (await api("GET", armId(`/subscriptions/${encodeURIComponent(sub)}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.OperationalInsights/workspaces?api-version=2022-10-01`))).value || []; } catch (_) { workspaces = []; }
+  const name = el("input", { required: true, placeholder: "Setting name", pattern: "[0-9a-zA-Z_.-]{1,260}", "data-test": "diag-name" });
+  const ws = el("select", { "data-test": "diag-workspace" }, el("option", { value: "", text: "No workspace" }),
+    workspaces.map((w) => el("option", { value: w.id, text: `Log Analytics workspace: ${w.name}` })));
+  const logs = el("input", { type: "checkbox", checked: true, "data-test": "diag-logs" });
+  const metrics = el("input", { type: "checkbox", "data-test": "diag-metrics" });
+  const stdout = el("input", { type: "checkbox", "data-test": "diag-stdout" });
+  const form = el("form", { class: "form", "data-test": "new-diag" }, el("label", { text: "Name" }), name,
+    el("label", { text: "Send to" }), ws, el("label", { text: "Also to the server's standard output" }), stdout,
+    el("label", { text: "AuditEvent (audit logs)" }), logs, el("label", { text: "AllMetrics" }), metrics,
+    el("span"), el("button", { type: "submit", text: "Save setting", "data-test": "diag-save" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      const props = { logs: [{ category: "AuditEvent", enabled: logs.checked }], metrics: [{ category: "AllMetrics", enabled: metrics.checked }] };
+      if (ws.value) props.workspaceId = ws.value;
+      if (stdout.checked) props.keyhavenStdout = true;
+      await api("PUT", armId(`${vault}/providers/Microsoft.Insights/diagnosticSettings/${encodeURIComponent(name.value)}?${DIAG}`), { properties: props });
+      await again();
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  });
+  const dest = (p) => [p.workspaceId ? "workspace " + p.workspaceId.split("/").pop() : null, p.storageAccountId ? "storage " + p.storageAccountId.split("/").pop() : null,
+    p.keyhavenStdout ? "stdout" : null, p.keyhavenHttpEndpoint ? "HTTP endpoint" : null].filter(Boolean).join(", ");
+  box.replaceChildren(status, list.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Logs", "Metrics", "Destinations", ""].map((h) => el("th", { text: h })))),
+    el("tbody", {}, list.map((d) => el("tr", { "data-test": "diag-row" }, el("td", { text: d.name }),
+      el("td", { text: (d.properties.logs || []).filter((l) => l.enabled).map((l) => l.category || l.categoryGroup).join(", ") }),
+      el("td", { text: (d.properties.metrics || []).filter((m) => m.enabled).map((m) => m.category).join(", ") }),
+      el("td", { text: dest(d.properties) }),
+      el("td", {}, actButton(status, "Delete", "diag-delete", async () => {
+        await api("DELETE", armId(`${vault}/providers/Microsoft.Insights/diagnosticSettings/${encodeURIComponent(d.name)}?${DIAG}`));
+        await again();
+      })))))) : el("p", { class: "muted", text: "No diagnostic settings: audit records go only to the node's chained log file." }),
+    el("details", {}, el("summary", { text: "Add a diagnostic setting", "data-test": "diag-open" }), form));
+}
+
+async function eventSubscriptionsPanel(box, vault) {
+  const EG = "api-version=2022-06-15";
+  const status = el("div");
+  const again = () => eventSubscriptionsPanel(box, vault);
+  const list = (await api("GET", armId(`${vault}/providers/Microsoft.EventGrid/eventSubscriptions?${EG}`))).value || [];
+  const TYPES = ["SecretNewVersionCreated", "SecretNearExpiry", "SecretExpired", "KeyNewVersionCreated", "KeyNearExpiry", "KeyExpired",
+    "CertificateNewVersionCreated", "CertificateNearExpiry", "CertificateExpired", "VaultAccessPolicyChanged"];
+  const name = el("input", { required: true, placeholder: "Subscription name", pattern: "[0-9a-zA-Z-]{3,64}", "data-test": "es-name" });
+  const url = el("input", { required: true, type: "url", placeholder: "https://hooks.example.test/keyvault", "data-test": "es-url" });
+  const schema = el("select", { "data-test": "es-schema" }, el("option", { value: "EventGridSchema", text: "Event Grid schema" }), el("option", { value: "CloudEventSchemaV1_0", text: "CloudEvents 1.0" }));
+  const checks = TYPES.map((t) => el("label", { class: "check" }, el("input", { type: "checkbox", value: "Microsoft.KeyVault." + t }), " " + t));
+  const form = el("form", { class: "form", "data-test": "new-es" }, el("label", { text: "Name" }), name, el("label", { text: "Webhook endpoint" }), url,
+    el("label", { text: "Schema" }), schema, el("label", { text: "Event types (none: all)" }), el("div", { class: "checks" }, checks),
+    el("span"), el("button", { type: "submit", text: "Create", "data-test": "es-save" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      const types = checks.map((c) => c.querySelector("input")).filter((i) => i.checked).map((i) => i.value);
+      const props = { destination: { endpointType: "WebHook", properties: { endpointUrl: url.value } }, eventDeliverySchema: schema.value,
+        filter: types.length ? { includedEventTypes: types } : {} };
+      await api("PUT", armId(`${vault}/providers/Microsoft.EventGrid/eventSubscriptions/${encodeURIComponent(name.value)}?${EG}`), { properties: props });
+      await again();
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  });
+  box.replaceChildren(status, list.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Endpoint", "Event types", "Schema", ""].map((h) => el("th", { text: h })))),
+    el("tbody", {}, list.map((s) => el("tr", { "data-test": "es-row" }, el("td", { text: s.name }),
+      el("td", { text: s.properties.destination.properties.endpointBaseUrl }),
+      el("td", { text: ((s.properties.filter && s.properties.filter.includedEventTypes) || ["All"]).map((t) => t.replace("Microsoft.KeyVault.", "")).join(", ") }),
+      el("td", { text: s.properties.eventDeliverySchema }),
+      el("td", {}, actButton(status, "Delete", "es-delete", async () => {
+        await api("DELETE", armId(`${vault}/providers/Microsoft.EventGrid/eventSubscriptions/${encodeURIComponent(s.name)}?${EG}`));
+        await again();
+      })))))) : el("p", { class: "muted", text: "No event subscriptions." }),
+    el("details", {}, el("summary", { text: "Add an event subscription", "data-test": "es-open" }), form));
 }
 
 // ---- a paged list of one object kind ----------------------------------------
