@@ -40,6 +40,7 @@ from khcompat import (
 )
 
 USER_TYPE = "#microsoft.graph.user"
+GLOBAL_ADMIN = "62e90394-69f5-4237-9190-012177145e10"
 GROUP_TYPE = "#microsoft.graph.group"
 SP_TYPE = "#microsoft.graph.servicePrincipal"
 
@@ -458,6 +459,9 @@ def assert_cannot_write(server, token, victim_user, victim_group, victim_app):
          {"keyCredentials": [key_credential(self_signed_certificate())]}),
         ("DELETE", f"/applications/{victim_app['id']}", None),
         ("POST", "/servicePrincipals", {"appId": victim_app["appId"]}),
+        # Nor make anyone (itself included) a directory administrator.
+        ("POST", "/roleManagement/directory/roleAssignments",
+         {"principalId": victim_user["id"], "roleDefinitionId": GLOBAL_ADMIN, "directoryScopeId": "/"}),
     )
     for method, path, body in denied:
         assert_graph_error(graph(server, method, path, token, json=body), 403, "Authorization_RequestDenied")
@@ -520,3 +524,60 @@ def test_secret_credential_of_a_new_app_is_usable_through_the_sdk(server, admin)
         cred.close()
     assert claims["aud"] == graph_resource(server)
     assert claims["appid"] == app["appId"] and claims["oid"] == sp["id"]
+
+
+def test_a_directory_role_assignment_makes_a_user_an_administrator_until_it_is_removed(server, admin):
+    """Graph's roleManagement/directory/roleAssignments: the bootstrap
+    administrator makes a user Global Administrator; the user can then write
+    the directory (and grant the role on); removed, the user cannot. Only
+    Global Administrator exists; groups cannot hold it."""
+    user, password = create_user(server, admin)
+    other, _ = create_user(server, admin)
+
+    def user_token():
+        cred = user_credential(server, user["userPrincipalName"], password)
+        try:
+            return cred.get_token(graph_scope(server)).token
+        finally:
+            cred.close()
+    body = {"principalId": user["id"], "roleDefinitionId": GLOBAL_ADMIN, "directoryScopeId": "/"}
+    a = graph_ok(server, "POST", "/roleManagement/directory/roleAssignments", admin, json=body, status=201)
+    assert (a["principalId"], a["roleDefinitionId"], a["directoryScopeId"]) == (user["id"], GLOBAL_ADMIN, "/")
+    assert_graph_error(graph(server, "POST", "/roleManagement/directory/roleAssignments", admin, json=body),
+                       400, "Request_BadRequest")
+    listed = graph(server, "GET", "/roleManagement/directory/roleAssignments", admin,
+                   params={"$filter": f"principalId eq '{user['id']}'"}).json()["value"]
+    assert [x["id"] for x in listed] == [a["id"]]
+    assert a["id"] in {x["id"] for x in graph_ok(server, "GET", "/roleManagement/directory/roleAssignments", admin)["value"]}
+
+    outsider, outsider_password = create_user(server, admin)
+    cred = user_credential(server, outsider["userPrincipalName"], outsider_password)
+    try:
+        outsider_token = cred.get_token(graph_scope(server)).token
+    finally:
+        cred.close()
+    # One principal's role is anyone's to read; the whole list is the admins'.
+    assert graph(server, "GET", "/roleManagement/directory/roleAssignments", outsider_token,
+                 params={"$filter": f"principalId eq '{user['id']}'"}).json()["value"][0]["id"] == a["id"]
+    assert_graph_error(graph(server, "GET", "/roleManagement/directory/roleAssignments", outsider_token),
+                       403, "Authorization_RequestDenied")
+
+    token = user_token()
+    made = graph_ok(server, "POST", "/users", token, json=user_body(unique("byadmin"), new_password()), status=201)
+    graph_ok(server, "POST", "/roleManagement/directory/roleAssignments", token, status=201,
+             json={"principalId": other["id"], "roleDefinitionId": GLOBAL_ADMIN})
+
+    for bad in ({**body, "roleDefinitionId": "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"},
+                {**body, "principalId": create_group(server, admin)["id"]},
+                {**body, "directoryScopeId": "/administrativeUnits/x"}):
+        assert_graph_error(graph(server, "POST", "/roleManagement/directory/roleAssignments", admin, json=bad),
+                           400, "Request_BadRequest")
+
+    assert graph(server, "DELETE", f"/roleManagement/directory/roleAssignments/{a['id']}", admin).status_code == 204
+    assert_graph_error(graph(server, "DELETE", f"/roleManagement/directory/roleAssignments/{a['id']}", admin),
+                       404, "Request_ResourceNotFound")
+    assert graph(server, "GET", "/roleManagement/directory/roleAssignments", admin,
+                 params={"$filter": f"principalId eq '{user['id']}'"}).json()["value"] == []
+    assert_graph_error(graph(server, "POST", "/users", user_token(), json=user_body(unique("late"), new_password())),
+                       403, "Authorization_RequestDenied")
+    graph(server, "DELETE", f"/users/{made['id']}", admin)

@@ -600,6 +600,7 @@ def fresh_vault(server, browser, blade: str, roles=("Reader", "Key Vault Adminis
         assign_role(server, path, role, user["id"], principal_type="User")
     for role in group_roles:
         assign_role(server, path.split("/providers/")[0], role, user["id"], principal_type="User")
+    browser.user = user
     browser.sign_in(user["userPrincipalName"], password)
     browser.driver.get(f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/"
                        f"{server.resource_group}/{name}/{blade}")
@@ -845,11 +846,177 @@ def test_monitoring_blade_metrics_chart_logs_and_diagnostic_settings(server, cre
     Select(browser.find("[data-test=metric-split]")[0]).select_by_value("ActivityName")
     deadline = time.monotonic() + 30
     while not any(l.text.startswith("secretget: 3") for l in browser.find("[data-test=legend]")):
-        assert time.monotonic() < deadline, [l.text for l in browser.find("[data-test=legend]")]
+        if time.monotonic() > deadline:
+            direct = arm(server, "GET", f"{vault_id}/providers/Microsoft.Insights/metrics", management_token(server),
+                         api_version="2018-01-01", params={"metricnames": "ServiceApiHit", "interval": "PT1M",
+                                                           "$filter": "ActivityName eq '*'", "aggregation": "Count"})
+            pytest.fail(f"no secretget line: legend {[l.text for l in browser.find('[data-test=legend]')]}, "
+                        f"chart box {browser.find('.chart')[0].text!r}, at {time.time()}, ARM says {direct.text[:1500]}")
         time.sleep(1)
         browser.find("[data-test=metric-refresh]")[0].click()
-        browser.wait("[data-test=metric-chart]")
     lines = browser.find("[data-test=chart-line]")
     assert lines and all(l.get_attribute("points") for l in lines)
     browser.driver.execute_script("window.scrollTo(0, 0)")
     browser.shot("monitoring")
+
+
+def pick(browser, prefix: str, text: str, value: str) -> None:
+    """Types `text` in a principal picker and chooses the option `value`."""
+    from selenium.webdriver.support.ui import Select
+    browser.wait(f"[data-test={prefix}-search]").send_keys(text)
+    browser.wait(f"[data-test={prefix}-select] option", text)
+    Select(browser.find(f"[data-test={prefix}-select]")[0]).select_by_value(value)
+
+
+def test_check_access_through_a_group_and_the_access_policy_editor(server, browser):
+    """Check access on the IAM blade names a role a user holds through a
+    group. On an access-policy vault, a policy added in the portal lets its
+    user read but not write secrets (checked with the SDK as that user), an
+    edit adds set, and Remove takes the policy away (checked through ARM)."""
+    from khcompat import add_member, arm, create_group, graph_token, management_token, user_credential
+    from azure.core.exceptions import HttpResponseError
+    vault, uri = fresh_vault(server, browser, "access", roles=("Owner", "Key Vault Administrator"))
+    path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{vault}")
+    member, member_password = create_user(server, prefix="member")
+    group = create_group(server, graph_token(server))
+    add_member(server, group["id"], member["id"])
+    assign_role(server, path, "Key Vault Secrets User", group["id"], principal_type="Group")
+    browser.driver.refresh()
+    browser.wait("[data-test=assignment-row]")
+    pick(browser, "check", member["displayName"], f"User|{member['id']}")
+    browser.find("[data-test=check-access]")[0].click()
+    row = browser.wait("[data-test=check-row]", "Key Vault Secrets User")
+    assert f"Through group {group['id']}" in row.text
+    browser.shot("check-access")
+
+    # An access-policy vault, its Owner the portal user.
+    vault2 = unique("pap")[:24]
+    path2 = path.rsplit("/", 1)[0] + "/" + vault2
+    r = arm(server, "PUT", path2, management_token(server), {"location": "local", "properties": {
+        "tenantId": server.tenant_id, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": False,
+        "accessPolicies": []}}, api_version="2023-07-01")
+    assert r.status_code == 201, r.text
+    uri2 = r.json()["properties"]["vaultUri"]
+    assign_role(server, path2, "Owner", browser.user["id"], principal_type="User")
+    browser.driver.get(f"{server.bootstrap['portal_url']}/ui/vaults/{server.subscription_id}/"
+                       f"{server.resource_group}/{vault2}/access")
+    pick(browser, "policy", member["displayName"], f"User|{member['id']}")
+    browser.find("[data-test=perm-secrets-get]")[0].click()
+    browser.find("[data-test=perm-secrets-list]")[0].click()
+    browser.find("[data-test=policy-add]")[0].click()
+    browser.wait("[data-test=policy-row]", member["displayName"])
+    browser.shot("access-policies")
+    policies = arm(server, "GET", path2, management_token(server), api_version="2023-07-01").json()["properties"]["accessPolicies"]
+    mine = [p for p in policies if p["objectId"] == member["id"]]
+    assert len(mine) == 1 and sorted(mine[0]["permissions"]["secrets"]) == ["get", "list"], policies
+    cred = user_credential(server, member["userPrincipalName"], member_password)
+    try:
+        as_member = SecretClient(uri2, cred, **CLIENT_KWARGS)
+        list(as_member.list_properties_of_secrets())
+        with pytest.raises(HttpResponseError) as denied:
+            as_member.set_secret("nope", "x")
+        assert denied.value.status_code == 403
+    finally:
+        cred.close()
+    row = browser.wait("[data-test=policy-row]", member["displayName"])
+    from selenium.webdriver.common.by import By
+    row.find_element(By.CSS_SELECTOR, "[data-test=policy-edit]").click()
+    assert browser.find("[data-test=perm-secrets-get]")[0].is_selected()
+    browser.find("[data-test=perm-secrets-set]")[0].click()
+    browser.find("[data-test=policy-add]")[0].click()
+    browser.wait("[data-test=policy-row]", "get, list, set")
+    row = browser.wait("[data-test=policy-row]", member["displayName"])
+    row.find_element(By.CSS_SELECTOR, "[data-test=policy-remove]").click()
+    browser.until_rows("[data-test=policy-row]", lambda t: member["displayName"] in t, present=False,
+                       message="the removed policy leaves the list")
+    policies = arm(server, "GET", path2, management_token(server), api_version="2023-07-01").json()["properties"]["accessPolicies"]
+    assert not [p for p in policies if p["objectId"] == member["id"]]
+
+
+def test_directory_blade_users_groups_applications_and_managed_identities(server, browser):
+    """A directory administrator (made one through Graph's directory role
+    assignments) creates a user whose shown password signs in, disables it
+    (sign-in then fails), makes a group with that user in it, registers an
+    application whose new client secret gets a token and adds a federated
+    credential, and creates a managed identity and a workload using it; each
+    checked through Graph, ARM or the token endpoint."""
+    from khcompat import (arm, graph, graph_ok, graph_token, management_token, request_password_token,
+                          vault_token)
+    admin = graph_token(server)
+    me, password = portal_user(server, "Reader")
+    # Identities are ARM resources: the user also contributes to the group.
+    assign_role(server, f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}",
+                "Contributor", me["id"], principal_type="User")
+    graph_ok(server, "POST", "/roleManagement/directory/roleAssignments", admin, status=201,
+             json={"principalId": me["id"], "roleDefinitionId": "62e90394-69f5-4237-9190-012177145e10"})
+    browser.sign_in(me["userPrincipalName"], password)
+    browser.find("[data-test=directory]")[0].click()
+    nick = unique("dir")[:20]
+    browser.wait("[data-test=new-user-name]").send_keys(f"Dir {nick}")
+    browser.find("[data-test=new-user-upn]")[0].send_keys(f"{nick}@keyhaven.localhost")
+    browser.find("[data-test=new-user-submit]")[0].click()
+    shown = browser.wait("[data-test=new-password-value]").text
+    assert request_password_token(server, f"{nick}@keyhaven.localhost", shown).status_code == 200
+    browser.find("[data-test=user-filter]")[0].send_keys(nick)
+    row = browser.wait("[data-test=user-row]", nick)
+    from selenium.webdriver.common.by import By
+    row.find_element(By.CSS_SELECTOR, "[data-test=disable-user]").click()
+    browser.wait("[data-test=user-row]", "Disabled")
+    assert request_password_token(server, f"{nick}@keyhaven.localhost", shown).status_code != 200
+    browser.shot("directory-users")
+    new_user = graph_ok(server, "GET", f"/users/{nick}@keyhaven.localhost", admin)
+    assert new_user["accountEnabled"] is False
+
+    browser.find("[data-test=dir-tab-groups]")[0].click()
+    group_name = f"Group {nick}"
+    browser.wait("[data-test=new-group-name]").send_keys(group_name)
+    browser.find("[data-test=new-group-submit]")[0].click()
+    browser.wait("[data-test=group-detail] h2", group_name)
+    pick(browser, "member", nick, f"User|{new_user['id']}")
+    browser.find("[data-test=add-member]")[0].click()
+    browser.wait("[data-test=member-row]", f"Dir {nick}")
+    gid = browser.driver.current_url.rstrip("/").split("/")[-1]
+    assert [m["id"] for m in graph_ok(server, "GET", f"/groups/{gid}/members", admin)["value"]] == [new_user["id"]]
+
+    browser.find("[data-test=dir-tab-applications]")[0].click()
+    browser.wait("[data-test=new-app-name]").send_keys(f"App {nick}")
+    browser.find("[data-test=new-app-submit]")[0].click()
+    app_id = browser.wait("[data-test=app-application]").text
+    browser.find("[data-test=new-app-secret-name]")[0].send_keys("ci")
+    browser.find("[data-test=new-app-secret]")[0].click()
+    secret = browser.wait("[data-test=app-secret-value]").text
+    assert vault_token(server, app_id, secret)
+    browser.find("[data-test=fic-name]")[0].send_keys("github-main")
+    browser.find("[data-test=fic-issuer]")[0].send_keys("https://token.actions.githubusercontent.com")
+    browser.find("[data-test=fic-subject]")[0].send_keys("repo:example/app:ref:refs/heads/main")
+    browser.find("[data-test=fic-add]")[0].click()
+    browser.wait("[data-test=fic-row]", "github-main")
+    browser.shot("directory-application")
+    app_obj = browser.driver.current_url.rstrip("/").split("/")[-1]
+    fics = graph_ok(server, "GET", f"/applications/{app_obj}/federatedIdentityCredentials", admin)["value"]
+    assert [(f["name"], f["subject"]) for f in fics] == [("github-main", "repo:example/app:ref:refs/heads/main")]
+
+    browser.find("[data-test=dir-tab-identities]")[0].click()
+    from selenium.webdriver.support.ui import Select
+    Select(browser.wait("[data-test=mi-group]")).select_by_value(server.resource_group)
+    mi = f"mi-{nick}"
+    browser.wait("[data-test=new-mi-name]").send_keys(mi)
+    browser.find("[data-test=new-mi-submit]")[0].click()
+    browser.wait("[data-test=mi-row]", mi)
+    browser.find("[data-test=new-wl-open]")[0].click()
+    browser.wait("[data-test=new-wl-name]").send_keys(f"wl-{nick}")
+    browser.find("[data-test=new-wl-addresses]")[0].send_keys("192.0.2.77")
+    Select(browser.find("[data-test=new-wl-identities]")[0]).select_by_visible_text(mi)
+    browser.find("[data-test=new-wl-submit]")[0].click()
+    browser.wait("[data-test=wl-row]", f"wl-{nick}")
+    browser.shot("directory-identities")
+    group_path = f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}/providers"
+    from khcompat import ARM_KEYHAVEN_API_VERSION
+    wl = arm(server, "GET", f"{group_path}/Keyhaven.Compute/workloads/wl-{nick}", management_token(server),
+             api_version=ARM_KEYHAVEN_API_VERSION).json()
+    assert wl["properties"]["addresses"] == ["192.0.2.77"]
+    assert [k.split("/")[-1] for k in wl["identity"]["userAssignedIdentities"]] == [mi]
+    for path in (f"Keyhaven.Compute/workloads/wl-{nick}", f"Microsoft.ManagedIdentity/userAssignedIdentities/{mi}"):
+        arm(server, "DELETE", f"{group_path}/{path}", management_token(server), api_version=ARM_KEYHAVEN_API_VERSION)
+    graph(server, "DELETE", f"/users/{new_user['id']}", admin)

@@ -75,8 +75,15 @@ pub trait DirectoryStore: Send + Sync {
         cursor: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<PrincipalRecord>>;
-    /// Rewrites a principal; false if absent, `Duplicate` on a taken UPN.
-    async fn update_principal(&self, p: &PrincipalRecord) -> StoreResult<bool>;
+    /// Rewrites a principal only if it still is `old` (its UPN, name,
+    /// enabled flag, credentials and attributes): a compare-and-set, false
+    /// if it changed meanwhile or is gone; `Duplicate` on a taken UPN. The
+    /// only way to rewrite one, so a stale copy never overwrites a change.
+    async fn update_principal_if(
+        &self,
+        p: &PrincipalRecord,
+        old: &PrincipalRecord,
+    ) -> StoreResult<bool>;
     /// Deletes a principal and its memberships; false if absent.
     async fn delete_principal(&self, object_id: &str) -> StoreResult<bool>;
 

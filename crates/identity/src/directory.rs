@@ -18,6 +18,40 @@ use crate::credentials::{
 
 /// The directory role that may write.
 pub const GLOBAL_ADMINISTRATOR: &str = "Global Administrator";
+/// Its role template id in Microsoft Graph (`roleDefinitionId`).
+pub const GLOBAL_ADMINISTRATOR_TEMPLATE: &str = "62e90394-69f5-4237-9190-012177145e10";
+/// Adds (`grant`) or removes `role` in a principal's `directoryRoles`,
+/// keeping every other key of its attributes JSON; false if it already was so.
+fn edit_roles(p: &mut PrincipalRecord, role: &str, grant: bool) -> DirResult<bool> {
+    let unreadable =
+        || DirectoryError::BadRequest("The principal's attributes cannot be read.".into());
+    let mut attrs: serde_json::Value = if p.attrs.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(&p.attrs).map_err(|_| unreadable())?
+    };
+    let obj = attrs.as_object_mut().ok_or_else(unreadable)?;
+    let mut roles: Vec<String> = obj
+        .get("directoryRoles")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    if roles.iter().any(|r| r == role) == grant {
+        return Ok(false);
+    }
+    if grant {
+        roles.push(role.to_owned());
+    } else {
+        roles.retain(|r| r != role);
+    }
+    obj.insert("directoryRoles".into(), serde_json::json!(roles));
+    p.attrs = attrs.to_string();
+    Ok(true)
+}
+
+/// Tries of a compare-and-set before giving up with a conflict.
+const CAS_ATTEMPTS: usize = 5;
+/// Most principals of one kind scanned for a role's holders.
+const MAX_LISTED: usize = 10_000;
 /// The Azure CLI's well-known public client id (used for user sign-in).
 pub const AZURE_CLI_APP_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
 /// The Azure Portal's well-known client id: the Keyhaven Portal signs users
@@ -311,7 +345,10 @@ impl Directory {
             Some(r)
                 if r.enabled
                     && r.tenant_id == self.tenant_id
-                    && !PrincipalAttrs::of(&r).directory_roles.is_empty() =>
+                    && PrincipalAttrs::of(&r)
+                        .directory_roles
+                        .iter()
+                        .any(|role| role == GLOBAL_ADMINISTRATOR) =>
             {
                 Ok(())
             }
@@ -416,23 +453,148 @@ impl Directory {
         patch: UserPatch,
     ) -> DirResult<PrincipalRecord> {
         self.require_admin(caller).await?;
-        let mut user = self.user(id_or_upn).await?;
-        if let Some(name) = patch.display_name {
-            validate_display_name(&name)?;
-            user.display_name = name;
+        if let Some(name) = &patch.display_name {
+            validate_display_name(name)?;
         }
-        if let Some(enabled) = patch.enabled {
-            user.enabled = enabled;
+        let creds = match &patch.password {
+            Some(password) => {
+                validate_password(password.expose())?;
+                Some(
+                    serde_json::to_string(&UserCredentials {
+                        password_hash: hash_secret(password.expose())?,
+                    })
+                    .unwrap_or_default(),
+                )
+            }
+            None => None,
+        };
+        let id = self.user(id_or_upn).await?.object_id;
+        self.modify_principal(&id, |user| {
+            if let Some(name) = &patch.display_name {
+                user.display_name = name.clone();
+            }
+            if let Some(enabled) = patch.enabled {
+                user.enabled = enabled;
+            }
+            if let Some(c) = &creds {
+                user.credentials = c.clone();
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Rewrites principal `id` (of this tenant) by `change`, which says
+    /// whether it changed anything: a compare-and-set, read again on a
+    /// concurrent change, so no other write (a role granted or removed,
+    /// another patch) is ever overwritten by a stale copy. Returns the
+    /// principal as written (or as it was, unchanged).
+    pub async fn modify_principal<F>(&self, id: &str, mut change: F) -> DirResult<PrincipalRecord>
+    where
+        F: FnMut(&mut PrincipalRecord) -> DirResult<bool>,
+    {
+        for _ in 0..CAS_ATTEMPTS {
+            let old = self.principal(id).await?;
+            let mut p = old.clone();
+            if !change(&mut p)? {
+                return Ok(old);
+            }
+            if self.store.update_principal_if(&p, &old).await? {
+                return Ok(p);
+            }
         }
-        if let Some(password) = patch.password {
-            validate_password(password.expose())?;
-            let creds = UserCredentials {
-                password_hash: hash_secret(password.expose())?,
-            };
-            user.credentials = serde_json::to_string(&creds).unwrap_or_default();
+        Err(DirectoryError::Conflict(
+            "The object changed while it was being updated; try again.".into(),
+        ))
+    }
+
+    /// The principals holding directory role `role` (one principal, or all
+    /// users, groups and service principals, at most `MAX_LISTED` of each).
+    pub async fn directory_role_holders(
+        &self,
+        role: &str,
+        principal: Option<&str>,
+    ) -> DirResult<Vec<PrincipalRecord>> {
+        let holds = |p: &PrincipalRecord| {
+            PrincipalAttrs::of(p)
+                .directory_roles
+                .iter()
+                .any(|r| r == role)
+        };
+        if let Some(id) = principal {
+            return Ok(match self.principal(id).await {
+                Ok(p) if holds(&p) => vec![p],
+                Ok(_) | Err(DirectoryError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            });
         }
-        self.store.update_principal(&user).await?;
-        Ok(user)
+        let mut out = Vec::new();
+        for kind in [PrincipalKind::User, PrincipalKind::ServicePrincipal] {
+            let mut cursor: Option<String> = None;
+            let mut seen = 0usize;
+            loop {
+                let page = self
+                    .store
+                    .list_principals(&self.tenant_id, kind.as_str(), cursor.as_deref(), 500)
+                    .await?;
+                seen += page.items.len();
+                out.extend(page.items.into_iter().filter(|p| holds(p)));
+                match page.next {
+                    Some(n) if seen < MAX_LISTED => cursor = Some(n),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Grants (`grant`) or revokes directory role `role` for a principal;
+    /// false if it already was so. Only a directory administrator may (and
+    /// one removed meanwhile has a grant undone); the last enabled holder
+    /// keeps it. A compare-and-set on the principal's attributes JSON, other
+    /// keys kept as they are, so a concurrent change is never lost and a
+    /// removal never undone by a stale write.
+    pub async fn set_directory_role(
+        &self,
+        caller: &Principal,
+        principal_id: &str,
+        role: &str,
+        grant: bool,
+    ) -> DirResult<bool> {
+        self.require_admin(caller).await?;
+        let target = self.principal(principal_id).await?;
+        if !matches!(target.kind.as_str(), "user" | "servicePrincipal") {
+            return Err(DirectoryError::BadRequest(
+                "Directory roles go to users and service principals.".into(),
+            ));
+        }
+        if !grant {
+            let others = self
+                .directory_role_holders(role, None)
+                .await?
+                .into_iter()
+                .filter(|p| p.enabled && p.object_id != target.object_id)
+                .count();
+            if others == 0 {
+                return Err(DirectoryError::BadRequest(
+                    "The directory's last enabled administrator keeps the role.".into(),
+                ));
+            }
+        }
+        let mut changed = false;
+        self.modify_principal(&target.object_id, |p| {
+            changed = edit_roles(p, role, grant)?;
+            Ok(changed)
+        })
+        .await?;
+        // A caller whose own role went meanwhile does not keep its grant.
+        if grant && changed && self.require_admin(caller).await.is_err() {
+            let _ = self
+                .modify_principal(&target.object_id, |p| edit_roles(p, role, false))
+                .await;
+            return Err(DirectoryError::Forbidden);
+        }
+        Ok(changed)
     }
 
     /// Deletes a principal of `kind` (and its memberships).
@@ -750,11 +912,15 @@ impl Directory {
         enabled: bool,
     ) -> DirResult<()> {
         self.require_admin(caller).await?;
-        let mut sp = self
+        let sp = self
             .principal_of_kind(id, PrincipalKind::ServicePrincipal)
             .await?;
-        sp.enabled = enabled;
-        self.store.update_principal(&sp).await?;
+        self.modify_principal(&sp.object_id, |p| {
+            let changed = p.enabled != enabled;
+            p.enabled = enabled;
+            Ok(changed)
+        })
+        .await?;
         Ok(())
     }
 

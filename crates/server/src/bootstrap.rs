@@ -265,6 +265,7 @@ async fn upgrade_bootstrap_principal(
     let app_id = sp.app_id.clone().ok_or(BootstrapError::Inconsistent(
         "bootstrap principal has no appId",
     ))?;
+    let old = sp.clone();
     if store
         .application_by_app_id(&app_id)
         .await
@@ -297,7 +298,17 @@ async fn upgrade_bootstrap_principal(
             .get_or_insert_with(|| "Application".into());
         sp.attrs = serde_json::to_string(&attrs).unwrap_or_default();
     }
-    store.update_principal(sp).await.map_err(Error::from)?;
+    // Written only when something changed, and only over what was read: a
+    // node starting while an administrator changes the principal never
+    // puts back its stale copy (a lost race is read again at next start).
+    if *sp != old
+        && !store
+            .update_principal_if(sp, &old)
+            .await
+            .map_err(Error::from)?
+    {
+        tracing::warn!("the bootstrap principal changed while this node started; its upgrade waits for the next start");
+    }
     Ok(())
 }
 

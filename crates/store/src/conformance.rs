@@ -1131,15 +1131,35 @@ async fn principals_round_trip_and_stay_unique(s: &dyn Storage) {
         Err(StoreError::Duplicate(_))
     ));
 
+    let before = alice.clone();
     alice.enabled = false;
     alice.display_name = "Alice".into();
     alice.credentials = r#"{"h":"x"}"#.into();
-    assert!(s.update_principal(&alice).await.unwrap());
+    assert!(s.update_principal_if(&alice, &before).await.unwrap());
     assert_eq!(
         s.get_principal(&alice.object_id).await.unwrap(),
         Some(alice.clone())
     );
-    assert!(!s.update_principal(&principal("user", None)).await.unwrap());
+    let absent = principal("user", None);
+    assert!(!s.update_principal_if(&absent, &absent).await.unwrap());
+
+    // Compare-and-set: only over what is stored (a service principal's null
+    // UPN compares equal to null); a stale copy writes nothing.
+    let mut granted = alice.clone();
+    granted.attrs = r#"{"directoryRoles":["Global Administrator"]}"#.into();
+    assert!(s.update_principal_if(&granted, &alice).await.unwrap());
+    let mut stale = alice.clone();
+    stale.display_name = "Stale".into();
+    assert!(!s.update_principal_if(&stale, &alice).await.unwrap());
+    assert_eq!(
+        s.get_principal(&alice.object_id).await.unwrap(),
+        Some(granted.clone())
+    );
+    let mut sp_renamed = sp.clone();
+    sp_renamed.display_name = "renamed".into();
+    assert!(s.update_principal_if(&sp_renamed, &sp).await.unwrap());
+    assert!(!s.update_principal_if(&sp_renamed, &sp).await.unwrap());
+    alice = granted;
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -1371,11 +1391,13 @@ async fn authorization_writes_move_the_generation_themselves(s: &dyn Storage) {
         .await
         .unwrap();
     moves(s, "removing a group member", &mut g).await;
+    let before = user.clone();
     user.display_name = "renamed".into();
-    s.update_principal(&user).await.unwrap();
+    assert!(s.update_principal_if(&user, &before).await.unwrap());
     assert_eq!(generation(s).await, g, "a rename moved the generation");
+    let before = user.clone();
     user.enabled = false;
-    s.update_principal(&user).await.unwrap();
+    assert!(s.update_principal_if(&user, &before).await.unwrap());
     moves(s, "disabling a principal", &mut g).await;
     s.delete_principal(&user.object_id).await.unwrap();
     moves(s, "deleting a principal", &mut g).await;

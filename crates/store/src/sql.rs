@@ -137,7 +137,8 @@ pub const PG_PUT_SETTING: &str = "WITH i AS (INSERT INTO settings (key, value) V
 pub const PRINCIPAL_COLS: &str = "p.object_id, p.tenant_id, p.kind, p.app_id, p.upn, p.display_name, p.enabled, p.credentials, p.attrs, p.created";
 pub const INSERT_PRINCIPAL: &str = "INSERT INTO principals (object_id, tenant_id, kind, app_id, upn, display_name, enabled, credentials, attrs, created) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub const UPDATE_PRINCIPAL: &str = "UPDATE principals SET app_id = $2, upn = $3, display_name = $4, enabled = $5, credentials = $6, attrs = $7 WHERE object_id = $1";
+pub const UPDATE_PRINCIPAL_IF: &str = "UPDATE principals SET app_id = $2, upn = $3, display_name = $4, enabled = $5, credentials = $6, attrs = $7 \
+     WHERE object_id = $1 AND upn IS NOT DISTINCT FROM $8 AND display_name = $9 AND enabled = $10 AND credentials = $11 AND attrs = $12";
 pub const DELETE_PRINCIPAL: &str = "DELETE FROM principals WHERE object_id = $1";
 pub const DELETE_MEMBERSHIPS: &str =
     "DELETE FROM group_members WHERE group_id = $1 OR member_id = $1";

@@ -142,11 +142,15 @@ impl DirectoryStore for PostgresStore {
         Ok(sql::by_id_page(rows, limit, |p| p.object_id.clone()))
     }
 
-    async fn update_principal(&self, p: &PrincipalRecord) -> StoreResult<bool> {
+    async fn update_principal_if(
+        &self,
+        p: &PrincipalRecord,
+        old: &PrincipalRecord,
+    ) -> StoreResult<bool> {
         let _authz = self.settings.authz_write();
         let n = self
             .exec(
-                sql::UPDATE_PRINCIPAL,
+                sql::UPDATE_PRINCIPAL_IF,
                 &[
                     &p.object_id,
                     &p.app_id,
@@ -155,6 +159,11 @@ impl DirectoryStore for PostgresStore {
                     &p.enabled,
                     &p.credentials,
                     &p.attrs,
+                    &old.upn,
+                    &old.display_name,
+                    &old.enabled,
+                    &old.credentials,
+                    &old.attrs,
                 ],
             )
             .await?;

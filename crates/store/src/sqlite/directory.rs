@@ -147,12 +147,16 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
-    async fn update_principal(&self, p: &PrincipalRecord) -> StoreResult<bool> {
-        let p = p.clone();
+    async fn update_principal_if(
+        &self,
+        p: &PrincipalRecord,
+        old: &PrincipalRecord,
+    ) -> StoreResult<bool> {
+        let (p, old) = (p.clone(), old.clone());
         self.run(move |c| {
             let n = c
                 .execute(
-                    &q(sql::UPDATE_PRINCIPAL),
+                    &q(sql::UPDATE_PRINCIPAL_IF),
                     params![
                         p.object_id,
                         p.app_id,
@@ -160,7 +164,12 @@ impl DirectoryStore for SqliteStore {
                         p.display_name,
                         p.enabled,
                         p.credentials,
-                        p.attrs
+                        p.attrs,
+                        old.upn,
+                        old.display_name,
+                        old.enabled,
+                        old.credentials,
+                        old.attrs
                     ],
                 )
                 .map_err(write_err)?;

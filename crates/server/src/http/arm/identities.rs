@@ -283,9 +283,106 @@ pub async fn delete_workload(
     Ok(super::resource::deleted(deleted))
 }
 
+/// The group's resources of `kind` that the caller may `read`.
+async fn readable_in_group(
+    st: &AppState,
+    ctx: &super::common::Ctx,
+    (sub, rg): (String, String),
+    kind: &str,
+    read: &str,
+) -> Result<Vec<String>, ArmFailure> {
+    // Validates the subscription and group as a single resource's path does.
+    let at = resource_name(st, sub, rg, "x".into())?;
+    let prefix = at.id(kind);
+    let prefix = prefix
+        .strip_suffix("/x")
+        .unwrap_or(&prefix)
+        .to_ascii_lowercase();
+    let all = st
+        .store
+        .list_resources(kind, &st.subscription_id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    let mut out = Vec::new();
+    for r in all {
+        let id = r.id.to_ascii_lowercase();
+        let in_group = id
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.starts_with('/') && !rest[1..].contains('/'));
+        if in_group
+            && st
+                .authz
+                .require_action(&ctx.caller, &r.id, read)
+                .await
+                .is_ok()
+        {
+            out.push(r.id);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET {group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities`:
+/// those the caller may read.
+pub async fn list_identities(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg)): Path<(String, String)>,
+) -> ArmResult {
+    let read = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
+    let ids = readable_in_group(
+        &st,
+        &ctx,
+        (sub, rg),
+        keyhaven_identity::managed::UAMI_TYPE,
+        read,
+    )
+    .await?;
+    let mut value = Vec::new();
+    for id in ids {
+        if let Ok((r, p)) = st.directory.user_assigned(&id).await {
+            value.push(identity_out(&st, &r, &p));
+        }
+    }
+    reply(false, &serde_json::json!({ "value": value }))
+}
+
+/// `GET {group}/providers/Keyhaven.Compute/workloads`: those the caller may
+/// read.
+pub async fn list_workloads(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path((sub, rg)): Path<(String, String)>,
+) -> ArmResult {
+    let read = "Keyhaven.Compute/workloads/read";
+    let ids = readable_in_group(
+        &st,
+        &ctx,
+        (sub, rg),
+        keyhaven_identity::managed::WORKLOAD_TYPE,
+        read,
+    )
+    .await?;
+    let mut value = Vec::new();
+    for id in ids {
+        if let Ok((r, p)) = st.directory.workload(&id).await {
+            value.push(workload_out(&st, &r, &p).await);
+        }
+    }
+    reply(false, &serde_json::json!({ "value": value }))
+}
+
 /// This kind's routes, merged into the plane's router.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route(
+            &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities"),
+            routing::get(list_identities),
+        )
+        .route(
+            &format!("{RG}/Keyhaven.Compute/workloads"),
+            routing::get(list_workloads),
+        )
         .route(
             &format!("{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/{{name}}"),
             routing::put(put_identity)

@@ -145,6 +145,30 @@ async fn list_assignments(
     let at_scope = q
         .get("$filter")
         .is_some_and(|f| f.eq_ignore_ascii_case("atScope()"));
+    // `assignedTo('{id}')`: the principal's own assignments and its
+    // groups' (transitively), as the portal's "Check access" shows them.
+    let assigned_to = match q.get("$filter").and_then(|f| {
+        let f = f.trim();
+        let head = f.get(..12)?;
+        head.eq_ignore_ascii_case("assignedTo('")
+            .then(|| f.get(12..)?.strip_suffix("')"))
+            .flatten()
+    }) {
+        Some(id) => {
+            let id = id.to_ascii_lowercase();
+            let mut ids = st.directory.transitive_groups(&id).await.map_err(|e| {
+                tracing::warn!(error = %e, "group memberships could not be read");
+                ArmFailure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The directory could not be read; try again.",
+                )
+            })?;
+            ids.push(id);
+            Some(ids)
+        }
+        None => None,
+    };
     let all = st.authz.role_assignments(&scope).await.map_err(fail)?;
     let reads_here = st
         .authz
@@ -156,6 +180,9 @@ async fn list_assignments(
         principal
             .as_deref()
             .is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p))
+            && assigned_to
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|p| a.principal_id.eq_ignore_ascii_case(p)))
             && (!at_scope || keyhaven_identity::rbac::scope_covers(&a.scope, &scope))
     }) {
         let inherited = keyhaven_identity::rbac::scope_covers(&a.scope, &scope);

@@ -404,6 +404,8 @@ fn session_info(state: &AppState, req: &Request) -> Response {
             "csrf": s.csrf,
             "tenantId": state.tokens.tenant_id(),
             "vaultSuffix": state.endpoints.vault_host_suffix(),
+            // Graph's base, for the `@odata.id` of a member reference.
+            "graphUrl": state.endpoints.graph_url(),
             // The address the vault firewalls see for this browser.
             // IPv4 only: a vault's IP rules are IPv4 (an IPv4-mapped address
             // is shown as the IPv4 address it is).

@@ -152,6 +152,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1.0/me", get(principals::me))
         .route("/v1.0/directoryObjects/getByIds", post(get_by_ids))
         .route(
+            "/v1.0/roleManagement/directory/roleAssignments",
+            get(principals::list_role_assignments).post(principals::create_role_assignment),
+        )
+        .route(
+            "/v1.0/roleManagement/directory/roleAssignments/{id}",
+            axum::routing::delete(principals::delete_role_assignment),
+        )
+        .route(
             "/v1.0/users",
             get(principals::list_users).post(principals::create_user),
         )

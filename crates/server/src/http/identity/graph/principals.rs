@@ -7,7 +7,10 @@ use axum::extract::{Path, Request, State};
 use axum::Extension;
 use keyhaven_core::directory::PrincipalRecord;
 use keyhaven_core::{PrincipalKind, Sensitive};
-use keyhaven_identity::directory::{NewGroup, NewUser, PrincipalAttrs, UserPatch};
+use keyhaven_identity::directory::{
+    NewGroup, NewUser, PrincipalAttrs, UserPatch, GLOBAL_ADMINISTRATOR,
+    GLOBAL_ADMINISTRATOR_TEMPLATE,
+};
 use keyhaven_wire::graph::{
     self as g, Collection, CreateGroup, CreateServicePrincipal, CreateUser, Reference, UpdateUser,
 };
@@ -365,6 +368,120 @@ pub(super) async fn update_service_principal(
             .set_service_principal_enabled(&ctx.caller, &id, enabled)
             .await
             .map_err(|e| ctx.fail(e))?;
+    }
+    Ok(no_content())
+}
+
+// ---------------- directory roles ----------------
+// `roleManagement/directory/roleAssignments`, Microsoft Graph's way to make
+// a principal a directory administrator (Global Administrator, the one
+// directory role Keyhaven has), at directory scope `/`.
+
+fn role_assignment_out(principal_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("{GLOBAL_ADMINISTRATOR_TEMPLATE}_{principal_id}"),
+        "principalId": principal_id,
+        "roleDefinitionId": GLOBAL_ADMINISTRATOR_TEMPLATE,
+        "directoryScopeId": "/",
+    })
+}
+
+/// The assignment id's principal (`{roleDefinitionId}_{principalId}`).
+fn assignment_principal(id: &str) -> Option<&str> {
+    let (role, principal) = id.split_once('_')?;
+    role.eq_ignore_ascii_case(GLOBAL_ADMINISTRATOR_TEMPLATE)
+        .then_some(principal)
+}
+
+/// `GET /roleManagement/directory/roleAssignments[?$filter=principalId eq '…']`.
+pub(super) async fn list_role_assignments(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+) -> GraphResult {
+    let principal = match ctx.query.get("$filter") {
+        None => None,
+        Some(f) => Some(
+            f.trim()
+                .strip_prefix("principalId eq '")
+                .and_then(|r| r.strip_suffix('\''))
+                .ok_or_else(|| ctx.bad("Only $filter=principalId eq '{id}' is supported."))?
+                .to_owned(),
+        ),
+    };
+    // One principal's is anyone's to read; the whole list (a scan of the
+    // directory) is for directory administrators.
+    if principal.is_none() {
+        st.directory
+            .require_admin(&ctx.caller)
+            .await
+            .map_err(|e| ctx.fail(e))?;
+    }
+    let holders = st
+        .directory
+        .directory_role_holders(GLOBAL_ADMINISTRATOR, principal.as_deref())
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    let context = ctx.context("roleManagement/directory/roleAssignments");
+    ok(&serde_json::json!({
+        "@odata.context": context.get("@odata.context"),
+        "value": holders.iter().map(|p| role_assignment_out(&p.object_id)).collect::<Vec<_>>(),
+    }))
+}
+
+/// `POST /roleManagement/directory/roleAssignments` `{principalId,
+/// roleDefinitionId, directoryScopeId: "/"}`: directory administrators only.
+pub(super) async fn create_role_assignment(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    req: Request,
+) -> GraphResult {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct NewAssignment {
+        principal_id: String,
+        role_definition_id: String,
+        #[serde(default)]
+        directory_scope_id: Option<String>,
+    }
+    let a: NewAssignment = body(&ctx, req).await?;
+    if !a
+        .role_definition_id
+        .eq_ignore_ascii_case(GLOBAL_ADMINISTRATOR_TEMPLATE)
+    {
+        return Err(ctx.bad(&format!(
+            "Unknown or unsupported roleDefinitionId; Keyhaven's one directory role is Global Administrator ({GLOBAL_ADMINISTRATOR_TEMPLATE})."
+        )));
+    }
+    if a.directory_scope_id.as_deref().is_some_and(|s| s != "/") {
+        return Err(ctx.bad("directoryScopeId must be '/'."));
+    }
+    let changed = st
+        .directory
+        .set_directory_role(&ctx.caller, &a.principal_id, GLOBAL_ADMINISTRATOR, true)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    if !changed {
+        return Err(ctx.bad("A conflicting object with one or more of the specified property values is present in the directory."));
+    }
+    created(&role_assignment_out(&a.principal_id))
+}
+
+/// `DELETE /roleManagement/directory/roleAssignments/{id}`.
+pub(super) async fn delete_role_assignment(
+    State(st): State<AppState>,
+    Extension(ctx): C,
+    Path(id): Path<String>,
+) -> GraphResult {
+    let Some(principal) = assignment_principal(&id) else {
+        return Err(ctx.fail(keyhaven_identity::directory::DirectoryError::NotFound(id)));
+    };
+    let changed = st
+        .directory
+        .set_directory_role(&ctx.caller, principal, GLOBAL_ADMINISTRATOR, false)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    if !changed {
+        return Err(ctx.fail(keyhaven_identity::directory::DirectoryError::NotFound(id)));
     }
     Ok(no_content())
 }

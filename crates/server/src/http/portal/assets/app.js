@@ -75,6 +75,7 @@ async function route() {
       return await vaultPage(p[2], p[3], p[4], p[5] || "overview");
     }
     if (p[0] === "ui" && p[1] === "create-vault") return await createVault();
+    if (p[0] === "ui" && p[1] === "directory") return await directoryPage(p[2] || "users", p[3]);
     return await home();
   } catch (e) { show(errorBox(e)); }
 }
@@ -117,7 +118,8 @@ async function home() {
   draw();
   const deleted = el("div");
   show(el("h1", { text: "Key vaults" }),
-    el("div", { class: "bar" }, filter, link("/ui/create-vault", "Create a vault", { class: "button-link", "data-test": "create-vault" })),
+    el("div", { class: "bar" }, filter, link("/ui/create-vault", "Create a vault", { class: "button-link", "data-test": "create-vault" }),
+      link("/ui/directory/users", "Directory", { class: "button-link", "data-test": "directory" })),
     el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Resource group", "Location", "SKU", "Subscription"].map((h) => el("th", { text: h })))), body),
     rows.length ? null : el("p", { class: "muted", text: "No vaults you can see." }),
     deleted);
@@ -513,6 +515,7 @@ async function accessBlade(content, sub, rg, name) {
   const scope = `/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}`;
   const status = el("div");
   const body = el("tbody");
+  const policiesBox = el("div");
   // Definitions as seen from the vault (what its Owner may read).
   const defs = (await api("GET", armId(`${scope}/providers/Microsoft.Authorization/roleDefinitions?${AUTHZ_API}`))).value || [];
   const roleName = (id) => { const d = defs.find((x) => x.id.toLowerCase() === String(id).toLowerCase() || id.toLowerCase().endsWith("/" + x.name.toLowerCase())); return d ? d.properties.roleName : id; };
@@ -548,9 +551,37 @@ async function accessBlade(content, sub, rg, name) {
   const describe = () => { const d = defs.find((x) => x.id === role.value); about.textContent = d ? d.properties.description || "" : ""; };
   role.addEventListener("change", describe);
   describe();
-  const who = el("input", { placeholder: "Search users, groups, applications, managed identities", "data-test": "principal-search" });
-  const picks = el("select", { "data-test": "principal-select", size: 5 });
-  // The directory is read once per visit (one request per object kind).
+  const picker = principalPicker(status);
+  const { who, picks } = picker;
+  const add = el("button", { type: "button", text: "Add role assignment", "data-test": "add-assignment", on: { click: async () => {
+    status.replaceChildren();
+    if (!picks.value) { status.replaceChildren(errorBox({ code: "NoPrincipal", message: "Choose who gets the role." })); return; }
+    const [principalType, principalId] = picks.value.split("|");
+    try {
+      await api("PUT", armId(`${scope}/providers/Microsoft.Authorization/roleAssignments/${crypto.randomUUID()}?${AUTHZ_API}`),
+        { properties: { roleDefinitionId: role.value, principalId, principalType } });
+      await draw();
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  } } });
+  content.replaceChildren(
+    el("table", {}, el("thead", {}, el("tr", {}, ["Role", "Principal", "Type", "Scope", ""].map((h) => el("th", { text: h })))), body),
+    el("h2", { text: "Add a role assignment" }),
+    el("div", { class: "form" }, el("label", { text: "Role" }), role, el("span"), about,
+      el("label", { text: "Assign to" }), who, el("span"), picks, el("span"), add),
+    status,
+    el("h2", { text: "Check access" }), checkAccess(scope, roleName),
+    policiesBox);
+  await draw();
+  await picker.search();
+  await accessPolicies(policiesBox, scope);
+}
+
+// A search over the directory's users, groups and service principals
+// (managed identities included), read once per use through Graph.
+function principalPicker(status, test) {
+  const t = test || "principal";
+  const who = el("input", { placeholder: "Search users, groups, applications, managed identities", "data-test": `${t}-search` });
+  const picks = el("select", { "data-test": `${t}-select`, size: 5 });
   let directoryP = null;
   const loadDirectory = () => directoryP || (directoryP = (async () => {
     const out = [];
@@ -578,24 +609,90 @@ async function accessBlade(content, sub, rg, name) {
     if (chosen) picks.value = chosen;
   };
   who.addEventListener("input", () => search().catch((err) => status.replaceChildren(errorBox(err))));
-  const add = el("button", { type: "button", text: "Add role assignment", "data-test": "add-assignment", on: { click: async () => {
+  return { who, picks, search, chosen: () => (picks.value ? picks.value.split("|") : null), label: () => (picks.selectedOptions[0] ? picks.selectedOptions[0].text : "") };
+}
+
+// "Check access": one principal's role assignments that reach this scope,
+// its own and its groups' (ARM's assignedTo filter).
+function checkAccess(scope, roleName) {
+  const status = el("div");
+  const picker = principalPicker(status, "check");
+  const out = el("div");
+  const go = el("button", { type: "button", class: "plain", text: "Check access", "data-test": "check-access", on: { click: async () => {
     status.replaceChildren();
-    if (!picks.value) { status.replaceChildren(errorBox({ code: "NoPrincipal", message: "Choose who gets the role." })); return; }
-    const [principalType, principalId] = picks.value.split("|");
+    const c = picker.chosen();
+    if (!c) { status.replaceChildren(errorBox({ code: "NoPrincipal", message: "Choose whose access to check." })); return; }
     try {
-      await api("PUT", armId(`${scope}/providers/Microsoft.Authorization/roleAssignments/${crypto.randomUUID()}?${AUTHZ_API}`),
-        { properties: { roleDefinitionId: role.value, principalId, principalType } });
-      await draw();
+      const list = (await api("GET", armId(`${scope}/providers/Microsoft.Authorization/roleAssignments?${AUTHZ_API}&$filter=${encodeURIComponent(`assignedTo('${c[1]}')`)}`))).value || [];
+      const reach = list.filter((a) => { const at = a.properties.scope.toLowerCase(), mine = scope.toLowerCase(); return at === mine || mine.startsWith(at + "/"); });
+      out.replaceChildren(el("p", { text: `${picker.label()}: ${reach.length} role assignment(s) at this scope.`, "data-test": "check-summary" }),
+        el("table", {}, el("tbody", {}, reach.map((a) => el("tr", { "data-test": "check-row" }, el("td", { text: roleName(a.properties.roleDefinitionId) }),
+          el("td", { text: a.properties.principalId.toLowerCase() === c[1].toLowerCase() ? "Direct" : `Through group ${a.properties.principalId}` }),
+          el("td", { text: a.properties.scope }))))));
     } catch (err) { status.replaceChildren(errorBox(err)); }
   } } });
-  content.replaceChildren(
-    el("table", {}, el("thead", {}, el("tr", {}, ["Role", "Principal", "Type", "Scope", ""].map((h) => el("th", { text: h })))), body),
-    el("h2", { text: "Add a role assignment" }),
-    el("div", { class: "form" }, el("label", { text: "Role" }), role, el("span"), about,
-      el("label", { text: "Assign to" }), who, el("span"), picks, el("span"), add),
-    status);
-  await draw();
-  await search();
+  // The picker reads the directory on first use.
+  picker.who.addEventListener("focus", () => picker.search().catch(() => {}), { once: true });
+  return el("div", { class: "form" }, el("label", { text: "Principal" }), picker.who, el("span"), picker.picks, el("span"), go, el("span"), el("div", {}, status, out));
+}
+
+// An access-policy vault's policies: who has which key, secret and
+// certificate permissions; add, edit or remove one (ARM's accessPolicies
+// add/replace/remove). Inactive under RBAC, as on Azure.
+const ALL_PERMISSIONS = {
+  keys: ["get", "list", "update", "create", "import", "delete", "recover", "backup", "restore", "decrypt", "encrypt", "unwrapKey", "wrapKey", "verify", "sign", "purge", "release", "rotate", "getrotationpolicy", "setrotationpolicy"],
+  secrets: ["get", "list", "set", "delete", "recover", "backup", "restore", "purge"],
+  certificates: ["get", "list", "update", "create", "import", "delete", "recover", "backup", "restore", "managecontacts", "manageissuers", "getissuers", "listissuers", "setissuers", "deleteissuers", "purge"],
+};
+async function accessPolicies(box, scope) {
+  const v = await api("GET", armId(`${scope}?${ARM_API}`));
+  const p = v.properties || {};
+  if (p.enableRbacAuthorization) {
+    box.replaceChildren(el("h2", { text: "Access policies" }), el("p", { class: "muted", text: "This vault uses Azure role-based access control: its access policies are inactive." }));
+    return;
+  }
+  const status = el("div");
+  const policies = p.accessPolicies || [];
+  let names = {};
+  try {
+    const found = await api("POST", "/api/graph/v1.0/directoryObjects/getByIds", { ids: policies.map((x) => x.objectId) });
+    for (const o of found.value || []) names[o.id] = o.displayName + (o.userPrincipalName ? ` (${o.userPrincipalName})` : "");
+  } catch (_) { names = {}; }
+  const again = () => accessPolicies(box, scope);
+  const boxes = {};
+  const grid = el("div", { class: "perms" }, Object.entries(ALL_PERMISSIONS).map(([kind, perms]) => el("fieldset", {}, el("legend", { text: kind }),
+    perms.map((x) => { const c = el("input", { type: "checkbox", value: x, "data-test": `perm-${kind}-${x}` }); (boxes[kind] = boxes[kind] || []).push(c); return el("label", { class: "check" }, c, " " + x); }))));
+  const picker = principalPicker(status, "policy");
+  let editing = null;
+  const chosenPerms = () => Object.fromEntries(Object.entries(boxes).map(([k, cs]) => [k, cs.filter((c) => c.checked).map((c) => c.value)]));
+  const save = el("button", { type: "button", text: "Save access policy", "data-test": "policy-add", on: { click: async () => {
+    status.replaceChildren();
+    const objectId = editing || (picker.chosen() || [])[1];
+    if (!objectId) { status.replaceChildren(errorBox({ code: "NoPrincipal", message: "Choose who the policy is for." })); return; }
+    try {
+      await api("PUT", armId(`${scope}/accessPolicies/${editing ? "replace" : "add"}?${ARM_API}`),
+        { properties: { accessPolicies: [{ tenantId: session.tenantId, objectId, permissions: chosenPerms() }] } });
+      await again();
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  } } });
+  const edit = (pol) => {
+    editing = pol.objectId;
+    for (const [k, cs] of Object.entries(boxes)) for (const c of cs) c.checked = ((pol.permissions || {})[k] || []).map((x) => x.toLowerCase()).includes(c.value.toLowerCase());
+    save.textContent = `Save access policy for ${names[pol.objectId] || pol.objectId}`;
+  };
+  box.replaceChildren(el("h2", { text: "Access policies" }), status,
+    el("table", {}, el("thead", {}, el("tr", {}, ["Principal", "Keys", "Secrets", "Certificates", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, policies.map((pol) => el("tr", { "data-test": "policy-row" }, el("td", { text: names[pol.objectId] || pol.objectId }),
+        ["keys", "secrets", "certificates"].map((k) => el("td", { text: ((pol.permissions || {})[k] || []).join(", ") || "none" })),
+        el("td", {}, actButton(status, "Edit", "policy-edit", async () => edit(pol)), " ",
+          actButton(status, "Remove", "policy-remove", async () => {
+            await api("PUT", armId(`${scope}/accessPolicies/remove?${ARM_API}`), { properties: { accessPolicies: [{ tenantId: pol.tenantId, objectId: pol.objectId, permissions: pol.permissions }] } });
+            await again();
+          })))))),
+    el("h2", { text: "Add an access policy" }),
+    el("div", { class: "form" }, el("label", { text: "Principal" }), picker.who, el("span"), picker.picks),
+    grid, el("div", { class: "bar" }, save));
+  await picker.search();
 }
 
 // ---- networking ------------------------------------------------------------
@@ -857,6 +954,284 @@ async function eventSubscriptionsPanel(box, vault) {
         await again();
       })))))) : el("p", { class: "muted", text: "No event subscriptions." }),
     el("details", {}, el("summary", { text: "Add an event subscription", "data-test": "es-open" }), form));
+}
+
+// ---- directory ----------------------------------------------------------------
+// Users, groups, applications (Graph) and managed identities and workloads
+// (ARM): what a directory administrator manages. Graph and ARM decide
+// what this user may do; a refusal shows as their error.
+const GRAPH = "/api/graph/v1.0";
+function graphNext(page) { const u = page["@odata.nextLink"] ? new URL(page["@odata.nextLink"]) : null; return u ? "/api/graph" + u.pathname + u.search : null; }
+// A password for a new user or a reset: 20 random characters of four kinds.
+function newPassword() {
+  const sets = ["ABCDEFGHJKLMNPQRSTUVWXYZ", "abcdefghijkmnopqrstuvwxyz", "23456789", "!#%+-=?@"];
+  const r = crypto.getRandomValues(new Uint32Array(20));
+  return Array.from(r, (x, i) => { const set = sets[i % 4]; return set[x % set.length]; }).join("");
+}
+function oneTimeValue(label, value, test) {
+  return el("div", { class: "panel", "data-test": test }, el("p", { text: `${label} — shown once, copy it now:` }),
+    el("code", { class: "value", text: value, "data-test": `${test}-value` }), " ",
+    el("button", { type: "button", class: "plain", text: "Copy", on: { click: () => navigator.clipboard.writeText(value) } }));
+}
+
+async function directoryPage(section, id) {
+  crumbs(link("/", "Home"), el("span", { text: "Directory" }));
+  const tabs = el("div", { class: "tabs" }, [["users", "Users"], ["groups", "Groups"], ["applications", "Applications"], ["identities", "Managed identities"]].map(([b, t]) =>
+    link(`/ui/directory/${b}`, t, { class: b === section ? "on" : "", "data-test": "dir-tab-" + b })));
+  const content = el("div", {}, el("p", { class: "muted", text: "Loading…" }));
+  show(el("h1", { text: "Directory" }), tabs, content);
+  try {
+    if (section === "groups") await groupsSection(content, id);
+    else if (section === "applications") await applicationsSection(content, id);
+    else if (section === "identities") await identitiesSection(content);
+    else await usersSection(content);
+  } catch (e) { content.replaceChildren(errorBox(e)); }
+}
+
+async function usersSection(content) {
+  const status = el("div");
+  const body = el("tbody");
+  const filter = el("input", { type: "search", placeholder: "Filter loaded users", "data-test": "user-filter" });
+  const more = el("button", { type: "button", class: "plain", text: "Load more" });
+  let users = [], next = `${GRAPH}/users?$top=100`;
+  // Who is a directory administrator (Graph's directory role assignments).
+  const GA = "62e90394-69f5-4237-9190-012177145e10";
+  // (Only a directory administrator may list them; others see no role column actions.)
+  let admins = new Set(), rolesKnown = true;
+  try { admins = new Set(((await api("GET", `${GRAPH}/roleManagement/directory/roleAssignments`)).value || []).map((a) => a.principalId)); } catch (_) { rolesKnown = false; }
+  const draw = () => {
+    const q = filter.value.toLowerCase();
+    body.replaceChildren(...users.filter((u) => !q || (u.displayName || "").toLowerCase().includes(q) || (u.userPrincipalName || "").toLowerCase().includes(q)).map((u) =>
+      el("tr", { "data-test": "user-row" }, el("td", { text: u.displayName }), el("td", { text: u.userPrincipalName }),
+        el("td", { text: u.accountEnabled === false ? "Disabled" : "Enabled" }),
+        el("td", { text: admins.has(u.id) ? "Global Administrator" : "" }),
+        el("td", {}, !rolesKnown ? null : actButton(status, admins.has(u.id) ? "Remove admin role" : "Make Global Administrator", admins.has(u.id) ? "revoke-admin" : "grant-admin", async () => {
+          if (admins.has(u.id)) {
+            if (!window.confirm(`${u.userPrincipalName} stops being a Global Administrator.`)) return;
+            await api("DELETE", `${GRAPH}/roleManagement/directory/roleAssignments/${GA}_${u.id}`);
+            admins.delete(u.id);
+          } else {
+            await api("POST", `${GRAPH}/roleManagement/directory/roleAssignments`, { principalId: u.id, roleDefinitionId: GA, directoryScopeId: "/" });
+            admins.add(u.id);
+          }
+          draw();
+        }), rolesKnown ? " " : null, actButton(status, "Reset password", "reset-password", async () => {
+          const pw = newPassword();
+          await api("PATCH", `${GRAPH}/users/${u.id}`, { passwordProfile: { password: pw, forceChangePasswordNextSignIn: false } });
+          status.replaceChildren(oneTimeValue(`New password of ${u.userPrincipalName}`, pw, "new-password"));
+        }), " ", actButton(status, u.accountEnabled === false ? "Enable" : "Disable", u.accountEnabled === false ? "enable-user" : "disable-user", async () => {
+          await api("PATCH", `${GRAPH}/users/${u.id}`, { accountEnabled: u.accountEnabled === false });
+          u.accountEnabled = u.accountEnabled === false;
+          draw();
+        }), " ", actButton(status, "Delete", "delete-user", async () => {
+          if (!window.confirm(`Delete ${u.userPrincipalName}?`)) return;
+          await api("DELETE", `${GRAPH}/users/${u.id}`);
+          users = users.filter((x) => x.id !== u.id);
+          draw();
+        })))));
+    more.hidden = !next;
+  };
+  const load = async () => {
+    if (!next) return;
+    const page = await api("GET", next);
+    users.push(...(page.value || []));
+    next = graphNext(page);
+    draw();
+  };
+  more.addEventListener("click", () => load().catch((e) => status.replaceChildren(errorBox(e))));
+  filter.addEventListener("input", draw);
+  const domain = (session.upn || "@keyhaven.local").split("@")[1];
+  const name = el("input", { required: true, "data-test": "new-user-name" });
+  const upn = el("input", { required: true, placeholder: `alex@${domain}`, "data-test": "new-user-upn" });
+  const form = el("form", { class: "form", "data-test": "new-user" }, el("label", { text: "Display name" }), name,
+    el("label", { text: "User principal name" }), upn, el("span"), el("button", { type: "submit", text: "Create user", "data-test": "new-user-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      const pw = newPassword();
+      const u = await api("POST", `${GRAPH}/users`, { accountEnabled: true, displayName: name.value, mailNickname: upn.value.split("@")[0],
+        userPrincipalName: upn.value, passwordProfile: { password: pw, forceChangePasswordNextSignIn: false } });
+      users.unshift(u);
+      form.reset();
+      draw();
+      status.replaceChildren(oneTimeValue(`Password of ${u.userPrincipalName}`, pw, "new-password"));
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  content.replaceChildren(el("div", { class: "bar" }, filter), status,
+    el("table", {}, el("thead", {}, el("tr", {}, ["Name", "User principal name", "Status", "Directory role", ""].map((h) => el("th", { text: h })))), body),
+    el("div", { class: "bar" }, more), el("h2", { text: "Create a user" }), form);
+  await load();
+}
+
+async function groupsSection(content, id) {
+  const status = el("div");
+  const page = await api("GET", `${GRAPH}/groups?$top=999`);
+  const groups = page.value || [];
+  const detail = el("div");
+  const name = el("input", { required: true, "data-test": "new-group-name" });
+  const form = el("form", { class: "bar", "data-test": "new-group" }, name, el("button", { type: "submit", text: "Create group", "data-test": "new-group-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      const g = await api("POST", `${GRAPH}/groups`, { displayName: name.value, mailEnabled: false, securityEnabled: true,
+        mailNickname: name.value.replace(/[^A-Za-z0-9]/g, "").slice(0, 60) || "group" });
+      go(`/ui/directory/groups/${g.id}`);
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  content.replaceChildren(status, el("table", {}, el("thead", {}, el("tr", {}, ["Group", "Object id"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, groups.map((g) => el("tr", { "data-test": "group-row" }, el("td", {}, link(`/ui/directory/groups/${g.id}`, g.displayName, { "data-test": "group-link" })), el("td", { text: g.id }))))),
+    el("h2", { text: "Create a group" }), form, detail);
+  if (id) await groupDetail(detail, id);
+}
+
+async function groupDetail(box, id) {
+  const status = el("div");
+  const g = await api("GET", `${GRAPH}/groups/${encodeURIComponent(id)}`);
+  const members = (await api("GET", `${GRAPH}/groups/${encodeURIComponent(id)}/members?$top=999`)).value || [];
+  const again = () => groupDetail(box, id);
+  const picker = principalPicker(status, "member");
+  const add = actButton(status, "Add member", "add-member", async () => {
+    const c = picker.chosen();
+    if (!c) throw new ApiError(400, "NoPrincipal", "Choose who to add.");
+    await api("POST", `${GRAPH}/groups/${encodeURIComponent(id)}/members/$ref`, { "@odata.id": `${session.graphUrl || "https://graph.invalid"}/v1.0/directoryObjects/${c[1]}` });
+    await again();
+  });
+  box.replaceChildren(el("div", { class: "panel", "data-test": "group-detail" }, el("h2", { text: g.displayName }), status,
+    el("table", {}, el("tbody", {}, members.map((m) => el("tr", { "data-test": "member-row" }, el("td", { text: m.displayName || m.id }),
+      el("td", { text: m.userPrincipalName || (m["@odata.type"] || "").replace("#microsoft.graph.", "") }),
+      el("td", {}, actButton(status, "Remove", "remove-member", async () => {
+        await api("DELETE", `${GRAPH}/groups/${encodeURIComponent(id)}/members/${encodeURIComponent(m.id)}/$ref`);
+        await again();
+      })))))),
+    members.length ? null : el("p", { class: "muted", text: "No members." }),
+    el("div", { class: "form" }, el("label", { text: "Add" }), picker.who, el("span"), picker.picks, el("span"), add),
+    el("div", { class: "bar" }, actButton(status, "Delete group", "delete-group", async () => {
+      if (!window.confirm(`Delete ${g.displayName}?`)) return;
+      await api("DELETE", `${GRAPH}/groups/${encodeURIComponent(id)}`);
+      go("/ui/directory/groups");
+    }))));
+  await picker.search();
+}
+
+async function applicationsSection(content, id) {
+  const status = el("div");
+  const apps = (await api("GET", `${GRAPH}/applications?$top=999`)).value || [];
+  const detail = el("div");
+  const name = el("input", { required: true, "data-test": "new-app-name" });
+  const form = el("form", { class: "bar", "data-test": "new-app" }, name, el("button", { type: "submit", text: "Register application", "data-test": "new-app-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      const a = await api("POST", `${GRAPH}/applications`, { displayName: name.value });
+      // Its service principal, so it can sign in and hold roles.
+      await api("POST", `${GRAPH}/servicePrincipals`, { appId: a.appId });
+      go(`/ui/directory/applications/${a.id}`);
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  content.replaceChildren(status, el("table", {}, el("thead", {}, el("tr", {}, ["Application", "Application (client) id"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, apps.map((a) => el("tr", { "data-test": "app-row" }, el("td", {}, link(`/ui/directory/applications/${a.id}`, a.displayName, { "data-test": "app-link" })), el("td", { text: a.appId }))))),
+    el("h2", { text: "Register an application" }), form, detail);
+  if (id) await applicationDetail(detail, id);
+}
+
+async function applicationDetail(box, id, notice) {
+  const status = el("div", {}, notice || null);
+  const base = `${GRAPH}/applications/${encodeURIComponent(id)}`;
+  const a = await api("GET", base);
+  let fics = [];
+  try { fics = (await api("GET", `${base}/federatedIdentityCredentials`)).value || []; } catch (_) { fics = []; }
+  const again = () => applicationDetail(box, id);
+  const secretName = el("input", { placeholder: "Description", "data-test": "new-app-secret-name" });
+  const addSecret = actButton(status, "New client secret", "new-app-secret", async () => {
+    const r = await api("POST", `${base}/addPassword`, { passwordCredential: { displayName: secretName.value || "portal" } });
+    await applicationDetail(box, id, oneTimeValue(`Client secret ${r.displayName || ""} (hint ${r.hint})`, r.secretText, "app-secret"));
+  });
+  const ficName = el("input", { placeholder: "name", "data-test": "fic-name" });
+  const ficIssuer = el("input", { placeholder: "https://token.actions.githubusercontent.com", "data-test": "fic-issuer" });
+  const ficSubject = el("input", { placeholder: "repo:org/repo:ref:refs/heads/main", "data-test": "fic-subject" });
+  const addFic = actButton(status, "Add federated credential", "fic-add", async () => {
+    await api("POST", `${base}/federatedIdentityCredentials`, { name: ficName.value, issuer: ficIssuer.value, subject: ficSubject.value, audiences: ["api://AzureADTokenExchange"] });
+    await again();
+  });
+  box.replaceChildren(el("div", { class: "panel", "data-test": "app-detail" }, el("h2", { text: a.displayName }),
+    el("dl", { class: "props" }, [["Application (client) id", a.appId], ["Object id", a.id]].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v, "data-test": "app-" + k.split(" ")[0].toLowerCase() })])),
+    status,
+    el("h2", { text: "Client secrets" }),
+    el("table", {}, el("tbody", {}, (a.passwordCredentials || []).map((c) => el("tr", { "data-test": "app-secret-row" }, el("td", { text: c.displayName || "" }),
+      el("td", { text: (c.hint || "") + "…" }), el("td", { text: c.endDateTime || "" }),
+      el("td", {}, actButton(status, "Delete", "remove-app-secret", async () => { await api("POST", `${base}/removePassword`, { keyId: c.keyId }); await again(); })))))),
+    el("div", { class: "bar" }, secretName, addSecret),
+    el("h2", { text: "Certificates" }),
+    (a.keyCredentials || []).length ? el("ul", {}, a.keyCredentials.map((k) => el("li", { text: `${k.displayName || k.keyId} (${k.type}, until ${k.endDateTime || "?"})` })))
+      : el("p", { class: "muted", text: "No certificates (upload one with az ad app credential reset --cert)." }),
+    el("h2", { text: "Federated credentials" }),
+    el("table", {}, el("tbody", {}, fics.map((f) => el("tr", { "data-test": "fic-row" }, el("td", { text: f.name }), el("td", { text: f.issuer }), el("td", { text: f.subject }),
+      el("td", {}, actButton(status, "Delete", "fic-delete", async () => { await api("DELETE", `${base}/federatedIdentityCredentials/${encodeURIComponent(f.id)}`); await again(); })))))),
+    el("div", { class: "bar" }, ficName, ficIssuer, ficSubject, addFic),
+    el("div", { class: "bar" }, actButton(status, "Delete application", "delete-app", async () => {
+      if (!window.confirm(`Delete ${a.displayName} and its service principal?`)) return;
+      await api("DELETE", base);
+      go("/ui/directory/applications");
+    }))));
+}
+
+// User-assigned managed identities and workloads of one resource group.
+async function identitiesSection(content) {
+  const status = el("div");
+  const subs = (await api("GET", "/api/arm/subscriptions?api-version=2022-12-01")).value || [];
+  const sub = (subs[0] || {}).subscriptionId;
+  if (!sub) { content.replaceChildren(el("p", { class: "muted", text: "No subscription you can see." })); return; }
+  let groups = [];
+  try { groups = (await api("GET", `/api/arm/subscriptions/${sub}/resourcegroups?api-version=2022-09-01`)).value || []; } catch (e) { status.replaceChildren(errorBox(e)); }
+  const rg = el("select", { "data-test": "mi-group" }, groups.map((g) => el("option", { value: g.name, text: g.name })));
+  const list = el("div");
+  const draw = async () => {
+    status.replaceChildren();
+    const g = `/subscriptions/${sub}/resourceGroups/${encodeURIComponent(rg.value)}/providers`;
+    const ids = (await api("GET", armId(`${g}/Microsoft.ManagedIdentity/userAssignedIdentities?api-version=2023-01-31`))).value || [];
+    const wls = (await api("GET", armId(`${g}/Keyhaven.Compute/workloads?api-version=2026-01-01`))).value || [];
+    const iname = el("input", { required: true, pattern: "[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}", placeholder: "identity name", "data-test": "new-mi-name" });
+    const iform = el("form", { class: "bar", "data-test": "new-mi" }, iname, el("button", { type: "submit", text: "Create identity", "data-test": "new-mi-submit" }));
+    iform.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try { await api("PUT", armId(`${g}/Microsoft.ManagedIdentity/userAssignedIdentities/${encodeURIComponent(iname.value)}?api-version=2023-01-31`), { location: "local" }); await draw(); }
+      catch (e) { status.replaceChildren(errorBox(e)); }
+    });
+    const wname = el("input", { required: true, placeholder: "workload name", "data-test": "new-wl-name" });
+    const waddr = el("input", { required: true, placeholder: "source addresses: 10.0.0.4, 10.0.0.5", "data-test": "new-wl-addresses" });
+    const wsys = el("input", { type: "checkbox", "data-test": "new-wl-system" });
+    const wuser = el("select", { multiple: true, "data-test": "new-wl-identities" }, ids.map((i) => el("option", { value: i.id, text: i.name })));
+    const wform = el("form", { class: "form", "data-test": "new-wl" }, el("label", { text: "Name" }), wname, el("label", { text: "Source addresses" }), waddr,
+      el("label", { text: "System-assigned identity" }), wsys, el("label", { text: "User-assigned identities" }), wuser,
+      el("span"), el("button", { type: "submit", text: "Create workload", "data-test": "new-wl-submit" }));
+    wform.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const users = Array.from(wuser.selectedOptions, (o) => o.value);
+      const kinds = [wsys.checked ? "SystemAssigned" : null, users.length ? "UserAssigned" : null].filter(Boolean);
+      const body = { location: "local", properties: { addresses: waddr.value.split(",").map((x) => x.trim()).filter(Boolean) } };
+      if (kinds.length) body.identity = { type: kinds.join(", "), userAssignedIdentities: Object.fromEntries(users.map((u) => [u, {}])) };
+      try { await api("PUT", armId(`${g}/Keyhaven.Compute/workloads/${encodeURIComponent(wname.value)}?api-version=2026-01-01`), body); await draw(); }
+      catch (e) { status.replaceChildren(errorBox(e)); }
+    });
+    list.replaceChildren(
+      el("h2", { text: "User-assigned managed identities" }),
+      el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Client id", "Principal (object) id", ""].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ids.map((i) => el("tr", { "data-test": "mi-row" }, el("td", { text: i.name }), el("td", { text: i.properties.clientId }), el("td", { text: i.properties.principalId }),
+          el("td", {}, actButton(status, "Delete", "mi-delete", async () => { await api("DELETE", armId(`${i.id}?api-version=2023-01-31`)); await draw(); })))))),
+      iform,
+      el("h2", { text: "Workloads" }),
+      el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Source addresses", "Identities", ""].map((h) => el("th", { text: h })))),
+        el("tbody", {}, wls.map((w) => el("tr", { "data-test": "wl-row" }, el("td", { text: w.name }), el("td", { text: (w.properties.addresses || []).join(", ") }),
+          el("td", { text: w.identity ? [w.identity.principalId ? "system: " + w.identity.principalId : null, ...Object.keys(w.identity.userAssignedIdentities || {}).map((x) => x.split("/").pop())].filter(Boolean).join(", ") : "none" }),
+          el("td", {}, actButton(status, "Delete", "wl-delete", async () => { await api("DELETE", armId(`${w.id}?api-version=2026-01-01`)); await draw(); })))))),
+      el("details", {}, el("summary", { text: "Create a workload", "data-test": "new-wl-open" }), wform));
+  };
+  rg.addEventListener("change", () => draw().catch((e) => status.replaceChildren(errorBox(e))));
+  content.replaceChildren(el("div", { class: "bar" }, el("span", { class: "muted", text: "Resource group:" }), rg), status, list);
+  if (groups.length) await draw();
 }
 
 // ---- a paged list of one object kind ----------------------------------------
