@@ -173,7 +173,7 @@ def test_sign_in_create_reveal_and_read_back_with_the_sdk(server, credential, br
     # A secret the SDK wrote, with markup in its content type, shows as text.
     markup = '<img src=x onerror="document.title=\'pwned\'">'
     from_sdk = unique("FromSdk")
-    sdk.set_secret(from_sdk, "written-by-the-sdk", content_type=markup)
+    sdk.set_secret(from_sdk, "written-by-the-sdk", content_type=markup, tags={"owner": markup})
     name, value = unique("DbPassword"), "s3cr3t <b>not bold</b> & ünïcode"
     browser.find("[data-test=new-secret-name]")[0].send_keys(name)
     browser.find("[data-test=new-secret-value]")[0].send_keys(value)
@@ -195,8 +195,10 @@ def test_sign_in_create_reveal_and_read_back_with_the_sdk(server, credential, br
     assert not browser.find("img"), "markup from the server never becomes markup"
     assert browser.driver.title != "pwned"
     browser.find("[data-test=secret-link]")[0].click()
+    assert browser.wait("[data-test=version-tags]").text == f"owner={markup}", "a tag is text too"
     browser.wait("[data-test=show-value]").click()
     assert browser.wait("[data-test=secret-value]").text == "written-by-the-sdk"
+    assert not browser.find("img") and browser.driver.title != "pwned"
     browser.shot("sdk-secret")
     # Sign-out ends the session: its cookie no longer opens the API.
     cookie = browser.session_cookie()
@@ -755,6 +757,15 @@ def test_certificates_csr_merge_pfx_import_contacts_and_policy(server, credentia
     browser.wait("[data-test=policy-saved]")
     assert sdk.get_certificate_policy("imported").validity_in_months == 7
 
+    # A subject holding markup shows as text.
+    from azure.keyvault.certificates import CertificatePolicy
+    sdk.begin_create_certificate("markup", CertificatePolicy(issuer_name="Self", subject="CN=<img src=x onerror=alert(1)>"),
+                                 _polling_interval=0.2).result()
+    browser.driver.refresh()
+    browser.wait("[data-test=certificates-row]", "markup")
+    next(a for a in browser.find("[data-test=certificates-link]") if a.text == "markup").click()
+    assert "<img src=x onerror=alert(1)>" in browser.wait("[data-test=cert-subject]").text
+    assert not browser.find("img"), "a certificate subject never becomes markup"
     browser.find("[data-test=show-authorities]")[0].click()
     browser.wait("[data-test=new-contact-email]").send_keys("pki-team@example.test")
     browser.find("[data-test=new-contact-submit]")[0].click()
@@ -1020,3 +1031,50 @@ def test_directory_blade_users_groups_applications_and_managed_identities(server
     for path in (f"Keyhaven.Compute/workloads/wl-{nick}", f"Microsoft.ManagedIdentity/userAssignedIdentities/{mi}"):
         arm(server, "DELETE", f"{group_path}/{path}", management_token(server), api_version=ARM_KEYHAVEN_API_VERSION)
     graph(server, "DELETE", f"/users/{new_user['id']}", admin)
+
+
+def test_networking_subnet_rule_private_endpoint_and_recently_used(server, browser):
+    """On the Networking blade a virtual-network rule added by subnet id and
+    saved is the vault's (ARM), a private endpoint created there in a subnet
+    shows as an approved connection (and in ARM) and is deleted again; Home
+    then lists the vault under Recently used."""
+    from khcompat import arm, management_token
+    vault, _ = fresh_vault(server, browser, "networking", roles=("Contributor",), group_roles=("Contributor",))
+    group = f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+    vnet = unique("vnet")[:24]
+    r = arm(server, "PUT", f"{group}/providers/Microsoft.Network/virtualNetworks/{vnet}", management_token(server), {
+        "location": "local", "properties": {"addressSpace": {"addressPrefixes": ["198.51.100.0/24"]}, "subnets": [
+            {"name": "app", "properties": {"addressPrefix": "198.51.100.0/25",
+                                           "serviceEndpoints": [{"service": "Microsoft.KeyVault"}]}},
+            {"name": "endpoints", "properties": {"addressPrefix": "198.51.100.128/25"}}]}},
+        api_version="2023-09-01")
+    assert r.status_code in (200, 201), r.text
+    subnet_app = f"{group}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/app"
+    subnet_pe = f"{group}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/endpoints"
+    browser.wait("[data-test=vnet-input]").send_keys(subnet_app)
+    browser.find("[data-test=vnet-add]")[0].click()
+    browser.wait("[data-test=vnet-rule]", subnet_app)
+    browser.find("[data-test=network-save]")[0].click()
+    browser.wait("[data-test=network-saved]")
+    path = f"{group}/providers/Microsoft.KeyVault/vaults/{vault}"
+    acls = arm(server, "GET", path, management_token(server), api_version="2023-07-01").json()["properties"]["networkAcls"]
+    assert [x["id"].lower() for x in acls["virtualNetworkRules"]] == [subnet_app.lower()]
+
+    browser.find("[data-test=pe-open]")[0].click()
+    browser.wait("[data-test=pe-name]").send_keys("portal-pe")
+    browser.find("[data-test=pe-subnet]")[0].send_keys(subnet_pe)
+    browser.find("[data-test=pe-ip]")[0].send_keys("198.51.100.140")
+    browser.find("[data-test=pe-submit]")[0].click()
+    browser.wait("[data-test=pe-row]", "Approved")
+    browser.shot("private-endpoint")
+    conns = arm(server, "GET", path, management_token(server), api_version="2023-07-01").json()["properties"]["privateEndpointConnections"]
+    assert [c["properties"]["privateEndpoint"]["id"].split("/")[-1] for c in conns] == ["portal-pe"]
+    browser.find("[data-test=pe-delete]")[0].click()
+    browser.driver.switch_to.alert.accept()
+    browser.wait("#main", "No private endpoints.")
+    assert arm(server, "GET", path, management_token(server), api_version="2023-07-01").json()["properties"]["privateEndpointConnections"] == []
+    arm(server, "DELETE", f"{group}/providers/Microsoft.Network/virtualNetworks/{vnet}", management_token(server),
+        api_version="2023-09-01")
+
+    browser.driver.get(server.bootstrap["portal_url"] + "/")
+    browser.wait("[data-test=recent-vault]", vault)

@@ -117,7 +117,10 @@ async function home() {
   filter.addEventListener("input", draw);
   draw();
   const deleted = el("div");
-  show(el("h1", { text: "Key vaults" }),
+  const recent = recentVaults();
+  show(recent.length ? el("div", { class: "bar recent", "data-test": "recent" }, el("span", { class: "muted", text: "Recently used:" }),
+    recent.map((r) => link(r.path, r.name, { "data-test": "recent-vault" }))) : null,
+    el("h1", { text: "Key vaults" }),
     el("div", { class: "bar" }, filter, link("/ui/create-vault", "Create a vault", { class: "button-link", "data-test": "create-vault" }),
       link("/ui/directory/users", "Directory", { class: "button-link", "data-test": "directory" })),
     el("table", {}, el("thead", {}, el("tr", {}, ["Name", "Resource group", "Location", "SKU", "Subscription"].map((h) => el("th", { text: h })))), body),
@@ -236,9 +239,19 @@ async function createVault() {
 }
 
 // ---- a vault -----------------------------------------------------------
+// Recently used vaults: this browser's own list (names and addresses only,
+// in localStorage), shown on Home.
+// Kept per signed-in user and cleared at sign-out.
+const recentKey = () => "keyhaven.recent." + ((session && session.oid) || "");
+function recentVaults() { try { const r = JSON.parse(localStorage.getItem(recentKey()) || "[]"); return Array.isArray(r) ? r.filter((x) => x && typeof x.path === "string" && x.path.startsWith("/ui/vaults/")) : []; } catch (_) { return []; } }
+function rememberVault(name, path) {
+  try { localStorage.setItem(recentKey(), JSON.stringify([{ name, path }, ...recentVaults().filter((x) => x.path !== path)].slice(0, 8))); } catch (_) { /* storage off */ }
+}
+
 async function vaultPage(sub, rg, name, blade) {
   if (!/^[0-9a-fA-F-]{36}$/.test(sub)) throw new ApiError(404, "SubscriptionNotFound", "The subscription in this address is not valid.");
   const base = `/ui/vaults/${sub}/${encodeURIComponent(rg)}/${encodeURIComponent(name)}`;
+  rememberVault(name, `${base}/overview`);
   crumbs(link("/", "Home"), el("span", { text: rg }), el("span", { text: name }));
   const tabs = el("div", { class: "tabs" }, ["overview", "secrets", "keys", "certificates", "networking", "access", "monitoring"].map((b) =>
     link(`${base}/${b}`, b[0].toUpperCase() + b.slice(1), { class: b === blade ? "on" : "", "data-test": "tab-" + b })));
@@ -271,7 +284,35 @@ async function overview(content, sub, rg, name) {
     ["Location", v.location || ""],
     ["Resource id", v.id],
   ];
-  content.replaceChildren(el("dl", { class: "props" }, props.flatMap(([k, x]) => [el("dt", { text: k }), el("dd", {}, x)])));
+  // What ARM lets change after creation: pricing tier, permission model,
+  // purge protection (on only: it cannot be turned off), tags.
+  const status = el("div");
+  const sku = el("select", { "data-test": "ov-sku" }, el("option", { value: "standard", text: "Standard" }), el("option", { value: "premium", text: "Premium (HSM keys)" }));
+  sku.value = (p.sku && p.sku.name) || "standard";
+  const model = el("select", { "data-test": "ov-model" }, el("option", { value: "rbac", text: "Azure role-based access control" }), el("option", { value: "policies", text: "Vault access policy" }));
+  model.value = p.enableRbacAuthorization ? "rbac" : "policies";
+  const purge = el("input", { type: "checkbox", checked: !!p.enablePurgeProtection, disabled: !!p.enablePurgeProtection, "data-test": "ov-purge" });
+  const tags = el("textarea", { rows: 3, "data-test": "ov-tags" });
+  tags.value = Object.entries(v.tags || {}).map(([k, x]) => `${k}=${x}`).join("\n");
+  const form = el("form", { class: "form", "data-test": "ov-edit" }, el("label", { text: "Pricing tier" }), sku, el("label", { text: "Permission model" }), model,
+    el("label", { text: "Purge protection (cannot be turned off)" }), purge, el("label", { text: "Tags (name=value per line)" }), tags,
+    el("span"), el("button", { type: "submit", text: "Save", "data-test": "ov-save" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    const body = { tags: parseTags(tags.value), properties: { sku: { family: "A", name: sku.value }, enableRbacAuthorization: model.value === "rbac" } };
+    if (purge.checked && !p.enablePurgeProtection) {
+      if (!window.confirm("Purge protection cannot be turned off once on. Turn it on?")) return;
+      body.properties.enablePurgeProtection = true;
+    }
+    try {
+      await api("PATCH", armId(`/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}?${ARM_API}`), body);
+      await overview(content, sub, rg, name);
+      content.prepend(el("p", { class: "ok", text: "Saved.", "data-test": "ov-saved" }));
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  });
+  content.replaceChildren(el("dl", { class: "props" }, props.flatMap(([k, x]) => [el("dt", { text: k }), el("dd", {}, x)])),
+    el("h2", { text: "Properties" }), status, form);
 }
 
 // ---- secrets -------------------------------------------------------------
@@ -418,13 +459,14 @@ async function versionsTable(kind, vault, name, status, redraw) {
       await redraw();
     });
   };
-  return el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Status", "Created", "Activates", "Expires", ""].map((h) => el("th", { text: h })))),
+  return el("table", {}, el("thead", {}, el("tr", {}, ["Version", "Status", "Created", "Activates", "Expires", "Tags", ""].map((h) => el("th", { text: h })))),
     el("tbody", {}, versions.map((v) => el("tr", { "data-test": "version-row" },
       el("td", { text: (v.id || v.kid).split("/").pop() }),
       el("td", { text: v.attributes.enabled === false ? "Disabled" : "Enabled" }),
       el("td", { text: isoTime(v.attributes.created) }),
       el("td", { text: isoTime(v.attributes.nbf) }),
       el("td", { text: isoTime(v.attributes.exp) }),
+      el("td", { text: Object.entries(v.tags || {}).map(([k, x]) => `${k}=${x}`).join(", "), "data-test": "version-tags" }),
       el("td", {}, toggle(v))))));
 }
 
@@ -718,6 +760,12 @@ async function networkingBlade(content, sub, rg, name) {
   const ipInput = el("input", { placeholder: "203.0.113.7 or 203.0.113.0/24", "data-test": "ip-input" });
   const addIp = (ip) => { if (ip && !ips.includes(ip)) { ips.push(ip); drawIps(); } };
   const mine = session.clientIp || "";
+  let vnets = (acls.virtualNetworkRules || []).map((r) => r.id);
+  const vnetList = el("ul", { "data-test": "vnet-rules" });
+  const drawVnets = () => vnetList.replaceChildren(...vnets.map((id) => el("li", { "data-test": "vnet-rule" }, el("code", { text: id }), " ",
+    el("button", { type: "button", class: "plain", text: "Remove", on: { click: () => { vnets = vnets.filter((x) => x !== id); drawVnets(); } } }))));
+  drawVnets();
+  const vnetInput = el("input", { placeholder: "/subscriptions/…/virtualNetworks/vnet/subnets/app", class: "wide", "data-test": "vnet-input" });
   const bypass = el("input", { type: "checkbox", checked: acls.bypass !== "None", "data-test": "bypass" });
   const save = el("button", { type: "button", text: "Save", "data-test": "network-save" });
   save.addEventListener("click", async () => {
@@ -726,7 +774,7 @@ async function networkingBlade(content, sub, rg, name) {
     const body = { properties: {
       publicNetworkAccess: chosen === "disabled" ? "Disabled" : "Enabled",
       networkAcls: { defaultAction: chosen === "disabled" ? (acls.defaultAction || "Allow") : chosen === "all" ? "Allow" : "Deny", bypass: bypass.checked ? "AzureServices" : "None",
-        ipRules: ips.map((value) => ({ value })), virtualNetworkRules: acls.virtualNetworkRules || [] } } };
+        ipRules: ips.map((value) => ({ value })), virtualNetworkRules: vnets.map((id) => ({ id })) } } };
     try {
       await api("PATCH", path, body);
       status.replaceChildren(el("p", { class: "ok", text: "Saved.", "data-test": "network-saved" }));
@@ -738,11 +786,47 @@ async function networkingBlade(content, sub, rg, name) {
     el("div", { class: "bar" }, ipInput,
       el("button", { type: "button", class: "plain", text: "Add", on: { click: () => { addIp(ipInput.value.trim()); ipInput.value = ""; } } }),
       mine ? el("button", { type: "button", class: "plain", text: `Add my client IP (${mine})`, "data-test": "add-my-ip", on: { click: () => addIp(mine) } }) : null),
-    el("h2", { text: "Virtual networks" }),
-    el("ul", {}, (acls.virtualNetworkRules || []).map((r) => el("li", { text: r.id }))),
-    (acls.virtualNetworkRules || []).length ? null : el("p", { class: "muted", text: "No virtual-network rules." }),
+    el("h2", { text: "Virtual networks" }), vnetList,
+    el("div", { class: "bar" }, vnetInput, el("button", { type: "button", class: "plain", text: "Add subnet", "data-test": "vnet-add",
+      on: { click: () => { const id = vnetInput.value.trim(); if (id && !vnets.includes(id)) { vnets.push(id); drawVnets(); } vnetInput.value = ""; } } })),
     el("div", { class: "bar" }, el("label", {}, bypass, " Allow trusted Microsoft services to bypass this firewall")),
-    el("div", { class: "bar" }, save), status);
+    el("div", { class: "bar" }, save), status,
+    el("h2", { text: "Private endpoint connections" }), privateEndpoints(v, sub, rg));
+}
+
+// The vault's private endpoints (approved at once, as Keyhaven's are), one
+// added in a subnet at a given address, or removed.
+function privateEndpoints(v, sub, rg) {
+  const status = el("div");
+  const conns = (v.properties && v.properties.privateEndpointConnections) || [];
+  const NET = "api-version=2023-09-01";
+  const name = el("input", { required: true, placeholder: "endpoint name", pattern: "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,79}", "data-test": "pe-name" });
+  const subnet = el("input", { required: true, class: "wide", placeholder: "/subscriptions/…/virtualNetworks/vnet/subnets/endpoints", "data-test": "pe-subnet" });
+  const ip = el("input", { required: true, placeholder: "198.51.100.5", "data-test": "pe-ip" });
+  const form = el("form", { class: "form", "data-test": "new-pe" }, el("label", { text: "Name" }), name, el("label", { text: "Subnet" }), subnet,
+    el("label", { text: "Private IP address" }), ip, el("span"), el("button", { type: "submit", text: "Create private endpoint", "data-test": "pe-submit" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    try {
+      await api("PUT", armId(`/subscriptions/${encodeURIComponent(sub)}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.Network/privateEndpoints/${encodeURIComponent(name.value)}?${NET}`),
+        { location: v.location || "local", properties: { subnet: { id: subnet.value.trim() },
+          privateLinkServiceConnections: [{ name: v.name, properties: { privateLinkServiceId: v.id, groupIds: ["vault"] } }],
+          ipConfigurations: [{ name: "ipconfig", properties: { groupId: "vault", memberName: "default", privateIPAddress: ip.value.trim() } }] } });
+      go(location.pathname);
+    } catch (err) { status.replaceChildren(errorBox(err)); }
+  });
+  return el("div", {}, status,
+    conns.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Private endpoint", "State", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, conns.map((c) => el("tr", { "data-test": "pe-row" }, el("td", { text: c.properties.privateEndpoint.id }),
+        el("td", { text: c.properties.privateLinkServiceConnectionState.status }),
+        el("td", {}, actButton(status, "Delete endpoint", "pe-delete", async () => {
+          if (!window.confirm("Delete this private endpoint?")) return;
+          await api("DELETE", armId(`${c.properties.privateEndpoint.id}?${NET}`));
+          go(location.pathname);
+        }))))))
+      : el("p", { class: "muted", text: "No private endpoints." }),
+    el("details", {}, el("summary", { text: "Add a private endpoint", "data-test": "pe-open" }), form));
 }
 
 // ---- monitoring --------------------------------------------------------------
@@ -1708,6 +1792,7 @@ async function start() {
     document.getElementById("who").textContent = session.name || session.upn;
     document.getElementById("csrf").value = session.csrf;
     document.getElementById("signout").hidden = false;
+    document.getElementById("signout").addEventListener("submit", () => { try { localStorage.removeItem(recentKey()); } catch (_) { /* storage off */ } });
   }
   route();
 }
