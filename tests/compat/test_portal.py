@@ -1078,3 +1078,29 @@ def test_networking_subnet_rule_private_endpoint_and_recently_used(server, brows
 
     browser.driver.get(server.bootstrap["portal_url"] + "/")
     browser.wait("[data-test=recent-vault]", vault)
+
+
+def test_overview_saves_what_arm_lets_change(server, browser):
+    """The Overview's properties: pricing tier, permission model, purge
+    protection (on only, after a confirmation) and tags, saved with one ARM
+    PATCH and read back through ARM; then purge protection cannot be unticked.
+    (Switching the permission model needs roleAssignments/write: an Owner.)"""
+    from khcompat import arm, management_token
+    from selenium.webdriver.support.ui import Select
+    vault, _ = fresh_vault(server, browser, "overview", roles=("Owner",))
+    Select(browser.wait("[data-test=ov-sku]")).select_by_value("premium")
+    Select(browser.find("[data-test=ov-model]")[0]).select_by_value("policies")
+    tags = browser.find("[data-test=ov-tags]")[0]
+    tags.clear()
+    tags.send_keys("team=payments\nenv=prod")
+    browser.find("[data-test=ov-purge]")[0].click()
+    browser.find("[data-test=ov-save]")[0].click()
+    browser.driver.switch_to.alert.accept()
+    browser.wait("[data-test=ov-saved]")
+    path = (f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{vault}")
+    v = arm(server, "GET", path, management_token(server), api_version="2023-07-01").json()
+    assert v["tags"] == {"team": "payments", "env": "prod"}
+    p = v["properties"]
+    assert (p["sku"]["name"], p["enableRbacAuthorization"], p["enablePurgeProtection"]) == ("premium", False, True)
+    assert not browser.find("[data-test=ov-purge]")[0].is_enabled(), "purge protection cannot be turned off"

@@ -309,14 +309,15 @@ async fn readable_in_group(
         let in_group = id
             .strip_prefix(&prefix)
             .is_some_and(|rest| rest.starts_with('/') && !rest[1..].contains('/'));
-        if in_group
-            && st
-                .authz
-                .require_action(&ctx.caller, &r.id, read)
-                .await
-                .is_ok()
-        {
-            out.push(r.id);
+        if !in_group {
+            continue;
+        }
+        // Only a refusal hides an item; any other failure fails the list
+        // (never a silently partial answer).
+        match st.authz.require_action(&ctx.caller, &r.id, read).await {
+            Ok(()) => out.push(r.id),
+            Err(keyhaven_core::Error::Forbidden { .. }) => {}
+            Err(e) => return Err(domain_failure(e)),
         }
     }
     Ok(out)

@@ -300,7 +300,11 @@ async function overview(content, sub, rg, name) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     status.replaceChildren();
-    const body = { tags: parseTags(tags.value), properties: { sku: { family: "A", name: sku.value }, enableRbacAuthorization: model.value === "rbac" } };
+    // Only what changed: a permission-model switch needs more rights
+    // (roleAssignments/write) than the rest, as on Azure.
+    const body = { tags: parseTags(tags.value), properties: {} };
+    if (sku.value !== ((p.sku && p.sku.name) || "standard")) body.properties.sku = { family: "A", name: sku.value };
+    if ((model.value === "rbac") !== !!p.enableRbacAuthorization) body.properties.enableRbacAuthorization = model.value === "rbac";
     if (purge.checked && !p.enablePurgeProtection) {
       if (!window.confirm("Purge protection cannot be turned off once on. Turn it on?")) return;
       body.properties.enablePurgeProtection = true;
