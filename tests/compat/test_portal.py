@@ -1016,17 +1016,23 @@ def test_directory_blade_users_groups_applications_and_managed_identities(server
     browser.find("[data-test=new-mi-submit]")[0].click()
     browser.wait("[data-test=mi-row]", mi)
     browser.find("[data-test=new-wl-open]")[0].click()
+    # An address no workload of this shared server holds (an address
+    # identifies one workload only).
+    import random
+    group_path = f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}/providers"
+    from khcompat import ARM_KEYHAVEN_API_VERSION
+    held = {a for w in arm(server, "GET", f"{group_path}/Keyhaven.Compute/workloads", management_token(server),
+                           api_version=ARM_KEYHAVEN_API_VERSION).json()["value"] for a in w["properties"]["addresses"]}
+    address = random.choice([f"203.0.113.{i}" for i in range(10, 250) if f"203.0.113.{i}" not in held])
     browser.wait("[data-test=new-wl-name]").send_keys(f"wl-{nick}")
-    browser.find("[data-test=new-wl-addresses]")[0].send_keys("192.0.2.77")
+    browser.find("[data-test=new-wl-addresses]")[0].send_keys(address)
     Select(browser.find("[data-test=new-wl-identities]")[0]).select_by_visible_text(mi)
     browser.find("[data-test=new-wl-submit]")[0].click()
     browser.wait("[data-test=wl-row]", f"wl-{nick}")
     browser.shot("directory-identities")
-    group_path = f"/subscriptions/{server.subscription_id}/resourceGroups/{server.resource_group}/providers"
-    from khcompat import ARM_KEYHAVEN_API_VERSION
     wl = arm(server, "GET", f"{group_path}/Keyhaven.Compute/workloads/wl-{nick}", management_token(server),
              api_version=ARM_KEYHAVEN_API_VERSION).json()
-    assert wl["properties"]["addresses"] == ["192.0.2.77"]
+    assert wl["properties"]["addresses"] == [address]
     assert [k.split("/")[-1] for k in wl["identity"]["userAssignedIdentities"]] == [mi]
     for path in (f"Keyhaven.Compute/workloads/wl-{nick}", f"Microsoft.ManagedIdentity/userAssignedIdentities/{mi}"):
         arm(server, "DELETE", f"{group_path}/{path}", management_token(server), api_version=ARM_KEYHAVEN_API_VERSION)
