@@ -47,6 +47,24 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Adds `count` requests and their latency to a minute; a key the map has
+/// no room for folds into operation `other`.
+fn add_minute(
+    minutes: &mut BTreeMap<MinuteKey, (i64, i64)>,
+    key: MinuteKey,
+    count: i64,
+    latency_ms: i64,
+) {
+    let key = if minutes.len() >= MAX_SERIES && !minutes.contains_key(&key) {
+        (key.0, key.1, "other".into(), key.3)
+    } else {
+        key
+    };
+    let e = minutes.entry(key).or_default();
+    e.0 = e.0.saturating_add(count);
+    e.1 = e.1.saturating_add(latency_ms);
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -101,14 +119,7 @@ impl Metrics {
             operation.to_owned(),
             i64::from(status),
         );
-        let key = if m.minutes.len() >= MAX_SERIES && !m.minutes.contains_key(&key) {
-            (key.0, key.1, "other".into(), key.3)
-        } else {
-            key
-        };
-        let e = m.minutes.entry(key).or_default();
-        e.0 = e.0.saturating_add(1);
-        e.1 = e.1.saturating_add(ms);
+        add_minute(&mut m.minutes, key, 1, ms);
     }
 
     /// Takes the minutes counted since the last take, to add to the store.
@@ -138,15 +149,12 @@ impl Metrics {
             return;
         };
         for r in rows {
-            let key = (r.vault, r.minute, r.activity, r.status);
-            let key = if m.minutes.len() >= MAX_SERIES && !m.minutes.contains_key(&key) {
-                (key.0, key.1, "other".into(), key.3)
-            } else {
-                key
-            };
-            let e = m.minutes.entry(key).or_default();
-            e.0 = e.0.saturating_add(r.count);
-            e.1 = e.1.saturating_add(r.latency_ms);
+            add_minute(
+                &mut m.minutes,
+                (r.vault, r.minute, r.activity, r.status),
+                r.count,
+                r.latency_ms,
+            );
         }
     }
 

@@ -500,8 +500,6 @@ fn spawn_usage_sharing(state: AppState) {
 
 /// How often a node adds its counted minutes to the store.
 const METRIC_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
-/// Minutes kept: Azure Monitor keeps platform metrics 93 days.
-const METRIC_RETENTION_MINUTES: i64 = 93 * 24 * 60;
 
 /// Adds this node's per-minute request counts to the store every few
 /// seconds (the metrics API sums all nodes'); what a failed write held is
@@ -524,7 +522,8 @@ fn spawn_metric_flush(state: AppState) {
             }
             let hour = state.clock.now().div_euclid(3600);
             if hour != last_forget {
-                let horizon = state.clock.now().div_euclid(60) - METRIC_RETENTION_MINUTES;
+                let horizon =
+                    state.clock.now().div_euclid(60) - crate::http::arm::monitor::RETENTION_MINUTES;
                 match state.store.forget_metrics(horizon).await {
                     Ok(()) => last_forget = hour,
                     Err(e) => {
