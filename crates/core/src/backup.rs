@@ -18,6 +18,10 @@ use crate::service::VaultService;
 use crate::vault::VaultRecord;
 
 /// Associated data of a backup blob of `kind` (`keyhaven/v1/backup/secret`, …).
+/// What a managed HSM's backup blob begins with (then the 32-character
+/// security-domain identity).
+const POOL_BACKUP_MAGIC: &[u8] = b"khsd1";
+
 fn backup_aad(kind: ObjectKind) -> Vec<u8> {
     format!("keyhaven/v1/backup/{}", kind.as_str()).into_bytes()
 }
@@ -81,7 +85,55 @@ impl VaultService {
             doc.companions.insert(k.as_str().to_owned(), versions);
         }
         let plain = Sensitive::new(serde_json::to_vec(&doc).map_err(|_| Error::Integrity)?);
+        if vault.is_managed_hsm() {
+            return self.seal_pool_backup(vault, kind, plain.expose());
+        }
         self.barrier.seal_root(&backup_aad(kind), plain.expose())
+    }
+
+    /// A managed HSM's backup: sealed under its security-domain key, headed
+    /// by the domain's identity, so only a pool holding that domain (this
+    /// one, or one the domain was uploaded into) can restore it.
+    fn seal_pool_backup(
+        &self,
+        pool: &VaultRecord,
+        kind: ObjectKind,
+        plain: &[u8],
+    ) -> Result<Vec<u8>> {
+        let (domain, key) = self.pool_domain(pool)?;
+        let aad = [
+            backup_aad(kind),
+            b"/pool/".to_vec(),
+            domain.as_bytes().to_vec(),
+        ]
+        .concat();
+        let sealed = self.barrier.seal_with(key.expose(), &aad, plain)?;
+        Ok([POOL_BACKUP_MAGIC, domain.as_bytes(), &sealed].concat())
+    }
+
+    fn open_pool_backup(
+        &self,
+        pool: &VaultRecord,
+        kind: ObjectKind,
+        blob: &[u8],
+    ) -> Result<Sensitive<Vec<u8>>> {
+        let invalid = || {
+            Error::BadParameter(
+                "Backup blob contains invalid or corrupt data: a managed HSM restores backups taken from a managed HSM.".into(),
+            )
+        };
+        let rest = blob.strip_prefix(POOL_BACKUP_MAGIC).ok_or_else(invalid)?;
+        let (domain, sealed) = rest.split_at_checked(32).ok_or_else(invalid)?;
+        let (own, key) = self.pool_domain(pool)?;
+        if domain != own.as_bytes() {
+            return Err(Error::BadParameter(
+                "The backup was taken from a managed HSM with another security domain: only an HSM holding that security domain can restore it.".into(),
+            ));
+        }
+        let aad = [backup_aad(kind), b"/pool/".to_vec(), own.into_bytes()].concat();
+        self.barrier
+            .open_with(key.expose(), &aad, sealed)
+            .map_err(|_| invalid())
     }
 
     /// The versions of `kind` among `records` with their payloads opened
@@ -153,10 +205,13 @@ impl VaultService {
         auth.require(vault, op)?;
         let invalid =
             || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
-        let plain = self
-            .barrier
-            .open_root(&backup_aad(kind), blob)
-            .map_err(|_| invalid())?;
+        let plain = if vault.is_managed_hsm() {
+            self.open_pool_backup(vault, kind, blob)?
+        } else {
+            self.barrier
+                .open_root(&backup_aad(kind), blob)
+                .map_err(|_| invalid())?
+        };
         let doc: BackupDoc = serde_json::from_slice(plain.expose()).map_err(|_| invalid())?;
         if doc.format != backup_format(kind) || doc.versions.is_empty() {
             return Err(invalid());
@@ -251,6 +306,10 @@ impl VaultService {
                 .filter(|m| m.hsm);
             let payload = if value.expose().is_empty() {
                 Vec::new()
+            } else if hsm_meta.is_none() && vault.is_managed_hsm() {
+                return Err(Error::BadParameter(
+                    "A managed HSM restores HSM key backups only; this backup holds a software key or another object type.".into(),
+                ));
             } else if let Some(meta) = hsm_meta {
                 self.check_hardware(vault)?;
                 let reference = self.keys.import_hardware_backup(

@@ -14,6 +14,8 @@ pub enum ForbiddenReason {
     Rbac,
     /// Vault access policies (`ForbiddenByPolicy`).
     Policy,
+    /// A Managed HSM pool's local RBAC (`AccessDenied`).
+    LocalRbac,
 }
 
 /// Everything that can go wrong in a domain operation.

@@ -604,7 +604,9 @@ impl VaultService {
     ) -> Result<KeyBundle> {
         auth.require_on(vault, Operation::KeyCreate, name)?;
         self.refuse_managed(vault, KIND, name, "create").await?;
-        if input.spec.hsm {
+        // A managed HSM holds HSM keys only: `RSA` there is `RSA-HSM`.
+        if input.spec.hsm || vault.is_managed_hsm() {
+            input.spec.hsm = true;
             self.check_hardware(vault)?;
             input.spec.label = hardware_label(vault, name);
         }
@@ -913,9 +915,10 @@ impl VaultService {
         })
     }
 
-    /// Refuses `-HSM` keys unless the vault is premium and an HSM is attached.
+    /// Refuses `-HSM` keys unless the vault is premium (or a managed HSM)
+    /// and an HSM is attached.
     pub(crate) fn check_hardware(&self, vault: &VaultRecord) -> Result<()> {
-        if !vault.sku.eq_ignore_ascii_case("premium") {
+        if !vault.sku.eq_ignore_ascii_case("premium") && !vault.is_managed_hsm() {
             return Err(Error::HardwareNotAllowed);
         }
         if !self.keys.hardware() {
@@ -1079,6 +1082,7 @@ impl VaultService {
         auth.require_on(vault, Operation::KeyImport, name)?;
         self.refuse_managed(vault, KIND, name, "import").await?;
         let (tags, attributes, hsm) = rest;
+        let hsm = hsm || vault.is_managed_hsm();
         if hsm {
             self.check_hardware(vault)?;
         }

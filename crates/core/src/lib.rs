@@ -13,6 +13,7 @@ pub mod ids;
 pub mod integrity;
 pub mod issuer;
 pub mod key;
+pub mod managed_hsm;
 pub mod network;
 pub mod object;
 pub mod resource;

@@ -27,6 +27,11 @@ pub trait Barrier: Send + Sync {
     fn seal_root(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
     /// Opens what `seal_root` produced with the same `aad`.
     fn open_root(&self, aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
+    /// Seals `plaintext` under a caller's 256-bit key (a managed HSM's
+    /// security-domain key), bound to `aad`.
+    fn seal_with(&self, key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
+    /// Opens what `seal_with` produced with the same key and `aad`.
+    fn open_with(&self, key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>>;
     /// Drops any cached plaintext data key of a vault (after a purge).
     fn forget(&self, vault_id: &str);
     /// The current master key's id and fingerprint; `None` for a barrier

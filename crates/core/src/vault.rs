@@ -119,6 +119,101 @@ pub struct VaultProperties {
     /// Set while the vault is soft-deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<crate::vault_admin::VaultDeletion>,
+    /// Set for a Managed HSM pool (the other container type): what a vault
+    /// has not.
+    #[serde(
+        rename = "managedHsm",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub managed_hsm: Option<ManagedHsmState>,
+}
+
+/// The Managed HSM sku (Azure's only one).
+pub const MANAGED_HSM_SKU: &str = "Standard_B1";
+
+/// A Managed HSM pool's own state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManagedHsmState {
+    /// Object ids made Managed HSM Administrators at `/` when it was created.
+    #[serde(rename = "initialAdminObjectIds", default)]
+    pub initial_admin_object_ids: Vec<String>,
+    /// The security domain, once the pool is activated (downloaded) or
+    /// restored (uploaded); `None` before activation.
+    #[serde(
+        rename = "securityDomain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub security_domain: Option<SecurityDomainState>,
+    /// A security-domain operation (download or upload) and how it ended.
+    #[serde(
+        rename = "sdOperation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sd_operation: Option<SdOperation>,
+    /// Local role assignments (the initial administrators' among them).
+    #[serde(rename = "roleAssignments", default)]
+    pub role_assignments: Vec<crate::managed_hsm::LocalAssignment>,
+    /// Custom local role definitions.
+    #[serde(rename = "roleDefinitions", default)]
+    pub role_definitions: Vec<crate::managed_hsm::LocalRole>,
+    /// The exchange key `init-recovery` handed out, until an upload uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeKey>,
+    /// Pool settings (`KeyVaultSettingsClient`): name → value.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
+/// The security domain as the pool keeps it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecurityDomainState {
+    /// The domain's identity (a UUID), shared by every pool that holds it.
+    pub id: String,
+    /// The domain key (32 bytes), sealed under the master key with associated
+    /// data naming the pool; it protects everything a full backup holds.
+    #[serde(with = "b64")]
+    pub sealed_key: Vec<u8>,
+}
+
+/// The key a security domain upload is wrapped to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExchangeKey {
+    /// The private key (PKCS#8 DER), sealed like the domain key.
+    #[serde(with = "b64")]
+    pub sealed_private: Vec<u8>,
+    /// Its self-signed certificate (DER).
+    #[serde(with = "b64")]
+    pub cert: Vec<u8>,
+}
+
+/// The last security-domain operation of a pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SdOperation {
+    /// `download` or `upload`.
+    pub kind: String,
+    /// `Success`, `InProgress` or `Failed`.
+    pub status: String,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A vault as stored.
@@ -152,11 +247,36 @@ pub struct VaultRecord {
 }
 
 impl VaultRecord {
-    /// The vault's ARM id.
+    /// True for a Managed HSM pool, false for a vault.
+    pub fn is_managed_hsm(&self) -> bool {
+        self.properties.managed_hsm.is_some()
+    }
+
+    /// ARM's resource type: `Microsoft.KeyVault/vaults` or `…/managedHSMs`.
+    pub fn resource_type(&self) -> &'static str {
+        if self.is_managed_hsm() {
+            "Microsoft.KeyVault/managedHSMs"
+        } else {
+            "Microsoft.KeyVault/vaults"
+        }
+    }
+
+    /// True once a Managed HSM pool holds a security domain (vaults: always).
+    pub fn is_activated(&self) -> bool {
+        self.properties
+            .managed_hsm
+            .as_ref()
+            .is_none_or(|m| m.security_domain.is_some())
+    }
+
+    /// The vault's (or pool's) ARM id.
     pub fn resource_id(&self) -> String {
         format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
-            self.subscription_id, self.resource_group, self.name
+            "/subscriptions/{}/resourceGroups/{}/providers/{}/{}",
+            self.subscription_id,
+            self.resource_group,
+            self.resource_type(),
+            self.name
         )
     }
 

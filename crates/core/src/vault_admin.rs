@@ -148,6 +148,10 @@ pub struct VaultSpec {
     /// at the vault's scope without a condition. Not part of the body; the
     /// management plane sets it after its authorization check.
     pub may_change_permission_model: bool,
+    /// The request addresses a Managed HSM pool (`managedHSMs`), not a vault.
+    pub managed_hsm: bool,
+    /// A pool's `initialAdminObjectIds` (required to create one).
+    pub initial_admin_object_ids: Option<Vec<String>>,
 }
 
 /// Why a management request is refused, with ARM's error code.
@@ -292,6 +296,21 @@ impl VaultService {
                 return Err(bad("BadRequest", "createMode must be default or recover."));
             }
         }
+        if let Some(v) = &existing {
+            if v.is_managed_hsm() != spec.managed_hsm {
+                return Err(AdminError::Conflict(
+                    "ConflictError",
+                    format!(
+                        "The name '{name}' is already in use by a {} of this deployment.",
+                        if v.is_managed_hsm() {
+                            "managed HSM"
+                        } else {
+                            "vault"
+                        }
+                    ),
+                ));
+            }
+        }
         match &existing {
             Some(v) if v.properties.deleted.is_some() => {
                 if !recover {
@@ -360,6 +379,10 @@ impl VaultService {
                     properties: VaultProperties::default(),
                     rev: 0,
                 };
+                if spec.managed_hsm {
+                    v.sku = crate::vault::MANAGED_HSM_SKU.into();
+                    v.properties.managed_hsm = Some(crate::vault::ManagedHsmState::default());
+                }
                 self.apply(&mut v, tenant_id, spec, true)?;
                 match self.store.create_vault(&v).await {
                     Ok(()) => Ok(Some((v, true))),
@@ -381,7 +404,9 @@ impl VaultService {
         create: bool,
     ) -> AdminResult<()> {
         check_tenant(&spec, tenant_id, create)?;
-        if let Some(sku) = &spec.sku {
+        if v.is_managed_hsm() {
+            crate::managed_hsm::apply_pool_spec(v, &spec, create).map_err(AdminError::Core)?;
+        } else if let Some(sku) = &spec.sku {
             let sku = sku.to_ascii_lowercase();
             if sku != "standard" && sku != "premium" {
                 return Err(bad("BadRequest", "sku.name must be standard or premium."));
@@ -498,7 +523,7 @@ impl VaultService {
 
     /// Writes `v` if the vault is still at the row version it was read at;
     /// the written record (its row version moved), or `None` on a lost race.
-    async fn replace(&self, v: VaultRecord) -> AdminResult<Option<VaultRecord>> {
+    pub(crate) async fn replace(&self, v: VaultRecord) -> AdminResult<Option<VaultRecord>> {
         self.replace_reporting(v, None).await
     }
 
@@ -521,7 +546,7 @@ impl VaultService {
     }
 
     /// Reads the vault again (by name, the same vault id), for a retry.
-    async fn reread(&self, v: &VaultRecord) -> AdminResult<Option<VaultRecord>> {
+    pub(crate) async fn reread(&self, v: &VaultRecord) -> AdminResult<Option<VaultRecord>> {
         Ok(self
             .store
             .get_vault(&v.name)

@@ -199,6 +199,20 @@ impl Barrier for SoftwareBarrier {
         self.open_master(&root_aad(aad), sealed)
     }
 
+    fn seal_with(&self, key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        if key.len() != 32 {
+            return Err(Error::Integrity);
+        }
+        seal(key, aad, plaintext)
+    }
+
+    fn open_with(&self, key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Sensitive<Vec<u8>>> {
+        if key.len() != 32 {
+            return Err(Error::Integrity);
+        }
+        open(key, aad, sealed)
+    }
+
     fn forget(&self, vault_id: &str) {
         if let Ok(mut cache) = self.data_keys.write() {
             cache.remove(vault_id);

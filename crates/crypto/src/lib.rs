@@ -9,6 +9,7 @@ pub mod keys;
 pub mod master;
 pub mod pkcs11;
 mod rsa1_5;
+pub mod security_domain;
 pub mod x509;
 
 pub use barrier::SoftwareBarrier;

@@ -212,6 +212,46 @@ impl Evaluator {
             .await
     }
 
+    /// True if the caller (or one of its groups) holds data action `action`
+    /// at a local scope of the pool covering `scope` (`/`, `/keys`,
+    /// `/keys/{name}`). Only the pool's own assignments count: Azure RBAC on
+    /// ARM governs the resource, never its keys.
+    pub async fn pool_allows(
+        &self,
+        principal: &Principal,
+        pool: &keyhaven_core::vault::ManagedHsmState,
+        scope: &str,
+        action: &str,
+    ) -> Result<bool> {
+        let snap = self.snapshot().await?;
+        let groups = self.groups_of(&snap, &principal.object_id).await?;
+        let mut ids: Vec<&str> = vec![principal.object_id.as_str()];
+        ids.extend(groups.iter().map(String::as_str));
+        Ok(keyhaven_core::managed_hsm::allows(
+            pool, &ids, scope, action,
+        ))
+    }
+
+    /// Requires data action `action` at local `scope` of `pool` (the pool's
+    /// 403 `AccessDenied` otherwise).
+    pub async fn require_pool(
+        &self,
+        principal: &Principal,
+        pool: &VaultRecord,
+        scope: &str,
+        action: &str,
+    ) -> Result<()> {
+        let Some(state) = &pool.properties.managed_hsm else {
+            return Err(Error::BadParameter("Not a managed HSM.".into()));
+        };
+        if principal.tenant_id.eq_ignore_ascii_case(&pool.tenant_id)
+            && self.pool_allows(principal, state, scope, action).await?
+        {
+            return Ok(());
+        }
+        Err(keyhaven_core::managed_hsm::access_denied(action, scope))
+    }
+
     /// Every role definition (built-in and custom).
     pub async fn role_definitions(&self) -> Result<Vec<RoleDefinition>> {
         let snap = self.snapshot().await?;
@@ -296,6 +336,21 @@ impl Authorizer for Evaluator {
         operation: Operation,
         object: Option<&str>,
     ) -> Result<()> {
+        if let Some(pool) = &vault.properties.managed_hsm {
+            let scope = keyhaven_core::managed_hsm::pool_scope(object);
+            let Some(action) = keyhaven_core::managed_hsm::pool_action(operation) else {
+                return Err(Error::BadParameter(
+                    "A managed HSM holds keys only: secrets and certificates are kept in vaults."
+                        .into(),
+                ));
+            };
+            if principal.tenant_id.eq_ignore_ascii_case(&vault.tenant_id)
+                && self.pool_allows(principal, pool, &scope, action).await?
+            {
+                return Ok(());
+            }
+            return Err(keyhaven_core::managed_hsm::access_denied(action, &scope));
+        }
         if !principal.tenant_id.eq_ignore_ascii_case(&vault.tenant_id) {
             return Err(policy_denied(principal, vault, operation));
         }

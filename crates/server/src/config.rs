@@ -109,6 +109,37 @@ impl Endpoints {
         format!("https://{}", self.vault_host_suffix())
     }
 
+    /// `managedhsm.{domain}` — the parent of every Managed HSM pool's host.
+    pub fn hsm_parent(&self) -> String {
+        format!("managedhsm.{}", self.domain)
+    }
+
+    /// `managedhsm.{domain}[:port]`
+    pub fn hsm_host_suffix(&self) -> String {
+        format!("managedhsm.{}{}", self.domain, self.port_suffix)
+    }
+
+    /// `https://{pool}.managedhsm.{domain}[:port]`
+    pub fn hsm_url(&self, pool: &str) -> String {
+        format!("https://{pool}.{}", self.hsm_host_suffix())
+    }
+
+    /// A pool data plane's token audience and challenge resource:
+    /// `https://managedhsm.{domain}[:port]` (Azure's is
+    /// `https://managedhsm.azure.net`).
+    pub fn hsm_resource(&self) -> String {
+        format!("https://{}", self.hsm_host_suffix())
+    }
+
+    /// The data-plane URL of a vault or pool.
+    pub fn container_url(&self, v: &keyhaven_core::VaultRecord) -> String {
+        if v.is_managed_hsm() {
+            self.hsm_url(v.name.as_str())
+        } else {
+            self.vault_url(v.name.as_str())
+        }
+    }
+
     /// `https://login.{domain}[:port]`
     pub fn authority_host(&self) -> String {
         format!("https://login.{}{}", self.domain, self.port_suffix)

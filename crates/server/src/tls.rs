@@ -63,6 +63,7 @@ pub fn server_names(domain: &str, extra_vaults: &[&str]) -> Vec<String> {
         "localhost".to_owned(),
         domain.to_owned(),
         format!("*.vault.{domain}"),
+        format!("*.managedhsm.{domain}"),
         format!("login.{domain}"),
         format!("management.{domain}"),
         format!("graph.{domain}"),

@@ -423,8 +423,184 @@ impl From<PutVault> for keyhaven_core::vault_admin::VaultSpec {
             public_network_access: p.public_network_access,
             create_mode: p.create_mode,
             may_change_permission_model: false,
+            managed_hsm: false,
+            initial_admin_object_ids: None,
         }
     }
+}
+
+/// `PUT` / `PATCH` body of a managed HSM pool (`Microsoft.KeyVault/managedHSMs`).
+#[derive(Debug, Deserialize)]
+pub struct PutManagedHsm {
+    /// Location (PUT).
+    pub location: Option<String>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// SKU (`Standard_B1`), at the top level as ARM has it for pools.
+    pub sku: Option<SkuIn>,
+    /// Properties.
+    #[serde(default)]
+    pub properties: Option<ManagedHsmPropertiesIn>,
+}
+
+/// Pool properties as sent.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedHsmPropertiesIn {
+    tenant_id: Option<String>,
+    initial_admin_object_ids: Option<Vec<String>>,
+    enable_soft_delete: Option<bool>,
+    /// A number, or (Azure CLI 2.91) the number as a string.
+    soft_delete_retention_in_days: Option<serde_json::Value>,
+    enable_purge_protection: Option<bool>,
+    network_acls: Option<keyhaven_core::vault_admin::NetworkAcls>,
+    public_network_access: Option<String>,
+    create_mode: Option<String>,
+}
+
+impl PutManagedHsm {
+    /// The request as the domain's spec; a retention that is no integer is a 400.
+    pub fn into_spec(self) -> Result<keyhaven_core::vault_admin::VaultSpec, String> {
+        let p = self.properties.unwrap_or_default();
+        let retention = match p.soft_delete_retention_in_days {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(n)) => Some(
+                n.as_i64()
+                    .ok_or("softDeleteRetentionInDays must be an integer.")?,
+            ),
+            Some(serde_json::Value::String(s)) => Some(
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| "softDeleteRetentionInDays must be an integer.")?,
+            ),
+            Some(_) => return Err("softDeleteRetentionInDays must be an integer.".into()),
+        };
+        Ok(keyhaven_core::vault_admin::VaultSpec {
+            location: self.location,
+            tags: self.tags,
+            tenant_id: p.tenant_id,
+            sku: self.sku.and_then(|s| s.name),
+            enable_soft_delete: p.enable_soft_delete,
+            soft_delete_retention_in_days: retention,
+            enable_purge_protection: p.enable_purge_protection,
+            network_acls: p.network_acls,
+            public_network_access: p.public_network_access,
+            create_mode: p.create_mode,
+            managed_hsm: true,
+            initial_admin_object_ids: p.initial_admin_object_ids,
+            ..Default::default()
+        })
+    }
+}
+
+/// A managed HSM pool resource.
+#[derive(Debug, Serialize)]
+pub struct ManagedHsmOut {
+    /// SKU (`{"family":"B","name":"Standard_B1"}`).
+    pub sku: Sku,
+    /// ARM id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `Microsoft.KeyVault/managedHSMs`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Location.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Properties.
+    pub properties: ManagedHsmPropertiesOut,
+}
+
+/// Pool properties.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedHsmPropertiesOut {
+    /// Tenant.
+    pub tenant_id: String,
+    /// `https://{name}.managedhsm.{domain}[:port]/`.
+    pub hsm_uri: String,
+    /// The administrators named at creation.
+    pub initial_admin_object_ids: Vec<String>,
+    /// Always true.
+    pub enable_soft_delete: bool,
+    /// Retention.
+    pub soft_delete_retention_in_days: i64,
+    /// Purge protection.
+    pub enable_purge_protection: bool,
+    /// `Succeeded`.
+    pub provisioning_state: &'static str,
+    /// What the provisioning state means.
+    pub status_message: &'static str,
+    /// Network rules.
+    pub network_acls: keyhaven_core::vault_admin::NetworkAcls,
+    /// `Enabled` or `Disabled`.
+    pub public_network_access: String,
+    /// Extra regions (none).
+    pub regions: Vec<serde_json::Value>,
+    /// Activation.
+    pub security_domain_properties: SecurityDomainProperties,
+}
+
+/// `securityDomainProperties` of a pool.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityDomainProperties {
+    /// `Active` or `NotActivated`.
+    pub activation_status: &'static str,
+    /// What it means.
+    pub activation_status_message: &'static str,
+}
+
+impl SecurityDomainProperties {
+    /// Azure's texts for an activated pool or one that is not.
+    pub fn of(active: bool) -> Self {
+        if active {
+            Self {
+                activation_status: "Active",
+                activation_status_message:
+                    "Your HSM has been activated and can be used for cryptographic operations.",
+            }
+        } else {
+            Self {
+                activation_status: "NotActivated",
+                activation_status_message: "Your HSM has been provisioned, but cannot be used for cryptographic operations until it is activated. To activate the HSM, download the security domain.",
+            }
+        }
+    }
+}
+
+/// A soft-deleted pool.
+#[derive(Debug, Serialize)]
+pub struct DeletedManagedHsmOut {
+    /// `/subscriptions/{sub}/providers/Microsoft.KeyVault/locations/{loc}/deletedManagedHSMs/{name}`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `Microsoft.KeyVault/deletedManagedHSMs`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Properties.
+    pub properties: DeletedManagedHsmProperties,
+}
+
+/// Properties of a soft-deleted pool.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedManagedHsmProperties {
+    /// The pool's resource id.
+    pub mhsm_id: String,
+    /// Location.
+    pub location: String,
+    /// ISO 8601.
+    pub deletion_date: String,
+    /// ISO 8601.
+    pub scheduled_purge_date: String,
+    /// Purge protection.
+    pub purge_protection_enabled: bool,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A soft-deleted vault.
@@ -635,6 +811,8 @@ pub struct CloudAuthentication {
 pub struct CloudSuffixes {
     /// `vault.{domain}[:port]`: vault hosts are `{name}.` + this.
     pub key_vault_dns: String,
+    /// `managedhsm.{domain}[:port]`: pool hosts are `{name}.` + this.
+    pub mhsm_dns: String,
 }
 
 /// A tenant of `GET /tenants`.

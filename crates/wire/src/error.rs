@@ -69,11 +69,15 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
     match e {
         Error::BadParameter(_) => (400, ErrorBody::new("BadParameter", msg)),
         Error::Unauthorized(_) => (401, ErrorBody::new("Unauthorized", msg)),
+        Error::Forbidden {
+            reason: ForbiddenReason::LocalRbac,
+            ..
+        } => (403, ErrorBody::new("AccessDenied", msg)),
         Error::Forbidden { reason, .. } => (
             403,
             ErrorBody::new("Forbidden", msg).with_inner(match reason {
                 ForbiddenReason::Rbac => "ForbiddenByRbac",
-                ForbiddenReason::Policy => "ForbiddenByPolicy",
+                ForbiddenReason::Policy | ForbiddenReason::LocalRbac => "ForbiddenByPolicy",
             }),
         ),
         Error::VaultNotFound(_) => (404, ErrorBody::new("VaultNotFound", msg)),

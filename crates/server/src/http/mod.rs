@@ -38,6 +38,7 @@ const SERVICE_VERSION: &str = concat!("keyhaven-", env!("CARGO_PKG_VERSION"));
 struct Planes {
     arm: Router,
     data: Router,
+    pool: Router,
     login: Router,
     graph: Router,
 }
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
     let planes = Arc::new(Planes {
         arm: arm::router(state.clone()),
         data: data::router(state.clone()),
+        pool: data::pool_router(state.clone()),
         login: identity::router(state.clone()),
         graph: identity::graph::router(state.clone()),
     });
@@ -91,7 +93,7 @@ struct RequestFacts {
 impl RequestFacts {
     fn of(req: &Request, endpoints: &crate::config::Endpoints) -> Self {
         let (plane, vault) = match route::plane(req, endpoints) {
-            Plane::Data(v) => ("data", v),
+            Plane::Data(v) | Plane::ManagedHsm(v) => ("data", v),
             Plane::Login => ("login", String::new()),
             Plane::Management => ("management", String::new()),
             Plane::Graph => ("graph", String::new()),
@@ -312,7 +314,19 @@ fn title_case(method: &str) -> String {
 /// Hands a request whose envelope passed to its plane.
 async fn route_plane(state: &AppState, planes: Arc<Planes>, req: Request) -> Response {
     match route::plane(&req, &state.endpoints) {
-        Plane::Data(vault) => data::handle(state, planes.data.clone(), vault, req).await,
+        Plane::Data(vault) => {
+            data::handle(
+                state,
+                planes.data.clone(),
+                vault,
+                data::Container::Vault,
+                req,
+            )
+            .await
+        }
+        Plane::ManagedHsm(pool) => {
+            data::handle(state, planes.pool.clone(), pool, data::Container::Pool, req).await
+        }
         Plane::Login => {
             let mut r = planes
                 .login

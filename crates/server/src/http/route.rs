@@ -11,6 +11,8 @@ use crate::config::Endpoints;
 pub enum Plane {
     /// `{vault}.vault.{domain}`: the data plane of one vault (name unchecked).
     Data(String),
+    /// `{pool}.managedhsm.{domain}`: the data plane of one Managed HSM pool.
+    ManagedHsm(String),
     /// `login.{domain}`: the token issuer.
     Login,
     /// `management.{domain}`: ARM.
@@ -44,6 +46,14 @@ pub fn plane_of_host(host: &str, endpoints: &Endpoints) -> Plane {
     {
         if !vault.is_empty() && !vault.contains('.') {
             return Plane::Data(vault.to_owned());
+        }
+    }
+    if let Some(pool) = name
+        .strip_suffix(&endpoints.hsm_parent())
+        .and_then(|p| p.strip_suffix('.'))
+    {
+        if !pool.is_empty() && !pool.contains('.') {
+            return Plane::ManagedHsm(pool.to_owned());
         }
     }
     if name == format!("login.{domain}") {
@@ -82,6 +92,14 @@ mod tests {
             plane_of_host("DEV.Vault.LocalHost", &e),
             Plane::Data("dev".into())
         );
+        assert_eq!(
+            plane_of_host("Pool1.managedhsm.localhost:8443", &e),
+            Plane::ManagedHsm("pool1".into())
+        );
+        assert!(matches!(
+            plane_of_host("managedhsm.localhost:8443", &e),
+            Plane::Unknown(_)
+        ));
         assert_eq!(plane_of_host("login.localhost:8443", &e), Plane::Login);
         assert_eq!(plane_of_host("management.localhost", &e), Plane::Management);
         assert_eq!(plane_of_host("graph.localhost:8443", &e), Plane::Graph);

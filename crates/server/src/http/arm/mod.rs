@@ -20,6 +20,7 @@ pub mod diagnostics;
 pub mod events;
 pub mod groups;
 pub mod identities;
+pub mod managed_hsms;
 pub mod monitor;
 pub mod network;
 pub mod rbac;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deployment::routes())
         .merge(identities::routes())
         .merge(vaults::routes())
+        .merge(managed_hsms::routes())
         .merge(network::routes())
         .merge(workspaces::routes())
         .merge(events::routes())
@@ -95,6 +97,7 @@ fn cloud_metadata(state: &AppState, req: &Request) -> Option<Response> {
             graph,
             suffixes: keyhaven_wire::arm::CloudSuffixes {
                 key_vault_dns: e.vault_host_suffix(),
+                mhsm_dns: e.hsm_host_suffix(),
             },
         },
     ))

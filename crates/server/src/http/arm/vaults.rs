@@ -34,12 +34,25 @@ pub(crate) async fn find(
     rg: &str,
     name: &str,
 ) -> Result<Arc<VaultRecord>, ArmFailure> {
+    find_container(st, sub, rg, name, false).await
+}
+
+/// The live vault (or, with `pool`, managed HSM pool) `name` in `sub`/`rg`,
+/// or ARM's 404 `ResourceNotFound`.
+pub(crate) async fn find_container(
+    st: &AppState,
+    sub: &str,
+    rg: &str,
+    name: &str,
+    pool: bool,
+) -> Result<Arc<VaultRecord>, ArmFailure> {
     let not_found = || {
         ArmFailure::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
             format!(
-                "The Resource 'Microsoft.KeyVault/vaults/{}' under resource group '{}' was not found.",
+                "The Resource 'Microsoft.KeyVault/{}/{}' under resource group '{}' was not found.",
+                if pool { "managedHSMs" } else { "vaults" },
                 name.chars().take(64).collect::<String>(),
                 rg.chars().take(90).collect::<String>()
             ),
@@ -51,7 +64,10 @@ pub(crate) async fn find(
         .await
         .map_err(domain_failure)?
         .ok_or_else(not_found)?;
-    if v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg) {
+    if v.subscription_id.eq_ignore_ascii_case(sub)
+        && v.resource_group.eq_ignore_ascii_case(rg)
+        && v.is_managed_hsm() == pool
+    {
         Ok(v)
     } else {
         Err(not_found())
@@ -99,7 +115,7 @@ fn vault_out(st: &AppState, v: &VaultRecord) -> VaultOut {
     }
 }
 
-fn admin_failure(e: AdminError) -> ArmFailure {
+pub(crate) fn admin_failure(e: AdminError) -> ArmFailure {
     match e {
         AdminError::BadRequest(code, m) => ArmFailure::new(StatusCode::BAD_REQUEST, code, m),
         AdminError::Conflict(code, m) => ArmFailure::new(StatusCode::CONFLICT, code, m),
@@ -108,7 +124,7 @@ fn admin_failure(e: AdminError) -> ArmFailure {
     }
 }
 
-fn check_subscription(st: &AppState, sub: &str) -> Result<(), ArmFailure> {
+pub(crate) fn check_subscription(st: &AppState, sub: &str) -> Result<(), ArmFailure> {
     if sub.eq_ignore_ascii_case(&st.subscription_id) {
         Ok(())
     } else {
@@ -211,6 +227,7 @@ async fn readable_vaults(
     let mut out = Vec::new();
     for v in st.service.vaults_of(sub).await.map_err(admin_failure)? {
         if v.properties.deleted.is_some()
+            || v.is_managed_hsm()
             || rg.is_some_and(|g| !g.eq_ignore_ascii_case(&v.resource_group))
         {
             continue;
@@ -285,6 +302,9 @@ pub async fn list_resources(
 }
 
 fn deleted_out(v: &VaultRecord) -> Option<DeletedVaultOut> {
+    if v.is_managed_hsm() {
+        return None;
+    }
     let d = v.properties.deleted?;
     let location = location_of(v);
     Some(DeletedVaultOut {
@@ -313,13 +333,27 @@ async fn find_deleted(
     name: &str,
     action: &str,
 ) -> Result<VaultRecord, ArmFailure> {
+    find_deleted_container(st, ctx, sub, name, action, false).await
+}
+
+/// A deleted vault (or, with `pool`, managed HSM pool) of the subscription,
+/// by name, once the caller holds `action` on the subscription.
+pub(crate) async fn find_deleted_container(
+    st: &AppState,
+    ctx: &Ctx,
+    sub: &str,
+    name: &str,
+    action: &str,
+    pool: bool,
+) -> Result<VaultRecord, ArmFailure> {
     check_subscription(st, sub)?;
     let not_found = || {
         ArmFailure::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
             format!(
-                "The deleted vault '{}' was not found.",
+                "The deleted {} '{}' was not found.",
+                if pool { "managed HSM" } else { "vault" },
                 name.chars().take(64).collect::<String>()
             ),
         )
@@ -333,7 +367,11 @@ async fn find_deleted(
         .get_vault(&vname)
         .await
         .map_err(|e| domain_failure(e.into()))?
-        .filter(|v| v.properties.deleted.is_some() && v.subscription_id.eq_ignore_ascii_case(sub))
+        .filter(|v| {
+            v.properties.deleted.is_some()
+                && v.is_managed_hsm() == pool
+                && v.subscription_id.eq_ignore_ascii_case(sub)
+        })
         .ok_or_else(not_found)
 }
 
@@ -352,26 +390,6 @@ pub async fn get_deleted_vault(
     )
     .await?;
     Ok(json(StatusCode::OK, &deleted_out(&v)))
-}
-
-/// `GET …/providers/Microsoft.KeyVault/managedHSMs` and `…/deletedManagedHSMs`:
-/// Keyhaven has no Managed HSM pools, so the lists are empty (`az keyvault
-/// list` and `list-deleted` ask for both vaults and pools).
-pub async fn list_managed_hsms(
-    State(st): State<AppState>,
-    Path(sub): Path<String>,
-) -> Result<Response, ArmFailure> {
-    check_subscription(&st, &sub)?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "value": [] })))
-}
-
-/// `GET …/resourceGroups/{rg}/providers/Microsoft.KeyVault/managedHSMs`: empty.
-pub async fn list_managed_hsms_in_group(
-    State(st): State<AppState>,
-    Path((sub, _rg)): Path<(String, String)>,
-) -> Result<Response, ArmFailure> {
-    check_subscription(&st, &sub)?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "value": [] })))
 }
 
 /// `GET /subscriptions/{sub}/providers/Microsoft.KeyVault/deletedVaults`.
@@ -452,7 +470,7 @@ pub async fn check_name_availability(
     ))
 }
 
-async fn body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
+pub(crate) async fn body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ArmFailure> {
     parse_body(req.into_body()).await
 }
 
@@ -615,18 +633,6 @@ pub fn routes() -> Router<AppState> {
         .route(
             &format!("{KV}/checkNameAvailability"),
             routing::post(check_name_availability),
-        )
-        .route(
-            &format!("{KV}/managedHSMs"),
-            routing::get(list_managed_hsms),
-        )
-        .route(
-            &format!("{KV}/deletedManagedHSMs"),
-            routing::get(list_managed_hsms),
-        )
-        .route(
-            &format!("{RG}/Microsoft.KeyVault/managedHSMs"),
-            routing::get(list_managed_hsms_in_group),
         )
         .route(
             &format!("{KV}/deletedVaults"),

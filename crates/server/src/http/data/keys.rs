@@ -503,8 +503,18 @@ async fn get_random_bytes(
     Extension(ctx): Ctx,
     body: axum::body::Body,
 ) -> ApiResult {
-    // Random bytes reveal nothing about the vault: any caller allowed to read keys may ask.
-    ctx.authorize(&st, Operation::KeyList, None).await?;
+    if ctx.vault.is_managed_hsm() {
+        ctx.authorize_pool(
+            &st,
+            "/",
+            "Microsoft.KeyVault/managedHsm/rng/action",
+            "GetRandomBytes",
+        )
+        .await?;
+    } else {
+        // Random bytes reveal nothing about the vault: any caller allowed to read keys may ask.
+        ctx.authorize(&st, Operation::KeyList, None).await?;
+    }
     let params: GetRandomBytesRequest = parse_json(&read_body(body).await?)?;
     let count = params.count.unwrap_or(0);
     if !(1..=128).contains(&count) {

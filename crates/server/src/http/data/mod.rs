@@ -9,6 +9,8 @@
 pub mod access_control;
 pub mod certificates;
 pub mod keys;
+pub mod pool;
+pub mod pool_rbac;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -46,6 +48,18 @@ pub struct DataCtx {
     pub query: HashMap<String, String>,
     /// The operation the handler asked authorization for (for the audit log).
     pub operation: std::sync::Mutex<Option<Operation>>,
+    /// A managed HSM operation outside the object operations (security
+    /// domain, local RBAC, settings), by its audit name.
+    pub pool_operation: std::sync::Mutex<Option<&'static str>>,
+}
+
+/// Which kind of container a data-plane host names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// `{name}.vault.{domain}`.
+    Vault,
+    /// `{name}.managedhsm.{domain}`.
+    Pool,
 }
 
 impl DataCtx {
@@ -76,6 +90,32 @@ impl DataCtx {
             object,
         )
         .await?)
+    }
+
+    /// Step 7 for a managed HSM's own operations: data action `action` at
+    /// local `scope`, recorded in the audit log as `audit_name`.
+    pub async fn authorize_pool(
+        &self,
+        state: &AppState,
+        scope: &str,
+        action: &str,
+        audit_name: &'static str,
+    ) -> Result<(), ApiError> {
+        if let Ok(mut op) = self.pool_operation.lock() {
+            *op = Some(audit_name);
+        }
+        state
+            .throttle
+            .admit(
+                &self.vault.id,
+                crate::throttle::Class::Keys,
+                state.clock.now(),
+            )
+            .map_err(|retry_after| ApiError::Throttled { retry_after })?;
+        Ok(state
+            .authz
+            .require_pool(&self.principal, &self.vault, scope, action)
+            .await?)
     }
 
     /// `maxresults` and `$skiptoken` of a listing: (cursor, page size, the
@@ -126,32 +166,67 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs the pipeline for a request to vault `vault` and dispatches it.
-pub async fn handle(state: &AppState, router: Router, vault: String, req: Request) -> Response {
+/// The data plane's routes of a managed HSM pool (reached only through
+/// `handle`): keys, and the pool's own APIs.
+pub fn pool_router(state: AppState) -> Router {
+    keys::routes()
+        .merge(pool::routes())
+        .fallback(|| async {
+            ApiError::not_found(
+                "The requested resource does not exist on the managed HSM (a managed HSM holds keys only).",
+            )
+        })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// Runs the pipeline for a request to vault or pool `vault` and dispatches it.
+pub async fn handle(
+    state: &AppState,
+    router: Router,
+    vault: String,
+    container: Container,
+    req: Request,
+) -> Response {
     let path = req.uri().path().to_owned();
-    let (resp, ctx) = match prepare(state, vault.clone(), req).await {
+    let (resp, ctx) = match prepare(state, vault.clone(), container, req).await {
         Ok(req) => {
             let ctx = req.extensions().get::<Arc<DataCtx>>().cloned();
-            let resp = match (&ctx, access_control::is_access_control(req.uri().path())) {
-                (Some(ctx), true) => {
+            let rbac = access_control::is_access_control(req.uri().path());
+            let resp = match (&ctx, container, rbac) {
+                (Some(ctx), Container::Pool, _)
+                    if !ctx.vault.is_activated()
+                        && !pool::allowed_before_activation(req.uri().path()) =>
+                {
+                    pool::not_activated(&ctx.vault).into_response()
+                }
+                (Some(ctx), Container::Pool, true) => pool_rbac::handle(state, ctx, req).await,
+                (Some(ctx), Container::Vault, true) => {
                     access_control::handle(state, &ctx.principal, &ctx.vault, req).await
                 }
-                (None, true) => ApiError::from(Error::Integrity).into_response(),
-                (_, false) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),
+                (None, _, true) => ApiError::from(Error::Integrity).into_response(),
+                (_, _, false) => router.oneshot(req).await.unwrap_or_else(|e| match e {}),
             };
             (resp, ctx)
         }
         Err(e) => (e.into_response(), None),
     };
-    let mut resp = with_challenge(state, resp);
+    let mut resp = with_challenge(state, container, resp);
     let note = match ctx {
         Some(ctx) => crate::audit::AuditNote {
             operation: ctx
-                .operation
+                .pool_operation
                 .lock()
                 .ok()
                 .and_then(|o| *o)
-                .map(|o| o.name().to_owned()),
+                .map(str::to_owned)
+                .or_else(|| {
+                    ctx.operation
+                        .lock()
+                        .ok()
+                        .and_then(|o| *o)
+                        .map(|o| o.name().to_owned())
+                }),
             resource_id: Some(ctx.vault.resource_id()),
             object_id: Some(format!("{}{}", ctx.urls.base(), path.trim_end_matches('/'))),
             identity: Some(super::claims_of(&ctx.principal)),
@@ -178,7 +253,12 @@ pub async fn handle(state: &AppState, router: Router, vault: String, req: Reques
     resp
 }
 
-async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Request, ApiError> {
+async fn prepare(
+    state: &AppState,
+    vault: String,
+    container: Container,
+    mut req: Request,
+) -> Result<Request, ApiError> {
     // The order matters: no token → the 401 challenge; then the vault's
     // firewall, on the TCP peer's address, before the token is validated or
     // used for anything; then the token.
@@ -186,9 +266,12 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
     let record = match vault.parse::<VaultName>() {
         Ok(name) => state.vault(&name).await?,
         Err(_) => None,
-    };
+    }
+    // A vault's name under the managedhsm host (or a pool's under the vault
+    // host) names nothing.
+    .filter(|r| r.is_managed_hsm() == (container == Container::Pool));
     let Some(record) = record else {
-        validate(state, token)?;
+        validate(state, token, container)?;
         return Err(Error::VaultNotFound(vault).into());
     };
     let mut trusted = None;
@@ -221,7 +304,7 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
                 // admitted the caller: to see whether it is a trusted service.
                 // An invalid token is simply not a trusted service: the
                 // firewall's refusal stands.
-                let Ok(p) = validate(state, token) else {
+                let Ok(p) = validate(state, token, container) else {
                     return Err(refused(why));
                 };
                 let is_trusted = p.app_id.as_deref().is_some_and(|a| {
@@ -239,13 +322,16 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
     }
     let principal = match trusted {
         Some(p) => p,
-        None => validate(state, token)?,
+        None => validate(state, token, container)?,
     };
     let name = record.name.clone();
     let query = query_map(req.uri().query());
     let api_version = ApiVersion::parse(query.get("api-version").map(String::as_str))?;
     normalise_path(&mut req);
-    let urls = VaultUrls::new(&state.endpoints.vault_url(name.as_str()));
+    let urls = VaultUrls::new(&match container {
+        Container::Vault => state.endpoints.vault_url(name.as_str()),
+        Container::Pool => state.endpoints.hsm_url(name.as_str()),
+    });
     req.extensions_mut().insert(Arc::new(DataCtx {
         principal,
         vault: record,
@@ -253,6 +339,7 @@ async fn prepare(state: &AppState, vault: String, mut req: Request) -> Result<Re
         urls,
         query,
         operation: std::sync::Mutex::new(None),
+        pool_operation: std::sync::Mutex::new(None),
     }));
     Ok(req)
 }
@@ -264,8 +351,15 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
     })?)
 }
 
-fn validate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let audience = state.endpoints.vault_resource();
+fn resource_of(state: &AppState, container: Container) -> String {
+    match container {
+        Container::Vault => state.endpoints.vault_resource(),
+        Container::Pool => state.endpoints.hsm_resource(),
+    }
+}
+
+fn validate(state: &AppState, token: &str, container: Container) -> Result<Principal, ApiError> {
+    let audience = resource_of(state, container);
     Ok(state
         .tokens
         .validate(token, &audience, state.clock.now())
@@ -299,7 +393,7 @@ fn normalise_path(req: &mut Request) {
     }
 }
 
-fn with_challenge(state: &AppState, mut resp: Response) -> Response {
+fn with_challenge(state: &AppState, container: Container, mut resp: Response) -> Response {
     if resp.status() == StatusCode::UNAUTHORIZED {
         // Azure: the authorization URI's path is exactly `/{tenant}` and the
         // resource is the parent of every vault host, port included.
@@ -307,7 +401,7 @@ fn with_challenge(state: &AppState, mut resp: Response) -> Response {
             "Bearer authorization=\"{}/{}\", resource=\"{}\"",
             state.endpoints.authority_host(),
             state.tokens.tenant_id(),
-            state.endpoints.vault_resource()
+            resource_of(state, container)
         );
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);

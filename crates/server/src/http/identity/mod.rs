@@ -158,6 +158,7 @@ pub(super) async fn keys(State(st): State<AppState>, Path(tenant): Path<String>)
 pub(crate) fn audience_for(st: &AppState, scope: &str) -> Option<String> {
     let known = [
         st.endpoints.vault_resource(),
+        st.endpoints.hsm_resource(),
         st.endpoints.management_url(),
         st.endpoints.graph_url(),
     ];

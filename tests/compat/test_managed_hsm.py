@@ -1,0 +1,387 @@
+"""Managed HSM pools: the ARM resource through azure-mgmt-keyvault, activation
+by security domain (made and checked with sdclient.py, an independent
+pyca/cryptography implementation of the CLI's formats), local RBAC through
+azure-keyvault-administration's KeyVaultAccessControlClient, settings
+through KeyVaultSettingsClient, and HSM keys through azure-keyvault-keys,
+each result checked with pyca/cryptography. Keys live in a SoftHSM2 token
+(the premium tier's backend). Runs on both stores."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import uuid
+
+import pytest
+import requests
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.administration import (KeyVaultAccessControlClient, KeyVaultRoleScope,
+                                           KeyVaultSettingsClient, KeyVaultSetting, KeyVaultDataAction,
+                                           KeyVaultPermission)
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.x509.oid import NameOID
+
+import sdclient
+from khcompat import (CLIENT_KWARGS, HTTP_TIMEOUT, KeyhavenServer, bootstrap_object_id, new_principal,
+                      running_server, unique)
+from test_premium import HsmServer, hsm_environment, mgmt_kwargs, trust
+
+ADMINISTRATOR = "a290e904-7015-4bba-90c8-60543313cdb4"
+CRYPTO_USER = "21dbd100-6940-42c2-9190-5d6cb909625b"
+SD_API = "7.5"
+
+
+@pytest.fixture(scope="module")
+def hsm(store_kind, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"mhsm-{store_kind}")
+    with hsm_environment(root), running_server(HsmServer, store_kind, root / "server") as srv:
+        trust(srv)
+        srv.admin_oid = bootstrap_object_id(srv)
+        srv.rg = unique("rg")
+        from azure.mgmt.resource import ResourceManagementClient
+        with ResourceManagementClient(srv.credential(), srv.subscription_id, **mgmt_kwargs(srv)) as r:
+            r.resource_groups.create_or_update(srv.rg, {"location": "westeurope"})
+        yield srv
+
+
+def mgmt(srv):
+    from azure.mgmt.keyvault import KeyVaultManagementClient
+    return KeyVaultManagementClient(srv.credential(), srv.subscription_id, **mgmt_kwargs(srv))
+
+
+def pool_url(srv, name: str) -> str:
+    return f"https://{name}.{srv.vault_host_suffix.replace('vault.', 'managedhsm.', 1)}"
+
+
+def pool_scope(srv) -> str:
+    return pool_url(srv, "x").split("x.", 1)[1]
+
+
+def create_pool(srv, name: str = "", admins=None, **props):
+    name = name or unique("hsm")[:24]
+    body = {"location": "westeurope", "sku": {"family": "B", "name": "Standard_B1"},
+            "properties": {"tenantId": srv.tenant_id, "initialAdminObjectIds": admins or [srv.admin_oid],
+                           "softDeleteRetentionInDays": 7, **props}}
+    with mgmt(srv) as m:
+        return m.managed_hsms.begin_create_or_update(srv.rg, name, body, polling_interval=0).result()
+
+
+def pool_token(srv, credential=None) -> str:
+    return (credential or srv.credential()).get_token(f"https://{pool_scope(srv)}/.default").token
+
+
+def pool_request(srv, name: str, method: str, path: str, token: str, api_version: str = SD_API, **kw):
+    return requests.request(method, pool_url(srv, name) + path, params={"api-version": api_version},
+                            headers={"Authorization": f"Bearer {token}"}, verify=srv.ca_cert,
+                            timeout=HTTP_TIMEOUT, **kw)
+
+
+def wrapping_keys(n: int):
+    out = []
+    for i in range(n):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sd wrapping key {i}")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now)
+                .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+        out.append((cert, key))
+    return out
+
+
+def download(srv, name: str, keys, required: int = 2):
+    r = pool_request(srv, name, "POST", "/securitydomain/download", pool_token(srv),
+                     json={"certificates": [sdclient.wrapping_jwk(c) for c, _ in keys], "required": required})
+    return r
+
+
+def activate(srv, name: str, crypto_user: bool = True):
+    """Downloads the security domain; then, as an administrator does on
+    Azure (Administrator holds no key actions), makes the caller Crypto User."""
+    keys = wrapping_keys(3)
+    r = download(srv, name, keys)
+    assert r.status_code == 202, r.text
+    if crypto_user:
+        grant(srv, name, CRYPTO_USER, srv.admin_oid)
+    return keys, r.json()["value"]
+
+
+def grant(srv, name: str, role: str, principal: str, scope: str = "/"):
+    with KeyVaultAccessControlClient(pool_url(srv, name), srv.credential(), verify_challenge_resource=False,
+                                     **CLIENT_KWARGS) as ac:
+        return ac.create_role_assignment(scope, role, principal)
+
+
+def key_client(srv, name: str, credential=None) -> KeyClient:
+    return KeyClient(pool_url(srv, name), credential or srv.credential(), verify_challenge_resource=False,
+                     **CLIENT_KWARGS)
+
+
+def verify_rs256(jwk, digest: bytes, signature: bytes):
+    pub = rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big")).public_key()
+    pub.verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+
+
+def test_a_pool_is_an_arm_resource_with_soft_delete_and_purge(hsm):
+    name = unique("hsm")[:24]
+    with mgmt(hsm) as m:
+        assert m.managed_hsms.check_mhsm_name_availability({"name": name}).name_available
+        # azure-cli 2.91 sends the retention as a string.
+        p = m.managed_hsms.begin_create_or_update(hsm.rg, name, {
+            "location": "westeurope", "sku": {"family": "B", "name": "Standard_B1"}, "tags": {"team": "crypto"},
+            "properties": {"tenantId": hsm.tenant_id, "initialAdminObjectIds": [hsm.admin_oid],
+                           "softDeleteRetentionInDays": "7"}}, polling_interval=0).result()
+        assert p.sku.name == "Standard_B1" and p.sku.family == "B"
+        assert p.properties.hsm_uri == pool_url(hsm, name) + "/"
+        assert p.properties.initial_admin_object_ids == [hsm.admin_oid]
+        assert p.properties.soft_delete_retention_in_days == 7
+        assert p.properties.provisioning_state == "Succeeded"
+        assert p.properties.security_domain_properties.activation_status == "NotActivated"
+        assert p.tags == {"team": "crypto"}
+        got = m.managed_hsms.get(hsm.rg, name)
+        assert got.id == p.id and got.type == "Microsoft.KeyVault/managedHSMs"
+        assert name in [x.name for x in m.managed_hsms.list_by_resource_group(hsm.rg)]
+        assert name in [x.name for x in m.managed_hsms.list_by_subscription()]
+        # A pool is not a vault: not in the vault lists, not reachable as one.
+        assert name not in [v.name for v in m.vaults.list_by_resource_group(hsm.rg)]
+        with pytest.raises(ResourceNotFoundError):
+            m.vaults.get(hsm.rg, name)
+        taken = m.managed_hsms.check_mhsm_name_availability({"name": name})
+        assert not taken.name_available and taken.reason == "AlreadyExists"
+        updated = m.managed_hsms.begin_update(hsm.rg, name, {"tags": {"team": "platform"}},
+                                              polling_interval=0).result()
+        assert updated.tags == {"team": "platform"}
+        m.managed_hsms.begin_delete(hsm.rg, name, polling_interval=0).result()
+        with pytest.raises(ResourceNotFoundError):
+            m.managed_hsms.get(hsm.rg, name)
+        deleted = m.managed_hsms.get_deleted(name, "westeurope")
+        assert deleted.properties.mhsm_id == p.id
+        assert name in [d.name for d in m.managed_hsms.list_deleted()]
+        assert name not in [d.name for d in m.vaults.list_deleted()]
+        # Recover, delete again, purge: the name is free again.
+        recovered = m.managed_hsms.begin_create_or_update(hsm.rg, name, {
+            "location": "westeurope", "sku": {"family": "B", "name": "Standard_B1"},
+            "properties": {"tenantId": hsm.tenant_id, "createMode": "Recover"}}, polling_interval=0).result()
+        assert recovered.tags == {"team": "platform"}
+        m.managed_hsms.begin_delete(hsm.rg, name, polling_interval=0).result()
+        m.managed_hsms.begin_purge_deleted(name, "westeurope", polling_interval=0).result()
+        assert name not in [d.name for d in m.managed_hsms.list_deleted()]
+        assert m.managed_hsms.check_mhsm_name_availability({"name": name}).name_available
+
+
+def test_bad_pool_requests_get_arm_errors(hsm):
+    with mgmt(hsm) as m:
+        for props, why in [({"tenantId": hsm.tenant_id}, "initialAdminObjectIds"),
+                           ({"tenantId": hsm.tenant_id, "initialAdminObjectIds": ["not-a-guid"]}, "object id"),
+                           ({"tenantId": hsm.tenant_id, "initialAdminObjectIds": [hsm.admin_oid],
+                             "softDeleteRetentionInDays": 3}, "between 7 and 90")]:
+            with pytest.raises(HttpResponseError) as e:
+                m.managed_hsms.begin_create_or_update(hsm.rg, unique("bad")[:24], {
+                    "location": "westeurope", "sku": {"name": "Standard_B1"}, "properties": props},
+                    polling_interval=0).result()
+            assert e.value.status_code == 400 and why in str(e.value), (props, str(e.value))
+
+
+def test_a_pool_answers_only_its_security_domain_until_activated(hsm):
+    name = create_pool(hsm).name
+    with key_client(hsm, name) as kc:
+        with pytest.raises(HttpResponseError) as e:
+            kc.create_rsa_key(unique("k"), size=2048)
+        assert e.value.status_code == 403 and "not activated" in e.value.message
+    # The pool's host takes only tokens for the pools' audience.
+    vault_token = KeyhavenServer.token(hsm)  # (HsmServer.token is its token label)
+    r = pool_request(hsm, name, "GET", "/securitydomain/download/pending", vault_token)
+    assert r.status_code == 401, r.text
+    assert f'resource="https://{pool_scope(hsm)}"' in r.headers["WWW-Authenticate"]
+    # A vault's name is not a pool, nor a pool's name a vault.
+    r = requests.get(hsm.vault_url_for(name) + "/keys", params={"api-version": "7.5"},
+                     headers={"Authorization": f"Bearer {vault_token}"}, verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "VaultNotFound"
+
+
+def test_security_domain_download_activates_and_opens_with_a_quorum(hsm):
+    name = create_pool(hsm).name
+    token = pool_token(hsm)
+    # A quorum above the number of certificates, or too few certificates: 400.
+    keys = wrapping_keys(3)
+    r = download(hsm, name, keys, required=4)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter", r.text
+    r = download(hsm, name, keys[:2], required=2)
+    assert r.status_code == 400, r.text
+    r = download(hsm, name, keys, required=2)
+    assert r.status_code == 202, r.text
+    grant(hsm, name, CRYPTO_USER, hsm.admin_oid)
+    pending = r.headers["Azure-AsyncOperation"]
+    assert pending == f"{pool_url(hsm, name)}/securitydomain/download/pending?api-version={SD_API}"
+    status = requests.get(pending, headers={"Authorization": f"Bearer {token}"}, verify=hsm.ca_cert,
+                          timeout=HTTP_TIMEOUT).json()
+    assert status["status"] == "Success"
+    blob = r.json()["value"]
+    sd = json.loads(blob)  # the value is the JSON text itself, not base64
+    assert sd["version"] == 2 and sd["SharedKeys"]["required"] == 2
+    assert sorted(s["x5t_256"] for s in sd["SharedKeys"]["enc_shares"]) == sorted(
+        sdclient.cert_x5t256(c) for c, _ in keys)
+    # Any two of the three keys open it, to the same domain; one does not.
+    a = sdclient.open_download(blob, [keys[0], keys[2]])
+    b = sdclient.open_download(blob, [keys[1], keys[2]])
+    assert a == b and set(a) == {"hsm_backup"}
+    with pytest.raises(ValueError):
+        sdclient.open_download(blob, [keys[1]])
+    # Now active, on ARM and on the data plane; a second download is refused.
+    with mgmt(hsm) as m:
+        assert m.managed_hsms.get(hsm.rg, name).properties.security_domain_properties.activation_status == "Active"
+    assert download(hsm, name, wrapping_keys(3)).status_code == 409
+    with key_client(hsm, name) as kc:
+        key = kc.create_rsa_key(unique("k"), size=2048)
+        assert key.key_type == "RSA-HSM"
+        assert key.id.startswith(pool_url(hsm, name) + "/keys/")
+        digest = hashlib.sha256(b"signed in the pool").digest()
+        with CryptographyClient(key.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+            verify_rs256(key.key, digest, cc.sign(SignatureAlgorithm.rs256, digest).signature)
+        ec = kc.create_ec_key(unique("k"), curve="P-256")
+        assert ec.key_type == "EC-HSM"
+        # Secrets are not kept in a pool.
+        r = pool_request(hsm, name, "PUT", "/secrets/s1", token, json={"value": "v"})
+        assert r.status_code == 404, r.text
+
+
+def test_upload_restores_the_domain_so_backups_move_between_pools(hsm):
+    first = create_pool(hsm).name
+    keys, blob = activate(hsm, first)
+    token = pool_token(hsm)
+    with key_client(hsm, first) as kc:
+        key = kc.create_rsa_key(unique("k"), size=2048)
+        backup = kc.backup_key(key.name)
+    # An unrelated pool, with a domain of its own, refuses that backup.
+    stranger = create_pool(hsm).name
+    activate(hsm, stranger)
+    with key_client(hsm, stranger) as kc:
+        with pytest.raises(HttpResponseError) as e:
+            kc.restore_key_backup(backup)
+        assert e.value.status_code == 400 and "another security domain" in e.value.message
+    # A new pool: init-recovery hands out an exchange key (the same one when asked twice).
+    second = create_pool(hsm).name
+    r = pool_request(hsm, second, "GET", "/securitydomain/upload", token)
+    assert r.status_code == 200, r.text
+    transfer = json.loads(r.json()["transfer_key"])  # a JSON string, as the CLI reads it
+    again = json.loads(pool_request(hsm, second, "GET", "/securitydomain/upload", token).json()["transfer_key"])
+    assert transfer["x5c"] == again["x5c"]
+    import base64
+    exchange = x509.load_der_x509_certificate(base64.b64decode(transfer["x5c"][0]))
+    items = sdclient.open_download(blob, [keys[2], keys[0]])
+    # A blob wrapped to another key, and a tampered one, are refused.
+    other = wrapping_keys(1)[0][0]
+    r = pool_request(hsm, second, "POST", "/securitydomain/upload", token,
+                     json={"value": sdclient.restore_blob(items, other)})
+    assert r.status_code == 400 and "another exchange key" in r.json()["error"]["message"], r.text
+    good = sdclient.restore_blob(items, exchange)
+    doc = json.loads(good)
+    jwe = doc["EncData"]["data"][0]["compact_jwe"].split(".")
+    jwe[3] = sdclient.b64u(bytes([sdclient.b64u_dec(jwe[3])[0] ^ 1]) + sdclient.b64u_dec(jwe[3])[1:])
+    doc["EncData"]["data"][0]["compact_jwe"] = ".".join(jwe)
+    r = pool_request(hsm, second, "POST", "/securitydomain/upload", token, json={"value": json.dumps(doc)})
+    assert r.status_code == 400 and "altered" in r.json()["error"]["message"], r.text
+    r = pool_request(hsm, second, "POST", "/securitydomain/upload", token, json={"value": good})
+    assert r.status_code == 202 and r.json()["status"] == "Success", r.text
+    assert r.headers["Azure-AsyncOperation"].endswith("/securitydomain/upload/pending?api-version=7.5")
+    assert pool_request(hsm, second, "GET", "/securitydomain/upload/pending", token).json()["status"] == "Success"
+    # The second pool holds the first's domain: the backup restores, and signs
+    # with the same key.
+    grant(hsm, second, CRYPTO_USER, hsm.admin_oid)
+    with key_client(hsm, second) as kc:
+        restored = kc.restore_key_backup(backup)
+        assert restored.key.n == key.key.n
+        digest = hashlib.sha256(b"after the restore").digest()
+        with CryptographyClient(restored.id, hsm.credential(), verify_challenge_resource=False,
+                                **CLIENT_KWARGS) as cc:
+            verify_rs256(key.key, digest, cc.sign(SignatureAlgorithm.rs256, digest).signature)
+    # An activated pool takes no second domain.
+    r = pool_request(hsm, second, "POST", "/securitydomain/upload", token, json={"value": good})
+    assert r.status_code == 409, r.text
+
+
+def test_local_rbac_decides_who_uses_the_keys(hsm):
+    name = create_pool(hsm).name
+    activate(hsm, name, crypto_user=False)
+    url = pool_url(hsm, name)
+    user = new_principal(hsm, prefix="mhsm")
+    with KeyVaultAccessControlClient(url, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as ac:
+        roles = {r.role_name: r for r in ac.list_role_definitions(KeyVaultRoleScope.GLOBAL)}
+        assert roles["Managed HSM Administrator"].name == ADMINISTRATOR
+        assert roles["Managed HSM Crypto User"].id == (
+            f"Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{CRYPTO_USER}")
+        assert "Managed HSM Backup User" in roles and len(roles) == 10
+        initial = list(ac.list_role_assignments(KeyVaultRoleScope.GLOBAL))
+        assert [(a.properties.principal_id, a.properties.role_definition_id.rsplit("/", 1)[1])
+                for a in initial] == [(hsm.admin_oid, ADMINISTRATOR)]
+        # Neither Azure RBAC on ARM (the caller is Owner of the subscription)
+        # nor the pool's Administrator role grants any key use.
+        with key_client(hsm, name) as kc:
+            with pytest.raises(HttpResponseError) as e:
+                kc.create_rsa_key("k0", size=2048)
+            assert e.value.status_code == 403 and e.value.error.code == "AccessDenied"
+            assert "Not authorized to access Microsoft.KeyVault/managedHsm/keys/create on /keys/k0" in e.value.message
+        # Crypto User at /keys/{one key} for the new principal; a custom role for another key.
+        with key_client(hsm, name, user.credential(hsm)) as kc:
+            with pytest.raises(HttpResponseError) as e:
+                kc.create_rsa_key("k1", size=2048)
+            assert e.value.status_code == 403
+        a = ac.create_role_assignment("/keys/k1", roles["Managed HSM Crypto User"].id, user.object_id,
+                                      name=str(uuid.uuid4()))
+        assert a.properties.scope == "/keys/k1"
+        assert [x.name for x in ac.list_role_assignments("/keys/k1")].count(a.name) == 1
+        with key_client(hsm, name, user.credential(hsm)) as kc:
+            k1 = kc.create_rsa_key("k1", size=2048)
+            digest = hashlib.sha256(b"local rbac").digest()
+            with CryptographyClient(k1.id, user.credential(hsm), verify_challenge_resource=False,
+                                    **CLIENT_KWARGS) as cc:
+                verify_rs256(k1.key, digest, cc.sign(SignatureAlgorithm.rs256, digest).signature)
+            with pytest.raises(HttpResponseError) as e:
+                kc.create_rsa_key("k2", size=2048)
+            assert e.value.status_code == 403
+            # Crypto User cannot purge, nor grant itself more.
+            with pytest.raises(HttpResponseError):
+                kc.purge_deleted_key("k1")
+        with KeyVaultAccessControlClient(url, user.credential(hsm), verify_challenge_resource=False,
+                                         **CLIENT_KWARGS) as as_user:
+            with pytest.raises(HttpResponseError) as e:
+                as_user.create_role_assignment("/", ADMINISTRATOR, user.object_id)
+            assert e.value.status_code == 403
+        custom = ac.set_role_definition(KeyVaultRoleScope.GLOBAL, role_name="sign only", permissions=[
+            KeyVaultPermission(data_actions=[KeyVaultDataAction.SIGN_HSM_KEY, KeyVaultDataAction.READ_HSM_KEY])])
+        assert custom.role_type == "CustomRole"
+        ac.create_role_assignment("/keys/k1", custom.id, user.object_id)
+        with pytest.raises(HttpResponseError) as e:
+            ac.delete_role_definition(KeyVaultRoleScope.GLOBAL, custom.name)
+        assert e.value.status_code == 400
+        ac.delete_role_assignment("/keys/k1", a.name)
+        assert a.name not in [x.name for x in ac.list_role_assignments("/keys/k1")]
+        with key_client(hsm, name, user.credential(hsm)) as kc:
+            # Still signs through the custom role; may not create any more.
+            kc.get_key("k1")
+            with pytest.raises(HttpResponseError) as e:
+                kc.create_rsa_key("k1", size=2048)
+            assert e.value.status_code == 403
+
+
+def test_settings_are_the_pools_own(hsm):
+    name = create_pool(hsm).name
+    activate(hsm, name)
+    with KeyVaultSettingsClient(pool_url(hsm, name), hsm.credential(), verify_challenge_resource=False,
+                                **CLIENT_KWARGS) as sc:
+        settings = {s.name: s for s in sc.list_settings()}
+        s = settings["AllowKeyManagementOperationsThroughARM"]
+        assert s.value == "false" and s.setting_type == "boolean"
+        s = sc.update_setting(KeyVaultSetting(name="AllowKeyManagementOperationsThroughARM", value=True))
+        assert s.value == "true" and sc.get_setting("AllowKeyManagementOperationsThroughARM").value == "true"
+    r = pool_request(hsm, name, "PATCH", "/settings/AllowKeyManagementOperationsThroughARM", pool_token(hsm),
+                     api_version="7.4", json={"value": "True"})
+    assert r.status_code == 400, r.text
+    r = pool_request(hsm, name, "GET", "/settings/NoSuchSetting", pool_token(hsm), api_version="7.4")
+    assert r.status_code == 404, r.text
