@@ -34,6 +34,7 @@ from test_premium import HsmServer, hsm_environment, mgmt_kwargs, trust
 
 ADMINISTRATOR = "a290e904-7015-4bba-90c8-60543313cdb4"
 CRYPTO_USER = "21dbd100-6940-42c2-9190-5d6cb909625b"
+CRYPTO_OFFICER = "515eb02d-2335-4d2d-92f2-b1cbdf9c3778"
 SD_API = "7.5"
 
 
@@ -233,9 +234,14 @@ def test_security_domain_download_activates_and_opens_with_a_quorum(hsm):
     assert a == b and set(a) == {"hsm_backup"}
     with pytest.raises(ValueError):
         sdclient.open_download(blob, [keys[1]])
-    # Now active, on ARM and on the data plane; a second download is refused.
+    # Now active, on ARM and on the data plane. A retry with the same
+    # certificates and quorum (its answer was lost) gets the same domain;
+    # any other download is refused.
     with mgmt(hsm) as m:
         assert m.managed_hsms.get(hsm.rg, name).properties.security_domain_properties.activation_status == "Active"
+    again = download(hsm, name, list(reversed(keys)), required=2)
+    assert again.status_code == 202 and again.json()["value"] == blob
+    assert download(hsm, name, keys, required=3).status_code == 409
     assert download(hsm, name, wrapping_keys(3)).status_code == 409
     with key_client(hsm, name) as kc:
         key = kc.create_rsa_key(unique("k"), size=2048)
@@ -353,6 +359,15 @@ def test_local_rbac_decides_who_uses_the_keys(hsm):
             with pytest.raises(HttpResponseError) as e:
                 as_user.create_role_assignment("/", ADMINISTRATOR, user.object_id)
             assert e.value.status_code == 403
+        # Custom roles are the pool's: made at / only, with managed HSM data
+        # actions only, under a name no other role has.
+        for scope, perms, name_ in [
+                (KeyVaultRoleScope.KEYS, [KeyVaultDataAction.READ_HSM_KEY], "at /keys"),
+                (KeyVaultRoleScope.GLOBAL, ["Microsoft.KeyVault/vaults/secrets/getSecret/action"], "vault action"),
+                (KeyVaultRoleScope.GLOBAL, [KeyVaultDataAction.READ_HSM_KEY], "Managed HSM Crypto User")]:
+            with pytest.raises(HttpResponseError) as e:
+                ac.set_role_definition(scope, role_name=name_, permissions=[KeyVaultPermission(data_actions=perms)])
+            assert e.value.status_code in (400, 409), (name_, e.value.message)
         custom = ac.set_role_definition(KeyVaultRoleScope.GLOBAL, role_name="sign only", permissions=[
             KeyVaultPermission(data_actions=[KeyVaultDataAction.SIGN_HSM_KEY, KeyVaultDataAction.READ_HSM_KEY])])
         assert custom.role_type == "CustomRole"
@@ -385,3 +400,116 @@ def test_settings_are_the_pools_own(hsm):
     assert r.status_code == 400, r.text
     r = pool_request(hsm, name, "GET", "/settings/NoSuchSetting", pool_token(hsm), api_version="7.4")
     assert r.status_code == 404, r.text
+
+
+def test_oct_hsm_keys_encrypt_and_wrap_exactly_as_aes_does(hsm):
+    """A known AES key imported into the pool: what the pool encrypts,
+    pyca/cryptography decrypts with that key, and the reverse, in GCM, CBC,
+    CBCPAD and key wrap; the key's value is never returned."""
+    import os
+    from azure.keyvault.keys import JsonWebKey
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+    from cryptography.hazmat.primitives import padding as sympad
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
+
+    name = create_pool(hsm).name
+    activate(hsm, name)
+    k = os.urandom(32)
+    pt, aad = os.urandom(200), b"associated"
+    with key_client(hsm, name) as kc:
+        key = kc.import_key("aes", JsonWebKey(kty="oct-HSM", k=k, key_ops=["encrypt", "decrypt", "wrapKey",
+                                                                              "unwrapKey"]))
+        assert key.key_type == "oct-HSM" and key.key.k is None
+        got = kc.get_key("aes")
+        assert got.key.k is None and got.key.n is None
+        with CryptographyClient(key.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+            r = cc.encrypt(EncryptionAlgorithm.a256_gcm, pt, additional_authenticated_data=aad)
+            assert len(r.iv) == 12 and len(r.tag) == 16 and r.aad == aad
+            assert AESGCM(k).decrypt(r.iv, r.ciphertext + r.tag, aad) == pt
+            iv = os.urandom(12)
+            sealed = AESGCM(k).encrypt(iv, pt, aad)
+            back = cc.decrypt(EncryptionAlgorithm.a256_gcm, sealed[:-16], iv=iv, authentication_tag=sealed[-16:],
+                              additional_authenticated_data=aad)
+            assert back.plaintext == pt
+            with pytest.raises(HttpResponseError) as e:
+                cc.decrypt(EncryptionAlgorithm.a256_gcm, sealed[:-16], iv=iv,
+                           authentication_tag=bytes(16), additional_authenticated_data=aad)
+            assert e.value.status_code == 400
+            # CBCPAD and KW: the SDK does these itself for an oct key it has
+            # read (with a key of its own making when the service returns no
+            # `k`, as Azure's does not), so they are asked of the pool directly.
+            token = pool_token(hsm)
+
+            def op(verb, body):
+                r = pool_request(hsm, name, "POST", f"/keys/aes/{key.properties.version}/{verb}", token,
+                                 api_version="7.6", json=body)
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            iv16 = os.urandom(16)
+            r = op("encrypt", {"alg": "A256CBCPAD", "value": sdclient.b64u(pt), "iv": sdclient.b64u(iv16)})
+            assert sdclient.b64u_dec(r["iv"]) == iv16 and r["kid"] == key.id
+            padder = sympad.PKCS7(128).padder()
+            enc = Cipher(algorithms.AES(k), modes.CBC(iv16)).encryptor()
+            assert sdclient.b64u_dec(r["value"]) == enc.update(padder.update(pt) + padder.finalize()) + enc.finalize()
+            back = op("decrypt", {"alg": "A256CBCPAD", "value": r["value"], "iv": sdclient.b64u(iv16)})
+            assert sdclient.b64u_dec(back["value"]) == pt
+            # A256CBC zero-pads to the block, as Azure's managed HSM does.
+            r = op("encrypt", {"alg": "A256CBC", "value": sdclient.b64u(pt), "iv": sdclient.b64u(iv16)})
+            assert len(sdclient.b64u_dec(r["value"])) == 208
+            back = op("decrypt", {"alg": "A256CBC", "value": r["value"], "iv": sdclient.b64u(iv16)})
+            assert sdclient.b64u_dec(back["value"]) == pt + bytes(8)
+            cek = os.urandom(32)
+            w = op("wrapkey", {"alg": "A256KW", "value": sdclient.b64u(cek)})
+            assert sdclient.b64u_dec(w["value"]) == aes_key_wrap(k, cek)
+            u = op("unwrapkey", {"alg": "A256KW", "value": sdclient.b64u(aes_key_wrap(k, cek))})
+            assert sdclient.b64u_dec(u["value"]) == cek
+            assert aes_key_unwrap(k, sdclient.b64u_dec(w["value"])) == cek
+            # GCM with a caller's IV is refused (the pool makes GCM IVs).
+            r = pool_request(hsm, name, "POST", f"/keys/aes/{key.properties.version}/encrypt", token,
+                             api_version="7.6", json={"alg": "A256GCM", "value": sdclient.b64u(pt),
+                                                      "iv": sdclient.b64u(os.urandom(12))})
+            assert r.status_code == 400, r.text
+            # An RSA algorithm on an AES key, a 128-bit algorithm on a 256-bit key: 400.
+            for alg in (EncryptionAlgorithm.rsa_oaep_256, EncryptionAlgorithm.a128_gcm):
+                with pytest.raises(HttpResponseError) as e:
+                    cc.encrypt(alg, pt)
+                assert e.value.status_code == 400
+        made = kc.create_oct_key(unique("aes"), size=128, hardware_protected=True)
+        assert made.key_type == "oct-HSM"
+        assert sorted(made.key_operations) == ["decrypt", "encrypt", "unwrapKey", "wrapKey"]
+        with CryptographyClient(made.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+            r = cc.encrypt(EncryptionAlgorithm.a128_gcm, pt)
+            assert cc.decrypt(EncryptionAlgorithm.a128_gcm, r.ciphertext, iv=r.iv,
+                              authentication_tag=r.tag).plaintext == pt
+            rsa_key = kc.create_rsa_key(unique("rsa"), size=2048)
+        with CryptographyClient(rsa_key.id, hsm.credential(), verify_challenge_resource=False,
+                                **CLIENT_KWARGS) as cc:
+            with pytest.raises(HttpResponseError) as e:
+                cc.encrypt(EncryptionAlgorithm.a256_gcm, pt)
+            assert e.value.status_code == 400
+        # The backup of a generated AES key restores after a purge and
+        # decrypts what it encrypted before.
+        with CryptographyClient(made.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+            before = cc.encrypt(EncryptionAlgorithm.a128_gcm, pt)
+        blob = kc.backup_key(made.name)
+        kc.begin_delete_key(made.name).wait()
+        # Purging needs Crypto Officer (Crypto User cannot).
+        grant(hsm, name, CRYPTO_OFFICER, hsm.admin_oid)
+        kc.purge_deleted_key(made.name)
+        restored = kc.restore_key_backup(blob)
+        with CryptographyClient(restored.id, hsm.credential(), verify_challenge_resource=False,
+                                **CLIENT_KWARGS) as cc:
+            assert cc.decrypt(EncryptionAlgorithm.a128_gcm, before.ciphertext, iv=before.iv,
+                              authentication_tag=before.tag).plaintext == pt
+
+
+def test_vaults_keep_no_symmetric_keys(hsm):
+    from test_premium import make_vault
+    vault = make_vault(hsm, "premium", rg=hsm.rg)
+    with KeyClient(hsm.vault_url_for(vault), hsm.credential(), **CLIENT_KWARGS) as kc:
+        with pytest.raises(HttpResponseError) as e:
+            kc.create_oct_key(unique("aes"), size=256, hardware_protected=True)
+        assert e.value.status_code == 400 and "Managed HSM" in e.value.message

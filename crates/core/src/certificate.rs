@@ -273,6 +273,7 @@ impl CertificatePolicy {
         };
         let kty_changed = base.is_some_and(|b| b.kty != kty);
         let (key_size, curve) = match kty {
+            KeyType::Oct => return Err(bad("A certificate's key is RSA or EC.")),
             KeyType::Rsa => {
                 if input.curve.is_some() {
                     return Err(bad("A curve is not valid for RSA keys."));
@@ -421,7 +422,7 @@ impl CertificatePolicy {
             .or_else(|| base.filter(|_| !kty_changed).map(|b| b.key_usage.clone()))
             .unwrap_or_else(|| match kty {
                 KeyType::Rsa => vec!["digitalSignature".into(), "keyEncipherment".into()],
-                KeyType::Ec => vec!["digitalSignature".into()],
+                KeyType::Ec | KeyType::Oct => vec!["digitalSignature".into()],
             });
         let key_usage = key_usage
             .into_iter()

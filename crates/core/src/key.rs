@@ -28,6 +28,9 @@ pub enum KeyType {
     /// Elliptic curve.
     #[serde(rename = "EC")]
     Ec,
+    /// Symmetric (AES), in a managed HSM only (`oct-HSM`).
+    #[serde(rename = "oct")]
+    Oct,
 }
 
 impl KeyType {
@@ -48,9 +51,9 @@ impl KeyType {
             "EC" => Ok((Self::Ec, false)),
             "RSA-HSM" => Ok((Self::Rsa, true)),
             "EC-HSM" => Ok((Self::Ec, true)),
-            "oct" | "oct-HSM" => Err(Error::BadParameter(format!(
-                "Key type {s} (symmetric keys) is only available in a Managed HSM, not in a vault."
-            ))),
+            // Symmetric keys exist only inside an HSM (and only in a managed
+            // HSM pool: the service refuses them in a vault).
+            "oct" | "oct-HSM" => Ok((Self::Oct, true)),
             _ => Err(Error::BadParameter(format!(
                 "The key type '{}' is invalid. Supported types: RSA, EC.",
                 s.chars().take(20).collect::<String>()
@@ -63,6 +66,7 @@ impl KeyType {
         match self {
             Self::Rsa => "RSA",
             Self::Ec => "EC",
+            Self::Oct => "oct",
         }
     }
 
@@ -73,6 +77,7 @@ impl KeyType {
             (Self::Ec, false) => "EC",
             (Self::Rsa, true) => "RSA-HSM",
             (Self::Ec, true) => "EC-HSM",
+            (Self::Oct, _) => "oct-HSM",
         }
     }
 }
@@ -221,10 +226,6 @@ impl CipherAlgorithm {
             "RSA1_5" => Ok(Self::Rsa15),
             "RSA-OAEP" => Ok(Self::RsaOaep),
             "RSA-OAEP-256" => Ok(Self::RsaOaep256),
-            "A128KW" | "A192KW" | "A256KW" | "A128GCM" | "A192GCM" | "A256GCM" | "A128CBC" | "A192CBC" | "A256CBC"
-            | "A128CBCPAD" | "A192CBCPAD" | "A256CBCPAD" => Err(Error::BadParameter(format!(
-                "The algorithm {s} needs a symmetric (oct) key, which this vault does not support yet."
-            ))),
             _ => Err(Error::BadParameter(format!(
                 "The algorithm '{}' is not a valid encryption algorithm.",
                 s.chars().take(20).collect::<String>()
@@ -253,6 +254,78 @@ pub struct CipherRequest<'a> {
     pub data: &'a [u8],
 }
 
+/// AES modes of an `oct-HSM` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AesMode {
+    /// GCM (the service makes the 12-byte IV; 16-byte tag).
+    Gcm,
+    /// CBC without padding (plaintext zero-padded to the block, as Azure does).
+    Cbc,
+    /// CBC with PKCS#7 padding.
+    CbcPad,
+    /// AES key wrap (RFC 3394), for `wrapKey`/`unwrapKey`.
+    Kw,
+}
+
+/// An AES algorithm: `A{128,192,256}{GCM,CBC,CBCPAD,KW}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AesAlgorithm {
+    /// Key size the algorithm needs, in bits.
+    pub bits: u32,
+    /// Mode.
+    pub mode: AesMode,
+}
+
+impl AesAlgorithm {
+    /// Parses Azure's `alg`; `None` if it names no AES algorithm.
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix('A')?;
+        let (bits, mode) = rest.split_at_checked(3)?;
+        let bits = match bits {
+            "128" => 128,
+            "192" => 192,
+            "256" => 256,
+            _ => return None,
+        };
+        let mode = match mode {
+            "GCM" => AesMode::Gcm,
+            "CBC" => AesMode::Cbc,
+            "CBCPAD" => AesMode::CbcPad,
+            "KW" => AesMode::Kw,
+            _ => return None,
+        };
+        Some(Self { bits, mode })
+    }
+}
+
+/// A symmetric operation's input.
+#[derive(Debug, Clone, Copy)]
+pub struct AesRequest<'a> {
+    /// Encrypt/wrap (true) or decrypt/unwrap (false).
+    pub encrypt: bool,
+    /// Algorithm.
+    pub alg: AesAlgorithm,
+    /// Plaintext or ciphertext.
+    pub data: &'a [u8],
+    /// IV (CBC both ways; GCM decrypt).
+    pub iv: Option<&'a [u8]>,
+    /// Additional authenticated data (GCM).
+    pub aad: Option<&'a [u8]>,
+    /// Authentication tag (GCM decrypt).
+    pub tag: Option<&'a [u8]>,
+}
+
+/// A symmetric operation's result.
+#[derive(Debug)]
+pub struct AesOutput {
+    /// Ciphertext or plaintext.
+    pub value: Sensitive<Vec<u8>>,
+    /// The IV used (encrypt: GCM's generated one, CBC's given one).
+    pub iv: Option<Vec<u8>>,
+    /// GCM's tag (encrypt).
+    pub tag: Option<Vec<u8>>,
+}
+
 /// The public half of a key, as stored in the version's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKey {
@@ -273,6 +346,9 @@ pub struct PublicKey {
     /// EC y coordinate (fixed width).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "b64opt")]
     pub y: Option<Vec<u8>>,
+    /// Key size in bits of a symmetric key (which has no public half).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits: Option<u32>,
 }
 
 mod b64opt {
@@ -383,6 +459,10 @@ pub trait KeyBackend: Send + Sync {
     ) -> Result<Sensitive<Vec<u8>>> {
         Err(no_hsm())
     }
+    /// An AES operation with a symmetric HSM key.
+    fn aes(&self, _key: &SealedPrivate<'_>, _request: &AesRequest<'_>) -> Result<AesOutput> {
+        Err(no_hsm())
+    }
     /// Destroys the HSM object an opened HSM payload names (after a purge).
     fn destroy_hardware(&self, _private: &[u8]) -> Result<()> {
         Ok(())
@@ -457,6 +537,8 @@ pub struct PrivateJwk {
     pub x: Option<Vec<u8>>,
     /// EC y.
     pub y: Option<Vec<u8>>,
+    /// Symmetric key value (`oct`).
+    pub k: Option<Sensitive<Vec<u8>>>,
 }
 
 /// Changes to a key version; `None` leaves a field as it is.
@@ -523,11 +605,13 @@ const RSA_OPS: &[&str] = &[
     "unwrapKey",
 ];
 const EC_OPS: &[&str] = &["sign", "verify"];
+const OCT_OPS: &[&str] = &["encrypt", "decrypt", "wrapKey", "unwrapKey"];
 
 fn default_ops(kty: KeyType) -> Vec<String> {
     let ops = match kty {
         KeyType::Rsa => RSA_OPS,
         KeyType::Ec => EC_OPS,
+        KeyType::Oct => OCT_OPS,
     };
     ops.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -585,7 +669,26 @@ fn spec_of(public: &PublicKey) -> Result<KeySpec> {
             hsm: false,
             label: String::new(),
         }),
+        KeyType::Oct => Ok(KeySpec {
+            kty: KeyType::Oct,
+            size: Some(public.bits.ok_or(Error::Integrity)?),
+            exponent: None,
+            curve: None,
+            hsm: true,
+            label: String::new(),
+        }),
     }
+}
+
+/// Refuses a symmetric key outside a managed HSM pool.
+fn check_container(vault: &VaultRecord, kty: KeyType) -> Result<()> {
+    if kty == KeyType::Oct && !vault.is_managed_hsm() {
+        return Err(Error::BadParameter(
+            "Key type oct-HSM (symmetric keys) is only available in a Managed HSM, not in a vault."
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses stored metadata.
@@ -604,6 +707,7 @@ impl VaultService {
     ) -> Result<KeyBundle> {
         auth.require_on(vault, Operation::KeyCreate, name)?;
         self.refuse_managed(vault, KIND, name, "create").await?;
+        check_container(vault, input.spec.kty)?;
         // A managed HSM holds HSM keys only: `RSA` there is `RSA-HSM`.
         if input.spec.hsm || vault.is_managed_hsm() {
             input.spec.hsm = true;
@@ -626,6 +730,17 @@ impl VaultService {
                     "key_size is not valid for EC keys.".into(),
                 ))
             }
+            (KeyType::Oct, Some(s), _) if ![128, 192, 256].contains(&s) => {
+                return Err(Error::BadParameter(
+                    "The key size of an oct-HSM key must be 128, 192 or 256.".into(),
+                ))
+            }
+            (KeyType::Oct, _, Some(_)) => {
+                return Err(Error::BadParameter(
+                    "A curve is not valid for oct-HSM keys.".into(),
+                ))
+            }
+            (KeyType::Oct, None, _) => input.spec.size = Some(256),
             _ => {}
         }
         let ops = input.key_ops.unwrap_or_else(|| default_ops(input.spec.kty));
@@ -811,6 +926,72 @@ impl VaultService {
         alg.check_key(&meta.public)?;
         check_digest(alg, digest)?;
         self.keys.verify(&meta.public, alg, digest, signature)
+    }
+
+    /// An AES operation with an `oct-HSM` key version: encrypt/decrypt
+    /// (GCM, CBC, CBCPAD) or, with `wrap`, wrapKey/unwrapKey (KW), with
+    /// Azure's rules on IVs, tags and lengths checked before the HSM is asked.
+    pub async fn symmetric(
+        &self,
+        auth: &Authorized,
+        vault: &VaultRecord,
+        (name, version): (&ObjectName, Option<&Version>),
+        wrap: bool,
+        request: AesRequest<'_>,
+    ) -> Result<(VersionRecord, AesOutput)> {
+        let (operation, op) = match (wrap, request.encrypt) {
+            (false, true) => (Operation::KeyEncrypt, "encrypt"),
+            (false, false) => (Operation::KeyDecrypt, "decrypt"),
+            (true, true) => (Operation::KeyWrap, "wrapKey"),
+            (true, false) => (Operation::KeyUnwrap, "unwrapKey"),
+        };
+        auth.require_on(vault, operation, name)?;
+        let record = self.live_version(vault, KIND, name, version).await?;
+        let meta = meta_of(&record)?;
+        self.check_usable(&record, &meta, op)?;
+        let bad = |m: &str| Err(Error::BadParameter(m.to_owned()));
+        if meta.public.kty != KeyType::Oct {
+            return bad(
+                "The algorithm is not valid for this key type: AES algorithms need an oct-HSM key.",
+            );
+        }
+        let AesRequest {
+            encrypt,
+            alg,
+            data,
+            iv,
+            tag,
+            ..
+        } = request;
+        if meta.public.bits != Some(alg.bits) {
+            return bad("The algorithm's key size does not match the key's.");
+        }
+        if wrap != (alg.mode == AesMode::Kw) {
+            return bad("A*KW algorithms are for wrapKey and unwrapKey; A*GCM, A*CBC and A*CBCPAD for encrypt and decrypt.");
+        }
+        if data.is_empty() {
+            return bad("The value is empty.");
+        }
+        match alg.mode {
+            AesMode::Gcm if encrypt && iv.is_some() => {
+                return bad("The service generates the IV for GCM encryption; send none.")
+            }
+            AesMode::Gcm if !encrypt && (iv.map(<[u8]>::len) != Some(12) || tag.map(<[u8]>::len) != Some(16)) => {
+                return bad("GCM decryption needs the 12-byte iv and the 16-byte tag that encryption returned.")
+            }
+            AesMode::Cbc | AesMode::CbcPad if iv.map(<[u8]>::len) != Some(16) => {
+                return bad("CBC needs a 16-byte iv.")
+            }
+            AesMode::Cbc | AesMode::CbcPad if !encrypt && !data.len().is_multiple_of(16) => {
+                return bad("The ciphertext is not a whole number of 16-byte blocks.")
+            }
+            AesMode::Kw if !data.len().is_multiple_of(8) || data.len() < if encrypt { 16 } else { 24 } => {
+                return bad("AES key wrap takes a key of at least 16 bytes in 8-byte steps (RFC 3394).")
+            }
+            _ => {}
+        }
+        let out = self.with_private(vault, &record, true, |key| self.keys.aes(key, &request))?;
+        Ok((record, out))
     }
 
     /// Encrypts (`wrap` = false) or wraps (`wrap` = true) with a key version.
@@ -1082,7 +1263,8 @@ impl VaultService {
         auth.require_on(vault, Operation::KeyImport, name)?;
         self.refuse_managed(vault, KIND, name, "import").await?;
         let (tags, attributes, hsm) = rest;
-        let hsm = hsm || vault.is_managed_hsm();
+        check_container(vault, key.kty)?;
+        let hsm = hsm || vault.is_managed_hsm() || key.kty == KeyType::Oct;
         if hsm {
             self.check_hardware(vault)?;
         }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::sensitive::Sensitive;
 use crate::service::VaultService;
-use crate::vault::{ExchangeKey, ManagedHsmState, SdOperation, SecurityDomainState, VaultRecord};
+use crate::vault::{
+    ExchangeKey, ManagedHsmState, SdDownload, SdOperation, SecurityDomainState, VaultRecord,
+};
 use crate::vault_admin::{AdminError, VaultSpec};
 
 /// An exchange key's private half (PKCS#8 DER) and its certificate (DER).
@@ -82,9 +84,21 @@ pub fn apply_pool_spec(v: &mut VaultRecord, spec: &VaultSpec, create: bool) -> R
                 .collect();
         }
         (None, true) => return Err(bad("properties.initialAdminObjectIds is required.")),
-        // Azure keeps the administrators given at creation; later ones are
-        // made with role assignments on the pool.
-        (_, false) => {}
+        // Azure keeps the administrators given at creation (later ones are
+        // made with role assignments); a PUT naming others is refused rather
+        // than letting its caller believe it was made an administrator.
+        (Some(ids), false) => {
+            let mut given: Vec<String> = ids.iter().map(|i| i.to_ascii_lowercase()).collect();
+            let mut held = state.initial_admin_object_ids.clone();
+            given.sort();
+            held.sort();
+            if given != held {
+                return Err(bad(
+                    "initialAdminObjectIds cannot be changed after creation; assign the Managed HSM Administrator role instead.",
+                ));
+            }
+        }
+        (None, false) => {}
     }
     Ok(())
 }
@@ -238,33 +252,96 @@ pub fn canonical_scope(raw: &str) -> Option<String> {
 
 pub mod roles;
 
-/// Every role a pool knows: the built-in ones and its custom ones.
-pub fn roles_of(state: &ManagedHsmState) -> Vec<LocalRole> {
-    let mut all = roles::builtin();
-    all.extend(state.role_definitions.iter().cloned());
-    all
+/// Every role a pool knows: the built-in ones, then its custom ones.
+pub fn roles_of(state: &ManagedHsmState) -> impl Iterator<Item = &LocalRole> {
+    roles::builtin().iter().chain(&state.role_definitions)
 }
 
 /// The role with GUID (or id ending in) `id`.
-pub fn find_role(state: &ManagedHsmState, id: &str) -> Option<LocalRole> {
+pub fn find_role<'a>(state: &'a ManagedHsmState, id: &str) -> Option<&'a LocalRole> {
     let guid = id.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    roles_of(state)
-        .into_iter()
-        .find(|r| r.name.eq_ignore_ascii_case(guid))
+    roles_of(state).find(|r| r.name.eq_ignore_ascii_case(guid))
 }
 
 /// True if one of `ids` (the caller and its groups) holds `action` at a scope
 /// covering `resource` in the pool.
-pub fn allows(state: &ManagedHsmState, ids: &[&str], resource: &str, action: &str) -> bool {
-    let roles = roles_of(state);
+pub fn allows<S: AsRef<str>>(
+    state: &ManagedHsmState,
+    ids: &[S],
+    resource: &str,
+    action: &str,
+) -> bool {
     state.role_assignments.iter().any(|a| {
-        ids.iter().any(|i| i.eq_ignore_ascii_case(&a.principal_id))
+        ids.iter()
+            .any(|i| i.as_ref().eq_ignore_ascii_case(&a.principal_id))
             && local_scope_covers(&a.scope, resource)
-            && roles
-                .iter()
-                .find(|r| r.name.eq_ignore_ascii_case(&a.role_definition_id))
-                .is_some_and(|r| r.allows(action))
+            && find_role(state, &a.role_definition_id).is_some_and(|r| r.allows(action))
     })
+}
+
+/// Most permission blocks and actions a custom role may carry, and the
+/// longest action (the pool's record holds every role).
+const MAX_PERMISSION_BLOCKS: usize = 4;
+const MAX_ACTIONS_PER_ROLE: usize = 100;
+const MAX_ACTION_LEN: usize = 200;
+
+/// A custom role's actions: data actions of a managed HSM only (a pattern
+/// may end in `*`), none of ARM's.
+fn check_permissions(permissions: &[LocalPermission]) -> Result<()> {
+    if permissions.len() > MAX_PERMISSION_BLOCKS {
+        return Err(bad(format!(
+            "A role has at most {MAX_PERMISSION_BLOCKS} permission blocks."
+        )));
+    }
+    let mut count = 0;
+    for p in permissions {
+        if !p.actions.is_empty() || !p.not_actions.is_empty() {
+            return Err(bad(
+                "A managed HSM role grants data actions only (dataActions, notDataActions).",
+            ));
+        }
+        for a in p.data_actions.iter().chain(&p.not_data_actions) {
+            count += 1;
+            let prefixed = a
+                .get(..roles::ACTION_PREFIX.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(roles::ACTION_PREFIX));
+            if !prefixed || a.len() > MAX_ACTION_LEN || a.contains(char::is_whitespace) {
+                return Err(bad(format!(
+                    "The data action '{}' is not a managed HSM data action (Microsoft.KeyVault/managedHsm/…).",
+                    a.chars().take(100).collect::<String>()
+                )));
+            }
+        }
+    }
+    if count > MAX_ACTIONS_PER_ROLE {
+        return Err(bad(format!(
+            "A role has at most {MAX_ACTIONS_PER_ROLE} data actions."
+        )));
+    }
+    Ok(())
+}
+
+/// Who changes a pool's state, and the right the change needs: re-checked
+/// inside every compare-and-set attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolCaller<'a> {
+    /// The caller's object id and its groups'.
+    pub ids: &'a [String],
+    /// The local scope the right is needed at.
+    pub scope: &'a str,
+    /// The data action.
+    pub action: &'a str,
+}
+
+impl PoolCaller<'_> {
+    /// Refuses unless the caller holds the action in `state`.
+    pub fn check(&self, state: &ManagedHsmState) -> Result<()> {
+        if allows(state, self.ids, self.scope, self.action) {
+            Ok(())
+        } else {
+            Err(access_denied(self.action, self.scope))
+        }
+    }
 }
 
 /// How a local-RBAC edit changes a pool.
@@ -300,12 +377,14 @@ fn apply_edit(state: &mut ManagedHsmState, edit: &RbacEdit) -> Result<RbacOutcom
             if !is_guid(&a.name) {
                 return Err(bad("The role assignment name must be a GUID."));
             }
-            let role = find_role(state, &a.role_definition_id).ok_or_else(|| {
-                bad(format!(
-                    "The role definition '{}' does not exist.",
-                    a.role_definition_id.chars().take(200).collect::<String>()
-                ))
-            })?;
+            let role = find_role(state, &a.role_definition_id)
+                .cloned()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "The role definition '{}' does not exist.",
+                        a.role_definition_id.chars().take(200).collect::<String>()
+                    ))
+                })?;
             if !role
                 .assignable_scopes
                 .iter()
@@ -375,20 +454,40 @@ fn apply_edit(state: &mut ManagedHsmState, edit: &RbacEdit) -> Result<RbacOutcom
             if role.role_name.trim().is_empty() || role.role_name.len() > 512 {
                 return Err(bad("The roleName property is required."));
             }
+            if roles_of(state).any(|r| {
+                r.role_name.eq_ignore_ascii_case(&role.role_name)
+                    && !r.name.eq_ignore_ascii_case(&role.name)
+            }) {
+                return Err(Error::Conflict(format!(
+                    "A role named '{}' exists already.",
+                    role.role_name.chars().take(100).collect::<String>()
+                )));
+            }
+            check_permissions(&role.permissions)?;
             let mut role = role.clone();
             role.name = role.name.to_ascii_lowercase();
             role.kind = "CustomRole".into();
             if role.assignable_scopes.is_empty() {
                 role.assignable_scopes = vec!["/".into()];
             }
+            let mut scopes = Vec::with_capacity(role.assignable_scopes.len());
             for s in &role.assignable_scopes {
-                if canonical_scope(s).is_none() {
-                    return Err(bad(format!(
-                        "The assignable scope '{}' is not valid; use / or /keys.",
-                        s.chars().take(100).collect::<String>()
-                    )));
+                // A role is the pool's: assignable at / or /keys, never at one key.
+                match canonical_scope(s) {
+                    Some(c) if c == "/" || c == "/keys" => {
+                        if !scopes.contains(&c) {
+                            scopes.push(c);
+                        }
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "The assignable scope '{}' is not valid; use / or /keys.",
+                            s.chars().take(100).collect::<String>()
+                        )))
+                    }
                 }
             }
+            role.assignable_scopes = scopes;
             match state
                 .role_definitions
                 .iter_mut()
@@ -446,10 +545,12 @@ impl VaultService {
         pool: &VaultRecord,
         mut change: impl FnMut(&mut ManagedHsmState) -> Result<T>,
     ) -> std::result::Result<(T, VaultRecord), AdminError> {
+        let gone =
+            || AdminError::NotFound(format!("The managed HSM '{}' was not found.", pool.name));
         let mut current = pool.clone();
         for _ in 0..crate::service::CAS_ATTEMPTS {
             if current.properties.deleted.is_some() {
-                break;
+                return Err(gone());
             }
             let mut next = current.clone();
             let state = next
@@ -463,7 +564,7 @@ impl VaultService {
             }
             match self.reread(&current).await? {
                 Some(v) => current = v,
-                None => break,
+                None => return Err(gone()),
             }
         }
         Err(AdminError::Conflict(
@@ -488,8 +589,13 @@ impl VaultService {
         pool: &VaultRecord,
         domain_id: &str,
         key: &[u8],
-        origin: &str,
+        download: Option<SdDownload>,
     ) -> std::result::Result<VaultRecord, AdminError> {
+        let origin = if download.is_some() {
+            "download"
+        } else {
+            "upload"
+        };
         let id_ok = domain_id.len() == 32
             && domain_id
                 .bytes()
@@ -513,6 +619,7 @@ impl VaultService {
                     sealed_key: sealed.clone(),
                 });
                 state.exchange = None;
+                state.sd_download = download.clone();
                 state.sd_operation = Some(SdOperation {
                     kind: origin.to_owned(),
                     status: "Success".into(),
@@ -594,14 +701,20 @@ impl VaultService {
         Ok(Some((private, x.cert.clone())))
     }
 
-    /// Applies a local-RBAC edit to a pool (compare-and-set).
+    /// Applies a local-RBAC edit to a pool (compare-and-set), as `caller`:
+    /// the caller's right is checked again against the state each attempt
+    /// writes over, so a revocation that lands first is not outrun.
     pub async fn edit_pool_rbac(
         &self,
         pool: &VaultRecord,
+        caller: PoolCaller<'_>,
         edit: RbacEdit,
     ) -> std::result::Result<RbacOutcome, AdminError> {
         Ok(self
-            .modify_pool(pool, |state| apply_edit(state, &edit))
+            .modify_pool(pool, |state| {
+                caller.check(state)?;
+                apply_edit(state, &edit)
+            })
             .await?
             .0)
     }
@@ -748,5 +861,67 @@ mod tests {
             &put("/", "44444444-4444-4444-4444-444444444444")
         )
         .is_err());
+    }
+
+    #[test]
+    fn custom_roles_are_the_pools_and_grant_managed_hsm_data_actions_only() {
+        let mut state = ManagedHsmState::default();
+        let role = |name: &str, scopes: &[&str], action: &str| LocalRole {
+            name: "55555555-5555-5555-5555-555555555555".into(),
+            role_name: name.into(),
+            assignable_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            permissions: vec![LocalPermission {
+                data_actions: vec![action.into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ok_action = "Microsoft.KeyVault/managedHsm/keys/read/action";
+        for bad_role in [
+            role("one key", &["/keys/k1"], ok_action),
+            role(
+                "vault",
+                &["/"],
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            ),
+            role("everything", &["/"], "*"),
+            role("Managed HSM Crypto User", &["/"], ok_action),
+        ] {
+            assert!(
+                apply_edit(&mut state, &RbacEdit::PutRole(bad_role.clone())).is_err(),
+                "{}",
+                bad_role.role_name
+            );
+        }
+        let RbacOutcome::Role(made) = apply_edit(
+            &mut state,
+            &RbacEdit::PutRole(role("reader", &["//keys/", "/"], ok_action)),
+        )
+        .unwrap() else {
+            panic!("no role")
+        };
+        assert_eq!(
+            made.assignable_scopes,
+            vec!["/keys".to_owned(), "/".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_caller_is_checked_against_the_state_it_writes_over() {
+        let user = "66666666-6666-6666-6666-666666666666".to_owned();
+        let mut state = ManagedHsmState::default();
+        let caller = PoolCaller {
+            ids: std::slice::from_ref(&user),
+            scope: "/",
+            action: "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
+        };
+        assert!(caller.check(&state).is_err());
+        state.role_assignments.push(LocalAssignment {
+            name: derived_guid("x"),
+            scope: "/".into(),
+            role_definition_id: roles::ADMINISTRATOR.into(),
+            principal_id: user.clone(),
+        });
+        assert!(caller.check(&state).is_ok());
     }
 }

@@ -159,6 +159,15 @@ pub struct ManagedHsmState {
     /// Custom local role definitions.
     #[serde(rename = "roleDefinitions", default)]
     pub role_definitions: Vec<crate::managed_hsm::LocalRole>,
+    /// The security domain as the download returned it (ciphertext to the
+    /// customer's certificates only), so a download whose answer was lost is
+    /// answered again, identically, when retried with the same certificates.
+    #[serde(
+        rename = "sdDownload",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sd_download: Option<SdDownload>,
     /// The exchange key `init-recovery` handed out, until an upload uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<ExchangeKey>,
@@ -176,6 +185,17 @@ pub struct SecurityDomainState {
     /// data naming the pool; it protects everything a full backup holds.
     #[serde(with = "b64")]
     pub sealed_key: Vec<u8>,
+}
+
+/// A security domain download, kept for a retry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SdDownload {
+    /// The wrapping certificates' SHA-256 thumbprints, sorted.
+    pub thumbprints: Vec<String>,
+    /// The quorum.
+    pub required: usize,
+    /// The blob (JSON text).
+    pub blob: String,
 }
 
 /// The key a security domain upload is wrapped to.

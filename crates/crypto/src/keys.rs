@@ -120,6 +120,7 @@ pub(crate) fn public_of<T: openssl::pkey::HasPublic>(pkey: &PKey<T>) -> Result<P
             crv: None,
             x: None,
             y: None,
+            bits: None,
         });
     }
     let ec = pkey.ec_key().map_err(crypto_err)?;
@@ -146,11 +147,20 @@ pub(crate) fn public_of<T: openssl::pkey::HasPublic>(pkey: &PKey<T>) -> Result<P
         crv: Some(curve),
         x: Some(x.to_vec_padded(len).map_err(crypto_err)?),
         y: Some(y.to_vec_padded(len).map_err(crypto_err)?),
+        bits: None,
     })
+}
+
+/// Symmetric keys exist only inside an HSM.
+fn symmetric_in_software() -> Error {
+    Error::BadParameter(
+        "oct-HSM (symmetric) keys are kept only inside the HSM of a managed HSM pool.".into(),
+    )
 }
 
 fn public_pkey(public: &PublicKey) -> Result<PKey<Public>> {
     match public.kty {
+        KeyType::Oct => Err(symmetric_in_software()),
         KeyType::Rsa => {
             let (n, e) = (
                 public.n.as_deref().ok_or(Error::Integrity)?,
@@ -210,6 +220,7 @@ impl KeyBackend for SoftwareKeys {
         let invalid =
             || Error::BadParameter("The key parameters are inconsistent or invalid.".into());
         let pkey = match key.kty {
+            KeyType::Oct => return Err(symmetric_in_software()),
             KeyType::Rsa => {
                 let rsa = Rsa::from_private_components(
                     bn(key.n.as_deref(), "n")?,
@@ -305,6 +316,7 @@ impl KeyBackend for SoftwareKeys {
 
     fn generate(&self, spec: &KeySpec) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
         let pkey = match spec.kty {
+            KeyType::Oct => return Err(symmetric_in_software()),
             KeyType::Rsa => {
                 let bits = spec.size.unwrap_or(2048);
                 let e = BigNum::from_u32(spec.exponent.unwrap_or(65_537)).map_err(crypto_err)?;

@@ -31,8 +31,8 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use keyhaven_core::key::{
-    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PrivateJwk, PublicKey, SealedPrivate,
-    SignAlgorithm,
+    AesMode, AesOutput, AesRequest, CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType,
+    PrivateJwk, PublicKey, SealedPrivate, SignAlgorithm,
 };
 use keyhaven_core::{Error, Result, Sensitive};
 
@@ -352,6 +352,32 @@ fn private_flags(kty: KeyType, id: &[u8], label: &str) -> Vec<Attribute> {
     t
 }
 
+/// What every symmetric (`oct-HSM`) key Keyhaven puts into the token
+/// carries: an AES secret key, sensitive, wrappable only by the trusted
+/// backup key, usable for encrypt/decrypt and wrap/unwrap of caller data.
+fn secret_flags(id: &[u8], label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(P11KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Sign(false),
+        Attribute::Derive(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+/// The key classes a stored reference can name.
+const KEY_CLASSES: [ObjectClass; 2] = [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY];
+
 impl Pkcs11Keys {
     /// Opens the token and logs in; refuses a token without the backup
     /// wrapping key (`keyhaven hsm init` makes it).
@@ -435,22 +461,28 @@ impl Pkcs11Keys {
         }
     }
 
-    /// The private key object with this `CKA_ID`.
+    /// The private (or secret) key object with this `CKA_ID`.
     fn find_private(&self, id: &[u8]) -> Result<ObjectHandle> {
-        let template = [
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(id.to_vec()),
-        ];
+        let find = |s: &Session| -> std::result::Result<Vec<ObjectHandle>, P11Error> {
+            for class in KEY_CLASSES {
+                let found =
+                    s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?;
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+            }
+            Ok(Vec::new())
+        };
         let found = self
             .with_session(|s| {
-                let found = s.find_objects(&template)?;
+                let found = find(s)?;
                 if !found.is_empty() {
                     return Ok(found);
                 }
                 // Private objects are invisible to a session the token has
                 // logged out (an HSM restart): log in again and look once more.
                 login(s, UserType::User, &self.pin)?;
-                s.find_objects(&template)
+                find(s)
             })
             .map_err(hsm_err)?;
         found.first().copied().ok_or_else(|| {
@@ -519,6 +551,14 @@ impl Pkcs11Keys {
     /// destroyed once read.
     pub fn generate(&self, spec: &KeySpec) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
         let id = new_id()?;
+        if spec.kty == KeyType::Oct {
+            let bits = spec.size.unwrap_or(256);
+            let mut template = secret_flags(&id, &spec.label);
+            template.push(Attribute::ValueLen(u64::from(bits / 8).into()));
+            self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
+                .map_err(hsm_err)?;
+            return Ok((reference(&id), symmetric_public(bits)));
+        }
         let (mechanism, mut public_template) = match spec.kty {
             KeyType::Rsa => {
                 let e = spec.exponent.unwrap_or(65_537);
@@ -547,6 +587,7 @@ impl Pkcs11Keys {
                     spec.curve.unwrap_or(Curve::P256),
                 ))],
             ),
+            KeyType::Oct => return Err(Error::Integrity),
         };
         public_template.extend([
             Attribute::Token(false),
@@ -562,7 +603,7 @@ impl Pkcs11Keys {
                     s.generate_key_pair(&mechanism, &public_template, &private_template)?;
                 let wanted = match kty {
                     KeyType::Rsa => vec![AttributeType::Modulus, AttributeType::PublicExponent],
-                    KeyType::Ec => vec![AttributeType::EcPoint],
+                    _ => vec![AttributeType::EcPoint],
                 };
                 let attrs = s.get_attributes(pub_h, &wanted);
                 let _ = s.destroy_object(pub_h);
@@ -576,6 +617,7 @@ impl Pkcs11Keys {
             crv: None,
             x: None,
             y: None,
+            bits: None,
         };
         for a in public {
             match a {
@@ -592,7 +634,7 @@ impl Pkcs11Keys {
         }
         let complete = match kty {
             KeyType::Rsa => out.n.is_some() && out.e.is_some(),
-            KeyType::Ec => out.x.is_some(),
+            _ => out.x.is_some(),
         };
         if !complete {
             return Err(Error::Integrity);
@@ -705,8 +747,34 @@ impl Pkcs11Keys {
     /// checked by the software backend first, then created as a sensitive
     /// token object.
     pub fn import(&self, key: &PrivateJwk, label: &str) -> Result<(Sensitive<Vec<u8>>, PublicKey)> {
-        let (_, public) = self.software.import(key)?;
         let id = new_id()?;
+        if key.kty == KeyType::Oct {
+            let k = key
+                .k
+                .as_ref()
+                .ok_or_else(|| Error::BadParameter("An oct key needs its value (k).".into()))?;
+            let bits = match k.expose().len() {
+                16 => 128,
+                24 => 192,
+                32 => 256,
+                _ => {
+                    return Err(Error::BadParameter(
+                        "An oct-HSM key must be 128, 192 or 256 bits.".into(),
+                    ))
+                }
+            };
+            let mut template = secret_flags(&id, label);
+            template.push(Attribute::Value(k.expose().clone()));
+            let made = self.with_session(|s| s.create_object(&template));
+            for a in &mut template {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            made.map_err(hsm_err)?;
+            return Ok((reference(&id), symmetric_public(bits)));
+        }
+        let (_, public) = self.software.import(key)?;
         let secret = |v: &Option<Sensitive<Vec<u8>>>| {
             v.as_ref().map(|x| x.expose().clone()).unwrap_or_default()
         };
@@ -733,6 +801,7 @@ impl Pkcs11Keys {
                     Attribute::Value(secret(&key.d)),
                 ]);
             }
+            KeyType::Oct => return Err(Error::Integrity),
         }
         let made = self.with_session(|s| s.create_object(&template));
         for a in &mut template {
@@ -774,12 +843,24 @@ impl Pkcs11Keys {
         };
         let wrap = self.wrapping_key()?;
         let id = new_id()?;
+        if public.kty == KeyType::Oct {
+            // RFC 5649's integrity check refuses a blob wrapped by any other
+            // key: no probe is needed (nor possible without a public half).
+            let template = secret_flags(&id, label);
+            return match self
+                .with_session(|s| s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template))
+            {
+                Ok(_) => Ok(reference(&id)),
+                Err(e) if lost(&e) => Err(hsm_err(e)),
+                Err(_) => Err(foreign()),
+            };
+        }
         let mut template = private_flags(public.kty, &id, label);
         template.extend([
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(match public.kty {
                 KeyType::Rsa => P11KeyType::RSA,
-                KeyType::Ec => P11KeyType::EC,
+                _ => P11KeyType::EC,
             }),
         ]);
         let handle = match self
@@ -795,7 +876,7 @@ impl Pkcs11Keys {
             (KeyType::Ec, Some(Curve::P384)) => (SignAlgorithm::Es(384), vec![7u8; 48]),
             (KeyType::Ec, Some(Curve::P521)) => (SignAlgorithm::Es(512), vec![7u8; 64]),
             (KeyType::Ec, Some(Curve::P256K)) => (SignAlgorithm::Es256K, vec![7u8; 32]),
-            (KeyType::Ec, _) => (SignAlgorithm::Es(256), vec![7u8; 32]),
+            _ => (SignAlgorithm::Es(256), vec![7u8; 32]),
         };
         let reference = reference(&id);
         let probe = SealedPrivate {
@@ -824,15 +905,150 @@ impl Pkcs11Keys {
             m.retain(|_, (cached, _)| *cached != id);
         }
         self.with_session(|s| {
-            for h in s.find_objects(&[
-                Attribute::Class(ObjectClass::PRIVATE_KEY),
-                Attribute::Id(id.clone()),
-            ])? {
-                s.destroy_object(h)?;
+            for class in KEY_CLASSES {
+                for h in s.find_objects(&[Attribute::Class(class), Attribute::Id(id.clone())])? {
+                    s.destroy_object(h)?;
+                }
             }
             Ok(())
         })
         .map_err(hsm_err)
+    }
+
+    /// An AES operation with a symmetric key inside the token. GCM makes a
+    /// random 12-byte IV and returns the 16-byte tag apart; CBC (no
+    /// padding) zero-pads the plaintext to the block, as Azure's managed HSM
+    /// does; KW wraps the caller's bytes as a session object that the token
+    /// wraps (RFC 3394) and destroys, and unwraps into a session object that
+    /// is read and destroyed.
+    pub fn aes(&self, key: &SealedPrivate<'_>, req: &AesRequest<'_>) -> Result<AesOutput> {
+        let bad_input = || {
+            Error::BadParameter("The data could not be processed with this key: check the ciphertext, iv, tag and aad.".into())
+        };
+        let iv16 = |iv: Option<&[u8]>| -> Result<[u8; 16]> {
+            iv.and_then(|v| <[u8; 16]>::try_from(v).ok())
+                .ok_or_else(|| Error::BadParameter("CBC needs a 16-byte iv.".into()))
+        };
+        match req.alg.mode {
+            AesMode::Gcm => {
+                let aad = req.aad.unwrap_or_default();
+                if req.encrypt {
+                    let mut iv = [0u8; 12];
+                    openssl::rand::rand_bytes(&mut iv).map_err(|_| Error::Integrity)?;
+                    let mut out = self.with_key(key, |s, h| {
+                        let mut iv = iv;
+                        let params =
+                            cryptoki::mechanism::aead::GcmParams::new(&mut iv, aad, 128.into())?;
+                        s.encrypt(&Mechanism::AesGcm(params), h, req.data)
+                    })?;
+                    let tag = out.split_off(out.len().saturating_sub(16));
+                    Ok(AesOutput {
+                        value: Sensitive::new(out),
+                        iv: Some(iv.to_vec()),
+                        tag: Some(tag),
+                    })
+                } else {
+                    let mut iv: Vec<u8> = req.iv.unwrap_or_default().to_vec();
+                    let input = [req.data, req.tag.unwrap_or_default()].concat();
+                    let r = self.with_key_raw(key, |s, h| {
+                        let mut iv = iv.clone();
+                        let params =
+                            cryptoki::mechanism::aead::GcmParams::new(&mut iv, aad, 128.into())?;
+                        s.decrypt(&Mechanism::AesGcm(params), h, &input)
+                    })?;
+                    iv.clear();
+                    match r {
+                        Ok(pt) => Ok(AesOutput {
+                            value: Sensitive::new(pt),
+                            iv: None,
+                            tag: None,
+                        }),
+                        Err(e) if lost(&e) => Err(hsm_err(e)),
+                        Err(_) => Err(bad_input()),
+                    }
+                }
+            }
+            AesMode::Cbc | AesMode::CbcPad => {
+                let iv = iv16(req.iv)?;
+                let mechanism = if req.alg.mode == AesMode::Cbc {
+                    Mechanism::AesCbc(iv)
+                } else {
+                    Mechanism::AesCbcPad(iv)
+                };
+                let mut data = req.data.to_vec();
+                if req.encrypt && req.alg.mode == AesMode::Cbc && !data.len().is_multiple_of(16) {
+                    data.resize(data.len() + 16 - data.len() % 16, 0);
+                }
+                let r = self.with_key_raw(key, |s, h| {
+                    if req.encrypt {
+                        s.encrypt(&mechanism, h, &data)
+                    } else {
+                        s.decrypt(&mechanism, h, &data)
+                    }
+                })?;
+                zeroize::Zeroize::zeroize(&mut data);
+                match r {
+                    Ok(v) => Ok(AesOutput {
+                        value: Sensitive::new(v),
+                        iv: req.encrypt.then(|| iv.to_vec()),
+                        tag: None,
+                    }),
+                    Err(e) if lost(&e) => Err(hsm_err(e)),
+                    Err(_) => Err(bad_input()),
+                }
+            }
+            AesMode::Kw => {
+                let r = self.with_key_raw(key, |s, h| {
+                    if req.encrypt {
+                        let mut template = vec![
+                            Attribute::Class(ObjectClass::SECRET_KEY),
+                            Attribute::KeyType(P11KeyType::GENERIC_SECRET),
+                            Attribute::Token(false),
+                            Attribute::Sensitive(false),
+                            Attribute::Extractable(true),
+                            Attribute::Value(req.data.to_vec()),
+                        ];
+                        let made = s.create_object(&template);
+                        for a in &mut template {
+                            if let Attribute::Value(v) = a {
+                                zeroize::Zeroize::zeroize(v);
+                            }
+                        }
+                        let obj = made?;
+                        let wrapped = s.wrap_key(&Mechanism::AesKeyWrap, h, obj);
+                        let _ = s.destroy_object(obj);
+                        wrapped
+                    } else {
+                        let template = [
+                            Attribute::Class(ObjectClass::SECRET_KEY),
+                            Attribute::KeyType(P11KeyType::GENERIC_SECRET),
+                            Attribute::Token(false),
+                            Attribute::Sensitive(false),
+                            Attribute::Extractable(true),
+                        ];
+                        let obj = s.unwrap_key(&Mechanism::AesKeyWrap, h, req.data, &template)?;
+                        let value = s.get_attributes(obj, &[AttributeType::Value]);
+                        let _ = s.destroy_object(obj);
+                        let mut out = Vec::new();
+                        for a in value? {
+                            if let Attribute::Value(v) = a {
+                                out = v;
+                            }
+                        }
+                        Ok(out)
+                    }
+                })?;
+                match r {
+                    Ok(v) if !v.is_empty() => Ok(AesOutput {
+                        value: Sensitive::new(v),
+                        iv: None,
+                        tag: None,
+                    }),
+                    Err(e) if lost(&e) => Err(hsm_err(e)),
+                    _ => Err(bad_input()),
+                }
+            }
+        }
     }
 
     /// Logs every session out, as a restarted HSM would (tests use it to
@@ -876,6 +1092,19 @@ impl KeyRouter {
         self.hsm.as_deref().ok_or_else(|| {
             Error::Unavailable("an HSM-protected key is used but no HSM is configured".into())
         })
+    }
+}
+
+/// What a symmetric key's version stores in place of a public key.
+fn symmetric_public(bits: u32) -> PublicKey {
+    PublicKey {
+        kty: KeyType::Oct,
+        n: None,
+        e: None,
+        crv: None,
+        x: None,
+        y: None,
+        bits: Some(bits),
     }
 }
 
@@ -955,6 +1184,10 @@ impl KeyBackend for KeyRouter {
         label: &str,
     ) -> Result<Sensitive<Vec<u8>>> {
         self.hsm()?.import_backup(wrapped, public, label)
+    }
+
+    fn aes(&self, key: &SealedPrivate<'_>, request: &AesRequest<'_>) -> Result<AesOutput> {
+        self.hsm()?.aes(key, request)
     }
 
     fn destroy_hardware(&self, private: &[u8]) -> Result<()> {

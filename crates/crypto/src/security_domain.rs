@@ -448,7 +448,7 @@ pub fn new_exchange_key(subject: &str) -> Result<(Sensitive<Vec<u8>>, Vec<u8>)> 
     b.set_issuer_name(&name).map_err(ossl)?;
     b.set_pubkey(&key).map_err(ossl)?;
     let now = openssl::asn1::Asn1Time::days_from_now(0).map_err(ossl)?;
-    let later = openssl::asn1::Asn1Time::days_from_now(2).map_err(ossl)?;
+    let later = openssl::asn1::Asn1Time::days_from_now(365).map_err(ossl)?;
     b.set_not_before(&now).map_err(ossl)?;
     b.set_not_after(&later).map_err(ossl)?;
     b.sign(&key, MessageDigest::sha256()).map_err(ossl)?;

@@ -19,7 +19,8 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use keyhaven_core::key::{
-    CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PublicKey, SealedPrivate, SignAlgorithm,
+    AesAlgorithm, AesRequest, CipherAlgorithm, Curve, KeyBackend, KeySpec, KeyType, PublicKey,
+    SealedPrivate, SignAlgorithm,
 };
 use keyhaven_core::{Error, Sensitive};
 use keyhaven_crypto::pkcs11::{init_backup_key, HsmConfig, KeyRouter, Pkcs11Keys};
@@ -233,6 +234,7 @@ fn imported_keys_sign_like_the_original() {
         crv: None,
         x: None,
         y: None,
+        k: None,
     };
     let (reference, public) = hsm.import(&jwk, "v/imported").unwrap();
     assert_eq!(public.n.as_deref(), Some(rsa.n().to_vec().as_slice()));
@@ -513,4 +515,175 @@ fn the_router_sends_hsm_keys_to_the_token_and_others_to_software() {
     let none = KeyRouter::new(Arc::new(SoftwareKeys::new()), None);
     assert!(!none.hardware());
     assert!(none.generate(&spec(KeyType::Ec, None, None)).is_err());
+}
+
+fn aes<'a>(alg: &str, encrypt: bool, data: &'a [u8]) -> AesRequest<'a> {
+    AesRequest {
+        encrypt,
+        alg: AesAlgorithm::parse(alg).unwrap(),
+        data,
+        iv: None,
+        aad: None,
+        tag: None,
+    }
+}
+
+/// oct-HSM: a known AES key imported into the token encrypts and decrypts
+/// exactly as OpenSSL does with the same key, in every mode; the value
+/// cannot be read back; tampering is refused.
+#[test]
+fn symmetric_keys_agree_with_openssl() {
+    use openssl::symm::{decrypt_aead, encrypt, encrypt_aead, Cipher};
+    let _dir = tokens(&["aes"]);
+    let hsm = open("aes");
+    let k: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(7)).collect();
+    let jwk = keyhaven_core::key::PrivateJwk {
+        kty: KeyType::Oct,
+        n: None,
+        e: None,
+        d: None,
+        p: None,
+        q: None,
+        dp: None,
+        dq: None,
+        qi: None,
+        crv: None,
+        x: None,
+        y: None,
+        k: Some(Sensitive::new(k.clone())),
+    };
+    let (reference, public) = hsm.import(&jwk, "pool/aes").unwrap();
+    assert_eq!((public.kty, public.bits), (KeyType::Oct, Some(256)));
+    let run = |req: &AesRequest<'_>| with(b"aes", &reference, |key| hsm.aes(key, req));
+    let pt = b"Managed HSM symmetric keys, 41 bytes long".to_vec();
+    let aad = b"header".to_vec();
+
+    // GCM, both ways.
+    let mut req = aes("A256GCM", true, &pt);
+    req.aad = Some(&aad);
+    let out = run(&req).unwrap();
+    let (iv, tag) = (out.iv.clone().unwrap(), out.tag.clone().unwrap());
+    assert_eq!((iv.len(), tag.len()), (12, 16));
+    let opened = decrypt_aead(
+        Cipher::aes_256_gcm(),
+        &k,
+        Some(&iv),
+        &aad,
+        out.value.expose(),
+        &tag,
+    )
+    .unwrap();
+    assert_eq!(opened, pt);
+    let mut tag2 = [0u8; 16];
+    let iv2 = [9u8; 12];
+    let ct2 = encrypt_aead(Cipher::aes_256_gcm(), &k, Some(&iv2), &aad, &pt, &mut tag2).unwrap();
+    let mut req = aes("A256GCM", false, &ct2);
+    req.iv = Some(&iv2);
+    req.aad = Some(&aad);
+    req.tag = Some(&tag2);
+    assert_eq!(run(&req).unwrap().value.expose(), &pt);
+    let mut bad_tag = tag2;
+    bad_tag[0] ^= 1;
+    req.tag = Some(&bad_tag);
+    assert!(matches!(run(&req), Err(Error::BadParameter(_))));
+
+    // CBC without padding zero-pads; CBCPAD is PKCS#7.
+    let iv16 = [3u8; 16];
+    let mut req = aes("A256CBC", true, &pt);
+    req.iv = Some(&iv16);
+    let out = run(&req).unwrap();
+    let mut padded = pt.clone();
+    padded.resize(48, 0);
+    let mut c = openssl::symm::Crypter::new(
+        Cipher::aes_256_cbc(),
+        openssl::symm::Mode::Encrypt,
+        &k,
+        Some(&iv16),
+    )
+    .unwrap();
+    c.pad(false);
+    let mut want = vec![0u8; 64];
+    let n = c.update(&padded, &mut want).unwrap();
+    want.truncate(n);
+    assert_eq!(out.value.expose(), &want);
+    let mut req = aes("A256CBCPAD", true, &pt);
+    req.iv = Some(&iv16);
+    let out = run(&req).unwrap();
+    assert_eq!(
+        out.value.expose(),
+        &encrypt(Cipher::aes_256_cbc(), &k, Some(&iv16), &pt).unwrap()
+    );
+    let ct = out.value.expose().clone();
+    let mut req = aes("A256CBCPAD", false, &ct);
+    req.iv = Some(&iv16);
+    assert_eq!(run(&req).unwrap().value.expose(), &pt);
+
+    // Key wrap (RFC 3394) of a caller's key, and back.
+    let cek = [0x5au8; 32];
+    let out = run(&aes("A256KW", true, &cek)).unwrap();
+    let wrap_key = openssl::aes::AesKey::new_encrypt(&k).unwrap();
+    let mut want = vec![0u8; 40];
+    openssl::aes::wrap_key(&wrap_key, None, &mut want, &cek).unwrap();
+    assert_eq!(out.value.expose(), &want);
+    assert_eq!(
+        run(&aes("A256KW", false, &want)).unwrap().value.expose(),
+        &cek.to_vec()
+    );
+    let mut broken = want.clone();
+    broken[5] ^= 1;
+    assert!(run(&aes("A256KW", false, &broken)).is_err());
+
+    // The value never leaves the token.
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .map(|t| t.label().trim() == "aes")
+                .unwrap_or(false)
+        })
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    // (The backend's context shares the login.)
+    let _ = session.login(UserType::User, Some(&AuthPin::new(PIN.into())));
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(b"pool/aes".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let attrs = session
+        .get_attributes(found[0], &[AttributeType::Value])
+        .unwrap_or_default();
+    assert!(
+        !attrs.iter().any(|a| matches!(a, Attribute::Value(_))),
+        "the AES key's value was readable"
+    );
+}
+
+/// A generated oct-HSM key's backup goes back into the same token and is
+/// refused by another (its wrapping key differs).
+#[test]
+fn symmetric_keys_back_up_to_their_own_hsm_only() {
+    let _dir = tokens(&["aesa", "aesb"]);
+    let (a, b) = (open("aesa"), open("aesb"));
+    let (reference, public) = a.generate(&spec(KeyType::Oct, Some(128), None)).unwrap();
+    assert_eq!(public.bits, Some(128));
+    let pt = [7u8; 32];
+    let ct = with(b"g", &reference, |k| a.aes(k, &aes("A128KW", true, &pt))).unwrap();
+    let wrapped = with(b"g", &reference, |k| a.export(k)).unwrap();
+    let back = a.import_backup(&wrapped, &public, "pool/restored").unwrap();
+    let again = with(b"r", &back, |k| {
+        a.aes(k, &aes("A128KW", false, ct.value.expose()))
+    })
+    .unwrap();
+    assert_eq!(again.value.expose(), &pt.to_vec());
+    assert!(matches!(
+        b.import_backup(&wrapped, &public, "pool/foreign"),
+        Err(Error::BadParameter(_))
+    ));
 }

@@ -232,6 +232,15 @@ impl Evaluator {
         ))
     }
 
+    /// The caller's object id and those of its groups (transitively).
+    pub async fn principal_ids(&self, principal: &Principal) -> Result<Vec<String>> {
+        let snap = self.snapshot().await?;
+        let groups = self.groups_of(&snap, &principal.object_id).await?;
+        let mut ids = vec![principal.object_id.clone()];
+        ids.extend(groups.iter().cloned());
+        Ok(ids)
+    }
+
     /// Requires data action `action` at local `scope` of `pool` (the pool's
     /// 403 `AccessDenied` otherwise).
     pub async fn require_pool(

@@ -67,7 +67,7 @@ impl TryFrom<KeyCreateParameters> for KeyInput {
         let curve = match (kty, p.crv.as_deref()) {
             (_, Some(c)) => Some(Curve::parse(c)?),
             (KeyType::Ec, None) => Some(Curve::P256),
-            (KeyType::Rsa, None) => None,
+            (KeyType::Rsa | KeyType::Oct, None) => None,
         };
         Ok(Self {
             spec: KeySpec {
@@ -327,6 +327,47 @@ pub struct KeyOperationsParameters {
     pub alg: Option<String>,
     /// The input, base64url.
     pub value: Option<String>,
+    /// IV (AES-CBC; AES-GCM decrypt), base64url.
+    pub iv: Option<String>,
+    /// Additional authenticated data (AES-GCM), base64url.
+    pub aad: Option<String>,
+    /// Authentication tag (AES-GCM decrypt), base64url.
+    pub tag: Option<String>,
+}
+
+/// The result of an AES operation: `kid`, `alg`, `value` and, as Azure's
+/// managed HSM answers an encryption, `iv`, `tag` (GCM) and `aad` (echoed).
+#[derive(Serialize)]
+pub struct AesOperationResult {
+    kid: String,
+    alg: String,
+    value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aad: Option<String>,
+}
+
+impl AesOperationResult {
+    /// A result for the key version used.
+    pub fn new(
+        rec: &VersionRecord,
+        urls: &VaultUrls,
+        alg: &str,
+        out: &keyhaven_core::key::AesOutput,
+        aad: Option<&[u8]>,
+    ) -> Self {
+        Self {
+            kid: urls.versioned(COLLECTION, rec.name.as_str(), rec.version.as_str()),
+            alg: alg.to_owned(),
+            value: URL_SAFE_NO_PAD.encode(out.value.expose()),
+            iv: out.iv.as_deref().map(|v| URL_SAFE_NO_PAD.encode(v)),
+            tag: out.tag.as_deref().map(|v| URL_SAFE_NO_PAD.encode(v)),
+            aad: aad.map(|v| URL_SAFE_NO_PAD.encode(v)),
+        }
+    }
 }
 
 /// A JWK in an import request (private parts move into `Sensitive` at once).
@@ -345,6 +386,7 @@ pub struct JsonWebKeyIn {
     crv: Option<String>,
     x: Option<String>,
     y: Option<String>,
+    k: Option<String>,
 }
 
 /// `PUT /keys/{name}` body.
@@ -406,6 +448,7 @@ impl KeyImportParameters {
             crv,
             x: opt_b64(k.x, "x")?,
             y: opt_b64(k.y, "y")?,
+            k: secret_b64(k.k, "k")?,
         };
         Ok((
             jwk,

@@ -37,24 +37,22 @@ struct WireProps {
 }
 
 /// The built-in roles, in the service's order.
-pub fn builtin() -> Vec<LocalRole> {
+pub fn builtin() -> &'static [LocalRole] {
     static ROLES: OnceLock<Vec<LocalRole>> = OnceLock::new();
-    ROLES
-        .get_or_init(|| {
-            let wire: Vec<Wire> =
-                serde_json::from_str(include_str!("builtin_roles.json")).unwrap_or_default();
-            wire.into_iter()
-                .map(|w| LocalRole {
-                    name: w.name,
-                    role_name: w.properties.role_name,
-                    description: w.properties.description,
-                    kind: w.properties.kind,
-                    permissions: w.properties.permissions,
-                    assignable_scopes: w.properties.assignable_scopes,
-                })
-                .collect()
-        })
-        .clone()
+    ROLES.get_or_init(|| {
+        let wire: Vec<Wire> =
+            serde_json::from_str(include_str!("builtin_roles.json")).unwrap_or_default();
+        wire.into_iter()
+            .map(|w| LocalRole {
+                name: w.name,
+                role_name: w.properties.role_name,
+                description: w.properties.description,
+                kind: w.properties.kind,
+                permissions: w.properties.permissions,
+                assignable_scopes: w.properties.assignable_scopes,
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use keyhaven_core::key::{CipherAlgorithm, CipherRequest, SignAlgorithm, SignatureCheck};
+use keyhaven_core::key::{
+    AesAlgorithm, AesMode, AesRequest, CipherAlgorithm, CipherRequest, SignAlgorithm,
+    SignatureCheck,
+};
 use keyhaven_core::{Error, ObjectKind, ObjectName, Operation, Version};
 use keyhaven_wire::key::{
-    decode_field, BackupKeyResult, DeletedKeyBundle, DeletedKeyItem, GetRandomBytesRequest,
-    KeyBundle, KeyCreateParameters, KeyImportParameters, KeyItem, KeyOperationResult,
-    KeyOperationsParameters, KeyRestoreParameters, KeySignParameters, KeyUpdateParameters,
-    KeyVerifyParameters, KeyVerifyResult, RandomBytes,
+    decode_field, AesOperationResult, BackupKeyResult, DeletedKeyBundle, DeletedKeyItem,
+    GetRandomBytesRequest, KeyBundle, KeyCreateParameters, KeyImportParameters, KeyItem,
+    KeyOperationResult, KeyOperationsParameters, KeyRestoreParameters, KeySignParameters,
+    KeyUpdateParameters, KeyVerifyParameters, KeyVerifyResult, RandomBytes,
 };
 use keyhaven_wire::rotation::{KeyRotationPolicy, KeyRotationPolicyIn};
 use keyhaven_wire::secret::ListResult;
@@ -214,9 +217,37 @@ async fn operate(
         Operation::KeyEncrypt | Operation::KeyWrap | Operation::KeyDecrypt | Operation::KeyUnwrap
     ) {
         let p: KeyOperationsParameters = parse_json(&bytes)?;
-        let alg = CipherAlgorithm::parse(p.alg.as_deref().unwrap_or(""))?;
-        let data = decode_field(p.value.as_deref(), "value")?;
         let wrap = matches!(operation, Operation::KeyWrap | Operation::KeyUnwrap);
+        let alg_name = p.alg.as_deref().unwrap_or("");
+        if let Some(alg) = AesAlgorithm::parse(alg_name) {
+            let data = decode_field(p.value.as_deref(), "value")?;
+            let field = |v: Option<&str>, n: &str| v.map(|v| decode_field(Some(v), n)).transpose();
+            let iv = field(p.iv.as_deref(), "iv")?;
+            let aad = field(p.aad.as_deref(), "aad")?;
+            let tag = field(p.tag.as_deref(), "tag")?;
+            let encrypt = matches!(operation, Operation::KeyEncrypt | Operation::KeyWrap);
+            let request = AesRequest {
+                encrypt,
+                alg,
+                data: &data,
+                iv: iv.as_deref(),
+                aad: aad.as_deref(),
+                tag: tag.as_deref(),
+            };
+            let (rec, out) = st
+                .service
+                .symmetric(&auth, &ctx.vault, (&name, version.as_ref()), wrap, request)
+                .await?;
+            // Azure echoes the aad of a GCM encryption, nothing else's.
+            let echo = (encrypt && alg.mode == AesMode::Gcm)
+                .then_some(aad.as_deref())
+                .flatten();
+            return Ok(ok(&AesOperationResult::new(
+                &rec, &ctx.urls, alg_name, &out, echo,
+            )));
+        }
+        let alg = CipherAlgorithm::parse(alg_name)?;
+        let data = decode_field(p.value.as_deref(), "value")?;
         let request = CipherRequest {
             wrap,
             alg,

@@ -139,10 +139,15 @@ async fn download(
         "SecurityDomainDownload",
     )
     .await?;
-    if ctx.vault.is_activated() {
-        return Err(already_active(&ctx.vault));
-    }
     let req: DownloadRequest = parse_json(&read_body(body).await?)?;
+    if !(sd::MIN_CERTS..=sd::MAX_CERTS).contains(&req.certificates.len()) {
+        return Err(Error::BadParameter(format!(
+            "Between {} and {} wrapping certificates are required.",
+            sd::MIN_CERTS,
+            sd::MAX_CERTS
+        ))
+        .into());
+    }
     let certs = req
         .certificates
         .iter()
@@ -152,6 +157,29 @@ async fn download(
     let required = req
         .required
         .ok_or_else(|| Error::BadParameter("'required' (the quorum) is required.".into()))?;
+    let mut thumbprints: Vec<String> = certs.iter().map(|c| sd::x5t_256(c)).collect();
+    thumbprints.sort();
+    if ctx.vault.is_activated() {
+        // A retry of the download that activated the pool (its answer was
+        // lost) gets the same security domain; anything else, 409.
+        let stored = ctx
+            .vault
+            .properties
+            .managed_hsm
+            .as_ref()
+            .and_then(|m| m.sd_download.as_ref())
+            .filter(|d| d.thumbprints == thumbprints && d.required == required);
+        return match stored {
+            Some(d) => {
+                let resp = json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "value": d.blob }),
+                );
+                Ok(with_async_operation(resp, &ctx, "download"))
+            }
+            None => Err(already_active(&ctx.vault)),
+        };
+    }
     let key = keyhaven_core::sensitive::Sensitive::new({
         let mut k = vec![0u8; 32];
         openssl::rand::rand_bytes(&mut k).map_err(|_| Error::Integrity)?;
@@ -169,8 +197,13 @@ async fn download(
     let blob = sd::make_download(&certs, required, &[(DOMAIN_TAG, state.expose())]).map_err(bad)?;
     // The domain is the pool's only once this write lands: a racing
     // download gets the 409, and its blob (never returned) is dropped.
+    let download = keyhaven_core::vault::SdDownload {
+        thumbprints,
+        required,
+        blob: blob.clone(),
+    };
     st.service
-        .activate_pool(&ctx.vault, &id, key.expose(), "download")
+        .activate_pool(&ctx.vault, &id, key.expose(), Some(download))
         .await
         .map_err(admin_error)?;
     let resp = json(StatusCode::ACCEPTED, &serde_json::json!({ "value": blob }));
@@ -236,14 +269,27 @@ async fn transfer_key(State(st): State<AppState>, Extension(ctx): Ctx) -> ApiRes
     if ctx.vault.is_activated() {
         return Err(already_active(&ctx.vault));
     }
-    let subject = format!("{} exchange key", ctx.vault.name);
-    let cert = st
-        .service
-        .pool_exchange_key(&ctx.vault, || {
-            sd::new_exchange_key(&subject).map_err(|e| Error::BadParameter(e.0))
-        })
-        .await
-        .map_err(admin_error)?;
+    let cert = match ctx
+        .vault
+        .properties
+        .managed_hsm
+        .as_ref()
+        .and_then(|m| m.exchange.as_ref())
+    {
+        Some(x) => x.cert.clone(),
+        None => {
+            // RSA key generation takes a while: off the async workers.
+            let subject = format!("{} exchange key", ctx.vault.name);
+            let made = tokio::task::spawn_blocking(move || sd::new_exchange_key(&subject))
+                .await
+                .map_err(|_| Error::Integrity)?
+                .map_err(bad)?;
+            st.service
+                .pool_exchange_key(&ctx.vault, || Ok(made))
+                .await
+                .map_err(admin_error)?
+        }
+    };
     let jwk = sd::transfer_key_jwk(&cert).map_err(bad)?;
     Ok(ok(
         &serde_json::json!({ "key_format": "jwk", "transfer_key": jwk }),
@@ -284,7 +330,7 @@ async fn upload(
         .into());
     };
     let items = sd::open_upload(&blob, private.expose(), &cert).map_err(bad)?;
-    let state = items
+    let mut state = items
         .iter()
         .find(|(tag, _)| tag == DOMAIN_TAG)
         .and_then(|(_, v)| serde_json::from_slice::<DomainState>(v.expose()).ok())
@@ -294,12 +340,12 @@ async fn upload(
                 "The security domain is not one a Keyhaven managed HSM made.".into(),
             )
         })?;
-    let key = keyhaven_core::sensitive::Sensitive::new(
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &state.key)
-            .map_err(|_| Error::BadParameter("The security domain is malformed.".into()))?,
-    );
+    let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &state.key)
+        .map(keyhaven_core::sensitive::Sensitive::new);
+    zeroize::Zeroize::zeroize(&mut state.key);
+    let key = key.map_err(|_| Error::BadParameter("The security domain is malformed.".into()))?;
     st.service
-        .activate_pool(&ctx.vault, &state.id, key.expose(), "upload")
+        .activate_pool(&ctx.vault, &state.id, key.expose(), None)
         .await
         .map_err(admin_error)?;
     let resp = json(
@@ -373,13 +419,15 @@ async fn update_setting(
     AzPath(name): AzPath<String>,
     body: axum::body::Body,
 ) -> ApiResult {
-    ctx.authorize_pool(
-        &st,
-        "/",
-        &format!("{SETTINGS}write/action"),
-        "UpdateSetting",
-    )
-    .await?;
+    let action = format!("{SETTINGS}write/action");
+    ctx.authorize_pool(&st, "/", &action, "UpdateSetting")
+        .await?;
+    let ids = st.authz.principal_ids(&ctx.principal).await?;
+    let caller = keyhaven_core::managed_hsm::PoolCaller {
+        ids: &ids,
+        scope: "/",
+        action: &action,
+    };
     if name != ARM_KEY_MANAGEMENT {
         return Err(unknown_setting(&name));
     }
@@ -396,6 +444,7 @@ async fn update_setting(
     let (_, written) = st
         .service
         .modify_pool(&ctx.vault, |state| {
+            caller.check(state)?;
             state
                 .settings
                 .insert(ARM_KEY_MANAGEMENT.to_owned(), value.clone());

@@ -11,7 +11,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 use keyhaven_core::managed_hsm::{
-    self as mhsm, LocalAssignment, LocalPermission, LocalRole, RbacEdit, RbacOutcome,
+    self as mhsm, LocalAssignment, LocalPermission, LocalRole, PoolCaller, RbacEdit, RbacOutcome,
 };
 use keyhaven_core::Error;
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,19 @@ struct PutAssignmentProps {
     principal_id: String,
 }
 
+/// Authorizes a write and returns the caller's ids, for the re-check inside
+/// the pool's compare-and-set.
+async fn authorize_write(
+    st: &AppState,
+    ctx: &DataCtx,
+    scope: &str,
+    action: &str,
+    audit: &'static str,
+) -> Result<Vec<String>, ApiError> {
+    ctx.authorize_pool(st, scope, action, audit).await?;
+    Ok(st.authz.principal_ids(&ctx.principal).await?)
+}
+
 fn is_guid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36
 }
@@ -249,18 +262,20 @@ async fn assignments(
             state
                 .role_assignments
                 .iter()
-                .find(|a| a.name.eq_ignore_ascii_case(name) && a.scope == t.scope)
+                .find(|a| {
+                    a.name.eq_ignore_ascii_case(name) && a.scope.eq_ignore_ascii_case(&t.scope)
+                })
                 .map(|a| ok(&assignment_out(a)))
                 .ok_or_else(|| ApiError::not_found("The role assignment was not found."))
         }
         (Some(name), Method::PUT) => {
-            ctx.authorize_pool(
-                st,
-                &t.scope,
-                &format!("{ACTIONS}roleAssignments/write/action"),
-                "RoleAssignmentCreate",
-            )
-            .await?;
+            let action = format!("{ACTIONS}roleAssignments/write/action");
+            let ids = authorize_write(st, ctx, &t.scope, &action, "RoleAssignmentCreate").await?;
+            let caller = PoolCaller {
+                ids: &ids,
+                scope: &t.scope,
+                action: &action,
+            };
             let b: PutAssignment = parse_json(body)?;
             let p = b
                 .properties
@@ -276,6 +291,7 @@ async fn assignments(
                 .service
                 .edit_pool_rbac(
                     &ctx.vault,
+                    caller,
                     RbacEdit::PutAssignment(LocalAssignment {
                         name: name.to_owned(),
                         scope: t.scope.clone(),
@@ -291,17 +307,18 @@ async fn assignments(
             }
         }
         (Some(name), Method::DELETE) => {
-            ctx.authorize_pool(
-                st,
-                &t.scope,
-                &format!("{ACTIONS}roleAssignments/delete/action"),
-                "RoleAssignmentDelete",
-            )
-            .await?;
+            let action = format!("{ACTIONS}roleAssignments/delete/action");
+            let ids = authorize_write(st, ctx, &t.scope, &action, "RoleAssignmentDelete").await?;
+            let caller = PoolCaller {
+                ids: &ids,
+                scope: &t.scope,
+                action: &action,
+            };
             let outcome = st
                 .service
                 .edit_pool_rbac(
                     &ctx.vault,
+                    caller,
                     RbacEdit::DeleteAssignment {
                         scope: t.scope.clone(),
                         name: name.to_owned(),
@@ -360,8 +377,11 @@ async fn definitions(
             .await?;
             let f = filter(ctx)?;
             let value: Vec<DefinitionOut> = mhsm::roles_of(state)
-                .iter()
-                .filter(|r| f.role_name.as_deref().is_none_or(|n| n == r.role_name))
+                .filter(|r| {
+                    f.role_name
+                        .as_deref()
+                        .is_none_or(|n| n.eq_ignore_ascii_case(&r.role_name))
+                })
                 .map(definition_out)
                 .collect();
             Ok(ok(&serde_json::json!({ "value": value })))
@@ -375,39 +395,27 @@ async fn definitions(
             )
             .await?;
             mhsm::find_role(state, name)
-                .map(|r| ok(&definition_out(&r)))
+                .map(|r| ok(&definition_out(r)))
                 .ok_or_else(|| ApiError::not_found("The role definition was not found."))
         }
         (Some(name), Method::PUT) => {
-            ctx.authorize_pool(
-                st,
-                &t.scope,
-                &format!("{ACTIONS}roleDefinitions/write/action"),
-                "RoleDefinitionCreate",
-            )
-            .await?;
-            let b: PutDefinition = parse_json(body)?;
-            let p = b.properties.unwrap_or_default();
-            if p.permissions.len() > 10
-                || p.permissions.iter().any(|x| {
-                    x.data_actions.len()
-                        + x.not_data_actions.len()
-                        + x.actions.len()
-                        + x.not_actions.len()
-                        > 200
-                        || x.data_actions
-                            .iter()
-                            .chain(&x.not_data_actions)
-                            .chain(&x.actions)
-                            .chain(&x.not_actions)
-                            .any(|a| a.len() > 256)
-                })
-            {
+            // A custom role is the pool's, wherever it is assigned: changing
+            // one needs the right at `/`, and definitions live at `/` only.
+            let action = format!("{ACTIONS}roleDefinitions/write/action");
+            let ids = authorize_write(st, ctx, "/", &action, "RoleDefinitionCreate").await?;
+            if t.scope != "/" {
                 return Err(Error::BadParameter(
-                    "The role has too many or too long actions.".into(),
+                    "Role definitions of a managed HSM are made at scope / only.".into(),
                 )
                 .into());
             }
+            let caller = PoolCaller {
+                ids: &ids,
+                scope: "/",
+                action: &action,
+            };
+            let b: PutDefinition = parse_json(body)?;
+            let p = b.properties.unwrap_or_default();
             if p.description.len() > 2048 {
                 return Err(Error::BadParameter("The description is too long.".into()).into());
             }
@@ -418,14 +426,14 @@ async fn definitions(
                 kind: "CustomRole".into(),
                 permissions: p.permissions,
                 assignable_scopes: if p.assignable_scopes.is_empty() {
-                    vec![t.scope.clone()]
+                    vec!["/".into()]
                 } else {
                     p.assignable_scopes
                 },
             };
             match st
                 .service
-                .edit_pool_rbac(&ctx.vault, RbacEdit::PutRole(role))
+                .edit_pool_rbac(&ctx.vault, caller, RbacEdit::PutRole(role))
                 .await
                 .map_err(admin_error)?
             {
@@ -434,16 +442,24 @@ async fn definitions(
             }
         }
         (Some(name), Method::DELETE) => {
-            ctx.authorize_pool(
-                st,
-                &t.scope,
-                &format!("{ACTIONS}roleDefinitions/delete/action"),
-                "RoleDefinitionDelete",
-            )
-            .await?;
+            // A custom role is the pool's, wherever it is assigned: changing
+            // one needs the right at `/`, and definitions live at `/` only.
+            let action = format!("{ACTIONS}roleDefinitions/delete/action");
+            let ids = authorize_write(st, ctx, "/", &action, "RoleDefinitionDelete").await?;
+            if t.scope != "/" {
+                return Err(Error::BadParameter(
+                    "Role definitions of a managed HSM are made at scope / only.".into(),
+                )
+                .into());
+            }
+            let caller = PoolCaller {
+                ids: &ids,
+                scope: "/",
+                action: &action,
+            };
             match st
                 .service
-                .edit_pool_rbac(&ctx.vault, RbacEdit::DeleteRole(name.to_owned()))
+                .edit_pool_rbac(&ctx.vault, caller, RbacEdit::DeleteRole(name.to_owned()))
                 .await
                 .map_err(admin_error)?
             {
