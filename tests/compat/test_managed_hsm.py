@@ -32,6 +32,13 @@ from khcompat import (CLIENT_KWARGS, HTTP_TIMEOUT, KeyhavenServer, bootstrap_obj
                       running_server, unique)
 from test_premium import HsmServer, hsm_environment, mgmt_kwargs, trust
 
+
+class PoolServer(HsmServer):
+    """The HSM server, allowed to write pool backups to Azurite on loopback."""
+
+    def command(self):
+        return super().command() + ["--backup-storage-allow", "127.0.0.1"]
+
 ADMINISTRATOR = "a290e904-7015-4bba-90c8-60543313cdb4"
 CRYPTO_USER = "21dbd100-6940-42c2-9190-5d6cb909625b"
 CRYPTO_OFFICER = "515eb02d-2335-4d2d-92f2-b1cbdf9c3778"
@@ -41,7 +48,7 @@ SD_API = "7.5"
 @pytest.fixture(scope="module")
 def hsm(store_kind, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"mhsm-{store_kind}")
-    with hsm_environment(root), running_server(HsmServer, store_kind, root / "server") as srv:
+    with hsm_environment(root), running_server(PoolServer, store_kind, root / "server") as srv:
         trust(srv)
         srv.admin_oid = bootstrap_object_id(srv)
         srv.rg = unique("rg")
@@ -513,3 +520,152 @@ def test_vaults_keep_no_symmetric_keys(hsm):
         with pytest.raises(HttpResponseError) as e:
             kc.create_oct_key(unique("aes"), size=256, hardware_protected=True)
         assert e.value.status_code == 400 and "Managed HSM" in e.value.message
+
+
+# -- Full backup and restore to Blob storage (Azurite) -----------------------
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's documented, well-known development key (not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    """Microsoft's Blob storage emulator (npm azurite, pinned in tests/js),
+    on a loopback port, with a container and a SAS token for it."""
+    import os
+    import socket
+    import subprocess
+    import time
+    from pathlib import Path
+    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+    from khcompat import free_port
+
+    js = os.environ.get("KEYHAVEN_JS_DIR", "")
+    binary = Path(js) / "node_modules" / ".bin" / "azurite-blob"
+    assert binary.exists(), "Azurite is not installed: run through scripts/compat (npm ci in tests/js)"
+    port = free_port()
+    work = tmp_path_factory.mktemp("azurite")
+    log = open(work / "azurite.log", "wb")
+    proc = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+                             str(work / "data"), "--skipApiVersionCheck", "--disableTelemetry"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, (work / "azurite.log").read_text()
+            time.sleep(0.2)
+        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        svc = BlobServiceClient.from_connection_string(
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={endpoint};")
+        svc.create_container("mhsm-backups")
+        sas = generate_container_sas(AZURITE_ACCOUNT, "mhsm-backups", account_key=AZURITE_KEY,
+                                     permission=ContainerSasPermissions(read=True, write=True, list=True,
+                                                                        create=True),
+                                     expiry=datetime.datetime.now(datetime.timezone.utc)
+                                     + datetime.timedelta(hours=2))
+        yield {"container_url": f"{endpoint}/mhsm-backups", "sas": sas,
+               "container": svc.get_container_client("mhsm-backups")}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_full_backup_to_blob_storage_restores_into_a_pool_with_the_same_domain(hsm, azurite):
+    import os
+    import re
+    from azure.keyvault.administration import KeyVaultBackupClient
+    from azure.keyvault.keys import JsonWebKey
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    RESTORE_USER, BACKUP_USER = "6efe6056-5259-49d2-8b3d-d3d73544b20b", "7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8"
+    first = create_pool(hsm).name
+    keys, blob = activate(hsm, first)
+    for role in (CRYPTO_OFFICER, BACKUP_USER, RESTORE_USER):
+        grant(hsm, first, role, hsm.admin_oid)
+    k = os.urandom(32)
+    pt = b"what the first pool encrypted"
+    with key_client(hsm, first) as kc:
+        aes = kc.import_key("aes1", JsonWebKey(kty="oct-HSM", k=k, key_ops=["encrypt", "decrypt"]))
+        rsa_key = kc.create_rsa_key("rsa1", size=2048)
+        kc.create_ec_key("ec1", curve="P-384")
+    with CryptographyClient(aes.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+        sealed = cc.encrypt(EncryptionAlgorithm.a256_gcm, pt)
+    url = pool_url(hsm, first)
+    with KeyVaultBackupClient(url, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as bc:
+        result = bc.begin_backup(azurite["container_url"], sas_token=azurite["sas"]).result()
+        folder_url = result.folder_url
+        assert re.fullmatch(re.escape(azurite["container_url"]) + rf"/mhsm-{first}-\d{{16}}", folder_url), folder_url
+        folder = folder_url.rsplit("/", 1)[1]
+        blobs = {b.name: azurite["container"].download_blob(b.name).readall()
+                 for b in azurite["container"].list_blobs(name_starts_with=folder + "/")}
+        assert set(blobs) == {f"{folder}/manifest", f"{folder}/key-0", f"{folder}/key-1", f"{folder}/key-2"}
+        # What storage holds is sealed: no key name, no AES key value.
+        for data in blobs.values():
+            assert b"aes1" not in data and b"rsa1" not in data and k not in data
+        # The AES key is purged; a selective restore brings it back, and it
+        # decrypts what it encrypted before.
+        with key_client(hsm, first) as kc:
+            kc.begin_delete_key("aes1").wait()
+            kc.purge_deleted_key("aes1")
+        bc.begin_restore(folder_url, sas_token=azurite["sas"], key_name="aes1").wait()
+        with CryptographyClient(aes.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+            assert cc.decrypt(EncryptionAlgorithm.a256_gcm, sealed.ciphertext, iv=sealed.iv,
+                              authentication_tag=sealed.tag).plaintext == pt
+        assert AESGCM(k).decrypt(sealed.iv, sealed.ciphertext + sealed.tag, None) == pt
+        # A full restore over existing keys leaves them as they are.
+        token = pool_token(hsm)
+        r = pool_request(hsm, first, "PUT", "/restore", token, api_version="7.6", json={
+            "sasTokenParameters": {"storageResourceUri": azurite["container_url"], "token": azurite["sas"]},
+            "folderToRestore": folder})
+        assert r.status_code == 202 and r.json()["status"] == "Succeeded", r.text
+        assert "could not overwrite: 3" in r.json()["statusDetails"]
+        status = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
+                              verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+        assert status.status_code == 200 and status.json()["jobId"] == r.json()["jobId"], status.text
+        # Storage the operator did not allow, and a managed identity, are refused.
+        for body in ({"storageResourceUri": "https://evil.example/c", "token": "sig=x"},
+                     {"storageResourceUri": azurite["container_url"], "useManagedIdentity": True}):
+            r = pool_request(hsm, first, "POST", "/backup", token, api_version="7.6", json=body)
+            assert r.status_code == 400, r.text
+        assert "sig=" not in r.text
+    # A pool with another domain cannot restore the backup.
+    stranger = create_pool(hsm).name
+    activate(hsm, stranger)
+    grant(hsm, stranger, RESTORE_USER, hsm.admin_oid)
+    with KeyVaultBackupClient(pool_url(hsm, stranger), hsm.credential(), verify_challenge_resource=False,
+                              **CLIENT_KWARGS) as bc:
+        with pytest.raises(HttpResponseError) as e:
+            bc.begin_restore(folder_url, sas_token=azurite["sas"]).wait()
+        assert "another security domain" in str(e.value)
+    # A new pool holding the first's security domain restores every key.
+    second = create_pool(hsm).name
+    r = pool_request(hsm, second, "GET", "/securitydomain/upload", pool_token(hsm))
+    import base64
+    exchange = x509.load_der_x509_certificate(base64.b64decode(json.loads(r.json()["transfer_key"])["x5c"][0]))
+    items = sdclient.open_download(blob, [keys[0], keys[1]])
+    r = pool_request(hsm, second, "POST", "/securitydomain/upload", pool_token(hsm),
+                     json={"value": sdclient.restore_blob(items, exchange)})
+    assert r.status_code == 202, r.text
+    for role in (CRYPTO_USER, RESTORE_USER):
+        grant(hsm, second, role, hsm.admin_oid)
+    with KeyVaultBackupClient(pool_url(hsm, second), hsm.credential(), verify_challenge_resource=False,
+                              **CLIENT_KWARGS) as bc:
+        bc.begin_restore(folder_url, sas_token=azurite["sas"]).wait()
+    with key_client(hsm, second) as kc:
+        assert sorted(p.name for p in kc.list_properties_of_keys()) == ["aes1", "ec1", "rsa1"]
+        restored = kc.get_key("rsa1")
+        assert restored.key.n == rsa_key.key.n
+        moved = kc.get_key("aes1")
+    with CryptographyClient(moved.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
+        assert cc.decrypt(EncryptionAlgorithm.a256_gcm, sealed.ciphertext, iv=sealed.iv,
+                          authentication_tag=sealed.tag).plaintext == pt

@@ -356,6 +356,12 @@ struct ServeArgs {
     /// are reached only when listed as addresses or CIDRs.
     #[arg(long, env = "KEYHAVEN_AUDIT_HTTP_ALLOW", value_delimiter = ',')]
     audit_http_allow: Vec<String>,
+    /// Where managed HSM pools may write and read full backups (Azure Blob
+    /// storage containers): host names (`*.blob.core.windows.net`), IP
+    /// addresses or CIDRs, comma-separated. Unset: full backups are refused.
+    /// Plain http only to a listed IP address (an emulator on loopback).
+    #[arg(long, env = "KEYHAVEN_BACKUP_STORAGE_ALLOW", value_delimiter = ',')]
+    backup_storage_allow: Vec<String>,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -448,6 +454,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 admin_listen: a.admin_listen,
                 audit_fail_open: a.audit_fail_open,
                 audit_http_allow: a.audit_http_allow,
+                backup_storage_allow: a.backup_storage_allow,
                 scheduler_interval: std::time::Duration::from_secs(a.scheduler_interval.max(1)),
                 event_retry_base: std::time::Duration::from_millis(a.event_retry_base_ms),
                 limits: keyhaven_server::throttle::Limits {

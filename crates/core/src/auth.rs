@@ -159,6 +159,10 @@ pub enum Operation {
     CertificateBackup,
     /// Restore a certificate backup.
     CertificateRestore,
+    /// A managed HSM pool's full backup (not a vault operation: not in `ALL`).
+    PoolBackup,
+    /// A managed HSM pool's full or selective restore (not in `ALL`).
+    PoolRestore,
 }
 
 impl Operation {
@@ -216,6 +220,8 @@ impl Operation {
             Self::CertificateContacts => "CertificateContactsSet",
             Self::CertificateBackup => "CertificateBackup",
             Self::CertificateRestore => "CertificateRestore",
+            Self::PoolBackup => "BackupHsm",
+            Self::PoolRestore => "RestoreHsm",
         }
     }
 
@@ -273,6 +279,8 @@ impl Operation {
             Self::CertificateContacts => "Microsoft.KeyVault/vaults/certificatecontacts/write",
             Self::CertificateBackup => "Microsoft.KeyVault/vaults/certificates/backup/action",
             Self::CertificateRestore => "Microsoft.KeyVault/vaults/certificates/restore/action",
+            Self::PoolBackup => "Microsoft.KeyVault/managedHsm/backup/start/action",
+            Self::PoolRestore => "Microsoft.KeyVault/managedHsm/restore/start/action",
         }
     }
 
@@ -355,7 +363,9 @@ impl Operation {
             | Self::KeyRestore
             | Self::KeyRotate
             | Self::KeyGetRotationPolicy
-            | Self::KeySetRotationPolicy => "keys",
+            | Self::KeySetRotationPolicy
+            | Self::PoolBackup
+            | Self::PoolRestore => "keys",
             Self::CertificateCreate
             | Self::CertificateGet
             | Self::CertificateList
@@ -426,6 +436,8 @@ impl Operation {
             Self::CertificateContacts => ("certificates", "managecontacts"),
             Self::CertificateBackup => ("certificates", "backup"),
             Self::CertificateRestore => ("certificates", "restore"),
+            Self::PoolBackup => ("keys", "backup"),
+            Self::PoolRestore => ("keys", "restore"),
         }
     }
 }

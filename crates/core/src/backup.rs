@@ -67,6 +67,18 @@ impl VaultService {
         extras: BackupExtras<'_>,
     ) -> Result<Vec<u8>> {
         auth.require_on(vault, op, name)?;
+        self.backup_authorized(vault, kind, name, extras).await
+    }
+
+    /// `backup_objects` once the caller's right is established (a pool's
+    /// full backup holds `PoolBackup` for every key).
+    pub(crate) async fn backup_authorized(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        extras: BackupExtras<'_>,
+    ) -> Result<Vec<u8>> {
         // One read snapshot for the object and its companions: a backup
         // never holds a certificate version without its key or secret.
         let mut kinds = vec![kind];
@@ -203,6 +215,17 @@ impl VaultService {
         blob: &[u8],
     ) -> Result<(VersionRecord, Option<String>)> {
         auth.require(vault, op)?;
+        self.restore_authorized(vault, kind, blob).await
+    }
+
+    /// `restore_objects` once the caller's right is established (a pool's
+    /// full or selective restore holds `PoolRestore`).
+    pub(crate) async fn restore_authorized(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        blob: &[u8],
+    ) -> Result<(VersionRecord, Option<String>)> {
         let invalid =
             || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
         let plain = if vault.is_managed_hsm() {

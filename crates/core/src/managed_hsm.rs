@@ -250,6 +250,7 @@ pub fn canonical_scope(raw: &str) -> Option<String> {
     }
 }
 
+pub mod full_backup;
 pub mod roles;
 
 /// Every role a pool knows: the built-in ones, then its custom ones.
@@ -701,6 +702,23 @@ impl VaultService {
         Ok(Some((private, x.cert.clone())))
     }
 
+    /// Records a finished full backup or restore job (the newest 20 are kept).
+    pub async fn record_pool_job(
+        &self,
+        pool: &VaultRecord,
+        job: crate::vault::PoolJob,
+    ) -> std::result::Result<(), AdminError> {
+        self.modify_pool(pool, |state| {
+            state.jobs.retain(|j| j.id != job.id);
+            state.jobs.push(job.clone());
+            let excess = state.jobs.len().saturating_sub(20);
+            state.jobs.drain(..excess);
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Applies a local-RBAC edit to a pool (compare-and-set), as `caller`:
     /// the caller's right is checked again against the state each attempt
     /// writes over, so a revocation that lands first is not outrun.
@@ -746,15 +764,20 @@ pub fn pool_action(op: crate::auth::Operation) -> Option<&'static str> {
         O::KeyBackup => "Microsoft.KeyVault/managedHsm/keys/backup/action",
         O::KeyRestore => "Microsoft.KeyVault/managedHsm/keys/restore/action",
         O::KeyRotate => "Microsoft.KeyVault/managedHsm/keys/rotate/action",
+        O::PoolBackup => "Microsoft.KeyVault/managedHsm/backup/start/action",
+        O::PoolRestore => "Microsoft.KeyVault/managedHsm/restore/start/action",
         _ => return None,
     })
 }
 
-/// The local scope a data-plane operation acts on: `/keys/{name}` or `/keys`.
-pub fn pool_scope(object: Option<&str>) -> String {
-    match object {
-        Some(name) => format!("/keys/{name}"),
-        None => "/keys".into(),
+/// The local scope a data-plane operation acts on: `/keys/{name}` or
+/// `/keys`; a full backup or restore acts on the whole pool (`/`).
+pub fn pool_scope(operation: crate::auth::Operation, object: Option<&str>) -> String {
+    use crate::auth::Operation as O;
+    match (operation, object) {
+        (O::PoolBackup | O::PoolRestore, _) => "/".into(),
+        (_, Some(name)) => format!("/keys/{name}"),
+        (_, None) => "/keys".into(),
     }
 }
 

@@ -171,6 +171,10 @@ pub struct ManagedHsmState {
     /// The exchange key `init-recovery` handed out, until an upload uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<ExchangeKey>,
+    /// The latest full backup and restore jobs (at most 20), for their
+    /// status URLs on any node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<PoolJob>,
     /// Pool settings (`KeyVaultSettingsClient`): name → value.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub settings: std::collections::BTreeMap<String, String>,
@@ -185,6 +189,30 @@ pub struct SecurityDomainState {
     /// data naming the pool; it protects everything a full backup holds.
     #[serde(with = "b64")]
     pub sealed_key: Vec<u8>,
+}
+
+/// A full backup or restore of a pool, as its status URL reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolJob {
+    /// 32 hex characters.
+    pub id: String,
+    /// `backup` or `restore`.
+    pub kind: String,
+    /// `Succeeded` or `Failed`.
+    pub status: String,
+    /// What happened (`statusDetails`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// Why it failed: (code, message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<(String, String)>,
+    /// Unix seconds.
+    pub start: i64,
+    /// Unix seconds.
+    pub end: i64,
+    /// The backup folder's URL (backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder_url: Option<String>,
 }
 
 /// A security domain download, kept for a retry.

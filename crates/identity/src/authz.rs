@@ -346,7 +346,7 @@ impl Authorizer for Evaluator {
         object: Option<&str>,
     ) -> Result<()> {
         if let Some(pool) = &vault.properties.managed_hsm {
-            let scope = keyhaven_core::managed_hsm::pool_scope(object);
+            let scope = keyhaven_core::managed_hsm::pool_scope(operation, object);
             let Some(action) = keyhaven_core::managed_hsm::pool_action(operation) else {
                 return Err(Error::BadParameter(
                     "A managed HSM holds keys only: secrets and certificates are kept in vaults."

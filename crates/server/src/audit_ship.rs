@@ -79,18 +79,23 @@ impl AllowList {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("keyhavenHttpEndpoint may not carry credentials.");
         }
-        let allowed = match url.host() {
-            Some(url::Host::Ipv4(v4)) => self.covers(IpAddr::V4(v4)),
-            Some(url::Host::Ipv6(v6)) => self.covers(IpAddr::V6(v6)),
-            Some(url::Host::Domain(d)) => self.names.iter().any(|n| name_matches(n, d)),
-            None => false,
-        };
-        if allowed {
+        if self.host_allowed(&url) {
             Ok(())
         } else if self.names.is_empty() && self.nets.is_empty() {
             Err("HTTP audit destinations are off: the operator allows hosts with keyhaven serve --audit-http-allow.")
         } else {
             Err("keyhavenHttpEndpoint's host is not on the operator's allow-list (keyhaven serve --audit-http-allow).")
+        }
+    }
+
+    /// True if the list names the URL's host (as a name, an address or a
+    /// CIDR covering it).
+    pub fn host_allowed(&self, url: &url::Url) -> bool {
+        match url.host() {
+            Some(url::Host::Ipv4(v4)) => self.covers(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => self.covers(IpAddr::V6(v6)),
+            Some(url::Host::Domain(d)) => self.names.iter().any(|n| name_matches(n, d)),
+            None => false,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Hosts, addresses and CIDRs the HTTP audit destination may send to
     /// (none: the destination is off).
     pub audit_http_allow: Vec<String>,
+    /// Hosts, addresses and CIDRs managed HSM backups may go to (none: full
+    /// backups are refused).
+    pub backup_storage_allow: Vec<String>,
     /// The HSM holding premium vaults' `-HSM` keys, if any.
     pub hsm: Option<std::sync::Arc<keyhaven_crypto::pkcs11::HsmConfig>>,
 }

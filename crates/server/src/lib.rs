@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod audit_ship;
+pub mod blob;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;

@@ -193,6 +193,8 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
         audit_fail_closed: !config.audit_fail_open,
         audit_http_allow: crate::audit_ship::AllowList::parse(&config.audit_http_allow)
             .map_err(|e| StartError::Io(format!("--audit-http-allow: {e}")))?,
+        backup_storage_allow: crate::audit_ship::AllowList::parse(&config.backup_storage_allow)
+            .map_err(|e| StartError::Io(format!("--backup-storage-allow: {e}")))?,
         hsm: match &config.hsm {
             Some(cfg) => {
                 let keys = keyhaven_crypto::pkcs11::Pkcs11Keys::open(cfg)

@@ -77,6 +77,8 @@ pub struct Inner {
     pub audit_fail_closed: bool,
     /// Where the HTTP audit destination may send.
     pub audit_http_allow: Arc<crate::audit_ship::AllowList>,
+    /// Where managed HSM pools' full backups may go.
+    pub backup_storage_allow: Arc<crate::audit_ship::AllowList>,
     /// The HTTP audit destination's shipper (started on first use).
     pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
 }
@@ -181,6 +183,8 @@ pub struct Parts {
     pub audit_fail_closed: bool,
     /// Where the HTTP audit destination may send.
     pub audit_http_allow: crate::audit_ship::AllowList,
+    /// Where managed HSM pools' full backups may go.
+    pub backup_storage_allow: crate::audit_ship::AllowList,
     /// The HSM for `-HSM` keys (`None`: premium vaults cannot hold them).
     pub hsm: Option<Arc<keyhaven_crypto::pkcs11::Pkcs11Keys>>,
 }
@@ -243,6 +247,7 @@ impl AppState {
             metrics: crate::metrics::Metrics::default(),
             audit_fail_closed: p.audit_fail_closed,
             audit_http_allow: Arc::new(p.audit_http_allow),
+            backup_storage_allow: Arc::new(p.backup_storage_allow),
             shipper: std::sync::OnceLock::new(),
         }))
     }

@@ -123,6 +123,7 @@ impl Harness {
             audit_fail_closed: false,
             audit_http_allow: keyhaven_server::audit_ship::AllowList::parse(&["127.0.0.1".into()])
                 .unwrap(),
+            backup_storage_allow: Default::default(),
             hsm: None,
             limits: keyhaven_server::throttle::Limits {
                 secrets: 0,

@@ -435,6 +435,11 @@ async fn set_rotation_policy(
     AzPath((raw, segment)): AzPath<(String, String)>,
     body: axum::body::Body,
 ) -> ApiResult {
+    if segment == "restore" && ctx.vault.is_managed_hsm() {
+        // A managed HSM's selective key restore: `PUT /keys/{name}/restore`.
+        let name = name(&raw)?;
+        return super::pool::restore(&st, &ctx, body, Some(&name), true).await;
+    }
     if segment != "rotationpolicy" {
         return Err(ApiError::method_not_allowed());
     }

@@ -326,7 +326,13 @@ async fn prepare(
     };
     let name = record.name.clone();
     let query = query_map(req.uri().query());
-    let api_version = ApiVersion::parse(query.get("api-version").map(String::as_str))?;
+    let api_version = match query.get("api-version") {
+        // A pool's job status URL is polled as given, without a version.
+        None if container == Container::Pool && pool::is_job_status(req.uri().path()) => {
+            ApiVersion::parse(Some("7.5"))?
+        }
+        v => ApiVersion::parse(v.map(String::as_str))?,
+    };
     normalise_path(&mut req);
     let urls = VaultUrls::new(&match container {
         Container::Vault => state.endpoints.vault_url(name.as_str()),

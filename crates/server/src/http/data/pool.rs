@@ -37,6 +37,12 @@ pub fn routes() -> Router<AppState> {
         .route("/securitydomain/download/pending", get(download_pending))
         .route("/securitydomain/upload", get(transfer_key).post(upload))
         .route("/securitydomain/upload/pending", get(upload_pending))
+        .route("/backup", post(start_backup))
+        .route("/prebackup", post(pre_backup))
+        .route("/backup/{id}/{pending}", get(backup_status))
+        .route("/restore", axum::routing::put(start_restore))
+        .route("/prerestore", axum::routing::put(pre_restore))
+        .route("/restore/{id}/{pending}", get(restore_status))
         .route("/settings", get(list_settings))
         .route("/settings/{name}", get(get_setting).patch(update_setting))
 }
@@ -459,4 +465,316 @@ impl IntoResponse for OperationStatus {
     fn into_response(self) -> Response {
         ok(&self)
     }
+}
+
+// --- Full backup and restore (KeyVaultBackupClient, `az keyvault backup|restore`) ---
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SasParameters {
+    storage_resource_uri: Option<String>,
+    token: Option<String>,
+    use_managed_identity: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestoreRequest {
+    sas_token_parameters: Option<SasParameters>,
+    folder_to_restore: Option<String>,
+    /// Selective key restore names it `folder`.
+    folder: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobOut {
+    status: String,
+    status_details: Option<String>,
+    error: Option<serde_json::Value>,
+    start_time: i64,
+    end_time: Option<i64>,
+    job_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    azure_storage_blob_container_uri: Option<Option<String>>,
+}
+
+fn job_out(job: &keyhaven_core::vault::PoolJob) -> JobOut {
+    JobOut {
+        status: job.status.clone(),
+        status_details: job.details.clone(),
+        error: job.error.as_ref().map(|(code, message)| {
+            serde_json::json!({"code": code, "message": message, "innererror": null})
+        }),
+        start_time: job.start,
+        end_time: (job.status != "InProgress").then_some(job.end),
+        job_id: job.id.clone(),
+        azure_storage_blob_container_uri: (job.kind == "backup").then(|| job.folder_url.clone()),
+    }
+}
+
+/// Where a job's status is read: `{pool}/{backup|restore}/{id}/pending`
+/// (polled as the header gives it, without an api-version).
+fn job_response(ctx: &DataCtx, job: &keyhaven_core::vault::PoolJob) -> Response {
+    let mut resp = json(StatusCode::ACCEPTED, &job_out(job));
+    let url = format!("{}/{}/{}/pending", ctx.urls.base(), job.kind, job.id);
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert("azure-asyncoperation", v);
+    }
+    resp.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    resp
+}
+
+/// `mhsm-{name}-{yyyyMMddHHmmss}{hundredths}` as Azure names backup folders.
+fn folder_name(pool: &str, now: i64) -> String {
+    let stamp: String = keyhaven_wire::oauth::iso8601(now)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(14)
+        .collect();
+    // The clock has whole seconds: the last two digits (Azure's
+    // hundredths) are random, so two backups in one second differ.
+    let mut r = [0u8; 1];
+    let _ = openssl::rand::rand_bytes(&mut r);
+    let hundredths = r[0] % 100;
+    format!("mhsm-{pool}-{stamp}{hundredths:02}")
+}
+
+fn storage_of(
+    st: &AppState,
+    p: Option<SasParameters>,
+    folder: &str,
+) -> Result<crate::blob::BlobFolder, ApiError> {
+    let p = p.ok_or_else(|| Error::BadParameter("The storage parameters are required.".into()))?;
+    if p.use_managed_identity == Some(true) {
+        return Err(Error::BadParameter(
+            "Keyhaven reaches storage with a SAS token ('token'); a managed identity is not available to the HSM.".into(),
+        )
+        .into());
+    }
+    let uri = p
+        .storage_resource_uri
+        .ok_or_else(|| Error::BadParameter("storageResourceUri is required.".into()))?;
+    let token = p.token.unwrap_or_default();
+    Ok(crate::blob::BlobFolder::new(
+        &uri,
+        folder,
+        &token,
+        std::sync::Arc::clone(&st.backup_storage_allow),
+    )?)
+}
+
+/// Runs a job to its end and records it (the SDK's poller reads a terminal
+/// status from the first answer and does not poll).
+async fn finish_job(
+    st: &AppState,
+    ctx: &DataCtx,
+    kind: &str,
+    start: i64,
+    outcome: keyhaven_core::Result<(Option<String>, Option<String>)>,
+) -> ApiResult {
+    let (status, details, error, folder_url) = match outcome {
+        Ok((details, folder_url)) => ("Succeeded", details, None, folder_url),
+        Err(e) => {
+            let (_, body) = keyhaven_wire::error_response(&e);
+            let (code, message) = (body.error.code, body.error.message);
+            ("Failed", Some(message.clone()), Some((code, message)), None)
+        }
+    };
+    let job = keyhaven_core::vault::PoolJob {
+        id: keyhaven_core::Version::random().to_string(),
+        kind: kind.to_owned(),
+        status: status.to_owned(),
+        details,
+        error,
+        start,
+        end: st.clock.now(),
+        folder_url,
+    };
+    st.service
+        .record_pool_job(&ctx.vault, job.clone())
+        .await
+        .map_err(admin_error)?;
+    // A job that failed is answered as Azure answers every job, in progress,
+    // and its status URL reports the failure: the SDK's poller raises on a
+    // failed status it polls, not on one in the first answer.
+    let first = if job.status == "Failed" {
+        keyhaven_core::vault::PoolJob {
+            status: "InProgress".into(),
+            details: None,
+            error: None,
+            ..job.clone()
+        }
+    } else {
+        job
+    };
+    Ok(job_response(ctx, &first))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BackupRequest {
+    storage_resource_uri: Option<String>,
+    token: Option<String>,
+    use_managed_identity: Option<bool>,
+}
+
+/// `POST /backup` (and `/prebackup`, which checks and writes nothing).
+async fn backup(st: &AppState, ctx: &DataCtx, body: axum::body::Body, write: bool) -> ApiResult {
+    let auth = ctx
+        .authorize(st, keyhaven_core::Operation::PoolBackup, None)
+        .await?;
+    let req: BackupRequest = parse_json(&read_body(body).await?)?;
+    let start = st.clock.now();
+    let storage = storage_of(
+        st,
+        Some(SasParameters {
+            storage_resource_uri: req.storage_resource_uri,
+            token: req.token,
+            use_managed_identity: req.use_managed_identity,
+        }),
+        &folder_name(ctx.vault.name.as_str(), start),
+    )?;
+    let outcome = if write {
+        st.service
+            .backup_pool(&auth, &ctx.vault, &storage)
+            .await
+            .map(|n| {
+                (
+                    Some(format!("Number of keys backed up: {n}")),
+                    Some(storage.folder_url()),
+                )
+            })
+    } else {
+        st.service.pool_domain(&ctx.vault).map(|_| (None, None))
+    };
+    finish_job(st, ctx, "backup", start, outcome).await
+}
+
+async fn start_backup(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    body: axum::body::Body,
+) -> ApiResult {
+    backup(&st, &ctx, body, true).await
+}
+
+async fn pre_backup(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    body: axum::body::Body,
+) -> ApiResult {
+    backup(&st, &ctx, body, false).await
+}
+
+/// A full (`only` = None) or selective restore; `/prerestore` checks the
+/// backup's manifest without restoring (`write` = false).
+pub async fn restore(
+    st: &AppState,
+    ctx: &DataCtx,
+    body: axum::body::Body,
+    only: Option<&keyhaven_core::ObjectName>,
+    write: bool,
+) -> ApiResult {
+    let auth = ctx
+        .authorize(
+            st,
+            keyhaven_core::Operation::PoolRestore,
+            only.map(keyhaven_core::ObjectName::as_str),
+        )
+        .await?;
+    let req: RestoreRequest = parse_json(&read_body(body).await?)?;
+    let folder = req.folder_to_restore.or(req.folder).ok_or_else(|| {
+        Error::BadParameter("The backup folder (folderToRestore) is required.".into())
+    })?;
+    let storage = storage_of(st, req.sas_token_parameters, &folder)?;
+    let start = st.clock.now();
+    let outcome = if write {
+        st.service
+            .restore_pool(&auth, &ctx.vault, &storage, only)
+            .await
+            .map(|c| {
+                (
+                    Some(format!(
+                        "Number of successful keys restored: {}, Number of keys could not overwrite: {}",
+                        c.restored, c.skipped
+                    )),
+                    None,
+                )
+            })
+    } else {
+        st.service
+            .check_pool_backup(&auth, &ctx.vault, &storage)
+            .await
+            .map(|()| (None, None))
+    };
+    finish_job(st, ctx, "restore", start, outcome).await
+}
+
+async fn start_restore(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    body: axum::body::Body,
+) -> ApiResult {
+    restore(&st, &ctx, body, None, true).await
+}
+
+async fn pre_restore(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    body: axum::body::Body,
+) -> ApiResult {
+    restore(&st, &ctx, body, None, false).await
+}
+
+async fn job_status(st: &AppState, ctx: &DataCtx, kind: &str, id: &str) -> ApiResult {
+    let action = format!("Microsoft.KeyVault/managedHsm/{kind}/status/action");
+    let audit = if kind == "backup" {
+        "BackupStatus"
+    } else {
+        "RestoreStatus"
+    };
+    ctx.authorize_pool(st, "/", &action, audit).await?;
+    let job = ctx
+        .vault
+        .properties
+        .managed_hsm
+        .as_ref()
+        .and_then(|m| {
+            m.jobs
+                .iter()
+                .find(|j| j.kind == kind && j.id.eq_ignore_ascii_case(id))
+        })
+        .ok_or_else(|| ApiError::not_found("No such job."))?;
+    Ok(ok(&job_out(job)))
+}
+
+async fn backup_status(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath((id, pending)): AzPath<(String, String)>,
+) -> ApiResult {
+    if pending != "pending" {
+        return Err(ApiError::not_found("No such job."));
+    }
+    job_status(&st, &ctx, "backup", &id).await
+}
+
+async fn restore_status(
+    State(st): State<AppState>,
+    Extension(ctx): Ctx,
+    AzPath((id, pending)): AzPath<(String, String)>,
+) -> ApiResult {
+    if pending != "pending" {
+        return Err(ApiError::not_found("No such job."));
+    }
+    job_status(&st, &ctx, "restore", &id).await
+}
+
+/// Job status URLs are polled as the header gives them, without an
+/// api-version.
+pub fn is_job_status(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    matches!(parts.as_slice(), [kind, _, "pending"] if *kind == "backup" || *kind == "restore")
 }
