@@ -88,6 +88,32 @@ impl AllowList {
         }
     }
 
+    /// An HTTP client that follows no redirects and connects only where
+    /// [`Self::may_connect`] allows (checked on every resolved address, so a
+    /// name that resolves somewhere else is refused at connect time).
+    pub fn agent(self: &Arc<Self>, timeout: Duration) -> ureq::Agent {
+        let allow = Arc::clone(self);
+        ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .redirects(0)
+            .resolver(move |netloc: &str| -> std::io::Result<Vec<SocketAddr>> {
+                use std::net::ToSocketAddrs as _;
+                let ok: Vec<SocketAddr> = netloc
+                    .to_socket_addrs()?
+                    .filter(|a| allow.may_connect(a.ip()))
+                    .collect();
+                if ok.is_empty() {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "the host resolves only to addresses the allow-list does not permit",
+                    ))
+                } else {
+                    Ok(ok)
+                }
+            })
+            .build()
+    }
+
     /// True if the list names the URL's host (as a name, an address or a
     /// CIDR covering it).
     pub fn host_allowed(&self, url: &url::Url) -> bool {
@@ -271,25 +297,8 @@ async fn send(allow: &Arc<AllowList>, endpoint: String, batch: Vec<String>) {
         let (e, b) = (endpoint.clone(), body.clone());
         let allow = Arc::clone(allow);
         let ok = tokio::task::spawn_blocking(move || {
-            ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(10))
-                .redirects(0)
-                .resolver(move |netloc: &str| -> std::io::Result<Vec<SocketAddr>> {
-                    use std::net::ToSocketAddrs as _;
-                    let ok: Vec<SocketAddr> = netloc
-                        .to_socket_addrs()?
-                        .filter(|a| allow.may_connect(a.ip()))
-                        .collect();
-                    if ok.is_empty() {
-                        Err(std::io::Error::new(
-                            std::io::ErrorKind::PermissionDenied,
-                            "the destination resolves only to addresses the allow-list does not permit",
-                        ))
-                    } else {
-                        Ok(ok)
-                    }
-                })
-                .build()
+            allow
+                .agent(Duration::from_secs(10))
                 .post(&e)
                 .set("Content-Type", "application/json")
                 .send_string(&b)

@@ -10,7 +10,6 @@
 //! address the list names (an emulator on loopback). The SAS token is never
 //! logged or repeated in an error.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,26 +112,7 @@ impl BlobFolder {
     }
 
     fn agent(&self) -> ureq::Agent {
-        let allow = Arc::clone(&self.allow);
-        ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(60))
-            .redirects(0)
-            .resolver(move |netloc: &str| -> std::io::Result<Vec<SocketAddr>> {
-                use std::net::ToSocketAddrs as _;
-                let ok: Vec<SocketAddr> = netloc
-                    .to_socket_addrs()?
-                    .filter(|a| allow.may_connect(a.ip()))
-                    .collect();
-                if ok.is_empty() {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::PermissionDenied,
-                        "the storage host resolves only to addresses the allow-list does not permit",
-                    ))
-                } else {
-                    Ok(ok)
-                }
-            })
-            .build()
+        self.allow.agent(Duration::from_secs(60))
     }
 }
 
