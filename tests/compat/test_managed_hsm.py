@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
 
 import sdclient
+from azurite import azurite_container
 from khcompat import (CLIENT_KWARGS, HTTP_TIMEOUT, KeyhavenServer, bootstrap_object_id, new_principal,
                       running_server, unique)
 from test_premium import HsmServer, hsm_environment, mgmt_kwargs, trust
@@ -524,59 +525,10 @@ def test_vaults_keep_no_symmetric_keys(hsm):
 
 # -- Full backup and restore to Blob storage (Azurite) -----------------------
 
-AZURITE_ACCOUNT = "devstoreaccount1"
-# Azurite's documented, well-known development key (not a secret).
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
 @pytest.fixture(scope="module")
 def azurite(tmp_path_factory):
-    """Microsoft's Blob storage emulator (npm azurite, pinned in tests/js),
-    on a loopback port, with a container and a SAS token for it."""
-    import os
-    import socket
-    import subprocess
-    import time
-    from pathlib import Path
-    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
-    from khcompat import free_port
-
-    js = os.environ.get("KEYHAVEN_JS_DIR", "")
-    binary = Path(js) / "node_modules" / ".bin" / "azurite-blob"
-    assert binary.exists(), "Azurite is not installed: run through scripts/compat (npm ci in tests/js)"
-    port = free_port()
-    work = tmp_path_factory.mktemp("azurite")
-    log = open(work / "azurite.log", "wb")
-    proc = subprocess.Popen([str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-                             str(work / "data"), "--skipApiVersionCheck", "--disableTelemetry"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, (work / "azurite.log").read_text()
-            time.sleep(0.2)
-        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-        svc = BlobServiceClient.from_connection_string(
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint={endpoint};")
-        svc.create_container("mhsm-backups")
-        sas = generate_container_sas(AZURITE_ACCOUNT, "mhsm-backups", account_key=AZURITE_KEY,
-                                     permission=ContainerSasPermissions(read=True, write=True, list=True,
-                                                                        create=True),
-                                     expiry=datetime.datetime.now(datetime.timezone.utc)
-                                     + datetime.timedelta(hours=2))
-        yield {"container_url": f"{endpoint}/mhsm-backups", "sas": sas,
-               "container": svc.get_container_client("mhsm-backups")}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with azurite_container(tmp_path_factory.mktemp("azurite")) as a:
+        yield a
 
 
 def test_full_backup_to_blob_storage_restores_into_a_pool_with_the_same_domain(hsm, azurite):
