@@ -362,6 +362,10 @@ struct ServeArgs {
     /// Plain http only to a listed IP address (an emulator on loopback).
     #[arg(long, env = "KEYHAVEN_BACKUP_STORAGE_ALLOW", value_delimiter = ',')]
     backup_storage_allow: Vec<String>,
+    /// What a managed HSM's identity may reach (`useManagedIdentity` backups):
+    /// a file of `container-URL SAS-token` lines, one per container.
+    #[arg(long, env = "KEYHAVEN_BACKUP_STORAGE_IDENTITY")]
+    backup_storage_identity: Option<std::path::PathBuf>,
     /// Oldest TLS version accepted: 1.2 (default) or 1.3.
     #[arg(long, env = "KEYHAVEN_TLS_MIN_VERSION", default_value = "1.2")]
     tls_min_version: keyhaven_server::tls::MinTls,
@@ -455,6 +459,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 audit_fail_open: a.audit_fail_open,
                 audit_http_allow: a.audit_http_allow,
                 backup_storage_allow: a.backup_storage_allow,
+                backup_storage_identity: a.backup_storage_identity,
                 scheduler_interval: std::time::Duration::from_secs(a.scheduler_interval.max(1)),
                 event_retry_base: std::time::Duration::from_millis(a.event_retry_base_ms),
                 limits: keyhaven_server::throttle::Limits {

@@ -229,3 +229,54 @@ mod tests {
         assert!(!debug.contains("SECRET"), "{debug}");
     }
 }
+
+/// The grants a pool's managed identity holds on storage, as the operator
+/// configures them (`--backup-storage-identity FILE`: one `container-URL
+/// SAS-token` per line): what `useManagedIdentity: true` reaches storage
+/// with. The tokens are held in memory only and never shown.
+#[derive(Default)]
+pub struct StorageIdentity {
+    grants: Vec<(String, zeroize::Zeroizing<String>)>,
+}
+
+impl std::fmt::Debug for StorageIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageIdentity")
+            .field("containers", &self.grants.len())
+            .finish()
+    }
+}
+
+impl StorageIdentity {
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let mut grants = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((url, sas)) = line.split_once(char::is_whitespace) else {
+                return Err(format!(
+                    "line {}: expected `container-URL SAS-token`",
+                    n + 1
+                ));
+            };
+            let url = url.trim_end_matches('/').to_ascii_lowercase();
+            if url::Url::parse(&url).is_err() {
+                return Err(format!("line {}: not a URL", n + 1));
+            }
+            grants.push((url, zeroize::Zeroizing::new(sas.trim().to_owned())));
+        }
+        Ok(Self { grants })
+    }
+
+    /// The SAS token granted for `container` (exactly that container URL).
+    pub fn sas_for(&self, container: &str) -> Option<&str> {
+        let want = container.trim_end_matches('/').to_ascii_lowercase();
+        self.grants
+            .iter()
+            .find(|(url, _)| *url == want)
+            .map(|(_, sas)| sas.as_str())
+    }
+}

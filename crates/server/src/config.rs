@@ -54,6 +54,8 @@ pub struct ServerConfig {
     /// Hosts, addresses and CIDRs managed HSM backups may go to (none: full
     /// backups are refused).
     pub backup_storage_allow: Vec<String>,
+    /// File of the grants a pool's managed identity holds on storage.
+    pub backup_storage_identity: Option<std::path::PathBuf>,
     /// The HSM holding premium vaults' `-HSM` keys, if any.
     pub hsm: Option<std::sync::Arc<keyhaven_crypto::pkcs11::HsmConfig>>,
 }

@@ -195,6 +195,15 @@ pub async fn prepare(config: &ServerConfig) -> Result<Prepared, StartError> {
             .map_err(|e| StartError::Io(format!("--audit-http-allow: {e}")))?,
         backup_storage_allow: crate::audit_ship::AllowList::parse(&config.backup_storage_allow)
             .map_err(|e| StartError::Io(format!("--backup-storage-allow: {e}")))?,
+        backup_storage_identity: match &config.backup_storage_identity {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| StartError::Io(format!("--backup-storage-identity: {e}")))
+                .and_then(|text| {
+                    crate::blob::StorageIdentity::parse(&text)
+                        .map_err(|e| StartError::Io(format!("--backup-storage-identity: {e}")))
+                })?,
+            None => Default::default(),
+        },
         hsm: match &config.hsm {
             Some(cfg) => {
                 let keys = keyhaven_crypto::pkcs11::Pkcs11Keys::open(cfg)

@@ -79,6 +79,8 @@ pub struct Inner {
     pub audit_http_allow: Arc<crate::audit_ship::AllowList>,
     /// Where managed HSM pools' full backups may go.
     pub backup_storage_allow: Arc<crate::audit_ship::AllowList>,
+    /// What a pool's managed identity may reach in storage.
+    pub backup_storage_identity: Arc<crate::blob::StorageIdentity>,
     /// The HTTP audit destination's shipper (started on first use).
     pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
 }
@@ -185,6 +187,8 @@ pub struct Parts {
     pub audit_http_allow: crate::audit_ship::AllowList,
     /// Where managed HSM pools' full backups may go.
     pub backup_storage_allow: crate::audit_ship::AllowList,
+    /// What a pool's managed identity may reach in storage.
+    pub backup_storage_identity: crate::blob::StorageIdentity,
     /// The HSM for `-HSM` keys (`None`: premium vaults cannot hold them).
     pub hsm: Option<Arc<keyhaven_crypto::pkcs11::Pkcs11Keys>>,
 }
@@ -248,6 +252,7 @@ impl AppState {
             audit_fail_closed: p.audit_fail_closed,
             audit_http_allow: Arc::new(p.audit_http_allow),
             backup_storage_allow: Arc::new(p.backup_storage_allow),
+            backup_storage_identity: Arc::new(p.backup_storage_identity),
             shipper: std::sync::OnceLock::new(),
         }))
     }

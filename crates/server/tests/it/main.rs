@@ -124,6 +124,7 @@ impl Harness {
             audit_http_allow: keyhaven_server::audit_ship::AllowList::parse(&["127.0.0.1".into()])
                 .unwrap(),
             backup_storage_allow: Default::default(),
+            backup_storage_identity: Default::default(),
             hsm: None,
             limits: keyhaven_server::throttle::Limits {
                 secrets: 0,

@@ -547,16 +547,34 @@ fn storage_of(
     folder: &str,
 ) -> Result<crate::blob::BlobFolder, ApiError> {
     let p = p.ok_or_else(|| Error::BadParameter("The storage parameters are required.".into()))?;
-    if p.use_managed_identity == Some(true) {
-        return Err(Error::BadParameter(
-            "Keyhaven reaches storage with a SAS token ('token'); a managed identity is not available to the HSM.".into(),
-        )
-        .into());
-    }
     let uri = p
         .storage_resource_uri
         .ok_or_else(|| Error::BadParameter("storageResourceUri is required.".into()))?;
-    let token = p.token.unwrap_or_default();
+    // The SDK splits a folder URL after its first path segment: with a
+    // path-style account URL (an emulator's) the container arrives as the
+    // folder's first segment. The container is the URL up to the folder.
+    let (uri, folder) = match folder.split_once('/') {
+        Some((container, rest)) => (
+            format!("{}/{container}", uri.trim_end_matches('/')),
+            rest.to_owned(),
+        ),
+        None => (uri, folder.to_owned()),
+    };
+    let folder = folder.as_str();
+    let token = if p.use_managed_identity == Some(true) {
+        // The pool's managed identity: the grant the operator gave it on
+        // this container (--backup-storage-identity), never the caller's.
+        st.backup_storage_identity
+            .sas_for(&uri)
+            .ok_or_else(|| {
+                Error::BadParameter(
+                    "The managed HSM's identity has no access to this container (the operator grants it with keyhaven serve --backup-storage-identity); or pass a SAS token.".into(),
+                )
+            })?
+            .to_owned()
+    } else {
+        p.token.unwrap_or_default()
+    };
     Ok(crate::blob::BlobFolder::new(
         &uri,
         folder,
@@ -596,18 +614,15 @@ async fn finish_job(
         .record_pool_job(&ctx.vault, job.clone())
         .await
         .map_err(admin_error)?;
-    // A job that failed is answered as Azure answers every job, in progress,
-    // and its status URL reports the failure: the SDK's poller raises on a
-    // failed status it polls, not on one in the first answer.
-    let first = if job.status == "Failed" {
-        keyhaven_core::vault::PoolJob {
-            status: "InProgress".into(),
-            details: None,
-            error: None,
-            ..job.clone()
-        }
-    } else {
-        job
+    // The first answer is `InProgress`, as Azure answers every job (the
+    // SDK's pollers expect it, and raise on a failure they poll, not on one
+    // in the first answer); the status URL then reports how it ended.
+    let first = keyhaven_core::vault::PoolJob {
+        status: "InProgress".into(),
+        details: None,
+        error: None,
+        folder_url: None,
+        ..job
     };
     Ok(job_response(ctx, &first))
 }
