@@ -69,7 +69,7 @@ class PoolServer(KeyhavenServer):
             # The pool's managed identity may write the suite's container, as
             # an identity granted Storage Blob Data Contributor would.
             self.identity_file = Path(self.workdir) / "storage-identity"
-            self.identity_file.write_text(f"{storage['container_url']} {storage['sas']}\n")
+            self.identity_file.write_text(f"{POOL} {storage['container_url']} {storage['sas']}\n")
             self.identity_file.chmod(0o600)
 
     def command(self):

@@ -224,6 +224,9 @@ pub struct SdDownload {
     pub required: usize,
     /// The blob (JSON text).
     pub blob: String,
+    /// When it was made (Unix seconds): a retry is answered for 15 minutes.
+    #[serde(default)]
+    pub made: i64,
 }
 
 /// The key a security domain upload is wrapped to.

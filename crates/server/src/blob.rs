@@ -50,7 +50,11 @@ impl BlobFolder {
     pub fn new(container: &str, folder: &str, sas: &str, allow: Arc<AllowList>) -> Result<Self> {
         let url = url::Url::parse(container.trim_end_matches('/'))
             .map_err(|_| bad("storageResourceUri must be a Blob storage container URL."))?;
-        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(bad(
                 "storageResourceUri must be the container URL alone; the SAS token goes in 'token'.",
             ));
@@ -125,8 +129,8 @@ fn storage_error(what: &str, e: ureq::Error) -> Error {
         ureq::Error::Status(404, _) => Error::BadParameter(format!(
             "The storage account has no such container or backup (404) to {what}."
         )),
-        ureq::Error::Status(code, _) => {
-            Error::Unavailable(format!("The storage account could not {what} ({code})."))
+        ureq::Error::Status(_, _) => {
+            Error::Unavailable(format!("The storage account could not {what}."))
         }
         ureq::Error::Transport(_) => {
             Error::Unavailable(format!("The storage account could not be reached to {what}."))
@@ -144,6 +148,9 @@ impl BackupStorage for BlobFolder {
                 .put(&url)
                 .set("x-ms-version", API_VERSION)
                 .set("x-ms-blob-type", "BlockBlob")
+                // A folder is written once: a blob already there (another
+                // backup in the same folder) is refused, not overwritten.
+                .set("If-None-Match", "*")
                 .set("Content-Type", "application/octet-stream")
                 .send_bytes(&data)
                 .map(|_| ())
@@ -230,13 +237,14 @@ mod tests {
     }
 }
 
-/// The grants a pool's managed identity holds on storage, as the operator
-/// configures them (`--backup-storage-identity FILE`: one `container-URL
-/// SAS-token` per line): what `useManagedIdentity: true` reaches storage
-/// with. The tokens are held in memory only and never shown.
+/// The grants managed HSM pools' identities hold on storage, as the
+/// operator configures them (`--backup-storage-identity FILE`: one `pool
+/// container-URL SAS-token` per line): what `useManagedIdentity: true`
+/// reaches storage with — only the named pool's. The tokens are held in
+/// memory only and never shown.
 #[derive(Default)]
 pub struct StorageIdentity {
-    grants: Vec<(String, zeroize::Zeroizing<String>)>,
+    grants: Vec<(String, String, zeroize::Zeroizing<String>)>,
 }
 
 impl std::fmt::Debug for StorageIdentity {
@@ -256,9 +264,12 @@ impl StorageIdentity {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let Some((url, sas)) = line.split_once(char::is_whitespace) else {
+            let mut parts = line.split_whitespace();
+            let (Some(pool), Some(url), Some(sas), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
                 return Err(format!(
-                    "line {}: expected `container-URL SAS-token`",
+                    "line {}: expected `pool container-URL SAS-token`",
                     n + 1
                 ));
             };
@@ -266,17 +277,49 @@ impl StorageIdentity {
             if url::Url::parse(&url).is_err() {
                 return Err(format!("line {}: not a URL", n + 1));
             }
-            grants.push((url, zeroize::Zeroizing::new(sas.trim().to_owned())));
+            grants.push((
+                pool.to_ascii_lowercase(),
+                url,
+                zeroize::Zeroizing::new(sas.to_owned()),
+            ));
         }
         Ok(Self { grants })
     }
 
-    /// The SAS token granted for `container` (exactly that container URL).
-    pub fn sas_for(&self, container: &str) -> Option<&str> {
+    /// The SAS token granted to `pool`'s identity for `container` (exactly
+    /// that container URL).
+    pub fn sas_for(&self, pool: &str, container: &str) -> Option<&str> {
         let want = container.trim_end_matches('/').to_ascii_lowercase();
         self.grants
             .iter()
-            .find(|(url, _)| *url == want)
-            .map(|(_, sas)| sas.as_str())
+            .find(|(p, url, _)| p.eq_ignore_ascii_case(pool) && *url == want)
+            .map(|(_, _, sas)| sas.as_str())
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::StorageIdentity;
+
+    #[test]
+    fn a_grant_belongs_to_one_pool_and_one_container() {
+        let g = StorageIdentity::parse(
+            "# pool container sas\npool1 https://acct.blob.core.windows.net/c1/ sv=1&sig=A\n",
+        )
+        .unwrap();
+        assert_eq!(
+            g.sas_for("POOL1", "https://acct.blob.core.windows.net/c1"),
+            Some("sv=1&sig=A")
+        );
+        assert_eq!(
+            g.sas_for("pool2", "https://acct.blob.core.windows.net/c1"),
+            None
+        );
+        assert_eq!(
+            g.sas_for("pool1", "https://acct.blob.core.windows.net/c2"),
+            None
+        );
+        assert!(StorageIdentity::parse("https://acct.blob.core.windows.net/c1 sig=A").is_err());
+        assert!(!format!("{g:?}").contains("sig=A"));
     }
 }

@@ -27,6 +27,8 @@ const SD: &str = "Microsoft.KeyVault/managedHsm/securitydomain/";
 const SETTINGS: &str = "Microsoft.KeyVault/managedHsm/settings/";
 /// What the security domain's one data item is tagged.
 const DOMAIN_TAG: &str = "hsm_backup";
+/// How long a download whose answer was lost may be retried.
+const DOWNLOAD_RETRY_SECS: i64 = 15 * 60;
 /// The one setting a pool has, and its default.
 pub const ARM_KEY_MANAGEMENT: &str = "AllowKeyManagementOperationsThroughARM";
 
@@ -174,7 +176,11 @@ async fn download(
             .managed_hsm
             .as_ref()
             .and_then(|m| m.sd_download.as_ref())
-            .filter(|d| d.thumbprints == thumbprints && d.required == required);
+            .filter(|d| {
+                d.thumbprints == thumbprints
+                    && d.required == required
+                    && st.clock.now() - d.made <= DOWNLOAD_RETRY_SECS
+            });
         return match stored {
             Some(d) => {
                 let resp = json(
@@ -207,6 +213,7 @@ async fn download(
         thumbprints,
         required,
         blob: blob.clone(),
+        made: st.clock.now(),
     };
     st.service
         .activate_pool(&ctx.vault, &id, key.expose(), Some(download))
@@ -543,6 +550,7 @@ fn folder_name(pool: &str, now: i64) -> String {
 
 fn storage_of(
     st: &AppState,
+    pool: &str,
     p: Option<SasParameters>,
     folder: &str,
 ) -> Result<crate::blob::BlobFolder, ApiError> {
@@ -565,7 +573,7 @@ fn storage_of(
         // The pool's managed identity: the grant the operator gave it on
         // this container (--backup-storage-identity), never the caller's.
         st.backup_storage_identity
-            .sas_for(&uri)
+            .sas_for(pool, &uri)
             .ok_or_else(|| {
                 Error::BadParameter(
                     "The managed HSM's identity has no access to this container (the operator grants it with keyhaven serve --backup-storage-identity); or pass a SAS token.".into(),
@@ -610,10 +618,12 @@ async fn finish_job(
         end: st.clock.now(),
         folder_url,
     };
-    st.service
-        .record_pool_job(&ctx.vault, job.clone())
-        .await
-        .map_err(admin_error)?;
+    // The job ran: its answer is given even if its record could not be
+    // kept (the pool deleted meanwhile, writes racing), so a client does not
+    // run it again; its status URL then answers 404.
+    if let Err(e) = st.service.record_pool_job(&ctx.vault, job.clone()).await {
+        tracing::warn!(pool = %ctx.vault.name, job = %job.id, error = %e, "a finished managed HSM job could not be recorded");
+    }
     // The first answer is `InProgress`, as Azure answers every job (the
     // SDK's pollers expect it, and raise on a failure they poll, not on one
     // in the first answer); the status URL then reports how it ended.
@@ -644,6 +654,7 @@ async fn backup(st: &AppState, ctx: &DataCtx, body: axum::body::Body, write: boo
     let start = st.clock.now();
     let storage = storage_of(
         st,
+        ctx.vault.name.as_str(),
         Some(SasParameters {
             storage_resource_uri: req.storage_resource_uri,
             token: req.token,
@@ -703,7 +714,12 @@ pub async fn restore(
     let folder = req.folder_to_restore.or(req.folder).ok_or_else(|| {
         Error::BadParameter("The backup folder (folderToRestore) is required.".into())
     })?;
-    let storage = storage_of(st, req.sas_token_parameters, &folder)?;
+    let storage = storage_of(
+        st,
+        ctx.vault.name.as_str(),
+        req.sas_token_parameters,
+        &folder,
+    )?;
     let start = st.clock.now();
     let outcome = if write {
         st.service
