@@ -155,14 +155,19 @@ fn jwe_decrypt(j: &Jwe, cek: &[u8]) -> Result<Sensitive<Vec<u8>>> {
     Ok(Sensitive::new(cbc(Mode::Decrypt, enc_key, &j.iv, &j.ct)?))
 }
 
-fn oaep256_encrypt(key: &PKey<Public>, data: &[u8]) -> Result<Vec<u8>> {
-    let mut ctx = openssl::pkey_ctx::PkeyCtx::new(key).map_err(ossl)?;
-    ctx.encrypt_init().map_err(ossl)?;
+/// RSA-OAEP with SHA-256 and MGF1-SHA-256, no label (JWE `RSA-OAEP-256`),
+/// on a context already initialised for encryption or decryption.
+fn oaep256<T>(ctx: &mut openssl::pkey_ctx::PkeyCtx<T>) -> Result<()> {
     ctx.set_rsa_padding(Padding::PKCS1_OAEP).map_err(ossl)?;
     ctx.set_rsa_oaep_md(openssl::md::Md::sha256())
         .map_err(ossl)?;
-    ctx.set_rsa_mgf1_md(openssl::md::Md::sha256())
-        .map_err(ossl)?;
+    ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).map_err(ossl)
+}
+
+fn oaep256_encrypt(key: &PKey<Public>, data: &[u8]) -> Result<Vec<u8>> {
+    let mut ctx = openssl::pkey_ctx::PkeyCtx::new(key).map_err(ossl)?;
+    ctx.encrypt_init().map_err(ossl)?;
+    oaep256(&mut ctx)?;
     let mut out = Vec::new();
     ctx.encrypt_to_vec(data, &mut out).map_err(ossl)?;
     Ok(out)
@@ -171,11 +176,7 @@ fn oaep256_encrypt(key: &PKey<Public>, data: &[u8]) -> Result<Vec<u8>> {
 fn oaep256_decrypt(key: &PKey<Private>, data: &[u8]) -> Result<Sensitive<Vec<u8>>> {
     let mut ctx = openssl::pkey_ctx::PkeyCtx::new(key).map_err(ossl)?;
     ctx.decrypt_init().map_err(ossl)?;
-    ctx.set_rsa_padding(Padding::PKCS1_OAEP).map_err(ossl)?;
-    ctx.set_rsa_oaep_md(openssl::md::Md::sha256())
-        .map_err(ossl)?;
-    ctx.set_rsa_mgf1_md(openssl::md::Md::sha256())
-        .map_err(ossl)?;
+    oaep256(&mut ctx)?;
     let mut out = Vec::new();
     ctx.decrypt_to_vec(data, &mut out).map_err(|_| {
         err("the security domain's wrapped key does not open with this HSM's exchange key")

@@ -108,13 +108,19 @@ struct OperationStatus {
     status_details: String,
 }
 
-fn with_async_operation(mut resp: Response, ctx: &DataCtx, which: &str) -> Response {
+fn with_async_operation(resp: Response, ctx: &DataCtx, which: &str) -> Response {
     let url = format!(
         "{}/securitydomain/{which}/pending?api-version={}",
         ctx.urls.base(),
         ctx.api_version.as_str()
     );
-    if let Ok(v) = HeaderValue::from_str(&url) {
+    with_status_url(resp, &url)
+}
+
+/// A long-running operation's answer: where its status is read, and a
+/// one-second `Retry-After` (the operation is complete when answered).
+fn with_status_url(mut resp: Response, url: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(url) {
         resp.headers_mut().insert("azure-asyncoperation", v);
     }
     resp.headers_mut()
@@ -523,14 +529,8 @@ fn job_out(job: &keyhaven_core::vault::PoolJob) -> JobOut {
 /// Where a job's status is read: `{pool}/{backup|restore}/{id}/pending`
 /// (polled as the header gives it, without an api-version).
 fn job_response(ctx: &DataCtx, job: &keyhaven_core::vault::PoolJob) -> Response {
-    let mut resp = json(StatusCode::ACCEPTED, &job_out(job));
     let url = format!("{}/{}/{}/pending", ctx.urls.base(), job.kind, job.id);
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        resp.headers_mut().insert("azure-asyncoperation", v);
-    }
-    resp.headers_mut()
-        .insert("retry-after", HeaderValue::from_static("1"));
-    resp
+    with_status_url(json(StatusCode::ACCEPTED, &job_out(job)), &url)
 }
 
 /// `mhsm-{name}-{yyyyMMddHHmmss}{hundredths}` as Azure names backup folders.
