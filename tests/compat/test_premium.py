@@ -315,3 +315,42 @@ def test_purging_a_premium_vault_destroys_its_token_objects(hsm):
         mgmt.vaults.begin_purge_deleted(vault, "westeurope", polling_interval=0).result()
     listing = token_objects(hsm.softhsm_conf)
     assert f"{vault}/" not in listing, listing
+
+
+def test_concurrent_restores_of_one_backup_leave_one_set_of_token_objects(hsm, keys):
+    """Each restore takes the backup's versions into the token before its
+    commit; the restores that lose the race for the name (409) destroy what
+    they took in, so the token holds exactly the winner's objects."""
+    import base64
+    import concurrent.futures
+    import threading
+    import requests
+    from khcompat import HTTP_TIMEOUT
+    name = unique("race")
+    keys.create_rsa_key(name, size=2048, hardware_protected=True)
+    for _ in range(5):
+        keys.rotate_key(name)
+    blob = keys.backup_key(name)
+    keys.begin_delete_key(name).wait()
+    keys.purge_deleted_key(name)
+    assert f"{hsm.premium}/{name}\n" not in token_objects(hsm.softhsm_conf)
+
+    token = KeyhavenServer.token(hsm)  # HsmServer.token is the token label
+    url = hsm.vault_url_for(hsm.premium).rstrip("/") + "/keys/restore?api-version=7.5"
+    body = {"value": base64.urlsafe_b64encode(blob).decode().rstrip("=")}
+    start = threading.Barrier(6, timeout=30)
+
+    def restore(_):
+        with requests.Session() as s:
+            start.wait()
+            return s.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, verify=hsm.ca_cert,
+                          timeout=HTTP_TIMEOUT)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(restore, range(6)))
+    outcomes = [r.status_code for r in answers]
+    assert outcomes.count(200) == 1 and outcomes.count(409) == 5, [r.text for r in answers]
+    listing = token_objects(hsm.softhsm_conf)
+    assert listing.count(f"label:      {hsm.premium}/{name}\n") == 6, listing
+    sig = crypto(hsm, keys.get_key(name).id).sign(SignatureAlgorithm.rs256, hashlib.sha256(b"r").digest())
+    assert sig.signature

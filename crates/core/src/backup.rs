@@ -283,12 +283,28 @@ impl VaultService {
                 });
             }
         }
+        // HSM objects taken into the token for this restore: destroyed again
+        // if the restore fails for certain before or in its commit.
+        let mut imported = Vec::new();
         let mut records = Vec::new();
-        for (k, versions) in &doc.companions {
-            let k = ObjectKind::parse(k).ok_or_else(invalid)?;
-            records.extend(self.restore_records(vault, k, &name, versions)?);
+        let built: Result<()> = (|| {
+            for (k, versions) in &doc.companions {
+                let k = ObjectKind::parse(k).ok_or_else(invalid)?;
+                records.extend(self.restore_records(vault, k, &name, versions, &mut imported)?);
+            }
+            records.extend(self.restore_records(
+                vault,
+                kind,
+                &name,
+                &doc.versions,
+                &mut imported,
+            )?);
+            Ok(())
+        })();
+        if let Err(e) = built {
+            self.destroy_hardware(&imported);
+            return Err(e);
         }
-        records.extend(self.restore_records(vault, kind, &name, &doc.versions)?);
         // One transaction, with the policy document: a crash or cancel
         // leaves all of them or none.
         let now = self.clock.now();
@@ -302,9 +318,13 @@ impl VaultService {
                 updated: now,
             },
         });
-        self.store
+        let committed = self
+            .store
             .restore_object_with(&vault.id, &records, policy.as_ref())
-            .await?;
+            .await
+            .map_err(Error::from);
+        self.undo_hardware_unless_committed(&committed, &imported);
+        committed?;
         let latest = self.live_version(vault, kind, &name, None).await?;
         Ok((latest, doc.policy.clone()))
     }
@@ -315,6 +335,7 @@ impl VaultService {
         kind: ObjectKind,
         name: &ObjectName,
         versions: &[BackupVersion],
+        imported: &mut Vec<Sensitive<Vec<u8>>>,
     ) -> Result<Vec<VersionRecord>> {
         let invalid =
             || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
@@ -340,7 +361,9 @@ impl VaultService {
                     &meta.public,
                     &crate::key::hardware_label(vault, name),
                 )?;
-                self.barrier.seal(vault, &aad, reference.expose())?
+                let sealed = self.barrier.seal(vault, &aad, reference.expose());
+                imported.push(reference);
+                sealed?
             } else {
                 self.barrier.seal(vault, &aad, value.expose())?
             };

@@ -1137,6 +1137,25 @@ impl VaultService {
         }
     }
 
+    /// After the write that was to record new HSM objects: a write that
+    /// failed for certain (rolled back) leaves them unreferenced, so they are
+    /// destroyed. `Unavailable` may hide a commit whose answer was lost: the
+    /// objects are then kept (an orphan, logged, never a lost live key).
+    pub(crate) fn undo_hardware_unless_committed<T>(
+        &self,
+        outcome: &Result<T>,
+        made: &[Sensitive<Vec<u8>>],
+    ) {
+        match outcome {
+            Ok(_) => {}
+            Err(Error::Unavailable(_)) if !made.is_empty() => tracing::warn!(
+                objects = made.len(),
+                "a write of new HSM objects may not have committed; they are kept and may be orphaned in the token"
+            ),
+            Err(_) => self.destroy_hardware(made),
+        }
+    }
+
     /// Updates a key version's attributes, tags and operations.
     pub async fn update_key(
         &self,
@@ -1304,26 +1323,39 @@ impl VaultService {
     ) -> Result<KeyBundle> {
         let version = Version::random();
         let aad = Self::payload_aad(vault, KIND, name, &version);
-        let payload = self.barrier.seal(vault, &aad, private.expose())?;
-        let record = VersionRecord {
-            kind: KIND,
-            name: name.clone(),
-            version,
-            attributes: Attributes::new(self.clock.now(), attributes),
-            tags,
-            content_type: None,
-            managed: false,
-            payload,
-            meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
+        // An HSM key's payload names a token object made for this version:
+        // it is destroyed again if the version is not stored for certain.
+        let made: &[Sensitive<Vec<u8>>] = if meta.hsm {
+            std::slice::from_ref(&private)
+        } else {
+            &[]
         };
-        let record = self
-            .put_new_version(
+        let stored = async {
+            let payload = self.barrier.seal(vault, &aad, private.expose())?;
+            let record = VersionRecord {
+                kind: KIND,
+                name: name.clone(),
+                version,
+                attributes: Attributes::new(self.clock.now(), attributes),
+                tags,
+                content_type: None,
+                managed: false,
+                payload,
+                meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
+            };
+            self.put_new_version(
                 vault,
                 record,
                 crate::events::EventType::KeyNewVersionCreated,
             )
-            .await?;
-        Ok(KeyBundle { record, meta })
+            .await
+        }
+        .await;
+        self.undo_hardware_unless_committed(&stored, made);
+        Ok(KeyBundle {
+            record: stored?,
+            meta,
+        })
     }
 
     fn check_usable(&self, record: &VersionRecord, meta: &KeyMeta, op: &'static str) -> Result<()> {

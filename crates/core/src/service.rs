@@ -166,10 +166,12 @@ impl VaultService {
             .put_versions_with(&vault.id, std::slice::from_ref(&record), None, &events)
             .await?;
         self.events_committed(!events.is_empty());
-        if let Some(stored) = self
+        // The write committed: a failure to read it back (for the name's
+        // stored casing) does not make it a failed write.
+        if let Ok(Some(stored)) = self
             .store
             .get_version(&vault.id, record.kind, &record.name, Some(&record.version))
-            .await?
+            .await
         {
             record.name = stored.name;
         }

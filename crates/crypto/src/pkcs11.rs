@@ -75,6 +75,8 @@ pub struct Pkcs11Keys {
     slot: Slot,
     pin: AuthPin,
     idle: Mutex<Vec<Session>>,
+    /// Held by every call that makes or destroys a token object.
+    writes: Mutex<()>,
     handles: RwLock<HandleCache>,
     software: SoftwareKeys,
 }
@@ -389,6 +391,7 @@ impl Pkcs11Keys {
             slot,
             pin: AuthPin::new(cfg.pin.expose().as_str().into()),
             idle: Mutex::new(Vec::new()),
+            writes: Mutex::new(()),
             handles: RwLock::new(HashMap::new()),
             software: SoftwareKeys::new(),
         };
@@ -459,6 +462,21 @@ impl Pkcs11Keys {
                 Err(e)
             }
         }
+    }
+
+    /// [`Self::with_session`] for a call that makes or destroys a token
+    /// object: one at a time. SoftHSM2's file object store fails such calls
+    /// with CKR_GENERAL_ERROR when they race (concurrent restores of one
+    /// backup showed it); operations with existing keys are not held up.
+    fn with_write_session<T>(
+        &self,
+        f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
+    ) -> std::result::Result<T, P11Error> {
+        let _one = self
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.with_session(f)
     }
 
     /// The private (or secret) key object with this `CKA_ID`.
@@ -555,7 +573,7 @@ impl Pkcs11Keys {
             let bits = spec.size.unwrap_or(256);
             let mut template = secret_flags(&id, &spec.label);
             template.push(Attribute::ValueLen(u64::from(bits / 8).into()));
-            self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
+            self.with_write_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
                 .map_err(hsm_err)?;
             return Ok((reference(&id), symmetric_public(bits)));
         }
@@ -598,7 +616,7 @@ impl Pkcs11Keys {
         let kty = spec.kty;
         let curve = spec.curve.unwrap_or(Curve::P256);
         let public = self
-            .with_session(|s| {
+            .with_write_session(|s| {
                 let (pub_h, _) =
                     s.generate_key_pair(&mechanism, &public_template, &private_template)?;
                 let wanted = match kty {
@@ -765,7 +783,7 @@ impl Pkcs11Keys {
             };
             let mut template = secret_flags(&id, label);
             template.push(Attribute::Value(k.expose().clone()));
-            let made = self.with_session(|s| s.create_object(&template));
+            let made = self.with_write_session(|s| s.create_object(&template));
             for a in &mut template {
                 if let Attribute::Value(v) = a {
                     zeroize::Zeroize::zeroize(v);
@@ -803,7 +821,7 @@ impl Pkcs11Keys {
             }
             KeyType::Oct => return Err(Error::Integrity),
         }
-        let made = self.with_session(|s| s.create_object(&template));
+        let made = self.with_write_session(|s| s.create_object(&template));
         for a in &mut template {
             if let Attribute::PrivateExponent(v)
             | Attribute::Prime1(v)
@@ -847,9 +865,9 @@ impl Pkcs11Keys {
             // RFC 5649's integrity check refuses a blob wrapped by any other
             // key: no probe is needed (nor possible without a public half).
             let template = secret_flags(&id, label);
-            return match self
-                .with_session(|s| s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template))
-            {
+            return match self.with_write_session(|s| {
+                s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template)
+            }) {
                 Ok(_) => Ok(reference(&id)),
                 Err(e) if lost(&e) => Err(hsm_err(e)),
                 Err(_) => Err(foreign()),
@@ -863,9 +881,9 @@ impl Pkcs11Keys {
                 _ => P11KeyType::EC,
             }),
         ]);
-        let handle = match self
-            .with_session(|s| s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template))
-        {
+        let handle = match self.with_write_session(|s| {
+            s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template)
+        }) {
             Ok(h) => h,
             Err(e) if lost(&e) => return Err(hsm_err(e)),
             Err(_) => return Err(foreign()),
@@ -892,7 +910,7 @@ impl Pkcs11Keys {
             m.remove(reference.expose());
         }
         if !matches {
-            let _ = self.with_session(|s| s.destroy_object(handle));
+            let _ = self.with_write_session(|s| s.destroy_object(handle));
             return Err(foreign());
         }
         Ok(reference)
@@ -904,7 +922,7 @@ impl Pkcs11Keys {
         if let Ok(mut m) = self.handles.write() {
             m.retain(|_, (cached, _)| *cached != id);
         }
-        self.with_session(|s| {
+        self.with_write_session(|s| {
             for class in KEY_CLASSES {
                 for h in s.find_objects(&[Attribute::Class(class), Attribute::Id(id.clone())])? {
                     s.destroy_object(h)?;

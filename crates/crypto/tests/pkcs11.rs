@@ -687,3 +687,23 @@ fn symmetric_keys_back_up_to_their_own_hsm_only() {
         Err(Error::BadParameter(_))
     ));
 }
+
+#[test]
+fn concurrent_imports_of_one_backup_each_make_their_own_object() {
+    let _dir = tokens(&["imports"]);
+    let hsm = Arc::new(open("imports"));
+    let (reference, public) = hsm.generate(&spec(KeyType::Rsa, Some(2048), None)).unwrap();
+    let wrapped = with(b"i", &reference, |k| hsm.export(k)).unwrap();
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (hsm, wrapped, public) = (&hsm, &wrapped, &public);
+                scope.spawn(move || hsm.import_backup(wrapped, public, &format!("v/k{i}")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert!(r.is_ok(), "{:?}", r.as_ref().err());
+    }
+}
