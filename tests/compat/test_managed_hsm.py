@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import time
 import uuid
 
 import pytest
@@ -582,10 +583,15 @@ def test_full_backup_to_blob_storage_restores_into_a_pool_with_the_same_domain(h
         # Answered as Azure answers a job, in progress; its status URL (polled
         # without an api-version) tells how it ended.
         assert r.status_code == 202 and r.json()["status"] == "InProgress", r.text
-        status = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
-                              verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
-        assert status.status_code == 200 and status.json()["jobId"] == r.json()["jobId"], status.text
-        assert status.json()["status"] == "Succeeded", status.text
+        # The job runs on its own task: polled (bounded) until it ends.
+        for _ in range(300):
+            status = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
+                                  verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+            assert status.status_code == 200 and status.json()["jobId"] == r.json()["jobId"], status.text
+            if status.json()["status"] != "InProgress":
+                break
+            time.sleep(0.1)
+        assert status.json()["status"] == "Succeeded" and status.json()["endTime"], status.text
         assert "could not overwrite: 3" in status.json()["statusDetails"]
         # Storage the operator did not allow, and a managed identity, are refused.
         for body in ({"storageResourceUri": "https://evil.example/c", "token": "sig=x"},
@@ -624,3 +630,44 @@ def test_full_backup_to_blob_storage_restores_into_a_pool_with_the_same_domain(h
     with CryptographyClient(moved.id, hsm.credential(), verify_challenge_resource=False, **CLIENT_KWARGS) as cc:
         assert cc.decrypt(EncryptionAlgorithm.a256_gcm, sealed.ciphertext, iv=sealed.iv,
                           authentication_tag=sealed.tag).plaintext == pt
+
+
+def test_jobs_run_on_their_own_two_at_a_time_and_report_how_they_end(hsm):
+    """A restore from storage that does not answer stays InProgress after its
+    202 (the job is not the request); a third job while two run is refused
+    with 409; when storage goes away the two fail, their status says so, and
+    a new job starts."""
+    import socket
+    restore_user = "6efe6056-5259-49d2-8b3d-d3d73544b20b"
+    name = create_pool(hsm).name
+    activate(hsm, name)
+    grant(hsm, name, restore_user, hsm.admin_oid)
+    token = pool_token(hsm)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    body = {"sasTokenParameters": {"storageResourceUri": f"http://127.0.0.1:{silent.getsockname()[1]}/backups",
+                                   "token": "sv=2021-08-06&sig=x"}, "folderToRestore": f"mhsm-{name}-2026"}
+    try:
+        started = [pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body) for _ in range(2)]
+        for r in started:
+            assert r.status_code == 202 and r.json()["status"] == "InProgress", r.text
+        for r in started:
+            s = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
+                             verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+            assert s.status_code == 200 and s.json()["status"] == "InProgress" and s.json()["endTime"] is None, s.text
+        third = pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body)
+        assert third.status_code == 409 and third.json()["error"]["code"] == "Conflict", third.text
+    finally:
+        silent.close()
+    for r in started:
+        for _ in range(300):
+            s = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
+                             verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+            if s.json()["status"] != "InProgress":
+                break
+            time.sleep(0.1)
+        assert s.json()["status"] == "Failed" and s.json()["error"]["message"] and s.json()["endTime"], s.text
+        assert "sig=" not in s.text
+    again = pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body)
+    assert again.status_code == 202, again.text

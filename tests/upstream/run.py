@@ -48,7 +48,7 @@ MINIMUM_PASSED = {
     "secrets": 1055,
     "keys": 1752,
     "certificates": 1145,
-    "administration": 1006,
+    "administration": 1008,
 }
 
 SUITE_TIMEOUT = 40 * 60  # seconds, per suite
@@ -61,17 +61,16 @@ POOL_SUITES = {"keys", "administration"}
 # Tests deselected, each for a stated reason (see README.md). Keys: key
 # release and key attestation need Microsoft Azure Attestation and an HSM
 # vendor's attestation chain, which a self-hosted deployment has not.
-# Administration: the rehydration and polling tests assume a backup job is
-# still running seconds after it started (Azure's take minutes; Keyhaven's
-# finish in milliseconds), and the SDK cannot rehydrate a poller from a
-# finished job (it parses the body of a response it never received); the
-# async SAS test's `begin_pre_restore` result is None where the sync one's
-# is the operation (not yet understood: an open item of issue 24).
+# Administration: the two polling tests assert that a backup job is still
+# InProgress at a status read made right after it started (Azure's jobs run
+# for minutes; Keyhaven's, on its own task, for milliseconds), so their
+# outcome would depend on timing. The async SAS test dereferences the result
+# of `begin_pre_restore`, which the SDK's own code makes None
+# (`cls=lambda *_: None`): it cannot pass against any service.
 DESELECT = {
     "administration": [
-        f"tests/{f}::TestBackupClientTests::{t}"
+        f"tests/{f}::TestBackupClientTests::test_backup_client_polling"
         for f in ("test_backup_client.py", "test_backup_client_async.py")
-        for t in ("test_full_backup_and_restore_rehydration", "test_backup_client_polling")
     ] + ["tests/test_backup_client_async.py::TestBackupClientTests::test_backup_restore_sas"],
     "keys": [
         "tests/test_key_client.py::TestKeyClient::test_imported_key_release",

@@ -702,17 +702,42 @@ impl VaultService {
         Ok(Some((private, x.cert.clone())))
     }
 
-    /// Records a finished full backup or restore job (the newest 20 are kept).
+    /// Records a job that starts now (`InProgress`), unless the pool already
+    /// runs [`MAX_RUNNING_JOBS`] (409: the caller retries later). A job whose
+    /// node stopped does not count once it is past [`JOB_LIMIT_SECS`].
+    pub async fn begin_pool_job(
+        &self,
+        pool: &VaultRecord,
+        job: crate::vault::PoolJob,
+    ) -> std::result::Result<(), AdminError> {
+        let now = self.clock.now();
+        self.modify_pool(pool, |state| {
+            let running = state
+                .jobs
+                .iter()
+                .filter(|j| j.status == JOB_IN_PROGRESS && !j.is_lost(now))
+                .count();
+            if running >= MAX_RUNNING_JOBS {
+                return Err(Error::Conflict(format!(
+                    "The managed HSM '{}' is already running {running} backup or restore jobs; start this one when they have finished.",
+                    pool.name
+                )));
+            }
+            keep_job(state, job.clone());
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records how a job ended (its `InProgress` record is replaced).
     pub async fn record_pool_job(
         &self,
         pool: &VaultRecord,
         job: crate::vault::PoolJob,
     ) -> std::result::Result<(), AdminError> {
         self.modify_pool(pool, |state| {
-            state.jobs.retain(|j| j.id != job.id);
-            state.jobs.push(job.clone());
-            let excess = state.jobs.len().saturating_sub(20);
-            state.jobs.drain(..excess);
+            keep_job(state, job.clone());
             Ok(())
         })
         .await
@@ -735,6 +760,52 @@ impl VaultService {
             })
             .await?
             .0)
+    }
+}
+
+/// The status of a job that has not ended.
+pub const JOB_IN_PROGRESS: &str = "InProgress";
+/// Jobs a pool runs at once (backups, restores and their checks).
+pub const MAX_RUNNING_JOBS: usize = 2;
+/// How long a job may run before it is stopped and reported failed.
+pub const JOB_LIMIT_SECS: i64 = 30 * 60;
+/// Jobs a pool's record keeps (the newest; running ones are never dropped).
+const KEPT_JOBS: usize = 20;
+
+fn keep_job(state: &mut ManagedHsmState, job: crate::vault::PoolJob) {
+    state.jobs.retain(|j| j.id != job.id);
+    state.jobs.push(job);
+    // Finished jobs go first, oldest first; a running one keeps its record
+    // so its end can be reported.
+    while state.jobs.len() > KEPT_JOBS {
+        let Some(i) = state.jobs.iter().position(|j| j.status != JOB_IN_PROGRESS) else {
+            break;
+        };
+        state.jobs.remove(i);
+    }
+}
+
+impl crate::vault::PoolJob {
+    /// A job still `InProgress` well past [`JOB_LIMIT_SECS`]: the node
+    /// running it stopped (a running job is stopped at the limit and its end
+    /// recorded).
+    pub fn is_lost(&self, now: i64) -> bool {
+        self.status == JOB_IN_PROGRESS && now > self.start + JOB_LIMIT_SECS + 120
+    }
+
+    /// The job as its status URL reports it at `now`: a lost job as failed.
+    pub fn as_of(&self, now: i64) -> Self {
+        if !self.is_lost(now) {
+            return self.clone();
+        }
+        let message = "The job stopped without finishing (the Keyhaven node running it stopped); start it again.".to_owned();
+        Self {
+            status: "Failed".into(),
+            details: Some(message.clone()),
+            error: Some(("JobLost".into(), message)),
+            end: self.start + JOB_LIMIT_SECS,
+            ..self.clone()
+        }
     }
 }
 

@@ -198,7 +198,7 @@ pub struct PoolJob {
     pub id: String,
     /// `backup` or `restore`.
     pub kind: String,
-    /// `Succeeded` or `Failed`.
+    /// `InProgress`, `Succeeded` or `Failed`.
     pub status: String,
     /// What happened (`statusDetails`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

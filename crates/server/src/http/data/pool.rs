@@ -591,50 +591,73 @@ fn storage_of(
     )?)
 }
 
-/// Runs a job to its end and records it (the SDK's poller reads a terminal
-/// status from the first answer and does not poll).
-async fn finish_job(
+/// What a job's work gives: its `statusDetails` and, for a backup, the
+/// folder's URL.
+type JobOutcome = keyhaven_core::Result<(Option<String>, Option<String>)>;
+
+/// Starts a job: records it `InProgress` (refused while the pool runs its
+/// most), answers 202 with its status URL, and runs `work` on its own task:
+/// a client that goes away, or polls another node, does not stop it. Its end
+/// is recorded in the pool; a job past the time limit is stopped and
+/// recorded failed, and one whose node stopped is reported failed after it.
+async fn start_job(
     st: &AppState,
     ctx: &DataCtx,
     kind: &str,
-    start: i64,
-    outcome: keyhaven_core::Result<(Option<String>, Option<String>)>,
+    work: impl std::future::Future<Output = JobOutcome> + Send + 'static,
 ) -> ApiResult {
-    let (status, details, error, folder_url) = match outcome {
-        Ok((details, folder_url)) => ("Succeeded", details, None, folder_url),
-        Err(e) => {
-            let (_, body) = keyhaven_wire::error_response(&e);
-            let (code, message) = (body.error.code, body.error.message);
-            ("Failed", Some(message.clone()), Some((code, message)), None)
-        }
-    };
+    use keyhaven_core::managed_hsm::{JOB_IN_PROGRESS, JOB_LIMIT_SECS};
+    let start = st.clock.now();
     let job = keyhaven_core::vault::PoolJob {
         id: keyhaven_core::Version::random().to_string(),
         kind: kind.to_owned(),
-        status: status.to_owned(),
-        details,
-        error,
-        start,
-        end: st.clock.now(),
-        folder_url,
-    };
-    // The job ran: its answer is given even if its record could not be
-    // kept (the pool deleted meanwhile, writes racing), so a client does not
-    // run it again; its status URL then answers 404.
-    if let Err(e) = st.service.record_pool_job(&ctx.vault, job.clone()).await {
-        tracing::warn!(pool = %ctx.vault.name, job = %job.id, error = %e, "a finished managed HSM job could not be recorded");
-    }
-    // The first answer is `InProgress`, as Azure answers every job (the
-    // SDK's pollers expect it, and raise on a failure they poll, not on one
-    // in the first answer); the status URL then reports how it ended.
-    let first = keyhaven_core::vault::PoolJob {
-        status: "InProgress".into(),
+        status: JOB_IN_PROGRESS.to_owned(),
         details: None,
         error: None,
+        start,
+        end: start,
         folder_url: None,
-        ..job
     };
-    Ok(job_response(ctx, &first))
+    st.service
+        .begin_pool_job(&ctx.vault, job.clone())
+        .await
+        .map_err(admin_error)?;
+    let (service, clock, pool, running) = (
+        st.service.clone(),
+        st.clock.clone(),
+        ctx.vault.clone(),
+        job.clone(),
+    );
+    let limit = std::time::Duration::from_secs(JOB_LIMIT_SECS.unsigned_abs());
+    tokio::spawn(async move {
+        let outcome = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(Error::Unavailable(
+                "The job did not finish within its time limit (30 minutes).".into(),
+            ))
+        });
+        let (status, details, error, folder_url) = match outcome {
+            Ok((details, folder_url)) => ("Succeeded", details, None, folder_url),
+            Err(e) => {
+                let (_, body) = keyhaven_wire::error_response(&e);
+                let (code, message) = (body.error.code, body.error.message);
+                ("Failed", Some(message.clone()), Some((code, message)), None)
+            }
+        };
+        let ended = keyhaven_core::vault::PoolJob {
+            status: status.to_owned(),
+            details,
+            error,
+            end: clock.now(),
+            folder_url,
+            ..running
+        };
+        // The pool may have been deleted meanwhile: the job's status URL
+        // then answers 404 with it.
+        if let Err(e) = service.record_pool_job(&pool, ended).await {
+            tracing::warn!(pool = %pool.name, error = %e, "the end of a managed HSM job could not be recorded");
+        }
+    });
+    Ok(job_response(ctx, &job))
 }
 
 #[derive(Deserialize)]
@@ -662,20 +685,20 @@ async fn backup(st: &AppState, ctx: &DataCtx, body: axum::body::Body, write: boo
         }),
         &folder_name(ctx.vault.name.as_str(), start),
     )?;
-    let outcome = if write {
-        st.service
-            .backup_pool(&auth, &ctx.vault, &storage)
-            .await
-            .map(|n| {
+    let (service, pool) = (st.service.clone(), ctx.vault.clone());
+    start_job(st, ctx, "backup", async move {
+        if write {
+            service.backup_pool(&auth, &pool, &storage).await.map(|n| {
                 (
                     Some(format!("Number of keys backed up: {n}")),
                     Some(storage.folder_url()),
                 )
             })
-    } else {
-        st.service.pool_domain(&ctx.vault).map(|_| (None, None))
-    };
-    finish_job(st, ctx, "backup", start, outcome).await
+        } else {
+            service.pool_domain(&pool).map(|_| (None, None))
+        }
+    })
+    .await
 }
 
 async fn start_backup(
@@ -720,27 +743,29 @@ pub async fn restore(
         req.sas_token_parameters,
         &folder,
     )?;
-    let start = st.clock.now();
-    let outcome = if write {
-        st.service
-            .restore_pool(&auth, &ctx.vault, &storage, only)
-            .await
-            .map(|c| {
-                (
-                    Some(format!(
-                        "Number of successful keys restored: {}, Number of keys could not overwrite: {}",
-                        c.restored, c.skipped
-                    )),
-                    None,
-                )
-            })
-    } else {
-        st.service
-            .check_pool_backup(&auth, &ctx.vault, &storage)
-            .await
-            .map(|()| (None, None))
-    };
-    finish_job(st, ctx, "restore", start, outcome).await
+    let (service, pool, only) = (st.service.clone(), ctx.vault.clone(), only.cloned());
+    start_job(st, ctx, "restore", async move {
+        if write {
+            service
+                .restore_pool(&auth, &pool, &storage, only.as_ref())
+                .await
+                .map(|c| {
+                    (
+                        Some(format!(
+                            "Number of successful keys restored: {}, Number of keys could not overwrite: {}",
+                            c.restored, c.skipped
+                        )),
+                        None,
+                    )
+                })
+        } else {
+            service
+                .check_pool_backup(&auth, &pool, &storage)
+                .await
+                .map(|()| (None, None))
+        }
+    })
+    .await
 }
 
 async fn start_restore(
@@ -778,7 +803,7 @@ async fn job_status(st: &AppState, ctx: &DataCtx, kind: &str, id: &str) -> ApiRe
                 .find(|j| j.kind == kind && j.id.eq_ignore_ascii_case(id))
         })
         .ok_or_else(|| ApiError::not_found("No such job."))?;
-    Ok(ok(&job_out(job)))
+    Ok(ok(&job_out(&job.as_of(st.clock.now()))))
 }
 
 async fn backup_status(
