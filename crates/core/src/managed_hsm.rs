@@ -544,13 +544,24 @@ impl VaultService {
     pub async fn modify_pool<T>(
         &self,
         pool: &VaultRecord,
+        change: impl FnMut(&mut ManagedHsmState) -> Result<T>,
+    ) -> std::result::Result<(T, VaultRecord), AdminError> {
+        self.modify_pool_as(pool, false, change).await
+    }
+
+    /// [`Self::modify_pool`]; `deleted_too`: also a soft-deleted pool (a
+    /// job's end is recorded there, so the pool's purge is not held up).
+    async fn modify_pool_as<T>(
+        &self,
+        pool: &VaultRecord,
+        deleted_too: bool,
         mut change: impl FnMut(&mut ManagedHsmState) -> Result<T>,
     ) -> std::result::Result<(T, VaultRecord), AdminError> {
         let gone =
             || AdminError::NotFound(format!("The managed HSM '{}' was not found.", pool.name));
         let mut current = pool.clone();
         for _ in 0..crate::service::CAS_ATTEMPTS {
-            if current.properties.deleted.is_some() {
+            if current.properties.deleted.is_some() && !deleted_too {
                 return Err(gone());
             }
             let mut next = current.clone();
@@ -712,18 +723,14 @@ impl VaultService {
     ) -> std::result::Result<(), AdminError> {
         let now = self.clock.now();
         self.modify_pool(pool, |state| {
-            let running = state
-                .jobs
-                .iter()
-                .filter(|j| j.status == JOB_IN_PROGRESS && !j.is_lost(now))
-                .count();
+            let running = running_jobs(state, now);
             if running >= MAX_RUNNING_JOBS {
                 return Err(Error::Conflict(format!(
                     "The managed HSM '{}' is already running {running} backup or restore jobs; start this one when they have finished.",
                     pool.name
                 )));
             }
-            keep_job(state, job.clone());
+            keep_job(state, job.clone(), now);
             Ok(())
         })
         .await
@@ -736,8 +743,9 @@ impl VaultService {
         pool: &VaultRecord,
         job: crate::vault::PoolJob,
     ) -> std::result::Result<(), AdminError> {
-        self.modify_pool(pool, |state| {
-            keep_job(state, job.clone());
+        let now = self.clock.now();
+        self.modify_pool_as(pool, true, |state| {
+            keep_job(state, job.clone(), now);
             Ok(())
         })
         .await
@@ -772,13 +780,26 @@ pub const JOB_LIMIT_SECS: i64 = 30 * 60;
 /// Jobs a pool's record keeps (the newest; running ones are never dropped).
 const KEPT_JOBS: usize = 20;
 
-fn keep_job(state: &mut ManagedHsmState, job: crate::vault::PoolJob) {
+/// Jobs of the pool running at `now` (a lost one no longer counts).
+pub fn running_jobs(state: &ManagedHsmState, now: i64) -> usize {
+    state
+        .jobs
+        .iter()
+        .filter(|j| j.status == JOB_IN_PROGRESS && !j.is_lost(now))
+        .count()
+}
+
+fn keep_job(state: &mut ManagedHsmState, job: crate::vault::PoolJob, now: i64) {
     state.jobs.retain(|j| j.id != job.id);
     state.jobs.push(job);
-    // Finished jobs go first, oldest first; a running one keeps its record
-    // so its end can be reported.
+    // Ended (or lost) jobs go first, oldest first; a running one keeps its
+    // record so its end can be reported.
     while state.jobs.len() > KEPT_JOBS {
-        let Some(i) = state.jobs.iter().position(|j| j.status != JOB_IN_PROGRESS) else {
+        let Some(i) = state
+            .jobs
+            .iter()
+            .position(|j| j.status != JOB_IN_PROGRESS || j.is_lost(now))
+        else {
             break;
         };
         state.jobs.remove(i);

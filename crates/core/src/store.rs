@@ -10,6 +10,12 @@ use crate::object::{DeletedInfo, ObjectKind, Page, VersionRecord};
 use crate::vault::VaultRecord;
 
 /// Errors a store reports, in domain terms.
+///
+/// Only `Unavailable` may hide a write that committed (its answer lost): any
+/// other error from a write means it did not happen, and the service acts
+/// on that (it destroys the HSM objects a failed write would have
+/// referenced). A store must report a failed or unknown commit as
+/// `Unavailable`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or failed the operation.

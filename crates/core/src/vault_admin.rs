@@ -644,6 +644,15 @@ impl VaultService {
                     ),
                 ));
             }
+            if running_pool_jobs(&current, now) > 0 {
+                return Err(AdminError::Conflict(
+                    "Conflict",
+                    format!(
+                        "The managed HSM '{}' is running a backup or restore job; purge it when the job has ended.",
+                        current.name
+                    ),
+                ));
+            }
             if self.purge_row(&current).await? {
                 return Ok(());
             }
@@ -722,9 +731,12 @@ impl VaultService {
         let now = self.clock.now();
         let mut n = 0;
         for v in self.store.list_vaults().await? {
+            // A pool running a job is purged on a pass after the job ends
+            // (the job writes into the pool until then).
             if v.properties
                 .deleted
                 .is_some_and(|d| d.scheduled_purge_date <= now)
+                && running_pool_jobs(&v, now) == 0
             {
                 // A vault recovered since the listing is left alone; one
                 // otherwise changed is purged on the next pass.
@@ -775,6 +787,15 @@ fn changed_meanwhile(name: &VaultName) -> AdminError {
 
 fn same_place(v: &VaultRecord, sub: &str, rg: &str) -> bool {
     v.subscription_id.eq_ignore_ascii_case(sub) && v.resource_group.eq_ignore_ascii_case(rg)
+}
+
+/// Backup or restore jobs a managed HSM pool runs (0 for a vault): a pool
+/// is not purged under a running job, which writes into it.
+fn running_pool_jobs(v: &VaultRecord, now: i64) -> usize {
+    v.properties
+        .managed_hsm
+        .as_ref()
+        .map_or(0, |m| crate::managed_hsm::running_jobs(m, now))
 }
 
 #[cfg(test)]

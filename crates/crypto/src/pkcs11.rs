@@ -464,10 +464,12 @@ impl Pkcs11Keys {
         }
     }
 
-    /// [`Self::with_session`] for a call that makes or destroys a token
-    /// object: one at a time. SoftHSM2's file object store fails such calls
-    /// with CKR_GENERAL_ERROR when they race (concurrent restores of one
-    /// backup showed it); operations with existing keys are not held up.
+    /// [`Self::with_session`] for a call that creates (from given material)
+    /// or destroys a token object: one at a time. SoftHSM2's file object
+    /// store fails such calls with CKR_GENERAL_ERROR when they race
+    /// (concurrent restores of one backup showed it). These calls take
+    /// milliseconds; key generation (seconds for RSA-4096) is left outside,
+    /// and operations with existing keys are not held up.
     fn with_write_session<T>(
         &self,
         f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
@@ -573,7 +575,7 @@ impl Pkcs11Keys {
             let bits = spec.size.unwrap_or(256);
             let mut template = secret_flags(&id, &spec.label);
             template.push(Attribute::ValueLen(u64::from(bits / 8).into()));
-            self.with_write_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
+            self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
                 .map_err(hsm_err)?;
             return Ok((reference(&id), symmetric_public(bits)));
         }
@@ -616,7 +618,7 @@ impl Pkcs11Keys {
         let kty = spec.kty;
         let curve = spec.curve.unwrap_or(Curve::P256);
         let public = self
-            .with_write_session(|s| {
+            .with_session(|s| {
                 let (pub_h, _) =
                     s.generate_key_pair(&mechanism, &public_template, &private_template)?;
                 let wanted = match kty {
@@ -902,18 +904,27 @@ impl Pkcs11Keys {
             open: &|| Ok(Sensitive::new(reference.expose().clone())),
             hsm: true,
         };
-        let matches = self
-            .sign(&probe, alg, &digest)
-            .and_then(|sig| self.software.verify(public, alg, &digest, &sig))
-            .unwrap_or(false);
+        // An HSM failure of the probe is reported as one, not as a foreign
+        // backup.
+        let checked = self.sign(&probe, alg, &digest).map(|sig| {
+            self.software
+                .verify(public, alg, &digest, &sig)
+                .unwrap_or(false)
+        });
         if let Ok(mut m) = self.handles.write() {
             m.remove(reference.expose());
         }
-        if !matches {
-            let _ = self.with_write_session(|s| s.destroy_object(handle));
-            return Err(foreign());
+        match checked {
+            Ok(true) => Ok(reference),
+            Ok(false) => {
+                let _ = self.with_write_session(|s| s.destroy_object(handle));
+                Err(foreign())
+            }
+            Err(e) => {
+                let _ = self.with_write_session(|s| s.destroy_object(handle));
+                Err(e)
+            }
         }
-        Ok(reference)
     }
 
     /// Destroys the token object a stored reference names (no-op if gone).

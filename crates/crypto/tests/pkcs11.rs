@@ -703,7 +703,18 @@ fn concurrent_imports_of_one_backup_each_make_their_own_object() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for r in &results {
-        assert!(r.is_ok(), "{:?}", r.as_ref().err());
+    let refs: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("every import succeeds"))
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = refs.iter().map(|r| r.expose().clone()).collect();
+    assert_eq!(distinct.len(), 6, "each import is its own token object");
+    let software = SoftwareKeys::new();
+    let d = vec![1u8; 32];
+    for r in &refs {
+        let sig = with(b"i", r, |k| hsm.sign(k, SignAlgorithm::Rs(256), &d)).unwrap();
+        assert!(software
+            .verify(&public, SignAlgorithm::Rs(256), &d, &sig)
+            .unwrap());
     }
 }

@@ -196,8 +196,29 @@ impl VaultService {
             if !k.blob.starts_with("key-") || k.blob.contains('/') {
                 return Err(invalid());
             }
+            // The pool is read again before each key: a pool deleted
+            // meanwhile gets nothing more.
+            if self
+                .reread(pool)
+                .await
+                .map_err(|e| match e {
+                    crate::vault_admin::AdminError::Core(e) => e,
+                    other => Error::Unavailable(other.to_string()),
+                })?
+                .is_none_or(|p| p.properties.deleted.is_some())
+            {
+                return Err(Error::BadParameter(format!(
+                    "The managed HSM '{}' was deleted during the restore; {} keys were restored before.",
+                    pool.name, count.restored
+                )));
+            }
             let blob = storage.get(&k.blob).await?;
-            match self.restore_authorized(pool, ObjectKind::Key, &blob).await {
+            // The blob must hold the key the manifest names (blobs can be
+            // swapped in storage; a selective restore's grant names one key).
+            match self
+                .restore_authorized(pool, ObjectKind::Key, &blob, Some(&k.name))
+                .await
+            {
                 Ok(_) => count.restored += 1,
                 Err(Error::AlreadyExists { .. }) => count.skipped += 1,
                 Err(e) => return Err(e),

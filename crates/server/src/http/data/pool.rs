@@ -630,18 +630,32 @@ async fn start_job(
     );
     let limit = std::time::Duration::from_secs(JOB_LIMIT_SECS.unsigned_abs());
     tokio::spawn(async move {
-        let outcome = tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(Error::Unavailable(
-                "The job did not finish within its time limit (30 minutes).".into(),
-            ))
-        });
+        // The work runs on a task of its own, so a panic in it, or the time
+        // limit, still ends in a recorded failure.
+        let task = tokio::spawn(work);
+        let abort = task.abort_handle();
+        let fail = |code: &str, message: &str| Err((code.to_owned(), message.to_owned()));
+        let outcome = match tokio::time::timeout(limit, task).await {
+            Ok(Ok(Ok(done))) => Ok(done),
+            Ok(Ok(Err(e))) => {
+                let (_, body) = keyhaven_wire::error_response(&e);
+                Err((body.error.code, body.error.message))
+            }
+            Ok(Err(_)) => fail(
+                "InternalError",
+                "The job stopped unexpectedly; start it again.",
+            ),
+            Err(_) => {
+                abort.abort();
+                fail(
+                    "JobTimeout",
+                    "The job did not finish within its time limit (30 minutes).",
+                )
+            }
+        };
         let (status, details, error, folder_url) = match outcome {
             Ok((details, folder_url)) => ("Succeeded", details, None, folder_url),
-            Err(e) => {
-                let (_, body) = keyhaven_wire::error_response(&e);
-                let (code, message) = (body.error.code, body.error.message);
-                ("Failed", Some(message.clone()), Some((code, message)), None)
-            }
+            Err((code, message)) => ("Failed", Some(message.clone()), Some((code, message)), None),
         };
         let ended = keyhaven_core::vault::PoolJob {
             status: status.to_owned(),
@@ -651,10 +665,18 @@ async fn start_job(
             folder_url,
             ..running
         };
-        // The pool may have been deleted meanwhile: the job's status URL
-        // then answers 404 with it.
-        if let Err(e) = service.record_pool_job(&pool, ended).await {
-            tracing::warn!(pool = %pool.name, error = %e, "the end of a managed HSM job could not be recorded");
+        // Retried within the grace a running job has past its limit, so a
+        // store that is briefly away does not turn a finished job into a
+        // lost one; a pool purged meanwhile takes the job with it.
+        for wait in [0u64, 2, 10, 30] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            match service.record_pool_job(&pool, ended.clone()).await {
+                Ok(()) => return,
+                Err(keyhaven_core::vault_admin::AdminError::NotFound(_)) => return,
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, error = %e, "the end of a managed HSM job could not be recorded");
+                }
+            }
         }
     });
     Ok(job_response(ctx, &job))
