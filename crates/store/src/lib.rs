@@ -3,6 +3,7 @@
 //! statements in `sql`, keep their own migrations, and pass `conformance`.
 
 pub mod conformance;
+pub mod logs;
 mod migrations;
 pub mod postgres;
 mod sql;

@@ -1,0 +1,1276 @@
+//! KQL syntax tree → one SQL statement with numbered parameters.
+
+use std::collections::HashMap;
+
+use keyhaven_kql::{
+    Assign, BinaryOp, Expr, ExprKind, Ident, Literal, OperatorKind, Query, SortKey, Source, Span,
+    StringOp, StringTest,
+};
+
+use super::{table, CatalogColumn, Dialect, KqlType};
+
+/// Most rows a query returns.
+pub const MAX_ROWS: i64 = 30_000;
+
+/// What a query may read: one workspace, one time span.
+#[derive(Debug, Clone)]
+pub struct QueryScope {
+    /// The workspace's customer id.
+    pub workspace: String,
+    /// Records at or after this time (µs since the epoch).
+    pub from_us: i64,
+    /// Records at or before this time.
+    pub to_us: i64,
+    /// The query's `now()` (µs).
+    pub now_us: i64,
+}
+
+/// A parameter of the compiled statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlParam {
+    /// Text.
+    Text(String),
+    /// Integer.
+    Int(i64),
+    /// Real.
+    Real(f64),
+}
+
+/// A compiled query.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// One statement; parameter `n` is written `?n`.
+    pub sql: String,
+    /// Its parameters, `?1` first.
+    pub params: Vec<SqlParam>,
+    /// The result's columns, in order, with their types.
+    pub columns: Vec<(String, KqlType)>,
+}
+
+/// A query that reads but means nothing here (Azure's `SemanticError`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileError {
+    /// What is wrong.
+    pub message: String,
+    /// Where.
+    pub span: Span,
+}
+
+type Result<T> = std::result::Result<T, CompileError>;
+
+fn fail<T>(span: Span, message: impl Into<String>) -> Result<T> {
+    Err(CompileError {
+        message: message.into(),
+        span,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    ty: KqlType,
+}
+
+#[derive(Debug, Clone)]
+struct Typed {
+    sql: String,
+    ty: KqlType,
+}
+
+/// The name of the hidden column that carries a sort's order onward.
+const ORDER: &str = "__kh_order";
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A boolean test, or its negation.
+fn predicate(test: String, negated: bool) -> Typed {
+    Typed {
+        sql: if negated {
+            format!("(NOT {test})")
+        } else {
+            test
+        },
+        ty: KqlType::Bool,
+    }
+}
+
+/// The columns a caller sees (not the hidden order).
+fn visible(cols: &[Column]) -> Vec<Column> {
+    cols.iter().filter(|c| c.name != ORDER).cloned().collect()
+}
+
+/// `"a", "b"` for a select list.
+fn column_list(cols: &[Column]) -> String {
+    cols.iter()
+        .map(|c| quote(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+struct Compiler {
+    dialect: Dialect,
+    params: Vec<SqlParam>,
+    steps: Vec<String>,
+    lets: HashMap<String, Typed>,
+    scope: QueryScope,
+    /// The current step's columns.
+    cols: Vec<Column>,
+    /// Whether the current step carries [`ORDER`].
+    ordered: bool,
+    /// The operator being compiled (for messages).
+    op: &'static str,
+}
+
+/// Compiles `query` for `scope`.
+pub fn compile(query: &Query, scope: &QueryScope, dialect: Dialect) -> Result<Compiled> {
+    let mut c = Compiler {
+        dialect,
+        params: Vec::new(),
+        steps: Vec::new(),
+        lets: HashMap::new(),
+        scope: scope.clone(),
+        cols: Vec::new(),
+        ordered: false,
+        op: "let",
+    };
+    for l in &query.lets {
+        let v = c.expr(&l.value)?;
+        c.lets.insert(l.name.name.clone(), v);
+    }
+    c.op = "source";
+    let tables = match &query.body.source {
+        Source::Table(t) => vec![t.clone()],
+        Source::Union(ts) => ts.clone(),
+    };
+    c.source(&tables)?;
+    for op in &query.body.ops {
+        c.operator(&op.kind, op.span)?;
+    }
+    let last = c.current();
+    let visible = visible(&c.cols);
+    let list = column_list(&visible);
+    let order = if c.ordered {
+        format!(" ORDER BY {}", quote(ORDER))
+    } else {
+        String::new()
+    };
+    let limit = c.param(SqlParam::Int(MAX_ROWS));
+    let sql = format!(
+        "WITH {} SELECT {list} FROM {last}{order} LIMIT {limit}",
+        c.steps.join(", ")
+    );
+    Ok(Compiled {
+        sql,
+        params: c.params,
+        columns: visible
+            .iter()
+            .map(|col| (col.name.clone(), col.ty))
+            .collect(),
+    })
+}
+
+impl Compiler {
+    fn param(&mut self, p: SqlParam) -> String {
+        self.params.push(p);
+        match self.dialect {
+            Dialect::Sqlite => format!("?{}", self.params.len()),
+            // PostgreSQL cannot infer a bare parameter's type everywhere
+            // (a select list): each says its own.
+            Dialect::Postgres => {
+                let n = self.params.len();
+                match self.params.last() {
+                    Some(SqlParam::Text(_)) => format!("CAST(${n} AS TEXT)"),
+                    Some(SqlParam::Real(_)) => format!("CAST(${n} AS DOUBLE PRECISION)"),
+                    _ => format!("CAST(${n} AS BIGINT)"),
+                }
+            }
+        }
+    }
+
+    fn current(&self) -> String {
+        format!("s{}", self.steps.len().saturating_sub(1))
+    }
+
+    fn push_step(&mut self, select: String, cols: Vec<Column>) {
+        let name = format!("s{}", self.steps.len());
+        self.steps.push(format!("{name} AS ({select})"));
+        self.ordered = cols.iter().any(|c| c.name == ORDER);
+        self.cols = cols;
+    }
+
+    /// A step keeping every column (the order too): `SELECT … FROM prev {tail}`.
+    fn same_columns(&mut self, tail: &str) {
+        let select = format!(
+            "SELECT {} FROM {} {tail}",
+            column_list(&self.cols),
+            self.current()
+        );
+        let cols = self.cols.clone();
+        self.push_step(select, cols);
+    }
+
+    /// The first step: the tables' columns for the scope (a union fills
+    /// the columns a table lacks with NULL).
+    fn source(&mut self, tables: &[Ident]) -> Result<()> {
+        let mut catalogs: Vec<(&Ident, &'static [CatalogColumn])> = Vec::new();
+        for t in tables {
+            let cat = table(&t.name).ok_or_else(|| CompileError {
+                message: format!(
+                    "Failed to resolve table or column expression named '{}'",
+                    t.name
+                ),
+                span: t.span,
+            })?;
+            catalogs.push((t, cat));
+        }
+        let mut cols: Vec<Column> = Vec::new();
+        for (_, cat) in &catalogs {
+            for cc in cat.iter() {
+                match cols.iter().find(|c| c.name == cc.name) {
+                    Some(c) if c.ty != cc.ty => {
+                        return fail(
+                            tables.first().map_or_else(Span::default, |t| t.span),
+                            format!("union: column '{}' has two types", cc.name),
+                        )
+                    }
+                    Some(_) => {}
+                    None => cols.push(Column {
+                        name: cc.name.to_owned(),
+                        ty: cc.ty,
+                    }),
+                }
+            }
+        }
+        let ws = self.param(SqlParam::Text(self.scope.workspace.clone()));
+        let from = self.param(SqlParam::Int(self.scope.from_us));
+        let to = self.param(SqlParam::Int(self.scope.to_us));
+        let mut parts = Vec::new();
+        for (t, cat) in &catalogs {
+            let name = self.param(SqlParam::Text(t.name.clone()));
+            let list = cols
+                .iter()
+                .map(|c| {
+                    let sql = cat
+                        .iter()
+                        .find(|cc| cc.name == c.name)
+                        .map_or("NULL", |cc| cc.sql);
+                    format!("{sql} AS {}", quote(&c.name))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            parts.push(format!(
+                "SELECT {list} FROM log_records WHERE workspace = {ws} AND log_table = {name} AND time_us >= {from} AND time_us <= {to}"
+            ));
+        }
+        self.push_step(parts.join(" UNION ALL "), cols);
+        Ok(())
+    }
+
+    fn operator(&mut self, op: &OperatorKind, span: Span) -> Result<()> {
+        let prev = self.current();
+        match op {
+            OperatorKind::Where(p) => {
+                self.op = "where";
+                let cond = self.expr(p)?;
+                if cond.ty != KqlType::Bool {
+                    return fail(
+                        p.span,
+                        "'where' operator: the predicate must be a boolean expression",
+                    );
+                }
+                self.same_columns(&format!("WHERE {}", cond.sql));
+            }
+            OperatorKind::Extend(assigns) => {
+                self.op = "extend";
+                let mut cols = self.cols.clone();
+                let mut exprs: Vec<(String, String)> = cols
+                    .iter()
+                    .map(|c| (quote(&c.name), c.name.clone()))
+                    .collect();
+                let mut n = 0;
+                for a in assigns {
+                    let v = self.expr(&a.expr)?;
+                    let name = self.column_name(a, &mut n);
+                    match cols.iter().position(|c| c.name == name) {
+                        Some(i) => {
+                            if let (Some(c), Some(e)) = (cols.get_mut(i), exprs.get_mut(i)) {
+                                c.ty = v.ty;
+                                e.0 = v.sql;
+                            }
+                        }
+                        None => {
+                            cols.push(Column {
+                                name: name.clone(),
+                                ty: v.ty,
+                            });
+                            exprs.push((v.sql, name));
+                        }
+                    }
+                }
+                let list = exprs
+                    .iter()
+                    .map(|(sql, name)| format!("{sql} AS {}", quote(name)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.push_step(format!("SELECT {list} FROM {prev}"), cols);
+            }
+            OperatorKind::Project(assigns) => {
+                self.op = "project";
+                let (mut list, mut cols) = self.named_columns(assigns)?;
+                if self.ordered {
+                    list.push(quote(ORDER));
+                    cols.push(Column {
+                        name: ORDER.into(),
+                        ty: KqlType::Long,
+                    });
+                }
+                self.push_step(format!("SELECT {} FROM {prev}", list.join(", ")), cols);
+            }
+            OperatorKind::ProjectAway(names) => {
+                self.op = "project-away";
+                for n in names {
+                    self.find(n)?;
+                }
+                let cols: Vec<Column> = self
+                    .cols
+                    .iter()
+                    .filter(|c| !names.iter().any(|n| n.name == c.name))
+                    .cloned()
+                    .collect();
+                let list = column_list(&cols);
+                self.push_step(format!("SELECT {list} FROM {prev}"), cols);
+            }
+            OperatorKind::ProjectRename(pairs) => {
+                self.op = "project-rename";
+                let mut cols = self.cols.clone();
+                let mut list: Vec<String> = cols.iter().map(|c| quote(&c.name)).collect();
+                for (new, old) in pairs {
+                    self.find(old)?;
+                    if let Some(i) = cols.iter().position(|c| c.name == old.name) {
+                        if let (Some(c), Some(l)) = (cols.get_mut(i), list.get_mut(i)) {
+                            *l = format!("{} AS {}", quote(&old.name), quote(&new.name));
+                            c.name = new.name.clone();
+                        }
+                    }
+                }
+                self.push_step(format!("SELECT {} FROM {prev}", list.join(", ")), cols);
+            }
+            OperatorKind::Summarize { aggregates, by } => {
+                self.op = "summarize";
+                let (mut list, mut cols) = self.named_columns(by)?;
+                let groups = (1..=list.len()).map(|i| i.to_string()).collect::<Vec<_>>();
+                for a in aggregates {
+                    let (v, default) = self.aggregate(&a.expr)?;
+                    let name = a.name.as_ref().map_or(default, |i| i.name.clone());
+                    list.push(format!("{} AS {}", v.sql, quote(&name)));
+                    cols.push(Column { name, ty: v.ty });
+                }
+                let group_by = if groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(" GROUP BY {}", groups.join(", "))
+                };
+                self.push_step(
+                    format!("SELECT {} FROM {prev}{group_by}", list.join(", ")),
+                    cols,
+                );
+            }
+            OperatorKind::Sort(keys) => {
+                self.op = "sort";
+                self.sort(keys)?;
+            }
+            OperatorKind::Top { count, by } => {
+                self.op = "top";
+                self.sort(std::slice::from_ref(by))?;
+                self.take(count)?;
+            }
+            OperatorKind::Take(n) => {
+                self.op = "take";
+                self.take(n)?;
+            }
+            OperatorKind::Distinct(cols) => {
+                self.op = "distinct";
+                let chosen: Vec<Column> = match cols {
+                    None => visible(&self.cols),
+                    Some(names) => names
+                        .iter()
+                        .map(|n| self.find(n).cloned())
+                        .collect::<Result<_>>()?,
+                };
+                let list = column_list(&chosen);
+                self.push_step(format!("SELECT DISTINCT {list} FROM {prev}"), chosen);
+            }
+            OperatorKind::Count => {
+                self.push_step(
+                    format!("SELECT COUNT(*) AS {} FROM {prev}", quote("Count")),
+                    vec![Column {
+                        name: "Count".into(),
+                        ty: KqlType::Long,
+                    }],
+                );
+            }
+            OperatorKind::Union(tables) => {
+                return fail(span, format!("'union' after a pipe is not supported by Keyhaven yet; write 'union {}' as the query's source", tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")));
+            }
+            OperatorKind::Render(_) => {}
+        }
+        Ok(())
+    }
+
+    /// `expr AS "name"` for each assignment, and the columns they make (a
+    /// name given twice is refused).
+    fn named_columns(&mut self, assigns: &[Assign]) -> Result<(Vec<String>, Vec<Column>)> {
+        let mut cols: Vec<Column> = Vec::new();
+        let mut list = Vec::new();
+        let mut n = 0;
+        for a in assigns {
+            let v = self.expr(&a.expr)?;
+            let name = self.column_name(a, &mut n);
+            if cols.iter().any(|c| c.name == name) {
+                return fail(
+                    a.expr.span,
+                    format!("{}: the column '{name}' is named twice", self.op),
+                );
+            }
+            list.push(format!("{} AS {}", v.sql, quote(&name)));
+            cols.push(Column { name, ty: v.ty });
+        }
+        Ok((list, cols))
+    }
+
+    fn sort(&mut self, keys: &[SortKey]) -> Result<()> {
+        let prev = self.current();
+        let mut order = Vec::new();
+        for k in keys {
+            let v = self.expr(&k.expr)?;
+            let nulls_first = k.nulls_first.unwrap_or(k.ascending);
+            order.push(format!(
+                "{} {} NULLS {}",
+                v.sql,
+                if k.ascending { "ASC" } else { "DESC" },
+                if nulls_first { "FIRST" } else { "LAST" }
+            ));
+        }
+        let mut cols = visible(&self.cols);
+        let list = column_list(&cols);
+        cols.push(Column {
+            name: ORDER.into(),
+            ty: KqlType::Long,
+        });
+        let sep = if list.is_empty() { "" } else { ", " };
+        self.push_step(
+            format!(
+                "SELECT {list}{sep}ROW_NUMBER() OVER (ORDER BY {}) AS {} FROM {prev}",
+                order.join(", "),
+                quote(ORDER)
+            ),
+            cols,
+        );
+        Ok(())
+    }
+
+    fn take(&mut self, n: &Expr) -> Result<()> {
+        let v = self.expr(n)?;
+        if v.ty != KqlType::Long {
+            return fail(
+                n.span,
+                format!("'{}' operator: the row count must be a long", self.op),
+            );
+        }
+        let order = if self.ordered {
+            format!(" ORDER BY {}", quote(ORDER))
+        } else {
+            String::new()
+        };
+        // A negative count is no rows (PostgreSQL refuses a negative LIMIT).
+        let at_least_zero = match self.dialect {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        };
+        self.same_columns(&format!("{order} LIMIT {at_least_zero}(0, {})", v.sql));
+        Ok(())
+    }
+
+    fn find(&self, id: &Ident) -> Result<&Column> {
+        self.cols
+            .iter()
+            .find(|c| c.name == id.name && c.name != ORDER)
+            .ok_or_else(|| self.unresolved(id))
+    }
+
+    /// Azure's words for a name that is neither a column nor a `let`.
+    fn unresolved(&self, id: &Ident) -> CompileError {
+        CompileError {
+            message: format!(
+                "'{}' operator: Failed to resolve column or scalar expression named '{}'",
+                self.op, id.name
+            ),
+            span: id.span,
+        }
+    }
+
+    /// The name KQL gives a column: the one written, a column's own name,
+    /// `bin(col, …)`'s column, or `Column1`, `Column2`, ….
+    fn column_name(&self, a: &Assign, n: &mut usize) -> String {
+        if let Some(name) = &a.name {
+            // The hidden order column's name is not the caller's to take.
+            if name.name == ORDER {
+                return format!("{ORDER}_");
+            }
+            return name.name.clone();
+        }
+        match &a.expr.kind {
+            ExprKind::Name(i) => i.name.clone(),
+            ExprKind::Call { name, args } if name.name == "bin" => {
+                match args.first().map(|e| &e.kind) {
+                    Some(ExprKind::Name(i)) => i.name.clone(),
+                    _ => {
+                        *n += 1;
+                        format!("Column{n}")
+                    }
+                }
+            }
+            _ => {
+                *n += 1;
+                format!("Column{n}")
+            }
+        }
+    }
+
+    /// An aggregation and its default name (`count_`, `avg_DurationMs`).
+    fn aggregate(&mut self, e: &Expr) -> Result<(Typed, String)> {
+        let ExprKind::Call { name, args } = &e.kind else {
+            return fail(
+                e.span,
+                "summarize: an aggregation function is expected (count(), avg(x), …)",
+            );
+        };
+        let arg_name = |i: usize| match args.get(i).map(|a| &a.kind) {
+            Some(ExprKind::Name(id)) => id.name.clone(),
+            _ => String::new(),
+        };
+        let f = name.name.as_str();
+        let one = |c: &mut Self| -> Result<Typed> {
+            match args.as_slice() {
+                [a] => c.expr(a),
+                _ => fail(e.span, format!("summarize: {f}() takes one argument")),
+            }
+        };
+        Ok(match f {
+            "count" if args.is_empty() => (
+                Typed {
+                    sql: "COUNT(*)".into(),
+                    ty: KqlType::Long,
+                },
+                "count_".into(),
+            ),
+            "countif" => {
+                let p = one(self)?;
+                self.want_bool(&p, e.span)?;
+                (
+                    Typed {
+                        sql: format!("COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0)", p.sql),
+                        ty: KqlType::Long,
+                    },
+                    "countif_".into(),
+                )
+            }
+            "dcount" => {
+                let v = one(self)?;
+                (
+                    Typed {
+                        sql: format!("COUNT(DISTINCT {})", v.sql),
+                        ty: KqlType::Long,
+                    },
+                    format!("dcount_{}", arg_name(0)),
+                )
+            }
+            "sum" | "avg" | "min" | "max" => {
+                let v = one(self)?;
+                let numeric = matches!(v.ty, KqlType::Long | KqlType::Real | KqlType::Timespan);
+                let ordered = matches!(f, "min" | "max")
+                    && matches!(v.ty, KqlType::Datetime | KqlType::String);
+                if !(numeric || ordered) {
+                    return fail(
+                        e.span,
+                        format!(
+                            "summarize: {f}() needs a numeric argument, not {}",
+                            v.ty.name()
+                        ),
+                    );
+                }
+                let ty = match f {
+                    "avg" => KqlType::Real,
+                    _ => v.ty,
+                };
+                // PostgreSQL's SUM and AVG of bigint are numeric: cast back.
+                let sql = match (f, ty) {
+                    ("avg", _) | ("sum", KqlType::Real) => {
+                        format!(
+                            "CAST({}({}) AS DOUBLE PRECISION)",
+                            f.to_ascii_uppercase(),
+                            v.sql
+                        )
+                    }
+                    ("sum", _) => format!("CAST(SUM({}) AS BIGINT)", v.sql),
+                    _ => format!("{}({})", f.to_ascii_uppercase(), v.sql),
+                };
+                (Typed { sql, ty }, format!("{f}_{}", arg_name(0)))
+            }
+            _ => {
+                return fail(
+                    name.span,
+                    format!("summarize: the aggregation '{f}' is not supported by Keyhaven"),
+                )
+            }
+        })
+    }
+
+    fn want_bool(&self, v: &Typed, span: Span) -> Result<()> {
+        if v.ty == KqlType::Bool {
+            Ok(())
+        } else {
+            fail(
+                span,
+                format!(
+                    "'{}' operator: a boolean expression is expected, not {}",
+                    self.op,
+                    v.ty.name()
+                ),
+            )
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Typed> {
+        Ok(match &e.kind {
+            ExprKind::Literal(l) => self.literal(l, e.span)?,
+            ExprKind::Name(id) => {
+                if let Some(c) = self
+                    .cols
+                    .iter()
+                    .find(|c| c.name == id.name && c.name != ORDER)
+                {
+                    Typed {
+                        sql: quote(&c.name),
+                        ty: c.ty,
+                    }
+                } else if let Some(v) = self.lets.get(&id.name) {
+                    v.clone()
+                } else {
+                    return Err(self.unresolved(id));
+                }
+            }
+            ExprKind::Negate(inner) => {
+                let v = self.expr(inner)?;
+                if !matches!(v.ty, KqlType::Long | KqlType::Real | KqlType::Timespan) {
+                    return fail(e.span, format!("Cannot negate a {}", v.ty.name()));
+                }
+                Typed {
+                    sql: format!("(-{})", v.sql),
+                    ty: v.ty,
+                }
+            }
+            ExprKind::Binary { op, left, right } => self.binary(*op, left, right, e.span)?,
+            ExprKind::In {
+                expr,
+                list,
+                negated,
+                case_insensitive,
+            } => {
+                let v = self.expr(expr)?;
+                let mut items = Vec::new();
+                for item in list {
+                    let i = self.expr(item)?;
+                    self.comparable(&v, &i, item.span)?;
+                    items.push(if *case_insensitive {
+                        format!("lower({})", i.sql)
+                    } else {
+                        i.sql
+                    });
+                }
+                let lhs = if *case_insensitive {
+                    format!("lower({})", v.sql)
+                } else {
+                    v.sql
+                };
+                let test = if items.is_empty() {
+                    "(1=0)".to_owned()
+                } else {
+                    format!("({lhs} IN ({}))", items.join(", "))
+                };
+                predicate(test, *negated)
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let v = self.expr(expr)?;
+                let lo = self.expr(low)?;
+                let hi = self.expr(high)?;
+                self.comparable(&v, &lo, low.span)?;
+                self.comparable(&v, &hi, high.span)?;
+                let test = format!("({} BETWEEN {} AND {})", v.sql, lo.sql, hi.sql);
+                predicate(test, *negated)
+            }
+            ExprKind::Call { name, args } => self.call(name, args, e.span)?,
+        })
+    }
+
+    fn literal(&mut self, l: &Literal, span: Span) -> Result<Typed> {
+        Ok(match l {
+            Literal::String(s) => Typed {
+                sql: self.param(SqlParam::Text(s.clone())),
+                ty: KqlType::String,
+            },
+            Literal::Long(n) => Typed {
+                sql: self.param(SqlParam::Int(*n)),
+                ty: KqlType::Long,
+            },
+            Literal::Real(f) => Typed {
+                sql: self.param(SqlParam::Real(*f)),
+                ty: KqlType::Real,
+            },
+            Literal::Bool(b) => Typed {
+                sql: if *b { "(1=1)".into() } else { "(1=0)".into() },
+                ty: KqlType::Bool,
+            },
+            Literal::Timespan(ns) => Typed {
+                sql: self.param(SqlParam::Int(ns / 1000)),
+                ty: KqlType::Timespan,
+            },
+            Literal::Datetime(text) => {
+                let us = parse_datetime(text).ok_or_else(|| CompileError {
+                    message: format!("Failed to parse datetime literal: 'datetime({text})'"),
+                    span,
+                })?;
+                Typed {
+                    sql: self.param(SqlParam::Int(us)),
+                    ty: KqlType::Datetime,
+                }
+            }
+            Literal::Null => Typed {
+                sql: "NULL".into(),
+                ty: KqlType::String,
+            },
+        })
+    }
+
+    fn comparable(&self, a: &Typed, b: &Typed, span: Span) -> Result<()> {
+        let numeric = |t: KqlType| matches!(t, KqlType::Long | KqlType::Real);
+        if a.ty == b.ty
+            || numeric(a.ty) && numeric(b.ty)
+            || a.ty == KqlType::Dynamic
+            || b.ty == KqlType::Dynamic
+        {
+            Ok(())
+        } else {
+            fail(
+                span,
+                format!(
+                    "Cannot compare values of types {} and {}. Try adding explicit casts",
+                    a.ty.name(),
+                    b.ty.name()
+                ),
+            )
+        }
+    }
+
+    fn binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr, span: Span) -> Result<Typed> {
+        let l = self.expr(left)?;
+        // A term test's right side is a literal made into a pattern, not a
+        // value of the statement.
+        let term_test = matches!(op, BinaryOp::Str(s) if matches!(s.test, StringTest::Has | StringTest::HasPrefix | StringTest::HasSuffix));
+        let r = if term_test {
+            Typed {
+                sql: String::new(),
+                ty: KqlType::String,
+            }
+        } else {
+            self.expr(right)?
+        };
+        let bool_of = |sql: String| Typed {
+            sql,
+            ty: KqlType::Bool,
+        };
+        Ok(match op {
+            BinaryOp::And | BinaryOp::Or => {
+                self.want_bool(&l, left.span)?;
+                self.want_bool(&r, right.span)?;
+                bool_of(format!(
+                    "({} {} {})",
+                    l.sql,
+                    if op == BinaryOp::And { "AND" } else { "OR" },
+                    r.sql
+                ))
+            }
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Gt
+            | BinaryOp::Ge => {
+                self.comparable(&l, &r, span)?;
+                let sym = match op {
+                    BinaryOp::Eq => "=",
+                    BinaryOp::Ne => "<>",
+                    BinaryOp::Lt => "<",
+                    BinaryOp::Le => "<=",
+                    BinaryOp::Gt => ">",
+                    _ => ">=",
+                };
+                bool_of(format!("({} {sym} {})", l.sql, r.sql))
+            }
+            BinaryOp::EqCi | BinaryOp::NeCi => {
+                self.strings(&l, &r, span)?;
+                let sym = if op == BinaryOp::EqCi { "=" } else { "<>" };
+                bool_of(format!("(lower({}) {sym} lower({}))", l.sql, r.sql))
+            }
+            BinaryOp::Str(s) => {
+                self.strings(&l, &r, span)?;
+                let test = self.string_test(s, &l, &r, right)?;
+                predicate(test, s.negated)
+            }
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
+                use KqlType::*;
+                let ty = match (op, l.ty, r.ty) {
+                    (BinaryOp::Add | BinaryOp::Sub, Datetime, Timespan) => Datetime,
+                    (BinaryOp::Add, Timespan, Datetime) => Datetime,
+                    (BinaryOp::Sub, Datetime, Datetime) => Timespan,
+                    (BinaryOp::Add | BinaryOp::Sub, Timespan, Timespan) => Timespan,
+                    (BinaryOp::Div, Timespan, Timespan) => Real,
+                    (BinaryOp::Mul | BinaryOp::Div, Timespan, Long | Real) => Timespan,
+                    (BinaryOp::Mul, Long | Real, Timespan) => Timespan,
+                    (_, Long, Long) => Long,
+                    (_, Long | Real, Long | Real) => Real,
+                    _ => {
+                        return fail(
+                            span,
+                            format!(
+                                "The arithmetic operator cannot be applied to {} and {}",
+                                l.ty.name(),
+                                r.ty.name()
+                            ),
+                        )
+                    }
+                };
+                let sym = match op {
+                    BinaryOp::Add => "+",
+                    BinaryOp::Sub => "-",
+                    BinaryOp::Mul => "*",
+                    BinaryOp::Div => "/",
+                    _ => "%",
+                };
+                // timespan / timespan is a real ratio.
+                let (ls, rs) = if ty == Real && op == BinaryOp::Div {
+                    (format!("CAST({} AS DOUBLE PRECISION)", l.sql), r.sql)
+                } else {
+                    (l.sql, r.sql)
+                };
+                let sql = if ty == Timespan && l.ty == Timespan && matches!(r.ty, Long | Real)
+                    || ty == Timespan && r.ty == Timespan && matches!(l.ty, Long | Real)
+                {
+                    format!("CAST(({ls} {sym} {rs}) AS BIGINT)")
+                } else {
+                    format!("({ls} {sym} {rs})")
+                };
+                Typed { sql, ty }
+            }
+        })
+    }
+
+    fn strings(&self, l: &Typed, r: &Typed, span: Span) -> Result<()> {
+        let text = |t: KqlType| matches!(t, KqlType::String | KqlType::Dynamic);
+        if text(l.ty) && text(r.ty) {
+            Ok(())
+        } else {
+            fail(
+                span,
+                format!(
+                    "A string operator needs strings, not {} and {}",
+                    l.ty.name(),
+                    r.ty.name()
+                ),
+            )
+        }
+    }
+
+    fn string_test(&mut self, s: StringOp, l: &Typed, r: &Typed, right: &Expr) -> Result<String> {
+        let (a, b) = if s.case_sensitive {
+            (l.sql.clone(), r.sql.clone())
+        } else {
+            (format!("lower({})", l.sql), format!("lower({})", r.sql))
+        };
+        Ok(match s.test {
+            StringTest::Contains => match self.dialect {
+                Dialect::Sqlite => format!("(instr({a}, {b}) > 0)"),
+                Dialect::Postgres => format!("(strpos({a}, {b}) > 0)"),
+            },
+            StringTest::StartsWith => format!("(substr({a}, 1, length({b})) = {b})"),
+            StringTest::EndsWith => format!(
+                "(length({a}) >= length({b}) AND substr({a}, length({a}) - length({b}) + 1) = {b})"
+            ),
+            StringTest::Has | StringTest::HasPrefix | StringTest::HasSuffix => {
+                // A term test: the text, padded, matches the term between
+                // non-alphanumeric characters (ASCII); the term must be a
+                // literal.
+                let ExprKind::Literal(Literal::String(term)) = &right.kind else {
+                    return fail(
+                        right.span,
+                        format!("'{}' needs a string literal on its right", s.spelling()),
+                    );
+                };
+                let term = if s.case_sensitive {
+                    term.clone()
+                } else {
+                    term.to_lowercase()
+                };
+                let class = if s.case_sensitive {
+                    "[^0-9A-Za-z]"
+                } else {
+                    "[^0-9a-z]"
+                };
+                // SQLite: GLOB (`*` any run, `[…]` a class); PostgreSQL:
+                // a POSIX regular expression. The term's own characters
+                // are literal in both.
+                let (any, escaped) = match self.dialect {
+                    Dialect::Sqlite => (
+                        "*",
+                        term.chars()
+                            .map(|ch| match ch {
+                                '*' | '?' | '[' => format!("[{ch}]"),
+                                other => other.to_string(),
+                            })
+                            .collect::<String>(),
+                    ),
+                    Dialect::Postgres => (
+                        "",
+                        term.chars()
+                            .map(|ch| {
+                                if ch.is_ascii_alphanumeric() || !ch.is_ascii() {
+                                    ch.to_string()
+                                } else {
+                                    format!("\\{ch}")
+                                }
+                            })
+                            .collect::<String>(),
+                    ),
+                };
+                let pattern = match s.test {
+                    StringTest::Has => format!("{any}{class}{escaped}{class}{any}"),
+                    StringTest::HasPrefix => format!("{any}{class}{escaped}{any}"),
+                    _ => format!("{any}{escaped}{class}{any}"),
+                };
+                let p = self.param(SqlParam::Text(pattern));
+                let matches = match self.dialect {
+                    Dialect::Sqlite => "GLOB",
+                    Dialect::Postgres => "~",
+                };
+                format!("((' ' || {a} || ' ') {matches} {p})")
+            }
+        })
+    }
+
+    fn call(&mut self, name: &Ident, args: &[Expr], span: Span) -> Result<Typed> {
+        let f = name.name.as_str();
+        let mut vals = Vec::with_capacity(args.len());
+        for a in args {
+            vals.push(self.expr(a)?);
+        }
+        let arity = |n: usize| -> Result<()> {
+            if vals.len() == n {
+                Ok(())
+            } else {
+                fail(span, format!("The function '{f}' expects {n} argument(s)"))
+            }
+        };
+        let first = || {
+            vals.first().cloned().unwrap_or(Typed {
+                sql: "NULL".into(),
+                ty: KqlType::String,
+            })
+        };
+        let second = || {
+            vals.get(1).cloned().unwrap_or(Typed {
+                sql: "NULL".into(),
+                ty: KqlType::String,
+            })
+        };
+        Ok(match f {
+            "now" => {
+                let now = self.param(SqlParam::Int(self.scope.now_us));
+                match vals.as_slice() {
+                    [] => Typed {
+                        sql: now,
+                        ty: KqlType::Datetime,
+                    },
+                    [off] if off.ty == KqlType::Timespan => Typed {
+                        sql: format!("({now} + {})", off.sql),
+                        ty: KqlType::Datetime,
+                    },
+                    _ => return fail(span, "now() takes no argument or a timespan"),
+                }
+            }
+            "ago" => {
+                arity(1)?;
+                let a = first();
+                if a.ty != KqlType::Timespan {
+                    return fail(span, "ago() takes a timespan");
+                }
+                let now = self.param(SqlParam::Int(self.scope.now_us));
+                Typed {
+                    sql: format!("({now} - {})", a.sql),
+                    ty: KqlType::Datetime,
+                }
+            }
+            "not" => {
+                arity(1)?;
+                let a = first();
+                self.want_bool(&a, span)?;
+                Typed {
+                    sql: format!("(NOT {})", a.sql),
+                    ty: KqlType::Bool,
+                }
+            }
+            "isempty" | "isnotempty" => {
+                arity(1)?;
+                let a = first();
+                let empty = format!("({} IS NULL OR CAST({} AS TEXT) = '')", a.sql, a.sql);
+                Typed {
+                    sql: if f == "isempty" {
+                        empty
+                    } else {
+                        format!("(NOT {empty})")
+                    },
+                    ty: KqlType::Bool,
+                }
+            }
+            "isnull" | "isnotnull" => {
+                arity(1)?;
+                let a = first();
+                Typed {
+                    sql: format!(
+                        "({} IS {}NULL)",
+                        a.sql,
+                        if f == "isnull" { "" } else { "NOT " }
+                    ),
+                    ty: KqlType::Bool,
+                }
+            }
+            "tostring" => {
+                arity(1)?;
+                let a = first();
+                let sql = match a.ty {
+                    KqlType::String | KqlType::Dynamic => a.sql,
+                    KqlType::Datetime => match self.dialect {
+                        Dialect::Sqlite => format!(
+                            "strftime('%Y-%m-%dT%H:%M:%fZ', {} / 1000000.0, 'unixepoch')",
+                            a.sql
+                        ),
+                        Dialect::Postgres => format!(
+                            "to_char(to_timestamp({} / 1000000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                            a.sql
+                        ),
+                    },
+                    KqlType::Bool => format!("(CASE WHEN {} THEN 'true' ELSE 'false' END)", a.sql),
+                    _ => format!("CAST({} AS TEXT)", a.sql),
+                };
+                Typed {
+                    sql,
+                    ty: KqlType::String,
+                }
+            }
+            "toint" | "tolong" => {
+                arity(1)?;
+                Typed {
+                    sql: format!("CAST({} AS BIGINT)", first().sql),
+                    ty: KqlType::Long,
+                }
+            }
+            "toreal" | "todouble" => {
+                arity(1)?;
+                Typed {
+                    sql: format!("CAST({} AS DOUBLE PRECISION)", first().sql),
+                    ty: KqlType::Real,
+                }
+            }
+            "todatetime" => {
+                arity(1)?;
+                let a = first();
+                match a.ty {
+                    KqlType::Datetime => a,
+                    KqlType::String => Typed {
+                        sql: match self.dialect {
+                            Dialect::Sqlite => format!(
+                                "CAST(ROUND((julianday({}) - 2440587.5) * 86400000000.0) AS BIGINT)",
+                                a.sql
+                            ),
+                            Dialect::Postgres => format!(
+                                "CAST(EXTRACT(EPOCH FROM CAST({} AS TIMESTAMPTZ)) * 1000000 AS BIGINT)",
+                                a.sql
+                            ),
+                        },
+                        ty: KqlType::Datetime,
+                    },
+                    other => {
+                        return fail(
+                            span,
+                            format!("todatetime() cannot convert a {}", other.name()),
+                        )
+                    }
+                }
+            }
+            "tolower" | "toupper" | "strlen" => {
+                arity(1)?;
+                let a = first();
+                match f {
+                    "tolower" => Typed {
+                        sql: format!("lower({})", a.sql),
+                        ty: KqlType::String,
+                    },
+                    "toupper" => Typed {
+                        sql: format!("upper({})", a.sql),
+                        ty: KqlType::String,
+                    },
+                    _ => Typed {
+                        sql: format!("length({})", a.sql),
+                        ty: KqlType::Long,
+                    },
+                }
+            }
+            "strcat" => {
+                if vals.is_empty() {
+                    return fail(span, "strcat() needs arguments");
+                }
+                Typed {
+                    sql: format!(
+                        "({})",
+                        vals.iter()
+                            .map(|v| format!("COALESCE(CAST({} AS TEXT), '')", v.sql))
+                            .collect::<Vec<_>>()
+                            .join(" || ")
+                    ),
+                    ty: KqlType::String,
+                }
+            }
+            "iff" | "iif" => {
+                arity(3)?;
+                let (c, a, b) = (
+                    first(),
+                    second(),
+                    vals.get(2).cloned().unwrap_or_else(second),
+                );
+                self.want_bool(&c, span)?;
+                Typed {
+                    sql: format!("(CASE WHEN {} THEN {} ELSE {} END)", c.sql, a.sql, b.sql),
+                    ty: a.ty,
+                }
+            }
+            "bin" | "floor" => {
+                arity(2)?;
+                let (v, size) = (first(), second());
+                let ok = matches!(
+                    (v.ty, size.ty),
+                    (KqlType::Datetime | KqlType::Timespan, KqlType::Timespan)
+                        | (KqlType::Long, KqlType::Long)
+                        | (KqlType::Real, KqlType::Long | KqlType::Real)
+                        | (KqlType::Long, KqlType::Real)
+                );
+                if !ok {
+                    return fail(
+                        span,
+                        format!(
+                            "bin() cannot round a {} by a {}",
+                            v.ty.name(),
+                            size.ty.name()
+                        ),
+                    );
+                }
+                let sql = if v.ty == KqlType::Real || size.ty == KqlType::Real {
+                    match self.dialect {
+                        Dialect::Sqlite => format!(
+                            "(CAST(({v} / {s}) AS BIGINT) * {s})",
+                            v = v.sql,
+                            s = size.sql
+                        ),
+                        Dialect::Postgres => {
+                            format!("(FLOOR({v} / {s}) * {s})", v = v.sql, s = size.sql)
+                        }
+                    }
+                } else {
+                    // Floor division for integers (times before 1970 too).
+                    format!(
+                        "(({v} - (({v} % {s}) + {s}) % {s}))",
+                        v = v.sql,
+                        s = size.sql
+                    )
+                };
+                Typed {
+                    sql,
+                    ty: if v.ty == KqlType::Long && size.ty == KqlType::Real {
+                        KqlType::Real
+                    } else {
+                        v.ty
+                    },
+                }
+            }
+            "count" | "countif" | "dcount" | "sum" | "avg" | "min" | "max" => {
+                return fail(
+                    span,
+                    format!("The aggregation '{f}' can be used only in summarize"),
+                );
+            }
+            _ => return fail(name.span, format!("Unknown function: '{f}'.")),
+        })
+    }
+}
+
+/// `2026-12-04`, `2026-12-04T10:30`, `2026-12-04 10:30:00.5Z` → µs.
+fn parse_datetime(text: &str) -> Option<i64> {
+    let t = text.trim().trim_end_matches('Z').trim_end_matches('z');
+    let (date, time) = match t.split_once(['T', 't', ' ']) {
+        Some((d, tm)) => (d, tm.trim()),
+        None => (t, ""),
+    };
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    if d.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(1..=9999).contains(&y)
+    {
+        return None;
+    }
+    let (mut hh, mut mm, mut us) = (0i64, 0i64, 0i64);
+    if !time.is_empty() {
+        let mut parts = time.split(':');
+        hh = parts.next()?.parse().ok()?;
+        mm = parts.next()?.parse().ok()?;
+        if let Some(sec) = parts.next() {
+            let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+            let s: i64 = whole.parse().ok()?;
+            if !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 7 || !(0..=59).contains(&s)
+            {
+                return None;
+            }
+            let padded = format!("{frac:0<6}");
+            let micros: i64 = padded.get(..6)?.parse().ok()?;
+            us = s * 1_000_000 + micros;
+        }
+        if parts.next().is_some() || !(0..=23).contains(&hh) || !(0..=59).contains(&mm) {
+            return None;
+        }
+    }
+    let days = keyhaven_core::clock::days_from_civil(y, m, day);
+    Some(((days * 86_400 + hh * 3600 + mm * 60) * 1_000_000) + us)
+}
+
+#[cfg(test)]
+pub(crate) fn datetime_us(text: &str) -> Option<i64> {
+    parse_datetime(text)
+}
