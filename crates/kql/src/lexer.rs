@@ -139,6 +139,12 @@ pub fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                     return Err(err(text, start, j, "Unterminated string literal."));
                 };
                 if b == quote {
+                    // In a verbatim string a doubled quote is one quote.
+                    if verbatim && at(j + 1) == quote {
+                        value.push(quote as char);
+                        j += 2;
+                        continue;
+                    }
                     j += 1;
                     break;
                 }

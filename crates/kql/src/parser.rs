@@ -4,8 +4,14 @@ use crate::ast::*;
 use crate::lexer::{lex, Tok, Token};
 use crate::{ParseError, Span};
 
-/// Deepest nesting of expressions (bounds recursion on hostile input).
+/// Deepest nesting of expressions, a chain of `a + b + …` or `a and b and
+/// …` counting one level per operator (bounds recursion, in the parser and
+/// in everything that walks the tree, on hostile input).
 const MAX_DEPTH: usize = 100;
+/// Most tabular operators in a query.
+const MAX_OPERATORS: usize = 100;
+/// Most tables a `union` names.
+const MAX_UNION: usize = 10;
 
 /// Parses a query.
 pub fn parse(text: &str) -> Result<Query, ParseError> {
@@ -172,7 +178,15 @@ impl<'a> Parser<'a> {
                 "The union parameter '{w}' is not supported by Keyhaven."
             )));
         }
-        self.comma_list(Self::ident)
+        let tables = self.comma_list(Self::ident)?;
+        if tables.len() > MAX_UNION {
+            return Err(ParseError {
+                message: format!("A union names at most {MAX_UNION} tables."),
+                span: tables.first().map_or_else(Span::default, |t| t.span),
+                token: "union".into(),
+            });
+        }
+        Ok(tables)
     }
 
     fn tabular(&mut self) -> Result<Tabular, ParseError> {
@@ -187,6 +201,11 @@ impl<'a> Parser<'a> {
         };
         let mut ops = Vec::new();
         while self.peek().tok == Tok::Pipe {
+            if ops.len() >= MAX_OPERATORS {
+                return Err(self.error_here(format!(
+                    "The query has more than {MAX_OPERATORS} operators."
+                )));
+            }
             self.bump();
             ops.push(self.operator()?);
         }
@@ -393,12 +412,26 @@ impl<'a> Parser<'a> {
         next: fn(&mut Self) -> Result<Expr, ParseError>,
         op_of: fn(&Tok) -> Option<BinaryOp>,
     ) -> Result<Expr, ParseError> {
+        let base = self.depth;
         let mut left = next(self)?;
         while let Some(op) = op_of(&self.peek().tok) {
+            // Each operator nests the tree one level deeper.
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                self.depth = base;
+                return Err(self.error_here("The query nests expressions too deeply."));
+            }
             self.bump();
-            let right = next(self)?;
+            let right = match next(self) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.depth = base;
+                    return Err(e);
+                }
+            };
             left = Self::binary(op, left, right);
         }
+        self.depth = base;
         Ok(left)
     }
 

@@ -427,3 +427,42 @@ fn error_spans_stay_inside_the_text() {
         );
     }
 }
+
+/// Found by review: a long chain (`1+1+…`, `a and b and …`) made a tree as
+/// deep as it is long, beyond what recursion over it can take.
+#[test]
+fn long_chains_count_as_nesting_and_lists_are_bounded() {
+    let plus = format!("T | where {} > 0", vec!["1"; 9000].join("+"));
+    assert!(parse(&plus).unwrap_err().message.contains("too deeply"));
+    let and = format!("T | where {}", vec!["true"; 9000].join(" and "));
+    assert!(parse(&and).unwrap_err().message.contains("too deeply"));
+    // Real chains are fine.
+    ok(&format!("T | where {}", vec!["x == 1"; 90].join(" or ")));
+    let ops = format!("T{}", " | take 1".repeat(101));
+    assert!(parse(&ops)
+        .unwrap_err()
+        .message
+        .contains("more than 100 operators"));
+    let union = format!("union {}", ["T"; 11].join(", "));
+    assert!(parse(&union)
+        .unwrap_err()
+        .message
+        .contains("at most 10 tables"));
+    assert_eq!(
+        where_expr("T | where x == @'a''b'").kind,
+        ExprKind::Binary {
+            op: BinaryOp::Eq,
+            left: Box::new(Expr {
+                kind: ExprKind::Name(Ident {
+                    name: "x".into(),
+                    span: crate::Span { start: 10, end: 11 }
+                }),
+                span: crate::Span { start: 10, end: 11 }
+            }),
+            right: Box::new(Expr {
+                kind: ExprKind::Literal(Literal::String("a'b".into())),
+                span: crate::Span { start: 15, end: 22 }
+            }),
+        }
+    );
+}

@@ -65,10 +65,16 @@ fn fail<T>(span: Span, message: impl Into<String>) -> Result<T> {
     })
 }
 
+/// A column of a step: its KQL name and type, and the name SQL knows it
+/// by (`c1`, `c2`, …: never caller text, so KQL's case-sensitive names,
+/// quotes and lengths never meet SQL's rules for identifiers).
 #[derive(Debug, Clone)]
 struct Column {
     name: String,
     ty: KqlType,
+    sql: String,
+    /// The order a sort left (not a caller's column).
+    hidden: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -77,12 +83,11 @@ struct Typed {
     ty: KqlType,
 }
 
-/// The name of the hidden column that carries a sort's order onward.
-const ORDER: &str = "__kh_order";
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// The SQL name of the hidden column that carries a sort's order onward.
+const ORDER: &str = "kh_order";
+/// Most bytes of SQL a query may make (a `let` used twice in the next
+/// `let`, nested `bin`s: SQL text can grow faster than the query).
+const MAX_SQL: usize = 256 * 1024;
 
 /// A boolean test, or its negation.
 fn predicate(test: String, negated: bool) -> Typed {
@@ -98,13 +103,13 @@ fn predicate(test: String, negated: bool) -> Typed {
 
 /// The columns a caller sees (not the hidden order).
 fn visible(cols: &[Column]) -> Vec<Column> {
-    cols.iter().filter(|c| c.name != ORDER).cloned().collect()
+    cols.iter().filter(|c| !c.hidden).cloned().collect()
 }
 
-/// `"a", "b"` for a select list.
+/// `c1, c2` for a select list.
 fn column_list(cols: &[Column]) -> String {
     cols.iter()
-        .map(|c| quote(&c.name))
+        .map(|c| c.sql.as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -121,6 +126,8 @@ struct Compiler {
     ordered: bool,
     /// The operator being compiled (for messages).
     op: &'static str,
+    /// SQL column names handed out.
+    made: usize,
 }
 
 /// Compiles `query` for `scope`.
@@ -134,6 +141,7 @@ pub fn compile(query: &Query, scope: &QueryScope, dialect: Dialect) -> Result<Co
         cols: Vec::new(),
         ordered: false,
         op: "let",
+        made: 0,
     };
     for l in &query.lets {
         let v = c.expr(&l.value)?;
@@ -152,11 +160,17 @@ pub fn compile(query: &Query, scope: &QueryScope, dialect: Dialect) -> Result<Co
     let visible = visible(&c.cols);
     let list = column_list(&visible);
     let order = if c.ordered {
-        format!(" ORDER BY {}", quote(ORDER))
+        format!(" ORDER BY {ORDER}")
     } else {
         String::new()
     };
     let limit = c.param(SqlParam::Int(MAX_ROWS));
+    if c.steps.iter().map(String::len).sum::<usize>() > 4 * MAX_SQL {
+        return fail(
+            Span::default(),
+            "The query is too complex: its steps grow past what Keyhaven runs.",
+        );
+    }
     let sql = format!(
         "WITH {} SELECT {list} FROM {last}{order} LIMIT {limit}",
         c.steps.join(", ")
@@ -196,8 +210,47 @@ impl Compiler {
     fn push_step(&mut self, select: String, cols: Vec<Column>) {
         let name = format!("s{}", self.steps.len());
         self.steps.push(format!("{name} AS ({select})"));
-        self.ordered = cols.iter().any(|c| c.name == ORDER);
+        self.ordered = cols.iter().any(|c| c.hidden);
         self.cols = cols;
+    }
+
+    /// Lowercase, ASCII letters only, the same on both stores (SQLite's
+    /// `lower` folds ASCII; PostgreSQL's follows the database's locale
+    /// unless the collation is "C").
+    fn fold(&self, sql: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("lower({sql})"),
+            Dialect::Postgres => format!("lower(({sql}) COLLATE \"C\")"),
+        }
+    }
+
+    /// Text ordered by bytes (KQL's ordinal order) on both stores.
+    fn ordinal(&self, v: &Typed) -> String {
+        match (self.dialect, v.ty) {
+            (Dialect::Postgres, KqlType::String) => format!("({} COLLATE \"C\")", v.sql),
+            _ => v.sql.clone(),
+        }
+    }
+
+    /// A column with a new SQL name.
+    fn column(&mut self, name: String, ty: KqlType) -> Column {
+        self.made += 1;
+        Column {
+            name,
+            ty,
+            sql: format!("c{}", self.made),
+            hidden: false,
+        }
+    }
+
+    /// The hidden order column.
+    fn order_column() -> Column {
+        Column {
+            name: String::new(),
+            ty: KqlType::Long,
+            sql: ORDER.into(),
+            hidden: true,
+        }
     }
 
     /// A step keeping every column (the order too): `SELECT … FROM prev {tail}`.
@@ -236,10 +289,10 @@ impl Compiler {
                         )
                     }
                     Some(_) => {}
-                    None => cols.push(Column {
-                        name: cc.name.to_owned(),
-                        ty: cc.ty,
-                    }),
+                    None => {
+                        let c = self.column(cc.name.to_owned(), cc.ty);
+                        cols.push(c);
+                    }
                 }
             }
         }
@@ -252,11 +305,18 @@ impl Compiler {
             let list = cols
                 .iter()
                 .map(|c| {
+                    // KQL strings are never null: a column the table lacks
+                    // is empty text (null for the other types).
+                    let missing = if c.ty == KqlType::String {
+                        "''"
+                    } else {
+                        "NULL"
+                    };
                     let sql = cat
                         .iter()
                         .find(|cc| cc.name == c.name)
-                        .map_or("NULL", |cc| cc.sql);
-                    format!("{sql} AS {}", quote(&c.name))
+                        .map_or(missing, |cc| cc.sql);
+                    format!("{sql} AS {}", c.sql)
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -284,47 +344,42 @@ impl Compiler {
             }
             OperatorKind::Extend(assigns) => {
                 self.op = "extend";
-                let mut cols = self.cols.clone();
-                let mut exprs: Vec<(String, String)> = cols
-                    .iter()
-                    .map(|c| (quote(&c.name), c.name.clone()))
-                    .collect();
+                // One step per assignment: each sees the ones before it.
                 let mut n = 0;
                 for a in assigns {
+                    let prev = self.current();
                     let v = self.expr(&a.expr)?;
                     let name = self.column_name(a, &mut n);
-                    match cols.iter().position(|c| c.name == name) {
+                    let made = self.column(name, v.ty);
+                    let mut cols = self.cols.clone();
+                    match cols.iter().position(|c| !c.hidden && c.name == made.name) {
                         Some(i) => {
-                            if let (Some(c), Some(e)) = (cols.get_mut(i), exprs.get_mut(i)) {
-                                c.ty = v.ty;
-                                e.0 = v.sql;
+                            if let Some(c) = cols.get_mut(i) {
+                                *c = made.clone();
                             }
                         }
-                        None => {
-                            cols.push(Column {
-                                name: name.clone(),
-                                ty: v.ty,
-                            });
-                            exprs.push((v.sql, name));
-                        }
+                        None => cols.push(made.clone()),
                     }
+                    let list = cols
+                        .iter()
+                        .map(|c| {
+                            if c.sql == made.sql {
+                                format!("{} AS {}", v.sql, c.sql)
+                            } else {
+                                c.sql.clone()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.push_step(format!("SELECT {list} FROM {prev}"), cols);
                 }
-                let list = exprs
-                    .iter()
-                    .map(|(sql, name)| format!("{sql} AS {}", quote(name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                self.push_step(format!("SELECT {list} FROM {prev}"), cols);
             }
             OperatorKind::Project(assigns) => {
                 self.op = "project";
                 let (mut list, mut cols) = self.named_columns(assigns)?;
                 if self.ordered {
-                    list.push(quote(ORDER));
-                    cols.push(Column {
-                        name: ORDER.into(),
-                        ty: KqlType::Long,
-                    });
+                    list.push(ORDER.into());
+                    cols.push(Self::order_column());
                 }
                 self.push_step(format!("SELECT {} FROM {prev}", list.join(", ")), cols);
             }
@@ -336,7 +391,7 @@ impl Compiler {
                 let cols: Vec<Column> = self
                     .cols
                     .iter()
-                    .filter(|c| !names.iter().any(|n| n.name == c.name))
+                    .filter(|c| c.hidden || !names.iter().any(|n| n.name == c.name))
                     .cloned()
                     .collect();
                 let list = column_list(&cols);
@@ -344,18 +399,23 @@ impl Compiler {
             }
             OperatorKind::ProjectRename(pairs) => {
                 self.op = "project-rename";
-                let mut cols = self.cols.clone();
-                let mut list: Vec<String> = cols.iter().map(|c| quote(&c.name)).collect();
+                // Only KQL names change: SQL's stay.
                 for (new, old) in pairs {
-                    self.find(old)?;
-                    if let Some(i) = cols.iter().position(|c| c.name == old.name) {
-                        if let (Some(c), Some(l)) = (cols.get_mut(i), list.get_mut(i)) {
-                            *l = format!("{} AS {}", quote(&old.name), quote(&new.name));
-                            c.name = new.name.clone();
-                        }
+                    let sql = self.find(old)?.sql.clone();
+                    if self
+                        .cols
+                        .iter()
+                        .any(|c| !c.hidden && c.name == new.name && c.sql != sql)
+                    {
+                        return fail(
+                            new.span,
+                            format!("project-rename: a column named '{}' exists", new.name),
+                        );
+                    }
+                    if let Some(c) = self.cols.iter_mut().find(|c| c.sql == sql) {
+                        c.name = new.name.clone();
                     }
                 }
-                self.push_step(format!("SELECT {} FROM {prev}", list.join(", ")), cols);
             }
             OperatorKind::Summarize { aggregates, by } => {
                 self.op = "summarize";
@@ -364,8 +424,15 @@ impl Compiler {
                 for a in aggregates {
                     let (v, default) = self.aggregate(&a.expr)?;
                     let name = a.name.as_ref().map_or(default, |i| i.name.clone());
-                    list.push(format!("{} AS {}", v.sql, quote(&name)));
-                    cols.push(Column { name, ty: v.ty });
+                    if cols.iter().any(|c| c.name == name) {
+                        return fail(
+                            a.expr.span,
+                            format!("summarize: the column '{name}' is named twice"),
+                        );
+                    }
+                    let c = self.column(name, v.ty);
+                    list.push(format!("{} AS {}", v.sql, c.sql));
+                    cols.push(c);
                 }
                 let group_by = if groups.is_empty() {
                     String::new()
@@ -403,13 +470,8 @@ impl Compiler {
                 self.push_step(format!("SELECT DISTINCT {list} FROM {prev}"), chosen);
             }
             OperatorKind::Count => {
-                self.push_step(
-                    format!("SELECT COUNT(*) AS {} FROM {prev}", quote("Count")),
-                    vec![Column {
-                        name: "Count".into(),
-                        ty: KqlType::Long,
-                    }],
-                );
+                let c = self.column("Count".into(), KqlType::Long);
+                self.push_step(format!("SELECT COUNT(*) AS {} FROM {prev}", c.sql), vec![c]);
             }
             OperatorKind::Union(tables) => {
                 return fail(span, format!("'union' after a pipe is not supported by Keyhaven yet; write 'union {}' as the query's source", tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")));
@@ -434,8 +496,9 @@ impl Compiler {
                     format!("{}: the column '{name}' is named twice", self.op),
                 );
             }
-            list.push(format!("{} AS {}", v.sql, quote(&name)));
-            cols.push(Column { name, ty: v.ty });
+            let c = self.column(name, v.ty);
+            list.push(format!("{} AS {}", v.sql, c.sql));
+            cols.push(c);
         }
         Ok((list, cols))
     }
@@ -448,23 +511,19 @@ impl Compiler {
             let nulls_first = k.nulls_first.unwrap_or(k.ascending);
             order.push(format!(
                 "{} {} NULLS {}",
-                v.sql,
+                self.ordinal(&v),
                 if k.ascending { "ASC" } else { "DESC" },
                 if nulls_first { "FIRST" } else { "LAST" }
             ));
         }
         let mut cols = visible(&self.cols);
         let list = column_list(&cols);
-        cols.push(Column {
-            name: ORDER.into(),
-            ty: KqlType::Long,
-        });
+        cols.push(Self::order_column());
         let sep = if list.is_empty() { "" } else { ", " };
         self.push_step(
             format!(
-                "SELECT {list}{sep}ROW_NUMBER() OVER (ORDER BY {}) AS {} FROM {prev}",
+                "SELECT {list}{sep}ROW_NUMBER() OVER (ORDER BY {}) AS {ORDER} FROM {prev}",
                 order.join(", "),
-                quote(ORDER)
             ),
             cols,
         );
@@ -480,7 +539,7 @@ impl Compiler {
             );
         }
         let order = if self.ordered {
-            format!(" ORDER BY {}", quote(ORDER))
+            format!(" ORDER BY {ORDER}")
         } else {
             String::new()
         };
@@ -496,7 +555,7 @@ impl Compiler {
     fn find(&self, id: &Ident) -> Result<&Column> {
         self.cols
             .iter()
-            .find(|c| c.name == id.name && c.name != ORDER)
+            .find(|c| !c.hidden && c.name == id.name)
             .ok_or_else(|| self.unresolved(id))
     }
 
@@ -515,10 +574,6 @@ impl Compiler {
     /// `bin(col, …)`'s column, or `Column1`, `Column2`, ….
     fn column_name(&self, a: &Assign, n: &mut usize) -> String {
         if let Some(name) = &a.name {
-            // The hidden order column's name is not the caller's to take.
-            if name.name == ORDER {
-                return format!("{ORDER}_");
-            }
             return name.name.clone();
         }
         match &a.expr.kind {
@@ -615,7 +670,7 @@ impl Compiler {
                         )
                     }
                     ("sum", _) => format!("CAST(SUM({}) AS BIGINT)", v.sql),
-                    _ => format!("{}({})", f.to_ascii_uppercase(), v.sql),
+                    _ => format!("{}({})", f.to_ascii_uppercase(), self.ordinal(&v)),
                 };
                 (Typed { sql, ty }, format!("{f}_{}", arg_name(0)))
             }
@@ -643,17 +698,25 @@ impl Compiler {
         }
     }
 
+    /// A scalar expression's SQL and type, within the SQL budget.
     fn expr(&mut self, e: &Expr) -> Result<Typed> {
+        let v = self.expr_unbounded(e)?;
+        if v.sql.len() > MAX_SQL {
+            return fail(
+                e.span,
+                "The query is too complex: its expressions grow past what Keyhaven runs.",
+            );
+        }
+        Ok(v)
+    }
+
+    fn expr_unbounded(&mut self, e: &Expr) -> Result<Typed> {
         Ok(match &e.kind {
             ExprKind::Literal(l) => self.literal(l, e.span)?,
             ExprKind::Name(id) => {
-                if let Some(c) = self
-                    .cols
-                    .iter()
-                    .find(|c| c.name == id.name && c.name != ORDER)
-                {
+                if let Some(c) = self.cols.iter().find(|c| !c.hidden && c.name == id.name) {
                     Typed {
-                        sql: quote(&c.name),
+                        sql: c.sql.clone(),
                         ty: c.ty,
                     }
                 } else if let Some(v) = self.lets.get(&id.name) {
@@ -685,13 +748,13 @@ impl Compiler {
                     let i = self.expr(item)?;
                     self.comparable(&v, &i, item.span)?;
                     items.push(if *case_insensitive {
-                        format!("lower({})", i.sql)
+                        self.fold(&i.sql)
                     } else {
                         i.sql
                     });
                 }
                 let lhs = if *case_insensitive {
-                    format!("lower({})", v.sql)
+                    self.fold(&v.sql)
                 } else {
                     v.sql
                 };
@@ -713,7 +776,7 @@ impl Compiler {
                 let hi = self.expr(high)?;
                 self.comparable(&v, &lo, low.span)?;
                 self.comparable(&v, &hi, high.span)?;
-                let test = format!("({} BETWEEN {} AND {})", v.sql, lo.sql, hi.sql);
+                let test = format!("({} BETWEEN {} AND {})", self.ordinal(&v), lo.sql, hi.sql);
                 predicate(test, *negated)
             }
             ExprKind::Call { name, args } => self.call(name, args, e.span)?,
@@ -822,12 +885,16 @@ impl Compiler {
                     BinaryOp::Gt => ">",
                     _ => ">=",
                 };
-                bool_of(format!("({} {sym} {})", l.sql, r.sql))
+                bool_of(format!("({} {sym} {})", self.ordinal(&l), r.sql))
             }
             BinaryOp::EqCi | BinaryOp::NeCi => {
                 self.strings(&l, &r, span)?;
                 let sym = if op == BinaryOp::EqCi { "=" } else { "<>" };
-                bool_of(format!("(lower({}) {sym} lower({}))", l.sql, r.sql))
+                bool_of(format!(
+                    "({} {sym} {})",
+                    self.fold(&l.sql),
+                    self.fold(&r.sql)
+                ))
             }
             BinaryOp::Str(s) => {
                 self.strings(&l, &r, span)?;
@@ -873,7 +940,10 @@ impl Compiler {
                 let sql = if ty == Timespan && l.ty == Timespan && matches!(r.ty, Long | Real)
                     || ty == Timespan && r.ty == Timespan && matches!(l.ty, Long | Real)
                 {
-                    format!("CAST(({ls} {sym} {rs}) AS BIGINT)")
+                    match self.dialect {
+                        Dialect::Sqlite => format!("CAST(({ls} {sym} {rs}) AS BIGINT)"),
+                        Dialect::Postgres => format!("CAST(TRUNC({ls} {sym} {rs}) AS BIGINT)"),
+                    }
                 } else {
                     format!("({ls} {sym} {rs})")
                 };
@@ -902,7 +972,7 @@ impl Compiler {
         let (a, b) = if s.case_sensitive {
             (l.sql.clone(), r.sql.clone())
         } else {
-            (format!("lower({})", l.sql), format!("lower({})", r.sql))
+            (self.fold(&l.sql), self.fold(&r.sql))
         };
         Ok(match s.test {
             StringTest::Contains => match self.dialect {
@@ -926,7 +996,7 @@ impl Compiler {
                 let term = if s.case_sensitive {
                     term.clone()
                 } else {
-                    term.to_lowercase()
+                    term.to_ascii_lowercase()
                 };
                 let class = if s.case_sensitive {
                     "[^0-9A-Za-z]"
@@ -1085,8 +1155,16 @@ impl Compiler {
             }
             "toint" | "tolong" => {
                 arity(1)?;
+                let a = first();
+                // Toward zero, as KQL does (PostgreSQL's cast rounds).
+                let sql = match (self.dialect, a.ty) {
+                    (Dialect::Postgres, KqlType::Real) => {
+                        format!("CAST(TRUNC({}) AS BIGINT)", a.sql)
+                    }
+                    _ => format!("CAST({} AS BIGINT)", a.sql),
+                };
                 Typed {
-                    sql: format!("CAST({} AS BIGINT)", first().sql),
+                    sql,
                     ty: KqlType::Long,
                 }
             }
@@ -1128,7 +1206,7 @@ impl Compiler {
                 let a = first();
                 match f {
                     "tolower" => Typed {
-                        sql: format!("lower({})", a.sql),
+                        sql: self.fold(&a.sql),
                         ty: KqlType::String,
                     },
                     "toupper" => Typed {
@@ -1172,6 +1250,15 @@ impl Compiler {
             "bin" | "floor" => {
                 arity(2)?;
                 let (v, size) = (first(), second());
+                // A size of zero (or a timespan under a microsecond) has no
+                // bins.
+                if matches!(
+                    args.get(1).map(|a| &a.kind),
+                    Some(ExprKind::Literal(Literal::Long(0)))
+                        | Some(ExprKind::Literal(Literal::Timespan(-999..=999)))
+                ) {
+                    return fail(span, "bin() needs a size of at least one microsecond");
+                }
                 let ok = matches!(
                     (v.ty, size.ty),
                     (KqlType::Datetime | KqlType::Timespan, KqlType::Timespan)
@@ -1191,8 +1278,10 @@ impl Compiler {
                 }
                 let sql = if v.ty == KqlType::Real || size.ty == KqlType::Real {
                     match self.dialect {
+                        // SQLite's cast truncates toward zero: one less
+                        // for a negative quotient that is not whole.
                         Dialect::Sqlite => format!(
-                            "(CAST(({v} / {s}) AS BIGINT) * {s})",
+                            "((CAST(({v} / {s}) AS BIGINT) - (CASE WHEN ({v} / {s}) < CAST(({v} / {s}) AS BIGINT) THEN 1 ELSE 0 END)) * {s})",
                             v = v.sql,
                             s = size.sql
                         ),
@@ -1267,6 +1356,10 @@ fn parse_datetime(text: &str) -> Option<i64> {
         }
     }
     let days = keyhaven_core::clock::days_from_civil(y, m, day);
+    // 2026-02-31 is no date.
+    if keyhaven_core::clock::civil_from_days(days) != (y, m, day) {
+        return None;
+    }
     Some(((days * 86_400 + hh * 3600 + mm * 60) * 1_000_000) + us)
 }
 

@@ -530,3 +530,66 @@ fn row_counts_are_bounded() {
         vec![s(&["2"])]
     );
 }
+
+/// The review's findings, each a query that went wrong before.
+#[test]
+fn review_findings_stay_fixed() {
+    // SQL growing exponentially with the query: refused, not built.
+    let lets: String = (1..=40)
+        .map(|i| format!("let a{i} = a{} + a{};", i - 1, i - 1))
+        .collect();
+    assert!(err(&format!("let a0 = 1; {lets} AzureDiagnostics | take 1")).contains("too complex"));
+    let bins = format!(
+        "AzureDiagnostics | where {}DurationMs{} > 0",
+        "bin(".repeat(25),
+        ", 1)".repeat(25)
+    );
+    assert!(err(&bins).contains("too complex"));
+    // KQL names are case-sensitive; SQLite's are not.
+    assert_eq!(
+        rows("AzureDiagnostics | extend category = 'zzz' | where category == 'zzz' | count"),
+        vec![s(&["5"])]
+    );
+    assert_eq!(
+        rows("AzureDiagnostics | extend category = 'zzz' | where Category == 'AuditEvent' | count"),
+        vec![s(&["5"])]
+    );
+    // Names given twice are refused, not silently merged.
+    assert!(
+        err("AzureDiagnostics | summarize sum(DurationMs + 1), sum(DurationMs + 2)")
+            .contains("named twice")
+    );
+    assert!(err("AzureDiagnostics | project-rename TenantId = Category").contains("exists"));
+    // A union's missing text is empty, not null.
+    assert_eq!(
+        rows("union AzureDiagnostics, AZKVAuditLogs | where ResourceGroup != 'x' | count"),
+        vec![s(&["6"])]
+    );
+    // extend applies its assignments in order.
+    assert_eq!(
+        rows("AzureDiagnostics | where OperationName == 'KeySign' | extend DurationMs = DurationMs * 2, d = DurationMs | project d"),
+        vec![s(&["80"])]
+    );
+    // Text sorts by bytes on both stores (upper case before lower).
+    assert_eq!(
+        rows("AzureDiagnostics | where DurationMs in (5, 7) | extend w = iff(DurationMs == 5, 'b', 'B') | sort by w asc | project w"),
+        vec![s(&["B"]), s(&["b"])]
+    );
+    // Toward zero and floor as KQL has them.
+    assert_eq!(
+        rows(
+            "AzureDiagnostics | take 1 | project a = toint(2.7), b = bin(-0.5, 1), c = bin(-1, 2)"
+        ),
+        vec![s(&["2", "-1", "-2"])]
+    );
+    assert!(
+        err("AzureDiagnostics | summarize count() by bin(TimeGenerated, 0tick)")
+            .contains("at least one microsecond")
+    );
+    assert!(
+        err("AzureDiagnostics | where TimeGenerated > datetime(2026-02-31)")
+            .contains("Failed to parse datetime")
+    );
+    // The hidden order is not the caller's to name.
+    assert_eq!(rows("AzureDiagnostics | sort by DurationMs asc | extend kh_order = 1 | take 1 | project DurationMs"), vec![s(&["2"])]);
+}
