@@ -171,6 +171,18 @@ pub enum AdminError {
     Core(#[from] Error),
 }
 
+/// A management refusal where only a domain error can be reported (a
+/// background pass, a job): domain errors pass through, the management
+/// plane's own refusals become `Unavailable` with their message.
+impl From<AdminError> for Error {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Core(e) => e,
+            other => Error::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for AdminError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Core(e.into())
@@ -740,10 +752,7 @@ impl VaultService {
             {
                 // A vault recovered since the listing is left alone; one
                 // otherwise changed is purged on the next pass.
-                if self.purge_row(&v).await.map_err(|e| match e {
-                    AdminError::Core(e) => e,
-                    other => Error::Unavailable(other.to_string()),
-                })? {
+                if self.purge_row(&v).await? {
                     n += 1;
                 }
             }

@@ -200,11 +200,7 @@ impl VaultService {
             // meanwhile gets nothing more.
             if self
                 .reread(pool)
-                .await
-                .map_err(|e| match e {
-                    crate::vault_admin::AdminError::Core(e) => e,
-                    other => Error::Unavailable(other.to_string()),
-                })?
+                .await?
                 .is_none_or(|p| p.properties.deleted.is_some())
             {
                 return Err(Error::BadParameter(format!(

@@ -122,8 +122,6 @@ struct Compiler {
     scope: QueryScope,
     /// The current step's columns.
     cols: Vec<Column>,
-    /// Whether the current step carries [`ORDER`].
-    ordered: bool,
     /// The operator being compiled (for messages).
     op: &'static str,
     /// SQL column names handed out.
@@ -139,7 +137,6 @@ pub fn compile(query: &Query, scope: &QueryScope, dialect: Dialect) -> Result<Co
         lets: HashMap::new(),
         scope: scope.clone(),
         cols: Vec::new(),
-        ordered: false,
         op: "let",
         made: 0,
     };
@@ -159,7 +156,7 @@ pub fn compile(query: &Query, scope: &QueryScope, dialect: Dialect) -> Result<Co
     let last = c.current();
     let visible = visible(&c.cols);
     let list = column_list(&visible);
-    let order = if c.ordered {
+    let order = if c.ordered() {
         format!(" ORDER BY {ORDER}")
     } else {
         String::new()
@@ -210,7 +207,6 @@ impl Compiler {
     fn push_step(&mut self, select: String, cols: Vec<Column>) {
         let name = format!("s{}", self.steps.len());
         self.steps.push(format!("{name} AS ({select})"));
-        self.ordered = cols.iter().any(|c| c.hidden);
         self.cols = cols;
     }
 
@@ -230,6 +226,11 @@ impl Compiler {
             (Dialect::Postgres, KqlType::String) => format!("({} COLLATE \"C\")", v.sql),
             _ => v.sql.clone(),
         }
+    }
+
+    /// Whether the current step carries the hidden order ([`ORDER`]).
+    fn ordered(&self) -> bool {
+        self.cols.iter().any(|c| c.hidden)
     }
 
     /// A column with a new SQL name.
@@ -377,7 +378,7 @@ impl Compiler {
             OperatorKind::Project(assigns) => {
                 self.op = "project";
                 let (mut list, mut cols) = self.named_columns(assigns)?;
-                if self.ordered {
+                if self.ordered() {
                     list.push(ORDER.into());
                     cols.push(Self::order_column());
                 }
@@ -538,7 +539,7 @@ impl Compiler {
                 format!("'{}' operator: the row count must be a long", self.op),
             );
         }
-        let order = if self.ordered {
+        let order = if self.ordered() {
             format!(" ORDER BY {ORDER}")
         } else {
             String::new()
@@ -1318,7 +1319,7 @@ impl Compiler {
 }
 
 /// `2026-12-04`, `2026-12-04T10:30`, `2026-12-04 10:30:00.5Z` → µs.
-fn parse_datetime(text: &str) -> Option<i64> {
+pub(crate) fn parse_datetime(text: &str) -> Option<i64> {
     let t = text.trim().trim_end_matches('Z').trim_end_matches('z');
     let (date, time) = match t.split_once(['T', 't', ' ']) {
         Some((d, tm)) => (d, tm.trim()),
@@ -1361,9 +1362,4 @@ fn parse_datetime(text: &str) -> Option<i64> {
         return None;
     }
     Some(((days * 86_400 + hh * 3600 + mm * 60) * 1_000_000) + us)
-}
-
-#[cfg(test)]
-pub(crate) fn datetime_us(text: &str) -> Option<i64> {
-    parse_datetime(text)
 }

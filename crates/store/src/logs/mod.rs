@@ -9,7 +9,7 @@
 
 mod compile;
 
-pub use compile::{compile, CompileError, Compiled, QueryScope};
+pub use compile::{compile, CompileError, Compiled, QueryScope, SqlParam};
 
 /// A KQL column's type (what Log Analytics reports in `columns[].type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

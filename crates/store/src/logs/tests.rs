@@ -7,7 +7,7 @@
 
 use rusqlite::{params_from_iter, Connection};
 
-use super::compile::{datetime_us, SqlParam};
+use super::compile::{parse_datetime as datetime_us, SqlParam};
 use super::*;
 
 const H: i64 = 3_600_000_000;
