@@ -469,7 +469,9 @@ impl Pkcs11Keys {
     /// store fails such calls with CKR_GENERAL_ERROR when they race
     /// (concurrent restores of one backup showed it). These calls take
     /// milliseconds; key generation (seconds for RSA-4096) is left outside,
-    /// and operations with existing keys are not held up.
+    /// and operations with existing keys are not held up. A backup's import
+    /// holds the same lock across its unwrap and the signature that proves
+    /// it (see `import_backup`).
     fn with_write_session<T>(
         &self,
         f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
@@ -863,13 +865,20 @@ impl Pkcs11Keys {
         };
         let wrap = self.wrapping_key()?;
         let id = new_id()?;
+        // The unwrap and the probe that proves it are one token write,
+        // under the lock the other writes take (not reentrant: the calls
+        // below use plain sessions).
+        let _one = self
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if public.kty == KeyType::Oct {
             // RFC 5649's integrity check refuses a blob wrapped by any other
             // key: no probe is needed (nor possible without a public half).
             let template = secret_flags(&id, label);
-            return match self.with_write_session(|s| {
-                s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template)
-            }) {
+            return match self
+                .with_session(|s| s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template))
+            {
                 Ok(_) => Ok(reference(&id)),
                 Err(e) if lost(&e) => Err(hsm_err(e)),
                 Err(_) => Err(foreign()),
@@ -883,9 +892,9 @@ impl Pkcs11Keys {
                 _ => P11KeyType::EC,
             }),
         ]);
-        let handle = match self.with_write_session(|s| {
-            s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template)
-        }) {
+        let handle = match self
+            .with_session(|s| s.unwrap_key(&Mechanism::AesKeyWrapPad, wrap, wrapped, &template))
+        {
             Ok(h) => h,
             Err(e) if lost(&e) => return Err(hsm_err(e)),
             Err(_) => return Err(foreign()),
@@ -917,11 +926,11 @@ impl Pkcs11Keys {
         match checked {
             Ok(true) => Ok(reference),
             Ok(false) => {
-                let _ = self.with_write_session(|s| s.destroy_object(handle));
+                let _ = self.with_session(|s| s.destroy_object(handle));
                 Err(foreign())
             }
             Err(e) => {
-                let _ = self.with_write_session(|s| s.destroy_object(handle));
+                let _ = self.with_session(|s| s.destroy_object(handle));
                 Err(e)
             }
         }
