@@ -1179,6 +1179,8 @@ BUILTIN_ROLES: Dict[str, str] = {
     "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
     "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "Log Analytics Reader": "73c42c96-874c-492b-b04d-ab87d138a893",
+    "Log Analytics Contributor": "92aaf0da-9dab-42b6-94a3-d43ce8d16293",
     "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
 }
 

@@ -509,6 +509,25 @@ def test_step7_diagnostic_logging(lab):
     claims = sdk_reads[0]["identity"]["claim"]
     assert claims["appid"] == AZURE_CLI_CLIENT_ID and claims["oid"] == lab.fact("me")
     assert sdk_reads[0]["resultType"] == "Success"
+    # The seed's validation: "Log Analytics workspace -> Logs -> query for
+    # Key Vault logs", with KQL through the query API whose address and
+    # token audience `az cloud register` learned from the ARM metadata.
+    logs = lab.az.tsv("cloud", "show", "--query", "endpoints.logAnalyticsResourceId")
+    assert logs.startswith("https://loganalytics."), logs
+    query = {"query": "AzureDiagnostics | where ResourceProvider == 'MICROSOFT.KEYVAULT' and OperationName == 'SecretGet'"
+                      " and clientInfo_s contains 'AZURECLI' | summarize count() by CallerIPAddress, identity_claim_oid_g",
+             "timespan": "PT1H"}
+    url = f"{logs}/v1/workspaces/{ws['customerId']}/query"
+    deadline = time.monotonic() + 30
+    while True:
+        res = lab.az.json("rest", "--method", "post", "--url", url, "--resource", logs, "--body", json.dumps(query))
+        rows = res["tables"][0]["rows"]
+        if rows and sum(r[2] for r in rows) >= 3:
+            break
+        assert time.monotonic() < deadline, res
+        time.sleep(1)
+    assert [c["name"] for c in res["tables"][0]["columns"]] == ["CallerIPAddress", "identity_claim_oid_g", "count_"]
+    assert [r[1] for r in rows] == [lab.fact("me")], rows
     lab.facts["law"] = law
 
 

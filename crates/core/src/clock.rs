@@ -7,6 +7,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub trait Clock: Send + Sync {
     /// Current time as Unix seconds.
     fn now(&self) -> i64;
+
+    /// Current time as Unix microseconds (log records' `TimeGenerated`);
+    /// a clock without a finer reading gives its second.
+    fn now_us(&self) -> i64 {
+        self.now().saturating_mul(1_000_000)
+    }
 }
 
 /// A clock that returns a settable instant; for tests and deterministic tools.

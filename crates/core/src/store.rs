@@ -434,6 +434,7 @@ pub trait Storage:
     + crate::directory::DirectoryStore
     + crate::resource::ResourceStore
     + crate::resource::AuditStore
+    + crate::logs::LogStore
 {
 }
 
@@ -442,7 +443,8 @@ impl<
             + crate::events::OutboxStore
             + crate::directory::DirectoryStore
             + crate::resource::ResourceStore
-            + crate::resource::AuditStore,
+            + crate::resource::AuditStore
+            + crate::logs::LogStore,
     > Storage for T
 {
 }

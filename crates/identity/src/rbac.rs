@@ -415,6 +415,43 @@ const BUILTINS: &[Builtin] = &[
         condition: None,
     },
     Builtin {
+        id: "73c42c96-874c-492b-b04d-ab87d138a893",
+        name: "Log Analytics Reader",
+        description: "Log Analytics Reader can view and search all monitoring data as well as and view monitoring settings, including viewing the configuration of Azure diagnostics on all Azure resources.",
+        actions: &[
+            "*/read",
+            "Microsoft.OperationalInsights/workspaces/analytics/query/action",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &["Microsoft.OperationalInsights/workspaces/sharedKeys/read"],
+        data_actions: &[],
+        condition: None,
+    },
+    Builtin {
+        id: "92aaf0da-9dab-42b6-94a3-d43ce8d16293",
+        name: "Log Analytics Contributor",
+        description: "Log Analytics Contributor can read all monitoring data and edit monitoring settings. Editing monitoring settings includes adding the VM extension to VMs; reading storage account keys to be able to configure collection of logs from Azure Storage; adding solutions; and configuring Azure diagnostics on all Azure resources.",
+        actions: &[
+            "*/read",
+            "Microsoft.ClassicCompute/virtualMachines/extensions/*",
+            "Microsoft.ClassicStorage/storageAccounts/listKeys/action",
+            "Microsoft.Compute/virtualMachines/extensions/*",
+            "Microsoft.HybridCompute/machines/extensions/write",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Insights/diagnosticSettings/*",
+            "Microsoft.OperationalInsights/*",
+            "Microsoft.OperationsManagement/*",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourcegroups/deployments/*",
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        condition: None,
+    },
+    Builtin {
         id: "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
         name: "User Access Administrator",
         description: "Lets you manage user access to Azure resources.",
@@ -503,7 +540,14 @@ mod tests {
     #[test]
     fn builtin_roles_have_their_azure_ids() {
         let roles = builtin_roles();
-        assert_eq!(roles.len(), 16);
+        assert_eq!(roles.len(), 18);
+        let la_reader = builtin_role("73c42c96-874c-492b-b04d-ab87d138a893").unwrap();
+        assert_eq!(la_reader.role_name, "Log Analytics Reader");
+        assert!(la_reader.allows_action("Microsoft.OperationalInsights/workspaces/query/read"));
+        assert!(
+            !la_reader.allows_action("Microsoft.OperationalInsights/workspaces/sharedKeys/action")
+        );
+        assert!(!la_reader.allows_action("Microsoft.KeyVault/vaults/write"));
         let secrets_user = builtin_role("4633458b-17de-408a-b874-0445c86b69e6").unwrap();
         assert_eq!(secrets_user.role_name, "Key Vault Secrets User");
         assert!(

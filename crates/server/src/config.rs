@@ -155,6 +155,12 @@ impl Endpoints {
         format!("https://management.{}{}", self.domain, self.port_suffix)
     }
 
+    /// `https://loganalytics.{domain}[:port]`: the Log Analytics query API
+    /// (Azure's `api.loganalytics.io`), and its tokens' audience.
+    pub fn logs_url(&self) -> String {
+        format!("https://loganalytics.{}{}", self.domain, self.port_suffix)
+    }
+
     /// `https://graph.{domain}[:port]`
     pub fn graph_url(&self) -> String {
         format!("https://graph.{}{}", self.domain, self.port_suffix)

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod log_ingest;
 pub mod masterkey;
 pub mod metrics;
 pub mod serve;

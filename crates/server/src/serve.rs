@@ -541,6 +541,7 @@ fn spawn_metric_flush(state: AppState) {
                         tracing::debug!(error = %e, "old request metrics could not be dropped")
                     }
                 }
+                crate::log_ingest::forget_past_retention(&state).await;
             }
         }
     });

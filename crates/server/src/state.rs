@@ -83,6 +83,8 @@ pub struct Inner {
     pub backup_storage_identity: Arc<crate::blob::StorageIdentity>,
     /// The HTTP audit destination's shipper (started on first use).
     pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
+    /// The queue into workspaces' logs (started with the first record).
+    pub log_ingest: std::sync::OnceLock<crate::log_ingest::Ingester>,
 }
 
 /// A value derived from the store, kept until the authorization generation
@@ -130,6 +132,8 @@ pub struct AuditSinks {
     pub stdout: bool,
     /// HTTP endpoints.
     pub http: Vec<String>,
+    /// Log Analytics workspaces (each once).
+    pub workspaces: Vec<crate::log_ingest::WorkspaceSink>,
 }
 
 /// The virtual networks and private endpoints, as the data plane's network
@@ -254,6 +258,7 @@ impl AppState {
             backup_storage_allow: Arc::new(p.backup_storage_allow),
             backup_storage_identity: Arc::new(p.backup_storage_identity),
             shipper: std::sync::OnceLock::new(),
+            log_ingest: std::sync::OnceLock::new(),
         }))
     }
 
@@ -279,8 +284,28 @@ impl AppState {
                 let e = map.entry(s.vault_id.to_ascii_lowercase()).or_default();
                 e.store |= s.to_store();
                 e.stdout |= s.audit && s.stdout;
-                if let Some(url) = s.http_endpoint.filter(|_| s.audit) {
+                if let Some(url) = s.http_endpoint.clone().filter(|_| s.audit) {
                     e.http.push(url);
+                }
+                if let Some(ws) = s.workspace_id.as_deref().filter(|_| s.audit) {
+                    let customer_id = self
+                        .store
+                        .get_resource(ws)
+                        .await?
+                        .and_then(|r| crate::http::arm::workspaces::customer_id_in(&r));
+                    if let Some(customer_id) = customer_id {
+                        let sink = crate::log_ingest::WorkspaceSink {
+                            customer_id,
+                            table: if s.dedicated {
+                                "AZKVAuditLogs"
+                            } else {
+                                "AzureDiagnostics"
+                            },
+                        };
+                        if !e.workspaces.contains(&sink) {
+                            e.workspaces.push(sink);
+                        }
+                    }
                 }
             }
         }

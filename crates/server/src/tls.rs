@@ -68,6 +68,7 @@ pub fn server_names(domain: &str, extra_vaults: &[&str]) -> Vec<String> {
         format!("management.{domain}"),
         format!("graph.{domain}"),
         format!("portal.{domain}"),
+        format!("loganalytics.{domain}"),
     ];
     // Some clients (curl) refuse wildcards directly under `localhost`-like
     // names, so the bootstrap vault is also named explicitly.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use keyhaven_core::directory::{ApplicationRecord, PrincipalRecord};
 use keyhaven_core::events::{ChangeEvent, EventType, OutboxItem, Settle};
+use keyhaven_core::logs::{LogQuery, LogQueryError, LogRecord, LogValue};
 use keyhaven_core::object::{Attributes, DeletedInfo, ObjectKind, VersionRecord};
 use keyhaven_core::store::{PolicyRecord, Storage, Store, StoreError};
 use keyhaven_core::vault::VaultRecord;
@@ -44,6 +45,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     vaults_are_replaced_listed_and_purged_with_everything_in_them(&*store).await;
     audit_records_are_kept_and_queried(&*store).await;
     metric_minutes_add_up_across_flushes(&*store).await;
+    logs_are_kept_per_workspace_and_queried(&*store).await;
     authorization_writes_move_the_generation_themselves(&*store).await;
     multi_object_changes_are_all_or_nothing(&*store).await;
     events_are_recorded_with_their_change(&*store).await;
@@ -404,6 +406,128 @@ async fn audit_records_are_kept_and_queried(s: &dyn Storage) {
     })
     .await
     .is_empty());
+}
+
+fn log_record(ws: &str, table: &str, vault: &str, t: i64, op: &str, status: i64) -> LogRecord {
+    LogRecord {
+        workspace: ws.to_owned(),
+        log_table: table.to_owned(),
+        time_us: t,
+        category: "AuditEvent".into(),
+        resource_id: format!(
+            "/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/{vault}"
+        ),
+        resource: vault.to_owned(),
+        resource_group: "RG".into(),
+        subscription_id: "S".into(),
+        resource_type: "VAULTS".into(),
+        operation: op.to_owned(),
+        operation_version: "7.5".into(),
+        result_type: if status < 400 { "Success" } else { "Failure" }.into(),
+        result_signature: "OK".into(),
+        duration_ms: 7,
+        caller_ip: "10.0.0.1".into(),
+        http_status: status,
+        identity: "{}".into(),
+        properties: "{}".into(),
+        ..LogRecord::default()
+    }
+}
+
+async fn logs_are_kept_per_workspace_and_queried(s: &dyn Storage) {
+    let (a, b) = (uuid_like(), uuid_like());
+    let vault = format!("V{}", &uuid_like()[..8]).to_ascii_uppercase();
+    let t0: i64 = 1_796_400_000_000_000;
+    s.append_logs(&[
+        log_record(&a, "AzureDiagnostics", &vault, t0, "SecretGet", 200),
+        log_record(&a, "AzureDiagnostics", &vault, t0 + 1, "SecretSet", 403),
+        log_record(&a, "AZKVAuditLogs", &vault, t0 + 2, "KeySign", 200),
+        log_record(&b, "AzureDiagnostics", &vault, t0 + 3, "SecretGet", 200),
+    ])
+    .await
+    .unwrap();
+    let q = |text: &str, ws: &str| LogQuery {
+        text: text.to_owned(),
+        workspace: ws.to_owned(),
+        from_us: t0 - 1,
+        to_us: t0 + 10,
+        now_us: t0 + 10,
+        resource: None,
+        timeout_ms: 30_000,
+    };
+    let t = s
+        .query_logs(&q("AzureDiagnostics | count", &a))
+        .await
+        .unwrap();
+    assert_eq!(t.columns, vec![("Count".to_owned(), "long")]);
+    assert_eq!(
+        t.rows,
+        vec![vec![LogValue::Long(2)]],
+        "one workspace, one table"
+    );
+    let t = s
+        .query_logs(&q(
+            "AzureDiagnostics | order by TimeGenerated asc | project TimeGenerated, OperationName, httpStatusCode_d, DurationMs, Failed = ResultType == 'Failure'",
+            &a,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.columns.iter().map(|c| c.1).collect::<Vec<_>>(),
+        vec!["datetime", "string", "real", "long", "bool"]
+    );
+    assert_eq!(
+        t.rows,
+        vec![
+            vec![
+                LogValue::Long(t0),
+                LogValue::Text("SecretGet".into()),
+                LogValue::Real(200.0),
+                LogValue::Long(7),
+                LogValue::Bool(false)
+            ],
+            vec![
+                LogValue::Long(t0 + 1),
+                LogValue::Text("SecretSet".into()),
+                LogValue::Real(403.0),
+                LogValue::Long(7),
+                LogValue::Bool(true)
+            ],
+        ]
+    );
+    // A resource's records in every workspace (resource context).
+    let mut rq = q("union AzureDiagnostics, AZKVAuditLogs | count", "");
+    rq.resource = Some(format!(
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{}",
+        vault.to_ascii_lowercase()
+    ));
+    let t = s.query_logs(&rq).await.unwrap();
+    assert_eq!(t.rows, vec![vec![LogValue::Long(4)]]);
+    // The time span bounds every table.
+    let mut narrow = q("union AzureDiagnostics, AZKVAuditLogs | count", &a);
+    narrow.to_us = t0 + 1;
+    let t = s.query_logs(&narrow).await.unwrap();
+    assert_eq!(t.rows, vec![vec![LogValue::Long(2)]]);
+    match s.query_logs(&q("AzureDiagnostics\n| where", &a)).await {
+        Err(LogQueryError::Syntax { line, .. }) => assert_eq!(line, 2),
+        other => panic!("a syntax error, not {other:?}"),
+    }
+    match s
+        .query_logs(&q("AzureDiagnostics | where Nope == 1", &a))
+        .await
+    {
+        Err(LogQueryError::Semantic(m)) => assert!(m.contains("'Nope'"), "{m}"),
+        other => panic!("a semantic error, not {other:?}"),
+    }
+    // Forgetting is per workspace and by time, in batches.
+    assert_eq!(s.forget_logs(&a, t0 + 1).await.unwrap(), 1);
+    let t = s
+        .query_logs(&q("union AzureDiagnostics, AZKVAuditLogs | count", &a))
+        .await
+        .unwrap();
+    assert_eq!(t.rows, vec![vec![LogValue::Long(2)]]);
+    assert_eq!(s.forget_logs(&a, i64::MAX).await.unwrap(), 2);
+    assert_eq!(s.forget_logs(&b, i64::MAX).await.unwrap(), 1);
 }
 
 async fn metric_minutes_add_up_across_flushes(s: &dyn Storage) {

@@ -133,6 +133,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         PRIMARY KEY (vault, minute, activity, status));
      CREATE INDEX metric_minutes_by_minute ON metric_minutes (minute);",
     ),
+    (13, crate::logs::LOG_TABLE_SQLITE),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -260,4 +261,5 @@ pub const POSTGRES: &[(i64, &str)] = &[
         PRIMARY KEY (vault, minute, activity, status));
      CREATE INDEX metric_minutes_by_minute ON metric_minutes (minute);",
     ),
+    (13, crate::logs::LOG_TABLE_POSTGRES),
 ];

@@ -787,6 +787,8 @@ pub struct CloudMetadata {
     pub graph_audience: String,
     /// Legacy AAD Graph endpoint.
     pub graph: String,
+    /// The Log Analytics query API (endpoint and token audience).
+    pub log_analytics_resource_id: String,
     /// Host suffixes.
     pub suffixes: CloudSuffixes,
 }

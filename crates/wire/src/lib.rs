@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod error;
 pub mod graph;
 pub mod key;
+pub mod logs;
 pub mod oauth;
 pub mod paging;
 pub mod rotation;

@@ -7,6 +7,7 @@ pub mod arm;
 pub mod data;
 pub mod extract;
 pub mod identity;
+pub mod logs;
 pub mod portal;
 pub mod response;
 pub mod route;
@@ -98,6 +99,7 @@ impl RequestFacts {
             Plane::Management => ("management", String::new()),
             Plane::Graph => ("graph", String::new()),
             Plane::Portal => ("portal", String::new()),
+            Plane::Logs => ("logs", String::new()),
             Plane::Unknown(_) => ("unknown", String::new()),
         };
         let header = |n: &str| {
@@ -197,6 +199,15 @@ async fn audit(
             });
             for url in &sinks.http {
                 shipper.ship(url, &line);
+            }
+        }
+        if !sinks.workspaces.is_empty() {
+            let ingest = state
+                .log_ingest
+                .get_or_init(|| crate::log_ingest::Ingester::start(Arc::clone(&state.store)));
+            let time_us = state.clock.now_us();
+            for ws in &sinks.workspaces {
+                ingest.push(crate::log_ingest::log_record(&record, time_us, ws));
             }
         }
         if sinks.store {
@@ -363,6 +374,7 @@ async fn route_plane(state: &AppState, planes: Arc<Planes>, req: Request) -> Res
             r
         }
         Plane::Portal => portal::handle(state, planes, req).await,
+        Plane::Logs => logs::handle(state, req).await,
         Plane::Unknown(host) => ApiError::not_found(format!(
             "No Keyhaven endpoint is served at host '{}'.",
             host.chars().take(100).collect::<String>()

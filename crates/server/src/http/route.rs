@@ -21,6 +21,8 @@ pub enum Plane {
     Graph,
     /// `portal.{domain}`: the web console.
     Portal,
+    /// `loganalytics.{domain}`: the Log Analytics query API.
+    Logs,
     /// Anything else.
     Unknown(String),
 }
@@ -64,6 +66,8 @@ pub fn plane_of_host(host: &str, endpoints: &Endpoints) -> Plane {
         Plane::Graph
     } else if name == format!("portal.{domain}") {
         Plane::Portal
+    } else if name == format!("loganalytics.{domain}") {
+        Plane::Logs
     } else {
         Plane::Unknown(name)
     }
@@ -104,6 +108,10 @@ mod tests {
         assert_eq!(plane_of_host("management.localhost", &e), Plane::Management);
         assert_eq!(plane_of_host("graph.localhost:8443", &e), Plane::Graph);
         assert_eq!(plane_of_host("Portal.localhost:8443", &e), Plane::Portal);
+        assert_eq!(
+            plane_of_host("loganalytics.localhost:8443", &e),
+            Plane::Logs
+        );
         assert!(matches!(
             plane_of_host("vault.localhost:8443", &e),
             Plane::Unknown(_)

@@ -12,11 +12,14 @@ use super::{table, CatalogColumn, Dialect, KqlType};
 /// Most rows a query returns.
 pub const MAX_ROWS: i64 = 30_000;
 
-/// What a query may read: one workspace, one time span.
+/// What a query may read: one workspace's records, or one resource's (in
+/// every workspace, a resource-context query), or both; one time span.
 #[derive(Debug, Clone)]
 pub struct QueryScope {
     /// The workspace's customer id.
-    pub workspace: String,
+    pub workspace: Option<String>,
+    /// The resource's ARM id (compared upper case, as records keep it).
+    pub resource: Option<String>,
     /// Records at or after this time (µs since the epoch).
     pub from_us: i64,
     /// Records at or before this time.
@@ -297,7 +300,22 @@ impl Compiler {
                 }
             }
         }
-        let ws = self.param(SqlParam::Text(self.scope.workspace.clone()));
+        let mut bound = Vec::new();
+        if let Some(ws) = self.scope.workspace.clone() {
+            let ws = self.param(SqlParam::Text(ws));
+            bound.push(format!("workspace = {ws} AND "));
+        }
+        if let Some(r) = self.scope.resource.clone() {
+            let r = self.param(SqlParam::Text(r.to_ascii_uppercase()));
+            bound.push(format!("resource_id = {r} AND "));
+        }
+        if bound.is_empty() {
+            return fail(
+                tables.first().map_or_else(Span::default, |t| t.span),
+                "A query needs a workspace or a resource.",
+            );
+        }
+        let bound = bound.concat();
         let from = self.param(SqlParam::Int(self.scope.from_us));
         let to = self.param(SqlParam::Int(self.scope.to_us));
         let mut parts = Vec::new();
@@ -322,7 +340,7 @@ impl Compiler {
                 .collect::<Vec<_>>()
                 .join(", ");
             parts.push(format!(
-                "SELECT {list} FROM log_records WHERE workspace = {ws} AND log_table = {name} AND time_us >= {from} AND time_us <= {to}"
+                "SELECT {list} FROM log_records WHERE {bound}log_table = {name} AND time_us >= {from} AND time_us <= {to}"
             ));
         }
         self.push_step(parts.join(" UNION ALL "), cols);

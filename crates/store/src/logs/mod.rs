@@ -8,6 +8,7 @@
 //! one workspace and time span, and each tabular operator is one more step.
 
 mod compile;
+pub(crate) mod run;
 
 pub use compile::{compile, CompileError, Compiled, QueryScope, SqlParam};
 
@@ -54,8 +55,8 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The table every KQL table reads (SQLite; [`log_table_ddl`] for both).
-pub const LOG_TABLE_DDL: &str = "CREATE TABLE log_records (
+/// The table every KQL table reads, on SQLite (a migration: never edited).
+pub const LOG_TABLE_SQLITE: &str = "CREATE TABLE log_records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     workspace TEXT NOT NULL, log_table TEXT NOT NULL, time_us INTEGER NOT NULL,
     category TEXT NOT NULL,
@@ -67,21 +68,36 @@ pub const LOG_TABLE_DDL: &str = "CREATE TABLE log_records (
     oid TEXT NOT NULL, appid TEXT NOT NULL, upn TEXT NOT NULL, tid TEXT NOT NULL,
     object_id TEXT NOT NULL, request_uri TEXT NOT NULL, http_status INTEGER NOT NULL,
     client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
- CREATE INDEX log_records_by_time ON log_records (workspace, log_table, time_us);";
+ CREATE INDEX log_records_by_time ON log_records (workspace, log_table, time_us);
+ CREATE INDEX log_records_by_resource ON log_records (resource_id, log_table, time_us);";
 
-/// The `log_records` table in a dialect (PostgreSQL: a `BIGSERIAL` key and
-/// `BIGINT` times).
-pub fn log_table_ddl(dialect: Dialect) -> String {
+/// The same table on PostgreSQL.
+pub const LOG_TABLE_POSTGRES: &str = "CREATE TABLE log_records (
+    seq BIGSERIAL PRIMARY KEY,
+    workspace TEXT NOT NULL, log_table TEXT NOT NULL, time_us BIGINT NOT NULL,
+    category TEXT NOT NULL,
+    resource_id TEXT NOT NULL, resource TEXT NOT NULL, resource_group TEXT NOT NULL,
+    subscription_id TEXT NOT NULL, resource_type TEXT NOT NULL,
+    operation TEXT NOT NULL, operation_version TEXT NOT NULL,
+    result_type TEXT NOT NULL, result_signature TEXT NOT NULL, result_description TEXT NOT NULL,
+    duration_ms BIGINT NOT NULL, caller_ip TEXT NOT NULL, correlation_id TEXT NOT NULL,
+    oid TEXT NOT NULL, appid TEXT NOT NULL, upn TEXT NOT NULL, tid TEXT NOT NULL,
+    object_id TEXT NOT NULL, request_uri TEXT NOT NULL, http_status BIGINT NOT NULL,
+    client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
+ CREATE INDEX log_records_by_time ON log_records (workspace, log_table, time_us);
+ CREATE INDEX log_records_by_resource ON log_records (resource_id, log_table, time_us);";
+
+/// The `log_records` table in a dialect.
+pub fn log_table_ddl(dialect: Dialect) -> &'static str {
     match dialect {
-        Dialect::Sqlite => LOG_TABLE_DDL.to_owned(),
-        Dialect::Postgres => LOG_TABLE_DDL
-            .replace(
-                "seq INTEGER PRIMARY KEY AUTOINCREMENT",
-                "seq BIGSERIAL PRIMARY KEY",
-            )
-            .replace(" INTEGER ", " BIGINT "),
+        Dialect::Sqlite => LOG_TABLE_SQLITE,
+        Dialect::Postgres => LOG_TABLE_POSTGRES,
     }
 }
+
+/// The columns of `log_records` that a record fills, in the order
+/// [`INSERT_COLUMNS`] names them.
+pub const INSERT_COLUMNS: &str = "workspace, log_table, time_us, category, resource_id, resource, resource_group, subscription_id, resource_type, operation, operation_version, result_type, result_signature, result_description, duration_ms, caller_ip, correlation_id, oid, appid, upn, tid, object_id, request_uri, http_status, client_info, identity, properties";
 
 /// One column of a KQL table: its name, type and SQL over `log_records`.
 #[derive(Debug, Clone, Copy)]

@@ -111,7 +111,7 @@ fn records() -> Vec<Rec> {
 
 fn db() -> Connection {
     let c = Connection::open_in_memory().unwrap();
-    c.execute_batch(LOG_TABLE_DDL).unwrap();
+    c.execute_batch(LOG_TABLE_SQLITE).unwrap();
     for r in records() {
         let (result, signature) = outcome(r.status);
         c.execute(
@@ -127,7 +127,8 @@ fn db() -> Connection {
 
 fn scope() -> QueryScope {
     QueryScope {
-        workspace: "w1".into(),
+        workspace: Some("w1".into()),
+        resource: None,
         from_us: T0 - 24 * H,
         to_us: T0 + 24 * H,
         now_us: T0 + 4 * H,

@@ -20,6 +20,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::migrations;
 
 mod directory;
+mod logs;
 mod outbox;
 mod resource;
 mod watch;

@@ -21,6 +21,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::migrations;
 
 mod directory;
+mod logs;
 mod outbox;
 mod resource;
 use crate::sql::{self, properties_json, with_deleted_info, RowData};
@@ -69,6 +70,9 @@ impl CachedObject {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    // The database file (none in memory): log queries open their own
+    // read-only connection on it, so a long query holds no pooled reader.
+    path: Option<Arc<std::path::PathBuf>>,
     // Idle read-only connections (none for in-memory databases). In WAL mode a
     // reader never waits for the writer, so reads run inline on the caller's
     // thread: a point read takes microseconds, a hop to the blocking pool more.
@@ -130,6 +134,7 @@ impl SqliteStore {
         })?;
         let mut store = Self::init(conn).await?;
         store._lock = Some(Arc::new(lock));
+        store.path = Some(Arc::new(path_of(&store).await?));
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -155,6 +160,7 @@ impl SqliteStore {
     async fn init(conn: Connection) -> StoreResult<Self> {
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
+            path: None,
             readers: Arc::new(Mutex::new(Vec::new())),
             settings: Arc::new(RwLock::new(HashMap::new())),
             settings_epoch: Arc::new(AtomicU64::new(0)),

@@ -48,6 +48,11 @@ pub struct Setting {
     /// they were named by group rather than category; echoed back as given.
     #[serde(default)]
     pub log_group: Option<String>,
+    /// `logAnalyticsDestinationType: Dedicated`: the workspace gets the
+    /// resource-specific table (`AZKVAuditLogs`) instead of
+    /// `AzureDiagnostics`.
+    #[serde(default)]
+    pub dedicated: bool,
 }
 
 impl Setting {
@@ -89,6 +94,7 @@ fn out(r: &ResourceRecord, s: &Setting) -> Value {
                 None => json!({"category": "AuditEvent", "categoryGroup": null, "enabled": s.audit, "retentionPolicy": retention}),
             }],
             "metrics": [{"category": "AllMetrics", "enabled": s.metrics, "retentionPolicy": retention}],
+            "logAnalyticsDestinationType": if s.dedicated { Value::from("Dedicated") } else { Value::Null },
             "keyhavenStdout": s.stdout,
             "keyhavenHttpEndpoint": s.http_endpoint,
         }
@@ -193,6 +199,16 @@ fn parse_setting(
             .unwrap_or(false),
         http_endpoint: text("keyhavenHttpEndpoint"),
         log_group,
+        dedicated: match text("logAnalyticsDestinationType") {
+            None => false,
+            Some(t) if t.eq_ignore_ascii_case("Dedicated") => true,
+            Some(t) if t.eq_ignore_ascii_case("AzureDiagnostics") => false,
+            Some(_) => {
+                return Err(bad(
+                    "logAnalyticsDestinationType must be Dedicated or AzureDiagnostics.",
+                ))
+            }
+        },
     };
     if let Some(u) = s.http_endpoint.as_deref() {
         allow.check_url(u).map_err(bad)?;
@@ -226,6 +242,21 @@ pub async fn put_setting(
     }
     let body: Value = parse_body(req.into_body()).await?;
     let s = parse_setting(&vid, &body, &st.audit_http_allow)?;
+    // Records may go only into a workspace the caller may send to (as on
+    // Azure: the destination's shared-keys action), or anyone who can
+    // write a vault's settings could fill a stranger's workspace.
+    if let Some(ws) = s.workspace_id.as_deref() {
+        if super::workspaces::customer_id_of(&st, ws).await?.is_some() {
+            st.authz
+                .require_action(
+                    &ctx.caller,
+                    ws,
+                    "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+                )
+                .await
+                .map_err(domain_failure)?;
+        }
+    }
     let id = format!("{vid}/providers/{SETTING_TYPE}/{name}");
     let properties = serde_json::to_string(&s).map_err(|_| bad("Unserializable setting."))?;
     let put = Put::extension(

@@ -95,6 +95,7 @@ fn cloud_metadata(state: &AppState, req: &Request) -> Option<Response> {
             microsoft_graph_resource_id: graph.clone(),
             graph_audience: graph.clone(),
             graph,
+            log_analytics_resource_id: e.logs_url(),
             suffixes: keyhaven_wire::arm::CloudSuffixes {
                 key_vault_dns: e.vault_host_suffix(),
                 mhsm_dns: e.hsm_host_suffix(),

@@ -92,6 +92,48 @@ async fn in_group(st: &AppState, sub: &str, rg: &str) -> Result<Vec<ResourceReco
     Ok(all)
 }
 
+/// The customer id of the workspace whose ARM id is `id`, if there is one.
+pub async fn customer_id_of(st: &AppState, id: &str) -> Result<Option<String>, ArmFailure> {
+    Ok(load(st, id, WORKSPACE_TYPE)
+        .await?
+        .and_then(|r| customer_id_in(&r)))
+}
+
+/// A stored workspace's retention in days.
+pub fn retention_in(r: &ResourceRecord) -> Option<i64> {
+    (r.kind == WORKSPACE_TYPE)
+        .then(|| serde_json::from_str::<Workspace>(&r.properties).ok())
+        .flatten()
+        .map(|w| w.retention_in_days)
+}
+
+/// A stored workspace's customer id.
+pub fn customer_id_in(r: &ResourceRecord) -> Option<String> {
+    (r.kind == WORKSPACE_TYPE)
+        .then(|| serde_json::from_str::<Workspace>(&r.properties).ok())
+        .flatten()
+        .map(|w| w.customer_id)
+}
+
+/// The workspace whose customer id is `customer_id` (any group of the
+/// deployment's subscription), and its retention in days.
+pub async fn by_customer_id(
+    st: &AppState,
+    customer_id: &str,
+) -> Result<Option<(ResourceRecord, i64)>, ArmFailure> {
+    let all = st
+        .store
+        .list_resources(WORKSPACE_TYPE, &st.subscription_id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok(all.into_iter().find_map(|r| {
+        let w: Workspace = serde_json::from_str(&r.properties).ok()?;
+        w.customer_id
+            .eq_ignore_ascii_case(customer_id)
+            .then_some((r, w.retention_in_days))
+    }))
+}
+
 /// `PUT …/Microsoft.OperationalInsights/workspaces/{name}`: 201 created,
 /// 200 updated; complete at once.
 pub async fn put_workspace(
@@ -181,9 +223,55 @@ pub async fn delete_workspace(
 ) -> Result<Response, ArmFailure> {
     let id = authorized(&st, &ctx, (&sub, &rg, &name), "delete").await?;
     match load(&st, &id, WORKSPACE_TYPE).await? {
-        Some(r) => super::resource::remove(&st, &r.id).await,
+        Some(r) => {
+            let resp = super::resource::remove(&st, &r.id).await?;
+            forget_records(&st, &r);
+            Ok(resp)
+        }
         None => Ok(super::resource::deleted(false)),
     }
+}
+
+/// `POST …/workspaces/{name}/api/query` (and GET with `?query=`): the
+/// ARM-routed form of the query API, with an ARM token.
+pub async fn query_workspace(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, name)): Where,
+    req: Request,
+) -> Result<Response, ArmFailure> {
+    let id = id_of(&sub, &rg, WORKSPACE_TYPE, &name);
+    // Existence is told only to those who may read the workspace.
+    authorize(&st, &ctx, &id, crate::http::logs::QUERY_ACTION).await?;
+    let customer_id = customer_id_of(&st, &id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let prefer = req
+        .headers()
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = if req.method() == http::Method::GET {
+        let q = crate::http::extract::query_map(req.uri().query());
+        keyhaven_wire::logs::QueryRequest {
+            query: q.get("query").cloned(),
+            timespan: q.get("timespan").cloned(),
+            workspaces: None,
+        }
+    } else {
+        let v: Value = parse_body(req.into_body()).await?;
+        crate::http::logs::request_of(v).ok_or_else(|| {
+            bad("The request body is not a valid query: {\"query\": \"…\", \"timespan\": \"…\"}.")
+        })?
+    };
+    Ok(crate::http::logs::run_query(
+        &st,
+        &ctx.caller,
+        crate::http::logs::Target::Workspace(customer_id),
+        body,
+        prefer.as_deref(),
+    )
+    .await)
 }
 
 /// Removes the workspaces of a resource group being deleted.
@@ -193,8 +281,21 @@ pub async fn delete_in_group(st: &AppState, sub: &str, rg: &str) -> Result<(), A
             .delete_resource(&r.id)
             .await
             .map_err(|e| domain_failure(e.into()))?;
+        forget_records(st, r);
     }
     Ok(())
+}
+
+/// Forgets a deleted workspace's records, in the background (a workspace
+/// made later gets a new customer id, so records left by a node that stops
+/// midway are read by no one).
+fn forget_records(st: &AppState, r: &ResourceRecord) {
+    if let Some(customer_id) = customer_id_in(r) {
+        let st = st.clone();
+        tokio::spawn(async move {
+            crate::log_ingest::forget(&st, &customer_id, i64::MAX).await;
+        });
+    }
 }
 
 /// This kind's routes, merged into the plane's router.
@@ -209,5 +310,9 @@ pub fn routes() -> Router<AppState> {
             routing::put(put_workspace)
                 .get(get_workspace)
                 .delete(delete_workspace),
+        )
+        .route(
+            &format!("{RG}/Microsoft.OperationalInsights/workspaces/{{name}}/api/query"),
+            routing::post(query_workspace).get(query_workspace),
         )
 }

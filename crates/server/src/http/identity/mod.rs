@@ -161,6 +161,7 @@ pub(crate) fn audience_for(st: &AppState, scope: &str) -> Option<String> {
         st.endpoints.hsm_resource(),
         st.endpoints.management_url(),
         st.endpoints.graph_url(),
+        st.endpoints.logs_url(),
     ];
     let mut requested = scope
         .split_whitespace()

@@ -1,0 +1,310 @@
+//! The Log Analytics query plane (`loganalytics.{domain}`, Azure's
+//! `api.loganalytics.io`): `POST|GET /v1/workspaces/{customerId}/query` and
+//! the resource-context `…/v1/{resource id}/query`, as `LogsQueryClient`
+//! and `az rest` call them. The ARM-routed form
+//! (`…/workspaces/{name}/api/query`) lands in [`run_query`] too. A query
+//! reads one workspace's records (or one resource's) and cannot write: the
+//! store runs it read-only, with a timeout and a cap on the result.
+
+use axum::extract::Request;
+use axum::response::Response;
+use http::{Method, StatusCode};
+use keyhaven_core::logs::LogQuery;
+use keyhaven_core::Principal;
+use keyhaven_wire::logs as wire;
+use serde_json::Value;
+
+use super::extract::{bearer_token, query_map, read_body};
+use super::response::json;
+use crate::state::AppState;
+
+/// What a query may read.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A workspace, by customer id.
+    Workspace(String),
+    /// A resource's records in every workspace (resource context).
+    Resource(String),
+}
+
+/// The action a workspace query needs on the workspace (Reader and Log
+/// Analytics Reader hold it through `*/read`).
+pub const QUERY_ACTION: &str = "Microsoft.OperationalInsights/workspaces/query/read";
+/// The action a resource-context query needs on the resource.
+pub const RESOURCE_QUERY_ACTION: &str = "Microsoft.Insights/logs/read";
+/// How long a query runs unless `Prefer: wait=N` says otherwise.
+const DEFAULT_WAIT_S: u64 = 30;
+/// The longest `Prefer: wait` honoured.
+const MAX_WAIT_S: u64 = 120;
+
+fn correlation() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn failure(status: StatusCode, code: &str, message: &str) -> Response {
+    json(
+        status,
+        &wire::error_body(code, message, &correlation(), None),
+    )
+}
+
+fn note(resource: Option<String>, caller: Option<&Principal>) -> crate::audit::AuditNote {
+    crate::audit::AuditNote {
+        operation: Some("LogsQuery".into()),
+        resource_id: resource,
+        identity: caller.map(super::claims_of),
+        ..Default::default()
+    }
+}
+
+/// Serves a request for the query plane.
+pub async fn handle(state: &AppState, req: Request) -> Response {
+    let mut resp = serve(state, req).await;
+    if resp.extensions().get::<crate::audit::AuditNote>().is_none() {
+        resp.extensions_mut().insert(note(None, None));
+    }
+    resp
+}
+
+async fn serve(state: &AppState, req: Request) -> Response {
+    let now = state.clock.now();
+    let caller = match bearer_token(req.headers())
+        .map(|t| state.tokens.validate(t, &state.endpoints.logs_url(), now))
+    {
+        Some(Ok(p)) => p,
+        _ => {
+            return failure(
+                StatusCode::UNAUTHORIZED,
+                "AuthorizationRequiredError",
+                "Valid authentication was not provided",
+            )
+        }
+    };
+    let path = req.uri().path().to_owned();
+    let target = match path
+        .strip_prefix("/v1/workspaces/")
+        .and_then(|p| p.strip_suffix("/query"))
+    {
+        Some(id) if !id.is_empty() && !id.contains('/') => Target::Workspace(id.to_owned()),
+        _ => match path
+            .strip_prefix("/v1/")
+            .and_then(|p| p.strip_suffix("/query"))
+        {
+            Some(rid)
+                if rid.to_ascii_lowercase().starts_with("subscriptions/")
+                    && rid.split('/').count() >= 8 =>
+            {
+                Target::Resource(format!("/{rid}"))
+            }
+            _ => {
+                return failure(
+                    StatusCode::NOT_FOUND,
+                    "PathNotFoundError",
+                    "The requested path does not exist",
+                )
+            }
+        },
+    };
+    let body = match *req.method() {
+        Method::POST => {
+            let prefer = req
+                .headers()
+                .get("prefer")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match read_body(req.into_body()).await {
+                Ok(b) => match serde_json::from_slice::<wire::QueryRequest>(&b) {
+                    Ok(q) => (q, prefer),
+                    Err(_) => {
+                        return failure(
+                            StatusCode::BAD_REQUEST,
+                            "BadArgumentError",
+                            "The request body is not a valid query: {\"query\": \"…\", \"timespan\": \"…\"}.",
+                        )
+                    }
+                },
+                Err(_) => {
+                    return failure(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "BadArgumentError",
+                        "The request body is too large.",
+                    )
+                }
+            }
+        }
+        Method::GET => {
+            let q = query_map(req.uri().query());
+            let prefer = req
+                .headers()
+                .get("prefer")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            (
+                wire::QueryRequest {
+                    query: q.get("query").cloned(),
+                    timespan: q.get("timespan").cloned(),
+                    workspaces: None,
+                },
+                prefer,
+            )
+        }
+        _ => {
+            return failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The requested method is not allowed on this resource.",
+            )
+        }
+    };
+    let (body, prefer) = body;
+    run_query(state, &caller, target, body, prefer.as_deref()).await
+}
+
+/// The seconds `Prefer: wait=N` asks for, bounded.
+fn wait_seconds(prefer: Option<&str>) -> u64 {
+    prefer
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .next()
+        .unwrap_or(DEFAULT_WAIT_S)
+        .clamp(1, MAX_WAIT_S)
+}
+
+/// Authorizes and runs a query for `caller`; the answer is the API's.
+pub async fn run_query(
+    state: &AppState,
+    caller: &Principal,
+    target: Target,
+    body: wire::QueryRequest,
+    prefer: Option<&str>,
+) -> Response {
+    let now_us = state.clock.now_us();
+    // Who may read what: the workspace's ARM id, or the resource's.
+    let (workspace, resource, scope, action, retention_days) = match &target {
+        Target::Workspace(customer_id) => {
+            match crate::http::arm::workspaces::by_customer_id(state, customer_id).await {
+                Ok(Some((rec, days))) => (
+                    customer_id.to_ascii_lowercase(),
+                    None,
+                    rec.id,
+                    QUERY_ACTION,
+                    days,
+                ),
+                Ok(None) => {
+                    return with_note(
+                        failure(
+                            StatusCode::NOT_FOUND,
+                            "WorkspaceNotFoundError",
+                            &format!(
+                                "The workspace {} could not be found",
+                                customer_id.chars().take(64).collect::<String>()
+                            ),
+                        ),
+                        None,
+                        caller,
+                    )
+                }
+                Err(_) => {
+                    return failure(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        "The workspace could not be read. Retry later.",
+                    )
+                }
+            }
+        }
+        Target::Resource(id) => (
+            String::new(),
+            Some(id.clone()),
+            id.clone(),
+            RESOURCE_QUERY_ACTION,
+            730,
+        ),
+    };
+    if state
+        .authz
+        .require_action(caller, &scope, action)
+        .await
+        .is_err()
+    {
+        // The same answer whether or not the caller may know it exists.
+        return with_note(
+            failure(
+                StatusCode::FORBIDDEN,
+                "InsufficientAccessError",
+                "The provided credentials have insufficient access to perform the requested operation",
+            ),
+            Some(scope),
+            caller,
+        );
+    }
+    // A resource's own records are not where its log queries are recorded.
+    let scope_note = resource.is_none().then(|| scope.clone());
+    let bad = |message: &str| {
+        with_note(
+            failure(StatusCode::BAD_REQUEST, "BadArgumentError", message),
+            scope_note.clone(),
+            caller,
+        )
+    };
+    if body.workspaces.as_ref().is_some_and(|w| !w.is_empty()) {
+        return bad(
+            "Cross-workspace queries (additional workspaces) are not supported by Keyhaven.",
+        );
+    }
+    let Some(text) = body.query.filter(|q| !q.trim().is_empty()) else {
+        return bad("The query is missing: the body needs {\"query\": \"…\"}.");
+    };
+    if text.len() > 100_000 {
+        return bad("The query is longer than 100,000 characters.");
+    }
+    let (mut from_us, to_us) = match body.timespan.as_deref() {
+        None => (i64::MIN, i64::MAX),
+        Some(t) => match wire::parse_timespan(t, now_us) {
+            Some(span) => span,
+            None => {
+                return bad(&format!(
+                    "The timespan '{}' is not an ISO 8601 duration or interval.",
+                    t.chars().take(100).collect::<String>()
+                ))
+            }
+        },
+    };
+    // Records past the workspace's retention are not there to read.
+    from_us = from_us.max(now_us.saturating_sub(retention_days.saturating_mul(86_400_000_000)));
+    let q = LogQuery {
+        text,
+        workspace,
+        from_us,
+        to_us,
+        now_us,
+        resource,
+        timeout_ms: wait_seconds(prefer) * 1000,
+    };
+    let resp = match state.store.query_logs(&q).await {
+        Ok(table) => json(StatusCode::OK, &wire::result_body(&table)),
+        Err(e) => {
+            if let keyhaven_core::logs::LogQueryError::Store(se) = &e {
+                tracing::warn!(error = %se, "log query failed in the store");
+            }
+            let (status, body) = wire::query_error(&e, &correlation());
+            json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &body,
+            )
+        }
+    };
+    with_note(resp, scope_note, caller)
+}
+
+fn with_note(mut resp: Response, resource: Option<String>, caller: &Principal) -> Response {
+    resp.extensions_mut().insert(note(resource, Some(caller)));
+    resp
+}
+
+/// The `Value` of a request body, for the ARM-routed form.
+pub fn request_of(v: Value) -> Option<wire::QueryRequest> {
+    serde_json::from_value(v).ok()
+}

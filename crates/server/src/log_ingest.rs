@@ -1,0 +1,281 @@
+//! Ingestion of audit records into Log Analytics workspaces: a request's
+//! record, for each workspace a diagnostic setting names, becomes a
+//! [`LogRecord`] queued here (never waiting: a full queue drops, counted and
+//! warned about, while the chained audit file keeps every record); one task
+//! writes what is queued in one transaction at least every
+//! [`FLUSH_EVERY`], so a record is queryable within about a second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyhaven_core::logs::LogRecord;
+use keyhaven_core::Storage;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+/// Records waiting to be written, all workspaces together.
+const QUEUE: usize = 50_000;
+/// Most records in one write.
+const BATCH: usize = 2_000;
+/// How long a record may wait for its batch.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Tries of one batch before it is dropped (with an error in the log).
+const ATTEMPTS: u32 = 4;
+
+/// The queue into the log store.
+#[derive(Clone)]
+pub struct Ingester {
+    tx: mpsc::Sender<LogRecord>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ingester")
+    }
+}
+
+impl Ingester {
+    /// Starts the writer task.
+    pub fn start(store: Arc<dyn Storage>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(store, rx));
+        Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queues a record; never waits.
+    pub fn push(&self, r: LogRecord) {
+        if self.tx.try_send(r).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Once per thousand, not once per record.
+            if n % 1000 == 1 {
+                tracing::warn!(
+                    dropped = n,
+                    "log ingestion queue full: records dropped from workspaces (the audit file keeps them)"
+                );
+            }
+        }
+    }
+
+    /// Records dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_loop(store: Arc<dyn Storage>, mut rx: mpsc::Receiver<LogRecord>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        // Wait for the first record, then gather for at most FLUSH_EVERY.
+        match rx.recv().await {
+            Some(r) => batch.push(r),
+            None => return,
+        }
+        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=ATTEMPTS {
+            match store.append_logs(&batch).await {
+                Ok(()) => break,
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::error!(error = %e, records = batch.len(), "log records could not be stored; dropped (the audit file keeps them)");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "log records could not be stored; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Most batches one workspace's retention pass removes (the next pass goes
+/// on where it stopped).
+const FORGET_PASSES: usize = 100;
+
+/// Forgets records past each workspace's retention (`retentionInDays`),
+/// in short batches; run hourly by every node (the deletes are
+/// idempotent, so nodes need not agree on who runs it).
+pub async fn forget_past_retention(state: &crate::state::AppState) {
+    let workspaces = match state
+        .store
+        .list_resources(
+            crate::http::arm::workspaces::WORKSPACE_TYPE,
+            &state.subscription_id,
+        )
+        .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::debug!(error = %e, "workspaces could not be listed for retention");
+            return;
+        }
+    };
+    let now_us = state.clock.now_us();
+    for w in &workspaces {
+        let (Some(customer_id), Some(days)) = (
+            crate::http::arm::workspaces::customer_id_in(w),
+            crate::http::arm::workspaces::retention_in(w),
+        ) else {
+            continue;
+        };
+        let before = now_us.saturating_sub(days.saturating_mul(86_400_000_000));
+        forget(state, &customer_id, before).await;
+    }
+}
+
+/// Forgets a workspace's records before `before_us`, batch by batch.
+pub async fn forget(state: &crate::state::AppState, customer_id: &str, before_us: i64) {
+    for _ in 0..FORGET_PASSES {
+        match state.store.forget_logs(customer_id, before_us).await {
+            Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= keyhaven_core::logs::FORGET_BATCH => {
+                continue
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "old log records could not be dropped");
+                return;
+            }
+        }
+    }
+}
+
+/// Where records of one vault go: a workspace's customer id and the table
+/// (`AzureDiagnostics`, or `AZKVAuditLogs` for a setting whose
+/// `logAnalyticsDestinationType` is `Dedicated`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceSink {
+    /// The workspace's customer id.
+    pub customer_id: String,
+    /// The KQL table.
+    pub table: &'static str,
+}
+
+/// The log record of an audit record (`record` as `audit::record` makes
+/// it) for one workspace.
+pub fn log_record(record: &Value, time_us: i64, sink: &WorkspaceSink) -> LogRecord {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let get = |k: &str| s(record.get(k));
+    let props = record.get("properties").and_then(Value::as_object);
+    let prop = |k: &str| s(props.and_then(|p| p.get(k)));
+    let claims: Option<&Map<String, Value>> =
+        record.pointer("/identity/claim").and_then(Value::as_object);
+    let claim = |k: &str| s(claims.and_then(|c| c.get(k)));
+    let resource_id = get("resourceId").to_ascii_uppercase();
+    let segments: Vec<&str> = resource_id.split('/').collect();
+    let after = |name: &str| {
+        segments
+            .iter()
+            .position(|x| *x == name)
+            .and_then(|i| segments.get(i + 1))
+            .map_or_else(String::new, |x| (*x).to_owned())
+    };
+    let resource_type = match segments.len() {
+        n if n >= 3 => segments.get(n - 2).copied().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    LogRecord {
+        workspace: sink.customer_id.clone(),
+        log_table: sink.table.to_owned(),
+        time_us,
+        category: get("category"),
+        resource: segments.last().copied().unwrap_or_default().to_owned(),
+        resource_group: after("RESOURCEGROUPS"),
+        subscription_id: after("SUBSCRIPTIONS"),
+        resource_type,
+        resource_id,
+        operation: get("operationName"),
+        operation_version: get("operationVersion"),
+        result_type: get("resultType"),
+        result_signature: get("resultSignature"),
+        result_description: get("resultDescription"),
+        duration_ms: get("durationMs").parse().unwrap_or(0),
+        caller_ip: get("callerIpAddress"),
+        correlation_id: get("correlationId"),
+        oid: claim("oid"),
+        appid: claim("appid"),
+        upn: claim("upn"),
+        tid: claim("tid"),
+        object_id: prop("id"),
+        request_uri: prop("requestUri"),
+        http_status: props
+            .and_then(|p| p.get("httpStatusCode"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        client_info: prop("clientInfo"),
+        identity: record
+            .get("identity")
+            .filter(|v| !v.is_null())
+            .map_or_else(|| "{}".to_owned(), Value::to_string),
+        properties: props.map_or_else(|| "{}".to_owned(), |p| Value::Object(p.clone()).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_record_fills_the_columns_azure_fills() {
+        let rec = json!({
+            "time": "t",
+            "resourceId": "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/v1",
+            "operationName": "SecretGet",
+            "operationVersion": "7.5",
+            "category": "AuditEvent",
+            "resultType": "Success",
+            "resultSignature": "OK",
+            "resultDescription": "",
+            "durationMs": "12",
+            "callerIpAddress": "10.0.0.1",
+            "correlationId": "c1",
+            "identity": {"claim": {"oid": "o1", "appid": "a1", "tid": "t1", "upn": "u@x"}},
+            "properties": {"requestUri": "https://v1.vault/secrets/s?api-version=7.5", "httpStatusCode": 200, "id": "https://v1.vault/secrets/s/1", "clientInfo": "ua"},
+        });
+        let sink = WorkspaceSink {
+            customer_id: "w".into(),
+            table: "AzureDiagnostics",
+        };
+        let r = log_record(&rec, 5, &sink);
+        assert_eq!(
+            r.resource_id,
+            "/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/V1"
+        );
+        assert_eq!(
+            (
+                r.resource.as_str(),
+                r.resource_group.as_str(),
+                r.subscription_id.as_str(),
+                r.resource_type.as_str()
+            ),
+            ("V1", "RG1", "S1", "VAULTS")
+        );
+        assert_eq!(
+            (
+                r.oid.as_str(),
+                r.appid.as_str(),
+                r.upn.as_str(),
+                r.tid.as_str()
+            ),
+            ("o1", "a1", "u@x", "t1")
+        );
+        assert_eq!((r.http_status, r.duration_ms), (200, 12));
+        assert_eq!(r.object_id, "https://v1.vault/secrets/s/1");
+        assert_eq!(r.client_info, "ua");
+        assert_eq!(r.workspace, "w");
+        assert!(r.identity.contains("\"oid\":\"o1\""));
+    }
+}

@@ -1,0 +1,136 @@
+//! Running a log query: parse, compile for the store's dialect, and turn
+//! the rows into a [`LogTable`]; what both stores share.
+
+use keyhaven_core::logs::{LogQuery, LogQueryError, LogRecord, LogTable, LogValue};
+
+use super::{compile, Compiled, Dialect, KqlType, QueryScope};
+
+/// Most bytes a result may hold (cells' text and numbers, roughly as the
+/// response will carry them); Log Analytics stops at 64 MB.
+pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
+
+pub use keyhaven_core::logs::FORGET_BATCH;
+
+/// Parses and compiles a query for `dialect`.
+pub fn prepare(q: &LogQuery, dialect: Dialect) -> Result<Compiled, LogQueryError> {
+    let parsed = keyhaven_kql::parse(&q.text).map_err(|e| {
+        let (line, pos) = e.line_pos(&q.text);
+        LogQueryError::Syntax {
+            message: e.message.clone(),
+            line,
+            pos,
+            token: e.token.clone(),
+        }
+    })?;
+    let scope = QueryScope {
+        workspace: Some(q.workspace.clone()).filter(|w| !w.is_empty()),
+        resource: q.resource.clone(),
+        from_us: q.from_us,
+        to_us: q.to_us,
+        now_us: q.now_us,
+    };
+    compile(&parsed, &scope, dialect).map_err(|e| LogQueryError::Semantic(e.message))
+}
+
+/// The type's name in a result.
+pub fn type_name(t: KqlType) -> &'static str {
+    t.name()
+}
+
+/// Adds rows to a table, keeping count of the bytes; refuses past
+/// [`MAX_RESULT_BYTES`].
+pub struct Collector {
+    table: LogTable,
+    bytes: usize,
+}
+
+impl Collector {
+    /// A table with the compiled query's columns.
+    pub fn new(c: &Compiled) -> Self {
+        Self {
+            table: LogTable {
+                columns: c
+                    .columns
+                    .iter()
+                    .map(|(n, t)| (n.clone(), type_name(*t)))
+                    .collect(),
+                rows: Vec::new(),
+            },
+            bytes: 0,
+        }
+    }
+
+    /// Adds one row.
+    pub fn push(&mut self, row: Vec<LogValue>) -> Result<(), LogQueryError> {
+        self.bytes += row
+            .iter()
+            .map(|v| match v {
+                LogValue::Text(s) => s.len() + 3,
+                _ => 8,
+            })
+            .sum::<usize>();
+        if self.bytes > MAX_RESULT_BYTES {
+            return Err(LogQueryError::TooLarge(MAX_RESULT_BYTES));
+        }
+        self.table.rows.push(row);
+        Ok(())
+    }
+
+    /// The table.
+    pub fn finish(self) -> LogTable {
+        self.table
+    }
+}
+
+/// A record's values in [`super::INSERT_COLUMNS`] order, for the SQL
+/// `INSERT` of either store: `(text, integer)` slots in column order.
+pub enum Cell<'a> {
+    /// Text.
+    Text(&'a str),
+    /// Integer.
+    Int(i64),
+}
+
+/// The record's cells in insert order.
+pub fn cells(r: &LogRecord) -> [Cell<'_>; 27] {
+    use Cell::{Int, Text};
+    [
+        Text(&r.workspace),
+        Text(&r.log_table),
+        Int(r.time_us),
+        Text(&r.category),
+        Text(&r.resource_id),
+        Text(&r.resource),
+        Text(&r.resource_group),
+        Text(&r.subscription_id),
+        Text(&r.resource_type),
+        Text(&r.operation),
+        Text(&r.operation_version),
+        Text(&r.result_type),
+        Text(&r.result_signature),
+        Text(&r.result_description),
+        Int(r.duration_ms),
+        Text(&r.caller_ip),
+        Text(&r.correlation_id),
+        Text(&r.oid),
+        Text(&r.appid),
+        Text(&r.upn),
+        Text(&r.tid),
+        Text(&r.object_id),
+        Text(&r.request_uri),
+        Int(r.http_status),
+        Text(&r.client_info),
+        Text(&r.identity),
+        Text(&r.properties),
+    ]
+}
+
+/// `INSERT INTO log_records (…) VALUES ($1, …, $27)`.
+pub fn insert_sql() -> String {
+    let marks: Vec<String> = (1..=27).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO log_records ({}) VALUES ({})",
+        super::INSERT_COLUMNS,
+        marks.join(", ")
+    )
+}

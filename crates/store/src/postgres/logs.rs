@@ -1,0 +1,153 @@
+//! Workspaces' logs on PostgreSQL: a batch of records is one `INSERT … SELECT
+//! FROM UNNEST(…)`; a query runs in a read-only transaction with a statement
+//! timeout and the session's time zone pinned to UTC.
+
+use async_trait::async_trait;
+use keyhaven_core::logs::{LogQuery, LogQueryError, LogRecord, LogStore, LogTable, LogValue};
+use keyhaven_core::store::{StoreError, StoreResult};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::{err, PostgresStore};
+use crate::logs::run::{cells, prepare, Cell, Collector, FORGET_BATCH};
+use crate::logs::{Dialect, KqlType, SqlParam, INSERT_COLUMNS};
+
+fn query_failure(e: tokio_postgres::Error) -> LogQueryError {
+    match e.code() {
+        Some(c) if *c == SqlState::QUERY_CANCELED => LogQueryError::Timeout,
+        // A data exception (a cast of text that is no number, an overflow):
+        // the query's own doing, said without the SQL.
+        Some(c) if c.code().starts_with("22") => LogQueryError::Semantic(format!(
+            "The query could not be evaluated: {}",
+            e.as_db_error()
+                .map_or("a value is out of range", |d| d.message())
+        )),
+        _ => LogQueryError::Store(err(e)),
+    }
+}
+
+#[async_trait]
+impl LogStore for PostgresStore {
+    async fn append_logs(&self, records: &[LogRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // Column-wise arrays: one statement for the batch.
+        let mut texts: Vec<Vec<&str>> = Vec::new();
+        let mut ints: Vec<Vec<i64>> = Vec::new();
+        let mut kinds: Vec<bool> = Vec::new(); // true: text
+        for (i, r) in records.iter().enumerate() {
+            for (j, c) in cells(r).into_iter().enumerate() {
+                if i == 0 {
+                    kinds.push(matches!(c, Cell::Text(_)));
+                    texts.push(Vec::new());
+                    ints.push(Vec::new());
+                }
+                match c {
+                    Cell::Text(s) => texts.get_mut(j).map(|v| v.push(s)),
+                    Cell::Int(n) => ints.get_mut(j).map(|v| v.push(n)),
+                };
+            }
+        }
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(kinds.len());
+        let mut casts = Vec::with_capacity(kinds.len());
+        for (j, text) in kinds.iter().enumerate() {
+            let n = j + 1;
+            if *text {
+                if let Some(v) = texts.get(j) {
+                    params.push(v);
+                }
+                casts.push(format!("${n}::text[]"));
+            } else {
+                if let Some(v) = ints.get(j) {
+                    params.push(v);
+                }
+                casts.push(format!("${n}::bigint[]"));
+            }
+        }
+        let sql = format!(
+            "INSERT INTO log_records ({INSERT_COLUMNS}) SELECT * FROM UNNEST({})",
+            casts.join(", ")
+        );
+        let c = self.client().await?;
+        c.execute(&sql, &params).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn query_logs(&self, query: &LogQuery) -> Result<LogTable, LogQueryError> {
+        let compiled = prepare(query, Dialect::Postgres)?;
+        let params: Vec<Box<dyn ToSql + Sync + Send>> = compiled
+            .params
+            .iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    SqlParam::Text(s) => Box::new(s.clone()),
+                    SqlParam::Int(n) => Box::new(*n),
+                    SqlParam::Real(f) => Box::new(*f),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .map_err(err)?;
+        // The timeout is a number this code makes, never caller text.
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'",
+            query.timeout_ms.clamp(1, 600_000)
+        ))
+        .await
+        .map_err(err)?;
+        let rows = tx
+            .query(&compiled.sql, &refs)
+            .await
+            .map_err(query_failure)?;
+        let mut out = Collector::new(&compiled);
+        let g = |e: tokio_postgres::Error| {
+            LogQueryError::Store(StoreError::Corrupt(format!("postgres row: {e}")))
+        };
+        for row in &rows {
+            let mut cells = Vec::with_capacity(compiled.columns.len());
+            for (i, (_, ty)) in compiled.columns.iter().enumerate() {
+                cells.push(match ty {
+                    KqlType::Long | KqlType::Datetime | KqlType::Timespan => row
+                        .try_get::<_, Option<i64>>(i)
+                        .map_err(g)?
+                        .map_or(LogValue::Null, LogValue::Long),
+                    KqlType::Real => row
+                        .try_get::<_, Option<f64>>(i)
+                        .map_err(g)?
+                        .map_or(LogValue::Null, LogValue::Real),
+                    KqlType::Bool => row
+                        .try_get::<_, Option<bool>>(i)
+                        .map_err(g)?
+                        .map_or(LogValue::Null, LogValue::Bool),
+                    KqlType::String | KqlType::Dynamic => row
+                        .try_get::<_, Option<String>>(i)
+                        .map_err(g)?
+                        .map_or(LogValue::Null, LogValue::Text),
+                });
+            }
+            out.push(cells)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(out.finish())
+    }
+
+    async fn forget_logs(&self, workspace: &str, before_us: i64) -> StoreResult<u64> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM log_records WHERE seq IN (SELECT seq FROM log_records WHERE workspace = $1 AND time_us < $2 LIMIT $3)",
+            &[&workspace, &before_us, &FORGET_BATCH],
+        )
+        .await
+        .map_err(err)
+    }
+}
