@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -211,7 +212,16 @@ def test_diagnostic_settings_route_records_to_the_log_store_and_stdout(srv):
         client.get_secret(unique("absent"))
     q = lambda **p: arm(srv, "GET", f"{vault}/providers/Keyhaven.Insights/auditEvents", tok,
                         api_version="2021-05-01-preview", params=p).json()["value"]
-    ops = [e["operationName"] for e in q()]
+    # Records are written in batches off the request path (within about a
+    # second): wait for the last request's, bounded.
+    deadline = time.monotonic() + 10
+    while True:
+        ops = [e["operationName"] for e in q()]
+        if "SecretSet" in ops and any(e["operationName"] == "SecretGet" and e["resultType"] == "Failure"
+                                      for e in q(result="Failure")):
+            break
+        assert time.monotonic() < deadline, ops
+        time.sleep(0.1)
     assert "SecretSet" in ops and "SecretGet" in ops
     failures = q(result="Failure", operation="SecretGet")
     assert failures and all(e["resultType"] == "Failure" and e["operationName"] == "SecretGet" for e in failures)

@@ -493,10 +493,18 @@ def test_step7_diagnostic_logging(lab):
         time.sleep(1)
     assert m["value"][0]["name"]["value"] == "ServiceApiHit" and m["value"][0]["unit"] == "Count"
     # ...and find them in the log store the workspace stands for.
-    events = lab.az.json("rest", "--method", "get", "--url",
-                         f"{kv_id}/providers/Keyhaven.Insights/auditEvents"
-                         "?api-version=2026-01-01&operation=SecretGet&top=100")["value"]
-    cli_reads = [e for e in events if "AZURECLI/2.91.0" in e["properties"].get("clientInfo", "")]
+    # (Records are written in batches off the request path: bounded wait.)
+    deadline = time.monotonic() + 30
+    while True:
+        events = lab.az.json("rest", "--method", "get", "--url",
+                             f"{kv_id}/providers/Keyhaven.Insights/auditEvents"
+                             "?api-version=2026-01-01&operation=SecretGet&top=100")["value"]
+        cli_reads = [e for e in events if "AZURECLI/2.91.0" in e["properties"].get("clientInfo", "")]
+        if len(cli_reads) >= 3 and any("azsdk-python-keyvault-secrets" in e["properties"].get("clientInfo", "")
+                                       for e in events):
+            break
+        assert time.monotonic() < deadline, len(cli_reads)
+        time.sleep(1)
     assert len(cli_reads) >= 3, len(cli_reads)
     assert all(e["resourceId"].lower() == kv_id.lower() and e["category"] == "AuditEvent" for e in cli_reads)
     assert not any(SECRET_VALUE in json.dumps(e) for e in events)

@@ -348,3 +348,55 @@ def test_dedicated_tables_the_arm_route_and_cloud_metadata(srv):
     got = rows_of(logs.query_workspace(customer, "AZKVAuditLogs | summarize max(TimeGenerated)",
                                        timespan=(now - timedelta(hours=1), now + timedelta(minutes=5))))[1]
     assert abs((got[0][0] - now).total_seconds()) < 600
+
+
+def test_a_setting_sends_only_where_its_writer_may_send(srv):
+    tok = management_token(srv)
+    real = create_workspace(srv, tok, unique("ws"))
+    # A vault Contributor with no right on the workspace cannot name it.
+    app, sp, secret = new_app_with_secret(srv, prefix="vaultcontrib")
+    assign_role(srv, vault_id(srv), "Contributor", sp["id"])
+    their = app_secret_credential(srv, app["appId"], secret)
+    their_tok = their.get_token(srv.management_scope).token
+    body = {"properties": {"workspaceId": real["id"], "logs": [{"category": "AuditEvent", "enabled": True}]}}
+    deadline = time.monotonic() + ARRIVAL_S
+    while True:
+        r = arm(srv, "PUT", f"{vault_id(srv)}/providers/microsoft.insights/diagnosticSettings/theirs", their_tok,
+                body, api_version=DIAG_API)
+        if r.status_code != 403 or "sharedKeys" in r.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # the role assignment takes effect within a second
+    assert r.status_code == 403 and "sharedKeys" in r.text, r.text
+    # A workspace that does not exist yet is accepted by name, but gets
+    # nothing when it is made later (it was never shown to be theirs).
+    later_name = unique("later")
+    later_id = f"{group_path(srv)}/providers/Microsoft.OperationalInsights/workspaces/{later_name}"
+    body["properties"]["workspaceId"] = later_id
+    r = arm(srv, "PUT", f"{vault_id(srv)}/providers/microsoft.insights/diagnosticSettings/theirs", their_tok,
+            body, api_version=DIAG_API)
+    assert r.status_code == 200, r.text
+    later = create_workspace(srv, tok, later_name)
+    route_to(srv, tok, real["id"], "real")
+    generate_accesses(srv)
+    logs = client(srv)
+    wait_for(lambda: rows_of(logs.query_workspace(real["properties"]["customerId"],
+                                                  "AzureDiagnostics | where OperationName == 'KeySign' | count",
+                                                  timespan=timedelta(hours=1)))[1][0][0] > 0, "the real workspace's records")
+    assert rows_of(logs.query_workspace(later["properties"]["customerId"], "AzureDiagnostics | count",
+                                        timespan=timedelta(hours=1)))[1] == [[0]]
+    # A refused resource-context query is not recorded in the vault's logs.
+    before = rows_of(logs.query_workspace(real["properties"]["customerId"], "AzureDiagnostics | count",
+                                          timespan=timedelta(hours=1)))[1][0][0]
+    app2, _, secret2 = new_app_with_secret(srv, prefix="intruder")
+    intruder = client(srv, app_secret_credential(srv, app2["appId"], secret2))
+    for _ in range(3):
+        with pytest.raises(HttpResponseError):
+            intruder.query_resource(vault_id(srv), "AzureDiagnostics | count", timespan=timedelta(hours=1))
+    # (A marker request after them, to know the queue has been written.)
+    SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS).set_secret(unique("marker"), "m")
+    wait_for(lambda: rows_of(logs.query_workspace(real["properties"]["customerId"], "AzureDiagnostics | count",
+                                                  timespan=timedelta(hours=1)))[1][0][0] > before, "the marker")
+    ops = rows_of(logs.query_workspace(real["properties"]["customerId"],
+                                       "AzureDiagnostics | summarize count() by OperationName",
+                                       timespan=timedelta(hours=1)))[1]
+    assert "LogsQuery" not in {op for op, _ in ops}, ops

@@ -73,8 +73,10 @@ pub struct LogRecord {
 pub struct LogQuery {
     /// The KQL text.
     pub text: String,
-    /// The workspace's customer id: the only records the query can see.
-    pub workspace: String,
+    /// The workspaces (customer ids) whose records the query can see, each
+    /// with the earliest time (µs) it may read (its retention): one for a
+    /// workspace query, every live workspace for a resource-context query.
+    pub workspaces: Vec<(String, i64)>,
     /// Records at or after this time (µs since the epoch).
     pub from_us: i64,
     /// Records at or before this time.
@@ -159,4 +161,6 @@ pub trait LogStore: Send + Sync {
     /// one short transaction; how many went. Call again while it returns
     /// a full batch.
     async fn forget_logs(&self, workspace: &str, before_us: i64) -> StoreResult<u64>;
+    /// The workspaces that hold records (to find those of deleted ones).
+    async fn log_workspaces(&self) -> StoreResult<Vec<String>>;
 }

@@ -126,8 +126,8 @@ impl MetricRow {
 /// The in-Keyhaven audit log destination, and the metrics store.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Keeps a record.
-    async fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
+    /// Keeps records, all in one transaction.
+    async fn append_audits(&self, rows: &[AuditRow]) -> StoreResult<()>;
     /// Records matching `q`, newest first.
     async fn query_audit(&self, q: &AuditQuery) -> StoreResult<Vec<String>>;
     /// Adds a node's counts to the stored minutes (a row's count and

@@ -1,21 +1,28 @@
-//! Ingestion of audit records into Log Analytics workspaces: a request's
-//! record, for each workspace a diagnostic setting names, becomes a
-//! [`LogRecord`] queued here (never waiting: a full queue drops, counted and
-//! warned about, while the chained audit file keeps every record); one task
-//! writes what is queued in one transaction at least every
-//! [`FLUSH_EVERY`], so a record is queryable within about a second.
+//! Ingestion of audit records into the store: a request's record, for each
+//! workspace a diagnostic setting names, becomes a [`LogRecord`], and for
+//! the older `Keyhaven.Insights/auditEvents` store an [`AuditRow`]; both are
+//! queued here (never waiting: a full queue drops, counted and warned
+//! about, while the chained audit file keeps every record), and one task
+//! writes what is queued, each kind in one transaction, at least every
+//! [`FLUSH_EVERY`], so a record is queryable within about a second and a
+//! request never waits for a store write of its record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyhaven_core::logs::LogRecord;
-use keyhaven_core::Storage;
+use keyhaven_core::{AuditRow, Storage};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 /// Records waiting to be written, all workspaces together.
 const QUEUE: usize = 50_000;
+/// Their bytes, at most (a record's text fields are capped too).
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest text a record's column keeps (a longer one is cut, at a
+/// character boundary, and marked with `...`).
+const FIELD_MAX: usize = 4096;
 /// Most records in one write.
 const BATCH: usize = 2_000;
 /// How long a record may wait for its batch.
@@ -23,11 +30,40 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Tries of one batch before it is dropped (with an error in the log).
 const ATTEMPTS: u32 = 4;
 
+/// What the queue carries.
+#[derive(Debug)]
+pub enum Item {
+    /// A record for a workspace.
+    Log(Box<LogRecord>),
+    /// A record for the `auditEvents` store.
+    Audit(AuditRow),
+}
+
+impl Item {
+    /// Roughly the bytes it holds.
+    fn size(&self) -> usize {
+        match self {
+            Item::Log(r) => {
+                256 + r.resource_id.len()
+                    + r.object_id.len()
+                    + r.request_uri.len()
+                    + r.client_info.len()
+                    + r.identity.len()
+                    + r.properties.len()
+                    + r.correlation_id.len()
+                    + r.caller_ip.len()
+            }
+            Item::Audit(r) => 128 + r.vault.len() + r.record.len(),
+        }
+    }
+}
+
 /// The queue into the log store.
 #[derive(Clone)]
 pub struct Ingester {
-    tx: mpsc::Sender<LogRecord>,
+    tx: mpsc::Sender<(Item, usize)>,
     dropped: Arc<AtomicU64>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -40,16 +76,22 @@ impl Ingester {
     /// Starts the writer task.
     pub fn start(store: Arc<dyn Storage>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(store, rx));
+        let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(write_loop(store, rx, Arc::clone(&bytes)));
         Self {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            bytes,
         }
     }
 
     /// Queues a record; never waits.
-    pub fn push(&self, r: LogRecord) {
-        if self.tx.try_send(r).is_err() {
+    pub fn push(&self, r: Item) {
+        let size = r.size();
+        let queued = self.bytes.fetch_add(size, Ordering::Relaxed);
+        let full = queued.saturating_add(size) > QUEUE_BYTES;
+        if full || self.tx.try_send((r, size)).is_err() {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Once per thousand, not once per record.
             if n % 1000 == 1 {
@@ -67,36 +109,72 @@ impl Ingester {
     }
 }
 
-async fn write_loop(store: Arc<dyn Storage>, mut rx: mpsc::Receiver<LogRecord>) {
-    let mut batch = Vec::with_capacity(BATCH);
+async fn write_loop(
+    store: Arc<dyn Storage>,
+    mut rx: mpsc::Receiver<(Item, usize)>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut logs = Vec::with_capacity(BATCH);
+    let mut audits = Vec::new();
     loop {
         // Wait for the first record, then gather for at most FLUSH_EVERY.
+        let mut take = |(item, size): (Item, usize)| {
+            bytes.fetch_sub(size, Ordering::Relaxed);
+            match item {
+                Item::Log(r) => logs.push(*r),
+                Item::Audit(r) => audits.push(r),
+            }
+        };
         match rx.recv().await {
-            Some(r) => batch.push(r),
+            Some(r) => take(r),
             None => return,
         }
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < BATCH {
+        for _ in 1..BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
+                Ok(Some(r)) => take(r),
                 Ok(None) | Err(_) => break,
             }
         }
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1..=ATTEMPTS {
-            match store.append_logs(&batch).await {
-                Ok(()) => break,
-                Err(e) if attempt == ATTEMPTS => {
-                    tracing::error!(error = %e, records = batch.len(), "log records could not be stored; dropped (the audit file keeps them)");
+        // The two kinds are independent writes: at once.
+        let (n_logs, n_audits) = (logs.len(), audits.len());
+        tokio::join!(
+            async {
+                if n_logs > 0 {
+                    retry("log records", n_logs, || store.append_logs(&logs)).await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "log records could not be stored; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
+            },
+            async {
+                if n_audits > 0 {
+                    retry("audit events", n_audits, || store.append_audits(&audits)).await;
                 }
             }
+        );
+        logs.clear();
+        audits.clear();
+    }
+}
+
+/// Tries a write [`ATTEMPTS`] times with growing pauses; then drops it with
+/// an error in the server log.
+async fn retry<'a, F, Fut>(what: &str, records: usize, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = keyhaven_core::store::StoreResult<()>> + 'a,
+{
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=ATTEMPTS {
+        match write().await {
+            Ok(()) => return,
+            Err(e) if attempt == ATTEMPTS => {
+                tracing::error!(error = %e, records, "{what} could not be stored; dropped (the audit file keeps them)");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "{what} could not be stored; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
         }
-        batch.clear();
     }
 }
 
@@ -133,6 +211,20 @@ pub async fn forget_past_retention(state: &crate::state::AppState) {
         let before = now_us.saturating_sub(days.saturating_mul(86_400_000_000));
         forget(state, &customer_id, before).await;
     }
+    // Records of deleted workspaces (their delete-time cleanup may have
+    // stopped short). The holders are listed before the live workspaces,
+    // so a workspace made in between is never taken for a deleted one.
+    let Ok(held) = state.store.log_workspaces().await else {
+        return;
+    };
+    let Ok(live) = crate::http::arm::workspaces::all_live(state).await else {
+        return;
+    };
+    for ws in held {
+        if !live.iter().any(|(c, _)| c.eq_ignore_ascii_case(&ws)) {
+            forget(state, &ws, i64::MAX).await;
+        }
+    }
 }
 
 /// Forgets a workspace's records before `before_us`, batch by batch.
@@ -162,10 +254,67 @@ pub struct WorkspaceSink {
     pub table: &'static str,
 }
 
+/// `s` cut to [`FIELD_MAX`] bytes at a character boundary, marked with `...`.
+fn capped(s: &str) -> String {
+    if s.len() <= FIELD_MAX {
+        return s.to_owned();
+    }
+    let mut end = FIELD_MAX - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", s.get(..end).unwrap_or_default())
+}
+
+/// `s` with every character outside ASCII percent-encoded (as in a URI),
+/// then capped: the term-indexed columns (object id, request URI) stay
+/// ASCII, so the index splits their terms exactly as `has` does.
+fn ascii_capped(s: &str) -> String {
+    if s.is_ascii() {
+        return capped(s);
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    capped(&out)
+}
+
+/// A JSON object's text with each string in it capped.
+fn capped_json(v: &Value) -> String {
+    match v {
+        Value::String(s) => Value::String(capped(s)).to_string(),
+        Value::Object(m) => {
+            let m: Map<String, Value> = m
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => Value::String(capped(s)),
+                        Value::Object(_) => {
+                            serde_json::from_str(&capped_json(v)).unwrap_or(Value::Null)
+                        }
+                        other => other.clone(),
+                    };
+                    (capped(k), v)
+                })
+                .collect();
+            Value::Object(m).to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The log record of an audit record (`record` as `audit::record` makes
-/// it) for one workspace.
+/// it) for one workspace; text columns are capped at [`FIELD_MAX`] bytes.
 pub fn log_record(record: &Value, time_us: i64, sink: &WorkspaceSink) -> LogRecord {
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let s = |v: Option<&Value>| capped(v.and_then(Value::as_str).unwrap_or_default());
     let get = |k: &str| s(record.get(k));
     let props = record.get("properties").and_then(Value::as_object);
     let prop = |k: &str| s(props.and_then(|p| p.get(k)));
@@ -207,8 +356,8 @@ pub fn log_record(record: &Value, time_us: i64, sink: &WorkspaceSink) -> LogReco
         appid: claim("appid"),
         upn: claim("upn"),
         tid: claim("tid"),
-        object_id: prop("id"),
-        request_uri: prop("requestUri"),
+        object_id: ascii_capped(&prop("id")),
+        request_uri: ascii_capped(&prop("requestUri")),
         http_status: props
             .and_then(|p| p.get("httpStatusCode"))
             .and_then(Value::as_i64)
@@ -217,8 +366,11 @@ pub fn log_record(record: &Value, time_us: i64, sink: &WorkspaceSink) -> LogReco
         identity: record
             .get("identity")
             .filter(|v| !v.is_null())
-            .map_or_else(|| "{}".to_owned(), Value::to_string),
-        properties: props.map_or_else(|| "{}".to_owned(), |p| Value::Object(p.clone()).to_string()),
+            .map_or_else(|| "{}".to_owned(), capped_json),
+        properties: props.map_or_else(
+            || "{}".to_owned(),
+            |p| capped_json(&Value::Object(p.clone())),
+        ),
     }
 }
 
@@ -277,5 +429,17 @@ mod tests {
         assert_eq!(r.client_info, "ua");
         assert_eq!(r.workspace, "w");
         assert!(r.identity.contains("\"oid\":\"o1\""));
+        // Long text is cut, at a character boundary, in JSON too.
+        let long = format!("https://v1.vault/secrets/{}", "é".repeat(5000));
+        let rec = json!({"resourceId": "/x", "properties": {"requestUri": long, "id": long}});
+        let r = log_record(&rec, 5, &sink);
+        assert!(r.request_uri.len() <= FIELD_MAX && r.request_uri.ends_with("..."));
+        // The term-indexed columns are ASCII: percent-encoded as in a URI.
+        assert!(r
+            .object_id
+            .starts_with("https://v1.vault/secrets/%C3%A9%C3%A9"));
+        assert!(r.object_id.is_ascii() && r.request_uri.is_ascii());
+        assert!(r.properties.len() < 3 * FIELD_MAX, "{}", r.properties.len());
+        assert!(serde_json::from_str::<Value>(&r.properties).is_ok());
     }
 }

@@ -287,12 +287,18 @@ impl AppState {
                 if let Some(url) = s.http_endpoint.clone().filter(|_| s.audit) {
                     e.http.push(url);
                 }
-                if let Some(ws) = s.workspace_id.as_deref().filter(|_| s.audit) {
+                if let (Some(ws), Some(granted)) = (
+                    s.workspace_id.as_deref(),
+                    s.workspace_customer_id.as_deref(),
+                ) {
+                    // The workspace the setting was allowed to name, while
+                    // it is still that one (not deleted and made again).
                     let customer_id = self
                         .store
                         .get_resource(ws)
                         .await?
-                        .and_then(|r| crate::http::arm::workspaces::customer_id_in(&r));
+                        .and_then(|r| crate::http::arm::workspaces::customer_id_in(&r))
+                        .filter(|c| s.audit && c.eq_ignore_ascii_case(granted));
                     if let Some(customer_id) = customer_id {
                         let sink = crate::log_ingest::WorkspaceSink {
                             customer_id,

@@ -342,14 +342,14 @@ async fn audit_records_are_kept_and_queried(s: &dyn Storage) {
         (20, "SecretSet", "10.0.0.2", "Success"),
         (30, "SecretGet", "10.0.0.2", "Failure"),
     ] {
-        s.append_audit(&AuditRow {
+        s.append_audits(&[AuditRow {
             vault: vault.clone(),
             time: t,
             operation: op.into(),
             caller: caller.into(),
             result: result.into(),
             record: format!("{{\"t\":{t}}}"),
-        })
+        }])
         .await
         .unwrap();
     }
@@ -448,7 +448,7 @@ async fn logs_are_kept_per_workspace_and_queried(s: &dyn Storage) {
     .unwrap();
     let q = |text: &str, ws: &str| LogQuery {
         text: text.to_owned(),
-        workspace: ws.to_owned(),
+        workspaces: vec![(ws.to_owned(), i64::MIN)],
         from_us: t0 - 1,
         to_us: t0 + 10,
         now_us: t0 + 10,
@@ -496,13 +496,25 @@ async fn logs_are_kept_per_workspace_and_queried(s: &dyn Storage) {
         ]
     );
     // A resource's records in every workspace (resource context).
-    let mut rq = q("union AzureDiagnostics, AZKVAuditLogs | count", "");
+    let mut rq = q("union AzureDiagnostics, AZKVAuditLogs | count", &a);
+    rq.workspaces.push((b.clone(), i64::MIN));
     rq.resource = Some(format!(
         "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{}",
         vault.to_ascii_lowercase()
     ));
     let t = s.query_logs(&rq).await.unwrap();
     assert_eq!(t.rows, vec![vec![LogValue::Long(4)]]);
+    // Each workspace from its own earliest time (retention), and only the
+    // workspaces named.
+    rq.workspaces = vec![(a.clone(), t0 + 1), (b.clone(), i64::MIN)];
+    let t = s.query_logs(&rq).await.unwrap();
+    assert_eq!(t.rows, vec![vec![LogValue::Long(3)]]);
+    rq.workspaces = vec![(b.clone(), i64::MIN)];
+    let t = s.query_logs(&rq).await.unwrap();
+    assert_eq!(t.rows, vec![vec![LogValue::Long(1)]]);
+    // Which workspaces hold records (the sweep of deleted workspaces').
+    let held = s.log_workspaces().await.unwrap();
+    assert!(held.contains(&a) && held.contains(&b), "{held:?}");
     // The time span bounds every table.
     let mut narrow = q("union AzureDiagnostics, AZKVAuditLogs | count", &a);
     narrow.to_us = t0 + 1;

@@ -603,6 +603,8 @@ pub fn policy_page(
     Ok(keyhaven_core::object::Page { items, next })
 }
 
+/// [`APPEND_AUDIT`] for a batch, as column arrays (PostgreSQL).
+pub const APPEND_AUDITS: &str = "INSERT INTO audit_events (vault, time, operation, caller, result, record) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])";
 pub const APPEND_AUDIT: &str = "INSERT INTO audit_events (vault, time, operation, caller, result, record) VALUES ($1, $2, $3, $4, $5, $6)";
 pub const QUERY_AUDIT: &str =
     "SELECT record FROM audit_events WHERE vault = $1 AND time >= $2 AND time <= $3 \

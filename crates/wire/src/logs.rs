@@ -35,12 +35,19 @@ pub fn parse_datetime_us(s: &str) -> Option<i64> {
     if d.next().is_some() {
         return None;
     }
-    // The offset: Z, +hh:mm, -hh:mm, or none.
+    // The offset: Z, +hh:mm, -hh:mm, or none (a `+` that a query string
+    // decoded as a space is a `+`).
     let (time, offset_s) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
         (t, 0)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
+    } else if let Some(i) = rest.rfind(['+', '-', ' ']) {
         let (t, off) = rest.split_at(i);
         let sign = if off.starts_with('-') { -1 } else { 1 };
+        let off = off.trim_start_matches(' ');
+        let off = if off.starts_with(['+', '-']) {
+            off.to_owned()
+        } else {
+            format!("+{off}")
+        };
         let (oh, om) = off
             .get(1..)?
             .split_once(':')
@@ -58,10 +65,17 @@ pub fn parse_datetime_us(s: &str) -> Option<i64> {
     let hh = t.next()?.parse::<i64>().ok()?;
     let mm = t.next().map_or(Some(0), |v| v.parse::<i64>().ok())?;
     let ss = t.next().map_or(Some(0), |v| v.parse::<i64>().ok())?;
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
     if t.next().is_some()
         || !(1..=9999).contains(&y)
         || !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
+        || !(1..=days_in_month).contains(&day)
         || !(0..=23).contains(&hh)
         || !(0..=59).contains(&mm)
         || !(0..=60).contains(&ss)
@@ -323,7 +337,15 @@ mod tests {
             parse_timespan("2026-12-04T16:00:00Z/PT1H", now),
             Some((a, a + 3600 * US))
         );
+        assert_eq!(
+            parse_datetime_us("2026-12-04T17:30:00 01:30"),
+            Some(a),
+            "a query string's + read as a space"
+        );
+        assert!(parse_datetime_us("2028-02-29T00:00:00Z").is_some());
         for bad in [
+            "2026-02-29T00:00:00Z/PT1H",
+            "2026-04-31T00:00:00Z/PT1H",
             "",
             "P",
             "PT",

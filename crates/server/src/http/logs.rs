@@ -32,6 +32,9 @@ pub enum Target {
 pub const QUERY_ACTION: &str = "Microsoft.OperationalInsights/workspaces/query/read";
 /// The action a resource-context query needs on the resource.
 pub const RESOURCE_QUERY_ACTION: &str = "Microsoft.Insights/logs/read";
+/// Queries running at once on a node; past it, 429 `ThrottledError`.
+const QUERIES_AT_ONCE: usize = 4;
+static QUERY_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(QUERIES_AT_ONCE);
 /// How long a query runs unless `Prefer: wait=N` says otherwise.
 const DEFAULT_WAIT_S: u64 = 30;
 /// The longest `Prefer: wait` honoured.
@@ -181,17 +184,24 @@ pub async fn run_query(
     prefer: Option<&str>,
 ) -> Response {
     let now_us = state.clock.now_us();
-    // Who may read what: the workspace's ARM id, or the resource's.
-    let (workspace, resource, scope, action, retention_days) = match &target {
+    let earliest = |days: i64| now_us.saturating_sub(days.saturating_mul(86_400_000_000));
+    // Who may read what: the workspace's ARM id, or the resource's. A
+    // resource's own records are never where its log queries are recorded
+    // (a refused query included: a caller names any resource it likes).
+    let (workspaces, resource, scope, action, note_scope) = match &target {
         Target::Workspace(customer_id) => {
             match crate::http::arm::workspaces::by_customer_id(state, customer_id).await {
-                Ok(Some((rec, days))) => (
-                    customer_id.to_ascii_lowercase(),
-                    None,
-                    rec.id,
-                    QUERY_ACTION,
-                    days,
-                ),
+                Ok(Some((rec, days))) => {
+                    let stored =
+                        crate::http::arm::workspaces::customer_id_in(&rec).unwrap_or_default();
+                    (
+                        vec![(stored, earliest(days))],
+                        None,
+                        rec.id.clone(),
+                        QUERY_ACTION,
+                        Some(rec.id),
+                    )
+                }
                 Ok(None) => {
                     return with_note(
                         failure(
@@ -215,13 +225,28 @@ pub async fn run_query(
                 }
             }
         }
-        Target::Resource(id) => (
-            String::new(),
-            Some(id.clone()),
-            id.clone(),
-            RESOURCE_QUERY_ACTION,
-            730,
-        ),
+        Target::Resource(id) => {
+            // Every live workspace, each within its own retention: the
+            // records of deleted workspaces are read by no one.
+            match crate::http::arm::workspaces::all_live(state).await {
+                Ok(live) => (
+                    live.into_iter()
+                        .map(|(c, days)| (c, earliest(days)))
+                        .collect(),
+                    Some(id.clone()),
+                    id.clone(),
+                    RESOURCE_QUERY_ACTION,
+                    None,
+                ),
+                Err(_) => {
+                    return failure(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        "The workspaces could not be read. Retry later.",
+                    )
+                }
+            }
+        }
     };
     if state
         .authz
@@ -236,16 +261,14 @@ pub async fn run_query(
                 "InsufficientAccessError",
                 "The provided credentials have insufficient access to perform the requested operation",
             ),
-            Some(scope),
+            note_scope,
             caller,
         );
     }
-    // A resource's own records are not where its log queries are recorded.
-    let scope_note = resource.is_none().then(|| scope.clone());
     let bad = |message: &str| {
         with_note(
             failure(StatusCode::BAD_REQUEST, "BadArgumentError", message),
-            scope_note.clone(),
+            note_scope.clone(),
             caller,
         )
     };
@@ -260,7 +283,7 @@ pub async fn run_query(
     if text.len() > 100_000 {
         return bad("The query is longer than 100,000 characters.");
     }
-    let (mut from_us, to_us) = match body.timespan.as_deref() {
+    let (from_us, to_us) = match body.timespan.as_deref() {
         None => (i64::MIN, i64::MAX),
         Some(t) => match wire::parse_timespan(t, now_us) {
             Some(span) => span,
@@ -272,11 +295,35 @@ pub async fn run_query(
             }
         },
     };
-    // Records past the workspace's retention are not there to read.
-    from_us = from_us.max(now_us.saturating_sub(retention_days.saturating_mul(86_400_000_000)));
+    // With no workspace there are no records; the query still compiles
+    // (its errors and its columns are the answer's) against one that
+    // matches nothing.
+    let workspaces = if workspaces.is_empty() {
+        vec![(String::new(), i64::MAX)]
+    } else {
+        workspaces
+    };
+    // A few queries at a time per node: they share the store's connections
+    // with every request.
+    let Ok(_slot) = QUERY_SLOTS.try_acquire() else {
+        let mut r = with_note(
+            failure(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottledError",
+                "Too many queries are running. Retry in a few seconds.",
+            ),
+            note_scope,
+            caller,
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        );
+        return r;
+    };
     let q = LogQuery {
         text,
-        workspace,
+        workspaces,
         from_us,
         to_us,
         now_us,
@@ -296,7 +343,7 @@ pub async fn run_query(
             )
         }
     };
-    with_note(resp, scope_note, caller)
+    with_note(resp, note_scope, caller)
 }
 
 fn with_note(mut resp: Response, resource: Option<String>, caller: &Principal) -> Response {

@@ -201,45 +201,37 @@ async fn audit(
                 shipper.ship(url, &line);
             }
         }
-        if !sinks.workspaces.is_empty() {
+        let needs_queue = !sinks.workspaces.is_empty() || sinks.store;
+        if needs_queue {
             let ingest = state
                 .log_ingest
                 .get_or_init(|| crate::log_ingest::Ingester::start(Arc::clone(&state.store)));
             let time_us = state.clock.now_us();
             for ws in &sinks.workspaces {
-                ingest.push(crate::log_ingest::log_record(&record, time_us, ws));
+                ingest.push(crate::log_ingest::Item::Log(Box::new(
+                    crate::log_ingest::log_record(&record, time_us, ws),
+                )));
             }
-        }
-        if sinks.store {
-            let row = keyhaven_core::AuditRow {
-                vault: note
-                    .resource_id
-                    .clone()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase(),
-                time,
-                operation: record
-                    .get("operationName")
-                    .unwrap_or(&serde_json::Value::Null)
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                caller: record
-                    .get("callerIpAddress")
-                    .unwrap_or(&serde_json::Value::Null)
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                result: record
-                    .get("resultType")
-                    .unwrap_or(&serde_json::Value::Null)
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                record: line,
-            };
-            if let Err(e) = state.store.append_audit(&row).await {
-                tracing::error!(error = %e, "audit record could not be stored");
+            if sinks.store {
+                let text = |k: &str| {
+                    record
+                        .get(k)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                ingest.push(crate::log_ingest::Item::Audit(keyhaven_core::AuditRow {
+                    vault: note
+                        .resource_id
+                        .clone()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase(),
+                    time,
+                    operation: text("operationName"),
+                    caller: text("callerIpAddress"),
+                    result: text("resultType"),
+                    record: line,
+                }));
             }
         }
     }

@@ -9,15 +9,84 @@ use keyhaven_kql::{
 
 use super::{table, CatalogColumn, Dialect, KqlType};
 
+/// The `log_records` columns with a term index (their text is ASCII: see
+/// [`super::term_array`]).
+const INDEXED_TEXT: [&str; 2] = ["object_id", "request_uri"];
+
+/// The terms that the query's leading `where` operators require of a
+/// column: each `Column has "literal"` (or `has_cs`) that is a conjunct of
+/// their predicates, as the column's KQL name and the literal's terms
+/// (ASCII letters and digits, lower case). A term with a character outside
+/// ASCII gives none (the index splits text as the `has` test does only for
+/// ASCII).
+fn indexed_terms(ops: &[keyhaven_kql::Operator]) -> Vec<(String, Vec<String>)> {
+    fn conjuncts<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+        match &e.kind {
+            ExprKind::Binary {
+                op: BinaryOp::And,
+                left,
+                right,
+            } => {
+                conjuncts(left, out);
+                conjuncts(right, out);
+            }
+            _ => out.push(e),
+        }
+    }
+    let mut found = Vec::new();
+    for op in ops {
+        let OperatorKind::Where(p) = &op.kind else {
+            break;
+        };
+        let mut all = Vec::new();
+        conjuncts(p, &mut all);
+        for e in all {
+            let ExprKind::Binary {
+                op:
+                    BinaryOp::Str(StringOp {
+                        test: StringTest::Has,
+                        negated: false,
+                        ..
+                    }),
+                left,
+                right,
+            } = &e.kind
+            else {
+                continue;
+            };
+            let (ExprKind::Name(col), ExprKind::Literal(Literal::String(term))) =
+                (&left.kind, &right.kind)
+            else {
+                continue;
+            };
+            if !term.is_ascii() {
+                continue;
+            }
+            let tokens: Vec<String> = term
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|t| !t.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if !tokens.is_empty() && tokens.len() <= 16 {
+                found.push((col.name.clone(), tokens));
+            }
+        }
+    }
+    found
+}
+
 /// Most rows a query returns.
 pub const MAX_ROWS: i64 = 30_000;
 
-/// What a query may read: one workspace's records, or one resource's (in
-/// every workspace, a resource-context query), or both; one time span.
+/// What a query may read: the records of some workspaces (one, or, for a
+/// resource-context query, every live workspace), each from its own
+/// earliest time (its retention), of one resource if one is named, in one
+/// time span.
 #[derive(Debug, Clone)]
 pub struct QueryScope {
-    /// The workspace's customer id.
-    pub workspace: Option<String>,
+    /// Workspaces' customer ids, each with the earliest time (µs) of its
+    /// records a query may read.
+    pub workspaces: Vec<(String, i64)>,
     /// The resource's ARM id (compared upper case, as records keep it).
     pub resource: Option<String>,
     /// Records at or after this time (µs since the epoch).
@@ -152,7 +221,8 @@ pub fn compile(query: &Query, scope: &QueryScope, dialect: Dialect) -> Result<Co
         Source::Table(t) => vec![t.clone()],
         Source::Union(ts) => ts.clone(),
     };
-    c.source(&tables)?;
+    let terms = indexed_terms(&query.body.ops);
+    c.source(&tables, &terms)?;
     for op in &query.body.ops {
         c.operator(&op.kind, op.span)?;
     }
@@ -270,7 +340,7 @@ impl Compiler {
 
     /// The first step: the tables' columns for the scope (a union fills
     /// the columns a table lacks with NULL).
-    fn source(&mut self, tables: &[Ident]) -> Result<()> {
+    fn source(&mut self, tables: &[Ident], terms: &[(String, Vec<String>)]) -> Result<()> {
         let mut catalogs: Vec<(&Ident, &'static [CatalogColumn])> = Vec::new();
         for t in tables {
             let cat = table(&t.name).ok_or_else(|| CompileError {
@@ -300,22 +370,23 @@ impl Compiler {
                 }
             }
         }
-        let mut bound = Vec::new();
-        if let Some(ws) = self.scope.workspace.clone() {
-            let ws = self.param(SqlParam::Text(ws));
-            bound.push(format!("workspace = {ws} AND "));
-        }
-        if let Some(r) = self.scope.resource.clone() {
-            let r = self.param(SqlParam::Text(r.to_ascii_uppercase()));
-            bound.push(format!("resource_id = {r} AND "));
-        }
-        if bound.is_empty() {
+        if self.scope.workspaces.is_empty() {
             return fail(
                 tables.first().map_or_else(Span::default, |t| t.span),
-                "A query needs a workspace or a resource.",
+                "A query needs a workspace.",
             );
         }
-        let bound = bound.concat();
+        let mut each = Vec::new();
+        for (ws, earliest) in self.scope.workspaces.clone() {
+            let ws = self.param(SqlParam::Text(ws));
+            let earliest = self.param(SqlParam::Int(earliest));
+            each.push(format!("(workspace = {ws} AND time_us >= {earliest})"));
+        }
+        let mut bound = format!("({}) AND ", each.join(" OR "));
+        if let Some(r) = self.scope.resource.clone() {
+            let r = self.param(SqlParam::Text(r.to_ascii_uppercase()));
+            bound.push_str(&format!("resource_id = {r} AND "));
+        }
         let from = self.param(SqlParam::Int(self.scope.from_us));
         let to = self.param(SqlParam::Int(self.scope.to_us));
         let mut parts = Vec::new();
@@ -339,12 +410,77 @@ impl Compiler {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
+            // Terms a leading `where` requires of an indexed column: rows
+            // that lack them are found absent in the term index instead of
+            // read (a necessary condition only; the `where` itself still
+            // decides).
+            let mut index = Vec::new();
+            for (column, tokens) in terms {
+                let Some(sql) = cat
+                    .iter()
+                    .find(|cc| cc.name == column)
+                    .map(|cc| cc.sql)
+                    .filter(|sql| INDEXED_TEXT.contains(sql))
+                else {
+                    continue;
+                };
+                index.push(self.term_filter(sql, tokens));
+            }
+            let (bound, from_to) = if index.is_empty() {
+                (
+                    bound.clone(),
+                    format!("time_us >= {from} AND time_us <= {to}"),
+                )
+            } else {
+                // SQLite: the other bounds lose their index (`+`), so the
+                // plan starts from the term index's few rows.
+                let plus = if self.dialect == Dialect::Sqlite {
+                    "+"
+                } else {
+                    ""
+                };
+                (
+                    bound
+                        .replace("workspace =", &format!("{plus}workspace ="))
+                        .replace("resource_id =", &format!("{plus}resource_id =")),
+                    format!(
+                        "{plus}time_us >= {from} AND {plus}time_us <= {to} AND {}",
+                        index.join(" AND ")
+                    ),
+                )
+            };
             parts.push(format!(
-                "SELECT {list} FROM log_records WHERE {bound}log_table = {name} AND time_us >= {from} AND time_us <= {to}"
+                "SELECT {list} FROM log_records WHERE {bound}log_table = {name} AND {from_to}"
             ));
         }
         self.push_step(parts.join(" UNION ALL "), cols);
         Ok(())
+    }
+
+    /// The term index's test that `column`'s text holds `tokens` (ASCII
+    /// letters and digits, lower case): an FTS5 phrase on SQLite, array
+    /// containment under a GIN index on PostgreSQL.
+    fn term_filter(&mut self, column: &str, tokens: &[String]) -> String {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let phrase = self.param(SqlParam::Text(format!(
+                    "{column} : \"{}\"",
+                    tokens.join(" ")
+                )));
+                format!("seq IN (SELECT rowid FROM log_terms WHERE log_terms MATCH {phrase})")
+            }
+            Dialect::Postgres => {
+                let items: Vec<String> = tokens
+                    .iter()
+                    .map(|t| self.param(SqlParam::Text(t.clone())))
+                    .collect();
+                format!(
+                    "{} @> ARRAY[{}]",
+                    super::term_array(column),
+                    items.join(", ")
+                )
+            }
+        }
     }
 
     fn operator(&mut self, op: &OperatorKind, span: Span) -> Result<()> {
@@ -438,20 +574,31 @@ impl Compiler {
             }
             OperatorKind::Summarize { aggregates, by } => {
                 self.op = "summarize";
+                let windows = self.percentile_windows(aggregates, by)?;
+                let prev = self.current();
                 let (mut list, mut cols) = self.named_columns(by)?;
                 let groups = (1..=list.len()).map(|i| i.to_string()).collect::<Vec<_>>();
-                for a in aggregates {
-                    let (v, default) = self.aggregate(&a.expr)?;
-                    let name = a.name.as_ref().map_or(default, |i| i.name.clone());
-                    if cols.iter().any(|c| c.name == name) {
+                for (i, a) in aggregates.iter().enumerate() {
+                    let window = windows.get(i).copied().flatten();
+                    let made = self.aggregate(&a.expr, window)?;
+                    if made.len() > 1 && a.name.is_some() {
                         return fail(
                             a.expr.span,
-                            format!("summarize: the column '{name}' is named twice"),
+                            "summarize: percentiles() makes several columns and cannot be named",
                         );
                     }
-                    let c = self.column(name, v.ty);
-                    list.push(format!("{} AS {}", v.sql, c.sql));
-                    cols.push(c);
+                    for (v, default) in made {
+                        let name = a.name.as_ref().map_or(default, |i| i.name.clone());
+                        if cols.iter().any(|c| c.name == name) {
+                            return fail(
+                                a.expr.span,
+                                format!("summarize: the column '{name}' is named twice"),
+                            );
+                        }
+                        let c = self.column(name, v.ty);
+                        list.push(format!("{} AS {}", v.sql, c.sql));
+                        cols.push(c);
+                    }
                 }
                 let group_by = if groups.is_empty() {
                     String::new()
@@ -613,8 +760,144 @@ impl Compiler {
         }
     }
 
+    /// For each aggregation that is a `percentile(s)`, the number of the
+    /// window columns a step added before the summarize: `pv{n}` (the
+    /// value), `prn{n}` (its rank in its group, nulls last) and `pcnt{n}`
+    /// (the group's non-null values). The percentile is then the value of
+    /// the nearest rank, `MIN(pv WHERE prn * 100 >= p * pcnt)`, on both
+    /// stores (KQL estimates; the nearest rank is one of its answers).
+    fn percentile_windows(
+        &mut self,
+        aggregates: &[Assign],
+        by: &[Assign],
+    ) -> Result<Vec<Option<(usize, KqlType)>>> {
+        let is_pct = |a: &Assign| {
+            matches!(&a.expr.kind, ExprKind::Call { name, .. }
+                if matches!(name.name.as_str(), "percentile" | "percentiles"))
+        };
+        if !aggregates.iter().any(is_pct) {
+            return Ok(Vec::new());
+        }
+        let mut partition = Vec::new();
+        for b in by {
+            partition.push(self.expr(&b.expr)?.sql);
+        }
+        let part = if partition.is_empty() {
+            String::new()
+        } else {
+            format!("PARTITION BY {}", partition.join(", "))
+        };
+        let mut out = Vec::new();
+        let mut extra = Vec::new();
+        for a in aggregates {
+            let (ExprKind::Call { args, name }, true) = (&a.expr.kind, is_pct(a)) else {
+                out.push(None);
+                continue;
+            };
+            let Some(first) = args.first() else {
+                return fail(
+                    a.expr.span,
+                    format!("summarize: {}() needs a value and a percentage", name.name),
+                );
+            };
+            let v = self.expr(first)?;
+            if !matches!(
+                v.ty,
+                KqlType::Long | KqlType::Real | KqlType::Datetime | KqlType::Timespan
+            ) {
+                return fail(
+                    first.span,
+                    format!(
+                        "summarize: {}() needs a numeric, datetime or timespan value, not {}",
+                        name.name,
+                        v.ty.name()
+                    ),
+                );
+            }
+            self.made += 1;
+            let n = self.made;
+            extra.push(format!(
+                "{v} AS pv{n}, ROW_NUMBER() OVER ({part} ORDER BY CASE WHEN {v} IS NULL THEN 1 ELSE 0 END, {v}) AS prn{n}, COUNT({v}) OVER ({part}) AS pcnt{n}",
+                v = v.sql
+            ));
+            out.push(Some((n, v.ty)));
+        }
+        let prev = self.current();
+        let cols = self.cols.clone();
+        self.push_step(
+            format!("SELECT {prev}.*, {} FROM {prev}", extra.join(", ")),
+            cols,
+        );
+        Ok(out)
+    }
+
+    /// The percentages of `percentile(x, p)` / `percentiles(x, p, …)`:
+    /// numeric literals from 0 to 100.
+    fn percentages(&self, f: &str, args: &[Expr], span: Span) -> Result<Vec<f64>> {
+        let ps: Vec<f64> = args
+            .iter()
+            .skip(1)
+            .map(|a| match &a.kind {
+                ExprKind::Literal(Literal::Long(n)) => Some(*n as f64),
+                ExprKind::Literal(Literal::Real(r)) => Some(*r),
+                _ => None,
+            })
+            .collect::<Option<_>>()
+            .filter(|ps: &Vec<f64>| ps.iter().all(|p| (0.0..=100.0).contains(p)))
+            .ok_or_else(|| CompileError {
+                message: format!("summarize: {f}()'s percentages must be numbers from 0 to 100"),
+                span,
+            })?;
+        match (f, ps.len()) {
+            ("percentile", 1) => Ok(ps),
+            ("percentiles", n) if (1..=20).contains(&n) => Ok(ps),
+            ("percentile", _) => fail(
+                span,
+                "summarize: percentile() takes a value and one percentage",
+            ),
+            _ => fail(
+                span,
+                "summarize: percentiles() takes a value and 1 to 20 percentages",
+            ),
+        }
+    }
+
+    /// Aggregations and their default names (`count_`, `avg_DurationMs`;
+    /// `percentiles` makes one per percentage). `window` is the number of a
+    /// percentile's window columns ([`Self::percentile_windows`]).
+    fn aggregate(
+        &mut self,
+        e: &Expr,
+        window: Option<(usize, KqlType)>,
+    ) -> Result<Vec<(Typed, String)>> {
+        if let (ExprKind::Call { name, args }, Some((n, ty))) = (&e.kind, window) {
+            let f = name.name.as_str();
+            let arg = match args.first().map(|a| &a.kind) {
+                Some(ExprKind::Name(id)) => id.name.clone(),
+                _ => String::new(),
+            };
+            return Ok(self
+                .percentages(f, args, e.span)?
+                .into_iter()
+                .map(|p| {
+                    let label = format!("{p}").replace('.', "_");
+                    (
+                        Typed {
+                            sql: format!(
+                                "MIN(CASE WHEN prn{n} * 100.0 >= {p:?} * pcnt{n} THEN pv{n} END)"
+                            ),
+                            ty,
+                        },
+                        format!("percentile_{arg}_{label}"),
+                    )
+                })
+                .collect());
+        }
+        self.aggregate_one(e).map(|one| vec![one])
+    }
+
     /// An aggregation and its default name (`count_`, `avg_DurationMs`).
-    fn aggregate(&mut self, e: &Expr) -> Result<(Typed, String)> {
+    fn aggregate_one(&mut self, e: &Expr) -> Result<(Typed, String)> {
         let ExprKind::Call { name, args } = &e.kind else {
             return fail(
                 e.span,

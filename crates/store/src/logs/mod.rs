@@ -2,7 +2,8 @@
 //! KQL syntax tree ([`keyhaven_kql::Query`]) into this store's SQL.
 //!
 //! Records live in one table, `log_records` (one row per record and
-//! workspace); each KQL table (`AzureDiagnostics`, `AZKVAuditLogs`) is a
+//! workspace), with a term index on the object id and request URI (FTS5 on
+//! SQLite, GIN over term arrays on PostgreSQL) for `has`; each KQL table (`AzureDiagnostics`, `AZKVAuditLogs`) is a
 //! list of columns, each a SQL expression over that table's columns. A query
 //! becomes a `WITH` chain: the first step selects the table's columns for
 //! one workspace and time span, and each tabular operator is one more step.
@@ -68,8 +69,17 @@ pub const LOG_TABLE_SQLITE: &str = "CREATE TABLE log_records (
     oid TEXT NOT NULL, appid TEXT NOT NULL, upn TEXT NOT NULL, tid TEXT NOT NULL,
     object_id TEXT NOT NULL, request_uri TEXT NOT NULL, http_status INTEGER NOT NULL,
     client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
- CREATE INDEX log_records_by_time ON log_records (workspace, log_table, time_us);
- CREATE INDEX log_records_by_resource ON log_records (resource_id, log_table, time_us);";
+ CREATE INDEX log_records_by_time ON log_records (workspace, time_us);
+ CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us);
+ CREATE VIRTUAL TABLE log_terms USING fts5(object_id, request_uri,
+    content='log_records', content_rowid='seq', tokenize='unicode61 remove_diacritics 0');
+ CREATE TRIGGER log_records_terms_insert AFTER INSERT ON log_records BEGIN
+    INSERT INTO log_terms (rowid, object_id, request_uri) VALUES (new.seq, new.object_id, new.request_uri);
+ END;
+ CREATE TRIGGER log_records_terms_delete AFTER DELETE ON log_records BEGIN
+    INSERT INTO log_terms (log_terms, rowid, object_id, request_uri)
+    VALUES ('delete', old.seq, old.object_id, old.request_uri);
+ END;";
 
 /// The same table on PostgreSQL.
 pub const LOG_TABLE_POSTGRES: &str = "CREATE TABLE log_records (
@@ -84,8 +94,20 @@ pub const LOG_TABLE_POSTGRES: &str = "CREATE TABLE log_records (
     oid TEXT NOT NULL, appid TEXT NOT NULL, upn TEXT NOT NULL, tid TEXT NOT NULL,
     object_id TEXT NOT NULL, request_uri TEXT NOT NULL, http_status BIGINT NOT NULL,
     client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
- CREATE INDEX log_records_by_time ON log_records (workspace, log_table, time_us);
- CREATE INDEX log_records_by_resource ON log_records (resource_id, log_table, time_us);";
+ CREATE INDEX log_records_by_time ON log_records (workspace, time_us);
+ CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us);
+ CREATE INDEX log_records_object_terms ON log_records
+    USING GIN ((regexp_split_to_array(lower(object_id), '[^a-z0-9]+')));
+ CREATE INDEX log_records_uri_terms ON log_records
+    USING GIN ((regexp_split_to_array(lower(request_uri), '[^a-z0-9]+')));";
+
+/// PostgreSQL's term array of an indexed column (the expression its GIN
+/// index is on, written the same in queries so the index serves them): the
+/// lower-cased text split at every character that is not an ASCII letter or
+/// digit, as KQL's `has` splits terms. Ingestion keeps these columns ASCII.
+pub fn term_array(column: &str) -> String {
+    format!("regexp_split_to_array(lower({column}), '[^a-z0-9]+')")
+}
 
 /// The `log_records` table in a dialect.
 pub fn log_table_ddl(dialect: Dialect) -> &'static str {

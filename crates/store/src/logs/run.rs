@@ -7,7 +7,7 @@ use super::{compile, Compiled, Dialect, KqlType, QueryScope};
 
 /// Most bytes a result may hold (cells' text and numbers, roughly as the
 /// response will carry them); Log Analytics stops at 64 MB.
-pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 
 pub use keyhaven_core::logs::FORGET_BATCH;
 
@@ -23,7 +23,7 @@ pub fn prepare(q: &LogQuery, dialect: Dialect) -> Result<Compiled, LogQueryError
         }
     })?;
     let scope = QueryScope {
-        workspace: Some(q.workspace.clone()).filter(|w| !w.is_empty()),
+        workspaces: q.workspaces.clone(),
         resource: q.resource.clone(),
         from_us: q.from_us,
         to_us: q.to_us,
@@ -65,7 +65,8 @@ impl Collector {
         self.bytes += row
             .iter()
             .map(|v| match v {
-                LogValue::Text(s) => s.len() + 3,
+                // Escapes can make JSON text longer than its value.
+                LogValue::Text(s) => s.len() + s.len() / 4 + 3,
                 _ => 8,
             })
             .sum::<usize>();

@@ -3,6 +3,7 @@
 //! timeout and the session's time zone pinned to UTC.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use keyhaven_core::logs::{LogQuery, LogQueryError, LogRecord, LogStore, LogTable, LogValue};
 use keyhaven_core::store::{StoreError, StoreResult};
 use tokio_postgres::error::SqlState;
@@ -13,16 +14,36 @@ use crate::logs::run::{cells, prepare, Cell, Collector, FORGET_BATCH};
 use crate::logs::{Dialect, KqlType, SqlParam, INSERT_COLUMNS};
 
 fn query_failure(e: tokio_postgres::Error) -> LogQueryError {
-    match e.code() {
-        Some(c) if *c == SqlState::QUERY_CANCELED => LogQueryError::Timeout,
+    match e.code().map(SqlState::code) {
+        Some(c) if c == SqlState::QUERY_CANCELED.code() => LogQueryError::Timeout,
         // A data exception (a cast of text that is no number, an overflow):
-        // the query's own doing, said without the SQL.
-        Some(c) if c.code().starts_with("22") => LogQueryError::Semantic(format!(
-            "The query could not be evaluated: {}",
-            e.as_db_error()
-                .map_or("a value is out of range", |d| d.message())
-        )),
+        // the query's own doing, said without the SQL or the values (which
+        // could be any row's, in whatever order PostgreSQL tests them).
+        Some(c) if c.starts_with("22") => LogQueryError::Semantic(
+            "The query could not be evaluated: a value could not be converted, or is out of range."
+                .into(),
+        ),
+        // Too complex (stack depth, program limits) or a construct the
+        // database refuses: the query's doing too, not worth a retry.
+        Some(c) if c.starts_with("54") || c.starts_with("42") => LogQueryError::Semantic(
+            "The query could not be run: it is too complex for Keyhaven.".into(),
+        ),
         _ => LogQueryError::Store(err(e)),
+    }
+}
+
+/// Cancels the statement on the server if the query's future is dropped
+/// before it ends (the caller went away): the statement timeout would end
+/// it too, later.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = token.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
     }
 }
 
@@ -92,6 +113,7 @@ impl LogStore for PostgresStore {
             .map(|b| b.as_ref() as &(dyn ToSql + Sync))
             .collect();
         let mut c = self.client().await?;
+        let mut cancel = CancelOnDrop(Some(c.cancel_token()));
         let tx = c
             .build_transaction()
             .read_only(true)
@@ -105,15 +127,18 @@ impl LogStore for PostgresStore {
         ))
         .await
         .map_err(err)?;
+        // Rows are read as they come, so the result's byte cap bounds what
+        // is held, not the whole answer.
         let rows = tx
-            .query(&compiled.sql, &refs)
+            .query_raw(&compiled.sql, refs)
             .await
             .map_err(query_failure)?;
+        futures_util::pin_mut!(rows);
         let mut out = Collector::new(&compiled);
         let g = |e: tokio_postgres::Error| {
             LogQueryError::Store(StoreError::Corrupt(format!("postgres row: {e}")))
         };
-        for row in &rows {
+        while let Some(row) = rows.try_next().await.map_err(query_failure)? {
             let mut cells = Vec::with_capacity(compiled.columns.len());
             for (i, (_, ty)) in compiled.columns.iter().enumerate() {
                 cells.push(match ty {
@@ -138,6 +163,7 @@ impl LogStore for PostgresStore {
             out.push(cells)?;
         }
         tx.commit().await.map_err(err)?;
+        cancel.0 = None;
         Ok(out.finish())
     }
 
@@ -149,5 +175,15 @@ impl LogStore for PostgresStore {
         )
         .await
         .map_err(err)
+    }
+
+    async fn log_workspaces(&self) -> StoreResult<Vec<String>> {
+        let c = self.client().await?;
+        c.query("SELECT DISTINCT workspace FROM log_records", &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(err))
+            .collect()
     }
 }

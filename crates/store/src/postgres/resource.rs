@@ -113,18 +113,21 @@ impl ResourceStore for PostgresStore {
 
 #[async_trait]
 impl keyhaven_core::AuditStore for PostgresStore {
-    async fn append_audit(&self, row: &keyhaven_core::AuditRow) -> StoreResult<()> {
+    async fn append_audits(&self, rows: &[keyhaven_core::AuditRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // One statement for the batch: column-wise arrays.
+        let vaults: Vec<&str> = rows.iter().map(|r| r.vault.as_str()).collect();
+        let times: Vec<i64> = rows.iter().map(|r| r.time).collect();
+        let ops: Vec<&str> = rows.iter().map(|r| r.operation.as_str()).collect();
+        let callers: Vec<&str> = rows.iter().map(|r| r.caller.as_str()).collect();
+        let results: Vec<&str> = rows.iter().map(|r| r.result.as_str()).collect();
+        let records: Vec<&str> = rows.iter().map(|r| r.record.as_str()).collect();
         let c = self.client().await?;
         c.execute(
-            sql::APPEND_AUDIT,
-            &[
-                &row.vault,
-                &row.time,
-                &row.operation,
-                &row.caller,
-                &row.result,
-                &row.record,
-            ],
+            sql::APPEND_AUDITS,
+            &[&vaults, &times, &ops, &callers, &results, &records],
         )
         .await
         .map_err(err)?;

@@ -34,12 +34,12 @@ fn run_query(
     mut out: Collector,
 ) -> Result<LogTable, LogQueryError> {
     let interrupted = |e: &rusqlite::Error| matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted);
-    let fail = |e: rusqlite::Error| {
-        if interrupted(&e) {
-            LogQueryError::Timeout
-        } else {
-            LogQueryError::Store(err(e))
+    let fail = |e: rusqlite::Error| match &e {
+        _ if interrupted(&e) => LogQueryError::Timeout,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::TooBig => {
+            LogQueryError::TooLarge(crate::logs::run::MAX_RESULT_BYTES)
         }
+        _ => LogQueryError::Store(err(e)),
     };
     let mut stmt = c.prepare(sql).map_err(fail)?;
     let mut rows = stmt.query(params_from_iter(params)).map_err(fail)?;
@@ -151,6 +151,17 @@ impl LogStore for SqliteStore {
                 )
                 .map_err(err)?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn log_workspaces(&self) -> StoreResult<Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT DISTINCT workspace FROM log_records")
+                .map_err(err)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
         })
         .await
     }

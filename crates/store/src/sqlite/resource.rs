@@ -106,16 +106,31 @@ impl ResourceStore for SqliteStore {
 
 #[async_trait]
 impl keyhaven_core::AuditStore for SqliteStore {
-    async fn append_audit(&self, row: &keyhaven_core::AuditRow) -> StoreResult<()> {
-        let r = row.clone();
+    async fn append_audits(&self, rows: &[keyhaven_core::AuditRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = rows.to_vec();
         // No trigger watches this table: the generation mirror stays.
         self.run_raw(move |c| {
-            c.execute(
-                &q(sql::APPEND_AUDIT),
-                rusqlite::params![r.vault, r.time, r.operation, r.caller, r.result, r.record],
-            )
-            .map_err(err)?;
-            Ok(())
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            {
+                let mut stmt = tx.prepare_cached(&q(sql::APPEND_AUDIT)).map_err(err)?;
+                for r in &rows {
+                    stmt.execute(rusqlite::params![
+                        r.vault,
+                        r.time,
+                        r.operation,
+                        r.caller,
+                        r.result,
+                        r.record
+                    ])
+                    .map_err(err)?;
+                }
+            }
+            tx.commit().map_err(err)
         })
         .await
     }

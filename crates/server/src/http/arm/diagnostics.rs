@@ -53,6 +53,12 @@ pub struct Setting {
     /// `AzureDiagnostics`.
     #[serde(default)]
     pub dedicated: bool,
+    /// The customer id of the workspace `workspace_id` named when the
+    /// setting was written (and the caller was found allowed to send to
+    /// it): records go to that workspace only while it exists, never to
+    /// one made later under the same name.
+    #[serde(default)]
+    pub workspace_customer_id: Option<String>,
 }
 
 impl Setting {
@@ -209,6 +215,7 @@ fn parse_setting(
                 ))
             }
         },
+        workspace_customer_id: None,
     };
     if let Some(u) = s.http_endpoint.as_deref() {
         allow.check_url(u).map_err(bad)?;
@@ -241,12 +248,14 @@ pub async fn put_setting(
         return Err(bad("The diagnostic setting name is invalid."));
     }
     let body: Value = parse_body(req.into_body()).await?;
-    let s = parse_setting(&vid, &body, &st.audit_http_allow)?;
+    let mut s = parse_setting(&vid, &body, &st.audit_http_allow)?;
     // Records may go only into a workspace the caller may send to (as on
     // Azure: the destination's shared-keys action), or anyone who can
-    // write a vault's settings could fill a stranger's workspace.
+    // write a vault's settings could fill a stranger's workspace. The
+    // workspace is fixed by its customer id now: one that does not exist
+    // yet never receives this setting's records.
     if let Some(ws) = s.workspace_id.as_deref() {
-        if super::workspaces::customer_id_of(&st, ws).await?.is_some() {
+        if let Some(customer_id) = super::workspaces::customer_id_of(&st, ws).await? {
             st.authz
                 .require_action(
                     &ctx.caller,
@@ -255,6 +264,7 @@ pub async fn put_setting(
                 )
                 .await
                 .map_err(domain_failure)?;
+            s.workspace_customer_id = Some(customer_id);
         }
     }
     let id = format!("{vid}/providers/{SETTING_TYPE}/{name}");

@@ -134,6 +134,18 @@ pub async fn by_customer_id(
     }))
 }
 
+/// Every workspace of the deployment: customer id and retention in days.
+pub async fn all_live(st: &AppState) -> Result<Vec<(String, i64)>, ArmFailure> {
+    Ok(st
+        .store
+        .list_resources(WORKSPACE_TYPE, &st.subscription_id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?
+        .iter()
+        .filter_map(|r| Some((customer_id_in(r)?, retention_in(r)?)))
+        .collect())
+}
+
 /// `PUT …/Microsoft.OperationalInsights/workspaces/{name}`: 201 created,
 /// 200 updated; complete at once.
 pub async fn put_workspace(
