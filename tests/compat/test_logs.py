@@ -400,3 +400,42 @@ def test_a_setting_sends_only_where_its_writer_may_send(srv):
                                        "AzureDiagnostics | summarize count() by OperationName",
                                        timespan=timedelta(hours=1)))[1]
     assert "LogsQuery" not in {op for op, _ in ops}, ops
+
+
+def test_azure_metrics_count_the_vaults_requests(srv):
+    tok = management_token(srv)
+    ws = create_workspace(srv, tok, unique("ws"))
+    customer = ws["properties"]["customerId"]
+    r = arm(srv, "PUT", f"{vault_id(srv)}/providers/microsoft.insights/diagnosticSettings/with-metrics", tok,
+            {"properties": {"workspaceId": ws["id"], "logs": [{"category": "AuditEvent", "enabled": True}],
+                            "metrics": [{"category": "AllMetrics", "enabled": True}]}}, api_version=DIAG_API)
+    assert r.status_code == 200, r.text
+    generate_accesses(srv)
+    logs = client(srv)
+    span = timedelta(hours=1)
+
+    def agree():
+        hits = rows_of(logs.query_workspace(
+            customer, "AzureMetrics | where MetricName == 'ServiceApiHit' | summarize sum(Total)", timespan=span))[1]
+        records = rows_of(logs.query_workspace(customer, "AzureDiagnostics | count", timespan=span))[1]
+        return hits[0][0] is not None and records[0][0] >= 8 and hits[0][0] == records[0][0]
+    # Nodes add their counts every few seconds; records arrive within one.
+    deadline = time.monotonic() + 30
+    while not agree():
+        assert time.monotonic() < deadline, "AzureMetrics' ServiceApiHit never matched the records"
+        time.sleep(0.5)
+    cols, rows = rows_of(logs.query_workspace(
+        customer, "AzureMetrics | distinct MetricName, UnitName, TimeGrain, ResourceId | order by MetricName asc",
+        timespan=span))
+    assert rows == [["Availability", "Percent", "PT1M", vault_id(srv).upper()],
+                    ["ServiceApiHit", "Count", "PT1M", vault_id(srv).upper()],
+                    ["ServiceApiLatency", "MilliSeconds", "PT1M", vault_id(srv).upper()],
+                    ["ServiceApiResult", "Count", "PT1M", vault_id(srv).upper()]], rows
+    # The one miss (a 404) leaves availability at 100: only 5xx count against it.
+    avail = rows_of(logs.query_workspace(
+        customer, "AzureMetrics | where MetricName == 'Availability' | summarize min(Average)", timespan=span))[1]
+    assert avail == [[100.0]], avail
+    # A workspace that the metrics are not sent to has none.
+    other = create_workspace(srv, tok, unique("ws"))
+    assert rows_of(logs.query_workspace(other["properties"]["customerId"], "AzureMetrics | count",
+                                        timespan=span))[1] == [[0]]

@@ -86,6 +86,10 @@ pub struct LogQuery {
     /// When only one resource's records may be read (a resource-context
     /// query): its ARM id, compared without regard to case.
     pub resource: Option<String>,
+    /// The vaults whose metrics the query's `AzureMetrics` holds (ARM ids,
+    /// lower case), each with the customer id of the workspace that
+    /// receives them.
+    pub metric_vaults: Vec<(String, String)>,
     /// How long the query may run, milliseconds.
     pub timeout_ms: u64,
 }
@@ -163,4 +167,7 @@ pub trait LogStore: Send + Sync {
     async fn forget_logs(&self, workspace: &str, before_us: i64) -> StoreResult<u64>;
     /// The workspaces that hold records (to find those of deleted ones).
     async fn log_workspaces(&self) -> StoreResult<Vec<String>>;
+    /// Refreshes the planner's statistics of the records (after much has
+    /// been added), so a rare term is found through its index.
+    async fn maintain_logs(&self) -> StoreResult<()>;
 }

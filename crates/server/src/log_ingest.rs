@@ -29,6 +29,8 @@ const BATCH: usize = 2_000;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Tries of one batch before it is dropped (with an error in the log).
 const ATTEMPTS: u32 = 4;
+/// Records written between two refreshes of the store's statistics.
+const MAINTAIN_EVERY: usize = 100_000;
 
 /// What the queue carries.
 #[derive(Debug)]
@@ -116,6 +118,7 @@ async fn write_loop(
 ) {
     let mut logs = Vec::with_capacity(BATCH);
     let mut audits = Vec::new();
+    let mut since_maintained = 0usize;
     loop {
         // Wait for the first record, then gather for at most FLUSH_EVERY.
         let mut take = |(item, size): (Item, usize)| {
@@ -150,6 +153,13 @@ async fn write_loop(
                 }
             }
         );
+        since_maintained += n_logs;
+        if since_maintained >= MAINTAIN_EVERY {
+            since_maintained = 0;
+            if let Err(e) = store.maintain_logs().await {
+                tracing::debug!(error = %e, "log statistics could not be refreshed");
+            }
+        }
         logs.clear();
         audits.clear();
     }
@@ -200,6 +210,9 @@ pub async fn forget_past_retention(state: &crate::state::AppState) {
             return;
         }
     };
+    if let Err(e) = state.store.maintain_logs().await {
+        tracing::debug!(error = %e, "log statistics could not be refreshed");
+    }
     let now_us = state.clock.now_us();
     for w in &workspaces {
         let (Some(customer_id), Some(days)) = (

@@ -453,6 +453,7 @@ async fn logs_are_kept_per_workspace_and_queried(s: &dyn Storage) {
         to_us: t0 + 10,
         now_us: t0 + 10,
         resource: None,
+        metric_vaults: Vec::new(),
         timeout_ms: 30_000,
     };
     let t = s

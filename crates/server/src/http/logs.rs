@@ -303,6 +303,32 @@ pub async fn run_query(
     } else {
         workspaces
     };
+    // The vaults whose metrics go to the workspaces in scope.
+    let metric_vaults = match crate::http::arm::diagnostics::metric_routes(state).await {
+        Ok(routes) => routes
+            .into_iter()
+            .filter(|(vault, customer)| {
+                workspaces
+                    .iter()
+                    .any(|(w, _)| w.eq_ignore_ascii_case(customer))
+                    && resource
+                        .as_deref()
+                        .is_none_or(|r| r.eq_ignore_ascii_case(vault))
+            })
+            .collect::<Vec<_>>(),
+        Err(_) => {
+            return failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The diagnostic settings could not be read. Retry later.",
+            )
+        }
+    };
+    // One vault once (two settings may send its metrics to two workspaces
+    // in scope).
+    let mut metric_vaults = metric_vaults;
+    metric_vaults.sort();
+    metric_vaults.dedup_by(|a, b| a.0 == b.0);
     // A few queries at a time per node: they share the store's connections
     // with every request.
     let Ok(_slot) = QUERY_SLOTS.try_acquire() else {
@@ -328,6 +354,7 @@ pub async fn run_query(
         to_us,
         now_us,
         resource,
+        metric_vaults,
         timeout_ms: wait_seconds(prefer) * 1000,
     };
     let resp = match state.store.query_logs(&q).await {

@@ -89,6 +89,9 @@ pub struct QueryScope {
     pub workspaces: Vec<(String, i64)>,
     /// The resource's ARM id (compared upper case, as records keep it).
     pub resource: Option<String>,
+    /// The vaults whose metrics `AzureMetrics` holds (ARM ids, lower case),
+    /// each with the customer id of the workspace they are sent to.
+    pub metric_vaults: Vec<(String, String)>,
     /// Records at or after this time (µs since the epoch).
     pub from_us: i64,
     /// Records at or before this time.
@@ -376,21 +379,28 @@ impl Compiler {
                 "A query needs a workspace.",
             );
         }
-        let mut each = Vec::new();
-        for (ws, earliest) in self.scope.workspaces.clone() {
-            let ws = self.param(SqlParam::Text(ws));
-            let earliest = self.param(SqlParam::Int(earliest));
-            each.push(format!("(workspace = {ws} AND time_us >= {earliest})"));
-        }
-        let mut bound = format!("({}) AND ", each.join(" OR "));
-        if let Some(r) = self.scope.resource.clone() {
-            let r = self.param(SqlParam::Text(r.to_ascii_uppercase()));
-            bound.push_str(&format!("resource_id = {r} AND "));
-        }
-        let from = self.param(SqlParam::Int(self.scope.from_us));
-        let to = self.param(SqlParam::Int(self.scope.to_us));
         let mut parts = Vec::new();
         for (t, cat) in &catalogs {
+            if t.name == "AzureMetrics" {
+                let part = self.metrics_source(cat, &cols);
+                parts.push(part);
+                continue;
+            }
+            // Each part has its own parameters (PostgreSQL wants every
+            // parameter used, and a metrics-only query uses none of these).
+            let mut each = Vec::new();
+            for (ws, earliest) in self.scope.workspaces.clone() {
+                let ws = self.param(SqlParam::Text(ws));
+                let earliest = self.param(SqlParam::Int(earliest));
+                each.push(format!("(workspace = {ws} AND time_us >= {earliest})"));
+            }
+            let mut bound = format!("({}) AND ", each.join(" OR "));
+            if let Some(r) = self.scope.resource.clone() {
+                let r = self.param(SqlParam::Text(r.to_ascii_uppercase()));
+                bound.push_str(&format!("resource_id = {r} AND "));
+            }
+            let from = self.param(SqlParam::Int(self.scope.from_us));
+            let to = self.param(SqlParam::Int(self.scope.to_us));
             let name = self.param(SqlParam::Text(t.name.clone()));
             let list = cols
                 .iter()
@@ -455,6 +465,86 @@ impl Compiler {
         }
         self.push_step(parts.join(" UNION ALL "), cols);
         Ok(())
+    }
+
+    /// `AzureMetrics`' rows: for each vault in scope and minute, one row per
+    /// metric (`ServiceApiHit`, `ServiceApiResult`, `ServiceApiLatency`,
+    /// `Availability`), summed over the operations, statuses and nodes of
+    /// `metric_minutes`, within the time span and the oldest retention of
+    /// the workspaces in scope.
+    fn metrics_source(&mut self, cat: &[CatalogColumn], cols: &[Column]) -> String {
+        const MINUTE: i64 = 60_000_000;
+        let earliest = self
+            .scope
+            .workspaces
+            .iter()
+            .map(|(_, e)| *e)
+            .min()
+            .unwrap_or(i64::MAX);
+        let from = self.scope.from_us.max(earliest);
+        // Minutes whose start lies in [from, to].
+        let lo = from.div_euclid(MINUTE) + i64::from(from.rem_euclid(MINUTE) != 0);
+        let hi = self.scope.to_us.div_euclid(MINUTE);
+        let mut vaults = self.scope.metric_vaults.clone();
+        if vaults.is_empty() {
+            // None: a row that matches no vault keeps the SQL one shape.
+            vaults.push((String::new(), String::new()));
+        }
+        let mut rows = Vec::new();
+        for (id, tenant) in vaults {
+            let segments: Vec<&str> = id.split('/').collect();
+            let after = |name: &str| {
+                segments
+                    .iter()
+                    .position(|s| s.eq_ignore_ascii_case(name))
+                    .and_then(|i| segments.get(i + 1))
+                    .map_or_else(String::new, |s| (*s).to_owned())
+            };
+            let (res, rg, sub) = (
+                segments.last().copied().unwrap_or_default().to_owned(),
+                after("resourceGroups"),
+                after("subscriptions"),
+            );
+            let [id, tenant, res, rg, sub] = [id.to_ascii_lowercase(), tenant, res, rg, sub]
+                .map(|v| self.param(SqlParam::Text(v)));
+            rows.push(format!(
+                "SELECT {id} AS id, {tenant} AS tenant, {res} AS res, {rg} AS rg, {sub} AS sub"
+            ));
+        }
+        let lo = self.param(SqlParam::Int(lo));
+        let hi = self.param(SqlParam::Int(hi));
+        let list = cols
+            .iter()
+            .map(|c| {
+                let missing = if c.ty == KqlType::String {
+                    "''"
+                } else {
+                    "NULL"
+                };
+                let sql = cat
+                    .iter()
+                    .find(|cc| cc.name == c.name)
+                    .map_or(missing, |cc| cc.sql);
+                format!("{sql} AS {}", c.sql)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let d = "DOUBLE PRECISION";
+        format!(
+            "SELECT {list} FROM (SELECT v.tenant AS tenant, a.vault AS vault, v.res AS resource, v.rg AS rg, v.sub AS sub, a.minute AS minute, x.metric AS metric, x.unit AS unit, \
+             CASE x.metric WHEN 'ServiceApiLatency' THEN a.lat WHEN 'Availability' THEN a.avail ELSE a.hits END AS total, \
+             CASE x.metric WHEN 'Availability' THEN CAST(1 AS {d}) ELSE a.hits END AS cnt, \
+             CASE x.metric WHEN 'ServiceApiLatency' THEN NULL WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS mn, \
+             CASE x.metric WHEN 'ServiceApiLatency' THEN NULL WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS mx, \
+             CASE x.metric WHEN 'ServiceApiLatency' THEN a.lat / a.hits WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS av \
+             FROM (SELECT vault, minute, CAST(SUM(count) AS {d}) AS hits, CAST(SUM(latency_ms) AS {d}) AS lat, \
+             CAST(100 AS {d}) * CAST(SUM(CASE WHEN status >= 500 THEN 0 ELSE count END) AS {d}) / CAST(SUM(count) AS {d}) AS avail \
+             FROM metric_minutes WHERE vault IN (SELECT id FROM ({vaults}) w) AND minute >= {lo} AND minute <= {hi} GROUP BY vault, minute) a \
+             JOIN ({vaults}) v ON a.vault = v.id \
+             CROSS JOIN (SELECT 'ServiceApiHit' AS metric, 'Count' AS unit UNION ALL SELECT 'ServiceApiResult', 'Count' \
+             UNION ALL SELECT 'ServiceApiLatency', 'MilliSeconds' UNION ALL SELECT 'Availability', 'Percent') x) m",
+            vaults = rows.join(" UNION ALL ")
+        )
     }
 
     /// The term index's test that `column`'s text holds `tokens` (ASCII
@@ -942,6 +1032,38 @@ impl Compiler {
                         ty: KqlType::Long,
                     },
                     format!("dcount_{}", arg_name(0)),
+                )
+            }
+            "make_set" => {
+                let v = one(self)?;
+                if !matches!(v.ty, KqlType::String | KqlType::Long | KqlType::Real) {
+                    return fail(
+                        e.span,
+                        format!(
+                            "summarize: make_set() takes a string or a number, not {}",
+                            v.ty.name()
+                        ),
+                    );
+                }
+                // The array's order and spacing differ between the stores:
+                // the runner sorts every array (make_set's are the only
+                // ones) and writes it compactly.
+                let agg = match self.dialect {
+                    Dialect::Sqlite => format!(
+                        "COALESCE(json_group_array(DISTINCT {v}) FILTER (WHERE {v} IS NOT NULL), '[]')",
+                        v = v.sql
+                    ),
+                    Dialect::Postgres => format!(
+                        "COALESCE(CAST(json_agg(DISTINCT {v}) FILTER (WHERE {v} IS NOT NULL) AS TEXT), '[]')",
+                        v = v.sql
+                    ),
+                };
+                (
+                    Typed {
+                        sql: agg,
+                        ty: KqlType::Dynamic,
+                    },
+                    format!("set_{}", arg_name(0)),
                 )
             }
             "sum" | "avg" | "min" | "max" => {
@@ -1608,7 +1730,8 @@ impl Compiler {
                     },
                 }
             }
-            "count" | "countif" | "dcount" | "sum" | "avg" | "min" | "max" => {
+            "count" | "countif" | "dcount" | "sum" | "avg" | "min" | "max" | "make_set"
+            | "percentile" | "percentiles" => {
                 return fail(
                     span,
                     format!("The aggregation '{f}' can be used only in summarize"),

@@ -69,8 +69,8 @@ pub const LOG_TABLE_SQLITE: &str = "CREATE TABLE log_records (
     oid TEXT NOT NULL, appid TEXT NOT NULL, upn TEXT NOT NULL, tid TEXT NOT NULL,
     object_id TEXT NOT NULL, request_uri TEXT NOT NULL, http_status INTEGER NOT NULL,
     client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
- CREATE INDEX log_records_by_time ON log_records (workspace, time_us);
- CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us);
+ CREATE INDEX log_records_by_time ON log_records (workspace, time_us, log_table);
+ CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us, log_table);
  CREATE VIRTUAL TABLE log_terms USING fts5(object_id, request_uri,
     content='log_records', content_rowid='seq', tokenize='unicode61 remove_diacritics 0');
  CREATE TRIGGER log_records_terms_insert AFTER INSERT ON log_records BEGIN
@@ -94,8 +94,8 @@ pub const LOG_TABLE_POSTGRES: &str = "CREATE TABLE log_records (
     oid TEXT NOT NULL, appid TEXT NOT NULL, upn TEXT NOT NULL, tid TEXT NOT NULL,
     object_id TEXT NOT NULL, request_uri TEXT NOT NULL, http_status BIGINT NOT NULL,
     client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
- CREATE INDEX log_records_by_time ON log_records (workspace, time_us);
- CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us);
+ CREATE INDEX log_records_by_time ON log_records (workspace, time_us, log_table);
+ CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us, log_table);
  CREATE INDEX log_records_object_terms ON log_records
     USING GIN ((regexp_split_to_array(lower(object_id), '[^a-z0-9]+')));
  CREATE INDEX log_records_uri_terms ON log_records
@@ -204,11 +204,36 @@ pub const AZKV_AUDIT_LOGS: &[CatalogColumn] = &[
     col("_ResourceId", T::String, "lower(resource_id)"),
 ];
 
+/// `AzureMetrics`: a vault's platform metrics by minute, from the request
+/// counts every node adds to `metric_minutes` (see
+/// [`compile`]'s metrics source: the SQL here is over its rows `m`).
+pub const AZURE_METRICS: &[CatalogColumn] = &[
+    col("TenantId", T::String, "m.tenant"),
+    col("TimeGenerated", T::Datetime, "m.minute * 60000000"),
+    col("ResourceId", T::String, "upper(m.vault)"),
+    col("ResourceProvider", T::String, "'MICROSOFT.KEYVAULT'"),
+    col("Resource", T::String, "upper(m.resource)"),
+    col("ResourceGroup", T::String, "upper(m.rg)"),
+    col("SubscriptionId", T::String, "upper(m.sub)"),
+    col("MetricName", T::String, "m.metric"),
+    col("Total", T::Real, "m.total"),
+    col("Count", T::Real, "m.cnt"),
+    col("Maximum", T::Real, "m.mx"),
+    col("Minimum", T::Real, "m.mn"),
+    col("Average", T::Real, "m.av"),
+    col("TimeGrain", T::String, "'PT1M'"),
+    col("UnitName", T::String, "m.unit"),
+    col("SourceSystem", T::String, "'Azure'"),
+    col("Type", T::String, "'AzureMetrics'"),
+    col("_ResourceId", T::String, "m.vault"),
+];
+
 /// The tables a query may name (case-sensitive, as KQL's are).
 pub fn table(name: &str) -> Option<&'static [CatalogColumn]> {
     match name {
         "AzureDiagnostics" => Some(AZURE_DIAGNOSTICS),
         "AZKVAuditLogs" => Some(AZKV_AUDIT_LOGS),
+        "AzureMetrics" => Some(AZURE_METRICS),
         _ => None,
     }
 }

@@ -24,6 +24,7 @@ pub fn prepare(q: &LogQuery, dialect: Dialect) -> Result<Compiled, LogQueryError
     })?;
     let scope = QueryScope {
         workspaces: q.workspaces.clone(),
+        metric_vaults: q.metric_vaults.clone(),
         resource: q.resource.clone(),
         from_us: q.from_us,
         to_us: q.to_us,
@@ -61,7 +62,14 @@ impl Collector {
     }
 
     /// Adds one row.
-    pub fn push(&mut self, row: Vec<LogValue>) -> Result<(), LogQueryError> {
+    pub fn push(&mut self, mut row: Vec<LogValue>) -> Result<(), LogQueryError> {
+        for (cell, (_, ty)) in row.iter_mut().zip(&self.table.columns) {
+            if *ty == "dynamic" {
+                if let LogValue::Text(t) = cell {
+                    *t = canonical_dynamic(t);
+                }
+            }
+        }
         self.bytes += row
             .iter()
             .map(|v| match v {
@@ -80,6 +88,39 @@ impl Collector {
     /// The table.
     pub fn finish(self) -> LogTable {
         self.table
+    }
+}
+
+/// A `dynamic` value as one text on both stores: JSON written compactly,
+/// and an array (only `make_set` makes arrays: the tables' dynamic columns
+/// hold objects) sorted (numbers before text; numbers by value, text by
+/// bytes) without repeats.
+pub(crate) fn canonical_dynamic(text: &str) -> String {
+    use serde_json::Value;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(mut items)) => {
+            let rank = |v: &Value| match v {
+                Value::Null => 0,
+                Value::Bool(_) => 1,
+                Value::Number(_) => 2,
+                Value::String(_) => 3,
+                _ => 4,
+            };
+            items.sort_by(|a, b| {
+                rank(a).cmp(&rank(b)).then_with(|| match (a, b) {
+                    (Value::Number(x), Value::Number(y)) => x
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        .total_cmp(&y.as_f64().unwrap_or(0.0)),
+                    (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+                    _ => a.to_string().cmp(&b.to_string()),
+                })
+            });
+            items.dedup();
+            Value::Array(items).to_string()
+        }
+        Ok(v) => v.to_string(),
+        Err(_) => text.to_owned(),
     }
 }
 

@@ -109,9 +109,21 @@ fn records() -> Vec<Rec> {
     ]
 }
 
+/// `metric_minutes` (migration 12) and its rows: vault `v` in scope, `other`
+/// not.
+const METRICS: &str = "CREATE TABLE metric_minutes (
+    vault TEXT NOT NULL, minute BIGINT NOT NULL, activity TEXT NOT NULL, status BIGINT NOT NULL,
+    count BIGINT NOT NULL, latency_ms BIGINT NOT NULL, PRIMARY KEY (vault, minute, activity, status));
+ INSERT INTO metric_minutes VALUES
+    ('/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v', 29940000, 'secretget', 200, 3, 30),
+    ('/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v', 29940000, 'secretget', 500, 1, 10),
+    ('/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v', 29940001, 'keysign', 200, 2, 8),
+    ('/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/other', 29940000, 'secretget', 200, 5, 5);";
+
 fn db() -> Connection {
     let c = Connection::open_in_memory().unwrap();
     c.execute_batch(LOG_TABLE_SQLITE).unwrap();
+    c.execute_batch(METRICS).unwrap();
     for r in records() {
         let (result, signature) = outcome(r.status);
         c.execute(
@@ -129,6 +141,10 @@ fn scope() -> QueryScope {
     QueryScope {
         workspaces: vec![("w1".into(), i64::MIN)],
         resource: None,
+        metric_vaults: vec![(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v".into(),
+            "w1".into(),
+        )],
         from_us: T0 - 24 * H,
         to_us: T0 + 24 * H,
         now_us: T0 + 4 * H,
@@ -151,9 +167,28 @@ fn outcome(status: i64) -> (&'static str, &'static str) {
 /// booleans as 1/0).
 fn run(q: &str) -> (Vec<(String, KqlType)>, Vec<Vec<String>>) {
     let parsed = keyhaven_kql::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
-    let sqlite = run_sqlite(q, &parsed);
+    // Dynamic values as the runner gives them (arrays sorted, compact).
+    let canonical = |(cols, rows): (Vec<(String, KqlType)>, Vec<Vec<String>>)| {
+        let rows = rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .zip(&cols)
+                    .map(|(v, (_, ty))| {
+                        if *ty == KqlType::Dynamic && v != "null" {
+                            super::run::canonical_dynamic(&v)
+                        } else {
+                            v
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        (cols, rows)
+    };
+    let sqlite = canonical(run_sqlite(q, &parsed));
     if let Ok(url) = std::env::var("KEYHAVEN_TEST_POSTGRES") {
-        let pg = run_postgres(q, &parsed, &url);
+        let pg = canonical(run_postgres(q, &parsed, &url));
         assert_eq!(pg, sqlite, "{q}: PostgreSQL and SQLite disagree");
     }
     sqlite
@@ -226,6 +261,7 @@ fn run_postgres(
             ];
             client.execute(INSERT, &values).await.unwrap();
         }
+        client.batch_execute(METRICS).await.unwrap();
         let params: Vec<Box<dyn ToSql + Sync + Send>> = c
             .params
             .iter()
@@ -704,4 +740,75 @@ fn the_term_index_finds_what_has_finds() {
         keyhaven_kql::parse("AzureDiagnostics | where id_s !has 'x' or id_s has 'y'").unwrap();
     let c = compile(&parsed, &scope(), Dialect::Sqlite).unwrap();
     assert!(!c.sql.contains("log_terms"), "{}", c.sql);
+}
+
+#[test]
+fn make_set_is_one_sorted_array_on_both_stores() {
+    let (cols, r) = run("AzureDiagnostics | summarize make_set(OperationName)");
+    assert_eq!(
+        cols,
+        vec![("set_OperationName".to_owned(), KqlType::Dynamic)]
+    );
+    assert_eq!(r, vec![s(&[r#"["KeySign","SecretGet","SecretSet"]"#])]);
+    assert_eq!(
+        rows("AzureDiagnostics | summarize ips = make_set(CallerIPAddress), d = make_set(DurationMs) by OperationName | order by OperationName asc"),
+        vec![
+            s(&["KeySign", r#"["10.0.0.2"]"#, "[40]"]),
+            s(&["SecretGet", r#"["10.0.0.1","10.0.0.2"]"#, "[2,5,7]"]),
+            s(&["SecretSet", r#"["10.0.0.3"]"#, "[12]"]),
+        ]
+    );
+    // Nulls are left out; an empty group's set is [].
+    assert_eq!(
+        rows("AzureDiagnostics | extend d = iff(DurationMs > 100, DurationMs, toint(null)) | summarize make_set(d)"),
+        vec![s(&["[]"])]
+    );
+    assert!(
+        err("AzureDiagnostics | summarize make_set(TimeGenerated)").contains("string or a number")
+    );
+    assert!(
+        err("AzureDiagnostics | where make_set(OperationName) == 1").contains("only in summarize")
+    );
+}
+
+#[test]
+fn azure_metrics_are_the_minutes_of_the_vaults_in_scope() {
+    // T0 is minute 29,940,000: 4 requests (one a 500) then 2 the next.
+    assert_eq!(rows("AzureMetrics | count"), vec![s(&["8"])]);
+    assert_eq!(
+        rows("AzureMetrics | where MetricName == 'ServiceApiHit' | project TimeGenerated, Total, Count, Average | order by TimeGenerated asc"),
+        vec![
+            s(&[&T0.to_string(), "4", "4", "1"]),
+            s(&[&(T0 + 60_000_000).to_string(), "2", "2", "1"])
+        ]
+    );
+    assert_eq!(
+        rows("AzureMetrics | where TimeGenerated == datetime(2026-12-04T16:00:00Z) and MetricName in ('ServiceApiLatency', 'Availability') | project MetricName, Total, Average, UnitName | order by MetricName asc"),
+        vec![
+            s(&["Availability", "75", "75", "Percent"]),
+            s(&["ServiceApiLatency", "40", "10", "MilliSeconds"])
+        ]
+    );
+    assert_eq!(
+        rows("AzureMetrics | summarize dcount(ResourceId) by Resource, ResourceGroup, SubscriptionId, TimeGrain, _ResourceId"),
+        vec![s(&[
+            "V",
+            "RG",
+            "S",
+            "PT1M",
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v",
+            "1"
+        ])]
+    );
+    // The time span bounds it like the other tables; a union reads both.
+    assert_eq!(
+        rows("AzureMetrics | where TimeGenerated > datetime(2026-12-04T16:00:30Z) | count"),
+        vec![s(&["4"])]
+    );
+    assert_eq!(
+        rows(
+            "union AzureMetrics, AzureDiagnostics | summarize count() by Type | order by Type asc"
+        ),
+        vec![s(&["AzureDiagnostics", "5"]), s(&["AzureMetrics", "8"])]
+    );
 }

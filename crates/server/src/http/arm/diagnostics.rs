@@ -68,6 +68,27 @@ impl Setting {
     }
 }
 
+/// Where vaults' metrics go: (vault ARM id in lower case, customer id of
+/// the workspace), for each setting with `AllMetrics` that names a
+/// workspace its writer was allowed to send to.
+pub async fn metric_routes(st: &AppState) -> Result<Vec<(String, String)>, ArmFailure> {
+    Ok(st
+        .store
+        .list_resources(SETTING_TYPE, &st.subscription_id)
+        .await
+        .map_err(|e| domain_failure(e.into()))?
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Setting>(&r.properties).ok())
+        .filter(|s| s.metrics)
+        .filter_map(|s| {
+            Some((
+                s.vault_id.to_ascii_lowercase(),
+                s.workspace_customer_id?.to_ascii_lowercase(),
+            ))
+        })
+        .collect())
+}
+
 fn bad(msg: impl Into<String>) -> ArmFailure {
     ArmFailure::new(StatusCode::BAD_REQUEST, "BadRequest", msg.into())
 }
