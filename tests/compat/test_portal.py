@@ -826,8 +826,10 @@ def test_monitoring_blade_metrics_chart_logs_and_diagnostic_settings(server, cre
              {"location": "local"}, api_version="2022-10-01")
     assert ws.status_code in (200, 201), ws.text
     # Reader on the group: the workspace picker lists what the user may read.
+    # Reader on the group: the workspace picker lists what the user may read;
+    # Log Analytics Contributor: the user may send records to the workspace.
     vault, uri = fresh_vault(server, browser, "monitoring", roles=("Contributor", "Key Vault Administrator"),
-                             group_roles=("Reader",))
+                             group_roles=("Reader", "Log Analytics Contributor"))
     browser.wait("[data-test=metric-chart], [data-test=metric-refresh]")
     browser.wait("#main", "No event subscriptions.")
     browser.find("[data-test=diag-open]")[0].click()
@@ -853,6 +855,33 @@ def test_monitoring_blade_metrics_chart_logs_and_diagnostic_settings(server, cre
         browser.find("[data-test=logs-run]")[0].click()
         time.sleep(0.5)
     assert all("SecretGet" in r.text for r in browser.find("[data-test=log-row]"))
+
+    # The same reads through KQL (the vault's resource-context query), drawn.
+    kql = browser.find("[data-test=kql-text]")[0]
+    kql.clear()
+    kql.send_keys("AzureDiagnostics | where OperationName startswith 'Secret' | summarize n = count() by OperationName"
+                  " | order by OperationName asc | render barchart")
+    browser.find("[data-test=kql-run]")[0].click()
+    browser.wait("[data-test=kql-row]", "SecretGet")
+    rows = [r.text for r in browser.find("[data-test=kql-row]")]
+    assert any(r.startswith("SecretGet") and r.split()[-1].isdigit() and int(r.split()[-1]) >= 3 for r in rows), rows
+    assert any(r.startswith("SecretSet") for r in rows), rows
+    assert len(browser.find("[data-test=kql-bar]")) == len(rows)
+    browser.driver.execute_script(
+        "document.querySelector('[data-test=kql-text]').scrollIntoView({block: 'start'})")
+    browser.shot("monitoring-kql-bars")
+    kql.clear()
+    kql.send_keys("AzureDiagnostics | where OperationName == | count")
+    browser.find("[data-test=kql-run]")[0].click()
+    browser.wait("#main", "Query could not be parsed")
+    kql.clear()
+    kql.send_keys("AzureDiagnostics | summarize count() by bin(TimeGenerated, 1m), OperationName | render timechart")
+    browser.find("[data-test=kql-run]")[0].click()
+    browser.wait("[data-test=kql-chart] [data-test=chart-dot]")
+    assert len(browser.find("[data-test=kql-chart] [data-test=legend]")) >= 2  # SecretSet, SecretGet
+    browser.driver.execute_script(
+        "document.querySelector('[data-test=kql-text]').scrollIntoView({block: 'start'})")
+    browser.shot("monitoring-kql")
 
     Select(browser.find("[data-test=metric-split]")[0]).select_by_value("ActivityName")
     deadline = time.monotonic() + 30

@@ -470,10 +470,12 @@ impl Compiler {
     /// `AzureMetrics`' rows: for each vault in scope and minute, one row per
     /// metric (`ServiceApiHit`, `ServiceApiResult`, `ServiceApiLatency`,
     /// `Availability`), summed over the operations, statuses and nodes of
-    /// `metric_minutes`, within the time span and the oldest retention of
-    /// the workspaces in scope.
+    /// `metric_minutes`, within the time span and the retention of the
+    /// workspace each vault's metrics go to.
     fn metrics_source(&mut self, cat: &[CatalogColumn], cols: &[Column]) -> String {
         const MINUTE: i64 = 60_000_000;
+        // The first minute whose start is at or after `us`.
+        let first_minute = |us: i64| us.div_euclid(MINUTE) + i64::from(us.rem_euclid(MINUTE) != 0);
         let earliest = self
             .scope
             .workspaces
@@ -481,9 +483,8 @@ impl Compiler {
             .map(|(_, e)| *e)
             .min()
             .unwrap_or(i64::MAX);
-        let from = self.scope.from_us.max(earliest);
         // Minutes whose start lies in [from, to].
-        let lo = from.div_euclid(MINUTE) + i64::from(from.rem_euclid(MINUTE) != 0);
+        let lo = first_minute(self.scope.from_us.max(earliest));
         let hi = self.scope.to_us.div_euclid(MINUTE);
         let mut vaults = self.scope.metric_vaults.clone();
         if vaults.is_empty() {
@@ -505,10 +506,18 @@ impl Compiler {
                 after("resourceGroups"),
                 after("subscriptions"),
             );
+            // This vault's own bound: its workspace's retention.
+            let own = self
+                .scope
+                .workspaces
+                .iter()
+                .find(|(w, _)| w.eq_ignore_ascii_case(&tenant))
+                .map_or(i64::MAX, |(_, e)| *e);
+            let own = self.param(SqlParam::Int(first_minute(self.scope.from_us.max(own))));
             let [id, tenant, res, rg, sub] = [id.to_ascii_lowercase(), tenant, res, rg, sub]
                 .map(|v| self.param(SqlParam::Text(v)));
             rows.push(format!(
-                "SELECT {id} AS id, {tenant} AS tenant, {res} AS res, {rg} AS rg, {sub} AS sub"
+                "SELECT {id} AS id, {tenant} AS tenant, {res} AS res, {rg} AS rg, {sub} AS sub, {own} AS lo"
             ));
         }
         let lo = self.param(SqlParam::Int(lo));
@@ -536,11 +545,11 @@ impl Compiler {
              CASE x.metric WHEN 'Availability' THEN CAST(1 AS {d}) ELSE a.hits END AS cnt, \
              CASE x.metric WHEN 'ServiceApiLatency' THEN NULL WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS mn, \
              CASE x.metric WHEN 'ServiceApiLatency' THEN NULL WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS mx, \
-             CASE x.metric WHEN 'ServiceApiLatency' THEN a.lat / a.hits WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS av \
+             CASE x.metric WHEN 'ServiceApiLatency' THEN a.lat / NULLIF(a.hits, 0) WHEN 'Availability' THEN a.avail ELSE CAST(1 AS {d}) END AS av \
              FROM (SELECT vault, minute, CAST(SUM(count) AS {d}) AS hits, CAST(SUM(latency_ms) AS {d}) AS lat, \
-             CAST(100 AS {d}) * CAST(SUM(CASE WHEN status >= 500 THEN 0 ELSE count END) AS {d}) / CAST(SUM(count) AS {d}) AS avail \
+             CAST(100 AS {d}) * CAST(SUM(CASE WHEN status >= 500 THEN 0 ELSE count END) AS {d}) / NULLIF(CAST(SUM(count) AS {d}), 0) AS avail \
              FROM metric_minutes WHERE vault IN (SELECT id FROM ({vaults}) w) AND minute >= {lo} AND minute <= {hi} GROUP BY vault, minute) a \
-             JOIN ({vaults}) v ON a.vault = v.id \
+             JOIN ({vaults}) v ON a.vault = v.id AND a.minute >= v.lo \
              CROSS JOIN (SELECT 'ServiceApiHit' AS metric, 'Count' AS unit UNION ALL SELECT 'ServiceApiResult', 'Count' \
              UNION ALL SELECT 'ServiceApiLatency', 'MilliSeconds' UNION ALL SELECT 'Availability', 'Percent') x) m",
             vaults = rows.join(" UNION ALL ")
@@ -562,7 +571,10 @@ impl Compiler {
             Dialect::Postgres => {
                 let items: Vec<String> = tokens
                     .iter()
-                    .map(|t| self.param(SqlParam::Text(t.clone())))
+                    .map(|t| {
+                        let cut: String = t.chars().take(super::TERM_MAX).collect();
+                        self.param(SqlParam::Text(cut))
+                    })
                     .collect();
                 format!(
                     "{} @> ARRAY[{}]",
@@ -971,10 +983,13 @@ impl Compiler {
                 .into_iter()
                 .map(|p| {
                     let label = format!("{p}").replace('.', "_");
+                    // Integers only, so both stores round alike: rank/count
+                    // >= p/100, with p in units of 1/10,000.
+                    let scaled = (p * 10_000.0).round() as i64;
                     (
                         Typed {
                             sql: format!(
-                                "MIN(CASE WHEN prn{n} * 100.0 >= {p:?} * pcnt{n} THEN pv{n} END)"
+                                "MIN(CASE WHEN prn{n} * 1000000 >= {scaled} * pcnt{n} THEN pv{n} END)"
                             ),
                             ty,
                         },

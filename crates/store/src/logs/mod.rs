@@ -96,18 +96,25 @@ pub const LOG_TABLE_POSTGRES: &str = "CREATE TABLE log_records (
     client_info TEXT NOT NULL, identity TEXT NOT NULL, properties TEXT NOT NULL);
  CREATE INDEX log_records_by_time ON log_records (workspace, time_us, log_table);
  CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us, log_table);
- CREATE INDEX log_records_object_terms ON log_records
-    USING GIN ((regexp_split_to_array(lower(object_id), '[^a-z0-9]+')));
- CREATE INDEX log_records_uri_terms ON log_records
-    USING GIN ((regexp_split_to_array(lower(request_uri), '[^a-z0-9]+')));";
+ CREATE FUNCTION keyhaven_terms(text) RETURNS text[] LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT ARRAY(SELECT left(t, 200) FROM unnest(regexp_split_to_array(lower($1 COLLATE \"C\"), '[^a-z0-9]+')) AS t) $$;
+ CREATE INDEX log_records_object_terms ON log_records USING GIN (keyhaven_terms(object_id));
+ CREATE INDEX log_records_uri_terms ON log_records USING GIN (keyhaven_terms(request_uri));";
 
 /// PostgreSQL's term array of an indexed column (the expression its GIN
-/// index is on, written the same in queries so the index serves them): the
-/// lower-cased text split at every character that is not an ASCII letter or
-/// digit, as KQL's `has` splits terms. Ingestion keeps these columns ASCII.
+/// index is on, written the same in queries so the index serves them):
+/// `keyhaven_terms`, the text lower-cased by bytes (`COLLATE "C"`, whatever
+/// the database's locale) and split at every character that is not an
+/// ASCII letter or digit, as KQL's `has` splits terms, each term cut to
+/// [`TERM_MAX`] characters (a GIN key must stay small: one long term would
+/// fail the insert of its whole batch). The store keeps these columns
+/// ASCII.
 pub fn term_array(column: &str) -> String {
-    format!("regexp_split_to_array(lower({column}), '[^a-z0-9]+')")
+    format!("keyhaven_terms({column})")
 }
+
+/// Longest term the PostgreSQL term index keeps (queries cut theirs alike).
+pub const TERM_MAX: usize = 200;
 
 /// The `log_records` table in a dialect.
 pub fn log_table_ddl(dialect: Dialect) -> &'static str {

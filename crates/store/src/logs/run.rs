@@ -116,6 +116,16 @@ pub(crate) fn canonical_dynamic(text: &str) -> String {
                     _ => a.to_string().cmp(&b.to_string()),
                 })
             });
+            // A whole real is written as an integer (SQLite writes 2.0
+            // where PostgreSQL writes 2).
+            for v in &mut items {
+                if let Some(f) = v
+                    .as_f64()
+                    .filter(|f| v.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15)
+                {
+                    *v = Value::from(f as i64);
+                }
+            }
             items.dedup();
             Value::Array(items).to_string()
         }
@@ -128,42 +138,66 @@ pub(crate) fn canonical_dynamic(text: &str) -> String {
 /// `INSERT` of either store: `(text, integer)` slots in column order.
 pub enum Cell<'a> {
     /// Text.
-    Text(&'a str),
+    Text(std::borrow::Cow<'a, str>),
     /// Integer.
     Int(i64),
 }
 
-/// The record's cells in insert order.
+/// `s` with every character outside ASCII percent-encoded, as in a URI:
+/// the term index splits the indexed columns' terms exactly as `has` does
+/// only when they are ASCII, so the store keeps them so.
+pub fn ascii_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The record's cells in insert order (the term-indexed columns ASCII).
 pub fn cells(r: &LogRecord) -> [Cell<'_>; 27] {
-    use Cell::{Int, Text};
+    fn t(s: &str) -> Cell<'_> {
+        Cell::Text(std::borrow::Cow::Borrowed(s))
+    }
+    use Cell::Int;
     [
-        Text(&r.workspace),
-        Text(&r.log_table),
+        t(&r.workspace),
+        t(&r.log_table),
         Int(r.time_us),
-        Text(&r.category),
-        Text(&r.resource_id),
-        Text(&r.resource),
-        Text(&r.resource_group),
-        Text(&r.subscription_id),
-        Text(&r.resource_type),
-        Text(&r.operation),
-        Text(&r.operation_version),
-        Text(&r.result_type),
-        Text(&r.result_signature),
-        Text(&r.result_description),
+        t(&r.category),
+        t(&r.resource_id),
+        t(&r.resource),
+        t(&r.resource_group),
+        t(&r.subscription_id),
+        t(&r.resource_type),
+        t(&r.operation),
+        t(&r.operation_version),
+        t(&r.result_type),
+        t(&r.result_signature),
+        t(&r.result_description),
         Int(r.duration_ms),
-        Text(&r.caller_ip),
-        Text(&r.correlation_id),
-        Text(&r.oid),
-        Text(&r.appid),
-        Text(&r.upn),
-        Text(&r.tid),
-        Text(&r.object_id),
-        Text(&r.request_uri),
+        t(&r.caller_ip),
+        t(&r.correlation_id),
+        t(&r.oid),
+        t(&r.appid),
+        t(&r.upn),
+        t(&r.tid),
+        Cell::Text(ascii_text(&r.object_id)),
+        Cell::Text(ascii_text(&r.request_uri)),
         Int(r.http_status),
-        Text(&r.client_info),
-        Text(&r.identity),
-        Text(&r.properties),
+        t(&r.client_info),
+        t(&r.identity),
+        t(&r.properties),
     ]
 }
 
@@ -175,4 +209,25 @@ pub fn insert_sql() -> String {
         super::INSERT_COLUMNS,
         marks.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn indexed_text_is_kept_ascii() {
+        assert_eq!(
+            super::ascii_text("https://v/secrets/a-b"),
+            "https://v/secrets/a-b"
+        );
+        assert_eq!(super::ascii_text("/caféx/é"), "/caf%C3%A9x/%C3%A9");
+    }
+
+    #[test]
+    fn arrays_are_one_text_on_both_stores() {
+        assert_eq!(
+            super::canonical_dynamic(r#"["b", 2.0, "a", 1, 2]"#),
+            "[1,2,\"a\",\"b\"]"
+        );
+        assert_eq!(super::canonical_dynamic(r#"{"a": 1}"#), r#"{"a":1}"#);
+    }
 }

@@ -651,6 +651,11 @@ fn percentiles_are_the_nearest_rank_in_each_group() {
         ]
     );
     assert_eq!(r, vec![s(&["2", "40", "40", "40", "5"])]);
+    // Rank >= 0.644 * 5 = 3.22: the 4th of 2, 5, 7, 12, 40.
+    assert_eq!(
+        rows("AzureDiagnostics | summarize percentile(DurationMs, 64.4)"),
+        vec![s(&["12"])]
+    );
     assert_eq!(
         rows("AzureDiagnostics | summarize p = percentile(DurationMs, 50) by OperationName | order by OperationName asc"),
         vec![
@@ -765,6 +770,11 @@ fn make_set_is_one_sorted_array_on_both_stores() {
     );
     assert!(
         err("AzureDiagnostics | summarize make_set(TimeGenerated)").contains("string or a number")
+    );
+    // Reals: the same text on both stores.
+    assert_eq!(
+        rows("AzureDiagnostics | summarize make_set(httpStatusCode_d)"),
+        vec![s(&["[200,403]"])]
     );
     assert!(
         err("AzureDiagnostics | where make_set(OperationName) == 1").contains("only in summarize")

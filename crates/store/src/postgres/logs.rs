@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{err, PostgresStore};
 use crate::logs::run::{cells, prepare, Cell, Collector, FORGET_BATCH};
-use crate::logs::{Dialect, KqlType, SqlParam, INSERT_COLUMNS};
+use crate::logs::{Compiled, Dialect, KqlType, SqlParam, INSERT_COLUMNS};
 
 fn query_failure(e: tokio_postgres::Error) -> LogQueryError {
     match e.code().map(SqlState::code) {
@@ -25,26 +25,88 @@ fn query_failure(e: tokio_postgres::Error) -> LogQueryError {
         ),
         // Too complex (stack depth, program limits) or a construct the
         // database refuses: the query's doing too, not worth a retry.
-        Some(c) if c.starts_with("54") || c.starts_with("42") => LogQueryError::Semantic(
-            "The query could not be run: it is too complex for Keyhaven.".into(),
-        ),
+        Some(c) if c.starts_with("54") || c.starts_with("42") => {
+            // 42xxx may be the compiler's own mistake: say so in the log.
+            tracing::warn!(error = %e, "a log query's SQL was refused");
+            LogQueryError::Semantic(
+                "The query could not be run: it is too complex for Keyhaven.".into(),
+            )
+        }
         _ => LogQueryError::Store(err(e)),
     }
 }
 
-/// Cancels the statement on the server if the query's future is dropped
-/// before it ends (the caller went away): the statement timeout would end
-/// it too, later.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
-            tokio::spawn(async move {
-                let _ = token.cancel_query(tokio_postgres::NoTls).await;
+/// Runs a compiled query on `c` in a read-only transaction.
+async fn run_query(
+    c: &mut deadpool_postgres::Object,
+    compiled: &Compiled,
+    timeout_ms: u64,
+) -> Result<LogTable, LogQueryError> {
+    let params: Vec<Box<dyn ToSql + Sync + Send>> = compiled
+        .params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                SqlParam::Text(s) => Box::new(s.clone()),
+                SqlParam::Int(n) => Box::new(*n),
+                SqlParam::Real(f) => Box::new(*f),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let tx = c
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(err)?;
+    // The timeout is a number this code makes, never caller text. No JIT:
+    // compiling a plan costs more than it saves on a log query's scans.
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = 'UTC'; SET LOCAL jit = off"
+    ))
+    .await
+    .map_err(err)?;
+    // Rows are read as they come, so the result's byte cap bounds what is
+    // held, not the whole answer.
+    let rows = tx
+        .query_raw(&compiled.sql, refs)
+        .await
+        .map_err(query_failure)?;
+    futures_util::pin_mut!(rows);
+    let mut out = Collector::new(compiled);
+    let g = |e: tokio_postgres::Error| {
+        LogQueryError::Store(StoreError::Corrupt(format!("postgres row: {e}")))
+    };
+    while let Some(row) = rows.try_next().await.map_err(query_failure)? {
+        let mut cells = Vec::with_capacity(compiled.columns.len());
+        for (i, (_, ty)) in compiled.columns.iter().enumerate() {
+            cells.push(match ty {
+                KqlType::Long | KqlType::Datetime | KqlType::Timespan => row
+                    .try_get::<_, Option<i64>>(i)
+                    .map_err(g)?
+                    .map_or(LogValue::Null, LogValue::Long),
+                KqlType::Real => row
+                    .try_get::<_, Option<f64>>(i)
+                    .map_err(g)?
+                    .map_or(LogValue::Null, LogValue::Real),
+                KqlType::Bool => row
+                    .try_get::<_, Option<bool>>(i)
+                    .map_err(g)?
+                    .map_or(LogValue::Null, LogValue::Bool),
+                KqlType::String | KqlType::Dynamic => row
+                    .try_get::<_, Option<String>>(i)
+                    .map_err(g)?
+                    .map_or(LogValue::Null, LogValue::Text),
             });
         }
+        out.push(cells)?;
     }
+    tx.commit().await.map_err(err)?;
+    Ok(out.finish())
 }
 
 #[async_trait]
@@ -54,7 +116,7 @@ impl LogStore for PostgresStore {
             return Ok(());
         }
         // Column-wise arrays: one statement for the batch.
-        let mut texts: Vec<Vec<&str>> = Vec::new();
+        let mut texts: Vec<Vec<String>> = Vec::new();
         let mut ints: Vec<Vec<i64>> = Vec::new();
         let mut kinds: Vec<bool> = Vec::new(); // true: text
         for (i, r) in records.iter().enumerate() {
@@ -65,7 +127,7 @@ impl LogStore for PostgresStore {
                     ints.push(Vec::new());
                 }
                 match c {
-                    Cell::Text(s) => texts.get_mut(j).map(|v| v.push(s)),
+                    Cell::Text(s) => texts.get_mut(j).map(|v| v.push(s.into_owned())),
                     Cell::Int(n) => ints.get_mut(j).map(|v| v.push(n)),
                 };
             }
@@ -97,76 +159,39 @@ impl LogStore for PostgresStore {
 
     async fn query_logs(&self, query: &LogQuery) -> Result<LogTable, LogQueryError> {
         let compiled = prepare(query, Dialect::Postgres)?;
-        let params: Vec<Box<dyn ToSql + Sync + Send>> = compiled
-            .params
-            .iter()
-            .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                match p {
-                    SqlParam::Text(s) => Box::new(s.clone()),
-                    SqlParam::Int(n) => Box::new(*n),
-                    SqlParam::Real(f) => Box::new(*f),
+        let timeout_ms = query.timeout_ms.clamp(1, 600_000);
+        let pool = self.pool.clone();
+        // The query runs on a task of its own that owns its connection
+        // until the statement has ended: a caller that goes away has it
+        // cancelled on that connection (never on one another request got
+        // from the pool since), which then leaves the pool for good.
+        let (abandoned_tx, abandoned) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut c = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("postgres: {e}")))?;
+            let token = c.cancel_token();
+            let (out, cancelled) = {
+                let work = run_query(&mut c, &compiled, timeout_ms);
+                tokio::pin!(work);
+                tokio::select! {
+                    out = &mut work => (out, false),
+                    _ = abandoned => {
+                        let _ = token.cancel_query(tokio_postgres::NoTls).await;
+                        (work.await, true)
+                    }
                 }
-            })
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let mut c = self.client().await?;
-        let mut cancel = CancelOnDrop(Some(c.cancel_token()));
-        let tx = c
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(err)?;
-        // The timeout is a number this code makes, never caller text.
-        // No JIT: compiling a query plan costs more than it saves on the
-        // scans a log query makes (hundreds of ms on a small machine).
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'; SET LOCAL jit = off",
-            query.timeout_ms.clamp(1, 600_000)
-        ))
-        .await
-        .map_err(err)?;
-        // Rows are read as they come, so the result's byte cap bounds what
-        // is held, not the whole answer.
-        let rows = tx
-            .query_raw(&compiled.sql, refs)
-            .await
-            .map_err(query_failure)?;
-        futures_util::pin_mut!(rows);
-        let mut out = Collector::new(&compiled);
-        let g = |e: tokio_postgres::Error| {
-            LogQueryError::Store(StoreError::Corrupt(format!("postgres row: {e}")))
-        };
-        while let Some(row) = rows.try_next().await.map_err(query_failure)? {
-            let mut cells = Vec::with_capacity(compiled.columns.len());
-            for (i, (_, ty)) in compiled.columns.iter().enumerate() {
-                cells.push(match ty {
-                    KqlType::Long | KqlType::Datetime | KqlType::Timespan => row
-                        .try_get::<_, Option<i64>>(i)
-                        .map_err(g)?
-                        .map_or(LogValue::Null, LogValue::Long),
-                    KqlType::Real => row
-                        .try_get::<_, Option<f64>>(i)
-                        .map_err(g)?
-                        .map_or(LogValue::Null, LogValue::Real),
-                    KqlType::Bool => row
-                        .try_get::<_, Option<bool>>(i)
-                        .map_err(g)?
-                        .map_or(LogValue::Null, LogValue::Bool),
-                    KqlType::String | KqlType::Dynamic => row
-                        .try_get::<_, Option<String>>(i)
-                        .map_err(g)?
-                        .map_or(LogValue::Null, LogValue::Text),
-                });
+            };
+            if cancelled {
+                // A late cancel must not reach the connection's next user.
+                drop(deadpool_postgres::Object::take(c));
             }
-            out.push(cells)?;
-        }
-        tx.commit().await.map_err(err)?;
-        cancel.0 = None;
-        Ok(out.finish())
+            out
+        });
+        let result = task.await;
+        drop(abandoned_tx);
+        result.map_err(|e| LogQueryError::Store(StoreError::Unavailable(e.to_string())))?
     }
 
     async fn forget_logs(&self, workspace: &str, before_us: i64) -> StoreResult<u64> {

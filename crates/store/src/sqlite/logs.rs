@@ -83,7 +83,7 @@ impl LogStore for SqliteStore {
                     let values: Vec<Value> = cells(r)
                         .iter()
                         .map(|c| match c {
-                            Cell::Text(s) => Value::Text((*s).to_owned()),
+                            Cell::Text(s) => Value::Text(s.to_string()),
                             Cell::Int(n) => Value::Integer(*n),
                         })
                         .collect();

@@ -197,7 +197,7 @@ fn management_operation(method: &http::Method, path: &str) -> String {
 /// `resourcegroups`); the router's literal segments are matched in their
 /// canonical case.
 fn canonicalize_path(req: &mut Request) {
-    const LITERALS: [&str; 32] = [
+    const LITERALS: [&str; 35] = [
         "tenants",
         "subscriptions",
         "resourceGroups",
@@ -230,6 +230,9 @@ fn canonicalize_path(req: &mut Request) {
         "auditEvents",
         "Microsoft.OperationalInsights",
         "workspaces",
+        "logs",
+        "api",
+        "query",
     ];
     let path = req.uri().path();
     let canonical = path

@@ -258,6 +258,37 @@ pub async fn query_workspace(
     let customer_id = customer_id_of(&st, &id)
         .await?
         .ok_or_else(|| not_found(&id))?;
+    query(
+        &st,
+        &ctx,
+        crate::http::logs::Target::Workspace(customer_id),
+        req,
+    )
+    .await
+}
+
+/// `POST {vault}/providers/Microsoft.Insights/logs` (and GET with
+/// `?query=`): Azure's ARM-routed resource-context query (api-version
+/// 2018-03-01-preview): the vault's records in every live workspace, with
+/// an ARM token; what the portal's Logs panel asks.
+pub async fn query_vault_logs(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<Ctx>>,
+    Path((sub, rg, name)): Where,
+    req: Request,
+) -> Result<Response, ArmFailure> {
+    let id = id_of(&sub, &rg, "Microsoft.KeyVault/vaults", &name);
+    query(&st, &ctx, crate::http::logs::Target::Resource(id), req).await
+}
+
+/// Reads a query from the request (the body, or `?query=&timespan=` for
+/// GET) and runs it for the caller.
+async fn query(
+    st: &AppState,
+    ctx: &Ctx,
+    target: crate::http::logs::Target,
+    req: Request,
+) -> Result<Response, ArmFailure> {
     let prefer = req
         .headers()
         .get("prefer")
@@ -276,14 +307,7 @@ pub async fn query_workspace(
             bad("The request body is not a valid query: {\"query\": \"…\", \"timespan\": \"…\"}.")
         })?
     };
-    Ok(crate::http::logs::run_query(
-        &st,
-        &ctx.caller,
-        crate::http::logs::Target::Workspace(customer_id),
-        body,
-        prefer.as_deref(),
-    )
-    .await)
+    Ok(crate::http::logs::run_query(st, &ctx.caller, target, body, prefer.as_deref()).await)
 }
 
 /// Removes the workspaces of a resource group being deleted.
@@ -326,5 +350,9 @@ pub fn routes() -> Router<AppState> {
         .route(
             &format!("{RG}/Microsoft.OperationalInsights/workspaces/{{name}}/api/query"),
             routing::post(query_workspace).get(query_workspace),
+        )
+        .route(
+            &format!("{RG}/Microsoft.KeyVault/vaults/{{name}}/providers/Microsoft.Insights/logs"),
+            routing::post(query_vault_logs).get(query_vault_logs),
         )
 }

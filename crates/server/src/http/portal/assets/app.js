@@ -52,7 +52,11 @@ async function api(method, path, body) {
   if (!r.ok) {
     const e = (json && json.error) || {};
     if (r.status === 401 && e.code === "SessionExpired") { signInCard(); }
-    throw new ApiError(r.status, e.code || ("HTTP" + r.status), e.message || text.slice(0, 300));
+    // The innermost message says most (a query's line and position).
+    let detail = null;
+    for (let inner = e.innererror; inner; inner = inner.innererror) if (inner.message) detail = inner.message;
+    const message = e.message ? (detail && detail !== e.message ? `${e.message}: ${detail}` : e.message) : text.slice(0, 300);
+    throw new ApiError(r.status, e.code || ("HTTP" + r.status), message);
   }
   return json;
 }
@@ -849,7 +853,7 @@ function svg(tag, attrs, ...kids) {
 }
 
 // A line chart: one line per series over the data points' times.
-function lineChart(series, unit, agg) {
+function lineChart(series, unit, agg, dots) {
   const W = 900, H = 260, L = 56, R = 12, T = 12, B = 28;
   const times = series.length ? series[0].data.map((p) => Date.parse(p.timeStamp) / 1000) : [];
   const vals = series.flatMap((s) => s.data.map((p) => p[agg]).filter((v) => typeof v === "number"));
@@ -857,18 +861,23 @@ function lineChart(series, unit, agg) {
   // Counts on whole steps; other units on their own scale.
   const max = agg === "count" ? Math.max(4, Math.ceil(peak / 4) * 4) : Math.max(1, peak * 1.1);
   const t0 = times[0] || 0, t1 = times[times.length - 1] || 1;
-  const x = (t) => L + (W - L - R) * (t1 === t0 ? 0 : (t - t0) / (t1 - t0));
+  // One instant: in the middle, not on the axis.
+  const x = (t) => (t1 === t0 ? (L + W - R) / 2 : L + (W - L - R) * ((t - t0) / (t1 - t0)));
   const y = (v) => T + (H - T - B) * (1 - v / max);
   const grid = [0, 0.25, 0.5, 0.75, 1].map((f) => [svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), stroke: "#d9dee3" }),
     svg("text", { x: L - 6, y: y(max * f) + 4, "text-anchor": "end", "font-size": 11, fill: "#5c6670" }, Number((max * f).toFixed(max < 10 ? 1 : 0)))]);
-  const ticks = times.length ? [0, 0.5, 1].map((f) => {
+  const ticks = times.length ? (t1 === t0 ? [0.5] : [0, 0.5, 1]).map((f) => {
     const t = t0 + (t1 - t0) * f;
-    return svg("text", { x: x(t), y: H - 8, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle", "font-size": 11, fill: "#5c6670" },
+    return svg("text", { x: t1 === t0 ? (L + W - R) / 2 : x(t), y: H - 8, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle", "font-size": 11, fill: "#5c6670" },
       new Date(t * 1000).toISOString().slice(11, 16) + " UTC");
   }) : [];
   const lines = series.map((s, i) => {
     const pts = s.data.map((p, j) => typeof p[agg] === "number" ? `${x(times[j]).toFixed(1)},${y(p[agg]).toFixed(1)}` : null).filter(Boolean);
-    return svg("polyline", { points: pts.join(" "), fill: "none", stroke: PALETTE[i % PALETTE.length], "stroke-width": 2, "data-test": "chart-line" });
+    const line = svg("polyline", { points: pts.join(" "), fill: "none", stroke: PALETTE[i % PALETTE.length], "stroke-width": 2, "data-test": "chart-line" });
+    // Points marked too (a series of one point is no line).
+    const marks = dots ? pts.map((p) => { const [cx, cy] = p.split(",");
+      return svg("circle", { cx, cy, r: 4, fill: PALETTE[i % PALETTE.length], "data-test": "chart-dot" }); }) : [];
+    return [line, marks];
   });
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": `chart (${unit})`, "data-test": "metric-chart" },
     grid, ticks, lines, svg("text", { x: 4, y: 12, "font-size": 11, fill: "#5c6670" }, unit));
@@ -881,11 +890,14 @@ async function monitoringBlade(content, sub, rg, name) {
   const e = encodeURIComponent;
   const vault = `/subscriptions/${e(sub)}/resourceGroups/${e(rg)}/providers/Microsoft.KeyVault/vaults/${e(name)}`;
   const metricsBox = el("div"), logsBox = el("div"), diagBox = el("div"), eventsBox = el("div");
+  const kqlBox = el("div");
   content.replaceChildren(el("h2", { text: "Metrics" }), metricsBox, el("h2", { text: "Logs" }), logsBox,
+    el("h2", { text: "Log query (KQL)" }), kqlBox,
     el("h2", { text: "Diagnostic settings" }), diagBox, el("h2", { text: "Event subscriptions" }), eventsBox);
   await Promise.all([
     metricsPanel(metricsBox, vault).catch((err) => metricsBox.replaceChildren(errorBox(err))),
     logsPanel(logsBox, vault).catch((err) => logsBox.replaceChildren(errorBox(err))),
+    kqlPanel(kqlBox, vault).catch((err) => kqlBox.replaceChildren(errorBox(err))),
     diagnosticsPanel(diagBox, sub, rg, vault).catch((err) => diagBox.replaceChildren(errorBox(err))),
     eventSubscriptionsPanel(eventsBox, vault).catch((err) => eventsBox.replaceChildren(errorBox(err))),
   ]);
@@ -963,6 +975,83 @@ async function logsPanel(box, vault) {
   box.replaceChildren(form, status, el("table", { class: "logs" }, el("thead", {}, el("tr", {},
     ["Time", "Operation", "Result", "Caller IP", "Identity", "ms", "Object"].map((h) => el("th", { text: h })))), body));
   await run();
+}
+
+// KQL over the vault's records in the workspaces its diagnostic settings
+// send to (Azure's resource-context query, ARM-routed), as the Logs blade
+// runs it; a query ending in `render timechart` (or linechart, areachart)
+// is drawn as lines over its first datetime column, `render barchart`
+// (columnchart, piechart) as bars of its first number by its first text.
+async function kqlPanel(box, vault) {
+  const text = el("textarea", { rows: 4, spellcheck: "false", class: "kql", "data-test": "kql-text" });
+  text.value = "AzureDiagnostics\n| summarize count() by OperationName\n| order by count_ desc\n| render barchart";
+  const range = el("select", { "data-test": "kql-range" }, RANGES.map(([v, , , t]) => el("option", { value: v, text: t, selected: v === "P1D" })));
+  const out = el("div");
+  const run = async () => {
+    out.replaceChildren(el("p", { class: "muted", text: "Running…" }));
+    try {
+      const r = await api("POST", armId(`${vault}/providers/Microsoft.Insights/logs?api-version=2018-03-01-preview`),
+        { query: text.value, timespan: range.value });
+      const t = r.tables[0];
+      const shown = t.rows.slice(0, 500);
+      const table = el("table", { class: "logs", "data-test": "kql-table" },
+        el("thead", {}, el("tr", {}, t.columns.map((c) => el("th", { text: c.name, title: c.type })))),
+        el("tbody", {}, shown.map((row) => el("tr", { "data-test": "kql-row" },
+          row.map((v) => el("td", { text: v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v) }))))));
+      const kind = ((text.value.match(/\|\s*render\s+(\w+)/) || [])[1] || "").toLowerCase();
+      const chart = kind ? kqlChart(kind, t) : null;
+      const count = el("p", { class: "muted", "data-test": "kql-count",
+        text: t.rows.length > shown.length ? `${t.rows.length} rows (first ${shown.length} shown)` : `${t.rows.length} rows` });
+      out.replaceChildren(...[chart, count, table].filter(Boolean));
+    } catch (err) { out.replaceChildren(errorBox(err)); }
+  };
+  const form = el("form", { class: "kql-form" }, text, el("div", { class: "bar" }, range,
+    el("button", { type: "submit", text: "Run", "data-test": "kql-run" })));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); run(); });
+  box.replaceChildren(form, out);
+}
+
+function kqlChart(kind, t) {
+  const col = (type) => t.columns.findIndex((c) => c.type === type);
+  const num = t.columns.findIndex((c) => ["long", "int", "real"].includes(c.type));
+  const label = col("string");
+  if (num < 0) return el("p", { class: "muted", text: `render ${kind}: the result has no numeric column to draw.` });
+  if (["timechart", "linechart", "areachart"].includes(kind)) {
+    const when = col("datetime");
+    if (when < 0) return el("p", { class: "muted", text: `render ${kind}: the result has no datetime column.` });
+    const times = [...new Set(t.rows.map((r) => r[when]))].sort();
+    const groups = new Map();
+    for (const r of t.rows) {
+      const key = label >= 0 ? String(r[label]) : t.columns[num].name;
+      if (!groups.has(key)) groups.set(key, new Map());
+      groups.get(key).set(r[when], r[num]);
+    }
+    // Whole numbers get whole steps on the axis (the chart's "count" scale).
+    const whole = t.rows.every((r) => r[num] === null || Number.isInteger(r[num]));
+    const key = whole ? "count" : "value";
+    const series = [...groups.entries()].map(([name, byTime]) => {
+      const data = times.map((ts) => ({ timeStamp: ts, [key]: byTime.has(ts) ? byTime.get(ts) : null }));
+      const total = data.reduce((a, p) => a + (typeof p[key] === "number" ? p[key] : 0), 0);
+      return { label: name, data, summary: String(Number(total.toFixed(2))) };
+    });
+    const box = lineChart(series, t.columns[num].name, key, true);
+    box.setAttribute("data-test", "kql-chart");
+    return box;
+  }
+  // Bars: one per row, labelled by the first text column.
+  const rows = t.rows.slice(0, 30);
+  const W = 900, rowH = 22, L = 220, H = rows.length * rowH + 8;
+  const peak = Math.max(1, ...rows.map((r) => (typeof r[num] === "number" ? r[num] : 0)));
+  const bars = rows.map((r, i) => {
+    const v = typeof r[num] === "number" ? r[num] : 0;
+    const w = Math.max(1, ((W - L - 60) * v) / peak);
+    return [svg("text", { x: L - 8, y: i * rowH + 16, "text-anchor": "end", "font-size": 12, fill: "#1f2933" },
+      label >= 0 ? String(r[label]).slice(0, 32) : String(i + 1)),
+    svg("rect", { x: L, y: i * rowH + 4, width: w.toFixed(1), height: rowH - 8, fill: PALETTE[0], "data-test": "kql-bar" }),
+    svg("text", { x: L + w + 6, y: i * rowH + 16, "font-size": 12, fill: "#5c6670" }, String(v))];
+  });
+  return el("div", { "data-test": "kql-chart" },
+    svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": `${kind} of ${t.columns[num].name}` }, bars));
 }
 
 async function diagnosticsPanel(box, sub, rg, vault) {
