@@ -866,7 +866,7 @@ impl Compiler {
     /// window columns a step added before the summarize: `pv{n}` (the
     /// value), `prn{n}` (its rank in its group, nulls last) and `pcnt{n}`
     /// (the group's non-null values). The percentile is then the value of
-    /// the nearest rank, `MIN(pv WHERE prn * 100 >= p * pcnt)`, on both
+    /// the nearest rank, `MIN(pv WHERE prn * 1,000,000 >= p * 10,000 * pcnt)`, in integers, on both
     /// stores (KQL estimates; the nearest rank is one of its answers).
     fn percentile_windows(
         &mut self,

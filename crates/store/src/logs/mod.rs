@@ -97,7 +97,7 @@ pub const LOG_TABLE_POSTGRES: &str = "CREATE TABLE log_records (
  CREATE INDEX log_records_by_time ON log_records (workspace, time_us, log_table);
  CREATE INDEX log_records_by_resource ON log_records (resource_id, time_us, log_table);
  CREATE FUNCTION keyhaven_terms(text) RETURNS text[] LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT ARRAY(SELECT left(t, 200) FROM unnest(regexp_split_to_array(lower($1 COLLATE \"C\"), '[^a-z0-9]+')) AS t) $$;
+    AS $$ SELECT ARRAY(SELECT pg_catalog.left(t, 200) FROM pg_catalog.unnest(pg_catalog.regexp_split_to_array(pg_catalog.lower($1 COLLATE \"C\"), '[^a-z0-9]+')) AS t) $$;
  CREATE INDEX log_records_object_terms ON log_records USING GIN (keyhaven_terms(object_id));
  CREATE INDEX log_records_uri_terms ON log_records USING GIN (keyhaven_terms(request_uri));";
 

@@ -2,6 +2,8 @@
 //! FROM UNNEST(…)`; a query runs in a read-only transaction with a statement
 //! timeout and the session's time zone pinned to UTC.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use keyhaven_core::logs::{LogQuery, LogQueryError, LogRecord, LogStore, LogTable, LogValue};
@@ -12,6 +14,9 @@ use tokio_postgres::types::ToSql;
 use super::{err, PostgresStore};
 use crate::logs::run::{cells, prepare, Cell, Collector, FORGET_BATCH};
 use crate::logs::{Compiled, Dialect, KqlType, SqlParam, INSERT_COLUMNS};
+
+/// Log queries holding a connection at once per node (of the pool's 16).
+pub(crate) const LOG_QUERIES: usize = 4;
 
 fn query_failure(e: tokio_postgres::Error) -> LogQueryError {
     match e.code().map(SqlState::code) {
@@ -161,30 +166,53 @@ impl LogStore for PostgresStore {
         let compiled = prepare(query, Dialect::Postgres)?;
         let timeout_ms = query.timeout_ms.clamp(1, 600_000);
         let pool = self.pool.clone();
-        // The query runs on a task of its own that owns its connection
-        // until the statement has ended: a caller that goes away has it
-        // cancelled on that connection (never on one another request got
-        // from the pool since), which then leaves the pool for good.
-        let (abandoned_tx, abandoned) = tokio::sync::oneshot::channel::<()>();
+        let slots = Arc::clone(&self.log_slots);
+        // The query runs on a task of its own that holds a slot and owns
+        // its connection until the statement has ended, whether or not
+        // the caller waits: a caller that goes away has the statement
+        // cancelled on that connection, and a connection whose statement
+        // did not end cleanly leaves the pool for good (a late cancel, or
+        // rows still streaming, must never meet the next request).
+        let (abandoned_tx, mut abandoned) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let mut c = pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("postgres: {e}")))?;
+            let gone = || LogQueryError::Timeout;
+            let _slot = tokio::select! {
+                biased;
+                _ = &mut abandoned => return Err(gone()),
+                s = slots.acquire_owned() => s.map_err(|_| gone())?,
+            };
+            let mut c = tokio::select! {
+                biased;
+                _ = &mut abandoned => return Err(gone()),
+                c = pool.get() => c.map_err(|e| StoreError::Unavailable(format!("postgres: {e}")))?,
+            };
             let token = c.cancel_token();
             let (out, cancelled) = {
                 let work = run_query(&mut c, &compiled, timeout_ms);
                 tokio::pin!(work);
                 tokio::select! {
                     out = &mut work => (out, false),
-                    _ = abandoned => {
-                        let _ = token.cancel_query(tokio_postgres::NoTls).await;
-                        (work.await, true)
+                    _ = &mut abandoned => {
+                        // A cancel that reaches the backend between two
+                        // statements is ignored: repeat it until the
+                        // work ends (the connection is discarded anyway).
+                        let mut every = tokio::time::interval(std::time::Duration::from_millis(200));
+                        loop {
+                            tokio::select! {
+                                out = &mut work => break (out, true),
+                                _ = every.tick() => {
+                                    let _ = token.cancel_query(tokio_postgres::NoTls).await;
+                                }
+                            }
+                        }
                     }
                 }
             };
-            if cancelled {
-                // A late cancel must not reach the connection's next user.
+            if cancelled || out.is_err() {
+                if !cancelled {
+                    // Rows may still stream (a result past its cap).
+                    let _ = token.cancel_query(tokio_postgres::NoTls).await;
+                }
                 drop(deadpool_postgres::Object::take(c));
             }
             out

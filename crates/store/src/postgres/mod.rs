@@ -36,6 +36,8 @@ const MIGRATION_LOCK: i64 = 0x6b68_6d69_6772;
 pub struct PostgresStore {
     pool: Pool,
     settings: Arc<watch::SettingsWatch>,
+    // Log queries holding a connection at once (see `logs::query_logs`).
+    log_slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) type P<'a> = &'a (dyn ToSql + Sync);
@@ -63,7 +65,11 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
         let settings = watch::SettingsWatch::start(config_for_listener(url)?);
-        let store = Self { pool, settings };
+        let store = Self {
+            pool,
+            settings,
+            log_slots: Arc::new(tokio::sync::Semaphore::new(logs::LOG_QUERIES)),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -1019,9 +1019,10 @@ function kqlChart(kind, t) {
   if (["timechart", "linechart", "areachart"].includes(kind)) {
     const when = col("datetime");
     if (when < 0) return el("p", { class: "muted", text: `render ${kind}: the result has no datetime column.` });
-    const times = [...new Set(t.rows.map((r) => r[when]))].sort();
+    const timed = t.rows.filter((r) => r[when] !== null);
+    const times = [...new Set(timed.map((r) => r[when]))].sort();
     const groups = new Map();
-    for (const r of t.rows) {
+    for (const r of timed) {
       const key = label >= 0 ? String(r[label]) : t.columns[num].name;
       if (!groups.has(key)) groups.set(key, new Map());
       groups.get(key).set(r[when], r[num]);
@@ -1034,7 +1035,8 @@ function kqlChart(kind, t) {
       const total = data.reduce((a, p) => a + (typeof p[key] === "number" ? p[key] : 0), 0);
       return { label: name, data, summary: String(Number(total.toFixed(2))) };
     });
-    const box = lineChart(series, t.columns[num].name, key, true);
+    // Points are marked while there are few enough to see.
+    const box = lineChart(series.slice(0, 20), t.columns[num].name, key, times.length * series.length <= 500);
     box.setAttribute("data-test", "kql-chart");
     return box;
   }
