@@ -1,8 +1,9 @@
 //! Diagnostic settings of a vault (`Microsoft.Insights/diagnosticSettings`,
 //! as `az monitor diagnostic-settings` writes them) choose where its audit
-//! records go besides the node's chained file: the log store inside Keyhaven
-//! (`workspaceId` or `storageAccountId`, any value: Keyhaven has one store),
-//! queryable at `…/providers/Keyhaven.Insights/auditEvents`, and stdout
+//! records go besides the node's chained file: a Log Analytics workspace
+//! that `workspaceId` names (queried with KQL, see `docs/logs.md`), the
+//! older log store inside Keyhaven (`workspaceId` or `storageAccountId`,
+//! any value), queryable at `…/providers/Keyhaven.Insights/auditEvents`, and stdout
 //! (`keyhavenStdout: true`). Categories: logs `AuditEvent` (groups `audit`,
 //! `allLogs`), metrics `AllMetrics` (served on the admin listener).
 
