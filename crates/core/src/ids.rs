@@ -170,3 +170,66 @@ mod tests {
         assert!("xyz".parse::<Version>().is_err());
     }
 }
+
+/// The parts of an ARM resource id
+/// (`/subscriptions/{s}/resourceGroups/{g}/providers/{ns}/{type}/{name}`),
+/// as the id spells them; a part the id lacks is empty. Segment names
+/// compare without regard to case, as ARM's do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArmIdParts<'a> {
+    /// The subscription id.
+    pub subscription: &'a str,
+    /// The resource group.
+    pub resource_group: &'a str,
+    /// The last type segment (`vaults`, `managedHSMs`).
+    pub resource_type: &'a str,
+    /// The resource's name (the last segment).
+    pub name: &'a str,
+}
+
+impl<'a> ArmIdParts<'a> {
+    /// Splits `id`.
+    pub fn of(id: &'a str) -> Self {
+        let segments: Vec<&str> = id.split('/').collect();
+        let after = |name: &str| {
+            segments
+                .iter()
+                .position(|s| s.eq_ignore_ascii_case(name))
+                .and_then(|i| segments.get(i + 1))
+                .copied()
+                .unwrap_or_default()
+        };
+        let n = segments.len();
+        Self {
+            subscription: after("subscriptions"),
+            resource_group: after("resourceGroups"),
+            resource_type: if n >= 3 {
+                segments.get(n - 2).copied().unwrap_or_default()
+            } else {
+                ""
+            },
+            name: segments.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod arm_id_tests {
+    use super::ArmIdParts;
+
+    #[test]
+    fn arm_ids_split_into_their_parts_whatever_the_case() {
+        let p = ArmIdParts::of(
+            "/SUBSCRIPTIONS/S1/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/V1",
+        );
+        assert_eq!(
+            (p.subscription, p.resource_group, p.resource_type, p.name),
+            ("S1", "RG1", "VAULTS", "V1")
+        );
+        let p = ArmIdParts::of(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.keyvault/vaults/v",
+        );
+        assert_eq!((p.subscription, p.resource_group, p.name), ("s", "rg", "v"));
+        assert_eq!(ArmIdParts::of(""), ArmIdParts::default());
+    }
+}

@@ -200,17 +200,10 @@ const FORGET_PASSES: usize = 100;
 /// in short batches; run hourly by every node (the deletes are
 /// idempotent, so nodes need not agree on who runs it).
 pub async fn forget_past_retention(state: &crate::state::AppState) {
-    let workspaces = match state
-        .store
-        .list_resources(
-            crate::http::arm::workspaces::WORKSPACE_TYPE,
-            &state.subscription_id,
-        )
-        .await
-    {
+    let workspaces = match crate::http::arm::workspaces::all_live(state).await {
         Ok(w) => w,
-        Err(e) => {
-            tracing::debug!(error = %e, "workspaces could not be listed for retention");
+        Err(_) => {
+            tracing::debug!("workspaces could not be listed for retention");
             return;
         }
     };
@@ -218,15 +211,9 @@ pub async fn forget_past_retention(state: &crate::state::AppState) {
         tracing::debug!(error = %e, "log statistics could not be refreshed");
     }
     let now_us = state.clock.now_us();
-    for w in &workspaces {
-        let (Some(customer_id), Some(days)) = (
-            crate::http::arm::workspaces::customer_id_in(w),
-            crate::http::arm::workspaces::retention_in(w),
-        ) else {
-            continue;
-        };
+    for (customer_id, days) in &workspaces {
         let before = now_us.saturating_sub(days.saturating_mul(86_400_000_000));
-        forget(state, &customer_id, before).await;
+        forget(state, customer_id, before).await;
     }
     // Records of deleted workspaces (their delete-time cleanup may have
     // stopped short). The holders are listed before the live workspaces,
@@ -318,28 +305,17 @@ pub fn log_record(record: &Value, time_us: i64, sink: &WorkspaceSink) -> LogReco
         record.pointer("/identity/claim").and_then(Value::as_object);
     let claim = |k: &str| s(claims.and_then(|c| c.get(k)));
     let resource_id = get("resourceId").to_ascii_uppercase();
-    let segments: Vec<&str> = resource_id.split('/').collect();
-    let after = |name: &str| {
-        segments
-            .iter()
-            .position(|x| *x == name)
-            .and_then(|i| segments.get(i + 1))
-            .map_or_else(String::new, |x| (*x).to_owned())
-    };
-    let resource_type = match segments.len() {
-        n if n >= 3 => segments.get(n - 2).copied().unwrap_or_default().to_owned(),
-        _ => String::new(),
-    };
+    let parts = keyhaven_core::ids::ArmIdParts::of(&resource_id);
     LogRecord {
         workspace: sink.customer_id.clone(),
         log_table: sink.table.to_owned(),
         time_us,
         category: get("category"),
-        resource: segments.last().copied().unwrap_or_default().to_owned(),
-        resource_group: after("RESOURCEGROUPS"),
-        subscription_id: after("SUBSCRIPTIONS"),
-        resource_type,
-        resource_id,
+        resource: parts.name.to_owned(),
+        resource_group: parts.resource_group.to_owned(),
+        subscription_id: parts.subscription.to_owned(),
+        resource_type: parts.resource_type.to_owned(),
+        resource_id: resource_id.clone(),
         operation: get("operationName"),
         operation_version: get("operationVersion"),
         result_type: get("resultType"),

@@ -9,6 +9,27 @@ use keyhaven_kql::{
 
 use super::{table, CatalogColumn, Dialect, KqlType};
 
+/// The select list of a source step: each of the step's columns as the
+/// table `cat` computes it. KQL strings are never null: a column the table
+/// lacks (a `union` of tables) is empty text, null for the other types.
+fn source_list(cat: &[CatalogColumn], cols: &[Column]) -> String {
+    cols.iter()
+        .map(|c| {
+            let missing = if c.ty == KqlType::String {
+                "''"
+            } else {
+                "NULL"
+            };
+            let sql = cat
+                .iter()
+                .find(|cc| cc.name == c.name)
+                .map_or(missing, |cc| cc.sql);
+            format!("{sql} AS {}", c.sql)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The `log_records` columns with a term index (their text is ASCII: see
 /// [`super::term_array`]).
 const INDEXED_TEXT: [&str; 2] = ["object_id", "request_uri"];
@@ -402,24 +423,7 @@ impl Compiler {
             let from = self.param(SqlParam::Int(self.scope.from_us));
             let to = self.param(SqlParam::Int(self.scope.to_us));
             let name = self.param(SqlParam::Text(t.name.clone()));
-            let list = cols
-                .iter()
-                .map(|c| {
-                    // KQL strings are never null: a column the table lacks
-                    // is empty text (null for the other types).
-                    let missing = if c.ty == KqlType::String {
-                        "''"
-                    } else {
-                        "NULL"
-                    };
-                    let sql = cat
-                        .iter()
-                        .find(|cc| cc.name == c.name)
-                        .map_or(missing, |cc| cc.sql);
-                    format!("{sql} AS {}", c.sql)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = source_list(cat, &cols);
             // Terms a leading `where` requires of an indexed column: rows
             // that lack them are found absent in the term index instead of
             // read (a necessary condition only; the `where` itself still
@@ -493,18 +497,11 @@ impl Compiler {
         }
         let mut rows = Vec::new();
         for (id, tenant) in vaults {
-            let segments: Vec<&str> = id.split('/').collect();
-            let after = |name: &str| {
-                segments
-                    .iter()
-                    .position(|s| s.eq_ignore_ascii_case(name))
-                    .and_then(|i| segments.get(i + 1))
-                    .map_or_else(String::new, |s| (*s).to_owned())
-            };
+            let parts = keyhaven_core::ids::ArmIdParts::of(&id);
             let (res, rg, sub) = (
-                segments.last().copied().unwrap_or_default().to_owned(),
-                after("resourceGroups"),
-                after("subscriptions"),
+                parts.name.to_owned(),
+                parts.resource_group.to_owned(),
+                parts.subscription.to_owned(),
             );
             // This vault's own bound: its workspace's retention.
             let own = self
@@ -522,22 +519,7 @@ impl Compiler {
         }
         let lo = self.param(SqlParam::Int(lo));
         let hi = self.param(SqlParam::Int(hi));
-        let list = cols
-            .iter()
-            .map(|c| {
-                let missing = if c.ty == KqlType::String {
-                    "''"
-                } else {
-                    "NULL"
-                };
-                let sql = cat
-                    .iter()
-                    .find(|cc| cc.name == c.name)
-                    .map_or(missing, |cc| cc.sql);
-                format!("{sql} AS {}", c.sql)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = source_list(cat, cols);
         let d = "DOUBLE PRECISION";
         format!(
             "SELECT {list} FROM (SELECT v.tenant AS tenant, a.vault AS vault, v.res AS resource, v.rg AS rg, v.sub AS sub, a.minute AS minute, x.metric AS metric, x.unit AS unit, \
