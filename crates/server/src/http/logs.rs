@@ -108,49 +108,28 @@ async fn serve(state: &AppState, req: Request) -> Response {
             }
         },
     };
+    let prefer = prefer_of(&req);
     let body = match *req.method() {
-        Method::POST => {
-            let prefer = req
-                .headers()
-                .get("prefer")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            match read_body(req.into_body()).await {
-                Ok(b) => match serde_json::from_slice::<wire::QueryRequest>(&b) {
-                    Ok(q) => (q, prefer),
-                    Err(_) => {
-                        return failure(
-                            StatusCode::BAD_REQUEST,
-                            "BadArgumentError",
-                            "The request body is not a valid query: {\"query\": \"…\", \"timespan\": \"…\"}.",
-                        )
-                    }
-                },
+        Method::POST => match read_body(req.into_body()).await {
+            Ok(b) => match serde_json::from_slice::<wire::QueryRequest>(&b) {
+                Ok(q) => q,
                 Err(_) => {
                     return failure(
-                        StatusCode::PAYLOAD_TOO_LARGE,
+                        StatusCode::BAD_REQUEST,
                         "BadArgumentError",
-                        "The request body is too large.",
+                        "The request body is not a valid query: {\"query\": \"…\", \"timespan\": \"…\"}.",
                     )
                 }
+            },
+            Err(_) => {
+                return failure(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BadArgumentError",
+                    "The request body is too large.",
+                )
             }
-        }
-        Method::GET => {
-            let q = query_map(req.uri().query());
-            let prefer = req
-                .headers()
-                .get("prefer")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            (
-                wire::QueryRequest {
-                    query: q.get("query").cloned(),
-                    timespan: q.get("timespan").cloned(),
-                    workspaces: None,
-                },
-                prefer,
-            )
-        }
+        },
+        Method::GET => request_in_uri(&req),
         _ => {
             return failure(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -159,8 +138,25 @@ async fn serve(state: &AppState, req: Request) -> Response {
             )
         }
     };
-    let (body, prefer) = body;
     run_query(state, &caller, target, body, prefer.as_deref()).await
+}
+
+/// The request's `Prefer` header, as sent.
+pub fn prefer_of(req: &Request) -> Option<String> {
+    req.headers()
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A GET's query: `?query=…&timespan=…`.
+pub fn request_in_uri(req: &Request) -> wire::QueryRequest {
+    let q = query_map(req.uri().query());
+    wire::QueryRequest {
+        query: q.get("query").cloned(),
+        timespan: q.get("timespan").cloned(),
+        workspaces: None,
+    }
 }
 
 /// The seconds `Prefer: wait=N` asks for, bounded.
@@ -191,17 +187,13 @@ pub async fn run_query(
     let (workspaces, resource, scope, action, note_scope) = match &target {
         Target::Workspace(customer_id) => {
             match crate::http::arm::workspaces::by_customer_id(state, customer_id).await {
-                Ok(Some((rec, days))) => {
-                    let stored =
-                        crate::http::arm::workspaces::customer_id_in(&rec).unwrap_or_default();
-                    (
-                        vec![(stored, earliest(days))],
-                        None,
-                        rec.id.clone(),
-                        QUERY_ACTION,
-                        Some(rec.id),
-                    )
-                }
+                Ok(Some((rec, stored, days))) => (
+                    vec![(stored, earliest(days))],
+                    None,
+                    rec.id.clone(),
+                    QUERY_ACTION,
+                    Some(rec.id),
+                ),
                 Ok(None) => {
                     return with_note(
                         failure(

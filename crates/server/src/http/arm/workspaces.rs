@@ -99,38 +99,36 @@ pub async fn customer_id_of(st: &AppState, id: &str) -> Result<Option<String>, A
         .and_then(|r| customer_id_in(&r)))
 }
 
-/// A stored workspace's retention in days.
-pub fn retention_in(r: &ResourceRecord) -> Option<i64> {
+/// A stored workspace's customer id and retention in days.
+pub fn logs_of(r: &ResourceRecord) -> Option<(String, i64)> {
     (r.kind == WORKSPACE_TYPE)
         .then(|| serde_json::from_str::<Workspace>(&r.properties).ok())
         .flatten()
-        .map(|w| w.retention_in_days)
+        .map(|w| (w.customer_id, w.retention_in_days))
 }
 
 /// A stored workspace's customer id.
 pub fn customer_id_in(r: &ResourceRecord) -> Option<String> {
-    (r.kind == WORKSPACE_TYPE)
-        .then(|| serde_json::from_str::<Workspace>(&r.properties).ok())
-        .flatten()
-        .map(|w| w.customer_id)
+    logs_of(r).map(|(customer_id, _)| customer_id)
 }
 
 /// The workspace whose customer id is `customer_id` (any group of the
-/// deployment's subscription), and its retention in days.
+/// deployment's subscription), with its customer id as stored and its
+/// retention in days.
 pub async fn by_customer_id(
     st: &AppState,
     customer_id: &str,
-) -> Result<Option<(ResourceRecord, i64)>, ArmFailure> {
+) -> Result<Option<(ResourceRecord, String, i64)>, ArmFailure> {
     let all = st
         .store
         .list_resources(WORKSPACE_TYPE, &st.subscription_id)
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(all.into_iter().find_map(|r| {
-        let w: Workspace = serde_json::from_str(&r.properties).ok()?;
-        w.customer_id
+        let (stored, days) = logs_of(&r)?;
+        stored
             .eq_ignore_ascii_case(customer_id)
-            .then_some((r, w.retention_in_days))
+            .then_some((r, stored, days))
     }))
 }
 
@@ -142,7 +140,7 @@ pub async fn all_live(st: &AppState) -> Result<Vec<(String, i64)>, ArmFailure> {
         .await
         .map_err(|e| domain_failure(e.into()))?
         .iter()
-        .filter_map(|r| Some((customer_id_in(r)?, retention_in(r)?)))
+        .filter_map(logs_of)
         .collect())
 }
 
@@ -289,18 +287,9 @@ async fn query(
     target: crate::http::logs::Target,
     req: Request,
 ) -> Result<Response, ArmFailure> {
-    let prefer = req
-        .headers()
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let prefer = crate::http::logs::prefer_of(&req);
     let body = if req.method() == http::Method::GET {
-        let q = crate::http::extract::query_map(req.uri().query());
-        keyhaven_wire::logs::QueryRequest {
-            query: q.get("query").cloned(),
-            timespan: q.get("timespan").cloned(),
-            workspaces: None,
-        }
+        crate::http::logs::request_in_uri(&req)
     } else {
         let v: Value = parse_body(req.into_body()).await?;
         crate::http::logs::request_of(v).ok_or_else(|| {
