@@ -233,3 +233,52 @@ mod arm_id_tests {
         assert_eq!(ArmIdParts::of(""), ArmIdParts::default());
     }
 }
+
+/// Azure's wildcard matching (RBAC actions, Policy's `like`):
+/// ASCII-case-insensitive, `*` matches any run of characters.
+pub fn wildcard_matches(pattern: &str, action: &str) -> bool {
+    glob(pattern.as_bytes(), action.as_bytes())
+}
+
+fn glob(p: &[u8], a: &[u8]) -> bool {
+    // Iterative wildcard match with backtracking to the last `*`.
+    let (mut pi, mut ai) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ai < a.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some(pi);
+                mark = ai;
+                pi += 1;
+            }
+            Some(c) if a.get(ai).is_some_and(|x| x.eq_ignore_ascii_case(c)) => {
+                pi += 1;
+                ai += 1;
+            }
+            _ => match star {
+                Some(s) => {
+                    pi = s + 1;
+                    mark += 1;
+                    ai = mark;
+                }
+                None => return false,
+            },
+        }
+    }
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == b'*'))
+}
+
+/// True if an assignment at `scope` covers `resource` (same id or an
+/// ancestor on a path-segment boundary), ignoring case.
+pub fn scope_covers(scope: &str, resource: &str) -> bool {
+    let s = scope.trim_end_matches('/').as_bytes();
+    let r = resource.trim_end_matches('/').as_bytes();
+    if s.is_empty() {
+        return true;
+    }
+    match r.get(..s.len()) {
+        Some(head) if head.eq_ignore_ascii_case(s) => matches!(r.get(s.len()), None | Some(b'/')),
+        _ => false,
+    }
+}

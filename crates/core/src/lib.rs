@@ -9,6 +9,7 @@ pub mod clock;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod governance;
 pub mod ids;
 pub mod integrity;
 pub mod issuer;
