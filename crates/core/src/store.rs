@@ -435,6 +435,7 @@ pub trait Storage:
     + crate::resource::ResourceStore
     + crate::resource::AuditStore
     + crate::logs::LogStore
+    + crate::governance::states::PolicyStateStore
 {
 }
 
@@ -444,7 +445,8 @@ impl<
             + crate::directory::DirectoryStore
             + crate::resource::ResourceStore
             + crate::resource::AuditStore
-            + crate::logs::LogStore,
+            + crate::logs::LogStore
+            + crate::governance::states::PolicyStateStore,
     > Storage for T
 {
 }

@@ -46,6 +46,7 @@ pub async fn run(store: Arc<dyn Storage>) {
     audit_records_are_kept_and_queried(&*store).await;
     metric_minutes_add_up_across_flushes(&*store).await;
     logs_are_kept_per_workspace_and_queried(&*store).await;
+    policy_states_are_replaced_by_scan_and_listed_by_scope(&*store).await;
     authorization_writes_move_the_generation_themselves(&*store).await;
     multi_object_changes_are_all_or_nothing(&*store).await;
     events_are_recorded_with_their_change(&*store).await;
@@ -2095,4 +2096,73 @@ async fn outbox_entries_are_claimed_once_and_settled_by_their_claim(s: &dyn Stor
         assert!(s.settle_event(i, &Settle::Done).await.unwrap());
     }
     assert_eq!(s.outbox_len().await.unwrap(), 0);
+}
+
+async fn policy_states_are_replaced_by_scan_and_listed_by_scope(s: &dyn Storage) {
+    use keyhaven_core::governance::states::StateRow;
+    let sub = format!("/subscriptions/{}", uuid_like());
+    let a = format!("{sub}/providers/microsoft.authorization/policyassignments/a_1");
+    let row = |resource: &str, component: &str, compliance: &str| StateRow {
+        assignment_id: a.clone(),
+        reference_id: String::new(),
+        resource_id: format!(
+            "{sub}/resourcegroups/rg/providers/microsoft.keyvault/vaults/{resource}"
+        ),
+        component: component.into(),
+        compliance: compliance.into(),
+        time: 1,
+        record: format!("{{\"r\":\"{resource}{component}\"}}"),
+    };
+    s.put_policy_states(&[
+        row("v1", "", "NonCompliant"),
+        row("v1", "secrets/s1", "NonCompliant"),
+    ])
+    .await
+    .unwrap();
+    // A write replaces the state with its key.
+    s.put_policy_states(&[row("v1", "", "Compliant")])
+        .await
+        .unwrap();
+    let listed = s
+        .list_policy_states(&sub.to_uppercase(), 100)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].compliance, "Compliant");
+    assert_eq!(listed[1].component, "secrets/s1");
+    // A scan replaces resource-level states only.
+    s.replace_policy_states(&a, &[row("v2", "", "NonCompliant")])
+        .await
+        .unwrap();
+    let listed = s.list_policy_states(&sub, 100).await.unwrap();
+    let keys: Vec<(String, String)> = listed
+        .iter()
+        .map(|r| {
+            (
+                r.resource_id.rsplit('/').next().unwrap().to_owned(),
+                r.component.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("v1".into(), "secrets/s1".into()),
+            ("v2".into(), String::new())
+        ]
+    );
+    // Scope at a segment boundary ("v" is not "v1"'s parent), by assignment,
+    // and with LIKE's wildcards taken literally.
+    let v = format!("{sub}/resourcegroups/rg/providers/microsoft.keyvault/vaults/v");
+    assert!(s.list_policy_states(&v, 100).await.unwrap().is_empty());
+    let under_score = format!("{sub}/resourcegroups/r_");
+    assert!(s
+        .list_policy_states(&under_score, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.list_policy_states(&a, 100).await.unwrap().len(), 2);
+    assert_eq!(s.list_policy_states(&sub, 1).await.unwrap().len(), 1);
+    s.forget_policy_states(&a).await.unwrap();
+    assert!(s.list_policy_states(&sub, 100).await.unwrap().is_empty());
 }

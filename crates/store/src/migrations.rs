@@ -15,6 +15,9 @@
 //! settings write, so vault writes and purges compare-and-set against the
 //! row they read.
 //!
+//! Migration 14 keeps Azure Policy compliance states (no trigger watches
+//! them: writing one moves no authorization generation).
+//!
 //! Migration 11 adds the outbox of change events, written in the
 //! transaction of the change and emptied by delivery from any node.
 
@@ -134,6 +137,7 @@ pub const SQLITE: &[(i64, &str)] = &[
      CREATE INDEX metric_minutes_by_minute ON metric_minutes (minute);",
     ),
     (13, crate::logs::LOG_TABLE_SQLITE),
+    (14, crate::sql::POLICY_STATES_TABLE),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -262,4 +266,5 @@ pub const POSTGRES: &[(i64, &str)] = &[
      CREATE INDEX metric_minutes_by_minute ON metric_minutes (minute);",
     ),
     (13, crate::logs::LOG_TABLE_POSTGRES),
+    (14, crate::sql::POLICY_STATES_TABLE),
 ];

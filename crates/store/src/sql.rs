@@ -647,3 +647,21 @@ pub fn check_managed(
         _ => Ok(()),
     }
 }
+
+/// Migration 14 (both dialects): Azure Policy compliance states.
+pub const POLICY_STATES_TABLE: &str = "CREATE TABLE policy_states (
+        assignment_id TEXT NOT NULL, reference_id TEXT NOT NULL, resource_id TEXT NOT NULL,
+        component TEXT NOT NULL, compliance TEXT NOT NULL, time BIGINT NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (assignment_id, reference_id, resource_id, component));
+     CREATE INDEX policy_states_by_resource ON policy_states (resource_id);";
+pub const PUT_POLICY_STATE: &str = "INSERT INTO policy_states \
+     (assignment_id, reference_id, resource_id, component, compliance, time, record) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (assignment_id, reference_id, resource_id, component) DO UPDATE SET \
+     compliance = excluded.compliance, time = excluded.time, record = excluded.record";
+pub const CLEAR_POLICY_STATES: &str =
+    "DELETE FROM policy_states WHERE assignment_id = $1 AND component = ''";
+pub const FORGET_POLICY_STATES: &str = "DELETE FROM policy_states WHERE assignment_id = $1";
+pub const LIST_POLICY_STATES: &str = "SELECT assignment_id, reference_id, resource_id, component, compliance, time, record \
+     FROM policy_states WHERE resource_id = CAST($1 AS TEXT) \
+     OR substr(resource_id, 1, length(CAST($1 AS TEXT)) + 1) = CAST($1 AS TEXT) || '/' OR assignment_id = CAST($1 AS TEXT) \
+     ORDER BY resource_id, component, assignment_id, reference_id LIMIT $2";

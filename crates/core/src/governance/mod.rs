@@ -7,6 +7,7 @@ pub mod aliases;
 pub mod builtins;
 pub mod expr;
 pub mod rule;
+pub mod states;
 pub mod time;
 
 use std::collections::HashMap;

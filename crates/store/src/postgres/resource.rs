@@ -218,3 +218,111 @@ impl keyhaven_core::AuditStore for PostgresStore {
             .map_err(err)
     }
 }
+
+#[async_trait]
+impl keyhaven_core::governance::states::PolicyStateStore for PostgresStore {
+    async fn put_policy_states(
+        &self,
+        rows: &[keyhaven_core::governance::states::StateRow],
+    ) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.write_states(None, rows).await
+    }
+
+    async fn replace_policy_states(
+        &self,
+        assignment_id: &str,
+        rows: &[keyhaven_core::governance::states::StateRow],
+    ) -> StoreResult<()> {
+        self.write_states(Some(assignment_id), rows).await
+    }
+
+    async fn list_policy_states(
+        &self,
+        scope: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<keyhaven_core::governance::states::StateRow>> {
+        let c = self.client().await?;
+        c.query(
+            sql::LIST_POLICY_STATES,
+            &[&scope.to_ascii_lowercase(), &i64::from(limit)],
+        )
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| {
+            Ok(keyhaven_core::governance::states::StateRow {
+                assignment_id: r.try_get(0).map_err(err)?,
+                reference_id: r.try_get(1).map_err(err)?,
+                resource_id: r.try_get(2).map_err(err)?,
+                component: r.try_get(3).map_err(err)?,
+                compliance: r.try_get(4).map_err(err)?,
+                time: r.try_get(5).map_err(err)?,
+                record: r.try_get(6).map_err(err)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn forget_policy_states(&self, assignment_id: &str) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(sql::FORGET_POLICY_STATES, &[&assignment_id])
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Writes states in one transaction, first clearing an assignment's
+    /// resource-level states when `clear` names it. Rows go in key order so
+    /// two nodes' writes lock alike.
+    async fn write_states(
+        &self,
+        clear: Option<&str>,
+        rows: &[keyhaven_core::governance::states::StateRow],
+    ) -> StoreResult<()> {
+        let mut rows = rows.to_vec();
+        rows.sort_by(|a, b| {
+            (
+                &a.assignment_id,
+                &a.reference_id,
+                &a.resource_id,
+                &a.component,
+            )
+                .cmp(&(
+                    &b.assignment_id,
+                    &b.reference_id,
+                    &b.resource_id,
+                    &b.component,
+                ))
+        });
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(err)?;
+        if let Some(id) = clear {
+            tx.execute(sql::CLEAR_POLICY_STATES, &[&id])
+                .await
+                .map_err(err)?;
+        }
+        let stmt = tx.prepare(sql::PUT_POLICY_STATE).await.map_err(err)?;
+        for r in &rows {
+            tx.execute(
+                &stmt,
+                &[
+                    &r.assignment_id,
+                    &r.reference_id,
+                    &r.resource_id,
+                    &r.component,
+                    &r.compliance,
+                    &r.time,
+                    &r.record,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+}

@@ -220,3 +220,102 @@ impl keyhaven_core::AuditStore for SqliteStore {
         .await
     }
 }
+
+fn state_row(r: &Row<'_>) -> rusqlite::Result<keyhaven_core::governance::states::StateRow> {
+    Ok(keyhaven_core::governance::states::StateRow {
+        assignment_id: r.get(0)?,
+        reference_id: r.get(1)?,
+        resource_id: r.get(2)?,
+        component: r.get(3)?,
+        compliance: r.get(4)?,
+        time: r.get(5)?,
+        record: r.get(6)?,
+    })
+}
+
+fn put_states(
+    c: &Connection,
+    rows: &[keyhaven_core::governance::states::StateRow],
+) -> StoreResult<()> {
+    let mut stmt = c.prepare_cached(&q(sql::PUT_POLICY_STATE)).map_err(err)?;
+    for r in rows {
+        stmt.execute(params![
+            r.assignment_id,
+            r.reference_id,
+            r.resource_id,
+            r.component,
+            r.compliance,
+            r.time,
+            r.record
+        ])
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl keyhaven_core::governance::states::PolicyStateStore for SqliteStore {
+    async fn put_policy_states(
+        &self,
+        rows: &[keyhaven_core::governance::states::StateRow],
+    ) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = rows.to_vec();
+        // No trigger watches this table: the generation mirror stays.
+        self.run_raw(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            put_states(&tx, &rows)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn replace_policy_states(
+        &self,
+        assignment_id: &str,
+        rows: &[keyhaven_core::governance::states::StateRow],
+    ) -> StoreResult<()> {
+        let rows = rows.to_vec();
+        let id = assignment_id.to_owned();
+        self.run_raw(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
+            tx.execute(&q(sql::CLEAR_POLICY_STATES), [&id])
+                .map_err(err)?;
+            put_states(&tx, &rows)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn list_policy_states(
+        &self,
+        scope: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<keyhaven_core::governance::states::StateRow>> {
+        let scope = scope.to_ascii_lowercase();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&q(sql::LIST_POLICY_STATES)).map_err(err)?;
+            let rows = stmt
+                .query_map(params![scope, i64::from(limit)], state_row)
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn forget_policy_states(&self, assignment_id: &str) -> StoreResult<()> {
+        let id = assignment_id.to_owned();
+        self.run_raw(move |c| {
+            c.execute(&q(sql::FORGET_POLICY_STATES), [&id])
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+}
