@@ -1078,6 +1078,12 @@ impl VaultService {
             )));
         }
         self.check_name_free(vault, name).await?;
+        let approved = self
+            .gate_check(vault, KIND, name, || {
+                let a = Attributes::new(self.clock.now(), &input.attributes);
+                crate::governance::views::certificate(name, &policy, &a)
+            })
+            .await?;
         let enabled = input.attributes.enabled.unwrap_or(policy.enabled);
         let read = existing.as_ref().map(|(_, r)| r);
         // The state (policy and completed operation) goes in the version's
@@ -1128,6 +1134,9 @@ impl VaultService {
                 pending
             }
         };
+        if let Some(a) = approved {
+            a.committed().await;
+        }
         // Azure answers a create before the certificate exists, so its reply
         // always says inProgress; the SDK poller relies on that to poll (it
         // fetches the certificate only after a poll sees `completed`).
@@ -1831,6 +1840,18 @@ impl VaultService {
             ));
         }
         self.check_name_free(vault, name).await?;
+        let approved = self
+            .gate_check(vault, KIND, name, || {
+                let a = Attributes {
+                    enabled: import.attributes.enabled.unwrap_or(policy.enabled),
+                    nbf: Some(info.not_before),
+                    exp: Some(info.not_after),
+                    created: self.clock.now(),
+                    updated: self.clock.now(),
+                };
+                crate::governance::views::certificate(name, &policy, &a)
+            })
+            .await?;
         let version = Version::random();
         let key = self.seal_key(vault, name, &version, &upload.private)?;
         let enabled = import.attributes.enabled.unwrap_or(policy.enabled);
@@ -1855,6 +1876,9 @@ impl VaultService {
             Some(&change),
         )
         .await?;
+        if let Some(a) = approved {
+            a.committed().await;
+        }
         self.load_certificate(vault, name, None).await
     }
 

@@ -16,6 +16,9 @@ pub enum ForbiddenReason {
     Policy,
     /// A Managed HSM pool's local RBAC (`AccessDenied`).
     LocalRbac,
+    /// An Azure Policy assignment's `Deny` (`RequestDisallowedByPolicy`;
+    /// Keyhaven's choice of inner code, see docs/policy.md).
+    AzurePolicy,
 }
 
 /// Everything that can go wrong in a domain operation.

@@ -1343,12 +1343,26 @@ impl VaultService {
                 payload,
                 meta: serde_json::to_string(&meta).map_err(|_| Error::Integrity)?,
             };
-            self.put_new_version(
-                vault,
-                record,
-                crate::events::EventType::KeyNewVersionCreated,
-            )
-            .await
+            let rotation = match &self.gate {
+                Some(_) => self.next_rotation(vault, name, &record).await?,
+                None => None,
+            };
+            let approved = self
+                .gate_check(vault, KIND, name, || {
+                    crate::governance::views::key(name, &record.attributes, &meta, rotation)
+                })
+                .await?;
+            let written = self
+                .put_new_version(
+                    vault,
+                    record,
+                    crate::events::EventType::KeyNewVersionCreated,
+                )
+                .await?;
+            if let Some(a) = approved {
+                a.committed().await;
+            }
+            Ok(written)
         }
         .await;
         self.undo_hardware_unless_committed(&stored, made);

@@ -332,6 +332,25 @@ impl VaultService {
         })
     }
 
+    /// When the key's rotation policy next rotates `latest` (its `Rotate`
+    /// action), if it has one.
+    pub(crate) async fn next_rotation(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        latest: &VersionRecord,
+    ) -> Result<Option<i64>> {
+        let Some(rec) = self.store.get_policy(&vault.id, KIND, name).await? else {
+            return Ok(None);
+        };
+        let policy = parse_body(&rec.body)?;
+        Ok(policy
+            .lifetime_actions
+            .iter()
+            .filter(|a| a.action == PolicyAction::Rotate)
+            .find_map(|a| RotationPolicy::due_at(a, latest)))
+    }
+
     /// The `exp` a version created now by rotation gets: from the key's
     /// policy's `expiryTime`, if it has one.
     pub(crate) async fn rotation_expiry(

@@ -100,6 +100,15 @@ impl VaultService {
             payload,
             meta: String::from("{}"),
         };
+        let approved = self
+            .gate_check(vault, KIND, name, || {
+                crate::governance::views::secret(
+                    name,
+                    &record.attributes,
+                    record.content_type.as_deref(),
+                )
+            })
+            .await?;
         let record = self
             .put_new_version(
                 vault,
@@ -107,6 +116,9 @@ impl VaultService {
                 crate::events::EventType::SecretNewVersionCreated,
             )
             .await?;
+        if let Some(a) = approved {
+            a.committed().await;
+        }
         Ok(SecretBundle {
             record,
             value: Some(input.value),

@@ -88,6 +88,7 @@ pub struct VaultService {
     pub(crate) keys: Arc<dyn crate::key::KeyBackend>,
     pub(crate) certs: Arc<dyn crate::certificate::CertificateBackend>,
     pub(crate) events: Option<Arc<dyn crate::events::EventSink>>,
+    pub(crate) gate: Option<Arc<dyn crate::governance::views::WriteGate>>,
 }
 
 impl VaultService {
@@ -106,6 +107,7 @@ impl VaultService {
             keys,
             certs,
             events: None,
+            gate: None,
         }
     }
 
@@ -113,6 +115,27 @@ impl VaultService {
     pub fn with_events(mut self, sink: Arc<dyn crate::events::EventSink>) -> Self {
         self.events = Some(sink);
         self
+    }
+
+    /// Asks `gate` before every new secret, key or certificate version.
+    pub fn with_gate(mut self, gate: Arc<dyn crate::governance::views::WriteGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Asks the gate about a write of the object whose policy view `view`
+    /// builds (built only when there is a gate).
+    pub(crate) async fn gate_check(
+        &self,
+        vault: &VaultRecord,
+        kind: crate::object::ObjectKind,
+        name: &crate::ids::ObjectName,
+        view: impl FnOnce() -> serde_json::Value,
+    ) -> Result<Option<Arc<dyn crate::governance::views::Committed>>> {
+        match &self.gate {
+            Some(g) => g.check(vault, kind, name, &view()).await,
+            None => Ok(None),
+        }
     }
 
     /// A change event about `rec` (a version of an object of `vault`), to

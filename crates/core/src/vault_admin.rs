@@ -166,10 +166,21 @@ pub enum AdminError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// An Azure Policy assignment refused the write: the ARM `error`
+    /// object (`RequestDisallowedByPolicy` with its policy details).
+    #[error("The request was disallowed by policy.")]
+    Disallowed(Box<serde_json::Value>),
     /// Anything else.
     #[error(transparent)]
     Core(#[from] Error),
 }
+
+/// Looks at a vault write before it is stored: may change the record (a
+/// policy's `Modify`) or refuse it. Its second argument is the request's
+/// `createMode`.
+pub type VaultGuard<'a> = &'a (dyn Fn(&mut VaultRecord, Option<&str>) -> std::result::Result<(), AdminError>
+         + Send
+         + Sync);
 
 /// A management refusal where only a domain error can be reported (a
 /// background pass, a job): domain errors pass through, the management
@@ -277,9 +288,24 @@ impl VaultService {
         tenant_id: &str,
         spec: VaultSpec,
     ) -> AdminResult<(VaultRecord, bool)> {
+        self.put_vault_guarded(sub, rg, name, tenant_id, spec, &|_, _| Ok(()))
+            .await
+    }
+
+    /// `put_vault`, with `guard` looking at each attempt's resulting record
+    /// just before it is written (so what it approves is what is stored).
+    pub async fn put_vault_guarded(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &VaultName,
+        tenant_id: &str,
+        spec: VaultSpec,
+        guard: VaultGuard<'_>,
+    ) -> AdminResult<(VaultRecord, bool)> {
         for _ in 0..crate::service::CAS_ATTEMPTS {
             if let Some(done) = self
-                .put_vault_once(sub, rg, name, tenant_id, spec.clone())
+                .put_vault_once(sub, rg, name, tenant_id, spec.clone(), guard)
                 .await?
             {
                 return Ok(done);
@@ -297,6 +323,7 @@ impl VaultService {
         name: &VaultName,
         tenant_id: &str,
         spec: VaultSpec,
+        guard: VaultGuard<'_>,
     ) -> AdminResult<Option<(VaultRecord, bool)>> {
         let existing = self.store.get_vault(name).await?;
         let recover = spec
@@ -344,6 +371,7 @@ impl VaultService {
                 check_tenant(&spec, tenant_id, false)?;
                 let mut v = v.clone();
                 v.properties.deleted = None;
+                guard(&mut v, Some("recover"))?;
                 Ok(self.replace(v).await?.map(|v| (v, false)))
             }
             Some(v) => {
@@ -359,7 +387,9 @@ impl VaultService {
                     )));
                 }
                 let mut v = v.clone();
+                let mode = spec.create_mode.clone();
                 self.apply(&mut v, tenant_id, spec, false)?;
+                guard(&mut v, mode.as_deref())?;
                 Ok(self.replace(v).await?.map(|v| (v, false)))
             }
             None => {
@@ -395,7 +425,9 @@ impl VaultService {
                     v.sku = crate::vault::MANAGED_HSM_SKU.into();
                     v.properties.managed_hsm = Some(crate::vault::ManagedHsmState::default());
                 }
+                let mode = spec.create_mode.clone();
                 self.apply(&mut v, tenant_id, spec, true)?;
+                guard(&mut v, mode.as_deref())?;
                 match self.store.create_vault(&v).await {
                     Ok(()) => Ok(Some((v, true))),
                     // Created by a racing PUT: read again (an update if it

@@ -470,7 +470,8 @@ impl Directory {
         }))
     }
 
-    async fn new_identity_principal(
+    /// Makes the principal of a system-assigned identity of `resource_id`.
+    pub async fn new_identity_principal(
         &self,
         resource_id: &str,
         name: &str,

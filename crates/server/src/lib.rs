@@ -14,6 +14,8 @@ pub mod http;
 pub mod log_ingest;
 pub mod masterkey;
 pub mod metrics;
+pub mod policy;
+pub mod policy_scan;
 pub mod serve;
 pub mod signing;
 pub mod state;

@@ -625,6 +625,9 @@ fn spawn_scheduler(state: AppState, interval: Duration) {
                 Ok(n) => tracing::info!(events = n, "expiry events sent"),
                 Err(e) => tracing::warn!(error = %e, "expiry event pass failed"),
             }
+            if let Err(e) = crate::policy_scan::daily(&state).await {
+                tracing::warn!(error = %e, "policy compliance scan failed");
+            }
         }
     });
 }

@@ -63,6 +63,7 @@ pub struct Inner {
     vaults: RwLock<HashMap<VaultName, CachedVault>>,
     network: GenerationCached<NetworkSnapshot>,
     diagnostics: GenerationCached<SinkMap>,
+    policies: Arc<PolicyCache>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<keyhaven_core::network::Ipv4Net>,
     /// Application ids of trusted services (`bypass: AzureServices`).
@@ -154,6 +155,31 @@ impl keyhaven_core::network::NetworkView for NetworkSnapshot {
     }
 }
 
+/// The Azure Policy assignments in force, compiled, kept until the
+/// authorization generation moves (shared by the state and the service's
+/// data-plane gate).
+pub struct PolicyCache {
+    store: Arc<dyn Storage>,
+    subscription_id: String,
+    cached: GenerationCached<crate::policy::Compiled>,
+}
+
+impl PolicyCache {
+    /// The policies in force.
+    pub async fn get(&self) -> Result<Arc<crate::policy::Compiled>, Error> {
+        let generation = self
+            .store
+            .get_setting(AUTHZ_GENERATION)
+            .await?
+            .unwrap_or_default();
+        if let Some(hit) = self.cached.get(&generation) {
+            return Ok(hit);
+        }
+        let compiled = crate::policy::compile(&*self.store, &self.subscription_id).await?;
+        Ok(self.cached.put(compiled, generation))
+    }
+}
+
 /// A vault record and the authorization generation it was read at.
 type CachedVault = (Arc<VaultRecord>, Vec<u8>);
 
@@ -216,6 +242,16 @@ impl AppState {
         if let Some(sink) = p.events.clone() {
             service = service.with_events(sink);
         }
+        let policies = Arc::new(PolicyCache {
+            store: Arc::clone(&p.store),
+            subscription_id: p.subscription_id.clone(),
+            cached: GenerationCached::default(),
+        });
+        service = service.with_gate(Arc::new(crate::policy::Gate {
+            cache: Arc::clone(&policies),
+            store: Arc::clone(&p.store),
+            clock: Arc::clone(&p.clock),
+        }));
         let directory = Directory::new(
             Arc::clone(&p.store),
             Arc::clone(&p.clock),
@@ -248,6 +284,7 @@ impl AppState {
             vaults: RwLock::new(HashMap::new()),
             network: GenerationCached::default(),
             diagnostics: GenerationCached::default(),
+            policies,
             trusted_proxies: p.trusted_proxies,
             trusted_services: p.trusted_services,
             audit: p.audit,
@@ -354,6 +391,13 @@ impl AppState {
             }
         }
         Ok(self.network.put(snap, generation))
+    }
+
+    /// The Azure Policy assignments in force, compiled, cached until the
+    /// authorization generation changes (every definition, initiative,
+    /// assignment or exemption write moves it, on any node).
+    pub async fn policies(&self) -> Result<Arc<crate::policy::Compiled>, Error> {
+        self.policies.get().await
     }
 
     /// The authorization generation (which every cached view is checked

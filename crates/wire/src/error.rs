@@ -78,6 +78,7 @@ pub fn error_response(e: &Error) -> (u16, ErrorBody) {
             ErrorBody::new("Forbidden", msg).with_inner(match reason {
                 ForbiddenReason::Rbac => "ForbiddenByRbac",
                 ForbiddenReason::Policy | ForbiddenReason::LocalRbac => "ForbiddenByPolicy",
+                ForbiddenReason::AzurePolicy => "RequestDisallowedByPolicy",
             }),
         ),
         Error::VaultNotFound(_) => (404, ErrorBody::new("VaultNotFound", msg)),

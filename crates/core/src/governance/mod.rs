@@ -9,6 +9,7 @@ pub mod expr;
 pub mod rule;
 pub mod states;
 pub mod time;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -870,6 +871,61 @@ impl Scope for RelatedScope<'_> {
     }
 }
 
+impl Expr {
+    /// Evaluates the expression against a resource view and parameters.
+    pub fn eval_in(
+        &self,
+        resource: &Value,
+        params: &Params,
+        ctx: &Context,
+    ) -> Result<Value, PolicyError> {
+        self.eval(&ResourceScope {
+            resource,
+            params,
+            ctx,
+        })
+    }
+}
+
+/// Evaluates every expression in a JSON document (strings `"[…]"`) against
+/// a resource view and parameters: a DeployIfNotExists deployment's
+/// parameters, or its template's resources.
+pub fn evaluate_json(
+    v: &Value,
+    resource: &Value,
+    params: &Params,
+    ctx: &Context,
+) -> Result<Value, PolicyError> {
+    let scope = ResourceScope {
+        resource,
+        params,
+        ctx,
+    };
+    walk(v, &scope, 0)
+}
+
+fn walk(v: &Value, s: &ResourceScope<'_>, depth: usize) -> Result<Value, PolicyError> {
+    if depth > 64 {
+        return Err(PolicyError::evaluation(
+            "The document is nested too deeply.",
+        ));
+    }
+    Ok(match v {
+        Value::String(t) => Expr::parse_str(t)?.eval(s)?,
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| walk(x, s, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| Ok((k.clone(), walk(x, s, depth + 1)?)))
+                .collect::<Result<_, PolicyError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 /// An initiative's member.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
@@ -903,6 +959,19 @@ pub struct Assignment {
     pub enforce: bool,
     /// `nonComplianceMessages`: (reference id or none, message).
     pub messages: Vec<(Option<String>, String)>,
+    /// The principal its managed identity signs in as, if it has one.
+    pub identity: Option<String>,
+}
+
+impl Assignment {
+    /// Its display name, or its name when it has none.
+    pub fn display_name_or_name(&self) -> &str {
+        if self.display_name.is_empty() {
+            &self.name
+        } else {
+            &self.display_name
+        }
+    }
 }
 
 /// One exemption.
@@ -974,6 +1043,8 @@ pub struct Verdict {
     pub rule: Arc<Rule>,
     /// The outcome.
     pub compliance: Compliance,
+    /// Whether the rule's `if` held.
+    pub matched: bool,
     /// The exemptions that apply.
     pub exemptions: Vec<String>,
     /// For an `…IfNotExists` rule whose `if` held: the related resources
@@ -1035,7 +1106,7 @@ impl PolicySet {
                 );
             let compliance = if !exemptions.is_empty() {
                 Compliance::Exempt
-            } else if matched && !needs_related && r.effect != Effect::Modify {
+            } else if matched && !needs_related {
                 Compliance::NonCompliant
             } else {
                 Compliance::Compliant
@@ -1043,6 +1114,7 @@ impl PolicySet {
             out.push(Verdict {
                 rule: Arc::clone(r),
                 compliance,
+                matched,
                 exemptions,
                 needs_related,
                 error,

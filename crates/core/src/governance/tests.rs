@@ -465,6 +465,7 @@ fn assignment(scope: &str, definition_id: &str, parameters: Value) -> Arc<Assign
         parameters: Some(parameters),
         enforce: true,
         messages: vec![],
+        identity: None,
     })
 }
 

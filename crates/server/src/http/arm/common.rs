@@ -31,6 +31,9 @@ pub struct ArmFailure {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// A whole `error` object, for failures that carry more than a code and
+    /// a message (a policy's `RequestDisallowedByPolicy`).
+    detail: Option<serde_json::Value>,
 }
 
 impl ArmFailure {
@@ -40,12 +43,33 @@ impl ArmFailure {
             status,
             code,
             message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// The failure's code and message, as text (for a background task's log
+    /// or a remediation's status).
+    pub fn message_text(&self) -> String {
+        format!("{}: {}", self.code, self.message)
+    }
+
+    /// A failure whose `error` object is `detail` (it holds `code` and
+    /// `message` itself).
+    pub fn detailed(status: StatusCode, code: &'static str, detail: serde_json::Value) -> Self {
+        Self {
+            status,
+            code,
+            message: String::new(),
+            detail: Some(detail),
         }
     }
 }
 
 impl IntoResponse for ArmFailure {
     fn into_response(self) -> Response {
+        if let Some(detail) = self.detail {
+            return json(self.status, &serde_json::json!({ "error": detail }));
+        }
         json(
             self.status,
             &ArmError {
@@ -263,4 +287,33 @@ pub fn resource_name(
 /// A stored resource's tags.
 pub fn tags_of(r: &ResourceRecord) -> BTreeMap<String, String> {
     serde_json::from_str(&r.tags).unwrap_or_default()
+}
+
+/// Splits an ARM path at `marker` (a lower-case `/providers/{namespace}/`,
+/// matched case-insensitively; its last occurrence when `last`): the scope
+/// before it and the non-empty segments after it, as written.
+pub fn split_at_provider(path: &str, marker: &str, last: bool) -> Option<(String, Vec<String>)> {
+    let lower = path.to_ascii_lowercase();
+    let at = if last {
+        lower.rfind(marker)?
+    } else {
+        lower.find(marker)?
+    };
+    let scope = path.get(..at)?.trim_end_matches('/').to_owned();
+    let rest = path
+        .get(at + marker.len()..)?
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Some((scope, rest))
+}
+
+/// 405 `MethodNotAllowed`.
+pub fn method_not_allowed() -> ArmFailure {
+    ArmFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The requested method is not allowed on this resource.",
+    )
 }

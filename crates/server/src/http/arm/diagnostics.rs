@@ -156,6 +156,16 @@ pub async fn categories(
     ))
 }
 
+/// A boolean as ARM takes it: `true`, or the text `"True"` a template
+/// parameter of type string gives.
+fn flag(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
 fn parse_setting(
     vault_id: &str,
     body: &Value,
@@ -170,7 +180,7 @@ fn parse_setting(
         .into_iter()
         .flatten()
     {
-        let enabled = l.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+        let enabled = flag(l.get("enabled"));
         let category = l.get("category").and_then(Value::as_str);
         let group = l.get("categoryGroup").and_then(Value::as_str);
         let known = category.is_some_and(|c| c.eq_ignore_ascii_case("AuditEvent"))
@@ -207,7 +217,7 @@ fn parse_setting(
         {
             return Err(bad("Metric category must be AllMetrics."));
         }
-        metrics |= m.get("enabled").and_then(Value::as_bool).unwrap_or(false);
+        metrics |= flag(m.get("enabled"));
     }
     let text = |k: &str| {
         p.get(k)
@@ -259,28 +269,50 @@ pub async fn put_setting(
     Path((sub, rg, vault, name)): Path<(String, String, String, String)>,
     req: Request,
 ) -> Result<Response, ArmFailure> {
-    let vid = vault_of(
-        &st,
-        &ctx,
-        (&sub, &rg, &vault),
-        "Microsoft.Insights/diagnosticSettings/write",
-    )
-    .await?;
+    let v = super::vaults::find(&st, &sub, &rg, &vault).await?;
+    // Authorize before reading the body.
+    st.authz
+        .require_action(
+            &ctx.caller,
+            &v.resource_id(),
+            "Microsoft.Insights/diagnosticSettings/write",
+        )
+        .await
+        .map_err(domain_failure)?;
+    let body: Value = parse_body(req.into_body()).await?;
+    let (_, status, shown) = write_setting(&st, &ctx.caller, &v, &name, &body).await?;
+    Ok(reply(status, &shown))
+}
+
+/// Creates or replaces the diagnostic setting `name` of vault `v` as
+/// `caller` (a user through the API, or a policy assignment's identity
+/// deploying it): returns the record, the status and the ARM shape.
+pub async fn write_setting(
+    st: &AppState,
+    caller: &keyhaven_core::Principal,
+    v: &keyhaven_core::VaultRecord,
+    name: &str,
+    body: &Value,
+) -> Result<(ResourceRecord, StatusCode, Value), ArmFailure> {
+    let vid = v.resource_id();
+    st.authz
+        .require_action(caller, &vid, "Microsoft.Insights/diagnosticSettings/write")
+        .await
+        .map_err(domain_failure)?;
     if name.is_empty() || name.len() > 260 || name.contains(['/', '\\', '?', '#', '%']) {
         return Err(bad("The diagnostic setting name is invalid."));
     }
-    let body: Value = parse_body(req.into_body()).await?;
-    let mut s = parse_setting(&vid, &body, &st.audit_http_allow)?;
+    let mut s = parse_setting(&vid, body, &st.audit_http_allow)?;
     // Records may go only into a workspace the caller may send to (as on
     // Azure: the destination's shared-keys action), or anyone who can
     // write a vault's settings could fill a stranger's workspace. The
     // workspace is fixed by its customer id now: one that does not exist
     // yet never receives this setting's records.
     if let Some(ws) = s.workspace_id.as_deref() {
-        if let Some(customer_id) = super::workspaces::customer_id_of(&st, ws).await? {
+        if let Some(customer_id) = super::workspaces::customer_id_of(st, ws).await? {
             st.authz
                 .require_action(
-                    &ctx.caller,
+                    caller,
                     ws,
                     "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
                 )
@@ -294,12 +326,29 @@ pub async fn put_setting(
     let put = Put::extension(
         id,
         SETTING_TYPE,
-        (&st.subscription_id, &rg, &name),
+        (&st.subscription_id, &v.resource_group, name),
         properties,
         StatusCode::OK,
     );
-    let (rec, status) = upsert(&st, put).await?;
-    Ok(reply(status, &out(&rec, &s)))
+    let (rec, status) = upsert(st, put).await?;
+    let shown = out(&rec, &s);
+    Ok((rec, status, shown))
+}
+
+/// The vault's diagnostic settings in their ARM shape (what policy
+/// existence conditions read).
+pub async fn setting_views(
+    st: &AppState,
+    vault_id: &str,
+) -> Result<Vec<Value>, keyhaven_core::Error> {
+    let all = st
+        .store
+        .list_resources(SETTING_TYPE, &st.subscription_id)
+        .await?;
+    Ok(settings_of(all, vault_id)
+        .iter()
+        .map(|(r, s)| out(r, s))
+        .collect())
 }
 
 fn settings_of(all: Vec<ResourceRecord>, vault_id: &str) -> Vec<(ResourceRecord, Setting)> {

@@ -23,6 +23,8 @@ pub mod identities;
 pub mod managed_hsms;
 pub mod monitor;
 pub mod network;
+pub mod policy;
+pub mod policy_insights;
 pub mod rbac;
 pub mod resource;
 pub mod vaults;
@@ -150,6 +152,15 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
         )
         .into_response();
     }
+    let method_path = (req.method().clone(), req.uri().path().to_owned());
+    let req = match policy_insights::handle(state, &caller, req).await {
+        Ok(resp) => return audited(resp, &caller, &method_path),
+        Err(req) => req,
+    };
+    let req = match policy::handle(state, &caller, req).await {
+        Ok(resp) => return audited(resp, &caller, &method_path),
+        Err(req) => req,
+    };
     let req = match rbac::handle(state, &caller, req).await {
         Ok(resp) => return resp,
         Err(req) => req,
@@ -165,6 +176,21 @@ pub async fn handle(state: &AppState, router: Router, req: Request) -> Response 
         operation: Some(management_operation(&method, &path)),
         resource_id: Some(path),
         identity: Some(claims),
+        ..Default::default()
+    });
+    resp
+}
+
+/// A response of a handler outside the router, with its audit note.
+fn audited(
+    mut resp: Response,
+    caller: &keyhaven_core::Principal,
+    (method, path): &(http::Method, String),
+) -> Response {
+    resp.extensions_mut().insert(crate::audit::AuditNote {
+        operation: Some(management_operation(method, path)),
+        resource_id: Some(path.clone()),
+        identity: Some(super::claims_of(caller)),
         ..Default::default()
     });
     resp

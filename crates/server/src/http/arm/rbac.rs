@@ -13,7 +13,9 @@ use keyhaven_wire::arm::{
     RoleDefinitionOut,
 };
 
-use super::common::{domain_failure, parse_body, ArmFailure};
+use super::common::{
+    domain_failure, method_not_allowed, parse_body, split_at_provider, ArmFailure,
+};
 use crate::http::extract::query_map;
 use crate::http::response::json;
 use crate::state::AppState;
@@ -23,23 +25,9 @@ const MARKER: &str = "/providers/microsoft.authorization/";
 /// Handles a request whose path names `Microsoft.Authorization`, or returns
 /// it for the next handler.
 pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<Response, Request> {
-    let path = req.uri().path().to_owned();
-    let lower = path.to_ascii_lowercase();
-    let Some(at) = lower.find(MARKER) else {
+    let Some((scope, rest)) = split_at_provider(req.uri().path(), MARKER, false) else {
         return Err(req);
     };
-    let scope = path
-        .get(..at)
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_owned();
-    let rest: Vec<String> = path
-        .get(at + MARKER.len()..)
-        .unwrap_or("")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
     let query = query_map(req.uri().query());
     let method = req.method().clone();
     let body = req.into_body();
@@ -76,11 +64,7 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
 }
 
 fn not_allowed() -> ArmFailure {
-    ArmFailure::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        "The requested method is not allowed.",
-    )
+    method_not_allowed()
 }
 
 fn fail(e: Error) -> ArmFailure {

@@ -41,8 +41,18 @@ pub fn valid_name(n: &str) -> bool {
 
 /// The caller may perform `action` on `id`, or 403.
 pub async fn authorize(st: &AppState, ctx: &Ctx, id: &str, action: &str) -> Result<(), ArmFailure> {
+    authorize_principal(st, &ctx.caller, id, action).await
+}
+
+/// `caller` may perform `action` on `id`, or 403.
+pub async fn authorize_principal(
+    st: &AppState,
+    caller: &keyhaven_core::Principal,
+    id: &str,
+    action: &str,
+) -> Result<(), ArmFailure> {
     st.authz
-        .require_action(&ctx.caller, id, action)
+        .require_action(caller, id, action)
         .await
         .map_err(domain_failure)
 }
@@ -155,27 +165,22 @@ pub async fn upsert(
         Location::Given(l) => location(l, existing.as_ref().map(|e| e.location.as_str()))?,
     };
     let (sub, rg, name) = put.place;
-    let now = st.clock.now();
-    let rec = ResourceRecord {
-        id: existing.as_ref().map_or(put.id, |e| e.id.clone()),
-        kind: put.kind.into(),
-        subscription_id: sub.into(),
-        resource_group: rg.into(),
-        name: existing
-            .as_ref()
-            .map_or_else(|| name.to_owned(), |e| e.name.clone()),
-        location,
-        tags: serde_json::to_string(&put.tags.cloned().unwrap_or_default())
-            .unwrap_or_else(|_| "{}".into()),
-        properties: put.properties,
-        created: existing.as_ref().map_or(now, |e| e.created),
-        updated: now,
-    };
-    let created = st
-        .store
-        .put_resource(&rec)
-        .await
-        .map_err(|e| domain_failure(e.into()))?;
+    let (rec, created) = put_document(
+        st,
+        existing.as_ref(),
+        Document {
+            id: put.id,
+            kind: put.kind,
+            subscription: sub,
+            group: rg,
+            name,
+            location,
+            tags: serde_json::to_string(&put.tags.cloned().unwrap_or_default())
+                .unwrap_or_else(|_| "{}".into()),
+            properties: put.properties,
+        },
+    )
+    .await?;
     Ok((
         rec,
         if created {
@@ -218,4 +223,52 @@ pub async fn remove(st: &AppState, id: &str) -> Result<Response, ArmFailure> {
         .await
         .map_err(|e| domain_failure(e.into()))?;
     Ok(deleted(gone))
+}
+
+/// A resource as stored: properties as Keyhaven keeps them.
+pub struct Document<'a> {
+    /// The id the request named.
+    pub id: String,
+    /// The resource type.
+    pub kind: &'a str,
+    /// Its subscription.
+    pub subscription: &'a str,
+    /// Its resource group (empty above one).
+    pub group: &'a str,
+    /// Its name as the request wrote it.
+    pub name: &'a str,
+    /// Its location (empty: none).
+    pub location: String,
+    /// Its tags (JSON).
+    pub tags: String,
+    /// Its properties, serialised.
+    pub properties: String,
+}
+
+/// Creates or replaces a document, keeping an existing one's id, name and
+/// creation time; true if it was created.
+pub async fn put_document(
+    st: &AppState,
+    existing: Option<&ResourceRecord>,
+    d: Document<'_>,
+) -> Result<(ResourceRecord, bool), ArmFailure> {
+    let now = st.clock.now();
+    let rec = ResourceRecord {
+        id: existing.map_or(d.id, |e| e.id.clone()),
+        kind: d.kind.into(),
+        subscription_id: d.subscription.into(),
+        resource_group: d.group.into(),
+        name: existing.map_or_else(|| d.name.to_owned(), |e| e.name.clone()),
+        location: d.location,
+        tags: d.tags,
+        properties: d.properties,
+        created: existing.map_or(now, |e| e.created),
+        updated: now,
+    };
+    let created = st
+        .store
+        .put_resource(&rec)
+        .await
+        .map_err(|e| domain_failure(e.into()))?;
+    Ok((rec, created))
 }

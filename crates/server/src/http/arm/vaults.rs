@@ -81,6 +81,11 @@ pub(crate) fn location_of(v: &VaultRecord) -> String {
         .unwrap_or_else(|| crate::config::LOCATION.to_owned())
 }
 
+/// A vault's ARM `GET` shape as JSON (what policy rules evaluate).
+pub(crate) fn vault_json(st: &AppState, v: &VaultRecord) -> serde_json::Value {
+    serde_json::to_value(vault_out(st, v)).unwrap_or_default()
+}
+
 fn vault_out(st: &AppState, v: &VaultRecord) -> VaultOut {
     let p = &v.properties;
     VaultOut {
@@ -120,6 +125,9 @@ pub(crate) fn admin_failure(e: AdminError) -> ArmFailure {
         AdminError::BadRequest(code, m) => ArmFailure::new(StatusCode::BAD_REQUEST, code, m),
         AdminError::Conflict(code, m) => ArmFailure::new(StatusCode::CONFLICT, code, m),
         AdminError::NotFound(m) => ArmFailure::new(StatusCode::NOT_FOUND, "ResourceNotFound", m),
+        AdminError::Disallowed(detail) => {
+            ArmFailure::detailed(StatusCode::FORBIDDEN, "RequestDisallowedByPolicy", *detail)
+        }
         AdminError::Core(e) => domain_failure(e),
     }
 }
@@ -160,14 +168,18 @@ pub async fn put_vault(
         .await
         .map_err(domain_failure)?;
     super::groups::require_group(&st, &sub, &rg).await?;
+    let api_version = api_version_of(&req);
     let b: PutVault = body(req).await?;
     let mut spec: keyhaven_core::vault_admin::VaultSpec = b.into();
     spec.may_change_permission_model = may_change_model(&st, &ctx, &scope).await?;
+    let compiled = st.policies().await.map_err(domain_failure)?;
+    let guard = crate::policy::vault_guard(&st, &compiled, &api_version);
     let (v, created) = st
         .service
-        .put_vault(&sub, &rg, &vault_name, st.tokens.tenant_id(), spec)
+        .put_vault_guarded(&sub, &rg, &vault_name, st.tokens.tenant_id(), spec, &guard)
         .await
         .map_err(admin_failure)?;
+    crate::policy::after_vault_write(&st, &v).await;
     Ok(json(
         if created {
             StatusCode::CREATED
@@ -176,6 +188,15 @@ pub async fn put_vault(
         },
         &vault_out(&st, &v),
     ))
+}
+
+/// The request's `api-version` (what `requestContext().apiVersion` gives
+/// policy rules).
+fn api_version_of(req: &Request) -> String {
+    crate::http::extract::query_map(req.uri().query())
+        .get("api-version")
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Whether the caller may switch a vault's permission model: Azure asks for
@@ -541,6 +562,7 @@ pub async fn patch_vault(
         )
         .await
         .map_err(domain_failure)?;
+    let api_version = api_version_of(&req);
     let b: PutVault = body(req).await?;
     let mut spec: keyhaven_core::vault_admin::VaultSpec = b.into();
     if spec.create_mode.is_some() {
@@ -552,11 +574,14 @@ pub async fn patch_vault(
     }
     spec.location = None;
     spec.may_change_permission_model = may_change_model(&st, &ctx, &v.resource_id()).await?;
+    let compiled = st.policies().await.map_err(domain_failure)?;
+    let guard = crate::policy::vault_guard(&st, &compiled, &api_version);
     let (updated, _) = st
         .service
-        .put_vault(&sub, &rg, &v.name, st.tokens.tenant_id(), spec)
+        .put_vault_guarded(&sub, &rg, &v.name, st.tokens.tenant_id(), spec, &guard)
         .await
         .map_err(admin_failure)?;
+    crate::policy::after_vault_write(&st, &updated).await;
     Ok(json(StatusCode::OK, &vault_out(&st, &updated)))
 }
 

@@ -80,6 +80,11 @@ pub fn admin_error(e: AdminError) -> ApiError {
             message,
         },
         AdminError::NotFound(m) => ApiError::not_found(m),
+        AdminError::Disallowed(_) => ApiError::Http {
+            status: StatusCode::FORBIDDEN,
+            code: "RequestDisallowedByPolicy",
+            message: "The request was disallowed by policy.".into(),
+        },
         AdminError::Core(e) => e.into(),
     }
 }
