@@ -1182,6 +1182,8 @@ BUILTIN_ROLES: Dict[str, str] = {
     "Log Analytics Reader": "73c42c96-874c-492b-b04d-ab87d138a893",
     "Log Analytics Contributor": "92aaf0da-9dab-42b6-94a3-d43ce8d16293",
     "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+    "Resource Policy Contributor": "36243c78-bf99-498c-9df9-86d9f8d28608",
+    "Monitoring Contributor": "749f88d5-cbae-40b8-bcfc-e573ddc772fa",
 }
 
 

@@ -406,6 +406,42 @@ const BUILTINS: &[Builtin] = &[
         condition: None,
     },
     Builtin {
+        id: "36243c78-bf99-498c-9df9-86d9f8d28608",
+        name: "Resource Policy Contributor",
+        description: "Users with rights to create/modify resource policy, create support ticket and read resources/hierarchy.",
+        actions: &[
+            "*/read",
+            "Microsoft.Authorization/policyassignments/*",
+            "Microsoft.Authorization/policydefinitions/*",
+            "Microsoft.Authorization/policyexemptions/*",
+            "Microsoft.Authorization/policysetdefinitions/*",
+            "Microsoft.PolicyInsights/*",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        condition: None,
+    },
+    Builtin {
+        id: "749f88d5-cbae-40b8-bcfc-e573ddc772fa",
+        name: "Monitoring Contributor",
+        description: "Can read all monitoring data and update monitoring settings.",
+        actions: &[
+            "*/read",
+            "Microsoft.AlertsManagement/alerts/*",
+            "Microsoft.Insights/actiongroups/*",
+            "Microsoft.Insights/diagnosticSettings/*",
+            "Microsoft.Insights/metricAlerts/*",
+            "Microsoft.Insights/scheduledqueryrules/*",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        condition: None,
+    },
+    Builtin {
         id: "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
         name: "User Access Administrator",
         description: "Lets you manage user access to Azure resources.",
@@ -494,7 +530,7 @@ mod tests {
     #[test]
     fn builtin_roles_have_their_azure_ids() {
         let roles = builtin_roles();
-        assert_eq!(roles.len(), 18);
+        assert_eq!(roles.len(), 20);
         let la_reader = builtin_role("73c42c96-874c-492b-b04d-ab87d138a893").unwrap();
         assert_eq!(la_reader.role_name, "Log Analytics Reader");
         assert!(la_reader.allows_action("Microsoft.OperationalInsights/workspaces/query/read"));

@@ -285,12 +285,22 @@ pub(super) async fn list_service_principals(
     State(st): State<AppState>,
     Extension(ctx): C,
 ) -> GraphResult {
-    // `$filter=appId eq '…'` is what the CLI and SDKs use to find an app's SP.
+    // `$filter=appId eq '…'` is what the CLI and SDKs use to find an app's
+    // SP; `servicePrincipalNames/any(c:c eq '…')` is how the CLI finds the
+    // one it is signed in as (an SP's only name is its app id).
     if let Some(filter) = ctx.query.get("$filter") {
+        let by_name = filter
+            .strip_prefix("servicePrincipalNames/any(")
+            .and_then(|r| r.strip_suffix("')"))
+            .and_then(|r| r.split_once(" eq '"))
+            .map(|(_, v)| v);
         let app_id = filter
             .strip_prefix("appId eq '")
             .and_then(|r| r.strip_suffix('\''))
-            .ok_or_else(|| ctx.bad("Only $filter=appId eq '<appId>' is supported."))?;
+            .or(by_name)
+            .ok_or_else(|| {
+                ctx.bad("Only $filter=appId eq '<appId>' or servicePrincipalNames/any(c:c eq '<appId>') is supported.")
+            })?;
         let found = st
             .directory
             .service_principal_by_app_id(app_id)
