@@ -294,7 +294,12 @@ def test_modify_adds_a_tag_to_vaults(srv, policy, kv):
                 "roleDefinitionIds": ["/providers/microsoft.authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c"],
                 "operations": [{"operation": "addOrReplace", "field": "tags['costCenter']",
                                 "value": "[concat('cc-', field('location'))]"}]}}}})
-    policy.policy_assignments.create(group_scope(srv), "cost-center", {"policy_definition_id": d.id})
+    # Without an identity to act as, a Modify assignment is refused (as on Azure).
+    with pytest.raises(HttpResponseError) as e:
+        policy.policy_assignments.create(group_scope(srv), "cost-center", {"policy_definition_id": d.id})
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidPolicyAssignmentIdentity"
+    policy.policy_assignments.create(group_scope(srv), "cost-center", {
+        "policy_definition_id": d.id, "identity": {"type": "SystemAssigned"}, "location": "westeurope"})
     try:
         name = vault_name()
         assert put_vault(srv, name).status_code == 201
@@ -340,7 +345,8 @@ def test_secret_without_expiry_is_refused_under_deny_and_recorded_under_audit(sr
             "policy_definition_id": builtin(SECRET_EXPIRY), "parameters": {"effect": {"value": "Audit"}}})
         audited = unique("s")
         secrets.set_secret(audited, "v")
-        got = wait_for_states(srv, a.id, lambda v: any("components" in x for x in v),
+        want = {f"secrets/{audited}".lower(), f"secrets/{name}".lower()}
+        got = wait_for_states(srv, a.id, lambda v: want <= {c["id"] for x in v for c in x.get("components", [])},
                               **{"$expand": "components"})
         comps = {c["id"]: c["complianceState"] for x in got for c in x.get("components", [])}
         assert comps.get(f"secrets/{audited}".lower()) == "NonCompliant", comps
@@ -382,3 +388,97 @@ def test_certificates_valid_longer_than_the_maximum_are_refused(srv, policy):
         assert cert.properties.expires_on is not None
     finally:
         policy.policy_assignments.delete(dev_vault_id(srv), "cert-validity")
+
+
+# -- What the adversarial review found: no way around a policy ------------------------
+
+def test_a_narrow_policy_writer_cannot_borrow_an_identity_or_remediate_elsewhere(srv, policy):
+    from khcompat import create_uami
+    uami = create_uami(srv)
+    app, sp, secret = new_app_with_secret(srv)
+    assign_role(srv, group_scope(srv), RESOURCE_POLICY_CONTRIBUTOR, sp["id"])
+    tok = management_token(srv, app["appId"], secret)
+    dine = builtin("951af2fa-529b-416e-ab6e-066fd85ac459")
+    body = {"location": "westeurope", "identity": {"type": "UserAssigned", "userAssignedIdentities": {uami["id"]: {}}},
+            "properties": {"policyDefinitionId": dine, "parameters": {"logAnalytics": {"value": "/x"}}}}
+    path = f"{group_scope(srv)}/providers/Microsoft.Authorization/policyAssignments/borrowed"
+    # Acting as an identity needs the right to assign it.
+    assert_arm_error(arm(srv, "PUT", path, tok, body, api_version="2023-04-01"), 403, "AuthorizationFailed")
+    # A remediation in one group cannot run an assignment of another scope.
+    other = unique("rg")
+    arm(srv, "PUT", f"{sub_scope(srv)}/resourcegroups/{other}", management_token(srv), {"location": "westeurope"},
+        api_version="2021-04-01")
+    own = policy.policy_assignments.create(f"{sub_scope(srv)}/resourceGroups/{other}", "diag-other", {
+        "policy_definition_id": dine, "parameters": {"logAnalytics": {"value": "/x"}},
+        "identity": {"type": "SystemAssigned"}, "location": "westeurope"})
+    try:
+        r = arm(srv, "PUT", f"{group_scope(srv)}/providers/Microsoft.PolicyInsights/remediations/elsewhere", tok,
+                {"properties": {"policyAssignmentId": own.id}}, api_version="2021-10-01")
+        assert_arm_error(r, 400, "InvalidRemediationScope")
+    finally:
+        policy.policy_assignments.delete(f"{sub_scope(srv)}/resourceGroups/{other}", "diag-other")
+
+
+def test_deny_also_holds_for_updates_restores_and_access_policy_edits(srv, policy):
+    secrets = srv.secret_client()
+    name = unique("s")
+    secrets.set_secret(name, "v", content_type="text/plain")
+    backup = secrets.backup_secret(name)
+    secrets.begin_delete_secret(name).wait()
+    secrets.purge_deleted_secret(name)
+    kept = unique("s")
+    secrets.set_secret(kept, "v", content_type="text/plain")
+    ct = "75262d3e-ba4a-4f43-85f8-9f72c090e5e3"
+    assign_data(policy, srv, "content-type", ct, "Deny")
+    try:
+        # Clearing the content type later is refused, and changes nothing.
+        with pytest.raises(HttpResponseError) as e:
+            secrets.update_secret_properties(kept, content_type="")
+        forbidden_by_policy(e.value)
+        assert secrets.get_secret(kept).properties.content_type == "text/plain"
+    finally:
+        policy.policy_assignments.delete(dev_vault_id(srv), "content-type")
+    # A restore is evaluated as a new secret: secrets must expire, and the
+    # backup's does not.
+    assign_data(policy, srv, "secret-expiry-restore", SECRET_EXPIRY, "Deny")
+    try:
+        with pytest.raises(HttpResponseError) as e:
+            secrets.restore_secret_backup(backup)
+        forbidden_by_policy(e.value)
+        with pytest.raises(ResourceNotFoundError):
+            secrets.get_secret(name)
+    finally:
+        policy.policy_assignments.delete(dev_vault_id(srv), "secret-expiry-restore")
+    # Access-policy edits are vault writes too.
+    d = policy.policy_definitions.create_or_update("kv-no-access-policies", {
+        "mode": "Indexed", "policy_rule": {
+            "if": {"allOf": [{"field": "type", "equals": "Microsoft.KeyVault/vaults"},
+                             {"count": {"field": "Microsoft.KeyVault/vaults/accessPolicies[*]"}, "greater": 0}]},
+            "then": {"effect": "deny"}}})
+    policy.policy_assignments.create(group_scope(srv), "no-access-policies", {"policy_definition_id": d.id})
+    try:
+        entry = {"tenantId": srv.tenant_id, "objectId": "00000000-0000-0000-0000-0000000000aa",
+                 "permissions": {"secrets": ["get"]}}
+        r = arm(srv, "PUT", f"{dev_vault_id(srv)}/accessPolicies/add", management_token(srv),
+                {"properties": {"accessPolicies": [entry]}}, api_version=KV_API)
+        assert_arm_error(r, 403, "RequestDisallowedByPolicy")
+    finally:
+        policy.policy_assignments.delete(group_scope(srv), "no-access-policies")
+        policy.policy_definitions.delete("kv-no-access-policies")
+
+
+def test_a_definition_change_that_would_break_its_assignments_is_refused(srv, policy):
+    rule = {"if": {"field": "type", "equals": "Microsoft.KeyVault/vaults"}, "then": {"effect": "[parameters('e')]"}}
+    d = policy.policy_definitions.create_or_update("kv-audit-all", {
+        "mode": "Indexed", "policy_rule": rule,
+        "parameters": {"e": {"type": "String", "default_value": "Audit"}}})
+    policy.policy_assignments.create(group_scope(srv), "audit-all", {"policy_definition_id": d.id})
+    try:
+        with pytest.raises(HttpResponseError) as e:
+            policy.policy_definitions.create_or_update("kv-audit-all", {
+                "mode": "Indexed", "policy_rule": rule, "parameters": {"e": {"type": "String"}}})
+        assert e.value.status_code == 400 and e.value.error.code == "InvalidPolicyDefinitionUpdate"
+        assert "audit-all" in e.value.error.message
+    finally:
+        policy.policy_assignments.delete(group_scope(srv), "audit-all")
+        policy.policy_definitions.delete("kv-audit-all")

@@ -310,6 +310,24 @@ impl VaultService {
             self.destroy_hardware(&imported);
             return Err(e);
         }
+        // The restored object is evaluated as a new one would be.
+        let approved = match self
+            .restore_view(vault, kind, &name, &records, doc.policy.as_deref())
+            .await
+        {
+            Ok(Some(view)) => match self.gate_check(vault, kind, &name, || view).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.destroy_hardware(&imported);
+                    return Err(e);
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.destroy_hardware(&imported);
+                return Err(e);
+            }
+        };
         // One transaction, with the policy document: a crash or cancel
         // leaves all of them or none.
         let now = self.clock.now();
@@ -330,6 +348,9 @@ impl VaultService {
             .map_err(Error::from);
         self.undo_hardware_unless_committed(&committed, &imported);
         committed?;
+        if let Some(a) = approved {
+            a.committed().await;
+        }
         let latest = self.live_version(vault, kind, &name, None).await?;
         Ok((latest, doc.policy.clone()))
     }

@@ -2043,14 +2043,60 @@ impl VaultService {
         input: PolicyInput,
     ) -> Result<StoredPolicy> {
         auth.require_on(vault, Operation::CertificateUpdate, name)?;
-        self.live_version(vault, KIND, name, None).await?;
+        let latest = self.live_version(vault, KIND, name, None).await?;
+        // The policy future versions are issued under is evaluated as a new
+        // certificate's would be (renewals must not slip past a Deny).
+        let approved = match (&self.gate, self.certificate_state(vault, name).await?) {
+            (Some(_), Some((state, _))) => {
+                let next = CertificatePolicy::merged(Some(&state.policy), input.clone())?;
+                self.gate_check(vault, KIND, name, || {
+                    crate::governance::views::certificate(name, &next, &latest.attributes)
+                })
+                .await?
+            }
+            _ => None,
+        };
         let (policy, times) = self
             .modify_state(vault, name, |state| {
                 state.policy = CertificatePolicy::merged(Some(&state.policy), input.clone())?;
                 Ok(state.policy.clone())
             })
             .await?;
+        if let Some(a) = approved {
+            a.committed().await;
+        }
         Ok(StoredPolicy { policy, times })
+    }
+
+    /// The policy view of an object about to be restored (its latest
+    /// version of `kind`); `None` without a gate.
+    pub(crate) async fn restore_view(
+        &self,
+        vault: &VaultRecord,
+        kind: ObjectKind,
+        name: &ObjectName,
+        records: &[VersionRecord],
+        policy: Option<&str>,
+    ) -> Result<Option<serde_json::Value>> {
+        if self.gate.is_none() {
+            return Ok(None);
+        }
+        let Some(latest) = records
+            .iter()
+            .filter(|r| r.kind == kind)
+            .max_by_key(|r| r.attributes.created)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(match kind {
+            ObjectKind::Certificate => {
+                let Some(body) = policy else { return Ok(None) };
+                let state: CertificateState =
+                    serde_json::from_str(body).map_err(|_| Error::Integrity)?;
+                crate::governance::views::certificate(name, &state.policy, &latest.attributes)
+            }
+            _ => self.object_view(vault, name, latest).await?,
+        }))
     }
 
     /// The certificate's latest creation operation.

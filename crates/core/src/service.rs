@@ -123,6 +123,26 @@ impl VaultService {
         self
     }
 
+    /// The policy view of a stored secret or key version.
+    pub(crate) async fn object_view(
+        &self,
+        vault: &VaultRecord,
+        name: &ObjectName,
+        rec: &VersionRecord,
+    ) -> Result<serde_json::Value> {
+        Ok(match rec.kind {
+            ObjectKind::Key => {
+                let meta: crate::key::KeyMeta =
+                    serde_json::from_str(&rec.meta).map_err(|_| Error::Integrity)?;
+                let rotation = self.next_rotation(vault, name, rec).await?;
+                crate::governance::views::key(name, &rec.attributes, &meta, rotation)
+            }
+            _ => {
+                crate::governance::views::secret(name, &rec.attributes, rec.content_type.as_deref())
+            }
+        })
+    }
+
     /// Asks the gate about a write of the object whose policy view `view`
     /// builds (built only when there is a gate).
     pub(crate) async fn gate_check(
@@ -419,8 +439,22 @@ impl VaultService {
             let read = self.live_version(vault, kind, name, version).await?;
             let mut write = read.clone();
             change(&mut write)?;
+            // A changed version is evaluated as a new one would be (an
+            // expiry removed by PATCH must not slip past a Deny).
+            let approved = match (&self.gate, kind, write.managed) {
+                (Some(_), ObjectKind::Secret | ObjectKind::Key, false) => {
+                    let view = self.object_view(vault, name, &write).await?;
+                    self.gate_check(vault, kind, name, || view).await?
+                }
+                _ => None,
+            };
             match self.store.update_version(&vault.id, &read, &write).await {
-                Ok(()) => return Ok(write),
+                Ok(()) => {
+                    if let Some(a) = approved {
+                        a.committed().await;
+                    }
+                    return Ok(write);
+                }
                 Err(e @ crate::store::StoreError::Changed { .. }) => lost = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -629,11 +629,13 @@ impl VaultService {
         v: &VaultRecord,
         edit: crate::vault::PolicyEdit,
         entries: &[crate::vault::AccessPolicy],
+        guard: VaultGuard<'_>,
     ) -> AdminResult<VaultRecord> {
         let mut current = v.clone();
         for _ in 0..crate::service::CAS_ATTEMPTS {
             let mut next = current.clone();
             next.properties.edit_access_policies(edit, entries)?;
+            guard(&mut next, None)?;
             let changed = Some(crate::events::EventType::VaultAccessPolicyChanged);
             if let Some(written) = self.replace_reporting(next, changed).await? {
                 return Ok(written);

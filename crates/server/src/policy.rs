@@ -36,13 +36,12 @@ fn texts(v: Option<&Value>) -> Vec<String> {
 /// The scope a stored assignment or exemption sits at.
 fn scope_of(r: &ResourceRecord, kind: &str) -> Option<String> {
     let suffix = format!("/providers/{kind}");
-    Some(
-        r.id.get(..r.id.len().saturating_sub(r.name.len()))?
-            .trim_end_matches('/')
-            .strip_suffix(suffix.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    // An id of another shape has no scope (never the whole subscription).
+    r.id.get(..r.id.len().saturating_sub(r.name.len()))?
+        .trim_end_matches('/')
+        .strip_suffix(suffix.as_str())
+        .filter(|s| s.starts_with("/subscriptions/"))
+        .map(str::to_owned)
 }
 
 /// ARM type of policy definitions.
@@ -183,6 +182,49 @@ impl Catalog {
             sets.insert(r.id.to_ascii_lowercase(), (name, props));
         }
         Ok(Catalog { definitions, sets })
+    }
+
+    /// The catalog with a definition written (or replaced) as `props`.
+    pub fn with_definition(mut self, id: &str, props: &Value) -> Self {
+        if let Ok(d) = Definition::parse(props) {
+            let name = at(props, "/displayName").as_str().unwrap_or(id).to_owned();
+            self.definitions
+                .insert(id.to_ascii_lowercase(), (name, Arc::new(d)));
+        }
+        self
+    }
+
+    /// The catalog with an initiative written (or replaced) as `props`.
+    pub fn with_set(mut self, id: &str, props: &Value) -> Self {
+        let name = at(props, "/displayName").as_str().unwrap_or(id).to_owned();
+        self.sets
+            .insert(id.to_ascii_lowercase(), (name, props.clone()));
+        self
+    }
+
+    /// The assignments stored that compile against this catalog now but
+    /// would not against `next` (their ids, and why).
+    pub async fn broken_by(
+        &self,
+        next: &Catalog,
+        st: &AppState,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let mut out = Vec::new();
+        for r in st
+            .store
+            .list_resources(ASSIGNMENT_TYPE, &st.subscription_id)
+            .await?
+        {
+            let Some(a) = assignment_of(&r) else { continue };
+            let a = Arc::new(a);
+            if governance::rules_of(&a, &|id| self.resolve(id)).is_err() {
+                continue;
+            }
+            if let Err(e) = governance::rules_of(&a, &|id| next.resolve(id)) {
+                out.push((a.id.clone(), e.message));
+            }
+        }
+        Ok(out)
     }
 
     /// A definition by id.
@@ -433,6 +475,77 @@ pub async fn record(st: &AppState, at: &Evaluated<'_>, verdicts: &[Verdict]) {
     }
 }
 
+/// Most object states waiting to be written; beyond it new ones are
+/// dropped (counted and warned): states are derived, the next write of the
+/// object records it again.
+const STATE_QUEUE_MAX: usize = 100_000;
+/// How often queued states are written, in one transaction.
+const STATE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Object states on their way to the store, off the request path: a write
+/// costs a map insert, not a second durable commit. States of one key
+/// coalesce (the latest wins); a flush writes a batch in one transaction.
+pub struct StateQueue {
+    store: Arc<dyn keyhaven_core::Storage>,
+    pending: std::sync::Mutex<HashMap<(String, String, String, String), StateRow>>,
+    flusher: std::sync::OnceLock<()>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl StateQueue {
+    /// A queue into `store` (its flusher starts with the first state).
+    pub fn new(store: Arc<dyn keyhaven_core::Storage>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            pending: std::sync::Mutex::new(HashMap::new()),
+            flusher: std::sync::OnceLock::new(),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Queues states.
+    pub fn push(self: &Arc<Self>, rows: Vec<StateRow>) {
+        self.flusher.get_or_init(|| {
+            tokio::spawn(Arc::clone(self).flush_loop());
+        });
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        for r in rows {
+            let key = (
+                r.assignment_id.clone(),
+                r.reference_id.clone(),
+                r.resource_id.clone(),
+                r.component.clone(),
+            );
+            if pending.len() >= STATE_QUEUE_MAX && !pending.contains_key(&key) {
+                let n = self
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_multiple_of(10_000) {
+                    tracing::warn!(dropped = n + 1, "policy state queue full: states dropped");
+                }
+                continue;
+            }
+            pending.insert(key, r);
+        }
+    }
+
+    async fn flush_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(STATE_FLUSH_EVERY);
+        loop {
+            tick.tick().await;
+            let batch: Vec<StateRow> = match self.pending.lock() {
+                Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p).into_values().collect(),
+                _ => continue,
+            };
+            if let Err(e) = self.store.put_policy_states(&batch).await {
+                tracing::warn!(error = %e, states = batch.len(), "policy states were not recorded");
+            }
+        }
+    }
+}
+
 /// The data-plane gate: every new secret, key or certificate version is
 /// evaluated against the `Microsoft.KeyVault.Data` rules in force; an
 /// enforced `Deny` refuses it, and the verdicts become the object's policy
@@ -441,22 +554,20 @@ pub struct Gate {
     /// The compiled policies.
     pub cache: Arc<crate::state::PolicyCache>,
     /// Where states go.
-    pub store: Arc<dyn keyhaven_core::Storage>,
+    pub states: Arc<StateQueue>,
     /// Time.
     pub clock: Arc<dyn keyhaven_core::Clock>,
 }
 
 struct Pending {
-    store: Arc<dyn keyhaven_core::Storage>,
+    states: Arc<StateQueue>,
     rows: Vec<StateRow>,
 }
 
 #[async_trait::async_trait]
 impl keyhaven_core::governance::views::Committed for Pending {
     async fn committed(&self) {
-        if let Err(e) = self.store.put_policy_states(&self.rows).await {
-            tracing::warn!(error = %e, "policy states were not recorded");
-        }
+        self.states.push(self.rows.clone());
     }
 }
 
@@ -527,7 +638,7 @@ impl keyhaven_core::governance::views::WriteGate for Gate {
             tags: &tags,
         };
         Ok(Some(Arc::new(Pending {
-            store: Arc::clone(&self.store),
+            states: Arc::clone(&self.states),
             rows: states_of(&at, &verdicts, now),
         })))
     }
@@ -545,7 +656,12 @@ fn modify_vault(
     let mut changed = false;
     for x in verdicts {
         let r = &x.rule;
-        if r.effect != Effect::Modify || !x.matched || !r.assignment.enforce || x.error.is_some() {
+        if r.effect != Effect::Modify
+            || !x.matched
+            || !r.assignment.enforce
+            || x.error.is_some()
+            || !x.exemptions.is_empty()
+        {
             continue;
         }
         for op in &r.definition.details.operations {

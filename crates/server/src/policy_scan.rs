@@ -30,48 +30,48 @@ pub fn vault_view(st: &AppState, v: &VaultRecord, create_mode: Option<&str>) -> 
     view
 }
 
-/// Whether a related resource (a diagnostic setting of the vault) meets the
-/// rule's existence condition.
-pub async fn related_ok(
-    st: &AppState,
-    vault_id: &str,
-    view: &Value,
-    rule: &Rule,
-    now: i64,
-) -> Result<bool, Error> {
-    let ctx = Context {
-        api_version: String::new(),
-        now,
-    };
-    for s in crate::http::arm::diagnostics::setting_views(st, vault_id).await? {
-        if rule
-            .definition
-            .exists_ok(view, &s, &rule.params, &ctx)
-            .unwrap_or(false)
-        {
-            return Ok(true);
-        }
+/// The vaults' diagnostic settings in their ARM shape, read once per pass
+/// (what `…IfNotExists` existence conditions look at).
+pub struct Related(HashMap<String, Vec<Value>>);
+
+impl Related {
+    /// Every diagnostic setting of the deployment, by vault.
+    pub async fn load(st: &AppState) -> Result<Related, Error> {
+        Ok(Related(
+            crate::http::arm::diagnostics::all_setting_views(st).await?,
+        ))
     }
-    Ok(false)
+
+    /// Whether one of the vault's settings meets the rule's existence
+    /// condition.
+    pub fn ok(&self, vault_id: &str, view: &Value, rule: &Rule, now: i64) -> bool {
+        let ctx = Context {
+            api_version: String::new(),
+            now,
+        };
+        self.0
+            .get(&vault_id.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                rule.definition
+                    .exists_ok(view, s, &rule.params, &ctx)
+                    .unwrap_or(false)
+            })
+    }
 }
 
 /// A verdict settled: `…IfNotExists` rules whose `if` held are compliant
 /// when a related resource qualifies.
-async fn settle(
-    st: &AppState,
-    vault_id: &str,
-    view: &Value,
-    v: &Verdict,
-    now: i64,
-) -> Result<Compliance, Error> {
+fn settle(related: &Related, vault_id: &str, view: &Value, v: &Verdict, now: i64) -> Compliance {
     if !v.needs_related {
-        return Ok(v.compliance);
+        return v.compliance;
     }
-    Ok(if related_ok(st, vault_id, view, &v.rule, now).await? {
+    if related.ok(vault_id, view, &v.rule, now) {
         Compliance::Compliant
     } else {
         Compliance::NonCompliant
-    })
+    }
 }
 
 /// What a scan did.
@@ -84,9 +84,15 @@ pub struct ScanSummary {
 }
 
 /// Evaluates every vault against the assignments in force (or only the
-/// assignment `only`) and replaces their resource-level states.
-pub async fn scan(st: &AppState, only: Option<&str>) -> Result<ScanSummary, Error> {
+/// assignment `only`): a whole scan replaces their resource-level states;
+/// one limited to `within` (a scope) updates the states of the vaults there.
+pub async fn scan(
+    st: &AppState,
+    only: Option<&str>,
+    within: Option<&str>,
+) -> Result<ScanSummary, Error> {
     let compiled = st.policies().await?;
+    let related = Related::load(st).await?;
     let now = st.clock.now();
     let mut by_assignment: HashMap<String, Vec<keyhaven_core::governance::states::StateRow>> =
         HashMap::new();
@@ -97,11 +103,14 @@ pub async fn scan(st: &AppState, only: Option<&str>) -> Result<ScanSummary, Erro
     }
     let mut summary = ScanSummary::default();
     for v in st.store.list_vaults().await? {
-        if v.properties.deleted.is_some() || v.is_managed_hsm() {
+        if v.properties.deleted.is_some()
+            || v.is_managed_hsm()
+            || within.is_some_and(|w| !keyhaven_core::governance::in_scope(&v.resource_id(), w))
+        {
             continue;
         }
         summary.resources += 1;
-        for row in vault_states(st, &compiled, &v, now).await? {
+        for row in vault_states(st, &compiled, &related, &v, now) {
             let Some(rows) = by_assignment
                 .iter_mut()
                 .find(|(a, _)| a.eq_ignore_ascii_case(&row.assignment_id))
@@ -114,9 +123,13 @@ pub async fn scan(st: &AppState, only: Option<&str>) -> Result<ScanSummary, Erro
     }
     for (assignment, rows) in by_assignment {
         summary.states += rows.len();
-        st.store
-            .replace_policy_states(&assignment.to_ascii_lowercase(), &rows)
-            .await?;
+        if within.is_some() {
+            st.store.put_policy_states(&rows).await?;
+        } else {
+            st.store
+                .replace_policy_states(&assignment.to_ascii_lowercase(), &rows)
+                .await?;
+        }
     }
     Ok(summary)
 }
@@ -124,7 +137,7 @@ pub async fn scan(st: &AppState, only: Option<&str>) -> Result<ScanSummary, Erro
 /// Scans for one assignment in the background (after it is written).
 pub fn spawn_assignment_scan(st: AppState, assignment_id: String) {
     tokio::spawn(async move {
-        if let Err(e) = scan(&st, Some(&assignment_id)).await {
+        if let Err(e) = scan(&st, Some(&assignment_id), None).await {
             tracing::warn!(error = %e, "policy scan of a new assignment failed");
         }
     });
@@ -137,7 +150,7 @@ pub async fn daily(st: &AppState) -> Result<(), Error> {
     if !st.store.claim_job(&job, now, now + 3_600).await? {
         return Ok(());
     }
-    let s = scan(st, None).await?;
+    let s = scan(st, None, None).await?;
     tracing::info!(
         resources = s.resources,
         states = s.states,
@@ -149,13 +162,15 @@ pub async fn daily(st: &AppState) -> Result<(), Error> {
     Ok(())
 }
 
-/// The principal an assignment's managed identity signs in as.
-fn identity_of(st: &AppState, rule: &Rule) -> Option<Principal> {
-    let _ = st;
-    Some(Principal {
-        object_id: rule.assignment.identity.clone()?,
-        tenant_id: st.tokens.tenant_id().to_owned(),
-        app_id: None,
+/// The principal an assignment's managed identity signs in as, while it
+/// exists and is enabled (disabling it stops its deployments).
+async fn identity_of(st: &AppState, rule: &Rule) -> Option<Principal> {
+    let id = rule.assignment.identity.clone()?;
+    let p = st.store.get_principal(&id).await.ok()??;
+    p.enabled.then_some(Principal {
+        object_id: p.object_id,
+        tenant_id: p.tenant_id,
+        app_id: p.app_id,
         kind: PrincipalKind::ManagedIdentity,
     })
 }
@@ -169,8 +184,8 @@ pub async fn deploy(
     v: &VaultRecord,
     view: &Value,
 ) -> Result<(), String> {
-    let principal = identity_of(st, rule).ok_or_else(|| {
-        "The policy assignment has no managed identity to deploy with.".to_owned()
+    let principal = identity_of(st, rule).await.ok_or_else(|| {
+        "The policy assignment has no enabled managed identity to deploy with.".to_owned()
     })?;
     let deployment = rule
         .definition
@@ -263,15 +278,18 @@ pub fn after_vault_write(st: AppState, v: Arc<VaultRecord>, verdicts: Vec<Verdic
         let view = vault_view(&st, &v, None);
         let id = v.resource_id();
         let now = st.clock.now();
+        let related = match Related::load(&st).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "DeployIfNotExists check failed");
+                return;
+            }
+        };
         for x in wanted {
-            match related_ok(&st, &id, &view, &x.rule, now).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Err(e) = deploy(&st, &x.rule, &v, &view).await {
-                        tracing::warn!(assignment = %x.rule.assignment.id, error = %e, "DeployIfNotExists deployment failed");
-                    }
+            if !related.ok(&id, &view, &x.rule, now) {
+                if let Err(e) = deploy(&st, &x.rule, &v, &view).await {
+                    tracing::warn!(assignment = %x.rule.assignment.id, error = %e, "DeployIfNotExists deployment failed");
                 }
-                Err(e) => tracing::warn!(error = %e, "DeployIfNotExists check failed"),
             }
         }
         if let Err(e) = record_vault(&st, &v).await {
@@ -281,12 +299,13 @@ pub fn after_vault_write(st: AppState, v: Arc<VaultRecord>, verdicts: Vec<Verdic
 }
 
 /// One vault's states under every assignment in force.
-async fn vault_states(
+fn vault_states(
     st: &AppState,
     compiled: &crate::policy::Compiled,
+    related: &Related,
     v: &VaultRecord,
     now: i64,
-) -> Result<Vec<keyhaven_core::governance::states::StateRow>, Error> {
+) -> Vec<keyhaven_core::governance::states::StateRow> {
     let ctx = Context {
         api_version: String::new(),
         now,
@@ -304,16 +323,17 @@ async fn vault_states(
     };
     let mut rows = Vec::new();
     for verdict in compiled.set.evaluate(&id, aliases::VAULTS, &view, &ctx) {
-        let c = settle(st, &id, &view, &verdict, now).await?;
+        let c = settle(related, &id, &view, &verdict, now);
         rows.push(state_row(&at, &verdict, c, now));
     }
-    Ok(rows)
+    rows
 }
 
 /// Evaluates one vault and records its states (every assignment).
 pub async fn record_vault(st: &AppState, v: &VaultRecord) -> Result<(), Error> {
     let compiled = st.policies().await?;
-    let rows = vault_states(st, &compiled, v, st.clock.now()).await?;
+    let related = Related::load(st).await?;
+    let rows = vault_states(st, &compiled, &related, v, st.clock.now());
     st.store.put_policy_states(&rows).await?;
     Ok(())
 }
@@ -337,6 +357,7 @@ pub async fn remediate(
     assignment_id: &str,
     reference_id: Option<&str>,
     scope: &str,
+    locations: &[String],
 ) -> Result<Remediated, Error> {
     let compiled = st.policies().await?;
     let now = st.clock.now();
@@ -345,12 +366,16 @@ pub async fn remediate(
         now,
     };
     let mut out = Remediated::default();
+    let related = Related::load(st).await?;
     for v in st.store.list_vaults().await? {
         if v.properties.deleted.is_some() || v.is_managed_hsm() {
             continue;
         }
         let id = v.resource_id();
-        if !keyhaven_core::governance::in_scope(&id, scope) {
+        let location = crate::http::arm::vaults::location_of(&v).to_ascii_lowercase();
+        if !keyhaven_core::governance::in_scope(&id, scope)
+            || (!locations.is_empty() && !locations.contains(&location))
+        {
             continue;
         }
         let view = vault_view(st, &v, None);
@@ -368,7 +393,7 @@ pub async fn remediate(
             {
                 continue;
             }
-            if related_ok(st, &id, &view, r, now).await? {
+            if related.ok(&id, &view, r, now) {
                 continue;
             }
             if out.total >= REMEDIATION_LIMIT {

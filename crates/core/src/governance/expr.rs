@@ -150,6 +150,10 @@ pub trait Scope {
     fn api_version(&self) -> String;
     /// Now, Unix seconds.
     fn now(&self) -> i64;
+    /// Counts one step of the evaluation; an error once its budget is spent.
+    fn step(&self) -> Result<(), PolicyError> {
+        Ok(())
+    }
 }
 
 impl Expr {
@@ -308,7 +312,30 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
+/// Longest text an expression may produce.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// Most members an array an expression produces (or a count goes over) may have.
+pub const MAX_ITEMS: usize = 1_000;
+
+/// A value within the size limits, or an evaluation error.
+pub fn bounded(v: Value) -> Result<Value, PolicyError> {
+    match &v {
+        Value::String(t) if t.len() > MAX_TEXT => Err(eval_error(format!(
+            "an expression produced more than {MAX_TEXT} bytes of text"
+        ))),
+        Value::Array(a) if a.len() > MAX_ITEMS => Err(eval_error(format!(
+            "an expression produced more than {MAX_ITEMS} array members"
+        ))),
+        _ => Ok(v),
+    }
+}
+
 fn call(f: Func, args: &[Expr], s: &dyn Scope) -> Result<Value, PolicyError> {
+    s.step()?;
+    bounded(call_unbounded(f, args, s)?)
+}
+
+fn call_unbounded(f: Func, args: &[Expr], s: &dyn Scope) -> Result<Value, PolicyError> {
     // `if` evaluates only the branch taken.
     if f == Func::If {
         let [c, a, b] = args else {

@@ -388,13 +388,6 @@ pub fn resolve_parameters(
 }
 
 fn check_value(decl: &ParamDef, value: &Value, owner: &str) -> Result<(), PolicyError> {
-    // An expression is checked once evaluated (initiative members).
-    if value
-        .as_str()
-        .is_some_and(|s| s.starts_with('[') && !s.starts_with("[["))
-    {
-        return Ok(());
-    }
     if !decl.kind.accepts(value) {
         return Err(PolicyError::new(
             "InvalidPolicyParameterType",
@@ -559,11 +552,7 @@ impl Definition {
         params: &Params,
         ctx: &Context,
     ) -> Result<bool, PolicyError> {
-        self.cond.eval(&ResourceScope {
-            resource,
-            params,
-            ctx,
-        })
+        self.cond.eval(&ResourceScope::new(resource, params, ctx))
     }
 
     /// True if `related` (a related resource's view) satisfies the
@@ -579,11 +568,7 @@ impl Definition {
             return Ok(true);
         };
         c.eval(&RelatedScope {
-            outer: ResourceScope {
-                resource,
-                params,
-                ctx,
-            },
+            outer: ResourceScope::new(resource, params, ctx),
             related,
         })
     }
@@ -591,11 +576,7 @@ impl Definition {
     /// The leaf `field` conditions of the top of the rule, as evaluated
     /// against `resource` (for a deny's `evaluatedExpressions`).
     pub fn explain(&self, resource: &Value, params: &Params, ctx: &Context) -> Vec<Value> {
-        let scope = ResourceScope {
-            resource,
-            params,
-            ctx,
-        };
+        let scope = ResourceScope::new(resource, params, ctx);
         let mut out = Vec::new();
         explain_into(&self.cond, &scope, &mut out, 0);
         out
@@ -806,11 +787,27 @@ impl Scope for ParamsOnly<'_> {
     }
 }
 
+/// Most steps (conditions and function calls) one evaluation of one rule
+/// may take; beyond it the rule fails to evaluate (and counts as matched).
+const STEP_BUDGET: u32 = 100_000;
+
 /// A resource and its assignment's parameters, as a rule sees them.
 struct ResourceScope<'a> {
     resource: &'a Value,
     params: &'a Params,
     ctx: &'a Context,
+    steps: std::cell::Cell<u32>,
+}
+
+impl<'a> ResourceScope<'a> {
+    fn new(resource: &'a Value, params: &'a Params, ctx: &'a Context) -> Self {
+        Self {
+            resource,
+            params,
+            ctx,
+            steps: std::cell::Cell::new(0),
+        }
+    }
 }
 
 impl Scope for ResourceScope<'_> {
@@ -834,6 +831,17 @@ impl Scope for ResourceScope<'_> {
 
     fn now(&self) -> i64 {
         self.ctx.now
+    }
+
+    fn step(&self) -> Result<(), PolicyError> {
+        let n = self.steps.get() + 1;
+        self.steps.set(n);
+        if n > STEP_BUDGET {
+            return Err(PolicyError::evaluation(format!(
+                "The policy rule took more than {STEP_BUDGET} steps to evaluate."
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -869,6 +877,10 @@ impl Scope for RelatedScope<'_> {
     fn now(&self) -> i64 {
         self.outer.now()
     }
+
+    fn step(&self) -> Result<(), PolicyError> {
+        self.outer.step()
+    }
 }
 
 impl Expr {
@@ -879,11 +891,7 @@ impl Expr {
         params: &Params,
         ctx: &Context,
     ) -> Result<Value, PolicyError> {
-        self.eval(&ResourceScope {
-            resource,
-            params,
-            ctx,
-        })
+        self.eval(&ResourceScope::new(resource, params, ctx))
     }
 }
 
@@ -896,11 +904,7 @@ pub fn evaluate_json(
     params: &Params,
     ctx: &Context,
 ) -> Result<Value, PolicyError> {
-    let scope = ResourceScope {
-        resource,
-        params,
-        ctx,
-    };
+    let scope = ResourceScope::new(resource, params, ctx);
     walk(v, &scope, 0)
 }
 

@@ -12,6 +12,8 @@ use super::PolicyError;
 const MAX_NODES: usize = 2_000;
 /// Deepest nesting of conditions.
 const MAX_DEPTH: usize = 32;
+/// Deepest nesting of counts (a count in a count's `where`).
+const MAX_COUNT_NESTING: usize = 3;
 
 /// A condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -320,6 +322,7 @@ impl Leaf {
     }
 
     fn eval(&self, s: &dyn Scope) -> Result<bool, PolicyError> {
+        s.step()?;
         let rhs = self.rhs.eval(s)?;
         match &self.lhs {
             Lhs::Field { alias, path } => match s.field_multi(alias, path)? {
@@ -372,6 +375,12 @@ fn count_members(
     members: &[Value],
     filter: Option<&Cond>,
 ) -> Result<i64, PolicyError> {
+    if members.len() > super::expr::MAX_ITEMS {
+        return Err(PolicyError::evaluation(format!(
+            "a count goes over more than {} members",
+            super::expr::MAX_ITEMS
+        )));
+    }
     let Some(f) = filter else {
         return Ok(members.len() as i64);
     };
@@ -423,6 +432,11 @@ fn parse_count(v: &Value, st: &mut ParseState, depth: usize) -> Result<Lhs, Poli
                 "The count property '{k}' is not supported."
             )));
         }
+    }
+    if st.counts.len() >= MAX_COUNT_NESTING {
+        return Err(PolicyError::rule(format!(
+            "Counts may be nested at most {MAX_COUNT_NESTING} deep."
+        )));
     }
     let filter_of = |st: &mut ParseState, key: String| -> Result<Option<Cond>, PolicyError> {
         st.counts.push(key);
@@ -526,6 +540,10 @@ impl Scope for Member<'_> {
 
     fn now(&self) -> i64 {
         self.outer.now()
+    }
+
+    fn step(&self) -> Result<(), PolicyError> {
+        self.outer.step()
     }
 }
 

@@ -582,3 +582,62 @@ fn explain_names_the_failing_fields() {
         "{out:?}"
     );
 }
+
+#[test]
+fn evaluation_is_bounded_and_fails_closed() {
+    // Text doubling 30 times would be 1 GiB: it stops at the size limit, and
+    // the rule then counts as matched (a Deny refuses).
+    let mut e = "'a'".to_owned();
+    for _ in 0..30 {
+        e = format!("replace({e}, 'a', 'aa')");
+    }
+    let d = custom(
+        json!({"if": {"value": format!("[{e}]"), "equals": "x"}, "then": {"effect": "deny"}}),
+    )
+    .expect("parses");
+    let p = resolve_parameters(&d.parameters, None, "t").expect("defaults");
+    let err = d
+        .matches(&vault(json!({})), &p, &ctx())
+        .expect_err("bounded");
+    assert_eq!(err.code, "PolicyEvaluationFailed");
+    let a = assignment(SUB, "/x", json!({}));
+    let set = PolicySet {
+        rules: vec![Arc::new(Rule {
+            assignment: a,
+            definition_id: "/x".into(),
+            definition_name: "x".into(),
+            set: None,
+            definition: Arc::new(d),
+            params: p,
+            effect: Effect::Deny,
+        })],
+        exemptions: vec![],
+    };
+    let v = set.evaluate(
+        &format!("{SUB}/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v1"),
+        aliases::VAULTS,
+        &vault(json!({})),
+        &ctx(),
+    );
+    assert_eq!(v[0].compliance, Compliance::NonCompliant);
+    assert!(v[0].error.is_some());
+    // Counts nest at most three deep.
+    let inner =
+        |w: Value| json!({"count": {"value": "[parameters('names')]", "where": w}, "greater": 0});
+    let deep = inner(inner(inner(inner(json!({"value": "a", "equals": "a"})))));
+    assert_eq!(
+        custom(json!({"if": deep, "then": {"effect": "deny"}}))
+            .expect_err("deep")
+            .code,
+        "InvalidPolicyRule"
+    );
+    // A value that looks like an expression is still checked as a value.
+    let min = builtin("82067dbb-e53b-4e06-b631-546d197452d9");
+    let err = resolve_parameters(
+        &min.parameters,
+        Some(&json!({"minimumRSAKeySize": {"value": "[parameters('x')]"}})),
+        "x",
+    )
+    .expect_err("checked");
+    assert_eq!(err.code, "InvalidPolicyParameterType");
+}

@@ -335,20 +335,25 @@ pub async fn write_setting(
     Ok((rec, status, shown))
 }
 
-/// The vault's diagnostic settings in their ARM shape (what policy
-/// existence conditions read).
-pub async fn setting_views(
+/// Every vault's diagnostic settings in their ARM shape, by the vault's id
+/// in lower case (what policy existence conditions read).
+pub async fn all_setting_views(
     st: &AppState,
-    vault_id: &str,
-) -> Result<Vec<Value>, keyhaven_core::Error> {
-    let all = st
+) -> Result<std::collections::HashMap<String, Vec<Value>>, keyhaven_core::Error> {
+    let mut by_vault: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for r in st
         .store
         .list_resources(SETTING_TYPE, &st.subscription_id)
-        .await?;
-    Ok(settings_of(all, vault_id)
-        .iter()
-        .map(|(r, s)| out(r, s))
-        .collect())
+        .await?
+    {
+        if let Ok(s) = serde_json::from_str::<Setting>(&r.properties) {
+            by_vault
+                .entry(s.vault_id.to_ascii_lowercase())
+                .or_default()
+                .push(out(&r, &s));
+        }
+    }
+    Ok(by_vault)
 }
 
 fn settings_of(all: Vec<ResourceRecord>, vault_id: &str) -> Vec<(ResourceRecord, Setting)> {

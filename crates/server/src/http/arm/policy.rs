@@ -558,9 +558,16 @@ async fn put(
     let mut props = props;
     let mut location = String::new();
     let mut identity = Value::Null;
+    let mut dropped_principal = None;
     match kind {
-        Kind::Definition => check_definition(&mut props)?,
-        Kind::Set => check_set(st, &mut props).await?,
+        Kind::Definition => {
+            check_definition(&mut props)?;
+            keeps_assignments(st, kind, &id, &props).await?;
+        }
+        Kind::Set => {
+            check_set(st, &mut props).await?;
+            keeps_assignments(st, kind, &id, &props).await?;
+        }
         Kind::Assignment => {
             check_assignment(st, at, &mut props).await?;
             let old_doc: Value = existing
@@ -568,7 +575,12 @@ async fn put(
                 .and_then(|r| serde_json::from_str(&r.properties).ok())
                 .unwrap_or_default();
             (location, identity) =
-                assignment_identity(st, &id, name, &body, existing.as_ref(), &old_doc).await?;
+                assignment_identity(st, caller, (&id, name), &body, existing.as_ref()).await?;
+            check_assignment_identity(st, &props, &identity).await?;
+            dropped_principal = crate::policy::at(&old_doc, "/identity/principalId")
+                .as_str()
+                .filter(|old| identity.get("principalId").and_then(Value::as_str) != Some(*old))
+                .map(str::to_owned);
         }
         Kind::Exemption => check_exemption(st, caller, at, &mut props).await?,
     }
@@ -616,6 +628,11 @@ async fn put(
     )
     .await?;
     if kind == Kind::Assignment {
+        // A system-assigned identity this update dropped goes with it, once
+        // the assignment no longer names it.
+        if let Some(old) = dropped_principal {
+            let _ = st.store.delete_principal(&old).await;
+        }
         crate::policy_scan::spawn_assignment_scan(st.clone(), rec.id.clone());
     }
     // Definitions and assignments answer 201 to every PUT, as ARM does (the
@@ -626,6 +643,36 @@ async fn put(
         StatusCode::OK
     };
     Ok(reply(status, &out(st, kind, &rec)))
+}
+
+/// Refuses a definition or initiative update that would leave an
+/// assignment of it unable to compile (a new required parameter, narrower
+/// allowed values): it would silently enforce nothing.
+async fn keeps_assignments(
+    st: &AppState,
+    kind: Kind,
+    id: &str,
+    props: &Map<String, Value>,
+) -> Result<(), ArmFailure> {
+    let now = Catalog::load(st).await.map_err(domain_failure)?;
+    let value = Value::Object(props.clone());
+    let next = Catalog::load(st).await.map_err(domain_failure)?;
+    let next = if kind == Kind::Definition {
+        next.with_definition(id, &value)
+    } else {
+        next.with_set(id, &value)
+    };
+    let broken = now.broken_by(&next, st).await.map_err(domain_failure)?;
+    if let Some((a, why)) = broken.first() {
+        return Err(bad(
+            "InvalidPolicyDefinitionUpdate",
+            format!(
+                "The change would break the policy assignment '{}': {why}",
+                a.chars().take(300).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_definition(props: &mut Map<String, Value>) -> Result<(), ArmFailure> {
@@ -774,13 +821,15 @@ async fn check_assignment(
 /// the identity is); a user-assigned one must exist.
 async fn assignment_identity(
     st: &AppState,
-    id: &str,
-    name: &str,
+    caller: &Principal,
+    (id, name): (&str, &str),
     body: &Value,
     existing: Option<&ResourceRecord>,
-    old_doc: &Value,
 ) -> Result<(String, Value), ArmFailure> {
-    let old_principal = crate::policy::at(old_doc, "/identity/principalId")
+    let old_doc: Value = existing
+        .and_then(|r| serde_json::from_str(&r.properties).ok())
+        .unwrap_or_default();
+    let old_principal = crate::policy::at(&old_doc, "/identity/principalId")
         .as_str()
         .map(str::to_owned);
     let wanted = body
@@ -839,6 +888,15 @@ async fn assignment_identity(
                 }
                 let mut map = Map::new();
                 for uid in ids {
+                    // Using an identity needs the right to assign it, as for
+                    // a workload: the assignment acts as that identity.
+                    super::resource::authorize_principal(
+                        st,
+                        caller,
+                        &uid,
+                        super::identities::ASSIGN_IDENTITY,
+                    )
+                    .await?;
                     let (_, props) = st.directory.user_assigned(&uid).await.map_err(|_| {
                         bad(
                             "InvalidIdentity",
@@ -867,13 +925,49 @@ async fn assignment_identity(
             ))
         }
     };
-    // A system-assigned identity dropped by this update goes with it.
-    if let Some(old) = old_principal {
-        if identity.get("principalId").and_then(Value::as_str) != Some(old.as_str()) {
-            let _ = st.store.delete_principal(&old).await;
-        }
-    }
     Ok((location, identity))
+}
+
+/// An assignment whose rules deploy or modify needs an identity to act
+/// as, as on Azure.
+async fn check_assignment_identity(
+    st: &AppState,
+    props: &Map<String, Value>,
+    identity: &Value,
+) -> Result<(), ArmFailure> {
+    if !identity.is_null() {
+        return Ok(());
+    }
+    let catalog = Catalog::load(st).await.map_err(domain_failure)?;
+    let probe = std::sync::Arc::new(governance::Assignment {
+        id: String::new(),
+        name: String::new(),
+        display_name: String::new(),
+        scope: String::new(),
+        not_scopes: Vec::new(),
+        definition_id: props
+            .get("policyDefinitionId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        parameters: props.get("parameters").cloned(),
+        enforce: true,
+        messages: Vec::new(),
+        identity: None,
+    });
+    let rules = governance::rules_of(&probe, &|id| catalog.resolve(id)).map_err(policy_failure)?;
+    if rules.iter().any(|r| {
+        matches!(
+            r.effect,
+            governance::Effect::DeployIfNotExists | governance::Effect::Modify
+        )
+    }) {
+        return Err(bad(
+            "InvalidPolicyAssignmentIdentity",
+            "A policy assignment whose definitions deploy or modify resources needs a managed identity (identity and location).",
+        ));
+    }
+    Ok(())
 }
 
 async fn check_exemption(

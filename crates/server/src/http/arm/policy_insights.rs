@@ -451,7 +451,7 @@ async fn trigger(st: &AppState, caller: &Principal, scope: &str) -> Result<Respo
         "Microsoft.PolicyInsights/policyStates/triggerEvaluation/action",
     )
     .await?;
-    crate::policy_scan::scan(st, None)
+    crate::policy_scan::scan(st, None, Some(resource_scope(scope)))
         .await
         .map_err(domain_failure)?;
     Ok(reply(StatusCode::OK, &json!({"status": "Succeeded"})))
@@ -545,14 +545,30 @@ async fn put_remediation(
             "resourceDiscoveryMode must be ExistingNonCompliant or ReEvaluateCompliance.",
         ));
     }
-    // Remediation runs where both the task and the assignment reach.
+    // Remediation runs where both the task and the assignment reach: the
+    // task's scope inside the assignment's, or the assignment's inside the
+    // task's; scopes that do not nest are refused (the caller's right is at
+    // the task's scope only).
     let reach = if governance::in_scope(scope, &a.scope) {
         scope.to_owned()
-    } else {
+    } else if governance::in_scope(&a.scope, scope) {
         a.scope.clone()
+    } else {
+        return Err(bad(
+            "InvalidRemediationScope",
+            "The remediation's scope and the policy assignment's scope do not overlap.",
+        ));
     };
+    let locations: Vec<String> = crate::policy::at(&p, "/filters/locations")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
     let created_on = governance::time::iso(st.clock.now());
-    let done = crate::policy_scan::remediate(st, &arec.id, refid.as_deref(), &reach)
+    let done = crate::policy_scan::remediate(st, &arec.id, refid.as_deref(), &reach, &locations)
         .await
         .map_err(domain_failure)?;
     let failed = done.total - done.succeeded;

@@ -613,13 +613,17 @@ pub async fn put_access_policies(
         )
         .await
         .map_err(domain_failure)?;
+    let api_version = api_version_of(&req);
     let b: PutAccessPolicies = body(req).await?;
     let entries = b.properties.map(|p| p.access_policies).unwrap_or_default();
+    let compiled = st.policies().await.map_err(domain_failure)?;
+    let guard = crate::policy::vault_guard(&st, &compiled, &api_version);
     let v = st
         .service
-        .edit_access_policies(&v, edit, &entries)
+        .edit_access_policies(&v, edit, &entries, &guard)
         .await
         .map_err(admin_failure)?;
+    crate::policy::after_vault_write(&st, &v).await;
     let props = &v.properties;
     Ok(json(
         StatusCode::OK,
