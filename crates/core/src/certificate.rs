@@ -2046,22 +2046,34 @@ impl VaultService {
         let latest = self.live_version(vault, KIND, name, None).await?;
         // The policy future versions are issued under is evaluated as a new
         // certificate's would be (renewals must not slip past a Deny).
-        let approved = match (&self.gate, self.certificate_state(vault, name).await?) {
+        let evaluated = match (&self.gate, self.certificate_state(vault, name).await?) {
             (Some(_), Some((state, _))) => {
                 let next = CertificatePolicy::merged(Some(&state.policy), input.clone())?;
-                self.gate_check(vault, KIND, name, || {
-                    crate::governance::views::certificate(name, &next, &latest.attributes)
-                })
-                .await?
+                let approved = self
+                    .gate_check(vault, KIND, name, || {
+                        crate::governance::views::certificate(name, &next, &latest.attributes)
+                    })
+                    .await?;
+                Some((next, approved))
             }
             _ => None,
         };
         let (policy, times) = self
             .modify_state(vault, name, |state| {
                 state.policy = CertificatePolicy::merged(Some(&state.policy), input.clone())?;
+                // Only the policy that was evaluated may be stored: one
+                // changed meanwhile would merge into something unchecked.
+                if let Some((next, _)) = &evaluated {
+                    if *next != state.policy {
+                        return Err(Error::Conflict(format!(
+                            "The policy of certificate {name} changed meanwhile; read it and try again."
+                        )));
+                    }
+                }
                 Ok(state.policy.clone())
             })
             .await?;
+        let approved = evaluated.and_then(|(_, a)| a);
         if let Some(a) = approved {
             a.committed().await;
         }
@@ -2081,11 +2093,8 @@ impl VaultService {
         if self.gate.is_none() {
             return Ok(None);
         }
-        let Some(latest) = records
-            .iter()
-            .filter(|r| r.kind == kind)
-            .max_by_key(|r| r.attributes.created)
-        else {
+        // The store makes the last record of the kind the latest version.
+        let Some(latest) = records.iter().rfind(|r| r.kind == kind) else {
             return Ok(None);
         };
         Ok(Some(match kind {

@@ -91,6 +91,18 @@ pub struct VaultService {
     pub(crate) gate: Option<Arc<dyn crate::governance::views::WriteGate>>,
 }
 
+/// A policy view without what no policy reads of an update (`enabled`,
+/// timestamps of the update itself).
+fn policy_relevant(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(a) = v
+        .get_mut("attributes")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        a.remove("enabled");
+    }
+    v
+}
+
 impl VaultService {
     /// Builds the service over its ports.
     pub fn new(
@@ -441,16 +453,24 @@ impl VaultService {
             change(&mut write)?;
             // A changed version is evaluated as a new one would be (an
             // expiry removed by PATCH must not slip past a Deny).
+            // Only a change of what policies read is evaluated: disabling a
+            // non-compliant version (incident response) stays possible.
             let approved = match (&self.gate, kind, write.managed) {
                 (Some(_), ObjectKind::Secret | ObjectKind::Key, false) => {
+                    let before = policy_relevant(self.object_view(vault, name, &read).await?);
                     let view = self.object_view(vault, name, &write).await?;
-                    self.gate_check(vault, kind, name, || view).await?
+                    if policy_relevant(view.clone()) == before {
+                        None
+                    } else {
+                        self.gate_check(vault, kind, name, || view).await?
+                    }
                 }
                 _ => None,
             };
             match self.store.update_version(&vault.id, &read, &write).await {
                 Ok(()) => {
-                    if let Some(a) = approved {
+                    // An older version's verdict is not the object's state.
+                    if let (Some(a), None) = (approved, version) {
                         a.committed().await;
                     }
                     return Ok(write);

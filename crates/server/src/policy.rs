@@ -220,8 +220,20 @@ impl Catalog {
             if governance::rules_of(&a, &|id| self.resolve(id)).is_err() {
                 continue;
             }
-            if let Err(e) = governance::rules_of(&a, &|id| next.resolve(id)) {
-                out.push((a.id.clone(), e.message));
+            match governance::rules_of(&a, &|id| next.resolve(id)) {
+                Err(e) => out.push((a.id.clone(), e.message)),
+                Ok(rules)
+                    if a.identity.is_none()
+                        && rules.iter().any(|r| {
+                            matches!(r.effect, Effect::DeployIfNotExists | Effect::Modify)
+                        }) =>
+                {
+                    out.push((
+                        a.id.clone(),
+                        "it has no managed identity to deploy or modify with".into(),
+                    ));
+                }
+                Ok(_) => {}
             }
         }
         Ok(out)
@@ -479,7 +491,9 @@ pub async fn record(st: &AppState, at: &Evaluated<'_>, verdicts: &[Verdict]) {
 /// dropped (counted and warned): states are derived, the next write of the
 /// object records it again.
 const STATE_QUEUE_MAX: usize = 100_000;
-/// How often queued states are written, in one transaction.
+/// Most states one flush transaction writes.
+const STATE_FLUSH_CHUNK: usize = 2_000;
+/// How often queued states are written.
 const STATE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Object states on their way to the store, off the request path: a write
@@ -487,6 +501,7 @@ const STATE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(
 /// coalesce (the latest wins); a flush writes a batch in one transaction.
 pub struct StateQueue {
     store: Arc<dyn keyhaven_core::Storage>,
+    subscription_id: String,
     pending: std::sync::Mutex<HashMap<(String, String, String, String), StateRow>>,
     flusher: std::sync::OnceLock<()>,
     dropped: std::sync::atomic::AtomicU64,
@@ -494,9 +509,10 @@ pub struct StateQueue {
 
 impl StateQueue {
     /// A queue into `store` (its flusher starts with the first state).
-    pub fn new(store: Arc<dyn keyhaven_core::Storage>) -> Arc<Self> {
+    pub fn new(store: Arc<dyn keyhaven_core::Storage>, subscription_id: String) -> Arc<Self> {
         Arc::new(Self {
             store,
+            subscription_id,
             pending: std::sync::Mutex::new(HashMap::new()),
             flusher: std::sync::OnceLock::new(),
             dropped: std::sync::atomic::AtomicU64::new(0),
@@ -527,7 +543,13 @@ impl StateQueue {
                 }
                 continue;
             }
-            pending.insert(key, r);
+            // The later evaluation wins, whichever write finished last.
+            match pending.get(&key) {
+                Some(old) if old.time > r.time => {}
+                _ => {
+                    pending.insert(key, r);
+                }
+            }
         }
     }
 
@@ -539,8 +561,27 @@ impl StateQueue {
                 Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p).into_values().collect(),
                 _ => continue,
             };
-            if let Err(e) = self.store.put_policy_states(&batch).await {
-                tracing::warn!(error = %e, states = batch.len(), "policy states were not recorded");
+            // States of assignments deleted since they were queued stay gone.
+            let live: std::collections::HashSet<String> = match self
+                .store
+                .list_resources(ASSIGNMENT_TYPE, &self.subscription_id)
+                .await
+            {
+                Ok(all) => all.iter().map(|r| r.id.to_ascii_lowercase()).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, states = batch.len(), "policy states were not recorded");
+                    continue;
+                }
+            };
+            let batch: Vec<StateRow> = batch
+                .into_iter()
+                .filter(|r| live.contains(&r.assignment_id))
+                .collect();
+            // Short transactions: a flush never holds the writer long.
+            for chunk in batch.chunks(STATE_FLUSH_CHUNK) {
+                if let Err(e) = self.store.put_policy_states(chunk).await {
+                    tracing::warn!(error = %e, states = chunk.len(), "policy states were not recorded");
+                }
             }
         }
     }

@@ -249,7 +249,7 @@ impl AppState {
         });
         service = service.with_gate(Arc::new(crate::policy::Gate {
             cache: Arc::clone(&policies),
-            states: crate::policy::StateQueue::new(Arc::clone(&p.store)),
+            states: crate::policy::StateQueue::new(Arc::clone(&p.store), p.subscription_id.clone()),
             clock: Arc::clone(&p.clock),
         }));
         let directory = Directory::new(

@@ -315,7 +315,10 @@ fn truthy(v: &Value) -> bool {
 /// Longest text an expression may produce.
 pub const MAX_TEXT: usize = 64 * 1024;
 /// Most members an array an expression produces (or a count goes over) may have.
-pub const MAX_ITEMS: usize = 1_000;
+pub const MAX_ITEMS: usize = 4_096;
+/// Most nodes (members, entries, and each 64 bytes of text) a value an
+/// expression produces may weigh, nested arrays and objects included.
+const MAX_WEIGHT: usize = 64 * 1024;
 
 /// A value within the size limits, or an evaluation error.
 pub fn bounded(v: Value) -> Result<Value, PolicyError> {
@@ -326,8 +329,47 @@ pub fn bounded(v: Value) -> Result<Value, PolicyError> {
         Value::Array(a) if a.len() > MAX_ITEMS => Err(eval_error(format!(
             "an expression produced more than {MAX_ITEMS} array members"
         ))),
+        Value::Array(_) | Value::Object(_) if weight(&v, MAX_WEIGHT).is_none() => Err(eval_error(
+            "an expression produced a value larger than Keyhaven evaluates",
+        )),
         _ => Ok(v),
     }
+}
+
+/// The weight of a value (nodes, and text in 64-byte units), if it stays
+/// within `budget`.
+fn weight(v: &Value, budget: usize) -> Option<usize> {
+    let own = match v {
+        Value::String(t) => 1 + t.len() / 64,
+        _ => 1,
+    };
+    let mut used = own;
+    if used > budget {
+        return None;
+    }
+    let children: Box<dyn Iterator<Item = &Value>> = match v {
+        Value::Array(a) => Box::new(a.iter()),
+        Value::Object(m) => Box::new(m.values()),
+        _ => Box::new(std::iter::empty()),
+    };
+    for c in children {
+        used += weight(c, budget - used)?;
+        if used > budget {
+            return None;
+        }
+    }
+    Some(used)
+}
+
+/// Text of `parts` joined, or an error before building one past the limit.
+fn joined_len(parts: &[&str]) -> Result<(), PolicyError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > MAX_TEXT {
+        return Err(eval_error(format!(
+            "an expression would produce more than {MAX_TEXT} bytes of text"
+        )));
+    }
+    Ok(())
 }
 
 fn call(f: Func, args: &[Expr], s: &dyn Scope) -> Result<Value, PolicyError> {
@@ -375,11 +417,12 @@ fn call_unbounded(f: Func, args: &[Expr], s: &dyn Scope) -> Result<Value, Policy
                         .collect(),
                 )
             } else {
-                let mut out = String::new();
-                for x in &v {
-                    out.push_str(&str_arg(x, "concat")?);
-                }
-                Value::String(out)
+                let texts = v
+                    .iter()
+                    .map(|x| str_arg(x, "concat"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                joined_len(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+                Value::String(texts.concat())
             }
         }
         Func::ToLower => Value::String(str_arg(&a0, "toLower")?.to_lowercase()),
@@ -413,10 +456,24 @@ fn call_unbounded(f: Func, args: &[Expr], s: &dyn Scope) -> Result<Value, Policy
             _ => false,
         }),
         Func::Contains => Value::Bool(contains(&a0, &a1)),
-        Func::Replace => Value::String(str_arg(&a0, "replace")?.replace(
-            &str_arg(&a1, "replace")?,
-            &str_arg(v.get(2).unwrap_or(&Value::Null), "replace")?,
-        )),
+        Func::Replace => {
+            let hay = str_arg(&a0, "replace")?;
+            let old = str_arg(&a1, "replace")?;
+            let new = str_arg(v.get(2).unwrap_or(&Value::Null), "replace")?;
+            if old.is_empty() {
+                Value::String(hay)
+            } else {
+                // The result's size is known before it is built.
+                let n = hay.matches(old.as_str()).count();
+                let size = hay.len() - n * old.len() + n.saturating_mul(new.len());
+                if size > MAX_TEXT {
+                    return Err(eval_error(format!(
+                        "replace would produce more than {MAX_TEXT} bytes of text"
+                    )));
+                }
+                Value::String(hay.replace(&old, &new))
+            }
+        }
         Func::Substring => {
             let t: Vec<char> = str_arg(&a0, "substring")?.chars().collect();
             let start = usize::try_from(int_arg(&a1, "substring")?).unwrap_or(usize::MAX);

@@ -510,7 +510,7 @@ impl Definition {
 
     /// The effect under `params`.
     pub fn effect_with(&self, params: &Params) -> Result<Effect, PolicyError> {
-        let scope = ParamsOnly(params);
+        let scope = ParamsOnly::new(params);
         let v = self.effect.eval(&scope)?;
         let name = v.as_str().unwrap_or_default();
         let e = Effect::parse(name).ok_or_else(|| unsupported_effect(name))?;
@@ -761,7 +761,13 @@ pub struct Context {
     pub now: i64,
 }
 
-struct ParamsOnly<'a>(&'a Params);
+struct ParamsOnly<'a>(&'a Params, std::cell::Cell<u32>);
+
+impl<'a> ParamsOnly<'a> {
+    fn new(p: &'a Params) -> Self {
+        Self(p, std::cell::Cell::new(0))
+    }
+}
 
 impl Scope for ParamsOnly<'_> {
     fn parameter(&self, name: &str) -> Option<Value> {
@@ -784,6 +790,17 @@ impl Scope for ParamsOnly<'_> {
 
     fn now(&self) -> i64 {
         0
+    }
+
+    fn step(&self) -> Result<(), PolicyError> {
+        let n = self.1.get() + 1;
+        self.1.set(n);
+        if n > STEP_BUDGET {
+            return Err(PolicyError::evaluation(format!(
+                "The expression took more than {STEP_BUDGET} steps to evaluate."
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -1104,6 +1121,7 @@ impl PolicySet {
             };
             let needs_related = matched
                 && error.is_none()
+                && exemptions.is_empty()
                 && matches!(
                     r.effect,
                     Effect::AuditIfNotExists | Effect::DeployIfNotExists
@@ -1169,7 +1187,7 @@ pub fn rules_of(
         } => {
             let set_params =
                 resolve_parameters(&parameters, a.parameters.as_ref(), &a.definition_id)?;
-            let scope = ParamsOnly(&set_params);
+            let scope = ParamsOnly::new(&set_params);
             let mut out = Vec::new();
             for m in members {
                 let Some(Resolved::Definition { name, definition }) = lookup(&m.definition_id)
