@@ -18,6 +18,7 @@ pub mod rbac;
 pub mod refresh;
 pub mod roles;
 pub mod token;
+pub mod totp;
 
 pub use authz::Evaluator;
 pub use credentials::{ClientCredentials, PasswordCredential};
