@@ -140,6 +140,7 @@ pub fn properties_of(r: &ResourceRecord) -> Value {
 }
 
 /// Finds definitions and initiatives by id: built-ins, then the stored ones.
+#[derive(Clone)]
 pub struct Catalog {
     definitions: HashMap<String, (String, Arc<Definition>)>,
     sets: HashMap<String, (String, Value)>,

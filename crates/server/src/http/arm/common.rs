@@ -260,16 +260,7 @@ pub fn resource_name(
     rg: String,
     name: String,
 ) -> Result<ResourceName, ArmFailure> {
-    if !sub.eq_ignore_ascii_case(&st.subscription_id) {
-        return Err(ArmFailure::new(
-            StatusCode::NOT_FOUND,
-            "SubscriptionNotFound",
-            format!(
-                "The subscription '{}' could not be found.",
-                sub.chars().take(64).collect::<String>()
-            ),
-        ));
-    }
+    check_subscription(st, &sub)?;
     if rg.is_empty() || rg.len() > 90 {
         return Err(ArmFailure::new(
             StatusCode::BAD_REQUEST,
@@ -315,5 +306,30 @@ pub fn method_not_allowed() -> ArmFailure {
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
         "The requested method is not allowed on this resource.",
+    )
+}
+
+/// 404 `SubscriptionNotFound` unless `sub` is the deployment's subscription.
+pub fn check_subscription(st: &AppState, sub: &str) -> Result<(), ArmFailure> {
+    if sub.eq_ignore_ascii_case(&st.subscription_id) {
+        Ok(())
+    } else {
+        Err(ArmFailure::new(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!(
+                "The subscription '{}' could not be found.",
+                sub.chars().take(64).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// 404 `NotFound`: a resource type or operation Keyhaven does not serve.
+pub fn not_supported() -> ArmFailure {
+    ArmFailure::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "The requested resource type or operation is not supported.",
     )
 }

@@ -45,20 +45,8 @@ pub fn router(state: AppState) -> Router {
         .merge(diagnostics::routes())
         .merge(monitor::routes())
         .merge(groups::routes())
-        .fallback(|| async {
-            ArmFailure::new(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "The requested resource type or operation is not supported.",
-            )
-        })
-        .method_not_allowed_fallback(|| async {
-            ArmFailure::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "The requested method is not allowed on this resource.",
-            )
-        })
+        .fallback(|| async { common::not_supported() })
+        .method_not_allowed_fallback(|| async { common::method_not_allowed() })
         .with_state(state)
 }
 

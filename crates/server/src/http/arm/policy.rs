@@ -16,7 +16,8 @@ use keyhaven_core::{Principal, ResourceRecord};
 use serde_json::{json, Map, Value};
 
 use super::common::{
-    domain_failure, method_not_allowed, parse_body, split_at_provider, ArmFailure,
+    check_subscription, domain_failure, method_not_allowed, not_supported, parse_body,
+    split_at_provider, ArmFailure,
 };
 use crate::http::extract::query_map;
 use crate::http::response::json as reply;
@@ -81,7 +82,7 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
     let method = req.method().clone();
     let body = req.into_body();
     let out = if rest.len() > 2 {
-        Err(not_found_kind())
+        Err(not_supported())
     } else {
         route(
             st,
@@ -120,14 +121,6 @@ async fn route(
         (Some(n), Method::DELETE) => delete(st, caller, kind, &at, n).await,
         _ => Err(method_not_allowed()),
     }
-}
-
-fn not_found_kind() -> ArmFailure {
-    ArmFailure::new(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        "The requested resource type or operation is not supported.",
-    )
 }
 
 fn policy_failure(e: PolicyError) -> ArmFailure {
@@ -180,16 +173,7 @@ impl Place {
                 ))
             }
         };
-        if !sub.eq_ignore_ascii_case(&st.subscription_id) {
-            return Err(ArmFailure::new(
-                StatusCode::NOT_FOUND,
-                "SubscriptionNotFound",
-                format!(
-                    "The subscription '{}' could not be found.",
-                    sub.chars().take(64).collect::<String>()
-                ),
-            ));
-        }
+        check_subscription(st, sub)?;
         if matches!(kind, Kind::Definition | Kind::Set) && parts.len() != 3 {
             return Err(bad(
                 "InvalidScope",
@@ -569,14 +553,14 @@ async fn put(
             keeps_assignments(st, kind, &id, &props).await?;
         }
         Kind::Assignment => {
-            check_assignment(st, at, &mut props).await?;
+            let rules = check_assignment(st, at, &mut props).await?;
             let old_doc: Value = existing
                 .as_ref()
                 .and_then(|r| serde_json::from_str(&r.properties).ok())
                 .unwrap_or_default();
             (location, identity) =
                 assignment_identity(st, caller, (&id, name), &body, existing.as_ref()).await?;
-            check_assignment_identity(st, &props, &identity).await?;
+            check_assignment_identity(&rules, &identity)?;
             dropped_principal = crate::policy::at(&old_doc, "/identity/principalId")
                 .as_str()
                 .filter(|old| identity.get("principalId").and_then(Value::as_str) != Some(*old))
@@ -656,11 +640,10 @@ async fn keeps_assignments(
 ) -> Result<(), ArmFailure> {
     let now = Catalog::load(st).await.map_err(domain_failure)?;
     let value = Value::Object(props.clone());
-    let next = Catalog::load(st).await.map_err(domain_failure)?;
     let next = if kind == Kind::Definition {
-        next.with_definition(id, &value)
+        now.clone().with_definition(id, &value)
     } else {
-        next.with_set(id, &value)
+        now.clone().with_set(id, &value)
     };
     let broken = now.broken_by(&next, st).await.map_err(domain_failure)?;
     if let Some((a, why)) = broken.first() {
@@ -739,7 +722,7 @@ async fn check_assignment(
     st: &AppState,
     at: &Place,
     props: &mut Map<String, Value>,
-) -> Result<(), ArmFailure> {
+) -> Result<Vec<governance::Rule>, ArmFailure> {
     let def_id = required(props, "policyDefinitionId", "policy assignment")?;
     match props.get("enforcementMode").and_then(Value::as_str) {
         None => {
@@ -812,8 +795,7 @@ async fn check_assignment(
         messages: Vec::new(),
         identity: None,
     });
-    governance::rules_of(&probe, &|id| catalog.resolve(id)).map_err(policy_failure)?;
-    Ok(())
+    governance::rules_of(&probe, &|id| catalog.resolve(id)).map_err(policy_failure)
 }
 
 /// An assignment's `location` and stored `identity`: a system-assigned
@@ -930,38 +912,17 @@ async fn assignment_identity(
 
 /// An assignment whose rules deploy or modify needs an identity to act
 /// as, as on Azure.
-async fn check_assignment_identity(
-    st: &AppState,
-    props: &Map<String, Value>,
+fn check_assignment_identity(
+    rules: &[governance::Rule],
     identity: &Value,
 ) -> Result<(), ArmFailure> {
-    if !identity.is_null() {
-        return Ok(());
-    }
-    let catalog = Catalog::load(st).await.map_err(domain_failure)?;
-    let probe = std::sync::Arc::new(governance::Assignment {
-        id: String::new(),
-        name: String::new(),
-        display_name: String::new(),
-        scope: String::new(),
-        not_scopes: Vec::new(),
-        definition_id: props
-            .get("policyDefinitionId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        parameters: props.get("parameters").cloned(),
-        enforce: true,
-        messages: Vec::new(),
-        identity: None,
-    });
-    let rules = governance::rules_of(&probe, &|id| catalog.resolve(id)).map_err(policy_failure)?;
-    if rules.iter().any(|r| {
+    let acts = rules.iter().any(|r| {
         matches!(
             r.effect,
             governance::Effect::DeployIfNotExists | governance::Effect::Modify
         )
-    }) {
+    });
+    if identity.is_null() && acts {
         return Err(bad(
             "InvalidPolicyAssignmentIdentity",
             "A policy assignment whose definitions deploy or modify resources needs a managed identity (identity and location).",

@@ -14,7 +14,7 @@ use keyhaven_core::{Principal, ResourceRecord};
 use serde_json::{json, Map, Value};
 
 use super::common::{
-    domain_failure, method_not_allowed, parse_body, split_at_provider, ArmFailure,
+    domain_failure, method_not_allowed, not_supported, parse_body, split_at_provider, ArmFailure,
 };
 use crate::http::extract::query_map;
 use crate::http::response::json as reply;
@@ -54,7 +54,7 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
                 Method::GET => get_remediation(st, caller, &scope, &name).await,
                 Method::PUT => put_remediation(st, caller, &scope, &name, body).await,
                 Method::DELETE => delete_remediation(st, caller, &scope, &name).await,
-                _ => Err(not_allowed()),
+                _ => Err(method_not_allowed()),
             }
         }
         (["remediations", _, "cancel"], &Method::POST) => {
@@ -64,17 +64,9 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
         (["remediations", _, "listdeployments"], &Method::POST) => {
             Ok(reply(StatusCode::OK, &json!({"value": []})))
         }
-        _ => Err(ArmFailure::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "The requested resource type or operation is not supported.",
-        )),
+        _ => Err(not_supported()),
     };
     Ok(out.unwrap_or_else(IntoResponse::into_response))
-}
-
-fn not_allowed() -> ArmFailure {
-    method_not_allowed()
 }
 
 fn bad(code: &'static str, msg: impl Into<String>) -> ArmFailure {

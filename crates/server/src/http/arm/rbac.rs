@@ -43,7 +43,7 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
             Method::GET => get_assignment(st, caller, &scope, name).await,
             Method::PUT => put_assignment(st, caller, &scope, name, body).await,
             Method::DELETE => delete_assignment(st, caller, &scope, name).await,
-            _ => Err(not_allowed()),
+            _ => Err(method_not_allowed()),
         },
         (Some("roledefinitions"), None, 1) if method == Method::GET => {
             list_definitions(st, caller, &scope, &query).await
@@ -52,7 +52,7 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
             Method::GET => get_definition(st, caller, &scope, id).await,
             Method::PUT => put_definition(st, caller, id, body).await,
             Method::DELETE => delete_definition(st, caller, id).await,
-            _ => Err(not_allowed()),
+            _ => Err(method_not_allowed()),
         },
         _ => Err(ArmFailure::new(
             StatusCode::NOT_FOUND,
@@ -61,10 +61,6 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
         )),
     };
     Ok(out.unwrap_or_else(IntoResponse::into_response))
-}
-
-fn not_allowed() -> ArmFailure {
-    method_not_allowed()
 }
 
 fn fail(e: Error) -> ArmFailure {

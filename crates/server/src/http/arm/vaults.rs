@@ -133,18 +133,7 @@ pub(crate) fn admin_failure(e: AdminError) -> ArmFailure {
 }
 
 pub(crate) fn check_subscription(st: &AppState, sub: &str) -> Result<(), ArmFailure> {
-    if sub.eq_ignore_ascii_case(&st.subscription_id) {
-        Ok(())
-    } else {
-        Err(ArmFailure::new(
-            StatusCode::NOT_FOUND,
-            "SubscriptionNotFound",
-            format!(
-                "The subscription '{}' could not be found.",
-                sub.chars().take(64).collect::<String>()
-            ),
-        ))
-    }
+    super::common::check_subscription(st, sub)
 }
 
 /// `PUT …/vaults/{name}`: create, update, or recover (`createMode: recover`).
