@@ -128,6 +128,9 @@ pub struct PrincipalAttrs {
         skip_serializing_if = "Option::is_none"
     )]
     pub service_principal_type: Option<String>,
+    /// Users: second-factor methods (kept through every attributes write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<crate::mfa::MfaState>,
 }
 
 impl PrincipalAttrs {
@@ -223,6 +226,9 @@ pub struct SignedIn {
     /// Changes whenever the principal's credentials change; refresh tokens
     /// carry it, so a password reset revokes them.
     pub credential_stamp: String,
+    /// How and when the user authenticated (set by the token endpoint and
+    /// the sign-in pages; empty for applications).
+    pub session: crate::token::Session,
 }
 
 /// Why a sign-in failed; the token endpoint maps these to AADSTS codes.
@@ -1187,6 +1193,7 @@ impl Directory {
             name: p.display_name.clone(),
             groups,
             credential_stamp: credential_stamp_of(p),
+            session: crate::token::Session::default(),
         })
     }
 }

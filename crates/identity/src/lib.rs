@@ -8,12 +8,14 @@ pub mod assertion;
 pub mod authcode;
 pub mod authz;
 pub mod condition;
+pub mod conditional_access;
 pub mod credentials;
 pub mod device;
 pub mod directory;
 pub mod federation;
 pub mod lockout;
 pub mod managed;
+pub mod mfa;
 pub mod rbac;
 pub mod refresh;
 pub mod roles;
@@ -45,6 +47,7 @@ pub(crate) mod testing {
             name: "A".into(),
             groups: vec![],
             credential_stamp: String::new(),
+            session: crate::token::Session::default(),
         }
     }
 }

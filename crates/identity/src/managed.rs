@@ -464,6 +464,7 @@ impl Directory {
                 name: p.display_name.clone(),
                 groups: self.transitive_groups(&p.object_id).await?,
                 credential_stamp: String::new(),
+                session: crate::token::Session::default(),
             },
             client_id,
             resource_id,

@@ -185,6 +185,9 @@ struct Claims {
     scp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     xms_mirid: Option<String>,
+    /// How the user authenticated (`pwd`, `mfa`), as Entra's v1 tokens say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    amr: Vec<String>,
     oid: String,
     sub: String,
     tid: String,
@@ -219,6 +222,9 @@ pub struct Extra<'a> {
     pub azpacr: Option<&'a str>,
     /// `xms_mirid`: the ARM id of a managed identity.
     pub mirid: Option<&'a str>,
+    /// `amr`: how the user authenticated (`pwd`, and `mfa` after a second
+    /// factor).
+    pub amr: &'a [String],
 }
 
 /// Lifetime of refresh tokens.
@@ -261,6 +267,29 @@ struct RefreshClaims {
     jti: String,
     /// The rotation family ([`crate::refresh`]).
     fid: String,
+    /// How the session's user authenticated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    amr: Vec<String>,
+    /// When the session's user last gave credentials (0: before this was
+    /// recorded, taken as the token's `iat`).
+    #[serde(default)]
+    auth_time: i64,
+}
+
+/// What a sign-in session carries from one refresh to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    /// `amr` values (`pwd`, `mfa`).
+    pub amr: Vec<String>,
+    /// When the user last gave credentials (Unix s).
+    pub auth_time: i64,
+}
+
+impl Session {
+    /// Whether a second factor was given.
+    pub fn mfa(&self) -> bool {
+        self.amr.iter().any(|a| a == "mfa")
+    }
 }
 
 /// What a valid refresh token says.
@@ -272,6 +301,8 @@ pub struct RefreshGrant {
     pub stamp: String,
     /// Its family and id, for rotation.
     pub id: crate::refresh::RefreshId,
+    /// The sign-in session it continues.
+    pub session: Session,
 }
 
 /// The signing keys in use: the newest signs, all verify.
@@ -414,6 +445,7 @@ impl TokenService {
             groups: extra.groups.to_vec(),
             scp: user.then(|| "user_impersonation".to_owned()),
             xms_mirid: extra.mirid.map(str::to_owned),
+            amr: extra.amr.to_vec(),
             oid: principal.object_id.clone(),
             sub: principal.object_id.clone(),
             tid: principal.tenant_id.clone(),
@@ -457,6 +489,7 @@ impl TokenService {
         client_id: &str,
         credential_stamp: &str,
         id: &crate::refresh::RefreshId,
+        session: &Session,
         now: i64,
     ) -> Result<String, TokenError> {
         self.sign(&RefreshClaims {
@@ -471,6 +504,8 @@ impl TokenService {
             stamp: credential_stamp.to_owned(),
             jti: id.jti.clone(),
             fid: id.family.clone(),
+            amr: session.amr.clone(),
+            auth_time: session.auth_time,
         })
     }
 
@@ -503,6 +538,14 @@ impl TokenService {
             id: crate::refresh::RefreshId {
                 family: claims.fid,
                 jti: claims.jti,
+            },
+            session: Session {
+                amr: claims.amr,
+                auth_time: if claims.auth_time > 0 {
+                    claims.auth_time
+                } else {
+                    claims.iat
+                },
             },
         })
     }
@@ -725,9 +768,16 @@ mod tests {
                 AUD,
                 "",
                 &crate::refresh::RefreshId::new_family(),
+                &Session {
+                    amr: vec!["pwd".into(), "mfa".into()],
+                    auth_time: 900,
+                },
                 1000,
             )
             .unwrap();
+        let g = s.validate_refresh(&rt, AUD, 1000).unwrap();
+        assert!(g.session.mfa());
+        assert_eq!(g.session.auth_time, 900);
         assert!(s.validate(&rt, REFRESH_AUDIENCE, 1000).is_err());
         let at = s.mint(&app(), AUD, 1000).unwrap();
         assert!(s.validate_refresh(&at, AUD, 1000).is_err());

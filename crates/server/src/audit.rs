@@ -34,6 +34,8 @@ pub struct AuditNote {
     pub rbac: Option<bool>,
     /// Whether an access policy admitted the caller.
     pub access_policy_match: Option<bool>,
+    /// More `properties` (a sign-in's Conditional Access results).
+    pub properties: Option<Map<String, Value>>,
 }
 
 /// Connection facts the accept loop records (for `tlsVersion`).
@@ -457,6 +459,11 @@ pub fn record(
     }
     if let Some(ua) = user_agent {
         props.insert("clientInfo".into(), json!(ua));
+    }
+    if let Some(more) = &note.properties {
+        for (k, v) in more {
+            props.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
     json!({
         "time": time,

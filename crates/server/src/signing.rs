@@ -89,15 +89,26 @@ pub async fn rewrap(
     store: &Arc<dyn Storage>,
     barrier: &Arc<dyn Barrier>,
 ) -> Result<bool, SigningError> {
+    rewrap_setting(store, barrier, SETTING, AAD).await
+}
+
+/// Re-seals a root-sealed setting under the current master key with a
+/// compare-and-set; true if it was rewritten.
+pub async fn rewrap_setting(
+    store: &Arc<dyn Storage>,
+    barrier: &Arc<dyn Barrier>,
+    setting: &str,
+    aad: &[u8],
+) -> Result<bool, SigningError> {
     for _ in 0..CAS_ATTEMPTS {
-        let Some(current) = store.get_setting(SETTING).await.map_err(Error::from)? else {
+        let Some(current) = store.get_setting(setting).await.map_err(Error::from)? else {
             return Ok(false);
         };
-        let Some(sealed) = barrier.rewrap_root(AAD, &current)? else {
+        let Some(sealed) = barrier.rewrap_root(aad, &current)? else {
             return Ok(false);
         };
         if store
-            .replace_setting(SETTING, &current, &sealed)
+            .replace_setting(setting, &current, &sealed)
             .await
             .map_err(Error::from)?
         {

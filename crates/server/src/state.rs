@@ -44,6 +44,8 @@ pub struct Inner {
     pub auth_codes: keyhaven_identity::authcode::AuthCodes,
     /// The portal's sessions on this node.
     pub portal: crate::http::portal::session::Sessions,
+    /// Conditional Access, authenticator secrets and second-factor prompts.
+    pub sign_in_conditions: crate::sign_in::SignInConditions,
     /// Request ids (`x-ms-request-id`).
     pub request_ids: RequestIds,
     /// The crypto barrier (for deployment-level sealed data).
@@ -272,6 +274,7 @@ impl AppState {
             device_codes: DeviceCodes::new(),
             auth_codes: keyhaven_identity::authcode::AuthCodes::new(),
             portal: Default::default(),
+            sign_in_conditions: Default::default(),
             request_ids: RequestIds::new(),
             barrier: p.barrier,
             subscription_id: p.subscription_id,

@@ -68,6 +68,10 @@ pub struct AuthorizeParams {
     pub username: Option<String>,
     /// Password (POST).
     pub password: Option<String>,
+    /// Second-factor form (POST): the pending sign-in it continues.
+    pub mfa_ticket: Option<String>,
+    /// Second-factor form (POST): the one-time code.
+    pub otc: Option<String>,
 }
 
 /// The device authorization endpoint's form body.
@@ -108,6 +112,10 @@ pub struct DeviceLoginForm {
     pub password: Option<String>,
     /// `yes` once the page has shown which application asks for what.
     pub confirm: Option<String>,
+    /// Second-factor form: the pending sign-in it continues.
+    pub mfa_ticket: Option<String>,
+    /// Second-factor form: the one-time code.
+    pub otc: Option<String>,
 }
 
 /// A successful token response.
@@ -182,6 +190,14 @@ pub struct OAuthError {
     pub trace_id: String,
     /// Correlation id.
     pub correlation_id: String,
+    /// `https://login.microsoftonline.com/error?code=n`.
+    pub error_uri: String,
+    /// `basic_action` (a step the flow cannot take), `message_only`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suberror: Option<&'static str>,
+    /// A claims challenge, as JSON text (`capolids` of blocking policies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<String>,
 }
 
 /// `/.well-known/openid-configuration` (the fields MSAL and OIDC clients read).

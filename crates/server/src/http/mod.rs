@@ -337,10 +337,17 @@ async fn route_plane(state: &AppState, planes: Arc<Planes>, req: Request) -> Res
                 .oneshot(req)
                 .await
                 .unwrap_or_else(|e| match e {});
+            // The token endpoint notes who signed in and what Conditional
+            // Access decided; the operation and resource are the plane's.
+            let note = r
+                .extensions()
+                .get::<crate::audit::AuditNote>()
+                .cloned()
+                .unwrap_or_default();
             r.extensions_mut().insert(crate::audit::AuditNote {
                 operation: Some("Authentication".into()),
                 resource_id: Some(format!("/tenants/{}", state.tokens.tenant_id())),
-                ..Default::default()
+                ..note
             });
             r
         }

@@ -80,7 +80,19 @@ pub async fn rotate_master_key(State(st): State<AppState>, Extension(ctx): C) ->
     let st2 = st.clone();
     let rewrap = tokio::spawn(async move {
         let vaults = st2.service.rewrap_vault_keys().await;
-        let signing = crate::signing::rewrap(&st2.store, &st2.barrier).await;
+        let mut signing = crate::signing::rewrap(&st2.store, &st2.barrier).await;
+        // The key sealing users' authenticator secrets is root-sealed the
+        // same way, and reported with the signing keys.
+        if let Ok(rewrapped) = signing {
+            signing = crate::signing::rewrap_setting(
+                &st2.store,
+                &st2.barrier,
+                crate::methods_key::SETTING,
+                crate::methods_key::AAD,
+            )
+            .await
+            .map(|m| rewrapped || m);
+        }
         (vaults, signing)
     })
     .await
@@ -159,14 +171,11 @@ pub async fn master_key_usage(State(st): State<AppState>, Extension(ctx): C) -> 
             tally(id, true);
         }
     }
-    if let Some(sealed) = st
-        .store
-        .get_setting(crate::signing::SETTING)
-        .await
-        .map_err(unavailable)?
-    {
-        if let Some(id) = st.barrier.sealed_by(&sealed) {
-            tally(id, false);
+    for setting in [crate::signing::SETTING, crate::methods_key::SETTING] {
+        if let Some(sealed) = st.store.get_setting(setting).await.map_err(unavailable)? {
+            if let Some(id) = st.barrier.sealed_by(&sealed) {
+                tally(id, false);
+            }
         }
     }
     let current = st.barrier.master_key().map_or(0, |(id, _)| id);

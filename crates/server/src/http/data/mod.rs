@@ -233,6 +233,7 @@ pub async fn handle(
             rbac: Some(ctx.vault.properties.rbac_authorization),
             access_policy_match: (!ctx.vault.properties.rbac_authorization)
                 .then_some(resp.status().is_success()),
+            properties: None,
         },
         // Refused before authentication (no token, firewall, bad token).
         None => crate::audit::AuditNote {

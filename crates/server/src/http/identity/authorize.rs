@@ -17,8 +17,10 @@ use crate::http::extract::read_body;
 use crate::state::AppState;
 
 use super::device::html_page;
+use super::mfa_prompt;
 use super::token::{guessed_wrong, Source};
 use super::{audience_for, is_our_tenant};
+use crate::sign_in::Continuation;
 
 /// Signs a user in from a sign-in page's form (device verification or
 /// authorization), with the password grant's lockout; on failure, the
@@ -98,7 +100,7 @@ pub(super) fn sign_in_page(status: StatusCode, body: String) -> Response {
 /// The sign-in form of an authorization request: as `sign_in_page`, and
 /// the redirect may also go to the portal's origin when that is where the
 /// request returns (only the portal's client may name it).
-fn form_page(status: StatusCode, body: String, redirect_uri: &str) -> Response {
+pub(super) fn form_page(status: StatusCode, body: String, redirect_uri: &str) -> Response {
     let Some(origin) = redirect_uri
         .strip_prefix("https://")
         .and_then(|r| r.split('/').next())
@@ -289,6 +291,15 @@ pub(super) async fn authorize_login(
     let Ok(mut p) = serde_urlencoded::from_bytes::<AuthorizeParams>(&bytes) else {
         return authorize_error("The form could not be read.");
     };
+    let action = format!("/{tenant}/oauth2/v2.0/authorize");
+    if let Some(ticket) = p.mfa_ticket.as_deref() {
+        if !is_our_tenant(&st, &tenant) {
+            return authorize_error("AADSTS90002: Tenant not found.");
+        }
+        let step =
+            mfa_prompt::after_code(&st, ticket, p.otc.as_deref().unwrap_or(""), &action).await;
+        return continue_authorize(&st, step);
+    }
     let a = match check_authorize(&st, &tenant, &p).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -316,9 +327,34 @@ pub(super) async fn authorize_login(
         Ok(who) => who,
         Err(text) => return again(text),
     };
-    let redirect_uri = a.request.redirect_uri.clone();
-    let (state, form_post) = (a.state.clone(), a.form_post);
-    let Some(code) = st.auth_codes.issue(a.request, who, now) else {
+    let audience = audience_for(&st, &a.request.scope).unwrap_or_default();
+    let then = Continuation::Authorize {
+        request: a.request,
+        state: a.state,
+        form_post: a.form_post,
+    };
+    let step = mfa_prompt::after_password(&st, who, &audience, source, then, &action).await;
+    continue_authorize(&st, step)
+}
+
+/// Issues the authorization code of a sign-in that passed (or shows the
+/// page a step asks for).
+fn continue_authorize(st: &AppState, step: mfa_prompt::Step) -> Response {
+    let (who, then) = match step {
+        mfa_prompt::Step::Continue(who, then) => (*who, then),
+        mfa_prompt::Step::Page(r) => return r,
+    };
+    let Continuation::Authorize {
+        request,
+        state,
+        form_post,
+    } = then
+    else {
+        return authorize_error("This sign-in was not started here.");
+    };
+    let now = st.clock.now();
+    let redirect_uri = request.redirect_uri.clone();
+    let Some(code) = st.auth_codes.issue(request, who, now) else {
         return authorize_error("Too many sign-ins in progress; try again later.");
     };
     let mut query = vec![("code", code.as_str())];

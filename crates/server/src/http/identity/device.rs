@@ -14,8 +14,10 @@ use crate::http::response::ok;
 use crate::state::AppState;
 
 use super::authorize::{escape_html, form_sign_in};
+use super::mfa_prompt;
 use super::token::{bad_request, sign_in_error, too_many, Source};
 use super::{audience_for, is_our_tenant, oauth_error, tenant_not_found};
+use crate::sign_in::Continuation;
 
 pub(super) async fn device_code(
     State(st): State<AppState>,
@@ -193,6 +195,11 @@ pub(super) async fn device_login(
         return fail("The form could not be read.");
     };
     let password = form.password.map(Sensitive::new);
+    if let Some(ticket) = form.mfa_ticket.as_deref() {
+        let step =
+            mfa_prompt::after_code(&st, ticket, form.otc.as_deref().unwrap_or(""), "/device").await;
+        return finish_device(&st, step);
+    }
     let Some(code) = form.code else {
         return fail("Enter the code shown on the device.");
     };
@@ -210,15 +217,38 @@ pub(super) async fn device_login(
     };
     match form_sign_in(&st, &client_id, &username, password, source, now).await {
         Ok(who) => {
-            if st.device_codes.approve(&code, who, now) {
-                html(
-                    StatusCode::OK,
-                    r#"<p class="msg">You have signed in. You can close this window and return to the device.</p>"#,
-                )
-            } else {
-                fail("That code is not valid or has expired.")
-            }
+            let audience = audience_for(&st, &scope).unwrap_or_default();
+            let then = Continuation::Device { code };
+            let step =
+                mfa_prompt::after_password(&st, who, &audience, source, then, "/device").await;
+            finish_device(&st, step)
         }
         Err(text) => fail(text),
+    }
+}
+
+/// Approves the device code of a sign-in that passed (or shows the page a
+/// step asks for).
+fn finish_device(st: &AppState, step: mfa_prompt::Step) -> Response {
+    let (who, then) = match step {
+        mfa_prompt::Step::Continue(who, then) => (*who, then),
+        mfa_prompt::Step::Page(r) => return r,
+    };
+    let Continuation::Device { code } = then else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            r#"<p class="msg">This sign-in was not started here.</p>"#,
+        );
+    };
+    if st.device_codes.approve(&code, who, st.clock.now()) {
+        html(
+            StatusCode::OK,
+            r#"<p class="msg">You have signed in. You can close this window and return to the device.</p>"#,
+        )
+    } else {
+        html(
+            StatusCode::BAD_REQUEST,
+            r#"<p class="msg">That code is not valid or has expired.</p>"#,
+        )
     }
 }

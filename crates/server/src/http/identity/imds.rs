@@ -156,6 +156,7 @@ async fn issue(st: &AppState, source: Option<IpAddr>, query: Option<&str>, form:
         groups: &found.signed_in.groups,
         azpacr: Some("2"),
         mirid: Some(&found.resource_id),
+        amr: &[],
     };
     let Ok(access_token) = st
         .tokens

@@ -21,6 +21,7 @@ pub mod authorize;
 pub mod device;
 pub mod graph;
 pub mod imds;
+pub mod mfa_prompt;
 pub mod token;
 
 use authorize::{authorize_login, authorize_page};
@@ -58,6 +59,20 @@ pub(super) fn oauth_error(
     code: u32,
     text: &str,
 ) -> Response {
+    oauth_error_with(state, status, error, code, text, None, None)
+}
+
+/// An Entra error with a `suberror` (what a client should do) and a claims
+/// challenge.
+pub(super) fn oauth_error_with(
+    state: &AppState,
+    status: StatusCode,
+    error: &'static str,
+    code: u32,
+    text: &str,
+    suberror: Option<&'static str>,
+    claims: Option<String>,
+) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     json(
         status,
@@ -68,6 +83,9 @@ pub(super) fn oauth_error(
             timestamp: keyhaven_wire::oauth::iso8601(state.clock.now()),
             trace_id: id.clone(),
             correlation_id: id,
+            error_uri: format!("{}/error?code={code}", state.tokens.authority()),
+            suberror,
+            claims,
         },
     )
 }

@@ -25,7 +25,7 @@ use crate::http::response::ok;
 use crate::http::PeerAddr;
 use crate::state::AppState;
 
-use super::{audience_for, is_our_tenant, oauth_error, tenant_not_found};
+use super::{audience_for, is_our_tenant, oauth_error, oauth_error_with, tenant_not_found};
 
 pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub(super) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -295,7 +295,7 @@ async fn issue_steps(
     if next.is_some() {
         refresh_next = next;
     }
-    let who = match signed_in {
+    let mut who = match signed_in {
         Ok(w) => {
             if let Some(s) = subject.as_deref().filter(|_| counted) {
                 st.lockout.record_success(s, source);
@@ -311,6 +311,32 @@ async fn issue_steps(
             return Err(sign_in_error(st, f, &client_id));
         }
     };
+    // How the user authenticated: a password now, or what the session
+    // being continued (refresh, or a code a sign-in page issued) says.
+    if grant == "password" {
+        who.session = keyhaven_identity::token::Session {
+            amr: vec!["pwd".into()],
+            auth_time: now,
+        };
+    }
+    let note = sign_in_note(&who);
+    let outcome = match crate::sign_in::evaluate(st, &who, &audience, &client_id, source, now).await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "conditional access could not be evaluated");
+            return Err(sign_in_error(st, SignInFailure::Unavailable, &client_id));
+        }
+    };
+    let note = crate::audit::AuditNote {
+        properties: Some(crate::sign_in::audit_properties(&outcome)),
+        ..note
+    };
+    if let Some(refused) =
+        conditional_access_refusal(st, &outcome.decision, &who, &audience, grant).await
+    {
+        return Err(with_note(refused, note));
+    }
     let grant = Granted {
         who,
         client_id,
@@ -320,7 +346,101 @@ async fn issue_steps(
         nonce,
         refresh_next,
     };
-    respond(st, grant, endpoint, now).await
+    respond(st, grant, endpoint, now)
+        .await
+        .map(|r| with_note(r, note))
+}
+
+fn with_note(mut r: Response, note: crate::audit::AuditNote) -> Response {
+    r.extensions_mut().insert(note);
+    r
+}
+
+/// Who signed in, for the sign-in's audit record.
+fn sign_in_note(who: &keyhaven_identity::SignedIn) -> crate::audit::AuditNote {
+    let mut claims = serde_json::Map::new();
+    claims.insert("oid".into(), who.principal.object_id.clone().into());
+    claims.insert("tid".into(), who.principal.tenant_id.clone().into());
+    if let Some(a) = &who.principal.app_id {
+        claims.insert("appid".into(), a.clone().into());
+    }
+    if let Some(u) = &who.upn {
+        claims.insert("upn".into(), u.clone().into());
+    }
+    crate::audit::AuditNote {
+        identity: Some(claims),
+        ..Default::default()
+    }
+}
+
+/// The error for a sign-in Conditional Access refuses, as Entra words it:
+/// 53003 blocked (with the blocking policies as a claims challenge), 50079
+/// when a second factor is required and the user has none registered, 50076
+/// when the user has one but this grant cannot ask for it, 70044 when the
+/// session is older than a sign-in frequency allows. `None`: allowed.
+pub(super) async fn conditional_access_refusal(
+    st: &AppState,
+    decision: &keyhaven_identity::conditional_access::Decision,
+    who: &keyhaven_identity::SignedIn,
+    audience: &str,
+    grant: &str,
+) -> Option<Response> {
+    use keyhaven_identity::conditional_access::Decision;
+    // A password sign-in could not have been asked; a continued session
+    // must go back to an interactive sign-in.
+    let error = if grant == "password" {
+        "invalid_grant"
+    } else {
+        "interaction_required"
+    };
+    let app = crate::sign_in::resource_app(st, audience);
+    match decision {
+        Decision::Allow => None,
+        Decision::Block(ids) => Some(oauth_error_with(
+            st,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            53003,
+            "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+            Some("message_only"),
+            Some(serde_json::json!({"access_token": {"capolids": {"essential": true, "values": ids}}}).to_string()),
+        )),
+        Decision::Reauthenticate(_) => Some(oauth_error_with(
+            st,
+            StatusCode::BAD_REQUEST,
+            "interaction_required",
+            70044,
+            "The session has expired or is invalid due to sign-in frequency checks by conditional access.",
+            Some("basic_action"),
+            None,
+        )),
+        Decision::RequireMfa(_) => {
+            let registered = crate::sign_in::has_method(st, &who.principal.object_id)
+                .await
+                .unwrap_or(true);
+            Some(if registered {
+                oauth_error_with(
+                    st,
+                    StatusCode::BAD_REQUEST,
+                    error,
+                    50076,
+                    &format!("Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{app}'."),
+                    Some("basic_action"),
+                    None,
+                )
+            } else {
+                oauth_error_with(
+                    st,
+                    StatusCode::BAD_REQUEST,
+                    error,
+                    50079,
+                    &format!("Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access '{app}'."),
+                    Some("basic_action"),
+                    None,
+                )
+            })
+        }
+    }
 }
 
 /// Who is asking and with what, as `sign_in` needs it.
@@ -612,7 +732,14 @@ async fn refresh_grant(
     let Ok(g) = st.tokens.validate_refresh(rt, client_id, now) else {
         return Err(bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client."));
     };
-    let resumed = st.directory.resume(&g.object_id, &g.stamp).await;
+    let resumed = st
+        .directory
+        .resume(&g.object_id, &g.stamp)
+        .await
+        .map(|mut w| {
+            w.session = g.session.clone();
+            w
+        });
     let Ok(who) = &resumed else {
         return Ok((resumed, None));
     };
@@ -670,6 +797,7 @@ async fn respond(
         groups: &who.groups,
         azpacr: Some(azpacr),
         mirid: None,
+        amr: &who.session.amr,
     };
     let Ok(access_token) = st.tokens.mint_with(&who.principal, &extra, &audience, now) else {
         return Err(server_error(st));
@@ -702,6 +830,7 @@ async fn respond(
                 &client_id,
                 &who.credential_stamp,
                 &family,
+                &who.session,
                 now,
             ),
             st.tokens

@@ -26,6 +26,7 @@ use crate::state::AppState;
 
 mod applications;
 mod principals;
+mod sign_in;
 
 /// Default and largest `$top`.
 const DEFAULT_TOP: u32 = 100;
@@ -150,6 +151,51 @@ impl Ctx {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1.0/me", get(principals::me))
+        .route(
+            "/v1.0/identity/conditionalAccess/policies",
+            get(sign_in::list_policies).post(sign_in::create_policy),
+        )
+        .route(
+            "/v1.0/identity/conditionalAccess/policies/{id}",
+            get(sign_in::get_policy)
+                .patch(sign_in::update_policy)
+                .delete(sign_in::delete_policy),
+        )
+        .route(
+            "/v1.0/identity/conditionalAccess/namedLocations",
+            get(sign_in::list_locations).post(sign_in::create_location),
+        )
+        .route(
+            "/v1.0/identity/conditionalAccess/namedLocations/{id}",
+            get(sign_in::get_location)
+                .patch(sign_in::update_location)
+                .delete(sign_in::delete_location),
+        )
+        .route("/v1.0/me/authentication/methods", get(sign_in::my_methods))
+        .route(
+            "/v1.0/me/authentication/softwareOathMethods",
+            get(sign_in::my_oath_methods).post(sign_in::register_oath_method),
+        )
+        .route(
+            "/v1.0/me/authentication/softwareOathMethods/{method}",
+            get(sign_in::my_oath_method).delete(sign_in::delete_my_oath_method),
+        )
+        .route(
+            "/v1.0/me/authentication/softwareOathMethods/{method}/verify",
+            post(sign_in::verify_oath_method),
+        )
+        .route(
+            "/v1.0/users/{id}/authentication/methods",
+            get(sign_in::user_methods),
+        )
+        .route(
+            "/v1.0/users/{id}/authentication/softwareOathMethods",
+            get(sign_in::user_oath_methods),
+        )
+        .route(
+            "/v1.0/users/{id}/authentication/softwareOathMethods/{method}",
+            get(sign_in::user_oath_method).delete(sign_in::delete_user_oath_method),
+        )
         .route("/v1.0/directoryObjects/getByIds", post(get_by_ids))
         .route(
             "/v1.0/roleManagement/directory/roleAssignments",
