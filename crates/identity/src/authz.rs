@@ -150,11 +150,13 @@ impl Evaluator {
     ) -> Result<bool> {
         let snap = self.snapshot().await?;
         let groups = self.groups_of(&snap, &principal.object_id).await?;
+        let now = self.directory.now();
         Ok(snap.assignments.iter().any(|a| {
-            (a.principal_id.eq_ignore_ascii_case(&principal.object_id)
-                || groups
-                    .iter()
-                    .any(|g| g.eq_ignore_ascii_case(&a.principal_id)))
+            a.active_at(now)
+                && (a.principal_id.eq_ignore_ascii_case(&principal.object_id)
+                    || groups
+                        .iter()
+                        .any(|g| g.eq_ignore_ascii_case(&a.principal_id)))
                 && rbac::scope_covers(&a.scope, resource)
                 && a.condition_holds(action, conditions)
                 && snap
@@ -272,9 +274,11 @@ impl Evaluator {
     /// Assignments at, above or below `scope`.
     pub async fn role_assignments(&self, scope: &str) -> Result<Vec<RoleAssignment>> {
         let snap = self.snapshot().await?;
+        let now = self.directory.now();
         Ok(snap
             .assignments
             .iter()
+            .filter(|a| a.active_at(now))
             .filter(|a| rbac::scope_covers(&a.scope, scope) || rbac::scope_covers(scope, &a.scope))
             .cloned()
             .collect())

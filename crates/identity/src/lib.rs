@@ -16,6 +16,7 @@ pub mod federation;
 pub mod lockout;
 pub mod managed;
 pub mod mfa;
+pub mod pim;
 pub mod rbac;
 pub mod refresh;
 pub mod roles;

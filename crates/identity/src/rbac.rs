@@ -86,9 +86,40 @@ pub struct RoleAssignment {
     /// An ABAC condition on the assignment (validated when written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// Just-in-time roles: when a time-bound assignment starts (Unix s).
+    #[serde(rename = "startsAt", default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<i64>,
+    /// Just-in-time roles: when it ends; the decision ignores it from then.
+    #[serde(rename = "endsAt", default, skip_serializing_if = "Option::is_none")]
+    pub ends: Option<i64>,
+    /// Just-in-time roles: the schedule request that made it, and the
+    /// eligibility it activates (`None` for an administrator's assignment).
+    #[serde(rename = "schedule", default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleLink>,
+}
+
+/// Where a time-bound assignment came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScheduleLink {
+    /// The `roleAssignmentScheduleRequests` name.
+    #[serde(rename = "requestName")]
+    pub request: String,
+    /// The eligibility schedule's name, for an activation.
+    #[serde(
+        rename = "eligibility",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eligibility: Option<String>,
 }
 
 impl RoleAssignment {
+    /// Whether the assignment grants anything at `now` (a time-bound one
+    /// only inside its window).
+    pub fn active_at(&self, now: i64) -> bool {
+        self.starts.is_none_or(|s| s <= now) && self.ends.is_none_or(|e| now < e)
+    }
+
     /// The GUID at the end of the role definition id.
     pub fn role_guid(&self) -> &str {
         self.role_definition_id.rsplit('/').next().unwrap_or("")

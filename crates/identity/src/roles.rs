@@ -43,6 +43,11 @@ impl Evaluator {
         )
     }
 
+    /// Refuses a scope outside the deployment's subscription.
+    pub fn check_scope_of(&self, scope: &str) -> Result<()> {
+        self.check_scope(scope)
+    }
+
     fn check_scope(&self, scope: &str) -> Result<()> {
         let sub = format!("/subscriptions/{}", self.subscription_id());
         if rbac::scope_covers(&sub, scope) {
@@ -165,6 +170,9 @@ impl Evaluator {
             principal_type: kind.to_owned(),
             scope: scope.trim_end_matches('/').to_owned(),
             condition: condition.map(str::to_owned),
+            starts: None,
+            ends: None,
+            schedule: None,
         };
         let now = self.directory().now();
         self.store()
@@ -359,6 +367,9 @@ pub async fn seed_assignment(
         principal_type: "ServicePrincipal".into(),
         scope: scope.trim_end_matches('/').to_owned(),
         condition: None,
+        starts: None,
+        ends: None,
+        schedule: None,
     };
     store
         .put_resource(&ResourceRecord {

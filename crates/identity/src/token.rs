@@ -605,6 +605,14 @@ impl TokenService {
         Ok(v.principal)
     }
 
+    /// Whether a token (already validated by the caller) says its user gave
+    /// a second factor (`amr` has `mfa`). A token that does not verify says
+    /// nothing.
+    pub fn has_mfa(&self, token: &str) -> bool {
+        self.verified_claims::<Claims>(token)
+            .is_ok_and(|c| c.typ == ACCESS_TYP && c.amr.iter().any(|a| a == "mfa"))
+    }
+
     /// Checks everything about a token that does not depend on time or audience.
     fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let claims: Claims = self.verified_claims(token)?;

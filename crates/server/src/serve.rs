@@ -628,6 +628,9 @@ fn spawn_scheduler(state: AppState, interval: Duration) {
             if let Err(e) = crate::policy_scan::daily(&state).await {
                 tracing::warn!(error = %e, "policy compliance scan failed");
             }
+            if let Err(e) = crate::http::arm::pim::sweep(&state).await {
+                tracing::warn!(error = %e, "sweep of expired role assignments failed");
+            }
         }
     });
 }

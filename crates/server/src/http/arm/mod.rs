@@ -23,6 +23,7 @@ pub mod identities;
 pub mod managed_hsms;
 pub mod monitor;
 pub mod network;
+pub mod pim;
 pub mod policy;
 pub mod policy_insights;
 pub mod rbac;

@@ -30,7 +30,39 @@ pub async fn handle(st: &AppState, caller: &Principal, req: Request) -> Result<R
     };
     let query = query_map(req.uri().query());
     let method = req.method().clone();
+    let mfa =
+        crate::http::extract::bearer_token(req.headers()).is_some_and(|t| st.tokens.has_mfa(t));
     let body = req.into_body();
+    let who = super::pim::Caller {
+        principal: caller,
+        mfa,
+    };
+    let pim_kinds = [
+        "roleeligibilityschedulerequests",
+        "roleeligibilityschedules",
+        "roleeligibilityscheduleinstances",
+        "roleassignmentschedulerequests",
+        "roleassignmentschedules",
+        "roleassignmentscheduleinstances",
+        "rolemanagementpolicies",
+        "rolemanagementpolicyassignments",
+        "roleassignmentapprovals",
+    ];
+    if rest
+        .first()
+        .is_some_and(|k| pim_kinds.contains(&k.to_ascii_lowercase().as_str()))
+    {
+        let out = super::pim::route(st, &who, &scope, &rest, &method, &query, body)
+            .await
+            .unwrap_or_else(|| {
+                Err(ArmFailure::new(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "Unknown Microsoft.Authorization resource.",
+                ))
+            });
+        return Ok(out.unwrap_or_else(IntoResponse::into_response));
+    }
     let out = match (
         rest.first().map(|s| s.to_ascii_lowercase()).as_deref(),
         rest.get(1),
