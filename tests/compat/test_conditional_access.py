@@ -303,6 +303,10 @@ def test_policies_and_named_locations_in_graph_shapes(tenant, policies):
         {"displayName": "x", "state": "enabled", "conditions": {
             "users": {"includeUsers": ["All"]}, "applications": {"includeApplications": ["All"]},
             "signInRiskLevels": ["high"]}, "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}},
+        {"displayName": "x", "state": "enabled", "conditions": {
+            "users": {"includeUsers": ["All"]}, "applications": {"includeApplications": ["All"]},
+            "authenticationFlows": {"transferMethods": "deviceCodeFlow"}},
+         "grantControls": {"operator": "OR", "builtInControls": ["block"]}},
         {"displayName": "x", "state": "sometimes", "conditions": {
             "users": {"includeUsers": ["All"]}, "applications": {"includeApplications": ["All"]}},
          "grantControls": {"operator": "OR", "builtInControls": ["mfa"]}},
@@ -342,6 +346,21 @@ def test_authenticator_registration_listing_and_admin_reset(tenant):
     mine = graph_ok(t.server, "GET", "/me/authentication/softwareOathMethods", tok)["value"]
     assert [(m["id"], m["secretKey"], m["@odata.type"]) for m in mine] == \
         [(reg["id"], None, "#microsoft.graph.softwareOathAuthenticationMethod")]
+    # With an app registered, a password-only token cannot change the methods
+    # (a stolen password must not add an app or remove the real one)...
+    assert_graph_error(graph(t.server, "POST", "/me/authentication/softwareOathMethods", tok, json={}), 403,
+                       "Authorization_RequestDenied")
+    assert_graph_error(graph(t.server, "DELETE", f"/me/authentication/softwareOathMethods/{reg['id']}", tok), 403,
+                       "Authorization_RequestDenied")
+    # ...a token from a sign-in with the code can: the sign-in page asks for
+    # it for Graph once the user has an app.
+    device_code, page = device_sign_in(t, user["userPrincipalName"], password, graph_scope(t.server))
+    assert "Verify your identity" in page.text, page.text[:400]
+    assert "You have signed in" in device_code_answer(t, hidden(page.text, "mfa_ticket"), app.code()).text
+    mfa_tok = redeem_device_code(t, device_code).json()["access_token"]
+    assert jwt_claims(mfa_tok)["amr"] == ["pwd", "mfa"]
+    second = graph_ok(t.server, "POST", "/me/authentication/softwareOathMethods", mfa_tok, json={}, status=201)
+    assert second["id"] != reg["id"]
     # The admin sees the user's methods (password and app) and resets them.
     methods = graph_ok(t.server, "GET", f"/users/{user['id']}/authentication/methods", t.admin)["value"]
     assert sorted(m["@odata.type"] for m in methods) == [
@@ -426,14 +445,28 @@ def test_device_code_page_asks_for_the_code_and_tokens_say_mfa(tenant, policies)
     again = refresh(t, tokens.json()["refresh_token"], t.server.vault_scope)
     assert again.status_code == 200, again.text
     assert jwt_claims(again.json()["access_token"])["amr"] == ["pwd", "mfa"]
-    # A session from before, without it, must sign in again.
+    # A session from before, without it, must sign in again; the refusal
+    # does not spend the token (it refreshes once the policy is gone).
     body = oauth_error(refresh(t, old_rt, t.server.vault_scope), 400, 50076)
     assert body["error"] == "interaction_required"
+    body = oauth_error(refresh(t, old_rt, t.server.vault_scope), 400, 50076)
     # The same code is never accepted twice.
     device_code2, page2 = device_sign_in(t, user["userPrincipalName"], password, t.server.vault_scope)
     replay = device_code_answer(t, hidden(page2.text, "mfa_ticket"), code)
     assert "That code is not right" in replay.text
     oauth_error(redeem_device_code(t, device_code2), 400, 70016)
+    # An administrator's reset of the app ends the second factor of every
+    # session: the refreshed token no longer says mfa, and the policy asks
+    # for it (50079: there is no app now).
+    rt = again.json()["refresh_token"]
+    methods = graph_ok(t.server, "GET", f"/users/{user['id']}/authentication/softwareOathMethods", t.admin)["value"]
+    for m in methods:
+        assert graph(t.server, "DELETE", f"/users/{user['id']}/authentication/softwareOathMethods/{m['id']}",
+                     t.admin).status_code == 204
+    oauth_error(refresh(t, rt, t.server.vault_scope), 400, 50079)
+    policies.remove()
+    policies.made.clear()
+    assert refresh(t, old_rt, t.server.vault_scope).status_code == 200, "a refused refresh left the token current"
 
 
 def test_wrong_codes_lock_the_users_codes(tenant, policies):
@@ -467,6 +500,7 @@ def test_sign_in_frequency_every_time_asks_for_a_new_sign_in(tenant, policies):
                     session={"signInFrequency": {"isEnabled": True, "frequencyInterval": "everyTime",
                                                  "authenticationType": "primaryAndSecondaryAuthentication"}})
     time.sleep(1.2)
+    oauth_error(refresh(t, first.json()["refresh_token"], t.server.vault_scope), 400, 70044)
     oauth_error(refresh(t, first.json()["refresh_token"], t.server.vault_scope), 400, 70044)
     # A fresh password sign-in is fine.
     fresh = request_password_token(t.server, user["userPrincipalName"], password)

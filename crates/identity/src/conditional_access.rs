@@ -76,6 +76,9 @@ pub struct Policy {
     /// Session restrictions.
     #[serde(default)]
     pub session_controls: Option<SessionControls>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessConditionSet`.
@@ -112,6 +115,9 @@ pub struct Conditions {
     /// Not evaluated: must be absent or null.
     #[serde(default)]
     pub devices: Option<Value>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessUsers`.
@@ -136,6 +142,9 @@ pub struct Users {
     /// Directory role template ids.
     #[serde(default)]
     pub exclude_roles: Vec<String>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessApplications`.
@@ -151,6 +160,9 @@ pub struct Applications {
     /// Not evaluated: must be empty.
     #[serde(default)]
     pub include_user_actions: Vec<String>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessLocations`.
@@ -163,6 +175,9 @@ pub struct Locations {
     /// Named location ids or `AllTrusted`.
     #[serde(default)]
     pub exclude_locations: Vec<String>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessClientApplications` (workload identities).
@@ -175,6 +190,9 @@ pub struct ClientApplications {
     /// Service principal object ids.
     #[serde(default)]
     pub exclude_service_principals: Vec<String>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessGrantControls`.
@@ -193,6 +211,9 @@ pub struct GrantControls {
     /// Must be empty.
     #[serde(default)]
     pub terms_of_use: Vec<String>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `conditionalAccessSessionControls`.
@@ -211,6 +232,9 @@ pub struct SessionControls {
     /// Not evaluated: must be absent or null.
     #[serde(default)]
     pub persistent_browser: Option<Value>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `signInFrequencySessionControl`.
@@ -232,6 +256,9 @@ pub struct SignInFrequency {
     /// `timeBased` or `everyTime`.
     #[serde(default)]
     pub frequency_interval: Option<String>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 impl SignInFrequency {
@@ -249,6 +276,23 @@ impl SignInFrequency {
             _ => return None,
         };
         self.value.map(|v| v.saturating_mul(unit))
+    }
+}
+
+/// Refuses members Keyhaven would not evaluate (null ones are dropped), so
+/// nothing a policy says is silently ignored.
+fn no_other(
+    what: &str,
+    other: &mut BTreeMap<String, Value>,
+    allowed: &[&str],
+) -> Result<(), Invalid> {
+    other.retain(|k, v| !v.is_null() && !allowed.contains(&k.as_str()));
+    match other.keys().next() {
+        Some(k) => invalid(format!(
+            "{what}.{} is not supported by Keyhaven.",
+            k.chars().take(64).collect::<String>()
+        )),
+        None => Ok(()),
     }
 }
 
@@ -278,9 +322,42 @@ fn check_ids(what: &str, ids: &[String], specials: &[&str]) -> Result<(), Invali
 }
 
 impl Policy {
+    fn refuse_unknown(&mut self) -> Result<(), Invalid> {
+        no_other(
+            "policy",
+            &mut self.other,
+            &["@odata.context", "@odata.type", "templateId"],
+        )?;
+        let c = &mut self.conditions;
+        no_other("conditions", &mut c.other, &[])?;
+        if let Some(u) = &mut c.users {
+            no_other("conditions.users", &mut u.other, &[])?;
+        }
+        if let Some(a) = &mut c.applications {
+            no_other("conditions.applications", &mut a.other, &[])?;
+        }
+        if let Some(l) = &mut c.locations {
+            no_other("conditions.locations", &mut l.other, &[])?;
+        }
+        if let Some(w) = &mut c.client_applications {
+            no_other("conditions.clientApplications", &mut w.other, &[])?;
+        }
+        if let Some(g) = &mut self.grant_controls {
+            no_other("grantControls", &mut g.other, &[])?;
+        }
+        if let Some(sc) = &mut self.session_controls {
+            no_other("sessionControls", &mut sc.other, &[])?;
+            if let Some(f) = &mut sc.sign_in_frequency {
+                no_other("sessionControls.signInFrequency", &mut f.other, &[])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a policy as written (POST, or the result of a PATCH) against
     /// the named locations that exist; fills in what Graph defaults.
     pub fn validate(&mut self, locations: &[NamedLocation]) -> Result<(), Invalid> {
+        self.refuse_unknown()?;
         if self.display_name.trim().is_empty() || self.display_name.chars().count() > MAX_NAME {
             return invalid("displayName is required and at most 256 characters.");
         }
@@ -360,8 +437,16 @@ impl Policy {
                 {
                     return invalid("conditions.users must include users, groups or roles.");
                 }
-                let user_specials = ["All", "None", "GuestsOrExternalUsers"];
-                check_ids("includeUsers", &u.include_users, &user_specials)?;
+                // Keyhaven's tenant has no guests: a policy including only
+                // them would never apply, so it is refused.
+                check_ids("includeUsers", &u.include_users, &["All", "None"])?;
+                let known = role_template_ids(&[crate::directory::GLOBAL_ADMINISTRATOR.to_owned()]);
+                if let Some(r) = u.include_roles.iter().find(|r| !includes(&known, r)) {
+                    return invalid(format!(
+                        "includeRoles names '{}', a directory role Keyhaven does not grant; it would never match.",
+                        r.chars().take(64).collect::<String>()
+                    ));
+                }
                 check_ids("excludeUsers", &u.exclude_users, &["GuestsOrExternalUsers"])?;
                 for (what, ids) in [
                     ("includeGroups", &u.include_groups),
@@ -418,6 +503,8 @@ impl Policy {
             if workload && g.built_in_controls.iter().any(|b| b != "block") {
                 return invalid("A policy for workload identities can only block.");
             }
+        } else if workload {
+            return invalid("A policy for workload identities must block (grantControls builtInControls [\"block\"]).");
         }
         if let Some(s) = &self.session_controls {
             if s.application_enforced_restrictions
@@ -479,6 +566,9 @@ pub struct NamedLocation {
     /// Its ranges.
     #[serde(default)]
     pub ip_ranges: Vec<IpRange>,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `iPv4CidrRange` / `iPv6CidrRange`.
@@ -491,6 +581,9 @@ pub struct IpRange {
     /// `a.b.c.d/n` or an IPv6 prefix.
     #[serde(default)]
     pub cidr_address: String,
+    /// Members Keyhaven does not evaluate: refused when not null.
+    #[serde(flatten, default, skip_serializing)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// The `@odata.type` of an IP named location.
@@ -538,7 +631,19 @@ impl Cidr {
 
 impl NamedLocation {
     /// Checks a named location as written.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub fn validate(&mut self) -> Result<(), Invalid> {
+        no_other(
+            "namedLocation",
+            &mut self.other,
+            &[
+                "@odata.context",
+                "countriesAndRegions",
+                "includeUnknownCountriesAndRegions",
+            ],
+        )?;
+        for r in &mut self.ip_ranges {
+            no_other("ipRanges", &mut r.other, &[])?;
+        }
         if self.odata_type != IP_NAMED_LOCATION {
             return invalid("Keyhaven supports #microsoft.graph.ipNamedLocation named locations (countries cannot be told from an address here); @odata.type is required.");
         }
@@ -1040,13 +1145,16 @@ mod tests {
             json!({"displayName": "x", "state": "enabled", "conditions": {"users": {"includeUsers": ["bob"]}, "applications": {"includeApplications": ["All"]}}, "grantControls": {"builtInControls": ["mfa"]}}),
             json!({"displayName": "x", "state": "enabled", "conditions": {"users": {"includeUsers": ["All"]}, "applications": {"includeApplications": ["All"]}}, "grantControls": {"builtInControls": ["block", "mfa"]}}),
             json!({"displayName": "x", "state": "enabled", "conditions": {"users": {"includeUsers": ["All"]}, "applications": {"includeApplications": ["All"]}}}),
+            json!({"displayName": "x", "state": "enabled", "conditions": {"users": {"includeUsers": ["All"]}, "applications": {"includeApplications": ["All"]}, "authenticationFlows": {"transferMethods": "deviceCodeFlow"}}, "grantControls": {"builtInControls": ["block"]}}),
+            json!({"displayName": "x", "state": "enabled", "conditions": {"users": {"includeUsers": ["GuestsOrExternalUsers"]}, "applications": {"includeApplications": ["All"]}}, "grantControls": {"builtInControls": ["block"]}}),
+            json!({"displayName": "x", "state": "enabled", "conditions": {"users": {"includeRoles": ["9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"]}, "applications": {"includeApplications": ["All"]}}, "grantControls": {"builtInControls": ["mfa"]}}),
         ] {
             let mut p: Policy = serde_json::from_value(bad.clone()).unwrap();
             assert!(p.validate(&locs).is_err(), "{bad}");
         }
-        let loc: NamedLocation = serde_json::from_value(json!({"@odata.type": "#microsoft.graph.countryNamedLocation", "displayName": "c", "countriesAndRegions": ["US"]})).unwrap();
+        let mut loc: NamedLocation = serde_json::from_value(json!({"@odata.type": "#microsoft.graph.countryNamedLocation", "displayName": "c", "countriesAndRegions": ["US"]})).unwrap();
         assert!(loc.validate().is_err());
-        let loc: NamedLocation = serde_json::from_value(json!({"@odata.type": IP_NAMED_LOCATION, "displayName": "c", "ipRanges": [{"@odata.type": "#microsoft.graph.iPv4CidrRange", "cidrAddress": "10.0.0.0/33"}]})).unwrap();
+        let mut loc: NamedLocation = serde_json::from_value(json!({"@odata.type": IP_NAMED_LOCATION, "displayName": "c", "ipRanges": [{"@odata.type": "#microsoft.graph.iPv4CidrRange", "cidrAddress": "10.0.0.0/33"}]})).unwrap();
         assert!(loc.validate().is_err());
     }
 

@@ -35,6 +35,15 @@ pub struct MfaState {
     /// Until when codes are refused (Unix s).
     #[serde(default)]
     pub locked_until: i64,
+    /// Locks in a row (each one twice as long as the one before), until a
+    /// right code.
+    #[serde(default)]
+    pub locks: u32,
+}
+
+/// How long the `n`th lock in a row lasts: 5 minutes, doubling, at most a day.
+pub fn lock_secs(n: u32) -> i64 {
+    (LOCK_SECS << n.min(9)).min(86_400)
 }
 
 /// One software OATH method.
@@ -170,7 +179,9 @@ pub async fn verify(
 ) -> Result<(), CodeFailure> {
     match check(dir, user_id, code, open, now, None).await {
         Ok(r) => r,
-        Err(DirectoryError::Store(_)) => Err(CodeFailure::Unavailable),
+        Err(DirectoryError::Store(_) | DirectoryError::Conflict(_)) => {
+            Err(CodeFailure::Unavailable)
+        }
         Err(_) => Err(CodeFailure::NotRegistered),
     }
 }
@@ -225,14 +236,20 @@ async fn check(
             Some((m, step)) => {
                 m.last_step = Some(step);
                 m.verified = true;
-                st.failures = 0;
+                // Confirming a new app proves nothing about the user's
+                // existing ones: only a sign-in code clears the count.
+                if pending.is_none() {
+                    st.failures = 0;
+                    st.locks = 0;
+                }
                 outcome = Ok(());
             }
             None => {
                 st.failures += 1;
                 if st.failures >= MAX_FAILURES {
                     st.failures = 0;
-                    st.locked_until = now + LOCK_SECS;
+                    st.locked_until = now + lock_secs(st.locks);
+                    st.locks = st.locks.saturating_add(1);
                     outcome = Err(CodeFailure::Locked(st.locked_until));
                 } else {
                     outcome = Err(CodeFailure::Wrong);
@@ -259,6 +276,16 @@ pub async fn list(dir: &Directory, user_id: &str) -> DirResult<Vec<TotpMethod>> 
 /// Whether the user has a confirmed method.
 pub fn registered(p: &PrincipalRecord) -> bool {
     state_of(p).methods.iter().any(|m| m.verified)
+}
+
+/// Whether a second factor given at `auth_time` still stands: some method
+/// confirmed then is still registered (an administrator's reset, or the
+/// deletion of the app used, ends it).
+pub fn still_stands(p: &PrincipalRecord, auth_time: i64) -> bool {
+    state_of(p)
+        .methods
+        .iter()
+        .any(|m| m.verified && m.created <= auth_time)
 }
 
 /// Deletes one method; false if there was none with that id.

@@ -26,6 +26,8 @@ const PROMPT_SECS: i64 = 300;
 const PROMPT_TRIES: u32 = 3;
 /// Most prompts open on a node.
 const MAX_PROMPTS: usize = 10_000;
+/// Most prompts open for one user on a node.
+const PROMPTS_PER_USER: usize = 5;
 
 /// What a sign-in page does once the second factor is given.
 #[derive(Debug, Clone)]
@@ -71,6 +73,15 @@ impl SignInConditions {
             if prompts.len() >= MAX_PROMPTS {
                 return None;
             }
+        }
+        // One user (whoever knows its password) holds a few at most, so it
+        // cannot fill the node's prompts for everyone.
+        let theirs = prompts
+            .values()
+            .filter(|p| p.expires > now && p.who.principal.object_id == who.principal.object_id)
+            .count();
+        if theirs >= PROMPTS_PER_USER {
+            return None;
         }
         let mut raw = [0u8; 32];
         openssl::rand::rand_bytes(&mut raw).ok()?;

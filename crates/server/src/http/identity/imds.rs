@@ -150,6 +150,29 @@ async fn issue(st: &AppState, source: Option<IpAddr>, query: Option<&str>, form:
         }
     };
     let now = st.clock.now();
+    // Workload Conditional Access policies (locations, block) apply to
+    // managed identities too.
+    let client = found.signed_in.principal.app_id.clone().unwrap_or_default();
+    match crate::sign_in::evaluate(st, &found.signed_in, &audience, &client, Some(source), now)
+        .await
+    {
+        Ok(o) if o.decision == keyhaven_identity::conditional_access::Decision::Allow => {}
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "AADSTS53003: Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "conditional access could not be evaluated");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "The service is temporarily unavailable.",
+            );
+        }
+    }
     let extra = Extra {
         upn: None,
         name: Some(&found.signed_in.name),

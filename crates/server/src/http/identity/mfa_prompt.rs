@@ -98,7 +98,21 @@ pub(super) async fn after_password(
             return refused("The sign-in service is temporarily unavailable. Try again.");
         }
     };
-    match outcome.decision {
+    // Graph is where a user manages its authentication methods: a user
+    // with an app gives its code there, so the token may change them.
+    let decision = match outcome.decision {
+        Decision::Allow
+            if crate::sign_in::resource_app(st, audience)
+                == keyhaven_identity::conditional_access::apps::GRAPH
+                && crate::sign_in::has_method(st, &who.principal.object_id)
+                    .await
+                    .unwrap_or(false) =>
+        {
+            Decision::RequireMfa(Vec::new())
+        }
+        d => d,
+    };
+    match decision {
         Decision::Allow => Step::Continue(Box::new(who), then),
         Decision::Block(_) | Decision::Reauthenticate(_) => refused(
             "AADSTS53003: Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",

@@ -292,8 +292,12 @@ async fn issue_steps(
         now,
     };
     let (signed_in, azpacr, next) = sign_in(st, grant, &form, client, approved).await?;
-    if next.is_some() {
-        refresh_next = next;
+    // A refresh token rotates only once the new tokens will be issued: a
+    // refusal below leaves the presented token current.
+    let mut rotate_from = None;
+    if let Some((from, n)) = next {
+        refresh_next = Some(n);
+        rotate_from = from;
     }
     let mut who = match signed_in {
         Ok(w) => {
@@ -319,6 +323,11 @@ async fn issue_steps(
             auth_time: now,
         };
     }
+    // A code from a sign-in page is that sign-in, redeemed moments later
+    // (codes live minutes and are spent once): its frequency counts from now.
+    if matches!(grant, DEVICE_CODE_GRANT | "authorization_code") {
+        who.session.auth_time = now;
+    }
     let note = sign_in_note(&who);
     let outcome = match crate::sign_in::evaluate(st, &who, &audience, &client_id, source, now).await
     {
@@ -336,6 +345,14 @@ async fn issue_steps(
         conditional_access_refusal(st, &outcome.decision, &who, &audience, grant).await
     {
         return Err(with_note(refused, note));
+    }
+    if let (Some(from), Some(next)) = (rotate_from, refresh_next.as_ref()) {
+        match refresh::rotate(&st.store, &from, next, now).await {
+            Ok(refresh::Rotation::Rotated) => {}
+            Ok(refresh::Rotation::Superseded) => return Err(bad_request(st, "invalid_grant", 70043, "The refresh token was replaced by a newer one moments ago; use the newest token.")),
+            Ok(refresh::Rotation::Reused) => return Err(bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.")),
+            Err(_) => return Err(sign_in_error(st, SignInFailure::Unavailable, &client_id)),
+        }
     }
     let grant = Granted {
         who,
@@ -467,7 +484,7 @@ async fn sign_in(
     (
         Result<keyhaven_identity::SignedIn, SignInFailure>,
         &'static str,
-        Option<RefreshId>,
+        Option<(Option<RefreshId>, RefreshId)>,
     ),
     Response,
 > {
@@ -487,9 +504,9 @@ async fn sign_in(
                 .await
         }
         "refresh_token" => {
-            let (result, next) =
+            let (result, rotation) =
                 refresh_grant(st, form, c.client_id, c.source, c.endpoint, c.now).await?;
-            return Ok((result, "0", next));
+            return Ok((result, "0", rotation.map(|(from, next)| (Some(from), next))));
         }
         DEVICE_CODE_GRANT | "authorization_code" => {
             approved.map(|a| a.who).ok_or(SignInFailure::Unavailable)
@@ -705,8 +722,9 @@ async fn client_credentials(
 
 /// The refresh-token grant: only the family's current token refreshes (the
 /// v1 endpoint returns no new one, so there the token is checked and stays
-/// current); a reused one revokes the family. Returns the sign-in and the
-/// family's next token id.
+/// current); a reused one revokes the family. Returns the sign-in, and the
+/// presented token's id with the family's next: the rotation is made by the
+/// caller once nothing can refuse the request any more.
 async fn refresh_grant(
     st: &AppState,
     form: &TokenRequest,
@@ -717,7 +735,7 @@ async fn refresh_grant(
 ) -> Result<
     (
         Result<keyhaven_identity::SignedIn, SignInFailure>,
-        Option<RefreshId>,
+        Option<(RefreshId, RefreshId)>,
     ),
     Response,
 > {
@@ -732,12 +750,25 @@ async fn refresh_grant(
     let Ok(g) = st.tokens.validate_refresh(rt, client_id, now) else {
         return Err(bad_request(st, "invalid_grant", 9002313, "Invalid request. The refresh token is malformed, expired or was not issued to this client."));
     };
+    let mut session = g.session.clone();
+    // A second factor stands only while an app confirmed by then is still
+    // registered: an administrator's reset ends it for every session.
+    if session.mfa() {
+        let stands = match st.store.get_principal(&g.object_id).await {
+            Ok(Some(p)) => keyhaven_identity::mfa::still_stands(&p, session.auth_time),
+            Ok(None) => false,
+            Err(_) => return Err(sign_in_error(st, SignInFailure::Unavailable, client_id)),
+        };
+        if !stands {
+            session.amr.retain(|a| a != "mfa");
+        }
+    }
     let resumed = st
         .directory
         .resume(&g.object_id, &g.stamp)
         .await
         .map(|mut w| {
-            w.session = g.session.clone();
+            w.session = session;
             w
         });
     let Ok(who) = &resumed else {
@@ -750,12 +781,7 @@ async fn refresh_grant(
         Endpoint::V2 => g.id.next(),
         Endpoint::V1 => g.id.clone(),
     };
-    match refresh::rotate(&st.store, &g.id, &next, now).await {
-        Ok(refresh::Rotation::Rotated) => Ok((resumed, Some(next))),
-        Ok(refresh::Rotation::Superseded) => Err(bad_request(st, "invalid_grant", 70043, "The refresh token was replaced by a newer one moments ago; use the newest token.")),
-        Ok(refresh::Rotation::Reused) => Err(bad_request(st, "invalid_grant", 70043, "The refresh token was already used. The sign-in session it belongs to is revoked; sign in again.")),
-        Err(_) => Err(sign_in_error(st, SignInFailure::Unavailable, client_id)),
-    }
+    Ok((resumed, Some((g.id, next))))
 }
 
 /// Who signed in and what their tokens say.

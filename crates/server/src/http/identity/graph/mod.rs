@@ -64,6 +64,8 @@ type GraphResult = Result<Response, GraphFailure>;
 
 struct Ctx {
     caller: Principal,
+    /// The caller's token says it gave a second factor.
+    mfa: bool,
     base: String,
     now: i64,
     query: std::collections::HashMap<String, String>,
@@ -314,6 +316,7 @@ pub async fn handle(state: &AppState, router: Router, mut req: Request) -> Respo
             ),
         };
     let ctx = Ctx {
+        mfa: state.tokens.has_mfa(&token),
         caller,
         base: format!("{}/v1.0", state.endpoints.graph_url()),
         now,

@@ -366,6 +366,25 @@ fn method_out(m: &TotpMethod) -> Value {
     })
 }
 
+/// Changing a user's own methods when it already has one needs a token
+/// with a second factor: a stolen password alone must not add an app or
+/// remove the real one. (The first app is registered with the password, as
+/// on Entra without a registration policy; an administrator can reset.)
+async fn step_up(st: &AppState, ctx: &Ctx, user: &str) -> Result<(), GraphFailure> {
+    if ctx.mfa || !user.eq_ignore_ascii_case(&ctx.caller.object_id) {
+        return Ok(());
+    }
+    match crate::sign_in::has_method(st, user).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(ctx.failure(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Changing your authentication methods needs a sign-in with your authenticator app: sign in in the browser or with a device code (the page asks for the code), then try again.",
+        )),
+        Err(e) => Err(unavailable(ctx, &e)),
+    }
+}
+
 /// The user `id` names (`me` for the caller), if the caller may see and
 /// manage its methods: the user itself, or a directory administrator.
 async fn method_owner(st: &AppState, ctx: &Ctx, id: Option<&str>) -> Result<String, GraphFailure> {
@@ -463,6 +482,7 @@ pub(super) async fn user_oath_method(
 
 async fn delete_method_of(st: &AppState, ctx: &Ctx, id: Option<&str>, method: &str) -> GraphResult {
     let user = method_owner(st, ctx, id).await?;
+    step_up(st, ctx, &user).await?;
     if !mfa::delete(&st.directory, &user, method)
         .await
         .map_err(|e| ctx.fail(e))?
@@ -498,6 +518,7 @@ pub(super) async fn register_oath_method(
     Extension(ctx): C,
 ) -> GraphResult {
     let user = method_owner(&st, &ctx, None).await?;
+    step_up(&st, &ctx, &user).await?;
     let record = st
         .directory
         .principal(&user)
@@ -534,6 +555,7 @@ pub(super) async fn verify_oath_method(
         code: String,
     }
     let user = method_owner(&st, &ctx, None).await?;
+    step_up(&st, &ctx, &user).await?;
     let b: Verify = body(&ctx, req).await?;
     let (_, open) = crate::sign_in::method_crypto(&st, &user)
         .await
