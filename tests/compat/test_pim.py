@@ -240,6 +240,23 @@ def test_eligible_user_activates_reads_and_is_refused_after_expiry(tenant):
     assert until("re-activated", lambda: read_secret(s, tok["vault"], name) == 200, 1.5)
     activate(s, tok["arm"], user["id"], scope, "PT1H", request_type="SelfDeactivate", justification="done")
     assert until("deactivated", lambda: read_secret(s, tok["vault"], name) == 403, 1.5)
+    # An activation starts now, not in a month (a grant nobody sees coming).
+    from azure.mgmt.authorization.models import RoleAssignmentScheduleRequest
+    later = RoleAssignmentScheduleRequest(
+        principal_id=user["id"], role_definition_id=role_id(s, SECRETS_USER), request_type="SelfActivate",
+        justification="later", schedule_info={"start_date_time": "2030-01-01T00:00:00Z",
+                                              "expiration": {"type": "AfterDuration", "duration": "PT1H"}})
+    with pytest.raises(HttpResponseError) as e:
+        client(s, tok["arm"]).role_assignment_schedule_requests.create(scope, str(uuid.uuid4()), later)
+    assert e.value.status_code == 400 and e.value.error.code == "InvalidScheduleInfo"
+    # Removing the eligibility ends the live activation with it.
+    activate(s, tok["arm"], user["id"], scope, "PT1H")
+    assert until("re-activated", lambda: read_secret(s, tok["vault"], name) == 200, 1.5)
+    from azure.mgmt.authorization.models import RoleEligibilityScheduleRequest
+    admin_client(s).role_eligibility_schedule_requests.create(scope, str(uuid.uuid4()), RoleEligibilityScheduleRequest(
+        principal_id=user["id"], role_definition_id=role_id(s, SECRETS_USER), request_type="AdminRemove",
+        justification="left the team"))
+    assert until("eligibility removal ends the activation", lambda: read_secret(s, tok["vault"], name) == 403, 1.5)
 
 
 def test_approval_by_an_approver_never_the_requestor(tenant):
@@ -277,6 +294,9 @@ def test_approval_by_an_approver_never_the_requestor(tenant):
         stage = seen.json()["properties"]["stages"][0]
         assert stage["properties"]["assignedToMe"] is True and stage["properties"]["reviewResult"] == "NotReviewed"
         stage_path = f"/stages/{stage['name']}"
+        # The approver sees what it approves: the request itself.
+        shown = client(s, approver_tok["arm"]).role_assignment_schedule_requests.get(scope, pending.name)
+        assert shown.principal_id == user["id"] and shown.justification.startswith("INC-4711")
         # The requestor is listed as an approver, and still cannot approve.
         own = url(tok["arm"], stage_path, "PUT", {"properties": {"reviewResult": "Approve", "justification": "me"}})
         assert own.status_code == 403 and own.json()["error"]["code"] == "SelfApprovalNotAllowed", own.text

@@ -271,14 +271,18 @@ impl Evaluator {
         Ok(roles)
     }
 
-    /// Assignments at, above or below `scope`.
+    /// Assignments at, above or below `scope`, not expired (including
+    /// time-bound ones not started yet: the decision itself uses only those
+    /// in force).
     pub async fn role_assignments(&self, scope: &str) -> Result<Vec<RoleAssignment>> {
         let snap = self.snapshot().await?;
         let now = self.directory.now();
         Ok(snap
             .assignments
             .iter()
-            .filter(|a| a.active_at(now))
+            // Expired ones are gone; ones not yet started are listed (so
+            // an administrator sees and can remove a scheduled grant).
+            .filter(|a| a.ends.is_none_or(|e| now < e))
             .filter(|a| rbac::scope_covers(&a.scope, scope) || rbac::scope_covers(scope, &a.scope))
             .cloned()
             .collect())

@@ -170,6 +170,13 @@ pub struct Rules {
     pub activation_ticket: bool,
     /// `Approval_EndUser_Assignment`: who approves, when required.
     pub approvers: Option<Vec<Approver>>,
+    /// How long an approval waits for a decision (seconds).
+    pub approval_timeout: i64,
+    /// `Enablement_Admin_Eligibility` / `Enablement_Admin_Assignment`:
+    /// (mfa, justification, ticket) an administrator's request needs.
+    pub admin_eligibility_needs: (bool, bool, bool),
+    /// As above, for an administrator's active assignment.
+    pub admin_assignment_needs: (bool, bool, bool),
     /// `Expiration_Admin_Eligibility`: (required, longest).
     pub eligibility: (bool, i64),
     /// `Expiration_Admin_Assignment`: (required, longest).
@@ -305,6 +312,19 @@ fn check_rule(r: &Value) -> Result<(), String> {
                 .and_then(|s| s.get("isApprovalRequired"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
+            let stages = s
+                .and_then(|s| s.get("approvalStages"))
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let escalation = r
+                .pointer("/setting/approvalStages/0/isEscalationEnabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if stages > 1 || escalation {
+                return Err(format!(
+                    "Rule '{id}': Keyhaven approves in one stage without escalation."
+                ));
+            }
             if required && approvers_of(r).is_empty() {
                 return Err(format!(
                     "Rule '{id}': an approval needs at least one primary approver."
@@ -385,7 +405,22 @@ pub fn rules_of(rules: &[Value]) -> Rules {
                 == Some(true)
         })
         .map(approvers_of);
+    let needs = |id: &str| {
+        (
+            enabled(id, "MultiFactorAuthentication"),
+            enabled(id, "Justification"),
+            enabled(id, "Ticketing"),
+        )
+    };
     Rules {
+        approval_timeout: approval
+            .and_then(|r| r.pointer("/setting/approvalStages/0/approvalStageTimeOutInDays"))
+            .and_then(Value::as_i64)
+            .filter(|d| (1..=365).contains(d))
+            .unwrap_or(1)
+            * 86_400,
+        admin_eligibility_needs: needs("Enablement_Admin_Eligibility"),
+        admin_assignment_needs: needs("Enablement_Admin_Assignment"),
         max_activation: expiration(rules, "Expiration_EndUser_Assignment", 8 * 3600).1,
         activation_mfa: enabled("Enablement_EndUser_Assignment", "MultiFactorAuthentication"),
         activation_justification: enabled("Enablement_EndUser_Assignment", "Justification"),
@@ -434,14 +469,32 @@ pub fn check_activation(r: &Rules, a: &Activation<'_>) -> Vec<&'static str> {
     failed
 }
 
-/// The rules an administrator's eligible or active assignment fails.
-pub fn check_admin(required_and_max: (bool, i64), w: &Window) -> Vec<&'static str> {
+/// The rules an administrator's eligible or active assignment fails:
+/// `required_and_max` of its expiration rule, `needs` (mfa, justification,
+/// ticket) of its enablement rule.
+pub fn check_admin(
+    required_and_max: (bool, i64),
+    needs: (bool, bool, bool),
+    w: &Window,
+    a: &Activation<'_>,
+) -> Vec<&'static str> {
     let (required, max) = required_and_max;
-    match w.end {
+    let mut failed = match w.end {
         None if required => vec![rule::EXPIRATION],
         Some(end) if end - w.start > max => vec![rule::EXPIRATION],
         _ => Vec::new(),
+    };
+    let blank = |s: Option<&str>| s.is_none_or(|s| s.trim().is_empty());
+    if needs.1 && blank(a.justification) {
+        failed.push(rule::JUSTIFICATION);
     }
+    if needs.2 && blank(a.ticket) {
+        failed.push(rule::TICKETING);
+    }
+    if needs.0 && !a.mfa {
+        failed.push(rule::MFA);
+    }
+    failed
 }
 
 /// A deterministic GUID for a (scope, role) policy.

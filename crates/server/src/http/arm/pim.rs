@@ -33,6 +33,7 @@ const WRITE: &str = "Microsoft.Authorization/roleAssignments/write";
 const DELETE: &str = "Microsoft.Authorization/roleAssignments/delete";
 const READ: &str = "Microsoft.Authorization/roleAssignments/read";
 const POLICY_WRITE: &str = "Microsoft.Authorization/roleManagementPolicies/write";
+const POLICY_READ: &str = "Microsoft.Authorization/roleManagementPolicies/read";
 
 type R = Result<axum::response::Response, ArmFailure>;
 
@@ -215,6 +216,9 @@ struct Approval {
     requestor: String,
     approvers: Vec<Approver>,
     created: i64,
+    /// After this, no decision is taken (the request times out).
+    #[serde(default)]
+    expires: i64,
 }
 
 /// The decision on an approval, written once.
@@ -405,17 +409,58 @@ async fn put_request(
         )
     })?;
     let role_guid = guid_of(&role_definition_id);
-    if !st
+    let eligibility_kind = kind == "roleeligibilityschedulerequests";
+    // Authorized before anything is looked up, so a refused caller learns
+    // nothing about which principals exist.
+    {
+        let rid = st.authz.definition_id(&role_guid);
+        match request_type.as_str() {
+            "SelfActivate" | "SelfExtend" | "SelfRenew" | "SelfDeactivate" if !eligibility_kind => {
+                only_self(caller, &principal)?;
+            }
+            "AdminAssign" | "AdminUpdate" | "AdminExtend" | "AdminRenew" => {
+                require(st, caller, scope, WRITE, &rid, &principal).await?;
+            }
+            "AdminRemove" => require(st, caller, scope, DELETE, &rid, &principal).await?,
+            _ => {
+                return Err(bad(
+                    "InvalidRequestType",
+                    format!(
+                        "requestType '{}' is not valid for this request.",
+                        request_type.chars().take(40).collect::<String>()
+                    ),
+                ))
+            }
+        }
+    }
+    if p.get("condition").is_some_and(|c| !c.is_null()) {
+        return Err(bad(
+            "InvalidCondition",
+            "Conditions on eligible and scheduled role assignments are not supported by Keyhaven.",
+        ));
+    }
+    let role = st
         .authz
         .role_definitions()
         .await
         .map_err(domain_failure)?
-        .iter()
-        .any(|r| r.id.eq_ignore_ascii_case(&role_guid))
+        .into_iter()
+        .find(|r| r.id.eq_ignore_ascii_case(&role_guid))
+        .ok_or_else(|| {
+            bad(
+                "RoleDefinitionDoesNotExist",
+                "The specified role definition does not exist.",
+            )
+        })?;
+    if role.kind == "CustomRole"
+        && !role
+            .assignable_scopes
+            .iter()
+            .any(|a| keyhaven_identity::rbac::scope_covers(a, scope))
     {
         return Err(bad(
-            "RoleDefinitionDoesNotExist",
-            "The specified role definition does not exist.",
+            "InvalidRoleAssignmentScope",
+            "The role is not assignable at this scope.",
         ));
     }
     let now = st.clock.now();
@@ -426,7 +471,6 @@ async fn put_request(
         .pointer("/ticketInfo/ticketNumber")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let eligibility_kind = kind == "roleeligibilityschedulerequests";
     let (principal_id, principal_type) = principal_type(st, &principal).await?;
     let role_definition_id = st.authz.definition_id(&role_guid);
     let mut status = "Provisioned";
@@ -434,18 +478,20 @@ async fn put_request(
     let mut target_schedule: Option<String> = None;
     let mut used_eligibility: Option<String> = None;
     let rules = pim::rules_of(&policy_rules(st, scope, &role_guid).await?);
-    // What the request does, checked first; written only when not validating.
-    enum Effect {
-        AddEligibility(Eligibility),
-        RemoveEligibility(Vec<String>),
-        AddAssignment(Box<RoleAssignment>),
-        RemoveAssignments(Vec<RoleAssignment>),
-        Approval(Approval),
-    }
     let effect = match (eligibility_kind, request_type.as_str()) {
         (true, "AdminAssign" | "AdminUpdate" | "AdminExtend" | "AdminRenew") => {
-            require(st, caller, scope, WRITE, &role_definition_id, &principal_id).await?;
-            let failed = pim::check_admin(rules.eligibility, &window);
+            let failed = pim::check_admin(
+                rules.eligibility,
+                rules.admin_eligibility_needs,
+                &window,
+                &pim::Activation {
+                    window,
+                    justification: justification.as_deref(),
+                    ticket: ticket.as_deref(),
+                    mfa: caller.mfa,
+                    eligible: true,
+                },
+            );
             if !failed.is_empty() {
                 return Err(rules_failed(&failed));
             }
@@ -513,7 +559,14 @@ async fn put_request(
             Effect::RemoveEligibility(gone)
         }
         (false, "SelfActivate" | "SelfExtend" | "SelfRenew") => {
-            only_self(caller, &principal_id)?;
+            // An activation starts now: a start far ahead would be a grant
+            // nobody can see coming.
+            if window.start > now + 300 {
+                return Err(bad(
+                    "InvalidScheduleInfo",
+                    "An activation starts now: scheduleInfo.startDateTime may be at most 5 minutes ahead.",
+                ));
+            }
             // Eligible directly or through a group, for this role, at this
             // scope or above, now.
             let mine = st
@@ -527,28 +580,39 @@ async fn put_request(
                     && keyhaven_identity::rbac::scope_covers(&e.scope, scope)
                     && e.active_at(now)
             });
-            // The policy of the eligibility's scope governs the activation.
-            let rules = match &found {
-                Some(e) if !e.scope.eq_ignore_ascii_case(scope) => {
-                    pim::rules_of(&policy_rules(st, &e.scope, &role_guid).await?)
-                }
-                _ => rules.clone(),
+            // The policies of the requested scope and of the eligibility's
+            // scope both apply: a stricter rule at either one holds.
+            let mut rules = rules.clone();
+            let other = match &found {
+                Some(e) if !e.scope.eq_ignore_ascii_case(scope) => Some(pim::rules_of(
+                    &policy_rules(st, &e.scope, &role_guid).await?,
+                )),
+                _ => None,
             };
             // An activation never outlives its eligibility.
             let mut window = window;
             if let (Some(e), Some(end)) = (found.as_ref().and_then(|e| e.end), window.end) {
                 window.end = Some(end.min(e));
             }
-            let failed = pim::check_activation(
-                &rules,
-                &pim::Activation {
-                    window,
-                    justification: justification.as_deref(),
-                    ticket: ticket.as_deref(),
-                    mfa: caller.mfa,
-                    eligible: found.is_some(),
-                },
-            );
+            let facts = pim::Activation {
+                window,
+                justification: justification.as_deref(),
+                ticket: ticket.as_deref(),
+                mfa: caller.mfa,
+                eligible: found.is_some(),
+            };
+            let mut failed = pim::check_activation(&rules, &facts);
+            if let Some(o) = &other {
+                for f in pim::check_activation(o, &facts) {
+                    if !failed.contains(&f) {
+                        failed.push(f);
+                    }
+                }
+                if rules.approvers.is_none() {
+                    rules.approvers.clone_from(&o.approvers);
+                    rules.approval_timeout = o.approval_timeout;
+                }
+            }
             if !failed.is_empty() {
                 return Err(rules_failed(&failed));
             }
@@ -575,6 +639,7 @@ async fn put_request(
                         requestor: caller.principal.object_id.clone(),
                         approvers,
                         created: now,
+                        expires: now + rules.approval_timeout,
                     })
                 }
                 None => {
@@ -593,7 +658,6 @@ async fn put_request(
             }
         }
         (false, "SelfDeactivate") => {
-            only_self(caller, &principal_id)?;
             let Some(a) = active_activation(st, scope, &role_guid, &principal_id, now).await?
             else {
                 return Err(bad(
@@ -605,8 +669,18 @@ async fn put_request(
             Effect::RemoveAssignments(vec![a])
         }
         (false, "AdminAssign" | "AdminUpdate" | "AdminExtend" | "AdminRenew") => {
-            require(st, caller, scope, WRITE, &role_definition_id, &principal_id).await?;
-            let failed = pim::check_admin(rules.admin_assignment, &window);
+            let failed = pim::check_admin(
+                rules.admin_assignment,
+                rules.admin_assignment_needs,
+                &window,
+                &pim::Activation {
+                    window,
+                    justification: justification.as_deref(),
+                    ticket: ticket.as_deref(),
+                    mfa: caller.mfa,
+                    eligible: true,
+                },
+            );
             if !failed.is_empty() {
                 return Err(rules_failed(&failed));
             }
@@ -699,12 +773,19 @@ async fn put_request(
     if validate_only {
         return Ok(json(StatusCode::OK, &wire));
     }
-    if st
+    // The name is claimed once (create-if-absent), so two requests racing
+    // for one name cannot both be written.
+    if !st
         .store
-        .get_resource(&id)
+        .put_setting_if_absent(&format!("pim_request:{}", id.to_ascii_lowercase()), b"1")
         .await
         .map_err(store_err)?
-        .is_some()
+        || st
+            .store
+            .get_resource(&id)
+            .await
+            .map_err(store_err)?
+            .is_some()
     {
         return Err(ArmFailure::new(
             StatusCode::CONFLICT,
@@ -722,21 +803,68 @@ async fn put_request(
         end: window.end,
         eligibility: used_eligibility,
     };
-    // The request is written first (the record of what was asked), then
-    // its effect.
-    st.store
-        .put_resource(&record(
-            st,
-            id.clone(),
-            request_type_of(kind),
-            name,
-            serde_json::to_string(&stored).unwrap_or_default(),
-            now,
-        ))
-        .await
-        .map_err(store_err)?;
+    // The writes run in their own task: a client that goes away cannot
+    // stop them half-way. A revocation takes effect before it is recorded;
+    // a grant is recorded before it takes effect.
+    let st2 = st.clone();
+    let (scope2, kind2, name2, id2) = (
+        scope.to_owned(),
+        kind.to_owned(),
+        name.to_owned(),
+        id.clone(),
+    );
+    tokio::spawn(
+        async move { apply(&st2, &scope2, &kind2, &name2, &id2, stored, effect, now).await },
+    )
+    .await
+    .map_err(|_| {
+        ArmFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "The request could not be completed.",
+        )
+    })??;
+    Ok(json(StatusCode::CREATED, &wire))
+}
+
+/// What a request does, checked first; written only when not validating.
+enum Effect {
+    AddEligibility(Eligibility),
+    RemoveEligibility(Vec<String>),
+    AddAssignment(Box<RoleAssignment>),
+    RemoveAssignments(Vec<RoleAssignment>),
+    Approval(Approval),
+}
+
+/// Writes a checked request and its effect.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    st: &AppState,
+    scope: &str,
+    kind: &str,
+    name: &str,
+    id: &str,
+    stored: Stored,
+    effect: Effect,
+    now: i64,
+) -> Result<(), ArmFailure> {
+    let write_request = || async {
+        st.store
+            .put_resource(&record(
+                st,
+                id.to_owned(),
+                request_type_of(kind),
+                name,
+                serde_json::to_string(&stored).unwrap_or_default(),
+                now,
+            ))
+            .await
+            .map_err(store_err)
+            .map(|_| ())
+    };
     match effect {
         Effect::AddEligibility(e) => {
+            write_request().await?;
             let eid = format!("{scope}{AUTHZ}/roleEligibilitySchedules/{}", e.name);
             st.store
                 .put_resource(&record(
@@ -751,14 +879,37 @@ async fn put_request(
                 .map_err(store_err)?;
         }
         Effect::RemoveEligibility(names) => {
+            // The eligibility goes, and with it every activation it made
+            // that has not ended (live or scheduled).
+            for a in st
+                .authz
+                .role_assignments(scope)
+                .await
+                .map_err(domain_failure)?
+            {
+                if a.schedule
+                    .as_ref()
+                    .and_then(|l| l.eligibility.as_ref())
+                    .is_some_and(|e| names.iter().any(|n| n.eq_ignore_ascii_case(e)))
+                {
+                    st.store
+                        .delete_resource(&keyhaven_identity::Evaluator::assignment_id(
+                            &a.scope, &a.name,
+                        ))
+                        .await
+                        .map_err(store_err)?;
+                }
+            }
             for n in names {
                 st.store
                     .delete_resource(&format!("{scope}{AUTHZ}/roleEligibilitySchedules/{n}"))
                     .await
                     .map_err(store_err)?;
             }
+            write_request().await?;
         }
         Effect::AddAssignment(a) => {
+            write_request().await?;
             put_assignment(st, &a, now).await?;
             tracing::info!(principal = %a.principal_id, role = %a.role_guid(), scope = %a.scope, ends = ?a.ends, "role activated");
         }
@@ -771,8 +922,10 @@ async fn put_request(
                     .await
                     .map_err(store_err)?;
             }
+            write_request().await?;
         }
         Effect::Approval(a) => {
+            write_request().await?;
             st.store
                 .put_resource(&record(
                     st,
@@ -786,7 +939,7 @@ async fn put_request(
                 .map_err(store_err)?;
         }
     }
-    Ok(json(StatusCode::CREATED, &wire))
+    Ok(())
 }
 
 /// An administrator's request is authorized as the role assignment write
@@ -886,7 +1039,7 @@ async fn active_activation(
         .into_iter()
         .find(|a| {
             a.schedule.as_ref().is_some_and(|s| s.eligibility.is_some())
-                && a.active_at(now)
+                && a.ends.is_none_or(|e| now < e)
                 && a.scope.eq_ignore_ascii_case(scope.trim_end_matches('/'))
                 && a.role_guid().eq_ignore_ascii_case(role_guid)
                 && a.principal_id.eq_ignore_ascii_case(principal)
@@ -918,9 +1071,24 @@ async fn get_request(st: &AppState, caller: &Caller<'_>, scope: &str, kind: &str
 /// A request is visible to its target, its requestor, its approvers, and
 /// whoever may read role assignments at its scope.
 async fn visible(st: &AppState, who: &Principal, s: &Stored) -> bool {
-    who.object_id.eq_ignore_ascii_case(&s.principal_id)
+    if who.object_id.eq_ignore_ascii_case(&s.principal_id)
         || who.object_id.eq_ignore_ascii_case(&s.requestor)
         || may_read(st, who, &s.scope).await
+    {
+        return true;
+    }
+    // Approvers see what they are asked to approve.
+    match s
+        .wire
+        .pointer("/properties/approvalId")
+        .and_then(Value::as_str)
+    {
+        Some(id) => match approval(st, id).await {
+            Ok((a, _)) => is_approver(st, who, &a).await,
+            Err(_) => false,
+        },
+        None => false,
+    }
 }
 
 async fn list_requests(
@@ -1244,7 +1412,10 @@ async fn list_policies(
     assignment: bool,
     q: &std::collections::HashMap<String, String>,
 ) -> R {
-    let _ = caller;
+    st.authz
+        .require_action(caller.principal, scope, POLICY_READ)
+        .await
+        .map_err(domain_failure)?;
     let wanted = q
         .get("$filter")
         .and_then(|f| f.split('\'').nth(1))
@@ -1269,7 +1440,10 @@ async fn get_policy(
     name: &str,
     assignment: bool,
 ) -> R {
-    let _ = caller;
+    st.authz
+        .require_action(caller.principal, scope, POLICY_READ)
+        .await
+        .map_err(domain_failure)?;
     let role = role_of_policy_name(st, scope, name).await?;
     Ok(json(
         StatusCode::OK,
@@ -1474,6 +1648,90 @@ async fn review(st: &AppState, caller: &Caller<'_>, id: &str, body: Body) -> R {
         .take(1000)
         .collect::<String>();
     let now = st.clock.now();
+    let r = st
+        .store
+        .get_resource(&a.request)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| {
+            ArmFailure::new(
+                StatusCode::NOT_FOUND,
+                "RoleAssignmentScheduleRequestNotFound",
+                "The request does not exist.",
+            )
+        })?;
+    let s: Stored = serde_json::from_str(&r.properties)
+        .map_err(|_| bad("Corrupt", "The request cannot be read."))?;
+    // Too late: the request timed out (recorded once, like a decision).
+    let expires = if a.expires > 0 {
+        a.expires
+    } else {
+        a.created + 86_400
+    };
+    if now > expires {
+        let d = Decision {
+            result: "TimedOut".into(),
+            by: String::new(),
+            justification: String::new(),
+            at: now,
+        };
+        if st
+            .store
+            .put_setting_if_absent(
+                &decision_key(&a.id),
+                &serde_json::to_vec(&d).unwrap_or_default(),
+            )
+            .await
+            .map_err(store_err)?
+        {
+            let mut s = s;
+            set_status(st, &mut s, &r, "TimedOut").await?;
+        }
+        return Err(bad(
+            "ApprovalExpired",
+            "The approval timed out; the requestor must ask again.",
+        ));
+    }
+    // The policy may have changed since: the approver must still be one.
+    let current = pim::rules_of(&policy_rules(st, &s.scope, &s.role_guid).await?);
+    if let Some(now_approvers) = &current.approvers {
+        let mut still = false;
+        for ap in now_approvers {
+            if is_or_member(st, caller.principal, &ap.id).await {
+                still = true;
+            }
+        }
+        if !still {
+            return Err(ArmFailure::new(
+                StatusCode::FORBIDDEN,
+                "AuthorizationFailed",
+                "The caller is no longer an approver of this role.",
+            ));
+        }
+    }
+    // An approved activation needs its eligibility now, and ends with it.
+    let mut window = None;
+    if result == "Approve" {
+        let eligibility = match &s.eligibility {
+            Some(name) => eligibilities(st)
+                .await?
+                .into_iter()
+                .find(|e| e.name.eq_ignore_ascii_case(name) && e.active_at(now)),
+            None => None,
+        };
+        let Some(e) = eligibility else {
+            return Err(rules_failed(&[pim::rule::ELIGIBILITY]));
+        };
+        let length = s.end.map(|end| end - s.start);
+        let mut w = Window {
+            start: now,
+            end: length.map(|l| now + l),
+        };
+        if let (Some(end), Some(limit)) = (w.end, e.end) {
+            w.end = Some(end.min(limit));
+        }
+        window = Some(w);
+    }
     let d = Decision {
         result: result.to_owned(),
         by: caller.principal.object_id.clone(),
@@ -1494,58 +1752,50 @@ async fn review(st: &AppState, caller: &Caller<'_>, id: &str, body: Body) -> R {
             "The approval was already decided.",
         ));
     }
-    // The decision is made; now its effect on the request.
-    let r = st
-        .store
-        .get_resource(&a.request)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| {
-            ArmFailure::new(
-                StatusCode::NOT_FOUND,
-                "RoleAssignmentScheduleRequestNotFound",
-                "The request does not exist.",
-            )
-        })?;
-    let mut s: Stored = serde_json::from_str(&r.properties)
-        .map_err(|_| bad("Corrupt", "The request cannot be read."))?;
-    if result == "Approve" {
-        // The window starts at approval and lasts what was asked.
-        let length = s.end.map(|e| e - s.start);
-        let w = Window {
-            start: now,
-            end: length.map(|l| now + l),
-        };
-        let role_definition_id = st.authz.definition_id(&s.role_guid);
-        let name = guid_of(&a.request);
-        let act = activation(
-            st,
-            &s.scope,
-            &role_definition_id,
-            &s.principal_id,
-            w,
-            &name,
-            s.eligibility.clone(),
-        );
-        put_assignment(st, &act, now).await?;
-        if let Some(props) = s.wire.get_mut("properties").and_then(Value::as_object_mut) {
-            props.insert(
-                "targetRoleAssignmentScheduleId".into(),
-                json!(format!(
-                    "{}{AUTHZ}/roleAssignmentSchedules/{}",
-                    s.scope, act.name
-                )),
-            );
+    // The decision is made; its effect runs in its own task, so a client
+    // that goes away does not leave it half done.
+    let st2 = st.clone();
+    let approver = caller.principal.object_id.clone();
+    let request = a.request.clone();
+    tokio::spawn(async move {
+        let mut s = s;
+        match window {
+            Some(w) => {
+                let role_definition_id = st2.authz.definition_id(&s.role_guid);
+                let act = activation(
+                    &st2,
+                    &s.scope,
+                    &role_definition_id,
+                    &s.principal_id,
+                    w,
+                    &guid_of(&request),
+                    s.eligibility.clone(),
+                );
+                put_assignment(&st2, &act, w.start).await?;
+                if let Some(props) = s.wire.get_mut("properties").and_then(Value::as_object_mut) {
+                    props.insert(
+                        "targetRoleAssignmentScheduleId".into(),
+                        json!(format!("{}{AUTHZ}/roleAssignmentSchedules/{}", s.scope, act.name)),
+                    );
+                }
+                set_status(&st2, &mut s, &r, "Provisioned").await?;
+                tracing::info!(principal = %s.principal_id, approver = %approver, "role activation approved");
+            }
+            None => set_status(&st2, &mut s, &r, "Denied").await?,
         }
-        set_status(st, &mut s, &r, "Provisioned").await?;
-        tracing::info!(principal = %s.principal_id, approver = %caller.principal.object_id, "role activation approved");
-    } else {
-        set_status(st, &mut s, &r, "Denied").await?;
-    }
-    let mine = true;
+        Ok::<(), ArmFailure>(())
+    })
+    .await
+    .map_err(|_| {
+        ArmFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "The decision was recorded but its effect could not be completed.",
+        )
+    })??;
     Ok(json(
         StatusCode::OK,
-        &approval_out(&a, Some(&d), mine)
+        &approval_out(&a, Some(&d), true)
             .pointer("/properties/stages/0")
             .cloned()
             .unwrap_or_default(),
