@@ -393,3 +393,33 @@ def test_a_second_node_enforces_activation_and_expiry_within_a_second(tmp_path, 
             assert read_secret(b, tok_b, name) == 403, "node B refuses after the end"
         finally:
             b.stop()
+
+
+def test_activation_and_expiry_are_events_of_the_vault(tenant):
+    """An Event Grid subscription on the vault hears a role activated at the
+    vault and its end (Keyhaven's own event types, from the scheduler, once
+    across nodes)."""
+    from test_events import Receiver, event_grid, subscribe
+    s = tenant.server
+    scope = vault_arm_id(s).lstrip("/")
+    receiver = Receiver()
+    try:
+        path, r = subscribe(s, receiver.url, types=["Keyhaven.Authorization.RoleAssignmentActivated",
+                                                    "Keyhaven.Authorization.RoleAssignmentExpired"])
+        assert r.status_code == 201, r.text
+        user, password = create_user(s, prefix="evented")
+        tok = user_tokens(s, user["userPrincipalName"], password)
+        make_eligible(s, user["id"], scope)
+        activate(s, tok["arm"], user["id"], scope, "PT3S")
+
+        def of(kind):
+            return lambda e: (event_grid(e) or {}).get("eventType") == f"Keyhaven.Authorization.{kind}" \
+                and event_grid(e)["data"]["PrincipalId"] == user["id"]
+        began = event_grid(receiver.wait_for(of("RoleAssignmentActivated"), 15)[0])
+        assert began["topic"].lower() == vault_arm_id(s).lower()
+        assert began["data"]["ObjectType"] == "RoleAssignment" and began["data"]["EXP"]
+        ended = event_grid(receiver.wait_for(of("RoleAssignmentExpired"), 15)[0])
+        assert ended["data"]["ObjectName"] == began["data"]["ObjectName"]
+        assert len([e for e in receiver.events if of("RoleAssignmentActivated")(e)]) == 1
+    finally:
+        receiver.close()

@@ -37,6 +37,11 @@ pub enum EventType {
     CertificateExpired,
     /// A vault's access policies changed.
     VaultAccessPolicyChanged,
+    /// Keyhaven: a just-in-time role was activated (or a time-bound
+    /// assignment began) at the vault.
+    RoleAssignmentActivated,
+    /// Keyhaven: such an assignment ended.
+    RoleAssignmentExpired,
 }
 
 impl EventType {
@@ -53,11 +58,13 @@ impl EventType {
             Self::CertificateNearExpiry => "Microsoft.KeyVault.CertificateNearExpiry",
             Self::CertificateExpired => "Microsoft.KeyVault.CertificateExpired",
             Self::VaultAccessPolicyChanged => "Microsoft.KeyVault.VaultAccessPolicyChanged",
+            Self::RoleAssignmentActivated => "Keyhaven.Authorization.RoleAssignmentActivated",
+            Self::RoleAssignmentExpired => "Keyhaven.Authorization.RoleAssignmentExpired",
         }
     }
 
     /// Every type (for validating subscription filters).
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         Self::SecretNewVersionCreated,
         Self::SecretNearExpiry,
         Self::SecretExpired,
@@ -68,6 +75,8 @@ impl EventType {
         Self::CertificateNearExpiry,
         Self::CertificateExpired,
         Self::VaultAccessPolicyChanged,
+        Self::RoleAssignmentActivated,
+        Self::RoleAssignmentExpired,
     ];
 }
 
@@ -83,7 +92,7 @@ pub struct ChangeEvent {
     pub vault_name: String,
     /// The vault's ARM id (the event's topic).
     pub vault_id: String,
-    /// `Secret`, `Key`, `Certificate` or `Vault`.
+    /// `Secret`, `Key`, `Certificate`, `Vault` or `RoleAssignment`.
     pub object_type: &'static str,
     /// The object's name (empty for vault events).
     pub object_name: String,
@@ -131,6 +140,7 @@ impl ChangeEvent {
             "Key" => "Key",
             "Certificate" => "Certificate",
             "Vault" => "Vault",
+            "RoleAssignment" => "RoleAssignment",
             _ => return None,
         };
         Some(Self {

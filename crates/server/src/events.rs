@@ -95,6 +95,19 @@ fn collection(object_type: &str) -> &'static str {
 
 /// The `data` of a Key Vault event.
 fn data_of(e: &ChangeEvent, endpoints: &Endpoints) -> Value {
+    if e.object_type == "RoleAssignment" {
+        // Keyhaven's just-in-time role events: the assignment's ARM id, the
+        // principal (carried as `version`), its window.
+        return json!({
+            "Id": format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", e.vault_id, e.object_name),
+            "VaultName": e.vault_name,
+            "ObjectType": e.object_type,
+            "ObjectName": e.object_name,
+            "PrincipalId": e.version,
+            "NBF": e.nbf,
+            "EXP": e.exp,
+        });
+    }
     let id = if e.object_name.is_empty() {
         endpoints.vault_url(&e.vault_name)
     } else {

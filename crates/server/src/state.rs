@@ -88,6 +88,8 @@ pub struct Inner {
     pub shipper: std::sync::OnceLock<crate::audit_ship::Shipper>,
     /// The queue into workspaces' logs (started with the first record).
     pub log_ingest: std::sync::OnceLock<crate::log_ingest::Ingester>,
+    /// Where committed change events are announced (`None` in unit tests).
+    events: Option<Arc<dyn keyhaven_core::events::EventSink>>,
 }
 
 /// A value derived from the store, kept until the authorization generation
@@ -226,6 +228,11 @@ pub struct Parts {
 }
 
 impl AppState {
+    /// Where committed change events are announced.
+    pub fn event_sink(&self) -> Option<&Arc<dyn keyhaven_core::events::EventSink>> {
+        self.0.events.as_ref()
+    }
+
     /// Assembles the state.
     pub fn new(p: Parts) -> Self {
         let objects: Arc<dyn keyhaven_core::Store> = p.store.clone();
@@ -299,6 +306,7 @@ impl AppState {
             backup_storage_identity: Arc::new(p.backup_storage_identity),
             shipper: std::sync::OnceLock::new(),
             log_ingest: std::sync::OnceLock::new(),
+            events: p.events,
         }))
     }
 

@@ -1802,32 +1802,107 @@ async fn review(st: &AppState, caller: &Caller<'_>, id: &str, body: Body) -> R {
     ))
 }
 
-/// Removes time-bound assignments past their end (they already grant
-/// nothing) and records each expiry in the audit log; any node may run it,
-/// and only the node whose delete removed an assignment records it.
+/// The vault a scope is (or is inside), as (name, ARM id of the vault).
+fn vault_of_scope(scope: &str) -> Option<(String, String)> {
+    let lower = scope.to_ascii_lowercase();
+    let marker = "/providers/microsoft.keyvault/vaults/";
+    let at = lower.find(marker)?;
+    let name: String = scope
+        .get(at + marker.len()..)?
+        .split('/')
+        .next()?
+        .to_owned();
+    let id = scope.get(..at + marker.len() + name.len())?.to_owned();
+    (!name.is_empty()).then_some((name, id))
+}
+
+/// The scheduler's pass over time-bound assignments, once across nodes
+/// (each step is a job claimed in the store): an event when one begins at
+/// a vault (`Keyhaven.Authorization.RoleAssignmentActivated`), and when one
+/// has ended, an event (`…RoleAssignmentExpired`), its removal, and an audit
+/// record. Expired ones already grant nothing: this only tidies and tells.
 pub async fn sweep(st: &AppState) -> Result<usize, Error> {
     let now = st.clock.now();
     let mut removed = 0;
+    let mut due: Vec<(String, RoleAssignment, bool)> = Vec::new();
     for r in st
         .store
         .list_resources(ROLE_ASSIGNMENT_TYPE, &st.subscription_id)
         .await?
     {
-        let Ok(a) = serde_json::from_str::<RoleAssignment>(&r.properties) else {
+        let Ok(mut a) = serde_json::from_str::<RoleAssignment>(&r.properties) else {
             continue;
         };
-        if a.ends.is_none_or(|e| e > now) {
+        // The name is the record's (it is not in the properties).
+        a.name.clone_from(&r.name);
+        if a.schedule.is_none() && a.ends.is_none() {
             continue;
         }
-        if !st.store.delete_resource(&r.id).await? {
+        let expired = a.ends.is_some_and(|e| e <= now);
+        // Finished jobs are forgotten after a week (by whichever job
+        // finishes next): an activation is told within days of its start
+        // or not at all, never twice.
+        let recent = a.starts.unwrap_or(0) > now - 6 * 86_400;
+        if expired || (a.active_at(now) && recent) {
+            due.push((r.id, a, expired));
+        }
+    }
+    let jobs: Vec<String> = due
+        .iter()
+        .map(|(_, a, expired)| {
+            format!(
+                "pim-{}:{}",
+                if *expired { "expired" } else { "activated" },
+                a.name
+            )
+        })
+        .collect();
+    let finished = st.store.finished_jobs(&jobs).await?;
+    for ((id, a, expired), job) in due.into_iter().zip(jobs) {
+        if finished.contains(&job) || !st.store.claim_job(&job, now, now + 300).await? {
+            if expired {
+                // Told already (or being told by another node): just tidy.
+                if finished.contains(&job) {
+                    st.store.delete_resource(&id).await?;
+                }
+            }
             continue;
         }
+        let events: Vec<keyhaven_core::events::ChangeEvent> = match vault_of_scope(&a.scope) {
+            Some((vault_name, vault_id)) => vec![keyhaven_core::events::ChangeEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                event_type: if expired {
+                    keyhaven_core::events::EventType::RoleAssignmentExpired
+                } else {
+                    keyhaven_core::events::EventType::RoleAssignmentActivated
+                },
+                vault_name,
+                vault_id,
+                object_type: "RoleAssignment",
+                object_name: a.name.clone(),
+                version: a.principal_id.clone(),
+                nbf: a.starts,
+                exp: a.ends,
+                time: now,
+            }],
+            None => Vec::new(),
+        };
+        st.store
+            .finish_job(&job, now, now - 7 * 86_400, &events)
+            .await?;
+        if let Some(sink) = st.event_sink() {
+            sink.committed();
+        }
+        if !expired {
+            continue;
+        }
+        st.store.delete_resource(&id).await?;
         removed += 1;
         tracing::info!(principal = %a.principal_id, role = %a.role_guid(), scope = %a.scope, "time-bound role assignment expired");
         if let Some(log) = st.audit.as_ref() {
             let note = crate::audit::AuditNote {
                 operation: Some("RoleAssignmentScheduleExpire".into()),
-                resource_id: Some(r.id.clone()),
+                resource_id: Some(id.clone()),
                 identity: Some(
                     [("oid".to_owned(), json!(a.principal_id))]
                         .into_iter()
@@ -1847,7 +1922,7 @@ pub async fn sweep(st: &AppState) -> Result<usize, Error> {
             let rec = crate::audit::record(
                 &iso8601(now),
                 "DELETE",
-                &format!("{}{}", st.endpoints.management_url(), r.id),
+                &format!("{}{}", st.endpoints.management_url(), id),
                 200,
                 0,
                 None,
