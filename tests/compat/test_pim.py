@@ -423,3 +423,36 @@ def test_activation_and_expiry_are_events_of_the_vault(tenant):
         assert len([e for e in receiver.events if of("RoleAssignmentActivated")(e)]) == 1
     finally:
         receiver.close()
+
+
+def test_an_administrators_active_assignment_with_an_end(tenant):
+    """AdminAssign on roleAssignmentScheduleRequests: active at once, no
+    activation needed, over at its end; the admin policy's rules apply
+    (justification by default)."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.authorization.models import RoleAssignmentScheduleRequest
+    s = tenant.server
+    scope = vault_arm_id(s).lstrip("/")
+    name = seed_secret(s)
+    user, password = create_user(s, prefix="contractor")
+    tok = user_tokens(s, user["userPrincipalName"], password)
+
+    def assign(justification):
+        return admin_client(s).role_assignment_schedule_requests.create(scope, str(uuid.uuid4()), RoleAssignmentScheduleRequest(
+            principal_id=user["id"], role_definition_id=role_id(s, SECRETS_USER), request_type="AdminAssign",
+            justification=justification, schedule_info={"expiration": {"type": "AfterDuration", "duration": "PT4S"}}))
+    with pytest.raises(HttpResponseError) as e:
+        assign(None)
+    policy_failure(e, "JustificationRule")
+    started = time.time()
+    made = assign("two-day contract")
+    assert made.status == "Provisioned" and made.request_type == "AdminAssign"
+    assert until("in force at once", lambda: read_secret(s, tok["vault"], name) == 200, 1.5)
+    listed = [a for a in admin_client(s).role_assignment_schedules.list_for_scope(scope)
+              if a.principal_id == user["id"]]
+    assert [a.assignment_type for a in listed] == ["Assigned"] and listed[0].end_date_time
+    # The user cannot end it as if it were its own activation.
+    with pytest.raises(HttpResponseError):
+        activate(s, tok["arm"], user["id"], scope, "PT1H", request_type="SelfDeactivate", justification="x")
+    time.sleep(max(0.0, started + 4.3 - time.time()))
+    assert read_secret(s, tok["vault"], name) == 403
