@@ -1,6 +1,10 @@
-//! Client secrets: generated once, shown once, stored only as argon2id hashes.
-//! Verification is constant-time in the hash comparison, and an unknown client
-//! costs the same work as a known one.
+//! Client secrets: generated once, shown once, stored only as hashes.
+//! Keyhaven generates them with 240 bits of entropy, so they are stored as a
+//! salted SHA-256 (`$kh-sha256$salt$digest`): no guessing can find such a
+//! secret, and a slow hash would only make every token cost ~12 ms of CPU
+//! (secrets from before this scheme keep their argon2id hash). Passwords,
+//! chosen by people, stay argon2id. Comparisons are constant-time, and an
+//! unknown client costs the same work as a known one.
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -19,7 +23,7 @@ pub struct PasswordCredential {
     pub key_id: String,
     /// First three characters of the secret, as Entra shows.
     pub hint: String,
-    /// argon2id PHC string.
+    /// `$kh-sha256$…` (or, for older secrets, an argon2id PHC string).
     pub hash: String,
     /// Display name.
     #[serde(rename = "displayName", default)]
@@ -144,7 +148,7 @@ impl ClientCredentials {
         end: Option<i64>,
     ) -> Result<(PasswordCredential, Sensitive<String>), CredentialError> {
         let secret = new_secret()?;
-        let hash = hash_secret(secret.expose())?;
+        let hash = hash_generated(secret.expose())?;
         let cred = PasswordCredential {
             key_id: uuid::Uuid::new_v4().to_string(),
             hint: secret.expose().chars().take(3).collect(),
@@ -192,8 +196,47 @@ pub fn hash_secret(secret: &str) -> Result<String, CredentialError> {
         .map_err(|_| CredentialError::Hash)
 }
 
-/// Verifies a secret against a PHC hash (constant-time comparison inside).
+/// The prefix of a generated secret's hash.
+const FAST: &str = "$kh-sha256$";
+
+fn sha256_salted(salt: &[u8], secret: &str) -> Option<Vec<u8>> {
+    let mut h = openssl::sha::Sha256::new();
+    h.update(salt);
+    h.update(secret.as_bytes());
+    Some(h.finish().to_vec())
+}
+
+/// Hashes a secret Keyhaven generated (full entropy): salted SHA-256.
+pub fn hash_generated(secret: &str) -> Result<String, CredentialError> {
+    let mut salt = [0u8; 16];
+    openssl::rand::rand_bytes(&mut salt).map_err(|_| CredentialError::Random)?;
+    let digest = sha256_salted(&salt, secret).ok_or(CredentialError::Hash)?;
+    Ok(format!(
+        "{FAST}{}${}",
+        URL_SAFE_NO_PAD.encode(salt),
+        URL_SAFE_NO_PAD.encode(digest)
+    ))
+}
+
+/// Whether a stored hash is cheap to check (a generated secret's).
+pub fn is_fast(hash: &str) -> bool {
+    hash.starts_with(FAST)
+}
+
+/// Verifies a secret against its stored hash: a generated secret's salted
+/// SHA-256, or an argon2id PHC string; constant-time comparison either way.
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
+    if let Some(rest) = phc.strip_prefix(FAST) {
+        let Some((salt, digest)) = rest.split_once('$') else {
+            return false;
+        };
+        let (Ok(salt), Ok(want)) = (URL_SAFE_NO_PAD.decode(salt), URL_SAFE_NO_PAD.decode(digest))
+        else {
+            return false;
+        };
+        return sha256_salted(&salt, secret)
+            .is_some_and(|got| got.len() == want.len() && openssl::memcmp::eq(&got, &want));
+    }
     PasswordHash::new(phc)
         .map(|h| {
             Argon2::default()
@@ -245,6 +288,28 @@ mod tests {
         assert!(!c.to_json().contains(s.expose().as_str()));
         let back = ClientCredentials::parse(&c.to_json()).unwrap();
         assert!(back.verify(s.expose(), 0));
+    }
+
+    #[test]
+    fn generated_secrets_use_the_fast_hash_and_older_argon2_ones_still_verify() {
+        let mut c = ClientCredentials::default();
+        let (cred, s) = c.add_password(None, 0, None).unwrap();
+        assert!(is_fast(&cred.hash));
+        // Salted: the same secret hashes differently each time.
+        assert_ne!(hash_generated(s.expose()).unwrap(), cred.hash);
+        assert!(verify_secret(
+            s.expose(),
+            &hash_generated(s.expose()).unwrap()
+        ));
+        // Tampered or truncated hashes never verify.
+        assert!(!verify_secret(s.expose(), &cred.hash.replace('$', "")));
+        assert!(!verify_secret(s.expose(), "$kh-sha256$"));
+        assert!(!verify_secret(s.expose(), "$kh-sha256$AAAA$AAAA"));
+        // A secret from before the scheme (argon2id) keeps verifying.
+        let old = hash_secret("an-older-secret").unwrap();
+        assert!(!is_fast(&old));
+        assert!(verify_secret("an-older-secret", &old));
+        assert!(!verify_secret("another", &old));
     }
 
     #[test]
