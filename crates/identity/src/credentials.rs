@@ -206,8 +206,14 @@ fn sha256_salted(salt: &[u8], secret: &str) -> Option<Vec<u8>> {
     Some(h.finish().to_vec())
 }
 
+/// The work of checking one generated secret, spent on an unknown client
+/// (nothing can fail: a fixed salt, never a stored hash).
+pub fn burn_generated(secret: &str) {
+    let _ = sha256_salted(&[0u8; 16], secret);
+}
+
 /// Hashes a secret Keyhaven generated (full entropy): salted SHA-256.
-pub fn hash_generated(secret: &str) -> Result<String, CredentialError> {
+pub(crate) fn hash_generated(secret: &str) -> Result<String, CredentialError> {
     let mut salt = [0u8; 16];
     openssl::rand::rand_bytes(&mut salt).map_err(|_| CredentialError::Random)?;
     let digest = sha256_salted(&salt, secret).ok_or(CredentialError::Hash)?;
@@ -223,8 +229,15 @@ pub fn is_fast(hash: &str) -> bool {
     hash.starts_with(FAST)
 }
 
-/// Verifies a secret against its stored hash: a generated secret's salted
-/// SHA-256, or an argon2id PHC string; constant-time comparison either way.
+/// Verifies a password (chosen by a person) against its argon2id hash; a
+/// generated secret's fast hash is never accepted for one.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    !is_fast(phc) && verify_secret(password, phc)
+}
+
+/// Verifies a client secret against its stored hash: a generated secret's
+/// salted SHA-256, or an argon2id PHC string; constant-time comparison
+/// either way.
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
     if let Some(rest) = phc.strip_prefix(FAST) {
         let Some((salt, digest)) = rest.split_once('$') else {
@@ -305,10 +318,13 @@ mod tests {
         assert!(!verify_secret(s.expose(), &cred.hash.replace('$', "")));
         assert!(!verify_secret(s.expose(), "$kh-sha256$"));
         assert!(!verify_secret(s.expose(), "$kh-sha256$AAAA$AAAA"));
+        // A password is never checked against the fast kind of hash.
+        assert!(!verify_password(s.expose(), &cred.hash));
         // A secret from before the scheme (argon2id) keeps verifying.
         let old = hash_secret("an-older-secret").unwrap();
         assert!(!is_fast(&old));
         assert!(verify_secret("an-older-secret", &old));
+        assert!(verify_password("an-older-secret", &old));
         assert!(!verify_secret("another", &old));
     }
 

@@ -12,7 +12,7 @@ use keyhaven_core::{Clock, Principal, PrincipalKind, Sensitive, Storage, StoreEr
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::{
-    burn_verification, hash_secret, verify_secret, ClientCredentials, CredentialError,
+    burn_verification, hash_secret, verify_password, ClientCredentials, CredentialError,
     FederatedCredential, PasswordCredential, SecretCheck,
 };
 
@@ -47,12 +47,6 @@ fn edit_roles(p: &mut PrincipalRecord, role: &str, grant: bool) -> DirResult<boo
     p.attrs = attrs.to_string();
     Ok(true)
 }
-
-/// A generated secret's hash of nothing anyone holds, spent on unknown
-/// clients so that they cost what a known client costs.
-static FAST_DUMMY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    crate::credentials::hash_generated("keyhaven-unknown-client").unwrap_or_default()
-});
 
 /// Tries of a compare-and-set before giving up with a conflict.
 const CAS_ATTEMPTS: usize = 5;
@@ -1005,7 +999,7 @@ impl Directory {
             match creds {
                 Some(c) => c.check(secret.expose(), now),
                 None => {
-                    burn_verification(&FAST_DUMMY, secret.expose());
+                    crate::credentials::burn_generated(secret.expose());
                     SecretCheck::Invalid
                 }
             }
@@ -1122,7 +1116,7 @@ impl Directory {
         let dummy = self.dummy_hash.clone();
         let ok = self
             .hash_blocking(move || match hash {
-                Some(h) => verify_secret(password.expose(), &h),
+                Some(h) => verify_password(password.expose(), &h),
                 None => {
                     burn_verification(&dummy, password.expose());
                     false
