@@ -349,7 +349,9 @@ def test_concurrent_restores_of_one_backup_leave_one_set_of_token_objects(hsm, k
     with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
         answers = list(pool.map(restore, range(6)))
     outcomes = [r.status_code for r in answers]
-    assert outcomes.count(200) == 1 and outcomes.count(409) == 5, [r.text for r in answers]
+    # Each answer in full (a list's repr is cut short in pytest's report).
+    assert outcomes.count(200) == 1 and outcomes.count(409) == 5, \
+        "\n".join(f"{r.status_code} {r.headers.get('x-ms-request-id', '')} {r.text[:600]}" for r in answers)
     listing = token_objects(hsm.softhsm_conf)
     assert listing.count(f"label:      {hsm.premium}/{name}\n") == 6, listing
     sig = crypto(hsm, keys.get_key(name).id).sign(SignatureAlgorithm.rs256, hashlib.sha256(b"r").digest())
