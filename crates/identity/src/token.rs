@@ -207,6 +207,8 @@ struct Verified {
     aud: String,
     nbf: i64,
     exp: i64,
+    /// `amr` has `mfa`.
+    mfa: bool,
 }
 
 /// User claims added to tokens.
@@ -609,8 +611,16 @@ impl TokenService {
     /// a second factor (`amr` has `mfa`). A token that does not verify says
     /// nothing.
     pub fn has_mfa(&self, token: &str) -> bool {
-        self.verified_claims::<Claims>(token)
-            .is_ok_and(|c| c.typ == ACCESS_TYP && c.amr.iter().any(|a| a == "mfa"))
+        // The validation just made remembered it: no second signature check.
+        if let Some(v) = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|m| m.get(token).cloned())
+        {
+            return v.mfa;
+        }
+        self.verify(token).is_ok_and(|v| v.mfa)
     }
 
     /// Checks everything about a token that does not depend on time or audience.
@@ -639,6 +649,7 @@ impl TokenService {
             aud: claims.aud,
             nbf: claims.nbf,
             exp: claims.exp,
+            mfa: claims.amr.iter().any(|a| a == "mfa"),
         })
     }
 

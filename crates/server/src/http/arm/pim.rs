@@ -644,7 +644,6 @@ async fn put_request(
                 }
                 None => {
                     let a = activation(
-                        st,
                         scope,
                         &role_definition_id,
                         &principal_id,
@@ -685,7 +684,6 @@ async fn put_request(
                 return Err(rules_failed(&failed));
             }
             let a = activation(
-                st,
                 scope,
                 &role_definition_id,
                 &principal_id,
@@ -979,7 +977,6 @@ fn only_self(caller: &Caller<'_>, principal_id: &str) -> Result<(), ArmFailure> 
 /// The role assignment an activation (or an administrator's time-bound
 /// assignment) makes.
 fn activation(
-    st: &AppState,
     scope: &str,
     role_definition_id: &str,
     principal_id: &str,
@@ -987,7 +984,6 @@ fn activation(
     request: &str,
     eligibility: Option<String>,
 ) -> RoleAssignment {
-    let _ = st;
     RoleAssignment {
         name: uuid::Uuid::new_v4().to_string(),
         role_definition_id: role_definition_id.to_owned(),
@@ -1763,7 +1759,6 @@ async fn review(st: &AppState, caller: &Caller<'_>, id: &str, body: Body) -> R {
             Some(w) => {
                 let role_definition_id = st2.authz.definition_id(&s.role_guid);
                 let act = activation(
-                    &st2,
                     &s.scope,
                     &role_definition_id,
                     &s.principal_id,
