@@ -44,24 +44,31 @@ pub struct TlsVersion(pub &'static str);
 
 struct Writer {
     dir: PathBuf,
-    file: File,
+    /// Shared with the sync thread, which flushes it without the lock.
+    file: std::sync::Arc<File>,
     size: u64,
     seq: u64,
     last: String,
+    /// Bytes written since the last successful sync.
+    dirty: bool,
 }
 
-/// A record waiting for the writer thread, and whom to tell.
-type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<std::io::Result<()>>);
+/// A request for the records written so far to be on disk.
+type SyncWaiter = tokio::sync::oneshot::Sender<std::io::Result<()>>;
 
-/// The append-only, hash-chained audit file.
+/// How long a record may sit in the page cache before the sync thread
+/// flushes it (the window an OS crash or power loss can take, for records
+/// of requests that changed nothing).
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The chained log (see the module doc).
 pub struct AuditLog {
     inner: std::sync::Arc<Mutex<Writer>>,
-    /// False after a failed write, until a write succeeds again.
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Requests' records go to one writer thread, which appends everything
-    /// queued in one write (group commit): request threads never block on
-    /// the file or on each other.
-    queue: Mutex<std::sync::mpsc::Sender<Pending>>,
+    syncs: Mutex<std::sync::mpsc::Sender<Option<SyncWaiter>>>,
+    /// A flush is already scheduled (a plain write need not wake the sync
+    /// thread again).
+    scheduled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -182,24 +189,28 @@ impl AuditLog {
         let size = file.metadata()?.len();
         let inner = std::sync::Arc::new(Mutex::new(Writer {
             dir: dir.to_owned(),
-            file,
+            file: std::sync::Arc::new(file),
             size,
             seq,
             last,
+            dirty: false,
         }));
         let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (tx, rx) = std::sync::mpsc::channel::<Pending>();
-        let (w, h) = (
+        let scheduled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel::<Option<SyncWaiter>>();
+        let (w, h, sch) = (
             std::sync::Arc::clone(&inner),
             std::sync::Arc::clone(&healthy),
+            std::sync::Arc::clone(&scheduled),
         );
         std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer_thread(&w, &h, &rx))?;
+            .name("audit-sync".into())
+            .spawn(move || sync_thread(&w, &h, &sch, &rx))?;
         let log = Self {
             inner,
             healthy,
-            queue: Mutex::new(tx),
+            syncs: Mutex::new(tx),
+            scheduled,
         };
         if torn > 0 {
             tracing::warn!(
@@ -218,18 +229,39 @@ impl AuditLog {
         Ok(log)
     }
 
-    /// Appends a record through the writer thread (for request handlers:
-    /// awaits the write without blocking a runtime thread).
-    pub async fn append_async(&self, record: Value) -> std::io::Result<()> {
+    /// Appends a record for a request handler. The record is chained and
+    /// written (`write(2)`, so it survives the process) before this
+    /// returns; `durable` also waits until it is on disk. Syncs are group
+    /// commits on the sync thread, which also flushes every other record
+    /// within [`SYNC_EVERY`]: requests that changed state (`durable`) are
+    /// answered only once their record is on disk, requests that changed
+    /// nothing pay no sync of their own.
+    pub async fn append_async(&self, record: Value, durable: bool) -> std::io::Result<()> {
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        let written = self.write_inner(&[body]);
+        self.healthy
+            .store(written.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        written?;
+        if !durable {
+            if !self
+                .scheduled
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                self.poke(None);
+            }
+            return Ok(());
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue
-            .lock()
-            .map_err(|_| std::io::Error::other("audit queue poisoned"))?
-            .send((body, tx))
-            .map_err(|_| std::io::Error::other("audit writer stopped"))?;
+        self.poke(Some(tx));
         rx.await
-            .map_err(|_| std::io::Error::other("audit writer stopped"))?
+            .map_err(|_| std::io::Error::other("audit sync thread stopped"))?
+    }
+
+    /// Tells the sync thread there is something to flush (and who waits).
+    fn poke(&self, waiter: Option<SyncWaiter>) {
+        if let Ok(q) = self.syncs.lock() {
+            let _ = q.send(waiter);
+        }
     }
 
     /// Whether the last write succeeded.
@@ -262,37 +294,87 @@ impl AuditLog {
         // Serialized once, outside the lock (keys sorted: the canonical form
         // `verify` recomputes); only the hash and the write are serialized.
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        self.write_inner(&[body])?;
+        sync_now(&self.inner)
+    }
+
+    fn write_inner(&self, bodies: &[Vec<u8>]) -> std::io::Result<()> {
         let mut w = self
             .inner
             .lock()
             .map_err(|_| std::io::Error::other("audit log poisoned"))?;
-        write_batch(&mut w, &[body])
+        write_batch(&mut w, bodies)
     }
 }
 
-/// The writer thread: takes everything queued, appends it in one write, and
-/// answers each sender.
-fn writer_thread(
+/// Flushes what was written so far: the file is taken under the lock, the
+/// sync runs without it (writers go on meanwhile; a sync covers every byte
+/// written before it starts).
+fn sync_now(inner: &Mutex<Writer>) -> std::io::Result<()> {
+    let file = {
+        let mut w = inner
+            .lock()
+            .map_err(|_| std::io::Error::other("audit log poisoned"))?;
+        if !w.dirty {
+            return Ok(());
+        }
+        w.dirty = false;
+        std::sync::Arc::clone(&w.file)
+    };
+    let out = file.sync_data();
+    if out.is_err() {
+        if let Ok(mut w) = inner.lock() {
+            w.dirty = true;
+        }
+    }
+    out
+}
+
+/// The sync thread: flushes at once when a request waits for it (everyone
+/// waiting then shares one sync), and otherwise within [`SYNC_EVERY`] of a
+/// write. A failed sync marks the log unhealthy, so a fail-closed server
+/// refuses requests until a record can be written and synced again.
+fn sync_thread(
     inner: &Mutex<Writer>,
     healthy: &std::sync::atomic::AtomicBool,
-    rx: &std::sync::mpsc::Receiver<Pending>,
+    scheduled: &std::sync::atomic::AtomicBool,
+    rx: &std::sync::mpsc::Receiver<Option<SyncWaiter>>,
 ) {
-    const MAX_BATCH: usize = 512;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut due: Option<std::time::Instant> = None;
+    loop {
+        let first = match due {
+            None => match rx.recv() {
+                Ok(m) => m,
                 Err(_) => break,
+            },
+            Some(at) => {
+                match rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             }
-        }
-        let (bodies, senders): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().unzip();
-        let result = match inner.lock() {
-            Ok(mut w) => write_batch(&mut w, &bodies),
-            Err(_) => Err(std::io::Error::other("audit log poisoned")),
         };
-        healthy.store(result.is_ok(), std::sync::atomic::Ordering::SeqCst);
-        for tx in senders {
+        let mut waiters: Vec<SyncWaiter> = first.into_iter().collect();
+        while let Ok(m) = rx.try_recv() {
+            waiters.extend(m);
+        }
+        let now = std::time::Instant::now();
+        if waiters.is_empty() && due.is_none_or(|at| now < at) {
+            // A plain write: flush it within SYNC_EVERY.
+            due.get_or_insert(now + SYNC_EVERY);
+            continue;
+        }
+        // Cleared before the sync takes the file: a write after this point
+        // schedules the next flush itself.
+        scheduled.store(false, std::sync::atomic::Ordering::SeqCst);
+        let result = sync_now(inner);
+        due = None;
+        if result.is_err() {
+            healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        for tx in waiters {
             let answer = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -300,6 +382,7 @@ fn writer_thread(
             let _ = tx.send(answer);
         }
     }
+    let _ = sync_now(inner);
 }
 
 /// Chains and appends records (canonical JSON bodies) in one write; on a
@@ -309,10 +392,9 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
         if w.size >= ROTATE_BYTES {
             let n = rotated_files(&w.dir).last().map_or(1, |(n, _)| n + 1);
             let (from, to) = (w.dir.join(CURRENT), w.dir.join(format!("audit.{n}.jsonl")));
-            w.file.flush()?;
             w.file.sync_data()?;
             std::fs::rename(from, to)?;
-            w.file = open_private(&w.dir.join(CURRENT))?;
+            w.file = std::sync::Arc::new(open_private(&w.dir.join(CURRENT))?);
             // The rename and the new file are durable before records go in.
             File::open(&w.dir)?.sync_all()?;
             w.size = 0;
@@ -340,15 +422,9 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
         );
         last = hash;
     }
-    // Fail closed means durable: the requests of a batch are answered only
-    // once its records are on disk (group commit keeps the cost to one
-    // sync per batch).
-    if let Err(e) = w
-        .file
-        .write_all(&out)
-        .and_then(|()| w.file.flush())
-        .and_then(|()| w.file.sync_data())
-    {
+    // One write(2) of whole records (the file is in append mode); the
+    // sync is the sync thread's (see `AuditLog::append_async`).
+    if let Err(e) = (&*w.file).write_all(&out) {
         // No half-written record: cut the file back to the last whole one.
         let size = w.size;
         let _ = w.file.set_len(size);
@@ -357,6 +433,7 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
     w.size += out.len() as u64;
     w.seq = seq;
     w.last = last;
+    w.dirty = true;
     Ok(())
 }
 
@@ -616,7 +693,8 @@ mod tests {
                 let log = std::sync::Arc::clone(&log);
                 tokio::spawn(async move {
                     let uri = format!("https://v/secrets/s{i}");
-                    log.append_async(request("GET", &uri, 200)).await
+                    log.append_async(request("GET", &uri, 200), i % 2 == 0)
+                        .await
                 })
             })
             .collect();
@@ -624,6 +702,29 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(verify(&dir).unwrap(), Verified::Intact(200));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_record_is_synced_before_its_answer_and_others_soon_after() {
+        let dir = std::env::temp_dir().join(format!("kh-audit-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = AuditLog::open(&dir, 0).unwrap();
+        let dirty = |log: &AuditLog| log.inner.lock().unwrap().dirty;
+        log.append_async(request("PUT", "https://v/secrets/a", 200), true)
+            .await
+            .unwrap();
+        assert!(!dirty(&log), "a durable append returns after the sync");
+        log.append_async(request("GET", "https://v/secrets/a", 200), false)
+            .await
+            .unwrap();
+        // The sync thread flushes it within SYNC_EVERY (bounded wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while dirty(&log) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!dirty(&log), "a plain append is flushed by the sync thread");
+        assert_eq!(verify(&dir).unwrap(), Verified::Intact(2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

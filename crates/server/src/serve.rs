@@ -288,26 +288,43 @@ fn bootstrap_file(
     Ok(bootstrap)
 }
 
+/// Pending connections the kernel queues per listener (capped by
+/// `net.core.somaxconn`). tokio's `bind` asks for 128: when hundreds of
+/// clients connect at once (a deployment's startup storm) the rest were
+/// dropped and waited a second for their SYN to be sent again.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` (SO_REUSEADDR, as `TcpListener::bind`) with a
+/// backlog of [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let prepared = prepare(&config).await?;
     let mut listeners = Vec::new();
     for addr in std::iter::once(config.listen).chain(config.extra_listen.iter().copied()) {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))?;
+        let l =
+            listen(addr).map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
     let admin = match config.admin_listen {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            listen(addr)
                 .map_err(|e| StartError::Io(format!("cannot listen on {addr} (admin): {e}")))?,
         ),
         None => None,
     };
     let imds = match config.imds_listen {
-        Some(addr) => match TcpListener::bind(addr).await {
+        Some(addr) => match listen(addr) {
             Ok(l) => Some(l),
             Err(e) if !config.imds_required => {
                 tracing::warn!(%addr, error = %e, "managed-identity endpoint not started (use --imds-listen to choose an address)");

@@ -235,13 +235,36 @@ async fn audit(
             }
         }
     }
-    match log.append_async(record).await {
+    let durable = changes_state(&facts.method, status, note.operation.as_deref());
+    match log.append_async(record, durable).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "audit record could not be written");
             false
         }
     }
+}
+
+/// Whether a request may have changed state, so its audit record must be
+/// on disk before it is answered. Reads, refusals (4xx) and the key
+/// operations that only use a key (and backups, which only read) change
+/// nothing: their records are written before the answer and flushed to
+/// disk within [`crate::audit::SYNC_EVERY`] by the log's sync thread.
+fn changes_state(method: &str, status: StatusCode, operation: Option<&str>) -> bool {
+    const READ_ONLY: [&str; 9] = [
+        "KeySign",
+        "KeyVerify",
+        "KeyEncrypt",
+        "KeyDecrypt",
+        "KeyWrap",
+        "KeyUnwrap",
+        "KeyBackup",
+        "SecretBackup",
+        "CertificateBackup",
+    ];
+    !(matches!(method, "GET" | "HEAD" | "OPTIONS")
+        || status.is_client_error()
+        || operation.is_some_and(|o| READ_ONLY.contains(&o)))
 }
 
 /// 503 while no audit destination can record requests (fail closed). The
@@ -543,5 +566,27 @@ mod tests {
         assert!(!is_health(&req("GET", "/secrets/healthz")));
         assert!(!is_health(&req("GET", "/secrets/healthz?api-version=7.5")));
         assert!(!is_health(&req("DELETE", "/healthz")));
+    }
+
+    #[test]
+    fn records_of_requests_that_change_state_wait_for_the_disk() {
+        let ok = StatusCode::OK;
+        assert!(changes_state("PUT", ok, Some("SecretSet")));
+        assert!(changes_state("DELETE", ok, Some("SecretDelete")));
+        assert!(changes_state("POST", ok, Some("KeyCreate")));
+        assert!(changes_state("POST", ok, Some("Authentication")));
+        assert!(changes_state(
+            "POST",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None
+        ));
+        assert!(!changes_state("GET", ok, Some("SecretGet")));
+        assert!(!changes_state("POST", ok, Some("KeySign")));
+        assert!(!changes_state("POST", ok, Some("KeyBackup")));
+        assert!(!changes_state(
+            "PUT",
+            StatusCode::FORBIDDEN,
+            Some("SecretSet")
+        ));
     }
 }

@@ -1927,7 +1927,7 @@ pub async fn sweep(st: &AppState) -> Result<usize, Error> {
                 Some("keyhaven-scheduler".into()),
                 &note,
             );
-            if let Err(e) = log.append_async(rec).await {
+            if let Err(e) = log.append_async(rec, true).await {
                 tracing::error!(error = %e, "the expiry of a role assignment could not be audited");
             }
         }
