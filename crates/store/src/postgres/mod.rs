@@ -142,7 +142,7 @@ impl PostgresStore {
 /// Records change events in the outbox inside a write's transaction, each
 /// about one of `recs` named as its object is stored.
 async fn record_events(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     vault_id: &str,
     recs: &[VersionRecord],
     events: &[ChangeEvent],
@@ -151,10 +151,11 @@ async fn record_events(
         return Ok(());
     }
     let mut names = std::collections::HashMap::new();
+    let object_name = cached(tx, sql::OBJECT_NAME).await?;
     for rec in events.iter().filter_map(|e| sql::event_about(e, recs)) {
         let (kind, key) = (rec.kind.as_str(), rec.name.key());
         if let Some(row) = tx
-            .query_opt(sql::OBJECT_NAME, &[&vault_id, &kind, &key])
+            .query_opt(&object_name, &[&vault_id, &kind, &key])
             .await
             .map_err(err)?
         {
@@ -164,13 +165,22 @@ async fn record_events(
     let bodies = sql::event_bodies(events, recs, |rec| {
         Ok(names.get(&(rec.kind.as_str(), rec.name.key())).cloned())
     })?;
-    let insert = tx.prepare(sql::RECORD_EVENT).await.map_err(err)?;
+    let insert = cached(tx, sql::RECORD_EVENT).await?;
     for (id, body, under, due) in bodies {
         tx.execute(&insert, &[&id, &body, &under, &due])
             .await
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// `sql::OBJECT_STATE` locking the row.
+const OBJECT_STATE_FOR_UPDATE: &str = "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE";
+
+/// `q` prepared once per connection and kept (the pool's statement cache):
+/// each later use is one round trip, not a prepare and then an execute.
+async fn cached<C: GenericClient + Sync>(c: &C, q: &str) -> StoreResult<tokio_postgres::Statement> {
+    c.prepare_cached(q).await.map_err(err)
 }
 
 fn err(e: tokio_postgres::Error) -> StoreError {
@@ -275,7 +285,7 @@ async fn lock_objects<C: GenericClient + Sync>(
 ) -> StoreResult<()> {
     let mut sorted: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     sorted.sort_unstable();
-    let q = format!("{} FOR UPDATE", sql::OBJECT_STATE);
+    let q = cached(c, OBJECT_STATE_FOR_UPDATE).await?;
     for kind in sorted {
         c.query_opt(&q, &[&vault_id, &kind, &key])
             .await
@@ -486,21 +496,24 @@ impl Store for PostgresStore {
         // multi-object writes never wait on each other in a circle.
         let mut order: Vec<&VersionRecord> = recs.iter().collect();
         order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
+        let (insert_object, lock_object, latest_managed, set_latest) = (
+            cached(&tx, sql::INSERT_OBJECT).await?,
+            cached(&tx, OBJECT_STATE_FOR_UPDATE).await?,
+            cached(&tx, sql::LATEST_MANAGED).await?,
+            cached(&tx, sql::SET_LATEST).await?,
+        );
         for rec in &order {
             let (kind, key) = (rec.kind.as_str(), rec.name.key());
-            tx.execute(
-                sql::INSERT_OBJECT,
-                &[&vault_id, &kind, &key, &rec.name.as_str()],
+            let name = rec.name.as_str();
+            // Create the row, lock it, read its latest version: sent
+            // together (pipelined, executed in this order), one round trip.
+            let (_, state, managed) = futures_util::future::try_join3(
+                tx.execute(&insert_object, &[&vault_id, &kind, &key, &name]),
+                tx.query_one(&lock_object, &[&vault_id, &kind, &key]),
+                tx.query_opt(&latest_managed, &[&vault_id, &kind, &key]),
             )
             .await
             .map_err(err)?;
-            let state = tx
-                .query_one(
-                    &format!("{} FOR UPDATE", sql::OBJECT_STATE),
-                    &[&vault_id, &kind, &key],
-                )
-                .await
-                .map_err(err)?;
             let deleted: Option<i64> = state.try_get(0).map_err(err)?;
             if deleted.is_some() {
                 return Err(StoreError::NameDeleted {
@@ -508,18 +521,13 @@ impl Store for PostgresStore {
                     name: rec.name.to_string(),
                 });
             }
-            let managed: Option<bool> = tx
-                .query_opt(sql::LATEST_MANAGED, &[&vault_id, &kind, &key])
-                .await
-                .map_err(err)?
-                .map(|r| r.try_get(0).map_err(err))
-                .transpose()?;
+            let managed: Option<bool> = managed.map(|r| r.try_get(0).map_err(err)).transpose()?;
             sql::check_managed(managed, rec)?;
         }
         for rec in recs {
             let (kind, key) = (rec.kind.as_str(), rec.name.key());
             let seq = insert_version(&tx, vault_id, rec).await?;
-            tx.execute(sql::SET_LATEST, &[&vault_id, &kind, &key, &seq])
+            tx.execute(&set_latest, &[&vault_id, &kind, &key, &seq])
                 .await
                 .map_err(err)?;
         }
