@@ -49,8 +49,13 @@ struct Writer {
     size: u64,
     seq: u64,
     last: String,
-    /// Bytes written since the last successful sync.
-    dirty: bool,
+    /// Batches written so far (what a sync covers is counted in these).
+    written: u64,
+    /// A sync failed (here or at rotation): every sync reports failure until
+    /// `append` (the recovery record) writes and syncs again. After a failed
+    /// `fdatasync` the kernel may report the next one as fine although the
+    /// pages it lost are gone.
+    sync_failed: bool,
 }
 
 /// A request for the records written so far to be on disk.
@@ -66,6 +71,9 @@ pub struct AuditLog {
     inner: std::sync::Arc<Mutex<Writer>>,
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     syncs: Mutex<std::sync::mpsc::Sender<Option<SyncWaiter>>>,
+    /// Batches known to be on disk; held while syncing, so syncs run one at
+    /// a time and a sync reports success only for what it covered.
+    synced: std::sync::Arc<Mutex<u64>>,
     /// A flush is already scheduled (a plain write need not wake the sync
     /// thread again).
     scheduled: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -193,23 +201,27 @@ impl AuditLog {
             size,
             seq,
             last,
-            dirty: false,
+            written: 0,
+            sync_failed: false,
         }));
         let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let scheduled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let synced = std::sync::Arc::new(Mutex::new(0));
         let (tx, rx) = std::sync::mpsc::channel::<Option<SyncWaiter>>();
-        let (w, h, sch) = (
+        let (w, h, sch, syn) = (
             std::sync::Arc::clone(&inner),
             std::sync::Arc::clone(&healthy),
             std::sync::Arc::clone(&scheduled),
+            std::sync::Arc::clone(&synced),
         );
         std::thread::Builder::new()
             .name("audit-sync".into())
-            .spawn(move || sync_thread(&w, &h, &sch, &rx))?;
+            .spawn(move || sync_thread(&w, &syn, &h, &sch, &rx))?;
         let log = Self {
             inner,
             healthy,
             syncs: Mutex::new(tx),
+            synced,
             scheduled,
         };
         if torn > 0 {
@@ -238,10 +250,13 @@ impl AuditLog {
     /// nothing pay no sync of their own.
     pub async fn append_async(&self, record: Value, durable: bool) -> std::io::Result<()> {
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-        let written = self.write_inner(&[body]);
-        self.healthy
-            .store(written.is_ok(), std::sync::atomic::Ordering::SeqCst);
-        written?;
+        // Only a failure moves the health flag here: it becomes true again
+        // only through `append` (the recovery record), written and synced.
+        if let Err(e) = self.write_inner(&[body]) {
+            self.healthy
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
         if !durable {
             if !self
                 .scheduled
@@ -282,7 +297,9 @@ impl AuditLog {
         }))
     }
 
-    /// Appends a record (its chain field is added here).
+    /// Appends a record (its chain field is added here) and syncs it; a
+    /// success clears an earlier sync failure (this is how `recover` puts
+    /// the log back in service).
     pub fn append(&self, record: Value) -> std::io::Result<()> {
         let out = self.append_inner(record);
         self.healthy
@@ -295,7 +312,10 @@ impl AuditLog {
         // `verify` recomputes); only the hash and the write are serialized.
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         self.write_inner(&[body])?;
-        sync_now(&self.inner)
+        if let Ok(mut w) = self.inner.lock() {
+            w.sync_failed = false;
+        }
+        sync_now(&self.inner, &self.synced)
     }
 
     fn write_inner(&self, bodies: &[Vec<u8>]) -> std::io::Result<()> {
@@ -307,27 +327,33 @@ impl AuditLog {
     }
 }
 
-/// Flushes what was written so far: the file is taken under the lock, the
-/// sync runs without it (writers go on meanwhile; a sync covers every byte
-/// written before it starts).
-fn sync_now(inner: &Mutex<Writer>) -> std::io::Result<()> {
-    let file = {
-        let mut w = inner
-            .lock()
-            .map_err(|_| std::io::Error::other("audit log poisoned"))?;
-        if !w.dirty {
-            return Ok(());
-        }
-        w.dirty = false;
-        std::sync::Arc::clone(&w.file)
+/// Flushes what was written so far. Syncs run one at a time (under
+/// `synced`); the file and the count it covers are taken under the writer's
+/// lock, and the sync runs without it (writers go on meanwhile). Success is
+/// reported only for batches a successful sync covered.
+fn sync_now(inner: &Mutex<Writer>, synced: &Mutex<u64>) -> std::io::Result<()> {
+    let poisoned = || std::io::Error::other("audit log poisoned");
+    let mut done = synced.lock().map_err(|_| poisoned())?;
+    let (file, target, failed) = {
+        let w = inner.lock().map_err(|_| poisoned())?;
+        (std::sync::Arc::clone(&w.file), w.written, w.sync_failed)
     };
-    let out = file.sync_data();
-    if out.is_err() {
-        if let Ok(mut w) = inner.lock() {
-            w.dirty = true;
-        }
+    if failed {
+        return Err(std::io::Error::other(
+            "an earlier sync of the audit log failed",
+        ));
     }
-    out
+    if *done >= target {
+        return Ok(());
+    }
+    if let Err(e) = file.sync_data() {
+        if let Ok(mut w) = inner.lock() {
+            w.sync_failed = true;
+        }
+        return Err(e);
+    }
+    *done = target;
+    Ok(())
 }
 
 /// The sync thread: flushes at once when a request waits for it (everyone
@@ -336,6 +362,7 @@ fn sync_now(inner: &Mutex<Writer>) -> std::io::Result<()> {
 /// refuses requests until a record can be written and synced again.
 fn sync_thread(
     inner: &Mutex<Writer>,
+    synced: &Mutex<u64>,
     healthy: &std::sync::atomic::AtomicBool,
     scheduled: &std::sync::atomic::AtomicBool,
     rx: &std::sync::mpsc::Receiver<Option<SyncWaiter>>,
@@ -369,7 +396,7 @@ fn sync_thread(
         // Cleared before the sync takes the file: a write after this point
         // schedules the next flush itself.
         scheduled.store(false, std::sync::atomic::Ordering::SeqCst);
-        let result = sync_now(inner);
+        let result = sync_now(inner, synced);
         due = None;
         if result.is_err() {
             healthy.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -382,7 +409,7 @@ fn sync_thread(
             let _ = tx.send(answer);
         }
     }
-    let _ = sync_now(inner);
+    let _ = sync_now(inner, synced);
 }
 
 /// Chains and appends records (canonical JSON bodies) in one write; on a
@@ -392,7 +419,10 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
         if w.size >= ROTATE_BYTES {
             let n = rotated_files(&w.dir).last().map_or(1, |(n, _)| n + 1);
             let (from, to) = (w.dir.join(CURRENT), w.dir.join(format!("audit.{n}.jsonl")));
-            w.file.sync_data()?;
+            if let Err(e) = w.file.sync_data() {
+                w.sync_failed = true;
+                return Err(e);
+            }
             std::fs::rename(from, to)?;
             w.file = std::sync::Arc::new(open_private(&w.dir.join(CURRENT))?);
             // The rename and the new file are durable before records go in.
@@ -433,7 +463,7 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
     w.size += out.len() as u64;
     w.seq = seq;
     w.last = last;
-    w.dirty = true;
+    w.written += 1;
     Ok(())
 }
 
@@ -710,7 +740,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kh-audit-sync-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let log = AuditLog::open(&dir, 0).unwrap();
-        let dirty = |log: &AuditLog| log.inner.lock().unwrap().dirty;
+        let dirty = |log: &AuditLog| {
+            let written = log.inner.lock().unwrap().written;
+            let synced = *log.synced.lock().unwrap();
+            written > synced
+        };
         log.append_async(request("PUT", "https://v/secrets/a", 200), true)
             .await
             .unwrap();

@@ -248,7 +248,7 @@ async fn audit(
 /// Whether a request may have changed state, so its audit record must be
 /// on disk before it is answered. Reads, refusals (4xx) and the key
 /// operations that only use a key (and backups, which only read) change
-/// nothing: their records are written before the answer and flushed to
+/// nothing, except sign-ins and the pool exchange key: their records are written before the answer and flushed to
 /// disk within [`crate::audit::SYNC_EVERY`] by the log's sync thread.
 fn changes_state(method: &str, status: StatusCode, operation: Option<&str>) -> bool {
     const READ_ONLY: [&str; 9] = [
@@ -262,6 +262,14 @@ fn changes_state(method: &str, status: StatusCode, operation: Option<&str>) -> b
         "SecretBackup",
         "CertificateBackup",
     ];
+    // Sign-ins (the login plane's POSTs) change state whatever their answer
+    // (a replayed refresh token revokes its whole family and is answered
+    // 400), and the first read of a pool's exchange key creates it.
+    match operation {
+        Some("Authentication") if method == "POST" => return true,
+        Some("SecurityDomainTransferKey") => return true,
+        _ => {}
+    }
     !(matches!(method, "GET" | "HEAD" | "OPTIONS")
         || status.is_client_error()
         || operation.is_some_and(|o| READ_ONLY.contains(&o)))

@@ -141,11 +141,23 @@ impl SqliteStore {
         store._lock = Some(Arc::new(lock));
         store.path = Some(Arc::new(path_of(&store).await?));
         // From here on a commit does not sync by itself: every write waits
-        // for the WAL's group sync before it returns (`run_raw`).
-        store.wal = Some(wal_sync::WalSync::start(&path_of(&store).await?)?);
-        store
-            .run(|c| c.execute_batch("PRAGMA synchronous = NORMAL;").map_err(err))
+        // for the WAL's group sync before it returns (`run_raw`). Only in
+        // WAL mode (SQLite keeps its rollback journal, and FULL, where a
+        // file system cannot hold a WAL).
+        let mode: String = store
+            .run(|c| {
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .map_err(err)
+            })
             .await?;
+        if mode.eq_ignore_ascii_case("wal") {
+            store.wal = Some(wal_sync::WalSync::start(&path_of(&store).await?)?);
+            store
+                .run(|c| c.execute_batch("PRAGMA synchronous = NORMAL;").map_err(err))
+                .await?;
+        } else {
+            tracing::warn!(%mode, "SQLite is not in WAL mode: every write syncs on its own");
+        }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -217,6 +229,12 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let (conn, wal) = (Arc::clone(&self.conn), self.wal.clone());
+        if wal.as_ref().is_some_and(|w| w.failed()) {
+            return Err(StoreError::Unavailable(
+                "a sync of the database to disk failed: writes are refused until keyhaven restarts"
+                    .into(),
+            ));
+        }
         let (out, ticket) = tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
@@ -224,17 +242,24 @@ impl SqliteStore {
             let before = guard.total_changes();
             let out = f(&mut guard);
             // A closure that changed rows committed them (or rolled back:
-            // a sync then costs a little and harms nothing).
-            let ticket = match &wal {
-                Some(w) if guard.total_changes() != before => Some(w.committed()),
-                _ => None,
-            };
+            // a sync then costs a little and harms nothing); one that
+            // changed nothing may still have decided on rows a commit not
+            // yet durable wrote (a compare-and-set that lost), so it waits
+            // for the last commit.
+            let ticket = wal.as_ref().map(|w| {
+                if guard.total_changes() != before {
+                    w.committed()
+                } else {
+                    w.latest()
+                }
+            });
             Ok::<_, StoreError>((out, ticket))
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        // Acknowledged only once durable (cancelling this wait skips
-        // nothing: the sync thread syncs anyway).
+        // Acknowledged only once durable. A caller cancelled before this
+        // wait was never acknowledged; its commit is synced with the next
+        // write's, or by SQLite before the next checkpoint.
         if let (Some(w), Some(t)) = (&self.wal, ticket) {
             w.durable(t).await?;
         }
