@@ -174,19 +174,13 @@ impl AuditLog {
         // after it would break the chain for good. Cut back to the last
         // whole record first, and say so in the log once it is open.
         let torn = cut_torn_tail(&dir.join(CURRENT))?;
+        // The chain goes on from the last record: the newest file's last
+        // line (read from the end: a long history costs nothing at start).
         let (mut seq, mut last) = (0, GENESIS.to_owned());
-        for path in files(dir) {
-            for line in BufReader::new(File::open(&path)?).lines() {
-                let line = line?;
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if let (Some(s), Some(h)) = (
-                        v.pointer("/keyhavenChain/seq").and_then(Value::as_u64),
-                        v.pointer("/keyhavenChain/hash").and_then(Value::as_str),
-                    ) {
-                        seq = s;
-                        last = h.to_owned();
-                    }
-                }
+        for path in files(dir).iter().rev() {
+            if let Some((s, h)) = last_chained(path)? {
+                (seq, last) = (s, h);
+                break;
             }
         }
         let path = dir.join(CURRENT);
@@ -250,6 +244,12 @@ impl AuditLog {
     /// nothing pay no sync of their own.
     pub async fn append_async(&self, record: Value, durable: bool) -> std::io::Result<()> {
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        self.append_bytes_async(body, durable).await
+    }
+
+    /// [`Self::append_async`] of a record already serialized in canonical
+    /// form (a JSON object, keys sorted: see [`AuditRecord`]).
+    pub async fn append_bytes_async(&self, body: Vec<u8>, durable: bool) -> std::io::Result<()> {
         // Only a failure moves the health flag here: it becomes true again
         // only through `append` (the recovery record), written and synced.
         if let Err(e) = self.write_inner(&[body]) {
@@ -470,19 +470,78 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
 /// Cuts `path` back to its last complete line (the end of the last whole
 /// record); returns how many bytes went. A missing file is no tail.
 fn cut_torn_tail(path: &Path) -> std::io::Result<u64> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut f = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let torn = (bytes.len() - whole) as u64;
+    let len = f.metadata()?.len();
+    let whole = match last_newline(&mut f, len, len)? {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    let torn = len - whole;
     if torn > 0 {
-        let f = OpenOptions::new().write(true).open(path)?;
-        f.set_len(whole as u64)?;
+        f.set_len(whole)?;
         f.sync_all()?;
     }
     Ok(torn)
+}
+
+/// The offset of the last `\n` in `f` before `end`, read backwards in
+/// growing chunks.
+fn last_newline(f: &mut File, len: u64, end: u64) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let end = end.min(len);
+    let mut chunk: u64 = 64 * 1024;
+    let mut hi = end;
+    while hi > 0 {
+        let lo = hi.saturating_sub(chunk);
+        f.seek(SeekFrom::Start(lo))?;
+        let mut buf = Vec::new();
+        (&mut *f).take(hi - lo).read_to_end(&mut buf)?;
+        if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(lo + i as u64));
+        }
+        hi = lo;
+        chunk = chunk.saturating_mul(4);
+    }
+    Ok(None)
+}
+
+/// `seq` and `hash` of the last record of `path` (whole lines only: the
+/// caller cut any torn tail), or None for an empty file or one whose last
+/// line carries no chain (then the file is read whole, as `verify` does).
+fn last_chained(path: &Path) -> std::io::Result<Option<(u64, String)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let chain = |line: &str| {
+        let v = serde_json::from_str::<Value>(line).ok()?;
+        Some((
+            v.pointer("/keyhavenChain/seq").and_then(Value::as_u64)?,
+            v.pointer("/keyhavenChain/hash")
+                .and_then(Value::as_str)?
+                .to_owned(),
+        ))
+    };
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let Some(end) = last_newline(&mut f, len, len)? else {
+        return Ok(None);
+    };
+    let start = last_newline(&mut f, len, end)?.map_or(0, |i| i + 1);
+    f.seek(SeekFrom::Start(start))?;
+    let mut line = String::new();
+    (&mut f).take(end - start).read_to_string(&mut line)?;
+    if let Some(found) = chain(&line) {
+        return Ok(Some(found));
+    }
+    let mut found = None;
+    for line in BufReader::new(File::open(path)?).lines() {
+        if let Some(c) = chain(&line?) {
+            found = Some(c);
+        }
+    }
+    Ok(found)
 }
 
 /// The outcome of `verify`.
@@ -525,7 +584,140 @@ pub fn verify(dir: &Path) -> std::io::Result<Verified> {
     Ok(Verified::Intact(seq))
 }
 
-/// Builds an AuditEvent record.
+/// One audit record, serialized straight to its canonical form: the fields
+/// are declared in sorted key order (as a `serde_json::Value` object, a
+/// `BTreeMap`, would write them and as `verify` recomputes them), so the
+/// request path builds no map per record.
+#[derive(serde::Serialize)]
+pub struct AuditRecord<'a> {
+    #[serde(rename = "callerIpAddress")]
+    caller_ip: String,
+    category: &'static str,
+    #[serde(rename = "correlationId")]
+    correlation_id: String,
+    #[serde(rename = "durationMs")]
+    duration_ms: String,
+    identity: Option<Claims<'a>>,
+    #[serde(rename = "operationName")]
+    operation: std::borrow::Cow<'a, str>,
+    #[serde(rename = "operationVersion")]
+    operation_version: String,
+    properties: Properties<'a>,
+    #[serde(rename = "resourceId")]
+    resource_id: String,
+    #[serde(rename = "resultDescription")]
+    result_description: &'static str,
+    #[serde(rename = "resultSignature")]
+    result_signature: &'static str,
+    #[serde(rename = "resultType")]
+    result_type: &'static str,
+    time: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    claim: &'a Map<String, Value>,
+}
+
+/// `properties`: the fixed fields (sorted), or a map when a plane added
+/// its own (`AuditNote::properties`), merged without overriding.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Properties<'a> {
+    Fixed(FixedProperties<'a>),
+    Merged(Map<String, Value>),
+}
+
+#[derive(serde::Serialize)]
+struct FixedProperties<'a> {
+    #[serde(rename = "clientInfo", skip_serializing_if = "Option::is_none")]
+    client_info: Option<String>,
+    #[serde(rename = "httpStatusCode")]
+    http_status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(
+        rename = "isAccessPolicyMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
+    is_access_policy_match: Option<bool>,
+    #[serde(rename = "isRbacAuthorized", skip_serializing_if = "Option::is_none")]
+    is_rbac_authorized: Option<bool>,
+    #[serde(rename = "requestUri")]
+    request_uri: &'a str,
+    #[serde(rename = "tlsVersion", skip_serializing_if = "Option::is_none")]
+    tls_version: Option<&'a str>,
+}
+
+impl<'a> AuditRecord<'a> {
+    /// The record of a request, in Azure's `AuditEvent` shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        time: &'a str,
+        method: &str,
+        request_uri: &'a str,
+        status: u16,
+        duration_ms: u128,
+        caller_ip: Option<String>,
+        correlation_id: Option<String>,
+        api_version: Option<String>,
+        tls: Option<&'a str>,
+        user_agent: Option<String>,
+        note: &'a AuditNote,
+    ) -> Self {
+        let operation = match &note.operation {
+            Some(o) => std::borrow::Cow::Borrowed(o.as_str()),
+            None => std::borrow::Cow::Owned(format!("Unknown{method}")),
+        };
+        let fixed = FixedProperties {
+            client_info: user_agent,
+            http_status_code: status,
+            id: note.object_id.as_deref(),
+            is_access_policy_match: note.access_policy_match,
+            is_rbac_authorized: note.rbac.map(|b| b && status < 400),
+            request_uri,
+            tls_version: tls,
+        };
+        let properties = match &note.properties {
+            Some(more) => {
+                let mut props = match serde_json::to_value(&fixed) {
+                    Ok(Value::Object(m)) => m,
+                    _ => Map::new(),
+                };
+                for (k, v) in more {
+                    props.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                Properties::Merged(props)
+            }
+            None => Properties::Fixed(fixed),
+        };
+        Self {
+            caller_ip: caller_ip.unwrap_or_default(),
+            category: "AuditEvent",
+            correlation_id: correlation_id.unwrap_or_default(),
+            duration_ms: duration_ms.to_string(),
+            identity: note.identity.as_ref().map(|claim| Claims { claim }),
+            operation,
+            operation_version: api_version.unwrap_or_default(),
+            properties,
+            resource_id: note
+                .resource_id
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .unwrap_or_default(),
+            result_description: "",
+            result_signature: http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+            result_type: if status < 400 { "Success" } else { "Failure" },
+            time,
+        }
+    }
+}
+
+/// [`AuditRecord::new`] as a JSON value (for the optional destinations and
+/// callers outside the request path).
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     time: &str,
@@ -540,53 +732,20 @@ pub fn record(
     user_agent: Option<String>,
     note: &AuditNote,
 ) -> Value {
-    let operation = note
-        .operation
-        .clone()
-        .unwrap_or_else(|| format!("Unknown{method}"));
-    let result_type = if status < 400 { "Success" } else { "Failure" };
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    let mut props = Map::new();
-    props.insert("requestUri".into(), json!(request_uri));
-    props.insert("httpStatusCode".into(), json!(status));
-    if let Some(id) = &note.object_id {
-        props.insert("id".into(), json!(id));
-    }
-    if let Some(b) = note.access_policy_match {
-        props.insert("isAccessPolicyMatch".into(), json!(b));
-    }
-    if let Some(b) = note.rbac {
-        props.insert("isRbacAuthorized".into(), json!(b && status < 400));
-    }
-    if let Some(t) = tls {
-        props.insert("tlsVersion".into(), json!(t));
-    }
-    if let Some(ua) = user_agent {
-        props.insert("clientInfo".into(), json!(ua));
-    }
-    if let Some(more) = &note.properties {
-        for (k, v) in more {
-            props.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    json!({
-        "time": time,
-        "resourceId": note.resource_id.as_deref().map(str::to_ascii_uppercase).unwrap_or_default(),
-        "operationName": operation,
-        "operationVersion": api_version.unwrap_or_default(),
-        "category": "AuditEvent",
-        "resultType": result_type,
-        "resultSignature": reason,
-        "resultDescription": "",
-        "durationMs": duration_ms.to_string(),
-        "callerIpAddress": caller_ip.unwrap_or_default(),
-        "correlationId": correlation_id.unwrap_or_default(),
-        "identity": note.identity.as_ref().map_or(Value::Null, |c| json!({"claim": c})),
-        "properties": props,
-    })
+    serde_json::to_value(AuditRecord::new(
+        time,
+        method,
+        request_uri,
+        status,
+        duration_ms,
+        caller_ip,
+        correlation_id,
+        api_version,
+        tls,
+        user_agent,
+        note,
+    ))
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -759,6 +918,87 @@ mod tests {
         }
         assert!(!dirty(&log), "a plain append is flushed by the sync thread");
         assert_eq!(verify(&dir).unwrap(), Verified::Intact(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The request path writes the record's bytes straight from the struct:
+    /// they must be the canonical form `verify` recomputes (keys sorted).
+    #[test]
+    fn a_record_serializes_to_its_canonical_form() {
+        let mut claims = Map::new();
+        claims.insert("oid".into(), json!("o-1"));
+        claims.insert("appid".into(), json!("a-1"));
+        let mut extra = Map::new();
+        extra.insert("zeta".into(), json!(1));
+        extra.insert("httpStatusCode".into(), json!("not this one"));
+        extra.insert("Alpha".into(), json!(true));
+        for properties in [None, Some(extra)] {
+            let note = AuditNote {
+                operation: Some("SecretGet".into()),
+                resource_id: Some(
+                    "/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/v"
+                        .into(),
+                ),
+                object_id: Some("https://v.vault.localhost/secrets/a".into()),
+                identity: Some(claims.clone()),
+                rbac: Some(true),
+                access_policy_match: Some(false),
+                properties,
+            };
+            let rec = AuditRecord::new(
+                "2026-12-05T00:00:00Z",
+                "GET",
+                "https://v.vault.localhost/secrets/a",
+                200,
+                3,
+                Some("10.0.0.1".into()),
+                Some("c\"1".into()),
+                Some("7.5".into()),
+                Some("TLS1_3"),
+                Some("ua/1".into()),
+                &note,
+            );
+            let direct = serde_json::to_vec(&rec).unwrap();
+            let value: Value = serde_json::from_slice(&direct).unwrap();
+            assert_eq!(
+                direct,
+                serde_json::to_vec(&value).unwrap(),
+                "keys in sorted order"
+            );
+            assert_eq!(value["properties"]["httpStatusCode"], json!(200));
+            assert_eq!(value["identity"]["claim"]["oid"], json!("o-1"));
+        }
+    }
+
+    /// Opening reads only the newest file's last record: the chain goes on
+    /// after a long history, and after a rotation left the current file empty.
+    #[test]
+    fn reopening_continues_the_chain_from_the_last_record() {
+        let dir = std::env::temp_dir().join(format!("kh-audit-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let log = AuditLog::open(&dir, 0).unwrap();
+            for i in 0..1500 {
+                log.append(request("GET", &format!("https://v/secrets/s{i}"), 200))
+                    .unwrap();
+            }
+        }
+        {
+            let log = AuditLog::open(&dir, 0).unwrap();
+            log.append(request("PUT", "https://v/secrets/a", 200))
+                .unwrap();
+        }
+        assert_eq!(verify(&dir).unwrap(), Verified::Intact(1501));
+        // As a rotation leaves it: the records in audit.1.jsonl, an empty
+        // current file.
+        std::fs::rename(dir.join(CURRENT), dir.join("audit.1.jsonl")).unwrap();
+        std::fs::write(dir.join(CURRENT), b"").unwrap();
+        {
+            let log = AuditLog::open(&dir, 0).unwrap();
+            log.append(request("PUT", "https://v/secrets/b", 200))
+                .unwrap();
+        }
+        assert_eq!(verify(&dir).unwrap(), Verified::Intact(1502));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -164,8 +164,9 @@ async fn audit(
     let Some(log) = state.audit.as_ref() else {
         return true;
     };
-    let record = crate::audit::record(
-        &keyhaven_wire::oauth::iso8601(state.clock.now()),
+    let now_text = keyhaven_wire::oauth::iso8601(state.clock.now());
+    let rec = crate::audit::AuditRecord::new(
+        &now_text,
         &facts.method,
         &facts.uri,
         status.as_u16(),
@@ -177,6 +178,15 @@ async fn audit(
         facts.user_agent,
         &note,
     );
+    // Canonical bytes straight from the record (no JSON value built); the
+    // optional destinations below take a value only when configured.
+    let body = match serde_json::to_vec(&rec) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "audit record could not be serialized");
+            return false;
+        }
+    };
     let time = state.clock.now();
     let sinks = match note.resource_id.as_deref() {
         Some(vault) => match state.audit_sinks().await {
@@ -189,6 +199,7 @@ async fn audit(
         None => None,
     };
     if let Some(sinks) = sinks {
+        let record = serde_json::to_value(&rec).unwrap_or_default();
         let line = record.to_string();
         if sinks.stdout {
             println!("{line}");
@@ -236,7 +247,7 @@ async fn audit(
         }
     }
     let durable = changes_state(&facts.method, status, note.operation.as_deref());
-    match log.append_async(record, durable).await {
+    match log.append_bytes_async(body, durable).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!(error = %e, "audit record could not be written");
