@@ -252,7 +252,7 @@ impl AuditLog {
     pub async fn append_bytes_async(&self, body: Vec<u8>, durable: bool) -> std::io::Result<()> {
         // Only a failure moves the health flag here: it becomes true again
         // only through `append` (the recovery record), written and synced.
-        if let Err(e) = self.write_inner(&[body]) {
+        if let Err(e) = self.write_inner(&body) {
             self.healthy
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             return Err(e);
@@ -311,19 +311,19 @@ impl AuditLog {
         // Serialized once, outside the lock (keys sorted: the canonical form
         // `verify` recomputes); only the hash and the write are serialized.
         let body = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-        self.write_inner(&[body])?;
+        self.write_inner(&body)?;
         if let Ok(mut w) = self.inner.lock() {
             w.sync_failed = false;
         }
         sync_now(&self.inner, &self.synced)
     }
 
-    fn write_inner(&self, bodies: &[Vec<u8>]) -> std::io::Result<()> {
+    fn write_inner(&self, body: &[u8]) -> std::io::Result<()> {
         let mut w = self
             .inner
             .lock()
             .map_err(|_| std::io::Error::other("audit log poisoned"))?;
-        write_batch(&mut w, bodies)
+        write_record(&mut w, body)
     }
 }
 
@@ -414,7 +414,7 @@ fn sync_thread(
 
 /// Chains and appends records (canonical JSON bodies) in one write; on a
 /// failure nothing of the batch stays in the file and the chain is unchanged.
-fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
+fn write_record(w: &mut Writer, body: &[u8]) -> std::io::Result<()> {
     {
         if w.size >= ROTATE_BYTES {
             let n = rotated_files(&w.dir).last().map_or(1, |(n, _)| n + 1);
@@ -430,29 +430,26 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
             w.size = 0;
         }
     }
-    let (mut seq, mut last) = (w.seq, w.last.clone());
-    let mut out = Vec::with_capacity(bodies.iter().map(|b| b.len() + 200).sum());
-    for body in bodies {
-        let Some((b'}', open)) = body.split_last() else {
-            return Err(std::io::Error::other(
-                "an audit record must be a JSON object",
-            ));
-        };
-        seq += 1;
-        let hash = hash_bytes(&last, body);
-        out.extend_from_slice(open);
-        if open.len() > 1 {
-            out.push(b',');
-        }
-        out.extend_from_slice(
-            format!(
-                "\"keyhavenChain\":{{\"hash\":\"{hash}\",\"prev\":\"{last}\",\"seq\":{seq}}}}}\n"
-            )
-            .as_bytes(),
-        );
-        last = hash;
+    let Some((b'}', open)) = body.split_last() else {
+        return Err(std::io::Error::other(
+            "an audit record must be a JSON object",
+        ));
+    };
+    let seq = w.seq + 1;
+    let hash = hash_bytes(&w.last, body);
+    let mut out = Vec::with_capacity(body.len() + 200);
+    out.extend_from_slice(open);
+    if open.len() > 1 {
+        out.push(b',');
     }
-    // One write(2) of whole records (the file is in append mode); the
+    out.extend_from_slice(
+        format!(
+            "\"keyhavenChain\":{{\"hash\":\"{hash}\",\"prev\":\"{}\",\"seq\":{seq}}}}}\n",
+            w.last
+        )
+        .as_bytes(),
+    );
+    // One write(2) of the whole record (the file is in append mode); the
     // sync is the sync thread's (see `AuditLog::append_async`).
     if let Err(e) = (&*w.file).write_all(&out) {
         // No half-written record: cut the file back to the last whole one.
@@ -462,7 +459,7 @@ fn write_batch(w: &mut Writer, bodies: &[Vec<u8>]) -> std::io::Result<()> {
     }
     w.size += out.len() as u64;
     w.seq = seq;
-    w.last = last;
+    w.last = hash;
     w.written += 1;
     Ok(())
 }
@@ -476,7 +473,7 @@ fn cut_torn_tail(path: &Path) -> std::io::Result<u64> {
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();
-    let whole = match last_newline(&mut f, len, len)? {
+    let whole = match last_newline(&mut f, len)? {
         Some(i) => i + 1,
         None => 0,
     };
@@ -488,11 +485,10 @@ fn cut_torn_tail(path: &Path) -> std::io::Result<u64> {
     Ok(torn)
 }
 
-/// The offset of the last `\n` in `f` before `end`, read backwards in
-/// growing chunks.
-fn last_newline(f: &mut File, len: u64, end: u64) -> std::io::Result<Option<u64>> {
+/// The offset of the last `\n` in `f` before `end` (at most its length),
+/// read backwards in growing chunks.
+fn last_newline(f: &mut File, end: u64) -> std::io::Result<Option<u64>> {
     use std::io::{Read, Seek, SeekFrom};
-    let end = end.min(len);
     let mut chunk: u64 = 64 * 1024;
     let mut hi = end;
     while hi > 0 {
@@ -525,10 +521,10 @@ fn last_chained(path: &Path) -> std::io::Result<Option<(u64, String)>> {
     };
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
-    let Some(end) = last_newline(&mut f, len, len)? else {
+    let Some(end) = last_newline(&mut f, len)? else {
         return Ok(None);
     };
-    let start = last_newline(&mut f, len, end)?.map_or(0, |i| i + 1);
+    let start = last_newline(&mut f, end)?.map_or(0, |i| i + 1);
     f.seek(SeekFrom::Start(start))?;
     let mut line = String::new();
     (&mut f).take(end - start).read_to_string(&mut line)?;

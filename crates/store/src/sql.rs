@@ -74,8 +74,14 @@ pub fn list_deleted_versions() -> String {
     )
 }
 
-pub const OBJECT_STATE: &str =
-    "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+macro_rules! object_state {
+    () => {
+        "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3"
+    };
+}
+pub const OBJECT_STATE: &str = object_state!();
+/// PostgreSQL: [`OBJECT_STATE`] locking the row.
+pub const OBJECT_STATE_FOR_UPDATE: &str = concat!(object_state!(), " FOR UPDATE");
 /// Whether an object's latest version is owned by a certificate (no row
 /// when the object has no version yet).
 pub const LATEST_MANAGED: &str =

@@ -259,8 +259,9 @@ async fn audit(
 /// Whether a request may have changed state, so its audit record must be
 /// on disk before it is answered. Reads, refusals (4xx) and the key
 /// operations that only use a key (and backups, which only read) change
-/// nothing, except sign-ins and the pool exchange key: their records are written before the answer and flushed to
-/// disk within [`crate::audit::SYNC_EVERY`] by the log's sync thread.
+/// nothing, except sign-ins and the pool exchange key (below). Records of
+/// requests that changed nothing are written before the answer and flushed
+/// to disk within [`crate::audit::SYNC_EVERY`] by the log's sync thread.
 fn changes_state(method: &str, status: StatusCode, operation: Option<&str>) -> bool {
     const READ_ONLY: [&str; 9] = [
         "KeySign",

@@ -174,9 +174,6 @@ async fn record_events(
     Ok(())
 }
 
-/// `sql::OBJECT_STATE` locking the row.
-const OBJECT_STATE_FOR_UPDATE: &str = "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE";
-
 /// `q` prepared once per connection and kept (the pool's statement cache):
 /// each later use is one round trip, not a prepare and then an execute.
 async fn cached<C: GenericClient + Sync>(c: &C, q: &str) -> StoreResult<tokio_postgres::Statement> {
@@ -285,7 +282,7 @@ async fn lock_objects<C: GenericClient + Sync>(
 ) -> StoreResult<()> {
     let mut sorted: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     sorted.sort_unstable();
-    let q = cached(c, OBJECT_STATE_FOR_UPDATE).await?;
+    let q = cached(c, sql::OBJECT_STATE_FOR_UPDATE).await?;
     for kind in sorted {
         c.query_opt(&q, &[&vault_id, &kind, &key])
             .await
@@ -498,7 +495,7 @@ impl Store for PostgresStore {
         order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
         let (insert_object, lock_object, latest_managed, set_latest) = (
             cached(&tx, sql::INSERT_OBJECT).await?,
-            cached(&tx, OBJECT_STATE_FOR_UPDATE).await?,
+            cached(&tx, sql::OBJECT_STATE_FOR_UPDATE).await?,
             cached(&tx, sql::LATEST_MANAGED).await?,
             cached(&tx, sql::SET_LATEST).await?,
         );

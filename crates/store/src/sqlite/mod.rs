@@ -151,7 +151,9 @@ impl SqliteStore {
             })
             .await?;
         if mode.eq_ignore_ascii_case("wal") {
-            store.wal = Some(wal_sync::WalSync::start(&path_of(&store).await?)?);
+            if let Some(path) = &store.path {
+                store.wal = Some(wal_sync::WalSync::start(path)?);
+            }
             store
                 .run(|c| c.execute_batch("PRAGMA synchronous = NORMAL;").map_err(err))
                 .await?;
@@ -229,11 +231,8 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let (conn, wal) = (Arc::clone(&self.conn), self.wal.clone());
-        if wal.as_ref().is_some_and(|w| w.failed()) {
-            return Err(StoreError::Unavailable(
-                "a sync of the database to disk failed: writes are refused until keyhaven restarts"
-                    .into(),
-            ));
+        if let Some(w) = &wal {
+            w.check()?;
         }
         let (out, ticket) = tokio::task::spawn_blocking(move || {
             let mut guard = conn

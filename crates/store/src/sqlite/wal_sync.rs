@@ -61,6 +61,13 @@ impl Wal {
     }
 }
 
+/// The answer once a sync has failed.
+fn failed() -> StoreError {
+    StoreError::Unavailable(
+        "a sync of the database to disk failed: writes are refused until keyhaven restarts".into(),
+    )
+}
+
 impl WalSync {
     /// Starts the sync thread for the WAL of the database at `db`.
     pub(super) fn start(db: &Path) -> StoreResult<Arc<Self>> {
@@ -116,37 +123,30 @@ impl WalSync {
         self.committed.load(Ordering::SeqCst)
     }
 
-    /// Whether a sync has failed (writes are refused from then on).
-    pub(super) fn failed(&self) -> bool {
-        self.done.borrow().1
+    /// Refuses once a sync has failed (writes are refused from then on).
+    pub(super) fn check(&self) -> StoreResult<()> {
+        if self.done.borrow().1 {
+            return Err(failed());
+        }
+        Ok(())
     }
 
     /// Waits until the commit of `ticket` is on disk.
     pub(super) async fn durable(&self, ticket: u64) -> StoreResult<()> {
-        let failed = || {
-            StoreError::Unavailable(
-                "a sync of the database to disk failed: writes are refused until keyhaven restarts"
-                    .into(),
-            )
-        };
+        self.check()?;
         let mut rx = self.done.clone();
-        let now = *rx.borrow();
-        if now.1 {
-            return Err(failed());
-        }
-        if now.0 >= ticket {
+        if rx.borrow().0 >= ticket {
             return Ok(());
         }
+        let stopped = || StoreError::Unavailable("the database sync thread stopped".into());
         let poked = self.poke.lock().ok().is_some_and(|q| q.send(()).is_ok());
         if !poked {
-            return Err(StoreError::Unavailable(
-                "the database sync thread stopped".into(),
-            ));
+            return Err(stopped());
         }
         let state = *rx
             .wait_for(|(ok, failed)| *failed || *ok >= ticket)
             .await
-            .map_err(|_| StoreError::Unavailable("the database sync thread stopped".into()))?;
+            .map_err(|_| stopped())?;
         if state.1 {
             Err(failed())
         } else {
@@ -179,13 +179,13 @@ mod tests {
         for w in waits {
             w.await.unwrap().unwrap();
         }
-        assert!(!sync.failed());
+        assert!(sync.check().is_ok());
         // The WAL cannot be synced (gone): the write is not acknowledged,
         // and nothing after it is, even once the file is back.
         std::fs::remove_file(dir.join("db.sqlite-wal")).unwrap();
         let t = sync.committed();
         assert!(sync.durable(t).await.is_err());
-        assert!(sync.failed());
+        assert!(sync.check().is_err());
         std::fs::write(dir.join("db.sqlite-wal"), b"frames").unwrap();
         let t = sync.committed();
         assert!(sync.durable(t).await.is_err());
