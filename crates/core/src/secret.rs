@@ -73,7 +73,8 @@ impl VaultService {
         input: SecretInput,
     ) -> Result<SecretBundle> {
         auth.require_on(vault, Operation::SecretSet, name)?;
-        self.refuse_managed(vault, KIND, name, "set").await?;
+        // A certificate's secret is refused by the store, in the write's
+        // transaction (`StoreError::Managed`): no read before the write.
         if input.value.expose().len() > MAX_SECRET_VALUE_BYTES {
             return Err(Error::BadParameter(format!(
                 "The secret value exceeds the maximum size of {MAX_SECRET_VALUE_BYTES} bytes."

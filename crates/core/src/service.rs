@@ -217,18 +217,13 @@ impl VaultService {
         event_type: crate::events::EventType,
     ) -> Result<VersionRecord> {
         let events: Vec<_> = self.event(event_type, vault, &record).into_iter().collect();
-        self.store
+        let stored = self
+            .store
             .put_versions_with(&vault.id, std::slice::from_ref(&record), None, &events)
             .await?;
         self.events_committed(!events.is_empty());
-        // The write committed: a failure to read it back (for the name's
-        // stored casing) does not make it a failed write.
-        if let Ok(Some(stored)) = self
-            .store
-            .get_version(&vault.id, record.kind, &record.name, Some(&record.version))
-            .await
-        {
-            record.name = stored.name;
+        if let Some(name) = stored.into_iter().next() {
+            record.name = name;
         }
         Ok(record)
     }

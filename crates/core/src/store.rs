@@ -178,20 +178,23 @@ pub trait Store: Send + Sync {
     /// (`Managed` for a plain write onto a certificate's key or secret,
     /// `NameExists` for a certificate onto a plain one).
     async fn put_versions(&self, vault_id: &str, recs: &[VersionRecord]) -> StoreResult<()> {
-        self.put_versions_with(vault_id, recs, None, &[]).await
+        self.put_versions_with(vault_id, recs, None, &[])
+            .await
+            .map(drop)
     }
     /// `put_versions` plus, in the same transaction, a compare-and-set of
     /// a policy document (`Changed`, nothing written, if it lost) and the
     /// change events the versions cause, recorded in the outbox. An event
     /// about one of `recs` carries the object's name as stored (the casing
-    /// it was created with).
+    /// it was created with). Returns those stored names, one per record in
+    /// the order of `recs`.
     async fn put_versions_with(
         &self,
         vault_id: &str,
         recs: &[VersionRecord],
         policy: Option<&PolicyChange>,
         events: &[ChangeEvent],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<ObjectName>>;
     /// Reads a live version (`None` = latest).
     async fn get_version(
         &self,

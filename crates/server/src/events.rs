@@ -268,6 +268,8 @@ const LEASE_MS: i64 = 60_000;
 /// How often a node looks for due entries without being woken (entries
 /// another node recorded, or left behind by a node that died).
 const POLL: Duration = Duration::from_secs(1);
+/// Shortest pause between two claims of the outbox when woken.
+const COALESCE: Duration = Duration::from_millis(20);
 /// Deliveries in flight per node.
 const IN_FLIGHT: usize = 32;
 
@@ -351,7 +353,13 @@ pub fn start(
         loop {
             d.drain().await;
             tokio::select! {
-                () = d.wake.notified() => {}
+                () = d.wake.notified() => {
+                    // Every write that records an event wakes the loop, but
+                    // the store records one only for a vault with an event
+                    // subscription: under a stream of writes, claim at most
+                    // once per COALESCE rather than once per write.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 () = tokio::time::sleep(POLL) => {}
             }
         }

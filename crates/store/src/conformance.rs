@@ -1880,14 +1880,23 @@ async fn events_are_recorded_with_their_change(s: &dyn Storage) {
         .unwrap();
     let second = rec(Secret, "CASING", 2, b"b");
     let e1 = event("e1", &v, "Secret", "CASING");
-    s.put_versions_with(
-        &v,
-        std::slice::from_ref(&second),
-        None,
-        std::slice::from_ref(&e1),
-    )
-    .await
-    .unwrap();
+    let stored = s
+        .put_versions_with(
+            &v,
+            std::slice::from_ref(&second),
+            None,
+            std::slice::from_ref(&e1),
+        )
+        .await
+        .unwrap();
+    // The write also says how the name is stored, and how a new one is.
+    let as_str = |v: Vec<ObjectName>| v.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(as_str(stored), ["Casing"]);
+    let fresh = s
+        .put_versions_with(&v, &[rec(ObjectKind::Key, "NewOne", 1, b"k")], None, &[])
+        .await
+        .unwrap();
+    assert_eq!(as_str(fresh), ["NewOne"]);
     let got = drain(s).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].object_name, "Casing");

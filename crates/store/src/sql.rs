@@ -82,14 +82,32 @@ macro_rules! object_state {
 pub const OBJECT_STATE: &str = object_state!();
 /// PostgreSQL: [`OBJECT_STATE`] locking the row.
 pub const OBJECT_STATE_FOR_UPDATE: &str = concat!(object_state!(), " FOR UPDATE");
+/// PostgreSQL: [`OBJECT_STATE`], the name as stored and [`LATEST_MANAGED`]
+/// (NULL without a latest version), locking the object row.
+pub const OBJECT_STATE_NAME_MANAGED_FOR_UPDATE: &str =
+    "SELECT o.deleted_date, o.name, v.managed FROM objects o LEFT JOIN versions v ON v.seq = o.latest_seq \
+     WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 FOR UPDATE OF o";
 /// Whether an object's latest version is owned by a certificate (no row
 /// when the object has no version yet).
 pub const LATEST_MANAGED: &str =
     "SELECT v.managed FROM objects o JOIN versions v ON v.seq = o.latest_seq \
      WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3";
 pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-pub const INSERT_VERSION: &str = "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+macro_rules! insert_version {
+    () => {
+        "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    };
+}
+pub const INSERT_VERSION: &str = insert_version!();
+/// PostgreSQL: [`INSERT_VERSION`] and [`SET_LATEST`] in one statement (the
+/// object row's count is what `execute` returns: 1).
+pub const PG_INSERT_VERSION_SET_LATEST: &str = concat!(
+    "WITH v AS (",
+    insert_version!(),
+    " RETURNING seq) UPDATE objects SET latest_seq = (SELECT seq FROM v) \
+     WHERE vault_id = $1 AND kind = $2 AND name_lower = $3"
+);
 pub const SET_LATEST: &str =
     "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
 /// Compare-and-set: written only if every mutable field still holds what

@@ -162,15 +162,31 @@ async fn record_events(
             names.insert((kind, key), row.try_get::<_, String>(0).map_err(err)?);
         }
     }
-    let bodies = sql::event_bodies(events, recs, |rec| {
+    insert_events(tx, recs, events, |rec| {
         Ok(names.get(&(rec.kind.as_str(), rec.name.key())).cloned())
-    })?;
-    let insert = cached(tx, sql::RECORD_EVENT).await?;
-    for (id, body, under, due) in bodies {
-        tx.execute(&insert, &[&id, &body, &under, &due])
-            .await
-            .map_err(err)?;
+    })
+    .await
+}
+
+/// Records `events` (see [`sql::RECORD_EVENT`]), each named as `stored_name`
+/// says its object is stored; the inserts are sent together, one round trip.
+async fn insert_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    recs: &[VersionRecord],
+    events: &[ChangeEvent],
+    stored_name: impl FnMut(&VersionRecord) -> StoreResult<Option<String>>,
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
     }
+    let bodies = sql::event_bodies(events, recs, stored_name)?;
+    let insert = cached(tx, sql::RECORD_EVENT).await?;
+    futures_util::future::try_join_all(bodies.iter().map(|(id, body, under, due)| {
+        let insert = &insert;
+        async move { tx.execute(insert, &[id, body, under, due]).await }
+    }))
+    .await
+    .map_err(err)?;
     Ok(())
 }
 
@@ -298,30 +314,52 @@ async fn insert_version<C: GenericClient + Sync>(
 ) -> StoreResult<i64> {
     let q = format!("{} RETURNING seq", sql::INSERT_VERSION);
     let stmt = c.prepare_cached(&q).await.map_err(err)?;
-    let tags = sql::tags_json(&rec.tags);
-    let row = c
-        .query_one(
-            &stmt,
-            &[
-                &vault_id,
-                &rec.kind.as_str(),
-                &rec.name.key(),
-                &rec.version.as_str(),
-                &rec.attributes.enabled,
-                &rec.attributes.nbf,
-                &rec.attributes.exp,
-                &rec.attributes.created,
-                &rec.attributes.updated,
-                &rec.content_type,
-                &tags,
-                &rec.managed,
-                &rec.payload,
-                &rec.meta,
-            ],
-        )
-        .await
-        .map_err(err)?;
+    let p = VersionParams::new(vault_id, rec);
+    let row = c.query_one(&stmt, &p.params()).await.map_err(err)?;
     row.try_get(0).map_err(err)
+}
+
+/// The parameters ($1…$14) of [`sql::INSERT_VERSION`] for one record.
+struct VersionParams<'a> {
+    vault_id: &'a str,
+    rec: &'a VersionRecord,
+    kind: &'static str,
+    key: String,
+    version: &'a str,
+    tags: String,
+}
+
+impl<'a> VersionParams<'a> {
+    fn new(vault_id: &'a str, rec: &'a VersionRecord) -> Self {
+        Self {
+            vault_id,
+            rec,
+            kind: rec.kind.as_str(),
+            key: rec.name.key(),
+            version: rec.version.as_str(),
+            tags: sql::tags_json(&rec.tags),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 14] {
+        let (r, a) = (self.rec, &self.rec.attributes);
+        [
+            &self.vault_id,
+            &self.kind,
+            &self.key,
+            &self.version,
+            &a.enabled,
+            &a.nbf,
+            &a.exp,
+            &a.created,
+            &a.updated,
+            &r.content_type,
+            &self.tags,
+            &r.managed,
+            &r.payload,
+            &r.meta,
+        ]
+    }
 }
 
 #[async_trait]
@@ -486,31 +524,50 @@ impl Store for PostgresStore {
         recs: &[VersionRecord],
         policy: Option<&PolicyChange>,
         events: &[ChangeEvent],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<ObjectName>> {
+        use futures_util::future::{join, try_join, try_join_all};
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
         // Object rows are created and locked in one fixed order, so two
         // multi-object writes never wait on each other in a circle.
         let mut order: Vec<&VersionRecord> = recs.iter().collect();
         order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
-        let (insert_object, lock_object, latest_managed, set_latest) = (
+        let (insert_object, lock_object, insert_latest) = (
             cached(&tx, sql::INSERT_OBJECT).await?,
-            cached(&tx, sql::OBJECT_STATE_FOR_UPDATE).await?,
-            cached(&tx, sql::LATEST_MANAGED).await?,
-            cached(&tx, sql::SET_LATEST).await?,
+            cached(&tx, sql::OBJECT_STATE_NAME_MANAGED_FOR_UPDATE).await?,
+            cached(&tx, sql::PG_INSERT_VERSION_SET_LATEST).await?,
         );
-        for rec in &order {
-            let (kind, key) = (rec.kind.as_str(), rec.name.key());
-            let name = rec.name.as_str();
-            // Create the row, lock it, read its latest version: sent
-            // together (pipelined, executed in this order), one round trip.
-            let (_, state, managed) = futures_util::future::try_join3(
-                tx.execute(&insert_object, &[&vault_id, &kind, &key, &name]),
-                tx.query_one(&lock_object, &[&vault_id, &kind, &key]),
-                tx.query_opt(&latest_managed, &[&vault_id, &kind, &key]),
-            )
-            .await
-            .map_err(err)?;
+        // One round trip for the whole write: per object (in lock order)
+        // create the row, lock it and read its state and whether its latest
+        // version is a certificate's;
+        // then insert each version and point its object at it. The
+        // statements are sent together (pipelined) and run in that order,
+        // so each object is locked and checked before anything is written
+        // to it; when a check fails the transaction is rolled back, and the
+        // optimistic inserts with it.
+        let checks = try_join_all(order.iter().map(|rec| {
+            let (insert_object, lock_object, tx) = (&insert_object, &lock_object, &tx);
+            async move {
+                let (kind, key, name) = (rec.kind.as_str(), rec.name.key(), rec.name.as_str());
+                try_join(
+                    tx.execute(insert_object, &[&vault_id, &kind, &key, &name]),
+                    tx.query_one(lock_object, &[&vault_id, &kind, &key]),
+                )
+                .await
+            }
+        }));
+        let writes = try_join_all(recs.iter().map(|rec| {
+            let (insert_latest, tx) = (&insert_latest, &tx);
+            async move {
+                let p = VersionParams::new(vault_id, rec);
+                tx.execute(insert_latest, &p.params()).await
+            }
+        }));
+        // Both halves run to the end, so a failed check is reported as
+        // itself, not as the aborted transaction the inserts then saw.
+        let (checks, writes) = join(checks, writes).await;
+        let mut names = std::collections::HashMap::new();
+        for (rec, (_, state)) in order.iter().zip(checks.map_err(err)?) {
             let deleted: Option<i64> = state.try_get(0).map_err(err)?;
             if deleted.is_some() {
                 return Err(StoreError::NameDeleted {
@@ -518,21 +575,34 @@ impl Store for PostgresStore {
                     name: rec.name.to_string(),
                 });
             }
-            let managed: Option<bool> = managed.map(|r| r.try_get(0).map_err(err)).transpose()?;
+            let managed: Option<bool> = state.try_get(2).map_err(err)?;
             sql::check_managed(managed, rec)?;
+            let stored: String = state.try_get(1).map_err(err)?;
+            names.insert((rec.kind.as_str(), rec.name.key()), stored);
         }
-        for rec in recs {
-            let (kind, key) = (rec.kind.as_str(), rec.name.key());
-            let seq = insert_version(&tx, vault_id, rec).await?;
-            tx.execute(&set_latest, &[&vault_id, &kind, &key, &seq])
-                .await
-                .map_err(err)?;
+        for n in writes.map_err(err)? {
+            if n != 1 {
+                return Err(StoreError::Corrupt(
+                    "postgres: a new version's object row is missing".into(),
+                ));
+            }
         }
         if let Some(change) = policy {
             policy_change(&tx, vault_id, change).await?;
         }
-        record_events(&tx, vault_id, recs, events).await?;
-        tx.commit().await.map_err(err)
+        let stored = |rec: &VersionRecord| names.get(&(rec.kind.as_str(), rec.name.key())).cloned();
+        insert_events(&tx, recs, events, |rec| Ok(stored(rec))).await?;
+        let stored = recs
+            .iter()
+            .map(|rec| match stored(rec) {
+                Some(name) => name
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("postgres: an object's stored name".into())),
+                None => Ok(rec.name.clone()),
+            })
+            .collect::<StoreResult<Vec<ObjectName>>>()?;
+        tx.commit().await.map_err(err)?;
+        Ok(stored)
     }
 
     async fn get_version(

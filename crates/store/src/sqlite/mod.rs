@@ -353,20 +353,23 @@ fn record_events(
     if events.is_empty() {
         return Ok(());
     }
-    let bodies = sql::event_bodies(events, recs, |rec| {
-        c.prepare_cached(&q(sql::OBJECT_NAME))
-            .map_err(err)?
-            .query_row(params![vault_id, rec.kind.as_str(), rec.name.key()], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(err)
-    })?;
+    let bodies = sql::event_bodies(events, recs, |rec| stored_name(c, vault_id, rec))?;
     let mut insert = c.prepare_cached(&q(sql::RECORD_EVENT)).map_err(err)?;
     for (id, body, under, due) in bodies {
         insert.execute(params![id, body, under, due]).map_err(err)?;
     }
     Ok(())
+}
+
+/// The name of `rec`'s object as stored (the casing it was created with).
+fn stored_name(c: &Connection, vault_id: &str, rec: &VersionRecord) -> StoreResult<Option<String>> {
+    c.prepare_cached(&q(sql::OBJECT_NAME))
+        .map_err(err)?
+        .query_row(params![vault_id, rec.kind.as_str(), rec.name.key()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(err)
 }
 
 /// Applies a policy compare-and-set inside a transaction; `Changed` if the
@@ -755,7 +758,7 @@ impl Store for SqliteStore {
         recs: &[VersionRecord],
         policy: Option<&PolicyChange>,
         events: &[ChangeEvent],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<ObjectName>> {
         let (vault_id, recs, policy) = (vault_id.to_owned(), recs.to_vec(), policy.cloned());
         let events = events.to_vec();
         let forget = object_keys(&vault_id, &recs);
@@ -792,7 +795,17 @@ impl Store for SqliteStore {
                 policy_change(&tx, &vault_id, change)?;
             }
             record_events(&tx, &vault_id, &recs, &events)?;
-            tx.commit().map_err(err)
+            let mut stored = Vec::with_capacity(recs.len());
+            for rec in &recs {
+                stored.push(match stored_name(&tx, &vault_id, rec)? {
+                    Some(name) => name.parse().map_err(|_| {
+                        StoreError::Corrupt("sqlite: an object's stored name".into())
+                    })?,
+                    None => rec.name.clone(),
+                });
+            }
+            tx.commit().map_err(err)?;
+            Ok(stored)
         })
         .await
     }
