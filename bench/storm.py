@@ -1,25 +1,29 @@
 #!/usr/bin/env python3
 """bench/storm.py: the client program of scripts/bench-storm (issue 28's
-"startup storm"). Standard library only; the same code drives both servers.
+"startup storm"). The same code drives both servers: the set-up here
+(standard library only), the timed phases by the keyhaven-storm driver
+(crates/bench, Rust: tokio + rustls; $STORM_DRIVER), from a plan this
+script writes, because a Python client cost more CPU than the server it
+measured on the 2-CPU machine the two share.
 
   storm.py keyhaven --data DIR --port P --pid PID --out FILE
   storm.py openbao  --url URL --ca FILE --pid PID --out FILE  (root token: $STORM_ROOT_TOKEN)
   storm.py report FILE...
 
 A target run is: set-up (not timed), then
-  storm   BENCH_CLIENTS threads wait on one threading.Barrier; on release
-          each opens a NEW HTTPS connection (TCP + TLS handshake), gets a
-          token with its own credential (Keyhaven: client credentials of its
-          own service principal; OpenBao: AppRole login with its own
-          secret_id), then reads BENCH_READS secrets, all on that one
-          keep-alive connection. Measured: barrier release -> last client done.
-  tokens  BENCH_TOKEN_THREADS threads, each on a connection opened before
-          the barrier, fetch BENCH_TOKENS tokens in all: tokens/s.
-Client i (and token thread t) binds its connection to source address
+  storm   BENCH_CLIENTS tasks released at once; each opens a NEW HTTPS
+          connection (TCP + TLS handshake), gets a token with its own
+          credential (Keyhaven: client credentials of its own service
+          principal; OpenBao: AppRole login with its own secret_id), then
+          reads BENCH_READS secrets, all on that one keep-alive connection.
+          Measured: release -> last client done.
+  tokens  BENCH_TOKEN_THREADS tasks, each on a connection opened before the
+          release, fetch BENCH_TOKENS tokens in all: tokens/s.
+Client i (and token task t) binds its connection to source address
 127.0.0.(2 + i % BENCH_SOURCES), for both servers alike: Keyhaven limits
 sign-ins per source address (300 at once, 20/s), as Entra does, and 300
 clients on one address would measure that limiter, not the server.
-Any exception, non-2xx answer, wrong body or connection the server closes
+Any error, non-2xx answer, wrong body or connection the server closes
 fails the run (exit 1): no numbers are reported from a run with errors.
 """
 
@@ -28,11 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import socket
 import ssl
 import string
+import subprocess
 import sys
 import threading
 import time
@@ -181,57 +185,16 @@ def net_counters() -> dict:
     return out
 
 
-def client_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else 0.0
 
 
-def run_threads(n, body, prepare=None):
-    """Starts n threads running body(i, barrier) after prepare(i) (not timed);
-    returns (release time, per-thread results). Any failure ends the run."""
-    results = [None] * n
-    errors = []
-    release = []
-    barrier = threading.Barrier(n + 1, action=lambda: release.append(time.perf_counter()))
-
-    def worker(i):
-        try:
-            state = prepare(i) if prepare else None
-        except BaseException as e:  # noqa: BLE001
-            errors.append(f"thread {i} (prepare): {type(e).__name__}: {e}")
-            barrier.abort()
-            return
-        try:
-            barrier.wait(timeout=PHASE_TIMEOUT)
-        except threading.BrokenBarrierError:
-            return
-        try:
-            results[i] = body(i, state)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(f"thread {i}: {type(e).__name__}: {e}")
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    try:
-        barrier.wait(timeout=PHASE_TIMEOUT)
-    except threading.BrokenBarrierError:
-        pass
-    deadline = time.monotonic() + PHASE_TIMEOUT
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    if any(t.is_alive() for t in threads):
-        errors.append(f"threads still running after {PHASE_TIMEOUT:.0f}s")
-    if errors or not release:
-        for e in errors[:10]:
-            log(e)
-        die(f"{len(errors)} errors; refusing to report numbers")
-    return release[0], results
+def driver() -> str:
+    path = os.environ.get("STORM_DRIVER") or die("STORM_DRIVER (the keyhaven-storm binary) is not set")
+    if not os.access(path, os.X_OK):
+        die(f"STORM_DRIVER {path} is not an executable")
+    return path
 
 
 class Target:
@@ -243,90 +206,75 @@ class Target:
     ctx: ssl.SSLContext
     pid = 0
 
-    def token(self, conn: Conn, i: int) -> str:
+    ca = ""  # the CA file the certificate is checked against
+
+    def login(self, i: int) -> dict:
+        """Client i's sign-in request (method, host, path, headers, body)."""
         raise NotImplementedError
 
-    def read(self, conn: Conn, token: str, k: int) -> None:
+    def reads(self) -> list:
+        """The BENCH_READS secret reads: request and the value each holds."""
         raise NotImplementedError
 
-    # --------------------------------------------------------------- storm --
-    def storm(self) -> dict:
-        log(f"{self.name}: storm of {CLIENTS} clients x (new TLS connection, token, {READS} reads)"
-            f" over {SOURCES} source addresses")
+    token_pointer = ""  # JSON pointer to the token in the sign-in answer
+    token_header, token_prefix = "", ""
 
-        def client(i, _):
-            t0 = time.perf_counter()
-            conn = Conn(self.conn_host, self.port, self.ctx, source(i))
-            try:
-                conn.connect()
-                t1 = time.perf_counter()
-                tok = self.token(conn, i)
-                t2 = time.perf_counter()
-                for k in range(READS):
-                    self.read(conn, tok, (i + k) % READS)
-                t3 = time.perf_counter()
-            finally:
-                conn.close()
-            return t0, t1, t2, t3
-
-        net = net_counters()
-        cpu_s, cpu_c = cpu_ticks(self.pid), client_cpu()
-        rel, res = run_threads(CLIENTS, client)
-        cpu_s, cpu_c = cpu_ticks(self.pid) - cpu_s, client_cpu() - cpu_c
-        net = {k: v - net.get(k, 0) for k, v in net_counters().items()}
-        hs = [r[1] - r[0] for r in res]
-        tk = [r[2] - r[1] for r in res]
-        rd = [r[3] - r[2] for r in res]
-        out = {
-            "wall": max(r[3] for r in res) - rel,
-            "last_token": max(r[2] for r in res) - rel,
-            "first_read_start": min(r[2] for r in res) - rel,
-            "start_spread": max(r[0] for r in res) - rel,
-            "handshake_p50": pct(hs, 50), "handshake_max": max(hs),
-            "token_p50": pct(tk, 50), "token_max": max(tk),
-            "reads_p50": pct(rd, 50), "reads_max": max(rd),
-            "done_p50": pct([r[3] - rel for r in res], 50),
-            "server_cpu": cpu_s, "client_cpu": cpu_c,
-            "requests": CLIENTS * (1 + READS), "net": net,
+    def run(self, work: str) -> dict:
+        """The timed phases, by the keyhaven-storm driver (Rust, tokio +
+        rustls): a Python client cost more CPU than the server it measured
+        on this shared 2-CPU machine. Returns the phases' summaries."""
+        plan = {
+            "addr": CONNECT_ADDR, "port": self.port, "sni": self.conn_host, "ca": self.ca,
+            "server_pid": self.pid, "token_pointer": self.token_pointer,
+            "token_header": self.token_header, "token_prefix": self.token_prefix,
+            "clients": [{"source": source(i), "login": self.login(i)} for i in range(CLIENTS)],
+            "reads": self.reads(), "reads_per_client": READS,
+            "token_threads": TOKEN_THREADS, "tokens": TOKENS,
+            "settle_secs": SETTLE, "phase_timeout_secs": int(PHASE_TIMEOUT),
         }
-        log(f"{self.name}: storm {out['wall']:.3f} s (last token at {out['last_token']:.3f} s), "
-            f"server CPU {cpu_s:.2f} s, client CPU {cpu_c:.2f} s, {out['requests']} requests, all 2xx; "
-            "host TCP: " + ", ".join(f"{k} +{v}" for k, v in net.items()))
-        return out
-
-    # -------------------------------------------------------------- tokens --
-    def tokens(self) -> dict:
-        per = max(1, TOKENS // TOKEN_THREADS)
-        total = per * TOKEN_THREADS
-        log(f"{self.name}: {total} tokens on {TOKEN_THREADS} kept-alive connections")
-
-        def prepare(t):
-            conn = Conn(self.conn_host, self.port, self.ctx, source(t))
-            conn.connect()
-            return conn
-
-        def body(t, conn):
-            lat = []
-            try:
-                for _ in range(per):
-                    a = time.perf_counter()
-                    self.token(conn, t)
-                    lat.append(time.perf_counter() - a)
-            finally:
-                conn.close()
-            return time.perf_counter(), lat
-
-        cpu_s, cpu_c = cpu_ticks(self.pid), client_cpu()
-        rel, res = run_threads(TOKEN_THREADS, body, prepare)
-        cpu_s, cpu_c = cpu_ticks(self.pid) - cpu_s, client_cpu() - cpu_c
-        wall = max(r[0] for r in res) - rel
-        lat = [x for r in res for x in r[1]]
-        out = {"tokens": total, "wall": wall, "per_s": total / wall,
-               "p50": pct(lat, 50), "p99": pct(lat, 99),
-               "server_cpu_ms_per_token": 1000 * cpu_s / total, "client_cpu": cpu_c}
-        log(f"{self.name}: {out['per_s']:.0f} tokens/s, p50 {1000 * out['p50']:.1f} ms, "
-            f"p99 {1000 * out['p99']:.1f} ms, server CPU {out['server_cpu_ms_per_token']:.2f} ms/token")
-        return out
+        pf, of = os.path.join(work, f"plan-{self.name}.json"), os.path.join(work, f"raw-{self.name}.json")
+        with open(pf, "w") as f:
+            json.dump(plan, f)
+        log(f"{self.name}: storm of {CLIENTS} clients x (new TLS connection, token, {READS} reads)"
+            f" over {SOURCES} source addresses, then {TOKENS} tokens on {TOKEN_THREADS} kept-alive connections")
+        try:
+            r = subprocess.run([driver(), pf, of], timeout=3 * PHASE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            die(f"{self.name}: the storm driver did not finish")
+        os.unlink(pf)  # it holds every client's credential
+        if r.returncode != 0:
+            die(f"{self.name}: the storm driver failed (exit {r.returncode}); refusing to report numbers")
+        with open(of) as f:
+            raw = json.load(f)
+        st, tk = raw["storm"], raw["tokens"]
+        res = st["clients"]
+        hs = [r[1] - r[0] for r in res]
+        tl = [r[2] - r[1] for r in res]
+        rd = [r[3] - r[2] for r in res]
+        storm = {
+            "wall": max(r[3] for r in res),
+            "last_token": max(r[2] for r in res),
+            "first_read_start": min(r[2] for r in res),
+            "start_spread": max(r[0] for r in res),
+            "handshake_p50": pct(hs, 50), "handshake_max": max(hs),
+            "token_p50": pct(tl, 50), "token_max": max(tl),
+            "reads_p50": pct(rd, 50), "reads_max": max(rd),
+            "done_p50": pct([r[3] for r in res], 50),
+            "server_cpu": st["server_cpu"], "client_cpu": st["client_cpu"],
+            "requests": CLIENTS * (1 + READS), "net": st["net"],
+        }
+        log(f"{self.name}: storm {storm['wall']:.3f} s (last token at {storm['last_token']:.3f} s), "
+            f"server CPU {storm['server_cpu']:.2f} s, client CPU {storm['client_cpu']:.2f} s, "
+            f"{storm['requests']} requests, all 2xx; host TCP: "
+            + ", ".join(f"{k} +{v}" for k, v in storm["net"].items()))
+        lat = tk["lat"]
+        tokens = {"tokens": tk["tokens"], "wall": tk["wall"], "per_s": tk["tokens"] / tk["wall"],
+                  "p50": pct(lat, 50), "p99": pct(lat, 99),
+                  "server_cpu_ms_per_token": 1000 * tk["server_cpu"] / tk["tokens"],
+                  "client_cpu": tk["client_cpu"]}
+        log(f"{self.name}: {tokens['per_s']:.0f} tokens/s, p50 {1000 * tokens['p50']:.1f} ms, "
+            f"p99 {1000 * tokens['p99']:.1f} ms, server CPU {tokens['server_cpu_ms_per_token']:.2f} ms/token")
+        return {"storm": storm, "tokens": tokens}
 
 
 # ------------------------------------------------------------------ Keyhaven --
@@ -337,12 +285,13 @@ class Keyhaven(Target):
         self.port, self.pid = a.port, a.pid
         with open(os.path.join(a.data, "bootstrap.json")) as f:
             self.boot = b = json.load(f)
-        self.ctx = ssl.create_default_context(cafile=b.get("ca_cert") or os.path.join(a.data, "tls", "ca.pem"))
+        self.ca = b.get("ca_cert") or os.path.join(a.data, "tls", "ca.pem")
+        self.ctx = ssl.create_default_context(cafile=self.ca)
         hp = lambda url: urllib.parse.urlsplit(url).netloc  # noqa: E731
-        self.login = hp(b["authority_host"])
+        self.login_host = hp(b["authority_host"])
         self.vault = hp(b["vault_url"])
         self.mgmt = hp(b["management_url"])
-        self.graph = "graph." + self.login.split(".", 1)[1]
+        self.graph = "graph." + self.login_host.split(".", 1)[1]
         self.conn_host = self.vault.split(":")[0]
         self.token_path = f"/{b['tenant_id']}/oauth2/v2.0/token"
         self.scope = f"https://{b['vault_host_suffix']}/.default"
@@ -354,22 +303,25 @@ class Keyhaven(Target):
     def _token(self, conn, client_id, secret, scope):
         form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": client_id,
                                        "client_secret": secret, "scope": scope})
-        out = conn.call("POST", self.login, self.token_path, form,
+        out = conn.call("POST", self.login_host, self.token_path, form,
                         {"Content-Type": "application/x-www-form-urlencoded"})
         tok = json.loads(out).get("access_token")
         if not tok:
             raise Failure(f"no access_token in {out[:200]!r}")
         return tok
 
-    def token(self, conn, i):
-        cid, sec = self.apps[i]
-        return self._token(conn, cid, sec, self.scope)
+    token_pointer, token_header, token_prefix = "/access_token", "Authorization", "Bearer "
 
-    def read(self, conn, token, k):
-        out = conn.call("GET", self.vault, f"/secrets/storm-{k}?api-version={KV_API}",
-                        headers={"Authorization": f"Bearer {token}"})
-        if self.values[k].encode() not in out:
-            raise Failure(f"GET storm-{k}: wrong value")
+    def login(self, i):
+        cid, sec = self.apps[i]
+        form = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": cid,
+                                       "client_secret": sec, "scope": self.scope})
+        return {"method": "POST", "host": self.login_host, "path": self.token_path,
+                "headers": [["Content-Type", "application/x-www-form-urlencoded"]], "body": form}
+
+    def reads(self):
+        return [{"method": "GET", "host": self.vault, "path": f"/secrets/storm-{k}?api-version={KV_API}",
+                 "expect": self.values[k]} for k in range(READS)]
 
     def setup(self):
         b = self.boot
@@ -426,24 +378,22 @@ class OpenBao(Target):
         u = urllib.parse.urlsplit(a.url)
         self.conn_host, self.port, self.pid = u.hostname, u.port, a.pid
         self.host = u.netloc
+        self.ca = a.ca
         self.ctx = ssl.create_default_context(cafile=a.ca)
         self.root = os.environ.get("STORM_ROOT_TOKEN") or die("STORM_ROOT_TOKEN is not set")
         self.secret_ids = []
         self.values = {}
 
-    def token(self, conn, i):
-        out = conn.call("POST", self.host, "/v1/auth/approle/login",
-                        json.dumps({"role_id": self.role_id, "secret_id": self.secret_ids[i]}),
-                        {"Content-Type": "application/json"})
-        tok = (json.loads(out).get("auth") or {}).get("client_token")
-        if not tok:
-            raise Failure(f"no client_token in {out[:200]!r}")
-        return tok
+    token_pointer, token_header, token_prefix = "/auth/client_token", "X-Vault-Token", ""
 
-    def read(self, conn, token, k):
-        out = conn.call("GET", self.host, f"/v1/secret/data/storm-{k}", headers={"X-Vault-Token": token})
-        if self.values[k].encode() not in out:
-            raise Failure(f"GET secret/storm-{k}: wrong value")
+    def login(self, i):
+        return {"method": "POST", "host": self.host, "path": "/v1/auth/approle/login",
+                "headers": [["Content-Type", "application/json"]],
+                "body": json.dumps({"role_id": self.role_id, "secret_id": self.secret_ids[i]})}
+
+    def reads(self):
+        return [{"method": "GET", "host": self.host, "path": f"/v1/secret/data/storm-{k}",
+                 "expect": self.values[k]} for k in range(READS)]
 
     def setup(self):
         n = max(CLIENTS, TOKEN_THREADS)
@@ -549,11 +499,9 @@ def main():
         t.setup()
     except (Failure, OSError, KeyError, ValueError) as e:
         die(f"{t.name}: set-up failed: {type(e).__name__}: {e}")
-    storm = t.storm()
-    time.sleep(SETTLE)
-    tokens = t.tokens()
+    out = t.run(os.path.dirname(os.path.abspath(a.out)))
     with open(a.out, "w") as f:
-        json.dump({"target": t.name, "storm": storm, "tokens": tokens}, f, indent=1)
+        json.dump({"target": t.name, **out}, f, indent=1)
 
 
 if __name__ == "__main__":
