@@ -162,32 +162,70 @@ async fn record_events(
             names.insert((kind, key), row.try_get::<_, String>(0).map_err(err)?);
         }
     }
-    insert_events(tx, recs, events, |rec| {
+    let bodies = sql::event_bodies(events, recs, |rec| {
         Ok(names.get(&(rec.kind.as_str(), rec.name.key())).cloned())
-    })
-    .await
+    })?;
+    let insert = cached(tx, sql::RECORD_EVENT).await?;
+    insert_events(tx, &insert, &bodies).await.map_err(err)
 }
 
-/// Records `events` (see [`sql::RECORD_EVENT`]), each named as `stored_name`
-/// says its object is stored; the inserts are sent together, one round trip.
-async fn insert_events(
-    tx: &deadpool_postgres::Transaction<'_>,
-    recs: &[VersionRecord],
-    events: &[ChangeEvent],
-    stored_name: impl FnMut(&VersionRecord) -> StoreResult<Option<String>>,
-) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let bodies = sql::event_bodies(events, recs, stored_name)?;
-    let insert = cached(tx, sql::RECORD_EVENT).await?;
-    futures_util::future::try_join_all(bodies.iter().map(|(id, body, under, due)| {
-        let insert = &insert;
-        async move { tx.execute(insert, &[id, body, under, due]).await }
+/// Inserts `bodies` ([`sql::event_bodies`]) with `insert`
+/// ([`sql::RECORD_EVENT`]), sent together: one round trip.
+async fn insert_events<C: GenericClient + Sync>(
+    c: &C,
+    insert: &tokio_postgres::Statement,
+    bodies: &[(String, String, String, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    futures_util::future::try_join_all(bodies.iter().map(|(id, body, under, due)| async move {
+        c.execute(insert, &[id, body, under, due]).await
     }))
     .await
-    .map_err(err)?;
-    Ok(())
+    .map(drop)
+}
+
+/// A pooled connection in a transaction whose BEGIN and COMMIT travel with
+/// its statements (pipelined), so a write is two round trips. tokio-postgres'
+/// own `Transaction` cannot do that: it waits for BEGIN, and its drop sends
+/// the ROLLBACK that keeps a cancelled write's transaction from reaching the
+/// connection's next user. Here, a `Pipelined` dropped without `finish` (an
+/// error, or the request cancelled at any `.await`) closes its connection
+/// instead of returning it to the pool: PostgreSQL rolls back whatever was
+/// not committed when the session ends.
+struct Pipelined(Option<Object>);
+
+impl Pipelined {
+    fn new(c: Object) -> Self {
+        Self(Some(c))
+    }
+
+    fn client(&self) -> StoreResult<&Object> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("postgres: connection already released".into()))
+    }
+
+    /// Rolls back (a refused write) and returns the connection to the pool.
+    async fn rollback(self) -> StoreResult<()> {
+        self.client()?
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(err)?;
+        self.finish();
+        Ok(())
+    }
+
+    /// The transaction has ended: the connection goes back to the pool.
+    fn finish(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Pipelined {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            drop(Object::take(c));
+        }
+    }
 }
 
 /// `q` prepared once per connection and kept (the pool's statement cache):
@@ -526,57 +564,62 @@ impl Store for PostgresStore {
         events: &[ChangeEvent],
     ) -> StoreResult<Vec<ObjectName>> {
         use futures_util::future::{join, try_join, try_join_all};
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(err)?;
+        let tx = Pipelined::new(self.client().await?);
+        let c = tx.client()?;
         // Object rows are created and locked in one fixed order, so two
         // multi-object writes never wait on each other in a circle.
         let mut order: Vec<&VersionRecord> = recs.iter().collect();
         order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
         let (insert_object, lock_object, insert_latest) = (
-            cached(&tx, sql::INSERT_OBJECT).await?,
-            cached(&tx, sql::OBJECT_STATE_NAME_MANAGED_FOR_UPDATE).await?,
-            cached(&tx, sql::PG_INSERT_VERSION_SET_LATEST).await?,
+            cached(c, sql::INSERT_OBJECT).await?,
+            cached(c, sql::OBJECT_STATE_NAME_MANAGED_FOR_UPDATE).await?,
+            cached(c, sql::PG_INSERT_VERSION_SET_LATEST).await?,
         );
-        // One round trip for the whole write: per object (in lock order)
-        // create the row, lock it and read its state and whether its latest
-        // version is a certificate's;
-        // then insert each version and point its object at it. The
-        // statements are sent together (pipelined) and run in that order,
-        // so each object is locked and checked before anything is written
-        // to it; when a check fails the transaction is rolled back, and the
-        // optimistic inserts with it.
+        // One round trip for BEGIN and the whole write: per object (in lock
+        // order) create the row, lock it and read its state and whether its
+        // latest version is a certificate's; then insert each version and
+        // point its object at it. The statements are sent together
+        // (pipelined) and run in that order, so each object is locked and
+        // checked before anything is written to it; when a check fails the
+        // transaction is rolled back, and the optimistic inserts with it.
+        let begin = c.batch_execute("BEGIN");
         let checks = try_join_all(order.iter().map(|rec| {
-            let (insert_object, lock_object, tx) = (&insert_object, &lock_object, &tx);
+            let (insert_object, lock_object) = (&insert_object, &lock_object);
             async move {
                 let (kind, key, name) = (rec.kind.as_str(), rec.name.key(), rec.name.as_str());
                 try_join(
-                    tx.execute(insert_object, &[&vault_id, &kind, &key, &name]),
-                    tx.query_one(lock_object, &[&vault_id, &kind, &key]),
+                    c.execute(insert_object, &[&vault_id, &kind, &key, &name]),
+                    c.query_one(lock_object, &[&vault_id, &kind, &key]),
                 )
                 .await
             }
         }));
         let writes = try_join_all(recs.iter().map(|rec| {
-            let (insert_latest, tx) = (&insert_latest, &tx);
+            let insert_latest = &insert_latest;
             async move {
                 let p = VersionParams::new(vault_id, rec);
-                tx.execute(insert_latest, &p.params()).await
+                c.execute(insert_latest, &p.params()).await
             }
         }));
-        // Both halves run to the end, so a failed check is reported as
+        // Every part runs to the end, so a failed check is reported as
         // itself, not as the aborted transaction the inserts then saw.
-        let (checks, writes) = join(checks, writes).await;
+        let (begun, (checks, writes)) = join(begin, join(checks, writes)).await;
+        begun.map_err(err)?;
         let mut names = std::collections::HashMap::new();
         for (rec, (_, state)) in order.iter().zip(checks.map_err(err)?) {
             let deleted: Option<i64> = state.try_get(0).map_err(err)?;
             if deleted.is_some() {
+                tx.rollback().await?;
                 return Err(StoreError::NameDeleted {
                     kind: rec.kind,
                     name: rec.name.to_string(),
                 });
             }
             let managed: Option<bool> = state.try_get(2).map_err(err)?;
-            sql::check_managed(managed, rec)?;
+            if let Err(e) = sql::check_managed(managed, rec) {
+                tx.rollback().await?;
+                return Err(e);
+            }
             let stored: String = state.try_get(1).map_err(err)?;
             names.insert((rec.kind.as_str(), rec.name.key()), stored);
         }
@@ -588,11 +631,13 @@ impl Store for PostgresStore {
             }
         }
         if let Some(change) = policy {
-            policy_change(&tx, vault_id, change).await?;
+            if let Err(e) = policy_change(c, vault_id, change).await {
+                tx.rollback().await?;
+                return Err(e);
+            }
         }
         let stored = |rec: &VersionRecord| names.get(&(rec.kind.as_str(), rec.name.key())).cloned();
-        insert_events(&tx, recs, events, |rec| Ok(stored(rec))).await?;
-        let stored = recs
+        let stored_names = recs
             .iter()
             .map(|rec| match stored(rec) {
                 Some(name) => name
@@ -601,8 +646,18 @@ impl Store for PostgresStore {
                 None => Ok(rec.name.clone()),
             })
             .collect::<StoreResult<Vec<ObjectName>>>()?;
-        tx.commit().await.map_err(err)?;
-        Ok(stored)
+        // The events and COMMIT: one more round trip. Should an insert fail,
+        // the COMMIT behind it finds the transaction aborted and rolls back.
+        let bodies = sql::event_bodies(events, recs, |rec| Ok(stored(rec)))?;
+        let insert = cached(c, sql::RECORD_EVENT).await?;
+        try_join(
+            insert_events(c, &insert, &bodies),
+            c.batch_execute("COMMIT"),
+        )
+        .await
+        .map_err(err)?;
+        tx.finish();
+        Ok(stored_names)
     }
 
     async fn get_version(

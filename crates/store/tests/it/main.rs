@@ -430,3 +430,114 @@ async fn an_unreadable_outbox_entry_is_set_aside() {
     drop((raw, s));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A PostgreSQL write cancelled at any `.await` (here: while its pipelined
+/// statements wait on a row lock, and at assorted moments of an unhindered
+/// write) commits all of itself or nothing, and leaves no connection in the
+/// pool inside a transaction: later writes to the same object go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_cancelled_write_leaves_no_transaction_behind() {
+    use keyhaven_core::object::ObjectKind;
+    use std::time::Duration;
+    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
+        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+        return;
+    };
+    let (client, schema, url) = fresh_schema(&base).await;
+    let app = format!("kh_cancel_{schema}");
+    let store = Arc::new(
+        PostgresStore::connect(&format!("{url}&application_name={app}"))
+            .await
+            .unwrap(),
+    );
+    let (kind, vault) = (ObjectKind::Secret, "vault-cancel");
+    let name: keyhaven_core::ObjectName = "Cancelled".parse().unwrap();
+    store
+        .put_version(vault, &secret_version(&name, b"first"))
+        .await
+        .unwrap();
+
+    // 1. Cancelled while its statements wait on the object row's lock.
+    let (mut other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let holder = other.transaction().await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE",
+            &[&vault, &kind.as_str(), &name.key()],
+        )
+        .await
+        .unwrap();
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.put_version(vault, &secret_version(&name, b"cancelled")),
+    )
+    .await;
+    assert!(
+        blocked.is_err(),
+        "the write waited on the lock and was cancelled"
+    );
+    holder.commit().await.unwrap();
+
+    // 2. Cancelled at assorted moments of an unhindered write.
+    let mut started = 0;
+    for i in 0..40u64 {
+        let rec = secret_version(&name, format!("try-{i}").as_bytes());
+        let wait = Duration::from_micros(i * 150);
+        if tokio::time::timeout(wait, store.put_version(vault, &rec))
+            .await
+            .is_err()
+        {
+            started += 1;
+        }
+    }
+    assert!(started > 0, "some writes were cancelled part-way");
+
+    // Later writes go through, none waiting on a lock a lost transaction holds.
+    for i in 0..10 {
+        let rec = secret_version(&name, format!("after-{i}").as_bytes());
+        tokio::time::timeout(Duration::from_secs(10), store.put_version(vault, &rec))
+            .await
+            .expect("a write after the cancellations went through")
+            .unwrap();
+    }
+    // Every version that exists is whole (the latest is the last write), and
+    // the cancelled one under the lock is not among them.
+    let all = store.all_versions(vault, kind, &name).await.unwrap();
+    assert!(all.iter().all(|v| v.payload != b"cancelled"));
+    let latest = store
+        .get_version(vault, kind, &name, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.payload, b"after-9");
+    assert_eq!(latest.name.as_str(), "Cancelled");
+    // No session of this store sits inside a transaction.
+    let mut idle_in_tx = i64::MAX;
+    for _ in 0..50 {
+        idle_in_tx = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE state LIKE 'idle in transaction%' AND application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if idle_in_tx == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        idle_in_tx, 0,
+        "no pooled connection was left in a transaction"
+    );
+    drop(other);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
