@@ -268,7 +268,7 @@ const LEASE_MS: i64 = 60_000;
 /// How often a node looks for due entries without being woken (entries
 /// another node recorded, or left behind by a node that died).
 const POLL: Duration = Duration::from_secs(1);
-/// Shortest pause between two claims of the outbox when woken.
+/// Shortest pause between two claims of the outbox when woken by writes.
 const COALESCE: Duration = Duration::from_millis(20);
 /// Deliveries in flight per node.
 const IN_FLIGHT: usize = 32;
@@ -339,32 +339,36 @@ pub fn start(
     subscription_id: String,
     retry: Retry,
 ) -> EventBus {
-    let wake = Arc::new(Notify::new());
+    let (wake, commits) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let d = Arc::new(Dispatcher {
         store,
         endpoints,
         subscription_id,
         retry,
-        wake: Arc::clone(&wake),
+        wake,
         slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         busy: InFlight::default(),
     });
+    let committed = Arc::clone(&commits);
     tokio::spawn(async move {
         loop {
             d.drain().await;
             tokio::select! {
-                () = d.wake.notified() => {
+                // A delivery ended (a slot is free) or a retry is due.
+                () = d.wake.notified() => {}
+                () = committed.notified() => {
                     // Every write that records an event wakes the loop, but
                     // the store records one only for a vault with an event
                     // subscription: under a stream of writes, claim at most
-                    // once per COALESCE rather than once per write.
+                    // once per COALESCE rather than once per write. (A wake
+                    // during the pause is kept: the next claim covers it.)
                     tokio::time::sleep(COALESCE).await;
                 }
                 () = tokio::time::sleep(POLL) => {}
             }
         }
     });
-    EventBus { wake }
+    EventBus { wake: commits }
 }
 
 impl Dispatcher {

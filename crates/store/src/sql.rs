@@ -82,11 +82,12 @@ macro_rules! object_state {
 pub const OBJECT_STATE: &str = object_state!();
 /// PostgreSQL: [`OBJECT_STATE`] locking the row.
 pub const OBJECT_STATE_FOR_UPDATE: &str = concat!(object_state!(), " FOR UPDATE");
-/// PostgreSQL: [`OBJECT_STATE`], the name as stored and [`LATEST_MANAGED`]
-/// (NULL without a latest version), locking the object row.
-pub const OBJECT_STATE_NAME_MANAGED_FOR_UPDATE: &str =
-    "SELECT o.deleted_date, o.name, v.managed FROM objects o LEFT JOIN versions v ON v.seq = o.latest_seq \
-     WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 FOR UPDATE OF o";
+/// PostgreSQL: [`OBJECT_STATE`] and the name as stored, locking the row.
+/// (Not joined with the latest version: when the lock had to wait, only the
+/// locked row is read again, so a joined row would be the one from before
+/// the other writer committed.)
+pub const OBJECT_STATE_NAME_FOR_UPDATE: &str =
+    "SELECT deleted_date, name FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE";
 /// Whether an object's latest version is owned by a certificate (no row
 /// when the object has no version yet).
 pub const LATEST_MANAGED: &str =

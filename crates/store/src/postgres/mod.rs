@@ -176,21 +176,50 @@ async fn insert_events<C: GenericClient + Sync>(
     insert: &tokio_postgres::Statement,
     bodies: &[(String, String, String, i64)],
 ) -> Result<(), tokio_postgres::Error> {
-    futures_util::future::try_join_all(bodies.iter().map(|(id, body, under, due)| async move {
+    in_order(bodies.iter().map(|(id, body, under, due)| async move {
         c.execute(insert, &[id, body, under, due]).await
     }))
     .await
-    .map(drop)
+    .into_iter()
+    .try_for_each(|r| r.map(drop))
+}
+
+/// Runs `futs` to the end, all at once, polling them in order: each
+/// statement future queues its message on its first poll, so this is the
+/// order they reach PostgreSQL in. (`join_all` and `try_join_all` keep that
+/// order only up to 30 futures.)
+async fn in_order<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    use futures_util::future::{maybe_done, MaybeDone};
+    use std::future::Future as _;
+    let mut all: Vec<std::pin::Pin<Box<MaybeDone<F>>>> =
+        futs.into_iter().map(|f| Box::pin(maybe_done(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for f in all.iter_mut() {
+            done &= f.as_mut().poll(cx).is_ready();
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    all.iter_mut()
+        .filter_map(|f| f.as_mut().take_output())
+        .collect()
 }
 
 /// A pooled connection in a transaction whose BEGIN and COMMIT travel with
-/// its statements (pipelined), so a write is two round trips. tokio-postgres'
-/// own `Transaction` cannot do that: it waits for BEGIN, and its drop sends
-/// the ROLLBACK that keeps a cancelled write's transaction from reaching the
-/// connection's next user. Here, a `Pipelined` dropped without `finish` (an
-/// error, or the request cancelled at any `.await`) closes its connection
-/// instead of returning it to the pool: PostgreSQL rolls back whatever was
-/// not committed when the session ends.
+/// its statements (pipelined), so a write is two round trips (tokio-postgres'
+/// own `Transaction` waits for BEGIN). Dropped without `finish` (an error, or
+/// the request cancelled at any `.await`), it does what `Transaction`'s drop
+/// does: ROLLBACK is queued behind whatever was sent, on a task that keeps
+/// the connection out of the pool until the ROLLBACK has run (so a write
+/// stuck on a lock holds its pool slot, and no session outlives the pool's
+/// count), then returns it; if the ROLLBACK fails, or there is no runtime to
+/// run it on, the connection is closed instead, and PostgreSQL rolls back
+/// whatever was not committed when the session ends.
 struct Pipelined(Option<Object>);
 
 impl Pipelined {
@@ -204,14 +233,15 @@ impl Pipelined {
             .ok_or_else(|| StoreError::Unavailable("postgres: connection already released".into()))
     }
 
-    /// Rolls back (a refused write) and returns the connection to the pool.
-    async fn rollback(self) -> StoreResult<()> {
-        self.client()?
-            .batch_execute("ROLLBACK")
-            .await
-            .map_err(err)?;
-        self.finish();
-        Ok(())
+    /// Rolls back a refused write and returns `why`; the connection goes
+    /// back to the pool (or, if the ROLLBACK failed, is closed).
+    async fn refuse(self, why: StoreError) -> StoreError {
+        if let Ok(c) = self.client() {
+            if c.batch_execute("ROLLBACK").await.is_ok() {
+                self.finish();
+            }
+        }
+        why
     }
 
     /// The transaction has ended: the connection goes back to the pool.
@@ -222,8 +252,16 @@ impl Pipelined {
 
 impl Drop for Pipelined {
     fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            drop(Object::take(c));
+        let Some(c) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if c.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(c));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(c)),
         }
     }
 }
@@ -563,68 +601,78 @@ impl Store for PostgresStore {
         policy: Option<&PolicyChange>,
         events: &[ChangeEvent],
     ) -> StoreResult<Vec<ObjectName>> {
-        use futures_util::future::{join, try_join, try_join_all};
+        use futures_util::future::{join, join3};
         let tx = Pipelined::new(self.client().await?);
         let c = tx.client()?;
         // Object rows are created and locked in one fixed order, so two
         // multi-object writes never wait on each other in a circle.
         let mut order: Vec<&VersionRecord> = recs.iter().collect();
         order.sort_by_key(|r| (r.kind.as_str(), r.name.key()));
-        let (insert_object, lock_object, insert_latest) = (
+        let (insert_object, lock_object, latest_managed, insert_latest) = (
             cached(c, sql::INSERT_OBJECT).await?,
-            cached(c, sql::OBJECT_STATE_NAME_MANAGED_FOR_UPDATE).await?,
+            cached(c, sql::OBJECT_STATE_NAME_FOR_UPDATE).await?,
+            cached(c, sql::LATEST_MANAGED).await?,
             cached(c, sql::PG_INSERT_VERSION_SET_LATEST).await?,
         );
         // One round trip for BEGIN and the whole write: per object (in lock
-        // order) create the row, lock it and read its state and whether its
-        // latest version is a certificate's; then insert each version and
-        // point its object at it. The statements are sent together
-        // (pipelined) and run in that order, so each object is locked and
-        // checked before anything is written to it; when a check fails the
-        // transaction is rolled back, and the optimistic inserts with it.
+        // order) create the row, lock it and read its state, then read
+        // whether its latest version is a certificate's (a statement of its
+        // own: its snapshot is taken after the lock is granted, so it sees
+        // what a writer that held the lock committed; a join in the locking
+        // statement would re-check only the locked row); then insert each
+        // version and point its object at it. The statements are sent
+        // together (pipelined, `in_order`) and run in that order, so each
+        // object is locked and checked before anything is written to it;
+        // when a check fails the transaction is rolled back, and the
+        // optimistic inserts with it. Every statement runs to the end, so a
+        // failed check is reported as itself, not as the aborted
+        // transaction the inserts then saw.
         let begin = c.batch_execute("BEGIN");
-        let checks = try_join_all(order.iter().map(|rec| {
-            let (insert_object, lock_object) = (&insert_object, &lock_object);
+        let checks = in_order(order.iter().map(|rec| {
+            let (insert_object, lock_object, latest_managed) =
+                (&insert_object, &lock_object, &latest_managed);
             async move {
                 let (kind, key, name) = (rec.kind.as_str(), rec.name.key(), rec.name.as_str());
-                try_join(
+                let (created, state, managed) = join3(
                     c.execute(insert_object, &[&vault_id, &kind, &key, &name]),
                     c.query_one(lock_object, &[&vault_id, &kind, &key]),
+                    c.query_opt(latest_managed, &[&vault_id, &kind, &key]),
                 )
-                .await
+                .await;
+                created?;
+                Ok((state?, managed?))
             }
         }));
-        let writes = try_join_all(recs.iter().map(|rec| {
+        let writes = in_order(recs.iter().map(|rec| {
             let insert_latest = &insert_latest;
             async move {
                 let p = VersionParams::new(vault_id, rec);
                 c.execute(insert_latest, &p.params()).await
             }
         }));
-        // Every part runs to the end, so a failed check is reported as
-        // itself, not as the aborted transaction the inserts then saw.
         let (begun, (checks, writes)) = join(begin, join(checks, writes)).await;
         begun.map_err(err)?;
         let mut names = std::collections::HashMap::new();
-        for (rec, (_, state)) in order.iter().zip(checks.map_err(err)?) {
+        for (rec, checked) in order.iter().zip(checks) {
+            let (state, managed) = checked.map_err(err)?;
             let deleted: Option<i64> = state.try_get(0).map_err(err)?;
             if deleted.is_some() {
-                tx.rollback().await?;
-                return Err(StoreError::NameDeleted {
-                    kind: rec.kind,
-                    name: rec.name.to_string(),
-                });
+                return Err(tx
+                    .refuse(StoreError::NameDeleted {
+                        kind: rec.kind,
+                        name: rec.name.to_string(),
+                    })
+                    .await);
             }
-            let managed: Option<bool> = state.try_get(2).map_err(err)?;
+            let managed: Option<bool> = managed.map(|r| r.try_get(0).map_err(err)).transpose()?;
             if let Err(e) = sql::check_managed(managed, rec) {
-                tx.rollback().await?;
-                return Err(e);
+                return Err(tx.refuse(e).await);
             }
             let stored: String = state.try_get(1).map_err(err)?;
             names.insert((rec.kind.as_str(), rec.name.key()), stored);
         }
-        for n in writes.map_err(err)? {
-            if n != 1 {
+        for n in writes {
+            if n.map_err(err)? != 1 {
                 return Err(StoreError::Corrupt(
                     "postgres: a new version's object row is missing".into(),
                 ));
@@ -632,8 +680,7 @@ impl Store for PostgresStore {
         }
         if let Some(change) = policy {
             if let Err(e) = policy_change(c, vault_id, change).await {
-                tx.rollback().await?;
-                return Err(e);
+                return Err(tx.refuse(e).await);
             }
         }
         let stored = |rec: &VersionRecord| names.get(&(rec.kind.as_str(), rec.name.key())).cloned();
@@ -650,12 +697,12 @@ impl Store for PostgresStore {
         // the COMMIT behind it finds the transaction aborted and rolls back.
         let bodies = sql::event_bodies(events, recs, |rec| Ok(stored(rec)))?;
         let insert = cached(c, sql::RECORD_EVENT).await?;
-        try_join(
+        let (recorded, committed) = join(
             insert_events(c, &insert, &bodies),
             c.batch_execute("COMMIT"),
         )
-        .await
-        .map_err(err)?;
+        .await;
+        recorded.and(committed).map_err(err)?;
         tx.finish();
         Ok(stored_names)
     }

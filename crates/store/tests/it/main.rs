@@ -541,3 +541,73 @@ async fn postgres_a_cancelled_write_leaves_no_transaction_behind() {
         .await
         .unwrap();
 }
+
+/// A plain write that waits on the object row while a certificate's write
+/// holds it (a renewal making the latest version a certificate's) sees that
+/// version once it has the lock, and is refused: a certificate's secret is
+/// never overwritten by a plain SET that raced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_write_racing_a_certificate_sees_its_version() {
+    use keyhaven_core::object::ObjectKind;
+    use keyhaven_core::StoreError;
+    use std::time::Duration;
+    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
+        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+        return;
+    };
+    let (client, schema, url) = fresh_schema(&base).await;
+    let store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let (kind, vault) = (ObjectKind::Secret, "vault-race-cert");
+    let name: keyhaven_core::ObjectName = "web".parse().unwrap();
+    store
+        .put_version(vault, &secret_version(&name, b"plain-1"))
+        .await
+        .unwrap();
+    // A plain secret first; then, as a certificate created with its name
+    // would, a managed latest version written under the row lock and
+    // committed while the plain write waits for that lock.
+    let (mut other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let cert = other.transaction().await.unwrap();
+    let (key, renewed) = (name.key(), keyhaven_core::Version::random());
+    cert.execute(
+        "SELECT 1 FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE",
+        &[&vault, &kind.as_str(), &key],
+    )
+    .await
+    .unwrap();
+    // The plain write starts while the row is only locked, and waits.
+    let plain = {
+        let store = Arc::clone(&store);
+        let rec = secret_version(&name, b"plain");
+        tokio::spawn(async move { store.put_version(vault, &rec).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cert.execute(
+        "WITH v AS (INSERT INTO versions (vault_id, kind, name_lower, version, enabled, created, updated, tags, managed, payload, meta) \
+         VALUES ($1, $2, $3, $4, TRUE, 2, 2, '{}', TRUE, '\\x00'::bytea, '{}') RETURNING seq) \
+         UPDATE objects SET latest_seq = (SELECT seq FROM v) WHERE vault_id = $1 AND kind = $2 AND name_lower = $3",
+        &[&vault, &kind.as_str(), &key, &renewed.as_str()],
+    )
+    .await
+    .unwrap();
+    cert.commit().await.unwrap();
+    let got = plain.await.unwrap();
+    assert!(
+        matches!(got, Err(StoreError::Managed { .. })),
+        "a plain write after a certificate's is refused, got {got:?}"
+    );
+    let latest = store
+        .get_version(vault, kind, &name, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.version.as_str(), renewed.as_str());
+    assert!(latest.managed);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
