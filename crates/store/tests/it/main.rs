@@ -30,6 +30,16 @@ async fn sqlite_file_passes_conformance_and_reopens() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The test server's URL, or `None` (said on stderr) when
+/// `KEYHAVEN_TEST_POSTGRES` is not set; the README's test command sets it.
+fn postgres_base(what: &str) -> Option<String> {
+    let base = std::env::var("KEYHAVEN_TEST_POSTGRES").ok();
+    if base.is_none() {
+        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL {what} not run (the README test command sets it)");
+    }
+    base
+}
+
 /// A new schema on the test server: an admin client, its name, and a store
 /// URL whose search_path points at it.
 async fn fresh_schema(base: &str) -> (tokio_postgres::Client, String, String) {
@@ -49,8 +59,7 @@ async fn fresh_schema(base: &str) -> (tokio_postgres::Client, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_conformance() {
-    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
-        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL conformance not run (the README test command sets it)");
+    let Some(base) = postgres_base("conformance") else {
         return;
     };
     let (client, schema, url) = fresh_schema(&base).await;
@@ -83,8 +92,7 @@ async fn a_second_process_cannot_open_the_same_sqlite_file() {
 /// what answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_settings_changes_reach_another_node_within_a_second() {
-    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
-        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+    let Some(base) = postgres_base("test") else {
         return;
     };
     let (client, schema, url) = fresh_schema(&base).await;
@@ -277,8 +285,7 @@ async fn a_write_cancelled_after_it_started_still_invalidates_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_expiry_purge_never_takes_the_versions_of_a_recovered_object() {
     use keyhaven_core::object::{DeletedInfo, ObjectKind};
-    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
-        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+    let Some(base) = postgres_base("test") else {
         return;
     };
     let (client, schema, url) = fresh_schema(&base).await;
@@ -439,8 +446,7 @@ async fn an_unreadable_outbox_entry_is_set_aside() {
 async fn postgres_a_cancelled_write_leaves_no_transaction_behind() {
     use keyhaven_core::object::ObjectKind;
     use std::time::Duration;
-    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
-        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+    let Some(base) = postgres_base("test") else {
         return;
     };
     let (client, schema, url) = fresh_schema(&base).await;
@@ -551,8 +557,7 @@ async fn postgres_a_write_racing_a_certificate_sees_its_version() {
     use keyhaven_core::object::ObjectKind;
     use keyhaven_core::StoreError;
     use std::time::Duration;
-    let Ok(base) = std::env::var("KEYHAVEN_TEST_POSTGRES") else {
-        eprintln!("KEYHAVEN_TEST_POSTGRES not set: PostgreSQL test not run (the README test command sets it)");
+    let Some(base) = postgres_base("test") else {
         return;
     };
     let (client, schema, url) = fresh_schema(&base).await;
