@@ -74,20 +74,26 @@ pub fn list_deleted_versions() -> String {
     )
 }
 
-macro_rules! object_state {
-    () => {
-        "SELECT deleted_date FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3"
+/// `SELECT` of the given columns of one object row ($1 vault, $2 kind, $3
+/// lower-case name).
+macro_rules! object_row {
+    ($cols:literal) => {
+        concat!(
+            "SELECT ",
+            $cols,
+            " FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3"
+        )
     };
 }
-pub const OBJECT_STATE: &str = object_state!();
+pub const OBJECT_STATE: &str = object_row!("deleted_date");
 /// PostgreSQL: [`OBJECT_STATE`] locking the row.
-pub const OBJECT_STATE_FOR_UPDATE: &str = concat!(object_state!(), " FOR UPDATE");
+pub const OBJECT_STATE_FOR_UPDATE: &str = concat!(object_row!("deleted_date"), " FOR UPDATE");
 /// PostgreSQL: [`OBJECT_STATE`] and the name as stored, locking the row.
 /// (Not joined with the latest version: when the lock had to wait, only the
 /// locked row is read again, so a joined row would be the one from before
 /// the other writer committed.)
 pub const OBJECT_STATE_NAME_FOR_UPDATE: &str =
-    "SELECT deleted_date, name FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE";
+    concat!(object_row!("deleted_date, name"), " FOR UPDATE");
 /// Whether an object's latest version is owned by a certificate (no row
 /// when the object has no version yet).
 pub const LATEST_MANAGED: &str =
@@ -496,8 +502,7 @@ pub const RECORD_EVENT: &str =
     "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, $4 \
      WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
      AND substr(id_lower, 1, length($3)) = $3) ON CONFLICT DO NOTHING";
-pub const OBJECT_NAME: &str =
-    "SELECT name FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
+pub const OBJECT_NAME: &str = object_row!("name");
 /// PostgreSQL: claims due entries not under an unexpired claim, oldest due
 /// first; rows another claim holds are skipped, and the outer condition is
 /// checked again against the row as it is when locked.
@@ -583,6 +588,21 @@ pub fn event_bodies(
         out.push((e.id.clone(), e.to_json(), under, event_due(&e)));
     }
     Ok(out)
+}
+
+/// `rec`'s name as its object row stores it (`stored`, read in the write's
+/// transaction: the casing the object was created with), or `rec`'s own
+/// when there is no row.
+pub fn stored_object_name(
+    stored: Option<String>,
+    rec: &VersionRecord,
+) -> StoreResult<keyhaven_core::ids::ObjectName> {
+    match stored {
+        Some(name) => name
+            .parse()
+            .map_err(|_| StoreError::Corrupt("an object's stored name".into())),
+        None => Ok(rec.name.clone()),
+    }
 }
 
 /// One row of `LIST_POLICIES`.

@@ -139,32 +139,16 @@ impl PostgresStore {
     }
 }
 
-/// Records change events in the outbox inside a write's transaction, each
-/// about one of `recs` named as its object is stored.
+/// Records change events that are not about a version write (those are
+/// recorded by `put_versions_with`) in the outbox, inside a transaction.
 async fn record_events(
     tx: &deadpool_postgres::Transaction<'_>,
-    vault_id: &str,
-    recs: &[VersionRecord],
     events: &[ChangeEvent],
 ) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut names = std::collections::HashMap::new();
-    let object_name = cached(tx, sql::OBJECT_NAME).await?;
-    for rec in events.iter().filter_map(|e| sql::event_about(e, recs)) {
-        let (kind, key) = (rec.kind.as_str(), rec.name.key());
-        if let Some(row) = tx
-            .query_opt(&object_name, &[&vault_id, &kind, &key])
-            .await
-            .map_err(err)?
-        {
-            names.insert((kind, key), row.try_get::<_, String>(0).map_err(err)?);
-        }
-    }
-    let bodies = sql::event_bodies(events, recs, |rec| {
-        Ok(names.get(&(rec.kind.as_str(), rec.name.key())).cloned())
-    })?;
+    let bodies = sql::event_bodies(events, &[], |_| Ok(None))?;
     let insert = cached(tx, sql::RECORD_EVENT).await?;
     insert_events(tx, &insert, &bodies).await.map_err(err)
 }
@@ -553,7 +537,7 @@ impl Store for PostgresStore {
             .map_err(err)?
             == 1;
         if written {
-            record_events(&tx, &v.id, &[], events).await?;
+            record_events(&tx, events).await?;
         }
         tx.commit().await.map_err(err)?;
         Ok(written)
@@ -668,7 +652,7 @@ impl Store for PostgresStore {
             if let Err(e) = sql::check_managed(managed, rec) {
                 return Err(tx.refuse(e).await);
             }
-            let stored: String = state.try_get(1).map_err(err)?;
+            let stored = sql::stored_object_name(state.try_get(1).map_err(err)?, rec)?;
             names.insert((rec.kind.as_str(), rec.name.key()), stored);
         }
         for n in writes {
@@ -683,19 +667,16 @@ impl Store for PostgresStore {
                 return Err(tx.refuse(e).await);
             }
         }
-        let stored = |rec: &VersionRecord| names.get(&(rec.kind.as_str(), rec.name.key())).cloned();
-        let stored_names = recs
-            .iter()
-            .map(|rec| match stored(rec) {
-                Some(name) => name
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("postgres: an object's stored name".into())),
-                None => Ok(rec.name.clone()),
-            })
-            .collect::<StoreResult<Vec<ObjectName>>>()?;
+        let stored = |rec: &VersionRecord| {
+            names
+                .get(&(rec.kind.as_str(), rec.name.key()))
+                .cloned()
+                .unwrap_or_else(|| rec.name.clone())
+        };
+        let stored_names: Vec<ObjectName> = recs.iter().map(stored).collect();
         // The events and COMMIT: one more round trip. Should an insert fail,
         // the COMMIT behind it finds the transaction aborted and rolls back.
-        let bodies = sql::event_bodies(events, recs, |rec| Ok(stored(rec)))?;
+        let bodies = sql::event_bodies(events, recs, |rec| Ok(Some(stored(rec).to_string())))?;
         let insert = cached(c, sql::RECORD_EVENT).await?;
         let (recorded, committed) = join(
             insert_events(c, &insert, &bodies),
@@ -1216,7 +1197,7 @@ impl Store for PostgresStore {
             .await
             .map_err(err)?;
         if finished {
-            record_events(&tx, "", &[], events).await?;
+            record_events(&tx, events).await?;
         }
         tx.commit().await.map_err(err)
     }

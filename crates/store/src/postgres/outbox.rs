@@ -14,7 +14,7 @@ impl OutboxStore for PostgresStore {
     async fn enqueue_events(&self, events: &[ChangeEvent]) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(err)?;
-        super::record_events(&tx, "", &[], events).await?;
+        super::record_events(&tx, events).await?;
         tx.commit().await.map_err(err)
     }
 

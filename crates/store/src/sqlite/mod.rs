@@ -342,18 +342,17 @@ impl SqliteStore {
     }
 }
 
-/// Records change events in the outbox inside a write's transaction, each
-/// about one of `recs` named as its object is stored.
-fn record_events(
-    c: &Connection,
-    vault_id: &str,
-    recs: &[VersionRecord],
-    events: &[ChangeEvent],
-) -> StoreResult<()> {
-    if events.is_empty() {
+/// Records change events that are not about a version write (those are
+/// recorded by `put_versions_with`) in the outbox, inside a transaction.
+fn record_events(c: &Connection, events: &[ChangeEvent]) -> StoreResult<()> {
+    insert_events(c, sql::event_bodies(events, &[], |_| Ok(None))?)
+}
+
+/// Inserts `bodies` ([`sql::event_bodies`]) with [`sql::RECORD_EVENT`].
+fn insert_events(c: &Connection, bodies: Vec<(String, String, String, i64)>) -> StoreResult<()> {
+    if bodies.is_empty() {
         return Ok(());
     }
-    let bodies = sql::event_bodies(events, recs, |rec| stored_name(c, vault_id, rec))?;
     let mut insert = c.prepare_cached(&q(sql::RECORD_EVENT)).map_err(err)?;
     for (id, body, under, due) in bodies {
         insert.execute(params![id, body, under, due]).map_err(err)?;
@@ -705,7 +704,7 @@ impl Store for SqliteStore {
                 .map_err(err)?
                 == 1;
             if written {
-                record_events(&tx, &v.id, &[], &events)?;
+                record_events(&tx, &events)?;
             }
             tx.commit().map_err(err)?;
             Ok(written)
@@ -794,16 +793,15 @@ impl Store for SqliteStore {
             if let Some(change) = &policy {
                 policy_change(&tx, &vault_id, change)?;
             }
-            record_events(&tx, &vault_id, &recs, &events)?;
-            let mut stored = Vec::with_capacity(recs.len());
-            for rec in &recs {
-                stored.push(match stored_name(&tx, &vault_id, rec)? {
-                    Some(name) => name.parse().map_err(|_| {
-                        StoreError::Corrupt("sqlite: an object's stored name".into())
-                    })?,
-                    None => rec.name.clone(),
-                });
-            }
+            let stored = recs
+                .iter()
+                .map(|rec| sql::stored_object_name(stored_name(&tx, &vault_id, rec)?, rec))
+                .collect::<StoreResult<Vec<ObjectName>>>()?;
+            let bodies = sql::event_bodies(&events, &recs, |rec| {
+                let i = recs.iter().position(|r| std::ptr::eq(r, rec));
+                Ok(i.and_then(|i| stored.get(i)).map(ToString::to_string))
+            })?;
+            insert_events(&tx, bodies)?;
             tx.commit().map_err(err)?;
             Ok(stored)
         })
@@ -1385,7 +1383,7 @@ impl Store for SqliteStore {
             tx.execute(&q(sql::FORGET_JOBS), [forget_before])
                 .map_err(err)?;
             if finished {
-                record_events(&tx, "", &[], &events)?;
+                record_events(&tx, &events)?;
             }
             tx.commit().map_err(err)
         })

@@ -17,7 +17,7 @@ impl OutboxStore for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(err)?;
-            super::record_events(&tx, "", &[], &events)?;
+            super::record_events(&tx, &events)?;
             tx.commit().map_err(err)
         })
         .await
