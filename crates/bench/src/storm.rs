@@ -141,7 +141,7 @@ impl Conn {
         Ok(())
     }
 
-    /// Index just past the first `\r\n` at or after `from`, filling as needed.
+    /// Index just past the first `\r\n` in the buffer, filling as needed.
     async fn line_end(&mut self, what: &str) -> Res<usize> {
         loop {
             if let Some(i) = find(&self.buf, b"\r\n") {
@@ -151,8 +151,8 @@ impl Conn {
         }
     }
 
-    /// Sends `req` (with one extra header) and returns the status and body.
-    async fn call(&mut self, req: &Req, extra: Option<(&str, &str)>) -> Res<(u16, Vec<u8>)> {
+    /// Sends `req` (with one extra header) and returns the body of its 2xx answer.
+    async fn call(&mut self, req: &Req, extra: Option<(&str, &str)>) -> Res<Vec<u8>> {
         let what = format!(
             "{} {}{}",
             req.method,
@@ -251,7 +251,7 @@ impl Conn {
         if close {
             return Err(format!("{what}: the server closed the connection"));
         }
-        Ok((status, body))
+        Ok(body)
     }
 
     async fn take_into(&mut self, n: usize, out: &mut Vec<u8>, what: &str) -> Res<()> {
@@ -278,7 +278,7 @@ fn token_of(plan: &Plan, body: &[u8]) -> Res<String> {
 async fn read(plan: &Plan, conn: &mut Conn, token: &str, k: usize) -> Res<()> {
     let r = plan.reads.get(k).ok_or("no such read")?;
     let auth = format!("{}{token}", plan.token_prefix);
-    let (_, body) = conn.call(&r.req, Some((&plan.token_header, &auth))).await?;
+    let body = conn.call(&r.req, Some((&plan.token_header, &auth))).await?;
     if find(&body, r.expect.as_bytes()).is_none() {
         return Err(format!("GET {}: wrong value", r.req.path));
     }
@@ -440,7 +440,7 @@ async fn run(plan: Arc<Plan>, tls: TlsConnector) -> Res<Value> {
                 let t0 = Instant::now();
                 let mut conn = Conn::open(&plan, &tls, client.source).await?;
                 let t1 = Instant::now();
-                let (_, body) = conn.call(&client.login, None).await?;
+                let body = conn.call(&client.login, None).await?;
                 let token = token_of(&plan, &body)?;
                 let t2 = Instant::now();
                 for k in 0..plan.reads_per_client {
@@ -483,7 +483,7 @@ async fn run(plan: Arc<Plan>, tls: TlsConnector) -> Res<Value> {
                     let mut lat = Vec::with_capacity(per);
                     for _ in 0..per {
                         let a = Instant::now();
-                        let (_, body) = conn.call(&client.login, None).await?;
+                        let body = conn.call(&client.login, None).await?;
                         token_of(&plan, &body)?;
                         lat.push(a.elapsed().as_secs_f64());
                     }

@@ -772,17 +772,22 @@ mod tests {
         )
     }
 
+    /// A fresh log directory `kh-audit-{name}-{pid}` holding `n` records of
+    /// GETs of secrets `s0`, `s1`, …, closed.
+    fn log_of_gets(name: &str, n: usize) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kh-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = AuditLog::open(&dir, 0).unwrap();
+        for i in 0..n {
+            log.append(request("GET", &format!("https://v/secrets/s{i}"), 200))
+                .unwrap();
+        }
+        dir
+    }
+
     #[test]
     fn the_chain_catches_edits_drops_and_reorders() {
-        let dir = std::env::temp_dir().join(format!("kh-audit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let log = AuditLog::open(&dir, 0).unwrap();
-            for i in 0..3 {
-                let uri = format!("https://v/secrets/s{i}");
-                log.append(request("GET", &uri, 200)).unwrap();
-            }
-        }
+        let dir = log_of_gets("chain", 3);
         // Reopening continues the chain.
         AuditLog::open(&dir, 0)
             .unwrap()
@@ -840,15 +845,7 @@ mod tests {
     /// end, `open` appended after it, and `verify` failed forever.
     #[test]
     fn a_torn_last_record_is_cut_off_and_the_chain_goes_on() {
-        let dir = std::env::temp_dir().join(format!("kh-audit-torn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let log = AuditLog::open(&dir, 0).unwrap();
-            for i in 0..3 {
-                log.append(request("GET", &format!("https://v/secrets/s{i}"), 200))
-                    .unwrap();
-            }
-        }
+        let dir = log_of_gets("torn", 3);
         // The power went out in the middle of the fourth record.
         let path = dir.join(CURRENT);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -970,15 +967,7 @@ mod tests {
     /// after a long history, and after a rotation left the current file empty.
     #[test]
     fn reopening_continues_the_chain_from_the_last_record() {
-        let dir = std::env::temp_dir().join(format!("kh-audit-reopen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        {
-            let log = AuditLog::open(&dir, 0).unwrap();
-            for i in 0..1500 {
-                log.append(request("GET", &format!("https://v/secrets/s{i}"), 200))
-                    .unwrap();
-            }
-        }
+        let dir = log_of_gets("reopen", 1500);
         {
             let log = AuditLog::open(&dir, 0).unwrap();
             log.append(request("PUT", "https://v/secrets/a", 200))

@@ -40,6 +40,35 @@ fn postgres_base(what: &str) -> Option<String> {
     base
 }
 
+/// A session of its own on the store at `url`.
+async fn session(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// A session of its own inside a transaction that holds the row of object
+/// `name` locked (`FOR UPDATE`) until it sends COMMIT.
+async fn hold_object_row(
+    url: &str,
+    vault: &str,
+    kind: keyhaven_core::object::ObjectKind,
+    name: &keyhaven_core::ObjectName,
+) -> tokio_postgres::Client {
+    let holder = session(url).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE",
+            &[&vault, &kind.as_str(), &name.key()],
+        )
+        .await
+        .unwrap();
+    holder
+}
+
 /// A new schema on the test server: an admin client, its name, and a store
 /// URL whose search_path points at it.
 async fn fresh_schema(base: &str) -> (tokio_postgres::Client, String, String) {
@@ -311,10 +340,7 @@ async fn postgres_expiry_purge_never_takes_the_versions_of_a_recovered_object() 
         .await
         .unwrap();
     // A recover in flight (as an earlier clock saw it), holding the row.
-    let (mut other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut other = session(&url).await;
     let tx = other.transaction().await.unwrap();
     let recovered = tx
         .execute(
@@ -464,18 +490,7 @@ async fn postgres_a_cancelled_write_leaves_no_transaction_behind() {
         .unwrap();
 
     // 1. Cancelled while its statements wait on the object row's lock.
-    let (mut other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let holder = other.transaction().await.unwrap();
-    holder
-        .execute(
-            "SELECT 1 FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE",
-            &[&vault, &kind.as_str(), &name.key()],
-        )
-        .await
-        .unwrap();
+    let holder = hold_object_row(&url, vault, kind, &name).await;
     let blocked = tokio::time::timeout(
         Duration::from_millis(300),
         store.put_version(vault, &secret_version(&name, b"cancelled")),
@@ -485,7 +500,7 @@ async fn postgres_a_cancelled_write_leaves_no_transaction_behind() {
         blocked.is_err(),
         "the write waited on the lock and was cancelled"
     );
-    holder.commit().await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
 
     // 2. Cancelled at assorted moments of an unhindered write.
     let mut started = 0;
@@ -541,7 +556,7 @@ async fn postgres_a_cancelled_write_leaves_no_transaction_behind() {
         idle_in_tx, 0,
         "no pooled connection was left in a transaction"
     );
-    drop(other);
+    drop(holder);
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
@@ -571,18 +586,8 @@ async fn postgres_a_write_racing_a_certificate_sees_its_version() {
     // A plain secret first; then, as a certificate created with its name
     // would, a managed latest version written under the row lock and
     // committed while the plain write waits for that lock.
-    let (mut other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let cert = other.transaction().await.unwrap();
+    let cert = hold_object_row(&url, vault, kind, &name).await;
     let (key, renewed) = (name.key(), keyhaven_core::Version::random());
-    cert.execute(
-        "SELECT 1 FROM objects WHERE vault_id = $1 AND kind = $2 AND name_lower = $3 FOR UPDATE",
-        &[&vault, &kind.as_str(), &key],
-    )
-    .await
-    .unwrap();
     // The plain write starts while the row is only locked, and waits.
     let plain = {
         let store = Arc::clone(&store);
@@ -598,7 +603,7 @@ async fn postgres_a_write_racing_a_certificate_sees_its_version() {
     )
     .await
     .unwrap();
-    cert.commit().await.unwrap();
+    cert.batch_execute("COMMIT").await.unwrap();
     let got = plain.await.unwrap();
     assert!(
         matches!(got, Err(StoreError::Managed { .. })),
