@@ -75,8 +75,14 @@ pub struct Pkcs11Keys {
     slot: Slot,
     pin: AuthPin,
     idle: Mutex<Vec<Session>>,
-    /// Held by every call that makes or destroys a token object.
-    writes: Mutex<()>,
+    /// The token's set of objects. Written (exclusively) by every call
+    /// that makes or destroys a token object, read by every search.
+    /// SoftHSM2's file object store breaks a creation that a search runs
+    /// into: the search refreshes every object from disk, the one being
+    /// made included, and the creation fails with CKR_GENERAL_ERROR (or
+    /// CKR_TEMPLATE_INCONSISTENT). Operations with a known handle (sign,
+    /// decrypt, wrap) take no part: most requests never wait on it.
+    objects: RwLock<()>,
     handles: RwLock<HandleCache>,
     software: SoftwareKeys,
 }
@@ -391,7 +397,7 @@ impl Pkcs11Keys {
             slot,
             pin: AuthPin::new(cfg.pin.expose().as_str().into()),
             idle: Mutex::new(Vec::new()),
-            writes: Mutex::new(()),
+            objects: RwLock::new(()),
             handles: RwLock::new(HashMap::new()),
             software: SoftwareKeys::new(),
         };
@@ -464,21 +470,35 @@ impl Pkcs11Keys {
         }
     }
 
-    /// [`Self::with_session`] for a call that creates (from given material)
-    /// or destroys a token object: one at a time. SoftHSM2's file object
-    /// store fails such calls with CKR_GENERAL_ERROR when they race
-    /// (concurrent restores of one backup showed it). These calls take
-    /// milliseconds; key generation (seconds for RSA-4096) is left outside,
-    /// and operations with existing keys are not held up. A backup's import
-    /// holds the same lock across its unwrap and the signature that proves
-    /// it (see `import_backup`).
+    /// Holds the token's object set for a creation or destruction: no
+    /// search and no other creation runs meanwhile (see `objects`).
+    /// Key generation holds it too, for as long as the token takes
+    /// (SoftHSM2 makes the objects only at the end, but a caller cannot
+    /// tell when), so generations run one at a time.
+    fn objects_for_write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.objects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`Self::with_session`] for a call that creates or destroys a token
+    /// object.
     fn with_write_session<T>(
         &self,
         f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
     ) -> std::result::Result<T, P11Error> {
-        let _one = self
-            .writes
-            .lock()
+        let _objects = self.objects_for_write();
+        self.with_session(f)
+    }
+
+    /// [`Self::with_session`] for a search of the token's objects.
+    fn with_search_session<T>(
+        &self,
+        f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
+    ) -> std::result::Result<T, P11Error> {
+        let _objects = self
+            .objects
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.with_session(f)
     }
@@ -496,7 +516,7 @@ impl Pkcs11Keys {
             Ok(Vec::new())
         };
         let found = self
-            .with_session(|s| {
+            .with_search_session(|s| {
                 let found = find(s)?;
                 if !found.is_empty() {
                     return Ok(found);
@@ -514,8 +534,12 @@ impl Pkcs11Keys {
 
     fn wrapping_key(&self) -> Result<ObjectHandle> {
         let found = self
-            .with_session(|s| s.find_objects(&wrap_key_template()))
+            .with_search_session(|s| s.find_objects(&wrap_key_template()))
             .map_err(hsm_err)?;
+        Self::first_wrapping_key(found)
+    }
+
+    fn first_wrapping_key(found: Vec<ObjectHandle>) -> Result<ObjectHandle> {
         found
             .first()
             .copied()
@@ -577,7 +601,7 @@ impl Pkcs11Keys {
             let bits = spec.size.unwrap_or(256);
             let mut template = secret_flags(&id, &spec.label);
             template.push(Attribute::ValueLen(u64::from(bits / 8).into()));
-            self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
+            self.with_write_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
                 .map_err(hsm_err)?;
             return Ok((reference(&id), symmetric_public(bits)));
         }
@@ -620,7 +644,7 @@ impl Pkcs11Keys {
         let kty = spec.kty;
         let curve = spec.curve.unwrap_or(Curve::P256);
         let public = self
-            .with_session(|s| {
+            .with_write_session(|s| {
                 let (pub_h, _) =
                     s.generate_key_pair(&mechanism, &public_template, &private_template)?;
                 let wanted = match kty {
@@ -671,21 +695,7 @@ impl Pkcs11Keys {
         alg: SignAlgorithm,
         digest: &[u8],
     ) -> Result<Vec<u8>> {
-        let (mechanism, data) = match alg {
-            SignAlgorithm::Rs(bits) => (Mechanism::RsaPkcs, digest_info(bits, digest)),
-            SignAlgorithm::Ps(bits) => {
-                let (hash_alg, mgf) = sha_for(bits);
-                (
-                    Mechanism::RsaPkcsPss(PkcsPssParams {
-                        hash_alg,
-                        mgf,
-                        s_len: (digest.len() as u64).into(),
-                    }),
-                    digest.to_vec(),
-                )
-            }
-            SignAlgorithm::Es(_) | SignAlgorithm::Es256K => (Mechanism::Ecdsa, digest.to_vec()),
-        };
+        let (mechanism, data) = sign_mechanism(alg, digest);
         self.with_key(key, |s, h| s.sign(&mechanism, h, &data))
     }
 
@@ -863,15 +873,17 @@ impl Pkcs11Keys {
                     .into(),
             )
         };
-        let wrap = self.wrapping_key()?;
         let id = new_id()?;
-        // The unwrap and the probe that proves it are one token write,
-        // under the lock the other writes take (not reentrant: the calls
-        // below use plain sessions).
-        let _one = self
-            .writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The search for the wrapping key, the unwrap and the probe that
+        // proves it are one token write: nothing searches the token while
+        // the new object is made (see `objects`), and the probe signs with
+        // the unwrapped handle rather than searching for it. Not reentrant:
+        // the calls below use plain sessions.
+        let _objects = self.objects_for_write();
+        let wrap = Self::first_wrapping_key(
+            self.with_session(|s| s.find_objects(&wrap_key_template()))
+                .map_err(hsm_err)?,
+        )?;
         if public.kty == KeyType::Oct {
             // RFC 5649's integrity check refuses a blob wrapped by any other
             // key: no probe is needed (nor possible without a public half).
@@ -907,24 +919,19 @@ impl Pkcs11Keys {
             (KeyType::Ec, Some(Curve::P256K)) => (SignAlgorithm::Es256K, vec![7u8; 32]),
             _ => (SignAlgorithm::Es(256), vec![7u8; 32]),
         };
-        let reference = reference(&id);
-        let probe = SealedPrivate {
-            id: reference.expose(),
-            open: &|| Ok(Sensitive::new(reference.expose().clone())),
-            hsm: true,
-        };
+        let (mechanism, data) = sign_mechanism(alg, &digest);
         // An HSM failure of the probe is reported as one, not as a foreign
         // backup.
-        let checked = self.sign(&probe, alg, &digest).map(|sig| {
-            self.software
-                .verify(public, alg, &digest, &sig)
-                .unwrap_or(false)
-        });
-        if let Ok(mut m) = self.handles.write() {
-            m.remove(reference.expose());
-        }
+        let checked = self
+            .with_session(|s| s.sign(&mechanism, handle, &data))
+            .map_err(hsm_err)
+            .map(|sig| {
+                self.software
+                    .verify(public, alg, &digest, &sig)
+                    .unwrap_or(false)
+            });
         match checked {
-            Ok(true) => Ok(reference),
+            Ok(true) => Ok(reference(&id)),
             Ok(false) => {
                 let _ = self.with_session(|s| s.destroy_object(handle));
                 Err(foreign())
@@ -1098,6 +1105,25 @@ impl Pkcs11Keys {
     /// Sessions currently idle in the pool.
     pub fn idle_sessions(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// The PKCS#11 mechanism and input for a JOSE signature over `digest`.
+fn sign_mechanism(alg: SignAlgorithm, digest: &[u8]) -> (Mechanism<'static>, Vec<u8>) {
+    match alg {
+        SignAlgorithm::Rs(bits) => (Mechanism::RsaPkcs, digest_info(bits, digest)),
+        SignAlgorithm::Ps(bits) => {
+            let (hash_alg, mgf) = sha_for(bits);
+            (
+                Mechanism::RsaPkcsPss(PkcsPssParams {
+                    hash_alg,
+                    mgf,
+                    s_len: (digest.len() as u64).into(),
+                }),
+                digest.to_vec(),
+            )
+        }
+        SignAlgorithm::Es(_) | SignAlgorithm::Es256K => (Mechanism::Ecdsa, digest.to_vec()),
     }
 }
 

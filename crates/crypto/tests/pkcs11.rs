@@ -718,3 +718,82 @@ fn concurrent_imports_of_one_backup_each_make_their_own_object() {
             .unwrap());
     }
 }
+
+/// SoftHSM2 breaks the creation of a token object that a search of the
+/// token runs into (CKR_GENERAL_ERROR from the unwrap of a valid backup,
+/// reported to the user as a foreign backup). Restores, generations and
+/// destructions race here with exports (which search for the wrapping key)
+/// and first uses of keys (which search for the key's object); every call
+/// must succeed. Before the token's object set had a lock, each run of this
+/// test saw several failed restores.
+#[test]
+fn token_writes_racing_searches_all_succeed() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _dir = tokens(&["searches"]);
+    let hsm = open("searches");
+    let (reference, public) = hsm.generate(&spec(KeyType::Ec, None, None)).unwrap();
+    let wrapped = with(b"s", &reference, |k| hsm.export(k)).unwrap();
+    let stop = AtomicBool::new(false);
+    let fresh = AtomicUsize::new(0);
+    let mut failures: Vec<String> = Vec::new();
+    std::thread::scope(|scope| {
+        let searchers: Vec<_> = (0..3)
+            .map(|n| {
+                let (hsm, reference, stop, fresh) = (&hsm, &reference, &stop, &fresh);
+                scope.spawn(move || {
+                    let mut failed = Vec::new();
+                    // Bounded: the writers below end in seconds.
+                    for _ in 0..5_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let r = if n == 0 {
+                            with(b"s", reference, |k| hsm.export(k)).map(|_| ())
+                        } else {
+                            // A new cache identity: the handle is searched for.
+                            let id = format!("fresh-{}", fresh.fetch_add(1, Ordering::Relaxed));
+                            with(id.as_bytes(), reference, |k| {
+                                hsm.sign(k, SignAlgorithm::Es(256), &[1u8; 32])
+                            })
+                            .map(|_| ())
+                        };
+                        if let Err(e) = r {
+                            failed.push(format!("search side: {e:?}"));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        for round in 0..4 {
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let mut writers: Vec<_> = (0..8)
+                    .map(|i| {
+                        let (hsm, wrapped, public) = (&hsm, &wrapped, &public);
+                        scope.spawn(move || {
+                            hsm.import_backup(wrapped, public, &format!("r/{round}/{i}"))
+                                .map(|r| hsm.destroy(r.expose()))
+                                .and_then(|d| d)
+                        })
+                    })
+                    .collect();
+                writers.push(scope.spawn(|| {
+                    hsm.generate(&spec(KeyType::Ec, None, None))
+                        .and_then(|(r, _)| hsm.destroy(r.expose()))
+                }));
+                writers.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            failures.extend(
+                results
+                    .into_iter()
+                    .filter_map(|r| r.err())
+                    .map(|e| format!("write side: {e:?}")),
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for s in searchers {
+            failures.extend(s.join().unwrap());
+        }
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+}
