@@ -487,8 +487,10 @@ impl Pkcs11Keys {
         &self,
         f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
     ) -> std::result::Result<T, P11Error> {
-        let _objects = self.objects_for_write();
-        self.with_session(f)
+        off_the_runtime(|| {
+            let _objects = self.objects_for_write();
+            self.with_session(f)
+        })
     }
 
     /// [`Self::with_session`] for a search of the token's objects.
@@ -496,11 +498,13 @@ impl Pkcs11Keys {
         &self,
         f: impl Fn(&Session) -> std::result::Result<T, P11Error>,
     ) -> std::result::Result<T, P11Error> {
-        let _objects = self
-            .objects
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.with_session(f)
+        off_the_runtime(|| {
+            let _objects = self
+                .objects
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.with_session(f)
+        })
     }
 
     /// The private (or secret) key object with this `CKA_ID`.
@@ -867,6 +871,15 @@ impl Pkcs11Keys {
         public: &PublicKey,
         label: &str,
     ) -> Result<Sensitive<Vec<u8>>> {
+        off_the_runtime(|| self.import_backup_locked(wrapped, public, label))
+    }
+
+    fn import_backup_locked(
+        &self,
+        wrapped: &[u8],
+        public: &PublicKey,
+        label: &str,
+    ) -> Result<Sensitive<Vec<u8>>> {
         let foreign = || {
             Error::BadParameter(
                 "The backup holds an HSM-protected key that only the HSM it was taken from (or one sharing its backup wrapping key) can restore."
@@ -1108,6 +1121,24 @@ impl Pkcs11Keys {
     }
 }
 
+/// Runs `f`, which may wait for the token's object lock or hold it through
+/// a key generation (seconds for RSA-4096), without holding up the async
+/// tasks queued on the calling worker thread: on a multi-threaded tokio
+/// runtime the worker is handed over first (`block_in_place`). HSM calls are
+/// made from request handlers; otherwise, a few requests waiting behind a
+/// generation would hold every worker and stall the node, software vaults
+/// included. Elsewhere (no runtime, a blocking-pool thread, a
+/// current-thread runtime, where `block_in_place` is not allowed) `f` runs
+/// as is.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The PKCS#11 mechanism and input for a JOSE signature over `digest`.
 fn sign_mechanism(alg: SignAlgorithm, digest: &[u8]) -> (Mechanism<'static>, Vec<u8>) {
     match alg {
@@ -1278,5 +1309,36 @@ mod tests {
             assert_eq!((x, y), (vec![1u8; 32], vec![2u8; 32]));
         }
         assert!(ec_point(&[4, 3, 4, 1, 2], Curve::P256).is_err());
+    }
+
+    /// A task blocked in an HSM call (here: waiting for a message) does not
+    /// hold up the tasks queued behind it on its worker: with one worker,
+    /// the task that sends the message still runs. Without the hand-over
+    /// this would wait the full 10 s and fail.
+    #[test]
+    fn a_blocked_hsm_call_leaves_the_worker_to_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let blocked = tokio::spawn(async move {
+                off_the_runtime(|| rx.recv_timeout(std::time::Duration::from_secs(10)))
+            });
+            // Let the blocked task take the worker first.
+            tokio::task::yield_now().await;
+            let sender = tokio::spawn(async move { tx.send(()) });
+            (blocked.await.unwrap(), sender.await.unwrap())
+        });
+        assert!(got.0.is_ok(), "the sending task never ran");
+        assert!(got.1.is_ok());
+        // Outside a runtime, and on a current-thread runtime (where
+        // block_in_place would panic), the call simply runs.
+        assert_eq!(off_the_runtime(|| 7), 7);
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(current.block_on(async { off_the_runtime(|| 8) }), 8);
     }
 }

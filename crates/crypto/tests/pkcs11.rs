@@ -777,10 +777,13 @@ fn token_writes_racing_searches_all_succeed() {
                         })
                     })
                     .collect();
-                writers.push(scope.spawn(|| {
-                    hsm.generate(&spec(KeyType::Ec, None, None))
-                        .and_then(|(r, _)| hsm.destroy(r.expose()))
-                }));
+                for kty in [KeyType::Ec, KeyType::Rsa] {
+                    let hsm = &hsm;
+                    writers.push(scope.spawn(move || {
+                        hsm.generate(&spec(kty, None, None))
+                            .and_then(|(r, _)| hsm.destroy(r.expose()))
+                    }));
+                }
                 writers.into_iter().map(|h| h.join().unwrap()).collect()
             });
             failures.extend(
