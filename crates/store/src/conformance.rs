@@ -66,7 +66,7 @@ fn name(s: &str) -> ObjectName {
     s.parse().unwrap()
 }
 
-fn rec(kind: ObjectKind, n: &str, created: i64, payload: &[u8]) -> VersionRecord {
+pub(crate) fn rec(kind: ObjectKind, n: &str, created: i64, payload: &[u8]) -> VersionRecord {
     VersionRecord {
         kind,
         name: name(n),

@@ -31,7 +31,7 @@ use crate::sql::{self, properties_json, with_deleted_info, RowData};
 
 /// Read-only connections kept for point reads.
 const READERS: usize = 4;
-/// Most objects cached; the cache is cleared past this.
+/// Most objects cached: two generations of up to half this each.
 const LATEST_CACHE: usize = 10_000;
 /// Most versions cached per object (beyond its latest).
 const VERSIONS_CACHED: usize = 16;
@@ -69,6 +69,57 @@ impl CachedObject {
     }
 }
 
+/// The cache of recently read objects, bounded without ever emptying at
+/// once: new entries go to the young generation; when it is full it becomes
+/// the old one and the previous old generation is dropped. An object read
+/// again from the old generation is moved back to the young one when it is
+/// next written to the cache. Clearing the whole cache when full (as
+/// before) made every read after it a miss at once, a latency cliff at
+/// stores larger than the cache.
+#[derive(Default)]
+struct LatestCache {
+    young: HashMap<LatestKey, CachedObject>,
+    old: HashMap<LatestKey, CachedObject>,
+}
+
+impl LatestCache {
+    fn get(&self, key: &LatestKey, version: Option<&str>) -> Option<&VersionRecord> {
+        self.young
+            .get(key)
+            .and_then(|o| o.get(version))
+            .or_else(|| self.old.get(key).and_then(|o| o.get(version)))
+    }
+
+    fn put(&mut self, key: LatestKey, version: Option<&str>, rec: VersionRecord) {
+        let object = match self.young.get_mut(&key) {
+            Some(o) => o,
+            None => {
+                let kept = self.old.remove(&key).unwrap_or_default();
+                if self.young.len() >= LATEST_CACHE / 2 {
+                    self.old = std::mem::take(&mut self.young);
+                }
+                self.young.entry(key).or_insert(kept)
+            }
+        };
+        object.put(version, rec);
+    }
+
+    fn remove(&mut self, key: &LatestKey) {
+        self.young.remove(key);
+        self.old.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
 /// SQLite implementation of `Store`.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -93,7 +144,7 @@ pub struct SqliteStore {
     // The latest version and the versions read by id of recently read
     // objects (sealed payloads only), exact for the same reason: every write
     // passes through this process and drops the whole entry it touches.
-    latest: Arc<RwLock<HashMap<LatestKey, CachedObject>>>,
+    latest: Arc<RwLock<LatestCache>>,
     latest_epoch: Arc<AtomicU64>,
     // An exclusive lock on `<db>.lock`: a second process on the same file is
     // refused instead of silently sharing (and invalidating the mirror).
@@ -189,7 +240,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             settings: Arc::new(RwLock::new(HashMap::new())),
             settings_epoch: Arc::new(AtomicU64::new(0)),
-            latest: Arc::new(RwLock::new(HashMap::new())),
+            latest: Arc::new(RwLock::new(LatestCache::default())),
             latest_epoch: Arc::new(AtomicU64::new(0)),
             _lock: None,
             wal: None,
@@ -818,11 +869,12 @@ impl Store for SqliteStore {
         let (vault_id, key) = (vault_id.to_owned(), name.key());
         let cache_key = (vault_id.clone(), kind, key.clone());
         let version = version.map(|v| v.as_str().to_owned());
-        if let Some(hit) = self.latest.read().ok().and_then(|m| {
-            m.get(&cache_key)
-                .and_then(|o| o.get(version.as_deref()))
-                .cloned()
-        }) {
+        if let Some(hit) = self
+            .latest
+            .read()
+            .ok()
+            .and_then(|m| m.get(&cache_key, version.as_deref()).cloned())
+        {
             return Ok(Some(hit));
         }
         let epoch = self.latest_epoch.load(Ordering::SeqCst);
@@ -847,12 +899,7 @@ impl Store for SqliteStore {
             if let Ok(mut m) = self.latest.write() {
                 // A write committed while we read: what we read may be stale.
                 if self.latest_epoch.load(Ordering::SeqCst) == epoch {
-                    if m.len() >= LATEST_CACHE {
-                        m.clear();
-                    }
-                    m.entry(cache_key)
-                        .or_default()
-                        .put(version.as_deref(), rec.clone());
+                    m.put(cache_key, version.as_deref(), rec.clone());
                 }
             }
         }
@@ -1443,5 +1490,46 @@ impl SqliteStore {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LatestCache, LatestKey, LATEST_CACHE};
+    use crate::conformance::rec;
+    use keyhaven_core::object::ObjectKind;
+
+    fn key(i: usize) -> LatestKey {
+        ("v".to_owned(), ObjectKind::Secret, format!("s{i}"))
+    }
+
+    /// Past its size the cache drops its oldest generation, never
+    /// everything: the most recent half is always there, and a read of an
+    /// old entry keeps it when it is cached again.
+    #[test]
+    fn the_latest_cache_forgets_a_generation_at_a_time() {
+        let mut c = LatestCache::default();
+        let half = LATEST_CACHE / 2;
+        for i in 0..5 * half + 7 {
+            c.put(key(i), None, rec(ObjectKind::Secret, "s", 1, &[1]));
+            assert!(c.len() <= LATEST_CACHE, "bounded");
+            assert!(c.len() > half.min(i), "never emptied at once");
+            let recent = i.saturating_sub(half - 1);
+            assert!(c.get(&key(recent), None).is_some(), "the last half stays");
+        }
+        // A version read by id of an entry in the old generation: the
+        // entry moves back to the young one with what it held.
+        let old = 4 * half + 10;
+        assert!(c.old.contains_key(&key(old)));
+        c.put(key(old), Some("v1"), rec(ObjectKind::Secret, "s", 2, &[2]));
+        assert!(c.young.contains_key(&key(old)) && !c.old.contains_key(&key(old)));
+        assert!(c.get(&key(old), None).is_some() && c.get(&key(old), Some("v1")).is_some());
+        // A write's removal reaches both generations.
+        c.remove(&key(old));
+        c.remove(&key(4 * half + 11));
+        assert!(c.get(&key(old), None).is_none());
+        assert!(c.get(&key(4 * half + 11), None).is_none());
+        c.clear();
+        assert_eq!(c.len(), 0);
     }
 }
