@@ -5,10 +5,15 @@ material or token ever appears in it."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import select
 import shutil
+import socket
+import ssl
 import subprocess
 import time
+from urllib.parse import urlparse
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -16,8 +21,8 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
 
-from khcompat import CLIENT_KWARGS, KEYHAVEN_BIN, arm, management_token, running_server, trust_server_ca, unique, \
-    KeyhavenServer
+from khcompat import CLIENT_KWARGS, KEYHAVEN_BIN, PG_HOST, PG_PORT, PG_USER, arm, management_token, running_server, \
+    trust_server_ca, unique, KeyhavenServer
 
 API = {"api_version": "2026-05-15"}
 
@@ -419,3 +424,70 @@ def test_azure_monitor_metrics_of_the_data_plane(srv):
     defs = arm(srv, "GET", f"{vault}/providers/Microsoft.Insights/metricDefinitions", tok,
                api_version="2018-01-01").json()["value"]
     assert {d["name"]["value"] for d in defs} >= {"ServiceApiHit", "ServiceApiLatency", "ServiceApiResult", "Availability"}
+
+
+def test_a_write_whose_client_went_away_still_completes_and_is_audited(tmp_path, monkeypatch):
+    """hyper drops a request's handler when its connection closes. A write
+    must not be cut off between its commit and its audit record, so a
+    state-changing request runs to its end anyway: the change commits and is
+    audited. The write is held mid-flight on the secret's PostgreSQL row lock
+    (taken with psql), so the client's disconnect lands while it waits; then
+    the lock is released. (PostgreSQL only: SQLite has no lock another
+    process can hold on one object.)"""
+    with running_server(KeyhavenServer, "postgres", tmp_path / "srv") as srv:
+        trust_server_ca(monkeypatch, srv)
+        name = unique("gone")
+        SecretClient(srv.vault_url, srv.credential(), **CLIENT_KWARGS).set_secret(name, "before")
+        token = srv.token()
+        holder = subprocess.Popen(
+            ["psql", "-h", PG_HOST, "-p", PG_PORT, "-U", PG_USER, "-d", srv.pg.name,
+             "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            holder.stdin.write("BEGIN;\nSELECT 'locked' FROM objects WHERE kind = 'secret' "
+                               f"AND name_lower = '{name.lower()}' FOR UPDATE;\n")
+            holder.stdin.flush()
+            ready, _, _ = select.select([holder.stdout], [], [], 30)
+            assert ready and holder.stdout.readline().strip() == "locked", "psql took the row lock"
+
+            url = urlparse(srv.vault_url)
+            ctx = ssl.create_default_context(cafile=srv.ca_cert)
+            conn = http.client.HTTPSConnection(url.hostname, url.port, context=ctx, timeout=30)
+            conn.request("PUT", f"/secrets/{name}?api-version=7.5", body=json.dumps({"value": "after"}),
+                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            waiting = "0"
+            for _ in range(300):
+                waiting = srv.pg.query("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND wait_event_type = 'Lock'").strip()
+                if waiting != "0":
+                    break
+                time.sleep(0.1)
+            assert waiting != "0", "the write reached the store and waits on the row lock"
+            conn.sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
+            # Time for the server to see the connection close (a FIN over
+            # loopback) and drop the connection's handler, before the lock goes.
+            time.sleep(1.0)
+            holder.stdin.write("COMMIT;\n")
+            holder.stdin.close()
+            assert holder.wait(timeout=30) == 0, holder.stderr.read()
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+
+        value = None
+        for _ in range(100):
+            value = srv.vault_request("GET", f"/secrets/{name}", token=token).json()["value"]
+            if value == "after":
+                break
+            time.sleep(0.1)
+        assert value == "after", "the write ran to its end after the client went away"
+        sets = []
+        for _ in range(100):
+            sets = [r for r in records(srv) if r["operationName"] == "SecretSet"
+                    and r["properties"]["id"].endswith(f"/secrets/{name}")
+                    and r["properties"]["httpStatusCode"] == 200]
+            if len(sets) == 2:
+                break
+            time.sleep(0.1)
+        assert len(sets) == 2, "the committed write has its audit record"

@@ -55,8 +55,31 @@ pub fn app(state: AppState) -> Router {
     });
     Router::new().fallback(move |req: Request| {
         let (state, planes) = (state.clone(), Arc::clone(&planes));
-        async move { dispatch(state, planes, req).await }
+        async move {
+            if matches!(
+                *req.method(),
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            ) {
+                return dispatch(state, planes, req).await;
+            }
+            // A request that may change state runs to its end in a task of
+            // its own. Should the client go away mid-request (hyper drops a
+            // closed connection's handler future), a change the store has
+            // committed, or is committing, still gets its audit record.
+            // Reads stay on the connection's task: dropping them loses
+            // nothing.
+            match tokio::spawn(dispatch(state, planes, req)).await {
+                Ok(resp) => resp,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => shutting_down(),
+            }
+        }
     })
+}
+
+/// The answer when the runtime shut down under a request.
+fn shutting_down() -> Response {
+    unavailable("The server is shutting down. Retry later.")
 }
 
 /// The caller's claims as an audit record names them.
@@ -292,12 +315,14 @@ fn changes_state(method: &str, status: StatusCode, operation: Option<&str>) -> b
 /// request: `Connection: close` tells the client so, instead of letting it
 /// send the next request on a connection the server is closing.
 fn audit_unavailable() -> Response {
+    unavailable("The request was refused: the audit log cannot record it. Retry later.")
+}
+
+/// 503 `ServiceUnavailable`, closing the connection.
+fn unavailable(message: &str) -> Response {
     let mut resp = response::json(
         http::StatusCode::SERVICE_UNAVAILABLE,
-        &keyhaven_wire::ErrorBody::new(
-            "ServiceUnavailable",
-            "The request was refused: the audit log cannot record it. Retry later.".to_owned(),
-        ),
+        &keyhaven_wire::ErrorBody::new("ServiceUnavailable", message.to_owned()),
     );
     resp.headers_mut().insert(
         http::header::CONNECTION,
