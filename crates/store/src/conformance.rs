@@ -1897,10 +1897,33 @@ async fn events_are_recorded_with_their_change(s: &dyn Storage) {
         .await
         .unwrap();
     assert_eq!(as_str(fresh), ["NewOne"]);
+    // And a write in the stored casing records its event too.
+    let third = rec(Secret, "Casing", 3, b"c");
+    s.put_versions_with(
+        &v,
+        std::slice::from_ref(&third),
+        None,
+        &[event("e1c", &v, "Secret", "Casing")],
+    )
+    .await
+    .unwrap();
     let got = drain(s).await;
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].object_name, "Casing");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].id.as_str(), got[0].object_name.as_str()),
+        ("e1", "Casing")
+    );
     assert_eq!((got[0].exp, got[0].event_type), (Some(7), e1.event_type));
+    assert_eq!(
+        (got[1].id.as_str(), got[1].object_name.as_str()),
+        ("e1c", "Casing")
+    );
+    let latest = s
+        .get_version(&v, Secret, &name("casing"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.version, third.version);
 
     // A write that fails records nothing: a deleted name, a lost policy
     // compare-and-set.

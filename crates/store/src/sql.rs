@@ -100,10 +100,17 @@ pub const LATEST_MANAGED: &str =
     "SELECT v.managed FROM objects o JOIN versions v ON v.seq = o.latest_seq \
      WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3";
 pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+macro_rules! version_columns {
+    () => {
+        "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) "
+    };
+}
 macro_rules! insert_version {
     () => {
-        "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        concat!(
+            version_columns!(),
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )
     };
 }
 pub const INSERT_VERSION: &str = insert_version!();
@@ -114,6 +121,24 @@ pub const PG_INSERT_VERSION_SET_LATEST: &str = concat!(
     insert_version!(),
     " RETURNING seq) UPDATE objects SET latest_seq = (SELECT seq FROM v) \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3"
+);
+/// PostgreSQL, one version written alone: [`PG_INSERT_VERSION_SET_LATEST`]
+/// guarded, in the same statement, by the checks `put_versions_with` reads
+/// (the object is not soft-deleted; its latest version, if any, is a
+/// certificate's exactly when this one is: [`check_managed`]) and, when
+/// $15 is not NULL, by the object being stored under that name exactly (the
+/// name the write's events were made with). A write the guard refuses
+/// changes nothing (0 rows), so the transaction's COMMIT can travel with
+/// it. The statement's snapshot is taken after the object's row lock is
+/// granted, so it sees what the checks see.
+pub const PG_GUARDED_INSERT_VERSION_SET_LATEST: &str = concat!(
+    "WITH ok AS (SELECT 1 FROM objects o LEFT JOIN versions l ON l.seq = o.latest_seq \
+     WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NULL \
+     AND (l.managed IS NULL OR l.managed = $12) AND ($15::text IS NULL OR o.name = $15)), v AS (",
+    version_columns!(),
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM ok) \
+     RETURNING seq) UPDATE objects o SET latest_seq = v.seq FROM v \
+     WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3"
 );
 pub const SET_LATEST: &str =
     "UPDATE objects SET latest_seq = $4 WHERE vault_id = $1 AND kind = $2 AND name_lower = $3";
@@ -498,10 +523,22 @@ pub const INSERT_EVENT: &str = "INSERT INTO outbox (id, subscription, body, due)
 /// event subscription: a resource of that type under `$3`, the vault's ARM
 /// id in lower case with a trailing `/`. The check walks the deployment's
 /// event subscriptions (the `kind` index), not its other resources.
-pub const RECORD_EVENT: &str =
-    "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, $4 \
-     WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
-     AND substr(id_lower, 1, length($3)) = $3) ON CONFLICT DO NOTHING";
+macro_rules! record_event {
+    () => {
+        "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, $4 \
+         WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
+         AND substr(id_lower, 1, length($3)) = $3)"
+    };
+}
+pub const RECORD_EVENT: &str = concat!(record_event!(), " ON CONFLICT DO NOTHING");
+/// PostgreSQL: [`RECORD_EVENT`] only if the version its write made exists
+/// ($5…$8: vault, kind, name, version), for a write whose COMMIT travels
+/// with it (see [`PG_GUARDED_INSERT_VERSION_SET_LATEST`]).
+pub const PG_RECORD_EVENT_OF_VERSION: &str = concat!(
+    record_event!(),
+    " AND EXISTS (SELECT 1 FROM versions WHERE vault_id = $5 AND kind = $6 AND name_lower = $7 AND version = $8) \
+     ON CONFLICT DO NOTHING"
+);
 pub const OBJECT_NAME: &str = object_row!("name");
 /// PostgreSQL: claims due entries not under an unexpired claim, oldest due
 /// first; rows another claim holds are skipped, and the outer condition is
