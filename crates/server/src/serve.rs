@@ -362,15 +362,23 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             crate::http::identity::imds::router(prepared.state.clone()),
         ));
     }
-    let app = crate::http::app(prepared.state.clone());
+    let (app, in_flight) = crate::http::app_in_flight(prepared.state.clone());
     let acceptor = TlsAcceptor::from(prepared.tls);
     for listener in listeners {
         tokio::spawn(accept_loop(listener, acceptor.clone(), app.clone()));
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
+    // State-changing requests run to their end (and their audit record),
+    // within a grace period.
+    if !in_flight.drained(SHUTDOWN_GRACE).await {
+        tracing::warn!("requests still running after the shutdown grace period were cut off");
+    }
     Ok(())
 }
+
+/// How long a shutdown waits for state-changing requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router) {
     loop {

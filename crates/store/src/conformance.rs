@@ -1934,15 +1934,20 @@ async fn events_are_recorded_with_their_change(s: &dyn Storage) {
     s.delete_object(&v, Secret, &name("casing"), info)
         .await
         .unwrap();
-    assert!(s
-        .put_versions_with(
-            &v,
-            &[rec(Secret, "casing", 4, b"c")],
-            None,
-            &[event("e2", &v, "Secret", "casing")]
-        )
-        .await
-        .is_err());
+    for (id, casing) in [("e2", "casing"), ("e2b", "Casing")] {
+        let refused = s
+            .put_versions_with(
+                &v,
+                &[rec(Secret, casing, 4, b"c")],
+                None,
+                &[event(id, &v, "Secret", casing)],
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::NameDeleted { .. })),
+            "{refused:?}"
+        );
+    }
     let stale = keyhaven_core::store::PolicyChange {
         kind: Secret,
         name: name("other"),

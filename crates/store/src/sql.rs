@@ -100,6 +100,20 @@ pub const LATEST_MANAGED: &str =
     "SELECT v.managed FROM objects o JOIN versions v ON v.seq = o.latest_seq \
      WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3";
 pub const INSERT_OBJECT: &str = "INSERT INTO objects (vault_id, kind, name_lower, name) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+/// Whether the vault whose lower-cased ARM id (with a trailing `/`) is
+/// parameter `$p` has an event subscription (events are recorded only then).
+macro_rules! subscribed {
+    ($p:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
+             AND substr(id_lower, 1, length(",
+            $p,
+            ")) = ",
+            $p,
+            ")"
+        )
+    };
+}
 macro_rules! version_columns {
     () => {
         "INSERT INTO versions (vault_id, kind, name_lower, version, enabled, nbf, exp, created, updated, content_type, tags, managed, payload, meta) "
@@ -122,22 +136,29 @@ pub const PG_INSERT_VERSION_SET_LATEST: &str = concat!(
     " RETURNING seq) UPDATE objects SET latest_seq = (SELECT seq FROM v) \
      WHERE vault_id = $1 AND kind = $2 AND name_lower = $3"
 );
-/// PostgreSQL, one version written alone: [`PG_INSERT_VERSION_SET_LATEST`]
-/// guarded, in the same statement, by the checks `put_versions_with` reads
-/// (the object is not soft-deleted; its latest version, if any, is a
-/// certificate's exactly when this one is: [`check_managed`]) and, when
-/// $15 is not NULL, by the object being stored under that name exactly (the
-/// name the write's events were made with). A write the guard refuses
-/// changes nothing (0 rows), so the transaction's COMMIT can travel with
-/// it. The statement's snapshot is taken after the object's row lock is
-/// granted, so it sees what the checks see.
+/// PostgreSQL, one version written alone, with at most one event, in one
+/// statement: [`PG_INSERT_VERSION_SET_LATEST`] guarded by the checks
+/// `put_versions_with` reads (the object is not soft-deleted; its latest
+/// version, if any, is a certificate's exactly when this one is:
+/// [`check_managed`]) and, when $15 is not NULL, by the object being stored
+/// under that name exactly (the name the event was made with); and the
+/// event ($16…$19: `RECORD_EVENT`'s parameters, $16 NULL for none),
+/// recorded only with the version. A write the guard refuses changes
+/// nothing (0 rows), so the transaction's COMMIT can travel with it. The
+/// guard takes the row lock itself (held already, unless a statement before
+/// it failed in the client only), and its snapshot follows the lock, so it
+/// sees what the checks see.
 pub const PG_GUARDED_INSERT_VERSION_SET_LATEST: &str = concat!(
     "WITH ok AS (SELECT 1 FROM objects o LEFT JOIN versions l ON l.seq = o.latest_seq \
      WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3 AND o.deleted_date IS NULL \
-     AND (l.managed IS NULL OR l.managed = $12) AND ($15::text IS NULL OR o.name = $15)), v AS (",
+     AND (l.managed IS NULL OR l.managed = $12) AND ($15::text IS NULL OR o.name = $15) \
+     FOR UPDATE OF o), v AS (",
     version_columns!(),
     "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM ok) \
-     RETURNING seq) UPDATE objects o SET latest_seq = v.seq FROM v \
+     RETURNING seq), e AS (INSERT INTO outbox (id, subscription, body, due) SELECT $16, '', $17, $19 \
+     WHERE $16::text IS NOT NULL AND EXISTS (SELECT 1 FROM v) AND ",
+    subscribed!("$18"),
+    " ON CONFLICT DO NOTHING) UPDATE objects o SET latest_seq = v.seq FROM v \
      WHERE o.vault_id = $1 AND o.kind = $2 AND o.name_lower = $3"
 );
 pub const SET_LATEST: &str =
@@ -523,21 +544,10 @@ pub const INSERT_EVENT: &str = "INSERT INTO outbox (id, subscription, body, due)
 /// event subscription: a resource of that type under `$3`, the vault's ARM
 /// id in lower case with a trailing `/`. The check walks the deployment's
 /// event subscriptions (the `kind` index), not its other resources.
-macro_rules! record_event {
-    () => {
-        "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, $4 \
-         WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Microsoft.EventGrid/eventSubscriptions' \
-         AND substr(id_lower, 1, length($3)) = $3)"
-    };
-}
-pub const RECORD_EVENT: &str = concat!(record_event!(), " ON CONFLICT DO NOTHING");
-/// PostgreSQL: [`RECORD_EVENT`] only if the version its write made exists
-/// ($5…$8: vault, kind, name, version), for a write whose COMMIT travels
-/// with it (see [`PG_GUARDED_INSERT_VERSION_SET_LATEST`]).
-pub const PG_RECORD_EVENT_OF_VERSION: &str = concat!(
-    record_event!(),
-    " AND EXISTS (SELECT 1 FROM versions WHERE vault_id = $5 AND kind = $6 AND name_lower = $7 AND version = $8) \
-     ON CONFLICT DO NOTHING"
+pub const RECORD_EVENT: &str = concat!(
+    "INSERT INTO outbox (id, subscription, body, due) SELECT $1, '', $2, $4 WHERE ",
+    subscribed!("$3"),
+    " ON CONFLICT DO NOTHING"
 );
 pub const OBJECT_NAME: &str = object_row!("name");
 /// PostgreSQL: claims due entries not under an unexpired claim, oldest due

@@ -36,50 +36,87 @@ pub struct LocalAddr(pub std::net::SocketAddr);
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const SERVICE_VERSION: &str = concat!("keyhaven-", env!("CARGO_PKG_VERSION"));
 
+/// Most state-changing requests running detached at once on a node (see
+/// `dispatch`); beyond it they are answered 503.
+const DETACHED: u32 = 1024;
+
+/// The state-changing requests in flight, each holding a permit for as long
+/// as it runs: they are bounded, and waited for at shutdown.
+#[derive(Clone)]
+pub struct InFlight(Arc<tokio::sync::Semaphore>);
+
+impl InFlight {
+    fn new() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(DETACHED as usize)))
+    }
+
+    /// Waits, at most `limit`, until no state-changing request is running;
+    /// false if some still were. Requests that would start meanwhile are
+    /// answered 503 (the waiting shutdown is served first).
+    pub async fn drained(&self, limit: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.0.acquire_many(DETACHED)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
 struct Planes {
     arm: Router,
     data: Router,
     pool: Router,
     login: Router,
     graph: Router,
+    in_flight: InFlight,
 }
 
 /// The whole application as one router.
 pub fn app(state: AppState) -> Router {
+    app_in_flight(state).0
+}
+
+/// [`app`], and the requests it has in flight (for a shutdown to wait for).
+pub fn app_in_flight(state: AppState) -> (Router, InFlight) {
+    let in_flight = InFlight::new();
     let planes = Arc::new(Planes {
         arm: arm::router(state.clone()),
         data: data::router(state.clone()),
         pool: data::pool_router(state.clone()),
         login: identity::router(state.clone()),
         graph: identity::graph::router(state.clone()),
+        in_flight: in_flight.clone(),
     });
-    Router::new().fallback(move |req: Request| {
+    let router = Router::new().fallback(move |req: Request| {
         let (state, planes) = (state.clone(), Arc::clone(&planes));
-        async move {
-            if matches!(
-                *req.method(),
-                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-            ) {
-                return dispatch(state, planes, req).await;
-            }
-            // A request that may change state runs to its end in a task of
-            // its own. Should the client go away mid-request (hyper drops a
-            // closed connection's handler future), a change the store has
-            // committed, or is committing, still gets its audit record.
-            // Reads stay on the connection's task: dropping them loses
-            // nothing.
-            match tokio::spawn(dispatch(state, planes, req)).await {
-                Ok(resp) => resp,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => shutting_down(),
-            }
-        }
-    })
+        async move { dispatch(state, planes, req).await }
+    });
+    (router, in_flight)
 }
 
-/// The answer when the runtime shut down under a request.
-fn shutting_down() -> Response {
-    unavailable("The server is shutting down. Retry later.")
+/// Runs a request through the pipeline. A request that may change state
+/// runs to its end in a task of its own: should the client go away
+/// mid-request (hyper drops a closed connection's handler future), a change
+/// the store has committed, or is committing, still gets its audit record.
+/// Such tasks are bounded ([`DETACHED`]; 503 beyond, so clients that send
+/// and hang up cannot pile up work) and waited for at shutdown. Reads stay
+/// on the caller's task: dropping them loses nothing. Requests the server
+/// makes for the portal come here too.
+async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return dispatch_here(state, planes, req).await;
+    }
+    let Ok(permit) = Arc::clone(&planes.in_flight.0).try_acquire_owned() else {
+        return unavailable("The server is busy. Retry later.");
+    };
+    let run = async move {
+        let _permit = permit;
+        dispatch_here(state, planes, req).await
+    };
+    match tokio::spawn(run).await {
+        Ok(resp) => resp,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => unavailable("The server is shutting down. Retry later."),
+    }
 }
 
 /// The caller's claims as an audit record names them.
@@ -341,7 +378,7 @@ fn dispatch_boxed(
     Box::pin(dispatch(state, planes, req))
 }
 
-async fn dispatch(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
+async fn dispatch_here(state: AppState, planes: Arc<Planes>, req: Request) -> Response {
     let facts = RequestFacts::of(&req, &state.endpoints);
     if state.audit_fail_closed && !facts.health {
         if let Some(log) = state.audit.as_ref() {

@@ -48,21 +48,22 @@ fn config_for_listener(url: &str) -> StoreResult<tokio_postgres::Config> {
 }
 
 impl PostgresStore {
-    /// A version written alone (a secret's SET, a key's new version): one
-    /// round trip. BEGIN, the object row's creation and lock, the checks,
-    /// the version guarded by those checks in its own statement (see
-    /// [`sql::PG_GUARDED_INSERT_VERSION_SET_LATEST`]), the events (recorded
-    /// only if the version was written) and COMMIT are sent together. A
-    /// refused write changes nothing, so the COMMIT behind it ends an empty
-    /// transaction; a failed statement aborts the transaction and the COMMIT
-    /// behind it rolls back. The write is reported done only when every
-    /// statement succeeded and the version was written.
+    /// A version written alone (a secret's SET, a key's new version) with
+    /// at most one event: one round trip. BEGIN, the object row's creation
+    /// and lock, the checks, one statement writing the version and its
+    /// event guarded by those checks (see
+    /// [`sql::PG_GUARDED_INSERT_VERSION_SET_LATEST`]) and COMMIT are sent
+    /// together. A refused write changes nothing, so the COMMIT behind it
+    /// ends an empty transaction; a failed statement aborts the transaction
+    /// and the COMMIT behind it rolls back. The write is reported done only
+    /// when every statement succeeded and the version was written.
     ///
-    /// Events name the object as it is stored, known only once its row is
-    /// locked; they are made with the write's own name, and the guard also
+    /// An event names the object as it is stored, known only once its row
+    /// is locked; it is made with the write's own name, and the guard also
     /// requires the row to be stored under it. When it is not (the object
-    /// was created with another casing), nothing was written and `None`
-    /// sends the write down the two-round-trip path.
+    /// was created with another casing), or there are several events,
+    /// nothing is written and `None` sends the write down the
+    /// two-round-trip path.
     async fn put_one_version(
         &self,
         vault_id: &str,
@@ -70,25 +71,38 @@ impl PostgresStore {
         events: &[ChangeEvent],
     ) -> StoreResult<Option<Vec<ObjectName>>> {
         use futures_util::future::{join, join3};
+        if events.len() > 1 {
+            return Ok(None);
+        }
         let tx = Pipelined::new(self.client().await?);
         let c = tx.client()?;
-        let (insert_object, lock_object, latest_managed, guarded, record_event) = (
+        let (insert_object, lock_object, latest_managed, guarded) = (
             cached(c, sql::INSERT_OBJECT).await?,
             cached(c, sql::OBJECT_STATE_NAME_FOR_UPDATE).await?,
             cached(c, sql::LATEST_MANAGED).await?,
             cached(c, sql::PG_GUARDED_INSERT_VERSION_SET_LATEST).await?,
-            cached(c, sql::PG_RECORD_EVENT_OF_VERSION).await?,
         );
         let (kind, key, name) = (rec.kind.as_str(), rec.name.key(), rec.name.as_str());
         let p = VersionParams::new(vault_id, rec);
         let named: Option<&str> = (!events.is_empty()).then_some(name);
+        let event = sql::event_bodies(events, std::slice::from_ref(rec), |_| Ok(None))?
+            .into_iter()
+            .next();
+        let (event_id, body, under, due) = match &event {
+            Some((id, body, under, due)) => (Some(id), Some(body), Some(under), Some(due)),
+            None => (None, None, None, None),
+        };
         let mut params = p.params().to_vec();
-        params.push(&named);
-        let bodies = sql::event_bodies(events, std::slice::from_ref(rec), |_| Ok(None))?;
-        let version = rec.version.as_str();
-        // `join` and `in_order` poll left to right, so the statements are
-        // sent in this order.
-        let ((begun, (created, state, managed)), (written, (recorded, committed))) = join(
+        params.extend([
+            &named as &(dyn ToSql + Sync),
+            &event_id,
+            &body,
+            &under,
+            &due,
+        ]);
+        // `join` polls left to right, so the statements are sent in this
+        // order.
+        let ((begun, (created, state, managed)), (written, committed)) = join(
             join(
                 c.batch_execute("BEGIN"),
                 join3(
@@ -97,22 +111,7 @@ impl PostgresStore {
                     c.query_opt(&latest_managed, &[&vault_id, &kind, &key]),
                 ),
             ),
-            join(
-                c.execute(&guarded, &params),
-                join(
-                    in_order(bodies.iter().map(|(id, body, under, due)| {
-                        let (record_event, key) = (&record_event, &key);
-                        async move {
-                            c.execute(
-                                record_event,
-                                &[id, body, under, due, &vault_id, &kind, key, &version],
-                            )
-                            .await
-                        }
-                    })),
-                    c.batch_execute("COMMIT"),
-                ),
-            ),
+            join(c.execute(&guarded, &params), c.batch_execute("COMMIT")),
         )
         .await;
         // The COMMIT has run: committed, or (after a failed statement)
@@ -123,13 +122,13 @@ impl PostgresStore {
         let state = state.map_err(err)?;
         let managed = managed.map_err(err)?;
         let written = written.map_err(err)?;
-        for r in recorded {
-            r.map_err(err)?;
-        }
         committed.map_err(err)?;
         let stored: Option<String> = state.try_get(1).map_err(err)?;
         if written == 1 {
-            return Ok(Some(vec![sql::stored_object_name(stored, rec)?]));
+            // Committed: no error may follow (a caller would undo what it
+            // made for a write it believes failed).
+            let name = sql::stored_object_name(stored, rec).unwrap_or_else(|_| rec.name.clone());
+            return Ok(Some(vec![name]));
         }
         // Refused: the guard saw what the checks read (the row was locked
         // from the check on).
