@@ -96,8 +96,10 @@ pub fn app_in_flight(state: AppState) -> (Router, InFlight) {
 /// Whether a request may change state, judged before routing: anything but
 /// GET, HEAD and OPTIONS, except the key operations that only use a key and
 /// backups (`POST …/sign`, `…/verify`, `…/encrypt`, `…/decrypt`,
-/// `…/wrapkey`, `…/unwrapkey`, `…/backup`), the hot path of a key vault.
-/// A request judged wrongly here is only not detached.
+/// `…/wrapkey`, `…/unwrapkey`, `…/backup`), the hot path of a key vault:
+/// the operations [`changes_state`] counts as read-only, told apart by their
+/// path since the operation is not known yet. A request judged wrongly here
+/// is only not detached.
 fn may_change_state(req: &Request) -> bool {
     const USE_ONLY: [&str; 7] = [
         "sign",

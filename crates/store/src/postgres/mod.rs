@@ -85,7 +85,7 @@ impl PostgresStore {
         let (kind, key, name) = (rec.kind.as_str(), rec.name.key(), rec.name.as_str());
         let p = VersionParams::new(vault_id, rec);
         let named: Option<&str> = (!events.is_empty()).then_some(name);
-        let event = sql::event_bodies(events, std::slice::from_ref(rec), |_| Ok(None))?
+        let event = sql::event_bodies(events, &[], |_| Ok(None))?
             .into_iter()
             .next();
         let (event_id, body, under, due) = match &event {
@@ -132,15 +132,7 @@ impl PostgresStore {
         }
         // Refused: the guard saw what the checks read (the row was locked
         // from the check on).
-        let deleted: Option<i64> = state.try_get(0).map_err(err)?;
-        if deleted.is_some() {
-            return Err(StoreError::NameDeleted {
-                kind: rec.kind,
-                name: rec.name.to_string(),
-            });
-        }
-        let managed: Option<bool> = managed.map(|r| r.try_get(0).map_err(err)).transpose()?;
-        sql::check_managed(managed, rec)?;
+        check_version_write(&state, managed.as_ref(), rec)?;
         if named.is_some() && stored.as_deref() != Some(name) {
             // Stored under another casing: its events need that name.
             return Ok(None);
@@ -239,6 +231,22 @@ impl PostgresStore {
         .await?;
         sql::name_page(rows, limit, deleted)
     }
+}
+
+/// Whether a version write may go ahead, from its object's locked row
+/// ([`sql::OBJECT_STATE_NAME_FOR_UPDATE`]) and its latest version's owner
+/// ([`sql::LATEST_MANAGED`]): the object is not soft-deleted, and a
+/// certificate's object is written only by its certificate.
+fn check_version_write(state: &Row, managed: Option<&Row>, rec: &VersionRecord) -> StoreResult<()> {
+    let deleted: Option<i64> = state.try_get(0).map_err(err)?;
+    if deleted.is_some() {
+        return Err(StoreError::NameDeleted {
+            kind: rec.kind,
+            name: rec.name.to_string(),
+        });
+    }
+    let managed: Option<bool> = managed.map(|r| r.try_get(0).map_err(err)).transpose()?;
+    sql::check_managed(managed, rec)
 }
 
 /// Records change events that are not about a version write (those are
@@ -746,17 +754,7 @@ impl Store for PostgresStore {
         let mut names = std::collections::HashMap::new();
         for (rec, checked) in order.iter().zip(checks) {
             let (state, managed) = checked.map_err(err)?;
-            let deleted: Option<i64> = state.try_get(0).map_err(err)?;
-            if deleted.is_some() {
-                return Err(tx
-                    .refuse(StoreError::NameDeleted {
-                        kind: rec.kind,
-                        name: rec.name.to_string(),
-                    })
-                    .await);
-            }
-            let managed: Option<bool> = managed.map(|r| r.try_get(0).map_err(err)).transpose()?;
-            if let Err(e) = sql::check_managed(managed, rec) {
+            if let Err(e) = check_version_write(&state, managed.as_ref(), rec) {
                 return Err(tx.refuse(e).await);
             }
             let stored = sql::stored_object_name(state.try_get(1).map_err(err)?, rec)?;
